@@ -1,0 +1,114 @@
+"""The mimoq error tree, grouped by what the worker must do about each error.
+
+::
+
+    MimoqError
+    ├── RetryableError            carries retry_after_s (None: use the backoff schedule)
+    │   ├── RateLimitedError      429
+    │   ├── UpstreamUnavailable   5xx, timeouts, connection errors
+    │   └── CapacityDeferred      the fleet limiter said "not yet"
+    └── PermanentError
+        ├── InvalidRequestError   400/404/422 and our own validation (invalid_request_error)
+        ├── AuthenticationError   401/403
+        ├── PaymentRequiredError  402
+        ├── ContentBlockedError   421
+        └── UpstreamResponseError a 200 with no/invalid audio or transcript
+
+Foreign exceptions (httpx, pydantic, redis) are translated into this tree in exactly one
+place each (the MiMo client, the job validators, the callback client); the tree is
+translated into arq behaviour in exactly one place (``worker.runner``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MimoqError(Exception):
+    """Base of every error mimoq raises on purpose."""
+
+    error_type: ClassVar[str] = "mimoq_error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used in results and callbacks: never carries secrets."""
+        out: dict[str, Any] = {"type": self.error_type, "message": self.message}
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+class RetryableError(MimoqError):
+    """The same request may succeed later."""
+
+    error_type = "upstream_error"
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(RetryableError):
+    error_type = "rate_limit_error"
+
+
+class UpstreamUnavailable(RetryableError):
+    error_type = "upstream_unavailable_error"
+
+
+class CapacityDeferred(RetryableError):
+    """The fleet-wide limiter has no capacity until ``retry_after_s`` from now."""
+
+    error_type = "capacity_deferred"
+
+
+class PermanentError(MimoqError):
+    """Retrying the same request cannot help."""
+
+    error_type = "permanent_error"
+
+
+class InvalidRequestError(PermanentError):
+    """The job asks for something MiMo cannot do, or is malformed; ``param`` names the field."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.param is not None:
+            out["param"] = self.param
+        return out
+
+
+class AuthenticationError(PermanentError):
+    error_type = "authentication_error"
+
+
+class PaymentRequiredError(PermanentError):
+    error_type = "payment_required_error"
+
+
+class ContentBlockedError(PermanentError):
+    error_type = "content_blocked_error"
+
+
+class UpstreamResponseError(PermanentError):
+    """MiMo answered 200 but the body has no usable audio or transcript."""
+
+    error_type = "upstream_response_error"
+
+
+class ConfigurationError(MimoqError):
+    """Settings that cannot work (for example a ``tp-`` key with no region); fatal at start-up."""
+
+    error_type = "configuration_error"
