@@ -1,0 +1,42 @@
+"""The ``mimoq`` command: the composition root (the one module that imports worker and producer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mimoq.errors import MimoqError
+from mimoq.settings import Settings
+
+#: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
+#: ``Handler`` that returns the process exit code.
+Handler = Callable[[argparse.Namespace, Settings], int]
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="mimoq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mimoq.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        handler: Handler = args.func
+        return handler(args, settings)
+    except MimoqError as exc:
+        print(f"mimoq: {exc.error_type}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
