@@ -8,6 +8,7 @@
     │   ├── UpstreamUnavailable   5xx, timeouts, connection errors
     │   └── CapacityDeferred      the fleet limiter said "not yet"
     └── PermanentError
+        ├── InternalError         a bug of ours: logged with its traceback, reported plainly
         ├── InvalidRequestError   400/404/422 and our own validation (invalid_request_error)
         ├── AuthenticationError   401/403
         ├── PaymentRequiredError  402
@@ -72,6 +73,12 @@ class PermanentError(MimoqError):
     """Retrying the same request cannot help."""
 
     error_type = "permanent_error"
+
+
+class InternalError(PermanentError):
+    """An unexpected exception inside the worker; the details are in its logs, not the result."""
+
+    error_type = "internal_error"
 
 
 class InvalidRequestError(PermanentError):

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         description="Jobs in flight per worker process. Little's law: 100 RPM at 8 s p50 needs ~14.",
     )
     job_timeout_s: float = Field(default=600.0, gt=0, validation_alias="MIMOQ_JOB_TIMEOUT_S")
+    poll_delay_s: float = Field(
+        default=0.2, gt=0, validation_alias="MIMOQ_POLL_DELAY_S",
+        description="How often an idle worker polls the queue (arq's poll_delay).",
+    )
 
     # --- Callbacks (owned by worker/callbacks.py) ------------------------------------------
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="MIMOQ_WEBHOOK_SECRET")

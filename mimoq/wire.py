@@ -24,6 +24,7 @@ RESULT_PREFIX: Final = "mimoq:result:"
 DEAD_LETTER_PREFIX: Final = "mimoq:dead:"
 DEAD_LETTER_INDEX: Final = "mimoq:dead"
 LIMITER_PREFIX: Final = "mimoq:limit:"
+DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------

@@ -1,0 +1,138 @@
+"""The arq worker: functions, JSON serialization, dependencies built once per process."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import structlog
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker, func
+
+from mimoq import wire
+from mimoq.jobs import JobResult
+from mimoq.results import read_result
+from mimoq.settings import Settings
+from mimoq.storage import LocalStorage
+from worker import callbacks
+from worker.limiter import build_limiter
+from worker.mimo_client import MimoClient
+from worker.pipeline import WorkerDeps
+from worker.runner import salvage, finish, invalid_job, speech, transcription
+
+log = structlog.get_logger("mimoq.worker")
+#: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
+#: deferrals are not counted; arq's must only be a backstop far above it.
+ARQ_MAX_TRIES = 100_000
+
+
+class MimoqWorker(Worker):  # type: ignore[misc]
+    """arq's worker, with failures that arq decides itself turned into mimoq results.
+
+    arq fails a job without calling our code when it expired before a worker got to it or
+    ran out of arq-level tries. It would record that only in its own (pickle-shaped) result;
+    we record a mimoq failure result and send the failure callback, so nothing vanishes.
+    """
+
+    def __init__(self, *args: Any, mimoq_settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mimoq_settings = mimoq_settings
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):
+            return
+        reason, raw_job = "the job could not be run", None
+        if result_data:
+            data = json.loads(result_data)
+            error = data.get("r")
+            if isinstance(error, dict) and error.get("message"):
+                reason = str(error["message"])
+            raw_job = (data.get("k") or {}).get("job")
+        callback, metadata = salvage(raw_job)
+        kind = raw_job.get("kind") if isinstance(raw_job, dict) else None
+        result = JobResult(
+            id=job_id,
+            kind=kind if kind in ("speech", "transcription") else None,
+            status="failed",
+            error={"type": "job_failed", "message": reason},
+            metadata=metadata,
+            finished_at=time.time(),
+        )
+        log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
+        await finish(self.pool, result, callback, ttl_s=self.mimoq_settings.result_ttl_s)
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one MiMo client of a worker process; its pool is sized to the job concurrency."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+        ),
+        follow_redirects=False,
+    )
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    http = ctx.get("http") or http_client(settings)
+    ctx["http"] = http
+    ctx["deps"] = WorkerDeps(
+        settings=settings,
+        mimo=MimoClient(http, base_url=settings.base_url(), api_key=settings.api_key()),
+        storage=LocalStorage(settings.data_dir),
+        limiter=build_limiter(settings, ctx["redis"]),
+    )
+    await callbacks.startup(ctx)
+    log.info("worker.started", concurrency=settings.concurrency, base_url=settings.base_url())
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await callbacks.shutdown(ctx)
+    if not ctx.get("http_external") and "http" in ctx:
+        await ctx["http"].aclose()
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    redis: ArqRedis | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+    http: httpx.AsyncClient | None = None,
+) -> MimoqWorker:
+    """A configured worker; ``redis`` (e.g. the embedded one) overrides ``REDIS_URL``."""
+    ctx: dict[str, Any] = {"settings": settings}
+    if http is not None:
+        ctx.update(http=http, http_external=True)
+    redis_settings = RedisSettings.from_dsn(settings.redis_url) if redis is None and settings.redis_url else None
+    return MimoqWorker(
+        functions=[
+            func(speech, name=wire.TASK_SPEECH),
+            func(transcription, name=wire.TASK_TRANSCRIPTION),
+            func(invalid_job, name=wire.TASK_INVALID),
+            func(callbacks.deliver_callback, name=wire.TASK_CALLBACK),
+        ],
+        mimoq_settings=settings,
+        redis_pool=redis,
+        redis_settings=redis_settings,
+        queue_name=wire.QUEUE_NAME,
+        health_check_key=wire.HEALTH_CHECK_KEY,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        max_jobs=settings.concurrency,
+        # Our own timeout (inside the task) fires first and turns into a retry; arq's
+        # would fail the job without a result.
+        job_timeout=settings.job_timeout_s + 60,
+        max_tries=ARQ_MAX_TRIES,
+        keep_result=0,  # our result records are the results; arq's would duplicate the job
+        poll_delay=settings.poll_delay_s,
+        burst=burst,
+        handle_signals=handle_signals,
+        ctx=ctx,
+        on_startup=_startup,
+        on_shutdown=_shutdown,
+    )
