@@ -1,0 +1,35 @@
+"""Local storage writes atomically under deterministic keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mimoq.storage import LocalStorage
+
+
+def test_write_then_rename(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with storage.open_atomic("speech/a.wav") as f:
+        f.write(b"abc")
+        assert not storage.exists("speech/a.wav")  # invisible until complete
+    assert (tmp_path / "speech/a.wav").read_bytes() == b"abc"
+    assert storage.locate("speech/a.wav") == str(tmp_path.resolve() / "speech/a.wav")
+    assert [p.name for p in (tmp_path / "speech").iterdir()] == ["a.wav"]
+
+
+def test_failure_leaves_nothing_and_keeps_the_old_output(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with storage.open_atomic("x.wav") as f:
+        f.write(b"old")
+    with pytest.raises(RuntimeError), storage.open_atomic("x.wav") as f:
+        f.write(b"partial")
+        raise RuntimeError("killed mid-write")
+    assert (tmp_path / "x.wav").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav"]
+
+
+def test_keys_cannot_escape(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="escapes"):
+        LocalStorage(tmp_path).locate("../outside.wav")
