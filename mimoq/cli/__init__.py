@@ -12,7 +12,7 @@ from mimoq.settings import Settings
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("jobs", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

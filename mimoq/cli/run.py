@@ -1,0 +1,49 @@
+"""``mimoq worker`` and ``mimoq sim``: the long-running processes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mimoq.errors import ConfigurationError
+from mimoq.logs import configure
+from mimoq.settings import Settings
+
+
+def register(sub: Any) -> None:
+    worker = sub.add_parser("worker", help="run a worker on REDIS_URL (any number, on any hosts)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight (MIMOQ_CONCURRENCY)")
+    worker.set_defaults(func=_worker)
+
+    from mimoq.simulator.config import add_arguments
+
+    sim = sub.add_parser("sim", help="serve the MiMo simulator on loopback (no key needed)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8808)
+    add_arguments(sim)
+    sim.set_defaults(func=_sim)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.app import build_worker
+
+    if args.concurrency is not None:
+        settings = settings.model_copy(update={"concurrency": args.concurrency})
+    if not settings.redis_url:
+        raise ConfigurationError(
+            "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "
+            "without a server, `mimoq speak` and `mimoq transcribe` run an embedded worker"
+        )
+    configure()
+    build_worker(settings, burst=args.burst).run()
+    return 0
+
+
+def _sim(args: argparse.Namespace, settings: Settings) -> int:
+    from mimoq.simulator.config import config_from_args
+    from mimoq.simulator.server import serve
+
+    configure()
+    serve(config_from_args(args), args.host, args.port)
+    return 0

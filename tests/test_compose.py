@@ -1,0 +1,49 @@
+"""docker-compose.yml is for users (no Docker engine here): check it as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mimoq.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_redis_persists_with_aof() -> None:
+    redis = load()["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert "healthcheck" in redis
+
+
+def test_worker_is_scaled_by_replicas_and_waits_for_redis() -> None:
+    worker = load()["services"]["worker"]
+    assert worker["deploy"]["replicas"] >= 2
+    assert worker["environment"]["REDIS_URL"].startswith("redis://redis:6379")
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["environment"]["MIMOQ_DATA_DIR"] == "/data"
+    # The command is one our CLI accepts.
+    assert build_parser().parse_args(worker["command"][1:]).command == "worker"
+
+
+def test_simulator_sits_behind_a_profile() -> None:
+    sim = load()["services"]["sim"]
+    assert sim["profiles"] == ["sim"]
+    args = build_parser().parse_args(sim["command"][1:])
+    assert (args.command, args.host, args.port) == ("sim", "0.0.0.0", 8808)
+
+
+def test_every_service_image_can_be_built() -> None:
+    services = load()["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert all("build" in s or s.get("image") == "mimoq:latest" for n, s in services.items() if n != "redis")
+    for package in ("mimoq", "producer", "worker"):
+        assert f"COPY {package} " in dockerfile
+    assert set(load()["volumes"]) == {"redis-data", "mimoq-data"}
