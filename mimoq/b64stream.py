@@ -274,10 +274,9 @@ class AudioDataExtractor:
         """Note that a value starts here; returns whether it sits at the audio path."""
         if len(self._keys) != len(self._path):
             return False
-        for key, in_array, want in zip(self._keys, self._in_array, self._path, strict=True):
-            # type() rather than isinstance: True is an int, and "0" must not match index 0.
-            if type(want) is not (int if in_array else str) or want != key:
-                return False
+        # Keys are str and indices int, so an object keyed "0" never matches index 0.
+        if any(want != key for key, want in zip(self._keys, self._path, strict=True)):
+            return False
         if self._target_seen:
             raise Base64StreamError(f"the response body has {self._path_text()} twice")
         self._target_seen = True
