@@ -1,4 +1,4 @@
-"""PURE: WAV/PCM formats and headers."""
+"""PURE: WAV/PCM formats, RIFF header parsing, and an incremental WAV/PCM file writer."""
 
 from __future__ import annotations
 
