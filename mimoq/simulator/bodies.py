@@ -56,8 +56,9 @@ def error_body(
         )
         return page.encode(), HTML_TYPE
     if style is ErrorBodyStyle.UNWRAPPED:
+        # The one documented unwrapped body says "server_error" (even for missing funds).
         text = message or f"Upstream request failed: {default_message}"
-        return _dumps({"type": kind or "server_error", "message": text}), JSON_TYPE
+        return _dumps({"type": "server_error", "message": text}), JSON_TYPE
     error: dict[str, Any] = {"code": str(status), "message": message or default_message}
     if param is not None:
         error["param"] = param
