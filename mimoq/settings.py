@@ -59,6 +59,86 @@ class Settings(BaseSettings):
     # --- end callbacks ----------------------------------------------------------------------
 
     # --- Limiter (owned by worker/limiter.py) -----------------------------------------------
+    limits_enabled: bool = Field(
+        default=True, validation_alias="MIMOQ_LIMITS_ENABLED",
+        description="Reserve MiMo quota in Redis before every call. Off only for an upstream "
+        "without quotas (e.g. the simulator with no quota policy).",
+    )
+    limit_account: str | None = Field(
+        default=None, validation_alias="MIMOQ_LIMIT_ACCOUNT",
+        description="Name of the MiMo account whose quota the fleet shares. Default: the first 16 "
+        "hex of the SHA-256 of MIMO_API_KEY (never the key). Set the same name on fleets that "
+        "use different keys of one account: MiMo sums the quota over all its keys.",
+    )
+    limit_default_rpm: int = Field(
+        default=100, gt=0, validation_alias="MIMOQ_LIMIT_DEFAULT_RPM",
+        description="Requests per window for every model not named in MIMOQ_LIMIT_RPM "
+        "(official: 100 per minute for each model).",
+    )
+    limit_rpm: dict[str, int] = Field(
+        default_factory=dict, validation_alias="MIMOQ_LIMIT_RPM",
+        description="Per-model overrides of the requests per window, as JSON: "
+        "'{\"mimo-v2.5-tts\": 60}'.",
+    )
+    limit_tpm: dict[str, int] = Field(
+        default_factory=dict, validation_alias="MIMOQ_LIMIT_TPM",
+        description="Per-model overrides of the tokens per window, as JSON (official: 10000 "
+        "for mimo-v2.5-asr; no token limit is enforced for other models). 0 removes a limit.",
+    )
+    limit_window_s: float = Field(
+        default=60.0, gt=0, validation_alias="MIMOQ_LIMIT_WINDOW_S",
+        description="Length of the quota window (MiMo: a minute). Benchmarks shorten it.",
+    )
+    limit_target: float = Field(
+        default=0.98, gt=0, le=1, validation_alias="MIMOQ_LIMIT_TARGET",
+        description="Fraction of the quota the limiter paces to; the rest absorbs the spread "
+        "between our send times and MiMo's receive times.",
+    )
+    limit_margin_s: float = Field(
+        default=0.5, ge=0, validation_alias="MIMOQ_LIMIT_MARGIN_S",
+        description="Seconds added to the window by the hard guard (never more than the quota "
+        "in any window this long): the worst send-to-receive spread expected.",
+    )
+    limit_burst: int = Field(
+        default=1, ge=1, validation_alias="MIMOQ_LIMIT_BURST",
+        description="Requests that may start back to back after an idle spell (1: even spacing).",
+    )
+    limit_max_in_flight: int | None = Field(
+        default=None, ge=1, validation_alias="MIMOQ_LIMIT_MAX_IN_FLIGHT",
+        description="Cap on MiMo calls in flight per model across the fleet (unset: no cap).",
+    )
+    limit_lease_ttl_s: float = Field(
+        default=300.0, gt=0, validation_alias="MIMOQ_LIMIT_LEASE_TTL_S",
+        description="An in-flight lease of a worker that died expires after this; keep it above "
+        "the longest MiMo call.",
+    )
+    limit_ticket_grace_s: float = Field(
+        default=300.0, gt=0, validation_alias="MIMOQ_LIMIT_TICKET_GRACE_S",
+        description="A deferred job's reserved slot stays claimable this long after its time.",
+    )
+    limit_cooldown_s: float = Field(
+        default=2.0, ge=0, validation_alias="MIMOQ_LIMIT_COOLDOWN_S",
+        description="Fleet-wide pause of a model after a 429 that carried no Retry-After.",
+    )
+    limit_decrease: float = Field(
+        default=0.5, gt=0, lt=1, validation_alias="MIMOQ_LIMIT_DECREASE",
+        description="After a 429 the paced rate is multiplied by this (multiplicative decrease).",
+    )
+    limit_recovery_per_window: float = Field(
+        default=0.1, gt=0, le=1, validation_alias="MIMOQ_LIMIT_RECOVERY_PER_WINDOW",
+        description="Share of the target rate regained per window without a 429 "
+        "(additive increase).",
+    )
+    limit_tokens_per_call: float = Field(
+        default=21.0, ge=0, validation_alias="MIMOQ_LIMIT_TOKENS_PER_CALL",
+        description="Fixed token cost of a call of a token-limited model (the ASR prompt's text).",
+    )
+    limit_tokens_per_audio_s: float = Field(
+        default=11.25, gt=0, validation_alias="MIMOQ_LIMIT_TOKENS_PER_AUDIO_S",
+        description="Starting tokens per second of audio (the documented 4 s clip: 25 audio + 20 "
+        "completion tokens); calibrated fleet-wide from the usage of finished calls.",
+    )
+
     # --- end limiter ------------------------------------------------------------------------
 
     @field_validator("mimo_api_key", "webhook_secret", "mimo_base_url", "redis_url", mode="before")

@@ -1,0 +1,123 @@
+"""The limiter's reading of the settings: quotas per model, the account, the key layout."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from mimoq import wire
+from mimoq.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICEDESIGN_MODEL
+from mimoq.errors import ConfigurationError
+from mimoq.settings import Settings
+from worker.limiter import usage_tokens
+from worker.limiter_config import (
+    ANONYMOUS_ACCOUNT,
+    LimiterConfig,
+    ModelQuota,
+    account_fingerprint,
+    limiter_keys,
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "model", "expected"),
+    [
+        ({}, TTS_MODEL, ModelQuota(100, None)),
+        ({}, ASR_MODEL, ModelQuota(100, 10_000)),  # the official values
+        ({}, "some-future-model", ModelQuota(100, None)),
+        ({"MIMOQ_LIMIT_RPM": '{"mimo-v2.5-tts": 60}'}, TTS_MODEL, ModelQuota(60, None)),
+        ({"MIMOQ_LIMIT_RPM": '{"mimo-v2.5-tts": 60}'}, VOICEDESIGN_MODEL, ModelQuota(100, None)),
+        ({"MIMOQ_LIMIT_DEFAULT_RPM": "40"}, ASR_MODEL, ModelQuota(40, 10_000)),
+        # overriding one model's tokens keeps the official ASR limit
+        ({"MIMOQ_LIMIT_TPM": '{"mimo-v2.5-tts": 5000}'}, ASR_MODEL, ModelQuota(100, 10_000)),
+        ({"MIMOQ_LIMIT_TPM": '{"mimo-v2.5-tts": 5000}'}, TTS_MODEL, ModelQuota(100, 5000)),
+        ({"MIMOQ_LIMIT_TPM": '{"mimo-v2.5-asr": 0}'}, ASR_MODEL, ModelQuota(100, None)),
+    ],
+)
+def test_quotas_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], model: str, expected: ModelQuota
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert LimiterConfig.from_settings(Settings()).quota(model) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "expected"),
+    [
+        ({"MIMOQ_LIMIT_WINDOW_S": "10"}, "window_s", 10.0),
+        ({"MIMOQ_LIMIT_TARGET": "0.97"}, "target", 0.97),
+        ({"MIMOQ_LIMIT_MAX_IN_FLIGHT": "20"}, "max_in_flight", 20),
+        ({}, "max_in_flight", None),
+        ({"MIMOQ_LIMIT_ACCOUNT": "team-a"}, "account", "team-a"),
+        ({"MIMOQ_LIMIT_ACCOUNT": "team-a", "MIMO_API_KEY": "sk-x"}, "account", "team-a"),
+        ({}, "account", ANONYMOUS_ACCOUNT),
+        ({"MIMOQ_LIMIT_COOLDOWN_S": "0.5"}, "cooldown_s", 0.5),
+    ],
+)
+def test_settings_reach_the_limiter(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field: str, expected: Any
+) -> None:
+    monkeypatch.delenv("MIMO_API_KEY", raising=False)
+    monkeypatch.delenv("XIAOMI_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert getattr(LimiterConfig.from_settings(Settings()), field) == expected
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"MIMOQ_LIMIT_RPM": '{"mimo-v2.5-tts": 0}'}, {"MIMOQ_LIMIT_TPM": '{"mimo-v2.5-asr": -5}'}],
+)
+def test_nonsense_quotas_fail_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match="MIMOQ_LIMIT"):
+        LimiterConfig.from_settings(Settings())
+
+
+@pytest.mark.parametrize("key", ["sk-topsecret-123", "tp-another-secret"])
+def test_the_account_is_a_fingerprint_never_the_key(key: str) -> None:
+    account = LimiterConfig.from_settings(Settings(mimo_api_key=key, mimo_region="sgp")).account
+    assert account == hashlib.sha256(key.encode()).hexdigest()[:16]
+    assert key not in account and key.split("-")[1] not in account
+    assert all(key not in k for k in limiter_keys(account, ASR_MODEL))
+
+
+def test_different_keys_are_different_accounts() -> None:
+    assert account_fingerprint("sk-a") != account_fingerprint("sk-b")
+    assert account_fingerprint(None) == account_fingerprint("") == ANONYMOUS_ACCOUNT
+
+
+def test_keys_share_the_prefix_and_one_cluster_slot() -> None:
+    keys = limiter_keys("acct", ASR_MODEL)
+    assert len(set(keys)) == 5
+    assert all(k.startswith(wire.LIMITER_PREFIX + "{acct:mimo-v2.5-asr}:") for k in keys)
+    assert limiter_keys("acct", TTS_MODEL)[0] != keys[0]
+
+
+def test_models_listed_by_default_include_configured_ones() -> None:
+    config = LimiterConfig(account="a", rpm={"custom-model": 5})
+    assert config.models() == [*ALL_MODELS, "custom-model"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"prompt_tokens": 46, "completion_tokens": 20, "total_tokens": 66}, 66),
+        ({"prompt_tokens": 46, "completion_tokens": 20}, 66),
+        ({"prompt_tokens": 46}, None),
+        ({"total_tokens": "66"}, None),
+        ({"total_tokens": True}, None),
+        ({"total_tokens": -1, "prompt_tokens": 5, "completion_tokens": 1}, 6),
+        ({"total_tokens": 12.0}, 12),
+    ],
+)
+def test_usage_tokens(usage: dict[str, Any] | None, expected: int | None) -> None:
+    assert usage_tokens(usage) == expected

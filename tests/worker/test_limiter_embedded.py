@@ -1,0 +1,33 @@
+"""The limiter's scripts also run on the embedded in-process Redis (fakeredis with Lua)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimoq.connections import embedded
+from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.errors import CapacityDeferred
+from mimoq.settings import Settings
+from worker.limiter import RedisLimiter, build_limiter
+
+
+async def test_every_decision_runs_on_the_embedded_redis() -> None:
+    redis = embedded()
+    try:
+        limiter = build_limiter(Settings(limit_window_s=60, limit_default_rpm=2), redis)
+        assert isinstance(limiter, RedisLimiter)
+        lease = await limiter.acquire(ASR_MODEL, job_id="a", audio_s=4.0)
+        assert lease.tokens == 66 and lease.granted_at > 0
+        with pytest.raises(CapacityDeferred) as caught:
+            await limiter.acquire(ASR_MODEL, job_id="b", audio_s=4.0)
+        assert caught.value.retry_after_s == pytest.approx(60 / 2 / 0.98, abs=0.1)
+        await limiter.release(lease, usage={"total_tokens": 100}, latency_s=2.0)
+        await limiter.rate_limited(TTS_MODEL, 1.0)
+        with pytest.raises(CapacityDeferred, match="cooldown"):
+            await limiter.acquire(TTS_MODEL, job_id="c")
+        asr = await limiter.snapshot(ASR_MODEL)
+        assert (asr.tokens_recent, asr.tickets, asr.latency_ewma_s) == (100, 1, 2.0)
+        assert asr.tokens_per_audio_s == pytest.approx(11.25 + 0.2 * ((100 - 21) / 4 - 11.25))
+        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == 0.5
+    finally:
+        await redis.aclose()

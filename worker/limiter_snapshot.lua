@@ -1,0 +1,21 @@
+-- snapshot: read one limiter's state for `mimoq limits` and capacity planning (no writes).
+-- Returns {now, factor, cool-down left, requests and tokens in the last window, leases in
+-- flight, tickets, ticket backlog s, tokens per audio s, latency EWMA (-1: none), its
+-- mean deviation, 429s seen}.
+
+local now = now_s()
+local st = load_state()
+local f = factor(st, now)
+local recent = redis.call('ZRANGEBYSCORE', LOG, '(' .. fmt(now - Q.window), '+inf')
+local tokens = 0
+for _, n in ipairs(tokens_of(recent)) do tokens = tokens + n end
+local in_flight = redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf')
+local live = '(' .. fmt(now - Q.ticket_grace)
+local tickets = redis.call('ZCOUNT', TICKETS, live, '+inf')
+local backlog = 0
+local last = redis.call('ZREVRANGEBYSCORE', TICKETS, '+inf', live, 'WITHSCORES', 'LIMIT', 0, 1)
+if #last > 0 then backlog = math.max(0, tonumber(last[2]) - now) end
+return {
+  fmt(now), fmt(f), fmt(math.max(0, st.cd - now)), #recent, tokens, in_flight, tickets,
+  fmt(backlog), fmt(st.tok_rate), fmt(st.lat or -1), fmt(st.lat_dev), st.n429,
+}
