@@ -1,0 +1,68 @@
+"""``mimoq limits``: print every fleet limiter's state as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from mimoq.connections import connect
+from mimoq.settings import Settings
+from worker.capacity import planning_latency_s, required_concurrency
+from worker.limiter import LimiterSnapshot, RedisLimiter
+from worker.limiter_config import LimiterConfig
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``mimoq limits`` to the command's subparsers."""
+    parser = sub.add_parser(
+        "limits",
+        help="show the fleet-wide MiMo quota limiters (JSON)",
+        description="Configured and effective rate, recent use, cool-down, in-flight leases and "
+        "queued tickets of each model's limiter, shared by every worker on this Redis.",
+    )
+    parser.add_argument(
+        "--model", action="append", dest="models", metavar="MODEL",
+        help="only this model (repeatable); default: every MiMo audio model and configured one",
+    )  # fmt: skip
+    parser.set_defaults(func=run)
+
+
+def _with_capacity(snapshot: LimiterSnapshot) -> dict[str, Any]:
+    out = snapshot.to_dict()
+    if snapshot.latency_ewma_s is not None:
+        latency = planning_latency_s(snapshot.latency_ewma_s, snapshot.latency_deviation_s or 0.0)
+        rate = snapshot.requests_effective / snapshot.window_s
+        if snapshot.tokens_effective and snapshot.requests_recent and snapshot.tokens_recent:
+            per_call = snapshot.tokens_recent / snapshot.requests_recent
+            rate = min(rate, snapshot.tokens_effective / snapshot.window_s / per_call)
+        # Little's law: worker slots the fleet needs for this model alone
+        out["concurrency_needed"] = required_concurrency(rate, latency)
+    return out
+
+
+async def _collect(settings: Settings, models: list[str] | None) -> dict[str, Any]:
+    config = LimiterConfig.from_settings(settings)
+    redis = connect(settings)
+    try:
+        limiter = RedisLimiter(config, redis)
+        snapshots = [await limiter.snapshot(m) for m in models or config.models()]
+    finally:
+        await redis.aclose()
+    return {
+        "enabled": True,
+        "account": config.account,
+        "window_s": config.window_s,
+        "target": config.target,
+        "limiters": [_with_capacity(s) for s in snapshots],
+    }
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the limiters' state; exit code 0."""
+    if not settings.limits_enabled:
+        print(json.dumps({"enabled": False}))
+        return 0
+    print(json.dumps(asyncio.run(_collect(settings, args.models)), indent=2, ensure_ascii=False))
+    return 0
