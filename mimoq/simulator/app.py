@@ -109,6 +109,16 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+def _parse(body: bytes | None) -> tuple[Any, SimRequestError | None]:
+    """The body's JSON value, or the 400 to answer with (kept until validation's turn)."""
+    if body is None:
+        return None, None
+    try:
+        return parse_json(body), None
+    except SimRequestError as exc:
+        return None, exc
+
+
 def _corrupt(chunks: Iterable[bytes], at: int) -> Iterator[bytes]:
     """Pass base64 chunks through, replacing the 4-character group at offset ``at`` with '!'s."""
     pos = 0
@@ -122,7 +132,18 @@ def _corrupt(chunks: Iterable[bytes], at: int) -> Iterator[bytes]:
 
 
 class SimApp:
-    """The ASGI app. ``state`` is the in-process handle on its faults and statistics."""
+    """The ASGI app. ``state`` is the in-process handle on its faults and statistics.
+
+    Routes: ``POST /v1/chat/completions`` (MiMo), and the control API:
+    ``POST /_sim/faults`` (one fault object or a list, see ``faults.Fault``),
+    ``GET /_sim/faults`` (pending), ``DELETE /_sim/faults``, ``GET /_sim/stats``,
+    ``POST /_sim/reset`` (faults, counters, and the quota policy's window if it has ``reset``).
+
+    Order of checks for a chat request: API key (401), ``Accept`` (406), body size (413),
+    then the next matching fault is taken (a ``status`` fault answers at once), then the
+    request is validated (400/404), failed at random (``fail_rate``), admitted by the quota
+    policy (429), delayed, and answered (streamed).
+    """
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
@@ -168,22 +189,20 @@ class SimApp:
             self.state.leave()
 
     async def _answer(self, scope: Scope, receive: Receive, after_send: ExitStack) -> Reply:
+        # The body is read first only so that every request is counted under its model; the
+        # answers still come in MiMo's order: auth, Accept, then the body's content.
+        body = await _read_body(receive)
+        data, parse_error = _parse(body)
+        model = data.get("model") if isinstance(data, dict) else None
+        model = model if isinstance(model, str) else None
+        self.state.count_request(model)
         headers = _headers(scope)
         if not self._authorized(headers):
             return error_reply(401)
         if wants_audio(headers.get("accept")):
             return error_reply(406, param="Accept must allow application/json")
-        body = await _read_body(receive)
         if body is None:
             return error_reply(413, param=f"request body exceeds {MAX_BODY_BYTES} bytes")
-        try:
-            data: Any = parse_json(body)
-            parse_error: SimRequestError | None = None
-        except SimRequestError as exc:
-            data, parse_error = None, exc
-        model = data.get("model") if isinstance(data, dict) else None
-        model = model if isinstance(model, str) else None
-        self.state.count_request(model)
         fault = self.state.take_fault(body, speech=model in dc.SPEECH_MODELS)
         if fault is not None and fault.kind is FaultKind.STATUS:
             return error_reply(
@@ -209,7 +228,9 @@ class SimApp:
         if delay_s > 0:
             await asyncio.sleep(delay_s)  # simulated upstream work, not synchronisation
         if fault is not None and fault.kind is FaultKind.DISCONNECT:
-            reply.cut_after = reply.length // 2 if fault.after_bytes is None else fault.after_bytes
+            # Always short of the whole body: a drop after the last byte would be no drop.
+            cut = reply.length // 2 if fault.after_bytes is None else fault.after_bytes
+            reply.cut_after = min(cut, reply.length - 1)
         return reply
 
     def _authorized(self, headers: dict[str, str]) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class FaultKind(StrEnum):
@@ -65,6 +65,14 @@ class Fault(BaseModel):
     #: Body bytes sent before the drop (None: half of the body).
     after_bytes: int | None = Field(default=None, ge=0)
     audio_bytes: int = Field(default=0, ge=0)
+
+    @field_validator("retry_after", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: object) -> object:
+        # ``"retry_after": 2`` is what people type; the header is text either way.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Fault:

@@ -167,4 +167,8 @@ def serve(config: SimConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
     """Serve in the foreground until interrupted (what ``mimoq sim`` runs)."""
     server = uvicorn.Server(_uvicorn_config(create_app(config), host, port, embedded=False))
     _quiet_disconnects()
+    logging.getLogger("uvicorn.error").info(
+        "MiMo simulator: point clients at MIMO_BASE_URL=http://%s:%d/v1 (control API: /_sim/)",
+        host, port,
+    )
     server.run()

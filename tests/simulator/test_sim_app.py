@@ -291,11 +291,16 @@ async def test_api_key(make: Make, headers: dict[str, str], status: int) -> None
 
 
 async def test_auth_is_checked_before_anything_else(make: Make) -> None:
-    client, _ = make(api_key=KEY)
+    client, app = make(api_key=KEY)
+    await client.post("/_sim/faults", json={"kind": "status", "status": 503})
     response = await client.post(
         CHAT, content=b"{broken", headers={"Accept": "audio/*", "content-type": "application/json"}
     )
     assert response.status_code == 401
+    assert app.state.pending_faults() != []  # a refused caller does not use up a fault
+    refused = await client.post(CHAT, json=tts())
+    assert app.state.stats()["requests"] == {"<none>": 1, dc.TTS_MODEL: 1}  # still counted
+    assert refused.status_code == 401
 
 
 async def test_no_key_configured_accepts_any(sim: Sim) -> None:
@@ -460,6 +465,35 @@ async def test_disconnect_fault_drops_mid_body(sim: Sim) -> None:
     assert (await client.post(CHAT, json=tts())).status_code == 200
 
 
+@pytest.mark.parametrize(("after_bytes", "sent"), [(None, "half"), (0, 0), (10**9, "all but one")])
+async def test_disconnect_always_cuts_short(
+    sim: Sim, after_bytes: int | None, sent: int | str
+) -> None:
+    _, app = sim
+    spec: dict[str, Any] = {"kind": "disconnect"}
+    if after_bytes is not None:
+        spec["after_bytes"] = after_bytes
+    app.state.add_fault(Fault.model_validate(spec))
+    sizes: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps(tts()).encode(), "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = dict(message["headers"])
+            sizes.append(int(headers[b"content-length"]))
+        else:
+            sizes.append(len(message.get("body", b"")))
+
+    scope = {"type": "http", "method": "POST", "path": CHAT, "headers": [], "query_string": b""}
+    with pytest.raises(SimulatedDisconnectError):
+        await app(scope, receive, send)
+    declared, body = sizes[0], sum(sizes[1:])
+    expected = {"half": declared // 2, "all but one": declared - 1}.get(str(sent), sent)
+    assert body == expected
+
+
 async def test_in_process_faults_are_the_same_queue(sim: Sim) -> None:
     client, app = sim
     app.state.add_fault(Fault(kind=FaultKind.STATUS, status=504))
@@ -604,3 +638,26 @@ async def test_invalid_requests_never_reach_the_quota(make: Make) -> None:
     client, _ = make(quota=RecordingQuota(log))
     await client.post(CHAT, json=tts(text=None, user="x"))
     assert log == []
+
+
+class CountingQuota(RecordingQuota):
+    """A policy that also has ``stats`` and ``reset`` (as mimoq.simulator.quota.SimQuota does)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"admitted": sum(1 for entry in self.log if entry[0] == "admit")}
+
+    def reset(self) -> None:
+        self.log.clear()
+
+
+async def test_a_policys_own_stats_and_reset_are_reachable(make: Make) -> None:
+    client, _ = make(quota=CountingQuota([]))
+    await client.post(CHAT, json=tts())
+    assert (await client.get("/_sim/stats")).json()["quota"] == {"admitted": 1}
+    await client.post("/_sim/reset")
+    assert (await client.get("/_sim/stats")).json()["quota"] == {"admitted": 0}
+
+
+async def test_stats_have_no_quota_section_without_a_policy(sim: Sim) -> None:
+    client, _ = sim
+    assert "quota" not in (await client.get("/_sim/stats")).json()

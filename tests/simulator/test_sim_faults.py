@@ -52,6 +52,13 @@ def test_invalid_specs(spec: dict[str, Any]) -> None:
         Fault.model_validate(spec)
 
 
+@pytest.mark.parametrize(("given", "header"), [(2, "2"), ("2", "2"), (1.5, "1.5"),
+                                              ("Wed, 21 Oct 2026 07:28:00 GMT", None)])
+def test_retry_after_is_header_text(given: object, header: str | None) -> None:
+    fault = Fault.model_validate({"kind": "status", "retry_after": given})
+    assert fault.retry_after == (header or given)
+
+
 def test_defaults() -> None:
     fault = Fault(kind=FaultKind.STATUS)
     assert (fault.times, fault.match, fault.status) == (1, None, 500)
