@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from mimoq import dialect_constants as dc
@@ -20,7 +20,7 @@ from mimoq.simulator import bodies
 from mimoq.simulator.audio_gen import iter_base64, plan_speech
 from mimoq.simulator.audio_read import hear
 from mimoq.simulator.config import SimConfig
-from mimoq.simulator.faults import ErrorBodyStyle, Fault, FaultKind
+from mimoq.simulator.faults import ErrorBodyStyle, Fault, FaultKind, parse_faults
 from mimoq.simulator.state import SimState
 from mimoq.simulator.validate import (
     SimRequestError,
@@ -34,7 +34,6 @@ CHAT_PATH: Final = "/v1/chat/completions"
 CONTROL_PREFIX: Final = "/_sim"
 #: Bodies past this are refused unread (a 10 MB data URI plus JSON fits comfortably).
 MAX_BODY_BYTES: Final = 32 << 20
-_FAULTS_ADAPTER: Final = TypeAdapter(list[Fault] | Fault)
 
 
 class SimulatedDisconnectError(Exception):
@@ -147,7 +146,7 @@ class SimApp:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.state = SimState(config.seed)
+        self.state = SimState(config.seed, config.faults)
         self._control_routes: dict[tuple[str, str], Callable[[bytes], Reply]] = {
             ("/faults", "POST"): self._add_faults,
             ("/faults", "GET"): lambda _: _json_reply({"pending": self.state.pending_faults()}),
@@ -335,10 +334,10 @@ class SimApp:
 
     def _add_faults(self, body: bytes) -> Reply:
         try:
-            parsed = _FAULTS_ADAPTER.validate_json(body)
+            faults = parse_faults(body)
         except ValidationError as exc:
             return error_reply(400, param=str(exc))
-        self.state.add_faults(parsed if isinstance(parsed, list) else [parsed])
+        self.state.add_faults(faults)
         return _json_reply({"pending": self.state.pending_faults()})
 
     def _stats(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from mimoq.errors import ConfigurationError
+from mimoq.simulator.faults import Fault, parse_faults
 from mimoq.simulator.quota_protocol import QuotaPolicy
 
 ENV_PREFIX: Final = "MIMOQ_SIM_"
@@ -51,6 +52,9 @@ class SimConfig:
     wav_text_chunk: bool = True
     #: Bytes of audio per base64 chunk of a streamed TTS body.
     stream_chunk_bytes: int = 64 * 1024
+    #: Faults for the whole run: a request that takes no queued fault (``/_sim/faults``)
+    #: gets the first of these that matches; they are never used up (``times`` is ignored).
+    faults: tuple[Fault, ...] = ()
     quota: QuotaPolicy | None = None
     #: Send ``Retry-After`` on quota 429s; None defers to the policy's ``send_retry_after``.
     quota_retry_after: bool | None = None
@@ -100,7 +104,7 @@ class SimConfig:
                 continue
             try:
                 values[name] = parse(raw.strip())
-            except ValueError as exc:
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError too
                 raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
         values.update(overrides)
         return cls(**values)
@@ -141,6 +145,7 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "wav_text_chunk": _bool,
     "stream_chunk_bytes": int,
     "quota_retry_after": _bool,
+    "faults": parse_faults,
 }
 # Every field but ``quota`` must be settable from the environment: fail at import on drift.
 assert set(_PARSERS) | {"quota"} == {f.name for f in fields(SimConfig)}
@@ -159,6 +164,8 @@ _FLAGS: Final[dict[str, tuple[str, Callable[[str], Any], str]]] = {
     "--sample-rate": ("sample_rate", int, "sample rate of generated WAVs, Hz"),
     "--audio-bytes": ("audio_bytes_override", int, "force every TTS answer to this many bytes"),
     "--max-text-chars": ("max_text_chars", int, "refuse longer TTS texts with a 400"),
+    "--faults": ("faults", parse_faults, 'whole-run faults as JSON, e.g. \'[{"kind": "status", '
+                 '"status": 503, "match": "poison"}]\' (see mimoq.simulator.faults)'),
 }
 _SWITCHES: Final[dict[str, tuple[str, str]]] = {
     "--omit-usage": ("omit_usage", "leave usage out of answers"),

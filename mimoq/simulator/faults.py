@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 
 class FaultKind(StrEnum):
@@ -85,6 +85,23 @@ class Fault(BaseModel):
         return self
 
 
+    def applies_to(self, body: bytes, *, speech: bool) -> bool:
+        """Whether a request with this raw ``body`` (a TTS one if ``speech``) is affected."""
+        if self.kind in SPEECH_ONLY and not speech:
+            return False
+        return self.match is None or self.match.encode("utf-8") in body
+
+
+#: Parses one fault or a list of them from JSON (the control API, MIMOQ_SIM_FAULTS).
+FAULTS_ADAPTER: TypeAdapter[list[Fault] | Fault] = TypeAdapter(list[Fault] | Fault)
+
+
+def parse_faults(raw: str | bytes) -> tuple[Fault, ...]:
+    """Faults from JSON text: one object or a list; raises pydantic's ``ValidationError``."""
+    parsed = FAULTS_ADAPTER.validate_json(raw)
+    return tuple(parsed) if isinstance(parsed, list) else (parsed,)
+
+
 @dataclass
 class _Pending:
     fault: Fault
@@ -107,9 +124,7 @@ class FaultQueue:
         """The fault for a request with this raw ``body`` (used up after ``times`` uses)."""
         for i, pending in enumerate(self._pending):
             fault = pending.fault
-            if fault.kind in SPEECH_ONLY and not speech:
-                continue
-            if fault.match is not None and fault.match.encode("utf-8") not in body:
+            if not fault.applies_to(body, speech=speech):
                 continue
             if pending.remaining is not None:
                 pending.remaining -= 1

@@ -21,9 +21,11 @@ class SimState:
     from theirs: every method takes a lock (they are all tiny).
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, run_faults: Iterable[Fault] = ()) -> None:
         #: Draws latency samples and random failures; used only on the server's loop.
         self.rng = random.Random(seed)
+        #: Whole-run faults (``SimConfig.faults``): never used up, not cleared by ``reset``.
+        self.run_faults = tuple(run_faults)
         self._lock = threading.Lock()
         self._faults = FaultQueue()
         self._zero()
@@ -48,9 +50,13 @@ class SimState:
         self.add_faults([fault])
 
     def take_fault(self, body: bytes, *, speech: bool) -> Fault | None:
-        """Consume the first pending fault matching this request, and count it as applied."""
+        """The first queued fault matching this request (used up), else the first matching
+        whole-run fault; counted as applied."""
         with self._lock:
             fault = self._faults.take(body, speech=speech)
+            if fault is None:
+                matching = (f for f in self.run_faults if f.applies_to(body, speech=speech))
+                fault = next(matching, None)
             if fault is not None:
                 self._faults_applied[fault.kind.value] += 1
             return fault

@@ -494,6 +494,19 @@ async def test_disconnect_always_cuts_short(
     assert body == expected
 
 
+async def test_whole_run_faults_last_and_yield_to_queued_ones(make: Make) -> None:
+    poison = Fault(kind=FaultKind.STATUS, status=503, match="poison", times=1)
+    client, app = make(faults=(poison,))
+    texts = ["fine", "poison pill", "poison again", "fine"]
+    statuses = [(await client.post(CHAT, json=tts(text=t))).status_code for t in texts]
+    assert statuses == [200, 503, 503, 200]  # never used up, whatever ``times`` says
+    await _fault(client, {"kind": "status", "status": 429, "match": "poison"})
+    assert (await client.post(CHAT, json=tts(text="poison"))).status_code == 429  # queued first
+    await client.post("/_sim/reset")
+    assert (await client.post(CHAT, json=tts(text="poison"))).status_code == 503  # survives reset
+    assert app.state.stats()["faults_applied"] == {"status": 1}
+
+
 async def test_in_process_faults_are_the_same_queue(sim: Sim) -> None:
     client, app = sim
     app.state.add_fault(Fault(kind=FaultKind.STATUS, status=504))

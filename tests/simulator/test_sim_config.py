@@ -11,6 +11,7 @@ import pytest
 
 from mimoq.errors import ConfigurationError
 from mimoq.simulator.config import SimConfig, add_arguments, config_from_args
+from mimoq.simulator.faults import Fault, FaultKind
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,11 @@ from mimoq.simulator.config import SimConfig, add_arguments, config_from_args
         ({"MIMOQ_SIM_QUOTA_RETRY_AFTER": "true"}, {"quota_retry_after": True}),
         ({"MIMOQ_SIM_LATENCY_MS": "  "}, {"latency_ms": 0.0}),  # blank means unset
         ({"UNRELATED": "1"}, {}),
+        ({"MIMOQ_SIM_FAULTS": '{"kind": "latency", "ms": 5}'},
+         {"faults": (Fault(kind=FaultKind.LATENCY, ms=5),)}),
+        ({"MIMOQ_SIM_FAULTS": '[{"kind": "status", "match": "x"}, {"kind": "malformed_base64"}]'},
+         {"faults": (Fault(kind=FaultKind.STATUS, match="x"),
+                     Fault(kind=FaultKind.MALFORMED_BASE64))}),
     ],
 )
 def test_from_env_parses_each_variable(env: dict[str, str], expected: dict[str, Any]) -> None:
@@ -47,6 +53,8 @@ def test_from_env_parses_each_variable(env: dict[str, str], expected: dict[str, 
         {"MIMOQ_SIM_FAIL_STATUSES": "200"},
         {"MIMOQ_SIM_SAMPLE_RATE": "0"},
         {"MIMOQ_SIM_SPEECH_SECONDS_PER_CHAR": "0"},
+        {"MIMOQ_SIM_FAULTS": '{"kind": "meteor"}'},
+        {"MIMOQ_SIM_FAULTS": "not json"},
     ],
 )
 def test_bad_environment_is_a_configuration_error(env: dict[str, str]) -> None:
@@ -102,6 +110,17 @@ def test_flags_leave_host_and_port_to_the_command() -> None:
     add_arguments(parser)
     ns = parser.parse_args(["--port", "9001", "--fail-rate", "0.5"])
     assert ns.port == 9001 and config_from_args(ns, {}).fail_rate == 0.5
+
+
+def test_cli_faults_flag() -> None:
+    ns = _parse(["--faults", '[{"kind": "status", "status": 503, "match": "poison"}]'])
+    assert config_from_args(ns, {}).faults == (Fault(kind=FaultKind.STATUS, status=503,
+                                                     match="poison"),)
+
+
+def test_cli_refuses_a_bad_fault() -> None:
+    with pytest.raises(SystemExit):
+        _parse(["--faults", '{"kind": "status", "status": 99}'])
 
 
 def test_cli_values_are_validated() -> None:
