@@ -23,6 +23,7 @@ from mimoq.simulator.config import SimConfig
 from mimoq.simulator.faults import ErrorBodyStyle, Fault, FaultKind, parse_faults
 from mimoq.simulator.state import SimState
 from mimoq.simulator.validate import (
+    OutputFormat,
     SimRequestError,
     SpeechRequest,
     TranscriptionRequest,
@@ -32,7 +33,8 @@ from mimoq.simulator.validate import (
 
 CHAT_PATH: Final = "/v1/chat/completions"
 CONTROL_PREFIX: Final = "/_sim"
-#: Bodies past this are refused unread (a 10 MB data URI plus JSON fits comfortably).
+#: Bodies past this get a 413 without being read further (a 10 MB data URI plus its JSON
+#: fits comfortably, so oversized audio still gets MiMo's own 400).
 MAX_BODY_BYTES: Final = 32 << 20
 
 
@@ -249,7 +251,7 @@ class SimApp:
             forced = fault.audio_bytes
         audio = plan_speech(
             request.text,
-            wav=request.format == "wav",
+            wav=request.format is OutputFormat.WAV,
             sample_rate=config.sample_rate,
             seconds_per_char=config.speech_seconds_per_char,
             min_s=config.min_speech_s,
