@@ -17,10 +17,14 @@ def connect(settings: Settings) -> ArqRedis:
         raise ConfigurationError(
             "this command needs a shared Redis: set REDIS_URL (e.g. redis://localhost:6379/0)"
         )
-    return ArqRedis.from_url(settings.redis_url)
+    client: ArqRedis = ArqRedis.from_url(settings.redis_url)
+    return client
 
 
 def embedded() -> ArqRedis:
     """An in-process Redis (fakeredis, with Lua) for the one-machine embedded default."""
-    pool = aioredis.ConnectionPool(connection_class=FakeConnection, server=fakeredis.FakeServer())
+    pool = aioredis.ConnectionPool(
+        connection_class=FakeConnection,  # type: ignore[arg-type]  # fakeredis types it as a factory
+        server=fakeredis.FakeServer(),
+    )
     return ArqRedis(connection_pool=pool)

@@ -138,7 +138,9 @@ def check_speech_skeleton(body: Mapping[str, Any], *, audio_found: bool) -> dict
     """Validate a TTS answer whose audio was streamed out; returns its ``usage`` (may be None)."""
     message = _first_message(body)
     if not audio_found or not isinstance(message.get("audio"), Mapping):
-        raise UpstreamResponseError("MiMo answered 200 without audio at choices[0].message.audio.data")
+        raise UpstreamResponseError(
+            "MiMo answered 200 without audio at choices[0].message.audio.data"
+        )
     return usage_of(body)
 
 
@@ -156,7 +158,9 @@ def parse_transcription(raw: bytes) -> tuple[str, dict[str, Any] | None]:
         raise UpstreamResponseError("MiMo answered 200 with JSON that is not an object")
     content = _first_message(body).get("content")
     if not isinstance(content, str):
-        raise UpstreamResponseError("MiMo answered 200 without a transcript in choices[0].message.content")
+        raise UpstreamResponseError(
+            "MiMo answered 200 without a transcript in choices[0].message.content"
+        )
     return content.strip(), usage_of(body)
 
 

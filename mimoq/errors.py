@@ -86,7 +86,9 @@ class InvalidRequestError(PermanentError):
 
     error_type = "invalid_request_error"
 
-    def __init__(self, message: str, *, param: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message, status=status)
         self.param = param
 

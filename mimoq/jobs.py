@@ -35,7 +35,9 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?
 
 def _refuse(message: str, param: str | None = None) -> PydanticCustomError:
     # ``param`` names the field for checks made at model level, where pydantic has no location.
-    return PydanticCustomError("invalid_request_error", message, {"param": param} if param else None)
+    return PydanticCustomError(
+        "invalid_request_error", message, {"param": param} if param else None
+    )
 
 
 class Callback(BaseModel):
@@ -58,7 +60,11 @@ class Callback(BaseModel):
     def _no_reserved_headers(cls, headers: dict[str, str]) -> dict[str, str]:
         for name in headers:
             lowered = name.lower()
-            if lowered.startswith("webhook-") or lowered in {"content-type", "content-length", "host"}:
+            if lowered.startswith("webhook-") or lowered in {
+                "content-type",
+                "content-length",
+                "host",
+            }:
                 raise _refuse(f"callback.headers may not set {name!r}: mimoq sets it")
         return headers
 
@@ -77,7 +83,12 @@ class _JobBase(BaseModel):
         if key is None:
             return key
         parts = key.split("/")
-        if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        if (
+            not key
+            or key.startswith("/")
+            or "\\" in key
+            or any(p in ("", ".", "..") for p in parts)
+        ):
             raise _refuse(
                 "output must be a relative path under the data directory, like 'books/ch1.wav' "
                 "(no leading '/', no '..', no empty parts)"
@@ -90,7 +101,9 @@ class _JobBase(BaseModel):
         from mimoq.wire import dumps  # local: wire imports nothing from here, keep it that way
 
         if len(dumps(value)) > MAX_METADATA_CHARS:
-            raise _refuse(f"metadata must serialize to at most {MAX_METADATA_CHARS} characters of JSON")
+            raise _refuse(
+                f"metadata must serialize to at most {MAX_METADATA_CHARS} characters of JSON"
+            )
         return value
 
 
@@ -260,7 +273,9 @@ def check_audio_reference(ref: str, param: str) -> None:
     if ref.startswith("data:"):
         match = _DATA_URI.match(ref)
         if match is None:
-            raise _refuse(f"{param} must be a base64 data URI like data:audio/wav;base64,...", param)
+            raise _refuse(
+                f"{param} must be a base64 data URI like data:audio/wav;base64,...", param
+            )
         mime = dc.MIME_ALIASES.get(match["mime"].lower())
         if mime is None:
             raise _refuse(
@@ -319,7 +334,9 @@ def _format_errors(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError("; ".join(messages), param=first or None)
 
 
-def parse_job(data: Mapping[str, Any] | SpeechJob | TranscriptionJob) -> SpeechJob | TranscriptionJob:
+def parse_job(
+    data: Mapping[str, Any] | SpeechJob | TranscriptionJob,
+) -> SpeechJob | TranscriptionJob:
     """Validate a job from JSON data; every problem becomes one ``InvalidRequestError``."""
     if isinstance(data, SpeechJob | TranscriptionJob):
         return data

@@ -12,7 +12,9 @@ from mimoq.jobs import JobResult, JobStatus
 
 
 async def write_result(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
-    await redis.set(wire.result_key(result.id), wire.dumps(result.model_dump(mode="json")), ex=ttl_s)
+    await redis.set(
+        wire.result_key(result.id), wire.dumps(result.model_dump(mode="json")), ex=ttl_s
+    )
 
 
 async def read_result(redis: Redis, job_id: str) -> JobResult | None:

@@ -64,7 +64,9 @@ def _sniff(head: bytes, size: int, mime: str, where: str, param: str) -> float |
         try:
             parsed = parse_wav_header(head)
         except AudioFormatError as exc:
-            raise InvalidRequestError(f"{param}: {where} is not a usable WAV file ({exc})", param=param) from None
+            raise InvalidRequestError(
+                f"{param}: {where} is not a usable WAV file ({exc})", param=param
+            ) from None
         if parsed is None:
             raise InvalidRequestError(f"{param}: {where} has a truncated WAV header", param=param)
         fmt, offset, data_size = parsed
@@ -101,7 +103,9 @@ def inspect_audio(ref: str, *, param: str) -> AudioInput:
     except FileNotFoundError:
         raise InvalidRequestError(f"{param}: {path} does not exist", param=param) from None
     except OSError as exc:
-        raise InvalidRequestError(f"{param}: cannot read {path} ({exc.strerror})", param=param) from None
+        raise InvalidRequestError(
+            f"{param}: cannot read {path} ({exc.strerror})", param=param
+        ) from None
     if size == 0:
         raise InvalidRequestError(f"{param}: {path} is empty", param=param)
     b64_chars = len(f"data:{mime};base64,") + 4 * ((size + 2) // 3)
@@ -122,12 +126,16 @@ def _inspect_data_uri(uri: str, param: str) -> AudioInput:
     header, _, payload = uri.partition(",")
     mime = dc.MIME_ALIASES.get(header[5:].split(";")[0].lower())
     if mime is None or not header.lower().endswith(";base64"):
-        raise InvalidRequestError(f"{param}: use a data:audio/wav;base64,... or audio/mpeg URI", param=param)
+        raise InvalidRequestError(
+            f"{param}: use a data:audio/wav;base64,... or audio/mpeg URI", param=param
+        )
     try:
         # Decoding validates every character; at most 10 MB, so briefly holding it is fine.
         decoded = pybase64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"{param}: the data URI is not valid base64", param=param) from None
+        raise InvalidRequestError(
+            f"{param}: the data URI is not valid base64", param=param
+        ) from None
     if not decoded:
         raise InvalidRequestError(f"{param}: the data URI carries no audio", param=param)
     head = decoded[:_SNIFF_BYTES]
@@ -135,4 +143,6 @@ def _inspect_data_uri(uri: str, param: str) -> AudioInput:
     if mime == "audio/mpeg":
         duration = _mp3_duration(head, len(decoded))
     # Re-spell the header canonically: MiMo documents audio/wav and audio/mpeg only.
-    return AudioInput(mime=mime, size=len(decoded), duration_s=duration, data_uri=f"data:{mime};base64,{payload}")
+    return AudioInput(
+        mime=mime, size=len(decoded), duration_s=duration, data_uri=f"data:{mime};base64,{payload}"
+    )

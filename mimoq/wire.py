@@ -84,7 +84,13 @@ def dumps(data: Any) -> str:
 
 
 def _invalid(reason: str, raw: object, et: int | None) -> dict[str, Any]:
-    return {"t": None, "f": TASK_INVALID, "a": [], "k": {"reason": reason, "raw": raw}, "et": et or 0}
+    return {
+        "t": None,
+        "f": TASK_INVALID,
+        "a": [],
+        "k": {"reason": reason, "raw": raw},
+        "et": et or 0,
+    }
 
 
 def deserialize(raw: bytes) -> dict[str, Any]:
@@ -97,7 +103,9 @@ def deserialize(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _invalid(f"job is not valid UTF-8 JSON ({exc})", raw[:200].decode("utf-8", "replace"), None)
+        return _invalid(
+            f"job is not valid UTF-8 JSON ({exc})", raw[:200].decode("utf-8", "replace"), None
+        )
     if not isinstance(data, dict):
         return _invalid("job must be a JSON object", data, None)
     et = data.get("et") if isinstance(data.get("et"), int) else None
@@ -111,7 +119,13 @@ def deserialize(raw: bytes) -> dict[str, Any]:
     if data.get("a") not in (None, []) or not isinstance(kwargs, dict) or set(kwargs) != {kwarg}:
         return _invalid(f"task {task!r} takes exactly one keyword argument {kwarg!r}", kwargs, et)
     try_ = data.get("t")
-    return {"t": try_ if isinstance(try_, int) else None, "f": task, "a": [], "k": kwargs, "et": et or 0}
+    return {
+        "t": try_ if isinstance(try_, int) else None,
+        "f": task,
+        "a": [],
+        "k": kwargs,
+        "et": et or 0,
+    }
 
 
 def enqueue_script() -> str:

@@ -51,8 +51,19 @@ def _spawn(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     assert binary is not None
     proc = subprocess.Popen(
         [
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -43,7 +43,11 @@ def test_simulator_sits_behind_a_profile() -> None:
 def test_every_service_image_can_be_built() -> None:
     services = load()["services"]
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert all("build" in s or s.get("image") == "mimoq:latest" for n, s in services.items() if n != "redis")
+    assert all(
+        "build" in s or s.get("image") == "mimoq:latest"
+        for n, s in services.items()
+        if n != "redis"
+    )
     for package in ("mimoq", "producer", "worker"):
         assert f"COPY {package} " in dockerfile
     assert set(load()["volumes"]) == {"redis-data", "mimoq-data"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -20,7 +22,7 @@ from worker import callbacks
 from worker.limiter import build_limiter
 from worker.mimo_client import MimoClient
 from worker.pipeline import WorkerDeps
-from worker.runner import salvage, finish, invalid_job, speech, transcription
+from worker.runner import finish, invalid_job, salvage, speech, transcription
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -28,7 +30,7 @@ log = structlog.get_logger("mimoq.worker")
 ARQ_MAX_TRIES = 100_000
 
 
-class MimoqWorker(Worker):  # type: ignore[misc]
+class MimoqWorker(Worker):
     """arq's worker, with failures that arq decides itself turned into mimoq results.
 
     arq fails a job without calling our code when it expired before a worker got to it or
@@ -63,6 +65,20 @@ class MimoqWorker(Worker):  # type: ignore[misc]
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
         await finish(self.pool, result, callback, ttl_s=self.mimoq_settings.result_ttl_s)
+
+
+async def drain_and_close(worker: Worker, *, grace_s: float) -> None:
+    """Stop taking jobs, let in-flight ones finish within ``grace_s``, then close.
+
+    Whatever is still running after the grace period is cancelled; arq leaves a cancelled
+    job in the queue to be run again, so nothing is lost, only repeated.
+    """
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker.close()
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -108,7 +124,9 @@ def build_worker(
     ctx: dict[str, Any] = {"settings": settings}
     if http is not None:
         ctx.update(http=http, http_external=True)
-    redis_settings = RedisSettings.from_dsn(settings.redis_url) if redis is None and settings.redis_url else None
+    redis_settings = (
+        RedisSettings.from_dsn(settings.redis_url) if redis is None and settings.redis_url else None
+    )
     return MimoqWorker(
         functions=[
             func(speech, name=wire.TASK_SPEECH),

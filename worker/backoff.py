@@ -24,6 +24,6 @@ def backoff_s(
     A ``Retry-After`` from the upstream wins, plus up to 10 % jitter for the same reason.
     """
     if retry_after_s is not None:
-        return min(retry_after_s, MAX_HONOURED_RETRY_AFTER_S) * (1 + 0.1 * rand())
-    step = min(max_s, base_s * 2 ** (max(attempt, 1) - 1))
+        return float(min(retry_after_s, MAX_HONOURED_RETRY_AFTER_S) * (1 + 0.1 * rand()))
+    step = float(min(max_s, base_s * 2.0 ** (max(attempt, 1) - 1)))
     return step / 2 + rand() * step / 2

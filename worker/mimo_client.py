@@ -65,15 +65,21 @@ class MimoClient:
                 if not 200 <= response.status_code < 300:
                     raw = await _read_capped(response, MAX_ERROR_BODY_BYTES)
                     raise self._redact(
-                        classify_http_error(response.status_code, raw, response.headers, now=time.time())
+                        classify_http_error(
+                            response.status_code, raw, response.headers, now=time.time()
+                        )
                     )
                 yield response
         except httpx.TimeoutException as exc:
-            raise UpstreamUnavailable(f"MiMo did not answer in time ({type(exc).__name__})") from None
+            raise UpstreamUnavailable(
+                f"MiMo did not answer in time ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(f"connection to MiMo failed ({type(exc).__name__})") from None
 
-    async def speak(self, body: RequestBody, sink: Callable[[bytes], None]) -> dict[str, Any] | None:
+    async def speak(
+        self, body: RequestBody, sink: Callable[[bytes], None]
+    ) -> dict[str, Any] | None:
         """POST a TTS body; stream-decode the audio into ``sink``; return ``usage`` if sent."""
         async with self._post(body) as response:
             extractor = AudioDataExtractor(sink)

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from mimoq import dialect_constants as dc
 from mimoq import wire
@@ -68,7 +68,7 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
     body = speech_body(job, clone_sample=clone)
     key = output_key(job, job_id)
     usage: dict[str, Any] = {}
-    fmt = "wav" if job.response_format == "wav" else "pcm"
+    fmt: Literal["wav", "pcm"] = "wav" if job.response_format == "wav" else "pcm"
     async with _quota(deps.limiter, job.model, job_id, None, usage):
         try:
             with deps.storage.open_atomic(key) as f:
@@ -102,7 +102,6 @@ async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str
     encoded = data.encode()
     with deps.storage.open_atomic(key) as f:
         f.write(encoded)
-    fmt = "json" if job.response_format == "json" else "text"
-    output = TextOutput(key=key, path=deps.storage.locate(key), format=fmt, bytes=len(encoded))
+    text_fmt: Literal["json", "text"] = "json" if job.response_format == "json" else "text"
+    output = TextOutput(key=key, path=deps.storage.locate(key), format=text_fmt, bytes=len(encoded))
     return Outcome(output=output, usage=usage or None, text=text)
-

@@ -27,7 +27,15 @@ from mimoq.errors import (
     RetryableError,
     UpstreamUnavailable,
 )
-from mimoq.jobs import Callback, CallbackState, CallbackStatus, JobResult, SpeechJob, TranscriptionJob, parse_job
+from mimoq.jobs import (
+    Callback,
+    CallbackState,
+    CallbackStatus,
+    JobResult,
+    SpeechJob,
+    TranscriptionJob,
+    parse_job,
+)
 from mimoq.results import read_result, write_result
 from worker.backoff import backoff_s
 from worker.callbacks import schedule_callback
@@ -60,7 +68,9 @@ def _parse(raw: Any, kind: str) -> SpeechJob | TranscriptionJob:
         raise InvalidRequestError("a job must be a JSON object")
     job = parse_job(raw)
     if job.kind != kind:
-        raise InvalidRequestError(f"job kind {job.kind!r} was enqueued as a {kind!r} task", param="kind")
+        raise InvalidRequestError(
+            f"job kind {job.kind!r} was enqueued as a {kind!r} task", param="kind"
+        )
     return job
 
 
@@ -150,16 +160,27 @@ async def run_job(
             rand=random.random,
         )
         bound.warning(
-            "job.retrying", error_type=error.error_type, status=error.status, retry_in_s=round(retry_in, 3)
+            "job.retrying",
+            error_type=error.error_type,
+            status=error.status,
+            retry_in_s=round(retry_in, 3),
         )
     if retry_in is not None:
         raise Retry(defer=retry_in)
 
     if outcome is not None and job is not None:
         result = JobResult(
-            id=job_id, kind=job.kind, status="succeeded", model=job.model, output=outcome.output,
-            text=outcome.text, usage=outcome.usage, metadata=job.metadata, tries=tries,
-            enqueued_at=_ts(ctx), finished_at=time.time(),
+            id=job_id,
+            kind=job.kind,
+            status="succeeded",
+            model=job.model,
+            output=outcome.output,
+            text=outcome.text,
+            usage=outcome.usage,
+            metadata=job.metadata,
+            tries=tries,
+            enqueued_at=_ts(ctx),
+            finished_at=time.time(),
         )
         callback = job.callback
     else:
@@ -169,16 +190,26 @@ async def run_job(
             details["message"] = f"gave up after {tries} tries: {error.message}"
         callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
         result = JobResult(
-            id=job_id, kind=job.kind if job else _kind_of(raw, kind), status="failed",
-            model=job.model if job else None, error=details, metadata=metadata, tries=tries,
-            enqueued_at=_ts(ctx), finished_at=time.time(),
+            id=job_id,
+            kind=job.kind if job else _kind_of(raw, kind),
+            status="failed",
+            model=job.model if job else None,
+            error=details,
+            metadata=metadata,
+            tries=tries,
+            enqueued_at=_ts(ctx),
+            finished_at=time.time(),
         )
     await finish(redis, result, callback, ttl_s=settings.result_ttl_s)
     await redis.delete(_deferrals_key(job_id))
     if result.status == "succeeded":
         bound.info("job.succeeded", output=result.output.key if result.output else None)
     else:
-        bound.warning("job.failed", error_type=(result.error or {}).get("type"), status=(result.error or {}).get("status"))
+        bound.warning(
+            "job.failed",
+            error_type=(result.error or {}).get("type"),
+            status=(result.error or {}).get("status"),
+        )
     return _summary(result)
 
 

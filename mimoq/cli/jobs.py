@@ -29,17 +29,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metadata", metavar="JSON", help="opaque JSON echoed in the result")
     parser.add_argument("--output", metavar="KEY", help="output path relative to MIMOQ_DATA_DIR")
     parser.add_argument("--wait", action="store_true", help="wait and print the final result")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S", help="give up waiting after S seconds")
+    parser.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="give up waiting after S seconds"
+    )
 
 
 def register(sub: Any) -> None:
     speak = sub.add_parser("speak", help="text to speech")
     speak.add_argument("text", help="the text to speak")
-    speak.add_argument("--voice", help=f"preset ({', '.join(dc.PRESET_VOICES)}) or, for voiceclone, a sample")
+    speak.add_argument(
+        "--voice", help=f"preset ({', '.join(dc.PRESET_VOICES)}) or, for voiceclone, a sample"
+    )
     speak.add_argument("--instructions", help="style; for voicedesign the voice description")
     speak.add_argument("--model", default=dc.TTS_MODEL, choices=dc.SPEECH_MODELS)
     speak.add_argument("--format", dest="response_format", default="wav", help="wav or pcm")
-    speak.add_argument("--out", type=Path, help="also copy the finished audio here (implies --wait)")
+    speak.add_argument(
+        "--out", type=Path, help="also copy the finished audio here (implies --wait)"
+    )
     _common(speak)
     speak.set_defaults(func=_speak)
 
@@ -59,7 +65,9 @@ def register(sub: Any) -> None:
 def _job(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     job: dict[str, Any] = {"kind": kind, "response_format": args.response_format}
     if kind == "speech":
-        job.update(input=args.text, model=args.model, voice=args.voice, instructions=args.instructions)
+        job.update(
+            input=args.text, model=args.model, voice=args.voice, instructions=args.instructions
+        )
     else:
         job.update(file=args.file, language=args.language, temperature=args.temperature)
     job.update(id=args.id, output=args.output)
@@ -117,10 +125,18 @@ async def _submit(settings: Settings, job: dict[str, Any], args: argparse.Namesp
     _print(result.model_dump(mode="json"))
     if result.status != "succeeded":
         return 1
+    return _copy_out(args, result)
+
+
+def _copy_out(args: argparse.Namespace, result: JobResult) -> int:
+    """``--out``: copy the finished audio where the user asked (it must be on this machine)."""
     if args.out is not None and result.output is not None:
         source = Path(result.output.path)
         if not source.is_file():
-            print(f"mimoq: --out: {source} is not on this machine (it is on the worker's)", file=sys.stderr)
+            print(
+                f"mimoq: --out: {source} is not on this machine (it is on the worker's)",
+                file=sys.stderr,
+            )
             return 1
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, args.out)

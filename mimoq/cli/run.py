@@ -13,7 +13,9 @@ from mimoq.settings import Settings
 def register(sub: Any) -> None:
     worker = sub.add_parser("worker", help="run a worker on REDIS_URL (any number, on any hosts)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    worker.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight (MIMOQ_CONCURRENCY)")
+    worker.add_argument(
+        "--concurrency", type=int, metavar="N", help="jobs in flight (MIMOQ_CONCURRENCY)"
+    )
     worker.set_defaults(func=_worker)
 
     from mimoq.simulator.config import add_arguments

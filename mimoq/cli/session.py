@@ -12,7 +12,7 @@ from arq.connections import ArqRedis
 from mimoq.connections import connect, embedded
 from mimoq.settings import Settings
 from producer.client import Producer
-from worker.app import MimoqWorker, build_worker
+from worker.app import MimoqWorker, build_worker, drain_and_close
 
 
 @dataclass
@@ -39,6 +39,6 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
     try:
         yield Session(Producer(redis, settings), redis, embedded=True)
     finally:
-        await worker.close()
+        await drain_and_close(worker, grace_s=settings.shutdown_grace_s)
         with contextlib.suppress(asyncio.CancelledError):
             await task

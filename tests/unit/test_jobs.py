@@ -14,16 +14,55 @@ DESIGN = {"model": "mimo-v2.5-tts-voicedesign"}
 @pytest.mark.parametrize(
     ("job", "expected"),
     [
-        ({"kind": "speech", "input": "Hi"}, {"model": "mimo-v2.5-tts", "response_format": "wav", "voice": None}),
-        ({"kind": "speech", "input": "Hi", "voice": "茉莉", "speed": 1}, {"voice": "茉莉", "speed": 1.0}),
-        ({"kind": "speech", "input": "Hi", **DESIGN, "instructions": "A bright voice"}, {"model": DESIGN["model"]}),
-        ({"kind": "speech", "input": "Hi", **CLONE, "voice": "sample.mp3"}, {"voice": "sample.mp3"}),
-        ({"kind": "speech", "input": "Hi", **CLONE, "voice": "data:audio/x-wav;base64,UklGRg=="}, {"model": CLONE["model"]}),
-        ({"kind": "transcription", "file": "a.WAV"}, {"language": "auto", "response_format": "json"}),
-        ({"kind": "transcription", "file": "file:///tmp/a.mp3", "language": "zh", "response_format": "text"}, {"language": "zh"}),
-        ({"kind": "transcription", "file": "a.wav", "prompt": "", "timestamp_granularities": []}, {"prompt": ""}),
-        ({"kind": "speech", "input": "Hi", "id": "job-1.a_b", "metadata": {"k": [1, "x"]}}, {"id": "job-1.a_b"}),
-        ({"kind": "speech", "input": "Hi", "callback": {"url": "https://example.com/hook", "headers": {"X-Token": "t"}}}, {}),
+        (
+            {"kind": "speech", "input": "Hi"},
+            {"model": "mimo-v2.5-tts", "response_format": "wav", "voice": None},
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "voice": "茉莉", "speed": 1},
+            {"voice": "茉莉", "speed": 1.0},
+        ),
+        (
+            {"kind": "speech", "input": "Hi", **DESIGN, "instructions": "A bright voice"},
+            {"model": DESIGN["model"]},
+        ),
+        (
+            {"kind": "speech", "input": "Hi", **CLONE, "voice": "sample.mp3"},
+            {"voice": "sample.mp3"},
+        ),
+        (
+            {"kind": "speech", "input": "Hi", **CLONE, "voice": "data:audio/x-wav;base64,UklGRg=="},
+            {"model": CLONE["model"]},
+        ),
+        (
+            {"kind": "transcription", "file": "a.WAV"},
+            {"language": "auto", "response_format": "json"},
+        ),
+        (
+            {
+                "kind": "transcription",
+                "file": "file:///tmp/a.mp3",
+                "language": "zh",
+                "response_format": "text",
+            },
+            {"language": "zh"},
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "prompt": "", "timestamp_granularities": []},
+            {"prompt": ""},
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "id": "job-1.a_b", "metadata": {"k": [1, "x"]}},
+            {"id": "job-1.a_b"},
+        ),
+        (
+            {
+                "kind": "speech",
+                "input": "Hi",
+                "callback": {"url": "https://example.com/hook", "headers": {"X-Token": "t"}},
+            },
+            {},
+        ),
         ({"kind": "speech", "input": "Hi", "output": "books/ch1.wav"}, {"output": "books/ch1.wav"}),
     ],
 )
@@ -37,10 +76,26 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
 @pytest.mark.parametrize(
     ("job", "param", "says"),
     [
-        ({"kind": "speech", "input": "Hi", "response_format": "mp3"}, "response_format", "'wav' or 'pcm'"),
-        ({"kind": "speech", "input": "Hi", "response_format": "opus"}, "response_format", "convert afterwards"),
-        ({"kind": "speech", "input": "Hi", "response_format": "flac"}, "response_format", "not supported"),
-        ({"kind": "speech", "input": "Hi", "speed": 1.25}, "speed", "use instructions to adjust pace"),
+        (
+            {"kind": "speech", "input": "Hi", "response_format": "mp3"},
+            "response_format",
+            "'wav' or 'pcm'",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "response_format": "opus"},
+            "response_format",
+            "convert afterwards",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "response_format": "flac"},
+            "response_format",
+            "not supported",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "speed": 1.25},
+            "speed",
+            "use instructions to adjust pace",
+        ),
         ({"kind": "speech", "input": "Hi", "speed": 0.5}, "speed", "absent or 1"),
         ({"kind": "speech", "input": "   "}, "input", "must contain text"),
         ({"kind": "speech", "input": "x" * 2501}, "input", "split the text"),
@@ -49,28 +104,101 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ({"kind": "speech", "input": "Hi", "model": "tts-1"}, "model", "not supported"),
         ({"kind": "speech", "input": "Hi", "model": "mimo-v2-tts"}, "model", "not supported"),
         ({"kind": "speech", "input": "Hi", **DESIGN}, "instructions", "required"),
-        ({"kind": "speech", "input": "Hi", **DESIGN, "instructions": "x", "voice": "Mia"}, "voice", "takes no voice"),
+        (
+            {"kind": "speech", "input": "Hi", **DESIGN, "instructions": "x", "voice": "Mia"},
+            "voice",
+            "takes no voice",
+        ),
         ({"kind": "speech", "input": "Hi", **CLONE}, "voice", "required"),
-        ({"kind": "speech", "input": "Hi", **CLONE, "voice": "sample.flac"}, "voice", ".wav or .mp3"),
-        ({"kind": "speech", "input": "Hi", **CLONE, "voice": "data:audio/ogg;base64,AAAA"}, "voice", "use wav or mp3"),
-        ({"kind": "speech", "input": "Hi", **CLONE, "voice": "data:audio/wav;base64," + "A" * 10_000_000}, "voice", "split the audio"),
-        ({"kind": "speech", "input": "Hi", "optimize_text_preview": True}, "optimize_text_preview", "voicedesign only"),
-        ({"kind": "speech", "input": "Hi", "stream_format": "sse"}, "stream_format", "not a supported parameter"),
-        ({"kind": "transcription", "file": "a.wav", "response_format": "verbose_json"}, "response_format", "without timestamps"),
-        ({"kind": "transcription", "file": "a.wav", "response_format": "srt"}, "response_format", "'json' or 'text'"),
-        ({"kind": "transcription", "file": "a.wav", "response_format": "vtt"}, "response_format", "'json' or 'text'"),
-        ({"kind": "transcription", "file": "a.wav", "prompt": "Names: Xiaomi"}, "prompt", "not supported"),
-        ({"kind": "transcription", "file": "a.wav", "timestamp_granularities": ["word"]}, "timestamp_granularities", "no timestamps"),
-        ({"kind": "transcription", "file": "a.wav", "language": "fr"}, "language", "auto, zh or en"),
-        ({"kind": "transcription", "file": "a.wav", "temperature": 3}, "temperature", "less than or equal"),
+        (
+            {"kind": "speech", "input": "Hi", **CLONE, "voice": "sample.flac"},
+            "voice",
+            ".wav or .mp3",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", **CLONE, "voice": "data:audio/ogg;base64,AAAA"},
+            "voice",
+            "use wav or mp3",
+        ),
+        (
+            {
+                "kind": "speech",
+                "input": "Hi",
+                **CLONE,
+                "voice": "data:audio/wav;base64," + "A" * 10_000_000,
+            },
+            "voice",
+            "split the audio",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "optimize_text_preview": True},
+            "optimize_text_preview",
+            "voicedesign only",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "stream_format": "sse"},
+            "stream_format",
+            "not a supported parameter",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "response_format": "verbose_json"},
+            "response_format",
+            "without timestamps",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "response_format": "srt"},
+            "response_format",
+            "'json' or 'text'",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "response_format": "vtt"},
+            "response_format",
+            "'json' or 'text'",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "prompt": "Names: Xiaomi"},
+            "prompt",
+            "not supported",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "timestamp_granularities": ["word"]},
+            "timestamp_granularities",
+            "no timestamps",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "language": "fr"},
+            "language",
+            "auto, zh or en",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "temperature": 3},
+            "temperature",
+            "less than or equal",
+        ),
         ({"kind": "transcription", "file": "a.flac"}, "file", ".wav or .mp3"),
         ({"kind": "transcription", "file": "a.m4a"}, "file", ".wav or .mp3"),
         ({"kind": "transcription", "file": "noextension"}, "file", "without extension"),
-        ({"kind": "transcription", "file": "https://example.com/a.wav"}, "file", "download remote audio first"),
-        ({"kind": "transcription", "file": "data:audio/flac;base64,AAAA"}, "file", "use wav or mp3"),
+        (
+            {"kind": "transcription", "file": "https://example.com/a.wav"},
+            "file",
+            "download remote audio first",
+        ),
+        (
+            {"kind": "transcription", "file": "data:audio/flac;base64,AAAA"},
+            "file",
+            "use wav or mp3",
+        ),
         ({"kind": "transcription", "file": "data:audio/wav,notbase64"}, "file", "base64 data URI"),
-        ({"kind": "transcription", "file": "data:audio/wav;base64," + "A" * 10_000_000}, "file", "10,000,000"),
-        ({"kind": "transcription", "file": "a.wav", "model": "whisper-1"}, "model", "mimo-v2.5-asr"),
+        (
+            {"kind": "transcription", "file": "data:audio/wav;base64," + "A" * 10_000_000},
+            "file",
+            "10,000,000",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "model": "whisper-1"},
+            "model",
+            "mimo-v2.5-asr",
+        ),
         ({"kind": "transcription"}, "file", "required"),
         ({"kind": "embedding", "input": "x"}, "kind", "'speech' or 'transcription'"),
         ({"input": "x"}, "kind", "'speech' or 'transcription'"),
@@ -79,8 +207,20 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ({"kind": "speech", "input": "Hi", "output": "/abs.wav"}, "output", "relative path"),
         ({"kind": "speech", "input": "Hi", "output": "a/../../b.wav"}, "output", "relative path"),
         ({"kind": "speech", "input": "Hi", "callback": {"url": "ftp://x"}}, "callback.url", "http"),
-        ({"kind": "speech", "input": "Hi", "callback": {"url": "https://x", "headers": {"webhook-id": "1"}}}, "callback.headers", "mimoq sets it"),
-        ({"kind": "speech", "input": "Hi", "callback": {"url": "https://x", "secret": "s"}}, "callback.secret", "not a supported parameter"),
+        (
+            {
+                "kind": "speech",
+                "input": "Hi",
+                "callback": {"url": "https://x", "headers": {"webhook-id": "1"}},
+            },
+            "callback.headers",
+            "mimoq sets it",
+        ),
+        (
+            {"kind": "speech", "input": "Hi", "callback": {"url": "https://x", "secret": "s"}},
+            "callback.secret",
+            "not a supported parameter",
+        ),
         ({"kind": "speech", "input": "Hi", "metadata": {"x": "y" * 20_000}}, "metadata", "16384"),
     ],
 )

@@ -7,7 +7,14 @@ import pytest
 from mimoq.errors import ConfigurationError
 from mimoq.settings import Settings
 
-ENV = ("MIMO_API_KEY", "XIAOMI_API_KEY", "MIMO_BASE_URL", "MIMO_REGION", "REDIS_URL", "MIMOQ_WEBHOOK_SECRET")
+ENV = (
+    "MIMO_API_KEY",
+    "XIAOMI_API_KEY",
+    "MIMO_BASE_URL",
+    "MIMO_REGION",
+    "REDIS_URL",
+    "MIMOQ_WEBHOOK_SECRET",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +29,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ({}, "https://api.xiaomimimo.com/v1"),
         ({"MIMO_API_KEY": "sk-abc"}, "https://api.xiaomimimo.com/v1"),
         ({"XIAOMI_API_KEY": "sk-abc"}, "https://api.xiaomimimo.com/v1"),
-        ({"MIMO_API_KEY": "tp-abc", "MIMO_REGION": "sgp"}, "https://token-plan-sgp.xiaomimimo.com/v1"),
-        ({"MIMO_API_KEY": "tp-abc", "MIMO_REGION": "ams"}, "https://token-plan-ams.xiaomimimo.com/v1"),
-        ({"MIMO_API_KEY": "tp-abc", "MIMO_BASE_URL": "http://127.0.0.1:9/v1/"}, "http://127.0.0.1:9/v1"),
-        ({"MIMO_API_KEY": "sk-abc", "MIMO_BASE_URL": "https://proxy.example/v1"}, "https://proxy.example/v1"),
+        (
+            {"MIMO_API_KEY": "tp-abc", "MIMO_REGION": "sgp"},
+            "https://token-plan-sgp.xiaomimimo.com/v1",
+        ),
+        (
+            {"MIMO_API_KEY": "tp-abc", "MIMO_REGION": "ams"},
+            "https://token-plan-ams.xiaomimimo.com/v1",
+        ),
+        (
+            {"MIMO_API_KEY": "tp-abc", "MIMO_BASE_URL": "http://127.0.0.1:9/v1/"},
+            "http://127.0.0.1:9/v1",
+        ),
+        (
+            {"MIMO_API_KEY": "sk-abc", "MIMO_BASE_URL": "https://proxy.example/v1"},
+            "https://proxy.example/v1",
+        ),
         ({"MIMO_API_KEY": "", "MIMO_BASE_URL": ""}, "https://api.xiaomimimo.com/v1"),
     ],
 )

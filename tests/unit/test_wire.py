@@ -17,12 +17,20 @@ from mimoq.connections import embedded
     ("raw", "task", "reason"),
     [
         (b'{"t":null,"f":"speech","a":[],"k":{"job":{"kind":"speech"}},"et":5}', "speech", None),
-        (b'{"t":3,"f":"deliver_callback","a":[],"k":{"delivery":{}},"et":5}', "deliver_callback", None),
+        (
+            b'{"t":3,"f":"deliver_callback","a":[],"k":{"delivery":{}},"et":5}',
+            "deliver_callback",
+            None,
+        ),
         (b"\x80\x04pickle", "invalid_job", "not valid UTF-8 JSON"),
         (b"{not json", "invalid_job", "not valid UTF-8 JSON"),
         (b"[1,2]", "invalid_job", "must be a JSON object"),
         (b'{"f":"rm -rf","k":{}}', "invalid_job", "unknown task"),
-        (b'{"f":"speech","a":[1],"k":{"job":{}}}', "invalid_job", "exactly one keyword argument 'job'"),
+        (
+            b'{"f":"speech","a":[1],"k":{"job":{}}}',
+            "invalid_job",
+            "exactly one keyword argument 'job'",
+        ),
         (b'{"f":"speech","k":{"job":{},"x":1}}', "invalid_job", "exactly one keyword argument"),
         (b'{"f":"speech","k":"job"}', "invalid_job", "exactly one keyword argument"),
         (b'{"f":"transcription","k":{"delivery":{}}}', "invalid_job", "'job'"),
@@ -60,7 +68,9 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
 
 class TestEnqueueScript:
     async def enqueue(self, redis: ArqRedis, job_id: str, job: str, *extra: object) -> object:
-        return await redis.eval(wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, job, *extra)
+        return await redis.eval(
+            wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, job, *extra
+        )
 
     async def test_writes_an_arq_job_in_json(self, backend: ArqRedis) -> None:
         assert await self.enqueue(backend, "j1", '{"kind":"speech","input":"你好"}') == 1
@@ -82,7 +92,12 @@ class TestEnqueueScript:
         assert await backend.zcard("mimoq:queue") == 0
 
     async def test_defer_and_expiry(self, backend: ArqRedis) -> None:
-        assert await self.enqueue(backend, "j3", '{"kind":"transcription","file":"a.wav"}', 60_000, 120_000) == 1
+        assert (
+            await self.enqueue(
+                backend, "j3", '{"kind":"transcription","file":"a.wav"}', 60_000, 120_000
+            )
+            == 1
+        )
         envelope = json.loads(await backend.get("arq:job:j3"))
         assert await backend.zscore("mimoq:queue", "j3") == envelope["et"] + 60_000
         assert 60_000 < await backend.pttl("arq:job:j3") <= 120_000
@@ -106,4 +121,6 @@ class TestEnqueueScript:
 
     async def test_keys_must_match_the_id(self, backend: ArqRedis) -> None:
         with pytest.raises(ResponseError, match="KEYS must be"):
-            await backend.eval(wire.enqueue_script(), 4, *wire.enqueue_keys("a"), "b", '{"kind":"speech"}')
+            await backend.eval(
+                wire.enqueue_script(), 4, *wire.enqueue_keys("a"), "b", '{"kind":"speech"}'
+            )
