@@ -1,0 +1,143 @@
+"""``mimoq callbacks``: list, show and replay dead-lettered callback deliveries."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from mimoq import deadletters, wire
+from mimoq.connections import connect
+from mimoq.deadletters import DeadLetter, DeadLetterReason
+from mimoq.settings import Settings
+from mimoq.ssrf import redact_url
+from worker.callbacks import ReplayOutcome, replay
+
+_REDACTED = "<redacted>"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``callbacks list|show|replay`` to the ``mimoq`` command."""
+    parser = sub.add_parser(
+        "callbacks", help="inspect and replay callback deliveries that gave up (dead letters)"
+    )
+    actions = parser.add_subparsers(dest="callbacks_action", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="dead letters, newest first, one JSON line each")
+    _filters(listing)
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.set_defaults(func=_sync(_list))
+
+    show = actions.add_parser("show", help="one dead letter in full (credentials redacted)")
+    show.add_argument("delivery_id", metavar="DELIVERY_ID")
+    show.add_argument(
+        "--reveal", action="store_true",
+        help="also print the full URL and header values (they may hold credentials)",
+    )
+    show.set_defaults(func=_sync(_show))
+
+    again = actions.add_parser(
+        "replay", help="send again with the same webhook-id and a fresh schedule of attempts"
+    )
+    again.add_argument("delivery_id", metavar="DELIVERY_ID", nargs="?")
+    again.add_argument("--all", action="store_true", help="every dead letter matching the filters")
+    _filters(again)
+    again.set_defaults(func=_sync(_replay))
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--job", metavar="ID", help="only deliveries of this job id")
+    parser.add_argument(
+        "--reason", choices=[r.value for r in DeadLetterReason], help="only this reason"
+    )
+
+
+_AsyncHandler = Callable[[argparse.Namespace, Redis], Awaitable[int]]
+
+
+def _sync(handler: _AsyncHandler) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        async def main() -> int:
+            redis = connect(settings)
+            try:
+                return await handler(args, redis)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def _emit(data: dict[str, Any]) -> None:
+    print(wire.dumps(data), flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"mimoq callbacks: {message}", file=sys.stderr)
+    return 1
+
+
+def _reason(args: argparse.Namespace) -> DeadLetterReason | None:
+    return DeadLetterReason(args.reason) if args.reason else None
+
+
+async def _list(args: argparse.Namespace, redis: Redis) -> int:
+    if args.limit < 1:
+        return _fail("--limit must be at least 1")
+    shown = 0
+    async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args)):
+        _emit(letter.summary())
+        shown += 1
+        if shown >= args.limit:
+            break
+    return 0
+
+
+def _details(letter: DeadLetter, *, reveal: bool) -> dict[str, Any]:
+    delivery = letter.delivery
+    out: dict[str, Any] = letter.summary()
+    out.update(
+        created_at=delivery.created_at,
+        replays=delivery.replays,
+        headers={k: v if reveal else _REDACTED for k, v in delivery.headers.items()},
+        body=delivery.body,
+    )
+    if reveal:
+        out["url"] = delivery.url
+    return out
+
+
+async def _show(args: argparse.Namespace, redis: Redis) -> int:
+    letter = await deadletters.get(redis, args.delivery_id)
+    if letter is None:
+        return _fail(f"no dead letter {args.delivery_id!r}")
+    _emit(_details(letter, reveal=args.reveal))
+    return 0
+
+
+async def _replay(args: argparse.Namespace, redis: Redis) -> int:
+    if bool(args.delivery_id) == bool(args.all):
+        return _fail("give either one DELIVERY_ID or --all (with optional --job/--reason)")
+    if args.delivery_id:
+        if args.job or args.reason:
+            return _fail("--job and --reason filter --all; with a DELIVERY_ID leave them out")
+        outcome = await replay(redis, args.delivery_id)
+        if outcome is ReplayOutcome.not_found:
+            return _fail(f"no dead letter {args.delivery_id!r}")
+        _emit({"delivery_id": args.delivery_id, "outcome": outcome.value})
+        return 0
+    # Collect first, then replay: the listing pages through an index that may change.
+    letters = [
+        letter
+        async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args))
+    ]
+    for letter in letters:
+        outcome = await replay(redis, letter.delivery_id)
+        target = redact_url(letter.delivery.url)
+        _emit({"delivery_id": letter.delivery_id, "outcome": outcome.value, "target": target})
+    return 0
