@@ -8,10 +8,13 @@ import json
 import time
 from typing import Any
 
+import arq.connections
+import arq.worker
 import httpx
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.exceptions import ResponseError
 
 from mimoq import wire
 from mimoq.jobs import JobResult
@@ -25,6 +28,19 @@ from worker.pipeline import WorkerDeps
 from worker.runner import finish, invalid_job, salvage, speech, transcription
 
 log = structlog.get_logger("mimoq.worker")
+_arq_log_redis_info = arq.connections.log_redis_info
+
+
+async def _log_redis_info(redis: Any, log_func: Any) -> None:
+    # arq logs INFO at start-up; the embedded stand-in (fakeredis) has no INFO command, and
+    # arq would die on it. Real Redis behaves exactly as before.
+    try:
+        await _arq_log_redis_info(redis, log_func)
+    except ResponseError:
+        log_func("redis: embedded in-process stand-in (no INFO)")
+
+
+arq.worker.log_redis_info = _log_redis_info  # type: ignore[attr-defined]
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
 #: deferrals are not counted; arq's must only be a backstop far above it.
 ARQ_MAX_TRIES = 100_000
@@ -64,7 +80,7 @@ class MimoqWorker(Worker):
             finished_at=time.time(),
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
-        await finish(self.pool, result, callback, ttl_s=self.mimoq_settings.result_ttl_s)
+        await finish(self.pool, result, callback, settings=self.mimoq_settings)
 
 
 async def drain_and_close(worker: Worker, *, grace_s: float) -> None:

@@ -37,6 +37,7 @@ from mimoq.jobs import (
     parse_job,
 )
 from mimoq.results import read_result, write_result
+from mimoq.settings import Settings
 from worker.backoff import backoff_s
 from worker.callbacks import schedule_callback
 from worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -117,7 +118,7 @@ async def run_job(
         # don't call MiMo again; make sure the callback is on its way.
         callback, _ = salvage(raw)
         if callback is not None and existing.callback.status == CallbackStatus.pending:
-            await schedule_callback(redis, existing, callback)
+            await schedule_callback(redis, existing, callback, settings=settings)
         bound.info("job.already_finished", status=existing.status)
         return _summary(existing)
 
@@ -200,7 +201,7 @@ async def run_job(
             enqueued_at=_ts(ctx),
             finished_at=time.time(),
         )
-    await finish(redis, result, callback, ttl_s=settings.result_ttl_s)
+    await finish(redis, result, callback, settings=settings)
     await redis.delete(_deferrals_key(job_id))
     if result.status == "succeeded":
         bound.info("job.succeeded", output=result.output.key if result.output else None)
@@ -213,15 +214,17 @@ async def run_job(
     return _summary(result)
 
 
-async def finish(redis: Redis, result: JobResult, callback: Callback | None, *, ttl_s: int) -> None:
+async def finish(
+    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+) -> None:
     """Record the result, then hand the callback to its own delivery job."""
     if callback is not None:
         result.callback = CallbackState(
             status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
         )
-    await write_result(redis, result, ttl_s=ttl_s)
+    await write_result(redis, result, ttl_s=settings.result_ttl_s)
     if callback is not None:
-        await schedule_callback(redis, result, callback)
+        await schedule_callback(redis, result, callback, settings=settings)
 
 
 def _kind_of(raw: Any, kind: str | None) -> Any:

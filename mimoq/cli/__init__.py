@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from mimoq.errors import MimoqError
+from mimoq.logs import configure
 from mimoq.settings import Settings
 
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
-COMMAND_MODULES: tuple[str, ...] = ("jobs", "run")
+COMMAND_MODULES: tuple[str, ...] = ("jobs", "run", "demo", "callbacks", "limits")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Long-running commands log at INFO; one-shot commands keep stderr for warnings and errors.
+    configure(level=os.environ.get("MIMOQ_LOG_LEVEL") or str(getattr(args, "log_level", "WARNING")))
     try:
         settings = Settings()
         handler: Handler = args.func

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from mimoq.errors import ConfigurationError
-from mimoq.logs import configure
 from mimoq.settings import Settings
 
 
@@ -16,7 +15,7 @@ def register(sub: Any) -> None:
     worker.add_argument(
         "--concurrency", type=int, metavar="N", help="jobs in flight (MIMOQ_CONCURRENCY)"
     )
-    worker.set_defaults(func=_worker)
+    worker.set_defaults(func=_worker, log_level="INFO")
 
     from mimoq.simulator.config import add_arguments
 
@@ -24,7 +23,7 @@ def register(sub: Any) -> None:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8808)
     add_arguments(sim)
-    sim.set_defaults(func=_sim)
+    sim.set_defaults(func=_sim, log_level="INFO")
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -37,7 +36,6 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "
             "without a server, `mimoq speak` and `mimoq transcribe` run an embedded worker"
         )
-    configure()
     build_worker(settings, burst=args.burst).run()
     return 0
 
@@ -46,6 +44,5 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.simulator.config import config_from_args
     from mimoq.simulator.server import serve
 
-    configure()
     serve(config_from_args(args), args.host, args.port)
     return 0

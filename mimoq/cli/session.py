@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 
 from mimoq.connections import connect, embedded
+from mimoq.errors import InternalError
 from mimoq.settings import Settings
 from producer.client import Producer
 from worker.app import MimoqWorker, build_worker, drain_and_close
@@ -36,9 +37,24 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
     redis = embedded()
     worker: MimoqWorker = build_worker(settings, redis=redis, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
+    session_task = asyncio.current_task()
+
+    def worker_stopped(done: asyncio.Task[None]) -> None:
+        # A dead in-process worker would leave the producer waiting forever: stop waiting.
+        if not done.cancelled() and done.exception() is not None and session_task is not None:
+            session_task.cancel()
+
+    task.add_done_callback(worker_stopped)
     try:
         yield Session(Producer(redis, settings), redis, embedded=True)
+    except asyncio.CancelledError:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise InternalError(f"the embedded worker stopped: {task.exception()!r}") from None
+        raise
     finally:
+        task.remove_done_callback(worker_stopped)
+        if worker.main_task is None:  # the worker never started: nothing is in flight
+            task.cancel()
         await drain_and_close(worker, grace_s=settings.shutdown_grace_s)
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -1,0 +1,164 @@
+"""The ``mimoq`` command as people and scripts use it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+
+from mimoq.simulator.server import RunningSim
+from tests.conftest import RedisServer
+from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
+
+pytestmark = pytest.mark.slow
+
+
+def mimoq(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mimoq.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "XIAOMI", "REDIS_URL"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env.update(extra)
+    return env
+
+
+def test_embedded_default_speaks_a_wav_with_no_redis_server(
+    sim: RunningSim, tmp_path: Path
+) -> None:
+    env = clean_env(
+        MIMO_API_KEY=API_KEY, MIMO_BASE_URL=sim.url, MIMOQ_DATA_DIR=str(tmp_path / "out")
+    )
+    done = mimoq(
+        "speak",
+        "Hello from one machine.",
+        "--voice",
+        "Chloe",
+        "--out",
+        "hello.wav",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    assert Path(result["output"]["path"]).is_relative_to(tmp_path / "out")
+    with wave.open(str(tmp_path / "hello.wav")) as w:
+        assert w.getframerate() == 24_000 and w.getnframes() > 0
+    assert API_KEY not in done.stdout + done.stderr
+
+
+def test_embedded_default_transcribes(sim: RunningSim, tmp_path: Path) -> None:
+    from tests.e2e.test_pipeline import speech_wav
+
+    audio = speech_wav(tmp_path / "a.wav", "Transcribed locally.")
+    env = clean_env(
+        MIMO_API_KEY=API_KEY, MIMO_BASE_URL=sim.url, MIMOQ_DATA_DIR=str(tmp_path / "out")
+    )
+    done = mimoq("transcribe", str(audio), "--format", "text", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["text"] == "Transcribed locally."
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ("speak", "Hi", "--format", "mp3"),
+            "invalid_request_error: response_format 'mp3' is not supported",
+        ),
+        (("transcribe", "missing.wav"), "invalid_request_error: file:"),
+        (("transcribe", "song.flac"), ".wav or .mp3"),
+    ],
+)
+def test_refusals_are_one_line_on_stderr(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    done = mimoq(*args, env=clean_env(MIMOQ_DATA_DIR=str(tmp_path)), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_token_plan_key_without_region_is_a_clear_startup_error(tmp_path: Path) -> None:
+    done = mimoq("speak", "Hi", env=clean_env(MIMO_API_KEY="tp-secret-plan-key"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "MIMO_REGION" in done.stderr and "tp-secret-plan-key" not in done.stderr
+
+
+def test_failed_job_exits_non_zero(sim: RunningSim, tmp_path: Path) -> None:
+    env = clean_env(MIMO_API_KEY="sk-wrong", MIMO_BASE_URL=sim.url, MIMOQ_DATA_DIR=str(tmp_path))
+    done = mimoq("speak", "Hi", env=env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.redis
+async def test_enqueue_then_status_with_a_shared_redis(
+    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: object
+) -> None:
+    env = clean_env(
+        MIMO_API_KEY=API_KEY,
+        MIMO_BASE_URL=sim.url,
+        REDIS_URL=redis_server.url,
+        MIMOQ_DATA_DIR=str(tmp_path),
+    )
+    queued = mimoq("speak", "Queued for the fleet.", "--id", "cli-1", env=env, cwd=tmp_path)
+    assert queued.returncode == 0, queued.stderr
+    assert json.loads(queued.stdout) == {"id": "cli-1", "status": "queued"}
+    assert json.loads(mimoq("status", "cli-1", env=env, cwd=tmp_path).stdout)["status"] == "queued"
+
+    again = mimoq("speak", "Queued for the fleet.", "--id", "cli-1", env=env, cwd=tmp_path)
+    assert json.loads(again.stdout)["status"] == "duplicate"
+
+    settings = e2e_settings(redis_server, sim, tmp_path)
+    async with running_worker(settings):
+        waited = await _run_async(["status", "cli-1"], env, tmp_path, until="succeeded")
+    assert waited["result"]["output"]["path"].endswith("cli-1.wav")
+    missing = mimoq("status", "nope", env=env, cwd=tmp_path)
+    assert missing.returncode == 1 and json.loads(missing.stdout)["status"] == "not_found"
+
+
+async def _run_async(
+    args: list[str], env: dict[str, str], cwd: Path, *, until: str
+) -> dict[str, object]:
+    """Run ``mimoq status`` until it reports ``until`` (the worker runs on this event loop)."""
+    import asyncio
+
+    for _ in range(200):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mimoq.cli",
+            *args,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, _err = await proc.communicate()
+        report: dict[str, object] = json.loads(out)
+        if report["status"] == until:
+            return report
+    raise AssertionError(f"never reached {until}: {report}")
+
+
+def test_demo_exits_zero(tmp_path: Path) -> None:
+    done = mimoq("demo", env=clean_env(MIMOQ_DATA_DIR=str(tmp_path)), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "round trip (speech → transcript matches the text): yes" in done.stdout
+    assert done.stdout.count("signed ✓") == 6
