@@ -452,3 +452,23 @@ async def test_simulator_needs_the_key(sim: RunningSim) -> None:
     async with httpx.AsyncClient() as client:
         response = await client.post(sim.url + "/chat/completions", json={})
     assert response.status_code == 401
+
+
+@pytest.mark.usefixtures("worker")
+async def test_the_readme_redis_cli_example(redis_server: Any, producer: Producer) -> None:
+    """The README's redis-cli line, run as written, gets a job done."""
+    import shutil
+    import subprocess
+
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed")
+    script = Path(wire.__file__).with_name("enqueue.lua").read_text()
+    job = '{"kind":"speech","input":"Hello from redis-cli","voice":"Mia"}'
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["redis-cli", "-p", str(redis_server.port), "EVAL", script, "4", "arq:job:job-42", "arq:result:job-42",
+         "mimoq:result:job-42", "mimoq:queue", "job-42", job],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "1"
+    assert (await producer.wait("job-42", timeout_s=20)).status == "succeeded"
