@@ -52,7 +52,12 @@ class Settings(BaseSettings):
         validation_alias="MIMOQ_CONCURRENCY",
         description="Jobs in flight per worker process (Little's law: 100 RPM at 8 s needs ~14).",
     )
-    job_timeout_s: float = Field(default=600.0, gt=0, validation_alias="MIMOQ_JOB_TIMEOUT_S")
+    job_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="MIMOQ_JOB_TIMEOUT_S",
+        description="A job running longer is retried; a killed worker's job re-runs after this + 15 s.",
+    )
     shutdown_grace_s: float = Field(
         default=60.0,
         ge=0,
@@ -194,7 +199,8 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias="MIMOQ_LIMIT_MARGIN_S",
         description="Seconds added to the window by the hard guard (never more than the quota "
-        "in any window this long): the worst send-to-receive spread expected.",
+        "in any window this long): the worst send-to-receive spread expected. Capped at half "
+        "the pacing slack, window x (1/target - 1) / 2, so the guard never paces below target.",
     )
     limit_burst: int = Field(
         default=1,
@@ -228,7 +234,7 @@ class Settings(BaseSettings):
         description="Fleet-wide pause of a model after a 429 that carried no Retry-After.",
     )
     limit_decrease: float = Field(
-        default=0.5,
+        default=0.7,
         gt=0,
         lt=1,
         validation_alias="MIMOQ_LIMIT_DECREASE",

@@ -159,8 +159,9 @@ def build_worker(
         job_deserializer=wire.deserialize,
         max_jobs=settings.concurrency,
         # Our own timeout (inside the task) fires first and turns into a retry; arq's
-        # would fail the job without a result.
-        job_timeout=settings.job_timeout_s + 60,
+        # would fail the job without a result. arq re-runs a killed worker's job once its
+        # in-progress key expires, at this timeout + 10 s: keep the margin small.
+        job_timeout=settings.job_timeout_s + 5,
         max_tries=ARQ_MAX_TRIES,
         keep_result=0,  # our result records are the results; arq's would duplicate the job
         poll_delay=settings.poll_delay_s,

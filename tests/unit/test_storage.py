@@ -33,3 +33,11 @@ def test_failure_leaves_nothing_and_keeps_the_old_output(tmp_path: Path) -> None
 def test_keys_cannot_escape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escapes"):
         LocalStorage(tmp_path).locate("../outside.wav")
+
+
+def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path: Path) -> None:
+    (tmp_path / ".a.wav.deadbeef.tmp").write_bytes(b"half")
+    (tmp_path / ".b.wav.deadbeef.tmp").write_bytes(b"another key's")
+    with LocalStorage(tmp_path).open_atomic("a.wav") as f:
+        f.write(b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.wav.deadbeef.tmp", "a.wav"]
