@@ -6,8 +6,10 @@ target rate). A call whose slot is now is granted; otherwise its job gets a *tic
 slot reserved under its job id — and ``CapacityDeferred`` says when to come back, so the
 worker defers instead of sleeping and an old job never queues behind newer ones. A hard
 guard over the actual grant times (never more than the quota in any window of
-``window + margin`` seconds) backs the schedule up when returning jobs bunch. A 429 pauses
-the model fleet-wide and halves the paced rate, which then recovers additively.
+``window + margin`` seconds) backs the schedule up when returning jobs bunch, and the margin
+absorbs the spread between our grant times and MiMo's receive times. A 429 pauses
+the model fleet-wide and steps the paced rate down (x0.7 by default), which then recovers
+additively.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class RedisLimiter:
     def _quota_args(self, model: str) -> list[float | int]:
         c, quota = self.config, self.config.quota(model)
         return [
-            quota.requests, quota.tokens or 0, c.window_s, c.target, c.margin_s, c.burst,
+            quota.requests, quota.tokens or 0, c.window_s, c.target, c.guard_margin_s, c.burst,
             c.max_in_flight or 0, c.lease_ttl_s, c.ticket_grace_s, c.recovery_per_window,
             c.tokens_per_call, c.tokens_per_audio_s, KEY_TTL_S,
         ]  # fmt: skip

@@ -59,7 +59,7 @@ class LimiterConfig:
     lease_ttl_s: float = 300.0
     ticket_grace_s: float = 300.0
     cooldown_s: float = 2.0
-    decrease: float = 0.5
+    decrease: float = 0.7
     recovery_per_window: float = 0.1
     tokens_per_call: float = 21.0
     tokens_per_audio_s: float = 11.25
@@ -96,6 +96,16 @@ class LimiterConfig:
             rpm=dict(settings.limit_rpm),
             tpm={**OFFICIAL_TPM, **settings.limit_tpm},
         )
+
+    @property
+    def guard_margin_s(self) -> float:
+        """The margin the hard guard uses: ``margin_s``, capped so that the guard's own rate
+        (the quota per ``window + margin``) stays above the paced rate by half the slack.
+
+        A guard slower than the pacing would take over and throttle below the target (a
+        margin of 0.3 s on a 10 s window at 98 % measured 96.4 %).
+        """
+        return min(self.margin_s, self.window_s * (1 / self.target - 1) / 2)
 
     def quota(self, model: str) -> ModelQuota:
         """The quota of ``model``; models nobody configured get the default request quota."""

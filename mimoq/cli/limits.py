@@ -9,8 +9,9 @@ from typing import Any
 
 from mimoq.connections import connect
 from mimoq.settings import Settings
-from worker.capacity import planning_latency_s, required_concurrency
+from worker.capacity import required_concurrency
 from worker.limiter import LimiterSnapshot, RedisLimiter
+from worker.limiter_capacity import demand_from_snapshot
 from worker.limiter_config import LimiterConfig
 
 
@@ -31,14 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _with_capacity(snapshot: LimiterSnapshot) -> dict[str, Any]:
     out = snapshot.to_dict()
-    if snapshot.latency_ewma_s is not None:
-        latency = planning_latency_s(snapshot.latency_ewma_s, snapshot.latency_deviation_s or 0.0)
-        rate = snapshot.requests_effective / snapshot.window_s
-        if snapshot.tokens_effective and snapshot.requests_recent and snapshot.tokens_recent:
-            per_call = snapshot.tokens_recent / snapshot.requests_recent
-            rate = min(rate, snapshot.tokens_effective / snapshot.window_s / per_call)
+    demand = demand_from_snapshot(snapshot)
+    if demand is not None:
         # Little's law: worker slots the fleet needs for this model alone
-        out["concurrency_needed"] = required_concurrency(rate, latency)
+        out["concurrency_needed"] = required_concurrency(demand.requests_per_s, demand.latency_s)
     return out
 
 

@@ -104,8 +104,10 @@ async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[A
     """ASR calls of random lengths: tokens and requests both stay within every window of
     window + margin seconds (the guard's promise, covering the send-to-receive spread)."""
     config = LimiterConfig(
-        account="acct", window_s=0.5, margin_s=0.1, default_rpm=20, tpm={ASR_MODEL: 800}
+        account="acct", window_s=0.5, target=0.8, margin_s=0.06, default_rpm=20,
+        tpm={ASR_MODEL: 800},
     )
+    assert config.guard_margin_s == 0.06
     limiters = [RedisLimiter(config, c) for c in clients]
     rng = random.Random(11)
 
@@ -120,7 +122,7 @@ async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[A
 
     leases = await asyncio.gather(*(job(i) for i in range(40)))
     times = [lease.granted_at for lease in leases]
-    span = config.window_s + config.margin_s
+    span = config.window_s + config.guard_margin_s
     assert max_in_any_window(times, [lease.tokens for lease in leases], span) <= 800
     assert max_in_any_window(times, [1] * len(leases), span) <= 20
     assert all(lease.tokens > 21 for lease in leases)
@@ -174,8 +176,8 @@ async def test_a_429_pauses_every_worker_on_that_model_only(clients: list[ArqRed
     await other.acquire(ASR_MODEL, job_id="asr", audio_s=4)
     await other.acquire(VOICECLONE_MODEL, job_id="clone")
     snapshot = await other.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == 0.5 and snapshot.cooldown_remaining_s > 1.0
-    assert snapshot.requests_effective == pytest.approx(100_000 * 0.98 * 0.5)
+    assert snapshot.rate_factor == config.decrease and snapshot.cooldown_remaining_s > 1.0
+    assert snapshot.requests_effective == pytest.approx(100_000 * 0.98 * config.decrease)
     assert (await other.snapshot(ASR_MODEL)).rate_factor == 1.0
 
 
@@ -188,18 +190,19 @@ async def test_the_default_pause_applies_without_retry_after(redis: ArqRedis) ->
 
 
 async def test_429s_of_one_episode_step_the_rate_down_once(redis: ArqRedis) -> None:
-    limiter = RedisLimiter(replace(ROOMY, cooldown_s=2.0), redis)
+    config = replace(ROOMY, cooldown_s=2.0)
+    limiter = RedisLimiter(config, redis)
     for _ in range(5):  # every call in flight comes back 429 at about the same time
         await limiter.rate_limited(TTS_MODEL, None)
     snapshot = await limiter.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == 0.5 and snapshot.rate_limited_total == 5
+    assert snapshot.rate_factor == config.decrease and snapshot.rate_limited_total == 5
     await limiter.rate_limited(TTS_MODEL, 4.0)  # a later Retry-After lengthens the pause
     snapshot = await limiter.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == 0.5 and snapshot.cooldown_remaining_s > 3.5
+    assert snapshot.rate_factor == config.decrease and snapshot.cooldown_remaining_s > 3.5
 
 
 async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> None:
-    config = LimiterConfig(account="acct", window_s=1.0, recovery_per_window=0.5)
+    config = LimiterConfig(account="acct", window_s=1.0, recovery_per_window=0.5, decrease=0.5)
     limiter = RedisLimiter(config, redis)
     await limiter.rate_limited(TTS_MODEL, 0.0)
     loop = asyncio.get_running_loop()
@@ -215,7 +218,9 @@ async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> No
 
 
 async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: ArqRedis) -> None:
-    config = LimiterConfig(account="acct", window_s=10.0, default_rpm=10, target=1.0)
+    config = LimiterConfig(
+        account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5
+    )
     limiter = RedisLimiter(config, redis)
     await limiter.acquire(TTS_MODEL, job_id="first")
 

@@ -69,7 +69,9 @@ def test_limits_shows_rates_use_cooldown_leases_and_tickets(
     assert asr["latency_ewma_s"] == 8.0
     # Little's law at the ASR pace (98 calls a minute at 8 s): 14 calls in flight
     assert asr["concurrency_needed"] == 14
-    assert tts["rate_factor"] == 0.5 and tts["requests_effective"] == 49.0
+    step = settings.limit_decrease
+    assert tts["rate_factor"] == step
+    assert tts["requests_effective"] == pytest.approx(100 * settings.limit_target * step)
     assert 29 < tts["cooldown_remaining_s"] <= 30
     assert tts["rate_limited_total"] == 1 and "concurrency_needed" not in tts
 

@@ -121,3 +121,22 @@ def test_models_listed_by_default_include_configured_ones() -> None:
 )
 def test_usage_tokens(usage: dict[str, Any] | None, expected: int | None) -> None:
     assert usage_tokens(usage) == expected
+
+
+@pytest.mark.parametrize(
+    ("window_s", "target", "margin_s", "expected"),
+    [
+        (60, 0.98, 0.5, 0.5),  # MiMo's minute: the configured margin fits
+        (10, 0.98, 0.5, 10 * (1 / 0.98 - 1) / 2),  # time-compressed: capped near 0.1 s
+        (10, 0.95, 0.1, 0.1),
+        (60, 1.0, 0.5, 0.0),  # pacing at 100 %: no room for a margin at all
+        (60, 0.9, 0.0, 0.0),
+    ],
+)
+def test_the_guard_margin_never_paces_below_the_target(
+    window_s: float, target: float, margin_s: float, expected: float
+) -> None:
+    config = LimiterConfig(account="a", window_s=window_s, target=target, margin_s=margin_s)
+    assert config.guard_margin_s == pytest.approx(expected)
+    # the guard's own rate (quota per window + margin) is never below the paced rate
+    assert 1 / (window_s + config.guard_margin_s) >= target / window_s - 1e-12

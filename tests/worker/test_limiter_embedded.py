@@ -14,7 +14,8 @@ from worker.limiter import RedisLimiter, build_limiter
 async def test_every_decision_runs_on_the_embedded_redis() -> None:
     redis = embedded()
     try:
-        limiter = build_limiter(Settings(limit_window_s=60, limit_default_rpm=2), redis)
+        settings = Settings(limit_window_s=60, limit_default_rpm=2)
+        limiter = build_limiter(settings, redis)
         assert isinstance(limiter, RedisLimiter)
         lease = await limiter.acquire(ASR_MODEL, job_id="a", audio_s=4.0)
         assert lease.tokens == 66 and lease.granted_at > 0
@@ -28,6 +29,6 @@ async def test_every_decision_runs_on_the_embedded_redis() -> None:
         asr = await limiter.snapshot(ASR_MODEL)
         assert (asr.tokens_recent, asr.tickets, asr.latency_ewma_s) == (100, 1, 2.0)
         assert asr.tokens_per_audio_s == pytest.approx(11.25 + 0.2 * ((100 - 21) / 4 - 11.25))
-        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == 0.5
+        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == settings.limit_decrease
     finally:
         await redis.aclose()

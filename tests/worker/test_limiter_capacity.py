@@ -1,0 +1,73 @@
+"""Capacity planning from the limiters' observations (latency EWMA, tokens per call)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
+from worker.limiter import LimiterSnapshot, RedisLimiter
+from worker.limiter_capacity import demand_from_snapshot, startup_capacity_warning
+from worker.limiter_config import LimiterConfig
+
+BASE = LimiterSnapshot(
+    model=TTS_MODEL, window_s=60, requests_configured=100, requests_effective=98.0,
+    requests_recent=0, tokens_configured=None, tokens_effective=None, tokens_recent=0,
+    rate_factor=1.0, cooldown_remaining_s=0.0, in_flight=0, max_in_flight=None, tickets=0,
+    ticket_backlog_s=0.0, tokens_per_audio_s=None, latency_ewma_s=None,
+    latency_deviation_s=None, rate_limited_total=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "default_latency_s", "expected"),
+    [
+        ({}, None, None),  # nothing observed, no default: no opinion
+        ({}, 10.0, (98 / 60, 10.0)),
+        ({"latency_ewma_s": 8.0, "latency_deviation_s": 1.0}, 3.0, (98 / 60, 10.0)),
+        ({"latency_ewma_s": 8.0, "latency_deviation_s": None}, None, (98 / 60, 8.0)),
+        # a cool-down halves the effective rate, and so the slots needed
+        ({"latency_ewma_s": 8.0, "requests_effective": 49.0}, None, (49 / 60, 8.0)),
+        # ASR with 4-minute clips: 9,800 tokens a minute at ~2,700 a call bind, not 98 calls
+        ({"model": ASR_MODEL, "latency_ewma_s": 20.0, "tokens_effective": 9800.0,
+          "requests_recent": 3, "tokens_recent": 8100}, None, (9800 / 60 / 2700, 20.0)),
+        # short clips: the request quota binds
+        ({"model": ASR_MODEL, "latency_ewma_s": 2.0, "tokens_effective": 9800.0,
+          "requests_recent": 10, "tokens_recent": 660}, None, (98 / 60, 2.0)),
+    ],
+)
+def test_demand_from_snapshot(
+    changes: dict[str, Any], default_latency_s: float | None, expected: tuple[float, float] | None
+) -> None:
+    demand = demand_from_snapshot(replace(BASE, **changes), default_latency_s=default_latency_s)
+    if expected is None:
+        assert demand is None
+    else:
+        assert demand is not None
+        assert (demand.requests_per_s, demand.latency_s) == pytest.approx(expected)
+
+
+@pytest.mark.redis
+async def test_startup_warning_uses_observed_latency(redis: ArqRedis) -> None:
+    limiter = RedisLimiter(LimiterConfig(account="a", burst=10), redis)
+    lease = await limiter.acquire(TTS_MODEL, job_id="j")
+    await limiter.release(lease, usage=None, latency_s=15.0)  # TTS calls take 15 s here
+
+    async def warning_for(workers: int, concurrency: int) -> str | None:
+        return await startup_capacity_warning(
+            limiter, workers=workers, concurrency=concurrency, models=[TTS_MODEL],
+            default_latency_s=1.0,
+        )  # fmt: skip
+
+    # 98 calls a minute x 15 s = 24.5 in flight: 20 slots are short, 26 are enough
+    warning = await warning_for(2, 10)
+    assert warning is not None and "needs about 25" in warning
+    assert await warning_for(2, 13) is None
+    # before any call finished, the default latency is used
+    fresh = await startup_capacity_warning(
+        limiter, workers=1, concurrency=1, models=[ASR_MODEL], default_latency_s=30.0
+    )
+    assert fresh is not None and "needs about 49" in fresh
