@@ -1,0 +1,342 @@
+"""``mimoq batch SOURCE`` (a directory, a JSONL manifest or a text/CSV file) and
+``mimoq batch status RUN``: archive-scale runs that resume, show progress and report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mimoq.cli.session import open_session
+from mimoq.connections import connect
+from mimoq.errors import InvalidRequestError
+from mimoq.settings import Settings
+from producer.batch import BatchOptions, PlannedItem, default_run_id, plan, source_kind
+from producer.batch_run import BatchRunner, QuotaRate, counts, run_status
+from producer.batch_run import Progress as RunProgress
+from producer.batch_state import ItemRecord, ItemStatus, RunFiles
+
+USAGE: Final = """\
+mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
+mimoq batch status RUN [--json]   counts of a run's items (and where its reports are)"""
+#: Job fields the run options set on every item (unless the item sets its own).
+_DEFAULT_FIELDS: Final = (
+    "language",
+    "response_format",
+    "model",
+    "voice",
+    "instructions",
+    "temperature",
+)
+
+
+def register(sub: Any) -> None:
+    batch = sub.add_parser(
+        "batch", help="run a whole archive or manifest; resumable", usage=USAGE, add_help=False
+    )
+    batch.add_argument("args", nargs=argparse.REMAINDER)
+    batch.set_defaults(func=_dispatch)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mimoq batch", description=__doc__)
+    parser.add_argument(
+        "source", type=Path, help="directory of recordings, .jsonl manifest, or .txt/.csv"
+    )
+    parser.add_argument(
+        "--glob", action="append", dest="patterns", metavar="PATTERN",
+        help="files to take from a directory, relative to it (repeatable; default: every "
+        "audio extension mimoq knows, at any depth)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", dest="out_prefix", metavar="PREFIX", help="output keys start with this"
+    )
+    parser.add_argument("--run-id", help="name the run (default: from the source and options)")
+    parser.add_argument("--force", action="store_true", help="redo every item, finished or not")
+    parser.add_argument("--language", help="transcription: auto, zh or en")
+    parser.add_argument(
+        "--format", dest="response_format", help="json/text (transcripts), wav/pcm (speech)"
+    )
+    parser.add_argument("--model", help="the MiMo model of every item")
+    parser.add_argument("--voice", help="speech: a preset voice, or a sample for voiceclone")
+    parser.add_argument(
+        "--instructions", help="speech: style (the voice description for voicedesign)"
+    )
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument(
+        "--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+        help="a live bar on a terminal, a line every --every seconds otherwise",
+    )  # fmt: skip
+    parser.add_argument(
+        "--every", type=float, default=5.0, metavar="S", help="seconds between progress lines"
+    )
+    return parser
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mimoq batch status", description="counts of a run's items"
+    )
+    parser.add_argument("run_id", metavar="RUN")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    rest: list[str] = args.args
+    if not rest or rest[0] in ("-h", "--help"):
+        print(USAGE)
+        print()
+        run_parser().print_help()
+        return 0
+    if rest[0] == "status":
+        return _status(status_parser().parse_args(rest[1:]), settings)
+    return _run(run_parser().parse_args(rest), settings)
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def quotas(settings: Settings, models: Sequence[str]) -> dict[str, QuotaRate] | None:
+    """Each model's quota as the fleet limiter paces it (None when limits are off)."""
+    if not settings.limits_enabled:
+        return None
+    from worker.limiter_config import LimiterConfig
+
+    config = LimiterConfig.from_settings(settings)
+    out: dict[str, QuotaRate] = {}
+    for model in set(models):
+        quota = config.quota(model)
+        pace = config.target / config.window_s
+        out[model] = QuotaRate(
+            requests_per_s=quota.requests * pace,
+            tokens_per_s=quota.tokens * pace if quota.tokens else None,
+            tokens_per_call=config.tokens_per_call,
+            tokens_per_audio_s=config.tokens_per_audio_s,
+        )
+    return out
+
+
+def _options(args: argparse.Namespace) -> BatchOptions:
+    defaults = {k: v for k in _DEFAULT_FIELDS if (v := getattr(args, k)) is not None}
+    options = BatchOptions(out_prefix=args.out_prefix, defaults=defaults)
+    if args.patterns:
+        options = BatchOptions(tuple(args.patterns), args.out_prefix, defaults)
+    return options
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    source: Path = args.source
+    if not source.exists():
+        raise InvalidRequestError(f"{source} does not exist", param="source")
+    kind = source_kind(source)
+    options = _options(args)
+    run_id = args.run_id or default_run_id(source, kind, options)
+    files = RunFiles(settings.data_dir, run_id)
+    try:
+        items = plan(source, kind, options, files)
+    except (ValueError, OSError) as exc:
+        raise InvalidRequestError(f"cannot plan the batch: {exc}", param="source") from None
+    files.write_json(
+        "run.json",
+        {"id": run_id, "source": str(source.resolve()), "kind": kind.value, "total": len(items)},
+    )
+    files.write_items(ItemRecord(i.input, i.job_id, error=i.error) for i in items)
+    err = Console(stderr=True, highlight=False)
+    err.print(f"batch {run_id}: {len(items)} item(s) from {source} ({kind.value})")
+    display = _display(args.progress, err, run_id, args.every)
+    records = asyncio.run(_execute(settings, files, items, args.force, display))
+    return _finish(records, files, err)
+
+
+async def _execute(
+    settings: Settings, files: RunFiles, items: list[PlannedItem], force: bool, display: _Display
+) -> list[ItemRecord]:
+    async with open_session(settings) as session:
+        runner = BatchRunner(
+            session.producer,
+            files,
+            items,
+            force=force,
+            quotas=quotas(settings, [i.model for i in items if i.job]),
+        )
+        with display:
+            return await runner.run(display.update)
+
+
+def _finish(records: list[ItemRecord], files: RunFiles, console: Console) -> int:
+    jsonl, csv = files.path("report.jsonl"), files.path("report.csv")
+    out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    out.print(summary_table(records, files.run_id))
+    failed = [r for r in records if r.status == ItemStatus.failed]
+    for record in failed[:10]:
+        console.print(f"failed: {record.input}: {record.error}", markup=False)
+    if len(failed) > 10:
+        console.print(f"... and {len(failed) - 10} more failures: see the report")
+    console.print(f"report: {jsonl}\nreport: {csv}", markup=False)
+    return 1 if failed or any(r.status != ItemStatus.succeeded for r in records) else 0
+
+
+def summary_table(records: Sequence[ItemRecord], run_id: str) -> Table:
+    """The final counts of a run, as a table (plain text when not on a terminal)."""
+    table = Table(title=f"batch {run_id}", show_edge=False)
+    table.add_column("status")
+    table.add_column("items", justify="right")
+    for status, number in counts(records).items():
+        if number:
+            table.add_row(status.value, str(number))
+    table.add_row("total", str(len(records)), style="bold")
+    return table
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def progress_line(run_id: str, p: RunProgress) -> str:
+    """One line of non-terminal progress: counts, rate and ETA, easy to grep and parse."""
+    rate = f"{p.rate_per_s * 60:.1f}/min" if p.rate_per_s else "-/min"
+    resumed = f", {p.resumed} from earlier runs" if p.resumed else ""
+    return (
+        f"batch {run_id}: {p.done}/{p.total} done ({p.succeeded} ok, {p.failed} failed{resumed}), "
+        f"{p.in_progress} in flight, {p.queued + p.pending} waiting, {rate}, ETA {_clock(p.eta_s)}"
+    )
+
+
+class _Display:
+    """A progress display: a context manager with an ``update(progress)`` method."""
+
+    def __enter__(self) -> _Display:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, progress: RunProgress) -> None:
+        return None
+
+
+class _Lines(_Display):
+    """A line every ``every_s`` seconds (and the last one), for logs and pipes."""
+
+    def __init__(
+        self,
+        run_id: str,
+        stream: TextIO,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._run_id = run_id
+        self._stream = stream
+        self._every = every_s
+        self._clock = clock
+        self._next = 0.0
+        self._last: RunProgress | None = None
+        self._printed = ""
+
+    def update(self, progress: RunProgress) -> None:
+        self._last = progress
+        now = self._clock()
+        if now >= self._next or progress.done == progress.total:
+            self._next = now + self._every
+            self._write(progress)
+
+    def _write(self, progress: RunProgress) -> None:
+        line = progress_line(self._run_id, progress)
+        if line != self._printed:  # an idle run says nothing new: no repeated lines
+            self._stream.write(line + "\n")
+            self._stream.flush()
+            self._printed = line
+
+    def __exit__(self, *exc: object) -> None:
+        if self._last is not None:  # the state when the run ended (or was interrupted)
+            self._write(self._last)
+
+
+class _Bar(_Display):
+    """rich's live bar: done/total, failures, in flight, rate and a quota-aware ETA."""
+
+    def __init__(self, run_id: str, console: Console) -> None:
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed[/] {task.fields[flight]} in flight"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+        )
+        self._task = self._bar.add_task(
+            run_id, total=None, failed=0, flight=0, rate="-/min", eta="?"
+        )
+
+    def __enter__(self) -> _Display:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def update(self, progress: RunProgress) -> None:
+        rate = f"{progress.rate_per_s * 60:.1f}/min" if progress.rate_per_s else "-/min"
+        self._bar.update(
+            self._task, total=progress.total, completed=progress.done, failed=progress.failed,
+            flight=progress.in_progress, rate=rate, eta=_clock(progress.eta_s),
+        )  # fmt: skip
+
+
+def _display(mode: str, console: Console, run_id: str, every_s: float) -> _Display:
+    if mode == "none":
+        return _Display()
+    if mode == "bar" or (mode == "auto" and console.is_terminal):
+        return _Bar(run_id, console)
+    return _Lines(run_id, sys.stderr, every_s)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    files = RunFiles(settings.data_dir, args.run_id)
+    if not files.exists():
+        raise InvalidRequestError(
+            f"no batch run {args.run_id!r} under {files.dir.parent}", param="RUN"
+        )
+
+    async def read() -> list[ItemRecord]:
+        if not settings.redis_url:  # embedded runs keep nothing but their journal
+            return await run_status(files, None)
+        redis = connect(settings)
+        try:
+            return await run_status(files, redis)
+        finally:
+            await redis.aclose()
+
+    records = asyncio.run(read())
+    tally = {status.value: n for status, n in counts(records).items()}
+    if args.json:
+        print(json.dumps({"run": args.run_id, "total": len(records), **tally}))
+    else:
+        Console(file=sys.stdout, highlight=False).print(summary_table(records, args.run_id))
+        print(f"reports: {files.path('report.jsonl')} {files.path('report.csv')}")
+    return 0
