@@ -27,10 +27,11 @@ class AudioChunk:
 
     def span(self) -> str:
         """``12:34.5-16:20.0``: the chunk's time range, for messages."""
-        return f"{_clock(self.start_s)}-{_clock(self.end_s)}"
+        return f"{clock(self.start_s)}-{clock(self.end_s)}"
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``h:mm:ss.s`` (or ``m:ss.s`` under an hour), as time ranges are shown in messages."""
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
