@@ -15,7 +15,9 @@ SPEECH_MODELS: Final = (TTS_MODEL, VOICEDESIGN_MODEL, VOICECLONE_MODEL)
 ALL_MODELS: Final = (*SPEECH_MODELS, ASR_MODEL)
 
 #: Preset voices of ``mimo-v2.5-tts``; the ids are the literal strings.
-PRESET_VOICES: Final = ("mimo_default", "冰糖", "茉莉", "苏打", "白桦", "Mia", "Chloe", "Milo", "Dean")
+PRESET_VOICES: Final = (
+    "mimo_default", "冰糖", "茉莉", "苏打", "白桦", "Mia", "Chloe", "Milo", "Dean",
+)
 DEFAULT_VOICE: Final = "mimo_default"
 
 #: MIME types MiMo documents for audio it reads (ASR input and voice-clone samples).

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         default=300.0,
         gt=0,
         validation_alias="MIMOQ_JOB_TIMEOUT_S",
-        description="A job running longer is retried; a killed worker's job re-runs after this + 15 s.",
+        description="A job running longer is retried; a killed worker's job re-runs after +15 s.",
     )
     shutdown_grace_s: float = Field(
         default=60.0,
@@ -70,6 +70,29 @@ class Settings(BaseSettings):
         validation_alias="MIMOQ_POLL_DELAY_S",
         description="How often an idle worker polls the queue (arq's poll_delay).",
     )
+
+    # --- Operations (owned by worker/metrics.py, worker/heartbeat.py) -----------------------
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65_535,
+        validation_alias="MIMOQ_METRICS_PORT",
+        description="Port of `mimoq worker`'s Prometheus endpoint (/metrics, /healthz); 0 turns "
+        "it off. Embedded workers (speak/transcribe without REDIS_URL) never serve it.",
+    )
+    metrics_host: str = Field(
+        # Prometheus scrapes from another host or container: listen on every interface.
+        default="0.0.0.0",  # noqa: S104
+        validation_alias="MIMOQ_METRICS_HOST",
+        description="Address the metrics endpoint listens on (127.0.0.1: this host only).",
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="MIMOQ_HEARTBEAT_INTERVAL_S",
+        description="How often each worker writes its heartbeat record; it expires after 3.",
+    )
+    # --- end operations ---------------------------------------------------------------------
 
     # --- Callbacks (owned by worker/callbacks.py) ------------------------------------------
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="MIMOQ_WEBHOOK_SECRET")
