@@ -1,0 +1,277 @@
+"""Shared helpers for the benches: loopback services in their own processes, clean shutdown.
+
+Every service (redis-server, the MiMo simulator, a callback receiver) runs as a separate
+process on 127.0.0.1 and a free port, so its CPU and memory are not counted against the
+process being measured. Readiness is polled on the service's own signal (PING, an HTTP
+answer), never assumed after a fixed sleep. ``Services`` stops everything it started,
+in reverse order, on normal exit, on an exception, on Ctrl-C and (via
+``sigterm_as_interrupt``) on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import httpx
+import redis as sync_redis
+from starlette.types import Receive, Scope, Send
+
+MIB = 1 << 20
+BENCH_DIR = Path(__file__).resolve().parent
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1 (``redis-server --port 0`` means no listener)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def maxrss_bytes() -> int:
+    """This process's resident-set high-water mark (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another process, from /proc (None where unavailable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may itself contain spaces.
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until(ready: Callable[[], bool], *, what: str, alive: Callable[[], bool],
+               timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll ``ready`` until it holds; fail at once if ``alive`` turns false, or at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not alive():
+            raise RuntimeError(f"{what} exited before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready after {timeout_s:g} s")
+        time.sleep(0.02)  # the interval between polls of a real readiness signal
+
+
+@dataclass
+class Service:
+    """A started process, where its output goes, and the URL it serves."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def cpu_s(self) -> float | None:
+        return proc_cpu_s(self.process.pid)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT_S``."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Services:
+    """Starts loopback services under ``workdir``; stops them all on exit (reverse order)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._started: list[Service] = []
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for service in reversed(self._started):
+            service.stop()
+
+    def _spawn(
+        self, name: str, argv: Sequence[str], url: str, env: dict[str, str] | None = None
+    ) -> Service:
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env,
+                # Own session: a Ctrl-C reaches this script (and its measuring child), which
+                # then stops the services in order, rather than everything dying at once.
+                start_new_session=True,
+            )
+        service = Service(name, process, log, url)
+        self._started.append(service)
+        return service
+
+    def redis(self) -> Service:
+        """A private redis-server without persistence: the benches measure the queue, not fsync."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        data = self.workdir / "redis"
+        data.mkdir()
+        service = self._spawn(
+            "redis",
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+             "--save", "", "--appendonly", "no"],
+            f"redis://127.0.0.1:{port}/0",
+        )
+        client = sync_redis.Redis(port=port)
+
+        def pong() -> bool:
+            try:
+                return bool(client.ping())
+            except sync_redis.ConnectionError:
+                return False
+
+        try:
+            wait_until(pong, what="redis-server", alive=service.alive)
+        finally:
+            client.close()
+        return service
+
+    def _http(
+        self, name: str, argv: Sequence[str], port: int, probe: str,
+        env: dict[str, str] | None = None,
+    ) -> Service:
+        service = self._spawn(name, argv, f"http://127.0.0.1:{port}", env)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(service.url + probe, timeout=1.0).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(answers, what=name, alive=service.alive)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{service.log_tail()}") from None
+        return service
+
+    def simulator(self, *flags: str) -> Service:
+        """``mimoq sim`` with ``flags`` (e.g. ``--audio-bytes N``), no MIMOQ_SIM_* inherited;
+        ``url`` is its base (MiMo's base URL is ``url + "/v1"``). Ready once
+        ``GET /_sim/stats`` answers."""
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIMOQ_SIM_")}
+        argv = [sys.executable, "-m", "mimoq.cli", "sim", "--port", str(port), *flags]
+        return self._http("simulator", argv, port, "/_sim/stats", env)
+
+    def receiver(self) -> Service:
+        """A callback receiver (``callback_receiver`` below) served by uvicorn, which sets
+        TCP_NODELAY; ``GET /count`` says how many callbacks arrived."""
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR),
+            "_support:callback_receiver", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "warning", "--lifespan", "off",
+        ]
+        return self._http("receiver", argv, port, "/count")
+
+
+class CallbackReceiver:
+    """ASGI app: answers every POST with 204 at once and counts it; ``GET /count`` tells."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while True:  # read the whole body, as a real receiver would before answering
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                break
+        if scope["method"] == "POST":
+            self.count += 1
+            status, body = 204, b""
+        else:
+            status, body = 200, json.dumps({"count": self.count}).encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+callback_receiver = CallbackReceiver()
+
+
+def callbacks_received(receiver: Service) -> int:
+    """How many callbacks ``receiver`` has answered so far."""
+    count: int = httpx.get(receiver.url + "/count", timeout=5.0).json()["count"]
+    return count
+
+
+def run_child(
+    argv: Sequence[str], *, timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a measuring child process (killed on timeout or Ctrl-C); its last stdout line is
+    its JSON report. ``env`` is added to this process's environment."""
+    environ = {**os.environ, **(env or {})}
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout_s, env=environ
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"child {' '.join(argv[1:])} failed ({done.returncode}):\n{done.stderr[-4000:]}"
+        )
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so ``finally`` blocks and ``Services`` stop what we started."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def rss_ratio(big: int, small: int) -> str:
+    """``big / small`` for ru_maxrss deltas, which move in pages: under one page is not zero."""
+    page = resource.getpagesize()
+    return f">= {big / page:.0f}x (below one page)" if small < page else f"{big / small:.0f}x"

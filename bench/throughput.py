@@ -1,0 +1,357 @@
+"""Jobs/s of the whole mimoq pipeline vs bare arq no-op jobs, side by side in one run.
+
+    python bench/throughput.py [--jobs 2000] [--concurrency 100] [--poll-delay 0.2]
+                               [--audio-kb 16] [--rounds 1] [--no-callbacks]
+
+One private redis-server (no persistence), the simulator at zero latency answering every
+TTS request with ``--audio-kb`` KiB of audio, and a callback receiver, each in its own
+process. Each phase flushes Redis, enqueues N jobs from this process (timed: enqueue/s),
+then starts a fresh worker process that drains them:
+
+- ``bare``: no-op jobs enqueued with arq's own ``enqueue_job``, run by a plain arq ``Worker``
+  (the same ``max_jobs``, ``poll_delay`` and JSON serializer; arq's other defaults);
+- ``mimoq``: speech jobs through ``Producer.enqueue`` (validation + the atomic enqueue
+  script), run by ``build_worker`` with the limiter off (the quota would be the bound):
+  a MiMo call each, the WAV streamed to a file, the result record written;
+- ``mimoq+cb``: the same, each job with a signed callback to the receiver (its delivery is
+  a second arq job, so the worker completes 2N jobs).
+
+The window is timed inside the worker: from the start of arq's first ``run_job`` (fetching
+the first job) to the end of the ``run_job`` that completes the last expected job (result
+written, arq's bookkeeping done). Worker CPU is ``getrusage`` over the same window; the
+CPU of redis-server and the simulator over the phase comes from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _support import (
+    Service,
+    Services,
+    callbacks_received,
+    cpu_s,
+    run_child,
+    sigterm_as_interrupt,
+)
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker, func
+
+from mimoq import wire
+from mimoq.settings import Settings
+
+PHASES = ("bare", "mimoq", "mimoq+cb")
+BARE_TASK = "noop"
+TEXT = "Hello from the throughput bench."
+CHILD_TIMEOUT_S = 300.0
+LOOPBACK = "127.0.0.0/8"  # callbacks go to a loopback receiver, which the SSRF guard refuses
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    """The bare arq job: nothing at all."""
+
+
+def mimoq_settings(
+    redis_url: str, sim_url: str, data_dir: Path, args: argparse.Namespace
+) -> Settings:
+    """The worker's and producer's settings (the webhook secret comes from the environment)."""
+    return Settings(
+        mimo_base_url=sim_url + "/v1",
+        redis_url=redis_url,
+        data_dir=data_dir,
+        limits_enabled=False,
+        concurrency=args.concurrency,
+        poll_delay_s=args.poll_delay,
+        callback_allow_networks=LOOPBACK,
+        shutdown_grace_s=10.0,
+    )
+
+
+# --- the worker child ---------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """Time and CPU from the first ``run_job`` start to the completion of the last job."""
+
+    expected: int
+    done: asyncio.Event
+    first_t: float | None = None
+    first_cpu: float = 0.0
+    last_t: float = 0.0
+    last_cpu: float = 0.0
+
+
+def instrument(worker: Worker, expected: int) -> Window:
+    """Wrap the worker's ``run_job`` to time the window; ``done`` is set at the last job.
+
+    ``run_job`` is arq's per-job coroutine (fetch, run, record); wrapping the instance's
+    bound method measures both kinds of worker the same way without touching their code.
+    """
+    window = Window(expected, asyncio.Event())
+    original = worker.run_job
+
+    async def timed(job_id: str, score: int) -> None:
+        if window.first_t is None:
+            window.first_t, window.first_cpu = time.perf_counter(), cpu_s()
+        await original(job_id, score)
+        if not window.done.is_set() and worker.jobs_complete + worker.jobs_failed >= expected:
+            window.last_t, window.last_cpu = time.perf_counter(), cpu_s()
+            window.done.set()
+
+    setattr(worker, "run_job", timed)  # noqa: B010 (mypy refuses assigning to a method)
+    return window
+
+
+def build(phase: str, args: argparse.Namespace) -> Worker:
+    if phase == "bare":
+        return Worker(
+            functions=[func(noop, name=BARE_TASK)],
+            redis_settings=RedisSettings.from_dsn(args.redis),
+            max_jobs=args.concurrency,
+            poll_delay=args.poll_delay,
+            job_serializer=wire.serialize,
+            job_deserializer=json.loads,
+            handle_signals=False,
+        )
+    from mimoq.logs import configure
+    from worker.app import build_worker
+
+    configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
+    return build_worker(
+        mimoq_settings(args.redis, args.sim, args.out, args), handle_signals=False
+    )
+
+
+async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
+    from worker.app import drain_and_close
+
+    worker = build(phase, args)
+    expected = args.jobs * (2 if phase == "mimoq+cb" else 1)
+    window = instrument(worker, expected)
+    running = asyncio.create_task(worker.async_run())
+    finished = asyncio.create_task(window.done.wait())
+    try:
+        await asyncio.wait(
+            {running, finished}, timeout=CHILD_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if running.done():
+            running.result()  # a worker that died says why
+        if not window.done.is_set() or window.first_t is None:
+            raise TimeoutError(f"{worker.jobs_complete} of {expected} jobs after the deadline")
+    finally:
+        finished.cancel()
+        await drain_and_close(worker, grace_s=10.0)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    return {
+        "window_s": window.last_t - window.first_t,
+        "cpu_s": window.last_cpu - window.first_cpu,
+        "complete": worker.jobs_complete,
+        "failed": worker.jobs_failed,
+        "retried": worker.jobs_retried,
+    }
+
+
+# --- the parent: enqueue, run a worker, check ---------------------------------------------
+
+
+async def enqueue(phase: str, args: argparse.Namespace, settings: Settings, hook: str) -> float:
+    """Enqueue ``args.jobs`` jobs for ``phase`` one after another; returns the seconds taken."""
+    if phase == "bare":
+        pool = await create_pool(
+            RedisSettings.from_dsn(args.redis),
+            job_serializer=wire.serialize,
+            job_deserializer=json.loads,
+        )
+        try:
+            await pool.flushall()
+            started = time.perf_counter()
+            for i in range(args.jobs):
+                await pool.enqueue_job(BARE_TASK, _job_id=f"bare-{i}")
+            return time.perf_counter() - started
+        finally:
+            await pool.aclose()
+
+    from producer.client import Producer
+
+    redis = ArqRedis.from_url(args.redis)
+    try:
+        await redis.flushall()
+        producer = Producer(redis, settings)
+        job: dict[str, Any] = {"kind": "speech", "input": TEXT}
+        if phase == "mimoq+cb":
+            job["callback"] = {"url": hook}
+        started = time.perf_counter()
+        for i in range(args.jobs):
+            await producer.enqueue({**job, "id": f"job-{i}"})
+        return time.perf_counter() - started
+    finally:
+        await redis.aclose()
+
+
+async def check(phase: str, args: argparse.Namespace, data_dir: Path) -> list[str]:
+    """What is wrong with the phase's outcome, read from Redis and the disk (empty: nothing)."""
+    redis = ArqRedis.from_url(args.redis)
+    try:
+        if phase == "bare":
+            results = [k async for k in redis.scan_iter(match=wire.ARQ_RESULT_PREFIX + "*")]
+            ok = len(results) == args.jobs
+            return [] if ok else [f"{len(results)} arq results for {args.jobs} jobs"]
+        keys = [k async for k in redis.scan_iter(match=wire.RESULT_PREFIX + "*", count=1000)]
+        records = [json.loads(r) for r in await redis.mget(keys)] if keys else []
+    finally:
+        await redis.aclose()
+    problems = []
+    succeeded = sum(r["status"] == "succeeded" for r in records)
+    if succeeded != args.jobs:
+        problems.append(f"{succeeded} succeeded results for {args.jobs} jobs")
+    files = sum(1 for _ in data_dir.rglob("*.wav"))
+    if files != args.jobs:
+        problems.append(f"{files} WAV files for {args.jobs} jobs")
+    if phase == "mimoq+cb":
+        delivered = sum(r["callback"]["status"] == "delivered" for r in records)
+        if delivered != args.jobs:
+            problems.append(f"{delivered} callbacks delivered for {args.jobs} jobs")
+    return problems
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    enqueue_s: float
+    window_s: float
+    worker_cpu_s: float
+    redis_cpu_s: float | None
+    sim_cpu_s: float | None
+    problems: list[str]
+
+
+def _delta(service: Service, before: float | None) -> float | None:
+    after = service.cpu_s()
+    return None if after is None or before is None else after - before
+
+
+def run_phase(
+    phase: str, args: argparse.Namespace, workdir: Path, redis: Service, sim: Service,
+    receiver: Service | None, env: dict[str, str],
+) -> PhaseResult:
+    data_dir = workdir / f"data-{phase}-{time.monotonic_ns()}"
+    data_dir.mkdir()
+    settings = mimoq_settings(args.redis, args.sim, data_dir, args)
+    hook = receiver.url + "/hook" if receiver else ""
+    received_before = callbacks_received(receiver) if receiver else 0
+    enqueue_s = asyncio.run(enqueue(phase, args, settings, hook))
+    redis_cpu, sim_cpu = redis.cpu_s(), sim.cpu_s()
+    argv = [sys.executable, __file__, "--child", phase, "--redis", args.redis, "--sim", args.sim,
+            "--out", str(data_dir), "--jobs", str(args.jobs),
+            "--concurrency", str(args.concurrency), "--poll-delay", str(args.poll_delay)]
+    report = run_child(argv, timeout_s=CHILD_TIMEOUT_S + 30, env=env)
+    redis_delta, sim_delta = _delta(redis, redis_cpu), _delta(sim, sim_cpu)
+    problems = asyncio.run(check(phase, args, data_dir))
+    if report["failed"] or report["retried"]:
+        problems.append(f"arq: {report['failed']} failed, {report['retried']} retried")
+    if receiver and phase == "mimoq+cb":
+        received = callbacks_received(receiver) - received_before
+        if received != args.jobs:
+            problems.append(f"the receiver got {received} callbacks for {args.jobs} jobs")
+    return PhaseResult(phase, enqueue_s, report["window_s"], report["cpu_s"], redis_delta,
+                       sim_delta if phase != "bare" else None, problems)
+
+
+def _ms(value: float | None, jobs: int) -> str:
+    return "-" if value is None else f"{value * 1000 / jobs:.2f}"
+
+
+def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bool:
+    n = args.jobs
+    print(f"{n} jobs per phase, max_jobs={args.concurrency}, poll_delay={args.poll_delay:g} s, "
+          f"JSON serializer; redis-server without persistence; simulator at zero latency "
+          f"answering {args.audio_kb:g} KiB of audio; every service in its own process")
+    print(f"{'round':<6}{'phase':<10}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
+          f"{'worker CPU':>12}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)")
+    ok = True
+    for number, results in enumerate(rounds, 1):
+        for r in results.values():
+            print(f"{number:<6}{r.phase:<10}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
+                  f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.redis_cpu_s, n):>11}"
+                  f"{_ms(r.sim_cpu_s, n):>9}")
+            for problem in r.problems:
+                ok = False
+                print(f"      PROBLEM in {r.phase}: {problem}")
+        bare = results["bare"]
+        ratios = ", ".join(
+            f"{phase} / bare = {bare.window_s / results[phase].window_s:.3f}"
+            for phase in results if phase != "bare"
+        )
+        cpu = ", ".join(
+            f"{phase} / bare = {results[phase].worker_cpu_s / bare.worker_cpu_s:.1f}x"
+            for phase in results if phase != "bare"
+        )
+        print(f"round {number}: jobs/s {ratios}; worker CPU per job {cpu}")
+    if len(rounds) > 1:
+        medians = ", ".join(
+            f"{phase} / bare = "
+            f"{statistics.median(r['bare'].window_s / r[phase].window_s for r in rounds):.3f}"
+            for phase in rounds[0] if phase != "bare"
+        )
+        print(f"median over {len(rounds)} rounds: jobs/s {medians}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs per phase")
+    parser.add_argument("--concurrency", type=int, default=100, help="max_jobs of each worker")
+    parser.add_argument("--poll-delay", type=float, default=Settings.model_fields[
+        "poll_delay_s"].default, help="arq poll_delay of each worker, s (mimoq's default)")
+    parser.add_argument("--audio-kb", type=float, default=16.0, help="KiB of audio per answer")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all phases this often")
+    parser.add_argument("--no-callbacks", action="store_true", help="skip the mimoq+cb phase")
+    parser.add_argument("--child", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--sim", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(worker_child(args.child, args))))
+        return 0
+
+    sigterm_as_interrupt()
+    phases = [p for p in PHASES if not (args.no_callbacks and p == "mimoq+cb")]
+    # Signed callbacks, as in production; the secret reaches the worker through its
+    # environment (an argument would be visible to every user of the machine).
+    env = {"MIMOQ_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(24)).decode()}
+    audio = int(args.audio_kb * 1024) // 2 * 2  # whole 16-bit samples
+    rounds: list[dict[str, PhaseResult]] = []
+    with tempfile.TemporaryDirectory(prefix="mimoq-bench-") as tmp, Services(Path(tmp)) as svc:
+        redis = svc.redis()
+        sim = svc.simulator("--audio-bytes", str(audio))
+        receiver = svc.receiver() if "mimoq+cb" in phases else None
+        args.redis, args.sim = redis.url, sim.url
+        for _ in range(args.rounds):
+            rounds.append(
+                {p: run_phase(p, args, Path(tmp), redis, sim, receiver, env) for p in phases}
+            )
+    return 0 if report(rounds, args) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process this bench started is stopped", file=sys.stderr)
+        sys.exit(130)
