@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -12,6 +13,7 @@ from typing import Any, Final
 
 from mimoq.errors import ConfigurationError
 from mimoq.simulator.faults import Fault, parse_faults
+from mimoq.simulator.quota import QuotaAlgorithm, QuotaConfig, SimQuota, TokenAccounting
 from mimoq.simulator.quota_protocol import QuotaPolicy
 
 ENV_PREFIX: Final = "MIMOQ_SIM_"
@@ -94,20 +96,30 @@ class SimConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SimConfig:
         """Build from ``MIMOQ_SIM_<FIELD>`` variables (e.g. ``MIMOQ_SIM_FAIL_RATE=0.1``).
 
-        ``quota`` cannot come from the environment: pass it as an override.
+        ``quota`` is a ``SimQuota`` built from ``MIMOQ_SIM_QUOTA`` and
+        ``MIMOQ_SIM_QUOTA_<KNOB>`` (see ``quota_from_options``), unless passed as an override.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, parse in _PARSERS.items():
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is None or not raw.strip():
-                continue
-            try:
-                values[name] = parse(raw.strip())
-            except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-                raise ConfigurationError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
+        values = _parse_env(env, _PARSERS)
+        if "quota" not in overrides:
+            values["quota"] = quota_from_options(**_quota_env(env))
         values.update(overrides)
         return cls(**values)
+
+
+def _parse_env(env: Mapping[str, str], parsers: Mapping[str, Callable[[str], Any]],
+               prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """``prefix + NAME.upper()`` of each parser's name, parsed; blank means unset."""
+    values: dict[str, Any] = {}
+    for name, parse in parsers.items():
+        raw = env.get(prefix + name.upper())
+        if raw is None or not raw.strip():
+            continue
+        try:
+            values[name] = parse(raw.strip())
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+            raise ConfigurationError(f"{prefix}{name.upper()}: {exc}") from None
+    return values
 
 
 def _bool(raw: str) -> bool:
@@ -125,6 +137,110 @@ def _statuses(raw: str) -> tuple[int, ...]:
 
 def _optional_int(raw: str) -> int | None:
     return None if raw.lower() in ("none", "null") else int(raw)
+
+
+# --- the quota (mimoq.simulator.quota) from text --------------------------------------------
+
+
+def _limit(model: str, raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ValueError(f"{model}: the limit must be a whole number, got {raw!r}")
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"{model}: the limit must not be negative")
+    return value
+
+
+def parse_limits(raw: str) -> dict[str, int]:
+    """Per-model limits: a JSON object, or ``model=N`` items (comma or space separated).
+
+    A bare ``N`` is stored under ``"*"``: the default of every model not named.
+    """
+    text = raw.strip()
+    if text.startswith("{"):
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object of model: limit")
+        return {str(m): _limit(str(m), n) for m, n in data.items()}
+    limits: dict[str, int] = {}
+    for item in text.replace(",", " ").split():
+        model, sep, value = item.rpartition("=")
+        name = model.strip() if sep else "*"
+        if not name or not value.strip().isdigit():
+            raise ValueError(f"{item!r} is neither model=N nor N")
+        limits[name] = _limit(name, value.strip())
+    return limits
+
+
+def parse_algorithm(raw: str) -> QuotaAlgorithm:
+    """``sliding_window`` or ``token_bucket`` (dashes accepted)."""
+    return QuotaAlgorithm(raw.strip().lower().replace("-", "_"))
+
+
+def parse_accounting(raw: str) -> TokenAccounting:
+    """``admission`` or ``completion``."""
+    return TokenAccounting(raw.strip().lower())
+
+
+#: The quota's knobs: ``MIMOQ_SIM_QUOTA_<NAME>`` and ``--quota-<name>``.
+_QUOTA_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+    "rpm": parse_limits,
+    "tpm": parse_limits,
+    "window_s": float,
+    "algorithm": parse_algorithm,
+    "max_concurrency": _optional_int,
+    "token_accounting": parse_accounting,
+}
+
+
+def _quota_env(env: Mapping[str, str]) -> dict[str, Any]:
+    options = _parse_env(env, _QUOTA_PARSERS, ENV_PREFIX + "QUOTA_")
+    options.update(_parse_env(env, {"quota": _bool}))
+    if "quota" in options:
+        options["enabled"] = options.pop("quota")
+    return options
+
+
+def quota_from_options(
+    *,
+    enabled: bool | None = None,
+    rpm: Mapping[str, int] | None = None,
+    tpm: Mapping[str, int] | None = None,
+    window_s: float | None = None,
+    algorithm: QuotaAlgorithm | None = None,
+    max_concurrency: int | None = None,
+    token_accounting: TokenAccounting | None = None,
+) -> SimQuota | None:
+    """The simulator's quota policy, or None for none.
+
+    ``enabled`` True turns on MiMo's official quota (100 requests per minute per model,
+    10K tokens per minute for ASR); giving any other option turns it on too, changing that
+    part. ``rpm``/``tpm`` are merged over the official limits: ``"*"`` sets the request
+    default of every model, and a token limit of 0 removes a model's token limit.
+    """
+    knobs = (rpm, tpm, window_s, algorithm, max_concurrency, token_accounting)
+    if enabled is False or (enabled is None and all(k is None for k in knobs)):
+        return None
+    base = QuotaConfig()
+    requests = dict(rpm or {})
+    if any(n <= 0 for n in requests.values()):
+        raise ConfigurationError("simulator quota: request limits must be positive")
+    tokens = {**base.tpm, **(tpm or {})}
+    if "*" in tokens:
+        raise ConfigurationError("simulator quota: name the model of a token limit (model=N)")
+    try:
+        config = QuotaConfig(
+            window_s=base.window_s if window_s is None else window_s,
+            default_rpm=requests.pop("*", base.default_rpm),
+            rpm=requests,
+            tpm={m: n for m, n in tokens.items() if n > 0},
+            algorithm=algorithm or base.algorithm,
+            max_concurrency=max_concurrency,
+            token_accounting=token_accounting or base.token_accounting,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"simulator quota: {exc}") from None
+    return SimQuota(config)
 
 
 _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
@@ -147,7 +263,8 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "quota_retry_after": _bool,
     "faults": parse_faults,
 }
-# Every field but ``quota`` must be settable from the environment: fail at import on drift.
+# Every field but ``quota`` (see ``_QUOTA_PARSERS``) must be settable from the environment:
+# fail at import on drift.
 assert set(_PARSERS) | {"quota"} == {f.name for f in fields(SimConfig)}
 
 #: CLI flag -> (field, parser, help). Flags default to None so unset ones keep the env value.
@@ -172,6 +289,19 @@ _SWITCHES: Final[dict[str, tuple[str, str]]] = {
     "--wav-text-chunk": ("wav_text_chunk", "embed the spoken text in generated WAVs"),
     "--quota-retry-after": ("quota_retry_after", "send Retry-After on quota 429s"),
 }
+#: Quota flag -> (knob of ``quota_from_options``, help); parsers from ``_QUOTA_PARSERS``.
+_QUOTA_FLAGS: Final[dict[str, tuple[str, str]]] = {
+    "--quota-rpm": ("rpm", "requests per window: N for every model and/or model=N items, or "
+                    "JSON (default: 100 each)"),
+    "--quota-tpm": ("tpm", "tokens per window as model=N items or JSON; 0 removes a limit "
+                    "(default: mimo-v2.5-asr=10000)"),
+    "--quota-window-s": ("window_s", "length of the quota window, s (default: 60)"),
+    "--quota-algorithm": ("algorithm", "sliding_window (default, strict) or token_bucket"),
+    "--quota-max-concurrency": ("max_concurrency", "requests in flight per account (default: "
+                                "no cap)"),
+    "--quota-token-accounting": ("token_accounting", "charge tokens at admission (default) or "
+                                 "at completion"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,11 +316,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             flag, dest=f"sim_{dest}", action=argparse.BooleanOptionalAction, default=None,
             help=help_text,
         )
+    parser.add_argument(
+        "--quota", dest="sim_quota", action=argparse.BooleanOptionalAction, default=None,
+        help="enforce MiMo's quota (implied by any --quota-* knob; MIMOQ_SIM_QUOTA)",
+    )
+    for flag, (knob, help_text) in _QUOTA_FLAGS.items():
+        parser.add_argument(
+            flag, dest=f"sim_quota_{knob}", type=_QUOTA_PARSERS[knob], default=None,
+            help=help_text, metavar=knob.upper(),
+        )
 
 
 def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> SimConfig:
     """The config for parsed ``add_arguments`` flags, on top of the MIMOQ_SIM_* environment."""
-    base = SimConfig.from_env(environ)
+    env = os.environ if environ is None else environ
+    base = SimConfig.from_env(env, quota=None)
     dests = [dest for dest, _, _ in _FLAGS.values()] + [dest for dest, _ in _SWITCHES.values()]
     given = {d: getattr(ns, f"sim_{d}") for d in dests if getattr(ns, f"sim_{d}", None) is not None}
-    return replace(base, **given)
+    # Quota flags beat the quota's environment knob by knob, like every other flag.
+    options = _quota_env(env)
+    for knob in _QUOTA_PARSERS:
+        if (value := getattr(ns, f"sim_quota_{knob}", None)) is not None:
+            options[knob] = value
+    if (enabled := getattr(ns, "sim_quota", None)) is not None:
+        options["enabled"] = enabled
+    return replace(base, quota=quota_from_options(**options), **given)
