@@ -23,6 +23,7 @@ from mimoq.settings import Settings
 from mimoq.storage import LocalStorage
 from worker import callbacks
 from worker.limiter import build_limiter
+from worker.limiter_capacity import warn_if_fleet_is_short
 from worker.mimo_client import MimoClient
 from worker.pipeline import WorkerDeps
 from worker.runner import finish, invalid_job, salvage, speech, transcription
@@ -120,6 +121,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     )
     await callbacks.startup(ctx)
     log.info("worker.started", concurrency=settings.concurrency, base_url=settings.base_url())
+    await warn_if_fleet_is_short(ctx["deps"].limiter, ctx["redis"], settings)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
