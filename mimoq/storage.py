@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -26,7 +24,7 @@ class Storage(Protocol):
 class LocalStorage:
     """Files under ``root``; each output is written to a temporary name and renamed into place.
 
-    A killed worker leaves at most a ``.tmp`` file (swept by the job's next run), never a
+    A killed worker leaves at most a ``.tmp`` file (reused by the job's next run), never a
     truncated output under the real name, and a re-run overwrites the same path, so
     at-least-once execution is harmless.
     """
@@ -50,11 +48,10 @@ class LocalStorage:
     def open_atomic(self, key: str) -> Iterator[BinaryIO]:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        # A worker killed mid-write leaves its temp file; the job's next run sweeps it (only
-        # one run of a job holds arq's in-progress key at a time, so none is still writing).
-        for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        # One fixed temp name per key: a worker killed mid-write leaves it behind and the
+        # job's next run truncates it (only one run of a job holds arq's in-progress key at a
+        # time), with no directory listing, however many outputs share the folder.
+        tmp = final.with_name(f".{final.name}.tmp")
         try:
             with open(tmp, "w+b") as f:
                 yield f

@@ -35,9 +35,10 @@ def test_keys_cannot_escape(tmp_path: Path) -> None:
         LocalStorage(tmp_path).locate("../outside.wav")
 
 
-def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path: Path) -> None:
-    (tmp_path / ".a.wav.deadbeef.tmp").write_bytes(b"half")
-    (tmp_path / ".b.wav.deadbeef.tmp").write_bytes(b"another key's")
+def test_a_killed_writers_temp_file_is_reused_by_the_next_write(tmp_path: Path) -> None:
+    (tmp_path / ".a.wav.tmp").write_bytes(b"half written, longer than the new output")
+    (tmp_path / ".b.wav.tmp").write_bytes(b"another key's")
     with LocalStorage(tmp_path).open_atomic("a.wav") as f:
         f.write(b"whole")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.wav.deadbeef.tmp", "a.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.wav.tmp", "a.wav"]
+    assert (tmp_path / "a.wav").read_bytes() == b"whole"
