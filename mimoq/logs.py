@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, Final
 
 import structlog
+
+REDACTED: Final = "[redacted]"
+#: Shorter strings are not redacted: replacing them would garble ordinary words.
+MIN_SECRET_CHARS: Final = 8
+_secrets: set[str] = set()
+# arq's "job started" line prints the job's arguments: user text, file paths, callback URLs
+# and headers. The job id and task name stay; the arguments never reach the log.
+_ARQ_START_FORMAT: Final = "%6.2fs → %s(%s)%s"
+
+
+def register_secrets(*values: str | None) -> None:
+    """Have every later log line scrubbed of these values (a last line of defence)."""
+    for value in values:
+        if value and len(value) >= MIN_SECRET_CHARS:
+            _secrets.add(value)
+            if value.startswith("whsec_") and len(value) - 6 >= MIN_SECRET_CHARS:
+                _secrets.add(value[6:])  # the signing key itself, without its prefix
+
+
+def _scrub(_logger: Any, _method: str, rendered: Any) -> Any:
+    """Runs on the rendered line, so a secret inside a repr or a traceback is caught too."""
+    if isinstance(rendered, str):
+        for secret in sorted(_secrets, key=len, reverse=True):
+            rendered = rendered.replace(secret, REDACTED)
+    return rendered
+
+
+class _HideArqJobArguments(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == _ARQ_START_FORMAT and isinstance(args, tuple) and len(args) == 4:
+            record.args = (args[0], args[1], "…", args[3])
+        return True
 
 
 def configure(*, level: str = "INFO", json_logs: bool | None = None) -> None:
     """Route structlog (and stdlib logging, e.g. arq's) to stderr through one pipeline."""
     if json_logs is None:
         json_logs = not sys.stderr.isatty()
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+    rendering: list[structlog.types.Processor] = (
+        # Without format_exc_info a traceback would be lost in JSON (rendered as a repr).
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json_logs
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [structlog.dev.ConsoleRenderer(colors=False)]
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -29,9 +64,14 @@ def configure(*, level: str = "INFO", json_logs: bool | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_HideArqJobArguments())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *rendering,
+                _scrub,
+            ],
             foreign_pre_chain=shared,
         )
     )

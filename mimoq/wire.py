@@ -26,6 +26,7 @@ DEAD_LETTER_INDEX: Final = "mimoq:dead"
 LIMITER_PREFIX: Final = "mimoq:limit:"
 DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
+RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"

@@ -16,14 +16,16 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 from redis.exceptions import ResponseError
 
-from mimoq import wire
+from mimoq import logs, wire
 from mimoq.jobs import JobResult
 from mimoq.results import read_result
 from mimoq.settings import Settings
 from mimoq.storage import LocalStorage
 from worker import callbacks
+from worker.heartbeat import Heartbeat
 from worker.limiter import build_limiter
 from worker.limiter_capacity import warn_if_fleet_is_short
+from worker.metrics_http import MetricsServer
 from worker.mimo_client import MimoClient
 from worker.pipeline import WorkerDeps
 from worker.runner import finish, invalid_job, salvage, speech, transcription
@@ -53,11 +55,37 @@ class MimoqWorker(Worker):
     arq fails a job without calling our code when it expired before a worker got to it or
     ran out of arq-level tries. It would record that only in its own (pickle-shaped) result;
     we record a mimoq failure result and send the failure callback, so nothing vanishes.
+    It also beats a heartbeat from arq's polling loop and may serve ``/metrics``.
     """
 
-    def __init__(self, *args: Any, mimoq_settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, mimoq_settings: Settings, metrics_port: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.mimoq_settings = mimoq_settings
+        self.heartbeat = Heartbeat(mimoq_settings)
+        self.metrics_port = metrics_port
+        self.metrics_server: MetricsServer | None = None
+
+    async def main(self) -> None:
+        beat = self.heartbeat
+        if self.metrics_port is not None and self.metrics_server is None:
+            host, port = self.mimoq_settings.metrics_host, self.metrics_port
+            self.metrics_server = MetricsServer.start(host, port, liveness=beat.liveness)
+            beat.metrics_port = self.metrics_server.port
+        log.info("worker.identity", worker_id=beat.worker_id, metrics_port=beat.metrics_port)
+        await super().main()
+
+    async def heart_beat(self) -> None:
+        await super().heart_beat()
+        await self.heartbeat.beat(self.pool, self)
+
+    async def close(self) -> None:
+        await self.heartbeat.stop(self._pool)
+        await super().close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         await super().finish_failed_job(job_id, result_data)
@@ -124,6 +152,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     await warn_if_fleet_is_short(ctx["deps"].limiter, ctx["redis"], settings)
 
 
+async def _job_started(ctx: dict[str, Any]) -> None:
+    # Runs in arq's own task for the job, before the job's task is created from it: arq's
+    # lines about the job and every line inside it carry the job id (worker.runner adds
+    # kind, try and model).
+    structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
+
+
 async def _shutdown(ctx: dict[str, Any]) -> None:
     await callbacks.shutdown(ctx)
     if not ctx.get("http_external") and "http" in ctx:
@@ -137,8 +172,15 @@ def build_worker(
     burst: bool = False,
     handle_signals: bool = True,
     http: httpx.AsyncClient | None = None,
+    metrics_port: int | None = None,
 ) -> MimoqWorker:
-    """A configured worker; ``redis`` (e.g. the embedded one) overrides ``REDIS_URL``."""
+    """A configured worker; ``redis`` (e.g. the embedded one) overrides ``REDIS_URL``.
+
+    ``metrics_port``: serve ``/metrics`` and ``/healthz`` there (0: any free port); None:
+    not served. With ``handle_signals``, SIGTERM/SIGINT stop job pick-up and give running
+    jobs ``settings.shutdown_grace_s`` to finish; arq re-queues any still running after it.
+    """
+    logs.register_secrets(settings.api_key(), *settings.webhook_secrets())
     ctx: dict[str, Any] = {"settings": settings}
     if http is not None:
         ctx.update(http=http, http_external=True)
@@ -153,6 +195,7 @@ def build_worker(
             func(callbacks.deliver_callback, name=wire.TASK_CALLBACK),
         ],
         mimoq_settings=settings,
+        metrics_port=metrics_port,
         redis_pool=redis,
         redis_settings=redis_settings,
         queue_name=wire.QUEUE_NAME,
@@ -169,7 +212,10 @@ def build_worker(
         poll_delay=settings.poll_delay_s,
         burst=burst,
         handle_signals=handle_signals,
+        # arq's waiting signal handler (0 would make it cancel at once, as the grace asks).
+        job_completion_wait=settings.shutdown_grace_s,
         ctx=ctx,
         on_startup=_startup,
+        on_job_start=_job_started,
         on_shutdown=_shutdown,
     )

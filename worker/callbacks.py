@@ -46,6 +46,7 @@ from mimoq.webhooks import (
     parse_retry_after,
     retry_delay_s,
 )
+from worker import metrics
 
 log = structlog.get_logger("mimoq.callbacks")
 
@@ -206,6 +207,7 @@ async def deliver_callback(ctx: dict[str, Any], delivery: dict[str, Any]) -> dic
             "callback.internal_error", job_id=parsed.job_id, delivery_id=parsed.delivery_id,
             attempt=attempt, error=type(exc).__name__, next_attempt_in_s=delay, exc_info=True,
         )
+        metrics.callback_attempt(metrics.CallbackOutcome.internal_error)
         if delay is None:
             return {"outcome": "abandoned", "delivery_id": parsed.delivery_id}
         raise Retry(defer=delay) from None
@@ -222,6 +224,7 @@ async def _run(
         and state.delivery_id == delivery.delivery_id
     ):
         log.info("callback.attempt", **fields, outcome="skipped", reason="already delivered")
+        metrics.callback_attempt(metrics.CallbackOutcome.skipped)
         return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
 
     client = ctx.get("callback_client")
@@ -244,6 +247,7 @@ async def _run(
         )
         await deadletters.remove(redis, delivery.delivery_id)
         log.info("callback.attempt", **fields, outcome="delivered")
+        metrics.callback_attempt(metrics.CallbackOutcome.delivered)
         return {"outcome": "delivered", "delivery_id": delivery.delivery_id, "attempts": attempts}
 
     if outcome.verdict is Verdict.retry:
@@ -260,6 +264,7 @@ async def _run(
             log.info(
                 "callback.attempt", **fields, outcome="retry", next_attempt_in_s=round(delay, 3)
             )
+            metrics.callback_attempt(metrics.CallbackOutcome.retry)
             raise Retry(defer=delay)
 
     reason = _dead_reason(outcome)
@@ -274,6 +279,7 @@ async def _run(
                       attempts=attempts, last_error=outcome.error),
     )
     log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
+    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
     return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
 
 
@@ -320,6 +326,7 @@ async def _dead_letter_invalid(
         "callback.attempt", job_id=delivery.job_id, delivery_id=delivery_id, attempt=attempt,
         error=error, outcome="dead_lettered", reason=DeadLetterReason.invalid.value,
     )
+    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason="invalid")
     return {"outcome": "dead_lettered", "delivery_id": delivery_id, "reason": "invalid"}
 
 

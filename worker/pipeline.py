@@ -17,6 +17,7 @@ from mimoq.jobs import AudioOutput, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.settings import Settings
 from mimoq.sources import inspect_audio
 from mimoq.storage import Storage
+from worker import metrics
 from worker.limiter import Limiter
 from worker.mimo_client import MimoClient
 
@@ -48,7 +49,8 @@ async def _quota(
     lease = await limiter.acquire(model, job_id=job_id, audio_s=audio_s)
     started = time.monotonic()
     try:
-        yield
+        with metrics.mimo_call(model, usage):
+            yield
     except RateLimitedError as exc:
         await limiter.rate_limited(model, exc.retry_after_s)
         raise
@@ -87,6 +89,7 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
         channels=info.format.channels,
         bits_per_sample=info.format.bits_per_sample,
     )
+    metrics.audio_processed(job.kind, job.model, seconds=info.duration_s, size=info.bytes)
     return Outcome(output=output, usage=usage or None)
 
 
@@ -97,6 +100,7 @@ async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str
     async with _quota(deps.limiter, job.model, job_id, audio.duration_s, usage):
         text, call_usage = await deps.mimo.transcribe(body)
         usage.update(call_usage or {})
+    metrics.audio_processed(job.kind, job.model, seconds=audio.duration_s, size=audio.size)
     key = output_key(job, job_id)
     data = (wire.dumps({"text": text}) if job.response_format == "json" else text) + "\n"
     encoded = data.encode()

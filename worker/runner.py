@@ -17,7 +17,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq import wire
+from mimoq import failures, wire
 from mimoq.errors import (
     CapacityDeferred,
     InternalError,
@@ -38,6 +38,7 @@ from mimoq.jobs import (
 )
 from mimoq.results import read_result, write_result
 from mimoq.settings import Settings
+from worker import metrics
 from worker.backoff import backoff_s
 from worker.callbacks import schedule_callback
 from worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -111,6 +112,9 @@ async def run_job(
     deferrals = int(await redis.get(_deferrals_key(job_id)) or 0)
     tries = max(1, ctx["job_try"] - deferrals)
     bound = log.bind(job_id=job_id, kind=kind, job_try=tries)
+    # Every line logged inside this job's task (any module) carries these; model follows.
+    structlog.contextvars.bind_contextvars(job_id=job_id, kind=kind, job_try=tries)
+    started = time.monotonic()
 
     existing = await read_result(redis, job_id)
     if existing is not None:
@@ -120,6 +124,7 @@ async def run_job(
         if callback is not None and existing.callback.status == CallbackStatus.pending:
             await schedule_callback(redis, existing, callback, settings=settings)
         bound.info("job.already_finished", status=existing.status)
+        metrics.job_outcome(kind, existing.model, metrics.JobOutcome.already_finished)
         return _summary(existing)
 
     job: SpeechJob | TranscriptionJob | None = None
@@ -130,6 +135,7 @@ async def run_job(
         try:
             job = _parse(raw, kind)
             bound = bound.bind(model=job.model)
+            structlog.contextvars.bind_contextvars(model=job.model)
             if tries > settings.max_tries:
                 # Each try that never finished (a killed worker) still counted: stop a
                 # poison job from taking workers down forever.
@@ -144,6 +150,8 @@ async def run_job(
             await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
             retry_in = exc.retry_after_s or 1.0
             bound.debug("job.deferred", retry_in_s=round(retry_in, 3))
+            model = job.model if job else None
+            metrics.job_outcome(kind, model, metrics.JobOutcome.deferred, deferred_s=retry_in)
         except TimeoutError:
             error = UpstreamUnavailable(f"the job took longer than {settings.job_timeout_s:g} s")
         except MimoqError as exc:
@@ -165,6 +173,13 @@ async def run_job(
             error_type=error.error_type,
             status=error.status,
             retry_in_s=round(retry_in, 3),
+        )
+        metrics.job_outcome(
+            kind,
+            job.model if job else None,
+            metrics.JobOutcome.retried,
+            duration_s=time.monotonic() - started,
+            error_type=error.error_type,
         )
     if retry_in is not None:
         raise Retry(defer=retry_in)
@@ -203,6 +218,9 @@ async def run_job(
         )
     await finish(redis, result, callback, settings=settings)
     await redis.delete(_deferrals_key(job_id))
+    ran_s = time.monotonic() - started
+    final = metrics.JobOutcome(result.status)
+    metrics.job_outcome(result.kind, result.model, final, duration_s=ran_s)
     if result.status == "succeeded":
         bound.info("job.succeeded", output=result.output.key if result.output else None)
     else:
@@ -225,6 +243,7 @@ async def finish(
     await write_result(redis, result, ttl_s=settings.result_ttl_s)
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
+    await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
 
 
 def _kind_of(raw: Any, kind: str | None) -> Any:

@@ -15,6 +15,10 @@ def register(sub: Any) -> None:
     worker.add_argument(
         "--concurrency", type=int, metavar="N", help="jobs in flight (MIMOQ_CONCURRENCY)"
     )
+    worker.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve /metrics and /healthz here, 0 for none (MIMOQ_METRICS_PORT, default 9464)",
+    )  # fmt: skip
     worker.set_defaults(func=_worker, log_level="INFO")
 
     from mimoq.simulator.config import add_arguments
@@ -31,12 +35,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.concurrency is not None:
         settings = settings.model_copy(update={"concurrency": args.concurrency})
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     if not settings.redis_url:
         raise ConfigurationError(
             "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "
             "without a server, `mimoq speak` and `mimoq transcribe` run an embedded worker"
         )
-    build_worker(settings, burst=args.burst).run()
+    # SIGTERM: no new jobs, running ones get MIMOQ_SHUTDOWN_GRACE_S, then exit 0.
+    build_worker(settings, burst=args.burst, metrics_port=settings.metrics_port or None).run()
     return 0
 
 

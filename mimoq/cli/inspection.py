@@ -1,0 +1,249 @@
+"""What ``mimoq inspect`` reads from Redis (SCAN-family commands only, never KEYS)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from mimoq import deadletters, failures, wire
+from mimoq.settings import Settings
+from worker.heartbeat import read_beats
+from worker.limiter import RedisLimiter
+from worker.limiter_config import LimiterConfig
+
+_PAGE: Final = 500
+
+
+class QueuedKind(StrEnum):
+    """What a queued arq job is, read from its ``f`` (task name)."""
+
+    speech = "speech"
+    transcription = "transcription"
+    callback = "callback"
+    invalid = "invalid"  # routed to invalid_job by the deserializer
+    expired = "expired"  # in the queue, but its job key is gone: arq will drop it
+    other = "other"  # not one of mimoq's tasks (another app on this Redis, or garbage)
+
+
+_TASK_KIND: Final = {
+    wire.TASK_SPEECH: QueuedKind.speech,
+    wire.TASK_TRANSCRIPTION: QueuedKind.transcription,
+    wire.TASK_CALLBACK: QueuedKind.callback,
+    wire.TASK_INVALID: QueuedKind.invalid,
+}
+
+
+def kind_of(raw: bytes | None) -> QueuedKind:
+    """Classify one ``arq:job:<id>`` value (None: the key does not exist)."""
+    if raw is None:
+        return QueuedKind.expired
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return QueuedKind.other
+    task = data.get("f") if isinstance(data, dict) else None
+    return _TASK_KIND.get(task, QueuedKind.other) if isinstance(task, str) else QueuedKind.other
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _kinds(redis: Redis, ids: list[str]) -> list[QueuedKind]:
+    out: list[QueuedKind] = []
+    for start in range(0, len(ids), _PAGE):
+        page = ids[start : start + _PAGE]
+        out.extend(kind_of(raw) for raw in await redis.mget([wire.job_key(i) for i in page]))
+    return out
+
+
+async def queue_depth(redis: Redis, now_ms: int) -> dict[str, dict[str, int]]:
+    """Queued jobs by state (due / deferred) and kind: one ZSCAN pass plus paged MGETs."""
+    counts: dict[str, Counter[str]] = {"due": Counter(), "deferred": Counter()}
+    seen: set[str] = set()
+    page: list[tuple[str, float]] = []
+
+    async def flush() -> None:
+        kinds = await _kinds(redis, [job_id for job_id, _ in page])
+        for (_, score), kind in zip(page, kinds, strict=True):
+            counts["due" if score <= now_ms else "deferred"][kind.value] += 1
+        page.clear()
+
+    async for member, score in redis.zscan_iter(wire.QUEUE_NAME, count=_PAGE):
+        job_id = _text(member)
+        if job_id in seen:  # ZSCAN may return a member twice while the set is rehashed
+            continue
+        seen.add(job_id)
+        page.append((job_id, score))
+        if len(page) >= _PAGE:
+            await flush()
+    await flush()
+    return {state: dict(sorted(c.items())) for state, c in counts.items()}
+
+
+async def _tries(redis: Redis, ids: list[str]) -> tuple[list[int], list[int]]:
+    """arq's try counter and our limiter-deferral counter of each job (0 when absent)."""
+    if not ids:
+        return [], []
+    retries = await redis.mget([wire.ARQ_RETRY_PREFIX + i for i in ids])
+    deferrals = await redis.mget([wire.DEFERRALS_PREFIX + i for i in ids])
+    return [int(r or 0) for r in retries], [int(d or 0) for d in deferrals]
+
+
+async def next_deferred(redis: Redis, now_ms: int, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` deferred jobs due soonest: kind, when, tries started, limiter deferrals."""
+    members = await redis.zrangebyscore(
+        wire.QUEUE_NAME, f"({now_ms}", "+inf", start=0, num=limit, withscores=True
+    )
+    ids = [_text(m) for m, _ in members]
+    kinds = await _kinds(redis, ids)
+    tries, deferrals = await _tries(redis, ids)
+    return [
+        {
+            "id": job_id,
+            "kind": kind.value,
+            "run_at": score / 1000,
+            "in_s": round((score - now_ms) / 1000, 3),
+            "tries_started": t,
+            "limiter_deferrals": d,
+        }
+        for (job_id, kind, (_, score), t, d) in zip(
+            ids, kinds, members, tries, deferrals, strict=True
+        )
+    ]
+
+
+async def in_flight(redis: Redis, limit: int) -> dict[str, Any]:
+    """Jobs a worker holds right now (arq's in-progress keys, found with SCAN)."""
+    pattern = wire.ARQ_IN_PROGRESS_PREFIX + "*"
+    prefix_len = len(wire.ARQ_IN_PROGRESS_PREFIX)
+    ids = sorted({_text(k)[prefix_len:] async for k in redis.scan_iter(match=pattern, count=_PAGE)})
+    kinds = await _kinds(redis, ids)
+    shown = ids[:limit]
+    tries, _ = await _tries(redis, shown)
+    return {
+        "count": len(ids),
+        "by_kind": dict(sorted(Counter(k.value for k in kinds).items())),
+        "jobs": [
+            {"id": job_id, "kind": kind.value, "try": t}
+            for job_id, kind, t in zip(shown, kinds[:limit], tries, strict=True)
+        ],
+    }
+
+
+async def dead_letter_state(redis: Redis, limit: int) -> dict[str, Any]:
+    """How many callback deliveries gave up, and the newest few (redacted summaries)."""
+    newest: list[dict[str, object]] = []
+    if limit > 0:
+        async for letter in deadletters.iterate(redis):
+            newest.append(letter.summary())
+            if len(newest) >= limit:
+                break
+    return {"count": int(await redis.zcard(wire.DEAD_LETTER_INDEX)), "newest": newest}
+
+
+async def limiter_state(redis: Redis, settings: Settings) -> dict[str, Any]:
+    """Each model's limiter snapshot, as ``mimoq limits`` shows it."""
+    if not settings.limits_enabled:
+        return {"enabled": False}
+    config = LimiterConfig.from_settings(settings)
+    limiter = RedisLimiter(config, redis)
+    snapshots = [(await limiter.snapshot(model)).to_dict() for model in config.models()]
+    return {"enabled": True, "account": config.account, "limiters": snapshots}
+
+
+async def worker_state(redis: Redis, now: float) -> dict[str, Any]:
+    beats = await read_beats(redis)
+    records = [b.model_dump() | {"age_s": round(b.age_s(now), 3), "live": b.live(now)}
+               for b in beats]  # fmt: skip
+    return {"live": sum(1 for r in records if r["live"]), "records": records}
+
+
+async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, Any]:
+    """The whole picture, as one JSON-ready dict."""
+    now = time.time()
+    now_ms = int(now * 1000)
+    depth = await queue_depth(redis, now_ms)
+    return {
+        "at": now,
+        "queue": {
+            **depth,
+            "total": sum(sum(c.values()) for c in depth.values()),
+        },
+        "deferred": await next_deferred(redis, now_ms, limit),
+        "in_flight": await in_flight(redis, limit),
+        "failures": {
+            "kept": int(await redis.llen(wire.RECENT_FAILURES_KEY)),  # type: ignore[misc]
+            "recent": await failures.recent(redis, limit),
+        },
+        "dead_letters": await dead_letter_state(redis, limit),
+        "workers": await worker_state(redis, now),
+        "limiters": await limiter_state(redis, settings),
+    }
+
+
+# --- the readable table for a terminal ---------------------------------------------------
+
+
+def _table(headers: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    cells = [headers, *([("" if v is None else str(v)) for v in row] for row in rows)]
+    if len(cells) == 1:
+        return ["  (none)"]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells]  # fmt: skip
+
+
+def render(report: dict[str, Any]) -> str:
+    """``inspect``'s report as aligned plain-text tables."""
+    queue = report["queue"]
+    kinds = sorted(set(queue["due"]) | set(queue["deferred"]))
+    lines = [f"queue ({queue['total']} jobs)"]
+    lines += _table(
+        ["kind", "due", "deferred"],
+        ([k, queue["due"].get(k, 0), queue["deferred"].get(k, 0)] for k in kinds),
+    )
+    lines += ["", "next deferred"]
+    lines += _table(
+        ["id", "kind", "in_s", "tries", "deferrals"],
+        ([d["id"], d["kind"], d["in_s"], d["tries_started"], d["limiter_deferrals"]]
+         for d in report["deferred"]),
+    )  # fmt: skip
+    flight = report["in_flight"]
+    lines += ["", f"in flight ({flight['count']})"]
+    lines += _table(["id", "kind", "try"], ([j["id"], j["kind"], j["try"]] for j in flight["jobs"]))
+    fails = report["failures"]
+    lines += ["", f"recent failures ({fails['kept']} kept)"]
+    lines += _table(
+        ["id", "kind", "error", "status", "message"],
+        ([f.get("id"), f.get("kind"), f.get("error_type"), f.get("status"),
+          (f.get("message") or "")[:60]] for f in fails["recent"]),
+    )  # fmt: skip
+    dead = report["dead_letters"]
+    lines += ["", f"dead letters ({dead['count']})"]
+    lines += _table(
+        ["delivery", "reason", "attempts", "target"],
+        ([d["delivery_id"], d["reason"], d["attempts"], d["target"]] for d in dead["newest"]),
+    )
+    workers = report["workers"]
+    lines += ["", f"workers ({workers['live']} live)"]
+    lines += _table(
+        ["worker", "age_s", "in_flight", "draining", "done", "failed"],
+        ([w["worker_id"], w["age_s"], w["in_flight"], w["draining"], w["jobs_complete"],
+          w["jobs_failed"]] for w in workers["records"]),
+    )  # fmt: skip
+    limiters = report["limiters"]
+    lines += ["", "limiters" + ("" if limiters["enabled"] else " (disabled)")]
+    if limiters["enabled"]:
+        lines += _table(
+            ["model", "per_window", "recent", "in_flight", "tickets", "cooldown_s"],
+            ([s["model"], round(s["requests_effective"], 1), s["requests_recent"], s["in_flight"],
+              s["tickets"], round(s["cooldown_remaining_s"], 1)] for s in limiters["limiters"]),
+        )  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Operations test helpers: scrape a worker's /metrics over HTTP, keep logging config contained."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    """Every sample the endpoint serves, keyed by (name, labels)."""
+    response = httpx.get(f"http://{host}:{port}/metrics", timeout=5)
+    response.raise_for_status()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the labelled series does not exist yet (not incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """mimoq.logs.configure() rewires the root logger and structlog: undo it after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "it") -> Any:
+    """``wait_until`` for tests sharing the event loop with a worker: yields while polling.
+
+    ``check`` may return an awaitable (then it is awaited).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
