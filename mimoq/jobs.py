@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from mimoq import dialect_constants as dc
 from mimoq.errors import InvalidRequestError
+from mimoq.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_METADATA_CHARS = 16_384
@@ -125,10 +126,11 @@ class SpeechJob(_JobBase):
     def _input(cls, text: str) -> str:
         if not text.strip():
             raise _refuse("input must contain text to speak")
-        if len(text) > dc.MAX_SPEECH_CHARS:
+        if len(text) > MAX_LONG_SPEECH_CHARS:
             raise _refuse(
-                f"input has {len(text)} characters; one MiMo call takes at most "
-                f"{dc.MAX_SPEECH_CHARS}: split the text (automatic long-text splitting is planned)"
+                f"input has {len(text):,} characters; mimoq splits texts of up to "
+                f"{MAX_LONG_SPEECH_CHARS:,} at sentence boundaries (one MiMo call takes "
+                f"{dc.MAX_SPEECH_CHARS:,}): send longer texts as several jobs (mimoq batch)"
             )
         return text
 
@@ -282,11 +284,17 @@ def check_audio_reference(ref: str, param: str) -> None:
                 f"{param}: audio type {match['mime']!r} is not supported by MiMo: use wav or mp3",
                 param,
             )
-        if len(ref) > dc.MAX_AUDIO_B64_CHARS:
+        if param == "voice" and len(ref) > dc.MAX_AUDIO_B64_CHARS:
             raise _refuse(
-                f"{param} is {len(ref):,} characters of base64; MiMo takes at most "
-                f"{dc.MAX_AUDIO_B64_CHARS:,} (about 4 minutes of 16 kHz mono wav): split the "
-                "audio (automatic long-audio splitting is planned)",
+                f"voice is {len(ref):,} characters of base64; a voice sample must fit one "
+                f"MiMo call ({dc.MAX_AUDIO_B64_CHARS:,}): trim it (seconds of speech suffice)",
+                param,
+            )
+        if len(ref) > MAX_LONG_AUDIO_B64_CHARS:
+            raise _refuse(
+                f"{param} is {len(ref):,} characters of base64; inline audio is split up to "
+                f"{MAX_LONG_AUDIO_B64_CHARS:,} (MiMo takes {dc.MAX_AUDIO_B64_CHARS:,} per call): "
+                "pass a longer recording as a file path instead",
                 param,
             )
         return

@@ -18,6 +18,7 @@ from mimoq import dialect_constants as dc
 from mimoq.audio import AudioFormatError, parse_wav_header
 from mimoq.dialect import StreamedAudio
 from mimoq.errors import InvalidRequestError
+from mimoq.splitting.limits import MAX_LONG_AUDIO_BYTES
 
 _SNIFF_BYTES = 64 * 1024
 # MPEG-1 Layer III bitrates (kbit/s) by the 4-bit index of a frame header.
@@ -109,11 +110,19 @@ def inspect_audio(ref: str, *, param: str) -> AudioInput:
     if size == 0:
         raise InvalidRequestError(f"{param}: {path} is empty", param=param)
     b64_chars = len(f"data:{mime};base64,") + 4 * ((size + 2) // 3)
-    if b64_chars > dc.MAX_AUDIO_B64_CHARS:
+    if param == "voice" and b64_chars > dc.MAX_AUDIO_B64_CHARS:
         raise InvalidRequestError(
-            f"{param}: {path} is {size:,} bytes ({b64_chars:,} characters of base64); MiMo takes "
-            f"at most {dc.MAX_AUDIO_B64_CHARS:,} per request (about 4 minutes of 16 kHz mono "
-            "wav): split the audio (automatic long-audio splitting is planned)",
+            f"voice: {path} is {size:,} bytes ({b64_chars:,} characters of base64); a voice "
+            f"sample must fit one MiMo call ({dc.MAX_AUDIO_B64_CHARS:,}): trim it (a few seconds "
+            "of clear speech suffice)",
+            param=param,
+        )
+    if size > MAX_LONG_AUDIO_BYTES:
+        # Longer recordings are split into chunks MiMo takes (worker/fanout.py), up to this.
+        raise InvalidRequestError(
+            f"{param}: {path} is {size:,} bytes; mimoq splits recordings of up to "
+            f"{MAX_LONG_AUDIO_BYTES:,} bytes (about 18 hours of 16 kHz mono wav): cut it into "
+            "files below that",
             param=param,
         )
     duration = _sniff(head, size, mime, str(path), param)

@@ -25,6 +25,8 @@ DEAD_LETTER_PREFIX: Final = "mimoq:dead:"
 DEAD_LETTER_INDEX: Final = "mimoq:dead"
 LIMITER_PREFIX: Final = "mimoq:limit:"
 DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
+#: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
+FANOUT_PREFIX: Final = "mimoq:fanout:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 
@@ -48,6 +50,10 @@ def in_progress_key(job_id: str) -> str:
 
 def result_key(job_id: str) -> str:
     return RESULT_PREFIX + job_id
+
+
+def fanout_key(job_id: str) -> str:
+    return FANOUT_PREFIX + job_id
 
 
 def enqueue_keys(job_id: str) -> list[str]:

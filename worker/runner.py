@@ -38,7 +38,7 @@ from mimoq.jobs import (
 )
 from mimoq.results import read_result, write_result
 from mimoq.settings import Settings
-from worker import metrics
+from worker import fanout, metrics
 from worker.backoff import backoff_s
 from worker.callbacks import schedule_callback
 from worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -141,7 +141,9 @@ async def run_job(
                 # poison job from taking workers down forever.
                 raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
             async with asyncio.timeout(settings.job_timeout_s):
-                if isinstance(job, SpeechJob):
+                if fanout.needs_fanout(job):  # over one call's limit: a parent of chunk jobs
+                    outcome = await fanout.run_parent(deps, redis, job, job_id)
+                elif isinstance(job, SpeechJob):
                     outcome = await run_speech(deps, job, job_id)
                 else:
                     outcome = await run_transcription(deps, job, job_id)

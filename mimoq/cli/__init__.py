@@ -14,7 +14,7 @@ from mimoq.settings import Settings
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
-COMMAND_MODULES: tuple[str, ...] = ("jobs", "run", "demo", "callbacks", "limits", "ops")
+COMMAND_MODULES: tuple[str, ...] = ("jobs", "run", "demo", "callbacks", "limits", "ops", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
