@@ -18,12 +18,15 @@ from mimoq.jobs import JobResult, JobStatus
 from mimoq.results import job_status
 from mimoq.splitting.chunks import UnsupportedAudioError
 from mimoq.splitting.convert import convert_to_wav
+from mimoq.splitting.plan import FanoutPlan, child_id
 from producer.batch import PlannedItem
 from producer.batch_state import FINISHED, ItemRecord, ItemStatus, RunFiles
 from producer.client import Producer
 
 #: Results are looked up for at most this many jobs per Redis round trip.
 _POLL_BATCH: Final = 500
+#: Chunk results looked for at a time when a forgotten job's plan is gone.
+_PROBE: Final = 32
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,29 @@ def eta_s(
 async def forget(redis: Redis, job_id: str) -> None:
     """Drop a job's result records so that enqueueing its id runs it again (``--force``,
     or a failed item retried): the job's own, arq's, and those of its chunk jobs."""
-    await redis.delete(wire.result_key(job_id), wire.ARQ_RESULT_PREFIX + job_id)
+    keys = [wire.result_key(job_id), wire.ARQ_RESULT_PREFIX + job_id, wire.fanout_key(job_id)]
+    raw = await redis.get(wire.fanout_key(job_id))
+    if raw is not None:
+        plan = FanoutPlan.model_validate_json(raw)
+        keys += [wire.result_key(c.job_id) for c in plan.children]
+    else:  # the plan may have expired before its chunks' results: look for them by id
+        start = 0
+        while True:
+            probe = [wire.result_key(child_id(job_id, i)) for i in range(start, start + _PROBE)]
+            found = [k for k, n in zip(probe, await _exist_each(redis, probe), strict=True) if n]
+            keys += found
+            if not found:
+                break
+            start += _PROBE
+    await redis.delete(*keys)
+
+
+async def _exist_each(redis: Redis, keys: list[str]) -> list[int]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        replies: list[int] = await pipe.execute()
+    return replies
 
 
 def _error_text(result: JobResult) -> str | None:

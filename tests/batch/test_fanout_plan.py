@@ -35,9 +35,21 @@ def test_chunk_keys() -> None:
 @pytest.mark.parametrize(
     ("spec", "total", "text"),
     [
-        (ChildSpec(index=2, job_id="x", start_s=252.0, end_s=483.5), 7, "chunk 3/7 (4:12.0-8:03.5)"),
-        (ChildSpec(index=0, job_id="x", start_s=3600, end_s=3700.25), 1, "chunk 1/1 (1:00:00.0-1:01:40.2)"),
-        (ChildSpec(index=1, job_id="x", start_char=2400, end_char=4800), 2, "chunk 2/2 (characters 2400-4800)"),
+        (
+            ChildSpec(index=2, job_id="x", start_s=252.0, end_s=483.5),
+            7,
+            "chunk 3/7 (4:12.0-8:03.5)",
+        ),
+        (
+            ChildSpec(index=0, job_id="x", start_s=3600, end_s=3700.25),
+            1,
+            "chunk 1/1 (1:00:00.0-1:01:40.2)",
+        ),
+        (
+            ChildSpec(index=1, job_id="x", start_char=2400, end_char=4800),
+            2,
+            "chunk 2/2 (characters 2400-4800)",
+        ),
         (ChildSpec(index=4, job_id="x"), 5, "chunk 5/5"),
     ],
 )
@@ -49,15 +61,23 @@ def test_chunks_describe_themselves_for_errors(spec: ChildSpec, total: int, text
     ("usages", "total"),
     [
         ([None, None], None),
-        ([{"total_tokens": 5}, None, {"total_tokens": 7, "seconds": 1.5}], {"total_tokens": 12, "seconds": 1.5}),
         (
-            [{"prompt_tokens_details": {"audio_tokens": 3}}, {"prompt_tokens_details": {"audio_tokens": 4}}],
+            [{"total_tokens": 5}, None, {"total_tokens": 7, "seconds": 1.5}],
+            {"total_tokens": 12, "seconds": 1.5},
+        ),
+        (
+            [
+                {"prompt_tokens_details": {"audio_tokens": 3}},
+                {"prompt_tokens_details": {"audio_tokens": 4}},
+            ],
             {"prompt_tokens_details": {"audio_tokens": 7}},
         ),
         ([{"model": "x", "cached": True, "n": 1}, {"n": 2}], {"n": 3}),  # only numbers add up
     ],
 )
-def test_usage_is_summed_field_by_field(usages: list[dict[str, Any] | None], total: dict[str, Any] | None) -> None:
+def test_usage_is_summed_field_by_field(
+    usages: list[dict[str, Any] | None], total: dict[str, Any] | None
+) -> None:
     from worker.fanout import sum_usage
 
     assert sum_usage(usages) == total
