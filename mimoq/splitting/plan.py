@@ -59,4 +59,3 @@ class FanoutPlan(BaseModel):
     parent_id: str
     kind: Literal["speech", "transcription"]
     children: list[ChildSpec]
-

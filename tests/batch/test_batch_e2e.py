@@ -61,14 +61,22 @@ def asr_requests(sim: RunningSim) -> int:
     return int(sim_stats(sim)["requests"].get("mimo-v2.5-asr", 0))
 
 
-def test_archive_killed_midway_and_resumed_does_every_file_once(sim: RunningSim, tmp_path: Path) -> None:
+def test_archive_killed_midway_and_resumed_does_every_file_once(
+    sim: RunningSim, tmp_path: Path
+) -> None:
     archive, data = tmp_path / "archive", tmp_path / "data"
     names = make_archive(archive, FILES)
     env = batch_env(sim, data, MIMOQ_CONCURRENCY="8")
     add_fault(sim, kind="latency", ms=20, times=None)  # slow enough to be caught midway
     args = mimoq_args("batch", str(archive), "--progress", "lines", "--every", "0.2")
-    with subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
-        wait_for(lambda: len(journaled(data)) >= FILES // 3 or first.poll() is not None, 60, "a third done")
+    with subprocess.Popen(
+        args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as first:
+        wait_for(
+            lambda: len(journaled(data)) >= FILES // 3 or first.poll() is not None,
+            60,
+            "a third done",
+        )
         first.send_signal(signal.SIGKILL)  # a crash: no clean-up, no final report
         first.communicate()
     done_before = {k for k, r in journaled(data).items() if r["status"] == "succeeded"}
@@ -101,10 +109,13 @@ def test_progress_off_a_terminal_is_one_line_at_a_time(sim: RunningSim, tmp_path
     done = mimoq("batch", str(archive), "--every", "0.05", env=batch_env(sim, data), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "\x1b[" not in done.stderr  # no cursor tricks, no colours
-    progress = [line for line in done.stderr.splitlines() if re.match(r"batch \S+: \d+/20 done", line)]
+    progress = [
+        line for line in done.stderr.splitlines() if re.match(r"batch \S+: \d+/20 done", line)
+    ]
     assert progress, done.stderr
     assert re.fullmatch(
-        r"batch \S+: 20/20 done \(20 ok, 0 failed\), 0 in flight, 0 waiting, [\d.-]+/min, ETA 0s", progress[-1]
+        r"batch \S+: 20/20 done \(20 ok, 0 failed\), 0 in flight, 0 waiting, [\d.-]+/min, ETA 0s",
+        progress[-1],
     )
     counts = [int(re.match(r"batch \S+: (\d+)/", line).group(1)) for line in progress]  # type: ignore[union-attr]
     assert counts == sorted(counts)
@@ -112,12 +123,16 @@ def test_progress_off_a_terminal_is_one_line_at_a_time(sim: RunningSim, tmp_path
     assert re.search(r"succeeded\s+│\s+20", done.stdout)
 
 
-def test_failed_items_are_reported_and_retried_alone_on_the_next_run(sim: RunningSim, tmp_path: Path) -> None:
+def test_failed_items_are_reported_and_retried_alone_on_the_next_run(
+    sim: RunningSim, tmp_path: Path
+) -> None:
     lines, data = tmp_path / "book.txt", tmp_path / "data"
     lines.write_text("The first sentence.\nThe second sentence.\nThe third sentence.\n")
     add_fault(sim, kind="status", status=400, match="second sentence", times=1)
     env = batch_env(sim, data)
-    first = mimoq("batch", str(lines), "--voice", "Mia", "--progress", "none", env=env, cwd=tmp_path)
+    first = mimoq(
+        "batch", str(lines), "--voice", "Mia", "--progress", "none", env=env, cwd=tmp_path
+    )
     assert first.returncode == 1
     rows = {r["input"]: r for r in report(data)}
     assert rows["book.txt:2"]["status"] == "failed"
@@ -126,12 +141,24 @@ def test_failed_items_are_reported_and_retried_alone_on_the_next_run(sim: Runnin
     assert rows["book.txt:1"]["status"] == rows["book.txt:3"]["status"] == "succeeded"
     before = sim_stats(sim)["requests"]["mimo-v2.5-tts"]
 
-    second = mimoq("batch", str(lines), "--voice", "Mia", "--progress", "none", env=env, cwd=tmp_path)
+    second = mimoq(
+        "batch", str(lines), "--voice", "Mia", "--progress", "none", env=env, cwd=tmp_path
+    )
     assert second.returncode == 0, second.stderr
     assert sim_stats(sim)["requests"]["mimo-v2.5-tts"] - before == 1  # only the failed one
     assert (data / "book" / "00002.wav").is_file()
 
-    forced = mimoq("batch", str(lines), "--voice", "Mia", "--force", "--progress", "none", env=env, cwd=tmp_path)
+    forced = mimoq(
+        "batch",
+        str(lines),
+        "--voice",
+        "Mia",
+        "--force",
+        "--progress",
+        "none",
+        env=env,
+        cwd=tmp_path,
+    )
     assert forced.returncode == 0, forced.stderr
     assert sim_stats(sim)["requests"]["mimo-v2.5-tts"] - before == 4  # --force redoes all three
 
@@ -141,12 +168,19 @@ def test_status_counts_a_run(sim: RunningSim, tmp_path: Path) -> None:
     make_archive(archive, 5)
     (archive / "broken.wav").write_bytes(b"RIFF nothing useful")
     env = batch_env(sim, data)
-    done = mimoq("batch", str(archive), "--run-id", "nightly", "--progress", "none", env=env, cwd=tmp_path)
+    done = mimoq(
+        "batch", str(archive), "--run-id", "nightly", "--progress", "none", env=env, cwd=tmp_path
+    )
     assert done.returncode == 1
     status = mimoq("batch", "status", "nightly", "--json", env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     counts = json.loads(status.stdout)
-    assert (counts["run"], counts["total"], counts["succeeded"], counts["failed"]) == ("nightly", 6, 5, 1)
+    assert (counts["run"], counts["total"], counts["succeeded"], counts["failed"]) == (
+        "nightly",
+        6,
+        5,
+        1,
+    )
     missing = mimoq("batch", "status", "nope", env=env, cwd=tmp_path)
     assert missing.returncode == 2 and "no batch run 'nope'" in missing.stderr
 
@@ -159,10 +193,18 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
     make_archive(archive, 60)
     env = batch_env(sim, data, REDIS_URL=redis_server.url, MIMOQ_CONCURRENCY="4")
     add_fault(sim, kind="latency", ms=50, times=None)
-    worker = subprocess.Popen(mimoq_args("worker"), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        mimoq_args("worker"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         args = mimoq_args("batch", str(archive), "--progress", "none")
-        with subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
+        with subprocess.Popen(
+            args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as first:
             wait_for(lambda: len(journaled(data)) >= 20 or first.poll() is not None, 60, "20 done")
             first.send_signal(signal.SIGKILL)
             first.communicate()

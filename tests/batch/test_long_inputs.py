@@ -78,7 +78,12 @@ async def run(producer: Producer, job: dict[str, object], timeout_s: float = 120
 
 
 async def test_twenty_minutes_are_transcribed_in_six_chunks_stitched_in_order(
-    producer: Producer, worker: MimoqWorker, sim: RunningSim, redis: ArqRedis, tmp_path: Path, settings: Settings
+    producer: Producer,
+    worker: MimoqWorker,
+    sim: RunningSim,
+    redis: ArqRedis,
+    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     per_chunk_s = (max_chunk_bytes("audio/wav") - 44) / FMT.byte_rate
     assert max(CHUNKS_S) < per_chunk_s < max(CHUNKS_S) + 20  # every pause is in a search region
@@ -94,14 +99,18 @@ async def test_twenty_minutes_are_transcribed_in_six_chunks_stitched_in_order(
     children = [await producer.result(child_id("lecture", i)) for i in range(6)]
     assert all(c is not None and c.status == "succeeded" for c in children)
     assert not (settings.data_dir / "chunks" / "lecture").exists()
-    assert result.output is not None and Path(result.output.path).read_text().startswith('{"text":"[audio 215.00s')
+    assert result.output is not None and Path(result.output.path).read_text().startswith(
+        '{"text":"[audio 215.00s'
+    )
 
 
 async def test_a_chunk_that_fails_once_is_retried_alone(
     producer: Producer, worker: MimoqWorker, sim: RunningSim, tmp_path: Path
 ) -> None:
     add_fault(sim, kind="status", status=503, times=1, match="mimo-v2.5-asr")
-    result = await run(producer, {"kind": "transcription", "file": str(twenty_minutes(tmp_path / "a.wav"))})
+    result = await run(
+        producer, {"kind": "transcription", "file": str(twenty_minutes(tmp_path / "a.wav"))}
+    )
     assert result.status == "succeeded", result.error
     assert sim_stats(sim)["requests"]["mimo-v2.5-asr"] == 7  # six chunks, one of them twice
     assert heard_durations(result.text or "") == pytest.approx(CHUNKS_S, abs=0.05)
@@ -115,7 +124,9 @@ async def test_a_chunk_that_gives_up_fails_the_parent_by_name_and_only_it_is_red
     failed = await run(producer, {"kind": "transcription", "id": "b", "file": str(recording)})
     assert failed.status == "failed"
     message = str((failed.error or {})["message"])
-    assert re.match(r"chunk [1-6]/6 \(\d+:\d\d\.\d-\d+:\d\d\.\d\) failed: invalid_request_error: ", message), message
+    assert re.match(
+        r"chunk [1-6]/6 \(\d+:\d\d\.\d-\d+:\d\d\.\d\) failed: invalid_request_error: ", message
+    ), message
     assert sim_stats(sim)["requests"]["mimo-v2.5-asr"] == 6
 
     await redis.delete(wire.result_key("b"))  # what `mimoq batch` does before a retry
@@ -125,7 +136,9 @@ async def test_a_chunk_that_gives_up_fails_the_parent_by_name_and_only_it_is_red
     assert heard_durations(again.text or "") == pytest.approx(CHUNKS_S, abs=0.05)
 
 
-LONG_TEXT = " ".join(f"This is sentence number {i}, which is about as long as a sentence gets." for i in range(120))
+LONG_TEXT = " ".join(
+    f"This is sentence number {i}, which is about as long as a sentence gets." for i in range(120)
+)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "pcm"])
@@ -133,7 +146,16 @@ async def test_a_long_text_becomes_one_audio_file_the_sum_of_its_parts(
     producer: Producer, worker: MimoqWorker, sim: RunningSim, fmt: str
 ) -> None:
     assert len(LONG_TEXT) > 3 * 2500
-    result = await run(producer, {"kind": "speech", "id": f"book-{fmt}", "input": LONG_TEXT, "voice": "Mia", "response_format": fmt})
+    result = await run(
+        producer,
+        {
+            "kind": "speech",
+            "id": f"book-{fmt}",
+            "input": LONG_TEXT,
+            "voice": "Mia",
+            "response_format": fmt,
+        },
+    )
     assert result.status == "succeeded", result.error
     n = sim_stats(sim)["requests"]["mimo-v2.5-tts"]
     assert n == 4
@@ -151,7 +173,9 @@ async def test_a_long_text_becomes_one_audio_file_the_sum_of_its_parts(
         samples = len(data)
     assert samples == round(sum(durations) * 24_000) * 2
     assert result.usage is not None and result.usage["total_tokens"] == sum(
-        p.usage["total_tokens"] for p in parts if p is not None and p.usage  # type: ignore[index]
+        p.usage["total_tokens"]
+        for p in parts
+        if p is not None and p.usage  # type: ignore[index]
     )
 
 
