@@ -184,3 +184,42 @@ async def test_texts_past_the_upper_bound_are_refused_at_the_edge(producer: Prod
 
     with pytest.raises(InvalidRequestError, match="mimoq splits texts of up to 200,000"):
         await producer.enqueue({"kind": "speech", "input": "word " * 40_001})
+
+
+async def test_inline_audio_past_one_call_is_split_too(
+    producer: Producer, worker: MimoqWorker, sim: RunningSim
+) -> None:
+    import pybase64
+
+    seconds = 300.0  # 9.6 MB of 16 kHz mono: 12.8 M characters of base64
+    t = np.arange(int(seconds * FMT.sample_rate)) / FMT.sample_rate
+    samples = (0.3 * np.sin(2 * np.pi * 330 * t) * 32767).astype("<i2").tobytes()
+    uri = (
+        "data:audio/wav;base64,"
+        + pybase64.b64encode(wav_header(FMT, len(samples)) + samples).decode()
+    )
+    result = await run(producer, {"kind": "transcription", "file": uri})
+    assert result.status == "succeeded", result.error
+    heard = heard_durations(result.text or "")
+    assert len(heard) == 2 and sum(heard) == pytest.approx(seconds, abs=0.05)
+
+
+async def test_a_long_mp3_is_split_at_frame_boundaries(
+    producer: Producer, worker: MimoqWorker, sim: RunningSim, tmp_path: Path
+) -> None:
+    import soundfile
+
+    from tests.batch.helpers import tones
+
+    path = tmp_path / "talk.mp3"
+    stereo = np.repeat(tones(44_100, [(9.5, 0.5)] * 24)[:, None], 2, axis=1)  # 4 minutes
+    soundfile.write(
+        path, stereo, 44_100, format="MP3", bitrate_mode="CONSTANT", compression_level=0
+    )
+    assert path.stat().st_size > 7_500_000  # 320 kbit/s: past one call
+    result = await run(producer, {"kind": "transcription", "file": str(path)})
+    assert result.status == "succeeded", result.error
+    # The simulator times MP3 by size at 128 kbit/s: the chunks' bytes add up to the file's.
+    heard = heard_durations(result.text or "")
+    assert len(heard) == 2
+    assert sum(heard) * 128_000 / 8 == pytest.approx(path.stat().st_size, rel=0.001)
