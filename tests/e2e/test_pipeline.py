@@ -414,14 +414,6 @@ class TestProducerRefusals:
         assert info.value.param == param
         assert await redis.zcard(wire.QUEUE_NAME) == 0
 
-    async def test_audio_over_the_limit_says_to_split(
-        self, producer: Producer, tmp_path: Path
-    ) -> None:
-        big = speech_wav(tmp_path / "long.wav", "long", rate=16_000, seconds=240)
-        with pytest.raises(InvalidRequestError, match="split") as info:
-            await producer.enqueue({"kind": "transcription", "file": str(big)})
-        assert info.value.param == "file"
-
     async def test_file_that_is_not_what_it_says(self, producer: Producer, tmp_path: Path) -> None:
         fake = tmp_path / "fake.wav"
         fake.write_bytes(b"ID3 this is an mp3, really")

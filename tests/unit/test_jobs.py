@@ -98,7 +98,7 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ),
         ({"kind": "speech", "input": "Hi", "speed": 0.5}, "speed", "absent or 1"),
         ({"kind": "speech", "input": "   "}, "input", "must contain text"),
-        ({"kind": "speech", "input": "x" * 2501}, "input", "split the text"),
+        ({"kind": "speech", "input": "x" * 200_001}, "input", "mimoq splits texts of up to"),
         ({"kind": "speech"}, "input", "required"),
         ({"kind": "speech", "input": "Hi", "voice": "alloy"}, "voice", "not a preset"),
         ({"kind": "speech", "input": "Hi", "model": "tts-1"}, "model", "not supported"),
@@ -128,7 +128,7 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
                 "voice": "data:audio/wav;base64," + "A" * 10_000_000,
             },
             "voice",
-            "split the audio",
+            "a voice sample must fit one",
         ),
         (
             {"kind": "speech", "input": "Hi", "optimize_text_preview": True},
@@ -190,9 +190,9 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ),
         ({"kind": "transcription", "file": "data:audio/wav,notbase64"}, "file", "base64 data URI"),
         (
-            {"kind": "transcription", "file": "data:audio/wav;base64," + "A" * 10_000_000},
+            {"kind": "transcription", "file": "data:audio/wav;base64," + "A" * 64_000_001},
             "file",
-            "10,000,000",
+            "pass a longer recording as a file path",
         ),
         (
             {"kind": "transcription", "file": "a.wav", "model": "whisper-1"},
