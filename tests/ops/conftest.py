@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+
+from mimoq.settings import Settings
+from mimoq.simulator.config import SimConfig
+from mimoq.simulator.server import RunningSim, start_in_thread
+from tests.conftest import RedisServer
+from tests.e2e.conftest import API_KEY, e2e_settings
+from tests.support.receiver import Receiver
+from worker.app import MimoqWorker, build_worker, drain_and_close
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -72,3 +83,47 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def ops_sim() -> Iterator[RunningSim]:
+    with start_in_thread(SimConfig(api_key=API_KEY)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(ops_sim: RunningSim) -> RunningSim:
+    ops_sim.state.reset()
+    return ops_sim
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rx:
+        yield rx
+
+
+def ops_settings(
+    redis_server: RedisServer, sim: RunningSim, data_dir: Path, **overrides: Any
+) -> Settings:
+    """The end-to-end settings, with a loopback metrics endpoint and a fast heartbeat."""
+    values: dict[str, Any] = {"metrics_host": "127.0.0.1", "heartbeat_interval_s": 0.05}
+    values.update(overrides)
+    return e2e_settings(redis_server, sim, data_dir, **values)
+
+
+@asynccontextmanager
+async def serving_worker(settings: Settings) -> AsyncIterator[tuple[MimoqWorker, int]]:
+    """An in-process worker serving /metrics on a free port: (worker, port)."""
+    worker = build_worker(settings, handle_signals=False, metrics_port=0)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        port = await eventually(
+            lambda: worker.metrics_server is not None and worker.heartbeat.liveness().ok
+            and worker.metrics_server.port, what="the worker to serve and beat",
+        )  # fmt: skip
+        yield worker, int(port)
+    finally:
+        await drain_and_close(worker, grace_s=10)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

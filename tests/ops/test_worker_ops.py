@@ -1,0 +1,200 @@
+"""A real worker's metrics (scraped over HTTP), heartbeat, /healthz and ``mimoq health``.
+
+Private redis-server, the simulator as MiMo, a real arq worker in this process serving its
+endpoint on a free loopback port; every number is read from ``/metrics`` before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq import wire
+from mimoq.audio import WavFormat
+from mimoq.cli import main
+from mimoq.jobs import JobResult
+from mimoq.simulator.audio_gen import wav_header_with_text
+from mimoq.simulator.faults import Fault
+from mimoq.simulator.server import RunningSim
+from producer.client import Producer
+from tests.conftest import RedisServer
+from tests.ops.conftest import Samples, eventually, ops_settings, scrape, serving_worker, value
+from tests.support.receiver import Receiver, Response
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TTS = "mimo-v2.5-tts"
+ASR = "mimo-v2.5-asr"
+
+
+async def scraped(port: int) -> Samples:
+    return await asyncio.to_thread(scrape, port)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+async def run(producer: Producer, job: dict[str, Any]) -> JobResult:
+    enqueued = await producer.enqueue(job)
+    return await producer.wait(enqueued.job_id, timeout_s=20)
+
+
+async def test_metrics_change_as_a_speech_job_runs(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, receiver: Receiver, tmp_path: Path
+) -> None:
+    # Without the limiter, so that the 429 is retried at once rather than after a cool-down.
+    settings = ops_settings(redis_server, sim, tmp_path, limits_enabled=False)
+    sim.state.add_fault(Fault(kind="status", status=429, match="metered words"))
+    async with serving_worker(settings) as (_, port):
+        before = await scraped(port)
+        result = await run(
+            Producer(redis, settings),
+            {"kind": "speech", "input": "metered words", "callback": {"url": receiver.url()}},
+        )
+        await asyncio.to_thread(receiver.wait_for, 1, 10.0)
+        after = await eventually(
+            lambda: _after_callback(port, before), what="the callback counted, no job in flight"
+        )
+    assert result.status == "succeeded" and result.output is not None and result.usage
+    expected = {
+        ("mimoq_jobs_total", ("kind", "speech"), ("outcome", "retried")): 1,
+        ("mimoq_jobs_total", ("kind", "speech"), ("outcome", "succeeded")): 1,
+        ("mimoq_job_retries_total", ("kind", "speech"), ("error_type", "rate_limit_error")): 1,
+        ("mimoq_job_duration_seconds_count", ("kind", "speech"), ("model", TTS)): 2,
+        ("mimoq_mimo_responses_total", ("model", TTS), ("status", "429")): 1,
+        ("mimoq_mimo_responses_total", ("model", TTS), ("status", "2xx")): 1,
+        ("mimoq_mimo_rate_limited_total", ("model", TTS)): 1,
+        ("mimoq_mimo_request_duration_seconds_count", ("model", TTS)): 2,
+        ("mimoq_callback_attempts_total", ("outcome", "delivered")): 1,
+        ("mimoq_audio_bytes_total", ("kind", "speech"), ("model", TTS)): result.output.bytes,
+        ("mimoq_tokens_total", ("model", TTS)): result.usage["total_tokens"],
+    }
+    got = {key: delta(before, after, key[0], **dict(key[1:])) for key in expected}
+    assert got == expected
+    seconds = delta(before, after, "mimoq_audio_seconds_total", kind="speech", model=TTS)
+    assert seconds == pytest.approx(result.output.duration_s, abs=0.001)
+
+
+async def _after_callback(port: int, before: Samples) -> Samples | None:
+    after = await scraped(port)
+    # The job's outcome is counted once its result is recorded, the callback's once it is
+    # delivered, and the gauge on the worker's next poll after both tasks have ended.
+    done = (
+        delta(before, after, "mimoq_callback_attempts_total", outcome="delivered")
+        and delta(before, after, "mimoq_jobs_total", kind="speech", outcome="succeeded")
+        and value(after, "mimoq_jobs_in_flight") == 0
+    )
+    return after if done else None
+
+
+def speech_wav(path: Path, text: str, *, rate: int = 16_000, seconds: float = 1.5) -> Path:
+    """A WAV the simulator 'hears' as ``text`` (it reads the embedded comment back)."""
+    samples = b"\x10\x00" * int(rate * seconds)
+    path.write_bytes(wav_header_with_text(WavFormat(rate, 1, 16), len(samples), text) + samples)
+    return path
+
+
+async def test_transcription_counts_the_audio_sent(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    settings = ops_settings(redis_server, sim, tmp_path)
+    wav = speech_wav(tmp_path / "clip.wav", "counted audio")
+    async with serving_worker(settings) as (_, port):
+        before = await scraped(port)
+        result = await run(Producer(redis, settings), {"kind": "transcription", "file": str(wav)})
+        # Counted right after the result is recorded, so possibly after the producer saw it.
+        after = await eventually(
+            lambda: _when(port, lambda now: delta(before, now, "mimoq_jobs_total",
+                                                   kind="transcription", outcome="succeeded")),
+            what="the job to be counted",
+        )  # fmt: skip
+    assert result.status == "succeeded" and result.text == "counted audio"
+    labels = {"kind": "transcription", "model": ASR}
+    assert delta(before, after, "mimoq_audio_bytes_total", **labels) == wav.stat().st_size
+    assert delta(before, after, "mimoq_audio_seconds_total", **labels) == pytest.approx(1.5)
+    assert delta(before, after, "mimoq_jobs_total", kind="transcription", outcome="succeeded") == 1
+    assert delta(before, after, "mimoq_mimo_responses_total", model=ASR, status="2xx") == 1
+
+
+async def test_deferrals_queue_depth_and_dead_letters(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, receiver: Receiver, tmp_path: Path
+) -> None:
+    # One request per minute for TTS: the second job must wait for the fleet limiter.
+    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    receiver.respond(Response(status=410))  # the first callback's endpoint is gone
+    producer = Producer(redis, settings)
+    async with serving_worker(settings) as (_, port):
+        before = await scraped(port)
+        first = await run(
+            producer, {"kind": "speech", "input": "one", "callback": {"url": receiver.url()}}
+        )
+        second = await producer.enqueue({"kind": "speech", "input": "two"})
+
+        def settled(now: Samples) -> bool:
+            return (
+                delta(before, now, "mimoq_jobs_total", kind="speech", outcome="deferred") >= 1
+                and value(now, "mimoq_queue_depth", state="deferred") == 1
+                and delta(before, now, "mimoq_dead_letters_total", reason="gone") == 1
+                and value(now, "mimoq_dead_letters_stored") == 1
+            )
+
+        after = await eventually(
+            lambda: _when(port, settled), what="deferral, queue depth and dead letter"
+        )
+        status = await producer.status(second.job_id)
+    assert first.status == "succeeded"
+    assert status.status.value == "deferred"  # still waiting for its slot, not lost
+    waited = delta(before, after, "mimoq_limiter_deferral_seconds_sum", model=TTS)
+    assert waited > 30  # put off by most of the minute, not retried in a loop
+    assert delta(before, after, "mimoq_callback_attempts_total", outcome="dead_lettered") == 1
+    assert value(after, "mimoq_queue_depth", state="due") == 0
+
+
+def last_json_line(out: str) -> Any:
+    # stdout also holds the worker's own log lines (structlog's default before configure()).
+    return json.loads(out.strip().splitlines()[-1])
+
+
+async def _when(port: int, ready: Any) -> Samples | None:
+    now = await scraped(port)
+    return now if ready(now) else None
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_heartbeat_healthz_and_health_command(
+    redis_server: RedisServer,
+    redis: ArqRedis,
+    sim: RunningSim,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    settings = ops_settings(redis_server, sim, tmp_path)
+    async with serving_worker(settings) as (worker, port):
+        key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
+        record = json.loads(await eventually(lambda: redis.get(key), what="a heartbeat"))
+        healthz = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")
+        alive_code = await asyncio.to_thread(main, ["health"])
+        alive = last_json_line(capsys.readouterr().out)
+    assert record["metrics_port"] == port and record["draining"] is False
+    assert healthz.status_code == 200
+    assert healthz.json()["worker_id"] == worker.heartbeat.worker_id
+    assert alive_code == 0 and alive["live"] == 1
+    assert alive["workers"][0]["worker_id"] == worker.heartbeat.worker_id
+
+    # A worker that stopped cleanly removes its record and stops serving.
+    assert await redis.get(key) is None
+    assert await asyncio.to_thread(main, ["health"]) == 1
+    assert last_json_line(capsys.readouterr().out) == {
+        "healthy": False, "live": 0, "required": 1, "workers": [],
+    }  # fmt: skip
+    with pytest.raises(httpx.ConnectError):
+        await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")
