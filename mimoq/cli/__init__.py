@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mimoq.errors import MimoqError
-from mimoq.logs import configure
+from mimoq.logs import configure, register_secrets
 from mimoq.settings import Settings
 
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(level=os.environ.get("MIMOQ_LOG_LEVEL") or str(getattr(args, "log_level", "WARNING")))
     try:
         settings = Settings()
+        register_secrets(settings.api_key(), *settings.webhook_secrets())
         handler: Handler = args.func
         return handler(args, settings)
     except MimoqError as exc:
