@@ -4,8 +4,11 @@ Each account+model has an even-spacing schedule (GCRA: the next free slot ``tat`
 by one slot per call, a slot being the longer of the call's request and token costs at the
 target rate). A call whose slot is now is granted; otherwise its job gets a *ticket* — the
 slot reserved under its job id — and ``CapacityDeferred`` says when to come back, so the
-worker defers instead of sleeping and an old job never queues behind newer ones. A hard
-guard over the actual grant times (never more than the quota in any window of
+worker defers instead of sleeping and an old job never queues behind newer ones. A slot
+more than a window ahead is a place in the queue: its holder comes back half-way there and
+reads it again, because the queue is re-spaced whenever the rate it was planned for moves
+by more than 5 % (the rate recovering after a 429, the ASR token estimate calibrating). A
+hard guard over the actual grant times (never more than the quota in any window of
 ``window + margin`` seconds) backs the schedule up when returning jobs bunch, and the margin
 absorbs the spread between our grant times and MiMo's receive times. A 429 pauses
 the model fleet-wide and steps the paced rate down (x0.7 by default), which then recovers

@@ -1,4 +1,5 @@
--- acquire: grant one MiMo call now, or say when to come back (holding a ticket when queued).
+-- acquire: grant one MiMo call now, or say when to come back (holding a ticket when queued;
+-- a ticket more than HORIZON ahead is re-read half-way there).
 -- ARGV after the quota: job_id, lease_id, audio seconds (token-limited models only).
 -- Returns {decision, wait_s, tokens charged, now}.
 
@@ -13,8 +14,9 @@ local now = now_s()
 housekeep(now)
 local st = load_state()
 local f = factor(st, now)
-local cost = 0
-if Q.tokens > 0 then cost = math.ceil(Q.call_tokens + st.tok_rate * audio_s) end
+-- the rate recovering after a 429 (or a new calibration) re-spaces the queue
+replan_if_drifted(st, f, now)
+local cost = call_cost(st.tok_rate, audio_s)
 local per_request = spacing(f)
 local len = slot_length(f, cost)
 
@@ -76,12 +78,13 @@ if ticket then
   if due - now > EARLY then
     local reason = 'ticket'
     if st.cd > now then reason = 'cooldown' end
-    return defer(due - now, reason)
+    return defer(come_back_in(due - now), reason)
   end
   if full then return defer(in_flight_wait(), 'in_flight') end
   local wait = guard_wait()
   if wait > 0 then return defer(wait, 'guard') end
   redis.call('ZREM', TICKETS, job_id)
+  redis.call('HDEL', TICKET_AUDIO, job_id)
   return grant()
 end
 
@@ -99,8 +102,10 @@ if start <= now then
   start = now + wait
 end
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
-redis.call('ZADD', TICKETS, start, job_id)
-redis.call('HSET', STATE, 'tat', math.max(st.tat, start) + len)
+redis.call('ZADD', TICKETS, fmt(start), job_id)
+-- what a re-plan needs to re-size the slot
+if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, start) + len))
 local reason = 'ticket'
 if st.cd > now then reason = 'cooldown' end
-return defer(start - now, reason)
+return defer(come_back_in(start - now), reason)

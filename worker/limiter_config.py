@@ -18,7 +18,7 @@ OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 #: The account name used when there is neither a key nor a configured name (the simulator).
 ANONYMOUS_ACCOUNT: Final = "anonymous"
 #: Order of the KEYS every limiter script receives.
-KEY_PARTS: Final = ("state", "log", "tokens", "tickets", "leases")
+KEY_PARTS: Final = ("state", "log", "tokens", "tickets", "leases", "ticket_audio")
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ if now >= st.cd then
   local base = math.max(st.tat, now)
   local first = redis.call('ZRANGE', TICKETS, 0, 0, 'WITHSCORES')
   if #first > 0 then base = tonumber(first[2]) end
-  local function replan(slot) return resume + (math.max(slot, base) - base) * stretch end
-  move_backlog(replan)
-  redis.call('HSET', STATE, 'tat', replan(math.max(st.tat, now)), 'f', f_new, 'f_at', resume, 'cd', resume)
+  local function replanned(slot) return resume + (math.max(slot, base) - base) * stretch end
+  move_backlog(replanned)
+  redis.call('HSET', STATE, 'tat', replanned(math.max(st.tat, now)), 'f', f_new, 'f_at', resume, 'cd', resume,
+    'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate))
   stepped = 1
 elseif resume > st.cd then
   -- a later Retry-After during the pause: pause longer, same rate

@@ -18,14 +18,24 @@ local st = load_state()
 if Q.tokens > 0 and actual >= 0 then
   -- the guard must count what MiMo counted, not what we guessed
   if redis.call('ZSCORE', LOG, lease_id) then redis.call('HSET', TOKENS, lease_id, actual) end
-  -- debit (or credit) the schedule by the difference, as if the slot had been sized right
+  -- debit (or credit) the schedule by the difference, as if the slot had been sized right;
+  -- a credit never pulls the schedule's end in front of a queued ticket
   local f = factor(st, now)
   local shift = slot_length(f, actual) - slot_length(f, estimate)
-  if shift ~= 0 and st.tat > 0 then redis.call('HSET', STATE, 'tat', st.tat + shift) end
+  if shift ~= 0 and st.tat > 0 then
+    local last = redis.call('ZREVRANGE', TICKETS, 0, 0, 'WITHSCORES')
+    local floor = 0
+    if #last > 0 then floor = tonumber(last[2]) + spacing(f) end
+    st.tat = math.max(st.tat + shift, floor)
+    redis.call('HSET', STATE, 'tat', fmt(st.tat))
+  end
   if audio_s > 0 then
     local observed = (actual - Q.call_tokens) / audio_s
     if observed > 0 then
-      redis.call('HSET', STATE, 'tok_rate', st.tok_rate + RATE_ALPHA * (observed - st.tok_rate))
+      st.tok_rate = st.tok_rate + RATE_ALPHA * (observed - st.tok_rate)
+      redis.call('HSET', STATE, 'tok_rate', fmt(st.tok_rate))
+      -- tickets queued at the old estimate are re-spaced once it has moved enough
+      replan_if_drifted(st, f, now)
     end
   end
 end

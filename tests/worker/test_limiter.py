@@ -17,7 +17,7 @@ from mimoq.errors import CapacityDeferred
 from mimoq.settings import Settings
 from tests.conftest import RedisServer
 from worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
-from worker.limiter_config import LimiterConfig
+from worker.limiter_config import KEY_PARTS, LimiterConfig, limiter_keys
 
 pytestmark = pytest.mark.redis
 
@@ -217,30 +217,93 @@ async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> No
     assert seen == sorted(seen)
 
 
+async def seconds_ahead(redis: ArqRedis, config: LimiterConfig, model: str, *jobs: str) -> list[float]:
+    """Where each job's reserved slot lies, in seconds from now (Redis TIME)."""
+    tickets = limiter_keys(config.account, model)[KEY_PARTS.index("tickets")]
+    sec, usec = await redis.time()
+    now = sec + usec / 1e6
+    return [float(await redis.zscore(tickets, job)) - now for job in jobs]
+
+
+async def wait_of(limiter: RedisLimiter, model: str, job_id: str, audio_s: float | None = None) -> float:
+    with pytest.raises(CapacityDeferred) as caught:
+        await limiter.acquire(model, job_id=job_id, audio_s=audio_s)
+    assert caught.value.retry_after_s is not None
+    return caught.value.retry_after_s
+
+
 async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: ArqRedis) -> None:
     config = LimiterConfig(
         account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5
     )
     limiter = RedisLimiter(config, redis)
     await limiter.acquire(TTS_MODEL, job_id="first")
-
-    async def wait_of(job_id: str) -> float:
-        with pytest.raises(CapacityDeferred) as caught:
-            await limiter.acquire(TTS_MODEL, job_id=job_id)
-        assert caught.value.retry_after_s is not None
-        return caught.value.retry_after_s
-
-    before = [await wait_of(j) for j in ("q1", "q2", "q3")]
+    queue = ("q1", "q2", "q3")
+    before = [await wait_of(limiter, TTS_MODEL, j) for j in queue]
     await limiter.rate_limited(TTS_MODEL, 10.0)
-    after = [await wait_of(j) for j in ("q1", "q2", "q3")]
+    after = await seconds_ahead(redis, config, TTS_MODEL, *queue)
     assert before == pytest.approx([1.0, 2.0, 3.0], abs=0.05)
     # the queue keeps its order, starts after the pause, and is spaced for half the rate
     assert after[0] == pytest.approx(10.0, abs=0.05)
-    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx(
-        [2.0, 2.0], abs=0.01
-    )
-    newcomer = await wait_of("q4")
-    assert newcomer == pytest.approx(after[-1] + 2.0, abs=0.05)
+    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx([2.0, 2.0], abs=0.01)
+    newcomer = await wait_of(limiter, TTS_MODEL, "q4")
+    (q4,) = await seconds_ahead(redis, config, TTS_MODEL, "q4")
+    assert q4 == pytest.approx(after[-1] + 2.0, abs=0.05)
+    # a slot more than a window ahead is a place in the queue: its holder comes back
+    # half-way there, to read it again
+    assert newcomer == pytest.approx(q4 / 2, abs=0.05)
+    assert await wait_of(limiter, TTS_MODEL, "q1") == pytest.approx(after[0], abs=0.05)
+
+
+async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
+    redis: ArqRedis,
+) -> None:
+    """Tickets queued at the uncalibrated estimate would keep their too-wide spacing until
+    the queue drained (measured: 58 % of the token quota with a backlog); once the estimate
+    moved by more than 5 %, the queue is spaced for the new one."""
+    config = LimiterConfig(
+        account="acct", window_s=10.0, default_rpm=1000, target=1.0, tpm={ASR_MODEL: 1000}
+    )  # 10 ms a token
+    limiter = RedisLimiter(config, redis)
+    first = await limiter.acquire(ASR_MODEL, job_id="first", audio_s=10.0)
+    assert first.tokens == 21 + 113  # 11.25 tokens a second, uncalibrated
+    queue = ("q1", "q2", "q3")
+    for job in queue:
+        await wait_of(limiter, ASR_MODEL, job, audio_s=10.0)
+    spaced = await seconds_ahead(redis, config, ASR_MODEL, *queue)
+    assert [b - a for a, b in itertools.pairwise(spaced)] == pytest.approx([1.34] * 2, abs=0.01)
+    # the call really cost 5 tokens a second: the estimate moves to 10.0 (EWMA), 11 % off
+    await limiter.release(first, usage={"total_tokens": 21 + 50}, latency_s=1.0)
+    assert (await limiter.snapshot(ASR_MODEL)).tokens_per_audio_s == pytest.approx(10.0)
+    respaced = await seconds_ahead(redis, config, ASR_MODEL, *queue)
+    assert respaced[0] == pytest.approx(spaced[0], abs=0.05)  # the head keeps its slot
+    assert [b - a for a, b in itertools.pairwise(respaced)] == pytest.approx([1.21] * 2, abs=0.01)
+    (q4,) = [await wait_of(limiter, ASR_MODEL, "q4", audio_s=10.0)]
+    assert q4 == pytest.approx(respaced[-1] + 1.21, abs=0.05)  # the schedule's end moved too
+
+
+async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: ArqRedis) -> None:
+    config = LimiterConfig(
+        account="acct", window_s=1.0, default_rpm=10, target=1.0, decrease=0.5,
+        recovery_per_window=0.25, ticket_grace_s=60,
+    )  # 0.1 s slots; 0.2 s at half the rate
+    limiter = RedisLimiter(config, redis)
+    await limiter.rate_limited(TTS_MODEL, 0.0)
+    await limiter.acquire(TTS_MODEL, job_id="first")
+    queue = [f"q{i}" for i in range(40)]
+    for job in queue:
+        await wait_of(limiter, TTS_MODEL, job)
+    spaced = await seconds_ahead(redis, config, TTS_MODEL, *queue)
+    assert spaced[-1] - spaced[-2] == pytest.approx(0.2, abs=0.015)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while (await limiter.snapshot(TTS_MODEL)).rate_factor < 0.9:  # the real state recovers
+        assert loop.time() < deadline, "no recovery"
+        await asyncio.sleep(0.05)
+    await wait_of(limiter, TTS_MODEL, "newcomer")  # any decision notices the drift
+    respaced = await seconds_ahead(redis, config, TTS_MODEL, *queue)
+    assert respaced[-1] - respaced[-2] < 0.1 / 0.85
+    assert respaced == sorted(respaced)  # same order
 
 
 async def test_asr_token_estimate_converges_to_the_observed_rate(redis: ArqRedis) -> None:

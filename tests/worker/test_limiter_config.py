@@ -14,6 +14,7 @@ from mimoq.settings import Settings
 from worker.limiter import usage_tokens
 from worker.limiter_config import (
     ANONYMOUS_ACCOUNT,
+    KEY_PARTS,
     LimiterConfig,
     ModelQuota,
     account_fingerprint,
@@ -95,7 +96,7 @@ def test_different_keys_are_different_accounts() -> None:
 
 def test_keys_share_the_prefix_and_one_cluster_slot() -> None:
     keys = limiter_keys("acct", ASR_MODEL)
-    assert len(set(keys)) == 5
+    assert len(set(keys)) == len(KEY_PARTS)
     assert all(k.startswith(wire.LIMITER_PREFIX + "{acct:mimo-v2.5-asr}:") for k in keys)
     assert limiter_keys("acct", TTS_MODEL)[0] != keys[0]
 
