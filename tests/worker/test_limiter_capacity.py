@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from structlog.testing import capture_logs
 
+from mimoq import wire
 from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.settings import Settings
+from tests.conftest import RedisServer
+from worker.app import _shutdown, _startup
+from worker.heartbeat import WorkerBeat
 from worker.limiter import LimiterSnapshot, RedisLimiter
 from worker.limiter_capacity import demand_from_snapshot, startup_capacity_warning
 from worker.limiter_config import LimiterConfig
@@ -71,3 +78,54 @@ async def test_startup_warning_uses_observed_latency(redis: ArqRedis) -> None:
         limiter, workers=1, concurrency=1, models=[ASR_MODEL], default_latency_s=30.0
     )
     assert fresh is not None and "needs about 49" in fresh
+
+
+def _beat(worker_id: str, *, draining: bool = False) -> WorkerBeat:
+    now = time.time()
+    return WorkerBeat(
+        worker_id=worker_id, host="h", pid=1, started_at=now, beat_at=now, interval_s=10,
+        ttl_s=30, concurrency=13, draining=draining,
+    )  # fmt: skip
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("concurrency", "others", "limits", "seen_latency_s", "warned"),
+    [
+        (13, [], True, 15.0, True),  # 98/min x 15 s needs 25 slots; one worker has 13
+        (13, [_beat("w2")], True, 15.0, False),  # a second live worker: 26 slots
+        (13, [_beat("w2", draining=True)], True, 15.0, True),  # a draining one does not count
+        (25, [], True, 15.0, False),
+        (1, [], False, 15.0, False),  # limits off: no quota to reach
+        (14, [], True, None, False),  # nothing seen yet: one TTS model at 8 s needs 14 slots
+        (10, [], True, None, True),
+    ],
+)
+async def test_a_worker_warns_at_start_up_when_the_fleet_is_short(
+    redis_server: RedisServer,
+    redis: ArqRedis,
+    concurrency: int,
+    others: list[WorkerBeat],
+    limits: bool,
+    seen_latency_s: float | None,
+    warned: bool,
+) -> None:
+    settings = Settings(
+        redis_url=redis_server.url, mimo_base_url="http://127.0.0.1:9/v1",
+        concurrency=concurrency, limits_enabled=limits, limit_burst=10,
+    )  # fmt: skip
+    if seen_latency_s is not None:  # an earlier run of the fleet observed TTS calls
+        limiter = RedisLimiter(LimiterConfig.from_settings(settings), redis)
+        lease = await limiter.acquire(TTS_MODEL, job_id="earlier")
+        await limiter.release(lease, usage=None, latency_s=seen_latency_s)
+    for beat in others:
+        await redis.set(wire.WORKER_HEARTBEAT_PREFIX + beat.worker_id, beat.model_dump_json())
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis}
+    with capture_logs() as logs:
+        await _startup(ctx)
+    await _shutdown(ctx)
+    warnings = [line for line in logs if line["event"] == "worker.capacity_warning"]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert f"MIMOQ_CONCURRENCY={concurrency}" in warnings[0]["warning"]
+        assert warnings[0]["workers"] == 1
