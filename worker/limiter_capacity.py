@@ -77,10 +77,7 @@ async def fleet_workers(redis: Redis) -> int:
     """
     # Imported here: the heartbeat module pulls in the metrics registry, which the
     # limiter's other users (``mimoq limits``) do not need.
-    try:
-        from worker.heartbeat import read_beats
-    except ImportError:  # a build without worker heartbeats: this worker is all we know of
-        return 1
+    from worker.heartbeat import read_beats
 
     now = time.time()
     return 1 + sum(beat.live(now) for beat in await read_beats(redis))
