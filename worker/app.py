@@ -21,7 +21,7 @@ from mimoq.jobs import JobResult
 from mimoq.results import read_result
 from mimoq.settings import Settings
 from mimoq.storage import LocalStorage
-from worker import callbacks
+from worker import callbacks, metrics
 from worker.heartbeat import Heartbeat
 from worker.limiter import build_limiter
 from worker.limiter_capacity import warn_if_fleet_is_short
@@ -110,6 +110,7 @@ class MimoqWorker(Worker):
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
         await finish(self.pool, result, callback, settings=self.mimoq_settings)
+        metrics.job_outcome(result.kind, None, metrics.JobOutcome.failed)
 
 
 async def drain_and_close(worker: Worker, *, grace_s: float) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import wire
+from mimoq import failures, wire
 from mimoq.audio import WavFormat
 from mimoq.cli import main
 from mimoq.jobs import JobResult
@@ -198,3 +198,21 @@ async def test_heartbeat_healthz_and_health_command(
     }  # fmt: skip
     with pytest.raises(httpx.ConnectError):
         await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_a_job_arq_fails_itself_is_counted_and_listed(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    """An id in the queue whose job record expired: arq fails it without running our task."""
+    settings = ops_settings(redis_server, sim, tmp_path)
+    async with serving_worker(settings) as (_, port):
+        before = await scraped(port)
+        await redis.zadd(wire.QUEUE_NAME, {"vanished": 1})
+        after = await eventually(
+            lambda: _when(port, lambda now: delta(before, now, "mimoq_jobs_total",
+                                                   kind="unknown", outcome="failed")),
+            what="the expired job to be counted",
+        )  # fmt: skip
+    assert delta(before, after, "mimoq_jobs_total", kind="unknown", outcome="failed") == 1
+    recent = await failures.recent(redis, 5)
+    assert [(f["id"], f["error_type"]) for f in recent] == [("vanished", "job_failed")]
