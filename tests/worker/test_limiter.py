@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
@@ -152,6 +153,49 @@ async def test_a_dead_workers_lease_expires(redis: ArqRedis) -> None:
     assert (await limiter.snapshot(TTS_MODEL)).in_flight == 2
     lease = await acquire_eventually(limiter, TTS_MODEL, "next", deadline_s=5)
     assert lease.granted_at >= min(h.granted_at for h in held) + 0.3
+
+
+#: A process that takes the only in-flight slot, says so, and then never releases it.
+_HOLDER = """
+import asyncio, sys
+from arq.connections import ArqRedis
+from worker.limiter import RedisLimiter
+from worker.limiter_config import LimiterConfig
+
+async def main() -> None:
+    config = LimiterConfig(account="acct", default_rpm=100_000, burst=1000, max_in_flight=1,
+                           lease_ttl_s=float(sys.argv[2]))
+    lease = await RedisLimiter(config, ArqRedis.from_url(sys.argv[1])).acquire(
+        "mimo-v2.5-tts", job_id="victim")
+    print(lease.granted_at, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_killed_worker_process_gives_its_lease_back(
+    redis_server: RedisServer, redis: ArqRedis
+) -> None:
+    ttl_s = 1.0
+    config = replace(ROOMY, max_in_flight=1, lease_ttl_s=ttl_s)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, redis_server.url, str(ttl_s),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), timeout=30)
+        held_at = float(line)  # the child's own signal that it holds the lease
+    finally:
+        holder.kill()  # SIGKILL: no release, no clean-up of any kind
+        await holder.wait()
+    limiter = RedisLimiter(config, redis)
+    with pytest.raises(CapacityDeferred, match="in_flight"):
+        await limiter.acquire(TTS_MODEL, job_id="next")
+    lease = await acquire_eventually(limiter, TTS_MODEL, "next", deadline_s=10)
+    assert lease.granted_at >= held_at + ttl_s
 
 
 async def test_release_frees_the_in_flight_slot_at_once(redis: ArqRedis) -> None:
