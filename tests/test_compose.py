@@ -51,3 +51,12 @@ def test_every_service_image_can_be_built() -> None:
     for package in ("mimoq", "producer", "worker"):
         assert f"COPY {package} " in dockerfile
     assert set(load()["volumes"]) == {"redis-data", "mimoq-data"}
+
+
+def test_worker_health_is_checked_with_our_own_command() -> None:
+    worker = load()["services"]["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and test[1].startswith("mimoq health ")
+    args = build_parser().parse_args(["health", "--host", "worker-1"])
+    assert args.command == "health"
+    assert "9464" in worker["expose"]

@@ -102,13 +102,16 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             callback_allow_networks="127.0.0.0/8",
             poll_delay_s=0.02,
         )
-        results = asyncio.run(_run(demo_settings, callback_url))
-        with inbox.cond:
-            inbox.cond.wait_for(lambda: len(inbox.received) >= len(results), timeout=10)
+        results = asyncio.run(_run(demo_settings, callback_url, inbox))
     return _report(results, inbox)
 
 
-async def _run(settings: Settings, callback_url: str) -> list[JobResult]:
+def _wait_for_callbacks(inbox: _Inbox, count: int, timeout_s: float) -> None:
+    with inbox.cond:
+        inbox.cond.wait_for(lambda: len(inbox.received) >= count, timeout=timeout_s)
+
+
+async def _run(settings: Settings, callback_url: str, inbox: _Inbox) -> list[JobResult]:
     async with open_session(settings) as session:
         producer = session.producer
         speech_ids = [
@@ -139,6 +142,8 @@ async def _run(settings: Settings, callback_url: str) -> list[JobResult]:
             if r.output is not None
         ]
         heard = [await producer.wait(job_id, timeout_s=60) for job_id in heard_ids]
+        # Callbacks are jobs of their own: keep the in-process worker up until they land.
+        await asyncio.to_thread(_wait_for_callbacks, inbox, len(spoken) + len(heard), 30.0)
     return spoken + heard
 
 

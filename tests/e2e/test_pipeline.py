@@ -289,11 +289,13 @@ async def test_wrong_key_is_401_and_never_retried(
             Producer(redis, settings),
             {"kind": "speech", "input": "hi", "callback": {"url": receiver.url()}},
         )
+        # The callback is its own job: wait for it while the worker still runs.
+        [request] = await received(receiver, 1)
     assert result.status == "failed" and result.error is not None
     assert result.error["type"] == "authentication_error" and result.error["status"] == 401
     assert sim.state.stats()["responses"] == {"401": 1}  # one call, no retries
     assert "sk-wrong-key" not in result.model_dump_json()
-    assert verified((await received(receiver, 1))[0])["error"]["type"] == "authentication_error"
+    assert verified(request)["error"]["type"] == "authentication_error"
 
 
 @pytest.mark.usefixtures("worker")
