@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +13,8 @@ import pytest
 from mimoq.simulator.config import SimConfig
 from mimoq.simulator.server import RunningSim, start_in_thread
 from tests.e2e.conftest import API_KEY
+from tests.support.cli import clean_env
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -55,29 +52,11 @@ def add_fault(sim: RunningSim, **fault: Any) -> None:
 
 def batch_env(sim: RunningSim, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a ``mimoq`` process: the simulator as MiMo, our data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "XIAOMI", "REDIS_URL"))}
+    env = clean_env()
     env.update(
-        PYTHONPATH=str(ROOT), MIMO_API_KEY=API_KEY, MIMO_BASE_URL=sim.url, MIMOQ_DATA_DIR=str(data_dir),
+        MIMO_API_KEY=API_KEY, MIMO_BASE_URL=sim.url, MIMOQ_DATA_DIR=str(data_dir),
         MIMOQ_LIMITS_ENABLED="false", MIMOQ_POLL_DELAY_S="0.01", MIMOQ_BACKOFF_BASE_S="0.01",
         MIMOQ_BACKOFF_MAX_S="0.05",
     )  # fmt: skip
     env.update(extra)
     return env
-
-
-def mimoq_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mimoq.cli", *args]
-
-
-def mimoq(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        mimoq_args(*args),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from mimoq.simulator.server import RunningSim
-from tests.batch.conftest import add_fault, batch_env, mimoq, mimoq_args, sim_stats
+from tests.batch.conftest import add_fault, batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav
+from tests.support.cli import mimoq, mimoq_args
 
 pytestmark = pytest.mark.slow
 FILES = 300

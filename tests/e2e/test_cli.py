@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import wave
@@ -14,29 +13,9 @@ import pytest
 from mimoq.simulator.server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
+from tests.support.cli import clean_env, mimoq
 
 pytestmark = pytest.mark.slow
-
-
-def mimoq(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mimoq.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "XIAOMI", "REDIS_URL"))}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    env.update(extra)
-    return env
 
 
 def test_embedded_default_speaks_a_wav_with_no_redis_server(

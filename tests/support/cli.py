@@ -1,0 +1,36 @@
+"""Run the ``mimoq`` command as a real process, in an environment of the test's choosing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any MiMo/Redis settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "XIAOMI", "REDIS_URL"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def mimoq_args(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mimoq.cli", *args]
+
+
+def mimoq(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mimoq_args(*args),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
