@@ -93,8 +93,8 @@ def _beat(worker_id: str, *, draining: bool = False) -> WorkerBeat:
     ("concurrency", "others", "limits", "seen_latency_s", "warned"),
     [
         (13, [], True, 15.0, True),  # 98/min x 15 s needs 25 slots; one worker has 13
-        (13, [_beat("w2")], True, 15.0, False),  # a second live worker: 26 slots
-        (13, [_beat("w2", draining=True)], True, 15.0, True),  # a draining one does not count
+        (13, [("w2", False)], True, 15.0, False),  # a second live worker: 26 slots
+        (13, [("w2", True)], True, 15.0, True),  # a draining one does not count
         (25, [], True, 15.0, False),
         (1, [], False, 15.0, False),  # limits off: no quota to reach
         (14, [], True, None, False),  # nothing seen yet: one TTS model at 8 s needs 14 slots
@@ -105,7 +105,7 @@ async def test_a_worker_warns_at_start_up_when_the_fleet_is_short(
     redis_server: RedisServer,
     redis: ArqRedis,
     concurrency: int,
-    others: list[WorkerBeat],
+    others: list[tuple[str, bool]],  # (worker id, draining) of the fleet's other workers
     limits: bool,
     seen_latency_s: float | None,
     warned: bool,
@@ -118,8 +118,9 @@ async def test_a_worker_warns_at_start_up_when_the_fleet_is_short(
         limiter = RedisLimiter(LimiterConfig.from_settings(settings), redis)
         lease = await limiter.acquire(TTS_MODEL, job_id="earlier")
         await limiter.release(lease, usage=None, latency_s=seen_latency_s)
-    for beat in others:
-        await redis.set(wire.WORKER_HEARTBEAT_PREFIX + beat.worker_id, beat.model_dump_json())
+    for worker_id, draining in others:  # beating right now
+        beat = _beat(worker_id, draining=draining)
+        await redis.set(wire.WORKER_HEARTBEAT_PREFIX + worker_id, beat.model_dump_json())
     ctx: dict[str, Any] = {"settings": settings, "redis": redis}
     with capture_logs() as logs:
         await _startup(ctx)
