@@ -16,7 +16,6 @@ from tests.e2e.conftest import API_KEY
 from tests.support.cli import clean_env
 
 
-
 @pytest.fixture(scope="session")
 def batch_sim_server() -> Iterator[RunningSim]:
     # A little latency, so that a run is still going when a test interrupts it.
