@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mimoq import dialect_constants as dc
+from mimoq.b64stream import b64_encoded_len
 from mimoq.errors import (
     AuthenticationError,
     ContentBlockedError,
@@ -50,7 +51,7 @@ class RequestBody:
     audio: StreamedAudio | None = None
 
     def content_length(self) -> int:
-        audio_len = 4 * ((self.audio.size + 2) // 3) if self.audio else 0
+        audio_len = b64_encoded_len(self.audio.size) if self.audio else 0
         return len(self.head) + audio_len + len(self.tail)
 
 

@@ -20,9 +20,8 @@ PRESET_VOICES: Final = (
 )
 DEFAULT_VOICE: Final = "mimo_default"
 
-#: MIME types MiMo documents for audio it reads (ASR input and voice-clone samples).
-AUDIO_MIME_TYPES: Final = ("audio/wav", "audio/mpeg")
-#: Spellings people and libraries use for those two, mapped to the documented ones.
+#: Spellings people and libraries use for the audio types MiMo documents (audio/wav and
+#: audio/mpeg, for ASR input and voice-clone samples), mapped to the documented ones.
 MIME_ALIASES: Final = {
     "audio/wav": "audio/wav",
     "audio/x-wav": "audio/wav",

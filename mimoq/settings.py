@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mimoq.errors import ConfigurationError
+from mimoq.webhooks import DEFAULT_SCHEDULE_S
 
 PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
 TOKEN_PLAN_BASE_URL = "https://token-plan-{region}.xiaomimimo.com/v1"  # noqa: S105 (a URL)
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     )
     # Kept as the env text (validated and normalized); callback_schedule() gives the numbers.
     callback_schedule_s: str = Field(
-        default="0,5,300,1800,7200,18000,36000,36000",
+        default=",".join(f"{s:g}" for s in DEFAULT_SCHEDULE_S),
         validation_alias="MIMOQ_CALLBACK_SCHEDULE_S",
         description="Wait before each delivery attempt, in seconds (Svix-like: about a day).",
     )

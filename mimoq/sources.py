@@ -18,7 +18,7 @@ from mimoq import dialect_constants as dc
 from mimoq.audio import AudioFormatError, parse_wav_header
 from mimoq.dialect import StreamedAudio
 from mimoq.errors import InvalidRequestError
-from mimoq.splitting.limits import MAX_LONG_AUDIO_BYTES
+from mimoq.splitting.limits import MAX_LONG_AUDIO_BYTES, b64_chars
 
 _SNIFF_BYTES = 64 * 1024
 # MPEG-1 Layer III bitrates (kbit/s) by the 4-bit index of a frame header.
@@ -109,10 +109,10 @@ def inspect_audio(ref: str, *, param: str) -> AudioInput:
         ) from None
     if size == 0:
         raise InvalidRequestError(f"{param}: {path} is empty", param=param)
-    b64_chars = len(f"data:{mime};base64,") + 4 * ((size + 2) // 3)
-    if param == "voice" and b64_chars > dc.MAX_AUDIO_B64_CHARS:
+    uri_chars = b64_chars(mime, size)
+    if param == "voice" and uri_chars > dc.MAX_AUDIO_B64_CHARS:
         raise InvalidRequestError(
-            f"voice: {path} is {size:,} bytes ({b64_chars:,} characters of base64); a voice "
+            f"voice: {path} is {size:,} bytes ({uri_chars:,} characters of base64); a voice "
             f"sample must fit one MiMo call ({dc.MAX_AUDIO_B64_CHARS:,}): trim it (a few seconds "
             "of clear speech suffice)",
             param=param,

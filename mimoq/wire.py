@@ -37,7 +37,6 @@ TASK_CALLBACK: Final = "deliver_callback"
 TASK_INVALID: Final = "invalid_job"
 #: the one keyword argument each task takes
 TASK_KWARG: Final = {TASK_SPEECH: "job", TASK_TRANSCRIPTION: "job", TASK_CALLBACK: "delivery"}
-KIND_TASK: Final = {"speech": TASK_SPEECH, "transcription": TASK_TRANSCRIPTION}
 
 
 def job_key(job_id: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Final
 
 import structlog
@@ -44,29 +43,6 @@ def demand_from_snapshot(
         tokens_per_request=per_call,
     )  # fmt: skip
     return ModelDemand(snapshot.model, rate, latency)
-
-
-async def startup_capacity_warning(
-    limiter: RedisLimiter,
-    *,
-    workers: int,
-    concurrency: int,
-    models: Sequence[str],
-    default_latency_s: float | None,
-) -> str | None:
-    """Warn when ``workers × concurrency`` cannot keep ``models`` at their quota.
-
-    Uses each model's observed latency, or ``default_latency_s`` before any call of it
-    finished (None: leave such models out).
-    """
-    demands = []
-    for model in models:
-        demand = demand_from_snapshot(
-            await limiter.snapshot(model), default_latency_s=default_latency_s
-        )
-        if demand is not None:
-            demands.append(demand)
-    return capacity_warning(workers=workers, concurrency=concurrency, demands=demands)
 
 
 async def fleet_workers(redis: Redis) -> int:

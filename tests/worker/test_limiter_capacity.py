@@ -15,9 +15,10 @@ from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.settings import Settings
 from tests.conftest import RedisServer
 from worker.app import _shutdown, _startup
+from worker.capacity import capacity_warning
 from worker.heartbeat import WorkerBeat
 from worker.limiter import LimiterSnapshot, RedisLimiter
-from worker.limiter_capacity import demand_from_snapshot, startup_capacity_warning
+from worker.limiter_capacity import demand_from_snapshot, fleet_demands
 from worker.limiter_config import LimiterConfig
 
 BASE = LimiterSnapshot(
@@ -64,19 +65,17 @@ async def test_startup_warning_uses_observed_latency(redis: ArqRedis) -> None:
     await limiter.release(lease, usage=None, latency_s=15.0)  # TTS calls take 15 s here
 
     async def warning_for(workers: int, concurrency: int) -> str | None:
-        return await startup_capacity_warning(
-            limiter, workers=workers, concurrency=concurrency, models=[TTS_MODEL],
-            default_latency_s=1.0,
-        )  # fmt: skip
+        demands = await fleet_demands(limiter)  # what start-up measures the fleet against
+        return capacity_warning(workers=workers, concurrency=concurrency, demands=demands)
 
     # 98 calls a minute x 15 s = 24.5 in flight: 20 slots are short, 26 are enough
     warning = await warning_for(2, 10)
     assert warning is not None and "needs about 25" in warning
     assert await warning_for(2, 13) is None
     # before any call finished, the default latency is used
-    fresh = await startup_capacity_warning(
-        limiter, workers=1, concurrency=1, models=[ASR_MODEL], default_latency_s=30.0
-    )
+    asr = demand_from_snapshot(await limiter.snapshot(ASR_MODEL), default_latency_s=30.0)
+    assert asr is not None
+    fresh = capacity_warning(workers=1, concurrency=1, demands=[asr])
     assert fresh is not None and "needs about 49" in fresh
 
 
