@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
     batch = sub.add_parser(
         "batch", help="run a whole archive or manifest; resumable", usage=USAGE, add_help=False
     )
+    # REMAINDER does not take a leading option, so `mimoq batch --help` needs its own flag.
+    batch.add_argument("-h", "--help", action="store_true", dest="batch_help")
     batch.add_argument("args", nargs=argparse.REMAINDER)
     batch.set_defaults(func=_dispatch)
 
@@ -93,7 +95,7 @@ def status_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     rest: list[str] = args.args
-    if not rest or rest[0] in ("-h", "--help"):
+    if args.batch_help or not rest or rest[0] in ("-h", "--help"):
         print(USAGE)
         print()
         run_parser().print_help()

@@ -141,3 +141,17 @@ def test_demo_exits_zero(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round trip (speech → transcript matches the text): yes" in done.stdout
     assert done.stdout.count("signed ✓") == 6
+
+
+def test_every_command_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from mimoq.cli import build_parser, main
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"speak", "transcribe", "status", "worker", "sim", "demo", "batch", "health", "inspect"} <= set(commands)
+    for command in commands:
+        try:
+            code = main([command, "--help"])
+        except SystemExit as exc:
+            code = exc.code  # argparse's own help exits 0
+        assert code == 0, command
+        assert "usage" in capsys.readouterr().out.lower(), command
