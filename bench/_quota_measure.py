@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.capacity import planning_latency_s, required_concurrency
+from mimoq.worker.capacity import planning_latency_s, required_concurrency
 
 
 def lognormal_latency_s(median_s: float, sigma: float) -> tuple[float, float]:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mimoq.audio import MIMO_PCM, AudioSink, wav_header
-from mimoq.b64stream import AudioDataExtractor
+from mimoq.core.audio import MIMO_PCM, AudioSink, wav_header
+from mimoq.core.b64stream import AudioDataExtractor
 
 MIB = 1 << 20
 CHUNK = 64 * 1024  # what httpx's aiter_bytes typically hands over

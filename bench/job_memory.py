@@ -41,9 +41,9 @@ from _support import (
     sigterm_as_interrupt,
 )
 
-from mimoq.audio import MAX_WAV_HEADER_BYTES, parse_wav_header
-from mimoq.dialect import auth_headers, speech_body
-from mimoq.jobs import JobResult, SpeechJob
+from mimoq.core.audio import MAX_WAV_HEADER_BYTES, parse_wav_header
+from mimoq.core.dialect import auth_headers, speech_body
+from mimoq.core.jobs import JobResult, SpeechJob
 
 METHODS = ("naive", "mimoq")
 #: The simulator answers requests whose body contains this with a small answer instead.
@@ -128,8 +128,8 @@ async def naive_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
 async def mimoq_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
     """The embedded default: enqueue, the in-process worker streams the answer to a file."""
     from mimoq.cli.session import open_session
-    from mimoq.logs import configure
-    from mimoq.settings import Settings
+    from mimoq.core.logs import configure
+    from mimoq.core.settings import Settings
 
     configure(level="WARNING")  # no per-job log lines in the measurement
     settings = Settings(

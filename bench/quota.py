@@ -55,16 +55,16 @@ from _quota_measure import (
 from _support import Service, sigterm_as_interrupt
 from arq.connections import ArqRedis
 
-from mimoq import wire
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
-from mimoq.jobs import JobResult
-from mimoq.settings import Settings
-from mimoq.simulator.audio_read import hear
-from mimoq.simulator.bodies import transcription_usage
-from producer.client import Producer
-from worker.capacity import quota_request_rate
-from worker.limiter import RedisLimiter
-from worker.limiter_config import LimiterConfig
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.core.jobs import JobResult
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.audio_read import hear
+from mimoq.sim.bodies import transcription_usage
+from mimoq.worker.capacity import quota_request_rate
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter_config import LimiterConfig
 
 #: Bytes of audio in every TTS answer (one second of 24 kHz mono): the bench is about
 #: the quota, not about audio throughput.

@@ -25,9 +25,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mimoq.audio import WavFormat, wav_header
-from mimoq.splitting.limits import max_chunk_bytes
-from mimoq.splitting.wavsplit import split_wav
+from mimoq.core.audio import WavFormat, wav_header
+from mimoq.core.splitting.limits import max_chunk_bytes
+from mimoq.core.splitting.wavsplit import split_wav
 
 
 def write_recording(path: Path, fmt: WavFormat, minutes: float) -> None:

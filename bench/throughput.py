@@ -49,8 +49,8 @@ from _support import (
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
 
-from mimoq import wire
-from mimoq.settings import Settings
+from mimoq.core import wire
+from mimoq.core.settings import Settings
 
 PHASES = ("bare", "mimoq", "mimoq+cb")
 BARE_TASK = "noop"
@@ -126,8 +126,8 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
             job_deserializer=json.loads,
             handle_signals=False,
         )
-    from mimoq.logs import configure
-    from worker.app import build_worker
+    from mimoq.core.logs import configure
+    from mimoq.worker.app import build_worker
 
     configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
     return build_worker(
@@ -136,7 +136,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
 
 
 async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
-    from worker.app import drain_and_close
+    from mimoq.worker.app import drain_and_close
 
     worker = build(phase, args)
     expected = args.jobs * (2 if phase == "mimoq+cb" else 1)
@@ -186,7 +186,7 @@ async def enqueue(phase: str, args: argparse.Namespace, settings: Settings, hook
         finally:
             await pool.aclose()
 
-    from producer.client import Producer
+    from mimoq.producer.client import Producer
 
     redis = ArqRedis.from_url(args.redis)
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mimoq.audio import (
+from mimoq.core.audio import (
     MAX_WAV_HEADER_BYTES,
     MIMO_PCM,
     AudioContainer,

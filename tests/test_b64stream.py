@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mimoq.audio import MIMO_PCM, AudioSink, wav_header
-from mimoq.b64stream import (
+from mimoq.core.audio import MIMO_PCM, AudioSink, wav_header
+from mimoq.core.b64stream import (
     AudioDataExtractor,
     Base64Decoder,
     Base64StreamError,

@@ -9,7 +9,7 @@ import pytest
 from pydantic import AliasChoices
 
 from mimoq.cli import build_parser
-from mimoq.settings import Settings
+from mimoq.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from mimoq.errors import MimoqError
-from mimoq.logs import configure, register_secrets
-from mimoq.settings import Settings
+from mimoq.core.errors import MimoqError
+from mimoq.core.logs import configure, register_secrets
+from mimoq.core.settings import Settings
 
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.

@@ -17,13 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimoq.cli.session import open_session
-from mimoq.connections import connect
-from mimoq.errors import InvalidRequestError
-from mimoq.settings import Settings
-from producer.batch import BatchOptions, PlannedItem, default_run_id, plan, source_kind
-from producer.batch_run import BatchRunner, QuotaRate, counts, run_status
-from producer.batch_run import Progress as RunProgress
-from producer.batch_state import ItemRecord, ItemStatus, RunFiles
+from mimoq.core.connections import connect
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.settings import Settings
+from mimoq.producer.batch import BatchOptions, PlannedItem, default_run_id, plan, source_kind
+from mimoq.producer.batch_run import BatchRunner, QuotaRate, counts, run_status
+from mimoq.producer.batch_run import Progress as RunProgress
+from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
 
 USAGE: Final = """\
 mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
@@ -112,7 +112,7 @@ def quotas(settings: Settings, models: Sequence[str]) -> dict[str, QuotaRate] | 
     """Each model's quota as the fleet limiter paces it (None when limits are off)."""
     if not settings.limits_enabled:
         return None
-    from worker.limiter_config import LimiterConfig
+    from mimoq.worker.limiter_config import LimiterConfig
 
     config = LimiterConfig.from_settings(settings)
     out: dict[str, QuotaRate] = {}

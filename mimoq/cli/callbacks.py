@@ -10,12 +10,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mimoq import deadletters, wire
-from mimoq.connections import connect
-from mimoq.deadletters import DeadLetter, DeadLetterReason
-from mimoq.settings import Settings
-from mimoq.ssrf import redact_url
-from worker.callbacks import ReplayOutcome, replay
+from mimoq.core import deadletters, wire
+from mimoq.core.connections import connect
+from mimoq.core.deadletters import DeadLetter, DeadLetterReason
+from mimoq.core.settings import Settings
+from mimoq.core.ssrf import redact_url
+from mimoq.worker.callbacks import ReplayOutcome, replay
 
 _REDACTED = "<redacted>"
 

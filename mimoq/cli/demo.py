@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from mimoq.cli.session import open_session
-from mimoq.jobs import AudioOutput, JobResult
-from mimoq.settings import Settings
-from mimoq.webhooks import signature
+from mimoq.core.jobs import AudioOutput, JobResult
+from mimoq.core.settings import Settings
+from mimoq.core.webhooks import signature
 
 SENTENCES = (
     ("Mia", "Hello from mimoq, the queue for MiMo audio."),
@@ -87,8 +87,8 @@ def _receiver(inbox: _Inbox) -> Iterator[str]:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from mimoq.simulator.config import SimConfig
-    from mimoq.simulator.server import start_in_thread
+    from mimoq.sim.config import SimConfig
+    from mimoq.sim.server import start_in_thread
 
     data_dir = args.data_dir or Path(settings.data_dir) / "demo"
     secret = "whsec_" + b64encode(secrets.token_bytes(24)).decode()

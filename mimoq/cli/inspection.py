@@ -11,11 +11,11 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from mimoq import deadletters, failures, wire
-from mimoq.settings import Settings
-from worker.heartbeat import read_beats
-from worker.limiter import RedisLimiter
-from worker.limiter_config import LimiterConfig
+from mimoq.core import deadletters, failures, wire
+from mimoq.core.settings import Settings
+from mimoq.worker.heartbeat import read_beats
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter_config import LimiterConfig
 
 _PAGE: Final = 500
 

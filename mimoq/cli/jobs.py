@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mimoq import dialect_constants as dc
 from mimoq.cli.session import Session, open_session
-from mimoq.connections import connect
-from mimoq.errors import InvalidRequestError
-from mimoq.jobs import CallbackStatus, JobResult
-from mimoq.results import job_status
-from mimoq.settings import Settings
+from mimoq.core import dialect_constants as dc
+from mimoq.core.connections import connect
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import CallbackStatus, JobResult
+from mimoq.core.results import job_status
+from mimoq.core.settings import Settings
 
 #: How long the embedded default keeps its in-process worker up for a pending callback.
 EMBEDDED_CALLBACK_WAIT_S = 30.0

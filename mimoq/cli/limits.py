@@ -7,12 +7,12 @@ import asyncio
 import json
 from typing import Any
 
-from mimoq.connections import connect
-from mimoq.settings import Settings
-from worker.capacity import required_concurrency
-from worker.limiter import LimiterSnapshot, RedisLimiter
-from worker.limiter_capacity import demand_from_snapshot
-from worker.limiter_config import LimiterConfig
+from mimoq.core.connections import connect
+from mimoq.core.settings import Settings
+from mimoq.worker.capacity import required_concurrency
+from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
+from mimoq.worker.limiter_capacity import demand_from_snapshot
+from mimoq.worker.limiter_config import LimiterConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from mimoq.cli.inspection import inspect, render
-from mimoq.connections import connect
-from mimoq.settings import Settings
-from worker.heartbeat import read_beats
+from mimoq.core.connections import connect
+from mimoq.core.settings import Settings
+from mimoq.worker.heartbeat import read_beats
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mimoq.errors import ConfigurationError
-from mimoq.settings import Settings
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
 
 
 def register(sub: Any) -> None:
@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     worker.set_defaults(func=_worker, log_level="INFO")
 
-    from mimoq.simulator.config import add_arguments
+    from mimoq.sim.config import add_arguments
 
     sim = sub.add_parser("sim", help="serve the MiMo simulator on loopback (no key needed)")
     sim.add_argument("--host", default="127.0.0.1")
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.app import build_worker
+    from mimoq.worker.app import build_worker
 
     if args.concurrency is not None:
         settings = settings.model_copy(update={"concurrency": args.concurrency})
@@ -48,8 +48,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sim(args: argparse.Namespace, settings: Settings) -> int:
-    from mimoq.simulator.config import config_from_args
-    from mimoq.simulator.server import serve
+    from mimoq.sim.config import config_from_args
+    from mimoq.sim.server import serve
 
     serve(config_from_args(args), args.host, args.port)
     return 0

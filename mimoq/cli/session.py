@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 
-from mimoq.connections import connect, embedded
-from mimoq.errors import InternalError
-from mimoq.settings import Settings
-from producer.client import Producer
-from worker.app import MimoqWorker, build_worker, drain_and_close
+from mimoq.core.connections import connect, embedded
+from mimoq.core.errors import InternalError
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 
 
 @dataclass

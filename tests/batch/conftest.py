@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mimoq.simulator.config import SimConfig
-from mimoq.simulator.server import RunningSim, start_in_thread
+from mimoq.sim.config import SimConfig
+from mimoq.sim.server import RunningSim, start_in_thread
 from tests.e2e.conftest import API_KEY
 from tests.support.cli import clean_env
 

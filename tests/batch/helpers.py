@@ -11,7 +11,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from mimoq.audio import WavFormat, wav_header
+from mimoq.core.audio import WavFormat, wav_header
 
 
 def tones(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mimoq.audio import WavFormat
-from producer.batch import (
+from mimoq.core.audio import WavFormat
+from mimoq.producer.batch import (
     BatchOptions,
     DigestCache,
     PlannedItem,
@@ -20,8 +20,8 @@ from producer.batch import (
     plan,
     source_kind,
 )
-from producer.batch_run import QuotaRate, eta_s
-from producer.batch_state import RunFiles
+from mimoq.producer.batch_run import QuotaRate, eta_s
+from mimoq.producer.batch_state import RunFiles
 from tests.batch.helpers import tones, write_wav
 
 BASE = {"kind": "speech", "input": "Hello.", "voice": "Mia", "output": "a/1.wav"}
@@ -301,6 +301,6 @@ def test_eta_unknown_without_quota_or_rate() -> None:
     ],
 )
 def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
-    from producer.batch import glob_regex
+    from mimoq.producer.batch import glob_regex
 
     assert bool(glob_regex(pattern).fullmatch(path)) is matches

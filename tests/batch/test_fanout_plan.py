@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mimoq.jobs import JOB_ID_PATTERN
-from mimoq.splitting.plan import ChildSpec, child_id, chunk_key
+from mimoq.core.jobs import JOB_ID_PATTERN
+from mimoq.core.splitting.plan import ChildSpec, child_id, chunk_key
 
 
 @pytest.mark.parametrize(
@@ -78,6 +78,6 @@ def test_chunks_describe_themselves_for_errors(spec: ChildSpec, total: int, text
 def test_usage_is_summed_field_by_field(
     usages: list[dict[str, Any] | None], total: dict[str, Any] | None
 ) -> None:
-    from worker.fanout import sum_usage
+    from mimoq.worker.fanout import sum_usage
 
     assert sum_usage(usages) == total

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import wire
-from mimoq.audio import WavFormat, parse_wav_header, wav_header
-from mimoq.jobs import JobResult
-from mimoq.settings import Settings
-from mimoq.simulator.server import RunningSim
-from mimoq.splitting.limits import max_chunk_bytes
-from mimoq.splitting.plan import child_id
-from producer.client import Producer
+from mimoq.core import wire
+from mimoq.core.audio import WavFormat, parse_wav_header, wav_header
+from mimoq.core.jobs import JobResult
+from mimoq.core.settings import Settings
+from mimoq.core.splitting.limits import max_chunk_bytes
+from mimoq.core.splitting.plan import child_id
+from mimoq.producer.client import Producer
+from mimoq.sim.server import RunningSim
+from mimoq.worker.app import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
-from worker.app import MimoqWorker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 FMT = WavFormat(16_000, 1, 16)
@@ -180,7 +180,7 @@ async def test_a_long_text_becomes_one_audio_file_the_sum_of_its_parts(
 
 
 async def test_texts_past_the_upper_bound_are_refused_at_the_edge(producer: Producer) -> None:
-    from mimoq.errors import InvalidRequestError
+    from mimoq.core.errors import InvalidRequestError
 
     with pytest.raises(InvalidRequestError, match="mimoq splits texts of up to 200,000"):
         await producer.enqueue({"kind": "speech", "input": "word " * 40_001})

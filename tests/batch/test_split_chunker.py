@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mimoq.audio import WavFormat
-from mimoq.splitting.chunker import Chunker, Piece
-from mimoq.splitting.pcm import to_float
+from mimoq.core.audio import WavFormat
+from mimoq.core.splitting.chunker import Chunker, Piece
+from mimoq.core.splitting.pcm import to_float
 from tests.batch.helpers import encode, gap_spans, tones
 
 FMT = WavFormat(1_000, 1, 16)  # 1 kHz keeps the arithmetic readable: 1 frame = 1 ms

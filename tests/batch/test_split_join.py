@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from mimoq.audio import WavFormat, parse_wav_header
-from mimoq.splitting.chunks import UnsupportedAudioError
-from mimoq.splitting.convert import convert_to_wav
-from mimoq.splitting.join import join_wavs
-from mimoq.splitting.resample import SPLIT_FORMAT
+from mimoq.core.audio import WavFormat, parse_wav_header
+from mimoq.core.splitting.chunks import UnsupportedAudioError
+from mimoq.core.splitting.convert import convert_to_wav
+from mimoq.core.splitting.join import join_wavs
+from mimoq.core.splitting.resample import SPLIT_FORMAT
 from tests.batch.helpers import encode, tones, write_wav
 
 TTS = WavFormat(24_000, 1, 16)
@@ -46,7 +46,7 @@ def test_same_format_parts_are_concatenated_byte_for_byte(
 
 
 def test_parts_with_extra_chunks_and_odd_sizes_stay_frame_aligned(tmp_path: Path) -> None:
-    from mimoq.simulator.audio_gen import wav_header_with_text
+    from mimoq.sim.audio_gen import wav_header_with_text
 
     fmt = WavFormat(24_000, 2, 16)
     paths = []

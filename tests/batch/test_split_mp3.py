@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from mimoq.splitting.chunks import UnsupportedAudioError
-from mimoq.splitting.mp3 import (
+from mimoq.core.splitting.chunks import UnsupportedAudioError
+from mimoq.core.splitting.mp3 import (
     FrameHeader,
     id3v2_size,
     iter_frames,
@@ -137,7 +137,7 @@ def test_split_mp3_tiles_the_frames_under_the_limit_at_pauses(mp3: Path) -> None
 def test_split_mp3_without_a_decoder_cuts_as_late_as_fits(
     mp3: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mimoq.splitting.mp3 as module
+    import mimoq.core.splitting.mp3 as module
 
     monkeypatch.setattr(module, "_frame_energies", lambda path, spf: None)
     with open(mp3, "rb") as f:

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from mimoq.audio import WavFormat
-from mimoq.splitting.pcm import decode, iter_frames, to_bytes, to_float, to_s16
+from mimoq.core.audio import WavFormat
+from mimoq.core.splitting.pcm import decode, iter_frames, to_bytes, to_float, to_s16
 from tests.batch.helpers import encode
 
 FORMATS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mimoq.splitting.quiet import quietest_cut
+from mimoq.core.splitting.quiet import quietest_cut
 
 
 def signal(spec: list[tuple[int, float]]) -> np.ndarray:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from mimoq.splitting.text import join_transcripts, split_text
+from mimoq.core.splitting.text import join_transcripts, split_text
 
 CASES = [
     # (text, max_chars, expected parts)

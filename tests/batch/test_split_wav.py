@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
-from mimoq.audio import WavFormat, parse_wav_header, wav_header
-from mimoq.splitting.chunks import AudioChunk, UnsupportedAudioError
-from mimoq.splitting.resample import Converter, split_format
-from mimoq.splitting.wavsplit import split_wav
+from mimoq.core.audio import WavFormat, parse_wav_header, wav_header
+from mimoq.core.splitting.chunks import AudioChunk, UnsupportedAudioError
+from mimoq.core.splitting.resample import Converter, split_format
+from mimoq.core.splitting.wavsplit import split_wav
 from tests.batch.helpers import Chunks, gap_spans, wav_bytes
 
 PLAN = [(3.0 + i % 3, 0.5) for i in range(80)]  # 6 minutes, a pause every 3.5-5.5 s

@@ -12,12 +12,12 @@ import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
-from mimoq import wire
-from mimoq.jobs import Callback, CallbackState, CallbackStatus, JobResult
-from mimoq.settings import Settings
+from mimoq.core import wire
+from mimoq.core.jobs import Callback, CallbackState, CallbackStatus, JobResult
+from mimoq.core.settings import Settings
+from mimoq.worker import callbacks
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver
-from worker import callbacks
 
 # Two Standard Webhooks secrets (as in the spec's examples): rotation signs with both.
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

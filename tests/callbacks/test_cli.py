@@ -9,10 +9,10 @@ import json
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import deadletters
 from mimoq.cli.callbacks import register
-from mimoq.deadletters import DeadLetterReason
-from mimoq.settings import Settings
+from mimoq.core import deadletters
+from mimoq.core.deadletters import DeadLetterReason
+from mimoq.core.settings import Settings
 from tests.callbacks.conftest import make_settings, run_worker
 from tests.callbacks.test_deadletters import letter
 from tests.conftest import RedisServer
@@ -137,7 +137,7 @@ def test_replay_from_the_cli_is_delivered_with_the_same_id(
 
 
 def test_an_unreachable_redis_is_reported_by_the_cli_root(redis_server: RedisServer) -> None:
-    from mimoq.errors import ConfigurationError
+    from mimoq.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="REDIS_URL"):
         parser = argparse.ArgumentParser(prog="mimoq")

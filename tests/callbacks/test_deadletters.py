@@ -7,9 +7,9 @@ import json
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import deadletters, wire
-from mimoq.deadletters import DeadLetter, DeadLetterReason
-from mimoq.webhooks import Delivery
+from mimoq.core import deadletters, wire
+from mimoq.core.deadletters import DeadLetter, DeadLetterReason
+from mimoq.core.webhooks import Delivery
 
 pytestmark = pytest.mark.redis
 

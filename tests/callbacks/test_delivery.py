@@ -13,11 +13,12 @@ from arq.connections import ArqRedis
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
-from mimoq import deadletters, wire
-from mimoq.deadletters import DeadLetterReason
-from mimoq.jobs import Callback, CallbackStatus
-from mimoq.ssrf import check_callback_url
-from mimoq.webhooks import Delivery
+from mimoq.core import deadletters, wire
+from mimoq.core.deadletters import DeadLetterReason
+from mimoq.core.jobs import Callback, CallbackStatus
+from mimoq.core.ssrf import check_callback_url
+from mimoq.core.webhooks import Delivery
+from mimoq.worker import callbacks
 from tests.callbacks.conftest import (
     SECRET_A,
     SECRET_B,
@@ -32,7 +33,6 @@ from tests.callbacks.conftest import (
 )
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver, Response
-from worker import callbacks
 
 pytestmark = pytest.mark.redis
 

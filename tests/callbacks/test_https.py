@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import deadletters
-from mimoq.deadletters import DeadLetterReason
+from mimoq.core import deadletters
+from mimoq.core.deadletters import DeadLetterReason
+from mimoq.worker.callbacks import build_client
 from tests.callbacks.conftest import make_settings, run_worker, schedule
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver
-from worker.callbacks import build_client
 
 pytestmark = pytest.mark.redis
 

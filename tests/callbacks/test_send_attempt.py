@@ -8,10 +8,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from mimoq.settings import Settings
-from mimoq.webhooks import Delivery, Verdict
+from mimoq.core.settings import Settings
+from mimoq.core.webhooks import Delivery, Verdict
+from mimoq.worker.callbacks import send_attempt
 from tests.callbacks.conftest import SECRET_A
-from worker.callbacks import send_attempt
 
 PUBLIC = "93.184.215.14"
 

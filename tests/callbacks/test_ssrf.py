@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from mimoq.errors import InvalidRequestError
-from mimoq.settings import Settings
-from mimoq.ssrf import (
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.settings import Settings
+from mimoq.core.ssrf import (
     AddressKind,
     CallbackDnsError,
     CallbackUrlRefusedError,

@@ -9,9 +9,9 @@ from email.utils import formatdate
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from mimoq.errors import ConfigurationError
-from mimoq.settings import Settings
-from mimoq.webhooks import (
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
+from mimoq.core.webhooks import (
     DEFAULT_SCHEDULE_S,
     MAX_DELAY_S,
     Delivery,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq.settings import Settings
-from mimoq.simulator.config import SimConfig
-from mimoq.simulator.server import RunningSim, start_in_thread
-from producer.client import Producer
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.config import SimConfig
+from mimoq.sim.server import RunningSim, start_in_thread
+from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver
-from worker.app import MimoqWorker, build_worker, drain_and_close
 
 API_KEY = "sk-e2e-secret-key-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import wire
-from mimoq.simulator.faults import Fault
-from mimoq.simulator.server import RunningSim
-from producer.client import Producer
+from mimoq.core import wire
+from mimoq.producer.client import Producer
+from mimoq.sim.faults import Fault
+from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
 

@@ -17,18 +17,18 @@ import pytest
 from arq.connections import ArqRedis
 from standardwebhooks.webhooks import Webhook
 
-from mimoq import wire
-from mimoq.audio import WavFormat
-from mimoq.errors import InvalidRequestError
-from mimoq.jobs import JobResult
-from mimoq.settings import Settings
-from mimoq.simulator.audio_gen import wav_header_with_text
-from mimoq.simulator.faults import Fault
-from mimoq.simulator.server import RunningSim
-from producer.client import Producer
+from mimoq.core import wire
+from mimoq.core.audio import WavFormat
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import JobResult
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.audio_gen import wav_header_with_text
+from mimoq.sim.faults import Fault
+from mimoq.sim.server import RunningSim
+from mimoq.worker.app import MimoqWorker
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, e2e_settings, running_worker
 from tests.support.receiver import Receiver, Request
-from worker.app import MimoqWorker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

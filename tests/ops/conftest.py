@@ -17,13 +17,13 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from mimoq.settings import Settings
-from mimoq.simulator.config import SimConfig
-from mimoq.simulator.server import RunningSim, start_in_thread
+from mimoq.core.settings import Settings
+from mimoq.sim.config import SimConfig
+from mimoq.sim.server import RunningSim, start_in_thread
+from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer
 from tests.e2e.conftest import API_KEY, e2e_settings
 from tests.support.receiver import Receiver
-from worker.app import MimoqWorker, build_worker, drain_and_close
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -58,7 +58,7 @@ def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "c
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    """mimoq.logs.configure() rewires the root logger and structlog: undo it after the test."""
+    """mimoq.core.logs.configure() rewires the root logger and structlog: undo it after the test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import deadletters, failures, wire
 from mimoq.cli import main
 from mimoq.cli.inspection import QueuedKind, kind_of, render
-from mimoq.deadletters import DeadLetter, DeadLetterReason
-from mimoq.jobs import JobResult
-from mimoq.webhooks import Delivery
+from mimoq.core import deadletters, failures, wire
+from mimoq.core.deadletters import DeadLetter, DeadLetterReason
+from mimoq.core.jobs import JobResult
+from mimoq.core.webhooks import Delivery
 from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("restore_logging")]

@@ -12,9 +12,9 @@ import pytest
 from arq.connections import ArqRedis
 from prometheus_client import REGISTRY
 
-from mimoq import wire
-from mimoq.settings import Settings
-from worker.heartbeat import (
+from mimoq.core import wire
+from mimoq.core.settings import Settings
+from mimoq.worker.heartbeat import (
     HEARTBEAT_TTL_FACTOR,
     Heartbeat,
     LivenessStatus,

@@ -1,4 +1,4 @@
-"""mimoq.logs: one pipeline for structlog and stdlib, secrets scrubbed, job context on every line."""
+"""mimoq.core.logs: one pipeline for structlog and stdlib, secrets scrubbed, job context on every line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from mimoq import logs
+from mimoq.core import logs
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 

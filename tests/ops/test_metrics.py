@@ -8,14 +8,14 @@ import contextlib
 import pytest
 from prometheus_client import REGISTRY
 
-from mimoq.errors import (
+from mimoq.core.errors import (
     AuthenticationError,
     MimoqError,
     RateLimitedError,
     UpstreamResponseError,
     UpstreamUnavailable,
 )
-from worker import metrics
+from mimoq.worker import metrics
 
 MODEL = "mimo-v2.5-tts"
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mimoq.errors import ConfigurationError
-from worker.heartbeat import Liveness, LivenessStatus
-from worker.metrics_http import MetricsServer
+from mimoq.core.errors import ConfigurationError
+from mimoq.worker.heartbeat import Liveness, LivenessStatus
+from mimoq.worker.metrics_http import MetricsServer
 
 LIVE = Liveness(True, LivenessStatus.ok, "w-1", False, 0.5)
 STALLED = Liveness(False, LivenessStatus.stalled, "w-1", False, 40.0)

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import wire
-from mimoq.logs import REDACTED
-from mimoq.results import job_status, read_result
-from mimoq.simulator.faults import Fault
-from mimoq.simulator.server import RunningSim
-from producer.client import Producer
+from mimoq.core import wire
+from mimoq.core.logs import REDACTED
+from mimoq.core.results import job_status, read_result
+from mimoq.producer.client import Producer
+from mimoq.sim.faults import Fault
+from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, e2e_settings, running_worker
 from tests.ops.conftest import eventually
@@ -229,8 +229,8 @@ def _callbacks_logged(worker: WorkerProcess) -> bool:
 
 
 def _speech_wav(path: Path, text: str) -> None:
-    from mimoq.audio import WavFormat
-    from mimoq.simulator.audio_gen import wav_header_with_text
+    from mimoq.core.audio import WavFormat
+    from mimoq.sim.audio_gen import wav_header_with_text
 
     samples = b"\x10\x00" * 16_000
     path.write_bytes(wav_header_with_text(WavFormat(16_000, 1, 16), len(samples), text) + samples)

@@ -15,14 +15,14 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import failures, wire
-from mimoq.audio import WavFormat
 from mimoq.cli import main
-from mimoq.jobs import JobResult
-from mimoq.simulator.audio_gen import wav_header_with_text
-from mimoq.simulator.faults import Fault
-from mimoq.simulator.server import RunningSim
-from producer.client import Producer
+from mimoq.core import failures, wire
+from mimoq.core.audio import WavFormat
+from mimoq.core.jobs import JobResult
+from mimoq.producer.client import Producer
+from mimoq.sim.audio_gen import wav_header_with_text
+from mimoq.sim.faults import Fault
+from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer
 from tests.ops.conftest import Samples, eventually, ops_settings, scrape, serving_worker, value
 from tests.support.receiver import Receiver, Response

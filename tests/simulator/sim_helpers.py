@@ -7,7 +7,7 @@ import io
 import wave
 from typing import Any
 
-from mimoq import dialect_constants as dc
+from mimoq.core import dialect_constants as dc
 
 
 def stdlib_wav(rate: int = 16_000, frames: int = 1_600, channels: int = 1) -> bytes:

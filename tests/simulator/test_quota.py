@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
-from mimoq.simulator.quota import (
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
+from mimoq.sim.quota import (
     QuotaAlgorithm,
     QuotaConfig,
     SimQuota,
     TokenAccounting,
 )
-from mimoq.simulator.quota_protocol import Admission, QuotaPolicy
+from mimoq.sim.quota_protocol import Admission, QuotaPolicy
 
 SLIDING = QuotaAlgorithm.SLIDING_WINDOW
 BUCKET = QuotaAlgorithm.TOKEN_BUCKET

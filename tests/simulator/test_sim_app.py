@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mimoq import dialect_constants as dc
-from mimoq.simulator import SimApp, SimConfig, SimulatedDisconnectError, create_app
-from mimoq.simulator.faults import Fault, FaultKind
-from mimoq.simulator.validate import NO_ASSISTANT
+from mimoq.core import dialect_constants as dc
+from mimoq.sim import SimApp, SimConfig, SimulatedDisconnectError, create_app
+from mimoq.sim.faults import Fault, FaultKind
+from mimoq.sim.validate import NO_ASSISTANT
 from tests.simulator.sim_helpers import MP3_URI, asr, data_uri, stdlib_wav, tts
 
 CHAT = "/v1/chat/completions"
@@ -654,7 +654,7 @@ async def test_invalid_requests_never_reach_the_quota(make: Make) -> None:
 
 
 class CountingQuota(RecordingQuota):
-    """A policy that also has ``stats`` and ``reset`` (as mimoq.simulator.quota.SimQuota does)."""
+    """A policy that also has ``stats`` and ``reset`` (as mimoq.sim.quota.SimQuota does)."""
 
     def stats(self) -> dict[str, Any]:
         return {"admitted": sum(1 for entry in self.log if entry[0] == "admit")}

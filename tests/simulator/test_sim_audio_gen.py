@@ -9,8 +9,8 @@ import wave
 
 import pytest
 
-from mimoq.audio import MIMO_PCM
-from mimoq.simulator.audio_gen import (
+from mimoq.core.audio import MIMO_PCM
+from mimoq.sim.audio_gen import (
     MAX_COMMENT_BYTES,
     SpeechAudio,
     info_chunk,
@@ -19,7 +19,7 @@ from mimoq.simulator.audio_gen import (
     speech_duration_s,
     tone_period,
 )
-from mimoq.simulator.audio_read import parse_wav
+from mimoq.sim.audio_read import parse_wav
 
 
 def _plan(

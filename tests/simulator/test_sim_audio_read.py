@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from mimoq.audio import AudioFormatError
-from mimoq.simulator.audio_gen import iter_base64, plan_speech
-from mimoq.simulator.audio_read import hear, looks_like_mp3, mp3_duration_s, parse_wav
+from mimoq.core.audio import AudioFormatError
+from mimoq.sim.audio_gen import iter_base64, plan_speech
+from mimoq.sim.audio_read import hear, looks_like_mp3, mp3_duration_s, parse_wav
 from tests.simulator.sim_helpers import stdlib_wav
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from mimoq.errors import ConfigurationError
-from mimoq.simulator.config import SimConfig, add_arguments, config_from_args
-from mimoq.simulator.faults import Fault, FaultKind
+from mimoq.core.errors import ConfigurationError
+from mimoq.sim.config import SimConfig, add_arguments, config_from_args
+from mimoq.sim.faults import Fault, FaultKind
 
 
 @pytest.mark.parametrize(

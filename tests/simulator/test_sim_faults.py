@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mimoq.simulator.faults import EmptyAudio, ErrorBodyStyle, Fault, FaultKind, FaultQueue
-from mimoq.simulator.state import SimState
+from mimoq.sim.faults import EmptyAudio, ErrorBodyStyle, Fault, FaultKind, FaultQueue
+from mimoq.sim.state import SimState
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
-from mimoq.errors import ConfigurationError
-from mimoq.simulator.config import SimConfig, add_arguments, config_from_args, parse_limits
-from mimoq.simulator.quota import QuotaAlgorithm, QuotaConfig, SimQuota, TokenAccounting
-from mimoq.simulator.server import start_in_thread
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
+from mimoq.core.errors import ConfigurationError
+from mimoq.sim.config import SimConfig, add_arguments, config_from_args, parse_limits
+from mimoq.sim.quota import QuotaAlgorithm, QuotaConfig, SimQuota, TokenAccounting
+from mimoq.sim.server import start_in_thread
 from tests.simulator.sim_helpers import WAV_URI, tts
 
 OFFICIAL = QuotaConfig()

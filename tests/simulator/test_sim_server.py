@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mimoq import dialect_constants as dc
-from mimoq.simulator import SimConfig
-from mimoq.simulator.server import RunningSim, run_sim, start_in_thread
+from mimoq.core import dialect_constants as dc
+from mimoq.sim import SimConfig
+from mimoq.sim.server import RunningSim, run_sim, start_in_thread
 from tests.simulator.sim_helpers import asr, data_uri, tts
 
 

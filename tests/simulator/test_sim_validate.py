@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from mimoq import dialect_constants as dc
-from mimoq.simulator.validate import (
+from mimoq.core import dialect_constants as dc
+from mimoq.sim.validate import (
     NO_ASSISTANT,
     OutputFormat,
     SimRequestError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.backoff import MAX_HONOURED_RETRY_AFTER_S, backoff_s
+from mimoq.worker.backoff import MAX_HONOURED_RETRY_AFTER_S, backoff_s
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mimoq import dialect
-from mimoq.dialect import StreamedAudio
-from mimoq.errors import (
+from mimoq.core import dialect
+from mimoq.core.dialect import StreamedAudio
+from mimoq.core.errors import (
     AuthenticationError,
     ContentBlockedError,
     InvalidRequestError,
@@ -21,7 +21,7 @@ from mimoq.errors import (
     UpstreamResponseError,
     UpstreamUnavailable,
 )
-from mimoq.jobs import parse_job
+from mimoq.core.jobs import parse_job
 
 NOW = 1_800_000_000.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mimoq.errors import InvalidRequestError
-from mimoq.jobs import SpeechJob, TranscriptionJob, parse_job
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import SpeechJob, TranscriptionJob, parse_job
 
 CLONE = {"model": "mimo-v2.5-tts-voiceclone"}
 DESIGN = {"model": "mimo-v2.5-tts-voicedesign"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mimoq.errors import ConfigurationError
-from mimoq.settings import Settings
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
 
 ENV = (
     "MIMO_API_KEY",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mimoq.storage import LocalStorage
+from mimoq.core.storage import LocalStorage
 
 
 def test_write_then_rename(tmp_path: Path) -> None:

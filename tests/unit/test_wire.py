@@ -9,8 +9,8 @@ import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
-from mimoq import wire
-from mimoq.connections import embedded
+from mimoq.core import wire
+from mimoq.core.connections import embedded
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
-from worker.capacity import (
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.worker.capacity import (
     ModelDemand,
     capacity_warning,
     fleet_concurrency_needed,

@@ -12,13 +12,13 @@ from dataclasses import replace
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq import wire
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
-from mimoq.errors import CapacityDeferred
-from mimoq.settings import Settings
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
+from mimoq.core.errors import CapacityDeferred
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
+from mimoq.worker.limiter_config import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.conftest import RedisServer
-from worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
-from worker.limiter_config import KEY_PARTS, LimiterConfig, limiter_keys
 
 pytestmark = pytest.mark.redis
 
@@ -159,8 +159,8 @@ async def test_a_dead_workers_lease_expires(redis: ArqRedis) -> None:
 _HOLDER = """
 import asyncio, sys
 from arq.connections import ArqRedis
-from worker.limiter import RedisLimiter
-from worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter_config import LimiterConfig
 
 async def main() -> None:
     config = LimiterConfig(account="acct", default_rpm=100_000, burst=1000, max_in_flight=1,

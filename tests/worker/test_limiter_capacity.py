@@ -10,16 +10,16 @@ import pytest
 from arq.connections import ArqRedis
 from structlog.testing import capture_logs
 
-from mimoq import wire
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
-from mimoq.settings import Settings
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.core.settings import Settings
+from mimoq.worker.app import _shutdown, _startup
+from mimoq.worker.capacity import capacity_warning
+from mimoq.worker.heartbeat import WorkerBeat
+from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
+from mimoq.worker.limiter_capacity import demand_from_snapshot, fleet_demands
+from mimoq.worker.limiter_config import LimiterConfig
 from tests.conftest import RedisServer
-from worker.app import _shutdown, _startup
-from worker.capacity import capacity_warning
-from worker.heartbeat import WorkerBeat
-from worker.limiter import LimiterSnapshot, RedisLimiter
-from worker.limiter_capacity import demand_from_snapshot, fleet_demands
-from worker.limiter_config import LimiterConfig
 
 BASE = LimiterSnapshot(
     model=TTS_MODEL, window_s=60, requests_configured=100, requests_effective=98.0,

@@ -11,11 +11,11 @@ import redis as sync_redis
 from arq.connections import ArqRedis
 
 from mimoq.cli import limits
-from mimoq.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL
-from mimoq.settings import Settings
+from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter_config import LimiterConfig
 from tests.conftest import RedisServer
-from worker.limiter import RedisLimiter
-from worker.limiter_config import LimiterConfig
 
 pytestmark = pytest.mark.redis
 

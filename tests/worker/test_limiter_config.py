@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from mimoq import wire
-from mimoq.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICEDESIGN_MODEL
-from mimoq.errors import ConfigurationError
-from mimoq.settings import Settings
-from worker.limiter import usage_tokens
-from worker.limiter_config import (
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICEDESIGN_MODEL
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter import usage_tokens
+from mimoq.worker.limiter_config import (
     ANONYMOUS_ACCOUNT,
     KEY_PARTS,
     LimiterConfig,

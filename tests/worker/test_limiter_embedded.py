@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mimoq.connections import embedded
-from mimoq.dialect_constants import ASR_MODEL, TTS_MODEL
-from mimoq.errors import CapacityDeferred
-from mimoq.settings import Settings
-from worker.limiter import RedisLimiter, build_limiter
+from mimoq.core.connections import embedded
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.core.errors import CapacityDeferred
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter import RedisLimiter, build_limiter
 
 
 async def test_every_decision_runs_on_the_embedded_redis() -> None:

@@ -1,0 +1,30 @@
+"""Redis connections: a real server from REDIS_URL, or the embedded in-process stand-in."""
+
+from __future__ import annotations
+
+import fakeredis
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis
+from fakeredis.aioredis import FakeConnection
+
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
+
+
+def connect(settings: Settings) -> ArqRedis:
+    """A client for the configured Redis; commands that need a shared server call this."""
+    if not settings.redis_url:
+        raise ConfigurationError(
+            "this command needs a shared Redis: set REDIS_URL (e.g. redis://localhost:6379/0)"
+        )
+    client: ArqRedis = ArqRedis.from_url(settings.redis_url)
+    return client
+
+
+def embedded() -> ArqRedis:
+    """An in-process Redis (fakeredis, with Lua) for the one-machine embedded default."""
+    pool = aioredis.ConnectionPool(
+        connection_class=FakeConnection,  # type: ignore[arg-type]  # fakeredis types it as a factory
+        server=fakeredis.FakeServer(),
+    )
+    return ArqRedis(connection_pool=pool)

@@ -1,0 +1,110 @@
+"""Dead letters: callback deliveries that gave up, kept in Redis until replayed.
+
+One JSON record per delivery at ``DEAD_LETTER_PREFIX + delivery_id`` and its id in the
+``DEAD_LETTER_INDEX`` sorted set, scored by when it died (both written in one MULTI), so
+listing is a ZRANGE over the index, never a KEYS scan. Records do not expire: nothing is
+dropped without someone deciding to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+from mimoq.core.ssrf import redact_url
+from mimoq.core.webhooks import Delivery
+
+_PAGE = 200
+
+
+class DeadLetterReason(StrEnum):
+    exhausted = "exhausted"  # every attempt of the schedule failed with a retryable answer
+    final_status = "final_status"  # the receiver answered a final 4xx
+    gone = "gone"  # 410: the endpoint no longer exists
+    refused = "refused"  # the URL reached a refused address at delivery (e.g. DNS rebinding)
+    invalid = "invalid"  # the delivery job itself was malformed (a foreign producer)
+
+
+class DeadLetter(BaseModel):
+    """A delivery that gave up: everything needed to look into it and to replay it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    delivery: Delivery
+    reason: DeadLetterReason
+    attempts: int
+    last_error: str | None = None
+    last_status: int | None = None
+    dead_at: float
+
+    @property
+    def delivery_id(self) -> str:
+        return self.delivery.delivery_id
+
+    def summary(self) -> dict[str, object]:
+        """The listing view: no body, no header values, no URL path or query."""
+        return {
+            "delivery_id": self.delivery.delivery_id,
+            "job_id": self.delivery.job_id,
+            "reason": self.reason.value,
+            "attempts": self.attempts,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "target": redact_url(self.delivery.url),
+            "dead_at": self.dead_at,
+        }
+
+
+def _key(delivery_id: str) -> str:
+    return wire.DEAD_LETTER_PREFIX + delivery_id
+
+
+async def put(redis: Redis, letter: DeadLetter) -> None:
+    """Store (or overwrite, when a replay died again) a dead letter and index it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(_key(letter.delivery_id), wire.dumps(letter.model_dump(mode="json")))
+        pipe.zadd(wire.DEAD_LETTER_INDEX, {letter.delivery_id: letter.dead_at})
+        await pipe.execute()
+
+
+async def get(redis: Redis, delivery_id: str) -> DeadLetter | None:
+    raw = await redis.get(_key(delivery_id))
+    return None if raw is None else DeadLetter.model_validate_json(raw)
+
+
+async def remove(redis: Redis, delivery_id: str) -> bool:
+    """Drop a dead letter (after its replay was delivered); True if there was one."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(_key(delivery_id))
+        pipe.zrem(wire.DEAD_LETTER_INDEX, delivery_id)
+        deleted, _ = await pipe.execute()
+    return bool(deleted)
+
+
+async def iterate(
+    redis: Redis, *, job_id: str | None = None, reason: DeadLetterReason | None = None
+) -> AsyncIterator[DeadLetter]:
+    """Dead letters, newest first, optionally filtered; pages through the index."""
+    start = 0
+    while True:
+        ids = await redis.zrevrange(wire.DEAD_LETTER_INDEX, start, start + _PAGE - 1)
+        if not ids:
+            return
+        start += len(ids)
+        raws = await redis.mget([_key(i.decode() if isinstance(i, bytes) else i) for i in ids])
+        for raw in raws:
+            if raw is None:  # removed between the two reads
+                continue
+            try:
+                letter = DeadLetter.model_validate_json(raw)
+            except ValidationError:
+                continue  # not ours to judge here; `show` reports it
+            if job_id is not None and letter.delivery.job_id != job_id:
+                continue
+            if reason is not None and letter.reason != reason:
+                continue
+            yield letter

@@ -1,0 +1,139 @@
+"""The cross-language contract: Redis key names, task names, the JSON serializer, enqueue script.
+
+Every Redis key mimoq or arq writes is spelled here and nowhere else. The format is
+documented in the README ("Wire format") and pinned by tests that use raw Redis commands.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+from typing import Any, Final
+
+# --- arq's own keys (arq.constants); repeated here so other languages have one list -------
+ARQ_JOB_PREFIX: Final = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX: Final = "arq:in-progress:"
+ARQ_RETRY_PREFIX: Final = "arq:retry:"
+ARQ_RESULT_PREFIX: Final = "arq:result:"
+
+# --- mimoq's keys ---------------------------------------------------------------------
+QUEUE_NAME: Final = "mimoq:queue"
+HEALTH_CHECK_KEY: Final = QUEUE_NAME + ":health-check"
+RESULT_PREFIX: Final = "mimoq:result:"
+DEAD_LETTER_PREFIX: Final = "mimoq:dead:"
+DEAD_LETTER_INDEX: Final = "mimoq:dead"
+LIMITER_PREFIX: Final = "mimoq:limit:"
+DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
+#: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
+FANOUT_PREFIX: Final = "mimoq:fanout:"
+WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
+RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
+
+# --- task names (the "f" of an arq job) ---------------------------------------------------
+TASK_SPEECH: Final = "speech"
+TASK_TRANSCRIPTION: Final = "transcription"
+TASK_CALLBACK: Final = "deliver_callback"
+TASK_INVALID: Final = "invalid_job"
+#: the one keyword argument each task takes
+TASK_KWARG: Final = {TASK_SPEECH: "job", TASK_TRANSCRIPTION: "job", TASK_CALLBACK: "delivery"}
+
+
+def job_key(job_id: str) -> str:
+    return ARQ_JOB_PREFIX + job_id
+
+
+def in_progress_key(job_id: str) -> str:
+    return ARQ_IN_PROGRESS_PREFIX + job_id
+
+
+def result_key(job_id: str) -> str:
+    return RESULT_PREFIX + job_id
+
+
+def fanout_key(job_id: str) -> str:
+    return FANOUT_PREFIX + job_id
+
+
+def enqueue_keys(job_id: str) -> list[str]:
+    """KEYS of the enqueue script, in order."""
+    return [job_key(job_id), ARQ_RESULT_PREFIX + job_id, result_key(job_id), QUEUE_NAME]
+
+
+def callback_job_id(job_id: str) -> str:
+    """The callback job's arq id, and its delivery id: stable for every attempt and replay."""
+    return f"cb-{job_id}"
+
+
+# --- serializer ---------------------------------------------------------------------------
+
+
+def _default(value: object) -> object:
+    # arq puts exceptions and datetimes in its own result records; keep them readable JSON.
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, BaseException):
+        return {"type": type(value).__name__, "message": str(value)}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    """arq's job serializer: compact UTF-8 JSON, never pickle."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON for result records and callback bodies (the same rules as jobs)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def _invalid(reason: str, raw: object, et: int | None) -> dict[str, Any]:
+    return {
+        "t": None,
+        "f": TASK_INVALID,
+        "a": [],
+        "k": {"reason": reason, "raw": raw},
+        "et": et or 0,
+    }
+
+
+def deserialize(raw: bytes) -> dict[str, Any]:
+    """arq's job deserializer, made total: anything malformed becomes an ``invalid_job`` task.
+
+    A foreign producer may write anything under ``arq:job:<id>``. arq would fail such a job
+    without a trace we can read; routing it to a task of ours turns it into a failure result
+    (and the worker keeps running).
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _invalid(
+            f"job is not valid UTF-8 JSON ({exc})", raw[:200].decode("utf-8", "replace"), None
+        )
+    if not isinstance(data, dict):
+        return _invalid("job must be a JSON object", data, None)
+    et = data.get("et") if isinstance(data.get("et"), int) else None
+    task = data.get("f")
+    if task not in TASK_KWARG:
+        return _invalid(
+            f"unknown task {task!r}: use one of {', '.join(sorted(TASK_KWARG))}", data.get("k"), et
+        )
+    kwarg = TASK_KWARG[task]
+    kwargs = data.get("k")
+    if data.get("a") not in (None, []) or not isinstance(kwargs, dict) or set(kwargs) != {kwarg}:
+        return _invalid(f"task {task!r} takes exactly one keyword argument {kwarg!r}", kwargs, et)
+    try_ = data.get("t")
+    return {
+        "t": try_ if isinstance(try_, int) else None,
+        "f": task,
+        "a": [],
+        "k": kwargs,
+        "et": et or 0,
+    }
+
+
+def enqueue_script() -> str:
+    """The Lua source of the atomic enqueue (also usable from redis-cli: see the README)."""
+    return resources.files("mimoq.core").joinpath("enqueue.lua").read_text(encoding="utf-8")

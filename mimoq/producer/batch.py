@@ -1,0 +1,343 @@
+"""Batch planning: jobs from a directory tree, a JSONL manifest or a file of lines, with ids
+derived from content and parameters so that re-running a batch does only what is missing."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any, Final
+
+from mimoq.core import dialect_constants as dc
+from mimoq.core.splitting.convert import CONVERTIBLE
+from mimoq.core.splitting.limits import max_chunk_bytes
+from mimoq.core.splitting.resample import SPLIT_FORMAT
+from mimoq.producer.batch_state import RunFiles
+
+#: What a directory is searched for when no ``--glob`` is given.
+DEFAULT_PATTERNS: Final = ("**/*.wav", "**/*.mp3", *(f"**/*{ext}" for ext in sorted(CONVERTIBLE)))
+#: Job fields that do not change what MiMo is asked, so they are left out of derived ids.
+_NOT_IN_ID: Final = frozenset({"id", "callback", "metadata"})
+_HASH_BLOCK: Final = 1 << 20
+
+
+class SourceKind(StrEnum):
+    """What a batch reads its items from."""
+
+    directory = "directory"  # audio files to transcribe, found by glob patterns
+    manifest = "manifest"  # .jsonl: one job per line, the mimoq.core.jobs schema
+    lines = "lines"  # .txt (one text per line) or .csv (a "text" column): texts to speak
+
+
+def source_kind(source: Path) -> SourceKind:
+    """Tell the source's kind from what it is: a directory, ``.jsonl``, or a text/CSV file."""
+    if source.is_dir():
+        return SourceKind.directory
+    if source.suffix.lower() in (".jsonl", ".ndjson"):
+        return SourceKind.manifest
+    return SourceKind.lines
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to turn a source into jobs. ``defaults`` are job fields given to every item that
+    does not set them itself (language, response_format, model, voice, instructions...)."""
+
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    out_prefix: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlannedItem:
+    """One item of a run: its job (None when it could not even be planned) and its cost."""
+
+    input: str
+    job: dict[str, Any] | None
+    error: str | None = None
+    #: Estimated MiMo calls (more than 1 for long inputs), for the quota-aware ETA.
+    calls: int = 1
+    audio_s: float = 0.0
+    #: Audio in a format MiMo does not read: converted to this job's ``file`` before enqueueing.
+    convert_from: Path | None = None
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job["id"]) if self.job else ""
+
+    @property
+    def model(self) -> str:
+        if self.job is None:
+            return ""
+        default = dc.TTS_MODEL if self.job.get("kind") == "speech" else dc.ASR_MODEL
+        return str(self.job.get("model") or default)
+
+
+def derive_job_id(job: Mapping[str, Any], content_sha256: str | None = None) -> str:
+    """A job id from what the job asks: its parameters, and its audio's content hash.
+
+    The same text or the same recording with the same parameters (output key included)
+    always gets the same id, so enqueueing it again is a no-op; ``callback`` and
+    ``metadata`` change nothing MiMo is asked and are left out.
+    """
+    params = {k: v for k, v in job.items() if k not in _NOT_IN_ID and v is not None}
+    if content_sha256 is not None:
+        params["file"] = f"sha256:{content_sha256}"
+    text = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    prefix = "s" if job.get("kind") == "speech" else "t"
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
+
+
+def default_run_id(source: Path, kind: SourceKind, options: BatchOptions) -> str:
+    """``<source name>-<8 hex>``: the same source with the same options is the same run."""
+    described = json.dumps(
+        [str(source.resolve()), kind.value, list(options.patterns), options.out_prefix,
+         dict(options.defaults)],
+        sort_keys=True, ensure_ascii=False, default=str,
+    )  # fmt: skip
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.stem)[:40] or "batch"
+    return f"{stem.lstrip('._-') or 'batch'}-{hashlib.sha256(described.encode()).hexdigest()[:8]}"
+
+
+class DigestCache:
+    """SHA-256 of files, remembered by (size, mtime) so a resumed run does not re-read them."""
+
+    def __init__(self, files: RunFiles) -> None:
+        self._files = files
+        cached = files.read_json("digests.json")
+        self._known: dict[str, list[Any]] = cached if isinstance(cached, dict) else {}
+        self._dirty = False
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path)
+        known = self._known.get(key)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return str(known[2])
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                digest.update(block)
+        self._known[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+        self._dirty = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if self._dirty:
+            self._files.write_json("digests.json", self._known)
+
+
+def estimate_calls(kind: str, *, size: int = 0, text: str = "") -> tuple[int, float]:
+    """(MiMo calls, seconds of audio) one item is expected to cost, for the ETA."""
+    if kind == "speech":
+        return max(1, math.ceil(len(text) / dc.MAX_SPEECH_CHARS)), 0.0
+    # Long recordings are split at about this many seconds of 16 kHz mono per call.
+    per_call_s = max_chunk_bytes("audio/wav") / SPLIT_FORMAT.byte_rate
+    audio_s = size / SPLIT_FORMAT.byte_rate  # a rough size-for-duration trade, WAV-like
+    return max(1, math.ceil(audio_s / per_call_s)), audio_s
+
+
+def _output_key(prefix: str, relative: str, extension: str, taken: set[str]) -> str:
+    """``prefix/relative`` with its extension replaced; the original one kept on a clash."""
+    path = PurePosixPath(relative)
+    key = f"{prefix}/{path.with_suffix(extension)}"
+    if key in taken:
+        key = f"{prefix}/{path}{extension}"
+    taken.add(key)
+    return key
+
+
+def plan_directory(
+    root: Path, options: BatchOptions, files: RunFiles, cache: DigestCache
+) -> list[PlannedItem]:
+    """Every audio file under ``root`` matching a pattern, in path order: transcription jobs
+    whose outputs mirror the tree under the output prefix."""
+    prefix = options.out_prefix or root.resolve().name or "batch"
+    fmt = str(options.defaults.get("response_format") or "json")
+    extension = ".json" if fmt == "json" else ".txt"
+    taken: set[str] = set()
+    items: list[PlannedItem] = []
+    for path in sorted(_matching(root, options.patterns)):
+        relative = path.relative_to(root).as_posix()
+        job: dict[str, Any] = {
+            "kind": "transcription",
+            **options.defaults,
+            "file": str(path.resolve()),
+        }
+        job["output"] = _output_key(prefix, relative, extension, taken)
+        try:
+            digest = cache.sha256(path)
+        except OSError as exc:
+            items.append(PlannedItem(relative, None, f"cannot read {relative}: {exc.strerror}"))
+            continue
+        job["id"] = derive_job_id(job, digest)
+        size = path.stat().st_size
+        calls, audio_s = estimate_calls("transcription", size=size)
+        item = PlannedItem(relative, job, calls=calls, audio_s=audio_s)
+        if path.suffix.lower() in CONVERTIBLE:
+            item.convert_from = path
+            job["file"] = str(files.path(f"converted/{digest[:32]}.wav"))
+        items.append(item)
+    return items
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as a regex over ``/``-separated relative paths, case-insensitive: ``*`` and
+    ``?`` stay within one folder, ``**/`` is any number of folders (none included)."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out, re.IGNORECASE)
+
+
+def _matching(root: Path, patterns: Sequence[str]) -> Iterator[Path]:
+    """Files whose path relative to ``root`` matches a pattern (recorders write .WAV as
+    often as .wav, so case is ignored). Hidden files and folders (``.name``) are skipped:
+    they hold caches and trash, not recordings."""
+    regexes = [glob_regex(p) for p in patterns]
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if path.is_file() and not _hidden(relative):
+            name = relative.as_posix()
+            if any(r.fullmatch(name) for r in regexes):
+                yield path
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def plan_manifest(path: Path, options: BatchOptions, cache: DigestCache) -> list[PlannedItem]:
+    """One job per non-blank line of a JSONL file; relative ``file`` paths are relative to
+    the manifest. A line without ``id`` gets a derived one; without ``output``, one under
+    the output prefix named after the id."""
+    prefix = options.out_prefix or path.stem
+    items: list[PlannedItem] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            label = f"{path.name}:{number}"
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                items.append(PlannedItem(label, None, f"line {number} is not JSON: {exc}"))
+                continue
+            if not isinstance(data, dict):
+                items.append(PlannedItem(label, None, f"line {number} is not a JSON object"))
+                continue
+            items.append(
+                _manifest_item(label, {**options.defaults, **data}, path.parent, prefix, cache)
+            )
+    return items
+
+
+def _manifest_item(
+    label: str, job: dict[str, Any], base: Path, prefix: str, cache: DigestCache
+) -> PlannedItem:
+    digest = None
+    kind = job.get("kind")
+    if (
+        kind == "transcription"
+        and isinstance(job.get("file"), str)
+        and not job["file"].startswith("data:")
+    ):
+        ref = job["file"].removeprefix("file://")
+        file = Path(ref).expanduser()
+        file = file if file.is_absolute() else base / file
+        job["file"] = str(file.resolve())
+        try:
+            digest = cache.sha256(file)
+        except OSError as exc:
+            return PlannedItem(label, None, f"file: cannot read {file}: {exc.strerror}")
+    job.setdefault("id", derive_job_id(job, digest))
+    if not job.get("output") and kind in ("speech", "transcription"):
+        # Named after the id, so it adds nothing the id does not already pin down.
+        fmt = job.get("response_format") or ("wav" if kind == "speech" else "json")
+        job["output"] = f"{prefix}/{job['id']}.{_ext(str(fmt))}"
+    if kind == "speech":
+        calls, audio_s = estimate_calls("speech", text=str(job.get("input", "")))
+    else:
+        size = (
+            Path(job["file"]).stat().st_size if digest else len(str(job.get("file", ""))) * 3 // 4
+        )
+        calls, audio_s = estimate_calls("transcription", size=size)
+    return PlannedItem(label, job, calls=calls, audio_s=audio_s)
+
+
+def _ext(fmt: str) -> str:
+    return {"text": "txt", "pcm": "pcm"}.get(fmt, fmt)
+
+
+def plan_lines(path: Path, options: BatchOptions) -> list[PlannedItem]:
+    """Texts to speak: every non-blank line of a text file, or every row of a CSV with a
+    ``text`` (or ``input``) column; ``id``, ``output``, ``voice``, ``instructions`` and
+    ``model`` columns, when present, override the defaults per row."""
+    prefix = options.out_prefix or path.stem
+    fmt = str(options.defaults.get("response_format") or "wav")
+    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _text_rows(path)
+    width = max(5, len(str(len(rows))))
+    items: list[PlannedItem] = []
+    for number, row in rows:
+        label = f"{path.name}:{number}"
+        text = row.get("text") or row.get("input") or ""
+        if not text.strip():
+            items.append(PlannedItem(label, None, f"line {number} has no text to speak"))
+            continue
+        job: dict[str, Any] = {"kind": "speech", **options.defaults, "input": text}
+        job.update({k: v for k in ("voice", "instructions", "model", "id") if (v := row.get(k))})
+        job["output"] = row.get("output") or f"{prefix}/{number:0{width}d}.{_ext(fmt)}"
+        job.setdefault("id", derive_job_id(job))
+        calls, _ = estimate_calls("speech", text=text)
+        items.append(PlannedItem(label, job, calls=calls))
+    return items
+
+
+def _text_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    with open(path, encoding="utf-8") as f:
+        return [(n, {"text": line.rstrip("\r\n")}) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def _csv_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        names = {name.strip().lower() for name in reader.fieldnames or []}
+        if not names & {"text", "input"}:
+            raise ValueError(
+                f"{path.name}: a CSV needs a 'text' column (found: {', '.join(sorted(names))})"
+            )
+        return [
+            (reader.line_num, {k.strip().lower(): (v or "").strip() for k, v in row.items() if k})
+            for row in reader
+        ]
+
+
+def plan(
+    source: Path, kind: SourceKind, options: BatchOptions, files: RunFiles
+) -> list[PlannedItem]:
+    """The items of a run, in a stable order (the reports keep it)."""
+    cache = DigestCache(files)
+    if kind == SourceKind.directory:
+        items = plan_directory(source, options, files, cache)
+    elif kind == SourceKind.manifest:
+        items = plan_manifest(source, options, cache)
+    else:
+        items = plan_lines(source, options)
+    cache.save()
+    return items

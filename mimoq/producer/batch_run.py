@@ -1,0 +1,319 @@
+"""Running a planned batch: enqueue what is missing, follow every job to its result, journal
+each finished item, and report; a quota-aware ETA on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+from mimoq.core.errors import MimoqError
+from mimoq.core.jobs import JobResult, JobStatus
+from mimoq.core.results import job_status
+from mimoq.core.splitting.chunks import UnsupportedAudioError
+from mimoq.core.splitting.convert import convert_to_wav
+from mimoq.core.splitting.plan import FanoutPlan, child_id
+from mimoq.producer.batch import PlannedItem
+from mimoq.producer.batch_state import FINISHED, ItemRecord, ItemStatus, RunFiles
+from mimoq.producer.client import Producer
+
+#: Results are looked up for at most this many jobs per Redis round trip.
+_POLL_BATCH: Final = 500
+#: Chunk results looked for at a time when a forgotten job's plan is gone.
+_PROBE: Final = 32
+
+
+@dataclass(frozen=True)
+class QuotaRate:
+    """How fast one model's MiMo quota lets calls through (from the limiter's settings)."""
+
+    requests_per_s: float
+    tokens_per_s: float | None = None
+    tokens_per_call: float = 0.0
+    tokens_per_audio_s: float = 0.0
+
+    def seconds_for(self, calls: int, audio_s: float) -> float:
+        """The least time ``calls`` calls carrying ``audio_s`` seconds of audio can take."""
+        seconds = calls / self.requests_per_s
+        if self.tokens_per_s:
+            tokens = calls * self.tokens_per_call + audio_s * self.tokens_per_audio_s
+            seconds = max(seconds, tokens / self.tokens_per_s)
+        return seconds
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a run, for progress bars and lines."""
+
+    total: int
+    succeeded: int
+    failed: int
+    in_progress: int
+    queued: int
+    pending: int
+    resumed: int  #: finished in an earlier run of the same batch: not redone
+    elapsed_s: float
+    rate_per_s: float | None  #: items finished per second in this run
+    eta_s: float | None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+
+def counts(records: Sequence[ItemRecord]) -> dict[ItemStatus, int]:
+    """How many items are in each status (every status present, zeros included)."""
+    out = dict.fromkeys(ItemStatus, 0)
+    for record in records:
+        out[record.status] += 1
+    return out
+
+
+def eta_s(
+    remaining: Sequence[PlannedItem],
+    quotas: Mapping[str, QuotaRate] | None,
+    rate_per_s: float | None,
+) -> float | None:
+    """Seconds left: the slower of what the quota allows (models in parallel, each at its
+    own rate) and what the run has achieved so far. None until either is known."""
+    if not remaining:
+        return 0.0
+    estimates: list[float] = []
+    if quotas:
+        per_model: dict[str, tuple[int, float]] = {}
+        for item in remaining:
+            calls, audio = per_model.get(item.model, (0, 0.0))
+            per_model[item.model] = (calls + item.calls, audio + item.audio_s)
+        estimates += [quotas[m].seconds_for(c, a) for m, (c, a) in per_model.items() if m in quotas]
+    if rate_per_s:
+        estimates.append(len(remaining) / rate_per_s)
+    return max(estimates) if estimates else None
+
+
+async def forget(redis: Redis, job_id: str) -> None:
+    """Drop a job's result records so that enqueueing its id runs it again (``--force``,
+    or a failed item retried): the job's own, arq's, and those of its chunk jobs."""
+    keys = [wire.result_key(job_id), wire.ARQ_RESULT_PREFIX + job_id, wire.fanout_key(job_id)]
+    raw = await redis.get(wire.fanout_key(job_id))
+    if raw is not None:
+        plan = FanoutPlan.model_validate_json(raw)
+        keys += [wire.result_key(c.job_id) for c in plan.children]
+    else:  # the plan may have expired before its chunks' results: look for them by id
+        start = 0
+        while True:
+            probe = [wire.result_key(child_id(job_id, i)) for i in range(start, start + _PROBE)]
+            found = [k for k, n in zip(probe, await _exist_each(redis, probe), strict=True) if n]
+            keys += found
+            if not found:
+                break
+            start += _PROBE
+    await redis.delete(*keys)
+
+
+async def _exist_each(redis: Redis, keys: list[str]) -> list[int]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        replies: list[int] = await pipe.execute()
+    return replies
+
+
+def _error_text(result: JobResult) -> str | None:
+    if result.error is None:
+        return None
+    return f"{result.error.get('type', 'error')}: {result.error.get('message', '')}"
+
+
+class BatchRunner:
+    """Enqueues the items of a run that are not done yet and follows them to the end.
+
+    Finished items are journaled as soon as they are seen, so a run that is killed and
+    started again skips them even when Redis kept nothing (the embedded default).
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        files: RunFiles,
+        items: Sequence[PlannedItem],
+        *,
+        force: bool = False,
+        quotas: Mapping[str, QuotaRate] | None = None,
+        poll_s: float = 0.25,
+        enqueue_concurrency: int = 16,
+    ) -> None:
+        self.producer = producer
+        self.files = files
+        self.items = list(items)
+        self.records = [ItemRecord(i.input, i.job_id) for i in self.items]
+        self.force = force
+        self.quotas = quotas
+        self.poll_s = poll_s
+        self._gate = asyncio.Semaphore(enqueue_concurrency)
+        self._started = time.monotonic()
+        self._finished_here = 0
+        self.resumed = 0
+
+    def progress(self) -> Progress:
+        tally = counts(self.records)
+        elapsed = time.monotonic() - self._started
+        rate = self._finished_here / elapsed if self._finished_here >= 3 and elapsed > 0 else None
+        remaining = [
+            i for i, r in zip(self.items, self.records, strict=True) if r.status not in FINISHED
+        ]
+        return Progress(
+            total=len(self.records), succeeded=tally[ItemStatus.succeeded],
+            failed=tally[ItemStatus.failed], in_progress=tally[ItemStatus.in_progress],
+            queued=tally[ItemStatus.queued],
+            pending=tally[ItemStatus.pending], resumed=self.resumed, elapsed_s=elapsed,
+            rate_per_s=rate, eta_s=eta_s(remaining, self.quotas, rate),
+        )  # fmt: skip
+
+    async def run(self, on_progress: Callable[[Progress], None] | None = None) -> list[ItemRecord]:
+        """Run to the end (or until cancelled); the reports are written either way."""
+        try:
+            self._resume()
+            enqueue = asyncio.create_task(self._enqueue_all())
+            try:
+                await self._follow(enqueue, on_progress)
+            finally:
+                if not enqueue.done():
+                    enqueue.cancel()
+            await enqueue  # surfaces an unexpected enqueue error
+        finally:
+            self.files.write_reports(self.records)
+        return self.records
+
+    def _resume(self) -> None:
+        journal = {} if self.force else self.files.journal()
+        for item, record in zip(self.items, self.records, strict=True):
+            if item.job is None:
+                record.status, record.error = ItemStatus.failed, item.error
+                continue
+            seen = journal.get(record.job_id)
+            if (
+                seen
+                and seen.status == ItemStatus.succeeded
+                and seen.output
+                and Path(seen.output).is_file()
+            ):
+                record.status, record.output = ItemStatus.succeeded, seen.output
+                self.resumed += 1
+
+    async def _enqueue_all(self) -> None:
+        async def one(item: PlannedItem, record: ItemRecord) -> None:
+            async with self._gate:
+                await self._enqueue(item, record)
+
+        await asyncio.gather(
+            *(
+                one(i, r)
+                for i, r in zip(self.items, self.records, strict=True)
+                if r.status == ItemStatus.pending
+            )
+        )
+
+    async def _enqueue(self, item: PlannedItem, record: ItemRecord) -> None:
+        assert item.job is not None
+        redis = self.producer.redis
+        try:
+            if item.convert_from is not None:
+                await asyncio.to_thread(self._convert, item)
+            if self.force:
+                await forget(redis, record.job_id)
+            else:
+                previous = await self.producer.result(record.job_id)
+                if previous is not None and previous.status == "failed":
+                    await forget(redis, record.job_id)  # a re-run retries what failed
+            await self.producer.enqueue(item.job)
+        except (MimoqError, UnsupportedAudioError) as exc:
+            message = exc.message if isinstance(exc, MimoqError) else str(exc)
+            kind = exc.error_type if isinstance(exc, MimoqError) else "invalid_request_error"
+            record.status, record.error = ItemStatus.failed, f"{kind}: {message}"
+            self.files.append_journal([record])
+            return
+        record.status = ItemStatus.queued
+
+    def _convert(self, item: PlannedItem) -> None:
+        assert item.job is not None and item.convert_from is not None
+        target = Path(item.job["file"])
+        if target.is_file() and not self.force:
+            return  # content-addressed: an earlier run converted these very bytes
+        key = target.relative_to(self.files.storage.root).as_posix()
+        with self.files.storage.open_atomic(key) as f:
+            convert_to_wav(item.convert_from, f)
+
+    async def _follow(
+        self, enqueue: asyncio.Task[None], on_progress: Callable[[Progress], None] | None
+    ) -> None:
+        while True:
+            await self._poll()
+            if on_progress is not None:
+                on_progress(self.progress())
+            if enqueue.done() and all(r.status in FINISHED for r in self.records):
+                return
+            await asyncio.sleep(self.poll_s)
+
+    async def _poll(self) -> None:
+        waiting = [
+            r for r in self.records if r.status in (ItemStatus.queued, ItemStatus.in_progress)
+        ]
+        redis = self.producer.redis
+        finished: list[ItemRecord] = []
+        for start in range(0, len(waiting), _POLL_BATCH):
+            batch = waiting[start : start + _POLL_BATCH]
+            async with redis.pipeline(transaction=False) as pipe:
+                for record in batch:
+                    pipe.get(wire.result_key(record.job_id))
+                    pipe.exists(wire.in_progress_key(record.job_id))
+                replies: list[Any] = await pipe.execute()
+            for i, record in enumerate(batch):
+                raw, running = replies[2 * i], replies[2 * i + 1]
+                if raw is None:
+                    record.status = ItemStatus.in_progress if running else ItemStatus.queued
+                    continue
+                result = JobResult.model_validate_json(raw)
+                record.status = ItemStatus(result.status)
+                record.output = result.output.path if result.output else None
+                record.error = _error_text(result)
+                finished.append(record)
+        self._finished_here += len(finished)
+        self.files.append_journal(finished)
+
+
+async def run_status(files: RunFiles, redis: Redis | None) -> list[ItemRecord]:
+    """Every item of a run as it stands now: the journal, then Redis for the rest."""
+    records = files.read_items()
+    journal = files.journal()
+    open_records: list[ItemRecord] = []
+    for record in records:
+        seen = journal.get(record.job_id)
+        if seen is not None and record.job_id:
+            record.status, record.output, record.error = seen.status, seen.output, seen.error
+        elif record.status not in FINISHED:
+            open_records.append(record)
+    if redis is not None:
+        for record in open_records:
+            report = await job_status(redis, record.job_id)
+            if report.result is not None:
+                record.output = report.result.output.path if report.result.output else None
+                record.error = _error_text(report.result)
+            record.status = _STATUS_OF_JOB[report.status]
+    return records
+
+
+#: A job's status (mimoq.core.results) as a batch item's: deferred jobs queued, unknown pending.
+_STATUS_OF_JOB: Final = {
+    JobStatus.queued: ItemStatus.queued,
+    JobStatus.deferred: ItemStatus.queued,
+    JobStatus.in_progress: ItemStatus.in_progress,
+    JobStatus.succeeded: ItemStatus.succeeded,
+    JobStatus.failed: ItemStatus.failed,
+    JobStatus.not_found: ItemStatus.pending,
+}

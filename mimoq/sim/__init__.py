@@ -1,0 +1,18 @@
+"""A MiMo stand-in server (ASGI) for tests, benchmarks and the demo; see mimo-dialect.md."""
+
+from mimoq.sim.app import SimApp, SimulatedDisconnectError, create_app
+from mimoq.sim.config import SimConfig
+from mimoq.sim.faults import EmptyAudio, ErrorBodyStyle, Fault, FaultKind
+from mimoq.sim.state import SimState
+
+__all__ = [
+    "EmptyAudio",
+    "ErrorBodyStyle",
+    "Fault",
+    "FaultKind",
+    "SimApp",
+    "SimConfig",
+    "SimState",
+    "SimulatedDisconnectError",
+    "create_app",
+]

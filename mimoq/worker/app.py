@@ -1,0 +1,222 @@
+"""The arq worker: functions, JSON serialization, dependencies built once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import arq.connections
+import arq.worker
+import httpx
+import structlog
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker, func
+from redis.exceptions import ResponseError
+
+from mimoq.core import logs, wire
+from mimoq.core.jobs import JobResult
+from mimoq.core.results import read_result
+from mimoq.core.settings import Settings
+from mimoq.core.storage import LocalStorage
+from mimoq.worker import callbacks, metrics
+from mimoq.worker.heartbeat import Heartbeat
+from mimoq.worker.limiter import build_limiter
+from mimoq.worker.limiter_capacity import warn_if_fleet_is_short
+from mimoq.worker.metrics_http import MetricsServer
+from mimoq.worker.mimo_client import MimoClient
+from mimoq.worker.pipeline import WorkerDeps
+from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
+
+log = structlog.get_logger("mimoq.worker")
+_arq_log_redis_info = arq.connections.log_redis_info
+
+
+async def _log_redis_info(redis: Any, log_func: Any) -> None:
+    # arq logs INFO at start-up; the embedded stand-in (fakeredis) has no INFO command, and
+    # arq would die on it. Real Redis behaves exactly as before.
+    try:
+        await _arq_log_redis_info(redis, log_func)
+    except ResponseError:
+        log_func("redis: embedded in-process stand-in (no INFO)")
+
+
+arq.worker.log_redis_info = _log_redis_info  # type: ignore[attr-defined]
+#: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
+#: deferrals are not counted; arq's must only be a backstop far above it.
+ARQ_MAX_TRIES = 100_000
+
+
+class MimoqWorker(Worker):
+    """arq's worker, with failures that arq decides itself turned into mimoq results.
+
+    arq fails a job without calling our code when it expired before a worker got to it or
+    ran out of arq-level tries. It would record that only in its own (pickle-shaped) result;
+    we record a mimoq failure result and send the failure callback, so nothing vanishes.
+    It also beats a heartbeat from arq's polling loop and may serve ``/metrics``.
+    """
+
+    def __init__(
+        self, *args: Any, mimoq_settings: Settings, metrics_port: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.mimoq_settings = mimoq_settings
+        self.heartbeat = Heartbeat(mimoq_settings)
+        self.metrics_port = metrics_port
+        self.metrics_server: MetricsServer | None = None
+
+    async def main(self) -> None:
+        beat = self.heartbeat
+        if self.metrics_port is not None and self.metrics_server is None:
+            host, port = self.mimoq_settings.metrics_host, self.metrics_port
+            self.metrics_server = MetricsServer.start(host, port, liveness=beat.liveness)
+            beat.metrics_port = self.metrics_server.port
+        log.info("worker.identity", worker_id=beat.worker_id, metrics_port=beat.metrics_port)
+        await super().main()
+
+    async def heart_beat(self) -> None:
+        await super().heart_beat()
+        await self.heartbeat.beat(self.pool, self)
+
+    async def close(self) -> None:
+        await self.heartbeat.stop(self._pool)
+        await super().close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await super().finish_failed_job(job_id, result_data)
+        if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):
+            return
+        reason, raw_job = "the job could not be run", None
+        if result_data:
+            data = json.loads(result_data)
+            error = data.get("r")
+            if isinstance(error, dict) and error.get("message"):
+                reason = str(error["message"])
+            raw_job = (data.get("k") or {}).get("job")
+        callback, metadata = salvage(raw_job)
+        kind = raw_job.get("kind") if isinstance(raw_job, dict) else None
+        result = JobResult(
+            id=job_id,
+            kind=kind if kind in ("speech", "transcription") else None,
+            status="failed",
+            error={"type": "job_failed", "message": reason},
+            metadata=metadata,
+            finished_at=time.time(),
+        )
+        log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
+        await finish(self.pool, result, callback, settings=self.mimoq_settings)
+        metrics.job_outcome(result.kind, None, metrics.JobOutcome.failed)
+
+
+async def drain_and_close(worker: Worker, *, grace_s: float) -> None:
+    """Stop taking jobs, let in-flight ones finish within ``grace_s``, then close.
+
+    Whatever is still running after the grace period is cancelled; arq leaves a cancelled
+    job in the queue to be run again, so nothing is lost, only repeated.
+    """
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_s)
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker.close()
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one MiMo client of a worker process; its pool is sized to the job concurrency."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+        ),
+        follow_redirects=False,
+    )
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    http = ctx.get("http") or http_client(settings)
+    ctx["http"] = http
+    ctx["deps"] = WorkerDeps(
+        settings=settings,
+        mimo=MimoClient(http, base_url=settings.base_url(), api_key=settings.api_key()),
+        storage=LocalStorage(settings.data_dir),
+        limiter=build_limiter(settings, ctx["redis"]),
+    )
+    await callbacks.startup(ctx)
+    log.info("worker.started", concurrency=settings.concurrency, base_url=settings.base_url())
+    await warn_if_fleet_is_short(ctx["deps"].limiter, ctx["redis"], settings)
+
+
+async def _job_started(ctx: dict[str, Any]) -> None:
+    # Runs in arq's own task for the job, before the job's task is created from it: arq's
+    # lines about the job and every line inside it carry the job id (worker.runner adds
+    # kind, try and model).
+    structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await callbacks.shutdown(ctx)
+    if not ctx.get("http_external") and "http" in ctx:
+        await ctx["http"].aclose()
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    redis: ArqRedis | None = None,
+    burst: bool = False,
+    handle_signals: bool = True,
+    http: httpx.AsyncClient | None = None,
+    metrics_port: int | None = None,
+) -> MimoqWorker:
+    """A configured worker; ``redis`` (e.g. the embedded one) overrides ``REDIS_URL``.
+
+    ``metrics_port``: serve ``/metrics`` and ``/healthz`` there (0: any free port); None:
+    not served. With ``handle_signals``, SIGTERM/SIGINT stop job pick-up and give running
+    jobs ``settings.shutdown_grace_s`` to finish; arq re-queues any still running after it.
+    """
+    logs.register_secrets(settings.api_key(), *settings.webhook_secrets())
+    ctx: dict[str, Any] = {"settings": settings}
+    if http is not None:
+        ctx.update(http=http, http_external=True)
+    redis_settings = (
+        RedisSettings.from_dsn(settings.redis_url) if redis is None and settings.redis_url else None
+    )
+    return MimoqWorker(
+        functions=[
+            func(speech, name=wire.TASK_SPEECH),
+            func(transcription, name=wire.TASK_TRANSCRIPTION),
+            func(invalid_job, name=wire.TASK_INVALID),
+            func(callbacks.deliver_callback, name=wire.TASK_CALLBACK),
+        ],
+        mimoq_settings=settings,
+        metrics_port=metrics_port,
+        redis_pool=redis,
+        redis_settings=redis_settings,
+        queue_name=wire.QUEUE_NAME,
+        health_check_key=wire.HEALTH_CHECK_KEY,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        max_jobs=settings.concurrency,
+        # Our own timeout (inside the task) fires first and turns into a retry; arq's
+        # would fail the job without a result. arq re-runs a killed worker's job once its
+        # in-progress key expires, at this timeout + 10 s: keep the margin small.
+        job_timeout=settings.job_timeout_s + 5,
+        max_tries=ARQ_MAX_TRIES,
+        keep_result=0,  # our result records are the results; arq's would duplicate the job
+        poll_delay=settings.poll_delay_s,
+        burst=burst,
+        handle_signals=handle_signals,
+        # arq's waiting signal handler (0 would make it cancel at once, as the grace asks).
+        job_completion_wait=settings.shutdown_grace_s,
+        ctx=ctx,
+        on_startup=_startup,
+        on_job_start=_job_started,
+        on_shutdown=_shutdown,
+    )

@@ -1,0 +1,311 @@
+"""Long inputs as a parent job of chunk jobs: split, enqueue the chunks, defer until they are
+done, stitch their answers in order.
+
+A job over one call's limit (a text past ``MAX_SPEECH_CHARS``, a recording past 10 MB of
+base64) becomes a *parent*. Its first run splits the input (text at sentence boundaries;
+audio into chunk files in storage, cut at quiet points) and enqueues one *child* job per
+chunk through the same atomic enqueue script, with ids ``<parent>.p000``... Children are
+ordinary jobs: any worker runs them, in parallel, under the fleet limiter, each with its
+own retries. The parent then raises ``CapacityDeferred`` (a deferral, not a try) until
+every child has a result, and stitches: transcripts joined in order, audio concatenated
+sample-exactly into one file. A child that gives up fails the parent, naming the chunk.
+Every step is idempotent, so a parent run twice (at-least-once) redoes no MiMo call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import pybase64
+import structlog
+from pydantic import JsonValue
+from redis.asyncio import Redis
+
+from mimoq.core import dialect_constants as dc
+from mimoq.core import wire
+from mimoq.core.audio import AudioContainer, parse_wav_header
+from mimoq.core.errors import CapacityDeferred, InternalError, InvalidRequestError, PermanentError
+from mimoq.core.jobs import AudioOutput, JobResult, SpeechJob, TextOutput, TranscriptionJob
+from mimoq.core.sources import inspect_audio
+from mimoq.core.splitting.chunks import AudioChunk, UnsupportedAudioError
+from mimoq.core.splitting.join import join_wavs
+from mimoq.core.splitting.limits import fits_one_call, max_chunk_bytes
+from mimoq.core.splitting.mp3 import split_mp3
+from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_id, chunk_key
+from mimoq.core.splitting.text import join_transcripts, split_text
+from mimoq.core.splitting.wavsplit import split_wav
+from mimoq.worker.pipeline import Outcome, WorkerDeps, output_key
+
+log = structlog.get_logger("mimoq.fanout")
+#: How long a parent waits between looks at its chunks: short for a few, longer for many.
+MIN_POLL_S: Final = 0.5
+MAX_POLL_S: Final = 5.0
+_EXTENSIONS: Final = {"audio/wav": ".wav", "audio/mpeg": ".mp3"}
+
+
+def needs_fanout(job: SpeechJob | TranscriptionJob) -> bool:
+    """True when the job's input is more than one MiMo call takes."""
+    if isinstance(job, SpeechJob):
+        return len(job.input) > dc.MAX_SPEECH_CHARS
+    audio = inspect_audio(job.file, param="file")
+    return not fits_one_call(audio.mime, audio.size)
+
+
+async def run_parent(
+    deps: WorkerDeps, redis: Redis, job: SpeechJob | TranscriptionJob, job_id: str
+) -> Outcome:
+    """One run of a parent: plan and enqueue on the first, then wait (deferring) and stitch."""
+    key = wire.fanout_key(job_id)
+    raw = await redis.get(key)
+    if raw is None:
+        plan, children = await _split(deps, job, job_id)
+        await redis.set(key, plan.model_dump_json(), ex=deps.settings.result_ttl_s)
+        await _enqueue(redis, children)
+        log.info("fanout.planned", job_id=job_id, chunks=len(children))
+    else:
+        plan = FanoutPlan.model_validate_json(raw)
+    results = await _results(redis, plan)
+    missing = [c for c, r in zip(plan.children, results, strict=True) if r is None]
+    if missing:
+        await _requeue_lost(redis, deps, job, plan, missing)
+        raise CapacityDeferred(
+            f"{len(missing)} of {len(plan.children)} chunks still running",
+            retry_after_s=min(MAX_POLL_S, MIN_POLL_S + 0.05 * len(missing)),
+        )
+    done = [r for r in results if r is not None]
+    failed = [(c, r) for c, r in zip(plan.children, done, strict=True) if r.status != "succeeded"]
+    if failed:
+        await _forget_failure(redis, deps, job_id, [c for c, _ in failed])
+        spec, result = failed[0]
+        error = result.error or {}
+        more = f" (and {len(failed) - 1} more chunks)" if len(failed) > 1 else ""
+        raise PermanentError(
+            f"{spec.describe(len(plan.children))} failed{more}: "
+            f"{error.get('type', 'error')}: {error.get('message', '')}"
+        )
+    outcome = await asyncio.to_thread(_stitch, deps, job, job_id, done)
+    _remove_chunks(deps, job_id)
+    log.info("fanout.stitched", job_id=job_id, chunks=len(done))
+    return outcome
+
+
+# --- splitting ---------------------------------------------------------------------------
+
+
+async def _split(
+    deps: WorkerDeps, job: SpeechJob | TranscriptionJob, job_id: str
+) -> tuple[FanoutPlan, list[dict[str, Any]]]:
+    if isinstance(job, SpeechJob):
+        specs, jobs = _split_text(job, job_id)
+        return FanoutPlan(parent_id=job_id, kind="speech", children=specs), jobs
+    try:
+        chunks, extension = await asyncio.to_thread(_split_audio, deps, job, job_id)
+    except UnsupportedAudioError as exc:
+        raise InvalidRequestError(f"file: {exc}", param="file") from None
+    specs = []
+    jobs = []
+    for chunk in chunks:
+        spec = ChildSpec(
+            index=chunk.index,
+            job_id=child_id(job_id, chunk.index),
+            start_s=chunk.start_s,
+            end_s=chunk.end_s,
+        )
+        specs.append(spec)
+        jobs.append(
+            _transcription_child(deps, job, job_id, spec, chunk_key(job_id, chunk.index, extension))
+        )
+    return FanoutPlan(parent_id=job_id, kind="transcription", children=specs), jobs
+
+
+def _split_text(job: SpeechJob, job_id: str) -> tuple[list[ChildSpec], list[dict[str, Any]]]:
+    specs: list[ChildSpec] = []
+    jobs: list[dict[str, Any]] = []
+    start = 0
+    for index, part in enumerate(split_text(job.input, dc.MAX_SPEECH_CHARS)):
+        spec = ChildSpec(
+            index=index,
+            job_id=child_id(job_id, index),
+            start_char=start,
+            end_char=start + len(part),
+        )
+        start += len(part)
+        fields = job.model_dump(
+            mode="json", exclude_none=True, exclude={"id", "output", "callback", "metadata"}
+        )
+        fields.update(
+            id=spec.job_id, input=part.strip(), response_format="wav",
+            output=chunk_key(job_id, index, ".wav"), metadata=_child_metadata(job_id, index),
+        )  # fmt: skip
+        specs.append(spec)
+        jobs.append(fields)
+    return specs, jobs
+
+
+def _transcription_child(
+    deps: WorkerDeps, job: TranscriptionJob, job_id: str, spec: ChildSpec, key: str
+) -> dict[str, Any]:
+    fields = job.model_dump(
+        mode="json", exclude_none=True, exclude={"id", "output", "callback", "metadata"}
+    )
+    fields.update(
+        id=spec.job_id, file=deps.storage.locate(key), response_format="text",
+        output=chunk_key(job_id, spec.index, ".txt"), metadata=_child_metadata(job_id, spec.index),
+    )  # fmt: skip
+    return fields
+
+
+def _child_metadata(job_id: str, index: int) -> JsonValue:
+    return {"parent": job_id, "chunk": index}
+
+
+def _split_audio(
+    deps: WorkerDeps, job: TranscriptionJob, job_id: str
+) -> tuple[list[AudioChunk], str]:
+    """Write the chunk files (in a thread: it reads the whole recording once)."""
+    audio = inspect_audio(job.file, param="file")
+    extension = _EXTENSIONS[audio.mime]
+    path = audio.path
+    if path is None:  # a data URI past the limit: to a file first, then split like one
+        assert audio.data_uri is not None
+        source_key = f"{CHUNKS_DIR}/{job_id}/source{extension}"
+        with deps.storage.open_atomic(source_key) as f:
+            f.write(pybase64.b64decode(audio.data_uri.partition(",")[2]))
+        path = Path(deps.storage.locate(source_key))
+
+    def open_chunk(index: int) -> Any:
+        return deps.storage.open_atomic(chunk_key(job_id, index, extension))
+
+    if audio.mime == "audio/wav":
+        with open(path, "rb") as f:
+            return split_wav(f, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
+    return split_mp3(path, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
+
+
+# --- children ----------------------------------------------------------------------------
+
+
+async def _enqueue(redis: Redis, children: list[dict[str, Any]]) -> None:
+    """Enqueue every chunk job (a no-op for any that already exists or has a result)."""
+    script = redis.register_script(wire.enqueue_script())
+    for child in children:
+        await script(keys=wire.enqueue_keys(child["id"]), args=[child["id"], wire.dumps(child), 0])
+
+
+async def _results(redis: Redis, plan: FanoutPlan) -> list[JobResult | None]:
+    raws = await redis.mget([wire.result_key(c.job_id) for c in plan.children])
+    return [None if raw is None else JobResult.model_validate_json(raw) for raw in raws]
+
+
+async def _requeue_lost(
+    redis: Redis,
+    deps: WorkerDeps,
+    job: SpeechJob | TranscriptionJob,
+    plan: FanoutPlan,
+    missing: list[ChildSpec],
+) -> None:
+    """A chunk job with neither a result nor a queued job (lost to a crash between planning
+    and enqueueing, or to a flushed Redis) is enqueued again."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for spec in missing:
+            pipe.exists(wire.job_key(spec.job_id))
+        queued = await pipe.execute()
+    lost = [spec for spec, exists in zip(missing, queued, strict=True) if not exists]
+    if not lost:
+        return
+    await redis.delete(wire.fanout_key(plan.parent_id))  # re-plan: chunk files may be gone too
+    log.warning("fanout.replanning", job_id=plan.parent_id, lost=len(lost))
+    raise CapacityDeferred("chunk jobs were lost: planning again", retry_after_s=MIN_POLL_S)
+
+
+async def _forget_failure(
+    redis: Redis, deps: WorkerDeps, job_id: str, failed: list[ChildSpec]
+) -> None:
+    """After a chunk gives up, drop the plan and the failed chunks' results, so that running
+    the parent again redoes exactly those chunks (the finished ones keep their results)."""
+    await redis.delete(wire.fanout_key(job_id), *(wire.result_key(c.job_id) for c in failed))
+    _remove_chunks(deps, job_id)
+
+
+def _remove_chunks(deps: WorkerDeps, job_id: str) -> None:
+    # Chunk files are re-creatable from the input: nothing of value is lost.
+    shutil.rmtree(deps.storage.locate(f"{CHUNKS_DIR}/{job_id}"), ignore_errors=True)
+
+
+# --- stitching ---------------------------------------------------------------------------
+
+
+def sum_usage(usages: list[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """Usage of all chunks added up, field by field (nested objects too); None if none had any."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for name, value in (usage or {}).items():
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int | float):
+                total[name] = total.get(name, 0) + value
+            elif isinstance(value, Mapping):
+                total[name] = sum_usage([total.get(name), value]) or {}
+    return total or None
+
+
+def _stitch(
+    deps: WorkerDeps, job: SpeechJob | TranscriptionJob, job_id: str, results: list[JobResult]
+) -> Outcome:
+    usage = sum_usage([r.usage for r in results])
+    key = output_key(job, job_id)
+    if isinstance(job, TranscriptionJob):
+        text = join_transcripts([r.text or "" for r in results])
+        data = (
+            (wire.dumps({"text": text}) if job.response_format == "json" else text) + "\n"
+        ).encode()
+        with deps.storage.open_atomic(key) as f:
+            f.write(data)
+        fmt = "json" if job.response_format == "json" else "text"
+        return Outcome(
+            TextOutput(key=key, path=deps.storage.locate(key), format=fmt, bytes=len(data)),
+            usage,
+            text,
+        )
+    parts = [Path(r.output.path) for r in results if r.output is not None]
+    container: AudioContainer = "wav" if job.response_format == "wav" else "pcm"
+    if len(parts) == len(results) and all(p.is_file() for p in parts):
+        with deps.storage.open_atomic(key) as f:
+            info = join_wavs(parts, f, output=container)
+        output = AudioOutput(
+            key=key, path=deps.storage.locate(key), format=container, bytes=info.bytes,
+            duration_s=round(info.duration_s, 3), sample_rate=info.format.sample_rate,
+            channels=info.format.channels, bits_per_sample=info.format.bits_per_sample,
+        )  # fmt: skip
+        return Outcome(output, usage)
+    return Outcome(_existing_audio(deps, key, container, results), usage)
+
+
+def _existing_audio(
+    deps: WorkerDeps, key: str, container: AudioContainer, results: list[JobResult]
+) -> AudioOutput:
+    """The parent's output from an earlier run that stitched it and died before recording
+    its result (the chunk files are deleted only after the output is complete)."""
+    path = Path(deps.storage.locate(key))
+    first = results[0].output
+    if not path.is_file() or not isinstance(first, AudioOutput):
+        raise InternalError(f"chunk audio of {key} is gone and the output was never written")
+    size = path.stat().st_size
+    data_bytes = size
+    if container == "wav":
+        with open(path, "rb") as f:
+            parsed = parse_wav_header(f.read(1 << 16))
+        if parsed is None or parsed[2] is None:
+            raise InternalError(f"{key} is not a complete WAV")
+        data_bytes = parsed[2]
+    block = first.channels * first.bits_per_sample // 8
+    duration = data_bytes / (first.sample_rate * block)
+    return AudioOutput(
+        key=key, path=str(path), format=container, bytes=size,
+        duration_s=round(duration, 3), sample_rate=first.sample_rate, channels=first.channels,
+        bits_per_sample=first.bits_per_sample,
+    )  # fmt: skip

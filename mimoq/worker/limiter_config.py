@@ -1,0 +1,117 @@
+"""PURE: the limiter's view of the settings — quotas per model, the account, the Redis keys."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from mimoq.core import dialect_constants as dc
+from mimoq.core import wire
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
+
+#: MiMo's published per-account quotas (mimo-dialect.md), per minute.
+OFFICIAL_RPM: Final = 100
+OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
+#: The account name used when there is neither a key nor a configured name (the simulator).
+ANONYMOUS_ACCOUNT: Final = "anonymous"
+#: Order of the KEYS every limiter script receives.
+KEY_PARTS: Final = ("state", "log", "tokens", "tickets", "leases", "ticket_audio")
+
+
+@dataclass(frozen=True)
+class ModelQuota:
+    """One model's quota per window: requests, and tokens when the model has a token limit."""
+
+    requests: int
+    tokens: int | None = None
+
+
+def account_fingerprint(api_key: str | None) -> str:
+    """A stable, non-reversible account id: the first 16 hex of the key's SHA-256."""
+    if not api_key:
+        return ANONYMOUS_ACCOUNT
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def limiter_keys(account: str, model: str) -> list[str]:
+    """The Redis keys of one account+model limiter, in ``KEY_PARTS`` order.
+
+    The ``{account:model}`` hash tag keeps them in one cluster slot, which a Lua script
+    touching all of them requires on Redis Cluster.
+    """
+    base = f"{wire.LIMITER_PREFIX}{{{account}:{model}}}"
+    return [f"{base}:{part}" for part in KEY_PARTS]
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """Everything the fleet limiter needs from the settings, validated once."""
+
+    account: str
+    window_s: float = 60.0
+    target: float = 0.98
+    margin_s: float = 0.5
+    burst: int = 1
+    max_in_flight: int | None = None
+    lease_ttl_s: float = 300.0
+    ticket_grace_s: float = 300.0
+    cooldown_s: float = 2.0
+    decrease: float = 0.7
+    recovery_per_window: float = 0.1
+    tokens_per_call: float = 21.0
+    tokens_per_audio_s: float = 11.25
+    default_rpm: int = OFFICIAL_RPM
+    rpm: Mapping[str, int] = field(default_factory=dict)
+    tpm: Mapping[str, int] = field(default_factory=lambda: dict(OFFICIAL_TPM))
+
+    def __post_init__(self) -> None:
+        bad = [m for m, n in self.rpm.items() if n <= 0] + [m for m, n in self.tpm.items() if n < 0]
+        if bad:
+            raise ConfigurationError(
+                "limiter quotas must be positive (0 removes a token limit): check "
+                f"{', '.join(bad)} in MIMOQ_LIMIT_RPM / MIMOQ_LIMIT_TPM"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LimiterConfig:
+        """Official quotas, overridden per model by MIMOQ_LIMIT_RPM / MIMOQ_LIMIT_TPM."""
+        return cls(
+            account=settings.limit_account or account_fingerprint(settings.api_key()),
+            window_s=settings.limit_window_s,
+            target=settings.limit_target,
+            margin_s=settings.limit_margin_s,
+            burst=settings.limit_burst,
+            max_in_flight=settings.limit_max_in_flight,
+            lease_ttl_s=settings.limit_lease_ttl_s,
+            ticket_grace_s=settings.limit_ticket_grace_s,
+            cooldown_s=settings.limit_cooldown_s,
+            decrease=settings.limit_decrease,
+            recovery_per_window=settings.limit_recovery_per_window,
+            tokens_per_call=settings.limit_tokens_per_call,
+            tokens_per_audio_s=settings.limit_tokens_per_audio_s,
+            default_rpm=settings.limit_default_rpm,
+            rpm=dict(settings.limit_rpm),
+            tpm={**OFFICIAL_TPM, **settings.limit_tpm},
+        )
+
+    @property
+    def guard_margin_s(self) -> float:
+        """The margin the hard guard uses: ``margin_s``, capped so that the guard's own rate
+        (the quota per ``window + margin``) stays above the paced rate by half the slack.
+
+        A guard slower than the pacing would take over and throttle below the target (a
+        margin of 0.3 s on a 10 s window at 98 % measured 96.4 %).
+        """
+        return min(self.margin_s, self.window_s * (1 / self.target - 1) / 2)
+
+    def quota(self, model: str) -> ModelQuota:
+        """The quota of ``model``; models nobody configured get the default request quota."""
+        requests = self.rpm.get(model, self.default_rpm)
+        return ModelQuota(requests=requests, tokens=self.tpm.get(model) or None)
+
+    def models(self) -> list[str]:
+        """Every model the limiter knows a quota for: MiMo's audio models plus configured ones."""
+        return list(dict.fromkeys([*dc.ALL_MODELS, *self.rpm, *self.tpm]))

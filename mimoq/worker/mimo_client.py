@@ -1,0 +1,98 @@
+"""The MiMo HTTP client: the one place httpx's exceptions become mimoq errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from mimoq.core.b64stream import AudioDataExtractor, Base64StreamError, aiter_base64_file
+from mimoq.core.dialect import (
+    RequestBody,
+    auth_headers,
+    check_speech_skeleton,
+    classify_http_error,
+    parse_transcription,
+)
+from mimoq.core.errors import MimoqError, UpstreamResponseError, UpstreamUnavailable
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_TRANSCRIPT_BODY_BYTES = 8 * 1024 * 1024
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    out = bytearray()
+    async for chunk in response.aiter_bytes():
+        out += chunk[: limit - len(out)]
+        if len(out) >= limit:
+            break
+    return bytes(out)
+
+
+class MimoClient:
+    """Speaks to ``{base_url}/chat/completions`` over one shared ``httpx.AsyncClient``."""
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, api_key: str | None) -> None:
+        self._http = http
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+
+    def _redact(self, error: MimoqError) -> MimoqError:
+        # An upstream error body could echo the key back; it must never reach a result.
+        if self._api_key and self._api_key in error.message:
+            error.message = error.message.replace(self._api_key, "[redacted]")
+            error.args = (error.message,)
+        return error
+
+    async def _content(self, body: RequestBody) -> AsyncIterator[bytes]:
+        yield body.head
+        if body.audio is not None:
+            async for chunk in aiter_base64_file(body.audio.path):
+                yield chunk
+        yield body.tail
+
+    @asynccontextmanager
+    async def _post(self, body: RequestBody) -> AsyncIterator[httpx.Response]:
+        headers = auth_headers(self._api_key)
+        headers["Content-Length"] = str(body.content_length())
+        try:
+            async with self._http.stream(
+                "POST", self._url, content=self._content(body), headers=headers
+            ) as response:
+                if not 200 <= response.status_code < 300:
+                    raw = await _read_capped(response, MAX_ERROR_BODY_BYTES)
+                    raise self._redact(
+                        classify_http_error(
+                            response.status_code, raw, response.headers, now=time.time()
+                        )
+                    )
+                yield response
+        except httpx.TimeoutException as exc:
+            raise UpstreamUnavailable(
+                f"MiMo did not answer in time ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"connection to MiMo failed ({type(exc).__name__})") from None
+
+    async def speak(
+        self, body: RequestBody, sink: Callable[[bytes], None]
+    ) -> dict[str, Any] | None:
+        """POST a TTS body; stream-decode the audio into ``sink``; return ``usage`` if sent."""
+        async with self._post(body) as response:
+            extractor = AudioDataExtractor(sink)
+            try:
+                async for chunk in response.aiter_bytes():
+                    extractor.feed(chunk)
+                skeleton = extractor.finish()
+            except Base64StreamError as exc:
+                raise UpstreamResponseError(f"MiMo's audio could not be decoded: {exc}") from None
+        return check_speech_skeleton(skeleton, audio_found=extractor.found)
+
+    async def transcribe(self, body: RequestBody) -> tuple[str, dict[str, Any] | None]:
+        """POST an ASR body (the audio streamed in); return the transcript and ``usage``."""
+        async with self._post(body) as response:
+            raw = await _read_capped(response, MAX_TRANSCRIPT_BODY_BYTES)
+        return parse_transcription(raw)

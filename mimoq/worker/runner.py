@@ -1,0 +1,266 @@
+"""The arq tasks: the one place the error tree becomes arq behaviour.
+
+retryable → ``Retry(defer=…)`` (capped, jittered, honouring Retry-After) until the tries
+run out; permanent → a final failure result and a failure callback; anything unexpected →
+a failure result too, never a crashed worker. Limiter deferrals do not count as tries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import structlog
+from arq import Retry
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from mimoq.core import failures, wire
+from mimoq.core.errors import (
+    CapacityDeferred,
+    InternalError,
+    InvalidRequestError,
+    MimoqError,
+    PermanentError,
+    RetryableError,
+    UpstreamUnavailable,
+)
+from mimoq.core.jobs import (
+    Callback,
+    CallbackState,
+    CallbackStatus,
+    JobResult,
+    SpeechJob,
+    TranscriptionJob,
+    parse_job,
+)
+from mimoq.core.results import read_result, write_result
+from mimoq.core.settings import Settings
+from mimoq.worker import fanout, metrics
+from mimoq.worker.backoff import backoff_s
+from mimoq.worker.callbacks import schedule_callback
+from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
+
+log = structlog.get_logger("mimoq.worker")
+_DEFERRAL_TTL_S = 7 * 86_400
+
+
+async def speech(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
+    """arq task ``speech``: one text-to-speech job."""
+    return await run_job(ctx, job, "speech")
+
+
+async def transcription(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
+    """arq task ``transcription``: one speech-to-text job."""
+    return await run_job(ctx, job, "transcription")
+
+
+async def invalid_job(ctx: dict[str, Any], reason: str, raw: Any = None) -> dict[str, Any]:
+    """arq task for anything ``wire.deserialize`` could not read as a job."""
+    error = InvalidRequestError(f"malformed job: {reason}")
+    if isinstance(raw, dict) and isinstance(raw.get("job"), dict) and len(raw) == 1:
+        raw = raw["job"]  # arq's kwargs shape {"job": {...}}: salvage the job's callback
+    return await run_job(ctx, raw, None, preset_error=error)
+
+
+def _parse(raw: Any, kind: str) -> SpeechJob | TranscriptionJob:
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("a job must be a JSON object")
+    job = parse_job(raw)
+    if job.kind != kind:
+        raise InvalidRequestError(
+            f"job kind {job.kind!r} was enqueued as a {kind!r} task", param="kind"
+        )
+    return job
+
+
+def salvage(raw: Any) -> tuple[Callback | None, Any]:
+    """The callback and metadata of a job that failed validation, if they are themselves valid.
+
+    A job refused by the worker still owes its sender a failure callback and its metadata.
+    """
+    if not isinstance(raw, dict):
+        return None, None
+    callback = None
+    try:
+        if raw.get("callback") is not None:
+            callback = Callback.model_validate(raw["callback"])
+    except ValidationError:
+        callback = None
+    metadata = raw.get("metadata")
+    try:
+        if len(wire.dumps(metadata)) > 16_384:
+            metadata = None
+    except TypeError:
+        metadata = None
+    return callback, metadata
+
+
+def _deferrals_key(job_id: str) -> str:
+    return wire.DEFERRALS_PREFIX + job_id
+
+
+async def run_job(
+    ctx: dict[str, Any], raw: Any, kind: str | None, *, preset_error: MimoqError | None = None
+) -> dict[str, Any]:
+    deps: WorkerDeps = ctx["deps"]
+    redis: Redis = ctx["redis"]
+    job_id: str = ctx["job_id"]
+    settings = deps.settings
+    deferrals = int(await redis.get(_deferrals_key(job_id)) or 0)
+    tries = max(1, ctx["job_try"] - deferrals)
+    bound = log.bind(job_id=job_id, kind=kind, job_try=tries)
+    # Every line logged inside this job's task (any module) carries these; model follows.
+    structlog.contextvars.bind_contextvars(job_id=job_id, kind=kind, job_try=tries)
+    started = time.monotonic()
+
+    existing = await read_result(redis, job_id)
+    if existing is not None:
+        # A previous run recorded the result but died before arq marked the job done:
+        # don't call MiMo again; make sure the callback is on its way.
+        callback, _ = salvage(raw)
+        if callback is not None and existing.callback.status == CallbackStatus.pending:
+            await schedule_callback(redis, existing, callback, settings=settings)
+        bound.info("job.already_finished", status=existing.status)
+        metrics.job_outcome(kind, existing.model, metrics.JobOutcome.already_finished)
+        return _summary(existing)
+
+    job: SpeechJob | TranscriptionJob | None = None
+    outcome: Outcome | None = None
+    error: MimoqError | None = preset_error
+    retry_in: float | None = None
+    if error is None and kind is not None:
+        try:
+            job = _parse(raw, kind)
+            bound = bound.bind(model=job.model)
+            structlog.contextvars.bind_contextvars(model=job.model)
+            if tries > settings.max_tries:
+                # Each try that never finished (a killed worker) still counted: stop a
+                # poison job from taking workers down forever.
+                raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
+            async with asyncio.timeout(settings.job_timeout_s):
+                if fanout.needs_fanout(job):  # over one call's limit: a parent of chunk jobs
+                    outcome = await fanout.run_parent(deps, redis, job, job_id)
+                elif isinstance(job, SpeechJob):
+                    outcome = await run_speech(deps, job, job_id)
+                else:
+                    outcome = await run_transcription(deps, job, job_id)
+        except CapacityDeferred as exc:
+            await redis.incr(_deferrals_key(job_id))
+            await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
+            retry_in = exc.retry_after_s or 1.0
+            bound.debug("job.deferred", retry_in_s=round(retry_in, 3))
+            model = job.model if job else None
+            metrics.job_outcome(kind, model, metrics.JobOutcome.deferred, deferred_s=retry_in)
+        except TimeoutError:
+            error = UpstreamUnavailable(f"the job took longer than {settings.job_timeout_s:g} s")
+        except MimoqError as exc:
+            error = exc
+        except Exception:
+            bound.exception("job.internal_error")
+            error = InternalError("internal error in the worker; see its logs")
+
+    if isinstance(error, RetryableError) and tries < settings.max_tries:
+        retry_in = backoff_s(
+            tries,
+            base_s=settings.backoff_base_s,
+            max_s=settings.backoff_max_s,
+            retry_after_s=error.retry_after_s,
+            rand=random.random,
+        )
+        bound.warning(
+            "job.retrying",
+            error_type=error.error_type,
+            status=error.status,
+            retry_in_s=round(retry_in, 3),
+        )
+        metrics.job_outcome(
+            kind,
+            job.model if job else None,
+            metrics.JobOutcome.retried,
+            duration_s=time.monotonic() - started,
+            error_type=error.error_type,
+        )
+    if retry_in is not None:
+        raise Retry(defer=retry_in)
+
+    if outcome is not None and job is not None:
+        result = JobResult(
+            id=job_id,
+            kind=job.kind,
+            status="succeeded",
+            model=job.model,
+            output=outcome.output,
+            text=outcome.text,
+            usage=outcome.usage,
+            metadata=job.metadata,
+            tries=tries,
+            enqueued_at=_ts(ctx),
+            finished_at=time.time(),
+        )
+        callback = job.callback
+    else:
+        assert error is not None
+        details = error.to_dict()
+        if isinstance(error, RetryableError):
+            details["message"] = f"gave up after {tries} tries: {error.message}"
+        callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
+        result = JobResult(
+            id=job_id,
+            kind=job.kind if job else _kind_of(raw, kind),
+            status="failed",
+            model=job.model if job else None,
+            error=details,
+            metadata=metadata,
+            tries=tries,
+            enqueued_at=_ts(ctx),
+            finished_at=time.time(),
+        )
+    await finish(redis, result, callback, settings=settings)
+    await redis.delete(_deferrals_key(job_id))
+    ran_s = time.monotonic() - started
+    final = metrics.JobOutcome(result.status)
+    metrics.job_outcome(result.kind, result.model, final, duration_s=ran_s)
+    if result.status == "succeeded":
+        bound.info("job.succeeded", output=result.output.key if result.output else None)
+    else:
+        bound.warning(
+            "job.failed",
+            error_type=(result.error or {}).get("type"),
+            status=(result.error or {}).get("status"),
+        )
+    return _summary(result)
+
+
+async def finish(
+    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+) -> None:
+    """Record the result, then hand the callback to its own delivery job."""
+    if callback is not None:
+        result.callback = CallbackState(
+            status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
+        )
+    await write_result(redis, result, ttl_s=settings.result_ttl_s)
+    if callback is not None:
+        await schedule_callback(redis, result, callback, settings=settings)
+    await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
+
+
+def _kind_of(raw: Any, kind: str | None) -> Any:
+    if kind is not None:
+        return kind
+    if isinstance(raw, dict) and raw.get("kind") in ("speech", "transcription"):
+        return raw["kind"]
+    return None
+
+
+def _ts(ctx: dict[str, Any]) -> float | None:
+    enqueued = ctx.get("enqueue_time")
+    return enqueued.timestamp() if enqueued is not None and enqueued.timestamp() > 0 else None
+
+
+def _summary(result: JobResult) -> dict[str, Any]:
+    # What arq logs as the task's return value: small, and free of transcripts and metadata.
+    return {"status": result.status, "output": result.output.key if result.output else None}
