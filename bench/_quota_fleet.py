@@ -72,9 +72,7 @@ class Fleet(Services):
                 return False
 
         try:
-            wait_until(
-                started, what=name, alive=service.alive, timeout_s=WORKER_START_TIMEOUT_S
-            )
+            wait_until(started, what=name, alive=service.alive, timeout_s=WORKER_START_TIMEOUT_S)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{service.log_tail()}") from None
         return service

@@ -66,8 +66,13 @@ def proc_cpu_s(pid: int) -> float | None:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_until(ready: Callable[[], bool], *, what: str, alive: Callable[[], bool],
-               timeout_s: float = START_TIMEOUT_S) -> None:
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    alive: Callable[[], bool],
+    timeout_s: float = START_TIMEOUT_S,
+) -> None:
     """Poll ``ready`` until it holds; fail at once if ``alive`` turns false, or at the deadline."""
     deadline = time.monotonic() + timeout_s
     while not ready():
@@ -136,7 +141,10 @@ class Services:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 env=env,
                 # Own session: a Ctrl-C reaches this script (and its measuring child), which
                 # then stops the services in order, rather than everything dying at once.
@@ -156,8 +164,19 @@ class Services:
         data.mkdir()
         service = self._spawn(
             "redis",
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-             "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             f"redis://127.0.0.1:{port}/0",
         )
         client = sync_redis.Redis(port=port)
@@ -175,7 +194,11 @@ class Services:
         return service
 
     def _http(
-        self, name: str, argv: Sequence[str], port: int, probe: str,
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        probe: str,
         env: dict[str, str] | None = None,
     ) -> Service:
         service = self._spawn(name, argv, f"http://127.0.0.1:{port}", env)
@@ -206,9 +229,21 @@ class Services:
         TCP_NODELAY; ``GET /count`` says how many callbacks arrived."""
         port = free_port()
         argv = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR),
-            "_support:callback_receiver", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning", "--lifespan", "off",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(BENCH_DIR),
+            "_support:callback_receiver",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
         ]
         return self._http("receiver", argv, port, "/count")
 

@@ -88,12 +88,19 @@ async def measure(
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     if traced_out.stat().st_size != out.stat().st_size:
-        raise RuntimeError(f"the traced run wrote {traced_out.stat().st_size} bytes, "
-                           f"the untraced one {out.stat().st_size}")
+        raise RuntimeError(
+            f"the traced run wrote {traced_out.stat().st_size} bytes, "
+            f"the untraced one {out.stat().st_size}"
+        )
     for path in (out, traced_out):
         path.unlink()
-    return {"time_s": elapsed, "rss_delta": rss_delta, "traced_peak": peak,
-            "samples": samples, "sha256": sha}
+    return {
+        "time_s": elapsed,
+        "rss_delta": rss_delta,
+        "traced_peak": peak,
+        "samples": samples,
+        "sha256": sha,
+    }
 
 
 # --- the naive path -----------------------------------------------------------------------
@@ -192,8 +199,10 @@ def main() -> int:
             argv = [sys.executable, __file__, "--child", method, "--sim", sim.url]
             results[method] = run_child([*argv, "--out", str(out)], timeout_s=CHILD_TIMEOUT_S)
 
-    print(f"audio A = {audio / MIB:.1f} MiB per answer (a {audio * 4 / 3 / MIB:.1f} MiB base64 "
-          "body), simulator in its own process, each method in a fresh one")
+    print(
+        f"audio A = {audio / MIB:.1f} MiB per answer (a {audio * 4 / 3 / MIB:.1f} MiB base64 "
+        "body), simulator in its own process, each method in a fresh one"
+    )
     print(f"{'method':<8}{'time s':>8}{'tracemalloc peak':>24}{'maxrss delta':>24}")
     for method, r in results.items():
         traced = f"{r['traced_peak'] / MIB:8.2f} MiB {r['traced_peak'] / audio:6.3f}xA"
@@ -208,9 +217,11 @@ def main() -> int:
     )
     same = naive_r["samples"] == mimoq_r["samples"] == audio
     same = same and naive_r["sha256"] == mimoq_r["sha256"]
-    print(f"same audio samples in both files ({naive_r['samples']} / {mimoq_r['samples']} bytes, "
-          f"sha256 {'equal' if naive_r['sha256'] == mimoq_r['sha256'] else 'DIFFERENT'}): "
-          f"{'yes' if same else 'NO'}")
+    print(
+        f"same audio samples in both files ({naive_r['samples']} / {mimoq_r['samples']} bytes, "
+        f"sha256 {'equal' if naive_r['sha256'] == mimoq_r['sha256'] else 'DIFFERENT'}): "
+        f"{'yes' if same else 'NO'}"
+    )
     return 0 if same else 1
 
 

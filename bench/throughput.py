@@ -130,9 +130,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
     from mimoq.worker.app import build_worker
 
     configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
-    return build_worker(
-        mimoq_settings(args.redis, args.sim, args.out, args), handle_signals=False
-    )
+    return build_worker(mimoq_settings(args.redis, args.sim, args.out, args), handle_signals=False)
 
 
 async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -246,8 +244,13 @@ def _delta(service: Service, before: float | None) -> float | None:
 
 
 def run_phase(
-    phase: str, args: argparse.Namespace, workdir: Path, redis: Service, sim: Service,
-    receiver: Service | None, env: dict[str, str],
+    phase: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    redis: Service,
+    sim: Service,
+    receiver: Service | None,
+    env: dict[str, str],
 ) -> PhaseResult:
     data_dir = workdir / f"data-{phase}-{time.monotonic_ns()}"
     data_dir.mkdir()
@@ -256,9 +259,24 @@ def run_phase(
     received_before = callbacks_received(receiver) if receiver else 0
     enqueue_s = asyncio.run(enqueue(phase, args, settings, hook))
     redis_cpu, sim_cpu = redis.cpu_s(), sim.cpu_s()
-    argv = [sys.executable, __file__, "--child", phase, "--redis", args.redis, "--sim", args.sim,
-            "--out", str(data_dir), "--jobs", str(args.jobs),
-            "--concurrency", str(args.concurrency), "--poll-delay", str(args.poll_delay)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--child",
+        phase,
+        "--redis",
+        args.redis,
+        "--sim",
+        args.sim,
+        "--out",
+        str(data_dir),
+        "--jobs",
+        str(args.jobs),
+        "--concurrency",
+        str(args.concurrency),
+        "--poll-delay",
+        str(args.poll_delay),
+    ]
     report = run_child(argv, timeout_s=CHILD_TIMEOUT_S + 30, env=env)
     redis_delta, sim_delta = _delta(redis, redis_cpu), _delta(sim, sim_cpu)
     problems = asyncio.run(check(phase, args, data_dir))
@@ -268,8 +286,15 @@ def run_phase(
         received = callbacks_received(receiver) - received_before
         if received != args.jobs:
             problems.append(f"the receiver got {received} callbacks for {args.jobs} jobs")
-    return PhaseResult(phase, enqueue_s, report["window_s"], report["cpu_s"], redis_delta,
-                       sim_delta if phase != "bare" else None, problems)
+    return PhaseResult(
+        phase,
+        enqueue_s,
+        report["window_s"],
+        report["cpu_s"],
+        redis_delta,
+        sim_delta if phase != "bare" else None,
+        problems,
+    )
 
 
 def _ms(value: float | None, jobs: int) -> str:
@@ -278,35 +303,44 @@ def _ms(value: float | None, jobs: int) -> str:
 
 def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bool:
     n = args.jobs
-    print(f"{n} jobs per phase, max_jobs={args.concurrency}, poll_delay={args.poll_delay:g} s, "
-          f"JSON serializer; redis-server without persistence; simulator at zero latency "
-          f"answering {args.audio_kb:g} KiB of audio; every service in its own process")
-    print(f"{'round':<6}{'phase':<10}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
-          f"{'worker CPU':>12}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)")
+    print(
+        f"{n} jobs per phase, max_jobs={args.concurrency}, poll_delay={args.poll_delay:g} s, "
+        f"JSON serializer; redis-server without persistence; simulator at zero latency "
+        f"answering {args.audio_kb:g} KiB of audio; every service in its own process"
+    )
+    print(
+        f"{'round':<6}{'phase':<10}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
+        f"{'worker CPU':>12}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)"
+    )
     ok = True
     for number, results in enumerate(rounds, 1):
         for r in results.values():
-            print(f"{number:<6}{r.phase:<10}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
-                  f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.redis_cpu_s, n):>11}"
-                  f"{_ms(r.sim_cpu_s, n):>9}")
+            print(
+                f"{number:<6}{r.phase:<10}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
+                f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.redis_cpu_s, n):>11}"
+                f"{_ms(r.sim_cpu_s, n):>9}"
+            )
             for problem in r.problems:
                 ok = False
                 print(f"      PROBLEM in {r.phase}: {problem}")
         bare = results["bare"]
         ratios = ", ".join(
             f"{phase} / bare = {bare.window_s / results[phase].window_s:.3f}"
-            for phase in results if phase != "bare"
+            for phase in results
+            if phase != "bare"
         )
         cpu = ", ".join(
             f"{phase} / bare = {results[phase].worker_cpu_s / bare.worker_cpu_s:.1f}x"
-            for phase in results if phase != "bare"
+            for phase in results
+            if phase != "bare"
         )
         print(f"round {number}: jobs/s {ratios}; worker CPU per job {cpu}")
     if len(rounds) > 1:
         medians = ", ".join(
             f"{phase} / bare = "
             f"{statistics.median(r['bare'].window_s / r[phase].window_s for r in rounds):.3f}"
-            for phase in rounds[0] if phase != "bare"
+            for phase in rounds[0]
+            if phase != "bare"
         )
         print(f"median over {len(rounds)} rounds: jobs/s {medians}")
     return ok
@@ -316,8 +350,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="jobs per phase")
     parser.add_argument("--concurrency", type=int, default=100, help="max_jobs of each worker")
-    parser.add_argument("--poll-delay", type=float, default=Settings.model_fields[
-        "poll_delay_s"].default, help="arq poll_delay of each worker, s (mimoq's default)")
+    parser.add_argument(
+        "--poll-delay",
+        type=float,
+        default=Settings.model_fields["poll_delay_s"].default,
+        help="arq poll_delay of each worker, s (mimoq's default)",
+    )
     parser.add_argument("--audio-kb", type=float, default=16.0, help="KiB of audio per answer")
     parser.add_argument("--rounds", type=int, default=1, help="repeat all phases this often")
     parser.add_argument("--no-callbacks", action="store_true", help="skip the mimoq+cb phase")

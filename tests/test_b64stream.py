@@ -180,7 +180,7 @@ SHAPES: list[dict[str, Any]] = [
     {"audio_first": True, "data_first": False},
     {"usage": False},
     {"usage_first": True},
-    {"transcript": "你好 \"data\":\"QUJD\" \\ /"},
+    {"transcript": '你好 "data":"QUJD" \\ /'},
 ]
 
 
@@ -210,14 +210,14 @@ def test_split_at_every_byte(escape_slashes: bool) -> None:
 
 
 def test_byte_at_a_time() -> None:
-    body = mimo_body(b64(SLASHY), transcript="\u2603 \\ \"")
+    body = mimo_body(b64(SLASHY), transcript='\u2603 \\ "')
     audio, skeleton, _ = run(encode(body, escape_slashes=True), 1)
     assert (audio, skeleton) == (SLASHY, with_empty_data(body))
 
 
 @given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=20), slashes=st.booleans())
 def test_any_chunking_of_a_body(cuts: list[int], slashes: bool) -> None:
-    body = mimo_body(b64(SLASHY), transcript="q\"\\u")
+    body = mimo_body(b64(SLASHY), transcript='q"\\u')
     raw = encode(body, escape_slashes=slashes)
     audio, skeleton, _ = run(raw, sorted(c % (len(raw) + 1) for c in cuts))
     assert (audio, skeleton) == (SLASHY, with_empty_data(body))
@@ -306,7 +306,7 @@ def test_decoys_keep_their_text_in_the_skeleton() -> None:
     [(b"null", False), (b"12", False), (b"{}", False), (b'["QUJD"]', False), (b'""', True)],
 )
 def test_data_that_is_no_audio_still_parses(data_json: bytes, found: bool) -> None:
-    raw = b'{"choices":[{"message":{"audio":{"id":"a","data":' + data_json + b"}}}],\"usage\":{}}"
+    raw = b'{"choices":[{"message":{"audio":{"id":"a","data":' + data_json + b'}}}],"usage":{}}'
     audio, skeleton, ex = run(raw, 2)
     assert audio == b""
     assert ex.found is found
@@ -343,7 +343,7 @@ def test_the_path_twice_is_an_error(raw: bytes) -> None:
 
 
 def test_every_truncation_of_a_body_is_an_error() -> None:
-    raw = encode(mimo_body(b64(SLASHY[:30]), transcript="t\\\""), escape_slashes=True)
+    raw = encode(mimo_body(b64(SLASHY[:30]), transcript='t\\"'), escape_slashes=True)
     for cut in range(len(raw)):
         out: list[bytes] = []
         ex = AudioDataExtractor(out.append)

@@ -19,7 +19,9 @@ def env_names() -> list[str]:
     names: list[str] = []
     for field in Settings.model_fields.values():
         alias = field.validation_alias
-        names += [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+        names += (
+            [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+        )
     return names
 
 
@@ -43,5 +45,10 @@ def test_documented_commands_exist() -> None:
     commands = set(re.findall(r"^\| `mimoq ([a-z]+)", README, re.M))
     assert {"speak", "transcribe", "status", "worker", "sim", "demo"} <= commands
     for command in commands:
-        args = {"speak": ["x"], "transcribe": ["a.wav"], "status": ["id"], "callbacks": ["list"]}.get(command, [])
+        args = {
+            "speak": ["x"],
+            "transcribe": ["a.wav"],
+            "status": ["id"],
+            "callbacks": ["list"],
+        }.get(command, [])
         assert parser.parse_args([command, *args]).command == command

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     show = actions.add_parser("show", help="one dead letter in full (credentials redacted)")
     show.add_argument("delivery_id", metavar="DELIVERY_ID")
     show.add_argument(
-        "--reveal", action="store_true",
+        "--reveal",
+        action="store_true",
         help="also print the full URL and header values (they may hold credentials)",
     )
     show.set_defaults(func=_sync(_show))
@@ -133,8 +134,7 @@ async def _replay(args: argparse.Namespace, redis: Redis) -> int:
         return 0
     # Collect first, then replay: the listing pages through an index that may change.
     letters = [
-        letter
-        async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args))
+        letter async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args))
     ]
     for letter in letters:
         outcome = await replay(redis, letter.delivery_id)

@@ -16,7 +16,15 @@ ALL_MODELS: Final = (*SPEECH_MODELS, ASR_MODEL)
 
 #: Preset voices of ``mimo-v2.5-tts``; the ids are the literal strings.
 PRESET_VOICES: Final = (
-    "mimo_default", "冰糖", "茉莉", "苏打", "白桦", "Mia", "Chloe", "Milo", "Dean",
+    "mimo_default",
+    "冰糖",
+    "茉莉",
+    "苏打",
+    "白桦",
+    "Mia",
+    "Chloe",
+    "Milo",
+    "Dean",
 )
 DEFAULT_VOICE: Final = "mimo_default"
 

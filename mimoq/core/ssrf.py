@@ -195,7 +195,8 @@ def _suggestion(address: Address) -> str:
 
 def _refusal(host: str, address: Address, kind: AddressKind, *, literal: bool) -> str:
     where = (
-        f"points to {address}" if literal and str(address) == host
+        f"points to {address}"
+        if literal and str(address) == host
         else f"host {host!r} {'means' if literal else 'resolves to'} {address}"
     )
     return (
@@ -320,7 +321,9 @@ async def resolve_checked(
     parsed = _parse(url, settings)
     address = _check(parsed, await _addresses(parsed, resolver or system_resolver), settings)
     port = f":{parsed.port}" if parsed.explicit_port else ""
-    connect_url = f"{parsed.scheme}://{parsed.userinfo}{_bracket(str(address))}{port}{parsed.target}"
+    connect_url = (
+        f"{parsed.scheme}://{parsed.userinfo}{_bracket(str(address))}{port}{parsed.target}"
+    )
     try:
         httpx.URL(connect_url)  # what httpx cannot send is refused here, not at the socket
     except httpx.InvalidURL:

@@ -73,7 +73,7 @@ def decode_secret(secret: str) -> bytes:
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError(f"a webhook secret must look like {SECRET_PREFIX}<base64>")
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except binascii.Error:
         raise ValueError(f"the part after {SECRET_PREFIX} is not valid base64") from None
     if not key:

@@ -277,7 +277,8 @@ class SimApp:
         usage = bodies.transcription_usage(heard.duration_s, heard.transcript)
         empty = fault is not None and fault.kind is FaultKind.EMPTY_AUDIO
         body = bodies.transcription_body(
-            request.model, "" if empty else heard.transcript,
+            request.model,
+            "" if empty else heard.transcript,
             None if self.config.omit_usage else usage,
         )
         return Reply.of(200, body), usage["total_tokens"]
@@ -374,4 +375,3 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 def create_app(config: SimConfig) -> SimApp:
     """The simulator app for ``config`` (an ASGI callable; ``.state`` controls it in-process)."""
     return SimApp(config)
-

@@ -99,7 +99,9 @@ def transcription_usage(duration_s: float, transcript: str) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {
-            "cached_tokens": 0, "audio_tokens": audio, "text_tokens": PROMPT_OVERHEAD_TOKENS,
+            "cached_tokens": 0,
+            "audio_tokens": audio,
+            "text_tokens": PROMPT_OVERHEAD_TOKENS,
         },
         "completion_tokens_details": {"reasoning_tokens": 0},
         "seconds": round(duration_s, 3),

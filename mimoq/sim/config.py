@@ -70,13 +70,17 @@ class SimConfig:
                 ("latency_sigma", self.latency_sigma >= 0),
                 ("latency_ms_per_char", self.latency_ms_per_char >= 0),
                 ("fail_rate", 0.0 <= self.fail_rate <= 1.0),
-                ("fail_statuses", bool(self.fail_statuses)
-                 and all(400 <= s <= 599 for s in self.fail_statuses)),
+                (
+                    "fail_statuses",
+                    bool(self.fail_statuses) and all(400 <= s <= 599 for s in self.fail_statuses),
+                ),
                 ("speech_seconds_per_char", self.speech_seconds_per_char > 0),
                 ("min_speech_s", self.min_speech_s > 0),
                 ("sample_rate", 1_000 <= self.sample_rate <= 384_000),
-                ("audio_bytes_override",
-                 self.audio_bytes_override is None or self.audio_bytes_override >= 0),
+                (
+                    "audio_bytes_override",
+                    self.audio_bytes_override is None or self.audio_bytes_override >= 0,
+                ),
                 ("max_text_chars", self.max_text_chars is None or self.max_text_chars > 0),
                 ("stream_chunk_bytes", self.stream_chunk_bytes >= 1024),
             )
@@ -107,8 +111,9 @@ class SimConfig:
         return cls(**values)
 
 
-def _parse_env(env: Mapping[str, str], parsers: Mapping[str, Callable[[str], Any]],
-               prefix: str = ENV_PREFIX) -> dict[str, Any]:
+def _parse_env(
+    env: Mapping[str, str], parsers: Mapping[str, Callable[[str], Any]], prefix: str = ENV_PREFIX
+) -> dict[str, Any]:
     """``prefix + NAME.upper()`` of each parser's name, parsed; blank means unset."""
     values: dict[str, Any] = {}
     for name, parse in parsers.items():
@@ -281,8 +286,12 @@ _FLAGS: Final[dict[str, tuple[str, Callable[[str], Any], str]]] = {
     "--sample-rate": ("sample_rate", int, "sample rate of generated WAVs, Hz"),
     "--audio-bytes": ("audio_bytes_override", int, "force every TTS answer to this many bytes"),
     "--max-text-chars": ("max_text_chars", int, "refuse longer TTS texts with a 400"),
-    "--faults": ("faults", parse_faults, 'whole-run faults as JSON, e.g. \'[{"kind": "status", '
-                 '"status": 503, "match": "poison"}]\' (see mimoq.sim.faults)'),
+    "--faults": (
+        "faults",
+        parse_faults,
+        'whole-run faults as JSON, e.g. \'[{"kind": "status", '
+        '"status": 503, "match": "poison"}]\' (see mimoq.sim.faults)',
+    ),
 }
 _SWITCHES: Final[dict[str, tuple[str, str]]] = {
     "--omit-usage": ("omit_usage", "leave usage out of answers"),
@@ -291,16 +300,25 @@ _SWITCHES: Final[dict[str, tuple[str, str]]] = {
 }
 #: Quota flag -> (knob of ``quota_from_options``, help); parsers from ``_QUOTA_PARSERS``.
 _QUOTA_FLAGS: Final[dict[str, tuple[str, str]]] = {
-    "--quota-rpm": ("rpm", "requests per window: N for every model and/or model=N items, or "
-                    "JSON (default: 100 each)"),
-    "--quota-tpm": ("tpm", "tokens per window as model=N items or JSON; 0 removes a limit "
-                    "(default: mimo-v2.5-asr=10000)"),
+    "--quota-rpm": (
+        "rpm",
+        "requests per window: N for every model and/or model=N items, or JSON (default: 100 each)",
+    ),
+    "--quota-tpm": (
+        "tpm",
+        "tokens per window as model=N items or JSON; 0 removes a limit "
+        "(default: mimo-v2.5-asr=10000)",
+    ),
     "--quota-window-s": ("window_s", "length of the quota window, s (default: 60)"),
     "--quota-algorithm": ("algorithm", "sliding_window (default, strict) or token_bucket"),
-    "--quota-max-concurrency": ("max_concurrency", "requests in flight per account (default: "
-                                "no cap)"),
-    "--quota-token-accounting": ("token_accounting", "charge tokens at admission (default) or "
-                                 "at completion"),
+    "--quota-max-concurrency": (
+        "max_concurrency",
+        "requests in flight per account (default: no cap)",
+    ),
+    "--quota-token-accounting": (
+        "token_accounting",
+        "charge tokens at admission (default) or at completion",
+    ),
 }
 
 
@@ -308,22 +326,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per simulator knob (flags beat MIMOQ_SIM_*); the caller adds host/port."""
     for flag, (dest, parse, help_text) in _FLAGS.items():
         parser.add_argument(
-            flag, dest=f"sim_{dest}", type=parse, default=None, help=help_text,
+            flag,
+            dest=f"sim_{dest}",
+            type=parse,
+            default=None,
+            help=help_text,
             metavar=flag[2:].upper().replace("-", "_"),
         )
     for flag, (dest, help_text) in _SWITCHES.items():
         parser.add_argument(
-            flag, dest=f"sim_{dest}", action=argparse.BooleanOptionalAction, default=None,
+            flag,
+            dest=f"sim_{dest}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
             help=help_text,
         )
     parser.add_argument(
-        "--quota", dest="sim_quota", action=argparse.BooleanOptionalAction, default=None,
+        "--quota",
+        dest="sim_quota",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="enforce MiMo's quota (implied by any --quota-* knob; MIMOQ_SIM_QUOTA)",
     )
     for flag, (knob, help_text) in _QUOTA_FLAGS.items():
         parser.add_argument(
-            flag, dest=f"sim_quota_{knob}", type=_QUOTA_PARSERS[knob], default=None,
-            help=help_text, metavar=knob.upper(),
+            flag,
+            dest=f"sim_quota_{knob}",
+            type=_QUOTA_PARSERS[knob],
+            default=None,
+            help=help_text,
+            metavar=knob.upper(),
         )
 
 

@@ -84,7 +84,6 @@ class Fault(BaseModel):
             raise ValueError(f"kind {self.kind} needs {needed}")
         return self
 
-
     def applies_to(self, body: bytes, *, speech: bool) -> bool:
         """Whether a request with this raw ``body`` (a TTS one if ``speech``) is affected."""
         if self.kind in SPEECH_ONLY and not speech:

@@ -125,9 +125,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_in_thread(
-    config: SimConfig, *, host: str = DEFAULT_HOST, port: int = 0
-) -> RunningSim:
+def start_in_thread(config: SimConfig, *, host: str = DEFAULT_HOST, port: int = 0) -> RunningSim:
     """Serve a new simulator on ``host:port`` (0: a free port) from a daemon thread.
 
     Returns once uvicorn listens. Use as a context manager, or call ``stop()``.
@@ -169,6 +167,7 @@ def serve(config: SimConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
     _quiet_disconnects()
     logging.getLogger("uvicorn.error").info(
         "MiMo simulator: point clients at MIMO_BASE_URL=http://%s:%d/v1 (control API: /_sim/)",
-        host, port,
+        host,
+        port,
     )
     server.run()

@@ -151,7 +151,10 @@ def _speech(data: dict[str, Any], model: str, max_text_chars: int | None) -> Spe
     elif voice is not None and voice not in dc.PRESET_VOICES:
         raise SimRequestError(f"audio.voice {voice!r} is not a preset voice")
     return SpeechRequest(
-        model=model, text=text, instructions=instructions, format=OutputFormat(fmt),
+        model=model,
+        text=text,
+        instructions=instructions,
+        format=OutputFormat(fmt),
         voice=voice if model == dc.TTS_MODEL else None,
     )
 

@@ -171,9 +171,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx.pop("callback_client").aclose()
 
 
-def build_client(
-    settings: Settings, *, verify: ssl.SSLContext | bool = True
-) -> httpx.AsyncClient:
+def build_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """An HTTP client fit for untrusted receivers (``verify``: e.g. a test CA's context)."""
     return httpx.AsyncClient(
         verify=verify,
@@ -204,8 +202,13 @@ async def deliver_callback(ctx: dict[str, Any], delivery: dict[str, Any]) -> dic
         if delay is None and attempt < len(settings.callback_schedule()) + _EXTRA_TRIES:
             delay = _INTERNAL_RETRY_S
         log.error(
-            "callback.internal_error", job_id=parsed.job_id, delivery_id=parsed.delivery_id,
-            attempt=attempt, error=type(exc).__name__, next_attempt_in_s=delay, exc_info=True,
+            "callback.internal_error",
+            job_id=parsed.job_id,
+            delivery_id=parsed.delivery_id,
+            attempt=attempt,
+            error=type(exc).__name__,
+            next_attempt_in_s=delay,
+            exc_info=True,
         )
         metrics.callback_attempt(metrics.CallbackOutcome.internal_error)
         if delay is None:
@@ -241,9 +244,11 @@ async def _run(
 
     if outcome.verdict is Verdict.delivered:
         await _update_state(
-            redis, delivery.job_id,
-            CallbackState(status=CallbackStatus.delivered, delivery_id=delivery.delivery_id,
-                          attempts=attempts),
+            redis,
+            delivery.job_id,
+            CallbackState(
+                status=CallbackStatus.delivered, delivery_id=delivery.delivery_id, attempts=attempts
+            ),
         )
         await deadletters.remove(redis, delivery.delivery_id)
         log.info("callback.attempt", **fields, outcome="delivered")
@@ -254,9 +259,14 @@ async def _run(
         delay = _retry_delay(settings, attempt, outcome.retry_after_s)
         if delay is not None:
             await _update_state(
-                redis, delivery.job_id,
-                CallbackState(status=CallbackStatus.pending, delivery_id=delivery.delivery_id,
-                              attempts=attempts, last_error=outcome.error),
+                redis,
+                delivery.job_id,
+                CallbackState(
+                    status=CallbackStatus.pending,
+                    delivery_id=delivery.delivery_id,
+                    attempts=attempts,
+                    last_error=outcome.error,
+                ),
             )
             # The job key must outlive the wait, or arq drops the job unseen.
             ttl_ms = int((delay + MAX_DELAY_S) * 1000)
@@ -269,14 +279,23 @@ async def _run(
 
     reason = _dead_reason(outcome)
     letter = DeadLetter(
-        delivery=delivery, reason=reason, attempts=attempts, last_error=outcome.error,
-        last_status=outcome.status_code, dead_at=time.time(),
+        delivery=delivery,
+        reason=reason,
+        attempts=attempts,
+        last_error=outcome.error,
+        last_status=outcome.status_code,
+        dead_at=time.time(),
     )
     await deadletters.put(redis, letter)
     await _update_state(
-        redis, delivery.job_id,
-        CallbackState(status=CallbackStatus.dead_lettered, delivery_id=delivery.delivery_id,
-                      attempts=attempts, last_error=outcome.error),
+        redis,
+        delivery.job_id,
+        CallbackState(
+            status=CallbackStatus.dead_lettered,
+            delivery_id=delivery.delivery_id,
+            attempts=attempts,
+            last_error=outcome.error,
+        ),
     )
     log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
     metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
@@ -318,13 +337,24 @@ async def _dead_letter_invalid(
         created_at=time.time(),
     )
     error = "the delivery job is malformed (not written by mimoq's schedule_callback)"
-    await deadletters.put(redis, DeadLetter(
-        delivery=delivery, reason=DeadLetterReason.invalid, attempts=0, last_error=error,
-        dead_at=time.time(),
-    ))
+    await deadletters.put(
+        redis,
+        DeadLetter(
+            delivery=delivery,
+            reason=DeadLetterReason.invalid,
+            attempts=0,
+            last_error=error,
+            dead_at=time.time(),
+        ),
+    )
     log.warning(
-        "callback.attempt", job_id=delivery.job_id, delivery_id=delivery_id, attempt=attempt,
-        error=error, outcome="dead_lettered", reason=DeadLetterReason.invalid.value,
+        "callback.attempt",
+        job_id=delivery.job_id,
+        delivery_id=delivery_id,
+        attempt=attempt,
+        error=error,
+        outcome="dead_lettered",
+        reason=DeadLetterReason.invalid.value,
     )
     metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason="invalid")
     return {"outcome": "dead_lettered", "delivery_id": delivery_id, "reason": "invalid"}
@@ -354,7 +384,10 @@ async def send_attempt(
             )
             headers["host"] = target.host_header
             request = client.build_request(
-                "POST", target.connect_url, content=body, headers=headers,
+                "POST",
+                target.connect_url,
+                content=body,
+                headers=headers,
                 extensions=target.extensions(),
             )
             response = await client.send(request, stream=True, follow_redirects=False)
@@ -374,7 +407,8 @@ async def send_attempt(
     verdict = classify_status(response.status_code)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after"), now=time.time())
-        if verdict is Verdict.retry else None
+        if verdict is Verdict.retry
+        else None
     )
     error = None if verdict is Verdict.delivered else f"HTTP {response.status_code}"
     return AttemptOutcome(verdict, response.status_code, error, retry_after)

@@ -45,8 +45,13 @@ def make_settings(**overrides: Any) -> Settings:
 
 def make_result(job_id: str = "job-1", *, pending: bool = True) -> JobResult:
     result = JobResult(
-        id=job_id, kind="speech", status="succeeded", model="mimo-v2.5-tts",
-        text=None, metadata={"order": 7, "note": "naïve ☃"}, finished_at=1_700_000_000.5,
+        id=job_id,
+        kind="speech",
+        status="succeeded",
+        model="mimo-v2.5-tts",
+        text=None,
+        metadata={"order": 7, "note": "naïve ☃"},
+        finished_at=1_700_000_000.5,
     )
     if pending:
         result.callback = CallbackState(
@@ -68,8 +73,14 @@ async def read_state(redis: ArqRedis, job_id: str) -> CallbackState:
 
 
 async def schedule(
-    redis: ArqRedis, receiver: Receiver, *, job_id: str = "job-1", path: str = "/hook",
-    headers: dict[str, str] | None = None, url: str | None = None, store: bool = True,
+    redis: ArqRedis,
+    receiver: Receiver,
+    *,
+    job_id: str = "job-1",
+    path: str = "/hook",
+    headers: dict[str, str] | None = None,
+    url: str | None = None,
+    store: bool = True,
 ) -> str:
     result = make_result(job_id)
     if store:

@@ -88,8 +88,11 @@ def test_show_unknown_is_an_error_line(
 
 @pytest.mark.parametrize(
     "args",
-    [["callbacks", "replay"], ["callbacks", "replay", "cb-a", "--all"],
-     ["callbacks", "replay", "cb-a", "--reason", "gone"]],
+    [
+        ["callbacks", "replay"],
+        ["callbacks", "replay", "cb-a", "--all"],
+        ["callbacks", "replay", "cb-a", "--reason", "gone"],
+    ],
 )
 def test_replay_needs_one_id_or_all(
     stored: None, redis_server: RedisServer, capsys: pytest.CaptureFixture[str], args: list[str]
@@ -104,7 +107,8 @@ def test_replay_all_with_a_filter_enqueues_matching_ones(
     assert mimoq(["callbacks", "replay", "--all", "--reason", "exhausted"], redis_server) == 0
     out = lines(capsys.readouterr().out)
     assert [(x["delivery_id"], x["outcome"]) for x in out] == [
-        ("cb-c", "enqueued"), ("cb-b", "enqueued")
+        ("cb-c", "enqueued"),
+        ("cb-b", "enqueued"),
     ]
     assert mimoq(["callbacks", "replay", "cb-b"], redis_server) == 0
     assert lines(capsys.readouterr().out) == [{"delivery_id": "cb-b", "outcome": "already_pending"}]

@@ -14,17 +14,27 @@ from mimoq.core.webhooks import Delivery
 pytestmark = pytest.mark.redis
 
 
-def letter(n: int, *, job: str | None = None, reason: DeadLetterReason = DeadLetterReason.exhausted,
-           dead_at: float | None = None) -> DeadLetter:
+def letter(
+    n: int,
+    *,
+    job: str | None = None,
+    reason: DeadLetterReason = DeadLetterReason.exhausted,
+    dead_at: float | None = None,
+) -> DeadLetter:
     job_id = job or f"job-{n}"
     return DeadLetter(
         delivery=Delivery(
-            delivery_id=f"cb-{job_id}", job_id=job_id,
+            delivery_id=f"cb-{job_id}",
+            job_id=job_id,
             url=f"https://u:p@hooks.example/cb/{n}?token=t{n}",
-            headers={"Authorization": f"Bearer secret-{n}"}, body=f'{{"n":{n}}}',
+            headers={"Authorization": f"Bearer secret-{n}"},
+            body=f'{{"n":{n}}}',
             created_at=1000.0 + n,
         ),
-        reason=reason, attempts=8, last_error="HTTP 500", last_status=500,
+        reason=reason,
+        attempts=8,
+        last_error="HTTP 500",
+        last_status=500,
         dead_at=dead_at if dead_at is not None else 2000.0 + n,
     )
 

@@ -121,7 +121,9 @@ async def test_500s_follow_the_schedule_then_dead_letter(
     letter = await deadletters.get(redis, delivery_id)
     assert letter is not None
     assert (letter.reason, letter.attempts, letter.last_error) == (
-        DeadLetterReason.exhausted, 4, "HTTP 500"
+        DeadLetterReason.exhausted,
+        4,
+        "HTTP 500",
     )
     state = await read_state(redis, "job-1")
     assert (state.status, state.attempts) == (CallbackStatus.dead_lettered, 4)
@@ -156,7 +158,9 @@ async def test_400_is_final_without_retry(
     letter = await deadletters.get(redis, delivery_id)
     assert letter is not None
     assert (letter.reason, letter.attempts, letter.last_status) == (
-        DeadLetterReason.final_status, 1, 400
+        DeadLetterReason.final_status,
+        1,
+        400,
     )
 
 
@@ -286,7 +290,10 @@ async def test_a_record_already_delivered_is_not_sent_again(
 
 def _delivery_of(receiver: Receiver) -> Delivery:
     return Delivery(
-        delivery_id="cb-job-1", job_id="job-1", url=receiver.url("/hook"), body="{}",
+        delivery_id="cb-job-1",
+        job_id="job-1",
+        url=receiver.url("/hook"),
+        body="{}",
         created_at=0.0,
     )
 
@@ -398,12 +405,12 @@ async def test_logs_carry_the_attempt_but_never_secrets_or_user_header_values(
     url = receiver.url("/hook/path-token?query-token=q1w2e3")
     user = "http-user-name"
     await schedule(
-        redis, receiver, url=url.replace("://", f"://{user}:pass-word@"),
+        redis,
+        receiver,
+        url=url.replace("://", f"://{user}:pass-word@"),
         headers={"Authorization": "Bearer user-supplied-credential"},
     )
-    settings = make_settings(
-        webhook_secret=f"{SECRET_A} {SECRET_B}", callback_schedule_s="0,0.05"
-    )
+    settings = make_settings(webhook_secret=f"{SECRET_A} {SECRET_B}", callback_schedule_s="0,0.05")
 
     with capture_logs() as logs:
         await run_worker(redis_server, settings)
@@ -416,8 +423,15 @@ async def test_logs_carry_the_attempt_but_never_secrets_or_user_header_values(
     text = repr(logs)
     signatures = [r.headers["webhook-signature"] for r in receiver.wait_for(2)]
     for forbidden in (
-        SECRET_A, SECRET_B, SECRET_A.removeprefix("whsec_"), SECRET_B.removeprefix("whsec_"),
-        "user-supplied-credential", "q1w2e3", "path-token", user, "pass-word",
+        SECRET_A,
+        SECRET_B,
+        SECRET_A.removeprefix("whsec_"),
+        SECRET_B.removeprefix("whsec_"),
+        "user-supplied-credential",
+        "q1w2e3",
+        "path-token",
+        user,
+        "pass-word",
         *[s for sig in signatures for s in sig.split(" ")],
     ):
         assert forbidden not in text

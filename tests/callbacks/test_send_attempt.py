@@ -22,8 +22,12 @@ async def public_dns(host: str, port: int) -> Sequence[str]:
 
 def _delivery(url: str = "https://hooks.example/cb?token=abc") -> Delivery:
     return Delivery(
-        delivery_id="cb-j", job_id="j", url=url, headers={"X-Trace": "t-1"},
-        body='{"type":"job.succeeded","text":"héllo"}', created_at=0.0,
+        delivery_id="cb-j",
+        job_id="j",
+        url=url,
+        headers={"X-Trace": "t-1"},
+        body='{"type":"job.succeeded","text":"héllo"}',
+        created_at=0.0,
     )
 
 
@@ -92,7 +96,9 @@ async def test_status_mapping(
         outcome = await send_attempt(client, _delivery(), Settings(), resolver=public_dns)
 
     assert (outcome.verdict, outcome.status_code, outcome.retry_after_s) == (
-        verdict, status, retry_after
+        verdict,
+        status,
+        retry_after,
     )
     assert outcome.error == f"HTTP {status}"
 

@@ -31,9 +31,12 @@ NOW = 1_800_000_000.0
 
 def _delivery(**overrides: object) -> Delivery:
     values: dict[str, object] = {
-        "delivery_id": "cb-job-1", "job_id": "job-1", "url": "https://hooks.example/x",
+        "delivery_id": "cb-job-1",
+        "job_id": "job-1",
+        "url": "https://hooks.example/x",
         "headers": {"Authorization": "Bearer receiver-token"},
-        "body": '{"type":"job.succeeded","text":"naïve ☃"}', "created_at": NOW,
+        "body": '{"type":"job.succeeded","text":"naïve ☃"}',
+        "created_at": NOW,
     }
     values.update(overrides)
     return Delivery.model_validate(values)
@@ -125,15 +128,29 @@ def test_settings_repr_never_shows_the_secret() -> None:
 @pytest.mark.parametrize(
     ("status", "verdict"),
     [
-        (200, Verdict.delivered), (201, Verdict.delivered), (204, Verdict.delivered),
+        (200, Verdict.delivered),
+        (201, Verdict.delivered),
+        (204, Verdict.delivered),
         (299, Verdict.delivered),
-        (301, Verdict.retry), (302, Verdict.retry), (307, Verdict.retry), (308, Verdict.retry),
-        (400, Verdict.final), (401, Verdict.final), (403, Verdict.final), (404, Verdict.final),
-        (413, Verdict.final), (422, Verdict.final),
-        (408, Verdict.retry), (429, Verdict.retry),
+        (301, Verdict.retry),
+        (302, Verdict.retry),
+        (307, Verdict.retry),
+        (308, Verdict.retry),
+        (400, Verdict.final),
+        (401, Verdict.final),
+        (403, Verdict.final),
+        (404, Verdict.final),
+        (413, Verdict.final),
+        (422, Verdict.final),
+        (408, Verdict.retry),
+        (429, Verdict.retry),
         (410, Verdict.gone),
-        (500, Verdict.retry), (502, Verdict.retry), (503, Verdict.retry), (504, Verdict.retry),
-        (599, Verdict.retry), (100, Verdict.retry),
+        (500, Verdict.retry),
+        (502, Verdict.retry),
+        (503, Verdict.retry),
+        (504, Verdict.retry),
+        (599, Verdict.retry),
+        (100, Verdict.retry),
     ],
 )
 def test_classify_status(status: int, verdict: Verdict) -> None:
@@ -220,7 +237,11 @@ def test_retry_delay(
     attempt: int, rand: float, retry_after: float | None, expected: float | None
 ) -> None:
     delay = retry_delay_s(
-        SCHEDULE, attempt, jitter=0.1, retry_after_s=retry_after, retry_after_max_s=50.0,
+        SCHEDULE,
+        attempt,
+        jitter=0.1,
+        retry_after_s=retry_after,
+        retry_after_max_s=50.0,
         rand=lambda: rand,
     )
     assert delay == (pytest.approx(expected) if expected is not None else None)
@@ -228,7 +249,11 @@ def test_retry_delay(
 
 def test_retry_delay_never_exceeds_arqs_retry_counter_lifetime() -> None:
     delay = retry_delay_s(
-        (0.0, MAX_DELAY_S), 1, jitter=0.1, retry_after_s=None, retry_after_max_s=0,
+        (0.0, MAX_DELAY_S),
+        1,
+        jitter=0.1,
+        retry_after_s=None,
+        retry_after_max_s=0,
         rand=lambda: 0.999,
     )
     assert delay == MAX_DELAY_S

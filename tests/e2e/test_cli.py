@@ -147,7 +147,17 @@ def test_every_command_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
     from mimoq.cli import build_parser, main
 
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {"speak", "transcribe", "status", "worker", "sim", "demo", "batch", "health", "inspect"} <= set(commands)
+    assert {
+        "speak",
+        "transcribe",
+        "status",
+        "worker",
+        "sim",
+        "demo",
+        "batch",
+        "health",
+        "inspect",
+    } <= set(commands)
     for command in commands:
         try:
             code = main([command, "--help"])

@@ -38,18 +38,28 @@ async def test_a_killed_workers_job_is_run_again_once(
     settings = e2e_settings(redis_server, sim, tmp_path)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "REDIS_URL"))},
-        "MIMO_API_KEY": API_KEY, "MIMO_BASE_URL": sim.url, "REDIS_URL": redis_server.url,
-        "MIMOQ_DATA_DIR": str(tmp_path), "MIMOQ_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "MIMOQ_POLL_DELAY_S": "0.01",
+        "MIMO_API_KEY": API_KEY,
+        "MIMO_BASE_URL": sim.url,
+        "REDIS_URL": redis_server.url,
+        "MIMOQ_DATA_DIR": str(tmp_path),
+        "MIMOQ_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "MIMOQ_POLL_DELAY_S": "0.01",
     }
     # The first call hangs long enough for the worker to be killed in the middle of it.
     sim.state.add_fault(Fault(kind="latency", ms=30_000, match="survive"))
-    worker = subprocess.Popen([sys.executable, "-m", "mimoq.cli", "worker"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mimoq.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         producer = Producer(redis, settings)
         await producer.enqueue({"kind": "speech", "input": "survive a kill", "id": "kill-1"})
-        await wait_until(lambda: asyncio.to_thread(lambda: sim.state.stats()["in_flight"] == 1), "the MiMo call")
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: sim.state.stats()["in_flight"] == 1), "the MiMo call"
+        )
         assert await redis.exists(wire.in_progress_key("kill-1"))
     finally:
         worker.send_signal(signal.SIGKILL)
@@ -72,7 +82,12 @@ async def test_a_redis_restart_loses_no_job(sim: RunningSim, tmp_path: Path) -> 
     try:
         settings = e2e_settings(server, sim, tmp_path)
         redis = ArqRedis.from_url(server.url)
-        ids = [(await Producer(redis, settings).enqueue({"kind": "speech", "input": f"job {i}"})).job_id for i in range(5)]
+        ids = [
+            (
+                await Producer(redis, settings).enqueue({"kind": "speech", "input": f"job {i}"})
+            ).job_id
+            for i in range(5)
+        ]
         await redis.aclose()
 
         server.stop()  # AOF on, as in docker-compose.yml

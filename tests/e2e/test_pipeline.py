@@ -460,9 +460,23 @@ async def test_the_readme_redis_cli_example(redis_server: Any, producer: Produce
     job = '{"kind":"speech","input":"Hello from redis-cli","voice":"Mia"}'
     out = await asyncio.to_thread(
         subprocess.run,
-        ["redis-cli", "-p", str(redis_server.port), "EVAL", script, "4", "arq:job:job-42", "arq:result:job-42",
-         "mimoq:result:job-42", "mimoq:queue", "job-42", job],
-        capture_output=True, text=True, check=True,
+        [
+            "redis-cli",
+            "-p",
+            str(redis_server.port),
+            "EVAL",
+            script,
+            "4",
+            "arq:job:job-42",
+            "arq:result:job-42",
+            "mimoq:result:job-42",
+            "mimoq:queue",
+            "job-42",
+            job,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "1"
     assert (await producer.wait("job-42", timeout_s=20)).status == "succeeded"

@@ -52,7 +52,9 @@ def asr(uri: Any = WAV_URI, options: Any = None, **extra: Any) -> dict[str, Any]
     """An ASR request with one ``input_audio`` part."""
     part = {"type": "input_audio", "input_audio": {"data": uri}}
     body: dict[str, Any] = {
-        "model": dc.ASR_MODEL, "messages": [{"role": "user", "content": [part]}], **extra,
+        "model": dc.ASR_MODEL,
+        "messages": [{"role": "user", "content": [part]}],
+        **extra,
     }
     if options is not None:
         body["asr_options"] = options

@@ -36,34 +36,61 @@ CASES: list[tuple[str, QuotaConfig, list[Step]]] = [
     (
         "sliding: a burst fills the window; the half-open window frees the slot exactly at +W",
         QuotaConfig(window_s=10, default_rpm=3, algorithm=SLIDING),
-        [(0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, None),
-         (0, TTS_MODEL, 0, 10.0), (9.999, TTS_MODEL, 0, 0.001), (10, TTS_MODEL, 0, None)],
+        [
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, 10.0),
+            (9.999, TTS_MODEL, 0, 0.001),
+            (10, TTS_MODEL, 0, None),
+        ],
     ),
     (
         "sliding: spread requests; the wait names when the oldest blocking one leaves",
         QuotaConfig(window_s=10, default_rpm=3, algorithm=SLIDING),
-        [(0, TTS_MODEL, 0, None), (4, TTS_MODEL, 0, None), (8, TTS_MODEL, 0, None),
-         (9, TTS_MODEL, 0, 1.0), (10, TTS_MODEL, 0, None), (11, TTS_MODEL, 0, 3.0),
-         (14, TTS_MODEL, 0, None)],
+        [
+            (0, TTS_MODEL, 0, None),
+            (4, TTS_MODEL, 0, None),
+            (8, TTS_MODEL, 0, None),
+            (9, TTS_MODEL, 0, 1.0),
+            (10, TTS_MODEL, 0, None),
+            (11, TTS_MODEL, 0, 3.0),
+            (14, TTS_MODEL, 0, None),
+        ],
     ),
     (
         "sliding: each model has its own quota",
         QuotaConfig(window_s=10, default_rpm=1, rpm={VOICECLONE_MODEL: 2}, algorithm=SLIDING),
-        [(0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, 10.0), (0, VOICECLONE_MODEL, 0, None),
-         (1, VOICECLONE_MODEL, 0, None), (2, VOICECLONE_MODEL, 0, 8.0)],
+        [
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, 10.0),
+            (0, VOICECLONE_MODEL, 0, None),
+            (1, VOICECLONE_MODEL, 0, None),
+            (2, VOICECLONE_MODEL, 0, 8.0),
+        ],
     ),
     (
         "sliding: tokens fit up to the limit; the wait is until enough tokens leave",
         QuotaConfig(window_s=10, default_rpm=100, tpm={ASR_MODEL: 100}, algorithm=SLIDING),
-        [(0, ASR_MODEL, 60, None), (1, ASR_MODEL, 50, 9.0), (1, ASR_MODEL, 40, None),
-         (2, ASR_MODEL, 1, 8.0), (10, ASR_MODEL, 50, None), (10, ASR_MODEL, 11, 1.0),
-         (10, ASR_MODEL, 10, None)],
+        [
+            (0, ASR_MODEL, 60, None),
+            (1, ASR_MODEL, 50, 9.0),
+            (1, ASR_MODEL, 40, None),
+            (2, ASR_MODEL, 1, 8.0),
+            (10, ASR_MODEL, 50, None),
+            (10, ASR_MODEL, 11, 1.0),
+            (10, ASR_MODEL, 10, None),
+        ],
     ),
     (
         "sliding: a call bigger than the token quota goes into an empty window only",
         QuotaConfig(window_s=10, default_rpm=100, tpm={ASR_MODEL: 100}, algorithm=SLIDING),
-        [(0, ASR_MODEL, 150, None), (1, ASR_MODEL, 1, 9.0), (5, ASR_MODEL, 150, 5.0),
-         (10, ASR_MODEL, 150, None)],
+        [
+            (0, ASR_MODEL, 150, None),
+            (1, ASR_MODEL, 1, 9.0),
+            (5, ASR_MODEL, 150, 5.0),
+            (10, ASR_MODEL, 150, None),
+        ],
     ),
     (
         "sliding: the token limit applies to its model only",
@@ -73,21 +100,39 @@ CASES: list[tuple[str, QuotaConfig, list[Step]]] = [
     (
         "bucket: starts full, then refills one request per W/N seconds",
         QuotaConfig(window_s=3, default_rpm=3, algorithm=BUCKET),
-        [(0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, None),
-         (0, TTS_MODEL, 0, 1.0), (0.5, TTS_MODEL, 0, 0.5), (1, TTS_MODEL, 0, None),
-         (1, TTS_MODEL, 0, 1.0), (2, TTS_MODEL, 0, None)],
+        [
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, 1.0),
+            (0.5, TTS_MODEL, 0, 0.5),
+            (1, TTS_MODEL, 0, None),
+            (1, TTS_MODEL, 0, 1.0),
+            (2, TTS_MODEL, 0, None),
+        ],
     ),
     (
         "bucket: a long idle spell refills no more than the capacity",
         QuotaConfig(window_s=3, default_rpm=2, algorithm=BUCKET),
-        [(0, TTS_MODEL, 0, None), (0, TTS_MODEL, 0, None), (100, TTS_MODEL, 0, None),
-         (100, TTS_MODEL, 0, None), (100, TTS_MODEL, 0, 1.5)],
+        [
+            (0, TTS_MODEL, 0, None),
+            (0, TTS_MODEL, 0, None),
+            (100, TTS_MODEL, 0, None),
+            (100, TTS_MODEL, 0, None),
+            (100, TTS_MODEL, 0, 1.5),
+        ],
     ),
     (
         "bucket: tokens refill at T per window; the wait covers the missing tokens",
         QuotaConfig(window_s=10, default_rpm=100, tpm={ASR_MODEL: 100}, algorithm=BUCKET),
-        [(0, ASR_MODEL, 60, None), (0, ASR_MODEL, 50, 1.0), (1, ASR_MODEL, 50, None),
-         (1, ASR_MODEL, 150, 10.0), (11, ASR_MODEL, 150, None), (11, ASR_MODEL, 1, 5.1)],
+        [
+            (0, ASR_MODEL, 60, None),
+            (0, ASR_MODEL, 50, 1.0),
+            (1, ASR_MODEL, 50, None),
+            (1, ASR_MODEL, 150, 10.0),
+            (11, ASR_MODEL, 150, None),
+            (11, ASR_MODEL, 1, 5.1),
+        ],
     ),
 ]
 
@@ -180,8 +225,13 @@ def test_retry_after_switch_is_exposed_to_the_app(send: bool) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"window_s": 0}, {"default_rpm": 0}, {"rpm": {TTS_MODEL: -1}}, {"tpm": {ASR_MODEL: 0}},
-     {"max_concurrency": 0}],
+    [
+        {"window_s": 0},
+        {"default_rpm": 0},
+        {"rpm": {TTS_MODEL: -1}},
+        {"tpm": {ASR_MODEL: 0}},
+        {"max_concurrency": 0},
+    ],
 )
 def test_nonsense_quotas_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

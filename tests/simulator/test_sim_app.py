@@ -61,7 +61,8 @@ def _param_error(param: str) -> dict[str, Any]:
 async def test_tts_answer_has_mimo_shape_and_a_real_wav(sim: Sim) -> None:
     client, _ = sim
     response = await client.post(
-        CHAT, json=tts(user="Warm narration.", audio={"format": "wav", "voice": "Mia"}),
+        CHAT,
+        json=tts(user="Warm narration.", audio={"format": "wav", "voice": "Mia"}),
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 200
@@ -231,9 +232,7 @@ async def test_max_text_chars(make: Make) -> None:
         ("GET", "/_sim/nothing", 404),
     ],
 )
-async def test_routes(
-    sim: Sim, method: str, path: str, status: int
-) -> None:
+async def test_routes(sim: Sim, method: str, path: str, status: int) -> None:
     client, _ = sim
     response = await client.request(method, path, json=tts())
     assert response.status_code == status
@@ -251,9 +250,7 @@ async def test_routes(
         (None, 200),
     ],
 )
-async def test_accept_audio_is_406(
-    sim: Sim, accept: str | None, status: int
-) -> None:
+async def test_accept_audio_is_406(sim: Sim, accept: str | None, status: int) -> None:
     client, _ = sim
     headers = {} if accept is None else {"Accept": accept}
     response = await client.post(CHAT, json=tts(), headers=headers)
@@ -365,9 +362,7 @@ async def test_status_fault_not_json(sim: Sim) -> None:
 
 
 @pytest.mark.parametrize("status", [401, 402, 403, 421, 500, 503, 504])
-async def test_any_error_status_can_be_produced(
-    sim: Sim, status: int
-) -> None:
+async def test_any_error_status_can_be_produced(sim: Sim, status: int) -> None:
     client, _ = sim
     await _fault(client, {"kind": "status", "status": status})
     response = await client.post(CHAT, json=tts())
@@ -414,9 +409,7 @@ async def test_malformed_base64(sim: Sim) -> None:
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("empty", ""), ("null", None), ("missing", ...)])
-async def test_empty_audio(
-    sim: Sim, mode: str, expected: object
-) -> None:
+async def test_empty_audio(sim: Sim, mode: str, expected: object) -> None:
     client, _ = sim
     await _fault(client, {"kind": "empty_audio", "data": mode})
     response = await client.post(CHAT, json=tts())
@@ -562,7 +555,10 @@ async def test_stats_count_requests_responses_and_reset(sim: Sim) -> None:
     await client.get("/_sim/faults")  # control calls are not counted
     stats = (await client.get("/_sim/stats")).json()
     assert stats["requests"] == {
-        dc.TTS_MODEL: 1, dc.VOICEDESIGN_MODEL: 1, dc.ASR_MODEL: 1, "<none>": 1
+        dc.TTS_MODEL: 1,
+        dc.VOICEDESIGN_MODEL: 1,
+        dc.ASR_MODEL: 1,
+        "<none>": 1,
     }
     assert stats["responses"] == {"200": 2, "400": 2}
     assert stats["total_requests"] == 4
@@ -578,8 +574,12 @@ async def test_stats_count_requests_responses_and_reset(sim: Sim) -> None:
 class RecordingQuota:
     """A QuotaPolicy that admits or refuses as told and records every call, in order."""
 
-    def __init__(self, log: list[tuple[Any, ...]], refuse_for_s: float | None = None,
-                 send_retry_after: bool = False) -> None:
+    def __init__(
+        self,
+        log: list[tuple[Any, ...]],
+        refuse_for_s: float | None = None,
+        send_retry_after: bool = False,
+    ) -> None:
         self.log = log
         self.refuse_for_s = refuse_for_s
         self.send_retry_after = send_retry_after

@@ -31,8 +31,13 @@ def _plan(
     embed_text: bool = True,
 ) -> SpeechAudio:
     return plan_speech(
-        text, wav=wav, sample_rate=sample_rate, seconds_per_char=0.06, min_s=0.3,
-        data_bytes=data_bytes, embed_text=embed_text,
+        text,
+        wav=wav,
+        sample_rate=sample_rate,
+        seconds_per_char=0.06,
+        min_s=0.3,
+        data_bytes=data_bytes,
+        embed_text=embed_text,
     )
 
 

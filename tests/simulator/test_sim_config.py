@@ -30,11 +30,21 @@ from mimoq.sim.faults import Fault, FaultKind
         ({"MIMOQ_SIM_QUOTA_RETRY_AFTER": "true"}, {"quota_retry_after": True}),
         ({"MIMOQ_SIM_LATENCY_MS": "  "}, {"latency_ms": 0.0}),  # blank means unset
         ({"UNRELATED": "1"}, {}),
-        ({"MIMOQ_SIM_FAULTS": '{"kind": "latency", "ms": 5}'},
-         {"faults": (Fault(kind=FaultKind.LATENCY, ms=5),)}),
-        ({"MIMOQ_SIM_FAULTS": '[{"kind": "status", "match": "x"}, {"kind": "malformed_base64"}]'},
-         {"faults": (Fault(kind=FaultKind.STATUS, match="x"),
-                     Fault(kind=FaultKind.MALFORMED_BASE64))}),
+        (
+            {"MIMOQ_SIM_FAULTS": '{"kind": "latency", "ms": 5}'},
+            {"faults": (Fault(kind=FaultKind.LATENCY, ms=5),)},
+        ),
+        (
+            {
+                "MIMOQ_SIM_FAULTS": '[{"kind": "status", "match": "x"}, {"kind": "malformed_base64"}]'
+            },
+            {
+                "faults": (
+                    Fault(kind=FaultKind.STATUS, match="x"),
+                    Fault(kind=FaultKind.MALFORMED_BASE64),
+                )
+            },
+        ),
     ],
 )
 def test_from_env_parses_each_variable(env: dict[str, str], expected: dict[str, Any]) -> None:
@@ -114,8 +124,9 @@ def test_flags_leave_host_and_port_to_the_command() -> None:
 
 def test_cli_faults_flag() -> None:
     ns = _parse(["--faults", '[{"kind": "status", "status": 503, "match": "poison"}]'])
-    assert config_from_args(ns, {}).faults == (Fault(kind=FaultKind.STATUS, status=503,
-                                                     match="poison"),)
+    assert config_from_args(ns, {}).faults == (
+        Fault(kind=FaultKind.STATUS, status=503, match="poison"),
+    )
 
 
 def test_cli_refuses_a_bad_fault() -> None:

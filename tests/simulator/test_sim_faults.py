@@ -52,8 +52,10 @@ def test_invalid_specs(spec: dict[str, Any]) -> None:
         Fault.model_validate(spec)
 
 
-@pytest.mark.parametrize(("given", "header"), [(2, "2"), ("2", "2"), (1.5, "1.5"),
-                                              ("Wed, 21 Oct 2026 07:28:00 GMT", None)])
+@pytest.mark.parametrize(
+    ("given", "header"),
+    [(2, "2"), ("2", "2"), (1.5, "1.5"), ("Wed, 21 Oct 2026 07:28:00 GMT", None)],
+)
 def test_retry_after_is_header_text(given: object, header: str | None) -> None:
     fault = Fault.model_validate({"kind": "status", "retry_after": given})
     assert fault.retry_after == (header or given)
@@ -79,10 +81,12 @@ def test_faults_apply_in_order_and_are_used_up() -> None:
 
 
 def test_match_selects_requests_by_body_text() -> None:
-    queue = _queue({"kind": "status", "status": 500, "match": "sentence two"},
-                   {"kind": "latency", "ms": 5})
-    assert queue.take(b'{"content":"sentence one"}', speech=True) == Fault(kind=FaultKind.LATENCY,
-                                                                            ms=5)
+    queue = _queue(
+        {"kind": "status", "status": 500, "match": "sentence two"}, {"kind": "latency", "ms": 5}
+    )
+    assert queue.take(b'{"content":"sentence one"}', speech=True) == Fault(
+        kind=FaultKind.LATENCY, ms=5
+    )
     hit = queue.take('{"content":"sentence two, 你好"}'.encode(), speech=True)
     assert hit is not None and hit.status == 500
     assert queue.take(b'{"content":"sentence two"}', speech=True) is None

@@ -80,9 +80,7 @@ async def test_many_acquirers_over_several_clients_never_exceed_the_quota(
     """200 jobs on 4 connections, arriving at random and returning up to 30 ms late. With a
     burst allowance the schedule alone would let 10 + 24.5 through in a window: the guard
     must hold it to 25."""
-    config = LimiterConfig(
-        account="acct", window_s=0.5, default_rpm=25, margin_s=0.0, burst=burst
-    )
+    config = LimiterConfig(account="acct", window_s=0.5, default_rpm=25, margin_s=0.0, burst=burst)
     limiters = [RedisLimiter(config, c) for c in clients]
     rng = random.Random(7)
 
@@ -105,7 +103,11 @@ async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[A
     """ASR calls of random lengths: tokens and requests both stay within every window of
     window + margin seconds (the guard's promise, covering the send-to-receive spread)."""
     config = LimiterConfig(
-        account="acct", window_s=0.5, target=0.8, margin_s=0.06, default_rpm=20,
+        account="acct",
+        window_s=0.5,
+        target=0.8,
+        margin_s=0.06,
+        default_rpm=20,
         tpm={ASR_MODEL: 800},
     )
     assert config.guard_margin_s == 0.06
@@ -261,7 +263,9 @@ async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> No
     assert seen == sorted(seen)
 
 
-async def seconds_ahead(redis: ArqRedis, config: LimiterConfig, model: str, *jobs: str) -> list[float]:
+async def seconds_ahead(
+    redis: ArqRedis, config: LimiterConfig, model: str, *jobs: str
+) -> list[float]:
     """Where each job's reserved slot lies, in seconds from now (Redis TIME)."""
     tickets = limiter_keys(config.account, model)[KEY_PARTS.index("tickets")]
     sec, usec = await redis.time()
@@ -269,7 +273,9 @@ async def seconds_ahead(redis: ArqRedis, config: LimiterConfig, model: str, *job
     return [float(await redis.zscore(tickets, job)) - now for job in jobs]
 
 
-async def wait_of(limiter: RedisLimiter, model: str, job_id: str, audio_s: float | None = None) -> float:
+async def wait_of(
+    limiter: RedisLimiter, model: str, job_id: str, audio_s: float | None = None
+) -> float:
     with pytest.raises(CapacityDeferred) as caught:
         await limiter.acquire(model, job_id=job_id, audio_s=audio_s)
     assert caught.value.retry_after_s is not None
@@ -277,9 +283,7 @@ async def wait_of(limiter: RedisLimiter, model: str, job_id: str, audio_s: float
 
 
 async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: ArqRedis) -> None:
-    config = LimiterConfig(
-        account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5
-    )
+    config = LimiterConfig(account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5)
     limiter = RedisLimiter(config, redis)
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = ("q1", "q2", "q3")
@@ -328,8 +332,13 @@ async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
 
 async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: ArqRedis) -> None:
     config = LimiterConfig(
-        account="acct", window_s=1.0, default_rpm=10, target=1.0, decrease=0.5,
-        recovery_per_window=0.25, ticket_grace_s=60,
+        account="acct",
+        window_s=1.0,
+        default_rpm=10,
+        target=1.0,
+        decrease=0.5,
+        recovery_per_window=0.25,
+        ticket_grace_s=60,
     )  # 0.1 s slots; 0.2 s at half the rate
     limiter = RedisLimiter(config, redis)
     await limiter.rate_limited(TTS_MODEL, 0.0)

@@ -40,11 +40,29 @@ BASE = LimiterSnapshot(
         # a cool-down halves the effective rate, and so the slots needed
         ({"latency_ewma_s": 8.0, "requests_effective": 49.0}, None, (49 / 60, 8.0)),
         # ASR with 4-minute clips: 9,800 tokens a minute at ~2,700 a call bind, not 98 calls
-        ({"model": ASR_MODEL, "latency_ewma_s": 20.0, "tokens_effective": 9800.0,
-          "requests_recent": 3, "tokens_recent": 8100}, None, (9800 / 60 / 2700, 20.0)),
+        (
+            {
+                "model": ASR_MODEL,
+                "latency_ewma_s": 20.0,
+                "tokens_effective": 9800.0,
+                "requests_recent": 3,
+                "tokens_recent": 8100,
+            },
+            None,
+            (9800 / 60 / 2700, 20.0),
+        ),
         # short clips: the request quota binds
-        ({"model": ASR_MODEL, "latency_ewma_s": 2.0, "tokens_effective": 9800.0,
-          "requests_recent": 10, "tokens_recent": 660}, None, (98 / 60, 2.0)),
+        (
+            {
+                "model": ASR_MODEL,
+                "latency_ewma_s": 2.0,
+                "tokens_effective": 9800.0,
+                "requests_recent": 10,
+                "tokens_recent": 660,
+            },
+            None,
+            (98 / 60, 2.0),
+        ),
     ],
 )
 def test_demand_from_snapshot(
