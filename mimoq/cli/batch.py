@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mimoq.cli.session import open_session
+from mimoq.cli.session import Session, open_session
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
@@ -28,6 +28,9 @@ from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
 USAGE: Final = """\
 mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
 mimoq batch status RUN [--json]   counts of a run's items (and where its reports are)"""
+#: On Ctrl-C, how long calls already in flight (already paid for) get to bring their
+#: answers back before an embedded run exits; the rest are cancelled and redone next run.
+INTERRUPT_GRACE_S: Final = 10.0
 #: Job fields the run options set on every item (unless the item sets its own).
 _DEFAULT_FIELDS: Final = (
     "language",
@@ -153,15 +156,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         {"id": run_id, "source": str(source.resolve()), "kind": kind.value, "total": len(items)},
     )
     files.write_items(ItemRecord(i.input, i.job_id, error=i.error) for i in items)
-    err = Console(stderr=True, highlight=False)
-    err.print(f"batch {run_id}: {len(items)} item(s) from {source} ({kind.value})")
+    # soft_wrap: off a terminal rich would hard-wrap at 80 columns, cutting paths in two.
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"batch {run_id}: {len(items)} item(s) from {source} ({kind.value})", markup=False)
     display = _display(args.progress, err, run_id, args.every)
-    records = asyncio.run(_execute(settings, files, items, args.force, display))
+    records = asyncio.run(_execute(settings, files, items, args.force, display, err))
     return _finish(records, files, err)
 
 
 async def _execute(
-    settings: Settings, files: RunFiles, items: list[PlannedItem], force: bool, display: _Display
+    settings: Settings,
+    files: RunFiles,
+    items: list[PlannedItem],
+    force: bool,
+    display: _Display,
+    err: Console,
 ) -> list[ItemRecord]:
     async with open_session(settings) as session:
         runner = BatchRunner(
@@ -171,8 +180,34 @@ async def _execute(
             force=force,
             quotas=quotas(settings, [i.model for i in items if i.job]),
         )
+        if shared := runner.duplicates():
+            err.print(
+                f"{shared} item(s) repeat another item's content and parameters: each such "
+                "job runs once and its output is copied",
+                markup=False,
+            )
         with display:
-            return await runner.run(display.update)
+            try:
+                return await runner.run(display.update)
+            except asyncio.CancelledError:
+                await _interrupted(settings, session, runner, err)
+                raise
+
+
+async def _interrupted(
+    settings: Settings, session: Session, runner: BatchRunner, err: Console
+) -> None:
+    """Ctrl-C: calls already in flight are paid for, so let them finish briefly (not the
+    whole shutdown grace), then journal every answer that came back before exiting."""
+    grace = min(settings.shutdown_grace_s, INTERRUPT_GRACE_S)
+    if session.embedded:
+        err.print(
+            f"interrupted: letting calls in flight finish (up to {grace:g} s; Ctrl-C again "
+            "to stop at once)",
+            markup=False,
+        )
+        await session.stop_worker(grace)
+    await runner.collect()
 
 
 def _finish(records: list[ItemRecord], files: RunFiles, console: Console) -> int:

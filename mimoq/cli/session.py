@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -16,11 +16,22 @@ from mimoq.producer.client import Producer
 from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 
 
+async def _nothing_to_stop(grace_s: float) -> None:
+    return None
+
+
 @dataclass
 class Session:
     producer: Producer
     redis: ArqRedis
     embedded: bool
+    _stop: Callable[[float], Awaitable[None]] = _nothing_to_stop
+
+    async def stop_worker(self, grace_s: float) -> None:
+        """Embedded: stop taking jobs and give in-flight ones ``grace_s`` to finish (the
+        rest are cancelled); their results stay readable until the session closes. A no-op
+        on a shared Redis, whose workers go on by themselves, and when already stopped."""
+        await self._stop(grace_s)
 
 
 @contextlib.asynccontextmanager
@@ -45,16 +56,25 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
             session_task.cancel()
 
     task.add_done_callback(worker_stopped)
+    stopped = False
+
+    async def stop(grace_s: float) -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
+        task.remove_done_callback(worker_stopped)
+        if worker.main_task is None:  # the worker never started: nothing is in flight
+            task.cancel()
+        await drain_and_close(worker, grace_s=grace_s)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     try:
-        yield Session(Producer(redis, settings), redis, embedded=True)
+        yield Session(Producer(redis, settings), redis, embedded=True, _stop=stop)
     except asyncio.CancelledError:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise InternalError(f"the embedded worker stopped: {task.exception()!r}") from None
         raise
     finally:
-        task.remove_done_callback(worker_stopped)
-        if worker.main_task is None:  # the worker never started: nothing is in flight
-            task.cancel()
-        await drain_and_close(worker, grace_s=settings.shutdown_grace_s)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(settings.shutdown_grace_s)

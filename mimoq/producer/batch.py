@@ -22,8 +22,9 @@ from mimoq.producer.batch_state import RunFiles
 
 #: What a directory is searched for when no ``--glob`` is given.
 DEFAULT_PATTERNS: Final = ("**/*.wav", "**/*.mp3", *(f"**/*{ext}" for ext in sorted(CONVERTIBLE)))
-#: Job fields that do not change what MiMo is asked, so they are left out of derived ids.
-_NOT_IN_ID: Final = frozenset({"id", "callback", "metadata"})
+#: Job fields that do not change what MiMo is asked, so they are left out of derived ids:
+#: the same recording (or text) under two names is one job, transcribed and paid for once.
+_NOT_IN_ID: Final = frozenset({"id", "callback", "metadata", "output"})
 _HASH_BLOCK: Final = 1 << 20
 
 
@@ -82,9 +83,10 @@ class PlannedItem:
 def derive_job_id(job: Mapping[str, Any], content_sha256: str | None = None) -> str:
     """A job id from what the job asks: its parameters, and its audio's content hash.
 
-    The same text or the same recording with the same parameters (output key included)
-    always gets the same id, so enqueueing it again is a no-op; ``callback`` and
-    ``metadata`` change nothing MiMo is asked and are left out.
+    The same text or the same recording with the same parameters always gets the same id,
+    so enqueueing it again is a no-op, whatever its name: ``output``, ``callback`` and
+    ``metadata`` change nothing MiMo is asked and are left out (an item that shares its
+    job with another gets a copy of that job's output, see ``batch_run``).
     """
     params = {k: v for k, v in job.items() if k not in _NOT_IN_ID and v is not None}
     if content_sha256 is not None:
@@ -143,14 +145,14 @@ def estimate_calls(kind: str, *, size: int = 0, text: str = "") -> tuple[int, fl
     return max(1, math.ceil(audio_s / per_call_s)), audio_s
 
 
-def _output_key(prefix: str, relative: str, extension: str, taken: set[str]) -> str:
-    """``prefix/relative`` with its extension replaced; the original one kept on a clash."""
-    path = PurePosixPath(relative)
-    key = f"{prefix}/{path.with_suffix(extension)}"
-    if key in taken:
-        key = f"{prefix}/{path}{extension}"
-    taken.add(key)
-    return key
+def output_key(prefix: str, relative: str, response_format: str) -> str:
+    """The output key of the recording at ``relative``: ``prefix/relative.<format ext>``.
+
+    The whole file name is kept (``day1/a.wav`` -> ``day1/a.wav.json``), so the name
+    depends on nothing but the recording's own path: ``a.wav`` and ``a.mp3`` in one folder
+    never share an output, whichever subset of the folder a run takes (``--glob``).
+    """
+    return f"{prefix}/{PurePosixPath(relative)}.{_ext(response_format)}"
 
 
 def plan_directory(
@@ -160,8 +162,6 @@ def plan_directory(
     whose outputs mirror the tree under the output prefix."""
     prefix = options.out_prefix or root.resolve().name or "batch"
     fmt = str(options.defaults.get("response_format") or "json")
-    extension = ".json" if fmt == "json" else ".txt"
-    taken: set[str] = set()
     items: list[PlannedItem] = []
     for path in sorted(_matching(root, options.patterns)):
         relative = path.relative_to(root).as_posix()
@@ -170,7 +170,7 @@ def plan_directory(
             **options.defaults,
             "file": str(path.resolve()),
         }
-        job["output"] = _output_key(prefix, relative, extension, taken)
+        job["output"] = output_key(prefix, relative, fmt)
         try:
             digest = cache.sha256(path)
         except OSError as exc:
@@ -229,7 +229,8 @@ def plan_manifest(path: Path, options: BatchOptions, cache: DigestCache) -> list
     the output prefix named after the id."""
     prefix = options.out_prefix or path.stem
     items: list[PlannedItem] = []
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1.
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -282,7 +283,7 @@ def _manifest_item(
 
 
 def _ext(fmt: str) -> str:
-    return {"text": "txt", "pcm": "pcm"}.get(fmt, fmt)
+    return {"text": "txt"}.get(fmt, fmt)
 
 
 def plan_lines(path: Path, options: BatchOptions) -> list[PlannedItem]:
@@ -310,12 +311,17 @@ def plan_lines(path: Path, options: BatchOptions) -> list[PlannedItem]:
 
 
 def _text_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig drops a leading byte-order mark, which would otherwise be spoken as part of
+    # line 1; universal newlines read CRLF files (Windows) like LF ones.
+    with open(path, encoding="utf-8-sig") as f:
         return [(n, {"text": line.rstrip("\r\n")}) for n, line in enumerate(f, 1) if line.strip()]
 
 
 def _csv_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    with open(path, encoding="utf-8", newline="") as f:
+    # Excel's "CSV UTF-8" starts with a byte-order mark and ends lines with CRLF: utf-8-sig
+    # drops the former (it would stick to the first column's name), the csv module reads
+    # the latter.
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         names = {name.strip().lower() for name in reader.fieldnames or []}
         if not names & {"text", "input"}:

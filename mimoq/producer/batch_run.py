@@ -4,6 +4,7 @@ each finished item, and report; a quota-aware ETA on the way."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mimoq.producer.client import Producer
 _POLL_BATCH: Final = 500
 #: Chunk results looked for at a time when a forgotten job's plan is gone.
 _PROBE: Final = 32
+_COPY_BLOCK: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ async def _exist_each(redis: Redis, keys: list[str]) -> list[int]:
     return replies
 
 
+def _usable(seen: ItemRecord | None) -> bool:
+    """A journaled success whose output is still there."""
+    return bool(
+        seen and seen.status == ItemStatus.succeeded and seen.output and Path(seen.output).is_file()
+    )
+
+
 def _error_text(result: JobResult) -> str | None:
     if result.error is None:
         return None
@@ -190,55 +199,106 @@ class BatchRunner:
             self.files.write_reports(self.records)
         return self.records
 
+    async def collect(self) -> list[ItemRecord]:
+        """One last look at every job still open, journaling what finished, and the reports.
+
+        For an interrupted run: answers that arrived after the last poll (while in-flight
+        calls were finishing) are journaled too, so a re-run does not pay for them again.
+        """
+        try:
+            await self._poll()
+        finally:
+            self.files.write_reports(self.records)
+        return self.records
+
+    def duplicates(self) -> int:
+        """Items that share their job with an earlier item (same content and parameters)."""
+        return sum(len(group) - 1 for group in self._groups().values())
+
+    def _groups(self) -> dict[str, list[int]]:
+        """Item indices by job id, in plan order (items without a job left out)."""
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(self.items):
+            if item.job is not None:
+                groups.setdefault(item.job_id, []).append(index)
+        return groups
+
+    def _own_output(self, item: PlannedItem) -> str | None:
+        key = item.job.get("output") if item.job else None
+        return self.files.storage.locate(str(key)) if key else None
+
     def _resume(self) -> None:
-        journal = {} if self.force else self.files.journal()
+        by_item = {} if self.force else self.files.journal_items()
+        by_job = {} if self.force else self.files.journal()
         for item, record in zip(self.items, self.records, strict=True):
             if item.job is None:
                 record.status, record.error = ItemStatus.failed, item.error
                 continue
-            seen = journal.get(record.job_id)
-            if (
-                seen
-                and seen.status == ItemStatus.succeeded
-                and seen.output
-                and Path(seen.output).is_file()
-            ):
+            seen = by_item.get((record.input, record.job_id))
+            if _usable(seen):
+                assert seen is not None and seen.output is not None
                 record.status, record.output = ItemStatus.succeeded, seen.output
                 self.resumed += 1
+                continue
+            # The same job finished for another item (the same recording under another
+            # name, in this run or an earlier one): a copy of its output, no MiMo call.
+            other = by_job.get(record.job_id)
+            if _usable(other):
+                assert other is not None and other.output is not None
+                try:
+                    record.output = self._deliver(item, other.output)
+                except OSError:
+                    continue  # could not copy: the item runs as usual
+                record.status = ItemStatus.succeeded
+                self.resumed += 1
+                self.files.append_journal([record])
 
     async def _enqueue_all(self) -> None:
-        async def one(item: PlannedItem, record: ItemRecord) -> None:
+        async def one(indices: list[int]) -> None:
             async with self._gate:
-                await self._enqueue(item, record)
+                await self._enqueue(self.items[indices[0]], [self.records[i] for i in indices])
 
-        await asyncio.gather(
-            *(
-                one(i, r)
-                for i, r in zip(self.items, self.records, strict=True)
-                if r.status == ItemStatus.pending
-            )
-        )
+        pending = [
+            [i for i in group if self.records[i].status == ItemStatus.pending]
+            for group in self._groups().values()
+        ]
+        await asyncio.gather(*(one(indices) for indices in pending if indices))
 
-    async def _enqueue(self, item: PlannedItem, record: ItemRecord) -> None:
+    async def _enqueue(self, item: PlannedItem, records: list[ItemRecord]) -> None:
+        """Enqueue ``item``'s job once for every item in ``records`` (they share its id)."""
         assert item.job is not None
+        job_id = item.job_id
         redis = self.producer.redis
         try:
             if item.convert_from is not None:
                 await asyncio.to_thread(self._convert, item)
             if self.force:
-                await forget(redis, record.job_id)
+                await forget(redis, job_id)
             else:
-                previous = await self.producer.result(record.job_id)
+                previous = await self.producer.result(job_id)
                 if previous is not None and previous.status == "failed":
-                    await forget(redis, record.job_id)  # a re-run retries what failed
+                    await forget(redis, job_id)  # a re-run retries what failed
             await self.producer.enqueue(item.job)
         except (MimoqError, UnsupportedAudioError) as exc:
             message = exc.message if isinstance(exc, MimoqError) else str(exc)
             kind = exc.error_type if isinstance(exc, MimoqError) else "invalid_request_error"
-            record.status, record.error = ItemStatus.failed, f"{kind}: {message}"
-            self.files.append_journal([record])
+            for record in records:
+                record.status, record.error = ItemStatus.failed, f"{kind}: {message}"
+            self.files.append_journal(records)
             return
-        record.status = ItemStatus.queued
+        for record in records:
+            record.status = ItemStatus.queued
+
+    def _deliver(self, item: PlannedItem, produced: str) -> str:
+        """The item's output: ``produced`` itself, or a copy of it at the item's own key
+        when the job was run under another item's name."""
+        own = self._own_output(item)
+        if own is None or Path(own) == Path(produced):
+            return produced
+        assert item.job is not None
+        with open(produced, "rb") as src, self.files.storage.open_atomic(item.job["output"]) as dst:
+            shutil.copyfileobj(src, dst, _COPY_BLOCK)
+        return own
 
     def _convert(self, item: PlannedItem) -> None:
         assert item.job is not None and item.convert_from is not None
@@ -261,39 +321,64 @@ class BatchRunner:
             await asyncio.sleep(self.poll_s)
 
     async def _poll(self) -> None:
+        groups = self._groups()
         waiting = [
-            r for r in self.records if r.status in (ItemStatus.queued, ItemStatus.in_progress)
+            job_id
+            for job_id, indices in groups.items()
+            if any(
+                self.records[i].status in (ItemStatus.queued, ItemStatus.in_progress)
+                for i in indices
+            )
         ]
         redis = self.producer.redis
         finished: list[ItemRecord] = []
         for start in range(0, len(waiting), _POLL_BATCH):
             batch = waiting[start : start + _POLL_BATCH]
             async with redis.pipeline(transaction=False) as pipe:
-                for record in batch:
-                    pipe.get(wire.result_key(record.job_id))
-                    pipe.exists(wire.in_progress_key(record.job_id))
+                for job_id in batch:
+                    pipe.get(wire.result_key(job_id))
+                    pipe.exists(wire.in_progress_key(job_id))
                 replies: list[Any] = await pipe.execute()
-            for i, record in enumerate(batch):
+            for i, job_id in enumerate(batch):
                 raw, running = replies[2 * i], replies[2 * i + 1]
+                open_ones = [n for n in groups[job_id] if self.records[n].status not in FINISHED]
                 if raw is None:
-                    record.status = ItemStatus.in_progress if running else ItemStatus.queued
+                    for n in open_ones:
+                        self.records[n].status = (
+                            ItemStatus.in_progress if running else ItemStatus.queued
+                        )
                     continue
                 result = JobResult.model_validate_json(raw)
-                record.status = ItemStatus(result.status)
-                record.output = result.output.path if result.output else None
-                record.error = _error_text(result)
-                finished.append(record)
+                for n in open_ones:
+                    finished.append(await self._finished(self.items[n], self.records[n], result))
         self._finished_here += len(finished)
         self.files.append_journal(finished)
+
+    async def _finished(
+        self, item: PlannedItem, record: ItemRecord, result: JobResult
+    ) -> ItemRecord:
+        record.status = ItemStatus(result.status)
+        record.output = result.output.path if result.output else None
+        record.error = _error_text(result)
+        if record.status == ItemStatus.succeeded and record.output is not None:
+            try:
+                record.output = await asyncio.to_thread(self._deliver, item, record.output)
+            except OSError as exc:
+                record.status = ItemStatus.failed
+                record.error = (
+                    f"internal_error: cannot copy {record.output} (the output of the same "
+                    f"recording under another name): {exc.strerror or exc}"
+                )
+        return record
 
 
 async def run_status(files: RunFiles, redis: Redis | None) -> list[ItemRecord]:
     """Every item of a run as it stands now: the journal, then Redis for the rest."""
     records = files.read_items()
-    journal = files.journal()
+    by_item, by_job = files.journal_items(), files.journal()
     open_records: list[ItemRecord] = []
     for record in records:
-        seen = journal.get(record.job_id)
+        seen = by_item.get((record.input, record.job_id)) or by_job.get(record.job_id)
         if seen is not None and record.job_id:
             record.status, record.output, record.error = seen.status, seen.output, seen.error
         elif record.status not in FINISHED:

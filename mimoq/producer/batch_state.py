@@ -107,6 +107,14 @@ class RunFiles:
         """The last finished record of every job id (a later line wins)."""
         return {d["job_id"]: ItemRecord.from_json(d) for d in _lines(self.path("journal.jsonl"))}
 
+    def journal_items(self) -> dict[tuple[str, str], ItemRecord]:
+        """The last finished record of every (input, job id): items that share a job (the
+        same recording under two names) each have their own."""
+        return {
+            (str(d["input"]), str(d["job_id"])): ItemRecord.from_json(d)
+            for d in _lines(self.path("journal.jsonl"))
+        }
+
     def append_journal(self, records: Iterable[ItemRecord]) -> None:
         """Note finished items; flushed and synced so a killed run keeps what it saw."""
         text = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)

@@ -22,7 +22,7 @@ from mimoq.producer.batch import (
 )
 from mimoq.producer.batch_run import QuotaRate, eta_s
 from mimoq.producer.batch_state import RunFiles
-from tests.batch.helpers import tones, write_wav
+from tests.batch.helpers import tones, wav_bytes, write_wav
 
 BASE = {"kind": "speech", "input": "Hello.", "voice": "Mia", "output": "a/1.wav"}
 
@@ -41,7 +41,8 @@ BASE = {"kind": "speech", "input": "Hello.", "voice": "Mia", "output": "a/1.wav"
         (BASE, {**BASE, "voice": None}, None, None, False),  # None fields are absent, not equal
         (BASE, {**BASE, "voice": "Chloe"}, None, None, False),
         (BASE, {**BASE, "input": "Hello!"}, None, None, False),
-        (BASE, {**BASE, "output": "a/2.wav"}, None, None, False),
+        # the same text under another output name is the same job: paid for once
+        (BASE, {**BASE, "output": "a/2.wav"}, None, None, True),
         (
             {"kind": "transcription", "file": "/a.wav"},
             {"kind": "transcription", "file": "/b.wav"},
@@ -132,17 +133,20 @@ def test_directory_plan_mirrors_the_tree(archive: Path, tmp_path: Path) -> None:
     ]
     assert by_input["a.wav"].job == {
         "kind": "transcription", "language": "en", "file": str((archive / "a.wav").resolve()),
-        "output": "archive/a.json", "id": by_input["a.wav"].job_id,
+        "output": "archive/a.wav.json", "id": by_input["a.wav"].job_id,
     }  # fmt: skip
-    assert by_input["deep/er/c.wav"].job["output"] == "archive/deep/er/c.json"  # type: ignore[index]
-    # two inputs that would share an output: the later one keeps its extension
-    assert {by_input["deep/c.mp3"].job["output"], by_input["deep/c.wav"].job["output"]} == {  # type: ignore[index]
-        "archive/deep/c.json", "archive/deep/c.wav.json",
-    }  # fmt: skip
+    assert by_input["deep/er/c.wav"].job["output"] == "archive/deep/er/c.wav.json"  # type: ignore[index]
+    # the whole file name is kept: two recordings never share an output
+    assert by_input["deep/c.mp3"].job["output"] == "archive/deep/c.mp3.json"  # type: ignore[index]
+    assert by_input["deep/c.wav"].job["output"] == "archive/deep/c.wav.json"  # type: ignore[index]
     flac = by_input["deep/d.flac"]
     assert flac.convert_from == archive / "deep/d.flac"
     assert Path(flac.job["file"]).parent == files.path("converted")  # type: ignore[index]
-    assert len({i.job_id for i in items}) == len(items)
+    # the fixture's bytes depend on the name's length: deep/c.mp3 and deep/c.wav hold the
+    # same recording, and so do a.wav and b.WAV: one job for each pair
+    assert by_input["deep/c.mp3"].job_id == by_input["deep/c.wav"].job_id
+    assert by_input["a.wav"].job_id == by_input["b.WAV"].job_id
+    assert len({i.job_id for i in items}) == len(items) - 2
 
 
 def test_directory_plan_takes_globs_and_an_output_prefix(archive: Path, tmp_path: Path) -> None:
@@ -153,8 +157,33 @@ def test_directory_plan_takes_globs_and_an_output_prefix(archive: Path, tmp_path
     )
     items = plan(archive, SourceKind.directory, options, RunFiles(tmp_path / "data", "run"))
     assert [(i.input, i.job["output"]) for i in items] == [  # type: ignore[index]
-        ("deep/c.wav", "transcripts/2024/deep/c.txt"), ("deep/er/c.wav", "transcripts/2024/deep/er/c.txt"),
+        ("deep/c.wav", "transcripts/2024/deep/c.wav.txt"), ("deep/er/c.wav", "transcripts/2024/deep/er/c.wav.txt"),
     ]  # fmt: skip
+
+
+def test_output_names_do_not_depend_on_what_else_a_run_takes(archive: Path, tmp_path: Path) -> None:
+    def outputs(*patterns: str) -> dict[str, str]:
+        options = BatchOptions(patterns=patterns) if patterns else BatchOptions()
+        items = plan(archive, SourceKind.directory, options, RunFiles(tmp_path / "data", "run"))
+        return {i.input: i.job["output"] for i in items if i.job}
+
+    everything = outputs()
+    for subset in (outputs("**/*.wav"), outputs("deep/c.wav"), outputs("**/*.mp3")):
+        assert subset and all(everything[name] == key for name, key in subset.items())
+    assert len(set(everything.values())) == len(everything)
+
+
+def test_the_same_recording_under_two_names_is_one_job(tmp_path: Path) -> None:
+    root = tmp_path / "calls"
+    (root / "copies").mkdir(parents=True)
+    audio = wav_bytes(tones(16_000, [(0.3, 0.1)]), WavFormat(16_000, 1, 16))
+    (root / "monday.wav").write_bytes(audio)
+    (root / "copies" / "monday (1).wav").write_bytes(audio)
+    (root / "tuesday.wav").write_bytes(audio + b"\x00\x00")
+    items = plan(root, SourceKind.directory, BatchOptions(), RunFiles(tmp_path / "data", "run"))
+    ids = {i.input: i.job_id for i in items}
+    assert ids["monday.wav"] == ids["copies/monday (1).wav"] != ids["tuesday.wav"]
+    assert items[0].job["output"] != items[1].job["output"]  # type: ignore[index]
 
 
 def test_manifest_plan(tmp_path: Path) -> None:
@@ -203,6 +232,26 @@ def test_lines_plan_from_text_and_csv(tmp_path: Path) -> None:
     assert [(i.job["input"], i.job["voice"], i.job["output"]) for i in items] == [  # type: ignore[index]
         ("Hello, world.", "Chloe", "greet/hello.wav"), ("Bye.", "Mia", "cast/00003.wav"),
     ]  # fmt: skip
+
+
+def test_excel_csv_utf8_and_a_bom_text_file_are_read(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8": a byte-order mark, CRLF line ends, a quoted field with a comma.
+    table = tmp_path / "cast.csv"
+    table.write_bytes(
+        '\ufeffvoice,text\r\nChloe,"Hello, world."\r\nMia,Zweite Zeile – ü\r\n'.encode()
+    )
+    items = plan(table, SourceKind.lines, BatchOptions(), RunFiles(tmp_path / "d", "r"))
+    assert [(i.job["voice"], i.job["input"]) for i in items] == [  # type: ignore[index]
+        ("Chloe", "Hello, world."), ("Mia", "Zweite Zeile – ü"),
+    ]  # fmt: skip
+    text = tmp_path / "notepad.txt"
+    text.write_bytes("\ufeffFirst line.\r\nSecond line.\r\n".encode())
+    items = plan(text, SourceKind.lines, BatchOptions(), RunFiles(tmp_path / "d", "r"))
+    assert [i.job["input"] for i in items] == ["First line.", "Second line."]  # type: ignore[index]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_bytes(b"\xef\xbb\xbf" + b'{"kind": "speech", "input": "Hi."}\r\n')
+    items = plan(manifest, SourceKind.manifest, BatchOptions(), RunFiles(tmp_path / "d", "r"))
+    assert items[0].job is not None and items[0].job["input"] == "Hi."
 
 
 def test_a_csv_without_a_text_column_is_refused(tmp_path: Path) -> None:
