@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mimoq.core.errors import MimoqError
+from mimoq.core.keypool import pool_secrets
 from mimoq.core.logs import configure, register_secrets
 from mimoq.core.settings import Settings
 
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(level=os.environ.get("MIMOQ_LOG_LEVEL") or str(getattr(args, "log_level", "WARNING")))
     try:
         settings = Settings()
-        register_secrets(settings.api_key(), *settings.webhook_secrets())
+        register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
         handler: Handler = args.func
         return handler(args, settings)
     except MimoqError as exc:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mimoq.cli.session import Session, open_session
+from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
@@ -141,6 +141,7 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     source: Path = args.source
+    require_key(settings, calls_mimo=not settings.redis_url)  # before planning a long run
     if not source.exists():
         raise InvalidRequestError(f"{source} does not exist", param="source")
     kind = source_kind(source)

@@ -41,7 +41,9 @@ def register(sub: Any) -> None:
         "--voice", help=f"preset ({', '.join(dc.PRESET_VOICES)}) or, for voiceclone, a sample"
     )
     speak.add_argument("--instructions", help="style; for voicedesign the voice description")
-    speak.add_argument("--model", default=dc.TTS_MODEL, choices=dc.SPEECH_MODELS)
+    speak.add_argument(
+        "--model", default=dc.TTS_MODEL, choices=[*dc.SPEECH_MODELS, *dc.MODEL_ALIASES]
+    )
     speak.add_argument("--format", dest="response_format", default="wav", help="wav or pcm")
     speak.add_argument(
         "--out", type=Path, help="also copy the finished audio here (implies --wait)"

@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from mimoq.cli.session import require_key
     from mimoq.worker.app import build_worker
 
     if args.concurrency is not None:
@@ -42,6 +43,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "
             "without a server, `mimoq speak` and `mimoq transcribe` run an embedded worker"
         )
+    require_key(settings, calls_mimo=True)
     # SIGTERM: no new jobs, running ones get MIMOQ_SHUTDOWN_GRACE_S, then exit 0.
     build_worker(settings, burst=args.burst, metrics_port=settings.metrics_port or None).run()
     return 0

@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core.connections import connect, embedded
 from mimoq.core.errors import InternalError
+from mimoq.core.keypool import has_key, no_key_error
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
@@ -34,6 +35,17 @@ class Session:
         await self._stop(grace_s)
 
 
+def require_key(settings: Settings, *, calls_mimo: bool) -> None:
+    """Stop at once, with one clear line, when this process would call MiMo without a key.
+
+    ``calls_mimo``: the process runs a worker (``mimoq worker``, or the embedded default
+    without ``REDIS_URL``); a producer on a shared Redis needs no key, its workers have them.
+    An explicit ``MIMO_BASE_URL`` (the simulator) needs none either.
+    """
+    if calls_mimo and settings.mimo_base_url is None and not has_key(settings):
+        raise no_key_error()
+
+
 @contextlib.asynccontextmanager
 async def open_session(settings: Settings) -> AsyncIterator[Session]:
     """With ``REDIS_URL``: a producer on it. Without: the embedded default — an in-process
@@ -45,6 +57,7 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
         finally:
             await redis.aclose()
         return
+    require_key(settings, calls_mimo=True)
     redis = embedded()
     worker: MimoqWorker = build_worker(settings, redis=redis, handle_signals=False)
     task = asyncio.create_task(worker.async_run())

@@ -13,6 +13,9 @@ SpeechModel = Literal["mimo-v2.5-tts", "mimo-v2.5-tts-voicedesign", "mimo-v2.5-t
 TranscriptionModel = Literal["mimo-v2.5-asr"]
 SPEECH_MODELS: Final = (TTS_MODEL, VOICEDESIGN_MODEL, VOICECLONE_MODEL)
 ALL_MODELS: Final = (*SPEECH_MODELS, ASR_MODEL)
+#: Older ids MiMo still answers by routing them to a V2.5 model. Jobs may use them; the job
+#: is validated, sent and recorded as the V2.5 model, so results say what actually ran.
+MODEL_ALIASES: Final = {"mimo-v2-tts": TTS_MODEL}
 
 #: Preset voices of ``mimo-v2.5-tts``; the ids are the literal strings.
 PRESET_VOICES: Final = (

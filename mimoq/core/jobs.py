@@ -78,6 +78,13 @@ class _JobBase(BaseModel):
     callback: Callback | None = None
     metadata: JsonValue = None
 
+    @field_validator("model", mode="before", check_fields=False)
+    @classmethod
+    def _current_model(cls, model: object) -> object:
+        # An older id MiMo routes to a V2.5 model becomes that model here, so the request,
+        # the limiter's quota and the result all name the model that actually runs.
+        return dc.MODEL_ALIASES.get(model, model) if isinstance(model, str) else model
+
     @field_validator("output")
     @classmethod
     def _relative_key(cls, key: str | None) -> str | None:
@@ -420,6 +427,8 @@ class JobResult(BaseModel):
     enqueued_at: float | None = None
     finished_at: float
     callback: CallbackState = Field(default_factory=CallbackState)
+    #: The MiMo account that served the job: its configured name or its key's fingerprint.
+    account: str | None = None
 
 
 class CallbackPayload(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mimoq.core.errors import ConfigurationError
+from mimoq.core.keyenv import NumberedKey, numbered_keys
 from mimoq.core.webhooks import DEFAULT_SCHEDULE_S
 
 PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
@@ -289,6 +291,29 @@ class Settings(BaseSettings):
     )
 
     # --- end limiter ------------------------------------------------------------------------
+
+    # --- Accounts: key pool and circuit breaker (owned by core/keypool.py, worker/accounts/) --
+    mimo_api_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias="MIMO_API_KEYS",
+        description="More keys, space- or comma-separated; each is its own account unless "
+        "MIMOQ_LIMIT_ACCOUNT names one for all of them.",
+    )
+    mimo_numbered_keys: dict[str, NumberedKey] = Field(
+        # Found by pattern (pydantic-settings reads fixed names only); the alias is the
+        # pattern's documented spelling, which no environment variable can have.
+        default_factory=lambda: numbered_keys(os.environ),
+        validation_alias="MIMO_<N>_API_KEY",
+        description="Key presets: MIMO_<N>_API_KEY with optional MIMO_<N>_REGION, "
+        "MIMO_<N>_BASE_URL and MIMO_<N>_ACCOUNT (keys sharing an account share its quota).",
+    )
+
+    @field_validator("mimo_api_keys", mode="before")
+    @classmethod
+    def _blank_keys_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # --- end accounts -----------------------------------------------------------------------
 
     @field_validator("mimo_api_key", "webhook_secret", "mimo_base_url", "redis_url", mode="before")
     @classmethod

@@ -18,15 +18,15 @@ from redis.exceptions import ResponseError
 
 from mimoq.core import logs, wire
 from mimoq.core.jobs import JobResult
+from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.storage import LocalStorage
 from mimoq.worker import callbacks, metrics
+from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
-from mimoq.worker.limiter import build_limiter
 from mimoq.worker.limiter_capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
-from mimoq.worker.mimo_client import MimoClient
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
 
@@ -142,14 +142,19 @@ async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     http = ctx.get("http") or http_client(settings)
     ctx["http"] = http
+    pool = usable_pool(settings)
     ctx["deps"] = WorkerDeps(
         settings=settings,
-        mimo=MimoClient(http, base_url=settings.base_url(), api_key=settings.api_key()),
         storage=LocalStorage(settings.data_dir),
-        limiter=build_limiter(settings, ctx["redis"]),
+        accounts=build_router(settings, ctx["redis"], http, pool),
     )
     await callbacks.startup(ctx)
-    log.info("worker.started", concurrency=settings.concurrency, base_url=settings.base_url())
+    log.info(
+        "worker.started",
+        concurrency=settings.concurrency,
+        base_url=settings.base_url(),
+        accounts={a.name: len(a.keys) for a in pool},
+    )
     await warn_if_fleet_is_short(ctx["deps"].limiter, ctx["redis"], settings)
 
 
@@ -181,7 +186,7 @@ def build_worker(
     not served. With ``handle_signals``, SIGTERM/SIGINT stop job pick-up and give running
     jobs ``settings.shutdown_grace_s`` to finish; arq re-queues any still running after it.
     """
-    logs.register_secrets(settings.api_key(), *settings.webhook_secrets())
+    logs.register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
     ctx: dict[str, Any] = {"settings": settings}
     if http is not None:
         ctx.update(http=http, http_external=True)

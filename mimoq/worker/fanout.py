@@ -88,6 +88,9 @@ async def run_parent(
             f"{error.get('type', 'error')}: {error.get('message', '')}"
         )
     outcome = await asyncio.to_thread(_stitch, deps, job, job_id, done)
+    accounts = {r.account for r in done}
+    # Chunks stay on one account unless it paused mid-way; then the parent names none.
+    outcome.account = accounts.pop() if len(accounts) == 1 else None
     _remove_chunks(deps, job_id)
     log.info("fanout.stitched", job_id=job_id, chunks=len(done))
     return outcome

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,14 +9,14 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.core.audio import AudioFormatError, AudioSink
 from mimoq.core.dialect import speech_body, transcription_body
-from mimoq.core.errors import RateLimitedError, UpstreamResponseError
+from mimoq.core.errors import UpstreamResponseError
 from mimoq.core.jobs import AudioOutput, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.settings import Settings
 from mimoq.core.sources import inspect_audio
 from mimoq.core.storage import Storage
 from mimoq.worker import metrics
+from mimoq.worker.accounts.router import AccountRouter
 from mimoq.worker.limiter import Limiter
-from mimoq.worker.mimo_client import MimoClient
 
 
 @dataclass
@@ -29,6 +26,8 @@ class Outcome:
     output: AudioOutput | TextOutput
     usage: dict[str, Any] | None
     text: str | None = None
+    #: The account (name or key fingerprint, never a key) that served the call.
+    account: str | None = None
 
 
 @dataclass
@@ -36,26 +35,13 @@ class WorkerDeps:
     """Everything a task needs, built once per worker process in ``on_startup``."""
 
     settings: Settings
-    mimo: MimoClient
     storage: Storage
-    limiter: Limiter
+    accounts: AccountRouter
 
-
-@asynccontextmanager
-async def _quota(
-    limiter: Limiter, model: str, job_id: str, audio_s: float | None, usage: dict[str, Any]
-) -> AsyncIterator[None]:
-    """Reserve fleet capacity for one call; report the outcome to the limiter afterwards."""
-    lease = await limiter.acquire(model, job_id=job_id, audio_s=audio_s)
-    started = time.monotonic()
-    try:
-        with metrics.mimo_call(model, usage):
-            yield
-    except RateLimitedError as exc:
-        await limiter.rate_limited(model, exc.retry_after_s)
-        raise
-    finally:
-        await limiter.release(lease, usage=usage or None, latency_s=time.monotonic() - started)
+    @property
+    def limiter(self) -> Limiter:
+        """The first account's limiter (what start-up capacity checks look at)."""
+        return self.accounts.primary.limiter
 
 
 def output_key(job: SpeechJob | TranscriptionJob, job_id: str) -> str:
@@ -71,11 +57,11 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
     key = output_key(job, job_id)
     usage: dict[str, Any] = {}
     fmt: Literal["wav", "pcm"] = "wav" if job.response_format == "wav" else "pcm"
-    async with _quota(deps.limiter, job.model, job_id, None, usage):
+    async with deps.accounts.call(job.model, job_id=job_id, audio_s=None, usage=usage) as call:
         try:
             with deps.storage.open_atomic(key) as f:
                 sink = AudioSink(f, source="wav", output=fmt)
-                usage.update(await deps.mimo.speak(body, sink.write) or {})
+                usage.update(await call.client.speak(body, sink.write) or {})
                 info = sink.finish()
         except AudioFormatError as exc:
             raise UpstreamResponseError(f"MiMo's audio is not a usable WAV: {exc}") from None
@@ -90,15 +76,17 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
         bits_per_sample=info.format.bits_per_sample,
     )
     metrics.audio_processed(job.kind, job.model, seconds=info.duration_s, size=info.bytes)
-    return Outcome(output=output, usage=usage or None)
+    return Outcome(output=output, usage=usage or None, account=call.account)
 
 
 async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str) -> Outcome:
     audio = inspect_audio(job.file, param="file")
     body = transcription_body(job, audio.for_request())
     usage: dict[str, Any] = {}
-    async with _quota(deps.limiter, job.model, job_id, audio.duration_s, usage):
-        text, call_usage = await deps.mimo.transcribe(body)
+    async with deps.accounts.call(
+        job.model, job_id=job_id, audio_s=audio.duration_s, usage=usage
+    ) as call:
+        text, call_usage = await call.client.transcribe(body)
         usage.update(call_usage or {})
     metrics.audio_processed(job.kind, job.model, seconds=audio.duration_s, size=audio.size)
     key = output_key(job, job_id)
@@ -108,4 +96,4 @@ async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str
         f.write(encoded)
     text_fmt: Literal["json", "text"] = "json" if job.response_format == "json" else "text"
     output = TextOutput(key=key, path=deps.storage.locate(key), format=text_fmt, bytes=len(encoded))
-    return Outcome(output=output, usage=usage or None, text=text)
+    return Outcome(output=output, usage=usage or None, text=text, account=call.account)

@@ -195,6 +195,7 @@ async def run_job(
             output=outcome.output,
             text=outcome.text,
             usage=outcome.usage,
+            account=outcome.account,
             metadata=job.metadata,
             tries=tries,
             enqueued_at=_ts(ctx),

@@ -67,7 +67,9 @@ def test_embedded_default_transcribes(sim: RunningSim, tmp_path: Path) -> None:
     ],
 )
 def test_refusals_are_one_line_on_stderr(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
-    done = mimoq(*args, env=clean_env(MIMOQ_DATA_DIR=str(tmp_path)), cwd=tmp_path)
+    # A key (never used: the refusal comes first) so the no-key check does not answer instead.
+    env = clean_env(MIMOQ_DATA_DIR=str(tmp_path), MIMO_API_KEY="sk-refusal-test")
+    done = mimoq(*args, env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1

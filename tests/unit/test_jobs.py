@@ -102,7 +102,7 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ({"kind": "speech"}, "input", "required"),
         ({"kind": "speech", "input": "Hi", "voice": "alloy"}, "voice", "not a preset"),
         ({"kind": "speech", "input": "Hi", "model": "tts-1"}, "model", "not supported"),
-        ({"kind": "speech", "input": "Hi", "model": "mimo-v2-tts"}, "model", "not supported"),
+        ({"kind": "speech", "input": "Hi", "model": "mimo-v2-flash"}, "model", "not supported"),
         ({"kind": "speech", "input": "Hi", **DESIGN}, "instructions", "required"),
         (
             {"kind": "speech", "input": "Hi", **DESIGN, "instructions": "x", "voice": "Mia"},
@@ -241,3 +241,20 @@ def test_all_problems_are_reported_at_once() -> None:
 def test_non_object_job() -> None:
     with pytest.raises(InvalidRequestError):
         parse_job(["speech"])  # type: ignore[arg-type]
+
+
+def test_an_older_model_id_is_accepted_and_becomes_the_model_actually_called() -> None:
+    job = parse_job({"kind": "speech", "input": "Hi", "model": "mimo-v2-tts", "voice": "Mia"})
+    assert isinstance(job, SpeechJob)
+    assert job.model == "mimo-v2.5-tts"
+    # The preset-voice rules of the V2.5 model apply to the alias too.
+    with pytest.raises(InvalidRequestError) as info:
+        parse_job({"kind": "speech", "input": "Hi", "model": "mimo-v2-tts", "voice": "nobody"})
+    assert info.value.param == "voice"
+
+
+def test_an_unknown_model_id_is_still_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_job({"kind": "speech", "input": "Hi", "model": "mimo-v1-tts"})
+    assert info.value.param == "model"
+    assert "mimo-v2.5-tts" in info.value.message
