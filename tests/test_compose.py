@@ -60,3 +60,13 @@ def test_worker_health_is_checked_with_our_own_command() -> None:
     args = build_parser().parse_args(["health", "--host", "worker-1"])
     assert args.command == "health"
     assert "9464" in worker["expose"]
+
+
+def test_serve_listens_publicly_only_with_tokens() -> None:
+    serve = load()["services"]["serve"]
+    args = build_parser().parse_args(serve["command"][1:])
+    assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 8080)
+    # Public binding without a token is refused by the server; compose insists on one too.
+    assert serve["environment"]["MIMOQ_API_TOKENS"].startswith("${MIMOQ_API_TOKENS:?")
+    assert serve["environment"]["MIMOQ_DATA_DIR"] == "/data"
+    assert "mimoq-data:/data" in serve["volumes"]

@@ -15,7 +15,9 @@ from mimoq.core.settings import Settings
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
-COMMAND_MODULES: tuple[str, ...] = ("jobs", "run", "demo", "callbacks", "limits", "ops", "batch")
+COMMAND_MODULES: tuple[str, ...] = (
+    "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -315,7 +315,75 @@ class Settings(BaseSettings):
 
     # --- end accounts -----------------------------------------------------------------------
 
-    @field_validator("mimo_api_key", "webhook_secret", "mimo_base_url", "redis_url", mode="before")
+    # --- HTTP front door (owned by mimoq/http) ----------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        validation_alias="MIMOQ_API_TOKENS",
+        description="Bearer tokens of `mimoq serve`, comma or space separated, each `token` or "
+        "`name:token` (the name is the caller's tenant). Unset: serve binds to loopback only.",
+    )
+    http_host: str = Field(default="127.0.0.1", validation_alias="MIMOQ_HTTP_HOST")
+    http_port: int = Field(default=8080, ge=0, le=65_535, validation_alias="MIMOQ_HTTP_PORT")
+    http_max_json_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_MAX_JSON_BYTES",
+        description="Largest JSON request body (a voice-clone sample is up to 10 MB of base64).",
+    )
+    http_max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_MAX_UPLOAD_BYTES",
+        description="Largest multipart upload (transcription audio, batch input files).",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_HEADER_TIMEOUT_S",
+        description="A connection that has not sent a whole request head in this long is closed.",
+    )
+    http_body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_BODY_IDLE_TIMEOUT_S",
+        description="A request body that stalls this long between chunks is refused (408).",
+    )
+    http_body_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_BODY_TIMEOUT_S",
+        description="A request body that takes longer than this in all is refused (408).",
+    )
+    http_wait_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_WAIT_TIMEOUT_S",
+        description="How long a synchronous request waits for its job before answering 504 "
+        "(the job goes on: poll the Location given).",
+    )
+    http_upload_sweep_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="MIMOQ_HTTP_UPLOAD_SWEEP_S",
+        description="How often `mimoq serve` deletes the uploads of finished jobs.",
+    )
+    http_cors_origins: str = Field(
+        default="",
+        validation_alias="MIMOQ_HTTP_CORS_ORIGINS",
+        description="Comma-separated origins browsers may call the API from (none by default).",
+    )
+
+    def api_token_list(self) -> list[str]:
+        """The configured bearer-token entries, as written (``token`` or ``name:token``)."""
+        if self.api_tokens is None:
+            return []
+        return self.api_tokens.get_secret_value().replace(",", " ").split()
+
+    # --- end HTTP front door ----------------------------------------------------------------
+
+    @field_validator(
+        "mimo_api_key", "webhook_secret", "api_tokens", "mimo_base_url", "redis_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `FOO=` in a .env or compose file means "not set", not "set to the empty string".

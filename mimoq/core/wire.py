@@ -28,6 +28,8 @@ DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 #: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
 FANOUT_PREFIX: Final = "mimoq:fanout:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
+#: Which tenant of the HTTP front door a job belongs to (mimoq/http): only it may read the job.
+HTTP_OWNER_PREFIX: Final = "mimoq:owner:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------
@@ -53,6 +55,10 @@ def result_key(job_id: str) -> str:
 
 def fanout_key(job_id: str) -> str:
     return FANOUT_PREFIX + job_id
+
+
+def owner_key(job_id: str) -> str:
+    return HTTP_OWNER_PREFIX + job_id
 
 
 def enqueue_keys(job_id: str) -> list[str]:

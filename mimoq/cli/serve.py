@@ -1,0 +1,32 @@
+"""``mimoq serve``: the OpenAI-compatible HTTP front door (see mimoq/http)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.settings import Settings
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the OpenAI-compatible HTTP API (/v1/audio/*, /v1/jobs) on REDIS_URL",
+        description="Jobs sent over HTTP go through Redis to the workers like any producer's; "
+        "this process never calls MiMo. Without MIMOQ_API_TOKENS it listens on loopback only.",
+    )
+    serve.add_argument("--host", help="address to listen on (MIMOQ_HTTP_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (MIMOQ_HTTP_PORT, default 8080)")
+    serve.set_defaults(func=_serve, log_level="INFO")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from mimoq.http.server import serve
+
+    if not settings.redis_url:
+        raise ConfigurationError(
+            "mimoq serve needs REDIS_URL: the Redis its workers (`mimoq worker`) read"
+        )
+    serve(settings, args.host or settings.http_host, args.port or settings.http_port)
+    return 0

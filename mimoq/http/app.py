@@ -1,0 +1,119 @@
+"""The ASGI app of ``mimoq serve``: routes, start-up and shutdown, optional CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mimoq.core.connections import connect
+from mimoq.core.settings import Settings
+from mimoq.http import audio, jobs
+from mimoq.http.auth import TokenTable
+from mimoq.http.body import BodyLimits
+from mimoq.http.content import UPLOADS_PREFIX, upload_path
+from mimoq.http.errors import HTTPError
+from mimoq.http.frontdoor import FrontDoor
+from mimoq.http.routing import Context, endpoint
+from mimoq.http.sweeper import sweep_forever
+from mimoq.producer.client import Producer
+
+
+async def healthz(request: Request) -> Response:
+    """200 while Redis answers (the server is useless without it), else 503."""
+    ctx: Context = request.app.state.ctx
+    try:
+        await ctx.front.producer.redis.ping()
+    except (RedisError, OSError) as exc:
+        return JSONResponse({"ok": False, "redis": type(exc).__name__}, status_code=503)
+    return JSONResponse({"ok": True})
+
+
+async def metrics(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def not_found(request: Request, _exc: Exception) -> Response:
+    return HTTPError(404, f"no route {request.method} {request.url.path}").response()
+
+
+async def method_not_allowed(request: Request, _exc: Exception) -> Response:
+    return HTTPError(405, f"{request.method} is not allowed on {request.url.path}").response()
+
+
+def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
+    """The app; Redis is connected at start-up and closed at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = connect(settings)
+        app.state.ctx = Context(
+            settings=settings,
+            tokens=tokens,
+            front=FrontDoor(Producer(redis, settings), settings),
+            json_limits=BodyLimits(
+                settings.http_max_json_bytes,
+                settings.http_body_idle_timeout_s,
+                settings.http_body_timeout_s,
+            ),
+            upload_limits=BodyLimits(
+                settings.http_max_upload_bytes,
+                settings.http_body_idle_timeout_s,
+                settings.http_body_timeout_s,
+            ),
+        )
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                redis,
+                upload_path(settings, UPLOADS_PREFIX),
+                interval_s=settings.http_upload_sweep_s,
+                stale_part_s=settings.http_body_timeout_s + 60,
+            )
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await redis.aclose()
+
+    routes = [
+        Route("/v1/audio/speech", endpoint("speech", audio.speech), methods=["POST"]),
+        Route(
+            "/v1/audio/transcriptions",
+            endpoint("transcriptions", audio.transcriptions),
+            methods=["POST"],
+        ),
+        Route("/v1/jobs/{job_id}", endpoint("job", jobs.job), methods=["GET"]),
+        Route("/v1/jobs/{job_id}/content", endpoint("job_content", jobs.content), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    middleware = []
+    origins = [o.strip() for o in settings.http_cors_origins.split(",") if o.strip()]
+    if origins:  # browsers may call the API from these origins only; none by default
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Prefer"],
+                expose_headers=["Location", "Preference-Applied"],
+            )
+        )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )

@@ -1,0 +1,71 @@
+"""What the HTTP handlers do with a job: enqueue it for a tenant, check who owns it, wait."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from mimoq.core import wire
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import JobResult, SpeechJob
+from mimoq.core.results import StatusReport
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+
+#: Fields a caller of the HTTP API may not set: the server picks the id (so one tenant can
+#: never name another's job) and the output key (so one cannot overwrite another's files).
+SERVER_CHOSEN: tuple[str, ...] = ("id", "output", "kind", "tenant", "priority")
+
+
+def refuse_server_fields(body: Mapping[str, Any]) -> None:
+    for name in SERVER_CHOSEN:
+        if name in body:
+            raise InvalidRequestError(
+                f"{name} is set by the server over HTTP: remove it (the job id comes back in "
+                "the answer; outputs are read through /v1/jobs/{id}/content)",
+                param=name,
+            )
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _job_fields() -> set[str]:
+    return set(SpeechJob.model_fields)
+
+
+class FrontDoor:
+    """The queue as the HTTP API sees it: every job belongs to the tenant that sent it."""
+
+    def __init__(self, producer: Producer, settings: Settings) -> None:
+        self.producer = producer
+        self.settings = settings
+
+    async def submit(self, job: dict[str, Any], *, tenant: str, lane: str = "interactive") -> str:
+        """Validate and enqueue ``job`` (its ``id`` already chosen) as ``tenant``'s."""
+        fields = _job_fields()
+        # Jobs gain tenant and priority fields in a later version of the contract; until
+        # then the owner record below is the only place the tenant is kept.
+        if "tenant" in fields:
+            job["tenant"] = tenant
+        if "priority" in fields:
+            job["priority"] = lane
+        checked = await self.producer.validate(job)
+        assert checked.id is not None
+        # Owner first: a job is never visible to nobody, and never to the wrong tenant.
+        ttl = self.settings.result_ttl_s + 86_400  # results live this long after a day's wait
+        await self.producer.redis.set(wire.owner_key(checked.id), tenant, ex=ttl)
+        await self.producer.enqueue(checked)
+        return checked.id
+
+    async def owned(self, job_id: str, tenant: str) -> bool:
+        owner = await self.producer.redis.get(wire.owner_key(job_id))
+        return owner is not None and owner.decode() == tenant
+
+    async def status(self, job_id: str) -> StatusReport:
+        return await self.producer.status(job_id)
+
+    async def wait(self, job_id: str) -> JobResult:
+        return await self.producer.wait(job_id, timeout_s=self.settings.http_wait_timeout_s)

@@ -1,0 +1,55 @@
+"""``GET /v1/jobs/{id}`` and ``GET /v1/jobs/{id}/content``: a tenant's own jobs only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mimoq.core.jobs import JobResult
+from mimoq.http.content import output_response
+from mimoq.http.errors import HTTPError, job_failure
+from mimoq.http.routing import Context
+
+
+async def _owned_id(request: Request, ctx: Context, tenant: str) -> str:
+    job_id = str(request.path_params["job_id"])
+    # Another tenant's job and no job at all read the same: ids are not probed.
+    if not await ctx.front.owned(job_id, tenant):
+        raise HTTPError(404, f"no job {job_id!r}", param="id", code="job_not_found")
+    return job_id
+
+
+def result_view(result: JobResult) -> dict[str, Any]:
+    """The result record as HTTP callers see it: the output by URL, not by server path."""
+    view = result.model_dump(mode="json")
+    if isinstance(view.get("output"), dict):
+        view["output"].pop("path", None)
+        view["output"]["url"] = f"/v1/jobs/{result.id}/content"
+    return view
+
+
+async def job(request: Request, ctx: Context, tenant: str) -> Response:
+    job_id = await _owned_id(request, ctx, tenant)
+    report = await ctx.front.status(job_id)
+    if report.result is not None:
+        return JSONResponse({"object": "job", **result_view(report.result)})
+    body: dict[str, Any] = {"object": "job", "id": job_id, "status": report.status.value}
+    if report.run_at is not None:
+        body["run_at"] = report.run_at
+    return JSONResponse(body)
+
+
+async def content(request: Request, ctx: Context, tenant: str) -> Response:
+    job_id = await _owned_id(request, ctx, tenant)
+    report = await ctx.front.status(job_id)
+    if report.result is None:
+        raise HTTPError(
+            409,
+            f"job {job_id} is {report.status.value}, not finished: poll GET /v1/jobs/{job_id}",
+            code="job_not_finished",
+        )
+    if report.result.status != "succeeded":
+        raise job_failure(report.result.error, job_id)
+    return output_response(ctx.settings, report.result)
