@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import math
@@ -17,10 +16,12 @@ from starlette.types import Receive, Scope, Send
 
 from mimoq.core import dialect_constants as dc
 from mimoq.sim import bodies
+from mimoq.sim.accounts import EVERY_ACCOUNT, AccountState, Denied, SimAccounts
 from mimoq.sim.audio_gen import iter_base64, plan_speech
 from mimoq.sim.audio_read import hear
 from mimoq.sim.config import SimConfig
 from mimoq.sim.faults import ErrorBodyStyle, Fault, FaultKind, parse_faults
+from mimoq.sim.quota import SimQuota
 from mimoq.sim.state import SimState
 from mimoq.sim.validate import (
     OutputFormat,
@@ -32,6 +33,7 @@ from mimoq.sim.validate import (
 )
 
 CHAT_PATH: Final = "/v1/chat/completions"
+MODELS_PATH: Final = "/v1/models"
 CONTROL_PREFIX: Final = "/_sim"
 #: Bodies past this get a 413 without being read further (a 10 MB data URI plus its JSON
 #: fits comfortably, so oversized audio still gets MiMo's own 400).
@@ -77,6 +79,20 @@ def error_reply(
     if retry_after is not None:
         reply.headers.append((b"retry-after", retry_after.encode("latin-1")))
     return reply
+
+
+def _offered_keys(headers: dict[str, str]) -> list[str]:
+    """The keys a request offers: ``Authorization: Bearer`` and/or ``api-key``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    offered = [token.strip()] if scheme.lower() == "bearer" and token.strip() else []
+    if headers.get("api-key", "").strip():
+        offered.append(headers["api-key"].strip())
+    return offered
+
+
+def _denied_reply(exc: Denied) -> Reply:
+    style = ErrorBodyStyle.UNWRAPPED if exc.unwrapped else ErrorBodyStyle.WRAPPED
+    return error_reply(exc.status, style=style, message=exc.message)
 
 
 def _json_reply(value: Any, status: int = 200) -> Reply:
@@ -138,9 +154,12 @@ class SimApp:
     Routes: ``POST /v1/chat/completions`` (MiMo), and the control API:
     ``POST /_sim/faults`` (one fault object or a list, see ``faults.Fault``),
     ``GET /_sim/faults`` (pending), ``DELETE /_sim/faults``, ``GET /_sim/stats``,
-    ``POST /_sim/reset`` (faults, counters, and the quota policy's window if it has ``reset``).
+    ``POST /_sim/reset`` (faults, counters, and the quota policy's window if it has ``reset``),
+    ``GET /_sim/accounts`` and ``POST /_sim/accounts`` (``{"account": NAME or "*", "state":
+    ...}``, see ``mimoq.sim.accounts``); ``GET /v1/models`` lists the audio models.
 
-    Order of checks for a chat request: API key (401), ``Accept`` (406), body size (413),
+    Order of checks for a chat request: API key, host family and account state (401/402/403),
+    ``Accept`` (406), body size (413),
     then the next matching fault is taken (a ``status`` fault answers at once), then the
     request is validated (400/404), failed at random (``fail_rate``), admitted by the quota
     policy (429), delayed, and answered (streamed).
@@ -155,7 +174,15 @@ class SimApp:
             ("/faults", "DELETE"): lambda _: self._done(self.state.clear_faults),
             ("/stats", "GET"): lambda _: _json_reply(self._stats()),
             ("/reset", "POST"): lambda _: self._done(self._reset),
+            ("/accounts", "GET"): lambda _: _json_reply(self.accounts.describe()),
+            ("/accounts", "POST"): self._set_account_state,
         }
+        keys = [k for k in (config.api_key, *config.api_keys) if k]
+        quota = config.quota
+        factory = None
+        if config.per_key_quota and isinstance(quota, SimQuota):
+            factory = lambda: SimQuota(quota.config)  # noqa: E731 (a fresh window per account)
+        self.accounts = SimAccounts(keys, family=config.family, quota_factory=factory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -167,6 +194,8 @@ class SimApp:
         try:
             if path == CHAT_PATH:
                 await self._chat(scope, receive, send)
+            elif path == MODELS_PATH:
+                await self._send(send, self._models(scope), counted=True)
             elif path.startswith(CONTROL_PREFIX + "/"):
                 await self._control(scope, receive, send)
             else:
@@ -198,8 +227,10 @@ class SimApp:
         model = model if isinstance(model, str) else None
         self.state.count_request(model)
         headers = _headers(scope)
-        if not self._authorized(headers):
-            return error_reply(401)
+        try:
+            account = self.accounts.account_for(_offered_keys(headers), billing=True)
+        except Denied as exc:
+            return _denied_reply(exc)
         if wants_audio(headers.get("accept")):
             return error_reply(406, param="Accept must allow application/json")
         if body is None:
@@ -222,7 +253,7 @@ class SimApp:
             (reply, tokens), chars = self._speech(request, fault), len(request.text)
         else:
             (reply, tokens), chars = self._transcription(request, fault), 0
-        rejected = self._admit(request.model, tokens, after_send)
+        rejected = self._admit(request.model, tokens, after_send, account)
         if rejected is not None:
             return rejected
         delay_s = self._latency_s(chars, fault)
@@ -233,16 +264,6 @@ class SimApp:
             cut = reply.length // 2 if fault.after_bytes is None else fault.after_bytes
             reply.cut_after = min(cut, reply.length - 1)
         return reply
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        key = self.config.api_key
-        if key is None:
-            return True
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        offered = [token.strip()] if scheme.lower() == "bearer" else []
-        if "api-key" in headers:
-            offered.append(headers["api-key"].strip())
-        return any(hmac.compare_digest(o.encode(), key.encode()) for o in offered)
 
     def _speech(self, request: SpeechRequest, fault: Fault | None) -> tuple[Reply, int]:
         config = self.config
@@ -283,8 +304,8 @@ class SimApp:
         )
         return Reply.of(200, body), usage["total_tokens"]
 
-    def _admit(self, model: str, tokens: int, after_send: ExitStack) -> Reply | None:
-        quota = self.config.quota
+    def _admit(self, model: str, tokens: int, after_send: ExitStack, account: str) -> Reply | None:
+        quota = self.accounts.quota(account, self.config.quota)
         if quota is None:
             return None
         admitted = quota.admit(model, tokens)
@@ -351,8 +372,31 @@ class SimApp:
             stats["quota"] = quota_stats()
         return stats
 
+    def _models(self, scope: Scope) -> Reply:
+        """``GET /v1/models``: the audio models, to a key that may use this host."""
+        if scope["method"] != "GET":
+            return error_reply(405, param=f"use GET {MODELS_PATH}")
+        try:
+            self.accounts.account_for(_offered_keys(_headers(scope)), billing=False)
+        except Denied as exc:
+            return _denied_reply(exc)
+        data = [{"id": m, "object": "model", "owned_by": "xiaomi"} for m in dc.ALL_MODELS]
+        return _json_reply({"object": "list", "data": data})
+
+    def _set_account_state(self, body: bytes) -> Reply:
+        try:
+            request = json.loads(body or b"{}")
+            state = AccountState(request.get("state", ""))
+            account = str(request.get("account") or EVERY_ACCOUNT)
+        except (ValueError, AttributeError):
+            states = ", ".join(s.value for s in AccountState)
+            return error_reply(400, param=f'send {{"account": NAME or "*", "state": {states}}}')
+        self.accounts.set_state(account, state)
+        return _json_reply(self.accounts.describe())
+
     def _reset(self) -> None:
         self.state.reset()
+        self.accounts.reset()
         quota_reset = getattr(self.config.quota, "reset", None)
         if callable(quota_reset):  # a fresh window, so benchmark phases do not interfere
             quota_reset()

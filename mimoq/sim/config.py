@@ -40,6 +40,12 @@ class SimConfig:
     fail_statuses: tuple[int, ...] = (429, 500, 502, 503)
     #: When set, requests must carry it (``Authorization: Bearer`` or ``api-key``) or get 401.
     api_key: str | None = field(default=None, repr=False)
+    #: More keys the simulator accepts; each key is an account (see ``mimoq.sim.accounts``).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: The host family played: ``payg`` answers tp- keys with 401, ``token_plan`` sk- keys.
+    family: str | None = None
+    #: Give each account (key) its own copy of ``quota`` instead of one shared quota.
+    per_key_quota: bool = False
     speech_seconds_per_char: float = 0.06
     min_speech_s: float = 0.3
     #: Sample rate of generated WAV files (``pcm16`` is always 24 kHz, as MiMo documents).
@@ -83,6 +89,7 @@ class SimConfig:
                 ),
                 ("max_text_chars", self.max_text_chars is None or self.max_text_chars > 0),
                 ("stream_chunk_bytes", self.stream_chunk_bytes >= 1024),
+                ("family", self.family in (None, "payg", "token_plan")),
             )
             if not ok
         ]
@@ -138,6 +145,10 @@ def _bool(raw: str) -> bool:
 
 def _statuses(raw: str) -> tuple[int, ...]:
     return tuple(int(part) for part in raw.replace(",", " ").split())
+
+
+def _keys(raw: str) -> tuple[str, ...]:
+    return tuple(raw.replace(",", " ").split())
 
 
 def _optional_int(raw: str) -> int | None:
@@ -267,6 +278,9 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "stream_chunk_bytes": int,
     "quota_retry_after": _bool,
     "faults": parse_faults,
+    "api_keys": _keys,
+    "family": str,
+    "per_key_quota": _bool,
 }
 # Every field but ``quota`` (see ``_QUOTA_PARSERS``) must be settable from the environment:
 # fail at import on drift.
@@ -286,6 +300,8 @@ _FLAGS: Final[dict[str, tuple[str, Callable[[str], Any], str]]] = {
     "--sample-rate": ("sample_rate", int, "sample rate of generated WAVs, Hz"),
     "--audio-bytes": ("audio_bytes_override", int, "force every TTS answer to this many bytes"),
     "--max-text-chars": ("max_text_chars", int, "refuse longer TTS texts with a 400"),
+    "--api-keys": ("api_keys", _keys, "accept these keys too, one account each (prefer the env)"),
+    "--family": ("family", str, "host family played: payg (401 for tp- keys) or token_plan"),
     "--faults": (
         "faults",
         parse_faults,
@@ -297,6 +313,7 @@ _SWITCHES: Final[dict[str, tuple[str, str]]] = {
     "--omit-usage": ("omit_usage", "leave usage out of answers"),
     "--wav-text-chunk": ("wav_text_chunk", "embed the spoken text in generated WAVs"),
     "--quota-retry-after": ("quota_retry_after", "send Retry-After on quota 429s"),
+    "--per-key-quota": ("per_key_quota", "a separate quota per account (key)"),
 }
 #: Quota flag -> (knob of ``quota_from_options``, help); parsers from ``_QUOTA_PARSERS``.
 _QUOTA_FLAGS: Final[dict[str, tuple[str, str]]] = {
