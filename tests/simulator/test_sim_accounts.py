@@ -69,7 +69,7 @@ async def test_the_payg_host_answers_a_token_plan_key_with_401(make: Make) -> No
 async def test_an_account_state_answers_its_requests(
     make: Make, state: str, status: int, body: set[str]
 ) -> None:
-    client, app = make(api_keys=(SK, TP))
+    client, _ = make(api_keys=(SK, TP))
     switched = await client.post(
         "/_sim/accounts", json={"account": account_name(SK), "state": state}
     )
