@@ -13,6 +13,7 @@ from mimoq.core.connections import connect, embedded
 from mimoq.core.errors import InternalError
 from mimoq.core.keypool import has_key, no_key_error
 from mimoq.core.settings import Settings
+from mimoq.core.storage import LocalStorage
 from mimoq.producer.client import Producer
 from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 
@@ -50,10 +51,11 @@ def require_key(settings: Settings, *, calls_mimo: bool) -> None:
 async def open_session(settings: Settings) -> AsyncIterator[Session]:
     """With ``REDIS_URL``: a producer on it. Without: the embedded default — an in-process
     Redis stand-in and an in-process worker, so one machine needs no server at all."""
+    storage = LocalStorage(settings.data_dir)
     if settings.redis_url:
         redis = connect(settings)
         try:
-            yield Session(Producer(redis, settings), redis, embedded=False)
+            yield Session(Producer(redis, settings, storage), redis, embedded=False)
         finally:
             await redis.aclose()
         return
@@ -84,7 +86,7 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
             await task
 
     try:
-        yield Session(Producer(redis, settings), redis, embedded=True, _stop=stop)
+        yield Session(Producer(redis, settings, storage), redis, embedded=True, _stop=stop)
     except asyncio.CancelledError:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise InternalError(f"the embedded worker stopped: {task.exception()!r}") from None

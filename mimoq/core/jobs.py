@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -31,6 +32,8 @@ from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEEC
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_METADATA_CHARS = 16_384
+#: Where an audio input may live (see mimoq.core.inputs; kept here to avoid an import cycle).
+_AUDIO_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https"})
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,", re.I)
 
 
@@ -305,13 +308,15 @@ def check_audio_reference(ref: str, param: str) -> None:
                 param,
             )
         return
-    if re.match(r"^[a-z][a-z0-9+.-]*://", ref, re.I) and not ref.lower().startswith("file://"):
+    scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", ref, re.I)
+    if scheme and scheme.group(1).lower() not in _AUDIO_SCHEMES:
         raise _refuse(
-            f"{param} must be a local path, a file:// URI or a data: URI; "
-            "download remote audio first",
+            f"{param} must be a local path, a file://, s3://, gs://, az:// or https:// URL, "
+            "or a data: URI",
             param,
         )
-    suffix = "." + ref.rsplit(".", 1)[-1].lower() if "." in ref.rsplit("/", 1)[-1] else ""
+    name = (urlsplit(ref).path if scheme else ref).rsplit("/", 1)[-1]
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if suffix not in dc.EXTENSION_MIME:
         raise _refuse(
             f"{param}: {suffix or 'a file without extension'} is not supported by MiMo: "

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./mimoq-data"), validation_alias="MIMOQ_DATA_DIR")
     result_ttl_s: int = Field(default=7 * 86_400, gt=0, validation_alias="MIMOQ_RESULT_TTL_S")
 
+    # --- Inputs (owned by core/inputs.py) --------------------------------------------------
+    input_roots: str = Field(
+        default="",
+        validation_alias="MIMOQ_INPUT_ROOTS",
+        description="Folders (separated by ':') whose files a job may name as local input; "
+        "default: MIMOQ_DATA_DIR. Paths outside, and symlinks leading out, are refused.",
+    )
+
+    # --- end inputs -------------------------------------------------------------------------
+
     # --- Retries ----------------------------------------------------------------------
     max_tries: int = Field(default=8, ge=1, le=100, validation_alias="MIMOQ_MAX_TRIES")
     backoff_base_s: float = Field(default=1.0, gt=0, validation_alias="MIMOQ_BACKOFF_BASE_S")

@@ -8,6 +8,7 @@ anything (and the file may have changed since).
 from __future__ import annotations
 
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -18,6 +19,7 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core.audio import AudioFormatError, parse_wav_header
 from mimoq.core.dialect import StreamedAudio
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.inputs import local_path, open_local, ref_kind
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES, b64_chars
 
 _SNIFF_BYTES = 64 * 1024
@@ -54,7 +56,7 @@ def to_path(ref: str) -> Path:
 
 def normalize_reference(ref: str) -> str:
     """Make a path absolute so a worker with another working directory finds the same file."""
-    if ref.startswith("data:"):
+    if ref_kind(ref) != "local":
         return ref
     return str(to_path(ref).resolve())
 
@@ -62,6 +64,11 @@ def normalize_reference(ref: str) -> str:
 def _sniff(head: bytes, size: int, mime: str, where: str, param: str) -> float | None:
     """Check the content matches the type; return the duration in seconds if it is cheap to know."""
     if mime == "audio/wav":
+        if not (b"RIFF".startswith(head[:4]) and b"WAVE".startswith(head[8:12])):
+            # Never quote the bytes: the file may be anything (a symlink to /etc/passwd).
+            raise InvalidRequestError(
+                f"{param}: {where} is not a usable WAV file (no RIFF/WAVE header)", param=param
+            )
         try:
             parsed = parse_wav_header(head)
         except AudioFormatError as exc:
@@ -89,30 +96,40 @@ def _mp3_duration(head: bytes, size: int) -> float | None:
     return (size - start) * 8 / (kbps * 1000) if kbps else None
 
 
-def inspect_audio(ref: str, *, param: str) -> AudioInput:
-    """Resolve and check an audio reference; every problem is an ``InvalidRequestError``."""
+def inspect_audio(ref: str, *, param: str, roots: Sequence[Path]) -> AudioInput:
+    """Resolve and check an audio reference; every problem is an ``InvalidRequestError``.
+
+    A local file is read only inside ``roots`` and only if it is a regular file (see
+    ``mimoq.core.inputs``); this blocks, so callers on an event loop run it in a thread.
+    """
     if ref.startswith("data:"):
         return _inspect_data_uri(ref, param)
-    path = to_path(ref)
-    mime = dc.EXTENSION_MIME.get(path.suffix.lower())
+    shown = local_path(ref, param)
+    mime = dc.EXTENSION_MIME.get(shown.suffix.lower())
     if mime is None:
         raise InvalidRequestError(f"{param}: use a .wav or .mp3 file", param=param)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
-    except FileNotFoundError:
-        raise InvalidRequestError(f"{param}: {path} does not exist", param=param) from None
-    except OSError as exc:
-        raise InvalidRequestError(
-            f"{param}: cannot read {path} ({exc.strerror})", param=param
-        ) from None
+    with open_local(ref, roots, param) as local:
+        size = local.size
+        path = local.path
+        try:
+            head = local.file.read(_SNIFF_BYTES)
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"{param}: cannot read {shown} ({exc.strerror})", param=param
+            ) from None
+    return check_audio(head, size, mime=mime, where=str(shown), param=param, path=path)
+
+
+def check_audio(
+    head: bytes, size: int, *, mime: str, where: str, param: str, path: Path | None
+) -> AudioInput:
+    """Size and content checks of an audio file, from its first bytes and its size."""
     if size == 0:
-        raise InvalidRequestError(f"{param}: {path} is empty", param=param)
+        raise InvalidRequestError(f"{param}: {where} is empty", param=param)
     uri_chars = b64_chars(mime, size)
     if param == "voice" and uri_chars > dc.MAX_AUDIO_B64_CHARS:
         raise InvalidRequestError(
-            f"voice: {path} is {size:,} bytes ({uri_chars:,} characters of base64); a voice "
+            f"voice: {where} is {size:,} bytes ({uri_chars:,} characters of base64); a voice "
             f"sample must fit one MiMo call ({dc.MAX_AUDIO_B64_CHARS:,}): trim it (a few seconds "
             "of clear speech suffice)",
             param=param,
@@ -120,12 +137,12 @@ def inspect_audio(ref: str, *, param: str) -> AudioInput:
     if size > MAX_LONG_AUDIO_BYTES:
         # Longer recordings are split into chunks MiMo takes (worker/fanout.py), up to this.
         raise InvalidRequestError(
-            f"{param}: {path} is {size:,} bytes; mimoq splits recordings of up to "
+            f"{param}: {where} is {size:,} bytes; mimoq splits recordings of up to "
             f"{MAX_LONG_AUDIO_BYTES:,} bytes (about 18 hours of 16 kHz mono wav): cut it into "
             "files below that",
             param=param,
         )
-    duration = _sniff(head, size, mime, str(path), param)
+    duration = _sniff(head, size, mime, where, param)
     if mime == "audio/mpeg":
         duration = _mp3_duration(head, size)
     return AudioInput(mime=mime, size=size, duration_s=duration, path=path)

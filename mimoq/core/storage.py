@@ -20,6 +20,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def is_local(self) -> bool:
+        """Whether ``locate`` gives a path on this machine's filesystem."""
+        ...
+
 
 class LocalStorage:
     """Files under ``root``; each output is written to a temporary name and renamed into place.
@@ -43,6 +47,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def is_local(self) -> bool:
+        return True
 
     @contextlib.contextmanager
     def open_atomic(self, key: str) -> Iterator[BinaryIO]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -14,11 +16,14 @@ from redis.exceptions import ResponseError
 
 from mimoq.core import wire
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.inputs import confine, input_roots, ref_kind
 from mimoq.core.jobs import JobResult, SpeechJob, TranscriptionJob, parse_job
 from mimoq.core.results import StatusReport, job_status, read_result
 from mimoq.core.settings import Settings
 from mimoq.core.sources import inspect_audio, normalize_reference
 from mimoq.core.ssrf import check_callback_url
+from mimoq.core.staging import stage_file
+from mimoq.core.storage import Storage
 
 AnyJob = SpeechJob | TranscriptionJob
 
@@ -32,9 +37,12 @@ class Enqueued:
 class Producer:
     """Validates and enqueues jobs; reads their status and results."""
 
-    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+    def __init__(self, redis: ArqRedis, settings: Settings, storage: Storage | None = None) -> None:
         self.redis = redis
         self.settings = settings
+        # With a storage, local inputs outside the input roots are uploaded to it first
+        # (the CLI); without one (a library producer), they are refused as a worker would.
+        self.storage = storage
         self._script = redis.register_script(wire.enqueue_script())
 
     async def validate(self, job: Mapping[str, Any] | AnyJob) -> AnyJob:
@@ -42,16 +50,41 @@ class Producer:
         parsed = parse_job(job)
         updates: dict[str, Any] = {}
         if isinstance(parsed, TranscriptionJob):
-            updates["file"] = normalize_reference(parsed.file)
-            inspect_audio(updates["file"], param="file")
+            updates["file"] = await self._check_audio(parsed.file, "file")
         elif parsed.model == "mimo-v2.5-tts-voiceclone" and parsed.voice:
-            updates["voice"] = normalize_reference(parsed.voice)
-            inspect_audio(updates["voice"], param="voice")
+            updates["voice"] = await self._check_audio(parsed.voice, "voice")
         if parsed.callback is not None:
             await check_callback_url(parsed.callback.url, self.settings)
         if parsed.id is None:
             updates["id"] = uuid.uuid4().hex
         return parsed.model_copy(update=updates) if updates else parsed
+
+    async def _check_audio(self, ref: str, param: str) -> str:
+        """The reference as the job will carry it, after the checks a worker would make."""
+        ref = normalize_reference(ref)
+        kind = ref_kind(ref)
+        roots = input_roots(self.settings)
+        if kind == "local" and self.storage is not None:
+            ref = await asyncio.to_thread(self._stage, ref, param, roots)
+        if ref_kind(ref) in ("local", "data"):
+            await asyncio.to_thread(inspect_audio, ref, param=param, roots=roots)
+        return ref
+
+    def _stage(self, ref: str, param: str, roots: tuple[Path, ...]) -> str:
+        """A local file the workers cannot read where it is: uploaded to storage (blocking)."""
+        assert self.storage is not None
+        path = Path(ref)
+        try:
+            confine(ref, roots, param)
+            if self.storage.is_local():
+                return ref  # inside the roots on a local store: every worker reads it as is
+        except InvalidRequestError:
+            pass  # outside the roots: upload it
+        # The user's own file, read for them: a symlink to elsewhere is theirs to follow.
+        real = Path(os.path.realpath(path))
+        # Check before copying: no point storing a file the workers would refuse.
+        inspect_audio(str(real), param=param, roots=(real.parent,))
+        return stage_file(self.storage, real, param)
 
     async def enqueue(self, job: Mapping[str, Any] | AnyJob, *, defer_s: float = 0.0) -> Enqueued:
         """Validate and enqueue; a second enqueue of the same ``id`` is a no-op."""

@@ -29,6 +29,7 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.core.audio import AudioContainer, parse_wav_header
 from mimoq.core.errors import CapacityDeferred, InternalError, InvalidRequestError, PermanentError
+from mimoq.core.inputs import input_roots
 from mimoq.core.jobs import AudioOutput, JobResult, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.sources import inspect_audio
 from mimoq.core.splitting.chunks import AudioChunk, UnsupportedAudioError
@@ -38,7 +39,7 @@ from mimoq.core.splitting.mp3 import split_mp3
 from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_id, chunk_key
 from mimoq.core.splitting.text import join_transcripts, split_text
 from mimoq.core.splitting.wavsplit import split_wav
-from mimoq.worker.pipeline import Outcome, WorkerDeps, output_key
+from mimoq.worker.pipeline import Outcome, WorkerDeps, inspect_input, output_key
 
 log = structlog.get_logger("mimoq.fanout")
 #: How long a parent waits between looks at its chunks: short for a few, longer for many.
@@ -47,11 +48,11 @@ MAX_POLL_S: Final = 5.0
 _EXTENSIONS: Final = {"audio/wav": ".wav", "audio/mpeg": ".mp3"}
 
 
-def needs_fanout(job: SpeechJob | TranscriptionJob) -> bool:
+async def needs_fanout(deps: WorkerDeps, job: SpeechJob | TranscriptionJob) -> bool:
     """True when the job's input is more than one MiMo call takes."""
     if isinstance(job, SpeechJob):
         return len(job.input) > dc.MAX_SPEECH_CHARS
-    audio = inspect_audio(job.file, param="file")
+    audio = await inspect_input(deps, job.file, param="file")
     return not fits_one_call(audio.mime, audio.size)
 
 
@@ -170,7 +171,7 @@ def _split_audio(
     deps: WorkerDeps, job: TranscriptionJob, job_id: str
 ) -> tuple[list[AudioChunk], str]:
     """Write the chunk files (in a thread: it reads the whole recording once)."""
-    audio = inspect_audio(job.file, param="file")
+    audio = inspect_audio(job.file, param="file", roots=input_roots(deps.settings))
     extension = _EXTENSIONS[audio.mime]
     path = audio.path
     if path is None:  # a data URI past the limit: to a file first, then split like one

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from mimoq.core.b64stream import AudioDataExtractor, Base64StreamError, aiter_base64_file
+from mimoq.core.b64stream import AudioDataExtractor, Base64StreamError, iter_base64_file
 from mimoq.core.dialect import (
     RequestBody,
     auth_headers,
@@ -18,6 +18,7 @@ from mimoq.core.dialect import (
     parse_transcription,
 )
 from mimoq.core.errors import MimoqError, UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.inputs import open_regular
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_TRANSCRIPT_BODY_BYTES = 8 * 1024 * 1024
@@ -50,8 +51,10 @@ class MimoClient:
     async def _content(self, body: RequestBody) -> AsyncIterator[bytes]:
         yield body.head
         if body.audio is not None:
-            async for chunk in aiter_base64_file(body.audio.path):
-                yield chunk
+            # Re-opened as it was checked: a regular file, not a symlink swapped in since.
+            with open_regular(body.audio.path, "audio") as local:
+                for chunk in iter_base64_file(local.file):
+                    yield chunk
         yield body.tail
 
     @asynccontextmanager

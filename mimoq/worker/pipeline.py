@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,9 +11,10 @@ from mimoq.core import wire
 from mimoq.core.audio import AudioFormatError, AudioSink
 from mimoq.core.dialect import speech_body, transcription_body
 from mimoq.core.errors import UpstreamResponseError
+from mimoq.core.inputs import input_roots
 from mimoq.core.jobs import AudioOutput, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.settings import Settings
-from mimoq.core.sources import inspect_audio
+from mimoq.core.sources import AudioInput, inspect_audio
 from mimoq.core.storage import Storage
 from mimoq.worker import metrics
 from mimoq.worker.accounts.router import AccountRouter
@@ -44,6 +46,13 @@ class WorkerDeps:
         return self.accounts.primary.limiter
 
 
+async def inspect_input(deps: WorkerDeps, ref: str, *, param: str) -> AudioInput:
+    """Check a job's audio reference off the event loop (file checks block; a FIFO would hang)."""
+    return await asyncio.to_thread(
+        inspect_audio, ref, param=param, roots=input_roots(deps.settings)
+    )
+
+
 def output_key(job: SpeechJob | TranscriptionJob, job_id: str) -> str:
     """Deterministic, so a re-run of the same job overwrites the same object."""
     return job.output or f"{job.kind}/{job_id}{job.extension()}"
@@ -52,7 +61,7 @@ def output_key(job: SpeechJob | TranscriptionJob, job_id: str) -> str:
 async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
     clone = None
     if job.model == dc.VOICECLONE_MODEL and job.voice:
-        clone = inspect_audio(job.voice, param="voice").for_request()
+        clone = (await inspect_input(deps, job.voice, param="voice")).for_request()
     body = speech_body(job, clone_sample=clone)
     key = output_key(job, job_id)
     usage: dict[str, Any] = {}
@@ -80,7 +89,7 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
 
 
 async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str) -> Outcome:
-    audio = inspect_audio(job.file, param="file")
+    audio = await inspect_input(deps, job.file, param="file")
     body = transcription_body(job, audio.for_request())
     usage: dict[str, Any] = {}
     async with deps.accounts.call(

@@ -141,7 +141,8 @@ async def run_job(
                 # poison job from taking workers down forever.
                 raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
             async with asyncio.timeout(settings.job_timeout_s):
-                if fanout.needs_fanout(job):  # over one call's limit: a parent of chunk jobs
+                # Over one call's limit: a parent of chunk jobs.
+                if await fanout.needs_fanout(deps, job):
                     outcome = await fanout.run_parent(deps, redis, job, job_id)
                 elif isinstance(job, SpeechJob):
                     outcome = await run_speech(deps, job, job_id)

@@ -50,6 +50,8 @@ def e2e_settings(
         "mimo_base_url": sim.url,
         "redis_url": redis_server.url,
         "data_dir": data_dir,
+        # Tests write their input files next to the data directory.
+        "input_roots": str(data_dir.parent),
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.05,
         "max_tries": 4,

@@ -332,7 +332,7 @@ class TestForeignProducers:
             (b'{"f":"os.system","a":["rm -rf /"],"k":{},"et":1}', "unknown task"),
             (
                 b'{"f":"transcription","a":[],"k":{"job":{"kind":"transcription","file":"/nope/missing.wav"}},"et":1}',
-                "does not exist",
+                "outside the folders local inputs may come from",
             ),
         ],
     )

@@ -69,6 +69,7 @@ def spawn(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Iterato
             "MIMO_BASE_URL": sim.url,
             "MIMOQ_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "MIMOQ_DATA_DIR": str(tmp_path / "data"),
+            "MIMOQ_INPUT_ROOTS": str(tmp_path),
             "MIMOQ_POLL_DELAY_S": "0.01",
             "MIMOQ_HEARTBEAT_INTERVAL_S": "0.1",
             "MIMOQ_METRICS_HOST": "127.0.0.1",

@@ -179,9 +179,9 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         ({"kind": "transcription", "file": "a.m4a"}, "file", ".wav or .mp3"),
         ({"kind": "transcription", "file": "noextension"}, "file", "without extension"),
         (
-            {"kind": "transcription", "file": "https://example.com/a.wav"},
+            {"kind": "transcription", "file": "ftp://example.com/a.wav"},
             "file",
-            "download remote audio first",
+            "s3://, gs://, az:// or https://",
         ),
         (
             {"kind": "transcription", "file": "data:audio/flac;base64,AAAA"},
