@@ -30,6 +30,9 @@ FANOUT_PREFIX: Final = "mimoq:fanout:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 #: Which tenant of the HTTP front door a job belongs to (mimoq/http): only it may read the job.
 HTTP_OWNER_PREFIX: Final = "mimoq:owner:"
+#: The HTTP front door's OpenAI-style files and batches (mimoq/http/files.py, batches.py).
+HTTP_FILE_PREFIX: Final = "mimoq:file:"
+HTTP_BATCH_PREFIX: Final = "mimoq:batch:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
-from mimoq.http import audio, jobs
+from mimoq.http import audio, batches, files, jobs
 from mimoq.http.auth import TokenTable
 from mimoq.http.body import BodyLimits
 from mimoq.http.content import UPLOADS_PREFIX, upload_path
@@ -96,6 +96,18 @@ def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
         ),
         Route("/v1/jobs/{job_id}", endpoint("job", jobs.job), methods=["GET"]),
         Route("/v1/jobs/{job_id}/content", endpoint("job_content", jobs.content), methods=["GET"]),
+        Route("/v1/files", endpoint("files", files.create), methods=["POST"]),
+        Route("/v1/files/{file_id}", endpoint("file", files.retrieve), methods=["GET"]),
+        Route(
+            "/v1/files/{file_id}/content", endpoint("file_content", files.content), methods=["GET"]
+        ),
+        Route("/v1/batches", endpoint("batches", batches.create), methods=["POST"]),
+        Route("/v1/batches/{batch_id}", endpoint("batch", batches.retrieve), methods=["GET"]),
+        Route(
+            "/v1/batches/{batch_id}/cancel",
+            endpoint("batch_cancel", batches.cancel),
+            methods=["POST"],
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

@@ -1,0 +1,259 @@
+"""OpenAI Batch API over the queue: ``POST /v1/batches``, ``GET /v1/batches/{id}``,
+``POST /v1/batches/{id}/cancel``.
+
+Each line of the input file becomes a bulk-lane job of the tenant. Progress is read from
+the jobs' result records whenever the batch is asked about; once every job has its
+result (or, after a cancel, is no longer queued or running), the output and error files
+are written once, under a lock, and the batch is ``completed`` or ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mimoq.core import wire
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import JobResult
+from mimoq.http import batch_lines as lines
+from mimoq.http.audio import json_object
+from mimoq.http.errors import HTTPError
+from mimoq.http.files import file_path, owned_file, save_record
+from mimoq.http.routing import Context
+
+COMPLETION_WINDOW: Final = "24h"
+_PAGE: Final = 500
+
+Item = list[Any]  # [custom_id, job_id, refusal error or None]
+
+
+def _key(batch_id: str) -> str:
+    return wire.HTTP_BATCH_PREFIX + batch_id
+
+
+def _items_key(batch_id: str) -> str:
+    return wire.HTTP_BATCH_PREFIX + batch_id + ":items"
+
+
+def batch_object(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "tenant"}
+
+
+async def _save(ctx: Context, record: dict[str, Any]) -> None:
+    ttl = ctx.settings.result_ttl_s + 86_400
+    await ctx.front.producer.redis.set(_key(record["id"]), json.dumps(record), ex=ttl)
+
+
+async def _owned(ctx: Context, batch_id: str, tenant: str) -> dict[str, Any]:
+    raw = await ctx.front.producer.redis.get(_key(batch_id))
+    record: dict[str, Any] | None = json.loads(raw) if raw is not None else None
+    if record is None or record.get("tenant") != tenant:
+        raise HTTPError(404, f"no batch {batch_id!r}", param="batch_id", code="batch_not_found")
+    return record
+
+
+Requests = list[tuple[str, dict[str, Any]]]
+
+
+def _read_lines(ctx: Context, file_id: str, endpoint: str) -> tuple[Requests, list[dict[str, Any]]]:
+    """The requests of an input file, or the reasons it is not one (blocking: in a thread)."""
+    requests: Requests = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with file_path(ctx, file_id).open("r", encoding="utf-8-sig", errors="replace") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                custom_id, body = lines.parse_line(text, number, endpoint)
+                if custom_id in seen:
+                    raise lines.LineError(
+                        number, f"line {number}: custom_id {custom_id!r} is repeated", "custom_id"
+                    )
+            except lines.LineError as exc:
+                if len(errors) < lines.MAX_LINE_ERRORS:
+                    errors.append(exc.to_dict())
+                continue
+            seen.add(custom_id)
+            requests.append((custom_id, body))
+    if not requests and not errors:
+        errors.append(
+            {"code": "empty_file", "message": "the input file has no requests", "param": None,
+             "line": None}
+        )  # fmt: skip
+    return requests, errors
+
+
+async def create(request: Request, ctx: Context, tenant: str) -> Response:
+    body = await json_object(request, ctx)
+    endpoint = body.get("endpoint")
+    if endpoint not in lines.ENDPOINTS:
+        raise InvalidRequestError(
+            f"endpoint {endpoint!r} is not served here: use {' or '.join(lines.ENDPOINTS)}",
+            param="endpoint",
+        )
+    if body.get("completion_window", COMPLETION_WINDOW) != COMPLETION_WINDOW:
+        raise InvalidRequestError("completion_window must be '24h'", param="completion_window")
+    file_id = body.get("input_file_id")
+    if not isinstance(file_id, str):
+        raise InvalidRequestError(
+            "input_file_id is required (from POST /v1/files)", param="input_file_id"
+        )
+    await owned_file(ctx, file_id, tenant)
+    now = int(time.time())
+    batch_id = "batch_" + uuid.uuid4().hex
+    record: dict[str, Any] = {
+        "id": batch_id, "object": "batch", "endpoint": endpoint, "errors": None,
+        "input_file_id": file_id, "completion_window": COMPLETION_WINDOW, "status": "validating",
+        "output_file_id": None, "error_file_id": None, "created_at": now,
+        "in_progress_at": None, "expires_at": now + 86_400, "finalizing_at": None,
+        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
+        "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": body.get("metadata"), "tenant": tenant,
+    }  # fmt: skip
+    requests, errors = await asyncio.to_thread(_read_lines, ctx, file_id, endpoint)
+    if errors:
+        record.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
+        await _save(ctx, record)
+        return JSONResponse(batch_object(record))
+    items: list[Item] = []
+    for number, (custom_id, req) in enumerate(requests):
+        job_id = f"{batch_id}-{number:06d}"
+        try:
+            await ctx.front.submit(lines.job_of(endpoint, req, job_id), tenant=tenant, lane="bulk")
+            items.append([custom_id, job_id, None])
+        except InvalidRequestError as exc:  # one bad request fails alone, as at OpenAI
+            items.append([custom_id, job_id, exc.to_dict()])
+    await ctx.front.producer.redis.set(
+        _items_key(batch_id), json.dumps(items), ex=ctx.settings.result_ttl_s + 86_400
+    )
+    record.update(status="in_progress", in_progress_at=int(time.time()))
+    record["request_counts"]["total"] = len(items)
+    await _save(ctx, record)
+    return JSONResponse(batch_object(await _refresh(ctx, record)))
+
+
+async def _results(ctx: Context, job_ids: list[str]) -> list[JobResult | None]:
+    out: list[JobResult | None] = []
+    for start in range(0, len(job_ids), _PAGE):
+        page = job_ids[start : start + _PAGE]
+        raws = await ctx.front.producer.redis.mget([wire.result_key(j) for j in page])
+        out.extend(None if raw is None else JobResult.model_validate_json(raw) for raw in raws)
+    return out
+
+
+async def _still_active(ctx: Context, job_ids: list[str]) -> bool:
+    """Whether any of these jobs is queued or running (after a cancel, the rest never will)."""
+    redis = ctx.front.producer.redis
+    for start in range(0, len(job_ids), _PAGE):
+        page = job_ids[start : start + _PAGE]
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in page:
+                pipe.exists(wire.in_progress_key(job_id))
+                pipe.zscore(wire.QUEUE_NAME, job_id)
+            answers = await pipe.execute()
+        if any(answers[i] or answers[i + 1] is not None for i in range(0, len(answers), 2)):
+            return True
+    return False
+
+
+async def _refresh(ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
+    """Count finished requests; finalize once nothing is left to wait for."""
+    if record["status"] not in ("in_progress", "cancelling"):
+        return record
+    raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
+    items: list[Item] = json.loads(raw) if raw is not None else []
+    queued = [item for item in items if item[2] is None]
+    results = await _results(ctx, [item[1] for item in queued])
+    by_id = {item[1]: r for item, r in zip(queued, results, strict=True)}
+    completed = sum(1 for r in results if r is not None and r.status == "succeeded")
+    failed = sum(1 for r in results if r is not None and r.status == "failed")
+    failed += len(items) - len(queued)
+    record["request_counts"] = {"total": len(items), "completed": completed, "failed": failed}
+    waiting = [job_id for job_id, r in by_id.items() if r is None]
+    if waiting and (record["status"] == "in_progress" or await _still_active(ctx, waiting)):
+        return record
+    lock = f"{_key(record['id'])}:finalizing"
+    if not await ctx.front.producer.redis.set(lock, "1", nx=True, ex=60):
+        return record  # another request is writing the files right now
+    await _finalize(ctx, record, items, by_id)
+    return record
+
+
+async def _finalize(
+    ctx: Context, record: dict[str, Any], items: list[Item], by_id: dict[str, JobResult | None]
+) -> None:
+    now = int(time.time())
+    cancelled = record["status"] == "cancelling"
+    output: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for custom_id, job_id, refusal in items:
+        result = by_id.get(job_id)
+        if refusal is not None:
+            errors.append(lines.refused_line(custom_id, job_id, refusal))
+        elif result is None:
+            message = "the batch was cancelled before this request ran"
+            errors.append(lines.not_run_line(custom_id, job_id, "batch_cancelled", message))
+        elif result.status == "succeeded":
+            output.append(lines.success_line(custom_id, result))
+        else:
+            errors.append(lines.failure_line(custom_id, result))
+    for name, rows in (("output_file_id", output), ("error_file_id", errors)):
+        if not rows:
+            continue
+        file_id = f"file-{record['id']}-{name.split('_')[0]}"
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        path = file_path(ctx, file_id)
+        await asyncio.to_thread(_write, path, text)
+        await save_record(ctx, {
+            "id": file_id, "object": "file", "bytes": len(text.encode()), "created_at": now,
+            "filename": f"{record['id']}_{name.split('_')[0]}.jsonl", "purpose": "batch_output",
+            "status": "processed", "tenant": record["tenant"],
+        })  # fmt: skip
+        record[name] = file_id
+    record.update(finalizing_at=now)
+    if cancelled:
+        record.update(status="cancelled", cancelled_at=now)
+    else:
+        record.update(status="completed", completed_at=now)
+    await _save(ctx, record)
+
+
+def _write(path: Any, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+async def retrieve(request: Request, ctx: Context, tenant: str) -> Response:
+    record = await _owned(ctx, request.path_params["batch_id"], tenant)
+    return JSONResponse(batch_object(await _refresh(ctx, record)))
+
+
+async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
+    record = await _owned(ctx, request.path_params["batch_id"], tenant)
+    if record["status"] in ("completed", "failed", "cancelled", "expired"):
+        raise HTTPError(409, f"batch {record['id']} is already {record['status']}",
+                        code="batch_finished")  # fmt: skip
+    if record["status"] == "in_progress":
+        record.update(status="cancelling", cancelling_at=int(time.time()))
+        await _save(ctx, record)
+        raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
+        items: list[Item] = json.loads(raw) if raw is not None else []
+        redis = ctx.front.producer.redis
+        # Jobs not yet taken are withdrawn; running ones finish and count.
+        job_ids = [item[1] for item in items if item[2] is None]
+        for start in range(0, len(job_ids), _PAGE):
+            page = job_ids[start : start + _PAGE]
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(wire.QUEUE_NAME, *page)
+                pipe.delete(*[wire.job_key(j) for j in page])
+                await pipe.execute()
+    return JSONResponse(batch_object(await _refresh(ctx, record)))

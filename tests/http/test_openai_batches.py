@@ -1,0 +1,177 @@
+"""The OpenAI Batch API (files + batches) with the official openai package, unchanged."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from mimoq.sim.faults import Fault
+from tests.http.conftest import ALICE, BOB, Stack, wait_for, wav_bytes
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def oai(stack: Stack) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=stack.v1, api_key=ALICE, max_retries=0, timeout=120) as c:
+        yield c
+
+
+def jsonl(rows: list[dict[str, object]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def run_batch(
+    oai: openai.OpenAI, rows: list[dict[str, object]], endpoint: str
+) -> openai.types.Batch:
+    upload = oai.files.create(file=("requests.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+    assert upload.purpose == "batch" and upload.bytes == len(jsonl(rows))
+    batch = oai.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h")  # type: ignore[arg-type]
+    assert batch.status in ("in_progress", "completed")
+
+    def done() -> openai.types.Batch | None:
+        got = oai.batches.retrieve(batch.id)
+        return got if got.status in ("completed", "failed", "cancelled") else None
+
+    finished = wait_for(done, what=f"batch {batch.id}")
+    assert isinstance(finished, openai.types.Batch)
+    return finished
+
+
+def lines_of(oai: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, object]]:
+    assert file_id is not None
+    text = oai.files.content(file_id).text
+    return {row["custom_id"]: row for row in map(json.loads, text.splitlines())}
+
+
+def test_speech_batch_with_good_bad_and_failing_lines(stack: Stack, oai: openai.OpenAI) -> None:
+    stack.sim.state.add_fault(
+        Fault.model_validate({"kind": "status", "status": 400, "match": "Upstream says no"})
+    )
+    rows: list[dict[str, object]] = [
+        {"custom_id": f"ok-{i}", "method": "POST", "url": "/v1/audio/speech",
+         "body": {"model": "tts-1", "input": f"Chapter {i}.", "voice": "Mia"}}
+        for i in range(5)
+    ]  # fmt: skip
+    rows.append({"custom_id": "design", "method": "POST", "url": "/v1/audio/speech",
+                 "body": {"model": "mimo-v2.5-tts-voicedesign", "input": "Hi.", "instructions": "deep"}})  # fmt: skip
+    rows.append({"custom_id": "alloy", "method": "POST", "url": "/v1/audio/speech",
+                 "body": {"model": "tts-1", "input": "Hi.", "voice": "alloy"}})  # fmt: skip
+    rows.append({"custom_id": "upstream", "method": "POST", "url": "/v1/audio/speech",
+                 "body": {"input": "Upstream says no.", "voice": "Mia"}})  # fmt: skip
+    batch = run_batch(oai, rows, "/v1/audio/speech")
+    assert batch.status == "completed"
+    assert batch.request_counts is not None
+    assert (
+        batch.request_counts.total,
+        batch.request_counts.completed,
+        batch.request_counts.failed,
+    ) == (8, 6, 2)
+
+    output = lines_of(oai, batch.output_file_id)
+    assert set(output) == {"ok-0", "ok-1", "ok-2", "ok-3", "ok-4", "design"}
+    response = output["ok-3"]["response"]
+    assert isinstance(response, dict) and response["status_code"] == 200
+    url = response["body"]["url"]
+    audio = httpx.get(stack.url + url, headers={"Authorization": f"Bearer {ALICE}"})
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+    assert httpx.get(stack.url + url, headers={"Authorization": f"Bearer {BOB}"}).status_code == 404
+
+    errors = lines_of(oai, batch.error_file_id)
+    assert set(errors) == {"alloy", "upstream"}
+    refused = errors["alloy"]["response"]
+    assert isinstance(refused, dict) and refused["status_code"] == 400
+    assert (
+        refused["body"]["error"]["param"] == "voice"
+        and "alloy" in refused["body"]["error"]["message"]
+    )
+    failed = errors["upstream"]["response"]
+    assert isinstance(failed, dict) and failed["body"]["error"]["code"] == "job_failed"
+
+
+def test_transcription_batch_with_data_uris(stack: Stack, oai: openai.OpenAI) -> None:
+    uri = "data:audio/wav;base64," + base64.b64encode(wav_bytes(0.4)).decode()
+    rows: list[dict[str, object]] = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/audio/transcriptions",
+         "body": {"model": "whisper-1", "file": uri, "language": "en"}},
+        {"custom_id": "path", "method": "POST", "url": "/v1/audio/transcriptions",
+         "body": {"model": "whisper-1", "file": "/etc/passwd.wav"}},
+    ]  # fmt: skip
+    batch = run_batch(oai, rows, "/v1/audio/transcriptions")
+    output = lines_of(oai, batch.output_file_id)
+    body = output["a"]["response"]["body"]  # type: ignore[index]
+    assert isinstance(body["text"], str) and body["text"].strip()
+    errors = lines_of(oai, batch.error_file_id)
+    assert errors["path"]["response"]["body"]["error"]["param"] == "file"  # type: ignore[index]
+
+
+def test_malformed_input_file_fails_the_batch(stack: Stack, oai: openai.OpenAI) -> None:
+    raw = (
+        b'{"custom_id": "x", "url": "/v1/audio/speech", "body": {"input": "hi"}}\n'
+        b"not json\n"
+        b'{"custom_id": "x", "url": "/v1/audio/speech", "body": {"input": "hi"}}\n'
+        b'{"custom_id": "y", "url": "/v1/chat/completions", "body": {}}\n'
+    )
+    upload = oai.files.create(file=("bad.jsonl", io.BytesIO(raw)), purpose="batch")
+    batch = oai.batches.create(
+        input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
+    )  # type: ignore[arg-type]
+    assert batch.status == "failed" and batch.errors is not None and batch.errors.data is not None
+    assert [e.line for e in batch.errors.data] == [2, 3, 4]
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "endpoint"
+    with pytest.raises(openai.BadRequestError):
+        oai.files.create(file=("x.jsonl", io.BytesIO(raw)), purpose="fine-tune")
+    # Another tenant sees neither the file nor the batch.
+    with openai.OpenAI(base_url=stack.v1, api_key=BOB, max_retries=0) as bob:
+        with pytest.raises(openai.NotFoundError):
+            bob.files.content(upload.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.batches.retrieve(batch.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.batches.create(
+                input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
+            )  # type: ignore[arg-type]
+
+
+def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> None:
+    stack.sim.state.add_fault(
+        Fault.model_validate({"kind": "latency", "ms": 1500, "times": None, "match": "slow-batch"})
+    )
+    try:
+        rows: list[dict[str, object]] = [
+            {"custom_id": f"r{i}", "method": "POST", "url": "/v1/audio/speech",
+             "body": {"input": f"slow-batch {i}.", "voice": "Mia"}}
+            for i in range(80)
+        ]  # fmt: skip
+        upload = oai.files.create(file=("slow.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+        batch = oai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
+        )  # type: ignore[arg-type]
+        cancelling = oai.batches.cancel(batch.id)
+        assert cancelling.status in ("cancelling", "cancelled")
+        final = wait_for(
+            lambda: (b := oai.batches.retrieve(batch.id)).status == "cancelled" and b,
+            what="cancelled",
+        )
+        assert isinstance(final, openai.types.Batch) and final.request_counts is not None
+        assert final.request_counts.completed < 80
+        errors = lines_of(oai, final.error_file_id)
+        not_run = [
+            r for r in errors.values() if r["error"] and r["error"]["code"] == "batch_cancelled"
+        ]  # type: ignore[index]
+        assert len(not_run) == 80 - final.request_counts.completed - final.request_counts.failed
+        assert not_run
+        with pytest.raises(openai.ConflictError):
+            oai.batches.cancel(batch.id)
+    finally:
+        stack.sim.state.clear_faults()
