@@ -6,7 +6,9 @@
     ├── RetryableError            carries retry_after_s (None: use the backoff schedule)
     │   ├── RateLimitedError      429
     │   ├── UpstreamUnavailable   5xx, timeouts, connection errors
-    │   └── CapacityDeferred      the fleet limiter said "not yet"
+    │   └── Deferred              not a try: come back at retry_after_s
+    │       ├── CapacityDeferred  the fleet limiter said "not yet" (quota)
+    │       └── ChunksPending     a long job's chunk jobs are still running
     └── PermanentError
         ├── InternalError         a bug of ours: logged with its traceback, reported plainly
         ├── InvalidRequestError   400/404/422 and our own validation (invalid_request_error)
@@ -63,10 +65,26 @@ class UpstreamUnavailable(RetryableError):
     error_type = "upstream_unavailable_error"
 
 
-class CapacityDeferred(RetryableError):
+class Deferred(RetryableError):
+    """Not an attempt: the job is put back until ``retry_after_s``; its tries are not spent."""
+
+    error_type = "deferred"
+
+
+class CapacityDeferred(Deferred):
     """The fleet-wide limiter has no capacity until ``retry_after_s`` from now."""
 
     error_type = "capacity_deferred"
+
+
+class ChunksPending(Deferred):
+    """A long job's chunk jobs are still running; the parent looks again at ``retry_after_s``.
+
+    Kept apart from ``CapacityDeferred`` so that waiting for chunks is never counted (or
+    graphed) as quota saturation.
+    """
+
+    error_type = "chunks_pending"
 
 
 class PermanentError(MimoqError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from typing import Any
 
 import arq.connections
@@ -17,12 +16,11 @@ from arq.worker import Worker, func
 from redis.exceptions import ResponseError
 
 from mimoq.core import logs, wire
-from mimoq.core.jobs import JobResult
 from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.storage import LocalStorage
-from mimoq.worker import callbacks, metrics
+from mimoq.worker import callbacks, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter_capacity import warn_if_fleet_is_short
@@ -100,13 +98,11 @@ class MimoqWorker(Worker):
             raw_job = (data.get("k") or {}).get("job")
         callback, metadata = salvage(raw_job)
         kind = raw_job.get("kind") if isinstance(raw_job, dict) else None
-        result = JobResult(
-            id=job_id,
-            kind=kind if kind in ("speech", "transcription") else None,
-            status="failed",
+        result = result_builder.failed(
+            job_id,
             error={"type": "job_failed", "message": reason},
+            kind=kind if kind in ("speech", "transcription") else None,
             metadata=metadata,
-            finished_at=time.time(),
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
         await finish(self.pool, result, callback, settings=self.mimoq_settings)

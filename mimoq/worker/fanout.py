@@ -6,7 +6,7 @@ base64) becomes a *parent*. Its first run splits the input (text at sentence bou
 audio into chunk files in storage, cut at quiet points) and enqueues one *child* job per
 chunk through the same atomic enqueue script, with ids ``<parent>.p000``... Children are
 ordinary jobs: any worker runs them, in parallel, under the fleet limiter, each with its
-own retries. The parent then raises ``CapacityDeferred`` (a deferral, not a try) until
+own retries. The parent then raises ``ChunksPending`` (a deferral, not a try) until
 every child has a result, and stitches: transcripts joined in order, audio concatenated
 sample-exactly into one file. A child that gives up fails the parent, naming the chunk.
 Every step is idempotent, so a parent run twice (at-least-once) redoes no MiMo call.
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.core.audio import AudioContainer, parse_wav_header
-from mimoq.core.errors import CapacityDeferred, InternalError, InvalidRequestError, PermanentError
+from mimoq.core.errors import ChunksPending, InternalError, InvalidRequestError, PermanentError
 from mimoq.core.inputs import input_roots
 from mimoq.core.jobs import AudioOutput, JobResult, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.sources import inspect_audio
@@ -73,7 +73,7 @@ async def run_parent(
     missing = [c for c, r in zip(plan.children, results, strict=True) if r is None]
     if missing:
         await _requeue_lost(redis, deps, job, plan, missing)
-        raise CapacityDeferred(
+        raise ChunksPending(
             f"{len(missing)} of {len(plan.children)} chunks still running",
             retry_after_s=min(MAX_POLL_S, MIN_POLL_S + 0.05 * len(missing)),
         )
@@ -223,7 +223,7 @@ async def _requeue_lost(
         return
     await redis.delete(wire.fanout_key(plan.parent_id))  # re-plan: chunk files may be gone too
     log.warning("fanout.replanning", job_id=plan.parent_id, lost=len(lost))
-    raise CapacityDeferred("chunk jobs were lost: planning again", retry_after_s=MIN_POLL_S)
+    raise ChunksPending("chunk jobs were lost: planning again", retry_after_s=MIN_POLL_S)
 
 
 async def _forget_failure(

@@ -36,6 +36,7 @@ class JobOutcome(StrEnum):
     failed = "failed"  # for good: a failure result was recorded
     retried = "retried"  # a retryable error; arq runs it again after a backoff
     deferred = "deferred"  # the fleet limiter had no capacity yet (not counted as a try)
+    waiting = "waiting"  # put back for another reason (chunks running); not a try either
     already_finished = "already_finished"  # a re-run found the result of an earlier run
 
 
@@ -79,6 +80,12 @@ MIMO_RESPONSES: Final = Counter(
 )
 MIMO_RATE_LIMITED: Final = Counter(
     "mimoq_mimo_rate_limited", "429 answers from MiMo, by model.", ["model"]
+)
+DEFERRALS: Final = Counter(
+    "mimoq_job_deferrals",
+    "Runs put back without spending a try, by reason: quota (the fleet limiter), chunks (a "
+    "long job waiting for its chunk jobs) or other.",
+    ["kind", "reason"],
 )
 LIMITER_WAIT: Final = Histogram(
     "mimoq_limiter_deferral_seconds",
@@ -133,6 +140,16 @@ def job_outcome(
         RETRIES.labels(_label(kind), _label(error_type)).inc()
     elif outcome is JobOutcome.deferred:
         LIMITER_WAIT.labels(_label(model)).observe(deferred_s or 0.0)
+
+
+def job_deferred(kind: str | None, model: str | None, reason: str, *, deferred_s: float) -> None:
+    """Record a run put back without spending a try; only quota deferrals are limiter waits.
+
+    ``reason`` is a ``mimoq.worker.decide.DeferReason`` value (quota, chunks, other).
+    """
+    DEFERRALS.labels(_label(kind), reason).inc()
+    outcome = JobOutcome.deferred if reason == "quota" else JobOutcome.waiting
+    job_outcome(kind, model, outcome, deferred_s=deferred_s)
 
 
 def call_status(error: BaseException | None) -> str:

@@ -1,8 +1,9 @@
 """The arq tasks: the one place the error tree becomes arq behaviour.
 
-retryable → ``Retry(defer=…)`` (capped, jittered, honouring Retry-After) until the tries
-run out; permanent → a final failure result and a failure callback; anything unexpected →
-a failure result too, never a crashed worker. Limiter deferrals do not count as tries.
+The verdict comes from the pure ``mimoq.worker.decide``; this shell carries it out:
+``Defer``/``RetryLater`` → ``Retry(defer=…)`` (a deferral is not counted as a try);
+``Finish`` → the result record (built by ``result_builder``) and the callback. Anything
+unexpected becomes a failure result too, never a crashed worker.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from redis.asyncio import Redis
 
 from mimoq.core import failures, wire
 from mimoq.core.errors import (
-    CapacityDeferred,
     InternalError,
     InvalidRequestError,
     MimoqError,
     PermanentError,
-    RetryableError,
     UpstreamUnavailable,
 )
 from mimoq.core.jobs import (
@@ -38,9 +37,9 @@ from mimoq.core.jobs import (
 )
 from mimoq.core.results import read_result, write_result
 from mimoq.core.settings import Settings
-from mimoq.worker import fanout, metrics
-from mimoq.worker.backoff import backoff_s
+from mimoq.worker import fanout, metrics, result_builder
 from mimoq.worker.callbacks import schedule_callback
+from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
 
 log = structlog.get_logger("mimoq.worker")
@@ -98,6 +97,26 @@ def salvage(raw: Any) -> tuple[Callback | None, Any]:
     return callback, metadata
 
 
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_tries=settings.max_tries,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+    )
+
+
+async def _attempt(
+    deps: WorkerDeps, redis: Redis, job: SpeechJob | TranscriptionJob, job_id: str
+) -> Outcome:
+    """One try of a parsed job, within the job timeout."""
+    async with asyncio.timeout(deps.settings.job_timeout_s):
+        if await fanout.needs_fanout(deps, job):  # over one call's limit: chunk jobs
+            return await fanout.run_parent(deps, redis, job, job_id)
+        if isinstance(job, SpeechJob):
+            return await run_speech(deps, job, job_id)
+        return await run_transcription(deps, job, job_id)
+
+
 def _deferrals_key(job_id: str) -> str:
     return wire.DEFERRALS_PREFIX + job_id
 
@@ -130,7 +149,6 @@ async def run_job(
     job: SpeechJob | TranscriptionJob | None = None
     outcome: Outcome | None = None
     error: MimoqError | None = preset_error
-    retry_in: float | None = None
     if error is None and kind is not None:
         try:
             job = _parse(raw, kind)
@@ -140,21 +158,7 @@ async def run_job(
                 # Each try that never finished (a killed worker) still counted: stop a
                 # poison job from taking workers down forever.
                 raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
-            async with asyncio.timeout(settings.job_timeout_s):
-                # Over one call's limit: a parent of chunk jobs.
-                if await fanout.needs_fanout(deps, job):
-                    outcome = await fanout.run_parent(deps, redis, job, job_id)
-                elif isinstance(job, SpeechJob):
-                    outcome = await run_speech(deps, job, job_id)
-                else:
-                    outcome = await run_transcription(deps, job, job_id)
-        except CapacityDeferred as exc:
-            await redis.incr(_deferrals_key(job_id))
-            await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
-            retry_in = exc.retry_after_s or 1.0
-            bound.debug("job.deferred", retry_in_s=round(retry_in, 3))
-            model = job.model if job else None
-            metrics.job_outcome(kind, model, metrics.JobOutcome.deferred, deferred_s=retry_in)
+            outcome = await _attempt(deps, redis, job, job_id)
         except TimeoutError:
             error = UpstreamUnavailable(f"the job took longer than {settings.job_timeout_s:g} s")
         except MimoqError as exc:
@@ -163,62 +167,44 @@ async def run_job(
             bound.exception("job.internal_error")
             error = InternalError("internal error in the worker; see its logs")
 
-    if isinstance(error, RetryableError) and tries < settings.max_tries:
-        retry_in = backoff_s(
-            tries,
-            base_s=settings.backoff_base_s,
-            max_s=settings.backoff_max_s,
-            retry_after_s=error.retry_after_s,
-            rand=random.random,
-        )
+    model = job.model if job else None
+    verdict = decide(error, tries=tries, policy=_policy(settings), rand=random.random)
+    if isinstance(verdict, Defer):
+        await redis.incr(_deferrals_key(job_id))
+        await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
+        bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
+        metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
+        raise Retry(defer=verdict.delay_s)
+    if isinstance(verdict, RetryLater):
         bound.warning(
             "job.retrying",
-            error_type=error.error_type,
-            status=error.status,
-            retry_in_s=round(retry_in, 3),
+            error_type=verdict.error.error_type,
+            status=verdict.error.status,
+            retry_in_s=round(verdict.delay_s, 3),
         )
         metrics.job_outcome(
             kind,
-            job.model if job else None,
+            model,
             metrics.JobOutcome.retried,
             duration_s=time.monotonic() - started,
-            error_type=error.error_type,
+            error_type=verdict.error.error_type,
         )
-    if retry_in is not None:
-        raise Retry(defer=retry_in)
+        raise Retry(defer=verdict.delay_s)
 
     if outcome is not None and job is not None:
-        result = JobResult(
-            id=job_id,
-            kind=job.kind,
-            status="succeeded",
-            model=job.model,
-            output=outcome.output,
-            text=outcome.text,
-            usage=outcome.usage,
-            account=outcome.account,
-            metadata=job.metadata,
-            tries=tries,
-            enqueued_at=_ts(ctx),
-            finished_at=time.time(),
-        )
+        result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
     else:
-        assert error is not None
-        details = error.to_dict()
-        if isinstance(error, RetryableError):
-            details["message"] = f"gave up after {tries} tries: {error.message}"
+        assert verdict.error is not None
         callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
-        result = JobResult(
-            id=job_id,
+        result = result_builder.failed(
+            job_id,
+            error=verdict.error,
             kind=job.kind if job else _kind_of(raw, kind),
-            status="failed",
-            model=job.model if job else None,
-            error=details,
+            model=model,
             metadata=metadata,
             tries=tries,
             enqueued_at=_ts(ctx),
-            finished_at=time.time(),
         )
     await finish(redis, result, callback, settings=settings)
     await redis.delete(_deferrals_key(job_id))

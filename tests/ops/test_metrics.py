@@ -124,6 +124,25 @@ def test_deferral_wait_is_observed_as_its_length() -> None:
 
 
 @pytest.mark.parametrize(
+    ("reason", "outcome", "limiter_wait"),
+    [("quota", "deferred", 1), ("chunks", "waiting", 0), ("other", "waiting", 0)],
+)
+def test_deferrals_are_counted_by_reason_and_only_quota_is_a_limiter_wait(
+    reason: str, outcome: str, limiter_wait: int
+) -> None:
+    """A long job waiting for its chunks must not look like quota saturation."""
+    watched = [
+        ("mimoq_job_deferrals_total", {"kind": "transcription", "reason": reason}),
+        ("mimoq_jobs_total", {"kind": "transcription", "outcome": outcome}),
+        ("mimoq_limiter_deferral_seconds_count", {"model": MODEL}),
+    ]
+    before = [sample(name, **labels) for name, labels in watched]
+    metrics.job_deferred("transcription", MODEL, reason, deferred_s=1.5)
+    after = [sample(name, **labels) for name, labels in watched]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, limiter_wait]
+
+
+@pytest.mark.parametrize(
     ("outcome", "reason", "dead"),
     [
         (metrics.CallbackOutcome.delivered, None, False),
