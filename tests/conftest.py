@@ -1,11 +1,16 @@
-"""Shared fixtures: a private redis-server per test session, and clean clients per test.
+"""Shared fixtures: a scrubbed environment, a private redis-server per test session, and
+clean clients per test.
 
 Tests never use the machine's Redis on 6379: each session starts its own server on a free
 port (binding to port 0 first; ``redis-server --port 0`` would mean "no TCP listener").
+Nor do they see the developer's own mimoq settings: every ``MIMO*`` variable and
+``REDIS_URL`` is removed before collection and again around each test, so an exported key
+or ``MIMOQ_CALLBACK_ALLOW_NETWORKS`` (the README's local-development advice) changes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +23,27 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 from arq.connections import ArqRedis
+
+#: Environment variables that configure mimoq (and MiMo keys): never inherited by a test.
+SCRUBBED_PREFIXES = ("MIMO", "XIAOMI")
+SCRUBBED_NAMES = frozenset({"REDIS_URL"})
+
+
+def _is_scrubbed(name: str) -> bool:
+    return name.startswith(SCRUBBED_PREFIXES) or name in SCRUBBED_NAMES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: a module that builds Settings at import must not see a developer's key.
+    for name in [n for n in os.environ if _is_scrubbed(n)]:
+        del os.environ[name]
+
+
+@pytest.fixture(autouse=True)
+def _scrub_mimoq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever an earlier test or fixture exported, each test starts without it."""
+    for name in [n for n in os.environ if _is_scrubbed(n)]:
+        monkeypatch.delenv(name)
 
 
 def free_port() -> int:
@@ -40,6 +66,12 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        """Stop the server for good and remove its data directory."""
+        if self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_again(self) -> None:
         """Restart on the same port and directory (AOF on, so data survives)."""
@@ -95,9 +127,7 @@ def start_redis_server() -> RedisServer:
 def redis_server() -> Iterator[RedisServer]:
     server = start_redis_server()
     yield server
-    server.process.terminate()
-    server.process.wait(timeout=10)
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import NumberedKey, numbered_keys
+from mimoq.core.ssrf import parse_networks
 from mimoq.core.webhooks import DEFAULT_SCHEDULE_S
 
 PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
@@ -160,8 +161,6 @@ class Settings(BaseSettings):
     @field_validator("callback_allow_networks", mode="before")
     @classmethod
     def _callback_networks(cls, value: object) -> str:
-        from mimoq.core.ssrf import parse_networks  # local: ssrf imports this module
-
         if not isinstance(value, str | list | tuple):
             raise ValueError("allowed networks must be comma-separated CIDRs")
         items = value if isinstance(value, str) else [str(v) for v in value]

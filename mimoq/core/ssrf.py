@@ -22,13 +22,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from mimoq.core.errors import InvalidRequestError, RetryableError
-from mimoq.core.settings import Settings
+
+
+class Policy(Protocol):
+    """The two settings the checks read (``Settings`` satisfies it; tests may pass less).
+
+    A protocol rather than ``Settings`` itself: settings validate their allow-list with
+    ``parse_networks`` from this module, so importing them here would be a cycle.
+    """
+
+    @property
+    def callback_https_only(self) -> bool: ...
+
+    @property
+    def callback_allow_networks(self) -> str: ...
+
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -242,7 +256,7 @@ class _Parsed:
     literal: Address | None
 
 
-def _parse(url: str, settings: Settings) -> _Parsed:
+def _parse(url: str, settings: Policy) -> _Parsed:
     # urlsplit, not httpx.URL: httpx refuses some spellings the resolver accepts (0177.0.0.1),
     # and those must be judged by their address, not turned away as "invalid".
     try:
@@ -278,7 +292,7 @@ def _parse(url: str, settings: Settings) -> _Parsed:
     )
 
 
-def _check(parsed: _Parsed, addresses: Sequence[Address], settings: Settings) -> Address:
+def _check(parsed: _Parsed, addresses: Sequence[Address], settings: Policy) -> Address:
     """The address to connect to, after every resolved address passed; refuses otherwise."""
     allow = _allowed(settings.callback_allow_networks)
     for address in addresses:
@@ -311,7 +325,7 @@ async def _addresses(parsed: _Parsed, resolver: Resolver) -> list[Address]:
 
 
 async def resolve_checked(
-    url: str, settings: Settings, *, resolver: Resolver | None = None
+    url: str, settings: Policy, *, resolver: Resolver | None = None
 ) -> ResolvedTarget:
     """Resolve a callback URL once, check every address, and pin the request to one.
 
@@ -340,7 +354,7 @@ async def resolve_checked(
 
 
 async def check_callback_url(
-    url: str, settings: Settings, *, resolver: Resolver | None = None
+    url: str, settings: Policy, *, resolver: Resolver | None = None
 ) -> None:
     """The enqueue-time check: raises InvalidRequestError(param="callback.url") with the fix.
 

@@ -11,11 +11,13 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, Final
 
-# --- arq's own keys (arq.constants); repeated here so other languages have one list -------
-ARQ_JOB_PREFIX: Final = "arq:job:"
-ARQ_IN_PROGRESS_PREFIX: Final = "arq:in-progress:"
-ARQ_RETRY_PREFIX: Final = "arq:retry:"
-ARQ_RESULT_PREFIX: Final = "arq:result:"
+from mimoq.core import arq_compat
+
+# --- arq's own keys (pinned in arq_compat); listed here so other languages have one list ----
+ARQ_JOB_PREFIX: Final = arq_compat.JOB_PREFIX
+ARQ_IN_PROGRESS_PREFIX: Final = arq_compat.IN_PROGRESS_PREFIX
+ARQ_RETRY_PREFIX: Final = arq_compat.RETRY_PREFIX
+ARQ_RESULT_PREFIX: Final = arq_compat.RESULT_PREFIX
 
 # --- mimoq's keys ---------------------------------------------------------------------
 QUEUE_NAME: Final = "mimoq:queue"

@@ -7,15 +7,12 @@ import contextlib
 import json
 from typing import Any
 
-import arq.connections
-import arq.worker
 import httpx
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
-from redis.exceptions import ResponseError
 
-from mimoq.core import logs, wire
+from mimoq.core import arq_compat, logs, wire
 from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
@@ -29,19 +26,6 @@ from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
 
 log = structlog.get_logger("mimoq.worker")
-_arq_log_redis_info = arq.connections.log_redis_info
-
-
-async def _log_redis_info(redis: Any, log_func: Any) -> None:
-    # arq logs INFO at start-up; the embedded stand-in (fakeredis) has no INFO command, and
-    # arq would die on it. Real Redis behaves exactly as before.
-    try:
-        await _arq_log_redis_info(redis, log_func)
-    except ResponseError:
-        log_func("redis: embedded in-process stand-in (no INFO)")
-
-
-arq.worker.log_redis_info = _log_redis_info  # type: ignore[attr-defined]
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
 #: deferrals are not counted; arq's must only be a backstop far above it.
 ARQ_MAX_TRIES = 100_000
@@ -183,6 +167,7 @@ def build_worker(
     jobs ``settings.shutdown_grace_s`` to finish; arq re-queues any still running after it.
     """
     logs.register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
+    arq_compat.tolerate_missing_info()
     ctx: dict[str, Any] = {"settings": settings}
     if http is not None:
         ctx.update(http=http, http_external=True)
@@ -207,7 +192,7 @@ def build_worker(
         max_jobs=settings.concurrency,
         # Our own timeout (inside the task) fires first and turns into a retry; arq's
         # would fail the job without a result. arq re-runs a killed worker's job once its
-        # in-progress key expires, at this timeout + 10 s: keep the margin small.
+        # in-progress key expires (arq_compat.in_progress_ttl_s): keep the margin small.
         job_timeout=settings.job_timeout_s + 5,
         max_tries=ARQ_MAX_TRIES,
         keep_result=0,  # our result records are the results; arq's would duplicate the job

@@ -100,4 +100,4 @@ async def test_a_redis_restart_loses_no_job(sim: RunningSim, tmp_path: Path) -> 
         await redis.aclose()
         assert [r.status for r in results] == ["succeeded"] * 5
     finally:
-        server.stop()
+        server.close()

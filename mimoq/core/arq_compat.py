@@ -1,0 +1,80 @@
+"""Every assumption mimoq makes about arq's internals, in one place.
+
+arq's public API (``Worker``, ``func``, ``Retry``, ``ArqRedis``) is used wherever it fits.
+What is *not* public API, and what mimoq nonetheless relies on, is listed here, each with a
+contract test in ``tests/unit/test_arq_compat.py`` that fails on an arq release that changes
+it. The dependency range in ``pyproject.toml`` is the range those tests have run against.
+
+1. The Redis key prefixes arq writes (``arq.constants``).
+2. The job envelope: a serialized dict ``{"t", "f", "a", "k", "et"}`` — try, function name,
+   args, kwargs, enqueue time in ms. ``enqueue.lua`` writes it by hand so that any language
+   can enqueue through one atomic script.
+3. The queue is a sorted set scored by run-at time in ms; a job is due when its score is at
+   or below now. (Score 0 is "not queued" to arq's enqueue guard, never a run-at time.)
+4. A job left running by a dead worker is picked again once its in-progress key expires,
+   ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken.
+5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close`` and
+   ``finish_failed_job`` (names and signatures).
+6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
+   (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import arq.connections
+import arq.worker
+from redis.exceptions import ResponseError
+
+# --- 1. keys ------------------------------------------------------------------------------
+JOB_PREFIX: Final = "arq:job:"
+IN_PROGRESS_PREFIX: Final = "arq:in-progress:"
+RETRY_PREFIX: Final = "arq:retry:"
+RESULT_PREFIX: Final = "arq:result:"
+
+# --- 2. envelope ----------------------------------------------------------------------------
+ENVELOPE_KEYS: Final = ("t", "f", "a", "k", "et")
+
+
+def envelope(task: str, kwargs: dict[str, Any], *, enqueued_ms: int) -> dict[str, Any]:
+    """arq's job envelope for ``task(**kwargs)``, before serialization (try not yet set)."""
+    return {"t": None, "f": task, "a": [], "k": kwargs, "et": enqueued_ms}
+
+
+def envelope_task(data: Any) -> str | None:
+    """The task name of a deserialized envelope, or None when it is not one."""
+    if isinstance(data, dict) and isinstance(data.get("f"), str):
+        return str(data["f"])
+    return None
+
+
+# --- 4. re-running a dead worker's job -----------------------------------------------------
+#: arq keeps a taken job's in-progress key for the job timeout plus this many seconds.
+IN_PROGRESS_EXTRA_S: Final = 10.0
+
+
+def in_progress_ttl_s(job_timeout_s: float) -> float:
+    """How long after a worker took a job another worker may take it again, if it died."""
+    return job_timeout_s + IN_PROGRESS_EXTRA_S
+
+
+# --- 5. overridden worker methods ----------------------------------------------------------
+OVERRIDDEN_WORKER_METHODS: Final = ("main", "heart_beat", "close", "finish_failed_job")
+
+# --- 6. start-up INFO ------------------------------------------------------------------------
+_LogRedisInfo = Callable[[Any, Callable[[str], Any]], Awaitable[None]]
+_original_log_redis_info: _LogRedisInfo = arq.connections.log_redis_info
+
+
+async def _tolerant_log_redis_info(redis: Any, log_func: Callable[[str], Any]) -> None:
+    try:
+        await _original_log_redis_info(redis, log_func)
+    except ResponseError:
+        log_func("redis: embedded in-process stand-in (no INFO)")
+
+
+def tolerate_missing_info() -> None:
+    """Let an arq worker start on a Redis without ``INFO`` (idempotent; real Redis unchanged)."""
+    arq.worker.log_redis_info = _tolerant_log_redis_info  # type: ignore[attr-defined]

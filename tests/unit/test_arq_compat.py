@@ -1,0 +1,121 @@
+"""Contract tests: one per assumption ``mimoq.core.arq_compat`` makes about arq's internals.
+
+Each fails on an arq release that changes what mimoq relies on; the pyproject range for
+arq (and for redis, which arq pins) is the range these have passed against.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+
+import arq.connections
+import arq.constants
+import arq.jobs
+import arq.worker
+import pytest
+from arq.connections import ArqRedis
+from arq.worker import Worker
+
+from mimoq.core import arq_compat, wire
+from tests.conftest import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+def test_key_prefixes_are_arqs() -> None:
+    assert arq.constants.job_key_prefix == arq_compat.JOB_PREFIX
+    assert arq.constants.in_progress_key_prefix == arq_compat.IN_PROGRESS_PREFIX
+    assert arq.constants.retry_key_prefix == arq_compat.RETRY_PREFIX
+    assert arq.constants.result_key_prefix == arq_compat.RESULT_PREFIX
+
+
+def test_the_envelope_is_what_arq_serializes() -> None:
+    """arq's own serializer, given our JSON serializer, writes exactly our envelope."""
+    raw = arq.jobs.serialize_job(
+        "speech", (), {"job": {"input": "hi"}}, None, 1234, serializer=wire.serialize
+    )
+    expected = arq_compat.envelope("speech", {"job": {"input": "hi"}}, enqueued_ms=1234)
+    assert json.loads(raw) == expected
+    assert tuple(expected) == arq_compat.ENVELOPE_KEYS
+
+
+async def test_arq_reads_the_envelope_enqueue_lua_writes(redis: ArqRedis) -> None:
+    """The hand-written Lua envelope deserializes through arq into the task and its kwargs."""
+    job = {"kind": "speech", "model": "mimo-v2.5-tts", "input": "héllo 你好", "voice": "Mia"}
+    job_id = "compat-envelope"
+    await redis.eval(
+        wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, json.dumps(job), 0
+    )
+    raw = await redis.get(wire.job_key(job_id))
+    parsed = arq.jobs.deserialize_job(raw, deserializer=wire.deserialize)
+    assert (parsed.function, list(parsed.args), parsed.kwargs) == ("speech", [], {"job": job})
+    assert parsed.job_try is None
+    assert abs(parsed.enqueue_time.timestamp() - time.time()) < 60
+    assert arq_compat.envelope_task(json.loads(raw)) == "speech"
+
+
+async def test_queue_scores_are_run_at_milliseconds_and_due_ones_are_picked(
+    redis_server: RedisServer,
+) -> None:
+    """arq picks jobs whose score is at or below now (ms) and leaves later ones queued."""
+    redis = ArqRedis.from_url(redis_server.url)
+    await redis.flushall()
+    script = wire.enqueue_script()
+    keys_due, keys_later = wire.enqueue_keys("due"), wire.enqueue_keys("later")
+    job = json.dumps({"kind": "speech", "model": "mimo-v2.5-tts", "input": "x", "voice": "Mia"})
+    await redis.eval(script, 4, *keys_due, "due", job, 0)
+    await redis.eval(script, 4, *keys_later, "later", job, 3_600_000)
+    seen: list[str] = []
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        seen.append(str(ctx["job_id"]))
+
+    worker = Worker(
+        functions=[arq.worker.func(speech, name="speech")],
+        redis_pool=redis,
+        queue_name=wire.QUEUE_NAME,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        burst=True,
+        max_burst_jobs=1,  # burst mode alone would wait for the deferred job too
+        poll_delay=0.01,
+        handle_signals=False,
+        keep_result=0,
+    )
+    await worker.main()
+    await worker.close()
+    assert seen == ["due"]
+    score = await redis.zscore(wire.QUEUE_NAME, "later")
+    assert score is not None and score > time.time() * 1000
+    await redis.aclose()
+
+
+def test_in_progress_keys_live_for_the_job_timeout_plus_arqs_margin() -> None:
+    async def task(ctx: dict[str, object]) -> None:
+        return None
+
+    worker = Worker(
+        functions=[arq.worker.func(task, name="task")],
+        job_timeout=30,
+        redis_pool=object(),  # type: ignore[arg-type]  # never used: nothing is run
+        handle_signals=False,
+    )
+    assert worker.in_progress_timeout_s == arq_compat.in_progress_ttl_s(30)
+
+
+@pytest.mark.parametrize("name", arq_compat.OVERRIDDEN_WORKER_METHODS)
+def test_overridden_worker_methods_exist_with_the_signatures_we_override(name: str) -> None:
+    from mimoq.worker.app import MimoqWorker
+
+    theirs = inspect.signature(getattr(Worker, name))
+    ours = inspect.signature(getattr(MimoqWorker, name))
+    assert inspect.iscoroutinefunction(getattr(Worker, name))
+    assert list(theirs.parameters) == list(ours.parameters)
+
+
+def test_start_up_info_logging_is_a_replaceable_module_function() -> None:
+    arq_compat.tolerate_missing_info()
+    assert callable(arq.connections.log_redis_info)
+    assert arq.worker.log_redis_info is arq_compat._tolerant_log_redis_info  # type: ignore[attr-defined]
