@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from redis.asyncio import Redis
+
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.settings import Settings
+from mimoq.http.dashboard import FleetView
 
 
 def register(sub: Any) -> None:
@@ -21,6 +24,23 @@ def register(sub: Any) -> None:
     serve.set_defaults(func=_serve, log_level="INFO")
 
 
+def fleet_view(settings: Settings) -> FleetView:
+    """The dashboard's window on workers, limiters and dead letters (worker-layer code)."""
+    from mimoq.cli.inspection import inspect, limiter_state
+    from mimoq.worker.callbacks import replay
+
+    async def snapshot(redis: Redis) -> dict[str, Any]:
+        return await inspect(redis, settings, limit=20)
+
+    async def limiters(redis: Redis) -> dict[str, Any]:
+        return await limiter_state(redis, settings)
+
+    async def replay_one(redis: Redis, delivery_id: str) -> str:
+        return (await replay(redis, delivery_id)).value
+
+    return FleetView(snapshot=snapshot, limiters=limiters, replay=replay_one)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.http.server import serve
 
@@ -28,5 +48,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(
             "mimoq serve needs REDIS_URL: the Redis its workers (`mimoq worker`) read"
         )
-    serve(settings, args.host or settings.http_host, args.port or settings.http_port)
+    serve(
+        settings, args.host or settings.http_host, args.port or settings.http_port,
+        fleet_view(settings),
+    )  # fmt: skip
     return 0

@@ -382,6 +382,13 @@ class Settings(BaseSettings):
         description="Comma-separated origins browsers may call the API from (none by default).",
     )
 
+    http_dashboard_tenants: str = Field(
+        default="",
+        validation_alias="MIMOQ_HTTP_DASHBOARD_TENANTS",
+        description="Comma-separated tenants who may open the dashboard (it shows the whole "
+        "fleet); empty: every token's tenant.",
+    )
+
     def api_token_list(self) -> list[str]:
         """The configured bearer-token entries, as written (``token`` or ``name:token``)."""
         if self.api_tokens is None:

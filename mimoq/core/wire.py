@@ -35,6 +35,8 @@ HTTP_OWNER_PREFIX: Final = "mimoq:owner:"
 #: The HTTP front door's OpenAI-style files and batches (mimoq/http/files.py, batches.py).
 HTTP_FILE_PREFIX: Final = "mimoq:file:"
 HTTP_BATCH_PREFIX: Final = "mimoq:batch:"
+#: Requests per limiter window of each model, sampled by `mimoq serve` for its dashboard.
+QUOTA_HISTORY_PREFIX: Final = "mimoq:quota-use:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
-from mimoq.http import audio, batches, files, jobs
+from mimoq.http import audio, batches, dashboard, files, jobs
 from mimoq.http.auth import TokenTable
 from mimoq.http.body import BodyLimits
 from mimoq.http.content import UPLOADS_PREFIX, upload_path
@@ -50,8 +50,11 @@ async def method_not_allowed(request: Request, _exc: Exception) -> Response:
     return HTTPError(405, f"{request.method} is not allowed on {request.url.path}").response()
 
 
-def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
-    """The app; Redis is connected at start-up and closed at shutdown."""
+def build_app(
+    settings: Settings, tokens: TokenTable, fleet: dashboard.FleetView | None = None
+) -> Starlette:
+    """The app; Redis is connected at start-up and closed at shutdown. Without ``fleet``
+    (the composition root's view of workers and limiters) the dashboard answers 503."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,6 +74,14 @@ def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
                 settings.http_body_timeout_s,
             ),
         )
+        app.state.fleet = fleet
+        background = []
+        if fleet is not None and settings.limits_enabled:
+            background.append(
+                asyncio.create_task(
+                    dashboard.sample_quota_forever(redis, fleet, max(1.0, settings.limit_window_s))
+                )
+            )
         sweeper = asyncio.create_task(
             sweep_forever(
                 redis,
@@ -79,12 +90,14 @@ def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
                 stale_part_s=settings.http_body_timeout_s + 60,
             )
         )
+        background.append(sweeper)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await redis.aclose()
 
     routes = [
@@ -108,6 +121,11 @@ def build_app(settings: Settings, tokens: TokenTable) -> Starlette:
             endpoint("batch_cancel", batches.cancel),
             methods=["POST"],
         ),
+        Route("/", dashboard.index, methods=["GET"]),
+        Route("/login", dashboard.login_form, methods=["GET"]),
+        Route("/login", dashboard.login, methods=["POST"]),
+        Route("/logout", dashboard.logout, methods=["POST"]),
+        Route("/dashboard/replay", dashboard.replay, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

@@ -11,6 +11,7 @@ from mimoq.core.logs import register_secrets
 from mimoq.core.settings import Settings
 from mimoq.http.app import build_app
 from mimoq.http.auth import TokenTable, check_bind
+from mimoq.http.dashboard import FleetView
 from mimoq.http.protocol import protocol_with_head_timeout
 
 #: An idle keep-alive connection is closed after this long.
@@ -19,13 +20,20 @@ KEEP_ALIVE_S: Final = 5
 MAX_HEAD_BYTES: Final = 16 * 1024
 
 
-def config(settings: Settings, host: str, port: int, *, embedded: bool = False) -> uvicorn.Config:
+def config(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    fleet: FleetView | None = None,
+    embedded: bool = False,
+) -> uvicorn.Config:
     """uvicorn's configuration; refuses a non-loopback host when no token is configured."""
     tokens = TokenTable(settings.api_token_list())
     check_bind(host, tokens)
     register_secrets(*(entry.partition(":")[2] or entry for entry in settings.api_token_list()))
     return uvicorn.Config(
-        build_app(settings, tokens),
+        build_app(settings, tokens, fleet),
         host=host,
         port=port,
         http=protocol_with_head_timeout(settings.http_header_timeout_s),
@@ -42,6 +50,6 @@ def config(settings: Settings, host: str, port: int, *, embedded: bool = False) 
     )
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, fleet: FleetView | None = None) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C (what ``mimoq serve`` runs)."""
-    uvicorn.Server(config(settings, host, port)).run()
+    uvicorn.Server(config(settings, host, port, fleet=fleet)).run()

@@ -64,7 +64,7 @@ class Stack:
 def stack_env(
     redis_server: RedisServer, sim: RunningSim, data_dir: Path, **extra: str
 ) -> dict[str, str]:
-    return clean_env(
+    values = dict(
         REDIS_URL=redis_server.url,
         MIMO_API_KEY=API_KEY,
         MIMO_BASE_URL=sim.url,
@@ -79,8 +79,8 @@ def stack_env(
         MIMOQ_HEARTBEAT_INTERVAL_S="0.5",
         MIMOQ_API_TOKENS=TOKENS,
         MIMOQ_HTTP_UPLOAD_SWEEP_S="0.2",
-        **extra,
     )
+    return clean_env(**{**values, **extra})
 
 
 def start_server(env: dict[str, str], cwd: Path, port: int, *args: str) -> subprocess.Popen[bytes]:

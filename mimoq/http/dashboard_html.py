@@ -1,0 +1,228 @@
+"""The dashboard's HTML: server-rendered from one fleet snapshot, with an inline SVG chart.
+
+Everything a caller or a job wrote (ids, error messages, hosts) is escaped; the page loads
+nothing from anywhere (no scripts, no fonts, no CDN) and refreshes itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any, Final
+
+REFRESH_S: Final = 5
+_STYLE: Final = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:10px 20px;display:flex;justify-content:space-between}
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px}
+section{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px #0002;
+overflow-x:auto}#dead-letters,#failures{grid-column:1/-1}
+h2{font-size:15px;margin:0 0 8px}table{border-collapse:collapse;width:100%}
+td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;font-size:13px;
+overflow-wrap:anywhere}
+.num{text-align:right;font-variant-numeric:tabular-nums}.big{font-size:28px;font-weight:600}
+.bad{color:#b3261e}.ok{color:#1b7f3b}.muted{color:#777}.note{background:#eef6ee;padding:6px}
+button{cursor:pointer}form{display:inline}
+"""
+
+
+def _e(value: object) -> str:
+    return escape("" if value is None else str(value))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], empty: str = "none") -> str:
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    if not body:
+        return f'<p class="muted">{_e(empty)}</p>'
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _ago(ts: object, now: float) -> str:
+    if not isinstance(ts, int | float):
+        return ""
+    seconds = max(0.0, now - ts)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def queue_section(snapshot: Mapping[str, Any]) -> str:
+    queue = snapshot.get("queue", {})
+    kinds = sorted({k for state in ("due", "deferred") for k in queue.get(state, {})})
+    rows = [
+        [_e(kind)]
+        + [f'<span class="num" data-depth="{_e(state)}-{_e(kind)}">'
+           f"{int(queue.get(state, {}).get(kind, 0))}</span>" for state in ("due", "deferred")]
+        for kind in kinds
+    ]  # fmt: skip
+    total = int(queue.get("total", 0))
+    return (
+        f'<section id="queue"><h2>Queue</h2><div class="big" id="queue-total">{total}</div>'
+        f'<p class="muted">jobs waiting</p>{_table(["kind", "due", "deferred"], rows, "empty")}'
+        "</section>"
+    )
+
+
+def in_flight_section(snapshot: Mapping[str, Any]) -> str:
+    flight = snapshot.get("in_flight", {})
+    rows = [[_e(j.get("id")), _e(j.get("kind")), _e(j.get("try"))] for j in flight.get("jobs", [])]
+    return (
+        f'<section id="in-flight"><h2>In flight</h2><div class="big">{int(flight.get("count", 0))}'
+        f"</div>{_table(['job', 'kind', 'try'], rows)}</section>"
+    )
+
+
+def quota_chart(history: Mapping[str, Sequence[tuple[float, int]]], now: float) -> str:
+    """One bar chart per model: requests per limiter window over the last hour (inline SVG)."""
+    if not history:
+        return '<p class="muted">no quota use recorded in the last hour</p>'
+    width, height = 400, 80
+    charts = []
+    for model, points in sorted(history.items()):
+        if not any(count for _, count in points):
+            charts.append(f'<div class="muted">{_e(model)}: idle</div>')
+            continue
+        peak = max(count for _, count in points)
+        bars = []
+        for ts, count in points:
+            x = width * (1 - (now - ts) / 3600)
+            if x < 0:
+                continue
+            h = height * count / peak
+            bars.append(
+                f'<rect x="{x:.1f}" y="{height - h:.1f}" width="5" height="{h:.1f}" fill="#3b6fd8">'
+                f"<title>{_e(count)} requests, {_e(_ago(ts, now))}</title></rect>"
+            )
+        charts.append(
+            f'<div class="chart" data-model="{_e(model)}"><b>{_e(model)}</b> '
+            f'<span class="muted">peak {peak} per window</span>'
+            f'<svg viewBox="0 0 {width + 6} {height}" width="100%" height="{height}" role="img" '
+            f'aria-label="requests per window for {_e(model)}">'
+            f'<line x1="0" y1="{height}" x2="{width + 6}" y2="{height}" stroke="#ccc"/>'
+            f"{''.join(bars)}</svg></div>"
+        )
+    return "".join(charts)
+
+
+def quota_section(
+    snapshot: Mapping[str, Any], history: Mapping[str, Sequence[tuple[float, int]]], now: float
+) -> str:
+    limiters = snapshot.get("limiters", {})
+    if not limiters.get("enabled", False):
+        body = '<p class="muted">the fleet limiter is off (MIMOQ_LIMITS_ENABLED=false)</p>'
+    else:
+        rows = [
+            [_e(s.get("model")), _e(f"{s.get('requests_recent')} / {s.get('requests_configured')}"),
+             _e(s.get("in_flight")), _e(s.get("tickets"))]
+            for s in limiters.get("limiters", [])
+        ]  # fmt: skip
+        body = _table(["model", "last window", "in flight", "queued tickets"], rows)
+    return (
+        '<section id="quota"><h2>Quota use, last hour</h2>'
+        f"{quota_chart(history, now)}{body}</section>"
+    )
+
+
+def failures_section(snapshot: Mapping[str, Any], now: float) -> str:
+    recent = snapshot.get("failures", {}).get("recent", [])
+    rows = []
+    for f in recent:
+        kind = f'<span class="bad">{_e(f.get("error_type"))}</span>'
+        rows.append([_e(f.get("id")), _e(f.get("kind")), kind, _e(f.get("message")),
+                     _e(_ago(f.get("finished_at"), now))])  # fmt: skip
+    return f'<section id="failures"><h2>Recent failures</h2>{_table(["job", "kind", "error", "message", "when"], rows)}</section>'  # noqa: E501
+
+
+def dead_letters_section(snapshot: Mapping[str, Any], csrf: str, now: float) -> str:
+    letters = snapshot.get("dead_letters", {})
+    rows = []
+    for d in letters.get("newest", []):
+        button = (
+            '<form method="post" action="/dashboard/replay">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+            f'<input type="hidden" name="delivery_id" value="{_e(d.get("delivery_id"))}">'
+            f'<button type="submit" data-replay="{_e(d.get("delivery_id"))}">replay</button></form>'
+        )
+        rows.append([_e(d.get("delivery_id")), _e(d.get("job_id")), _e(d.get("reason")),
+                     _e(d.get("attempts")), _e(d.get("last_error")), _e(d.get("target")),
+                     _e(_ago(d.get("dead_at"), now)), button])  # fmt: skip
+    count = int(letters.get("count", 0))
+    return (
+        f'<section id="dead-letters"><h2>Dead letters <span class="muted" id="dead-count">{count}'
+        "</span></h2>"
+        + _table(["delivery", "job", "reason", "tries", "last error", "target", "when", ""], rows)
+        + "</section>"
+    )
+
+
+def workers_section(snapshot: Mapping[str, Any], now: float) -> str:
+    workers = snapshot.get("workers", {})
+    rows = [
+        [_e(w.get("worker_id")), _e(w.get("host")), _e(w.get("pid")),
+         f'<span class="{"ok" if w.get("live") else "bad"}">'
+         f'{_e(_ago(w.get("beat_at"), now))}</span>',
+         _e(w.get("in_flight")), "draining" if w.get("draining") else ""]
+        for w in workers.get("records", [])
+    ]  # fmt: skip
+    table = _table(["worker", "host", "pid", "heartbeat", "in flight", ""], rows)
+    live = int(workers.get("live", 0))
+    return (
+        f'<section id="workers"><h2>Workers <span class="muted">{live} live</span></h2>'
+        f"{table}</section>"
+    )
+
+
+def paused_section(snapshot: Mapping[str, Any]) -> str:
+    paused = list(snapshot.get("paused_accounts") or [])
+    cooling = [
+        s for s in snapshot.get("limiters", {}).get("limiters", [])
+        if (s.get("cooldown_remaining_s") or 0) > 0
+    ]  # fmt: skip
+    rows = [[_e(p.get("account")), _e(p.get("reason")), _e(p.get("until"))] for p in paused]
+    rows += [[_e(s.get("model")), "429 cool-down", f"{s['cooldown_remaining_s']:.1f} s left"]
+             for s in cooling]  # fmt: skip
+    return f'<section id="paused"><h2>Paused accounts</h2>{_table(["account / model", "why", "until"], rows)}</section>'  # noqa: E501
+
+
+def page(
+    snapshot: Mapping[str, Any],
+    history: Mapping[str, Sequence[tuple[float, int]]],
+    *,
+    tenant: str,
+    csrf: str,
+    notice: str | None,
+) -> str:
+    now = float(snapshot.get("at") or time.time())
+    note = f'<p class="note" id="notice">{_e(notice)}</p>' if notice else ""
+    logout = (
+        '<form method="post" action="/logout">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}"><button>log out</button></form>'
+    )
+    sections = [
+        queue_section(snapshot), in_flight_section(snapshot), quota_section(snapshot, history, now),
+        failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
+        workers_section(snapshot, now), paused_section(snapshot),
+    ]  # fmt: skip
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="refresh" content="{REFRESH_S}"><title>mimoq</title>'
+        f"<style>{_STYLE}</style></head><body><header><b>mimoq</b>"
+        f"<span>{_e(tenant)} {logout}</span></header>{note}<main>{''.join(sections)}</main>"
+        "</body></html>"
+    )
+
+
+def login_page(error: str | None = None) -> str:
+    message = f'<p class="bad" id="login-error">{_e(error)}</p>' if error else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>mimoq: log in</title>"
+        f"<style>{_STYLE}</style></head><body><header><b>mimoq</b></header><main><section>"
+        "<h2>Log in</h2>" + message + '<form method="post" action="/login">'
+        '<label>API token <input type="password" name="token" id="token" autocomplete="off" '
+        'required></label> <button type="submit" id="login">log in</button></form>'
+        "</section></main></body></html>"
+    )

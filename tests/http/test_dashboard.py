@@ -1,0 +1,200 @@
+"""The dashboard in a real headless browser (Debian's chromium + chromedriver, via selenium):
+log in, see a known queue depth and a dead letter, replay it, see it delivered."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mimoq.core import wire
+from tests.conftest import RedisServer, free_port
+from tests.http.conftest import (
+    ALICE,
+    BOB,
+    Stack,
+    stack_env,
+    start_server,
+    start_worker,
+    stop,
+    wait_for,
+)
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rx:
+        yield rx
+
+
+@pytest.fixture(scope="module")
+def board(
+    redis_server: RedisServer,
+    sim: object,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """serve + worker with the fleet limiter on (2 s windows, so the quota chart fills fast)."""
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(redis_server.url).flushall()
+    root = tmp_path_factory.mktemp("dashboard")
+    env = stack_env(
+        redis_server, sim, root / "data",  # type: ignore[arg-type]
+        MIMOQ_LIMITS_ENABLED="true", MIMOQ_LIMIT_WINDOW_S="2", MIMOQ_LIMIT_DEFAULT_RPM="1000",
+        MIMOQ_HTTP_DASHBOARD_TENANTS="alice",
+    )  # fmt: skip
+    port = free_port()
+    worker = start_worker(env, root)
+    server = start_server(env, root, port)
+    try:
+        yield Stack(f"http://127.0.0.1:{port}", port, root / "data", redis_server.url, sim, env)  # type: ignore[arg-type]
+    finally:
+        stop(server)
+        stop(worker)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip(
+            "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=driver)
+    )
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def make_dead_letter(board: Stack, receiver: Receiver) -> str:
+    """A speech job whose callback receiver is down: its delivery gives up and is kept."""
+    receiver.down()
+    with httpx.Client(
+        base_url=board.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=60
+    ) as http:
+        answer = http.post(
+            "/v1/audio/speech",
+            json={
+                "input": "Call me back.",
+                "voice": "Mia",
+                "callback": {"url": receiver.url("/hook")},
+            },
+        )
+    assert answer.status_code == 200
+    redis = board.redis()
+    wait_for(lambda: redis.zcard(wire.DEAD_LETTER_INDEX) == 1, what="the dead letter")
+    member = redis.zrange(wire.DEAD_LETTER_INDEX, 0, 0)[0]
+    return member.decode()
+
+
+def test_login_depth_dead_letter_replay_in_a_browser(
+    board: Stack, receiver: Receiver, browser: object, tmp_path: Path
+) -> None:
+    delivery_id = make_dead_letter(board, receiver)
+    redis = board.redis()
+    script = redis.register_script(wire.enqueue_script())
+    for i in range(3):  # known depth: three speech jobs deferred by an hour, from raw Redis
+        script(
+            keys=wire.enqueue_keys(f"later-{i}"),
+            args=[f"later-{i}", json.dumps({"kind": "speech", "input": "x"}), 3_600_000],
+        )
+
+    b = browser
+    b.get(board.url + "/")  # type: ignore[attr-defined]
+    assert b.current_url.endswith("/login")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "token").send_keys("tok-not-a-real-token-000")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+    error = wait_for(lambda: b.find_elements(By.ID, "login-error"), what="the login error")  # type: ignore[attr-defined]
+    assert isinstance(error, list) and "not valid" in error[0].text
+    b.find_element(By.ID, "token").send_keys(ALICE)  # type: ignore[attr-defined]
+    b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+    # click() may return before the form's navigation (and its Set-Cookie) is done.
+    wait_for(lambda: b.find_elements(By.ID, "queue"), what="the dashboard after logging in")  # type: ignore[attr-defined]
+
+    def depth() -> str:
+        b.get(board.url + "/")  # type: ignore[attr-defined]
+        return str(b.find_element(By.CSS_SELECTOR, '[data-depth="deferred-speech"]').text)  # type: ignore[attr-defined]
+
+    assert depth() == "3"
+    assert b.find_element(By.ID, "queue-total").text == "3"  # type: ignore[attr-defined]
+    assert delivery_id in b.find_element(By.ID, "dead-letters").text  # type: ignore[attr-defined]
+    assert b.find_element(By.ID, "dead-count").text == "1"  # type: ignore[attr-defined]
+    assert "1 live" in b.find_element(By.ID, "workers").text  # type: ignore[attr-defined]
+    # The quota chart fills as the limiter's windows are sampled (every 2 s here).
+    wait_for(lambda: b.get(board.url + "/") or b.find_elements(By.CSS_SELECTOR, '.chart[data-model="mimo-v2.5-tts"] rect'),  # type: ignore[attr-defined]
+             what="a quota bar")  # fmt: skip
+    b.save_screenshot(str(tmp_path / "dashboard-dead-letter.png"))  # type: ignore[attr-defined]
+
+    receiver.up()
+    before = len(receiver.requests)
+    b.find_element(By.CSS_SELECTOR, f'[data-replay="{delivery_id}"]').click()  # type: ignore[attr-defined]
+    # A form submission's navigation may still be under way when click() returns: wait for it.
+    notice = wait_for(lambda: b.find_elements(By.ID, "notice"), what="the replay notice")  # type: ignore[attr-defined]
+    assert isinstance(notice, list) and f"replay of {delivery_id}: enqueued" in notice[0].text
+    receiver.wait_for(before + 1, timeout=60)
+    job_id = delivery_id.removeprefix("cb-")
+    wait_for(lambda: json.loads(redis.get(wire.result_key(job_id)) or b"{}")["callback"]["status"] == "delivered",
+             what="the callback to be delivered")  # fmt: skip
+    wait_for(
+        lambda: b.get(board.url + "/") or b.find_element(By.ID, "dead-count").text == "0",
+        what="empty dead letters",
+    )  # type: ignore[attr-defined]
+    b.save_screenshot(str(tmp_path / "dashboard-replayed.png"))  # type: ignore[attr-defined]
+    print("screenshots:", tmp_path)
+
+
+def test_dashboard_refuses_forged_posts_and_other_tenants(board: Stack) -> None:
+    with httpx.Client(base_url=board.url, timeout=30) as http:
+        assert http.get("/").status_code == 303  # not logged in
+        bob = http.post("/login", data={"token": BOB})
+        assert bob.status_code == 303
+        assert http.get("/").status_code == 403  # bob's tenant is not allowed here
+    with httpx.Client(base_url=board.url, timeout=30) as http:
+        login = http.post("/login", data={"token": ALICE})
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("samesite", "SameSite")
+        assert ALICE not in cookie
+        page = http.get("/")
+        assert page.status_code == 200
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        # No CSRF token, a wrong one, or a right one from another origin: refused.
+        assert http.post("/dashboard/replay", data={"delivery_id": "cb-x"}).status_code == 403
+        assert (
+            http.post(
+                "/dashboard/replay", data={"delivery_id": "cb-x", "csrf": "forged"}
+            ).status_code
+            == 403
+        )
+        other = http.post("/dashboard/replay", data={"delivery_id": "cb-x", "csrf": csrf.group(1)},
+                          headers={"Origin": "https://evil.example"})  # fmt: skip
+        assert other.status_code == 403
+        ours = http.post("/dashboard/replay", data={"delivery_id": "cb-x", "csrf": csrf.group(1)})
+        assert ours.status_code == 303 and "outcome=not_found" in ours.headers["location"]
+    # A session cookie that was tampered with is no session.
+    with httpx.Client(
+        base_url=board.url, timeout=30, cookies={"mimoq_session": "bob|9999999999|AAAA"}
+    ) as http:
+        assert http.get("/").status_code == 303
