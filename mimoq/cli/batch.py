@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mimoq.cli.batch_openai import write_openai_files
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
@@ -84,6 +85,10 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--every", type=float, default=5.0, metavar="S", help="seconds between progress lines"
     )
+    parser.add_argument(
+        "--output-format", choices=("mimoq", "openai"), default="mimoq",
+        help="openai: also write output.jsonl and errors.jsonl in OpenAI's Batch output format",
+    )  # fmt: skip
     return parser
 
 
@@ -161,7 +166,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"batch {run_id}: {len(items)} item(s) from {source} ({kind.value})", markup=False)
     display = _display(args.progress, err, run_id, args.every)
-    records = asyncio.run(_execute(settings, files, items, args.force, display, err))
+    records = asyncio.run(
+        _execute(settings, files, items, args.force, display, err, args.output_format)
+    )
     return _finish(records, files, err)
 
 
@@ -172,6 +179,7 @@ async def _execute(
     force: bool,
     display: _Display,
     err: Console,
+    output_format: str = "mimoq",
 ) -> list[ItemRecord]:
     async with open_session(settings) as session:
         runner = BatchRunner(
@@ -189,10 +197,14 @@ async def _execute(
             )
         with display:
             try:
-                return await runner.run(display.update)
+                records = await runner.run(display.update)
             except asyncio.CancelledError:
                 await _interrupted(settings, session, runner, err)
                 raise
+        if output_format == "openai":  # results are read while the (embedded) Redis is open
+            for path in await write_openai_files(session.producer, files, records):
+                err.print(f"openai: {path}", markup=False)
+        return records
 
 
 async def _interrupted(

@@ -13,14 +13,13 @@ from typing import Any, Final
 
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
+from mimoq.core.openai_compat import SPEECH_URL, TRANSCRIPTIONS_URL
 from mimoq.http.audio import speech_job
 from mimoq.http.content import MEDIA_TYPES
 from mimoq.http.errors import job_failure
 from mimoq.http.frontdoor import refuse_server_fields
 from mimoq.http.models import transcription_model
 
-SPEECH_URL: Final = "/v1/audio/speech"
-TRANSCRIPTIONS_URL: Final = "/v1/audio/transcriptions"
 ENDPOINTS: Final = (SPEECH_URL, TRANSCRIPTIONS_URL)
 MAX_LINE_ERRORS: Final = 100
 
@@ -92,14 +91,14 @@ def _line(custom_id: str, job_id: str | None, response: Any, error: Any) -> dict
     }
 
 
-def success_line(custom_id: str, result: JobResult) -> dict[str, Any]:
-    """A finished request: audio by URL, a transcript inline."""
+def success_line(custom_id: str, result: JobResult, url: str | None = None) -> dict[str, Any]:
+    """A finished request: audio by URL (by default the front door's), a transcript inline."""
     body: dict[str, Any]
     if result.kind == "transcription":
         body = {"text": result.text or ""}
     else:
         output = result.output
-        body = {"id": result.id, "url": f"/v1/jobs/{result.id}/content"}
+        body = {"id": result.id, "url": url or f"/v1/jobs/{result.id}/content"}
         if output is not None:
             body.update(content_type=MEDIA_TYPES[output.format], bytes=output.bytes)
             body["duration_s"] = getattr(output, "duration_s", None)

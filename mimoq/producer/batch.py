@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from mimoq.core import dialect_constants as dc
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.openai_compat import is_batch_line, job_from_batch_line
 from mimoq.core.splitting.convert import CONVERTIBLE
 from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.resample import SPLIT_FORMAT
@@ -243,6 +245,14 @@ def plan_manifest(path: Path, options: BatchOptions, cache: DigestCache) -> list
             if not isinstance(data, dict):
                 items.append(PlannedItem(label, None, f"line {number} is not a JSON object"))
                 continue
+            if is_batch_line(data):  # an OpenAI Batch request line: its custom_id names it
+                try:
+                    label, data = job_from_batch_line(data)
+                except InvalidRequestError as exc:
+                    named = data.get("custom_id")
+                    label = named if isinstance(named, str) and named else label
+                    items.append(PlannedItem(label, None, f"line {number}: {exc.message}"))
+                    continue
             items.append(
                 _manifest_item(label, {**options.defaults, **data}, path.parent, prefix, cache)
             )
