@@ -64,7 +64,7 @@ from mimoq.sim.audio_read import hear
 from mimoq.sim.bodies import transcription_usage
 from mimoq.worker.capacity import quota_request_rate
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter.config import LimiterConfig
 
 #: Bytes of audio in every TTS answer (one second of 24 kHz mono): the bench is about
 #: the quota, not about audio throughput.

@@ -40,6 +40,8 @@ _DEFAULT_FIELDS: Final = (
     "voice",
     "instructions",
     "temperature",
+    "priority",
+    "tenant",
 )
 
 
@@ -78,6 +80,14 @@ def run_parser() -> argparse.ArgumentParser:
         "--instructions", help="speech: style (the voice description for voicedesign)"
     )
     parser.add_argument("--temperature", type=float)
+    parser.add_argument(
+        "--priority", choices=("bulk", "interactive"), default="bulk",
+        help="scheduling lane of every item (default bulk: interactive jobs go first)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tenant",
+        help="who the run is for: tenants share the bulk lane fairly (A-Z a-z 0-9 . _ -)",
+    )
     parser.add_argument(
         "--progress", choices=("auto", "bar", "lines", "none"), default="auto",
         help="a live bar on a terminal, a line every --every seconds otherwise",
@@ -120,7 +130,7 @@ def quotas(settings: Settings, models: Sequence[str]) -> dict[str, QuotaRate] | 
     """Each model's quota as the fleet limiter paces it (None when limits are off)."""
     if not settings.limits_enabled:
         return None
-    from mimoq.worker.limiter_config import LimiterConfig
+    from mimoq.worker.limiter.config import LimiterConfig
 
     config = LimiterConfig.from_settings(settings)
     out: dict[str, QuotaRate] = {}

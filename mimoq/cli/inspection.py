@@ -15,7 +15,7 @@ from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter.config import LimiterConfig
 
 _PAGE: Final = 500
 

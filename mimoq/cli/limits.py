@@ -11,8 +11,8 @@ from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
 from mimoq.worker.capacity import required_concurrency
 from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
-from mimoq.worker.limiter_capacity import demand_from_snapshot
-from mimoq.worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter.capacity import demand_from_snapshot
+from mimoq.worker.limiter.config import LimiterConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -11,6 +11,12 @@
 --
 -- Returns 1 when enqueued, 0 when that id already exists (queued, running or finished).
 -- A job that cannot be enqueued is an error reply starting "invalid_request_error:".
+--
+-- Scheduling (README, "Scheduling"): "priority" is "interactive" (default: straight into
+-- the queue) or "bulk"; an optional "tenant" names who it is for. A bulk job without a
+-- defer waits in mimoq:wait:<model>:tenant:<tenant> (the tenant "_" when it names none)
+-- until a worker admits it into the queue, shortly before its model has a slot for it;
+-- its arq job key is written now, so the id is taken and its status reads "queued".
 local id = ARGV[1]
 if id == nil or id == '' or string.find(id, '^[%w][%w._-]*$') == nil or #id > 128 then
   return redis.error_reply('invalid_request_error: id must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
@@ -31,6 +37,29 @@ end
 if job['id'] ~= nil and job['id'] ~= id then
   return redis.error_reply('invalid_request_error: the job\'s "id" field differs from ARGV[1]')
 end
+local priority = job['priority']
+if priority == nil then priority = 'interactive' end
+if priority ~= 'interactive' and priority ~= 'bulk' then
+  return redis.error_reply('invalid_request_error: priority must be "interactive" (the default) or "bulk"')
+end
+local tenant = job['tenant']
+if tenant == cjson.null then tenant = nil end
+if tenant ~= nil and (type(tenant) ~= 'string' or #tenant > 64
+    or string.find(tenant, '^[%w][%w._-]*$') == nil) then
+  return redis.error_reply('invalid_request_error: tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
+end
+local models = {
+  speech = {['mimo-v2.5-tts'] = true, ['mimo-v2.5-tts-voicedesign'] = true, ['mimo-v2.5-tts-voiceclone'] = true},
+  transcription = {['mimo-v2.5-asr'] = true},
+}
+local model = job['model']
+if model == nil or model == cjson.null then
+  if task == 'speech' then model = 'mimo-v2.5-tts' else model = 'mimo-v2.5-asr' end
+end
+if priority == 'bulk' and models[task][model] == nil then
+  -- the model names a Redis key of the bulk lane: only known models get one
+  return redis.error_reply('invalid_request_error: model must be a ' .. task .. ' model of MiMo for a bulk job')
+end
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
   return 0
 end
@@ -43,5 +72,21 @@ local expires_ms = tonumber(ARGV[4] or '') or (86400000 + defer_ms)
 local envelope = '{"t":null,"f":"' .. task .. '","a":[],"k":{"job":' .. ARGV[2] .. '},"et":' ..
   string.format('%d', now_ms) .. '}'
 redis.call('SET', KEYS[1], envelope, 'PX', math.floor(expires_ms))
+if priority == 'bulk' and defer_ms <= 0 then
+  local wait = 'mimoq:wait:' .. model
+  local admitted = wait .. ':admitted'
+  if redis.call('ZCARD', admitted) == 0 and redis.call('EXISTS', wait .. ':tenants') == 0 then
+    -- nothing of this model is waiting or admitted: this job starts the look-ahead at once
+    -- (the workers' admissions keep it filled from then on)
+    redis.call('ZADD', admitted, now_ms / 1000, id)
+    redis.call('ZADD', KEYS[4], now_ms, id)
+    return 1
+  end
+  if redis.call('RPUSH', wait .. ':tenant:' .. (tenant or '_'), id) == 1 then
+    redis.call('RPUSH', wait .. ':tenants', tenant or '_')
+  end
+  redis.call('SADD', 'mimoq:wait:models', model)
+  return 1
+end
 redis.call('ZADD', KEYS[4], now_ms + defer_ms, id)
 return 1

@@ -31,6 +31,11 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: Scheduling lanes (README, "Scheduling"): interactive jobs take the next free slot of their
+#: model ahead of every bulk job; bulk keeps a minimum share of the quota.
+LANES = ("interactive", "bulk")
+#: Tenants share a lane fairly; the name becomes part of Redis keys and metric labels.
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_METADATA_CHARS = 16_384
 #: Where an audio input may live (see mimoq.core.inputs; kept here to avoid an import cycle).
 _AUDIO_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https"})
@@ -80,6 +85,28 @@ class _JobBase(BaseModel):
     output: str | None = None
     callback: Callback | None = None
     metadata: JsonValue = None
+    priority: str = "interactive"
+    tenant: str | None = None
+
+    @field_validator("priority")
+    @classmethod
+    def _lane(cls, lane: str) -> str:
+        if lane not in LANES:
+            raise _refuse(
+                f"priority {lane!r} is not a lane: use 'interactive' (the default: next free "
+                "slot) or 'bulk' (archives and batches: waits behind interactive work)"
+            )
+        return lane
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, tenant: str | None) -> str | None:
+        if tenant is not None and not re.match(TENANT_PATTERN, tenant):
+            raise _refuse(
+                "tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
+                "e.g. 'team-a'"
+            )
+        return tenant
 
     @field_validator("model", mode="before", check_fields=False)
     @classmethod

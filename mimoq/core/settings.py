@@ -298,6 +298,30 @@ class Settings(BaseSettings):
         description="Starting tokens per second of audio (the documented 4 s clip: 25 audio + 20 "
         "completion tokens); calibrated fleet-wide from the usage of finished calls.",
     )
+    # Scheduling: lanes and tenants (README, "Scheduling")
+    limit_bulk_min_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        validation_alias="MIMOQ_LIMIT_BULK_MIN_SHARE",
+        description="Share of a model's grants that bulk jobs keep while interactive jobs "
+        "compete with them (0: interactive always goes first).",
+    )
+    limit_lookahead_s: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias="MIMOQ_LIMIT_LOOKAHEAD_S",
+        description="Seconds of a model's slots that waiting bulk jobs are admitted into the "
+        "queue ahead of time (at least 2 jobs); the rest wait in mimoq:wait:*.",
+    )
+    limit_first_decrease: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        validation_alias="MIMOQ_LIMIT_FIRST_DECREASE",
+        description="After a 429 that follows a clean window (none in the last 3 windows) the "
+        "paced rate is multiplied by this, and regains the step within one window.",
+    )
 
     # --- end limiter ------------------------------------------------------------------------
 

@@ -38,6 +38,15 @@ HTTP_BATCH_PREFIX: Final = "mimoq:batch:"
 #: Requests per limiter window of each model, sampled by `mimoq serve` for its dashboard.
 QUOTA_HISTORY_PREFIX: Final = "mimoq:quota-use:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
+#: Bulk jobs wait here, per model and tenant, until the scheduler admits them into the queue
+#: (README, "Scheduling"): ``mimoq:wait:<model>:tenant:<tenant>`` lists of job ids, the
+#: ``mimoq:wait:<model>:tenants`` round-robin ring of tenants with waiting jobs, the
+#: ``mimoq:wait:<model>:admitted`` look-ahead (job id -> admission time) and the set of
+#: models with waiting jobs. enqueue.lua spells the same names.
+WAIT_PREFIX: Final = "mimoq:wait:"
+WAIT_MODELS_KEY: Final = "mimoq:wait:models"
+#: The tenant of jobs that name none (a valid tenant name cannot start with "_").
+NO_TENANT: Final = "_"
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
@@ -66,6 +75,21 @@ def fanout_key(job_id: str) -> str:
 
 def owner_key(job_id: str) -> str:
     return HTTP_OWNER_PREFIX + job_id
+
+
+def wait_list_key(model: str, tenant: str | None) -> str:
+    """The list of one model's bulk jobs of one tenant that wait for admission."""
+    return f"{WAIT_PREFIX}{model}:tenant:{tenant or NO_TENANT}"
+
+
+def wait_ring_key(model: str) -> str:
+    """The round-robin ring of the tenants that have bulk jobs of ``model`` waiting."""
+    return f"{WAIT_PREFIX}{model}:tenants"
+
+
+def admitted_key(model: str) -> str:
+    """Bulk jobs of ``model`` admitted into the queue that have not been granted a call yet."""
+    return f"{WAIT_PREFIX}{model}:admitted"
 
 
 def enqueue_keys(job_id: str) -> list[str]:

@@ -25,8 +25,9 @@ from mimoq.producer.batch_state import RunFiles
 #: What a directory is searched for when no ``--glob`` is given.
 DEFAULT_PATTERNS: Final = ("**/*.wav", "**/*.mp3", *(f"**/*{ext}" for ext in sorted(CONVERTIBLE)))
 #: Job fields that do not change what MiMo is asked, so they are left out of derived ids:
-#: the same recording (or text) under two names is one job, transcribed and paid for once.
-_NOT_IN_ID: Final = frozenset({"id", "callback", "metadata", "output"})
+#: the same recording (or text) under two names is one job, transcribed and paid for once;
+#: the scheduling lane and tenant change nothing either.
+_NOT_IN_ID: Final = frozenset({"id", "callback", "metadata", "output", "priority", "tenant"})
 _HASH_BLOCK: Final = 1 << 20
 
 
@@ -100,9 +101,11 @@ def derive_job_id(job: Mapping[str, Any], content_sha256: str | None = None) -> 
 
 def default_run_id(source: Path, kind: SourceKind, options: BatchOptions) -> str:
     """``<source name>-<8 hex>``: the same source with the same options is the same run."""
+    # the lane and tenant change nothing about the items: the same run under another tenant
+    # is the same run
+    fields = {k: v for k, v in options.defaults.items() if k not in ("priority", "tenant")}
     described = json.dumps(
-        [str(source.resolve()), kind.value, list(options.patterns), options.out_prefix,
-         dict(options.defaults)],
+        [str(source.resolve()), kind.value, list(options.patterns), options.out_prefix, fields],
         sort_keys=True, ensure_ascii=False, default=str,
     )  # fmt: skip
     stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.stem)[:40] or "batch"

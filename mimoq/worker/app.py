@@ -20,7 +20,8 @@ from mimoq.core.storage import LocalStorage
 from mimoq.worker import callbacks, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
-from mimoq.worker.limiter_capacity import warn_if_fleet_is_short
+from mimoq.worker.limiter.admission import Admitter
+from mimoq.worker.limiter.capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
@@ -48,6 +49,7 @@ class MimoqWorker(Worker):
         self.heartbeat = Heartbeat(mimoq_settings)
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
+        self.admitter: Admitter | None = None
 
     async def main(self) -> None:
         beat = self.heartbeat
@@ -61,6 +63,11 @@ class MimoqWorker(Worker):
     async def heart_beat(self) -> None:
         await super().heart_beat()
         await self.heartbeat.beat(self.pool, self)
+        # Waiting bulk jobs are admitted by grants; this round is the safety net (admission.py).
+        deps = self.ctx.get("deps")
+        if deps is not None and self.allow_pick_jobs:
+            self.admitter = self.admitter or Admitter(deps.limiter)
+            await self.admitter.tick(self.pool)
 
     async def close(self) -> None:
         await self.heartbeat.stop(self._pool)

@@ -66,7 +66,9 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
     key = output_key(job, job_id)
     usage: dict[str, Any] = {}
     fmt: Literal["wav", "pcm"] = "wav" if job.response_format == "wav" else "pcm"
-    async with deps.accounts.call(job.model, job_id=job_id, audio_s=None, usage=usage) as call:
+    async with deps.accounts.call(
+        job.model, job_id=job_id, audio_s=None, usage=usage, lane=job.priority, tenant=job.tenant
+    ) as call:
         try:
             with deps.storage.open_atomic(key) as f:
                 sink = AudioSink(f, source="wav", output=fmt)
@@ -93,8 +95,9 @@ async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str
     body = transcription_body(job, audio.for_request())
     usage: dict[str, Any] = {}
     async with deps.accounts.call(
-        job.model, job_id=job_id, audio_s=audio.duration_s, usage=usage
-    ) as call:
+        job.model, job_id=job_id, audio_s=audio.duration_s, usage=usage,
+        lane=job.priority, tenant=job.tenant,
+    ) as call:  # fmt: skip
         text, call_usage = await call.client.transcribe(body)
         usage.update(call_usage or {})
     metrics.audio_processed(job.kind, job.model, seconds=audio.duration_s, size=audio.size)

@@ -8,7 +8,7 @@ from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import numbered_keys
 from mimoq.core.keypool import family_of_url, fingerprint, has_key, key_pool, usable_pool
 from mimoq.core.settings import Settings
-from mimoq.worker.limiter_config import account_fingerprint
+from mimoq.worker.limiter.config import account_fingerprint
 
 
 @pytest.fixture(autouse=True)

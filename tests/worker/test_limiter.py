@@ -17,7 +17,7 @@ from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
-from mimoq.worker.limiter_config import KEY_PARTS, LimiterConfig, limiter_keys
+from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -162,7 +162,7 @@ _HOLDER = """
 import asyncio, sys
 from arq.connections import ArqRedis
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter.config import LimiterConfig
 
 async def main() -> None:
     config = LimiterConfig(account="acct", default_rpm=100_000, burst=1000, max_in_flight=1,
@@ -222,8 +222,9 @@ async def test_a_429_pauses_every_worker_on_that_model_only(clients: list[ArqRed
     await other.acquire(ASR_MODEL, job_id="asr", audio_s=4)
     await other.acquire(VOICECLONE_MODEL, job_id="clone")
     snapshot = await other.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == config.decrease and snapshot.cooldown_remaining_s > 1.0
-    assert snapshot.requests_effective == pytest.approx(100_000 * 0.98 * config.decrease)
+    # the first 429 after a clean history steps down by first_decrease
+    assert snapshot.rate_factor == config.first_decrease and snapshot.cooldown_remaining_s > 1.0
+    assert snapshot.requests_effective == pytest.approx(100_000 * 0.98 * config.first_decrease)
     assert (await other.snapshot(ASR_MODEL)).rate_factor == 1.0
 
 
@@ -241,14 +242,16 @@ async def test_429s_of_one_episode_step_the_rate_down_once(redis: ArqRedis) -> N
     for _ in range(5):  # every call in flight comes back 429 at about the same time
         await limiter.rate_limited(TTS_MODEL, None)
     snapshot = await limiter.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == config.decrease and snapshot.rate_limited_total == 5
+    assert snapshot.rate_factor == config.first_decrease and snapshot.rate_limited_total == 5
     await limiter.rate_limited(TTS_MODEL, 4.0)  # a later Retry-After lengthens the pause
     snapshot = await limiter.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == config.decrease and snapshot.cooldown_remaining_s > 3.5
+    assert snapshot.rate_factor == config.first_decrease and snapshot.cooldown_remaining_s > 3.5
 
 
 async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> None:
-    config = LimiterConfig(account="acct", window_s=1.0, recovery_per_window=0.5, decrease=0.5)
+    config = LimiterConfig(
+        account="acct", window_s=1.0, recovery_per_window=0.5, decrease=0.5, first_decrease=0.5
+    )
     limiter = RedisLimiter(config, redis)
     await limiter.rate_limited(TTS_MODEL, 0.0)
     loop = asyncio.get_running_loop()
@@ -283,7 +286,9 @@ async def wait_of(
 
 
 async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: ArqRedis) -> None:
-    config = LimiterConfig(account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5)
+    config = LimiterConfig(
+        account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5, first_decrease=0.5
+    )
     limiter = RedisLimiter(config, redis)
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = ("q1", "q2", "q3")
@@ -337,24 +342,28 @@ async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: Arq
         default_rpm=10,
         target=1.0,
         decrease=0.5,
+        first_decrease=0.5,
         recovery_per_window=0.25,
         ticket_grace_s=60,
     )  # 0.1 s slots; 0.2 s at half the rate
-    limiter = RedisLimiter(config, redis)
+    clock = [1000.0]  # injected: the recovery is a function of time, not of sleeping
+    limiter = RedisLimiter(config, redis, clock=lambda: clock[0])
     await limiter.rate_limited(TTS_MODEL, 0.0)
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = [f"q{i}" for i in range(40)]
     for job in queue:
         await wait_of(limiter, TTS_MODEL, job)
-    spaced = await seconds_ahead(redis, config, TTS_MODEL, *queue)
+    tickets = limiter_keys(config.account, TTS_MODEL)[KEY_PARTS.index("tickets")]
+
+    async def ahead() -> list[float]:
+        return [float(await redis.zscore(tickets, job)) - clock[0] for job in queue]
+
+    spaced = await ahead()
     assert spaced[-1] - spaced[-2] == pytest.approx(0.2, abs=0.015)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while (await limiter.snapshot(TTS_MODEL)).rate_factor < 0.9:  # the real state recovers
-        assert loop.time() < deadline, "no recovery"
-        await asyncio.sleep(0.05)
+    clock[0] += 1.0  # a window later the rate has regained its step (a clean history)
+    assert (await limiter.snapshot(TTS_MODEL)).rate_factor >= 0.9
     await wait_of(limiter, TTS_MODEL, "newcomer")  # any decision notices the drift
-    respaced = await seconds_ahead(redis, config, TTS_MODEL, *queue)
+    respaced = await ahead()
     assert respaced[-1] - respaced[-2] < 0.1 / 0.85
     assert respaced == sorted(respaced)  # same order
 

@@ -14,7 +14,7 @@ from mimoq.cli import limits
 from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter_config import LimiterConfig
+from mimoq.worker.limiter.config import LimiterConfig
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -69,7 +69,7 @@ def test_limits_shows_rates_use_cooldown_leases_and_tickets(
     assert asr["latency_ewma_s"] == 8.0
     # Little's law at the ASR pace (98 calls a minute at 8 s): 14 calls in flight
     assert asr["concurrency_needed"] == 14
-    step = settings.limit_decrease
+    step = settings.limit_first_decrease  # the first 429 after a clean history
     assert tts["rate_factor"] == step
     assert tts["requests_effective"] == pytest.approx(100 * settings.limit_target * step)
     assert 29 < tts["cooldown_remaining_s"] <= 30

@@ -12,7 +12,7 @@ from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICE
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import usage_tokens
-from mimoq.worker.limiter_config import (
+from mimoq.worker.limiter.config import (
     ANONYMOUS_ACCOUNT,
     KEY_PARTS,
     LimiterConfig,

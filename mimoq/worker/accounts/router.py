@@ -88,13 +88,27 @@ class AccountRouter:
 
     @asynccontextmanager
     async def call(
-        self, model: str, *, job_id: str, audio_s: float | None, usage: dict[str, Any]
+        self,
+        model: str,
+        *,
+        job_id: str,
+        audio_s: float | None,
+        usage: dict[str, Any],
+        lane: str = "interactive",
+        tenant: str | None = None,
     ) -> AsyncIterator[Call]:
         """Reserve the chosen account's capacity for one call, time and count it, and tell
-        the limiter how it went (a 429 pauses that account's model, nobody else's)."""
+        the limiter how it went (a 429 pauses that account's model, nobody else's).
+        ``lane`` and ``tenant`` are the job's scheduling fields (README, "Scheduling")."""
         account = self.choose(job_id)
-        lease = await account.limiter.acquire(model, job_id=job_id, audio_s=audio_s)
+        asked = time.monotonic()
+        lease = await account.limiter.acquire(
+            model, job_id=job_id, audio_s=audio_s, lane=lane, tenant=tenant
+        )
         started = time.monotonic()
+        # The grant-to-send lag the hard guard's margin follows: from asking (the grant is
+        # inside that round trip) to the call starting, so a loaded event loop is counted.
+        lag_s = started - asked
         try:
             with metrics.mimo_call(model, usage):
                 yield Call(client=account.client(), account=account.name)
@@ -103,7 +117,9 @@ class AccountRouter:
             raise
         finally:
             latency = time.monotonic() - started
-            await account.limiter.release(lease, usage=usage or None, latency_s=latency)
+            await account.limiter.release(
+                lease, usage=usage or None, latency_s=latency, lag_s=lag_s
+            )
 
 
 def build_router(

@@ -17,7 +17,7 @@ from mimoq.worker.capacity import (
     planning_latency_s,
     quota_request_rate,
 )
-from mimoq.worker.limiter import Limiter, LimiterSnapshot, RedisLimiter
+from mimoq.worker.limiter.core import Limiter, LimiterSnapshot, RedisLimiter
 
 log = structlog.get_logger("mimoq.limiter")
 

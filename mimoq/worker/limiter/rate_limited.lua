@@ -1,10 +1,18 @@
 -- rate_limited: MiMo answered 429. Pause the model fleet-wide and step the rate down.
--- ARGV after the quota: Retry-After seconds (-1: none sent), default pause, decrease factor.
+-- ARGV[2]: JSON {retry_after (seconds, -1: none sent), pause (the default), decrease}.
 -- Returns {1 if the rate was stepped down (0: already cooling down), pause end - now}.
+--
+-- The step depends on the history: a 429 after CLEAN_WINDOWS windows without one is most
+-- likely the spread between our grant times and MiMo's receive times, not a wrong rate;
+-- it steps down by Q.first_decrease (0.9) and regains the step within one window. A 429
+-- within CLEAN_WINDOWS of the last one steps down by `decrease` (0.7) and recovers at the
+-- configured additive rate, as a real overload needs.
 
-local retry_after = tonumber(ARGV[NCOMMON + 1])
-local default_pause = tonumber(ARGV[NCOMMON + 2])
-local decrease = tonumber(ARGV[NCOMMON + 3])
+local R = cjson.decode(ARGV[2])
+local retry_after = tonumber(R.retry_after)
+local default_pause = tonumber(R.pause)
+local decrease = tonumber(R.decrease)
+local CLEAN_WINDOWS = 3
 
 local now = now_s()
 housekeep(now)
@@ -17,7 +25,7 @@ local resume = now + pause
 local function move_backlog(map)
   local tickets = redis.call('ZRANGE', TICKETS, 0, -1, 'WITHSCORES')
   for i = 1, #tickets, 2 do
-    redis.call('ZADD', TICKETS, map(tonumber(tickets[i + 1])), tickets[i])
+    retime(tickets[i], map(tonumber(tickets[i + 1])))
   end
 end
 
@@ -25,8 +33,14 @@ local stepped = 0
 if now >= st.cd then
   -- A fresh congestion signal. The 429s of calls already in flight land inside the pause
   -- that follows and must not step the rate down again (one decrease per episode).
+  local clean = st.last429 == nil or now - st.last429 > CLEAN_WINDOWS * Q.window
+  local step, rec = decrease, Q.recovery
+  if clean then
+    step = Q.first_decrease
+    rec = math.max(Q.recovery, 1 - Q.first_decrease)
+  end
   local f = factor(st, now)
-  local f_new = math.max(MIN_FACTOR, f * decrease)
+  local f_new = math.max(MIN_FACTOR, f * step)
   local stretch = f / f_new
   -- the queue (or, with none, the next free slot) restarts when the pause ends, in the
   -- same order and spaced for the lower rate
@@ -35,14 +49,16 @@ if now >= st.cd then
   if #first > 0 then base = tonumber(first[2]) end
   local function replanned(slot) return resume + (math.max(slot, base) - base) * stretch end
   move_backlog(replanned)
-  redis.call('HSET', STATE, 'tat', replanned(math.max(st.tat, now)), 'f', f_new, 'f_at', resume, 'cd', resume,
-    'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate))
+  redis.call('HSET', STATE, 'tat', fmt(replanned(math.max(st.tat, now))), 'f', fmt(f_new),
+    'f_at', fmt(resume), 'cd', fmt(resume), 'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate),
+    'rec', fmt(rec), 'last429', fmt(now), 'ptat', fmt(resume))
   stepped = 1
 elseif resume > st.cd then
   -- a later Retry-After during the pause: pause longer, same rate
   local delta = resume - st.cd
   move_backlog(function(slot) return slot + delta end)
-  redis.call('HSET', STATE, 'tat', math.max(st.tat, now) + delta, 'f_at', resume, 'cd', resume)
+  redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, now) + delta), 'f_at', fmt(resume),
+    'cd', fmt(resume), 'ptat', fmt(resume))
 else
   resume = st.cd
 end

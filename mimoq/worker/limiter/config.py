@@ -17,8 +17,14 @@ OFFICIAL_RPM: Final = 100
 OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 #: The account name used when there is neither a key nor a configured name (the simulator).
 ANONYMOUS_ACCOUNT: Final = "anonymous"
-#: Order of the KEYS every limiter script receives.
-KEY_PARTS: Final = ("state", "log", "tokens", "tickets", "leases", "ticket_audio")
+#: Order of the KEYS every limiter script receives (``lanes``: grants per lane and tenant;
+#: ``ilog``: the interactive grants of the guard window; ``bulk_tickets`` and
+#: ``interactive_tickets``: each lane's part of ``tickets``). The admission keys of
+#: ``admission_keys`` follow them.
+KEY_PARTS: Final = (
+    "state", "log", "tokens", "tickets", "leases", "ticket_audio", "lanes", "ilog",
+    "bulk_tickets", "interactive_tickets",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,19 @@ def limiter_keys(account: str, model: str) -> list[str]:
     return [f"{base}:{part}" for part in KEY_PARTS]
 
 
+def admission_keys(model: str) -> list[str]:
+    """The keys the scheduler admits ``model``'s waiting bulk jobs with (after ``limiter_keys``).
+
+    They are the model's, not the account's: enqueue.lua writes them and knows no account.
+    """
+    return [
+        wire.admitted_key(model),
+        wire.wait_ring_key(model),
+        wire.WAIT_MODELS_KEY,
+        wire.QUEUE_NAME,
+    ]
+
+
 @dataclass(frozen=True)
 class LimiterConfig:
     """Everything the fleet limiter needs from the settings, validated once."""
@@ -66,6 +85,9 @@ class LimiterConfig:
     default_rpm: int = OFFICIAL_RPM
     rpm: Mapping[str, int] = field(default_factory=dict)
     tpm: Mapping[str, int] = field(default_factory=lambda: dict(OFFICIAL_TPM))
+    bulk_min_share: float = 0.5
+    lookahead_s: float = 2.0
+    first_decrease: float = 0.9
 
     def __post_init__(self) -> None:
         bad = [m for m, n in self.rpm.items() if n <= 0] + [m for m, n in self.tpm.items() if n < 0]
@@ -95,7 +117,16 @@ class LimiterConfig:
             default_rpm=settings.limit_default_rpm,
             rpm=dict(settings.limit_rpm),
             tpm={**OFFICIAL_TPM, **settings.limit_tpm},
+            bulk_min_share=settings.limit_bulk_min_share,
+            lookahead_s=settings.limit_lookahead_s,
+            first_decrease=settings.limit_first_decrease,
         )
+
+    @property
+    def margin_cap_s(self) -> float:
+        """The widest guard margin that keeps the guard's rate above the paced one by half the
+        slack (see ``guard_margin_s``): the measured lag never widens it past this."""
+        return self.window_s * (1 / self.target - 1) / 2
 
     @property
     def guard_margin_s(self) -> float:
@@ -105,7 +136,7 @@ class LimiterConfig:
         A guard slower than the pacing would take over and throttle below the target (a
         margin of 0.3 s on a 10 s window at 98 % measured 96.4 %).
         """
-        return min(self.margin_s, self.window_s * (1 / self.target - 1) / 2)
+        return min(self.margin_s, self.margin_cap_s)
 
     def quota(self, model: str) -> ModelQuota:
         """The quota of ``model``; models nobody configured get the default request quota."""

@@ -1,7 +1,10 @@
 -- snapshot: read one limiter's state for `mimoq limits` and capacity planning (no writes).
 -- Returns {now, factor, cool-down left, requests and tokens in the last window, leases in
 -- flight, tickets, ticket backlog s, tokens per audio s, latency EWMA (-1: none), its
--- mean deviation, 429s seen}.
+-- mean deviation, 429s seen, lag EWMA (-1: none), guard margin, bulk and interactive
+-- tickets, admitted,
+-- interactive grants in the last window, grants per lane/tenant (flat field/value list),
+-- waiting depth per tenant (flat tenant/depth list)}.
 
 local now = now_s()
 local st = load_state()
@@ -15,7 +18,17 @@ local tickets = redis.call('ZCOUNT', TICKETS, live, '+inf')
 local backlog = 0
 local last = redis.call('ZREVRANGEBYSCORE', TICKETS, '+inf', live, 'WITHSCORES', 'LIMIT', 0, 1)
 if #last > 0 then backlog = math.max(0, tonumber(last[2]) - now) end
+local waiting = {}
+-- the ring holds each tenant with waiting jobs once; its length is the number of tenants
+for _, tenant in ipairs(redis.call('LRANGE', RING, 0, Q.max_tenants - 1)) do
+  waiting[#waiting + 1] = tenant
+  waiting[#waiting + 1] = redis.call('LLEN', Q.wait_prefix .. 'tenant:' .. tenant)
+end
 return {
   fmt(now), fmt(f), fmt(math.max(0, st.cd - now)), #recent, tokens, in_flight, tickets,
   fmt(backlog), fmt(st.tok_rate), fmt(st.lat or -1), fmt(st.lat_dev), st.n429,
+  fmt(st.lag or -1), fmt(margin(st)), redis.call('ZCARD', BTICKETS), redis.call('ZCARD', ITICKETS),
+  redis.call('ZCARD', ADMITTED),
+  redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
+  redis.call('HGETALL', LANES), waiting,
 }

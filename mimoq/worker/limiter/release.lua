@@ -1,13 +1,17 @@
--- release: a call ended. Free its lease, settle its tokens, calibrate, record latency.
--- ARGV after the quota: lease_id, estimated tokens, actual tokens (-1: unknown),
--- audio seconds (-1: none), latency seconds (-1: unknown). Returns 1 if the lease was held.
+-- release: a call ended. Free its lease, settle its tokens, calibrate, record latency and
+-- the grant-to-send lag.
+-- ARGV[2]: JSON {lease, estimate (tokens), actual (tokens, -1: unknown), audio (seconds,
+-- -1: none), latency (seconds, -1: unknown), lag (seconds from grant to send, -1: unknown)}.
+-- Returns 1 if the lease was held.
 
-local lease_id = ARGV[NCOMMON + 1]
-local estimate = tonumber(ARGV[NCOMMON + 2])
-local actual = tonumber(ARGV[NCOMMON + 3])
-local audio_s = tonumber(ARGV[NCOMMON + 4])
-local latency = tonumber(ARGV[NCOMMON + 5])
--- EWMA weights: the token rate follows the last ~5 calls, latency the last ~10
+local R = cjson.decode(ARGV[2])
+local lease_id = R.lease
+local estimate = tonumber(R.estimate)
+local actual = tonumber(R.actual)
+local audio_s = tonumber(R.audio)
+local latency = tonumber(R.latency)
+local lag = tonumber(R.lag)
+-- EWMA weights: the token rate follows the last ~5 calls, latency and lag the last ~10
 local RATE_ALPHA = 0.2
 local LAT_ALPHA = 0.1
 
@@ -40,13 +44,17 @@ if Q.tokens > 0 and actual >= 0 then
   end
 end
 
-if latency >= 0 then
-  if st.lat == nil then
-    redis.call('HSET', STATE, 'lat', latency, 'lat_dev', 0)
+-- An EWMA and its mean deviation, as two state fields.
+local function ewma(field, dev_field, value, old, old_dev)
+  if old == nil then
+    redis.call('HSET', STATE, field, fmt(value), dev_field, 0)
   else
-    local dev = st.lat_dev + LAT_ALPHA * (math.abs(latency - st.lat) - st.lat_dev)
-    redis.call('HSET', STATE, 'lat', st.lat + LAT_ALPHA * (latency - st.lat), 'lat_dev', dev)
+    local dev = old_dev + LAT_ALPHA * (math.abs(value - old) - old_dev)
+    redis.call('HSET', STATE, field, fmt(old + LAT_ALPHA * (value - old)), dev_field, fmt(dev))
   end
 end
+
+if latency >= 0 then ewma('lat', 'lat_dev', latency, st.lat, st.lat_dev) end
+if lag >= 0 then ewma('lag', 'lag_dev', lag, st.lag, st.lag_dev) end
 touch()
 return held

@@ -1,0 +1,203 @@
+-- acquire: grant one MiMo call now, or say when to come back (holding a ticket when queued;
+-- a ticket more than HORIZON ahead is re-read half-way there).
+-- ARGV[2]: the call as JSON {job, lease, audio (seconds, token-limited models), lane
+-- ("interactive" | "bulk"), tenant (optional)}.
+-- Returns {decision, wait_s, tokens charged, now}.
+
+local A = cjson.decode(ARGV[2])
+local job_id, lease_id = A.job, A.lease
+local audio_s = tonumber(A.audio) or 0
+local bulk = A.lane == 'bulk'
+local tenant = A.tenant
+if tenant == cjson.null then tenant = nil end
+-- a ticket holder back this little before its slot is served (arq rounds defers to ms)
+local EARLY = 0.002
+-- a guard wait is stretched by this so the blocking grant has surely left the window
+local EPSILON = 0.002
+
+local now = now_s()
+housekeep(now)
+local st = load_state()
+local f = factor(st, now)
+-- the rate recovering after a 429 (or a new calibration) re-spaces the queue
+replan_if_drifted(st, f, now)
+local cost = call_cost(st.tok_rate, audio_s)
+local per_request = spacing(f)
+local len = slot_length(f, cost)
+local guard = Q.window + margin(st)
+
+-- Seconds until one more grant of `cost` tokens fits the hard guard: at most the quota
+-- (scaled down by the AIMD factor) in any guard-long window of actual grant times.
+local function guard_wait()
+  local since = '(' .. fmt(now - guard)
+  local n = redis.call('ZCOUNT', LOG, since, '+inf')
+  local wait = 0
+  local cap = math.max(1, math.floor(Q.requests * f + 1e-9))
+  if n + 1 > cap then
+    -- the (n + 1 - cap) oldest grants of the window must leave it first
+    local oldest = redis.call('ZRANGEBYSCORE', LOG, since, '+inf', 'WITHSCORES', 'LIMIT', n - cap, 1)
+    wait = tonumber(oldest[2]) + guard - now
+  end
+  if Q.tokens > 0 and n > 0 then
+    local tcap = math.max(1, math.floor(Q.tokens * f + 1e-9))
+    local log = redis.call('ZRANGEBYSCORE', LOG, since, '+inf', 'WITHSCORES')
+    local ids = {}
+    for i = 1, n do ids[i] = log[2 * i - 1] end
+    local charged = tokens_of(ids)
+    local used = 0
+    for i = 1, n do used = used + charged[i] end
+    local i = 0
+    -- a call larger than the whole quota still goes once the window is empty
+    while i < n and used + cost > tcap do
+      i = i + 1
+      used = used - charged[i]
+    end
+    if i > 0 then wait = math.max(wait, tonumber(log[2 * i]) + guard - now) end
+  end
+  if wait > 0 then wait = wait + EPSILON end
+  return wait
+end
+
+-- Seconds until the pace allows a grant: never two grants closer than half a slot (with
+-- the default burst of 1), and never more than the paced rate over any run of grants,
+-- whatever stalls came before (the pace restarts from the last grant: slots nobody used
+-- are not made up).
+local function pace_wait()
+  local wait = st.ptat - (Q.burst - 0.5) * per_request - now
+  if wait > 0 then return wait end
+  return 0
+end
+
+local function in_flight_wait()
+  -- with the cap reached, one call ends about every latency / cap seconds
+  local latency = st.lat or 1
+  return math.min(math.max(latency / Q.max_in_flight, 0.05), 5)
+end
+
+local function grant()
+  redis.call('ZADD', LOG, fmt(now), lease_id)
+  if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
+  redis.call('ZADD', LEASES, fmt(now + Q.lease_ttl), lease_id)
+  redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len))
+  if bulk then
+    redis.call('HINCRBY', LANES, 'lane:bulk', 1)
+  else
+    redis.call('ZADD', ILOG, fmt(now), lease_id)
+    redis.call('HINCRBY', LANES, 'lane:interactive', 1)
+  end
+  redis.call('HINCRBY', LANES, 'tenant:' .. (tenant or '_'), 1)
+  -- the granted job leaves the look-ahead; admit the next waiting bulk job(s) in its place
+  redis.call('ZREM', ADMITTED, job_id)
+  admit(now, lookahead(per_request))
+  touch()
+  return {'granted', fmt(0), cost, fmt(now)}
+end
+
+local function defer(wait, reason)
+  touch()
+  return {reason, fmt(wait), cost, fmt(now)}
+end
+
+local function reason_now()
+  if st.cd > now then return 'cooldown' end
+  return 'ticket'
+end
+
+-- A due ticket holder (or a new job at a free slot) the pace or the guard holds back is
+-- re-spaced: it gets the next slot after the schedule's end instead of coming back with
+-- every other held-back holder at once (which is how bursts happened).
+local function respace(wait, reason)
+  local at = math.max(st.tat, now + wait)
+  set_ticket(job_id, at, bulk)
+  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+  redis.call('HSET', STATE, 'tat', fmt(at + len))
+  return defer(come_back_in(at - now), reason)
+end
+
+-- Whether the job may take the earliest ticket of the other lane. Interactive: while the
+-- interactive lane's grants (and its held slots) in the last window stay within what the
+-- bulk lane's minimum share m leaves it (interactive <= bulk x (1 - m) / m + 1). Bulk:
+-- while the bulk lane's grants are below its share (bulk < interactive x m / (1 - m)), so
+-- that interactive work arriving faster than its share cannot push bulk below m.
+local function may_jump()
+  local m = Q.bulk_min_share
+  local since = '(' .. fmt(now - Q.window)
+  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+  local blk = redis.call('ZCOUNT', LOG, since, '+inf') - inter
+  if bulk then
+    if m <= 0 then return false end
+    if m >= 1 then return true end
+    return blk < inter * m / (1 - m)
+  end
+  if m <= 0 then return true end
+  if m >= 1 then return false end
+  return inter + redis.call('ZCARD', ITICKETS) < blk * (1 - m) / m + 1
+end
+
+local full = Q.max_in_flight > 0 and redis.call('ZCARD', LEASES) >= Q.max_in_flight
+
+local ticket = tonumber(redis.call('ZSCORE', TICKETS, job_id))
+if ticket then
+  -- a job that was queued earlier: its slot is already paid for in the schedule
+  local due = math.max(ticket, st.cd)
+  if due - now > EARLY then return defer(come_back_in(due - now), reason_now()) end
+  if full then return defer(in_flight_wait(), 'in_flight') end
+  local g = guard_wait()
+  if g > 0 then return respace(g, 'guard') end
+  local p = pace_wait()
+  if p > 0 then return respace(p, 'paced') end
+  drop_ticket(job_id)
+  return grant()
+end
+
+-- No slot is reserved while the in-flight cap is full: it would pass unused.
+if full then return defer(in_flight_wait(), 'in_flight') end
+
+-- GCRA: the next free slot is `tat`; `burst - 1` slots may be taken early after idling.
+local start = math.max(st.tat - (Q.burst - 1) * per_request, now, st.cd)
+if start <= now then
+  local wait = math.max(guard_wait(), pace_wait())
+  if wait <= 0 then
+    redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, now) + len))
+    return grant()
+  end
+  start = now + wait
+end
+
+-- Take the earliest ticket of the other lane when the lane shares allow it (interactive
+-- ahead of bulk; bulk back to its minimum share); that job moves to the schedule's end.
+if may_jump() then
+  local other = BTICKETS
+  if bulk then other = ITICKETS end
+  local head = redis.call('ZRANGE', other, 0, 0, 'WITHSCORES')
+  if #head > 0 and tonumber(head[2]) < start then
+    local moved, slot = head[1], tonumber(head[2])
+    local moved_len = slot_length(f, call_cost(st.tok_rate,
+      tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
+    local tail = math.max(st.tat, start)
+    retime(moved, tail)
+    st.tat = tail + moved_len
+    redis.call('HSET', STATE, 'tat', fmt(st.tat))
+    start = math.max(slot, now)
+    if start - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
+      return grant()
+    end
+    set_ticket(job_id, start, bulk)
+    if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+    return defer(come_back_in(math.max(start - now, 0.001)), reason_now())
+  end
+end
+
+-- An interactive job over its lane's share while bulk jobs hold slots takes no ticket: it
+-- would queue ahead of the bulk jobs admitted later and push bulk under its share. It
+-- asks again when the current schedule has run (about once per look-ahead).
+if not bulk and redis.call('ZCARD', BTICKETS) > 0 then
+  return defer(math.max(st.tat - now, per_request), 'share')
+end
+
+-- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
+set_ticket(job_id, start, bulk)
+-- what a re-plan needs to re-size the slot
+if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, start) + len))
+return defer(come_back_in(start - now), reason_now())

@@ -1,0 +1,59 @@
+"""The workers' periodic admission round: the safety net under the admissions grants make.
+
+Every grant admits the next waiting bulk job of its model (in the acquire script), and
+enqueue.lua admits the first job of an idle model at once. This round, run from each
+worker's polling loop at most once per ``interval_s``, covers what neither sees: a model
+whose admitted jobs all failed before asking for a slot, and limits switched off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mimoq.core import wire
+from mimoq.worker.limiter.core import Limiter
+
+log = structlog.get_logger("mimoq.limiter")
+
+#: Seconds between a worker's admission rounds; the work per round is O(models).
+ADMIT_INTERVAL_S: Final = 1.0
+
+
+class Admitter:
+    """Runs ``Limiter.admit`` for every model with waiting jobs, at most once per interval."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        interval_s: float = ADMIT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = limiter
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next = 0.0
+
+    async def tick(self, redis: Redis) -> int:
+        """One round if one is due; returns the jobs admitted. Redis errors are logged only:
+        the polling loop that calls this reports a dead Redis by itself."""
+        now = self._clock()
+        if now < self._next:
+            return 0
+        self._next = now + self.interval_s
+        try:
+            models = await redis.smembers(wire.WAIT_MODELS_KEY)  # type: ignore[misc]
+            admitted = 0
+            for raw in sorted(models):
+                model = raw.decode() if isinstance(raw, bytes) else str(raw)
+                admitted += await self.limiter.admit(model)
+        except RedisError as exc:
+            log.warning("limiter.admit_failed", error=type(exc).__name__)
+            return 0
+        return admitted

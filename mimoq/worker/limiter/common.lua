@@ -1,0 +1,258 @@
+-- Shared prelude of every limiter script (worker/limiter/core.py prepends it to each one).
+--
+-- KEYS (worker.limiter.config.KEY_PARTS): 1 state hash, 2 grant log (zset lease -> time),
+-- 3 tokens charged per logged lease (hash), 4 tickets (zset job -> reserved slot time),
+-- 5 in-flight leases (zset lease -> expiry), 6 audio seconds of each ticket (hash job ->
+-- seconds; token-limited models only), 7 grants per lane and tenant (hash), 8 interactive
+-- grants (zset lease -> time), 9 and 10 the bulk and the interactive tickets (zsets job ->
+-- slot time: each lane's part of 4); then the admission keys
+-- (worker.limiter.config.admission_keys): 11 admitted bulk jobs (zset job -> admission
+-- time), 12 the ring of tenants with waiting jobs (list), 13 the models with waiting jobs
+-- (set), 14 the arq queue.
+-- ARGV[1]: the configuration as one JSON object (see worker/limiter/core.py _config);
+-- script-specific ARGV follow.
+-- Times are seconds from Redis TIME (one clock for the whole fleet), or the configuration's
+-- "now" when a test injects its clock.
+
+local STATE, LOG, TOKENS, TICKETS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local NLIMITER = 10
+local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local Q = cjson.decode(ARGV[1])
+-- the housekeeping horizon of the grant log: the widest window the hard guard can use
+local GUARD_MAX = Q.window + Q.margin_cap
+-- the AIMD factor never drops below this share of the target
+local MIN_FACTOR = 0.05
+-- the queue is re-planned once the rate factor or the token calibration it was planned
+-- for is off by more than this share
+local REPLAN_DRIFT = 0.05
+-- a reserved slot further ahead than this is a place in the queue more than a time: its
+-- holder comes back half-way there and reads the slot again (a re-plan may have moved it)
+local HORIZON = Q.window
+-- the guard's margin never drops below this however small the measured lag
+local MIN_MARGIN = 0.01
+-- margin = lag EWMA + this many mean deviations (about a p99 for a skewed lag)
+local LAG_SPREAD = 4
+
+-- unpack() has a small stack limit: pass long argument lists in chunks
+local CHUNK = 500
+
+-- The numbers a hash holds for each id (0 when it holds none).
+local function numbers_of(hash, ids)
+  local out = {}
+  for i = 1, #ids, CHUNK do
+    local part = redis.call('HMGET', hash, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #part do out[i + j - 1] = tonumber(part[j]) or 0 end
+  end
+  return out
+end
+
+-- Tokens charged to each lease id (0 when none was recorded).
+local function tokens_of(ids)
+  return numbers_of(TOKENS, ids)
+end
+
+local function now_s()
+  if Q.now ~= nil then return Q.now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Lua numbers returned to Redis are truncated to integers: send floats as text.
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+local function load_state()
+  local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
+    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429')
+  return {
+    tat = tonumber(v[1]) or 0,
+    f = tonumber(v[2]) or 1,
+    f_at = tonumber(v[3]) or 0,
+    cd = tonumber(v[4]) or 0,
+    tok_rate = tonumber(v[5]) or Q.tokens_per_s,
+    lat = tonumber(v[6]),
+    lat_dev = tonumber(v[7]) or 0,
+    n429 = tonumber(v[8]) or 0,
+    -- the rate factor and token calibration the queued tickets were spaced for
+    plan_f = tonumber(v[9]),
+    plan_rate = tonumber(v[10]),
+    -- the pace over actual grants: no grant before ptat - half a slot
+    ptat = tonumber(v[11]) or 0,
+    -- the fleet's measured grant-to-send lag (EWMA, mean deviation)
+    lag = tonumber(v[12]),
+    lag_dev = tonumber(v[13]) or 0,
+    -- the recovery per window of the current 429 episode, and when the last one began
+    rec = tonumber(v[14]) or Q.recovery,
+    last429 = tonumber(v[15]),
+  }
+end
+
+-- The AIMD factor now: the stored value plus the additive recovery since it was set.
+local function factor(st, now)
+  local f = st.f
+  if now > st.f_at then
+    f = f + st.rec * (now - st.f_at) / Q.window
+  end
+  if f > 1 then f = 1 end
+  return f
+end
+
+-- The hard guard's margin: the measured lag's EWMA + LAG_SPREAD deviations, capped so the
+-- guard never paces below the target; the configured margin until a lag is measured.
+local function margin(st)
+  if st.lag == nil then return Q.margin end
+  return math.min(Q.margin_cap, math.max(MIN_MARGIN, st.lag + LAG_SPREAD * st.lag_dev))
+end
+
+-- Seconds between slots of one request, and per token, at the current factor.
+local function spacing(f)
+  local per_request = Q.window / (Q.requests * Q.target * f)
+  local per_token = 0
+  if Q.tokens > 0 then per_token = Q.window / (Q.tokens * Q.target * f) end
+  return per_request, per_token
+end
+
+-- A call's share of the schedule: whichever of its request and token costs is longer.
+local function slot_length(f, cost)
+  local per_request, per_token = spacing(f)
+  return math.max(per_request, cost * per_token)
+end
+
+-- The tokens a call with `audio` seconds is estimated at (0 without a token limit).
+local function call_cost(rate, audio)
+  if Q.tokens <= 0 then return 0 end
+  return math.ceil(Q.call_tokens + rate * audio)
+end
+
+-- How long a job told to come back for a slot `wait` seconds ahead is deferred.
+local function come_back_in(wait)
+  if wait > HORIZON then return wait / 2 end
+  return wait
+end
+
+-- Put `job` in the ticket queue at `at`, and in its lane's index.
+local function set_ticket(job, at, bulk)
+  redis.call('ZADD', TICKETS, fmt(at), job)
+  if bulk then
+    redis.call('ZADD', BTICKETS, fmt(at), job)
+  else
+    redis.call('ZADD', ITICKETS, fmt(at), job)
+  end
+end
+
+-- Move a held ticket to `at`, in whichever lane it is.
+local function retime(job, at)
+  set_ticket(job, at, redis.call('ZSCORE', BTICKETS, job) ~= false)
+end
+
+local function drop_ticket(job)
+  redis.call('ZREM', TICKETS, job)
+  redis.call('ZREM', BTICKETS, job)
+  redis.call('ZREM', ITICKETS, job)
+  redis.call('HDEL', TICKET_AUDIO, job)
+end
+
+-- Re-space the queued tickets for the rate factor `f` and the current token calibration,
+-- keeping their order and the head's time: a queue planned at a 429's lower rate, or
+-- with an uncalibrated token estimate, would otherwise stay too sparse until it drained.
+-- The queue holds the admitted look-ahead only, so this is bounded work.
+local function replan(st, f, now)
+  local tickets = redis.call('ZRANGE', TICKETS, 0, -1, 'WITHSCORES')
+  local n = #tickets / 2
+  if n > 0 then
+    local ids = {}
+    for i = 1, n do ids[i] = tickets[2 * i - 1] end
+    local audio = numbers_of(TICKET_AUDIO, ids)
+    local t = math.max(tonumber(tickets[2]), now)
+    for i = 1, n do
+      retime(ids[i], t)
+      t = t + slot_length(f, call_cost(st.tok_rate, audio[i]))
+    end
+    st.tat = t
+    redis.call('HSET', STATE, 'tat', fmt(t))
+  end
+  st.plan_f, st.plan_rate = f, st.tok_rate
+  redis.call('HSET', STATE, 'plan_f', fmt(f), 'plan_rate', fmt(st.tok_rate))
+end
+
+local function drifted(value, planned)
+  return planned == nil or math.abs(value - planned) > REPLAN_DRIFT * planned
+end
+
+-- Re-plan the queue when the rate it was planned for is no longer the rate.
+local function replan_if_drifted(st, f, now)
+  if drifted(f, st.plan_f) or (Q.tokens > 0 and drifted(st.tok_rate, st.plan_rate)) then
+    replan(st, f, now)
+  end
+end
+
+-- Drop what no decision needs any more: grants older than the widest guard window,
+-- expired leases (their worker died), tickets nobody claimed in time.
+local function housekeep(now)
+  local old = redis.call('ZRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)
+    for i = 1, #old, CHUNK do
+      redis.call('HDEL', TOKENS, unpack(old, i, math.min(i + CHUNK - 1, #old)))
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', ILOG, '-inf', now - GUARD_MAX)
+  redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
+  local stale = redis.call('ZRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
+  if #stale > 0 then
+    redis.call('ZREMRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
+    redis.call('ZREMRANGEBYSCORE', BTICKETS, '-inf', now - Q.ticket_grace)
+    redis.call('ZREMRANGEBYSCORE', ITICKETS, '-inf', now - Q.ticket_grace)
+    for i = 1, #stale, CHUNK do
+      redis.call('HDEL', TICKET_AUDIO, unpack(stale, i, math.min(i + CHUNK - 1, #stale)))
+    end
+  end
+end
+
+local function touch()
+  for i = 1, NLIMITER do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], Q.key_ttl) end
+  end
+end
+
+-- Admission: move waiting bulk jobs into the arq queue until `want` of them are admitted
+-- and not yet granted, taking one job per tenant in turn (round robin over the ring of
+-- tenants with waiting jobs: deficit round robin with equal quanta and unit cost).
+-- A `want` below zero admits up to -want jobs without keeping the look-ahead (limits off).
+-- Each admitted job costs O(1); the loop is bounded by `want`. Returns the jobs admitted.
+local function admit(now, want)
+  local track = want >= 0
+  local room = want
+  if track then
+    -- an admitted job that never asked for a slot (it failed first) stops counting
+    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+    room = want - redis.call('ZCARD', ADMITTED)
+  else
+    room = -want
+  end
+  local n, turns = 0, 0
+  while n < room and turns < room + 16 do
+    turns = turns + 1
+    local tenant = redis.call('RPOPLPUSH', RING, RING)
+    if not tenant then break end
+    local list = Q.wait_prefix .. 'tenant:' .. tenant
+    local id = redis.call('LPOP', list)
+    if redis.call('LLEN', list) == 0 then redis.call('LREM', RING, 0, tenant) end
+    -- a job whose arq record expired while it waited is dropped, as arq would drop it
+    if id and redis.call('EXISTS', 'arq:job:' .. id) == 1 then
+      redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
+      if track then redis.call('ZADD', ADMITTED, fmt(now), id) end
+      redis.call('HINCRBY', LANES, 'admitted', 1)
+      n = n + 1
+    end
+  end
+  if redis.call('EXISTS', RING) == 0 then redis.call('SREM', WAIT_MODELS, Q.model) end
+  return n
+end
+
+-- Bulk jobs kept admitted ahead of the slots: `lookahead` seconds of slots, at least 2.
+local function lookahead(per_request)
+  return math.max(2, math.ceil(Q.lookahead / per_request))
+end

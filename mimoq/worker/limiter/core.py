@@ -1,0 +1,407 @@
+"""The fleet-wide MiMo quota limiter: one atomic Redis script per decision, shared by every worker.
+
+Each account+model has an even-spacing schedule (GCRA: the next free slot ``tat`` moves
+by one slot per call, a slot being the longer of the call's request and token costs at the
+target rate). A call whose slot is now is granted; otherwise its job gets a *ticket* — the
+slot reserved under its job id — and ``CapacityDeferred`` says when to come back, so the
+worker defers instead of sleeping and an old job never queues behind newer ones.
+
+Only the *admitted* look-ahead of bulk jobs holds tickets: bulk jobs wait outside arq's
+queue (``mimoq:wait:*``, written by enqueue.lua) and every grant admits the next one, round
+robin over tenants, so a backlog of any size costs O(1) Redis work per granted call.
+Interactive jobs go straight to the queue and take the earliest bulk ticket's slot (that
+bulk job moves to the end) while the bulk lane keeps its minimum share.
+
+Grants are paced over the *actual* grant times too (never two within half a slot, never
+above the paced rate over any run): a holder back late is re-spaced to the schedule's end
+instead of going back to back with the others. A hard guard over the actual grant times
+(never more than the quota in any window of ``window + margin`` seconds, the margin
+following the fleet's measured grant-to-send lag) backs the schedule up. A 429 pauses the
+model fleet-wide and steps the paced rate down: by ``first_decrease`` (x0.9, regained
+within a window) after a clean history, by ``decrease`` (x0.7, additive recovery) when
+429s repeat. The README's "Scheduling" section draws the whole model.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Final, Protocol
+
+import structlog
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+from mimoq.core.errors import CapacityDeferred
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
+
+log = structlog.get_logger("mimoq.limiter")
+
+#: Audio length charged for a token-limited call whose duration is unknown: over-charging
+#: idles some quota until ``release`` credits it back, under-charging risks a 429.
+UNKNOWN_AUDIO_S: Final = 60.0
+#: Limiter keys outlive their last use by this long (the calibration is worth keeping).
+KEY_TTL_S: Final = 7 * 86_400
+#: An admitted bulk job that has not asked for a slot within this many windows (it failed
+#: first, or its worker died before its first acquire) stops holding a look-ahead place.
+ADMIT_TTL_WINDOWS: Final = 2.0
+#: Tenants shown per model by ``snapshot`` (and labelled in metrics); the rest are pooled.
+MAX_TENANTS_SHOWN: Final = 20
+#: Jobs admitted per model and round when limits are off (nothing to pace them to).
+UNLIMITED_ADMIT_BATCH: Final = 500
+
+
+class Decision(StrEnum):
+    """What the limiter decided for one ``acquire``."""
+
+    GRANTED = "granted"
+    TICKET = "ticket"  # queued: a slot is reserved for the job, come back at its time
+    COOLDOWN = "cooldown"  # the model is paused after a 429
+    GUARD = "guard"  # the hard per-window cap is reached; re-spaced to the schedule's end
+    PACED = "paced"  # a grant happened less than half a slot ago; re-spaced to the end
+    SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
+    IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One granted MiMo call; hand it back to ``release``. Opaque to the worker."""
+
+    model: str
+    lease_id: str
+    tokens: int  # tokens charged up front (0 for models without a token limit)
+    audio_s: float | None
+    granted_at: float  # Redis TIME, seconds
+
+
+class Limiter(Protocol):
+    """The contract the worker codes against (see the module docstring)."""
+
+    async def acquire(
+        self,
+        model: str,
+        *,
+        job_id: str,
+        audio_s: float | None = None,
+        lane: str = "interactive",
+        tenant: str | None = None,
+    ) -> Lease:
+        """Reserve capacity for one call right now, or raise ``CapacityDeferred``."""
+        ...
+
+    async def release(
+        self,
+        lease: Lease,
+        *,
+        usage: Mapping[str, Any] | None,
+        latency_s: float | None,
+        lag_s: float | None = None,
+    ) -> None:
+        """After the call ended (success or not): free the lease, settle tokens, record
+        latency and the grant-to-send lag."""
+        ...
+
+    async def admit(self, model: str) -> int:
+        """Admit waiting bulk jobs of ``model`` into the queue; returns how many."""
+        ...
+
+    async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
+        """After a 429 from MiMo: fleet-wide pause of ``model`` and a rate step-down."""
+        ...
+
+
+@dataclass(frozen=True)
+class LimiterSnapshot:
+    """One account+model limiter as ``mimoq limits`` shows it; rates are per window."""
+
+    model: str
+    window_s: float
+    requests_configured: int
+    requests_effective: float
+    requests_recent: int
+    tokens_configured: int | None
+    tokens_effective: float | None
+    tokens_recent: int
+    rate_factor: float
+    cooldown_remaining_s: float
+    in_flight: int
+    max_in_flight: int | None
+    tickets: int
+    ticket_backlog_s: float
+    tokens_per_audio_s: float | None
+    latency_ewma_s: float | None
+    latency_deviation_s: float | None
+    rate_limited_total: int
+    lag_ewma_s: float | None = None
+    guard_margin_s: float = 0.0
+    #: tickets held per lane, bulk jobs admitted ahead and waiting per tenant, grants per
+    #: lane and tenant since the keys were created, interactive grants in the last window
+    lanes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> int | None:
+    """Total tokens of a chat-completions ``usage`` object, or None when it does not say."""
+    if not usage:
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int | float) and not isinstance(total, bool) and total >= 0:
+        return int(total)
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    if all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in parts):
+        return int(sum(p for p in parts if p is not None))
+    return None
+
+
+@cache
+def _script_source(name: str) -> str:
+    folder = resources.files("mimoq.worker.limiter")
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _seconds(wait: float) -> float:
+    # Round up to arq's millisecond resolution: a job back early is deferred once more.
+    return max(0.001, math.ceil(wait * 1000) / 1000)
+
+
+def _lanes(raw_grants: list[Any], raw_waiting: list[Any]) -> dict[str, Any]:
+    """Grants per lane and tenant and waiting depth per tenant, from the snapshot's lists."""
+    text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw_grants]
+    counts = {text[i]: int(text[i + 1]) for i in range(0, len(text) - 1, 2)}
+    waiting = [x.decode() if isinstance(x, bytes) else x for x in raw_waiting]
+    return {
+        "grants": {k.removeprefix("lane:"): v for k, v in counts.items() if k.startswith("lane:")},
+        "tenant_grants": {
+            k.removeprefix("tenant:"): v for k, v in counts.items() if k.startswith("tenant:")
+        },
+        "admitted_total": counts.get("admitted", 0),
+        "waiting": {str(waiting[i]): int(waiting[i + 1]) for i in range(0, len(waiting) - 1, 2)},
+    }
+
+
+class RedisLimiter:
+    """The ``Limiter`` of a fleet: all state in Redis, decided by Lua scripts on Redis TIME.
+
+    ``clock`` (tests only) replaces Redis TIME with the given seconds, so scheduling
+    decisions can be tabled against an injected time without sleeping.
+    """
+
+    def __init__(
+        self, config: LimiterConfig, redis: Redis, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        self.config = config
+        self._redis = redis
+        self._clock = clock
+        self._scripts = {
+            name: redis.register_script(_script_source(name))
+            for name in ("acquire", "release", "rate_limited", "snapshot", "admit")
+        }
+
+    def _config(self, model: str) -> dict[str, Any]:
+        """The one JSON argument every script reads its configuration from (``Q`` in Lua)."""
+        c, quota = self.config, self.config.quota(model)
+        out: dict[str, Any] = {
+            "model": model,
+            "requests": quota.requests,
+            "tokens": quota.tokens or 0,
+            "window": c.window_s,
+            "target": c.target,
+            "margin": c.guard_margin_s,
+            "margin_cap": c.margin_cap_s,
+            "burst": c.burst,
+            "max_in_flight": c.max_in_flight or 0,
+            "lease_ttl": c.lease_ttl_s,
+            "ticket_grace": c.ticket_grace_s,
+            "recovery": c.recovery_per_window,
+            "first_decrease": c.first_decrease,
+            "call_tokens": c.tokens_per_call,
+            "tokens_per_s": c.tokens_per_audio_s,
+            "key_ttl": KEY_TTL_S,
+            "bulk_min_share": c.bulk_min_share,
+            "lookahead": c.lookahead_s,
+            "admit_ttl": ADMIT_TTL_WINDOWS * c.window_s,
+            "wait_prefix": f"{wire.WAIT_PREFIX}{model}:",
+            "max_tenants": MAX_TENANTS_SHOWN,
+        }
+        if self._clock is not None:
+            out["now"] = self._clock()
+        return out
+
+    async def _run(self, script: str, model: str, call: Mapping[str, Any] | None = None) -> Any:
+        keys = limiter_keys(self.config.account, model) + admission_keys(model)
+        args = [wire.dumps(self._config(model))]
+        if call is not None:
+            args.append(wire.dumps(call))
+        return await self._scripts[script](keys=keys, args=args)
+
+    async def acquire(
+        self,
+        model: str,
+        *,
+        job_id: str,
+        audio_s: float | None = None,
+        lane: str = "interactive",
+        tenant: str | None = None,
+    ) -> Lease:
+        """Grant a call of ``model`` for ``job_id`` now, or raise ``CapacityDeferred``.
+
+        ``audio_s`` sizes the token estimate of token-limited models (ASR); a job deferred
+        with a ticket must come back with the same ``job_id`` to claim its slot. ``lane``
+        and ``tenant`` are the job's ``priority`` and ``tenant`` fields.
+        """
+        lease_id = uuid.uuid4().hex
+        audio = 0.0
+        if self.config.quota(model).tokens is not None:
+            audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
+        call = {"job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant}
+        raw = await self._run("acquire", model, call)
+        decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
+        wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
+        if decision is Decision.GRANTED:
+            return Lease(
+                model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s, granted_at=now
+            )
+        retry = _seconds(wait)
+        raise CapacityDeferred(
+            f"no {model} capacity yet ({decision}); retry in {retry:.3f} s", retry_after_s=retry
+        )
+
+    async def release(
+        self,
+        lease: Lease,
+        *,
+        usage: Mapping[str, Any] | None,
+        latency_s: float | None,
+        lag_s: float | None = None,
+    ) -> None:
+        """Free ``lease``; settle its tokens with ``usage`` (None keeps the estimate)."""
+        actual = usage_tokens(usage) if lease.tokens else None
+        audio_s = lease.audio_s
+        if audio_s is None and usage and isinstance(usage.get("seconds"), int | float):
+            audio_s = float(usage["seconds"])
+        call = {
+            "lease": lease.lease_id,
+            "estimate": lease.tokens,
+            "actual": -1 if actual is None else actual,
+            "audio": -1 if audio_s is None or audio_s <= 0 else audio_s,
+            "latency": -1 if latency_s is None else max(latency_s, 0.0),
+            "lag": -1 if lag_s is None else max(lag_s, 0.0),
+        }
+        await self._run("release", lease.model, call)
+
+    async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
+        """Pause ``model`` for the whole fleet (Retry-After, else the default cool-down)."""
+        pause = -1.0 if retry_after_s is None else max(retry_after_s, 0.0)
+        call = {"retry_after": pause, "pause": self.config.cooldown_s,
+                "decrease": self.config.decrease}  # fmt: skip
+        stepped, remaining = await self._run("rate_limited", model, call)
+        log.warning(
+            "limiter.rate_limited", model=model, account=self.config.account,
+            stepped_down=bool(stepped), paused_s=round(float(remaining), 3),
+        )  # fmt: skip
+
+    async def admit(self, model: str, *, untracked: int | None = None) -> int:
+        """Top up ``model``'s admitted look-ahead from its waiting bulk jobs.
+
+        ``untracked``: admit up to that many without keeping a look-ahead (limits off).
+        """
+        want = -untracked if untracked is not None else 0
+        return int(await self._run("admit", model, {"want": want}))
+
+    async def snapshot(self, model: str) -> LimiterSnapshot:
+        """The current state of ``model``'s limiter."""
+        raw = await self._run("snapshot", model)
+        _, factor, cooldown, recent, tokens, in_flight, tickets, backlog = raw[:8]
+        rate, latency, deviation, n429, lag, margin, bulk_tickets, inter_tickets = raw[8:16]
+        admitted, recent_interactive, grants, waiting = raw[16:20]
+        c, quota = self.config, self.config.quota(model)
+        paced = c.target * float(factor)
+        has_latency = float(latency) >= 0
+        lanes = _lanes(grants, waiting)
+        lanes.update(
+            tickets={"interactive": int(inter_tickets), "bulk": int(bulk_tickets)},
+            admitted=int(admitted),
+            recent={"interactive": int(recent_interactive),
+                    "bulk": int(recent) - int(recent_interactive)},
+        )  # fmt: skip
+        return LimiterSnapshot(
+            model=model,
+            window_s=c.window_s,
+            requests_configured=quota.requests,
+            requests_effective=round(quota.requests * paced, 3),
+            requests_recent=int(recent),
+            tokens_configured=quota.tokens,
+            tokens_effective=round(quota.tokens * paced, 3) if quota.tokens else None,
+            tokens_recent=int(tokens),
+            rate_factor=round(float(factor), 4),
+            cooldown_remaining_s=round(float(cooldown), 3),
+            in_flight=int(in_flight),
+            max_in_flight=c.max_in_flight,
+            tickets=int(tickets),
+            ticket_backlog_s=round(float(backlog), 3),
+            tokens_per_audio_s=round(float(rate), 4) if quota.tokens else None,
+            latency_ewma_s=round(float(latency), 4) if has_latency else None,
+            latency_deviation_s=round(float(deviation), 4) if has_latency else None,
+            rate_limited_total=int(n429),
+            lag_ewma_s=round(float(lag), 4) if float(lag) >= 0 else None,
+            guard_margin_s=round(float(margin), 4),
+            lanes=lanes,
+        )
+
+
+class UnlimitedLimiter:
+    """The ``Limiter`` when limits are disabled: grants everything, remembers nothing.
+
+    Bulk jobs still wait for admission (enqueue.lua cannot know that limits are off): with
+    ``admission`` it admits them in large rounds, as fast as the workers ask.
+    """
+
+    def __init__(self, admission: RedisLimiter | None = None) -> None:
+        self._admission = admission
+
+    async def acquire(
+        self,
+        model: str,
+        *,
+        job_id: str,
+        audio_s: float | None = None,
+        lane: str = "interactive",
+        tenant: str | None = None,
+    ) -> Lease:
+        lease_id = uuid.uuid4().hex
+        return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
+
+    async def release(
+        self,
+        lease: Lease,
+        *,
+        usage: Mapping[str, Any] | None,
+        latency_s: float | None,
+        lag_s: float | None = None,
+    ) -> None:
+        return None
+
+    async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
+        return None
+
+    async def admit(self, model: str) -> int:
+        if self._admission is None:
+            return 0
+        return await self._admission.admit(model, untracked=UNLIMITED_ADMIT_BATCH)
+
+
+def build_limiter(settings: Settings, redis: Redis) -> Limiter:
+    """The limiter the settings ask for (``MIMOQ_LIMITS_ENABLED``), on the fleet's Redis."""
+    config = LimiterConfig.from_settings(settings)
+    if not settings.limits_enabled:
+        return UnlimitedLimiter(RedisLimiter(config, redis))
+    return RedisLimiter(config, redis)

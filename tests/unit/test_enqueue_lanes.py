@@ -1,0 +1,129 @@
+"""enqueue.lua's lanes and tenants: any language sets them, bad values are refused, bulk waits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+from redis.exceptions import ResponseError
+
+from mimoq.core import wire
+from mimoq.core.connections import embedded
+from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import JobStatus, parse_job
+from mimoq.core.results import job_status
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
+    """The embedded stand-in and a real redis-server run the same script."""
+    if request.param == "fakeredis":
+        client = embedded()
+    else:
+        server = request.getfixturevalue("redis_server")
+        client = ArqRedis.from_url(server.url)
+        await client.flushall()
+    yield client
+    await client.aclose()
+
+
+async def enqueue(redis: ArqRedis, job_id: str, job: dict[str, object], *extra: object) -> object:
+    """What a foreign producer does: a raw EVAL of the script with the documented KEYS."""
+    return await redis.eval(
+        wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, json.dumps(job), *extra
+    )
+
+
+SPEECH = {"kind": "speech", "input": "hi"}
+
+
+async def test_interactive_is_the_default_and_goes_straight_to_the_queue(
+    backend: ArqRedis,
+) -> None:
+    assert await enqueue(backend, "i1", SPEECH) == 1
+    assert await enqueue(backend, "i2", {**SPEECH, "priority": "interactive", "tenant": "a"}) == 1
+    assert await backend.zcard(wire.QUEUE_NAME) == 2
+    assert not await backend.exists(wire.WAIT_MODELS_KEY)
+
+
+async def test_bulk_jobs_wait_per_model_and_tenant_after_the_first(backend: ArqRedis) -> None:
+    bulk = {**SPEECH, "priority": "bulk"}
+    for i in range(3):
+        assert await enqueue(backend, f"a{i}", {**bulk, "tenant": "team-a"}) == 1
+    assert await enqueue(backend, "b0", {**bulk, "tenant": "team-b"}) == 1
+    assert await enqueue(backend, "n0", bulk) == 1  # no tenant: the "_" tenant
+    assert await enqueue(backend, "v0", {**bulk, "model": "mimo-v2.5-tts-voicedesign"}) == 1
+    # the first bulk job of an idle model starts its look-ahead at once
+    assert await backend.zrange(wire.QUEUE_NAME, 0, -1) == [b"a0", b"v0"]
+    tts = "mimo-v2.5-tts"
+    assert await backend.lrange(wire.wait_list_key(tts, "team-a"), 0, -1) == [b"a1", b"a2"]
+    assert await backend.lrange(wire.wait_list_key(tts, "team-b"), 0, -1) == [b"b0"]
+    assert await backend.lrange(wire.wait_list_key(tts, None), 0, -1) == [b"n0"]
+    assert await backend.lrange(wire.wait_ring_key(tts), 0, -1) == [b"team-a", b"team-b", b"_"]
+    assert await backend.smembers(wire.WAIT_MODELS_KEY) == {tts.encode()}
+    # the id is taken while it waits, and its status says so truthfully
+    assert await enqueue(backend, "a1", {**bulk, "tenant": "team-a"}) == 0
+    status = await job_status(backend, "a1")
+    assert status.status is JobStatus.queued and status.to_dict()["waiting"] is True
+    assert (await job_status(backend, "a0")).to_dict().get("waiting") is None
+
+
+async def test_a_deferred_bulk_job_goes_to_the_queue_at_its_time(backend: ArqRedis) -> None:
+    assert await enqueue(backend, "d", {**SPEECH, "priority": "bulk"}, 60_000) == 1
+    envelope = json.loads(await backend.get("arq:job:d"))
+    assert await backend.zscore(wire.QUEUE_NAME, "d") == envelope["et"] + 60_000
+
+
+@pytest.mark.parametrize(
+    ("job", "error"),
+    [
+        (
+            {**SPEECH, "priority": "urgent"},
+            'priority must be "interactive" (the default) or "bulk"',
+        ),
+        ({**SPEECH, "priority": None}, "priority must be"),
+        ({**SPEECH, "priority": 1}, "priority must be"),
+        ({**SPEECH, "tenant": "../etc"}, "tenant must be 1-64 characters"),
+        ({**SPEECH, "tenant": "a" * 65}, "tenant must be 1-64 characters"),
+        ({**SPEECH, "tenant": "a b"}, "tenant must be"),
+        ({**SPEECH, "tenant": ["a"]}, "tenant must be"),
+        ({**SPEECH, "tenant": ""}, "tenant must be"),
+        ({**SPEECH, "priority": "bulk", "model": "gpt-4o"}, "model must be a speech model"),
+        ({**SPEECH, "priority": "bulk", "model": "mimo-v2.5-asr"}, "model must be a speech"),
+    ],
+)
+async def test_bad_lanes_and_tenants_are_refused_and_nothing_is_written(
+    backend: ArqRedis, job: dict[str, object], error: str
+) -> None:
+    with pytest.raises(ResponseError, match="invalid_request_error") as info:
+        await enqueue(backend, "bad", job)
+    assert error in str(info.value)
+    assert await backend.dbsize() == 0
+
+
+async def test_a_null_tenant_is_no_tenant(backend: ArqRedis) -> None:
+    assert await enqueue(backend, "x", {**SPEECH, "tenant": None}) == 1
+    assert parse_job({**SPEECH, "tenant": None}).tenant is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "fragment"),
+    [
+        ({"priority": "urgent"}, "priority", "'interactive'"),
+        ({"tenant": "a/b"}, "tenant", "A-Z a-z 0-9"),
+    ],
+)
+def test_the_job_model_refuses_the_same_with_the_field_named(
+    fields: dict[str, object], param: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_job({**SPEECH, **fields})
+    assert info.value.param == param and fragment in info.value.message
+
+
+def test_lane_and_tenant_round_trip_in_the_model() -> None:
+    job = parse_job({**SPEECH, "priority": "bulk", "tenant": "team-a"})
+    assert (job.priority, job.tenant) == ("bulk", "team-a")
+    assert parse_job(SPEECH).priority == "interactive"
