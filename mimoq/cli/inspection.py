@@ -15,6 +15,7 @@ from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter.admission import waiting_depth, waiting_models
 from mimoq.worker.limiter.config import LimiterConfig
 
 _PAGE: Final = 500
@@ -185,7 +186,13 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "dead_letters": await dead_letter_state(redis, limit),
         "workers": await worker_state(redis, now),
         "limiters": await limiter_state(redis, settings),
+        "waiting": await waiting_state(redis),
     }
+
+
+async def waiting_state(redis: Redis) -> dict[str, dict[str, int]]:
+    """Bulk jobs waiting for admission (not yet in the queue), per model and tenant."""
+    return {m: await waiting_depth(redis, m) for m in await waiting_models(redis)}
 
 
 # --- the readable table for a terminal ---------------------------------------------------
@@ -246,4 +253,27 @@ def render(report: dict[str, Any]) -> str:
             ([s["model"], round(s["requests_effective"], 1), s["requests_recent"], s["in_flight"],
               s["tickets"], round(s["cooldown_remaining_s"], 1)] for s in limiters["limiters"]),
         )  # fmt: skip
+        lines += ["", "lanes (tickets held, grants in the last window and in all)"]
+        lines += _table(
+            ["model", "tickets i/b", "recent i/b", "grants i/b", "admitted", "tenant grants"],
+            (_lane_row(s) for s in limiters["limiters"] if any(s["lanes"]["grants"].values())
+             or s["tickets"]),
+        )  # fmt: skip
+    waiting = report["waiting"]
+    lines += ["", f"bulk waiting for admission ({sum(sum(t.values()) for t in waiting.values())})"]
+    lines += _table(
+        ["model", "tenant", "waiting"],
+        ([m, t, n] for m, tenants in waiting.items() for t, n in tenants.items()),
+    )
     return "\n".join(lines)
+
+
+def _lane_row(snapshot: dict[str, Any]) -> list[object]:
+    lanes = snapshot["lanes"]
+
+    def pair(d: dict[str, int]) -> str:
+        return f"{d.get('interactive', 0)}/{d.get('bulk', 0)}"
+
+    tenants = ", ".join(f"{t}:{n}" for t, n in sorted(lanes["tenant_grants"].items()))
+    return [snapshot["model"], pair(lanes["tickets"]), pair(lanes["recent"]),
+            pair(lanes["grants"]), lanes["admitted"], tenants]  # fmt: skip

@@ -117,10 +117,59 @@ QUEUE_DEPTH: Final = Gauge(
 DEAD_LETTERS_STORED: Final = Gauge(
     "mimoq_dead_letters_stored", "Dead letters kept in Redis (fleet-wide, sampled)."
 )
+#: Tenants get their own label value up to this many per process; the rest are ``other``.
+MAX_TENANT_LABELS: Final = 20
+OTHER_TENANTS: Final = "other"
+NO_TENANT_LABEL: Final = "none"
+LIMITER_GRANTS: Final = Counter(
+    "mimoq_limiter_grants",
+    "MiMo calls the fleet limiter granted, by model, lane and tenant (the first "
+    f"{MAX_TENANT_LABELS} tenants a process sees; the rest are '{OTHER_TENANTS}').",
+    ["model", "lane", "tenant"],
+)
+BULK_WAITING: Final = Gauge(
+    "mimoq_bulk_waiting",
+    "Bulk jobs waiting for admission (fleet-wide, sampled by each worker's admission round), "
+    "by model and tenant (tenant labels capped as for mimoq_limiter_grants).",
+    ["model", "tenant"],
+)
+_tenant_labels: set[str] = set()
+_waiting_labels: dict[str, set[str]] = {}
 
 
 def _label(value: str | None) -> str:
     return value or UNKNOWN
+
+
+def tenant_label(tenant: str | None) -> str:
+    """A bounded label for ``tenant``: itself for the first ``MAX_TENANT_LABELS`` seen by this
+    process, ``other`` after that (tenant names are caller-chosen: unbounded otherwise)."""
+    if not tenant or tenant == "_":
+        return NO_TENANT_LABEL
+    if tenant in _tenant_labels:
+        return tenant
+    if len(_tenant_labels) < MAX_TENANT_LABELS:
+        _tenant_labels.add(tenant)
+        return tenant
+    return OTHER_TENANTS
+
+
+def limiter_grant(model: str, lane: str, tenant: str | None) -> None:
+    """Count one call the limiter granted, under its lane and (bounded) tenant."""
+    LIMITER_GRANTS.labels(model, lane, tenant_label(tenant)).inc()
+
+
+def bulk_waiting(model: str, depths: Mapping[str, int]) -> None:
+    """Set the waiting-bulk gauge of ``model`` from its depth per tenant (zero what emptied)."""
+    totals: dict[str, int] = {}
+    for tenant, depth in depths.items():
+        label = tenant_label(tenant)
+        totals[label] = totals.get(label, 0) + depth
+    for gone in _waiting_labels.get(model, set()) - set(totals):
+        BULK_WAITING.labels(model, gone).set(0)
+    _waiting_labels[model] = set(totals)
+    for label, depth in totals.items():
+        BULK_WAITING.labels(model, label).set(depth)
 
 
 def job_outcome(

@@ -37,7 +37,7 @@ async def test_a_backlog_is_paced_evenly_from_the_first_grant(redis: ArqRedis) -
     times = [g.at for g in fleet.grants]
     # the first call goes at once: no job waits for the whole backlog to get a ticket
     assert times[0] == pytest.approx(fleet.start, abs=0.01)
-    assert min(gaps(times)) >= SLOT / 2
+    assert min(gaps(times)) >= SLOT / 4
     assert max_in_any_window(times, 10.0) <= 99
     # and the pace is the quota's: 300 grants in 300 slots
     assert times[-1] - times[0] == pytest.approx(299 * SLOT, rel=0.02)
@@ -63,10 +63,10 @@ async def test_late_ticket_holders_are_respaced_not_released_back_to_back(
     fleet.now = stalled_until
     await fleet.run_until(lambda: len(fleet.grants) >= 400)
     after = [g.at for g in fleet.grants if g.at >= stalled_until]
-    assert min(gaps(after)) >= SLOT / 2 - 1e-6
+    assert min(gaps(after)) >= SLOT / 4 - 1e-6
     # what stalled is lost, not made up: 10 s after the stall holds at most the paced count
     assert max_in_any_window([g.at for g in fleet.grants], 10.0) <= 99
-    assert max_in_any_window(after, 1.0) <= 1.0 / SLOT + 1.5
+    assert max_in_any_window(after, 1.0) <= 1.0 / SLOT + 1.75
 
 
 async def test_holders_back_late_at_random_still_get_the_paced_rate(redis: ArqRedis) -> None:

@@ -105,6 +105,7 @@ class AccountRouter:
         lease = await account.limiter.acquire(
             model, job_id=job_id, audio_s=audio_s, lane=lane, tenant=tenant
         )
+        metrics.limiter_grant(model, lane, tenant)
         started = time.monotonic()
         # The grant-to-send lag the hard guard's margin follows: from asking (the grant is
         # inside that round trip) to the call starting, so a loaded event loop is counted.

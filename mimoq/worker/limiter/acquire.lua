@@ -58,12 +58,15 @@ local function guard_wait()
   return wait
 end
 
--- Seconds until the pace allows a grant: never two grants closer than half a slot (with
--- the default burst of 1), and never more than the paced rate over any run of grants,
--- whatever stalls came before (the pace restarts from the last grant: slots nobody used
--- are not made up).
+-- Seconds until the pace allows a grant: GCRA over the actual grant times with a
+-- tolerance of PACE_TOLERANCE slots (with the default burst of 1), so never two grants
+-- closer than a quarter slot and never more than the paced rate + 1.75 over any run of
+-- grants, whatever stalls came before (the pace restarts from the last grant: slots nobody
+-- used are not made up). The tolerance absorbs arq's poll jitter: a holder back late by
+-- less than 3/4 of a slot more than the one before it is still served in its slot.
+local PACE_TOLERANCE = 0.75
 local function pace_wait()
-  local wait = st.ptat - (Q.burst - 0.5) * per_request - now
+  local wait = st.ptat - (Q.burst - 1 + PACE_TOLERANCE) * per_request - now
   if wait > 0 then return wait end
   return 0
 end

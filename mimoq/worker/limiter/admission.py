@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mimoq.core import wire
-from mimoq.worker.limiter.core import Limiter
+from mimoq.worker.limiter.core import MAX_TENANTS_SHOWN, Limiter
 
 log = structlog.get_logger("mimoq.limiter")
 
@@ -47,13 +47,35 @@ class Admitter:
         if now < self._next:
             return 0
         self._next = now + self.interval_s
+        # Imported here: metrics imports the limiter package (usage_tokens).
+        from mimoq.worker import metrics
+
         try:
-            models = await redis.smembers(wire.WAIT_MODELS_KEY)  # type: ignore[misc]
             admitted = 0
-            for raw in sorted(models):
-                model = raw.decode() if isinstance(raw, bytes) else str(raw)
+            for model in await waiting_models(redis):
                 admitted += await self.limiter.admit(model)
+                metrics.bulk_waiting(model, await waiting_depth(redis, model))
         except RedisError as exc:
             log.warning("limiter.admit_failed", error=type(exc).__name__)
             return 0
         return admitted
+
+
+async def waiting_depth(
+    redis: Redis, model: str, *, max_tenants: int = MAX_TENANTS_SHOWN
+) -> dict[str, int]:
+    """Bulk jobs of ``model`` waiting for admission, per tenant (the first ``max_tenants``
+    of the ring; ``_`` is the jobs that name no tenant). O(tenants shown)."""
+    ring = await redis.lrange(wire.wait_ring_key(model), 0, max_tenants - 1)  # type: ignore[misc]
+    tenants = [t.decode() if isinstance(t, bytes) else str(t) for t in ring]
+    async with redis.pipeline(transaction=False) as pipe:
+        for tenant in tenants:
+            pipe.llen(wire.wait_list_key(model, tenant))
+        depths = await pipe.execute()
+    return {t: int(d) for t, d in zip(tenants, depths, strict=True)}
+
+
+async def waiting_models(redis: Redis) -> list[str]:
+    """The models that have bulk jobs waiting for admission."""
+    models = await redis.smembers(wire.WAIT_MODELS_KEY)  # type: ignore[misc]
+    return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in models)

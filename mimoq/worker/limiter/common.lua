@@ -224,14 +224,10 @@ end
 -- Each admitted job costs O(1); the loop is bounded by `want`. Returns the jobs admitted.
 local function admit(now, want)
   local track = want >= 0
-  local room = want
-  if track then
-    -- an admitted job that never asked for a slot (it failed first) stops counting
-    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
-    room = want - redis.call('ZCARD', ADMITTED)
-  else
-    room = -want
-  end
+  local room = -want
+  -- an admitted job that never asked for a slot (it failed first) stops counting
+  redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+  if track then room = want - redis.call('ZCARD', ADMITTED) end
   local n, turns = 0, 0
   while n < room and turns < room + 16 do
     turns = turns + 1

@@ -1,0 +1,78 @@
+"""What operators see of the scheduler: inspect and limits per lane and tenant, bounded metrics."""
+
+from __future__ import annotations
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.cli.inspection import inspect, render
+from mimoq.core.settings import Settings
+from mimoq.worker import metrics
+from mimoq.worker.limiter import LimiterConfig
+from mimoq.worker.limiter.admission import Admitter
+from tests.worker.sched_sim import Fleet, bulk, interactive
+
+TTS = "mimo-v2.5-tts"
+CONFIG = LimiterConfig(account="acct", window_s=10.0, default_rpm=100, margin_s=0.1)
+
+
+def test_tenant_labels_are_capped_and_the_rest_pooled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "_tenant_labels", set())
+    labels = [metrics.tenant_label(f"t{i}") for i in range(metrics.MAX_TENANT_LABELS + 5)]
+    assert labels[: metrics.MAX_TENANT_LABELS] == [f"t{i}" for i in range(20)]
+    assert set(labels[metrics.MAX_TENANT_LABELS :]) == {metrics.OTHER_TENANTS}
+    assert metrics.tenant_label("t3") == "t3"  # a known tenant keeps its label
+    assert metrics.tenant_label(None) == metrics.tenant_label("_") == metrics.NO_TENANT_LABEL
+
+
+def test_the_waiting_gauge_zeroes_tenants_that_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "_tenant_labels", set())
+    metrics.bulk_waiting("m-test", {"a": 5, "b": 2})
+    metrics.bulk_waiting("m-test", {"a": 3})
+    assert metrics.BULK_WAITING.labels("m-test", "a")._value.get() == 3
+    assert metrics.BULK_WAITING.labels("m-test", "b")._value.get() == 0
+
+
+@pytest.mark.redis
+async def test_inspect_and_limits_show_depth_and_grants_per_lane_and_tenant(
+    redis: ArqRedis,
+) -> None:
+    fleet = Fleet(redis, CONFIG)
+    await fleet.enqueue_many([(f"a{i}", bulk("team-a")) for i in range(200)])
+    await fleet.enqueue_many([(f"b{i}", bulk("team-b")) for i in range(50)])
+    fleet.arrive(fleet.now + 0.5, "hurry", interactive())
+    await fleet.run_until(lambda: len(fleet.grants) >= 40)
+    settings = Settings(limit_account="acct", limit_window_s=10.0, limit_margin_s=0.1)
+
+    report = await inspect(redis, settings, limit=5)
+    waiting = report["waiting"][TTS]
+    granted = {t: sum(g.tenant == t for g in fleet.grants) for t in ("team-a", "team-b")}
+    admitted = report["limiters"]["limiters"][0]["lanes"]["admitted"]
+    # every job is either granted, admitted (in the queue) or waiting: nothing is lost
+    assert waiting["team-a"] + waiting["team-b"] + sum(granted.values()) + admitted == 250
+    (tts,) = [s for s in report["limiters"]["limiters"] if s["model"] == TTS]
+    assert tts["lanes"]["grants"] == {"interactive": 1, "bulk": len(fleet.grants) - 1}
+    assert tts["lanes"]["tenant_grants"]["team-a"] == granted["team-a"]
+    assert tts["lanes"]["tenant_grants"]["team-b"] == granted["team-b"]
+    assert abs(granted["team-a"] - granted["team-b"]) <= 2 / (10 / 98) + 2  # round robin
+    text = render(report)
+    assert "bulk waiting for admission" in text and "team-b" in text
+    assert f"team-a:{granted['team-a']}" in text
+
+
+@pytest.mark.redis
+async def test_the_admission_round_restarts_a_model_whose_admitted_jobs_vanished(
+    redis: ArqRedis,
+) -> None:
+    """Admitted jobs that never ask for a slot (they failed first) stop holding the
+    look-ahead after two windows, and the workers' round admits the next ones."""
+    fleet = Fleet(redis, CONFIG)
+    await fleet.enqueue_many([(f"a{i}", bulk("t")) for i in range(100)])
+    await fleet.limiter.admit(TTS)
+    queued = await redis.zcard("mimoq:queue")
+    assert queued >= 2
+    await redis.delete("mimoq:queue")  # the admitted jobs vanish without asking for a slot
+    admitter = Admitter(fleet.limiter, interval_s=0.0)
+    assert await admitter.tick(redis) == 0  # still counted as the look-ahead
+    fleet.now += 2 * CONFIG.window_s + 1
+    assert await admitter.tick(redis) == queued  # restarted
