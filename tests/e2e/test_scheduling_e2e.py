@@ -1,7 +1,8 @@
 """The mixed, loaded, hostile case end to end: real worker processes, a sliding-window MiMo.
 
-Three ``mimoq worker`` processes share a compressed quota (20 requests per 2 s per model)
-with the simulator enforcing the same window; two models at once, both lanes, two
+Three ``mimoq worker`` processes share a compressed quota (40 requests per 4 s per model,
+paced at 90 %: a quota this small leaves the default 98 % less than one request of slack
+per window) with the simulator enforcing the same window; two models at once, both lanes, two
 tenants, a foreign producer writing raw ``EVALSHA`` (a good bulk job, a bad priority, a
 hostile tenant) and a malformed job under ``arq:job:``. Nothing is lost, nothing gets a
 429, interactive work finishes ahead of the bulk backlog and the small tenant is not
@@ -32,7 +33,7 @@ from tests.conftest import RedisServer
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 API_KEY = "sk-sched-secret-key-0123456789"
-WINDOW_S, RPM = 2.0, 20
+WINDOW_S, RPM, TARGET = 4.0, 40, 0.9
 TTS, DESIGN = "mimo-v2.5-tts", "mimo-v2.5-tts-voicedesign"
 _RUN_CLI = "import sys; from mimoq.cli import main; sys.exit(main(sys.argv[1:]))"
 _FOREIGN_ENV = ("MIMO_", "MIMOQ_", "XIAOMI_", "REDIS_URL")
@@ -60,6 +61,7 @@ def workers(
         "MIMOQ_CONCURRENCY": "4",
         "MIMOQ_LIMIT_WINDOW_S": str(WINDOW_S),
         "MIMOQ_LIMIT_DEFAULT_RPM": str(RPM),
+        "MIMOQ_LIMIT_TARGET": str(TARGET),
         "MIMOQ_LIMIT_LOOKAHEAD_S": "0.5",
         "MIMOQ_METRICS_PORT": "0",
         "MIMOQ_BACKOFF_BASE_S": "0.05",
@@ -99,7 +101,7 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
 ) -> None:
     sha = await redis.script_load(wire.enqueue_script())
     bulk_ids: dict[str, list[str]] = {"big": [], "small": []}
-    for i in range(60):  # the big tenant's archive, both models
+    for i in range(120):  # the big tenant's archive, both models: ~2 windows each
         model = TTS if i % 2 else DESIGN
         job: dict[str, object] = {
             "kind": "speech", "input": f"line {i}", "model": model, "priority": "bulk",
