@@ -70,10 +70,11 @@ def job_of(endpoint: str, body: dict[str, Any], job_id: str) -> dict[str, Any]:
         return speech_job(body, job_id)
     refuse_server_fields(body)
     audio = body.get("file")
-    if not isinstance(audio, str) or not audio.startswith("data:"):
+    if not isinstance(audio, str) or not audio.lower().startswith(("data:", "http://", "https://")):
         # A path would make the server read its own files for the caller.
         raise InvalidRequestError(
-            "file must be the audio inline, as a data:audio/wav;base64,... (or audio/mpeg) URI",
+            "file must be an http(s):// URL of the audio, or the audio inline as a "
+            "data:audio/wav;base64,... (or audio/mpeg) URI",
             param="file",
         )
     job = {**body, "kind": "transcription", "id": job_id}

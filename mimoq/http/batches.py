@@ -24,10 +24,15 @@ from mimoq.core.jobs import JobResult
 from mimoq.http import batch_lines as lines
 from mimoq.http.audio import json_object
 from mimoq.http.errors import HTTPError
+from mimoq.http.fetch import fetch_audio, is_remote
 from mimoq.http.files import file_path, owned_file, save_record
 from mimoq.http.routing import Context
 
 COMPLETION_WINDOW: Final = "24h"
+#: Audio URLs of one batch fetched at once (each is a download into the uploads).
+FETCH_CONCURRENCY: Final = 4
+#: Requests of one batch checked and enqueued at once (a big file must not flood Redis).
+SUBMIT_CONCURRENCY: Final = 32
 _PAGE: Final = 500
 
 Item = list[Any]  # [custom_id, job_id, refusal error or None]
@@ -122,14 +127,35 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
         record.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
         await _save(ctx, record)
         return JSONResponse(batch_object(record))
-    items: list[Item] = []
-    for number, (custom_id, req) in enumerate(requests):
+    fetching = asyncio.Semaphore(FETCH_CONCURRENCY)
+    submitting = asyncio.Semaphore(SUBMIT_CONCURRENCY)
+
+    async def submit(number: int, custom_id: str, req: dict[str, Any]) -> Item:
+        async with submitting:
+            return await submit_one(number, custom_id, req)
+
+    async def submit_one(number: int, custom_id: str, req: dict[str, Any]) -> Item:
         job_id = f"{batch_id}-{number:06d}"
+        fetched = None
         try:
-            await ctx.front.submit(lines.job_of(endpoint, req, job_id), tenant=tenant, lane="bulk")
-            items.append([custom_id, job_id, None])
+            job = lines.job_of(endpoint, req, job_id)
+            if is_remote(job.get("file")):
+                async with fetching:
+                    fetched = await fetch_audio(ctx.settings, job["file"], job_id)
+                job["file"] = str(fetched)
+            await ctx.front.submit(job, tenant=tenant, lane="bulk")
+            return [custom_id, job_id, None]
         except InvalidRequestError as exc:  # one bad request fails alone, as at OpenAI
-            items.append([custom_id, job_id, exc.to_dict()])
+            if fetched is not None:
+                fetched.unlink(missing_ok=True)
+            error = exc.to_dict()
+            if fetched is not None:  # the caller knows the audio by its URL, not our path
+                error["message"] = exc.message.replace(str(fetched), "the fetched audio")
+            return [custom_id, job_id, error]
+
+    items: list[Item] = list(
+        await asyncio.gather(*(submit(n, c, r) for n, (c, r) in enumerate(requests)))
+    )
     await ctx.front.producer.redis.set(
         _items_key(batch_id), json.dumps(items), ex=ctx.settings.result_ttl_s + 86_400
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from collections.abc import Iterator
@@ -175,3 +176,32 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
             oai.batches.cancel(batch.id)
     finally:
         stack.sim.state.clear_faults()
+
+
+def test_transcription_batch_fetches_audio_urls_safely(stack: Stack, oai: openai.OpenAI) -> None:
+    from tests.support.receiver import Receiver, Response
+
+    answers = {
+        "fetched": Response(200, {"Content-Type": "audio/wav"}, wav_bytes(0.5)),
+        "missing": Response(404, body=b"gone"),
+        "redirected": Response(302, {"Location": "http://10.0.0.1/x.wav"}),
+    }
+    with contextlib.ExitStack() as hosts:
+        rows: list[dict[str, object]] = []
+        for name, answer in answers.items():
+            # One loopback host per answer (fetches run concurrently; loopback is allowed here).
+            host = hosts.enter_context(Receiver())
+            host.respond(answer)
+            rows.append({"custom_id": name, "method": "POST", "url": "/v1/audio/transcriptions",
+                         "body": {"model": "whisper-1", "file": host.url(f"/{name}.wav")}})  # fmt: skip
+        rows.append({"custom_id": "private", "method": "POST", "url": "/v1/audio/transcriptions",
+                     "body": {"model": "whisper-1", "file": "http://169.254.169.254/latest/meta-data.wav"}})  # fmt: skip
+        batch = run_batch(oai, rows, "/v1/audio/transcriptions")
+    output = lines_of(oai, batch.output_file_id)
+    assert output["fetched"]["response"]["body"]["text"].strip()  # type: ignore[index]
+    errors = lines_of(oai, batch.error_file_id)
+    assert set(errors) == {"missing", "redirected", "private"}
+    assert "answered 404" in errors["missing"]["response"]["body"]["error"]["message"]  # type: ignore[index]
+    assert "answered 302" in errors["redirected"]["response"]["body"]["error"]["message"]  # type: ignore[index]
+    private = errors["private"]["response"]["body"]["error"]  # type: ignore[index]
+    assert private["param"] == "file" and "169.254.169.254" in private["message"]
