@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from mimoq.core.errors import ConfigurationError
+from mimoq.core.jobs import TENANT_PATTERN
 
 #: The tenant of a token configured without a name.
 DEFAULT_TENANT: Final = "default"
 #: The tenant of every caller when no token is configured (loopback only).
 LOCAL_TENANT: Final = "local"
 MIN_TOKEN_CHARS: Final = 16
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TENANT = re.compile(TENANT_PATTERN)  # the job contract's own rule: the name becomes the tenant
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from mimoq.core import wire
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JobResult, SpeechJob
+from mimoq.core.jobs import JobResult
 from mimoq.core.results import StatusReport
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
@@ -32,10 +32,6 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _job_fields() -> set[str]:
-    return set(SpeechJob.model_fields)
-
-
 class FrontDoor:
     """The queue as the HTTP API sees it: every job belongs to the tenant that sent it."""
 
@@ -45,13 +41,10 @@ class FrontDoor:
 
     async def submit(self, job: dict[str, Any], *, tenant: str, lane: str = "interactive") -> str:
         """Validate and enqueue ``job`` (its ``id`` already chosen) as ``tenant``'s."""
-        fields = _job_fields()
-        # Jobs gain tenant and priority fields in a later version of the contract; until
-        # then the owner record below is the only place the tenant is kept.
-        if "tenant" in fields:
-            job["tenant"] = tenant
-        if "priority" in fields:
-            job["priority"] = lane
+        # The tenant shares its lane fairly with others (the scheduler reads these fields);
+        # the owner record below is what decides who may read the job over HTTP.
+        job["tenant"] = tenant
+        job["priority"] = lane
         checked = await self.producer.validate(job)
         assert checked.id is not None
         # Owner first: a job is never visible to nobody, and never to the wrong tenant.

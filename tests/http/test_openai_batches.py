@@ -158,6 +158,11 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
         batch = oai.batches.create(
             input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
         )  # type: ignore[arg-type]
+        # Batch requests run in the bulk lane, as the tenant whose token sent them.
+        queued = stack.redis().get(f"arq:job:{batch.id}-000079")
+        assert queued is not None
+        job = json.loads(queued)["k"]["job"]
+        assert (job["priority"], job["tenant"]) == ("bulk", "alice")
         cancelling = oai.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
         final = wait_for(
