@@ -28,6 +28,7 @@ from mimoq.worker.app import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
+from tests.ops.conftest import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 FMT = WavFormat(16_000, 1, 16)
@@ -70,6 +71,10 @@ def twenty_minutes(path: Path) -> Path:
 
 def heard_durations(transcript: str) -> list[float]:
     return [float(s) for s in re.findall(r"\[audio (\d+\.\d+)s sha1:[0-9a-f]{8}\]", transcript)]
+
+
+async def _gone(redis: ArqRedis, key: str) -> bool:
+    return not await redis.exists(key)
 
 
 async def run(producer: Producer, job: dict[str, object], timeout_s: float = 120) -> JobResult:
@@ -129,6 +134,9 @@ async def test_a_chunk_that_gives_up_fails_the_parent_by_name_and_only_it_is_red
     ), message
     assert sim_stats(sim)["requests"]["mimo-v2.5-asr"] == 6
 
+    # arq deletes the finished job's key just after the task returns, i.e. after the result
+    # was written: until then enqueue.lua would (rightly) treat "b" as already queued.
+    await eventually(lambda: _gone(redis, wire.job_key("b")), timeout_s=30, what="arq's job key")
     await redis.delete(wire.result_key("b"))  # what `mimoq batch` does before a retry
     again = await run(producer, {"kind": "transcription", "id": "b", "file": str(recording)})
     assert again.status == "succeeded", again.error
