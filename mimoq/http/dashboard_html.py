@@ -67,6 +67,35 @@ def queue_section(snapshot: Mapping[str, Any]) -> str:
     )
 
 
+def lanes_section(snapshot: Mapping[str, Any]) -> str:
+    """Per model: the interactive and bulk lanes (slots held, grants last window), and the
+    bulk jobs still waiting for admission, by tenant."""
+
+    def pair(counts: Mapping[str, Any] | None) -> str:
+        counts = counts or {}
+        return f"{int(counts.get('interactive', 0))} / {int(counts.get('bulk', 0))}"
+
+    rows = [
+        [_e(s.get("model")), pair(s["lanes"].get("tickets")), pair(s["lanes"].get("recent"))]
+        for s in snapshot.get("limiters", {}).get("limiters", [])
+        if isinstance(s.get("lanes"), dict)
+    ]
+    waiting = snapshot.get("waiting") or {}
+    waiting_rows = [
+        [_e(model), _e(tenant), f'<span class="num" data-waiting="{_e(model)}-{_e(tenant)}">'
+         f"{int(count)}</span>"]
+        for model, tenants in sorted(waiting.items())
+        for tenant, count in sorted(tenants.items())
+    ]  # fmt: skip
+    return (
+        '<section id="lanes"><h2>Lanes <span class="muted">interactive / bulk</span></h2>'
+        + _table(["model", "slots held", "grants last window"], rows, "limiter off")
+        + '<p class="muted">bulk waiting for admission</p>'
+        + _table(["model", "tenant", "jobs"], waiting_rows)
+        + "</section>"
+    )
+
+
 def in_flight_section(snapshot: Mapping[str, Any]) -> str:
     flight = snapshot.get("in_flight", {})
     rows = [[_e(j.get("id")), _e(j.get("kind")), _e(j.get("try"))] for j in flight.get("jobs", [])]
@@ -203,7 +232,8 @@ def page(
         f'<input type="hidden" name="csrf" value="{_e(csrf)}"><button>log out</button></form>'
     )
     sections = [
-        queue_section(snapshot), in_flight_section(snapshot), quota_section(snapshot, history, now),
+        queue_section(snapshot), lanes_section(snapshot), in_flight_section(snapshot),
+        quota_section(snapshot, history, now),
         failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
         workers_section(snapshot, now), paused_section(snapshot),
     ]  # fmt: skip

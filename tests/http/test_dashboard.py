@@ -140,6 +140,8 @@ def test_login_depth_dead_letter_replay_in_a_browser(
     assert delivery_id in b.find_element(By.ID, "dead-letters").text  # type: ignore[attr-defined]
     assert b.find_element(By.ID, "dead-count").text == "1"  # type: ignore[attr-defined]
     assert "1 live" in b.find_element(By.ID, "workers").text  # type: ignore[attr-defined]
+    # The limiter is on here: each model's interactive / bulk lanes are shown.
+    assert "mimo-v2.5-tts" in b.find_element(By.ID, "lanes").text  # type: ignore[attr-defined]
     # The quota chart fills as the limiter's windows are sampled (every 2 s here).
     wait_for(lambda: b.get(board.url + "/") or b.find_elements(By.CSS_SELECTOR, '.chart[data-model="mimo-v2.5-tts"] rect'),  # type: ignore[attr-defined]
              what="a quota bar")  # fmt: skip
