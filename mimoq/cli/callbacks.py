@@ -10,11 +10,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from mimoq.core import deadletters, wire
+from mimoq.core import deadletters, deliveries, wire
 from mimoq.core.connections import connect
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import redact_url
+from mimoq.core.webhooks import AttemptRecord, Delivery
 from mimoq.worker.callbacks import ReplayOutcome, replay
 
 _REDACTED = "<redacted>"
@@ -32,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.set_defaults(func=_sync(_list))
 
-    show = actions.add_parser("show", help="one dead letter in full (credentials redacted)")
+    show = actions.add_parser(
+        "show",
+        help="one delivery in full, with every attempt (dead or not; credentials redacted)",
+    )
     show.add_argument("delivery_id", metavar="DELIVERY_ID")
     show.add_argument(
         "--reveal",
@@ -99,25 +103,49 @@ async def _list(args: argparse.Namespace, redis: Redis) -> int:
     return 0
 
 
-def _details(letter: DeadLetter, *, reveal: bool) -> dict[str, Any]:
-    delivery = letter.delivery
-    out: dict[str, Any] = letter.summary()
+def _details(letter: DeadLetter | None, delivery: Delivery, *, reveal: bool) -> dict[str, Any]:
+    out: dict[str, Any] = (
+        letter.summary()
+        if letter is not None
+        else {
+            "delivery_id": delivery.delivery_id,
+            "job_id": delivery.job_id,
+            "reason": None,  # not dead-lettered: pending or delivered
+            "attempts": delivery.prior_attempts + len(delivery.history),
+            "target": redact_url(delivery.url),
+        }
+    )
     out.update(
+        dead_lettered=letter is not None,
         created_at=delivery.created_at,
         replays=delivery.replays,
         headers={k: v if reveal else _REDACTED for k, v in delivery.headers.items()},
         body=delivery.body,
+        history=[_attempt(a, reveal=reveal) for a in delivery.history],
     )
     if reveal:
         out["url"] = delivery.url
+        if letter is not None and letter.last_location:
+            out["location"] = letter.last_location
+    return out
+
+
+def _attempt(record: AttemptRecord, *, reveal: bool) -> dict[str, Any]:
+    out = record.model_dump(mode="json", exclude_none=True)
+    if record.location and not reveal:  # the receiver's URL may carry its own tokens
+        out["location"] = redact_url(record.location)
     return out
 
 
 async def _show(args: argparse.Namespace, redis: Redis) -> int:
+    # The dead letter (if any) and the delivery record: the record, newer, has the history
+    # of a replay still under way; a dead letter outlives its record.
     letter = await deadletters.get(redis, args.delivery_id)
-    if letter is None:
-        return _fail(f"no dead letter {args.delivery_id!r}")
-    _emit(_details(letter, reveal=args.reveal))
+    record = await deliveries.get(redis, args.delivery_id)
+    delivery = record or (letter.delivery if letter is not None else None)
+    if delivery is None:
+        return _fail(f"no delivery or dead letter {args.delivery_id!r}")
+    _emit(_details(letter, delivery, reveal=args.reveal))
     return 0
 
 

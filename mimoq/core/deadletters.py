@@ -27,6 +27,8 @@ class DeadLetterReason(StrEnum):
     gone = "gone"  # 410: the endpoint no longer exists
     refused = "refused"  # the URL reached a refused address at delivery (e.g. DNS rebinding)
     invalid = "invalid"  # the delivery job itself was malformed (a foreign producer)
+    redirect = "redirect"  # the receiver answered 3xx (never followed); see last_location
+    internal = "internal"  # mimoq itself failed to make the attempt (see the worker's log)
 
 
 class DeadLetter(BaseModel):
@@ -39,6 +41,7 @@ class DeadLetter(BaseModel):
     attempts: int
     last_error: str | None = None
     last_status: int | None = None
+    last_location: str | None = None  # a 3xx's Location
     dead_at: float
 
     @property
@@ -47,7 +50,7 @@ class DeadLetter(BaseModel):
 
     def summary(self) -> dict[str, object]:
         """The listing view: no body, no header values, no URL path or query."""
-        return {
+        out: dict[str, object] = {
             "delivery_id": self.delivery.delivery_id,
             "job_id": self.delivery.job_id,
             "reason": self.reason.value,
@@ -57,6 +60,9 @@ class DeadLetter(BaseModel):
             "target": redact_url(self.delivery.url),
             "dead_at": self.dead_at,
         }
+        if self.last_location:
+            out["location"] = redact_url(self.last_location)
+        return out
 
 
 def _key(delivery_id: str) -> str:

@@ -65,8 +65,31 @@ if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local defer_ms = tonumber(ARGV[3] or '0') or 0
-local expires_ms = tonumber(ARGV[4] or '') or (86400000 + defer_ms)
+-- Optional integer arguments, checked strictly: Lua's tonumber takes "nan", "inf", "1e300"
+-- and hex, which SET PX / ZADD would then answer with raw Redis errors (or store as garbage).
+local YEAR_MS = 31536000000
+local function int_arg(value, name, lo, hi, default)
+  if value == nil or value == '' then return default end
+  if string.find(value, '^-?%d+$') == nil or #value > 16 then
+    return nil, 'invalid_request_error: ' .. name .. ' must be a whole number of milliseconds, got "' ..
+      string.sub(value, 1, 40) .. '"'
+  end
+  local n = tonumber(value)
+  if n < lo or n > hi then
+    return nil, 'invalid_request_error: ' .. name .. ' must be between ' ..
+      string.format('%d', lo) .. ' and ' .. string.format('%d', hi) .. ' ms, got ' .. value
+  end
+  return n
+end
+local defer_ms, defer_err = int_arg(ARGV[3], 'ARGV[3] (defer)', -YEAR_MS, YEAR_MS, 0)
+if defer_ms == nil then return redis.error_reply(defer_err) end
+local expires_ms, expires_err = int_arg(ARGV[4], 'ARGV[4] (expiry)', 1, 2 * YEAR_MS,
+  86400000 + math.max(defer_ms, 0))
+if expires_ms == nil then return redis.error_reply(expires_err) end
+if expires_ms <= defer_ms then
+  return redis.error_reply('invalid_request_error: ARGV[4] (expiry) must be longer than ' ..
+    'ARGV[3] (defer), or the job expires before it may run')
+end
 -- The envelope is arq's job format, serialized as JSON; the job text is embedded verbatim
 -- so that nothing in it (numbers, unicode, key order) is re-encoded.
 local envelope = '{"t":null,"f":"' .. task .. '","a":[],"k":{"job":' .. ARGV[2] .. '},"et":' ..

@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.http_headers import header_problem
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -40,6 +41,15 @@ MAX_METADATA_CHARS = 16_384
 #: Where an audio input may live (see mimoq.core.inputs; kept here to avoid an import cycle).
 _AUDIO_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https"})
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,", re.I)
+
+
+def _encodable(text: str) -> bool:
+    # A lone surrogate (JSON "\\udc00" written raw) decodes fine but cannot be encoded back.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse(message: str, param: str | None = None) -> PydanticCustomError:
@@ -62,6 +72,8 @@ class Callback(BaseModel):
     def _http_url(cls, url: str) -> str:
         if not re.match(r"^https?://[^/\s]+", url, re.I):
             raise _refuse("callback.url must be an absolute http:// or https:// URL")
+        if not url.isprintable() or not _encodable(url):
+            raise _refuse("callback.url may not hold control characters or invalid Unicode")
         return url
 
     @field_validator("headers")
@@ -75,6 +87,9 @@ class Callback(BaseModel):
                 "host",
             }:
                 raise _refuse(f"callback.headers may not set {name!r}: mimoq sets it")
+            problem = header_problem(name, headers[name])
+            if problem is not None:
+                raise _refuse(problem)
         return headers
 
 
@@ -138,9 +153,15 @@ class _JobBase(BaseModel):
     def _small_metadata(cls, value: JsonValue) -> JsonValue:
         from mimoq.core.wire import dumps  # local: wire imports nothing from here, keep it that way
 
-        if len(dumps(value)) > MAX_METADATA_CHARS:
+        text = dumps(value)
+        if len(text) > MAX_METADATA_CHARS:
             raise _refuse(
                 f"metadata must serialize to at most {MAX_METADATA_CHARS} characters of JSON"
+            )
+        if not _encodable(text):
+            raise _refuse(
+                "metadata holds text that is not valid Unicode (a lone surrogate such as "
+                "\\udc00): send UTF-8 text, or base64 for binary data"
             )
         return value
 

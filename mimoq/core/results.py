@@ -2,19 +2,74 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from mimoq.core import wire
+from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
+
+#: The only str content UTF-8 cannot encode: surrogate code points standing alone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACED_NOTE = "text that was not valid Unicode was replaced by U+FFFD"
 
 
 async def write_result(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
     await redis.set(
         wire.result_key(result.id), wire.dumps(result.model_dump(mode="json")), ex=ttl_s
     )
+
+
+async def write_result_safely(redis: Redis, result: JobResult, *, ttl_s: int) -> JobResult:
+    """Write ``result``, or, if it cannot be encoded, a failure result that can; returns
+    what was written (the callback body must be built from that).
+
+    A job's metadata written raw by a foreign producer may hold a lone surrogate
+    (``"\\udc00"``): it decodes, but no UTF-8 encoder takes it back, so the record would
+    never be stored and the job would vanish after MiMo was paid. Instead, every string is
+    sanitized and the result becomes a failure saying why (a failed one keeps its error);
+    the output file, already in storage, stays listed. Redis errors still raise.
+    """
+    try:
+        text = wire.dumps(result.model_dump(mode="json"))
+        text.encode("utf-8")
+    except (UnicodeError, TypeError, ValueError) as exc:
+        result = unencodable_to_failure(result, exc)
+        text = wire.dumps(result.model_dump(mode="json"))
+    await redis.set(wire.result_key(result.id), text, ex=ttl_s)
+    return result
+
+
+def sanitize(value: Any) -> Any:
+    """``value`` (JSON data) with every string made encodable (lone surrogates → U+FFFD)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {sanitize(k): sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v) for v in value]
+    return value
+
+
+def unencodable_to_failure(result: JobResult, exc: BaseException) -> JobResult:
+    """The failure result recorded for a result that could not be encoded (see above)."""
+    why = (
+        "it held text that is not valid Unicode (a lone surrogate such as \\udc00)"
+        if isinstance(exc, UnicodeError)
+        else f"it could not be serialized ({type(exc).__name__})"
+    )
+    data = sanitize(result.model_dump(mode="json"))
+    if result.status == "failed" and isinstance(data.get("error"), dict):
+        data["error"]["note"] = _REPLACED_NOTE
+    else:
+        message = f"the result could not be recorded as produced: {why}; {_REPLACED_NOTE}"
+        data["error"] = InternalError(message).to_dict()
+    data["status"] = "failed"
+    return JobResult.model_validate(data)
 
 
 async def read_result(redis: Redis, job_id: str) -> JobResult | None:

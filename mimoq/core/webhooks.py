@@ -22,6 +22,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mimoq.core.http_headers import header_problem
+
 HEADER_ID: Final = "webhook-id"
 HEADER_TIMESTAMP: Final = "webhook-timestamp"
 HEADER_SIGNATURE: Final = "webhook-signature"
@@ -40,16 +42,40 @@ class Verdict(StrEnum):
     """What one HTTP answer means for the delivery."""
 
     delivered = "delivered"
-    retry = "retry"  # 3xx, 408, 429, 5xx, network errors, timeouts
+    retry = "retry"  # 408, 429, 5xx, network errors, timeouts
     final = "final"  # any other 4xx: the receiver refuses this request for good
     gone = "gone"  # 410: the endpoint no longer exists
+    #: 3xx: redirects are never followed (the target could be past the SSRF check), and
+    #: asking again will not change the answer: final at once, with its Location kept.
+    redirect = "redirect"
+
+
+class AttemptRecord(BaseModel):
+    """One attempt, as kept in the delivery's history (the audit trail ``callbacks show``
+    prints): when, how long, and what came back. ``error`` is safe to show (no secrets)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    at: float  # unix seconds, when the attempt started
+    duration_s: float
+    outcome: str  # delivered | retry | dead_lettered | internal
+    status_code: int | None = None
+    error: str | None = None
+    location: str | None = None  # a 3xx's Location header, as the receiver sent it
+
+
+#: How many attempts a delivery's history keeps (the oldest are dropped past it).
+MAX_HISTORY: Final = 200
 
 
 class Delivery(BaseModel):
-    """One callback delivery, as carried by its arq job (``delivery={...}``) and dead letter.
+    """One callback delivery, as the worker stores it (``mimoq:delivery:<id>``) and in its
+    dead letter. Its arq job carries only the ids: url, headers and body are read from the
+    worker-written record, never from the queue (see ``mimoq.core.deliveries``).
 
-    ``body`` is the exact JSON text that is signed and sent: it is serialized once, when
-    the delivery is scheduled, so every attempt and every replay sends identical bytes.
+    ``body`` is the exact JSON text that is signed and sent: it is built from the result
+    record once, when the delivery is scheduled, so every attempt and every replay sends
+    identical bytes.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -63,6 +89,16 @@ class Delivery(BaseModel):
     #: attempts made by earlier runs (a replay starts a fresh schedule but keeps counting)
     prior_attempts: int = Field(default=0, ge=0)
     replays: int = Field(default=0, ge=0)
+    #: every attempt so far, replays included, oldest first (at most MAX_HISTORY)
+    history: tuple[AttemptRecord, ...] = ()
+
+    def with_attempt(self, record: AttemptRecord) -> Delivery:
+        """This delivery with one more attempt in its history."""
+        return self.model_copy(update={"history": (*self.history, record)[-MAX_HISTORY:]})
+
+
+class InvalidDeliveryHeader(ValueError):
+    """A stored header that may not be sent; the message names the header, never its value."""
 
 
 # --- signing ------------------------------------------------------------------------------
@@ -98,7 +134,12 @@ def delivery_headers(
 ) -> dict[str, str]:
     """Every header of one attempt: the user's, then ours (which the job model forbids users
     to set). No secret configured → no signature header, but id and timestamp still go."""
-    # The job model already refuses these names; a foreign producer may not have asked it.
+    # The job model already refuses these names and values; a foreign producer may not have
+    # asked it, so they are checked again here (ValueError names the header, not its value).
+    for name, value in delivery.headers.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise InvalidDeliveryHeader(problem)
     headers = {
         name: value
         for name, value in delivery.headers.items()
@@ -123,10 +164,12 @@ def delivery_headers(
 
 
 def classify_status(status: int) -> Verdict:
-    """2xx delivered; 410 gone; 408/429/5xx (and 3xx: redirects are not followed) retry;
-    any other 4xx final."""
+    """2xx delivered; 3xx redirect (final: redirects are not followed); 410 gone;
+    408/429/5xx retry; any other 4xx final."""
     if 200 <= status < 300:
         return Verdict.delivered
+    if 300 <= status < 400:
+        return Verdict.redirect
     if status == 410:
         return Verdict.gone
     if 400 <= status < 500 and status not in (408, 429):

@@ -25,6 +25,8 @@ HEALTH_CHECK_KEY: Final = QUEUE_NAME + ":health-check"
 RESULT_PREFIX: Final = "mimoq:result:"
 DEAD_LETTER_PREFIX: Final = "mimoq:dead:"
 DEAD_LETTER_INDEX: Final = "mimoq:dead"
+#: A callback delivery's url, headers, signed body and attempt history (worker-written).
+DELIVERY_PREFIX: Final = "mimoq:delivery:"
 LIMITER_PREFIX: Final = "mimoq:limit:"
 DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 #: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.

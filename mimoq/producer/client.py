@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 import uuid
@@ -26,6 +27,8 @@ from mimoq.core.staging import stage_file
 from mimoq.core.storage import Storage
 
 AnyJob = SpeechJob | TranscriptionJob
+#: The enqueue script's bound on a defer (one year), checked here before a round trip.
+_MAX_DEFER_S = 365 * 86_400
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ class Producer:
 
     async def enqueue(self, job: Mapping[str, Any] | AnyJob, *, defer_s: float = 0.0) -> Enqueued:
         """Validate and enqueue; a second enqueue of the same ``id`` is a no-op."""
+        if not math.isfinite(defer_s) or abs(defer_s) > _MAX_DEFER_S:
+            raise InvalidRequestError(
+                f"defer_s must be a number of seconds within ±{_MAX_DEFER_S:,.0f} (a year)",
+                param="defer_s",
+            )
         checked = await self.validate(job)
         assert checked.id is not None
         text = wire.dumps(checked.model_dump(mode="json", exclude_none=True))

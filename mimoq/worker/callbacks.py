@@ -1,16 +1,19 @@
 """The callback delivery job: signed, retried on its own schedule, dead-lettered, never lost.
 
-A finished job hands its callback to :func:`schedule_callback`, which serializes the body
-once and enqueues a ``deliver_callback`` arq job whose id is the delivery id. Each run of
-that job is one attempt: resolve and check the URL (``mimoq.core.ssrf``), POST the signed body
-to the checked address, then deliver / retry (``arq.Retry``) / dead-letter, keeping the
-result record's ``callback`` state current for clients that poll. httpx and DNS errors are
-translated here, in one place; no other exception leaves the task.
+A finished job hands its callback to :func:`schedule_callback`, which builds the body from
+the result record once, stores the delivery where only workers write
+(``mimoq.core.deliveries``) and enqueues a ``deliver_callback`` arq job that carries only
+the ids. Each run of that job is one attempt: read the stored delivery (a job with none is
+refused: forged), resolve and check the URL (``mimoq.core.ssrf``), POST the signed body to
+the checked address, then deliver / retry (``arq.Retry``) / dead-letter, keeping the
+result record's ``callback`` state and the delivery's attempt history current. httpx and
+DNS errors are translated here, in one place; no other exception leaves the task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import ssl
@@ -22,12 +25,13 @@ from typing import Any, Final
 import httpx
 import structlog
 from arq import Retry
-from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
-from mimoq.core import deadletters, wire
+from mimoq.core import deadletters, deliveries, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
+from mimoq.core.deliveries import RefusedDelivery
+from mimoq.core.http_headers import encode_value
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import (
@@ -39,7 +43,9 @@ from mimoq.core.ssrf import (
 )
 from mimoq.core.webhooks import (
     MAX_DELAY_S,
+    AttemptRecord,
     Delivery,
+    InvalidDeliveryHeader,
     Verdict,
     classify_status,
     delivery_headers,
@@ -50,24 +56,11 @@ from mimoq.worker import metrics
 
 log = structlog.get_logger("mimoq.callbacks")
 
-#: Runs allowed beyond the schedule when our own code or Redis failed (not the receiver).
+#: Runs allowed beyond the schedule when Redis failed (not the receiver).
 _EXTRA_TRIES: Final = 3
 _INTERNAL_RETRY_S: Final = 60.0
 _WATCH_TRIES: Final = 10
-
-# Like mimoq/enqueue.lua, for the callback task: write the arq job (JSON envelope, the
-# delivery embedded verbatim) only if no job with this id is queued or running.
-# KEYS[1] arq:job:<id>  KEYS[2] the queue  ARGV: id, task, delivery JSON, defer ms, ttl ms
-_ENQUEUE_LUA: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local envelope = '{"t":null,"f":"' .. ARGV[2] .. '","a":[],"k":{"delivery":' .. ARGV[3] ..
-  '},"et":' .. string.format('%d', now_ms) .. '}'
-redis.call('SET', KEYS[1], envelope, 'PX', ARGV[5])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[1])
-return 1
-"""
+_MAX_LOCATION_CHARS: Final = 2048
 
 
 class ReplayOutcome(StrEnum):
@@ -85,26 +78,16 @@ class AttemptOutcome:
     error: str | None = None
     retry_after_s: float | None = None
     refused: bool = False
+    location: str | None = None  # a 3xx's Location header
 
 
 # --- enqueueing ---------------------------------------------------------------------------
 
 
 async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
-    """Enqueue one delivery job (id = delivery id); False if one is already queued or running."""
-    added = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
-        _ENQUEUE_LUA,
-        2,
-        wire.job_key(delivery.delivery_id),
-        wire.QUEUE_NAME,
-        delivery.delivery_id,
-        wire.TASK_CALLBACK,
-        wire.dumps(delivery.model_dump(mode="json")),
-        str(int(defer_s * 1000)),
-        # arq drops a job whose key expired; each retry extends it again (see _run).
-        str(int((defer_s + MAX_DELAY_S) * 1000)),
-    )
-    return bool(added)
+    """Store the delivery and enqueue its job (id = delivery id); False if one is pending."""
+    # arq drops a job whose key expired; each retry extends it (and the record) again.
+    return await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
 
 
 async def schedule_callback(
@@ -112,10 +95,11 @@ async def schedule_callback(
 ) -> str:
     """Hand a finished job's callback to its own delivery job; returns the delivery id.
 
-    The body is serialized here, once, and carried by the job: every attempt and replay
-    sends the same bytes under the same ``webhook-id``. Idempotent: if the delivery job
-    already exists, nothing is added. With ``settings``, the first attempt waits for the
-    schedule's first entry; without, it is immediate.
+    The body is built from ``result`` (the record just written) and serialized here, once,
+    into the worker-only delivery record: every attempt and replay sends the same bytes
+    under the same ``webhook-id``. Idempotent: if the delivery job already exists, nothing
+    is added. With ``settings``, the first attempt waits for the schedule's first entry;
+    without, it is immediate.
     """
     delivery_id = wire.callback_job_id(result.id)
     payload = CallbackPayload.from_result(result, delivery_id)
@@ -135,8 +119,8 @@ async def schedule_callback(
 async def replay(redis: Redis, delivery_id: str) -> ReplayOutcome:
     """Send a dead-lettered delivery again: same id and body, a fresh schedule of attempts.
 
-    The dead letter stays until the replay is delivered (the delivery job removes it), so a
-    replay that fails again is still there, updated.
+    The dead letter stays until the replay is delivered; the attempt history carries on
+    (the delivery record keeps it after that, for ``mimoq callbacks show``).
     """
     letter = await deadletters.get(redis, delivery_id)
     if letter is None:
@@ -184,36 +168,58 @@ def build_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) ->
     )
 
 
-async def deliver_callback(ctx: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any] | None:
-    """arq task ``deliver_callback``: one attempt at delivering one callback."""
+async def deliver_callback(ctx: dict[str, Any], delivery: Any) -> dict[str, Any] | None:
+    """arq task ``deliver_callback``: one attempt at delivering one callback.
+
+    ``delivery`` is ``{"delivery_id", "job_id"}``; everything sent comes from the stored
+    record. Redis trouble is retried; any other failure of ours is dead-lettered with
+    reason ``internal`` (retrying a bug only hides it), never left to arq.
+    """
     settings: Settings = ctx["settings"]
     redis: Redis = ctx["redis"]
     attempt = int(ctx.get("job_try") or 1)
+    arq_id = str(ctx.get("job_id") or "")
+    stored: Delivery | None = None
     try:
-        parsed = Delivery.model_validate(delivery)
-    except ValidationError:
-        return await _dead_letter_invalid(redis, ctx, delivery, attempt)
-    try:
-        return await _run(ctx, settings, redis, parsed, attempt)
+        stored = await deliveries.resolve(redis, delivery, arq_id)
+        return await _run(ctx, settings, redis, stored, attempt)
+    except RefusedDelivery as exc:
+        log.warning("callback.refused", delivery_id=arq_id, attempt=attempt, reason=exc.reason)
+        metrics.callback_attempt(metrics.CallbackOutcome.refused)
+        return {"outcome": "refused", "delivery_id": arq_id, "reason": exc.reason}
     except Retry:
         raise
-    except Exception as exc:  # our bug or Redis trouble: retry, never fail silently in arq
+    except RedisError as exc:  # Redis trouble: retry, never fail silently in arq
         delay = _retry_delay(settings, attempt, None)
         if delay is None and attempt < len(settings.callback_schedule()) + _EXTRA_TRIES:
             delay = _INTERNAL_RETRY_S
         log.error(
             "callback.internal_error",
-            job_id=parsed.job_id,
-            delivery_id=parsed.delivery_id,
+            delivery_id=arq_id,
             attempt=attempt,
             error=type(exc).__name__,
             next_attempt_in_s=delay,
+        )
+        metrics.callback_attempt(metrics.CallbackOutcome.internal_error)
+        if delay is not None:
+            raise Retry(defer=delay) from None
+        error = f"Redis failed on every try ({type(exc).__name__})"
+        return await _dead_letter_internal(redis, settings, stored, attempt, error)
+    except Exception as exc:  # our bug: dead-letter it, with the record updated
+        log.error(
+            "callback.internal_error",
+            delivery_id=arq_id,
+            attempt=attempt,
+            error=type(exc).__name__,
             exc_info=True,
         )
         metrics.callback_attempt(metrics.CallbackOutcome.internal_error)
-        if delay is None:
-            return {"outcome": "abandoned", "delivery_id": parsed.delivery_id}
-        raise Retry(defer=delay) from None
+        error = (
+            str(exc)  # written by us to name the header, never its value
+            if isinstance(exc, InvalidDeliveryHeader)
+            else f"internal error in mimoq ({type(exc).__name__}); see the worker's log"
+        )
+        return await _dead_letter_internal(redis, settings, stored, attempt, error)
 
 
 async def _run(
@@ -234,15 +240,30 @@ async def _run(
     if client is None:  # startup() was not wired: still deliver, with a client of our own
         await startup(ctx)
         client = ctx["callback_client"]
+    started_at, started = time.time(), time.monotonic()
     outcome = await send_attempt(client, delivery, settings, resolver=ctx.get("callback_resolver"))
+    duration_s = round(time.monotonic() - started, 4)
     attempts = delivery.prior_attempts + attempt
     fields.update(
-        {"target": redact_url(delivery.url)}
+        {"target": redact_url(delivery.url), "duration_s": duration_s}
         | ({"status_code": outcome.status_code} if outcome.status_code is not None else {})
         | ({"error": outcome.error} if outcome.status_code is None and outcome.error else {})
     )
 
+    def recorded(result: str) -> Delivery:
+        return delivery.with_attempt(
+            AttemptRecord(
+                at=started_at,
+                duration_s=duration_s,
+                outcome=result,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                location=outcome.location,
+            )
+        )
+
     if outcome.verdict is Verdict.delivered:
+        await deliveries.save(redis, recorded("delivered"), ttl_s=settings.result_ttl_s)
         await _update_state(
             redis,
             delivery.job_id,
@@ -258,6 +279,9 @@ async def _run(
     if outcome.verdict is Verdict.retry:
         delay = _retry_delay(settings, attempt, outcome.retry_after_s)
         if delay is not None:
+            # The job key and the record must outlive the wait, or arq drops the job unseen.
+            ttl_s = delay + MAX_DELAY_S
+            await deliveries.save(redis, recorded("retry"), ttl_s=ttl_s)
             await _update_state(
                 redis,
                 delivery.job_id,
@@ -268,9 +292,7 @@ async def _run(
                     last_error=outcome.error,
                 ),
             )
-            # The job key must outlive the wait, or arq drops the job unseen.
-            ttl_ms = int((delay + MAX_DELAY_S) * 1000)
-            await redis.pexpire(wire.job_key(delivery.delivery_id), ttl_ms)
+            await redis.pexpire(wire.job_key(delivery.delivery_id), int(ttl_s * 1000))
             log.info(
                 "callback.attempt", **fields, outcome="retry", next_attempt_in_s=round(delay, 3)
             )
@@ -278,15 +300,44 @@ async def _run(
             raise Retry(defer=delay)
 
     reason = _dead_reason(outcome)
+    await _dead_letter(
+        redis,
+        settings,
+        recorded("dead_lettered"),
+        reason=reason,
+        attempts=attempts,
+        error=outcome.error,
+        status=outcome.status_code,
+        location=outcome.location,
+    )
+    log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
+    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
+    return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
+
+
+async def _dead_letter(
+    redis: Redis,
+    settings: Settings,
+    delivery: Delivery,
+    *,
+    reason: DeadLetterReason,
+    attempts: int,
+    error: str | None,
+    status: int | None = None,
+    location: str | None = None,
+) -> None:
+    """Keep the delivery (with its history) as a dead letter and say so in both records."""
     letter = DeadLetter(
         delivery=delivery,
         reason=reason,
         attempts=attempts,
-        last_error=outcome.error,
-        last_status=outcome.status_code,
+        last_error=error,
+        last_status=status,
+        last_location=location,
         dead_at=time.time(),
     )
     await deadletters.put(redis, letter)
+    await deliveries.save(redis, delivery, ttl_s=settings.result_ttl_s)
     await _update_state(
         redis,
         delivery.job_id,
@@ -294,12 +345,50 @@ async def _run(
             status=CallbackStatus.dead_lettered,
             delivery_id=delivery.delivery_id,
             attempts=attempts,
-            last_error=outcome.error,
+            last_error=error,
         ),
     )
-    log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
-    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
-    return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
+
+
+async def _dead_letter_internal(
+    redis: Redis, settings: Settings, delivery: Delivery | None, attempt: int, error: str
+) -> dict[str, Any]:
+    """A delivery mimoq itself could not attempt: dead letter ``internal``, replayable."""
+    if delivery is None:  # failed before the record was read: nothing to keep but the log
+        log.error("callback.abandoned", attempt=attempt, error=error)
+        return {"outcome": "abandoned"}
+    recorded = delivery.with_attempt(
+        AttemptRecord(at=time.time(), duration_s=0.0, outcome="internal", error=error)
+    )
+    try:
+        await _dead_letter(
+            redis,
+            settings,
+            recorded,
+            reason=DeadLetterReason.internal,
+            attempts=delivery.prior_attempts + attempt,
+            error=error,
+        )
+    except RedisError as exc:  # nowhere left to write: the log line is the record
+        log.error(
+            "callback.abandoned",
+            delivery_id=delivery.delivery_id,
+            attempt=attempt,
+            error=error,
+            redis_error=type(exc).__name__,
+        )
+        return {"outcome": "abandoned", "delivery_id": delivery.delivery_id}
+    log.warning(
+        "callback.attempt",
+        job_id=delivery.job_id,
+        delivery_id=delivery.delivery_id,
+        attempt=attempt,
+        outcome="dead_lettered",
+        reason=DeadLetterReason.internal.value,
+        error=error,
+    )
+    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason="internal")
+    return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": "internal"}
 
 
 def _dead_reason(outcome: AttemptOutcome) -> DeadLetterReason:
@@ -307,6 +396,8 @@ def _dead_reason(outcome: AttemptOutcome) -> DeadLetterReason:
         return DeadLetterReason.refused
     if outcome.verdict is Verdict.gone:
         return DeadLetterReason.gone
+    if outcome.verdict is Verdict.redirect:
+        return DeadLetterReason.redirect
     if outcome.verdict is Verdict.final:
         return DeadLetterReason.final_status
     return DeadLetterReason.exhausted
@@ -323,43 +414,6 @@ def _retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) 
     )
 
 
-async def _dead_letter_invalid(
-    redis: Redis, ctx: dict[str, Any], raw: Any, attempt: int
-) -> dict[str, Any]:
-    """A delivery job we cannot read (a foreign producer): kept as a dead letter, not lost."""
-    delivery_id = str(ctx.get("job_id") or "unknown")
-    source = raw if isinstance(raw, dict) else {}
-    delivery = Delivery(
-        delivery_id=delivery_id,
-        job_id=str(source.get("job_id") or delivery_id),
-        url=str(source.get("url") or "invalid:"),
-        body=wire.dumps(raw),
-        created_at=time.time(),
-    )
-    error = "the delivery job is malformed (not written by mimoq's schedule_callback)"
-    await deadletters.put(
-        redis,
-        DeadLetter(
-            delivery=delivery,
-            reason=DeadLetterReason.invalid,
-            attempts=0,
-            last_error=error,
-            dead_at=time.time(),
-        ),
-    )
-    log.warning(
-        "callback.attempt",
-        job_id=delivery.job_id,
-        delivery_id=delivery_id,
-        attempt=attempt,
-        error=error,
-        outcome="dead_lettered",
-        reason=DeadLetterReason.invalid.value,
-    )
-    metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason="invalid")
-    return {"outcome": "dead_lettered", "delivery_id": delivery_id, "reason": "invalid"}
-
-
 # --- one HTTP attempt ---------------------------------------------------------------------
 
 
@@ -370,10 +424,13 @@ async def send_attempt(
     *,
     resolver: Resolver | None = None,
 ) -> AttemptOutcome:
-    """Resolve, check, sign and POST once; every failure becomes an AttemptOutcome.
+    """Resolve, check, sign and POST once; every failure of the receiver becomes an
+    AttemptOutcome (an invalid stored header raises InvalidDeliveryHeader: ours, not theirs).
 
-    The whole attempt (DNS included) runs under ``callback_timeout_s``; at most
-    ``callback_max_response_bytes`` of the answer are read before the connection closes.
+    Up to the status line and headers (DNS included) runs under ``callback_timeout_s``; the
+    verdict is made then. Draining at most ``callback_max_response_bytes`` of the body runs
+    under a separate bound of the same length and never changes the verdict: a 2xx whose
+    body then stalls is delivered, not retried into a duplicate.
     """
     body = delivery.body.encode()
     try:
@@ -387,14 +444,13 @@ async def send_attempt(
                 "POST",
                 target.connect_url,
                 content=body,
-                headers=headers,
+                # latin-1 bytes: httpx would encode str values as ASCII and raise on "Zoë".
+                headers={
+                    name.encode("ascii"): encode_value(value) for name, value in headers.items()
+                },
                 extensions=target.extensions(),
             )
             response = await client.send(request, stream=True, follow_redirects=False)
-            try:
-                await _drain(response, settings.callback_max_response_bytes)
-            finally:
-                await response.aclose()
     except CallbackUrlRefusedError as exc:
         return AttemptOutcome(Verdict.final, error=exc.message, refused=True)
     except CallbackDnsError as exc:
@@ -404,14 +460,37 @@ async def send_attempt(
         return AttemptOutcome(Verdict.retry, error=timed_out)
     except (httpx.HTTPError, OSError) as exc:
         return AttemptOutcome(Verdict.retry, error=_describe(exc, delivery))
+    try:
+        return _judge(response)
+    finally:
+        await _drain_and_close(response, settings)
+
+
+def _judge(response: httpx.Response) -> AttemptOutcome:
     verdict = classify_status(response.status_code)
+    status = response.status_code
+    if verdict is Verdict.delivered:
+        return AttemptOutcome(verdict, status)
+    if verdict is Verdict.redirect:
+        location = (response.headers.get("location") or "")[:_MAX_LOCATION_CHARS] or None
+        where = f" to {redact_url(location)}" if location else " (no Location header)"
+        return AttemptOutcome(verdict, status, f"HTTP {status} redirect{where}", location=location)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after"), now=time.time())
         if verdict is Verdict.retry
         else None
     )
-    error = None if verdict is Verdict.delivered else f"HTTP {response.status_code}"
-    return AttemptOutcome(verdict, response.status_code, error, retry_after)
+    return AttemptOutcome(verdict, status, f"HTTP {status}", retry_after)
+
+
+async def _drain_and_close(response: httpx.Response, settings: Settings) -> None:
+    """Read what is cheap to read of the answer, then close; a stalled or broken body is
+    simply cut (the verdict is already made)."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, OSError):
+        async with asyncio.timeout(settings.callback_timeout_s):
+            await _drain(response, settings.callback_max_response_bytes)
+    with contextlib.suppress(httpx.HTTPError, OSError):
+        await response.aclose()
 
 
 async def _drain(response: httpx.Response, limit: int) -> None:

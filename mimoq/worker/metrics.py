@@ -48,6 +48,7 @@ class CallbackOutcome(StrEnum):
     dead_lettered = "dead_lettered"
     skipped = "skipped"  # already delivered by an earlier run of the same delivery
     internal_error = "internal_error"  # our code or Redis failed, not the receiver
+    refused = "refused"  # a delivery job with no worker-written record (forged): not sent
 
 
 JOBS: Final = Counter(

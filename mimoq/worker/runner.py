@@ -35,7 +35,7 @@ from mimoq.core.jobs import (
     TranscriptionJob,
     parse_job,
 )
-from mimoq.core.results import read_result, write_result
+from mimoq.core.results import read_result, write_result_safely
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder
 from mimoq.worker.callbacks import schedule_callback
@@ -206,7 +206,7 @@ async def run_job(
             tries=tries,
             enqueued_at=_ts(ctx),
         )
-    await finish(redis, result, callback, settings=settings)
+    result = await finish(redis, result, callback, settings=settings)
     await redis.delete(_deferrals_key(job_id))
     ran_s = time.monotonic() - started
     final = metrics.JobOutcome(result.status)
@@ -224,16 +224,18 @@ async def run_job(
 
 async def finish(
     redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
-) -> None:
-    """Record the result, then hand the callback to its own delivery job."""
+) -> JobResult:
+    """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
+    the callback, built from what was recorded, to its own delivery job."""
     if callback is not None:
         result.callback = CallbackState(
             status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
         )
-    await write_result(redis, result, ttl_s=settings.result_ttl_s)
+    result = await write_result_safely(redis, result, ttl_s=settings.result_ttl_s)
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
+    return result
 
 
 def _kind_of(raw: Any, kind: str | None) -> Any:

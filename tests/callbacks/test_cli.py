@@ -82,7 +82,7 @@ def test_show_unknown_is_an_error_line(
 ) -> None:
     assert mimoq(["callbacks", "show", "cb-nope"], redis_server) == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and "no dead letter 'cb-nope'" in captured.err
+    assert captured.out == "" and "no delivery or dead letter 'cb-nope'" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
 
 
@@ -148,3 +148,43 @@ def test_an_unreachable_redis_is_reported_by_the_cli_root(redis_server: RedisSer
         register(parser.add_subparsers(dest="command", required=True))
         namespace = parser.parse_args(["callbacks", "list"])
         namespace.func(namespace, Settings(redis_url=None))
+
+
+def test_show_prints_every_attempt_of_a_delivery_dead_or_not(
+    redis_server: RedisServer, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.callbacks.conftest import schedule
+    from tests.support.receiver import Response
+
+    with Receiver() as elsewhere:
+        receiver.respond(
+            Response(503), Response(302, headers={"Location": elsewhere.url("/t?k=s")})
+        )
+
+        async def deliver() -> None:
+            redis = ArqRedis.from_url(redis_server.url)
+            await redis.flushall()
+            await schedule(redis, receiver, job_id="j1", headers={"Authorization": "Bearer t0k"})
+            await redis.aclose()
+            await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05,0.05"))
+
+        asyncio.run(deliver())
+    capsys.readouterr()
+
+    assert mimoq(["callbacks", "show", "cb-j1"], redis_server) == 0
+    out = capsys.readouterr().out
+    [shown] = lines(out)
+    assert (shown["reason"], shown["dead_lettered"], shown["attempts"]) == ("redirect", True, 2)
+    history = shown["history"]
+    assert isinstance(history, list)
+    assert [(a["outcome"], a["status_code"]) for a in history] == [
+        ("retry", 503),
+        ("dead_lettered", 302),
+    ]
+    assert history[1]["location"] == f"http://127.0.0.1:{elsewhere.port}"
+    assert "k=s" not in out and "t0k" not in out  # redacted unless --reveal
+
+    assert mimoq(["callbacks", "show", "cb-j1", "--reveal"], redis_server) == 0
+    [revealed] = lines(capsys.readouterr().out)
+    assert revealed["location"] == elsewhere.url("/t?k=s")
+    assert revealed["headers"] == {"Authorization": "Bearer t0k"}

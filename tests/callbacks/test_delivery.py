@@ -129,21 +129,28 @@ async def test_500s_follow_the_schedule_then_dead_letter(
     assert (state.status, state.attempts) == (CallbackStatus.dead_lettered, 4)
 
 
-async def test_redirects_are_not_followed_and_count_as_failures(
+async def test_a_redirect_is_final_at_once_not_followed_and_its_location_kept(
     redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     with Receiver() as elsewhere:
-        moved = Response(307, headers={"Location": elsewhere.url("/stolen")})
+        moved = Response(307, headers={"Location": elsewhere.url("/stolen?t=1")})
         receiver.respond(moved, moved)
         delivery_id = await schedule(redis, receiver)
 
-        await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05"))
+        await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05,0.05"))
 
         assert elsewhere.requests == []
-    assert len(receiver.requests) == 2
+    assert len(receiver.requests) == 1  # asking again would get the same answer
     letter = await deadletters.get(redis, delivery_id)
     assert letter is not None
-    assert (letter.reason, letter.last_status) == (DeadLetterReason.exhausted, 307)
+    assert (letter.reason, letter.last_status) == (DeadLetterReason.redirect, 307)
+    assert letter.last_location == elsewhere.url("/stolen?t=1")
+    assert letter.summary()["location"] == f"http://127.0.0.1:{elsewhere.port}"  # no path
+    [attempt] = letter.delivery.history
+    assert (attempt.status_code, attempt.location) == (307, elsewhere.url("/stolen?t=1"))
+    state = await read_state(redis, "job-1")
+    assert state.status is CallbackStatus.dead_lettered
+    assert state.last_error == f"HTTP 307 redirect to http://127.0.0.1:{elsewhere.port}"
 
 
 async def test_400_is_final_without_retry(
@@ -383,19 +390,23 @@ async def test_a_name_is_pinned_to_its_checked_address_with_the_host_header_kept
     assert request.path == "/hook?k=v"
 
 
-async def test_a_malformed_delivery_job_becomes_a_dead_letter(
-    redis: ArqRedis, redis_server: RedisServer
+async def test_a_malformed_delivery_job_is_refused_and_the_worker_carries_on(
+    redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     envelope = wire.serialize(
-        {"t": None, "f": wire.TASK_CALLBACK, "a": [], "k": {"delivery": {"url": 5}}, "et": 0}
+        {"t": None, "f": wire.TASK_CALLBACK, "a": [], "k": {"delivery": {"job_id": 5}}, "et": 0}
     )
     await redis.set(wire.job_key("cb-foreign"), envelope)
     await redis.zadd(wire.QUEUE_NAME, {"cb-foreign": int(time.time() * 1000)})
+    await schedule(redis, receiver)  # a real one, in the same run
 
-    await run_worker(redis_server, make_settings())
+    with capture_logs() as logs:
+        await run_worker(redis_server, make_settings())
 
-    letter = await deadletters.get(redis, "cb-foreign")
-    assert letter is not None and letter.reason is DeadLetterReason.invalid
+    [refused] = [e for e in logs if e["event"] == "callback.refused"]
+    assert refused["delivery_id"] == "cb-foreign" and "malformed" in refused["reason"]
+    assert await deadletters.get(redis, "cb-foreign") is None  # nothing of its to keep
+    assert [r.headers["webhook-id"] for r in receiver.wait_for(1)] == ["cb-job-1"]
 
 
 async def test_logs_carry_the_attempt_but_never_secrets_or_user_header_values(

@@ -81,7 +81,7 @@ async def test_only_a_capped_amount_of_the_answer_is_read() -> None:
     [
         (503, {"Retry-After": "120"}, Verdict.retry, 120.0),
         (429, {}, Verdict.retry, None),
-        (301, {"Location": "http://10.0.0.1/"}, Verdict.retry, None),
+        (301, {"Location": "http://10.0.0.1/"}, Verdict.redirect, None),
         (410, {"Retry-After": "5"}, Verdict.gone, None),
         (422, {}, Verdict.final, None),
     ],
@@ -100,7 +100,11 @@ async def test_status_mapping(
         status,
         retry_after,
     )
-    assert outcome.error == f"HTTP {status}"
+    if verdict is Verdict.redirect:  # where it pointed is kept; the message shows no path
+        assert outcome.location == "http://10.0.0.1/"
+        assert outcome.error == f"HTTP {status} redirect to http://10.0.0.1:80"
+    else:
+        assert outcome.error == f"HTTP {status}"
 
 
 async def test_transport_errors_are_retryable_and_do_not_quote_the_url() -> None:

@@ -53,6 +53,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     hold: threading.Event | None = None  # answer only once this is set
+    #: send the status line, headers and ``body``, then stall (the promised rest of the
+    #: body never comes) until this is set: a receiver that answers 2xx and then hangs
+    stall_body: threading.Event | None = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -86,9 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.body)))
+            promised = len(answer.body) + (1_000_000 if answer.stall_body is not None else 0)
+            self.send_header("Content-Length", str(promised))
             self.end_headers()
             self.wfile.write(answer.body)
+            if answer.stall_body is not None:
+                self.wfile.flush()
+                answer.stall_body.wait()
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass  # the client stopped reading (timeouts, response-size caps): its right
 
@@ -174,6 +181,7 @@ class Receiver:
         with self._cond:
             self._queue.extend(responses)
             self._holds.extend(r.hold for r in responses if r.hold is not None)
+            self._holds.extend(r.stall_body for r in responses if r.stall_body is not None)
 
     @property
     def requests(self) -> list[Request]:

@@ -124,3 +124,77 @@ class TestEnqueueScript:
             await backend.eval(
                 wire.enqueue_script(), 4, *wire.enqueue_keys("a"), "b", '{"kind":"speech"}'
             )
+
+
+class TestEnqueueScriptArguments:
+    """Hostile defer/expiry arguments get invalid_request_error, never a raw Redis error."""
+
+    JOB = '{"kind":"speech","input":"x"}'
+
+    async def enqueue(self, redis: ArqRedis, *extra: object) -> object:
+        return await redis.eval(
+            wire.enqueue_script(), 4, *wire.enqueue_keys("a1"), "a1", self.JOB, *extra
+        )
+
+    @pytest.mark.parametrize(
+        ("extra", "fragment"),
+        [
+            (("1e300",), "ARGV[3] (defer) must be a whole number"),
+            ((1e300,), "ARGV[3] (defer) must be a whole number"),
+            (("-1e11",), "ARGV[3] (defer) must be a whole number"),
+            (("nan",), "ARGV[3] (defer) must be a whole number"),
+            (("inf",), "ARGV[3] (defer) must be a whole number"),
+            (("0x10",), "ARGV[3] (defer) must be a whole number"),
+            (("1.5",), "ARGV[3] (defer) must be a whole number"),
+            (("soon",), "ARGV[3] (defer) must be a whole number"),
+            ((31_536_000_001,), "ARGV[3] (defer) must be between"),
+            ((-31_536_000_001,), "ARGV[3] (defer) must be between"),
+            ((0, 0), "ARGV[4] (expiry) must be between 1"),
+            ((0, -5), "ARGV[4] (expiry) must be between 1"),
+            ((0, "nan"), "ARGV[4] (expiry) must be a whole number"),
+            ((0, "1e300"), "ARGV[4] (expiry) must be a whole number"),
+            ((60_000, 60_000), "must be longer than ARGV[3] (defer)"),
+        ],
+    )
+    async def test_refused_plainly(
+        self, backend: ArqRedis, extra: tuple[object, ...], fragment: str
+    ) -> None:
+        with pytest.raises(ResponseError) as info:
+            await self.enqueue(backend, *extra)
+        message = str(info.value)
+        assert message.startswith("invalid_request_error: ") and fragment in message
+        assert await backend.exists("arq:job:a1") == 0 and await backend.zcard("mimoq:queue") == 0
+
+    @pytest.mark.parametrize(
+        ("extra", "due_in_ms", "ttl_ms"),
+        [
+            ((), 0, 86_400_000),
+            (("",), 0, 86_400_000),
+            ((-31_536_000_000,), -31_536_000_000, 86_400_000),  # in the past: due at once
+            ((31_536_000_000, 31_536_000_001), 31_536_000_000, 31_536_000_001),
+            ((0, 1), 0, 1),
+        ],
+    )
+    async def test_edges_accepted(
+        self, backend: ArqRedis, extra: tuple[object, ...], due_in_ms: int, ttl_ms: int
+    ) -> None:
+        assert await self.enqueue(backend, *extra) == 1
+        envelope = json.loads(await backend.get("arq:job:a1") or b"{}") if ttl_ms > 50 else None
+        score = await backend.zscore("mimoq:queue", "a1")
+        assert score is not None
+        if envelope is not None:
+            assert score == envelope["et"] + due_in_ms
+            assert ttl_ms - 60_000 < await backend.pttl("arq:job:a1") <= ttl_ms
+
+
+async def test_the_producer_refuses_an_unusable_defer_naming_it(redis: ArqRedis) -> None:
+    from mimoq.core.errors import InvalidRequestError
+    from mimoq.core.settings import Settings
+    from mimoq.producer.client import Producer
+
+    producer = Producer(redis, Settings())
+    for defer_s in (float("nan"), float("inf"), 1e300, -1e11):
+        with pytest.raises(InvalidRequestError) as info:
+            await producer.enqueue({"kind": "speech", "input": "x"}, defer_s=defer_s)
+        assert info.value.param == "defer_s"
+    assert await redis.zcard("mimoq:queue") == 0

@@ -1,0 +1,123 @@
+"""Delivery records: what a callback delivery sends, kept where only workers write.
+
+A delivery's arq job (``deliver_callback``) carries nothing but ``{"delivery_id", "job_id"}``.
+The url, headers and signed body live in ``mimoq:delivery:<delivery_id>`` (JSON), written
+by the worker that finished the job, from the result record it had just written. So a job
+forged straight into the queue (``SET arq:job:…`` + ``ZADD``) cannot choose what gets
+signed or where it goes: with no record, or ids that do not match, it is refused. This
+holds against any client the Redis ACLs keep away from ``mimoq:delivery:*`` and
+``mimoq:result:*`` (``mimoq acl`` prints such users).
+
+The record also keeps every attempt (``history``), which ``mimoq callbacks show`` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+from mimoq.core.webhooks import Delivery
+
+# Atomic: the record and the arq job are written together, and only when no delivery job
+# with this id is queued or running (a replay must not race a live one; a duplicate
+# schedule must not reset a history). The envelope is arq's job format, as in enqueue.lua.
+# KEYS[1] arq:job:<id>  KEYS[2] the queue  KEYS[3] mimoq:delivery:<id>
+# ARGV: id, task, reference JSON, delivery JSON, defer ms, ttl ms
+_ENQUEUE_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local envelope = '{"t":null,"f":"' .. ARGV[2] .. '","a":[],"k":{"delivery":' .. ARGV[3] ..
+  '},"et":' .. string.format('%d', now_ms) .. '}'
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6])
+redis.call('SET', KEYS[1], envelope, 'PX', ARGV[6])
+redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[1])
+return 1
+"""
+
+
+class DeliveryRef(BaseModel):
+    """The whole of a delivery job's argument: which delivery, of which job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivery_id: str = Field(min_length=1, max_length=200)
+    job_id: str = Field(min_length=1, max_length=200)
+
+
+class RefusedDelivery(Exception):
+    """A delivery job that did not come from mimoq (forged or malformed): nothing is sent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def key(delivery_id: str) -> str:
+    return wire.DELIVERY_PREFIX + delivery_id
+
+
+async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float, ttl_s: float) -> bool:
+    """Store the record and enqueue its job; False (nothing written) if one is pending."""
+    ref = DeliveryRef(delivery_id=delivery.delivery_id, job_id=delivery.job_id)
+    added = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
+        _ENQUEUE_LUA,
+        3,
+        wire.job_key(delivery.delivery_id),
+        wire.QUEUE_NAME,
+        key(delivery.delivery_id),
+        delivery.delivery_id,
+        wire.TASK_CALLBACK,
+        ref.model_dump_json(),
+        wire.dumps(delivery.model_dump(mode="json")),
+        str(int(defer_s * 1000)),
+        str(max(1, int(ttl_s * 1000))),
+    )
+    return bool(added)
+
+
+async def get(redis: Redis, delivery_id: str) -> Delivery | None:
+    """The stored record, or None when there is none (or it is not one of ours)."""
+    raw = await redis.get(key(delivery_id))
+    if raw is None:
+        return None
+    try:
+        return Delivery.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+async def save(redis: Redis, delivery: Delivery, *, ttl_s: float) -> None:
+    """Rewrite the record (a new attempt in its history) with a fresh TTL."""
+    await redis.set(
+        key(delivery.delivery_id),
+        wire.dumps(delivery.model_dump(mode="json")),
+        px=max(1, int(ttl_s * 1000)),
+    )
+
+
+async def resolve(redis: Redis, raw: object, arq_job_id: str | None) -> Delivery:
+    """The stored delivery a job's argument points to; RefusedDelivery if it points to none.
+
+    The ids must agree three ways (argument, arq job id, ``cb-<job_id>``) and the record
+    must exist: a forged job can at most re-trigger a real delivery, to its own receiver,
+    with its own body, which the record's state then skips if it was already delivered.
+    """
+    if isinstance(raw, dict) and ({"url", "body", "headers"} & raw.keys()):
+        raise RefusedDelivery(
+            "the delivery job carries its own url/headers/body: only the worker's stored "
+            "delivery record is trusted"
+        )
+    try:
+        ref = DeliveryRef.model_validate(raw)
+    except ValidationError:
+        raise RefusedDelivery("the delivery job is malformed (not written by mimoq)") from None
+    if ref.delivery_id != wire.callback_job_id(ref.job_id) or ref.delivery_id != arq_job_id:
+        raise RefusedDelivery("the delivery job's ids do not match each other")
+    delivery = await get(redis, ref.delivery_id)
+    if delivery is None or delivery.job_id != ref.job_id:
+        raise RefusedDelivery("no delivery record for this id: it was not scheduled by a worker")
+    return delivery
