@@ -92,7 +92,8 @@ async def test_queue_scores_are_run_at_milliseconds_and_due_ones_are_picked(
     await redis.aclose()
 
 
-def test_in_progress_keys_live_for_the_job_timeout_plus_arqs_margin() -> None:
+async def test_in_progress_keys_live_for_the_job_timeout_plus_arqs_margin() -> None:
+    # async: with no running loop, arq's Worker() creates an event loop it never closes.
     async def task(ctx: dict[str, object]) -> None:
         return None
 
