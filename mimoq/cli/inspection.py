@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
+from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth, waiting_models
@@ -187,6 +188,7 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "workers": await worker_state(redis, now),
         "limiters": await limiter_state(redis, settings),
         "waiting": await waiting_state(redis),
+        "accounts_paused": [p.to_dict() for p in await read_paused(redis)],
     }
 
 
@@ -265,6 +267,13 @@ def render(report: dict[str, Any]) -> str:
         ["model", "tenant", "waiting"],
         ([m, t, n] for m, tenants in waiting.items() for t, n in tenants.items()),
     )
+    paused = report.get("accounts_paused", [])
+    lines += ["", f"accounts paused ({len(paused)})"]
+    lines += _table(
+        ["account", "since", "paused_s", "status", "probes", "reason"],
+        ([p["account"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["since"])),
+          p["paused_s"], p["status"], p["probes"], p["reason"][:60]] for p in paused),
+    )  # fmt: skip
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
+from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.capacity import required_concurrency
 from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
 from mimoq.worker.limiter.capacity import demand_from_snapshot
@@ -45,6 +46,7 @@ async def _collect(settings: Settings, models: list[str] | None) -> dict[str, An
     try:
         limiter = RedisLimiter(config, redis)
         snapshots = [await limiter.snapshot(m) for m in models or config.models()]
+        paused = [p.to_dict() for p in await read_paused(redis)]
     finally:
         await redis.aclose()
     return {
@@ -53,6 +55,7 @@ async def _collect(settings: Settings, models: list[str] | None) -> dict[str, An
         "window_s": config.window_s,
         "target": config.target,
         "limiters": [_with_capacity(s) for s in snapshots],
+        "accounts_paused": paused,
     }
 
 

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from mimoq.cli.inspection import inspect, render
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
+from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.heartbeat import read_beats
 
 
@@ -35,6 +36,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     health.add_argument(
         "--host", metavar="NAME", help="count only workers on this host (e.g. in a container)"
     )
+    health.add_argument(
+        "--strict", action="store_true",
+        help="also exit 1 while a MiMo account is paused (out of funds, revoked key, ...)",
+    )  # fmt: skip
     health.set_defaults(func=run_health)
 
     inspect_parser = sub.add_parser(
@@ -57,6 +62,7 @@ async def health_report(
     redis = connect(settings)
     try:
         beats = await read_beats(redis)
+        paused = [p.to_dict() for p in await read_paused(redis)]
     finally:
         await redis.aclose()
     now = time.time()
@@ -74,7 +80,7 @@ async def health_report(
     ]
     live = sum(1 for w in workers if w["live"])
     return {"healthy": live >= min_workers, "live": live, "required": min_workers,
-            "workers": workers}  # fmt: skip
+            "workers": workers, "accounts_paused": paused}  # fmt: skip
 
 
 def run_health(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,6 +93,8 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
         )
     except (RedisError, OSError) as exc:
         report = {"healthy": False, "error": f"redis: {type(exc).__name__}: {exc}"}
+    if args.strict and report.get("accounts_paused"):
+        report["healthy"] = False  # --strict: a paused account is unhealthy too
     print(json.dumps(report, ensure_ascii=False))
     return 0 if report["healthy"] else 1
 

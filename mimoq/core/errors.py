@@ -8,7 +8,8 @@
     │   ├── UpstreamUnavailable   5xx, timeouts, connection errors
     │   └── Deferred              not a try: come back at retry_after_s
     │       ├── CapacityDeferred  the fleet limiter said "not yet" (quota)
-    │       └── ChunksPending     a long job's chunk jobs are still running
+    │       ├── ChunksPending     a long job's chunk jobs are still running
+    │       └── AccountPausedDeferred  the job's account is paused (circuit breaker)
     └── PermanentError
         ├── InternalError         a bug of ours: logged with its traceback, reported plainly
         ├── InvalidRequestError   400/404/422 and our own validation (invalid_request_error)
@@ -85,6 +86,13 @@ class ChunksPending(Deferred):
     """
 
     error_type = "chunks_pending"
+
+
+class AccountPausedDeferred(Deferred):
+    """The account the job is routed to is paused by its circuit breaker (out of funds,
+    revoked key, persistent 429s): come back in ``retry_after_s``. A deferral, not a try."""
+
+    error_type = "account_paused"
 
 
 class PermanentError(MimoqError):

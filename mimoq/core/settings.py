@@ -341,6 +341,32 @@ class Settings(BaseSettings):
         "MIMO_<N>_BASE_URL and MIMO_<N>_ACCOUNT (keys sharing an account share its quota).",
     )
 
+    account_probe_base_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="MIMOQ_ACCOUNT_PROBE_BASE_S",
+        description="First wait before one request probes a paused account; doubles per probe.",
+    )
+    account_probe_max_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="MIMOQ_ACCOUNT_PROBE_MAX_S",
+        description="Cap of the wait between probes of a paused account.",
+    )
+    account_pause_max_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        validation_alias="MIMOQ_ACCOUNT_PAUSE_MAX_S",
+        description="A pause longer than this fails the jobs waiting for the account.",
+    )
+    account_trip_429s: int = Field(
+        default=20,
+        ge=1,
+        validation_alias="MIMOQ_ACCOUNT_TRIP_429S",
+        description="Consecutive 429s (no success in between, cool-downs honoured) that pause "
+        "the account like a 402.",
+    )
+
     @field_validator("mimo_api_keys", mode="before")
     @classmethod
     def _blank_keys_unset(cls, value: object) -> object:

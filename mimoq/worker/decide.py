@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from mimoq.core.errors import (
+    AccountPausedDeferred,
     CapacityDeferred,
     ChunksPending,
     Deferred,
@@ -41,6 +42,7 @@ class DeferReason(StrEnum):
 
     quota = "quota"  # the fleet limiter has no slot yet
     chunks = "chunks"  # a long job waits for its chunk jobs
+    account = "account"  # the job's MiMo account is paused (circuit breaker)
     other = "other"  # any other ``Deferred`` subclass
 
 
@@ -89,6 +91,8 @@ def defer_reason(error: Deferred) -> DeferReason:
         return DeferReason.quota
     if isinstance(error, ChunksPending):
         return DeferReason.chunks
+    if isinstance(error, AccountPausedDeferred):
+        return DeferReason.account
     return DeferReason.other
 
 

@@ -11,7 +11,7 @@ heartbeat; every worker reports the same number, so aggregate them with ``max``,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, Final
@@ -136,6 +136,19 @@ BULK_WAITING: Final = Gauge(
 )
 _tenant_labels: set[str] = set()
 _waiting_labels: dict[str, set[str]] = {}
+
+
+ACCOUNT_PAUSED: Final = Gauge(
+    "mimoq_account_paused",
+    "1 while the account's circuit breaker holds it paused (as this worker last saw it).",
+    ["account"],
+)
+
+
+def accounts_paused(accounts: Iterable[str], paused: Collection[str]) -> None:
+    """Set ``mimoq_account_paused`` for every account this worker routes to."""
+    for account in accounts:
+        ACCOUNT_PAUSED.labels(account).set(1 if account in paused else 0)
 
 
 def _label(value: str | None) -> str:

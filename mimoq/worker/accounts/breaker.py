@@ -1,0 +1,262 @@
+"""The account circuit breaker: a fleet-wide pause of an account, recorded in Redis.
+
+An answer that says the *account* cannot be served — 401/403 (revoked or forbidden key),
+402 (out of funds, or Token Plan's burst throttle), or 429s that go on past
+``MIMOQ_ACCOUNT_TRIP_429S`` in a row — trips the breaker. While it is open:
+
+- jobs routed to the account are deferred (not failed, not counted as tries) and routed to
+  another account when there is one;
+- one request per interval probes the account: the interval starts at
+  ``MIMOQ_ACCOUNT_PROBE_BASE_S`` and doubles up to ``MIMOQ_ACCOUNT_PROBE_MAX_S``; exactly one
+  worker of the fleet gets each probe (claimed atomically in Redis, on Redis's clock);
+- the probe's success closes the breaker for the whole fleet (so does
+  ``mimoq accounts resume``);
+- after ``MIMOQ_ACCOUNT_PAUSE_MAX_S`` the jobs still waiting fail with the account's error.
+
+Redis: ``mimoq:account:<name>`` (hash: since, reason, error_type, status, probe_at,
+interval, probes), ``mimoq:accounts:paused`` (set of paused names) and
+``mimoq:account:<name>:429s`` (429s in a row, reset by a success).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from mimoq.core.errors import (
+    AuthenticationError,
+    MimoqError,
+    PaymentRequiredError,
+    PermanentError,
+    RateLimitedError,
+)
+
+ACCOUNT_PREFIX: Final = "mimoq:account:"
+PAUSED_SET: Final = "mimoq:accounts:paused"
+#: How long a run of 429s is remembered without another one.
+RUN_OF_429S_TTL_S: Final = 3600
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# KEYS: state, paused set. ARGV: name, reason, error_type, status, base interval.
+# Returns 1 when this call opened the breaker, 0 when it was open already.
+_TRIP = (
+    _NOW
+    + """
+if redis.call('HEXISTS', KEYS[1], 'since') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'since', tostring(now), 'reason', ARGV[2], 'error_type', ARGV[3],
+  'status', ARGV[4], 'interval', ARGV[5], 'probe_at', tostring(now + tonumber(ARGV[5])),
+  'probes', 0)
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: state. ARGV: probe max, pause max.
+# Returns {verdict, seconds}: open; probe (this caller holds it; seconds: next interval);
+# paused / expired (seconds until the next probe is due).
+_GATE = (
+    _NOW
+    + """
+local state = redis.call('HMGET', KEYS[1], 'since', 'probe_at', 'interval')
+if not state[1] then return {'open', '0'} end
+local since, probe_at, interval = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+if now >= probe_at then
+  interval = math.min(interval * 2, tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[1], 'probe_at', tostring(now + interval), 'interval', tostring(interval))
+  redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  return {'probe', tostring(interval)}
+end
+if now - since > tonumber(ARGV[2]) then return {'expired', tostring(probe_at - now)} end
+return {'paused', tostring(probe_at - now)}
+"""
+)
+
+# KEYS: state, paused set, 429 run. ARGV: name. Returns 1 when it was paused.
+_RESUME = """
+redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class Verdict(StrEnum):
+    """What the breaker says about sending one call through an account now."""
+
+    OPEN = "open"  # the account is healthy: send
+    PROBE = "probe"  # paused, and this call is the fleet's one probe: send
+    PAUSED = "paused"  # paused: defer the job
+    EXPIRED = "expired"  # paused past MIMOQ_ACCOUNT_PAUSE_MAX_S: fail the job
+
+
+@dataclass(frozen=True)
+class Gate:
+    verdict: Verdict
+    seconds: float  # PROBE: the next interval; PAUSED/EXPIRED: until the next probe
+
+
+@dataclass(frozen=True)
+class PausedAccount:
+    """A paused account as operators see it (``mimoq health``/``inspect``/``limits``)."""
+
+    account: str
+    reason: str
+    error_type: str
+    status: int | None
+    since: float
+    paused_s: float
+    probes: int
+    next_probe_in_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def state_key(account: str) -> str:
+    return ACCOUNT_PREFIX + account
+
+
+def trips(error: MimoqError) -> bool:
+    """Whether an error says the account (not the request) cannot be served."""
+    return isinstance(error, AuthenticationError | PaymentRequiredError)
+
+
+def account_error(state: Mapping[str, str], account: str) -> PermanentError:
+    """The error a waiting job fails with once the pause outlived its maximum."""
+    status = int(state["status"]) if state.get("status", "").isdigit() else None
+    message = (
+        f"account {account} has been paused since {_iso(float(state.get('since', 0)))}: "
+        f"{state.get('reason', 'unknown reason')}"
+    )
+    kind = state.get("error_type")
+    if kind == AuthenticationError.error_type:
+        return AuthenticationError(message, status=status)
+    if kind == PaymentRequiredError.error_type:
+        return PaymentRequiredError(message, status=status)
+    return PermanentError(message, status=status)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Breaker:
+    """The fleet-wide breakers of every account, on the fleet's Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        probe_base_s: float,
+        probe_max_s: float,
+        pause_max_s: float,
+        trip_429s: int,
+    ) -> None:
+        self._redis = redis
+        self.probe_base_s = probe_base_s
+        self.probe_max_s = max(probe_max_s, probe_base_s)
+        self.pause_max_s = pause_max_s
+        self.trip_429s = trip_429s
+        self._trip = redis.register_script(_TRIP)
+        self._gate = redis.register_script(_GATE)
+        self._resume = redis.register_script(_RESUME)
+
+    async def paused(self) -> set[str]:
+        """Names of the accounts paused now (one round trip; the router skips them)."""
+        return {_text(m) for m in await self._redis.smembers(PAUSED_SET)}  # type: ignore[misc]
+
+    async def gate(self, account: str) -> Gate:
+        """May a call go through ``account`` now? Claims the probe when one is due."""
+        verdict, seconds = await self._gate(
+            keys=[state_key(account)], args=[self.probe_max_s, self.pause_max_s]
+        )
+        return Gate(Verdict(_text(verdict)), float(_text(seconds)))
+
+    async def state(self, account: str) -> dict[str, str]:
+        """The raw pause record of ``account`` (empty when it is not paused)."""
+        raw = await self._redis.hgetall(state_key(account))  # type: ignore[misc]
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def trip(self, account: str, error: MimoqError) -> bool:
+        """Pause ``account`` fleet-wide; True when this call opened the breaker."""
+        opened = await self._trip(
+            keys=[state_key(account), PAUSED_SET],
+            args=[account, error.message, error.error_type, error.status or "", self.probe_base_s],
+        )
+        return bool(opened)
+
+    async def resume(self, account: str) -> bool:
+        """Close the breaker (a probe succeeded, or by hand); True when it was open."""
+        was = await self._resume(
+            keys=[state_key(account), PAUSED_SET, state_key(account) + ":429s"], args=[account]
+        )
+        return bool(was)
+
+    async def rate_limited(self, account: str, error: RateLimitedError) -> bool:
+        """Count a 429; past ``trip_429s`` in a row, pause the account. True when tripped."""
+        run_key = state_key(account) + ":429s"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(run_key)
+            pipe.expire(run_key, RUN_OF_429S_TTL_S)
+            run, _ = await pipe.execute()
+        if int(run) < self.trip_429s:
+            return False
+        persistent = RateLimitedError(
+            f"{run} answers in a row were 429 (rate limited): {error.message}", status=429
+        )
+        return await self.trip(account, persistent)
+
+    async def succeeded(self, account: str) -> None:
+        """A call through ``account`` succeeded: the run of 429s is over."""
+        await self._redis.delete(state_key(account) + ":429s")
+
+
+async def read_paused(redis: Redis) -> list[PausedAccount]:
+    """Every paused account with its reason and since-time (for the operator commands)."""
+    names = sorted(_text(m) for m in await redis.smembers(PAUSED_SET))  # type: ignore[misc]
+    now = time.time()
+    out = []
+    for name in names:
+        raw = await redis.hgetall(state_key(name))  # type: ignore[misc]
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        if "since" not in state:
+            continue  # resumed between the two reads
+        since = float(state["since"])
+        status = state.get("status", "")
+        out.append(
+            PausedAccount(
+                account=name,
+                reason=state.get("reason", ""),
+                error_type=state.get("error_type", ""),
+                status=int(status) if status.isdigit() else None,
+                since=since,
+                paused_s=round(max(0.0, now - since), 3),
+                probes=int(state.get("probes", "0")),
+                next_probe_in_s=round(max(0.0, float(state.get("probe_at", now)) - now), 3),
+            )
+        )
+    return out
+
+
+async def resume_by_hand(redis: Redis, account: str) -> bool:
+    """``mimoq accounts resume``: close ``account``'s breaker; True when it was paused."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.exists(state_key(account))
+        pipe.delete(state_key(account), state_key(account) + ":429s")
+        pipe.srem(PAUSED_SET, account)
+        existed, _, _ = await pipe.execute()
+    return bool(existed)

@@ -1,0 +1,193 @@
+"""The breaker's Redis protocol, and pauses seen from in-process workers and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
+from prometheus_client import REGISTRY
+
+from mimoq.core.errors import (
+    AuthenticationError,
+    PaymentRequiredError,
+    RateLimitedError,
+    UpstreamUnavailable,
+)
+from mimoq.core.keypool import fingerprint
+from mimoq.producer.client import Producer
+from mimoq.sim.accounts import AccountState
+from mimoq.sim.config import SimConfig
+from mimoq.worker.accounts.breaker import (
+    PAUSED_SET,
+    Breaker,
+    Verdict,
+    read_paused,
+    resume_by_hand,
+    trips,
+)
+from tests.accounts.conftest import pool_settings, running_worker, simulator
+from tests.conftest import RedisServer
+
+pytestmark = [pytest.mark.redis]
+KEYS = ["sk-breaker-one-000", "sk-breaker-two-000"]
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def breaker(redis: ArqRedis, **kw: float) -> Breaker:
+    values = {"probe_base_s": 0.2, "probe_max_s": 0.5, "pause_max_s": 60.0, "trip_429s": 3}
+    values.update(kw)
+    return Breaker(redis, **values)  # type: ignore[arg-type]
+
+
+def test_account_errors_trip_and_request_errors_do_not() -> None:
+    assert trips(PaymentRequiredError("x", status=402))
+    assert trips(AuthenticationError("x", status=401))
+    assert not trips(UpstreamUnavailable("x", status=503))
+
+
+async def test_exactly_one_caller_of_the_fleet_gets_each_probe(redis: ArqRedis) -> None:
+    # The next interval (2 s) leaves the 50 racing callers ample time on a loaded host.
+    b = breaker(redis, probe_base_s=1.0, probe_max_s=60)
+    assert await b.trip("acct", PaymentRequiredError("no funds", status=402))
+    assert not await b.trip("acct", PaymentRequiredError("again", status=402))  # once
+    assert (await b.gate("acct")).verdict is Verdict.PAUSED
+    await until(lambda: _due(redis), what="the first probe to be due (Redis's clock)")
+    gates = await asyncio.gather(*(b.gate("acct") for _ in range(50)))
+    assert [g.verdict for g in gates].count(Verdict.PROBE) == 1
+    assert {g.verdict for g in gates} == {Verdict.PROBE, Verdict.PAUSED}
+    [paused] = await read_paused(redis)
+    assert (paused.account, paused.status, paused.probes) == ("acct", 402, 1)
+    assert paused.reason == "no funds"
+    assert await b.resume("acct")
+    assert (await b.gate("acct")).verdict is Verdict.OPEN
+    assert await read_paused(redis) == []
+
+
+async def _due(redis: ArqRedis) -> bool:
+    probe_at = float(await redis.hget("mimoq:account:acct", "probe_at") or 0)
+    seconds, micros = await redis.time()
+    return seconds + micros / 1e6 >= probe_at
+
+
+async def test_probe_intervals_double_up_to_the_cap(redis: ArqRedis) -> None:
+    b = breaker(redis, probe_base_s=0.01, probe_max_s=0.05)
+    await b.trip("acct", AuthenticationError("revoked", status=401))
+    intervals = []
+    deadline = time.monotonic() + 10
+    while len(intervals) < 4 and time.monotonic() < deadline:
+        gate = await b.gate("acct")
+        if gate.verdict is Verdict.PROBE:
+            intervals.append(gate.seconds)
+        await asyncio.sleep(0.005)
+    assert intervals == [0.02, 0.04, 0.05, 0.05]
+
+
+async def test_a_pause_past_its_maximum_expires(redis: ArqRedis) -> None:
+    b = breaker(redis, probe_base_s=30, probe_max_s=30, pause_max_s=0.05)
+    await b.trip("acct", AuthenticationError("revoked", status=401))
+    await until(lambda: _verdict_is(b, Verdict.EXPIRED), what="the pause to outlive its maximum")
+
+
+async def _verdict_is(b: Breaker, verdict: Verdict) -> bool:
+    return (await b.gate("acct")).verdict is verdict
+
+
+async def test_a_run_of_429s_trips_and_a_success_ends_the_run(redis: ArqRedis) -> None:
+    b = breaker(redis, trip_429s=3)
+    limited = RateLimitedError("slow down", status=429)
+    assert not await b.rate_limited("acct", limited)
+    assert not await b.rate_limited("acct", limited)
+    await b.succeeded("acct")
+    assert not await b.rate_limited("acct", limited)
+    assert not await b.rate_limited("acct", limited)
+    assert await b.rate_limited("acct", limited)
+    [paused] = await read_paused(redis)
+    assert paused.status == 429 and "in a row" in paused.reason
+    assert await resume_by_hand(redis, "acct")
+    assert not await resume_by_hand(redis, "acct")
+
+
+@pytest.mark.slow
+async def test_a_burst_402_defers_jobs_and_a_pause_past_its_maximum_fails_them_once(
+    redis_server: RedisServer, redis: ArqRedis, tmp_path: Path
+) -> None:
+    key = KEYS[0]
+    with simulator(SimConfig(api_keys=(key,))) as sim:
+        sim.app.accounts.set_state(fingerprint(key), AccountState.BURST_402)
+        settings = pool_settings(
+            redis_server, sim.url, tmp_path / "data", [key],
+            account_probe_base_s=0.05, account_probe_max_s=0.1, account_pause_max_s=1.5,
+        )  # fmt: skip
+        producer = Producer(redis, settings)
+        ids = [(await producer.enqueue({"kind": "speech", "input": f"Hi {i}."})).job_id
+               for i in range(20)]  # fmt: skip
+        async with running_worker(settings):
+            await until(lambda: _is_paused(redis, fingerprint(key)), what="the pause")
+            await until(lambda: _probed(redis, fingerprint(key), 3), what="three probes")
+            gauge = REGISTRY.get_sample_value(
+                "mimoq_account_paused", {"account": fingerprint(key)}
+            )
+            assert gauge == 1
+            assert await _results(redis, ids) == []  # the 402 burst failed nothing
+            done = [await producer.wait(i, timeout_s=60) for i in ids]
+        assert {r.status for r in done} == {"failed"}
+        assert {(r.error or {}).get("type") for r in done} == {"payment_required_error"}
+        assert all("paused since" in str((r.error or {}).get("message")) for r in done)
+        assert all(r.tries == 1 for r in done)  # the deferrals were not tries
+        failures = await redis.lrange("mimoq:failures", 0, -1)
+        assert len(failures) == len(ids)  # each job failed once
+
+
+async def _probed(redis: ArqRedis, account: str, n: int) -> bool:
+    return int(await redis.hget(f"mimoq:account:{account}", "probes") or 0) >= n
+
+
+async def _is_paused(redis: ArqRedis, account: str) -> bool:
+    return bool(await redis.sismember(PAUSED_SET, account))
+
+
+async def _results(redis: ArqRedis, ids: list[str]) -> list[object]:
+    return [json.loads(r) for r in await redis.mget([f"mimoq:result:{i}" for i in ids]) if r]
+
+
+@pytest.mark.slow
+async def test_one_of_two_accounts_revoked_mid_run_the_other_finishes_the_backlog(
+    redis_server: RedisServer, redis: ArqRedis, tmp_path: Path
+) -> None:
+    with simulator(SimConfig(api_keys=tuple(KEYS), latency_ms=5)) as sim:
+        settings = pool_settings(
+            redis_server, sim.url, tmp_path / "data", KEYS, concurrency=4,
+            account_probe_base_s=0.1, account_probe_max_s=0.2,
+        )  # fmt: skip
+        producer = Producer(redis, settings)
+        ids = [(await producer.enqueue({"kind": "speech", "input": f"Line {i}."})).job_id
+               for i in range(100)]  # fmt: skip
+        revoked = fingerprint(KEYS[0])
+        async with running_worker(settings):
+            await until(lambda: _at_least(redis, ids, 10), what="ten results")
+            sim.app.accounts.set_state(revoked, AccountState.REVOKED)
+            done = [await producer.wait(i, timeout_s=120) for i in ids]
+            assert await _is_paused(redis, revoked)
+        assert {r.status for r in done} == {"succeeded"}
+        served = [r.account for r in done]
+        assert served.count(fingerprint(KEYS[1])) > 50  # it took over the revoked one's share
+        [paused] = await read_paused(redis)
+        assert paused.account == revoked and paused.status == 401
+
+
+async def _at_least(redis: ArqRedis, ids: list[str], n: int) -> bool:
+    return len(await _results(redis, ids)) >= n
