@@ -138,9 +138,7 @@ async def test_a_burst_402_defers_jobs_and_a_pause_past_its_maximum_fails_them_o
         async with running_worker(settings):
             await until(lambda: _is_paused(redis, fingerprint(key)), what="the pause")
             await until(lambda: _probed(redis, fingerprint(key), 3), what="three probes")
-            gauge = REGISTRY.get_sample_value(
-                "mimoq_account_paused", {"account": fingerprint(key)}
-            )
+            gauge = REGISTRY.get_sample_value("mimoq_account_paused", {"account": fingerprint(key)})
             assert gauge == 1
             assert await _results(redis, ids) == []  # the 402 burst failed nothing
             done = [await producer.wait(i, timeout_s=60) for i in ids]
