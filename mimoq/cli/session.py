@@ -61,7 +61,11 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
         return
     require_key(settings, calls_mimo=True)
     redis = embedded()
-    worker: MimoqWorker = build_worker(settings, redis=redis, handle_signals=False)
+    # One process with a person waiting: a revoked key or an empty balance is an error to
+    # show now, not a pause to wait out (a fleet's workers pause the account instead).
+    worker: MimoqWorker = build_worker(
+        settings, redis=redis, handle_signals=False, account_breaker=False
+    )
     task = asyncio.create_task(worker.async_run())
     session_task = asyncio.current_task()
 

@@ -133,7 +133,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = WorkerDeps(
         settings=settings,
         storage=LocalStorage(settings.data_dir),
-        accounts=build_router(settings, ctx["redis"], http, pool),
+        accounts=build_router(
+            settings, ctx["redis"], http, pool, breaker=ctx.get("account_breaker", True)
+        ),
     )
     await callbacks.startup(ctx)
     log.info(
@@ -166,8 +168,12 @@ def build_worker(
     handle_signals: bool = True,
     http: httpx.AsyncClient | None = None,
     metrics_port: int | None = None,
+    account_breaker: bool = True,
 ) -> MimoqWorker:
     """A configured worker; ``redis`` (e.g. the embedded one) overrides ``REDIS_URL``.
+
+    ``account_breaker``: pause an account on 401/402/403 and defer its jobs (a fleet);
+    False: such answers fail the job at once (one process, a person waiting for it).
 
     ``metrics_port``: serve ``/metrics`` and ``/healthz`` there (0: any free port); None:
     not served. With ``handle_signals``, SIGTERM/SIGINT stop job pick-up and give running
@@ -175,7 +181,7 @@ def build_worker(
     """
     logs.register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
     arq_compat.tolerate_missing_info()
-    ctx: dict[str, Any] = {"settings": settings}
+    ctx: dict[str, Any] = {"settings": settings, "account_breaker": account_breaker}
     if http is not None:
         ctx.update(http=http, http_external=True)
     redis_settings = (

@@ -193,9 +193,15 @@ class AccountRouter:
 
 
 def build_router(
-    settings: Settings, redis: Redis, http: httpx.AsyncClient, pool: Sequence[PoolAccount]
+    settings: Settings,
+    redis: Redis,
+    http: httpx.AsyncClient,
+    pool: Sequence[PoolAccount],
+    *,
+    breaker: bool = True,
 ) -> AccountRouter:
-    """One ``Account`` per pool account, each with a limiter keyed by its name."""
+    """One ``Account`` per pool account, each with a limiter keyed by its name; with
+    ``breaker``, account errors pause the account instead of failing the job."""
     accounts = []
     for spec in pool:
         limiter = build_limiter(settings.model_copy(update={"limit_account": spec.name}), redis)
@@ -204,11 +210,15 @@ def build_router(
             for k in spec.keys
         ]
         accounts.append(Account(name=spec.name, limiter=limiter, clients=clients))
-    breaker = Breaker(
-        redis,
-        probe_base_s=settings.account_probe_base_s,
-        probe_max_s=settings.account_probe_max_s,
-        pause_max_s=settings.account_pause_max_s,
-        trip_429s=settings.account_trip_429s,
+    if not breaker:
+        return AccountRouter(accounts)
+    return AccountRouter(
+        accounts,
+        Breaker(
+            redis,
+            probe_base_s=settings.account_probe_base_s,
+            probe_max_s=settings.account_probe_max_s,
+            pause_max_s=settings.account_pause_max_s,
+            trip_429s=settings.account_trip_429s,
+        ),
     )
-    return AccountRouter(accounts, breaker)
