@@ -243,8 +243,7 @@ class TestUpstreamFaults:
     @pytest.mark.parametrize(
         ("fault", "error_type"),
         [
-            ({"kind": "status", "status": 401, "body": "wrapped"}, "authentication_error"),
-            ({"kind": "status", "status": 402, "body": "unwrapped"}, "payment_required_error"),
+            # 401/402/403 pause the account instead (tests/accounts): the job waits, not fails.
             ({"kind": "status", "status": 421}, "content_blocked_error"),
             ({"kind": "malformed_base64"}, "upstream_response_error"),
             ({"kind": "empty_audio"}, "upstream_response_error"),
@@ -280,10 +279,15 @@ class TestUpstreamFaults:
         assert not any(p.is_file() for p in Path(settings.data_dir).rglob("*"))
 
 
-async def test_wrong_key_is_401_and_never_retried(
+async def test_wrong_key_pauses_the_account_then_fails_the_job_once(
     redis_server: Any, sim: RunningSim, tmp_path: Path, redis: ArqRedis, receiver: Receiver
 ) -> None:
-    settings = e2e_settings(redis_server, sim, tmp_path, mimo_api_key="sk-wrong-key")
+    # A 401 pauses the account (probed, not retried per job); a pause past its maximum
+    # fails the waiting job once, with the account's error. Time-compressed here.
+    settings = e2e_settings(
+        redis_server, sim, tmp_path, mimo_api_key="sk-wrong-key",
+        account_probe_base_s=0.2, account_probe_max_s=0.2, account_pause_max_s=0.5,
+    )  # fmt: skip
     async with running_worker(settings):
         result = await run(
             Producer(redis, settings),
@@ -293,7 +297,9 @@ async def test_wrong_key_is_401_and_never_retried(
         [request] = await received(receiver, 1)
     assert result.status == "failed" and result.error is not None
     assert result.error["type"] == "authentication_error" and result.error["status"] == 401
-    assert sim.state.stats()["responses"] == {"401": 1}  # one call, no retries
+    assert "paused since" in str(result.error["message"]) and result.tries == 1
+    answered = sim.state.stats()["responses"]
+    assert set(answered) == {"401"} and answered["401"] <= 6  # the first call and a few probes
     assert "sk-wrong-key" not in result.model_dump_json()
     assert verified(request)["error"]["type"] == "authentication_error"
 

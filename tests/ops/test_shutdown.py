@@ -187,7 +187,8 @@ async def test_logs_of_a_full_run_are_json_with_job_context_and_no_secrets(
     wav = tmp_path / "clip.wav"
     _speech_wav(wav, "heard words")
     sim.state.add_fault(Fault(kind="status", status=429, match="private words"))
-    sim.state.add_fault(Fault(kind="status", status=401, match="refused words"))
+    # 421 (content blocked): a permanent failure of the job itself (a 401 pauses the account).
+    sim.state.add_fault(Fault(kind="status", status=421, match="refused words"))
     worker = spawn()
     await eventually(lambda: beat_of(redis, worker), 20, "the worker's first heartbeat")
     jobs = [

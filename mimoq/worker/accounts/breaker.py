@@ -191,6 +191,14 @@ class Breaker:
         raw = await self._redis.hgetall(state_key(account))  # type: ignore[misc]
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    async def expired(self, account: str) -> bool:
+        """Whether ``account`` has been paused longer than the maximum (Redis's clock)."""
+        since = await self._redis.hget(state_key(account), "since")  # type: ignore[misc]
+        if since is None:
+            return False
+        seconds, micros = await self._redis.time()
+        return float(seconds) + float(micros) / 1e6 - float(_text(since)) > self.pause_max_s
+
     async def trip(self, account: str, error: MimoqError) -> bool:
         """Pause ``account`` fleet-wide; True when this call opened the breaker."""
         opened = await self._trip(

@@ -166,6 +166,10 @@ class AccountRouter:
                 raise
             if await self.breaker.trip(account.name, exc):
                 self._paused(account.name, exc)
+            elif probing and await self.breaker.expired(account.name):
+                # The probe failed and the pause is past its maximum: this job has waited
+                # long enough (probes go on, so the account can still come back).
+                raise account_error(await self.breaker.state(account.name), account.name) from None
             raise self._deferral(account.name, self.breaker.probe_base_s) from None
         else:
             if self.breaker is not None and probing and await self.breaker.resume(account.name):
