@@ -194,7 +194,7 @@ async def test_heartbeat_healthz_and_health_command(
     assert await redis.get(key) is None
     assert await asyncio.to_thread(main, ["health"]) == 1
     assert last_json_line(capsys.readouterr().out) == {
-        "healthy": False, "live": 0, "required": 1, "workers": [],
+        "healthy": False, "live": 0, "required": 1, "workers": [], "accounts_paused": [],
     }  # fmt: skip
     with pytest.raises(httpx.ConnectError):
         await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/healthz")
