@@ -16,7 +16,7 @@ from mimoq.core.settings import Settings
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
 COMMAND_MODULES: tuple[str, ...] = (
-    "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts",
+    "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts", "doctor",
 )  # fmt: skip
 
 

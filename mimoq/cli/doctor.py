@@ -1,0 +1,81 @@
+"""``mimoq doctor``: check every configured MiMo key and say what to fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+import httpx
+
+from mimoq.core.keypool import PoolAccount, PoolKey, key_pool, no_key_error
+from mimoq.core.settings import Settings
+from mimoq.worker.accounts.doctor import KeyReport, Outcome, diagnose
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``mimoq doctor [--json] [--probe]`` to the command's subparsers."""
+    parser = sub.add_parser(
+        "doctor",
+        help="check every configured key: host family, region, network, models (exit 1 if "
+        "any key is unusable)",
+        description="For each key (fingerprints only): prefix and host family agree, tp- keys "
+        "have a region, the host resolves and accepts TLS connections, GET /v1/models answers "
+        "and lists the TTS and ASR models. Failures come with a likely cause and a fix.",
+    )
+    parser.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    parser.add_argument(
+        "--probe", action="store_true", help="also make one tiny TTS call per key (costs a call)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _accounts(settings: Settings) -> list[PoolAccount]:
+    accounts = key_pool(settings)
+    if accounts:
+        return accounts
+    if settings.mimo_base_url is None:
+        raise no_key_error()
+    # No key but a base URL (a simulator): check the connection without one.
+    anonymous = PoolKey(
+        source="none", secret="", fingerprint="anonymous", family="payg", region=None,
+        base_url=settings.mimo_base_url, base_url_explicit=True,
+    )  # fmt: skip
+    return [PoolAccount(name="anonymous", keys=(anonymous,))]
+
+
+async def _diagnose(
+    settings: Settings, accounts: list[PoolAccount], probe: bool
+) -> list[KeyReport]:
+    timeout = httpx.Timeout(min(settings.request_timeout_s, 30), connect=settings.connect_timeout_s)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
+        return await diagnose(http, accounts, probe=probe)
+
+
+def render(reports: list[KeyReport]) -> str:
+    """A readable report: one block per key, one line per check, cause and fix under failures."""
+    lines: list[str] = []
+    for r in reports:
+        verdict = "usable" if r.usable else "UNUSABLE"
+        lines.append(f"{r.source}  {r.fingerprint}  account {r.account}  {r.base_url}  {verdict}")
+        for c in r.checks:
+            lines.append(f"  [{c.outcome.value:4}] {c.check}: {c.detail}")
+            if c.outcome is not Outcome.OK and c.cause:
+                lines.append(f"         cause: {c.cause}")
+                lines.append(f"         fix:   {c.fix}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the report; exit 0 when every key is usable, 1 when any is not."""
+    accounts = _accounts(settings)
+    reports = asyncio.run(_diagnose(settings, accounts, args.probe))
+    usable = sum(r.usable for r in reports)
+    if args.json or not sys.stdout.isatty():
+        body = {"usable": usable, "unusable": len(reports) - usable,
+                "keys": [r.to_dict() for r in reports]}  # fmt: skip
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        print(render(reports))
+    return 0 if usable == len(reports) else 1
