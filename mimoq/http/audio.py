@@ -17,7 +17,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.http.body import read_body
 from mimoq.http.content import output_response, upload_key, upload_path
 from mimoq.http.errors import HTTPError, job_failure
-from mimoq.http.frontdoor import new_job_id, refuse_server_fields
+from mimoq.http.frontdoor import new_job_id, refuse_server_fields, request_job_id
 from mimoq.http.models import speech_model, transcription_model
 from mimoq.http.multipart import SavedFile, receive_form
 from mimoq.http.routing import Context
@@ -97,7 +97,10 @@ def speech_job(body: dict[str, Any], job_id: str) -> dict[str, Any]:
 
 async def speech(request: Request, ctx: Context, tenant: str) -> Response:
     body = await json_object(request, ctx)
-    job_id = await ctx.front.submit(speech_job(body, new_job_id()), tenant=tenant)
+    job_id = request_job_id(request.headers.get("idempotency-key"), tenant=tenant, route="speech")
+    # With an Idempotency-Key, a repeat of a request finds the first one's job (a no-op
+    # enqueue) and waits for, or answers with, that job.
+    await ctx.front.submit(speech_job(body, job_id), tenant=tenant)
     if wants_async(request):
         return accepted(job_id)
     return output_response(ctx.settings, await _await(ctx, job_id))
@@ -155,14 +158,22 @@ def transcription_fields(fields: dict[str, list[str]]) -> dict[str, Any]:
 
 
 async def transcriptions(request: Request, ctx: Context, tenant: str) -> Response:
-    job_id = new_job_id()
-    partial = upload_path(ctx.settings, upload_key(job_id, ".part"))
+    job_id = request_job_id(
+        request.headers.get("idempotency-key"), tenant=tenant, route="transcriptions"
+    )
+    # Unique per request: two requests with one Idempotency-Key never write one file.
+    partial = upload_path(ctx.settings, upload_key(job_id, f".{new_job_id()}.part"))
     form = await receive_form(request, ctx.upload_limits, file_field="file", dest=partial)
     saved = form.file
     if saved is None or saved.size == 0:
         partial.unlink(missing_ok=True)
         raise InvalidRequestError("file is required: upload the audio (wav or mp3)", param="file")
     final = upload_path(ctx.settings, upload_key(job_id, _audio_suffix(saved)))
+    if await ctx.front.exists(job_id):  # a repeat (Idempotency-Key): the first upload serves
+        partial.unlink(missing_ok=True)
+        if not await ctx.front.owned(job_id, tenant):
+            raise HTTPError(409, "that Idempotency-Key is in use", code="idempotency_conflict")
+        return accepted(job_id) if wants_async(request) else await _transcript(ctx, job_id)
     os.replace(partial, final)
     try:
         job = {**transcription_fields(form.fields), "kind": "transcription", "id": job_id}
@@ -179,12 +190,17 @@ async def transcriptions(request: Request, ctx: Context, tenant: str) -> Respons
     if wants_async(request):
         return accepted(job_id)
     try:
-        result = await _await(ctx, job_id)
+        return await _transcript(ctx, job_id)
     finally:
         # A finished result is never recomputed: its input is no longer needed.
         if (await ctx.front.status(job_id)).result is not None:
             with contextlib.suppress(FileNotFoundError):
                 final.unlink()
+
+
+async def _transcript(ctx: Context, job_id: str) -> Response:
+    """Wait for a transcription job and answer as OpenAI does: JSON ``{"text"}`` or text."""
+    result = await _await(ctx, job_id)
     if result.kind == "transcription" and result.output is not None:
         if result.output.format == "text":
             return PlainTextResponse(result.text or "")

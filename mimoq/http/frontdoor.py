@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from mimoq.core import wire
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JobResult
+from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.results import StatusReport
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
@@ -30,6 +32,23 @@ def refuse_server_fields(body: Mapping[str, Any]) -> None:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def request_job_id(idempotency_key: str | None, *, tenant: str, route: str) -> str:
+    """A fresh id, or, for an ``Idempotency-Key`` header, the same id every time the same
+    tenant sends the same key to the same route (so a retried request finds its first job)."""
+    if idempotency_key is None:
+        return new_job_id()
+    if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise InvalidRequestError(
+            "the Idempotency-Key header must be 1-255 printable ASCII characters without spaces",
+            param="Idempotency-Key",
+        )
+    digest = hashlib.sha256(f"{tenant}\n{route}\n{idempotency_key}".encode()).hexdigest()
+    return "idem-" + digest[:40]
 
 
 class FrontDoor:
@@ -56,6 +75,10 @@ class FrontDoor:
     async def owned(self, job_id: str, tenant: str) -> bool:
         owner = await self.producer.redis.get(wire.owner_key(job_id))
         return owner is not None and owner.decode() == tenant
+
+    async def exists(self, job_id: str) -> bool:
+        """Whether a job with this id is queued, running or finished."""
+        return (await self.producer.status(job_id)).status is not JobStatus.not_found
 
     async def status(self, job_id: str) -> StatusReport:
         return await self.producer.status(job_id)

@@ -33,7 +33,7 @@ def _listing(uploads: Path, stale_part_s: float) -> tuple[list[Path], list[Path]
         with contextlib.suppress(FileNotFoundError):
             if not job_id or not path.is_file():
                 continue
-            if suffix != "part":
+            if not suffix.endswith("part"):
                 complete.append(path)
             elif now - path.stat().st_mtime > stale_part_s:  # its request died long ago
                 stale.append(path)

@@ -141,3 +141,34 @@ def test_other_tenants_jobs_are_not_found(stack: Stack, http_as: HttpAs) -> None
     # Same answer as for an id nobody has: existence is not revealed.
     assert bob.get("/v1/jobs/no-such-job").json()["error"]["message"] == "no job 'no-such-job'"
     assert alice.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_idempotency_key_makes_a_retried_request_the_same_job(
+    stack: Stack, http_as: HttpAs
+) -> None:
+    def asr_calls() -> int:
+        return int(stack.sim.state.stats()["requests"].get("mimo-v2.5-asr", 0))
+
+    alice, bob = http_as(ALICE), http_as(BOB)
+    body = {"input": "Only once.", "voice": "Mia"}
+    later = {"Prefer": "respond-async", "Idempotency-Key": "order-42"}
+    first = alice.post("/v1/audio/speech", json=body, headers=later).json()["id"]
+    again = alice.post("/v1/audio/speech", json=body, headers=later).json()["id"]
+    assert first == again
+    assert (
+        bob.post("/v1/audio/speech", json=body, headers=later).json()["id"] != first
+    )  # per tenant
+
+    before = asr_calls()
+    upload = {"file": ("a.wav", wav_bytes(0.4), "audio/wav")}
+    key = {"Idempotency-Key": "upload-7"}
+    one = alice.post(
+        "/v1/audio/transcriptions", files=upload, data={"model": "whisper-1"}, headers=key
+    )
+    two = alice.post(
+        "/v1/audio/transcriptions", files=upload, data={"model": "whisper-1"}, headers=key
+    )
+    assert one.status_code == two.status_code == 200 and one.json() == two.json()
+    assert asr_calls() - before == 1  # the repeat was answered from the first job
+    bad = alice.post("/v1/audio/speech", json=body, headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
