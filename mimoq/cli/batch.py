@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimoq.cli.batch_openai import write_openai_files
+from mimoq.cli.jobs import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
@@ -72,7 +73,9 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="redo every item, finished or not")
     parser.add_argument("--language", help="transcription: auto, zh or en")
     parser.add_argument(
-        "--format", dest="response_format", help="json/text (transcripts), wav/pcm (speech)"
+        "--format",
+        dest="response_format",
+        help="json/text (transcripts; srt/vtt with --segments), wav/pcm (speech)",
     )
     parser.add_argument("--model", help="the MiMo model of every item")
     parser.add_argument("--voice", help="speech: a preset voice, or a sample for voiceclone")
@@ -80,6 +83,7 @@ def run_parser() -> argparse.ArgumentParser:
         "--instructions", help="speech: style (the voice description for voicedesign)"
     )
     parser.add_argument("--temperature", type=float)
+    add_audio_options(parser)
     parser.add_argument(
         "--priority", choices=("bulk", "interactive"), default="bulk",
         help="scheduling lane of every item (default bulk: interactive jobs go first)",
@@ -148,6 +152,7 @@ def quotas(settings: Settings, models: Sequence[str]) -> dict[str, QuotaRate] | 
 
 def _options(args: argparse.Namespace) -> BatchOptions:
     defaults = {k: v for k in _DEFAULT_FIELDS if (v := getattr(args, k)) is not None}
+    defaults.update(audio_fields(args))
     options = BatchOptions(out_prefix=args.out_prefix, defaults=defaults)
     if args.patterns:
         options = BatchOptions(tuple(args.patterns), args.out_prefix, defaults)

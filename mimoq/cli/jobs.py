@@ -54,14 +54,41 @@ def register(sub: Any) -> None:
     transcribe = sub.add_parser("transcribe", help="speech to text")
     transcribe.add_argument("file", help="a .wav or .mp3 file")
     transcribe.add_argument("--language", default="auto", help="auto, zh or en")
-    transcribe.add_argument("--format", dest="response_format", default="json", help="json or text")
+    transcribe.add_argument(
+        "--format", dest="response_format", default="json",
+        help="json or text; srt or vtt with --segments",
+    )  # fmt: skip
     transcribe.add_argument("--temperature", type=float)
+    add_audio_options(transcribe)
     _common(transcribe)
     transcribe.set_defaults(func=_transcribe, out=None)
 
     status = sub.add_parser("status", help="a job's state and, once done, its result")
     status.add_argument("id")
     status.set_defaults(func=_status)
+
+
+def add_audio_options(parser: argparse.ArgumentParser) -> None:
+    """``--segments`` and ``--compact-silence``: the transcription options that cut audio."""
+    parser.add_argument(
+        "--segments", action="store_true",
+        help="split at pauses into utterances (<= 30 s), each with its start and end time "
+        "(more requests, no more audio)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compact-silence", action="store_true",
+        help="shorten pauses over 1 s to 0.3 s before upload: less audio billed",
+    )  # fmt: skip
+
+
+def audio_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job fields ``add_audio_options`` set (none when not given)."""
+    fields: dict[str, Any] = {}
+    if getattr(args, "segments", False):
+        fields["timestamps"] = "segment"
+    if getattr(args, "compact_silence", False):
+        fields["compact_silence"] = True
+    return fields
 
 
 def _job(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -72,6 +99,7 @@ def _job(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         )
     else:
         job.update(file=args.file, language=args.language, temperature=args.temperature)
+        job.update(audio_fields(args))
     job.update(id=args.id, output=args.output)
     if args.callback:
         job["callback"] = {"url": args.callback}

@@ -31,6 +31,8 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.http_headers import header_problem
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
 
+#: Transcript formats that carry times: only with ``timestamps: "segment"``.
+CAPTION_FORMATS = ("srt", "vtt")
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Scheduling lanes (README, "Scheduling"): interactive jobs take the next free slot of their
 #: model ahead of every bulk job; bulk keeps a minimum share of the quota.
@@ -274,6 +276,32 @@ class TranscriptionJob(_JobBase):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     prompt: str | None = None
     timestamp_granularities: list[str] | None = None
+    # --- segments with timestamps, and less audio billed -----------------------------
+    #: "segment": cut at pauses into utterances, each transcribed; the result has segments.
+    timestamps: str | None = None
+    #: Shorten pauses longer than MIMOQ_COMPACT_SILENCE_MIN_S before upload.
+    compact_silence: bool = False
+
+    @field_validator("timestamps")
+    @classmethod
+    def _timestamps(cls, value: str | None) -> str | None:
+        if value is not None and value != "segment":
+            raise _refuse(
+                f"timestamps {value!r} is not supported: use 'segment' (times of each "
+                "utterance, found by cutting the recording at pauses) or leave it out"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _captions_need_segments(self) -> TranscriptionJob:
+        if self.response_format in CAPTION_FORMATS and self.timestamps != "segment":
+            raise _refuse(
+                f"response_format {self.response_format!r} needs timestamps: 'segment' "
+                "(CLI --segments): MiMo returns plain text, and mimoq knows times only when "
+                "it cuts the recording into segments itself",
+                "response_format",
+            )
+        return self
 
     @field_validator("file")
     @classmethod
@@ -293,10 +321,10 @@ class TranscriptionJob(_JobBase):
     @field_validator("response_format")
     @classmethod
     def _format(cls, fmt: str) -> str:
-        if fmt not in ("json", "text"):
+        if fmt not in ("json", "text", *CAPTION_FORMATS):
             raise _refuse(
-                f"response_format {fmt!r} is not supported: MiMo returns plain text without "
-                "timestamps or segments; use 'json' or 'text'"
+                f"response_format {fmt!r} is not supported: use 'json' or 'text', or 'srt' "
+                "or 'vtt' with timestamps: 'segment' (MiMo itself returns plain text only)"
             )
         return fmt
 
@@ -312,12 +340,13 @@ class TranscriptionJob(_JobBase):
     def _granularities(cls, value: list[str] | None) -> list[str] | None:
         if value:
             raise _refuse(
-                "timestamp_granularities is not supported: MiMo returns no timestamps; remove it"
+                "timestamp_granularities is not supported: MiMo returns no timestamps; remove "
+                "it and set timestamps: 'segment' for the times of each utterance"
             )
         return value
 
     def extension(self) -> str:
-        return ".json" if self.response_format == "json" else ".txt"
+        return ".txt" if self.response_format == "text" else f".{self.response_format}"
 
 
 Job = Annotated[SpeechJob | TranscriptionJob, Field(discriminator="kind")]
@@ -453,8 +482,16 @@ class TextOutput(BaseModel):
 
     key: str
     path: str
-    format: Literal["json", "text"]
+    format: Literal["json", "text", "srt", "vtt"]
     bytes: int
+
+
+class Segment(BaseModel):
+    """One utterance of a transcript, with where it is said in the original recording."""
+
+    start: float  #: seconds from the start of the recording
+    end: float
+    text: str
 
 
 class CallbackState(BaseModel):
@@ -473,6 +510,7 @@ class JobResult(BaseModel):
     model: str | None = None
     output: AudioOutput | TextOutput | None = None
     text: str | None = None
+    segments: list[Segment] | None = None  #: with timestamps: "segment"
     usage: dict[str, JsonValue] | None = None
     error: dict[str, JsonValue] | None = None
     metadata: JsonValue = None
@@ -495,6 +533,7 @@ class CallbackPayload(BaseModel):
     model: str | None = None
     output: AudioOutput | TextOutput | None = None
     text: str | None = None
+    segments: list[Segment] | None = None
     usage: dict[str, JsonValue] | None = None
     error: dict[str, JsonValue] | None = None
     metadata: JsonValue = None
@@ -511,6 +550,7 @@ class CallbackPayload(BaseModel):
             model=result.model,
             output=result.output,
             text=result.text,
+            segments=result.segments,
             usage=result.usage,
             error=result.error,
             metadata=result.metadata,

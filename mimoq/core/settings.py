@@ -447,6 +447,33 @@ class Settings(BaseSettings):
 
     # --- end HTTP front door ----------------------------------------------------------------
 
+    # --- segments and silence (transcription) ------------------------------------------
+    segment_max_s: float = Field(
+        default=30.0,
+        ge=2,
+        le=200,
+        validation_alias="MIMOQ_SEGMENT_MAX_S",
+        description="timestamps: segment -- the longest segment; longer speech is cut.",
+    )
+    segment_min_pause_s: float = Field(
+        default=0.4,
+        gt=0,
+        validation_alias="MIMOQ_SEGMENT_MIN_PAUSE_S",
+        description="timestamps: segment -- every pause at least this long ends a segment.",
+    )
+    compact_silence_min_s: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias="MIMOQ_COMPACT_SILENCE_MIN_S",
+        description="compact_silence -- pauses longer than this are shortened.",
+    )
+    compact_silence_keep_s: float = Field(
+        default=0.3,
+        ge=0.04,
+        validation_alias="MIMOQ_COMPACT_SILENCE_KEEP_S",
+        description="compact_silence -- what is left of each shortened pause.",
+    )
+
     @field_validator(
         "mimo_api_key", "webhook_secret", "api_tokens", "mimo_base_url", "redis_url", mode="before"
     )

@@ -8,23 +8,55 @@ anything (and the file may have changed since).
 from __future__ import annotations
 
 import binascii
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Final
 from urllib.parse import unquote, urlparse
 
 import pybase64
 
 from mimoq.core import dialect_constants as dc
-from mimoq.core.audio import AudioFormatError, parse_wav_header
+from mimoq.core.audio import WAVE_FORMAT_PCM, AudioFormatError, parse_wav_header
 from mimoq.core.dialect import StreamedAudio
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.inputs import local_path, open_local, ref_kind
+from mimoq.core.splitting.chunks import clock
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES, b64_chars
+from mimoq.core.splitting.mp3 import mp3_duration_s, parse_frame_header
 
 _SNIFF_BYTES = 64 * 1024
-# MPEG-1 Layer III bitrates (kbit/s) by the 4-bit index of a frame header.
-_MP3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0)
+#: The leading bytes of containers people keep recordings in, to say what a file really is.
+_MAGIC: Final = (
+    (b"fLaC", "FLAC"),
+    (b"OggS", "Ogg"),
+    (b"FORM", "AIFF"),
+    (b"caff", "CAF"),
+    (b"\x1aE\xdf\xa3", "WebM/Matroska"),
+    (b"#!AMR", "AMR"),
+    (b".snd", "Sun AU"),
+    (b"riff", "Wave64"),
+    (b"0&\xb2u", "WMA/ASF"),
+)
+#: WAV sent to MiMo as it is: plain 8/16-bit integer PCM. Other encodings (G.711 mu-law
+#: and A-law, IMA/MS ADPCM, 24/32-bit integer, float...) are decoded and sent as 16-bit.
+_PLAIN_WAV_BITS: Final = (8, 16)
+
+
+def sniff(head: bytes) -> str:
+    """What the bytes are, whatever the file is called: ``wav``, ``mp3``, a container's name
+    (``FLAC``, ``Ogg``, ``MP4/M4A``...), or ``unknown``."""
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"ID3") or parse_frame_header(head[:4]) is not None:
+        return "mp3"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -36,6 +68,9 @@ class AudioInput:
     duration_s: float | None
     path: Path | None = None
     data_uri: str | None = None
+    #: Audio MiMo is not sent as it is (telephone WAV, 24-bit, float, a FLAC named .wav...):
+    #: it is decoded (libsndfile, or ffmpeg) and uploaded as 16 kHz mono 16-bit WAV.
+    decode: bool = False
 
     def for_request(self) -> str | StreamedAudio:
         if self.path is not None:
@@ -61,39 +96,74 @@ def normalize_reference(ref: str) -> str:
     return str(to_path(ref).resolve())
 
 
-def _sniff(head: bytes, size: int, mime: str, where: str, param: str) -> float | None:
-    """Check the content matches the type; return the duration in seconds if it is cheap to know."""
-    if mime == "audio/wav":
-        if not (b"RIFF".startswith(head[:4]) and b"WAVE".startswith(head[8:12])):
-            # Never quote the bytes: the file may be anything (a symlink to /etc/passwd).
+def _check(
+    head: bytes, size: int, where: str, param: str, opener: Callable[[], BinaryIO]
+) -> tuple[str, float | None, bool]:
+    """(MIME type to send, duration if cheap to know, needs decoding) of audio by its content.
+
+    ``opener`` opens the whole audio as a file, for the MP3 walker and for libsndfile, which
+    is asked only about what mimoq does not read itself.
+    """
+    kind = sniff(head)
+    if kind == "mp3":
+        duration = mp3_duration_s(opener(), size)
+        if duration is None:
             raise InvalidRequestError(
-                f"{param}: {where} is not a usable WAV file (no RIFF/WAVE header)", param=param
+                f"{param}: {where} starts like an MP3 file but holds no MPEG audio frames "
+                "(an empty or damaged file): export it again",
+                param=param,
             )
+        return "audio/mpeg", duration, False
+    if kind == "wav":
         try:
             parsed = parse_wav_header(head)
         except AudioFormatError as exc:
-            raise InvalidRequestError(
-                f"{param}: {where} is not a usable WAV file ({exc})", param=param
-            ) from None
+            duration = _decodable(opener)
+            if duration is None:
+                raise InvalidRequestError(
+                    f"{param}: {where} is not a usable WAV file ({exc}) and libsndfile cannot "
+                    "decode it either: convert it to 16-bit PCM WAV or MP3",
+                    param=param,
+                ) from None
+            return "audio/wav", duration, True
         if parsed is None:
             raise InvalidRequestError(f"{param}: {where} has a truncated WAV header", param=param)
         fmt, offset, data_size = parsed
+        present = max(0, size - offset)
+        if data_size is not None and data_size > present + fmt.block_align:
+            raise InvalidRequestError(
+                f"{param}: {where} is cut short: its header announces {data_size:,} bytes of "
+                f"audio ({clock(fmt.duration_s(data_size))}) but only {present:,} are there "
+                f"({clock(fmt.duration_s(present))}); the recording was not finished or a copy "
+                "was cut off: copy it again, or rewrite its header to keep what is there "
+                "(e.g. sox cut.wav fixed.wav)",
+                param=param,
+            )
         # A placeholder data size (streamed WAV): the samples run to the end of the file.
-        return fmt.duration_s(data_size if data_size is not None else max(0, size - offset))
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return None
-    raise InvalidRequestError(f"{param}: {where} is not an MP3 file", param=param)
+        duration = fmt.duration_s(data_size if data_size is not None else present)
+        plain = fmt.audio_format == WAVE_FORMAT_PCM and fmt.bits_per_sample in _PLAIN_WAV_BITS
+        return "audio/wav", duration, not plain
+    duration = _decodable(opener)
+    if duration is not None:
+        return "audio/wav", duration, True
+    what = "neither WAV nor MP3" if kind == "unknown" else f"{kind} audio, not WAV or MP3,"
+    raise InvalidRequestError(
+        f"{param}: {where} is {what} and libsndfile cannot decode it: convert it to wav or "
+        "mp3 (e.g. ffmpeg -i in out.wav), or name it by its format (.m4a...) and let "
+        "mimoq batch convert it with ffmpeg",
+        param=param,
+    )
 
 
-def _mp3_duration(head: bytes, size: int) -> float | None:
-    """Rough duration of a constant-bitrate MP3 from its first frame header."""
-    start = 0
-    if head.startswith(b"ID3") and len(head) >= 10:
-        start = 10 + ((head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9])
-    if start + 4 > len(head) or head[start] != 0xFF or head[start + 1] & 0xE0 != 0xE0:
+def _decodable(opener: Callable[[], BinaryIO]) -> float | None:
+    """The duration of audio libsndfile can decode, or None when it cannot."""
+    try:
+        import soundfile  # type: ignore[import-untyped]  # libsndfile: many encodings
+
+        with soundfile.SoundFile(opener()) as sound:
+            return float(sound.frames / sound.samplerate) if sound.samplerate else None
+    except (ImportError, RuntimeError, OSError, ValueError):
         return None
-    kbps = _MP3_KBPS[head[start + 2] >> 4]
-    return (size - start) * 8 / (kbps * 1000) if kbps else None
 
 
 def inspect_audio(ref: str, *, param: str, roots: Sequence[Path]) -> AudioInput:
@@ -117,13 +187,30 @@ def inspect_audio(ref: str, *, param: str, roots: Sequence[Path]) -> AudioInput:
             raise InvalidRequestError(
                 f"{param}: cannot read {shown} ({exc.strerror})", param=param
             ) from None
-    return check_audio(head, size, mime=mime, where=str(shown), param=param, path=path)
+
+        def opener() -> BinaryIO:
+            # The very file open_local checked (no second lookup of the name), rewound.
+            local.file.seek(0)
+            return local.file
+
+        return check_audio(
+            head, size, mime=mime, where=str(shown), param=param, path=path, opener=opener
+        )
 
 
 def check_audio(
-    head: bytes, size: int, *, mime: str, where: str, param: str, path: Path | None
+    head: bytes,
+    size: int,
+    *,
+    mime: str,
+    where: str,
+    param: str,
+    path: Path | None,
+    opener: Callable[[], BinaryIO],
 ) -> AudioInput:
-    """Size and content checks of an audio file, from its first bytes and its size."""
+    """Size and content checks of an audio file, from its first bytes and its size; the
+    content decides the type (``mime`` is what the name says), ``opener`` gives the whole
+    file to the MP3 walker and libsndfile."""
     if size == 0:
         raise InvalidRequestError(f"{param}: {where} is empty", param=param)
     uri_chars = b64_chars(mime, size)
@@ -142,10 +229,13 @@ def check_audio(
             "files below that",
             param=param,
         )
-    duration = _sniff(head, size, mime, where, param)
-    if mime == "audio/mpeg":
-        duration = _mp3_duration(head, size)
-    return AudioInput(mime=mime, size=size, duration_s=duration, path=path)
+    mime, duration, decode = _check(head, size, where, param, opener)
+    if decode and param == "voice":
+        raise InvalidRequestError(
+            f"voice: {where} is not 16-bit PCM WAV or MP3; convert the sample to one of those",
+            param=param,
+        )
+    return AudioInput(mime=mime, size=size, duration_s=duration, path=path, decode=decode)
 
 
 def _inspect_data_uri(uri: str, param: str) -> AudioInput:
@@ -165,10 +255,17 @@ def _inspect_data_uri(uri: str, param: str) -> AudioInput:
     if not decoded:
         raise InvalidRequestError(f"{param}: the data URI carries no audio", param=param)
     head = decoded[:_SNIFF_BYTES]
-    duration = _sniff(head, len(decoded), mime, "the data URI", param)
-    if mime == "audio/mpeg":
-        duration = _mp3_duration(head, len(decoded))
+    # The content decides, not the declared type: an MP3 labelled audio/wav is sent as MP3.
+    mime, duration, decode = _check(
+        head, len(decoded), "the data URI", param, lambda: io.BytesIO(decoded)
+    )
+    if decode and param == "voice":
+        raise InvalidRequestError(
+            "voice: the sample is not 16-bit PCM WAV or MP3; convert it to one of those",
+            param=param,
+        )
     # Re-spell the header canonically: MiMo documents audio/wav and audio/mpeg only.
     return AudioInput(
-        mime=mime, size=len(decoded), duration_s=duration, data_uri=f"data:{mime};base64,{payload}"
-    )
+        mime=mime, size=len(decoded), duration_s=duration, decode=decode,
+        data_uri=f"data:{mime};base64,{payload}",
+    )  # fmt: skip

@@ -18,25 +18,37 @@ import asyncio
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pybase64
 import structlog
 from pydantic import JsonValue
 from redis.asyncio import Redis
 
+from mimoq.core import captions, wire
 from mimoq.core import dialect_constants as dc
-from mimoq.core import wire
 from mimoq.core.audio import AudioContainer, parse_wav_header
 from mimoq.core.errors import ChunksPending, InternalError, InvalidRequestError, PermanentError
 from mimoq.core.inputs import input_roots
-from mimoq.core.jobs import AudioOutput, JobResult, SpeechJob, TextOutput, TranscriptionJob
-from mimoq.core.sources import inspect_audio
-from mimoq.core.splitting.chunks import AudioChunk, UnsupportedAudioError
+from mimoq.core.jobs import (
+    AudioOutput,
+    JobResult,
+    Segment,
+    SpeechJob,
+    TextOutput,
+    TranscriptionJob,
+)
+from mimoq.core.sources import AudioInput, inspect_audio
+from mimoq.core.splitting import pauses
+from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
+from mimoq.core.splitting.convert import convert_to_wav
 from mimoq.core.splitting.join import join_wavs
 from mimoq.core.splitting.limits import fits_one_call, max_chunk_bytes
 from mimoq.core.splitting.mp3 import split_mp3
+from mimoq.core.splitting.pauses import Compaction
+from mimoq.core.splitting.pieces import window_energies, write_pieces
 from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_id, chunk_key
+from mimoq.core.splitting.resample import SPLIT_FORMAT
 from mimoq.core.splitting.text import join_transcripts, split_text
 from mimoq.core.splitting.wavsplit import split_wav
 from mimoq.worker.pipeline import Outcome, WorkerDeps, inspect_input, output_key
@@ -46,14 +58,25 @@ log = structlog.get_logger("mimoq.fanout")
 MIN_POLL_S: Final = 0.5
 MAX_POLL_S: Final = 5.0
 _EXTENSIONS: Final = {"audio/wav": ".wav", "audio/mpeg": ".mp3"}
+_TEXT_FORMATS: Final[dict[str, Literal["json", "text", "srt", "vtt"]]] = {
+    "json": "json", "text": "text", "srt": "srt", "vtt": "vtt",
+}  # fmt: skip
+_WAV_HEADER: Final = 44
 
 
 async def needs_fanout(deps: WorkerDeps, job: SpeechJob | TranscriptionJob) -> bool:
-    """True when the job's input is more than one MiMo call takes."""
+    """True when the job's input is more than one MiMo call takes, or is to be cut or
+    converted before it is sent (segments, compacted silence, audio MiMo does not read)."""
     if isinstance(job, SpeechJob):
         return len(job.input) > dc.MAX_SPEECH_CHARS
     audio = await inspect_input(deps, job.file, param="file")
-    return not fits_one_call(audio.mime, audio.size)
+    return _prepared(job, audio) or not fits_one_call(audio.mime, audio.size)
+
+
+def _prepared(job: TranscriptionJob, audio: AudioInput) -> bool:
+    """True when the recording is decoded and cut by its pauses (``pauses``/``pieces``)
+    rather than split as it is: segments, compacted silence, or an encoding to convert."""
+    return job.timestamps == "segment" or job.compact_silence or audio.decode
 
 
 async def run_parent(
@@ -88,7 +111,7 @@ async def run_parent(
             f"{spec.describe(len(plan.children))} failed{more}: "
             f"{error.get('type', 'error')}: {error.get('message', '')}"
         )
-    outcome = await asyncio.to_thread(_stitch, deps, job, job_id, done)
+    outcome = await asyncio.to_thread(_stitch, deps, job, job_id, plan, done)
     accounts = {r.account for r in done}
     # Chunks stay on one account unless it paused mid-way; then the parent names none.
     outcome.account = accounts.pop() if len(accounts) == 1 else None
@@ -153,8 +176,11 @@ def _split_text(job: SpeechJob, job_id: str) -> tuple[list[ChildSpec], list[dict
 def _transcription_child(
     deps: WorkerDeps, job: TranscriptionJob, job_id: str, spec: ChildSpec, key: str
 ) -> dict[str, Any]:
+    # A chunk is sent as it is: the parent already cut it by pauses and compacted it.
     fields = job.model_dump(
-        mode="json", exclude_none=True, exclude={"id", "output", "callback", "metadata"}
+        mode="json",
+        exclude_none=True,
+        exclude={"id", "output", "callback", "metadata", "timestamps", "compact_silence"},
     )
     fields.update(
         id=spec.job_id, file=deps.storage.locate(key), response_format="text",
@@ -172,7 +198,7 @@ def _split_audio(
 ) -> tuple[list[AudioChunk], str]:
     """Write the chunk files (in a thread: it reads the whole recording once)."""
     audio = inspect_audio(job.file, param="file", roots=input_roots(deps.settings))
-    extension = _EXTENSIONS[audio.mime]
+    extension = ".wav" if _prepared(job, audio) else _EXTENSIONS[audio.mime]
     path = audio.path
     if path is None:  # a data URI past the limit: to a file first, then split like one
         assert audio.data_uri is not None
@@ -184,10 +210,39 @@ def _split_audio(
     def open_chunk(index: int) -> Any:
         return deps.storage.open_atomic(chunk_key(job_id, index, extension))
 
+    if _prepared(job, audio):
+        return _split_prepared(deps, job, job_id, path, open_chunk), extension
     if audio.mime == "audio/wav":
         with open(path, "rb") as f:
             return split_wav(f, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
     return split_mp3(path, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
+
+
+def _split_prepared(
+    deps: WorkerDeps, job: TranscriptionJob, job_id: str, path: Path, open_chunk: OpenChunk
+) -> list[AudioChunk]:
+    """Decode to 16 kHz mono, find the pauses, and write the pieces ``pauses`` plans."""
+    settings = deps.settings
+    source_key = f"{CHUNKS_DIR}/{job_id}/decoded.wav"
+    with deps.storage.open_atomic(source_key) as f:
+        convert_to_wav(path, f)
+    source = Path(deps.storage.locate(source_key))
+    try:
+        energies = window_energies(source)
+        compact = None
+        if job.compact_silence:
+            compact = Compaction(settings.compact_silence_min_s, settings.compact_silence_keep_s)
+        if job.timestamps == "segment":
+            pieces = pauses.segments(
+                energies, max_s=settings.segment_max_s,
+                min_pause_s=settings.segment_min_pause_s, compact=compact,
+            )  # fmt: skip
+        else:
+            limit_s = (max_chunk_bytes("audio/wav") - _WAV_HEADER) / SPLIT_FORMAT.byte_rate
+            pieces = pauses.chunks(energies, max_s=limit_s, compact=compact)
+        return write_pieces(source, pieces, open_chunk)
+    finally:
+        source.unlink(missing_ok=True)  # the pieces are written: the decoded copy is spent
 
 
 # --- children ----------------------------------------------------------------------------
@@ -201,6 +256,8 @@ async def _enqueue(redis: Redis, children: list[dict[str, Any]]) -> None:
 
 
 async def _results(redis: Redis, plan: FanoutPlan) -> list[JobResult | None]:
+    if not plan.children:  # a recording with no speech at all: nothing was sent
+        return []
     raws = await redis.mget([wire.result_key(c.job_id) for c in plan.children])
     return [None if raw is None else JobResult.model_validate_json(raw) for raw in raws]
 
@@ -257,23 +314,38 @@ def sum_usage(usages: list[Mapping[str, Any] | None]) -> dict[str, Any] | None:
     return total or None
 
 
+def segments_of(plan: FanoutPlan, results: list[JobResult]) -> list[Segment]:
+    """Each piece's transcript with where its speech is in the original recording; pieces
+    MiMo heard nothing in (a cough, noise) are left out."""
+    out = []
+    for spec, result in zip(plan.children, results, strict=True):
+        text = (result.text or "").strip()
+        if text and spec.start_s is not None and spec.end_s is not None:
+            out.append(Segment(start=round(spec.start_s, 3), end=round(spec.end_s, 3), text=text))
+    return out
+
+
 def _stitch(
-    deps: WorkerDeps, job: SpeechJob | TranscriptionJob, job_id: str, results: list[JobResult]
+    deps: WorkerDeps,
+    job: SpeechJob | TranscriptionJob,
+    job_id: str,
+    plan: FanoutPlan,
+    results: list[JobResult],
 ) -> Outcome:
     usage = sum_usage([r.usage for r in results])
     key = output_key(job, job_id)
     if isinstance(job, TranscriptionJob):
         text = join_transcripts([r.text or "" for r in results])
-        data = (
-            (wire.dumps({"text": text}) if job.response_format == "json" else text) + "\n"
-        ).encode()
+        segments = segments_of(plan, results) if job.timestamps == "segment" else None
+        data = captions.render(text, segments, job.response_format).encode()
         with deps.storage.open_atomic(key) as f:
             f.write(data)
-        fmt = "json" if job.response_format == "json" else "text"
+        fmt: Literal["json", "text", "srt", "vtt"] = _TEXT_FORMATS[job.response_format]
         return Outcome(
             TextOutput(key=key, path=deps.storage.locate(key), format=fmt, bytes=len(data)),
             usage,
             text,
+            segments=segments,
         )
     parts = [Path(r.output.path) for r in results if r.output is not None]
     container: AudioContainer = "wav" if job.response_format == "wav" else "pcm"

@@ -12,7 +12,7 @@ from mimoq.core.audio import AudioFormatError, AudioSink
 from mimoq.core.dialect import speech_body, transcription_body
 from mimoq.core.errors import UpstreamResponseError
 from mimoq.core.inputs import input_roots
-from mimoq.core.jobs import AudioOutput, SpeechJob, TextOutput, TranscriptionJob
+from mimoq.core.jobs import AudioOutput, Segment, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.settings import Settings
 from mimoq.core.sources import AudioInput, inspect_audio
 from mimoq.core.storage import Storage
@@ -30,6 +30,7 @@ class Outcome:
     text: str | None = None
     #: The account (name or key fingerprint, never a key) that served the call.
     account: str | None = None
+    segments: list[Segment] | None = None
 
 
 @dataclass

@@ -27,6 +27,7 @@ def succeeded(
         model=job.model,
         output=outcome.output,
         text=outcome.text,
+        segments=outcome.segments,
         usage=outcome.usage,
         account=outcome.account,
         metadata=job.metadata,

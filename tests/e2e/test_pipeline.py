@@ -425,7 +425,7 @@ class TestProducerRefusals:
     async def test_file_that_is_not_what_it_says(self, producer: Producer, tmp_path: Path) -> None:
         fake = tmp_path / "fake.wav"
         fake.write_bytes(b"ID3 this is an mp3, really")
-        with pytest.raises(InvalidRequestError, match="not a usable WAV"):
+        with pytest.raises(InvalidRequestError, match="starts like an MP3 file but holds no MPEG"):
             await producer.enqueue({"kind": "transcription", "file": str(fake)})
 
 

@@ -143,17 +143,22 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
         (
             {"kind": "transcription", "file": "a.wav", "response_format": "verbose_json"},
             "response_format",
-            "without timestamps",
+            "'json' or 'text'",
         ),
         (
             {"kind": "transcription", "file": "a.wav", "response_format": "srt"},
             "response_format",
-            "'json' or 'text'",
+            "needs timestamps: 'segment' (CLI --segments)",
         ),
         (
             {"kind": "transcription", "file": "a.wav", "response_format": "vtt"},
             "response_format",
-            "'json' or 'text'",
+            "needs timestamps: 'segment' (CLI --segments)",
+        ),
+        (
+            {"kind": "transcription", "file": "a.wav", "timestamps": "word"},
+            "timestamps",
+            "use 'segment'",
         ),
         (
             {"kind": "transcription", "file": "a.wav", "prompt": "Names: Xiaomi"},

@@ -42,6 +42,9 @@ class FrameHeader:
     size: int  #: bytes of the whole frame, header included
     samples: int  #: samples per channel it decodes to
     sample_rate: int
+    bitrate: int = 0  #: bits per second
+    mpeg1: bool = True
+    mono: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -64,15 +67,17 @@ def parse_frame_header(head: bytes) -> FrameHeader | None:
     bitrate_index = (word >> 12) & 15
     rate_index = (word >> 10) & 3
     padding = (word >> 9) & 1
+    mono = (word >> 6) & 3 == 3
     if version == 1 or layer == 4 or bitrate_index in (0, 15) or rate_index == 3:
         return None
     mpeg1 = version == 3
     bitrate = _KBPS[(mpeg1, layer)][bitrate_index] * 1000
     rate = _RATES[version][rate_index]
     if layer == 1:
-        return FrameHeader((12 * bitrate // rate + padding) * 4, 384, rate)
+        return FrameHeader((12 * bitrate // rate + padding) * 4, 384, rate, bitrate, mpeg1, mono)
     samples = 1152 if layer == 2 or mpeg1 else 576
-    return FrameHeader(samples // 8 * bitrate // rate + padding, samples, rate)
+    size = samples // 8 * bitrate // rate + padding
+    return FrameHeader(size, samples, rate, bitrate, mpeg1, mono)
 
 
 def id3v2_size(head: bytes) -> int:
@@ -82,6 +87,59 @@ def id3v2_size(head: bytes) -> int:
     size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
     footer = 10 if head[5] & 0x10 else 0
     return 10 + size + footer
+
+
+def info_frame_count(frame: bytes, header: FrameHeader) -> int | None:
+    """The number of audio frames a Xing/Info or VBRI header in ``frame`` declares.
+
+    Encoders write one in a first, silent frame (LAME always does, for VBR and CBR alike):
+    it is the only way to know a VBR file's length without reading every frame. The Xing
+    tag follows the side information, whose size depends on the version and channel mode.
+    """
+    side = (17 if header.mono else 32) if header.mpeg1 else (9 if header.mono else 17)
+    at = 4 + side
+    if frame[at : at + 4] in (b"Xing", b"Info") and len(frame) >= at + 12:
+        (flags,) = struct.unpack_from(">I", frame, at + 4)
+        if flags & 1:
+            (frames,) = struct.unpack_from(">I", frame, at + 8)
+            return int(frames) or None
+        return None
+    if frame[36:40] == b"VBRI" and len(frame) >= 36 + 18:
+        (frames,) = struct.unpack_from(">I", frame, 36 + 14)
+        return int(frames) or None
+    return None
+
+
+#: A file whose first frames all share one bitrate is taken as constant-bitrate.
+_CBR_PROBE_FRAMES: Final = 32
+_ID3V1_BYTES: Final = 128
+
+
+def mp3_duration_s(f: BinaryIO, size: int) -> float | None:
+    """The playing time of the MP3 in ``f`` (``size`` bytes), or None if it has no frames.
+
+    A Xing/Info/VBRI header gives it exactly; otherwise a file whose first frames share a
+    bitrate is constant-bitrate (audio bytes x 8 / bitrate); anything else (VBR without a
+    header) is walked frame by frame. Every MPEG version and layer has its own bitrate and
+    sample-rate table (see :func:`parse_frame_header`): MPEG-2/2.5 files are not MPEG-1.
+    """
+    frames = iter_frames(f, keep_info=True)
+    first = next(frames, None)
+    if first is None:
+        return None
+    header = first.header
+    f.seek(first.offset)
+    count = info_frame_count(f.read(header.size), header)
+    if count is not None:
+        return count * header.samples / header.sample_rate
+    probe = [first, *(frame for frame, _ in zip(frames, range(_CBR_PROBE_FRAMES), strict=False))]
+    if all(p.header.bitrate == header.bitrate for p in probe):
+        end = size
+        f.seek(max(0, size - _ID3V1_BYTES))
+        if f.read(3) == b"TAG":
+            end -= _ID3V1_BYTES
+        return max(0, end - first.offset) * 8 / header.bitrate
+    return math.fsum(frame.header.duration_s for frame in iter_frames(f))
 
 
 def is_info_frame(frame: bytes) -> bool:
@@ -97,36 +155,44 @@ class Frame:
     header: FrameHeader
 
 
-def iter_frames(f: BinaryIO) -> Iterator[Frame]:
-    """The audio frames of the MP3 in ``f``: tags, Xing/Info frames and garbage skipped.
+def iter_frames(f: BinaryIO, *, keep_info: bool = False) -> Iterator[Frame]:
+    """The audio frames of the MP3 in ``f``: tags, Xing/Info frames and garbage skipped
+    (``keep_info``: a leading Xing/Info/VBRI frame is yielded like any other).
 
     After junk, a position counts as a frame only when the next frame follows right where
     its header says, so a stray 0xFF byte in a tag or broken frame is not mistaken for one.
     """
+    end = f.seek(0, 2)
     f.seek(0)
     pos = id3v2_size(f.read(10))
     first = True
     while True:
         f.seek(pos)
-        window = f.read(MAX_RESYNC_BYTES + 4)
+        # The usual case, a frame right where the last one ended, reads 4 bytes; only
+        # after junk is a window read and searched (most files have none).
+        window = f.read(4)
+        header = parse_frame_header(window)
         skip = 0
-        while skip + 4 <= len(window):
-            header = parse_frame_header(window[skip : skip + 4])
-            if header is not None and (skip == 0 or _confirmed(f, pos + skip, header)):
-                break
-            skip += 1
-        else:
-            return  # end of file, a trailing tag, or nothing but garbage left
+        if header is None:
+            window += f.read(MAX_RESYNC_BYTES)
+            skip = 1
+            while skip + 4 <= len(window):
+                header = parse_frame_header(window[skip : skip + 4])
+                if header is not None and _confirmed(f, pos + skip, header):
+                    break
+                skip += 1
+            else:
+                return  # end of file, a trailing tag, or nothing but garbage left
+        assert header is not None
         offset = pos + skip
+        if offset + header.size > end:
+            return  # a frame cut off at the end of the file
         if first:
             first = False
             f.seek(offset)
-            if is_info_frame(f.read(header.size)):
+            if is_info_frame(f.read(header.size)) and not keep_info:
                 pos = offset + header.size
                 continue
-        f.seek(offset)
-        if len(f.read(header.size)) < header.size:
-            return  # a frame cut off at the end of the file
         yield Frame(offset, header)
         pos = offset + header.size
 
