@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from mimoq.core import captions
 from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
@@ -109,6 +110,26 @@ async def speech(request: Request, ctx: Context, tenant: str) -> Response:
 # --- transcriptions ------------------------------------------------------------------------
 
 
+#: Media types of the caption formats (``timestamps=segment`` only).
+_CAPTION_TYPES: Final = {"srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+def transcript_response(result: JobResult) -> Response:
+    """A finished transcription as OpenAI answers it: text, JSON (with ``segments`` when
+    asked for timestamps), or the SubRip/WebVTT file."""
+    assert result.output is not None
+    fmt = result.output.format
+    if fmt in _CAPTION_TYPES:
+        body = captions.render(result.text or "", result.segments, fmt)
+        return Response(body, media_type=f"{_CAPTION_TYPES[fmt]}; charset=utf-8")
+    if fmt == "text":
+        return PlainTextResponse(result.text or "")
+    answer: dict[str, Any] = {"text": result.text or ""}
+    if result.segments is not None:
+        answer["segments"] = [s.model_dump() for s in result.segments]
+    return JSONResponse(answer)
+
+
 def _audio_suffix(saved: SavedFile) -> str:
     """The upload's extension: its name's when it has one, else recognised from its bytes."""
     suffix = Path(saved.filename).suffix.lower()
@@ -202,7 +223,5 @@ async def _transcript(ctx: Context, job_id: str) -> Response:
     """Wait for a transcription job and answer as OpenAI does: JSON ``{"text"}`` or text."""
     result = await _await(ctx, job_id)
     if result.kind == "transcription" and result.output is not None:
-        if result.output.format == "text":
-            return PlainTextResponse(result.text or "")
-        return JSONResponse({"text": result.text or ""})
+        return transcript_response(result)
     return output_response(ctx.settings, result)

@@ -172,3 +172,34 @@ def test_idempotency_key_makes_a_retried_request_the_same_job(
     assert asr_calls() - before == 1  # the repeat was answered from the first job
     bad = alice.post("/v1/audio/speech", json=body, headers={"Idempotency-Key": "has space"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_transcription_segments_and_captions(
+    stack: Stack, oai: openai.OpenAI, tmp_path: Path
+) -> None:
+    from mimoq.core.audio import WavFormat
+    from tests.batch.helpers import tones
+    from tests.batch.helpers import wav_bytes as tone_wav
+
+    # Two 1 s stretches of sound, 1.5 s apart: two segments, at 0-1 s and 2.5-3.5 s.
+    recording = tmp_path / "two.wav"
+    recording.write_bytes(
+        tone_wav(tones(16_000, [(1.0, 1.5), (1.0, 0.2)]), WavFormat(16_000, 1, 16))
+    )
+    with recording.open("rb") as f:
+        result = oai.audio.transcriptions.create(
+            model="whisper-1", file=f, extra_body={"timestamps": "segment"}
+        )
+    segments = result.to_dict()["segments"]
+    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 1.0), (2.5, 3.5)]
+    assert result.text.strip()
+    with recording.open("rb") as f:
+        srt = oai.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="srt", extra_body={"timestamps": "segment"}
+        )
+    assert isinstance(srt, str)
+    assert "1\n00:00:00,000 --> 00:00:01,000\n" in srt
+    assert "2\n00:00:02,500 --> 00:00:03,500\n" in srt
+    with recording.open("rb") as f, pytest.raises(openai.BadRequestError) as refused:
+        oai.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt")
+    assert "needs timestamps: 'segment'" in str(refused.value)

@@ -95,7 +95,7 @@ def test_content_is_never_quoted(tmp_path: Path) -> None:
     fake.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(InvalidRequestError) as info:
         inspect_audio(str(fake), param="file", roots=(root,))
-    assert "root:x" not in info.value.message and "not a usable WAV" in info.value.message
+    assert "root:x" not in info.value.message and "neither WAV nor MP3" in info.value.message
     mp3 = root / "fake.mp3"
     mp3.write_bytes(b"daemon:x:1:1:daemon")
     with pytest.raises(InvalidRequestError) as info:
