@@ -135,6 +135,19 @@ def usage_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(usage) if isinstance(usage, Mapping) else None
 
 
+def usage_tokens(usage: Mapping[str, Any] | None) -> int | None:
+    """Total tokens of a chat-completions ``usage`` object, or None when it does not say."""
+    if not usage:
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int | float) and not isinstance(total, bool) and total >= 0:
+        return int(total)
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    if all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in parts):
+        return int(sum(p for p in parts if p is not None))
+    return None
+
+
 def check_speech_skeleton(body: Mapping[str, Any], *, audio_found: bool) -> dict[str, Any] | None:
     """Validate a TTS answer whose audio was streamed out; returns its ``usage`` (may be None)."""
     message = _first_message(body)

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from mimoq.core.dialect import usage_tokens
 from mimoq.core.errors import MimoqError, RateLimitedError
-from mimoq.worker.limiter import usage_tokens
 
 UNKNOWN: Final = "unknown"
 

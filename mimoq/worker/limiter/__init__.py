@@ -4,6 +4,7 @@ The public names live here; ``config`` is the settings view, ``capacity`` the st
 capacity check, ``admission`` the workers' periodic admission of waiting bulk jobs.
 """
 
+from mimoq.core.dialect import usage_tokens
 from mimoq.worker.limiter.config import (
     KEY_PARTS,
     LimiterConfig,
@@ -22,7 +23,6 @@ from mimoq.worker.limiter.core import (
     RedisLimiter,
     UnlimitedLimiter,
     build_limiter,
-    usage_tokens,
 )
 
 __all__ = [

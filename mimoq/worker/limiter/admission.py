@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mimoq.core import wire
+from mimoq.worker import metrics
 from mimoq.worker.limiter.core import MAX_TENANTS_SHOWN, Limiter
 
 log = structlog.get_logger("mimoq.limiter")
@@ -47,9 +48,6 @@ class Admitter:
         if now < self._next:
             return 0
         self._next = now + self.interval_s
-        # Imported here: metrics imports the limiter package (usage_tokens).
-        from mimoq.worker import metrics
-
         try:
             admitted = 0
             for model in await waiting_models(redis):

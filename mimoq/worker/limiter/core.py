@@ -37,6 +37,7 @@ import structlog
 from redis.asyncio import Redis
 
 from mimoq.core import wire
+from mimoq.core.dialect import usage_tokens
 from mimoq.core.errors import CapacityDeferred
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
@@ -146,19 +147,6 @@ class LimiterSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def usage_tokens(usage: Mapping[str, Any] | None) -> int | None:
-    """Total tokens of a chat-completions ``usage`` object, or None when it does not say."""
-    if not usage:
-        return None
-    total = usage.get("total_tokens")
-    if isinstance(total, int | float) and not isinstance(total, bool) and total >= 0:
-        return int(total)
-    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
-    if all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in parts):
-        return int(sum(p for p in parts if p is not None))
-    return None
 
 
 @cache
