@@ -12,7 +12,8 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 3. The queue is a sorted set scored by run-at time in ms; a job is due when its score is at
    or below now. (Score 0 is "not queued" to arq's enqueue guard, never a run-at time.)
 4. A job left running by a dead worker is picked again once its in-progress key expires,
-   ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken.
+   ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken. Deleting that key (with the job still
+   queued) makes it due again at once: ``worker/orphans.py`` does so for dead workers.
 5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close`` and
    ``finish_failed_job`` (names and signatures).
 6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up

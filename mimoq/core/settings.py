@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     )
     # --- end operations ---------------------------------------------------------------------
 
+    # --- Resilience (owned by worker/orphans.py) -------------------------------------------
+    orphan_recovery: bool = Field(
+        default=True,
+        validation_alias="MIMOQ_ORPHAN_RECOVERY",
+        description="Re-queue a dead worker's in-flight jobs as soon as its heartbeat lapses.",
+    )
+    # --- end resilience ---------------------------------------------------------------------
+
     # --- Callbacks (owned by worker/callbacks.py) ------------------------------------------
     webhook_secret: SecretStr | None = Field(default=None, validation_alias="MIMOQ_WEBHOOK_SECRET")
     callback_timeout_s: float = Field(

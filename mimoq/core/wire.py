@@ -32,6 +32,8 @@ DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 #: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
 FANOUT_PREFIX: Final = "mimoq:fanout:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
+#: hash: job id -> id of the worker running it (see worker/orphans.py)
+INFLIGHT_KEY: Final = "mimoq:inflight"
 #: Which tenant of the HTTP front door a job belongs to (mimoq/http): only it may read the job.
 HTTP_OWNER_PREFIX: Final = "mimoq:owner:"
 #: The HTTP front door's OpenAI-style files and batches (mimoq/http/files.py, batches.py).

@@ -23,6 +23,7 @@ from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
 from mimoq.worker.limiter.capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
+from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
 
@@ -47,6 +48,11 @@ class MimoqWorker(Worker):
         super().__init__(*args, **kwargs)
         self.mimoq_settings = mimoq_settings
         self.heartbeat = Heartbeat(mimoq_settings)
+        self.orphans = OrphanWatch(
+            self.heartbeat.worker_id,
+            mimoq_settings.heartbeat_interval_s,
+            enabled=mimoq_settings.orphan_recovery,
+        )
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
         self.admitter: Admitter | None = None
@@ -63,13 +69,19 @@ class MimoqWorker(Worker):
     async def heart_beat(self) -> None:
         await super().heart_beat()
         await self.heartbeat.beat(self.pool, self)
+        await self.orphans.tick(self.pool, self._running_ids())
         # Waiting bulk jobs are admitted by grants; this round is the safety net (admission.py).
         deps = self.ctx.get("deps")
         if deps is not None and self.allow_pick_jobs:
             self.admitter = self.admitter or Admitter(deps.limiter)
             await self.admitter.tick(self.pool)
 
+    def _running_ids(self) -> list[str]:
+        return [job_id for job_id, task in self.tasks.items() if not task.done()]
+
     async def close(self) -> None:
+        if self._pool is not None:  # jobs still running now are cancelled by arq's close
+            await self.orphans.forget_finished(self._pool, self._running_ids())
         await self.heartbeat.stop(self._pool)
         await super().close()
         if self.metrics_server is not None:
