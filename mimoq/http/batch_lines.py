@@ -101,7 +101,7 @@ def success_line(custom_id: str, result: JobResult, url: str | None = None) -> d
         output = result.output
         body = {"id": result.id, "url": url or f"/v1/jobs/{result.id}/content"}
         if output is not None:
-            body.update(content_type=MEDIA_TYPES[output.format], bytes=output.bytes)
+            body.update(content_type=MEDIA_TYPES.get(output.format), bytes=output.bytes)
             body["duration_s"] = getattr(output, "duration_s", None)
     response = {"status_code": 200, "request_id": result.id, "body": body}
     return _line(custom_id, result.id, response, None)

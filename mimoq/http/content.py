@@ -22,6 +22,8 @@ MEDIA_TYPES: Final = {
     "pcm": "audio/pcm",
     "json": "application/json",
     "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
 }
 
 
@@ -43,4 +45,6 @@ def output_response(settings: Settings, result: JobResult) -> Response:
         raise HTTPError(
             404, f"the output of job {result.id} is no longer in storage", code="output_gone"
         )
-    return FileResponse(path, media_type=MEDIA_TYPES[result.output.format])
+    # An output format this version does not know is still served, as bytes.
+    media_type = MEDIA_TYPES.get(result.output.format, "application/octet-stream")
+    return FileResponse(path, media_type=media_type)

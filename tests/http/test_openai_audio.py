@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -203,3 +204,15 @@ def test_transcription_segments_and_captions(
     with recording.open("rb") as f, pytest.raises(openai.BadRequestError) as refused:
         oai.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt")
     assert "needs timestamps: 'segment'" in str(refused.value)
+    # Asynchronously, the caption file is served with its own type.
+    with recording.open("rb") as f:
+        later = oai.audio.transcriptions.with_raw_response.create(
+            model="whisper-1", file=f, response_format="vtt",
+            extra_body={"timestamps": "segment"}, extra_headers={"Prefer": "respond-async"},
+        )  # fmt: skip
+    location = later.headers["location"]
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {ALICE}"}) as http:
+        wait_for(lambda: http.get(location).json()["status"] == "succeeded", what="captions")
+        vtt = http.get(location + "/content")
+    assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT")
