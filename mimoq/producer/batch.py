@@ -29,6 +29,9 @@ DEFAULT_PATTERNS: Final = ("**/*.wav", "**/*.mp3", *(f"**/*{ext}" for ext in sor
 #: the scheduling lane and tenant change nothing either.
 _NOT_IN_ID: Final = frozenset({"id", "callback", "metadata", "output", "priority", "tenant"})
 _HASH_BLOCK: Final = 1 << 20
+#: With ``timestamps: "segment"``, a conversation has an utterance every ~5 s of recording
+#: (bench/audio_billed.py: 701 requests for 60 minutes): the ETA counts one call for each.
+SECONDS_PER_SEGMENT: Final = 5.0
 
 
 class SourceKind(StrEnum):
@@ -70,6 +73,8 @@ class PlannedItem:
     audio_s: float = 0.0
     #: Audio in a format MiMo does not read: converted to this job's ``file`` before enqueueing.
     convert_from: Path | None = None
+    #: SHA-256 of the input file (directory items), for recognising earlier runs' work.
+    content_sha256: str | None = None
 
     @property
     def job_id(self) -> str:
@@ -91,7 +96,17 @@ def derive_job_id(job: Mapping[str, Any], content_sha256: str | None = None) -> 
     ``metadata`` change nothing MiMo is asked and are left out (an item that shares its
     job with another gets a copy of that job's output, see ``batch_run``).
     """
-    params = {k: v for k, v in job.items() if k not in _NOT_IN_ID and v is not None}
+    return _derive(job, content_sha256, _NOT_IN_ID)
+
+
+def legacy_job_id(job: Mapping[str, Any], output: str, content_sha256: str) -> str:
+    """The id a version before content identity gave this job with output key ``output``
+    (it hashed the output key too): how a run recognises work journaled by such a version."""
+    return _derive({**job, "output": output}, content_sha256, _NOT_IN_ID - {"output"})
+
+
+def _derive(job: Mapping[str, Any], content_sha256: str | None, left_out: frozenset[str]) -> str:
+    params = {k: v for k, v in job.items() if k not in left_out and v is not None}
     if content_sha256 is not None:
         params["file"] = f"sha256:{content_sha256}"
     text = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -140,12 +155,16 @@ class DigestCache:
             self._files.write_json("digests.json", self._known)
 
 
-def estimate_calls(kind: str, *, size: int = 0, text: str = "") -> tuple[int, float]:
+def estimate_calls(
+    kind: str, *, size: int = 0, text: str = "", segments: bool = False
+) -> tuple[int, float]:
     """(MiMo calls, seconds of audio) one item is expected to cost, for the ETA."""
     if kind == "speech":
         return max(1, math.ceil(len(text) / dc.MAX_SPEECH_CHARS)), 0.0
     # Long recordings are split at about this many seconds of 16 kHz mono per call.
     per_call_s = max_chunk_bytes("audio/wav") / SPLIT_FORMAT.byte_rate
+    if segments:
+        per_call_s = SECONDS_PER_SEGMENT
     audio_s = size / SPLIT_FORMAT.byte_rate  # a rough size-for-duration trade, WAV-like
     return max(1, math.ceil(audio_s / per_call_s)), audio_s
 
@@ -183,8 +202,9 @@ def plan_directory(
             continue
         job["id"] = derive_job_id(job, digest)
         size = path.stat().st_size
-        calls, audio_s = estimate_calls("transcription", size=size)
-        item = PlannedItem(relative, job, calls=calls, audio_s=audio_s)
+        segments = job.get("timestamps") == "segment"
+        calls, audio_s = estimate_calls("transcription", size=size, segments=segments)
+        item = PlannedItem(relative, job, calls=calls, audio_s=audio_s, content_sha256=digest)
         if path.suffix.lower() in CONVERTIBLE:
             item.convert_from = path
             job["file"] = str(files.path(f"converted/{digest[:32]}.wav"))
@@ -291,7 +311,8 @@ def _manifest_item(
         size = (
             Path(job["file"]).stat().st_size if digest else len(str(job.get("file", ""))) * 3 // 4
         )
-        calls, audio_s = estimate_calls("transcription", size=size)
+        segments = job.get("timestamps") == "segment"
+        calls, audio_s = estimate_calls("transcription", size=size, segments=segments)
     return PlannedItem(label, job, calls=calls, audio_s=audio_s)
 
 

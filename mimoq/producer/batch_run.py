@@ -20,7 +20,7 @@ from mimoq.core.results import job_status
 from mimoq.core.splitting.chunks import UnsupportedAudioError
 from mimoq.core.splitting.convert import convert_to_wav
 from mimoq.core.splitting.plan import FanoutPlan, child_id
-from mimoq.producer.batch import PlannedItem
+from mimoq.producer.batch import PlannedItem, legacy_job_id
 from mimoq.producer.batch_state import FINISHED, ItemRecord, ItemStatus, RunFiles
 from mimoq.producer.client import Producer
 
@@ -230,6 +230,7 @@ class BatchRunner:
     def _resume(self) -> None:
         by_item = {} if self.force else self.files.journal_items()
         by_job = {} if self.force else self.files.journal()
+        by_input = {name: seen for (name, _), seen in by_item.items()}  # the last one wins
         for item, record in zip(self.items, self.records, strict=True):
             if item.job is None:
                 record.status, record.error = ItemStatus.failed, item.error
@@ -242,7 +243,7 @@ class BatchRunner:
                 continue
             # The same job finished for another item (the same recording under another
             # name, in this run or an earlier one): a copy of its output, no MiMo call.
-            other = by_job.get(record.job_id)
+            other = by_job.get(record.job_id) or self._legacy(item, by_input.get(record.input))
             if _usable(other):
                 assert other is not None and other.output is not None
                 try:
@@ -252,6 +253,20 @@ class BatchRunner:
                 record.status = ItemStatus.succeeded
                 self.resumed += 1
                 self.files.append_journal([record])
+
+    def _legacy(self, item: PlannedItem, seen: ItemRecord | None) -> ItemRecord | None:
+        """``seen`` if it is this very recording with these parameters, journaled by a version
+        that named outputs and ids differently (``a.json``, the output key in the id)."""
+        if not _usable(seen) or item.job is None or item.content_sha256 is None:
+            return None
+        assert seen is not None and seen.output is not None
+        try:
+            key = Path(seen.output).resolve().relative_to(self.files.storage.root).as_posix()
+        except ValueError:
+            return None
+        if seen.job_id != legacy_job_id(item.job, key, item.content_sha256):
+            return None
+        return seen
 
     async def _enqueue_all(self) -> None:
         async def one(indices: list[int]) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mimoq.producer.batch import BatchOptions, SourceKind, legacy_job_id, plan
+from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
 from mimoq.sim.server import RunningSim
 from tests.batch.conftest import add_fault, batch_env
 from tests.batch.test_batch_e2e import asr_requests, journaled, report, wait_for
@@ -146,3 +148,36 @@ def test_ctrl_c_journals_every_answer_received_and_exits_promptly(
     again = mimoq("batch", str(archive), "--progress", "none", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert asr_requests(sim) - paid == files - len(done)  # nothing paid for twice
+
+
+def test_an_archive_finished_by_an_older_version_is_not_paid_for_again(
+    sim: RunningSim, tmp_path: Path
+) -> None:
+    """Before content identity, outputs were ``a.json`` and ids hashed the output key: a
+    journal of such a run is recognised (same recording, same parameters) and copied."""
+    archive, data = tmp_path / "calls", tmp_path / "data"
+    archive.mkdir()
+    speech_wav(archive / "a.wav", "done long ago", seconds=0.1)
+    speech_wav(archive / "b.wav", "never done", seconds=0.1)
+    files = RunFiles(data, "calls")
+    (item, _) = plan(archive, SourceKind.directory, BatchOptions(), files)
+    assert item.job is not None and item.content_sha256 is not None
+    old_output = data / "calls" / "a.json"
+    old_output.parent.mkdir(parents=True)
+    old_output.write_text('{"text":"done long ago"}\n')
+    old_id = legacy_job_id(item.job, "calls/a.json", item.content_sha256)
+    files.append_journal(
+        [ItemRecord("a.wav", old_id, ItemStatus.succeeded, output=str(old_output))]
+    )
+    # A journaled job of another recording under the same name is not taken for it.
+    files.append_journal(
+        [ItemRecord("b.wav", "t-" + "0" * 40, ItemStatus.succeeded, output=str(old_output))]
+    )
+    done = mimoq(
+        "batch", str(archive), "--run-id", "calls", "--progress", "none",
+        env=batch_env(sim, data), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert asr_requests(sim) == 1  # b.wav only
+    assert json.loads((data / "calls" / "a.wav.json").read_text()) == {"text": "done long ago"}
+    assert json.loads((data / "calls" / "b.wav.json").read_text()) == {"text": "never done"}

@@ -286,6 +286,12 @@ def test_estimate_calls(kind: str, size: int, text: str, calls: int) -> None:
     assert estimate_calls(kind, size=size, text=text)[0] == calls
 
 
+def test_segments_are_estimated_as_a_call_every_few_seconds() -> None:
+    ten_minutes = 10 * 60 * 32_000  # bytes of 16 kHz mono 16-bit
+    assert estimate_calls("transcription", size=ten_minutes)[0] == 3
+    assert estimate_calls("transcription", size=ten_minutes, segments=True)[0] == 120
+
+
 @pytest.mark.parametrize(
     ("quota", "calls", "audio_s", "seconds"),
     [
