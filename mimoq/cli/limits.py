@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from mimoq.core.connections import connect
+from mimoq.core.keypool import key_pool
 from mimoq.core.settings import Settings
 from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.capacity import required_concurrency
@@ -42,19 +44,28 @@ def _with_capacity(snapshot: LimiterSnapshot) -> dict[str, Any]:
 
 async def _collect(settings: Settings, models: list[str] | None) -> dict[str, Any]:
     config = LimiterConfig.from_settings(settings)
+    # Every account of the key pool has its own limiter (the first is shown at the top level
+    # too, as before the pool); with no key, the configured or anonymous account.
+    names = [a.name for a in key_pool(settings)] or [config.account]
     redis = connect(settings)
     try:
-        limiter = RedisLimiter(config, redis)
-        snapshots = [await limiter.snapshot(m) for m in models or config.models()]
+        per_account = []
+        for name in names:
+            limiter = RedisLimiter(replace(config, account=name), redis)
+            snapshots = [await limiter.snapshot(m) for m in models or config.models()]
+            per_account.append(
+                {"account": name, "limiters": [_with_capacity(s) for s in snapshots]}
+            )
         paused = [p.to_dict() for p in await read_paused(redis)]
     finally:
         await redis.aclose()
     return {
         "enabled": True,
-        "account": config.account,
+        "account": names[0],
         "window_s": config.window_s,
         "target": config.target,
-        "limiters": [_with_capacity(s) for s in snapshots],
+        "limiters": per_account[0]["limiters"],
+        "accounts": per_account,
         "accounts_paused": paused,
     }
 

@@ -26,7 +26,7 @@ async def test_a_paused_account_in_health_limits_inspect_and_accounts(
     await breaker.trip(
         account, PaymentRequiredError("MiMo answered HTTP 402: no funds", status=402)
     )
-    env = clean_env(REDIS_URL=redis_server.url, MIMO_API_KEY=KEY)
+    env = clean_env(REDIS_URL=redis_server.url, MIMO_API_KEY=KEY, MIMO_7_API_KEY=KEY + "-b")
 
     def run(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
         done = mimoq(*args, env=env, cwd=tmp_path)
@@ -38,13 +38,16 @@ async def test_a_paused_account_in_health_limits_inspect_and_accounts(
     code, strict = run("health", "--min-workers", "0", "--strict")
     assert code == 1 and strict["healthy"] is False
     _, limits = run("limits")
+    # Each account of the pool has its own limiters; the first is also at the top level.
+    assert [a["account"] for a in limits["accounts"]] == [account, fingerprint(KEY + "-b")]
+    assert limits["account"] == account and limits["limiters"] == limits["accounts"][0]["limiters"]
     [paused] = limits["accounts_paused"]
     assert (paused["account"], paused["status"]) == (account, 402)
     assert "no funds" in paused["reason"] and paused["since"] > 0
     _, report = run("inspect", "--json")
     assert report["accounts_paused"][0]["account"] == account
     _, listed = run("accounts")
-    assert listed["configured"][0]["account"] == account
+    assert [a["account"] for a in listed["configured"]] == [account, fingerprint(KEY + "-b")]
     assert listed["paused"][0]["account"] == account
     code, resumed = run("accounts", "resume", account)
     assert code == 0 and resumed == {"account": account, "resumed": True}

@@ -189,3 +189,17 @@ async def test_one_of_two_accounts_revoked_mid_run_the_other_finishes_the_backlo
 
 async def _at_least(redis: ArqRedis, ids: list[str], n: int) -> bool:
     return len(await _results(redis, ids)) >= n
+
+
+async def test_a_foreign_or_damaged_pause_record_never_blocks_or_fails_jobs(
+    redis: ArqRedis,
+) -> None:
+    # Anyone with Redis access may write these keys (a foreign producer, a bad migration).
+    await redis.hset("mimoq:account:acct", mapping={"since": "yesterday", "probes": "many"})
+    await redis.sadd(PAUSED_SET, "acct", "ghost")
+    assert await read_paused(redis) == []  # the operator commands skip what they cannot read
+    b = breaker(redis)
+    assert (await b.gate("acct")).verdict is Verdict.OPEN
+    assert not await redis.exists("mimoq:account:acct")
+    assert not await redis.sismember(PAUSED_SET, "acct")
+    assert await b.trip("acct", AuthenticationError("revoked", status=401))  # works again

@@ -60,7 +60,7 @@ return 1
 """
 )
 
-# KEYS: state. ARGV: probe max, pause max.
+# KEYS: state, paused set. ARGV: probe max, pause max, name.
 # Returns {verdict, seconds}: open; probe (this caller holds it; seconds: next interval);
 # paused / expired (seconds until the next probe is due).
 _GATE = (
@@ -69,6 +69,12 @@ _GATE = (
 local state = redis.call('HMGET', KEYS[1], 'since', 'probe_at', 'interval')
 if not state[1] then return {'open', '0'} end
 local since, probe_at, interval = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+if not (since and probe_at and interval) or interval <= 0 then
+  -- Not a record this module wrote (a foreign or damaged write): drop it, never fail jobs.
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return {'open', '0'}
+end
 if now >= probe_at then
   interval = math.min(interval * 2, tonumber(ARGV[1]))
   redis.call('HSET', KEYS[1], 'probe_at', tostring(now + interval), 'interval', tostring(interval))
@@ -182,7 +188,8 @@ class Breaker:
     async def gate(self, account: str) -> Gate:
         """May a call go through ``account`` now? Claims the probe when one is due."""
         verdict, seconds = await self._gate(
-            keys=[state_key(account)], args=[self.probe_max_s, self.pause_max_s]
+            keys=[state_key(account), PAUSED_SET],
+            args=[self.probe_max_s, self.pause_max_s, account],
         )
         return Gate(Verdict(_text(verdict)), float(_text(seconds)))
 
@@ -241,9 +248,12 @@ async def read_paused(redis: Redis) -> list[PausedAccount]:
     for name in names:
         raw = await redis.hgetall(state_key(name))  # type: ignore[misc]
         state = {_text(k): _text(v) for k, v in raw.items()}
-        if "since" not in state:
-            continue  # resumed between the two reads
-        since = float(state["since"])
+        try:
+            since = float(state["since"])
+            probes = int(state.get("probes", "0"))
+            probe_at = float(state.get("probe_at", now))
+        except (KeyError, ValueError):
+            continue  # resumed between the two reads, or not a record of ours
         status = state.get("status", "")
         out.append(
             PausedAccount(
@@ -253,8 +263,8 @@ async def read_paused(redis: Redis) -> list[PausedAccount]:
                 status=int(status) if status.isdigit() else None,
                 since=since,
                 paused_s=round(max(0.0, now - since), 3),
-                probes=int(state.get("probes", "0")),
-                next_probe_in_s=round(max(0.0, float(state.get("probe_at", now)) - now), 3),
+                probes=probes,
+                next_probe_in_s=round(max(0.0, probe_at - now), 3),
             )
         )
     return out
