@@ -205,16 +205,22 @@ def workers_section(snapshot: Mapping[str, Any], now: float) -> str:
     )
 
 
-def paused_section(snapshot: Mapping[str, Any]) -> str:
-    paused = list(snapshot.get("paused_accounts") or [])
+def paused_section(snapshot: Mapping[str, Any], now: float) -> str:
+    """Accounts the fleet's breaker paused (402s, auth failures, 429 storms), and models in
+    a 429 cool-down."""
+    rows = [
+        [_e(p.get("account")), _e(p.get("reason")), _e(_ago(p.get("since"), now)),
+         _e(p.get("probes")), _e(f"{float(p.get('next_probe_in_s') or 0):.0f} s")]
+        for p in snapshot.get("accounts_paused") or []
+    ]  # fmt: skip
     cooling = [
         s for s in snapshot.get("limiters", {}).get("limiters", [])
         if (s.get("cooldown_remaining_s") or 0) > 0
     ]  # fmt: skip
-    rows = [[_e(p.get("account")), _e(p.get("reason")), _e(p.get("until"))] for p in paused]
-    rows += [[_e(s.get("model")), "429 cool-down", f"{s['cooldown_remaining_s']:.1f} s left"]
+    rows += [[_e(s.get("model")), "429 cool-down", "", "", f"{s['cooldown_remaining_s']:.1f} s"]
              for s in cooling]  # fmt: skip
-    return f'<section id="paused"><h2>Paused accounts</h2>{_table(["account / model", "why", "until"], rows)}</section>'  # noqa: E501
+    table = _table(["account / model", "why", "since", "probes", "next probe"], rows)
+    return f'<section id="paused"><h2>Paused accounts</h2>{table}</section>'
 
 
 def page(
@@ -235,7 +241,7 @@ def page(
         queue_section(snapshot), lanes_section(snapshot), in_flight_section(snapshot),
         quota_section(snapshot, history, now),
         failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
-        workers_section(snapshot, now), paused_section(snapshot),
+        workers_section(snapshot, now), paused_section(snapshot, now),
     ]  # fmt: skip
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"

@@ -3,6 +3,7 @@ log in, see a known queue depth and a dead letter, replay it, see it delivered."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -86,6 +87,24 @@ def browser(tmp_path: Path) -> Iterator[object]:
         chrome.quit()
 
 
+async def pause_account(redis_url: str, account: str, *, pause: bool) -> None:
+    """Trip (or reset) an account's breaker the way a worker does after a 402."""
+    from redis.asyncio import Redis
+
+    from mimoq.core.errors import PaymentRequiredError
+    from mimoq.worker.accounts.breaker import Breaker
+
+    redis = Redis.from_url(redis_url)
+    try:
+        breaker = Breaker(redis, probe_base_s=60, probe_max_s=600, pause_max_s=3600, trip_429s=5)
+        if pause:
+            await breaker.trip(account, PaymentRequiredError("balance exhausted", status=402))
+        else:
+            await breaker.resume(account)
+    finally:
+        await redis.aclose()
+
+
 def make_dead_letter(board: Stack, receiver: Receiver) -> str:
     """A speech job whose callback receiver is down: its delivery gives up and is kept."""
     receiver.down()
@@ -161,7 +180,15 @@ def test_login_depth_dead_letter_replay_in_a_browser(
         lambda: b.get(board.url + "/") or b.find_element(By.ID, "dead-count").text == "0",
         what="empty dead letters",
     )  # type: ignore[attr-defined]
-    b.save_screenshot(str(tmp_path / "dashboard-replayed.png"))  # type: ignore[attr-defined]
+    # An account the breaker paused (e.g. its balance ran out) is listed with the reason.
+    asyncio.run(pause_account(board.redis_url, "acct-dashboard", pause=True))
+    try:
+        b.get(board.url + "/")  # type: ignore[attr-defined]
+        paused = b.find_element(By.ID, "paused").text  # type: ignore[attr-defined]
+        assert "acct-dashboard" in paused and "balance exhausted" in paused
+        b.save_screenshot(str(tmp_path / "dashboard-replayed.png"))  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(pause_account(board.redis_url, "acct-dashboard", pause=False))
     print("screenshots:", tmp_path)
 
 
