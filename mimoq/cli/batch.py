@@ -391,7 +391,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     async def read() -> list[ItemRecord]:
         if not settings.redis_url:  # embedded runs keep nothing but their journal
             return await run_status(files, None)
-        redis = connect(settings)
+        redis = connect(settings, ride_out_outages=True)  # a batch outlives a Redis restart
         try:
             return await run_status(files, redis)
         finally:

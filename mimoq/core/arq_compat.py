@@ -62,7 +62,15 @@ def in_progress_ttl_s(job_timeout_s: float) -> float:
 
 
 # --- 5. overridden worker methods ----------------------------------------------------------
-OVERRIDDEN_WORKER_METHODS: Final = ("main", "heart_beat", "close", "finish_failed_job")
+#: (``_poll_iteration``: mimoq also gives back ``job_counter`` and ``sem`` when a lost
+#: connection interrupts ``start_jobs`` mid-WATCH; see worker/app.py.)
+OVERRIDDEN_WORKER_METHODS: Final = (
+    "main",
+    "heart_beat",
+    "close",
+    "finish_failed_job",
+    "_poll_iteration",
+)
 
 # --- 6. start-up INFO ------------------------------------------------------------------------
 _LogRedisInfo = Callable[[Any, Callable[[str], Any]], Awaitable[None]]

@@ -8,16 +8,23 @@ from arq.connections import ArqRedis
 from fakeredis.aioredis import FakeConnection
 
 from mimoq.core.errors import ConfigurationError
+from mimoq.core.redis_retry import client_options
 from mimoq.core.settings import Settings
 
 
-def connect(settings: Settings) -> ArqRedis:
-    """A client for the configured Redis; commands that need a shared server call this."""
+def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
+    """A client for the configured Redis; commands that need a shared server call this.
+
+    ``ride_out_outages``: retry every command across a lost connection for up to
+    ``MIMOQ_REDIS_RETRY_S`` (long-running commands such as ``mimoq batch``); otherwise an
+    unreachable Redis is reported at once.
+    """
     if not settings.redis_url:
         raise ConfigurationError(
             "this command needs a shared Redis: set REDIS_URL (e.g. redis://localhost:6379/0)"
         )
-    client: ArqRedis = ArqRedis.from_url(settings.redis_url)
+    options = client_options(settings.redis_retry_s) if ride_out_outages else {}
+    client: ArqRedis = ArqRedis.from_url(settings.redis_url, **options)
     return client
 
 

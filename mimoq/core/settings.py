@@ -108,11 +108,17 @@ class Settings(BaseSettings):
     )
     # --- end operations ---------------------------------------------------------------------
 
-    # --- Resilience (owned by worker/orphans.py) -------------------------------------------
+    # --- Resilience (owned by worker/orphans.py, core/redis_retry.py) -----------------------
     orphan_recovery: bool = Field(
         default=True,
         validation_alias="MIMOQ_ORPHAN_RECOVERY",
         description="Re-queue a dead worker's in-flight jobs as soon as its heartbeat lapses.",
+    )
+    redis_retry_s: float = Field(
+        default=300.0,
+        ge=0,
+        validation_alias="MIMOQ_REDIS_RETRY_S",
+        description="How long workers and mimoq batch wait for a lost Redis before giving up.",
     )
     # --- end resilience ---------------------------------------------------------------------
 

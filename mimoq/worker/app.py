@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import math
 from typing import Any
 
 import httpx
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.exceptions import WatchError
 
 from mimoq.core import arq_compat, logs, wire
 from mimoq.core.keypool import pool_secrets, usable_pool
+from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.storage import LocalStorage
@@ -75,6 +79,19 @@ class MimoqWorker(Worker):
         if deps is not None and self.allow_pick_jobs:
             self.admitter = self.admitter or Admitter(deps.limiter)
             await self.admitter.tick(self.pool)
+
+    async def _poll_iteration(self) -> None:
+        # Commands wait out an outage (core/redis_retry.py), but a WATCH that the outage
+        # broke cannot be retried: redis-py raises WatchError mid-start_jobs. The job stays
+        # queued for the next poll; only arq's own accounting for it must be given back.
+        try:
+            await super()._poll_iteration()
+        except WatchError:
+            running = sum(not t.done() for t in self.tasks.values())
+            if self.job_counter > running:  # start_jobs had counted the job it was taking
+                self.job_counter -= 1
+                self.sem.release()
+            log.warning("worker.poll_interrupted", reason="Redis connection lost mid-WATCH")
 
     def _running_ids(self) -> list[str]:
         return [job_id for job_id, task in self.tasks.items() if not task.done()]
@@ -172,6 +189,20 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         await ctx["http"].aclose()
 
 
+def redis_settings_for(settings: Settings) -> RedisSettings:
+    """arq's connection settings for ``REDIS_URL``, riding out outages of up to
+    ``MIMOQ_REDIS_RETRY_S`` (core/redis_retry.py), at start-up too."""
+    assert settings.redis_url is not None
+    base = RedisSettings.from_dsn(settings.redis_url)
+    options = client_options(settings.redis_retry_s)
+    if not options:
+        return base
+    # arq's start-up loop retries the first connection once a second.
+    return dataclasses.replace(
+        base, conn_retries=max(1, math.ceil(settings.redis_retry_s)), conn_retry_delay=1, **options
+    )
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -196,9 +227,7 @@ def build_worker(
     ctx: dict[str, Any] = {"settings": settings, "account_breaker": account_breaker}
     if http is not None:
         ctx.update(http=http, http_external=True)
-    redis_settings = (
-        RedisSettings.from_dsn(settings.redis_url) if redis is None and settings.redis_url else None
-    )
+    redis_settings = redis_settings_for(settings) if redis is None and settings.redis_url else None
     return MimoqWorker(
         functions=[
             func(speech, name=wire.TASK_SPEECH),

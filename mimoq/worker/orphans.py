@@ -17,8 +17,8 @@ killed mid-job leaves that key behind, and nobody runs the job again until it ex
 A job therefore runs again within about three heartbeat intervals of its worker dying,
 whatever the job timeout. Queue entries scored 0 (arq's "not queued": a raw ZADD with the
 wrong score) are rescored to now on the same round, so they run instead of waiting forever.
-After this worker loses Redis it waits one interval before judging others: their beats
-were lost to the same outage.
+After this worker loses Redis (a command failed, or waited out an outage) it waits before
+judging others: their beats were lost to the same outage.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mimoq.core import wire
+from mimoq.core import redis_retry, wire
 from mimoq.worker import heartbeat as hb
 
 log = structlog.get_logger("mimoq.orphans")
@@ -105,11 +105,13 @@ class OrphanWatch:
         *,
         enabled: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
+        restored_at: Callable[[], float] = redis_retry.last_restored_at,
     ) -> None:
         self.worker_id = worker_id
         self.interval_s = interval_s
         self.enabled = enabled
         self._monotonic = monotonic
+        self._restored_at = restored_at  # on the same clock as ``monotonic``
         self._recorded: set[str] = set()
         self._next_sweep = float("-inf")  # at start-up: at once
         self._failing = False
@@ -122,7 +124,7 @@ class OrphanWatch:
         """
         try:
             await self._record(redis, set(running))
-            if self.enabled and self._monotonic() >= self._next_sweep:
+            if self.enabled and self._due():
                 self._next_sweep = self._monotonic() + self.interval_s
                 await self.sweep(redis)
         except RedisError as exc:
@@ -133,6 +135,15 @@ class OrphanWatch:
             self._next_sweep = self._monotonic() + self.interval_s
             return
         self._failing = False
+
+    def _due(self) -> bool:
+        now = self._monotonic()
+        # Redis just came back (commands waited out the outage rather than failing): every
+        # worker's beat lapsed with it; give the others time to reconnect and beat again.
+        grace_s = 2 * self.interval_s + redis_retry.BACKOFF_CAP_S
+        if now - self._restored_at() < grace_s:
+            return False
+        return now >= self._next_sweep
 
     async def _record(self, redis: Redis, running: set[str]) -> None:
         added, gone = running - self._recorded, self._recorded - running

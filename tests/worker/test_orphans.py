@@ -96,7 +96,9 @@ async def test_after_losing_redis_it_waits_an_interval_before_judging_others(
     redis: ArqRedis,
 ) -> None:
     now = [100.0]
-    watch = OrphanWatch("me", INTERVAL_S, monotonic=lambda: now[0])
+    watch = OrphanWatch(
+        "me", INTERVAL_S, monotonic=lambda: now[0], restored_at=lambda: float("-inf")
+    )
     await _running(redis, "j", "gone")
     broken = ArqRedis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
 
@@ -106,5 +108,21 @@ async def test_after_losing_redis_it_waits_an_interval_before_judging_others(
     assert await redis.exists(wire.in_progress_key("j"))  # not yet: others may be back soon
 
     now[0] += INTERVAL_S
+    await watch.tick(redis, [])
+    assert not await redis.exists(wire.in_progress_key("j"))
+
+
+async def test_right_after_redis_came_back_it_gives_others_time_to_beat(
+    redis: ArqRedis,
+) -> None:
+    now = [500.0]
+    restored = [499.0]  # commands just waited out an outage: nobody's beat is current
+    watch = OrphanWatch("me", INTERVAL_S, monotonic=lambda: now[0], restored_at=lambda: restored[0])
+    await _running(redis, "j", "gone")
+
+    await watch.tick(redis, [])
+    assert await redis.exists(wire.in_progress_key("j"))
+
+    now[0] += 2 * INTERVAL_S + 2.0  # two intervals and the longest backoff later
     await watch.tick(redis, [])
     assert not await redis.exists(wire.in_progress_key("j"))

@@ -1,0 +1,115 @@
+"""Riding out Redis outages: redis-py's own retry hook, bounded by time, logged once.
+
+Every command of a client built with :func:`client_options` that fails to reach Redis
+(connection refused or reset, a timeout, a server still loading its AOF after a restart) is
+retried with capped exponential backoff and jitter until it succeeds or the outage has
+lasted ``MIMOQ_REDIS_RETRY_S``; only then does the error reach the caller. So a worker's
+polling loop, its heartbeat and a job writing its result all simply wait across a restart
+(the job's MiMo call keeps running meanwhile), and ``mimoq batch`` waits instead of dying.
+One ``redis.unavailable`` line is logged when an outage starts and one ``redis.restored``
+(with its length) when a command succeeds again, however many commands were waiting.
+
+A retried write may run twice if the connection broke after Redis executed it; every
+write mimoq makes through such a client is idempotent (SET of a whole record, the enqueue
+script's existence checks) or tolerates that (a counter that is one too high).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
+
+log = structlog.get_logger("mimoq.redis")
+
+T = TypeVar("T")
+
+#: The errors that mean "Redis is not reachable right now", not "this command is wrong".
+RETRY_ON: Final[tuple[type[RedisError], ...]] = (ConnectionError, TimeoutError, BusyLoadingError)
+#: redis-py retries the socket connect itself with the same policy, but sees the raw
+#: OSError / builtin TimeoutError there (it wraps them only afterwards): retry those too, or
+#: a command issued while Redis is down would fail at once instead of waiting.
+_RETRY_ON_CONNECT: Final[tuple[type[BaseException], ...]] = (
+    *RETRY_ON,
+    OSError,
+    builtins.TimeoutError,
+)
+#: The longest wait between two tries: a restarted Redis is used within this of coming back.
+BACKOFF_CAP_S: Final = 2.0
+_BACKOFF_BASE_S: Final = 0.05
+
+
+class _Outage:
+    """This process's view of Redis: up, or down since when (shared by every client)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.restored_at = float("-inf")
+
+    def begin(self, error: BaseException, now: float) -> float:
+        if self.since is None:
+            self.since = now
+            log.warning("redis.unavailable", error=type(error).__name__)
+        return self.since
+
+    def end(self, now: float) -> None:
+        if self.since is not None:
+            log.warning("redis.restored", outage_s=round(now - self.since, 3))
+            self.since = None
+            self.restored_at = now
+
+
+_OUTAGE = _Outage()
+
+
+def last_restored_at() -> float:
+    """``time.monotonic()`` when Redis last came back in this process (-inf: never lost)."""
+    return _OUTAGE.restored_at
+
+
+class OutageRetry(Retry):
+    """redis-py's ``Retry``, bounded by how long the outage has lasted, not a count."""
+
+    __slots__ = ("_limit_s", "_monotonic")
+
+    def __init__(self, limit_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(
+            ExponentialWithJitterBackoff(cap=BACKOFF_CAP_S, base=_BACKOFF_BASE_S),
+            retries=-1,
+            supported_errors=_RETRY_ON_CONNECT,  # type: ignore[arg-type]  # wider than RedisError on purpose
+        )
+        self._limit_s = limit_s
+        self._monotonic = monotonic
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        failures = 0
+        while True:
+            try:
+                result = await do()
+            except self._supported_errors as error:
+                failures += 1
+                await fail(error)
+                since = _OUTAGE.begin(error, self._monotonic())
+                if self._monotonic() - since >= self._limit_s:
+                    raise
+                await asyncio.sleep(self._backoff.compute(failures))
+                continue
+            _OUTAGE.end(self._monotonic())
+            return result
+
+
+def client_options(retry_s: float) -> dict[str, Any]:
+    """Keyword arguments for a redis-py client (or arq ``RedisSettings``) that rides out
+    outages of up to ``retry_s`` seconds; ``{}`` when ``retry_s`` is 0 (fail at once)."""
+    if retry_s <= 0:
+        return {}
+    return {"retry": OutageRetry(retry_s), "retry_on_error": list(RETRY_ON)}
