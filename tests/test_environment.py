@@ -15,7 +15,7 @@ from mimoq.core.settings import Settings
 
 def test_settings_see_none_of_the_exported_values():
     settings = Settings()
-    assert settings.callback_allow_networks == ""
+    assert settings.callbacks.allow_networks == ""
     assert settings.redis_url is None
     assert not any(name.startswith(("MIMO", "XIAOMI")) for name in os.environ)
 """

@@ -9,19 +9,22 @@ import pytest
 from pydantic import AliasChoices
 
 from mimoq.cli import build_parser
-from mimoq.core.settings import Settings
+from mimoq.core.settings import GROUPS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
 def env_names() -> list[str]:
+    """Every environment variable the settings models read (their upper-case aliases)."""
     names: list[str] = []
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        names += (
-            [str(a) for a in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
-        )
+    models = [Settings, *GROUPS.values()]
+    for model in models:
+        for field in model.model_fields.values():
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            # Lower-case choices are the old flat keyword names, not environment variables.
+            names += [str(a) for a in choices if isinstance(a, str) and not a.islower()]
     return names
 
 

@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def quotas(settings: Settings, models: Sequence[str]) -> dict[str, QuotaRate] | None:
     """Each model's quota as the fleet limiter paces it (None when limits are off)."""
-    if not settings.limits_enabled:
+    if not settings.limiter.enabled:
         return None
     from mimoq.worker.limiter.config import LimiterConfig
 
@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     kind = source_kind(source)
     options = _options(args)
     run_id = args.run_id or default_run_id(source, kind, options)
-    files = RunFiles(settings.data_dir, run_id)
+    files = RunFiles(settings.storage.data_dir, run_id)
     try:
         items = plan(source, kind, options, files)
     except (ValueError, OSError) as exc:
@@ -227,7 +227,7 @@ async def _interrupted(
 ) -> None:
     """Ctrl-C: calls already in flight are paid for, so let them finish briefly (not the
     whole shutdown grace), then journal every answer that came back before exiting."""
-    grace = min(settings.shutdown_grace_s, INTERRUPT_GRACE_S)
+    grace = min(settings.worker.shutdown_grace_s, INTERRUPT_GRACE_S)
     if session.embedded:
         err.print(
             f"interrupted: letting calls in flight finish (up to {grace:g} s; Ctrl-C again "
@@ -382,7 +382,7 @@ def _display(mode: str, console: Console, run_id: str, every_s: float) -> _Displ
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    files = RunFiles(settings.data_dir, args.run_id)
+    files = RunFiles(settings.storage.data_dir, args.run_id)
     if not files.exists():
         raise InvalidRequestError(
             f"no batch run {args.run_id!r} under {files.dir.parent}", param="RUN"

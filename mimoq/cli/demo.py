@@ -90,7 +90,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.sim.config import SimConfig
     from mimoq.sim.server import start_in_thread
 
-    data_dir = args.data_dir or Path(settings.data_dir) / "demo"
+    data_dir = args.data_dir or Path(settings.storage.data_dir) / "demo"
     secret = "whsec_" + b64encode(secrets.token_bytes(24)).decode()
     inbox = _Inbox(secret)
     with start_in_thread(SimConfig()) as sim, _receiver(inbox) as callback_url:

@@ -35,12 +35,12 @@ def _accounts(settings: Settings) -> list[PoolAccount]:
     accounts = key_pool(settings)
     if accounts:
         return accounts
-    if settings.mimo_base_url is None:
+    if settings.mimo.base_url is None:
         raise no_key_error()
     # No key but a base URL (a simulator): check the connection without one.
     anonymous = PoolKey(
         source="none", secret="", fingerprint="anonymous", family="payg", region=None,
-        base_url=settings.mimo_base_url, base_url_explicit=True,
+        base_url=settings.mimo.base_url, base_url_explicit=True,
     )  # fmt: skip
     return [PoolAccount(name="anonymous", keys=(anonymous,))]
 
@@ -48,7 +48,9 @@ def _accounts(settings: Settings) -> list[PoolAccount]:
 async def _diagnose(
     settings: Settings, accounts: list[PoolAccount], probe: bool
 ) -> list[KeyReport]:
-    timeout = httpx.Timeout(min(settings.request_timeout_s, 30), connect=settings.connect_timeout_s)
+    timeout = httpx.Timeout(
+        min(settings.mimo.request_timeout_s, 30), connect=settings.mimo.connect_timeout_s
+    )
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
         return await diagnose(http, accounts, probe=probe)
 

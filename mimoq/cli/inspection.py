@@ -152,7 +152,7 @@ async def dead_letter_state(redis: Redis, limit: int) -> dict[str, Any]:
 
 async def limiter_state(redis: Redis, settings: Settings) -> dict[str, Any]:
     """Each model's limiter snapshot, as ``mimoq limits`` shows it."""
-    if not settings.limits_enabled:
+    if not settings.limiter.enabled:
         return {"enabled": False}
     config = LimiterConfig.from_settings(settings)
     limiter = RedisLimiter(config, redis)

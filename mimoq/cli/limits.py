@@ -72,7 +72,7 @@ async def _collect(settings: Settings, models: list[str] | None) -> dict[str, An
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the limiters' state; exit code 0."""
-    if not settings.limits_enabled:
+    if not settings.limiter.enabled:
         print(json.dumps({"enabled": False}))
         return 0
     print(json.dumps(asyncio.run(_collect(settings, args.models)), indent=2, ensure_ascii=False))

@@ -35,9 +35,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.worker.app import build_worker
 
     if args.concurrency is not None:
-        settings = settings.model_copy(update={"concurrency": args.concurrency})
+        settings = settings.updated(concurrency=args.concurrency)
     if args.metrics_port is not None:
-        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
+        settings = settings.updated(metrics_port=args.metrics_port)
     if not settings.redis_url:
         raise ConfigurationError(
             "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "
@@ -45,7 +45,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         )
     require_key(settings, calls_mimo=True)
     # SIGTERM: no new jobs, running ones get MIMOQ_SHUTDOWN_GRACE_S, then exit 0.
-    build_worker(settings, burst=args.burst, metrics_port=settings.metrics_port or None).run()
+    build_worker(settings, burst=args.burst, metrics_port=settings.ops.metrics_port or None).run()
     return 0
 
 

@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "mimoq serve needs REDIS_URL: the Redis its workers (`mimoq worker`) read"
         )
     serve(
-        settings, args.host or settings.http_host, args.port or settings.http_port,
+        settings, args.host or settings.http.host, args.port or settings.http.port,
         fleet_view(settings),
     )  # fmt: skip
     return 0

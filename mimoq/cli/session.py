@@ -43,7 +43,7 @@ def require_key(settings: Settings, *, calls_mimo: bool) -> None:
     without ``REDIS_URL``); a producer on a shared Redis needs no key, its workers have them.
     An explicit ``MIMO_BASE_URL`` (the simulator) needs none either.
     """
-    if calls_mimo and settings.mimo_base_url is None and not has_key(settings):
+    if calls_mimo and settings.mimo.base_url is None and not has_key(settings):
         raise no_key_error()
 
 
@@ -51,7 +51,7 @@ def require_key(settings: Settings, *, calls_mimo: bool) -> None:
 async def open_session(settings: Settings) -> AsyncIterator[Session]:
     """With ``REDIS_URL``: a producer on it. Without: the embedded default — an in-process
     Redis stand-in and an in-process worker, so one machine needs no server at all."""
-    storage = LocalStorage(settings.data_dir)
+    storage = LocalStorage(settings.storage.data_dir)
     if settings.redis_url:
         redis = connect(settings)
         try:
@@ -96,4 +96,4 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
             raise InternalError(f"the embedded worker stopped: {task.exception()!r}") from None
         raise
     finally:
-        await stop(settings.shutdown_grace_s)
+        await stop(settings.worker.shutdown_grace_s)

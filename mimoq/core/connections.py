@@ -23,7 +23,7 @@ def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
         raise ConfigurationError(
             "this command needs a shared Redis: set REDIS_URL (e.g. redis://localhost:6379/0)"
         )
-    options = client_options(settings.redis_retry_s) if ride_out_outages else {}
+    options = client_options(settings.worker.redis_retry_s) if ride_out_outages else {}
     client: ArqRedis = ArqRedis.from_url(settings.redis_url, **options)
     return client
 

@@ -60,9 +60,9 @@ def input_roots(settings: Settings) -> tuple[Path, ...]:
     ``MIMOQ_INPUT_ROOTS`` (default: the data directory), plus the local storage folder when
     storage is local: the worker's own files (staged inputs, a long recording's chunks).
     """
-    raw = [part.strip() for part in settings.input_roots.split(os.pathsep) if part.strip()]
-    folders = [Path(p).expanduser() for p in raw] or [settings.data_dir.expanduser()]
-    folders.append(settings.data_dir.expanduser())  # local storage
+    raw = [part.strip() for part in settings.storage.input_roots.split(os.pathsep) if part.strip()]
+    folders = [Path(p).expanduser() for p in raw] or [settings.storage.data_dir.expanduser()]
+    folders.append(settings.storage.data_dir.expanduser())  # local storage
     resolved = [Path(os.path.realpath(folder)) for folder in folders]
     return tuple(dict.fromkeys(resolved))
 

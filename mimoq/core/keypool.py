@@ -122,22 +122,22 @@ def pool_keys(settings: Settings) -> list[tuple[PoolKey, str | None]]:
             seen.add(key.secret)
             found.append((key, account))
 
-    region, base = settings.mimo_region, settings.mimo_base_url
-    if settings.mimo_api_key is not None:
-        secret = settings.mimo_api_key.get_secret_value().strip()
+    region, base = settings.mimo.region, settings.mimo.base_url
+    if settings.mimo.key is not None:
+        secret = settings.mimo.key.get_secret_value().strip()
         add(
             _key("MIMO_API_KEY", secret, region=region, base_url=base, region_var="MIMO_REGION"),
-            settings.limit_account,
+            settings.limiter.account,
         )
-    if settings.mimo_api_keys is not None:
-        text = settings.mimo_api_keys.get_secret_value().replace(",", " ")
+    if settings.mimo.keys is not None:
+        text = settings.mimo.keys.get_secret_value().replace(",", " ")
         for i, secret in enumerate(text.split(), 1):
             source = f"MIMO_API_KEYS[{i}]"
             add(
                 _key(source, secret, region=region, base_url=base, region_var="MIMO_REGION"),
-                settings.limit_account,
+                settings.limiter.account,
             )
-    for n, preset in settings.mimo_numbered_keys.items():
+    for n, preset in settings.mimo.numbered_keys.items():
         key = _key(
             f"MIMO_{n}_API_KEY",
             preset.api_key.get_secret_value(),
@@ -179,9 +179,9 @@ def usable_pool(settings: Settings) -> list[PoolAccount]:
             family="payg",
             region=None,
             base_url=settings.base_url(),
-            base_url_explicit=settings.mimo_base_url is not None,
+            base_url_explicit=settings.mimo.base_url is not None,
         )
-        name = settings.limit_account or ANONYMOUS
+        name = settings.limiter.account or ANONYMOUS
         return [PoolAccount(name=name, keys=(anonymous,))]
     return accounts
 

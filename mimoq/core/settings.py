@@ -1,190 +1,286 @@
-"""One validated settings object, read from the environment once per entrypoint."""
+"""The settings, one model per subsystem, read from the environment once per entrypoint.
+
+Each subsystem (``mimo``, ``storage``, ``retry``, ``worker``, ``ops``, ``callbacks``,
+``limiter``, ``http``, ``accounts``, ``audio``) is its own pydantic-settings model that
+reads its own variables;
+``Settings`` composes them and is what entrypoints build and pass down. The environment
+names are the public contract and do not depend on this shape: the README's configuration
+table is checked against these models by a test. A field's old flat name
+(``limit_window_s``) is still accepted as a keyword of ``Settings(...)``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import NumberedKey, numbered_keys
 from mimoq.core.ssrf import parse_networks
-from mimoq.core.webhooks import DEFAULT_SCHEDULE_S
+from mimoq.core.webhooks import DEFAULT_SCHEDULE_S, decode_secret, parse_schedule
 
 PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
 TOKEN_PLAN_BASE_URL = "https://token-plan-{region}.xiaomimimo.com/v1"  # noqa: S105 (a URL)
 Region = Literal["cn", "sgp", "ams"]
 
+_CONFIG: Final = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
-class Settings(BaseSettings):
-    """Everything configurable, with units in the names. See the README's configuration table."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+def _blank_is_none(value: object) -> object:
+    # `FOO=` in a .env or compose file means "not set", not "set to the empty string".
+    return None if isinstance(value, str) and not value.strip() else value
 
-    # --- MiMo -------------------------------------------------------------------------
-    mimo_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("MIMO_API_KEY", "XIAOMI_API_KEY")
+
+class MimoSettings(BaseSettings):
+    """The MiMo API: keys, host, timeouts."""
+
+    model_config = _CONFIG
+
+    key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MIMO_API_KEY", "XIAOMI_API_KEY", "mimo_api_key"),
     )
-    mimo_base_url: str | None = Field(default=None, validation_alias="MIMO_BASE_URL")
-    mimo_region: Region | None = Field(default=None, validation_alias="MIMO_REGION")
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MIMO_BASE_URL", "mimo_base_url")
+    )
+    region: Region | None = Field(
+        default=None, validation_alias=AliasChoices("MIMO_REGION", "mimo_region")
+    )
     request_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        validation_alias="MIMOQ_REQUEST_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_REQUEST_TIMEOUT_S", "request_timeout_s"),
         description="Read timeout of one MiMo call; long TTS takes 20-60 s, so keep it well above.",
     )
-    connect_timeout_s: float = Field(default=10.0, gt=0, validation_alias="MIMOQ_CONNECT_TIMEOUT_S")
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_CONNECT_TIMEOUT_S", "connect_timeout_s"),
+    )
+    keys: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MIMO_API_KEYS", "mimo_api_keys"),
+        description="More keys, space- or comma-separated; each is its own account unless "
+        "MIMOQ_LIMIT_ACCOUNT names one for all of them.",
+    )
+    numbered_keys: dict[str, NumberedKey] = Field(
+        # Found by pattern (pydantic-settings reads fixed names only); the alias is the
+        # pattern's documented spelling, which no environment variable can have.
+        default_factory=lambda: numbered_keys(os.environ),
+        validation_alias=AliasChoices("MIMO_<N>_API_KEY", "mimo_numbered_keys"),
+        description="Key presets: MIMO_<N>_API_KEY with optional MIMO_<N>_REGION, "
+        "MIMO_<N>_BASE_URL and MIMO_<N>_ACCOUNT (keys sharing an account share its quota).",
+    )
 
-    # --- Redis and storage ------------------------------------------------------------
-    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
-    data_dir: Path = Field(default=Path("./mimoq-data"), validation_alias="MIMOQ_DATA_DIR")
-    result_ttl_s: int = Field(default=7 * 86_400, gt=0, validation_alias="MIMOQ_RESULT_TTL_S")
+    _blank_unset = field_validator("key", "keys", "base_url", mode="before")(_blank_is_none)
 
-    # --- Inputs (owned by core/inputs.py) --------------------------------------------------
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _base_url_is_derivable(self) -> MimoSettings:
+        self.resolved_base_url()  # fail at start-up, not at the first job
+        return self
+
+    def resolved_base_url(self) -> str:
+        """The MiMo base URL: explicit configuration wins, else derived from the key prefix."""
+        if self.base_url:
+            return self.base_url
+        key = self.key.get_secret_value() if self.key else ""
+        if key.startswith("tp-"):
+            if self.region is None:
+                raise ConfigurationError(
+                    "MIMO_API_KEY is a Token Plan key (tp-...), whose cluster cannot be guessed: "
+                    "set MIMO_REGION to cn, sgp or ams (or MIMO_BASE_URL explicitly)"
+                )
+            return TOKEN_PLAN_BASE_URL.format(region=self.region)
+        return PAYG_BASE_URL
+
+
+class StorageSettings(BaseSettings):
+    """Where outputs and local inputs live, and how long results are kept."""
+
+    model_config = _CONFIG
+
+    data_dir: Path = Field(
+        default=Path("./mimoq-data"), validation_alias=AliasChoices("MIMOQ_DATA_DIR", "data_dir")
+    )
+    result_ttl_s: int = Field(
+        default=7 * 86_400,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_RESULT_TTL_S", "result_ttl_s"),
+    )
     input_roots: str = Field(
         default="",
-        validation_alias="MIMOQ_INPUT_ROOTS",
+        validation_alias=AliasChoices("MIMOQ_INPUT_ROOTS", "input_roots"),
         description="Folders (separated by ':') whose files a job may name as local input; "
         "default: MIMOQ_DATA_DIR. Paths outside, and symlinks leading out, are refused.",
     )
 
-    # --- end inputs -------------------------------------------------------------------------
 
-    # --- Retries ----------------------------------------------------------------------
-    max_tries: int = Field(default=8, ge=1, le=100, validation_alias="MIMOQ_MAX_TRIES")
-    backoff_base_s: float = Field(default=1.0, gt=0, validation_alias="MIMOQ_BACKOFF_BASE_S")
-    backoff_max_s: float = Field(default=300.0, gt=0, validation_alias="MIMOQ_BACKOFF_MAX_S")
+class RetrySettings(BaseSettings):
+    """How often, and how far apart, a retryable job is tried."""
 
-    # --- Worker -----------------------------------------------------------------------
+    model_config = _CONFIG
+
+    max_tries: int = Field(
+        default=8, ge=1, le=100, validation_alias=AliasChoices("MIMOQ_MAX_TRIES", "max_tries")
+    )
+    backoff_base_s: float = Field(
+        default=1.0, gt=0, validation_alias=AliasChoices("MIMOQ_BACKOFF_BASE_S", "backoff_base_s")
+    )
+    backoff_max_s: float = Field(
+        default=300.0, gt=0, validation_alias=AliasChoices("MIMOQ_BACKOFF_MAX_S", "backoff_max_s")
+    )
+
+
+class WorkerSettings(BaseSettings):
+    """One worker process: concurrency, timeouts, polling."""
+
+    model_config = _CONFIG
+
     concurrency: int = Field(
         default=32,
         ge=1,
         le=1000,
-        validation_alias="MIMOQ_CONCURRENCY",
+        validation_alias=AliasChoices("MIMOQ_CONCURRENCY", "concurrency"),
         description="Jobs in flight per worker process (Little's law: 100 RPM at 8 s needs ~14).",
     )
     job_timeout_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias="MIMOQ_JOB_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_JOB_TIMEOUT_S", "job_timeout_s"),
         description="A job running longer is retried; a killed worker's job re-runs after +15 s.",
     )
     shutdown_grace_s: float = Field(
         default=60.0,
         ge=0,
-        validation_alias="MIMOQ_SHUTDOWN_GRACE_S",
+        validation_alias=AliasChoices("MIMOQ_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
         description="On SIGTERM, how long in-flight jobs get to finish before they are re-queued.",
     )
     poll_delay_s: float = Field(
         default=0.2,
         gt=0,
-        validation_alias="MIMOQ_POLL_DELAY_S",
+        validation_alias=AliasChoices("MIMOQ_POLL_DELAY_S", "poll_delay_s"),
         description="How often an idle worker polls the queue (arq's poll_delay).",
     )
+    orphan_recovery: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("MIMOQ_ORPHAN_RECOVERY", "orphan_recovery"),
+        description="Re-queue a dead worker's in-flight jobs as soon as its heartbeat lapses.",
+    )
+    redis_retry_s: float = Field(
+        default=300.0,
+        ge=0,
+        validation_alias=AliasChoices("MIMOQ_REDIS_RETRY_S", "redis_retry_s"),
+        description="How long workers and mimoq batch wait for a lost Redis before giving up.",
+    )
 
-    # --- Operations (owned by worker/metrics.py, worker/heartbeat.py) -----------------------
+
+class OpsSettings(BaseSettings):
+    """Operations: the metrics endpoint and heartbeats (worker/metrics.py, worker/heartbeat.py)."""
+
+    model_config = _CONFIG
+
     metrics_port: int = Field(
         default=9464,
         ge=0,
         le=65_535,
-        validation_alias="MIMOQ_METRICS_PORT",
+        validation_alias=AliasChoices("MIMOQ_METRICS_PORT", "metrics_port"),
         description="Port of `mimoq worker`'s Prometheus endpoint (/metrics, /healthz); 0 turns "
         "it off. Embedded workers (speak/transcribe without REDIS_URL) never serve it.",
     )
     metrics_host: str = Field(
         # Prometheus scrapes from another host or container: listen on every interface.
         default="0.0.0.0",  # noqa: S104
-        validation_alias="MIMOQ_METRICS_HOST",
+        validation_alias=AliasChoices("MIMOQ_METRICS_HOST", "metrics_host"),
         description="Address the metrics endpoint listens on (127.0.0.1: this host only).",
     )
     heartbeat_interval_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias="MIMOQ_HEARTBEAT_INTERVAL_S",
+        validation_alias=AliasChoices("MIMOQ_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s"),
         description="How often each worker writes its heartbeat record; it expires after 3.",
     )
-    # --- end operations ---------------------------------------------------------------------
 
-    # --- Resilience (owned by worker/orphans.py, core/redis_retry.py) -----------------------
-    orphan_recovery: bool = Field(
-        default=True,
-        validation_alias="MIMOQ_ORPHAN_RECOVERY",
-        description="Re-queue a dead worker's in-flight jobs as soon as its heartbeat lapses.",
-    )
-    redis_retry_s: float = Field(
-        default=300.0,
-        ge=0,
-        validation_alias="MIMOQ_REDIS_RETRY_S",
-        description="How long workers and mimoq batch wait for a lost Redis before giving up.",
-    )
-    # --- end resilience ---------------------------------------------------------------------
 
-    # --- Callbacks (owned by worker/callbacks.py) ------------------------------------------
-    webhook_secret: SecretStr | None = Field(default=None, validation_alias="MIMOQ_WEBHOOK_SECRET")
-    callback_timeout_s: float = Field(
+class CallbackSettings(BaseSettings):
+    """Callback delivery (worker/callbacks.py): signing, schedule, limits, SSRF policy."""
+
+    model_config = _CONFIG
+
+    secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MIMOQ_WEBHOOK_SECRET", "webhook_secret")
+    )
+    timeout_s: float = Field(
         default=15.0,
         gt=0,
-        validation_alias="MIMOQ_CALLBACK_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_CALLBACK_TIMEOUT_S", "callback_timeout_s"),
         description="Deadline of one delivery attempt (DNS, connect, send, response).",
     )
-    # Kept as the env text (validated and normalized); callback_schedule() gives the numbers.
-    callback_schedule_s: str = Field(
-        default=",".join(f"{s:g}" for s in DEFAULT_SCHEDULE_S),
-        validation_alias="MIMOQ_CALLBACK_SCHEDULE_S",
+    schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_SCHEDULE_S,
+        validation_alias=AliasChoices("MIMOQ_CALLBACK_SCHEDULE_S", "callback_schedule_s"),
         description="Wait before each delivery attempt, in seconds (Svix-like: about a day).",
     )
-    callback_jitter: float = Field(
+    jitter: float = Field(
         default=0.1,
         ge=0,
         lt=1,
-        validation_alias="MIMOQ_CALLBACK_JITTER",
+        validation_alias=AliasChoices("MIMOQ_CALLBACK_JITTER", "callback_jitter"),
         description="Retry waits vary by +/- this share, so receivers aren't retried in lockstep.",
     )
-    callback_retry_after_max_s: float = Field(
+    retry_after_max_s: float = Field(
         default=3600.0,
         ge=0,
         le=86_400,
-        validation_alias="MIMOQ_CALLBACK_RETRY_AFTER_MAX_S",
+        validation_alias=AliasChoices(
+            "MIMOQ_CALLBACK_RETRY_AFTER_MAX_S", "callback_retry_after_max_s"
+        ),
         description="A receiver's Retry-After is honoured up to this many seconds.",
     )
-    callback_max_response_bytes: int = Field(
+    max_response_bytes: int = Field(
         default=65_536,
         ge=0,
-        validation_alias="MIMOQ_CALLBACK_MAX_RESPONSE_BYTES",
+        validation_alias=AliasChoices(
+            "MIMOQ_CALLBACK_MAX_RESPONSE_BYTES", "callback_max_response_bytes"
+        ),
         description="At most this much of a receiver's answer is read, then the connection closed.",
     )
-    callback_allow_networks: str = Field(
+    allow_networks: str = Field(
         default="",
-        validation_alias="MIMOQ_CALLBACK_ALLOW_NETWORKS",
+        validation_alias=AliasChoices("MIMOQ_CALLBACK_ALLOW_NETWORKS", "callback_allow_networks"),
         description="Comma-separated CIDRs that callbacks may reach although not public.",
     )
-    callback_https_only: bool = Field(default=False, validation_alias="MIMOQ_CALLBACK_HTTPS_ONLY")
+    https_only: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("MIMOQ_CALLBACK_HTTPS_ONLY", "callback_https_only"),
+    )
 
-    @field_validator("callback_schedule_s", mode="before")
+    _blank_unset = field_validator("secret", mode="before")(_blank_is_none)
+
+    @field_validator("schedule_s", mode="before")
     @classmethod
-    def _callback_schedule(cls, value: object) -> str:
-        from mimoq.core.webhooks import (
-            parse_schedule,  # local: keeps settings free of import cycles
-        )
+    def _schedule(cls, value: object) -> tuple[float, ...]:
+        return parse_schedule(value)
 
-        return ",".join(f"{s:g}" for s in parse_schedule(value))
-
-    @field_validator("callback_allow_networks", mode="before")
+    @field_validator("allow_networks", mode="before")
     @classmethod
-    def _callback_networks(cls, value: object) -> str:
+    def _networks(cls, value: object) -> str:
         if not isinstance(value, str | list | tuple):
             raise ValueError("allowed networks must be comma-separated CIDRs")
         items = value if isinstance(value, str) else [str(v) for v in value]
         return ",".join(str(n) for n in parse_networks(items))
 
     @model_validator(mode="after")
-    def _webhook_secrets_usable(self) -> Settings:
-        from mimoq.core.webhooks import decode_secret
-
-        for number, secret in enumerate(self.webhook_secrets(), 1):
+    def _secrets_usable(self) -> CallbackSettings:
+        for number, secret in enumerate(self.secrets(), 1):
             try:
                 decode_secret(secret)
             except ValueError as exc:
@@ -192,339 +288,401 @@ class Settings(BaseSettings):
                 raise ConfigurationError(f"MIMOQ_WEBHOOK_SECRET, secret #{number}: {exc}") from None
         return self
 
-    def callback_schedule(self) -> tuple[float, ...]:
-        """The retry schedule in seconds: entry i is the wait before attempt i + 1."""
-        return tuple(float(s) for s in self.callback_schedule_s.split(","))
+    def secrets(self) -> list[str]:
+        """All configured signing secrets; several (space separated) while rotating."""
+        return self.secret.get_secret_value().split() if self.secret else []
 
-    # --- end callbacks ----------------------------------------------------------------------
 
-    # --- Limiter (owned by worker/limiter.py) -----------------------------------------------
-    limits_enabled: bool = Field(
+class LimiterSettings(BaseSettings):
+    """The fleet-wide quota limiter and scheduler (worker/limiter/)."""
+
+    model_config = _CONFIG
+
+    enabled: bool = Field(
         default=True,
-        validation_alias="MIMOQ_LIMITS_ENABLED",
+        validation_alias=AliasChoices("MIMOQ_LIMITS_ENABLED", "limits_enabled"),
         description="Reserve MiMo quota in Redis before every call. Off only for an upstream "
         "without quotas (e.g. the simulator with no quota policy).",
     )
-    limit_account: str | None = Field(
+    account: str | None = Field(
         default=None,
-        validation_alias="MIMOQ_LIMIT_ACCOUNT",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_ACCOUNT", "limit_account"),
         description="Name of the MiMo account whose quota the fleet shares. Default: the first 16 "
         "hex of the SHA-256 of MIMO_API_KEY (never the key). Set the same name on fleets that "
         "use different keys of one account: MiMo sums the quota over all its keys.",
     )
-    limit_default_rpm: int = Field(
+    default_rpm: int = Field(
         default=100,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_DEFAULT_RPM",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_DEFAULT_RPM", "limit_default_rpm"),
         description="Requests per window for every model not named in MIMOQ_LIMIT_RPM "
         "(official: 100 per minute for each model).",
     )
-    limit_rpm: dict[str, int] = Field(
+    rpm: dict[str, int] = Field(
         default_factory=dict,
-        validation_alias="MIMOQ_LIMIT_RPM",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_RPM", "limit_rpm"),
         description="Per-model overrides of the requests per window, as JSON: "
         "'{\"mimo-v2.5-tts\": 60}'.",
     )
-    limit_tpm: dict[str, int] = Field(
+    tpm: dict[str, int] = Field(
         default_factory=dict,
-        validation_alias="MIMOQ_LIMIT_TPM",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_TPM", "limit_tpm"),
         description="Per-model overrides of the tokens per window, as JSON (official: 10000 "
         "for mimo-v2.5-asr; no token limit is enforced for other models). 0 removes a limit.",
     )
-    limit_window_s: float = Field(
+    window_s: float = Field(
         default=60.0,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_WINDOW_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_WINDOW_S", "limit_window_s"),
         description="Length of the quota window (MiMo: a minute). Benchmarks shorten it.",
     )
-    limit_target: float = Field(
+    target: float = Field(
         default=0.98,
         gt=0,
         le=1,
-        validation_alias="MIMOQ_LIMIT_TARGET",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_TARGET", "limit_target"),
         description="Fraction of the quota the limiter paces to; the rest absorbs the spread "
         "between our send times and MiMo's receive times.",
     )
-    limit_margin_s: float = Field(
+    margin_s: float = Field(
         default=0.5,
         ge=0,
-        validation_alias="MIMOQ_LIMIT_MARGIN_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_MARGIN_S", "limit_margin_s"),
         description="Seconds added to the window by the hard guard (never more than the quota "
         "in any window this long): the worst send-to-receive spread expected. Capped at half "
         "the pacing slack, window x (1/target - 1) / 2, so the guard never paces below target.",
     )
-    limit_burst: int = Field(
+    burst: int = Field(
         default=1,
         ge=1,
-        validation_alias="MIMOQ_LIMIT_BURST",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_BURST", "limit_burst"),
         description="Requests that may start back to back after an idle spell (1: even spacing).",
     )
-    limit_max_in_flight: int | None = Field(
+    max_in_flight: int | None = Field(
         default=None,
         ge=1,
-        validation_alias="MIMOQ_LIMIT_MAX_IN_FLIGHT",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_MAX_IN_FLIGHT", "limit_max_in_flight"),
         description="Cap on MiMo calls in flight per model across the fleet (unset: no cap).",
     )
-    limit_lease_ttl_s: float = Field(
+    lease_ttl_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_LEASE_TTL_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_LEASE_TTL_S", "limit_lease_ttl_s"),
         description="An in-flight lease of a worker that died expires after this; keep it above "
         "the longest MiMo call.",
     )
-    limit_ticket_grace_s: float = Field(
+    ticket_grace_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_TICKET_GRACE_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_TICKET_GRACE_S", "limit_ticket_grace_s"),
         description="A deferred job's reserved slot stays claimable this long after its time.",
     )
-    limit_cooldown_s: float = Field(
+    cooldown_s: float = Field(
         default=2.0,
         ge=0,
-        validation_alias="MIMOQ_LIMIT_COOLDOWN_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_COOLDOWN_S", "limit_cooldown_s"),
         description="Fleet-wide pause of a model after a 429 that carried no Retry-After.",
     )
-    limit_decrease: float = Field(
+    decrease: float = Field(
         default=0.7,
         gt=0,
         lt=1,
-        validation_alias="MIMOQ_LIMIT_DECREASE",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_DECREASE", "limit_decrease"),
         description="After a 429 the paced rate is multiplied by this (multiplicative decrease).",
     )
-    limit_recovery_per_window: float = Field(
+    recovery_per_window: float = Field(
         default=0.1,
         gt=0,
         le=1,
-        validation_alias="MIMOQ_LIMIT_RECOVERY_PER_WINDOW",
+        validation_alias=AliasChoices(
+            "MIMOQ_LIMIT_RECOVERY_PER_WINDOW", "limit_recovery_per_window"
+        ),
         description="Share of the target rate regained per window without a 429 "
         "(additive increase).",
     )
-    limit_tokens_per_call: float = Field(
+    tokens_per_call: float = Field(
         default=21.0,
         ge=0,
-        validation_alias="MIMOQ_LIMIT_TOKENS_PER_CALL",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_TOKENS_PER_CALL", "limit_tokens_per_call"),
         description="Fixed token cost of a call of a token-limited model (the ASR prompt's text).",
     )
-    limit_tokens_per_audio_s: float = Field(
+    tokens_per_audio_s: float = Field(
         default=11.25,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_TOKENS_PER_AUDIO_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_TOKENS_PER_AUDIO_S", "limit_tokens_per_audio_s"),
         description="Starting tokens per second of audio (the documented 4 s clip: 25 audio + 20 "
         "completion tokens); calibrated fleet-wide from the usage of finished calls.",
     )
     # Scheduling: lanes and tenants (README, "Scheduling")
-    limit_bulk_min_share: float = Field(
+    bulk_min_share: float = Field(
         default=0.5,
         ge=0,
         le=1,
-        validation_alias="MIMOQ_LIMIT_BULK_MIN_SHARE",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_BULK_MIN_SHARE", "limit_bulk_min_share"),
         description="Share of a model's grants that bulk jobs keep while interactive jobs "
         "compete with them (0: interactive always goes first).",
     )
-    limit_lookahead_s: float = Field(
+    lookahead_s: float = Field(
         default=2.0,
         gt=0,
-        validation_alias="MIMOQ_LIMIT_LOOKAHEAD_S",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_LOOKAHEAD_S", "limit_lookahead_s"),
         description="Seconds of a model's slots that waiting bulk jobs are admitted into the "
         "queue ahead of time (at least 2 jobs); the rest wait in mimoq:wait:*.",
     )
-    limit_first_decrease: float = Field(
+    first_decrease: float = Field(
         default=0.9,
         gt=0,
         lt=1,
-        validation_alias="MIMOQ_LIMIT_FIRST_DECREASE",
+        validation_alias=AliasChoices("MIMOQ_LIMIT_FIRST_DECREASE", "limit_first_decrease"),
         description="After a 429 that follows a clean window (none in the last 3 windows) the "
         "paced rate is multiplied by this, and regains the step within one window.",
     )
 
-    # --- end limiter ------------------------------------------------------------------------
 
-    # --- Accounts: key pool and circuit breaker (owned by core/keypool.py, worker/accounts/) --
-    mimo_api_keys: SecretStr | None = Field(
+class HttpSettings(BaseSettings):
+    """`mimoq serve` (mimoq/http)."""
+
+    model_config = _CONFIG
+
+    tokens: SecretStr | None = Field(
         default=None,
-        validation_alias="MIMO_API_KEYS",
-        description="More keys, space- or comma-separated; each is its own account unless "
-        "MIMOQ_LIMIT_ACCOUNT names one for all of them.",
-    )
-    mimo_numbered_keys: dict[str, NumberedKey] = Field(
-        # Found by pattern (pydantic-settings reads fixed names only); the alias is the
-        # pattern's documented spelling, which no environment variable can have.
-        default_factory=lambda: numbered_keys(os.environ),
-        validation_alias="MIMO_<N>_API_KEY",
-        description="Key presets: MIMO_<N>_API_KEY with optional MIMO_<N>_REGION, "
-        "MIMO_<N>_BASE_URL and MIMO_<N>_ACCOUNT (keys sharing an account share its quota).",
-    )
-
-    account_probe_base_s: float = Field(
-        default=5.0,
-        gt=0,
-        validation_alias="MIMOQ_ACCOUNT_PROBE_BASE_S",
-        description="First wait before one request probes a paused account; doubles per probe.",
-    )
-    account_probe_max_s: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias="MIMOQ_ACCOUNT_PROBE_MAX_S",
-        description="Cap of the wait between probes of a paused account.",
-    )
-    account_pause_max_s: float = Field(
-        default=86_400.0,
-        gt=0,
-        validation_alias="MIMOQ_ACCOUNT_PAUSE_MAX_S",
-        description="A pause longer than this fails the jobs waiting for the account.",
-    )
-    account_trip_429s: int = Field(
-        default=20,
-        ge=1,
-        validation_alias="MIMOQ_ACCOUNT_TRIP_429S",
-        description="Consecutive 429s (no success in between, cool-downs honoured) that pause "
-        "the account like a 402.",
-    )
-
-    @field_validator("mimo_api_keys", mode="before")
-    @classmethod
-    def _blank_keys_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    # --- end accounts -----------------------------------------------------------------------
-
-    # --- HTTP front door (owned by mimoq/http) ----------------------------------------------
-    api_tokens: SecretStr | None = Field(
-        default=None,
-        validation_alias="MIMOQ_API_TOKENS",
+        validation_alias=AliasChoices("MIMOQ_API_TOKENS", "api_tokens"),
         description="Bearer tokens of `mimoq serve`, comma or space separated, each `token` or "
         "`name:token` (the name is the caller's tenant). Unset: serve binds to loopback only.",
     )
-    http_host: str = Field(default="127.0.0.1", validation_alias="MIMOQ_HTTP_HOST")
-    http_port: int = Field(default=8080, ge=0, le=65_535, validation_alias="MIMOQ_HTTP_PORT")
-    http_max_json_bytes: int = Field(
+    host: str = Field(
+        default="127.0.0.1", validation_alias=AliasChoices("MIMOQ_HTTP_HOST", "http_host")
+    )
+    port: int = Field(
+        default=8080, ge=0, le=65_535, validation_alias=AliasChoices("MIMOQ_HTTP_PORT", "http_port")
+    )
+    max_json_bytes: int = Field(
         default=16 * 1024 * 1024,
         gt=0,
-        validation_alias="MIMOQ_HTTP_MAX_JSON_BYTES",
+        validation_alias=AliasChoices("MIMOQ_HTTP_MAX_JSON_BYTES", "http_max_json_bytes"),
         description="Largest JSON request body (a voice-clone sample is up to 10 MB of base64).",
     )
-    http_max_upload_bytes: int = Field(
+    max_upload_bytes: int = Field(
         default=512 * 1024 * 1024,
         gt=0,
-        validation_alias="MIMOQ_HTTP_MAX_UPLOAD_BYTES",
+        validation_alias=AliasChoices("MIMOQ_HTTP_MAX_UPLOAD_BYTES", "http_max_upload_bytes"),
         description="Largest multipart upload (transcription audio, batch input files).",
     )
-    http_header_timeout_s: float = Field(
+    header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias="MIMOQ_HTTP_HEADER_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_HTTP_HEADER_TIMEOUT_S", "http_header_timeout_s"),
         description="A connection that has not sent a whole request head in this long is closed.",
     )
-    http_body_idle_timeout_s: float = Field(
+    body_idle_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        validation_alias="MIMOQ_HTTP_BODY_IDLE_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_HTTP_BODY_IDLE_TIMEOUT_S", "http_body_idle_timeout_s"),
         description="A request body that stalls this long between chunks is refused (408).",
     )
-    http_body_timeout_s: float = Field(
+    body_timeout_s: float = Field(
         default=900.0,
         gt=0,
-        validation_alias="MIMOQ_HTTP_BODY_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_HTTP_BODY_TIMEOUT_S", "http_body_timeout_s"),
         description="A request body that takes longer than this in all is refused (408).",
     )
-    http_wait_timeout_s: float = Field(
+    wait_timeout_s: float = Field(
         default=600.0,
         gt=0,
-        validation_alias="MIMOQ_HTTP_WAIT_TIMEOUT_S",
+        validation_alias=AliasChoices("MIMOQ_HTTP_WAIT_TIMEOUT_S", "http_wait_timeout_s"),
         description="How long a synchronous request waits for its job before answering 504 "
         "(the job goes on: poll the Location given).",
     )
-    http_upload_sweep_s: float = Field(
+    upload_sweep_s: float = Field(
         default=60.0,
         gt=0,
-        validation_alias="MIMOQ_HTTP_UPLOAD_SWEEP_S",
+        validation_alias=AliasChoices("MIMOQ_HTTP_UPLOAD_SWEEP_S", "http_upload_sweep_s"),
         description="How often `mimoq serve` deletes the uploads of finished jobs.",
     )
-    http_cors_origins: str = Field(
+    cors_origins: str = Field(
         default="",
-        validation_alias="MIMOQ_HTTP_CORS_ORIGINS",
+        validation_alias=AliasChoices("MIMOQ_HTTP_CORS_ORIGINS", "http_cors_origins"),
         description="Comma-separated origins browsers may call the API from (none by default).",
     )
-
-    http_dashboard_tenants: str = Field(
+    dashboard_tenants: str = Field(
         default="",
-        validation_alias="MIMOQ_HTTP_DASHBOARD_TENANTS",
+        validation_alias=AliasChoices("MIMOQ_HTTP_DASHBOARD_TENANTS", "http_dashboard_tenants"),
         description="Comma-separated tenants who may open the dashboard (it shows the whole "
         "fleet); empty: every token's tenant.",
     )
 
-    def api_token_list(self) -> list[str]:
+    _blank_unset = field_validator("tokens", mode="before")(_blank_is_none)
+
+    def token_list(self) -> list[str]:
         """The configured bearer-token entries, as written (``token`` or ``name:token``)."""
-        if self.api_tokens is None:
+        if self.tokens is None:
             return []
-        return self.api_tokens.get_secret_value().replace(",", " ").split()
+        return self.tokens.get_secret_value().replace(",", " ").split()
 
-    # --- end HTTP front door ----------------------------------------------------------------
 
-    # --- segments and silence (transcription) ------------------------------------------
+class AccountSettings(BaseSettings):
+    """The per-account circuit breaker (worker/accounts/)."""
+
+    model_config = _CONFIG
+
+    probe_base_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PROBE_BASE_S", "account_probe_base_s"),
+        description="First wait before one request probes a paused account; doubles per probe.",
+    )
+    probe_max_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PROBE_MAX_S", "account_probe_max_s"),
+        description="Cap of the wait between probes of a paused account.",
+    )
+    pause_max_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PAUSE_MAX_S", "account_pause_max_s"),
+        description="A pause longer than this fails the jobs waiting for the account.",
+    )
+    trip_429s: int = Field(
+        default=20,
+        ge=1,
+        validation_alias=AliasChoices("MIMOQ_ACCOUNT_TRIP_429S", "account_trip_429s"),
+        description="Consecutive 429s (no success in between, cool-downs honoured) that pause "
+        "the account like a 402.",
+    )
+
+
+class AudioSettings(BaseSettings):
+    """Segments and silence compaction of long recordings (core/splitting/)."""
+
+    model_config = _CONFIG
+
     segment_max_s: float = Field(
         default=30.0,
         ge=2,
         le=200,
-        validation_alias="MIMOQ_SEGMENT_MAX_S",
+        validation_alias=AliasChoices("MIMOQ_SEGMENT_MAX_S", "segment_max_s"),
         description="timestamps: segment -- the longest segment; longer speech is cut.",
     )
     segment_min_pause_s: float = Field(
         default=0.4,
         gt=0,
-        validation_alias="MIMOQ_SEGMENT_MIN_PAUSE_S",
+        validation_alias=AliasChoices("MIMOQ_SEGMENT_MIN_PAUSE_S", "segment_min_pause_s"),
         description="timestamps: segment -- every pause at least this long ends a segment.",
     )
     compact_silence_min_s: float = Field(
         default=1.0,
         gt=0,
-        validation_alias="MIMOQ_COMPACT_SILENCE_MIN_S",
+        validation_alias=AliasChoices("MIMOQ_COMPACT_SILENCE_MIN_S", "compact_silence_min_s"),
         description="compact_silence -- pauses longer than this are shortened.",
     )
     compact_silence_keep_s: float = Field(
         default=0.3,
         ge=0.04,
-        validation_alias="MIMOQ_COMPACT_SILENCE_KEEP_S",
+        validation_alias=AliasChoices("MIMOQ_COMPACT_SILENCE_KEEP_S", "compact_silence_keep_s"),
         description="compact_silence -- what is left of each shortened pause.",
     )
 
-    @field_validator(
-        "mimo_api_key", "webhook_secret", "api_tokens", "mimo_base_url", "redis_url", mode="before"
+
+#: The subsystem models, by the name of their field on ``Settings``.
+GROUPS: Final[dict[str, type[BaseSettings]]] = {
+    "mimo": MimoSettings,
+    "storage": StorageSettings,
+    "retry": RetrySettings,
+    "worker": WorkerSettings,
+    "ops": OpsSettings,
+    "callbacks": CallbackSettings,
+    "limiter": LimiterSettings,
+    "http": HttpSettings,
+    "accounts": AccountSettings,
+    "audio": AudioSettings,
+}
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    """Every accepted keyword of a group (old flat name, alias, field name) -> (group, field)."""
+    names: dict[str, tuple[str, str]] = {}
+    for group, model in GROUPS.items():
+        for field_name, info in model.model_fields.items():
+            names[field_name if field_name not in names else f"{group}.{field_name}"] = (
+                group,
+                field_name,
+            )
+            alias = info.validation_alias
+            for choice in alias.choices if isinstance(alias, AliasChoices) else []:
+                if isinstance(choice, str) and choice.islower():
+                    names[choice] = (group, field_name)
+    return names
+
+
+_FLAT: Final = _flat_names()
+
+
+class Settings(BaseSettings):
+    """Everything configurable, one model per subsystem. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, env_prefix="MIMOQ_SETTINGS_GROUP_"
     )
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        # `FOO=` in a .env or compose file means "not set", not "set to the empty string".
-        return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("mimo_base_url")
-    @classmethod
-    def _strip_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else value
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
 
-    @model_validator(mode="after")
-    def _base_url_is_derivable(self) -> Settings:
-        self.base_url()  # fail at start-up, not at the first job
-        return self
+    mimo: MimoSettings = Field(default_factory=MimoSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    limiter: LimiterSettings = Field(default_factory=LimiterSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    accounts: AccountSettings = Field(default_factory=AccountSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+
+    _blank_unset = field_validator("redis_url", mode="before")(_blank_is_none)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_keywords(cls, data: Any) -> Any:
+        """``Settings(limit_window_s=10)`` sets ``limiter.window_s``; the rest of the group
+        still comes from the environment (each group is built through its own ``__init__``)."""
+        if not isinstance(data, dict):
+            return data
+        routed: dict[str, dict[str, Any]] = {}
+        rest: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _FLAT and key not in cls.model_fields:
+                group, field_name = _FLAT[key]
+                routed.setdefault(group, {})[field_name] = value
+            else:
+                rest[key] = value
+        for group, values in routed.items():
+            given = rest.get(group)
+            base = given.model_dump() if isinstance(given, BaseSettings) else dict(given or {})
+            rest[group] = GROUPS[group](**{**base, **values})
+        return rest
+
+    def updated(self, **flat: Any) -> Settings:
+        """A copy with some settings changed, by flat or group field name (validated)."""
+        values: dict[str, Any] = {"redis_url": self.redis_url}
+        for group in GROUPS:
+            values[group] = getattr(self, group).model_dump()
+        for key, value in flat.items():
+            if key in type(self).model_fields:
+                values[key] = value
+            else:
+                group, field_name = _FLAT[key]
+                values[group][field_name] = value
+        redis_url = values.pop("redis_url")
+        groups = {g: GROUPS[g](**v) for g, v in values.items()}
+        return type(self).model_validate({"redis_url": redis_url, **groups})
 
     def base_url(self) -> str:
         """The MiMo base URL: explicit configuration wins, else derived from the key prefix."""
-        if self.mimo_base_url:
-            return self.mimo_base_url
-        key = self.mimo_api_key.get_secret_value() if self.mimo_api_key else ""
-        if key.startswith("tp-"):
-            if self.mimo_region is None:
-                raise ConfigurationError(
-                    "MIMO_API_KEY is a Token Plan key (tp-...), whose cluster cannot be guessed: "
-                    "set MIMO_REGION to cn, sgp or ams (or MIMO_BASE_URL explicitly)"
-                )
-            return TOKEN_PLAN_BASE_URL.format(region=self.mimo_region)
-        return PAYG_BASE_URL
+        return self.mimo.resolved_base_url()
 
     def api_key(self) -> str | None:
-        return self.mimo_api_key.get_secret_value() if self.mimo_api_key else None
+        return self.mimo.key.get_secret_value() if self.mimo.key else None
 
     def webhook_secrets(self) -> list[str]:
         """All configured signing secrets; several (space separated) while rotating."""
-        if self.webhook_secret is None:
-            return []
-        return self.webhook_secret.get_secret_value().split()
+        return self.callbacks.secrets()

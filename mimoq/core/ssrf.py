@@ -30,18 +30,22 @@ import httpx
 from mimoq.core.errors import InvalidRequestError, RetryableError
 
 
+class CallbackPolicy(Protocol):
+    """The two callback settings the checks read."""
+
+    @property
+    def https_only(self) -> bool: ...
+
+    @property
+    def allow_networks(self) -> str: ...
+
+
 class Policy(Protocol):
-    """The two settings the checks read (``Settings`` satisfies it; tests may pass less).
-
-    A protocol rather than ``Settings`` itself: settings validate their allow-list with
-    ``parse_networks`` from this module, so importing them here would be a cycle.
-    """
+    """What the checks are given: ``Settings`` (a protocol, not the class itself, because the
+    settings validate their allow-list with ``parse_networks`` from this module)."""
 
     @property
-    def callback_https_only(self) -> bool: ...
-
-    @property
-    def callback_allow_networks(self) -> str: ...
+    def callbacks(self) -> CallbackPolicy: ...
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -268,7 +272,7 @@ def _parse(url: str, settings: Policy) -> _Parsed:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise CallbackUrlRefusedError(f"{PARAM} must be an http:// or https:// URL")
-    if settings.callback_https_only and scheme != "https":
+    if settings.callbacks.https_only and scheme != "https":
         raise CallbackUrlRefusedError(f"{PARAM} must be https:// (MIMOQ_CALLBACK_HTTPS_ONLY is on)")
     port = explicit if explicit is not None else _DEFAULT_PORTS[scheme]
     if not 0 < port < 65536:
@@ -294,7 +298,7 @@ def _parse(url: str, settings: Policy) -> _Parsed:
 
 def _check(parsed: _Parsed, addresses: Sequence[Address], settings: Policy) -> Address:
     """The address to connect to, after every resolved address passed; refuses otherwise."""
-    allow = _allowed(settings.callback_allow_networks)
+    allow = _allowed(settings.callbacks.allow_networks)
     for address in addresses:
         kind = classify(address)
         if kind is not None and not _is_allowed(address, allow):

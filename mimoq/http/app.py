@@ -64,30 +64,32 @@ def build_app(
             tokens=tokens,
             front=FrontDoor(Producer(redis, settings), settings),
             json_limits=BodyLimits(
-                settings.http_max_json_bytes,
-                settings.http_body_idle_timeout_s,
-                settings.http_body_timeout_s,
+                settings.http.max_json_bytes,
+                settings.http.body_idle_timeout_s,
+                settings.http.body_timeout_s,
             ),
             upload_limits=BodyLimits(
-                settings.http_max_upload_bytes,
-                settings.http_body_idle_timeout_s,
-                settings.http_body_timeout_s,
+                settings.http.max_upload_bytes,
+                settings.http.body_idle_timeout_s,
+                settings.http.body_timeout_s,
             ),
         )
         app.state.fleet = fleet
         background = []
-        if fleet is not None and settings.limits_enabled:
+        if fleet is not None and settings.limiter.enabled:
             background.append(
                 asyncio.create_task(
-                    dashboard.sample_quota_forever(redis, fleet, max(1.0, settings.limit_window_s))
+                    dashboard.sample_quota_forever(
+                        redis, fleet, max(1.0, settings.limiter.window_s)
+                    )
                 )
             )
         sweeper = asyncio.create_task(
             sweep_forever(
                 redis,
                 upload_path(settings, UPLOADS_PREFIX),
-                interval_s=settings.http_upload_sweep_s,
-                stale_part_s=settings.http_body_timeout_s + 60,
+                interval_s=settings.http.upload_sweep_s,
+                stale_part_s=settings.http.body_timeout_s + 60,
             )
         )
         background.append(sweeper)
@@ -130,7 +132,7 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
     ]
     middleware = []
-    origins = [o.strip() for o in settings.http_cors_origins.split(",") if o.strip()]
+    origins = [o.strip() for o in settings.http.cors_origins.split(",") if o.strip()]
     if origins:  # browsers may call the API from these origins only; none by default
         middleware.append(
             Middleware(

@@ -50,7 +50,7 @@ async def _await(ctx: Context, job_id: str) -> JobResult:
         location = f"/v1/jobs/{job_id}"
         raise HTTPError(
             504,
-            f"job {job_id} is not finished after {ctx.settings.http_wait_timeout_s:g} s; it goes "
+            f"job {job_id} is not finished after {ctx.settings.http.wait_timeout_s:g} s; it goes "
             f"on: poll GET {location} (or send Prefer: respond-async)",
             type="timeout_error",
             code="job_pending",

@@ -51,7 +51,7 @@ def batch_object(record: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _save(ctx: Context, record: dict[str, Any]) -> None:
-    ttl = ctx.settings.result_ttl_s + 86_400
+    ttl = ctx.settings.storage.result_ttl_s + 86_400
     await ctx.front.producer.redis.set(_key(record["id"]), json.dumps(record), ex=ttl)
 
 
@@ -157,7 +157,7 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
         await asyncio.gather(*(submit(n, c, r) for n, (c, r) in enumerate(requests)))
     )
     await ctx.front.producer.redis.set(
-        _items_key(batch_id), json.dumps(items), ex=ctx.settings.result_ttl_s + 86_400
+        _items_key(batch_id), json.dumps(items), ex=ctx.settings.storage.result_ttl_s + 86_400
     )
     record.update(status="in_progress", in_progress_at=int(time.time()))
     record["request_counts"]["total"] = len(items)

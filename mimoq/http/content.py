@@ -33,14 +33,14 @@ def upload_key(job_id: str, suffix: str) -> str:
 
 def upload_path(settings: Settings, key: str) -> Path:
     """The local path a worker reads an uploaded input from (the data directory is shared)."""
-    return Path(LocalStorage(settings.data_dir).locate(key))
+    return Path(LocalStorage(settings.storage.data_dir).locate(key))
 
 
 def output_response(settings: Settings, result: JobResult) -> Response:
     """The finished job's output file, streamed with its content type (Range supported)."""
     if result.output is None:
         raise HTTPError(404, f"job {result.id} has no output", code="no_output")
-    path = Path(LocalStorage(settings.data_dir).locate(result.output.key))
+    path = Path(LocalStorage(settings.storage.data_dir).locate(result.output.key))
     if not path.is_file():
         raise HTTPError(
             404, f"the output of job {result.id} is no longer in storage", code="output_gone"

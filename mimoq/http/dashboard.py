@@ -60,7 +60,7 @@ def _page(body: str, status: int = 200) -> HTMLResponse:
 
 
 def _key(ctx: Context) -> bytes:
-    return session.signing_key(ctx.settings.api_token_list())
+    return session.signing_key(ctx.settings.http.token_list())
 
 
 def _session_tenant(request: Request, ctx: Context) -> str | None:
@@ -68,7 +68,7 @@ def _session_tenant(request: Request, ctx: Context) -> str | None:
 
 
 def _allowed(ctx: Context, tenant: str) -> bool:
-    allowed = {t.strip() for t in ctx.settings.http_dashboard_tenants.split(",") if t.strip()}
+    allowed = {t.strip() for t in ctx.settings.http.dashboard_tenants.split(",") if t.strip()}
     return not allowed or tenant in allowed
 
 

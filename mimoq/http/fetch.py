@@ -72,10 +72,10 @@ async def fetch_audio(settings: Settings, url: str, job_id: str) -> Path:
                     with partial.open("wb") as out:
                         async for chunk in response.aiter_bytes(_CHUNK):
                             size += len(chunk)
-                            if size > settings.http_max_upload_bytes:
+                            if size > settings.http.max_upload_bytes:
                                 raise _refused(
                                     url,
-                                    f"it is larger than {settings.http_max_upload_bytes:,} bytes",
+                                    f"it is larger than {settings.http.max_upload_bytes:,} bytes",
                                 )
                             out.write(chunk)
                     suffix = _suffix(url, response.headers.get("content-type"))

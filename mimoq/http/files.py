@@ -37,7 +37,7 @@ def file_object(record: dict[str, Any]) -> dict[str, Any]:
 
 async def save_record(ctx: Context, record: dict[str, Any]) -> None:
     await ctx.front.producer.redis.set(
-        _record_key(record["id"]), json.dumps(record), ex=ctx.settings.result_ttl_s + 86_400
+        _record_key(record["id"]), json.dumps(record), ex=ctx.settings.storage.result_ttl_s + 86_400
     )
 
 

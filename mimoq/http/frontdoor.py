@@ -67,7 +67,9 @@ class FrontDoor:
         checked = await self.producer.validate(job)
         assert checked.id is not None
         # Owner first: a job is never visible to nobody, and never to the wrong tenant.
-        ttl = self.settings.result_ttl_s + 86_400  # results live this long after a day's wait
+        ttl = (
+            self.settings.storage.result_ttl_s + 86_400
+        )  # results live this long after a day's wait
         await self.producer.redis.set(wire.owner_key(checked.id), tenant, ex=ttl)
         await self.producer.enqueue(checked)
         return checked.id
@@ -84,4 +86,4 @@ class FrontDoor:
         return await self.producer.status(job_id)
 
     async def wait(self, job_id: str) -> JobResult:
-        return await self.producer.wait(job_id, timeout_s=self.settings.http_wait_timeout_s)
+        return await self.producer.wait(job_id, timeout_s=self.settings.http.wait_timeout_s)

@@ -29,14 +29,14 @@ def config(
     embedded: bool = False,
 ) -> uvicorn.Config:
     """uvicorn's configuration; refuses a non-loopback host when no token is configured."""
-    tokens = TokenTable(settings.api_token_list())
+    tokens = TokenTable(settings.http.token_list())
     check_bind(host, tokens)
-    register_secrets(*(entry.partition(":")[2] or entry for entry in settings.api_token_list()))
+    register_secrets(*(entry.partition(":")[2] or entry for entry in settings.http.token_list()))
     return uvicorn.Config(
         build_app(settings, tokens, fleet),
         host=host,
         port=port,
-        http=protocol_with_head_timeout(settings.http_header_timeout_s),
+        http=protocol_with_head_timeout(settings.http.header_timeout_s),
         timeout_keep_alive=KEEP_ALIVE_S,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         lifespan="on",

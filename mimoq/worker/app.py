@@ -54,8 +54,8 @@ class MimoqWorker(Worker):
         self.heartbeat = Heartbeat(mimoq_settings)
         self.orphans = OrphanWatch(
             self.heartbeat.worker_id,
-            mimoq_settings.heartbeat_interval_s,
-            enabled=mimoq_settings.orphan_recovery,
+            mimoq_settings.ops.heartbeat_interval_s,
+            enabled=mimoq_settings.worker.orphan_recovery,
         )
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
@@ -64,7 +64,7 @@ class MimoqWorker(Worker):
     async def main(self) -> None:
         beat = self.heartbeat
         if self.metrics_port is not None and self.metrics_server is None:
-            host, port = self.mimoq_settings.metrics_host, self.metrics_port
+            host, port = self.mimoq_settings.ops.metrics_host, self.metrics_port
             self.metrics_server = MetricsServer.start(host, port, liveness=beat.liveness)
             beat.metrics_port = self.metrics_server.port
         log.info("worker.identity", worker_id=beat.worker_id, metrics_port=beat.metrics_port)
@@ -146,9 +146,12 @@ async def drain_and_close(worker: Worker, *, grace_s: float) -> None:
 def http_client(settings: Settings) -> httpx.AsyncClient:
     """The one MiMo client of a worker process; its pool is sized to the job concurrency."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+        timeout=httpx.Timeout(
+            settings.mimo.request_timeout_s, connect=settings.mimo.connect_timeout_s
+        ),
         limits=httpx.Limits(
-            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+            max_connections=settings.worker.concurrency,
+            max_keepalive_connections=settings.worker.concurrency,
         ),
         follow_redirects=False,
     )
@@ -161,7 +164,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     pool = usable_pool(settings)
     ctx["deps"] = WorkerDeps(
         settings=settings,
-        storage=LocalStorage(settings.data_dir),
+        storage=LocalStorage(settings.storage.data_dir),
         accounts=build_router(
             settings, ctx["redis"], http, pool, breaker=ctx.get("account_breaker", True)
         ),
@@ -169,7 +172,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     await callbacks.startup(ctx)
     log.info(
         "worker.started",
-        concurrency=settings.concurrency,
+        concurrency=settings.worker.concurrency,
         base_url=settings.base_url(),
         accounts={a.name: len(a.keys) for a in pool},
     )
@@ -194,12 +197,15 @@ def redis_settings_for(settings: Settings) -> RedisSettings:
     ``MIMOQ_REDIS_RETRY_S`` (core/redis_retry.py), at start-up too."""
     assert settings.redis_url is not None
     base = RedisSettings.from_dsn(settings.redis_url)
-    options = client_options(settings.redis_retry_s)
+    options = client_options(settings.worker.redis_retry_s)
     if not options:
         return base
     # arq's start-up loop retries the first connection once a second.
     return dataclasses.replace(
-        base, conn_retries=max(1, math.ceil(settings.redis_retry_s)), conn_retry_delay=1, **options
+        base,
+        conn_retries=max(1, math.ceil(settings.worker.redis_retry_s)),
+        conn_retry_delay=1,
+        **options,
     )
 
 
@@ -220,7 +226,7 @@ def build_worker(
 
     ``metrics_port``: serve ``/metrics`` and ``/healthz`` there (0: any free port); None:
     not served. With ``handle_signals``, SIGTERM/SIGINT stop job pick-up and give running
-    jobs ``settings.shutdown_grace_s`` to finish; arq re-queues any still running after it.
+    jobs ``settings.worker.shutdown_grace_s`` to finish; arq re-queues any still running after it.
     """
     logs.register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
     arq_compat.tolerate_missing_info()
@@ -243,18 +249,18 @@ def build_worker(
         health_check_key=wire.HEALTH_CHECK_KEY,
         job_serializer=wire.serialize,
         job_deserializer=wire.deserialize,
-        max_jobs=settings.concurrency,
+        max_jobs=settings.worker.concurrency,
         # Our own timeout (inside the task) fires first and turns into a retry; arq's
         # would fail the job without a result. arq re-runs a killed worker's job once its
         # in-progress key expires (arq_compat.in_progress_ttl_s): keep the margin small.
-        job_timeout=settings.job_timeout_s + 5,
+        job_timeout=settings.worker.job_timeout_s + 5,
         max_tries=ARQ_MAX_TRIES,
         keep_result=0,  # our result records are the results; arq's would duplicate the job
-        poll_delay=settings.poll_delay_s,
+        poll_delay=settings.worker.poll_delay_s,
         burst=burst,
         handle_signals=handle_signals,
         # arq's waiting signal handler (0 would make it cancel at once, as the grace asks).
-        job_completion_wait=settings.shutdown_grace_s,
+        job_completion_wait=settings.worker.shutdown_grace_s,
         ctx=ctx,
         on_startup=_startup,
         on_job_start=_job_started,

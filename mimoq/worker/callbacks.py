@@ -111,7 +111,7 @@ async def schedule_callback(
         body=wire.dumps(payload.model_dump(mode="json")),
         created_at=time.time(),
     )
-    defer_s = settings.callback_schedule()[0] if settings is not None else 0.0
+    defer_s = settings.callbacks.schedule_s[0] if settings is not None else 0.0
     await enqueue_delivery(redis, delivery, defer_s=defer_s)
     return delivery_id
 
@@ -159,7 +159,7 @@ def build_client(settings: Settings, *, verify: ssl.SSLContext | bool = True) ->
     """An HTTP client fit for untrusted receivers (``verify``: e.g. a test CA's context)."""
     return httpx.AsyncClient(
         verify=verify,
-        timeout=httpx.Timeout(settings.callback_timeout_s),
+        timeout=httpx.Timeout(settings.callbacks.timeout_s),
         follow_redirects=False,  # a redirect could lead past the SSRF check
         trust_env=False,  # an environment proxy would connect for us, unchecked
         # No connection reuse: requests are pinned to an IP with the name in SNI, and a
@@ -191,7 +191,7 @@ async def deliver_callback(ctx: dict[str, Any], delivery: Any) -> dict[str, Any]
         raise
     except RedisError as exc:  # Redis trouble: retry, never fail silently in arq
         delay = _retry_delay(settings, attempt, None)
-        if delay is None and attempt < len(settings.callback_schedule()) + _EXTRA_TRIES:
+        if delay is None and attempt < len(settings.callbacks.schedule_s) + _EXTRA_TRIES:
             delay = _INTERNAL_RETRY_S
         log.error(
             "callback.internal_error",
@@ -263,7 +263,7 @@ async def _run(
         )
 
     if outcome.verdict is Verdict.delivered:
-        await deliveries.save(redis, recorded("delivered"), ttl_s=settings.result_ttl_s)
+        await deliveries.save(redis, recorded("delivered"), ttl_s=settings.storage.result_ttl_s)
         await _update_state(
             redis,
             delivery.job_id,
@@ -337,7 +337,7 @@ async def _dead_letter(
         dead_at=time.time(),
     )
     await deadletters.put(redis, letter)
-    await deliveries.save(redis, delivery, ttl_s=settings.result_ttl_s)
+    await deliveries.save(redis, delivery, ttl_s=settings.storage.result_ttl_s)
     await _update_state(
         redis,
         delivery.job_id,
@@ -405,11 +405,11 @@ def _dead_reason(outcome: AttemptOutcome) -> DeadLetterReason:
 
 def _retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) -> float | None:
     return retry_delay_s(
-        settings.callback_schedule(),
+        settings.callbacks.schedule_s,
         attempt,
-        jitter=settings.callback_jitter,
+        jitter=settings.callbacks.jitter,
         retry_after_s=retry_after_s,
-        retry_after_max_s=settings.callback_retry_after_max_s,
+        retry_after_max_s=settings.callbacks.retry_after_max_s,
         rand=random.random,
     )
 
@@ -434,7 +434,7 @@ async def send_attempt(
     """
     body = delivery.body.encode()
     try:
-        async with asyncio.timeout(settings.callback_timeout_s):
+        async with asyncio.timeout(settings.callbacks.timeout_s):
             target = await resolve_checked(delivery.url, settings, resolver=resolver)
             headers = delivery_headers(
                 delivery, timestamp=int(time.time()), body=body, secrets=settings.webhook_secrets()
@@ -456,7 +456,7 @@ async def send_attempt(
     except CallbackDnsError as exc:
         return AttemptOutcome(Verdict.retry, error=exc.message)
     except TimeoutError:
-        timed_out = f"timed out after {settings.callback_timeout_s:g} s"
+        timed_out = f"timed out after {settings.callbacks.timeout_s:g} s"
         return AttemptOutcome(Verdict.retry, error=timed_out)
     except (httpx.HTTPError, OSError) as exc:
         return AttemptOutcome(Verdict.retry, error=_describe(exc, delivery))
@@ -487,8 +487,8 @@ async def _drain_and_close(response: httpx.Response, settings: Settings) -> None
     """Read what is cheap to read of the answer, then close; a stalled or broken body is
     simply cut (the verdict is already made)."""
     with contextlib.suppress(TimeoutError, httpx.HTTPError, OSError):
-        async with asyncio.timeout(settings.callback_timeout_s):
-            await _drain(response, settings.callback_max_response_bytes)
+        async with asyncio.timeout(settings.callbacks.timeout_s):
+            await _drain(response, settings.callbacks.max_response_bytes)
     with contextlib.suppress(httpx.HTTPError, OSError):
         await response.aclose()
 

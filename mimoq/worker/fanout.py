@@ -87,7 +87,7 @@ async def run_parent(
     raw = await redis.get(key)
     if raw is None:
         plan, children = await _split(deps, job, job_id)
-        await redis.set(key, plan.model_dump_json(), ex=deps.settings.result_ttl_s)
+        await redis.set(key, plan.model_dump_json(), ex=deps.settings.storage.result_ttl_s)
         await _enqueue(redis, children)
         log.info("fanout.planned", job_id=job_id, chunks=len(children))
     else:
@@ -231,11 +231,13 @@ def _split_prepared(
         energies = window_energies(source)
         compact = None
         if job.compact_silence:
-            compact = Compaction(settings.compact_silence_min_s, settings.compact_silence_keep_s)
+            compact = Compaction(
+                settings.audio.compact_silence_min_s, settings.audio.compact_silence_keep_s
+            )
         if job.timestamps == "segment":
             pieces = pauses.segments(
-                energies, max_s=settings.segment_max_s,
-                min_pause_s=settings.segment_min_pause_s, compact=compact,
+                energies, max_s=settings.audio.segment_max_s,
+                min_pause_s=settings.audio.segment_min_pause_s, compact=compact,
             )  # fmt: skip
         else:
             limit_s = (max_chunk_bytes("audio/wav") - _WAV_HEADER) / SPLIT_FORMAT.byte_rate

@@ -114,10 +114,10 @@ class Heartbeat:
     ) -> None:
         self.worker_id = worker_id or new_worker_id()
         self.key = wire.WORKER_HEARTBEAT_PREFIX + self.worker_id
-        self.interval_s = settings.heartbeat_interval_s
-        self.ttl_s = settings.heartbeat_interval_s * HEARTBEAT_TTL_FACTOR
+        self.interval_s = settings.ops.heartbeat_interval_s
+        self.ttl_s = settings.ops.heartbeat_interval_s * HEARTBEAT_TTL_FACTOR
         self.metrics_port: int | None = None
-        self._concurrency = settings.concurrency
+        self._concurrency = settings.worker.concurrency
         self._clock = clock
         self._monotonic = monotonic
         self._started_at = clock()

@@ -99,9 +99,9 @@ def salvage(raw: Any) -> tuple[Callback | None, Any]:
 
 def _policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(
-        max_tries=settings.max_tries,
-        backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
+        max_tries=settings.retry.max_tries,
+        backoff_base_s=settings.retry.backoff_base_s,
+        backoff_max_s=settings.retry.backoff_max_s,
     )
 
 
@@ -109,7 +109,7 @@ async def _attempt(
     deps: WorkerDeps, redis: Redis, job: SpeechJob | TranscriptionJob, job_id: str
 ) -> Outcome:
     """One try of a parsed job, within the job timeout."""
-    async with asyncio.timeout(deps.settings.job_timeout_s):
+    async with asyncio.timeout(deps.settings.worker.job_timeout_s):
         if await fanout.needs_fanout(deps, job):  # over one call's limit: chunk jobs
             return await fanout.run_parent(deps, redis, job, job_id)
         if isinstance(job, SpeechJob):
@@ -154,13 +154,15 @@ async def run_job(
             job = _parse(raw, kind)
             bound = bound.bind(model=job.model)
             structlog.contextvars.bind_contextvars(model=job.model)
-            if tries > settings.max_tries:
+            if tries > settings.retry.max_tries:
                 # Each try that never finished (a killed worker) still counted: stop a
                 # poison job from taking workers down forever.
                 raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
             outcome = await _attempt(deps, redis, job, job_id)
         except TimeoutError:
-            error = UpstreamUnavailable(f"the job took longer than {settings.job_timeout_s:g} s")
+            error = UpstreamUnavailable(
+                f"the job took longer than {settings.worker.job_timeout_s:g} s"
+            )
         except MimoqError as exc:
             error = exc
         except Exception:
@@ -231,7 +233,7 @@ async def finish(
         result.callback = CallbackState(
             status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
         )
-    result = await write_result_safely(redis, result, ttl_s=settings.result_ttl_s)
+    result = await write_result_safely(redis, result, ttl_s=settings.storage.result_ttl_s)
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`

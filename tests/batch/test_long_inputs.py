@@ -103,7 +103,7 @@ async def test_twenty_minutes_are_transcribed_in_six_chunks_stitched_in_order(
     # the chunk jobs were ordinary jobs with their own results; their files are gone
     children = [await producer.result(child_id("lecture", i)) for i in range(6)]
     assert all(c is not None and c.status == "succeeded" for c in children)
-    assert not (settings.data_dir / "chunks" / "lecture").exists()
+    assert not (settings.storage.data_dir / "chunks" / "lecture").exists()
     assert result.output is not None and Path(result.output.path).read_text().startswith(
         '{"text":"[audio 215.00s'
     )

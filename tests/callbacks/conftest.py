@@ -111,7 +111,7 @@ async def worker_running(
         job_serializer=wire.serialize,
         job_deserializer=wire.deserialize,
         keep_result=0,
-        max_tries=len(settings.callback_schedule()) + 10,
+        max_tries=len(settings.callbacks.schedule_s) + 10,
         poll_delay=0.01,
         burst=True,
         handle_signals=False,

@@ -196,7 +196,7 @@ def test_parse_schedule_refuses(value: object) -> None:
 
 
 def test_default_schedule_is_svix_like_about_a_day() -> None:
-    schedule = Settings().callback_schedule()
+    schedule = Settings().callbacks.schedule_s
     assert schedule == DEFAULT_SCHEDULE_S
     assert 86_400 <= sum(schedule) <= 2 * 86_400
 
@@ -206,9 +206,9 @@ def test_schedule_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIMOQ_CALLBACK_ALLOW_NETWORKS", "10.0.0.0/8, ::1")
     monkeypatch.setenv("MIMOQ_CALLBACK_HTTPS_ONLY", "true")
     settings = Settings()
-    assert settings.callback_schedule() == (0.0, 1.0, 2.0)
-    assert settings.callback_allow_networks == "10.0.0.0/8,::1/128"
-    assert settings.callback_https_only is True
+    assert settings.callbacks.schedule_s == (0.0, 1.0, 2.0)
+    assert settings.callbacks.allow_networks == "10.0.0.0/8,::1/128"
+    assert settings.callbacks.https_only is True
 
 
 def test_bad_allow_network_is_a_settings_error() -> None:

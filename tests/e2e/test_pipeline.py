@@ -276,7 +276,7 @@ class TestUpstreamFaults:
         add_fault(sim, {"kind": "malformed_base64", "match": "broken"})
         result = await run(producer, {"kind": "speech", "input": "broken"})
         assert result.status == "failed"
-        assert not any(p.is_file() for p in Path(settings.data_dir).rglob("*"))
+        assert not any(p.is_file() for p in Path(settings.storage.data_dir).rglob("*"))
 
 
 async def test_wrong_key_pauses_the_account_then_fails_the_job_once(

@@ -33,7 +33,7 @@ async def _raw(redis: ArqRedis, job_id: str, job: dict[str, object]) -> None:
 async def test_escapes_fifos_and_symlinks_fail_cleanly_while_honest_jobs_run(
     redis: ArqRedis, producer: Producer, worker: MimoqWorker, settings: Settings, tmp_path: Path
 ) -> None:
-    data = settings.data_dir
+    data = settings.storage.data_dir
     data.mkdir(parents=True, exist_ok=True)
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()

@@ -69,9 +69,9 @@ def test_limits_shows_rates_use_cooldown_leases_and_tickets(
     assert asr["latency_ewma_s"] == 8.0
     # Little's law at the ASR pace (98 calls a minute at 8 s): 14 calls in flight
     assert asr["concurrency_needed"] == 14
-    step = settings.limit_first_decrease  # the first 429 after a clean history
+    step = settings.limiter.first_decrease  # the first 429 after a clean history
     assert tts["rate_factor"] == step
-    assert tts["requests_effective"] == pytest.approx(100 * settings.limit_target * step)
+    assert tts["requests_effective"] == pytest.approx(100 * settings.limiter.target * step)
     assert 29 < tts["cooldown_remaining_s"] <= 30
     assert tts["rate_limited_total"] == 1 and "concurrency_needed" not in tts
 
@@ -83,6 +83,6 @@ def test_limits_for_chosen_models_and_when_disabled(
     report = json.loads(capsys.readouterr().out)
     assert [entry["model"] for entry in report["limiters"]] == [TTS_MODEL]
     assert report["limiters"][0]["tickets"] == 0
-    disabled = settings.model_copy(update={"limits_enabled": False})
+    disabled = settings.updated(limits_enabled=False)
     assert run_cli(["limits"], disabled) == 0
     assert json.loads(capsys.readouterr().out) == {"enabled": False}

@@ -29,6 +29,6 @@ async def test_every_decision_runs_on_the_embedded_redis() -> None:
         asr = await limiter.snapshot(ASR_MODEL)
         assert (asr.tokens_recent, asr.tickets, asr.latency_ewma_s) == (100, 1, 2.0)
         assert asr.tokens_per_audio_s == pytest.approx(11.25 + 0.2 * ((100 - 21) / 4 - 11.25))
-        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == settings.limit_first_decrease
+        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == settings.limiter.first_decrease
     finally:
         await redis.aclose()

@@ -208,7 +208,7 @@ def build_router(
     ``breaker``, account errors pause the account instead of failing the job."""
     accounts = []
     for spec in pool:
-        limiter = build_limiter(settings.model_copy(update={"limit_account": spec.name}), redis)
+        limiter = build_limiter(settings.updated(limit_account=spec.name), redis)
         clients = [
             MimoClient(http, base_url=k.base_url or settings.base_url(), api_key=k.secret or None)
             for k in spec.keys
@@ -220,9 +220,9 @@ def build_router(
         accounts,
         Breaker(
             redis,
-            probe_base_s=settings.account_probe_base_s,
-            probe_max_s=settings.account_probe_max_s,
-            pause_max_s=settings.account_pause_max_s,
-            trip_429s=settings.account_trip_429s,
+            probe_base_s=settings.accounts.probe_base_s,
+            probe_max_s=settings.accounts.probe_max_s,
+            pause_max_s=settings.accounts.pause_max_s,
+            trip_429s=settings.accounts.trip_429s,
         ),
     )

@@ -92,6 +92,8 @@ async def warn_if_fleet_is_short(limiter: Limiter, redis: Redis, settings: Setti
     except RedisError as exc:
         log.warning("worker.capacity_unknown", error=type(exc).__name__)
         return
-    warning = capacity_warning(workers=workers, concurrency=settings.concurrency, demands=demands)
+    warning = capacity_warning(
+        workers=workers, concurrency=settings.worker.concurrency, demands=demands
+    )
     if warning is not None:
         log.warning("worker.capacity_warning", workers=workers, warning=warning)

@@ -390,6 +390,6 @@ class UnlimitedLimiter:
 def build_limiter(settings: Settings, redis: Redis) -> Limiter:
     """The limiter the settings ask for (``MIMOQ_LIMITS_ENABLED``), on the fleet's Redis."""
     config = LimiterConfig.from_settings(settings)
-    if not settings.limits_enabled:
+    if not settings.limiter.enabled:
         return UnlimitedLimiter(RedisLimiter(config, redis))
     return RedisLimiter(config, redis)
