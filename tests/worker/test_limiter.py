@@ -94,8 +94,9 @@ async def test_many_acquirers_over_several_clients_never_exceed_the_quota(
     times = [lease.granted_at for lease in leases]
     assert len({lease.lease_id for lease in leases}) == 200
     assert max_in_any_window(times, [1] * 200, config.window_s) <= 25
-    # and the pace is the quota's, not a crawl: 200 grants at 25 per 0.5 s take ~4 s
-    assert max(times) - min(times) < 8 * 0.5 * 1.5
+    # and the pace is the quota's, not a crawl: 200 grants at 25 per 0.5 s take ~4 s. Slots a
+    # starved host misses are not made up (by design), so a loaded machine is allowed 2x.
+    assert max(times) - min(times) < 8 * 0.5 * 2
 
 
 @pytest.mark.slow
