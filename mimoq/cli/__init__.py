@@ -17,6 +17,7 @@ from mimoq.core.settings import Settings
 Handler = Callable[[argparse.Namespace, Settings], int]
 COMMAND_MODULES: tuple[str, ...] = (
     "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts", "doctor",
+    "acl",
 )  # fmt: skip
 
 

@@ -1,0 +1,98 @@
+"""PURE: least-privilege Redis ACL users for producers and workers (``mimoq acl``).
+
+Redis (7+) checks every command a Lua script runs against the *calling* user's command and
+key permissions. So a producer allowed to run ``enqueue.lua`` must be allowed SET/ZADD on
+the job and queue keys (and RPUSH/SADD on the bulk-lane wait keys) the script writes; EVAL
+of its own script text gains it nothing beyond those same commands on those same keys.
+What the ACL does guarantee: a producer cannot write results (``mimoq:result:*`` is
+read-only to it), delivery records, dead letters, limiter, heartbeat or in-flight keys, and
+cannot run anything administrative. Jobs it writes by hand are no more than jobs it could
+enqueue, and a forged ``deliver_callback`` job is refused by the worker (there is no
+delivery record for it, and the producer cannot write one), so signatures stay meaningful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mimoq.core import wire
+
+
+@dataclass(frozen=True)
+class AclUser:
+    """One Redis user: its name and its rules, in ``ACL SETUSER`` syntax (no password)."""
+
+    name: str
+    rules: tuple[str, ...]
+    purpose: str
+
+    def setuser(self) -> str:
+        """The ``ACL SETUSER`` command (quoted for redis-cli); add a password separately."""
+        return "ACL SETUSER " + " ".join([self.name, *(_quote(r) for r in self.rules)])
+
+
+def _quote(rule: str) -> str:
+    return f"'{rule}'" if any(c in rule for c in "|*&%( ") else rule
+
+
+#: The KEYS enqueue.lua declares (wire.enqueue_keys), as patterns.
+_ENQUEUE_KEY_PATTERNS = (
+    wire.ARQ_JOB_PREFIX + "*",
+    wire.ARQ_RESULT_PREFIX + "*",
+    wire.RESULT_PREFIX + "*",
+    wire.QUEUE_NAME,
+)
+
+
+def producer_user(name: str = "mimoq-producer") -> AclUser:
+    """Enqueue (the script), read results and job status; nothing else."""
+    keys = (
+        "~" + wire.ARQ_JOB_PREFIX + "*",  # the script writes the job and checks it exists
+        "~" + wire.QUEUE_NAME,  # ... and scores it in the queue
+        "~mimoq:wait:*",  # ... or, a bulk-lane job, in its model's wait lists
+        "%R~" + wire.RESULT_PREFIX + "*",  # read results (and the script's existence check)
+        "%R~" + wire.ARQ_RESULT_PREFIX + "*",
+        "%R~" + wire.ARQ_IN_PROGRESS_PREFIX + "*",  # job status
+        "%R~" + wire.FANOUT_PREFIX + "*",  # a long job's chunk plan (batch progress)
+    )
+    commands = (
+        "-@all",
+        "+evalsha", "+eval", "+script|load", "+script|exists",  # run enqueue.lua
+        # what enqueue.lua calls, checked against this user's keys above:
+        "+exists", "+time", "+set", "+zadd", "+zcard", "+rpush", "+sadd",
+        "+get", "+mget", "+zscore", "+ping",  # results and status
+    )  # fmt: skip
+    # EVAL/EVALSHA declare every key as read-write, so the script's call needs write access
+    # to the result keys it only checks: a selector grants exactly that call (and no other
+    # command) on those keys. Commands inside the script are checked against the rules
+    # above again, where results are read-only.
+    script_call = "(+evalsha +eval " + " ".join("~" + k for k in _ENQUEUE_KEY_PATTERNS) + ")"
+    return AclUser(
+        name,
+        ("reset", "on", "resetchannels", *keys, *commands, script_call),
+        "producers: enqueue through enqueue.lua, read results and status",
+    )
+
+
+def worker_user(name: str = "mimoq-worker") -> AclUser:
+    """Everything under mimoq's and arq's keys, nothing administrative."""
+    return AclUser(
+        name,
+        (
+            "reset",
+            "on",
+            "resetchannels",
+            "~arq:*",
+            "~mimoq:*",
+            "+@all",
+            "-@dangerous",
+            "+info",  # arq logs the server's version at start-up
+            "+scan",  # heartbeats and inspection (never KEYS)
+        ),
+        "workers (and operators' commands: inspect, callbacks, limits, batch --retry)",
+    )
+
+
+def users(prefix: str = "mimoq-") -> tuple[AclUser, AclUser]:
+    """The producer and worker users, named ``<prefix>producer`` and ``<prefix>worker``."""
+    return producer_user(prefix + "producer"), worker_user(prefix + "worker")

@@ -1,0 +1,115 @@
+"""The ACL users of ``mimoq acl`` on a real redis-server: producers enqueue and read, no more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis
+from redis.exceptions import NoPermissionError, ResponseError
+
+from mimoq.cli.acl import run as acl_command
+from mimoq.core import wire
+from mimoq.core.acl import users
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.server import RunningSim
+from tests.conftest import RedisServer, start_redis_server
+from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+PRODUCER_PW = "producer-pw-9f8e"
+WORKER_PW = "worker-pw-1a2b"
+
+
+@pytest.fixture
+def acl_server() -> Iterator[RedisServer]:
+    """A private redis-server with the two users (the default user keeps admin rights)."""
+    server = start_redis_server()
+    import redis as sync_redis
+
+    admin = sync_redis.Redis(port=server.port)
+    producer, worker = users()
+    admin.execute_command("ACL", "SETUSER", producer.name, *producer.rules, ">" + PRODUCER_PW)
+    admin.execute_command("ACL", "SETUSER", worker.name, *worker.rules, ">" + WORKER_PW)
+    admin.close()
+    yield server
+    server.stop()
+
+
+def _url(server: RedisServer, user: str, password: str) -> str:
+    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+
+
+async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_is_allowed(
+    acl_server: RedisServer, sim: RunningSim, tmp_path: Path, receiver: Receiver
+) -> None:
+    producer_url = _url(acl_server, "mimoq-producer", PRODUCER_PW)
+    worker_url = _url(acl_server, "mimoq-worker", WORKER_PW)
+    redis = ArqRedis.from_url(producer_url)
+    worker_settings = e2e_settings(acl_server, sim, tmp_path / "data", redis_url=worker_url)
+    producer = Producer(
+        redis, Settings(**{**worker_settings.model_dump(), "redis_url": producer_url})
+    )
+    try:
+        jobs = [
+            await producer.enqueue(
+                {"kind": "speech", "input": "Allowed.", "callback": {"url": receiver.url("/h")}}
+            ),
+            await producer.enqueue({"kind": "speech", "input": "Bulk.", "priority": "bulk"}),
+        ]
+        async with running_worker(worker_settings):
+            results = [await producer.wait(j.job_id, timeout_s=30) for j in jobs]
+            await asyncio.to_thread(receiver.wait_for, 1, 10.0)  # worker wrote the delivery
+        assert [r.status for r in results] == ["succeeded", "succeeded"]
+        assert (await producer.status(jobs[0].job_id)).status.value == "succeeded"
+
+        job_id = jobs[0].job_id
+        forbidden = [
+            ("SET", wire.result_key(job_id), "{}"),  # results are the workers'
+            ("SET", "mimoq:delivery:cb-x", "{}"),  # so are deliveries (forged callbacks)
+            ("SET", "mimoq:dead:cb-x", "{}"),
+            ("ZADD", "mimoq:dead", "1", "cb-x"),
+            ("SET", "mimoq:limit:x", "1"),
+            ("HSET", wire.INFLIGHT_KEY, "x", "w"),
+            ("SET", "mimoq:worker:fake", "{}"),
+            ("DEL", wire.job_key("someone-elses")),
+            ("ZREM", wire.QUEUE_NAME, "someone-elses"),
+            ("FLUSHALL",),
+            ("KEYS", "*"),
+            ("CONFIG", "GET", "*"),
+            ("ACL", "LIST"),
+            # a script runs with the caller's permissions: no way around the rules
+            ("EVAL", "return redis.call('SET', KEYS[1], 'x')", "1", wire.result_key("y")),
+            ("EVAL", "return redis.call('SET', 'mimoq:delivery:cb-y', 'x')", "0"),
+            ("EVAL", "return redis.call('FLUSHALL')", "0"),
+        ]
+        for command in forbidden:
+            with pytest.raises((NoPermissionError, ResponseError)) as refused:
+                await redis.execute_command(*command)
+            text = str(refused.value)
+            assert "NOPERM" in text or "no permissions" in text or "can't " in text, command
+        assert await redis.get(wire.result_key(job_id)) is not None  # reading is allowed
+        admin = ArqRedis.from_url(acl_server.url)
+        written = ("mimoq:delivery:cb-x", "mimoq:delivery:cb-y", wire.result_key("y"), "mimoq:dead")
+        assert await admin.exists(*written) == 0
+        assert await admin.exists(wire.job_key("someone-elses")) == 0
+        assert await admin.dbsize() > 0  # FLUSHALL was refused
+        await admin.aclose()
+    finally:
+        await redis.aclose()
+
+
+def test_mimoq_acl_prints_both_users_without_passwords(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    assert acl_command(argparse.Namespace(prefix="q1-"), Settings()) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("ACL SETUSER")]
+    assert [line.split()[2] for line in lines] == ["q1-producer", "q1-worker"]
+    assert "'%R~mimoq:result:*'" in lines[0] and "+set" in lines[0] and "-@all" in lines[0]
+    assert ">" not in "".join(lines)  # no password is made up or printed
