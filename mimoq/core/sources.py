@@ -42,6 +42,9 @@ _MAGIC: Final = (
 #: WAV sent to MiMo as it is: plain 8/16-bit integer PCM. Other encodings (G.711 mu-law
 #: and A-law, IMA/MS ADPCM, 24/32-bit integer, float...) are decoded and sent as 16-bit.
 _PLAIN_WAV_BITS: Final = (8, 16)
+#: The fewest bytes a second of any audio mimoq takes needs: 4 kbit/s, below the lowest
+#: MPEG (8 kbit/s) and telephone codecs. Durations are capped at what the size can hold.
+MIN_BYTES_PER_S: Final = 500
 
 
 def sniff(head: bytes) -> str:
@@ -102,8 +105,19 @@ def _check(
     """(MIME type to send, duration if cheap to know, needs decoding) of audio by its content.
 
     ``opener`` opens the whole audio as a file, for the MP3 walker and for libsndfile, which
-    is asked only about what mimoq does not read itself.
+    is asked only about what mimoq does not read itself. The duration is never more than
+    ``size`` bytes can hold at ``MIN_BYTES_PER_S``: a header claiming more (a forged Xing
+    frame count, a 1 Hz WAV) would have the limiter pre-charge hours of tokens for it.
     """
+    mime, duration, decode = _content(head, size, where, param, opener)
+    if duration is not None:
+        duration = min(duration, size / MIN_BYTES_PER_S)
+    return mime, duration, decode
+
+
+def _content(
+    head: bytes, size: int, where: str, param: str, opener: Callable[[], BinaryIO]
+) -> tuple[str, float | None, bool]:
     kind = sniff(head)
     if kind == "mp3":
         duration = mp3_duration_s(opener(), size)

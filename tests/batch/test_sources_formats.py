@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from mimoq.core.audio import WavFormat, wav_header
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.sources import inspect_audio, sniff
 from mimoq.core.splitting.mp3 import mp3_duration_s
@@ -158,3 +159,20 @@ def test_the_producer_edge_reads_a_file_object_once_per_check(speech16: Path) ->
     uri = "data:audio/wav;base64," + base64.b64encode(data).decode()
     audio = inspect_audio(uri, param="file", roots=ROOTS)
     assert (audio.mime, audio.decode, audio.path) == ("audio/wav", False, None)
+
+
+def test_forged_durations_are_capped_by_what_the_bytes_can_hold(tmp_path: Path) -> None:
+    # An MP3 whose Xing header claims 4 billion frames; a WAV that says it is 1 Hz.
+    frame = bytearray(417)
+    frame[:4] = struct.pack(">I", 0xFFFB9000)
+    frame[36:48] = b"Xing" + struct.pack(">II", 1, 0xFFFFFFFF)
+    audio = bytes(frame) + (struct.pack(">I", 0xFFFB9000) + bytes(413)) * 20
+    forged = tmp_path / "forged.mp3"
+    forged.write_bytes(audio)
+    mp3 = inspect_audio(str(forged), param="file", roots=ROOTS)
+    assert mp3.duration_s is not None and mp3.duration_s <= len(audio) / 500
+    slow = tmp_path / "slow.wav"
+    samples = bytes(20_000)
+    slow.write_bytes(wav_header(WavFormat(1, 1, 8), len(samples)) + samples)
+    wav = inspect_audio(str(slow), param="file", roots=ROOTS)
+    assert wav.duration_s is not None and wav.duration_s <= (len(samples) + 44) / 500
