@@ -74,6 +74,9 @@ class MimoqWorker(Worker):
         await super().heart_beat()
         await self.heartbeat.beat(self.pool, self)
         await self.orphans.tick(self.pool, self._running_ids())
+        if (deps := self.ctx.get("deps")) is not None:
+            # An idle worker must not keep showing a pause that was lifted (or miss a new one).
+            await deps.accounts.refresh_gauges()
         # Waiting bulk jobs are admitted by grants; this round is the safety net (admission.py).
         deps = self.ctx.get("deps")
         if deps is not None and self.allow_pick_jobs:

@@ -203,3 +203,21 @@ async def test_a_foreign_or_damaged_pause_record_never_blocks_or_fails_jobs(
     assert not await redis.exists("mimoq:account:acct")
     assert not await redis.sismember(PAUSED_SET, "acct")
     assert await b.trip("acct", AuthenticationError("revoked", status=401))  # works again
+
+
+@pytest.mark.slow
+async def test_an_idle_worker_shows_pauses_and_their_end_on_its_gauge(
+    redis_server: RedisServer, redis: ArqRedis, tmp_path: Path
+) -> None:
+    key = "sk-idle-gauge-0000"
+    account = fingerprint(key)
+    settings = pool_settings(redis_server, "http://127.0.0.1:9/v1", tmp_path / "data", [key])
+
+    async def gauge_is(value: float) -> bool:
+        return REGISTRY.get_sample_value("mimoq_account_paused", {"account": account}) == value
+
+    async with running_worker(settings):  # no job: only the heartbeat reads the breaker
+        await breaker(redis).trip(account, PaymentRequiredError("no funds", status=402))
+        await until(lambda: gauge_is(1), what="the gauge to show the pause")
+        assert await resume_by_hand(redis, account)
+        await until(lambda: gauge_is(0), what="the gauge to show the resume")

@@ -93,6 +93,11 @@ class AccountRouter:
         key = affinity(job_id)
         return max(candidates, key=lambda a: _score(key, a.name))
 
+    async def refresh_gauges(self) -> None:
+        """Set ``mimoq_account_paused`` from Redis (at each heartbeat, calls or not)."""
+        if self.breaker is not None:
+            metrics.accounts_paused(self.accounts, await self.breaker.paused())
+
     async def _admit(self, job_id: str) -> tuple[Account, bool]:
         """The account for this call and whether the call is its breaker's probe; raises
         ``AccountPausedDeferred`` (defer) or the account's error (pause outlived its max)."""
