@@ -124,10 +124,10 @@ def _deferrals_key(job_id: str) -> str:
 async def run_job(
     ctx: dict[str, Any], raw: Any, kind: str | None, *, preset_error: MimoqError | None = None
 ) -> dict[str, Any]:
+    """One run of a job: try it, ask ``decide`` what follows, and carry the verdict out."""
     deps: WorkerDeps = ctx["deps"]
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
-    settings = deps.settings
     deferrals = int(await redis.get(_deferrals_key(job_id)) or 0)
     tries = max(1, ctx["job_try"] - deferrals)
     bound = log.bind(job_id=job_id, kind=kind, job_try=tries)
@@ -137,40 +137,11 @@ async def run_job(
 
     existing = await read_result(redis, job_id)
     if existing is not None:
-        # A previous run recorded the result but died before arq marked the job done:
-        # don't call MiMo again; make sure the callback is on its way.
-        callback, _ = salvage(raw)
-        if callback is not None and existing.callback.status == CallbackStatus.pending:
-            await schedule_callback(redis, existing, callback, settings=settings)
-        bound.info("job.already_finished", status=existing.status)
-        metrics.job_outcome(kind, existing.model, metrics.JobOutcome.already_finished)
-        return _summary(existing)
+        return await _already_finished(deps, redis, existing, raw, kind, bound)
 
-    job: SpeechJob | TranscriptionJob | None = None
-    outcome: Outcome | None = None
-    error: MimoqError | None = preset_error
-    if error is None and kind is not None:
-        try:
-            job = _parse(raw, kind)
-            bound = bound.bind(model=job.model)
-            structlog.contextvars.bind_contextvars(model=job.model)
-            if tries > settings.retry.max_tries:
-                # Each try that never finished (a killed worker) still counted: stop a
-                # poison job from taking workers down forever.
-                raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
-            outcome = await _attempt(deps, redis, job, job_id)
-        except TimeoutError:
-            error = UpstreamUnavailable(
-                f"the job took longer than {settings.worker.job_timeout_s:g} s"
-            )
-        except MimoqError as exc:
-            error = exc
-        except Exception:
-            bound.exception("job.internal_error")
-            error = InternalError("internal error in the worker; see its logs")
-
+    job, outcome, error = await _try(deps, redis, job_id, raw, kind, tries, preset_error, bound)
     model = job.model if job else None
-    verdict = decide(error, tries=tries, policy=_policy(settings), rand=random.random)
+    verdict = decide(error, tries=tries, policy=_policy(deps.settings), rand=random.random)
     if isinstance(verdict, Defer):
         await redis.incr(_deferrals_key(job_id))
         await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
@@ -208,11 +179,68 @@ async def run_job(
             tries=tries,
             enqueued_at=_ts(ctx),
         )
-    result = await finish(redis, result, callback, settings=settings)
+    result = await finish(redis, result, callback, settings=deps.settings)
     await redis.delete(_deferrals_key(job_id))
-    ran_s = time.monotonic() - started
-    final = metrics.JobOutcome(result.status)
-    metrics.job_outcome(result.kind, result.model, final, duration_s=ran_s)
+    _log_final(result, bound, ran_s=time.monotonic() - started)
+    return _summary(result)
+
+
+async def _already_finished(
+    deps: WorkerDeps,
+    redis: Redis,
+    existing: JobResult,
+    raw: Any,
+    kind: str | None,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> dict[str, Any]:
+    """A previous run recorded the result but died before arq marked the job done: don't
+    call MiMo again; make sure the callback is on its way."""
+    callback, _ = salvage(raw)
+    if callback is not None and existing.callback.status == CallbackStatus.pending:
+        await schedule_callback(redis, existing, callback, settings=deps.settings)
+    bound.info("job.already_finished", status=existing.status)
+    metrics.job_outcome(kind, existing.model, metrics.JobOutcome.already_finished)
+    return _summary(existing)
+
+
+async def _try(
+    deps: WorkerDeps,
+    redis: Redis,
+    job_id: str,
+    raw: Any,
+    kind: str | None,
+    tries: int,
+    preset_error: MimoqError | None,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> tuple[SpeechJob | TranscriptionJob | None, Outcome | None, MimoqError | None]:
+    """Parse and attempt the job; every failure comes back as a ``MimoqError``, never raised."""
+    if preset_error is not None or kind is None:
+        return None, None, preset_error
+    job: SpeechJob | TranscriptionJob | None = None
+    try:
+        job = _parse(raw, kind)
+        structlog.contextvars.bind_contextvars(model=job.model)
+        if tries > deps.settings.retry.max_tries:
+            # Each try that never finished (a killed worker) still counted: stop a
+            # poison job from taking workers down forever.
+            raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
+        return job, await _attempt(deps, redis, job, job_id), None
+    except TimeoutError:
+        limit = deps.settings.worker.job_timeout_s
+        return job, None, UpstreamUnavailable(f"the job took longer than {limit:g} s")
+    except MimoqError as exc:
+        return job, None, exc
+    except Exception:
+        bound.exception("job.internal_error")
+        return job, None, InternalError("internal error in the worker; see its logs")
+
+
+def _log_final(
+    result: JobResult, bound: structlog.typing.FilteringBoundLogger, *, ran_s: float
+) -> None:
+    metrics.job_outcome(
+        result.kind, result.model, metrics.JobOutcome(result.status), duration_s=ran_s
+    )
     if result.status == "succeeded":
         bound.info("job.succeeded", output=result.output.key if result.output else None)
     else:
@@ -221,7 +249,6 @@ async def run_job(
             error_type=(result.error or {}).get("type"),
             status=(result.error or {}).get("status"),
         )
-    return _summary(result)
 
 
 async def finish(
