@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,22 @@ def _decodable(opener: Callable[[], BinaryIO]) -> float | None:
         with soundfile.SoundFile(opener()) as sound:
             return float(sound.frames / sound.samplerate) if sound.samplerate else None
     except (ImportError, RuntimeError, OSError, ValueError):
+        return None
+
+
+def probe_duration_s(path: Path) -> float | None:
+    """The duration of the recording at ``path`` by its content, or None when it is not
+    audio mimoq reads (never raises): for estimates, such as a batch's quota-aware ETA."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+
+            def opener() -> BinaryIO:
+                f.seek(0)
+                return f
+
+            return _check(f.read(_SNIFF_BYTES), size, str(path), "file", opener)[1]
+    except (OSError, InvalidRequestError):
         return None
 
 

@@ -17,6 +17,7 @@ from typing import Any, Final
 from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.openai_compat import is_batch_line, job_from_batch_line
+from mimoq.core.sources import probe_duration_s
 from mimoq.core.splitting.convert import CONVERTIBLE
 from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.resample import SPLIT_FORMAT
@@ -156,17 +157,28 @@ class DigestCache:
 
 
 def estimate_calls(
-    kind: str, *, size: int = 0, text: str = "", segments: bool = False
+    kind: str,
+    *,
+    size: int = 0,
+    text: str = "",
+    segments: bool = False,
+    duration_s: float | None = None,
 ) -> tuple[int, float]:
-    """(MiMo calls, seconds of audio) one item is expected to cost, for the ETA."""
+    """(MiMo calls, seconds of audio) one item is expected to cost, for the ETA.
+
+    ``duration_s`` is the recording's length when known (``probe_duration_s``); without it
+    the size stands in, as if 16 kHz mono 16-bit WAV.
+    """
     if kind == "speech":
         return max(1, math.ceil(len(text) / dc.MAX_SPEECH_CHARS)), 0.0
-    # Long recordings are split at about this many seconds of 16 kHz mono per call.
-    per_call_s = max_chunk_bytes("audio/wav") / SPLIT_FORMAT.byte_rate
+    audio_s = size / SPLIT_FORMAT.byte_rate if duration_s is None else duration_s
     if segments:
-        per_call_s = SECONDS_PER_SEGMENT
-    audio_s = size / SPLIT_FORMAT.byte_rate  # a rough size-for-duration trade, WAV-like
-    return max(1, math.ceil(audio_s / per_call_s)), audio_s
+        return max(1, math.ceil(audio_s / SECONDS_PER_SEGMENT)), audio_s
+    # A long recording is split into chunks of one call's bytes as it is (MP3, compact WAV),
+    # or of 16 kHz mono once converted (larger WAV): whichever makes fewer.
+    per_call_s = max_chunk_bytes("audio/wav") / SPLIT_FORMAT.byte_rate
+    chunks = min(audio_s / per_call_s, size / max_chunk_bytes("audio/mpeg"))
+    return max(1, math.ceil(chunks)), audio_s
 
 
 def output_key(prefix: str, relative: str, response_format: str) -> str:
@@ -202,8 +214,10 @@ def plan_directory(
             continue
         job["id"] = derive_job_id(job, digest)
         size = path.stat().st_size
-        segments = job.get("timestamps") == "segment"
-        calls, audio_s = estimate_calls("transcription", size=size, segments=segments)
+        calls, audio_s = estimate_calls(
+            "transcription", size=size, segments=job.get("timestamps") == "segment",
+            duration_s=probe_duration_s(path),
+        )  # fmt: skip
         item = PlannedItem(relative, job, calls=calls, audio_s=audio_s, content_sha256=digest)
         if path.suffix.lower() in CONVERTIBLE:
             item.convert_from = path

@@ -359,3 +359,18 @@ def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
     from mimoq.producer.batch import glob_regex
 
     assert bool(glob_regex(pattern).fullmatch(path)) is matches
+
+
+def test_planned_audio_seconds_come_from_the_content(tmp_path: Path) -> None:
+    # The ETA's token estimate: a 32 kbit/s MP3 holds 4x the seconds its size says as WAV.
+    from tests.support.speech import lame, need
+
+    need("lame")
+    root = tmp_path / "calls"
+    root.mkdir()
+    wav = write_wav(root / "a.wav", tones(16_000, [(6.0, 0.0)]), WavFormat(16_000, 1, 16))
+    lame(wav, root / "a.mp3", "--resample", "16", "-b", "32")
+    items = plan(root, SourceKind.directory, BatchOptions(), RunFiles(tmp_path / "data", "r"))
+    seconds = {i.input: i.audio_s for i in items}
+    assert seconds["a.wav"] == pytest.approx(6.0)
+    assert seconds["a.mp3"] == pytest.approx(6.0, abs=0.25)  # was 0.75 from its size
