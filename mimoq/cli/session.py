@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core.connections import connect, embedded
 from mimoq.core.errors import InternalError
-from mimoq.core.keypool import has_key, no_key_error
+from mimoq.core.keypool import has_key, no_key_error, usable_pool
 from mimoq.core.settings import Settings
 from mimoq.core.storage import LocalStorage
 from mimoq.producer.client import Producer
@@ -37,7 +37,8 @@ class Session:
 
 
 def require_key(settings: Settings, *, calls_mimo: bool) -> None:
-    """Stop at once, with one clear line, when this process would call MiMo without a key.
+    """Stop at once, with one clear line, when this process would call MiMo without a key
+    (or with a key that cannot work: ``usable_pool`` names the variable to fix).
 
     ``calls_mimo``: the process runs a worker (``mimoq worker``, or the embedded default
     without ``REDIS_URL``); a producer on a shared Redis needs no key, its workers have them.
@@ -45,6 +46,8 @@ def require_key(settings: Settings, *, calls_mimo: bool) -> None:
     """
     if calls_mimo and settings.mimo.base_url is None and not has_key(settings):
         raise no_key_error()
+    if calls_mimo:
+        usable_pool(settings)  # a tp- key without a region, a key on the other host: say so now
 
 
 @contextlib.asynccontextmanager

@@ -38,3 +38,11 @@ def test_a_producer_on_a_shared_redis_needs_no_key(tmp_path: Path) -> None:
     env = clean_env(REDIS_URL="redis://127.0.0.1:9/0", MIMOQ_DATA_DIR=str(tmp_path))
     done = mimoq("speak", "hello", env=env, cwd=tmp_path, timeout=60)
     assert "MIMO_API_KEY" not in done.stderr
+
+
+def test_a_worker_with_a_broken_preset_stops_before_connecting(tmp_path: Path) -> None:
+    # Redis is unreachable: the worker must refuse the key before it would wait for Redis.
+    env = clean_env(MIMO_2_API_KEY="tp-preset-without-region", REDIS_URL="redis://127.0.0.1:9/0")
+    done = mimoq("worker", "--metrics-port", "0", env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert "MIMO_2_REGION" in done.stderr and "tp-preset-without-region" not in done.stderr
