@@ -75,6 +75,7 @@ def build_app(
             ),
         )
         app.state.fleet = fleet
+        app.state.background = set()  # request-started tasks (batch submissions)
         background = []
         if fleet is not None and settings.limiter.enabled:
             background.append(
@@ -96,7 +97,7 @@ def build_app(
         try:
             yield
         finally:
-            for task in background:
+            for task in [*background, *app.state.background]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

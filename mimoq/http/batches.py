@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any, Final
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -33,7 +34,10 @@ COMPLETION_WINDOW: Final = "24h"
 FETCH_CONCURRENCY: Final = 4
 #: Requests of one batch checked and enqueued at once (a big file must not flood Redis).
 SUBMIT_CONCURRENCY: Final = 32
+#: A batch's submitter renews this lease as it goes; a retrieve restarts one whose lease ran out.
+LEASE_S: Final = 60
 _PAGE: Final = 500
+log = structlog.get_logger("mimoq.http")
 
 Item = list[Any]  # [custom_id, job_id, refusal error or None]
 
@@ -63,12 +67,11 @@ async def _owned(ctx: Context, batch_id: str, tenant: str) -> dict[str, Any]:
     return record
 
 
-Requests = list[tuple[str, dict[str, Any]]]
+def _check_lines(ctx: Context, file_id: str, endpoint: str) -> list[dict[str, Any]]:
+    """First pass (blocking, in a thread): the reasons the file is not a batch, if any.
 
-
-def _read_lines(ctx: Context, file_id: str, endpoint: str) -> tuple[Requests, list[dict[str, Any]]]:
-    """The requests of an input file, or the reasons it is not one (blocking: in a thread)."""
-    requests: Requests = []
+    Only the custom ids are kept, never the bodies: a large file is read twice rather than
+    held in memory."""
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     with file_path(ctx, file_id).open("r", encoding="utf-8-sig", errors="replace") as f:
@@ -76,7 +79,7 @@ def _read_lines(ctx: Context, file_id: str, endpoint: str) -> tuple[Requests, li
             if not text.strip():
                 continue
             try:
-                custom_id, body = lines.parse_line(text, number, endpoint)
+                custom_id, _ = lines.parse_line(text, number, endpoint)
                 if custom_id in seen:
                     raise lines.LineError(
                         number, f"line {number}: custom_id {custom_id!r} is repeated", "custom_id"
@@ -86,13 +89,132 @@ def _read_lines(ctx: Context, file_id: str, endpoint: str) -> tuple[Requests, li
                     errors.append(exc.to_dict())
                 continue
             seen.add(custom_id)
-            requests.append((custom_id, body))
-    if not requests and not errors:
+    if not seen and not errors:
         errors.append(
             {"code": "empty_file", "message": "the input file has no requests", "param": None,
              "line": None}
         )  # fmt: skip
-    return requests, errors
+    return errors
+
+
+def _next_requests(
+    f: Any, endpoint: str, start: int, count: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """Second pass (blocking): the next ``count`` requests as (line number, custom_id, body)."""
+    out: list[tuple[int, str, dict[str, Any]]] = []
+    number = start
+    while len(out) < count:
+        text = f.readline()
+        if not text:
+            break
+        number += 1
+        if text.strip():
+            custom_id, body = lines.parse_line(text, number, endpoint)  # checked in pass 1
+            out.append((number, custom_id, body))
+    return out
+
+
+def _lease_key(batch_id: str) -> str:
+    return _key(batch_id) + ":submitting"
+
+
+async def _withdraw(ctx: Context, job_ids: list[str]) -> None:
+    """Take jobs not yet started out of the queue; running ones finish and count."""
+    redis = ctx.front.producer.redis
+    for start in range(0, len(job_ids), _PAGE):
+        page = job_ids[start : start + _PAGE]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(wire.QUEUE_NAME, *page)
+            pipe.delete(*[wire.job_key(j) for j in page])
+            await pipe.execute()
+
+
+async def _status_now(ctx: Context, batch_id: str) -> str:
+    raw = await ctx.front.producer.redis.get(_key(batch_id))
+    return str(json.loads(raw)["status"]) if raw is not None else "expired"
+
+
+async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
+    """Validate the input file and enqueue one bulk job per line, in the background.
+
+    Job ids are the batch's id and the request's position, so a submission cut short (the
+    server stopped) is simply run again by the next retrieve: enqueueing is idempotent."""
+    batch_id, endpoint, tenant = record["id"], record["endpoint"], record["tenant"]
+    redis = ctx.front.producer.redis
+    errors = await asyncio.to_thread(_check_lines, ctx, record["input_file_id"], endpoint)
+    if errors:
+        record.update(status="failed", failed_at=int(time.time()),
+                      errors={"object": "list", "data": errors})  # fmt: skip
+        await _save(ctx, record)
+        return
+    fetching = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def submit_one(number: int, custom_id: str, req: dict[str, Any]) -> Item:
+        job_id = f"{batch_id}-{number:06d}"
+        fetched = None
+        try:
+            job = lines.job_of(endpoint, req, job_id)
+            if is_remote(job.get("file")):
+                async with fetching:
+                    fetched = await fetch_audio(ctx.settings, job["file"], job_id)
+                job["file"] = str(fetched)
+            await ctx.front.submit(job, tenant=tenant, lane="bulk")
+            return [custom_id, job_id, None]
+        except InvalidRequestError as exc:  # one bad request fails alone, as at OpenAI
+            if fetched is not None:
+                fetched.unlink(missing_ok=True)
+            error = exc.to_dict()
+            if fetched is not None:  # the caller knows the audio by its URL, not our path
+                error["message"] = exc.message.replace(str(fetched), "the fetched audio")
+            return [custom_id, job_id, error]
+
+    items: list[Item] = []
+    cancelled = False
+    with file_path(ctx, record["input_file_id"]).open(
+        "r", encoding="utf-8-sig", errors="replace"
+    ) as f:
+        line = 0
+        while chunk := await asyncio.to_thread(
+            _next_requests, f, endpoint, line, SUBMIT_CONCURRENCY
+        ):
+            line = chunk[-1][0]
+            await redis.set(_lease_key(batch_id), "1", ex=LEASE_S)
+            cancelled = cancelled or await _status_now(ctx, batch_id) == "cancelling"
+            if cancelled:  # the rest are never enqueued: they end as batch_cancelled
+                items += [[c, f"{batch_id}-{n:06d}", None] for n, c, _ in chunk]
+                continue
+            items += await asyncio.gather(*(submit_one(n, c, r) for n, c, r in chunk))
+    await redis.set(
+        _items_key(batch_id), json.dumps(items), ex=ctx.settings.storage.result_ttl_s + 86_400
+    )
+    # The stored record, not our copy: a cancel may have changed it meanwhile (while the
+    # lease is held, nobody else moves a batch on from validating or cancelling).
+    raw = await redis.get(_key(batch_id))
+    current: dict[str, Any] = json.loads(raw) if raw is not None else record
+    if current["status"] == "cancelling":
+        await _withdraw(ctx, [item[1] for item in items if item[2] is None])
+    else:
+        current["status"] = "in_progress"
+    current["in_progress_at"] = int(time.time())
+    current["request_counts"]["total"] = len(items)
+    await _save(ctx, current)
+    await redis.delete(_lease_key(batch_id))
+
+
+def _start(request: Request, ctx: Context, record: dict[str, Any]) -> None:
+    """Run the submission as a task of the app (kept referenced until it ends)."""
+    tasks: set[asyncio.Task[None]] = request.app.state.background
+    task = asyncio.create_task(_submit_all(ctx, record))
+    tasks.add(task)
+
+    def done(finished: asyncio.Task[None]) -> None:
+        tasks.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            # The lease runs out and the next retrieve starts the submission again.
+            log.error("http.batch_submit_failed", batch_id=record["id"],
+                      error=repr(finished.exception()))  # fmt: skip
+
+    task.add_done_callback(done)
 
 
 async def create(request: Request, ctx: Context, tenant: str) -> Response:
@@ -122,47 +244,12 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
         "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
         "metadata": body.get("metadata"), "tenant": tenant,
     }  # fmt: skip
-    requests, errors = await asyncio.to_thread(_read_lines, ctx, file_id, endpoint)
-    if errors:
-        record.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
-        await _save(ctx, record)
-        return JSONResponse(batch_object(record))
-    fetching = asyncio.Semaphore(FETCH_CONCURRENCY)
-    submitting = asyncio.Semaphore(SUBMIT_CONCURRENCY)
-
-    async def submit(number: int, custom_id: str, req: dict[str, Any]) -> Item:
-        async with submitting:
-            return await submit_one(number, custom_id, req)
-
-    async def submit_one(number: int, custom_id: str, req: dict[str, Any]) -> Item:
-        job_id = f"{batch_id}-{number:06d}"
-        fetched = None
-        try:
-            job = lines.job_of(endpoint, req, job_id)
-            if is_remote(job.get("file")):
-                async with fetching:
-                    fetched = await fetch_audio(ctx.settings, job["file"], job_id)
-                job["file"] = str(fetched)
-            await ctx.front.submit(job, tenant=tenant, lane="bulk")
-            return [custom_id, job_id, None]
-        except InvalidRequestError as exc:  # one bad request fails alone, as at OpenAI
-            if fetched is not None:
-                fetched.unlink(missing_ok=True)
-            error = exc.to_dict()
-            if fetched is not None:  # the caller knows the audio by its URL, not our path
-                error["message"] = exc.message.replace(str(fetched), "the fetched audio")
-            return [custom_id, job_id, error]
-
-    items: list[Item] = list(
-        await asyncio.gather(*(submit(n, c, r) for n, (c, r) in enumerate(requests)))
-    )
-    await ctx.front.producer.redis.set(
-        _items_key(batch_id), json.dumps(items), ex=ctx.settings.storage.result_ttl_s + 86_400
-    )
-    record.update(status="in_progress", in_progress_at=int(time.time()))
-    record["request_counts"]["total"] = len(items)
     await _save(ctx, record)
-    return JSONResponse(batch_object(await _refresh(ctx, record)))
+    await ctx.front.producer.redis.set(_lease_key(batch_id), "1", ex=LEASE_S)
+    # Answer at once (as OpenAI does, "validating"): a large file, or audio to fetch by URL,
+    # must not hold the request until a client's timeout makes it send the batch again.
+    _start(request, ctx, dict(record))
+    return JSONResponse(batch_object(record))
 
 
 async def _results(ctx: Context, job_ids: list[str]) -> list[JobResult | None]:
@@ -193,6 +280,8 @@ async def _refresh(ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
     """Count finished requests; finalize once nothing is left to wait for."""
     if record["status"] not in ("in_progress", "cancelling"):
         return record
+    if await ctx.front.producer.redis.exists(_lease_key(record["id"])):
+        return record  # cancelled while its lines were being enqueued: the submitter finishes
     raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
     items: list[Item] = json.loads(raw) if raw is not None else []
     queued = [item for item in items if item[2] is None]
@@ -260,6 +349,10 @@ def _write(path: Any, text: str) -> None:
 
 async def retrieve(request: Request, ctx: Context, tenant: str) -> Response:
     record = await _owned(ctx, request.path_params["batch_id"], tenant)
+    if record["status"] == "validating" and await ctx.front.producer.redis.set(
+        _lease_key(record["id"]), "1", ex=LEASE_S, nx=True
+    ):
+        _start(request, ctx, record)  # its submitter stopped (lease gone): go on from here
     return JSONResponse(batch_object(await _refresh(ctx, record)))
 
 
@@ -268,18 +361,13 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
     if record["status"] in ("completed", "failed", "cancelled", "expired"):
         raise HTTPError(409, f"batch {record['id']} is already {record['status']}",
                         code="batch_finished")  # fmt: skip
-    if record["status"] == "in_progress":
+    if record["status"] in ("validating", "in_progress"):
+        validating = record["status"] == "validating"
         record.update(status="cancelling", cancelling_at=int(time.time()))
         await _save(ctx, record)
+        if validating:  # the submitter sees it, stops enqueueing and withdraws what it did
+            return JSONResponse(batch_object(record))
         raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
         items: list[Item] = json.loads(raw) if raw is not None else []
-        redis = ctx.front.producer.redis
-        # Jobs not yet taken are withdrawn; running ones finish and count.
-        job_ids = [item[1] for item in items if item[2] is None]
-        for start in range(0, len(job_ids), _PAGE):
-            page = job_ids[start : start + _PAGE]
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(wire.QUEUE_NAME, *page)
-                pipe.delete(*[wire.job_key(j) for j in page])
-                await pipe.execute()
+        await _withdraw(ctx, [item[1] for item in items if item[2] is None])
     return JSONResponse(batch_object(await _refresh(ctx, record)))

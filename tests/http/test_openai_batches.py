@@ -34,7 +34,7 @@ def run_batch(
     upload = oai.files.create(file=("requests.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
     assert upload.purpose == "batch" and upload.bytes == len(jsonl(rows))
     batch = oai.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h")  # type: ignore[arg-type]
-    assert batch.status in ("in_progress", "completed")
+    assert batch.status == "validating"  # answered at once; the lines are enqueued after
 
     def done() -> openai.types.Batch | None:
         got = oai.batches.retrieve(batch.id)
@@ -120,9 +120,14 @@ def test_malformed_input_file_fails_the_batch(stack: Stack, oai: openai.OpenAI) 
         b'{"custom_id": "y", "url": "/v1/chat/completions", "body": {}}\n'
     )
     upload = oai.files.create(file=("bad.jsonl", io.BytesIO(raw)), purpose="batch")
-    batch = oai.batches.create(
+    created = oai.batches.create(
         input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
     )  # type: ignore[arg-type]
+    batch = wait_for(
+        lambda: (b := oai.batches.retrieve(created.id)).status != "validating" and b,
+        what="validation",
+    )
+    assert isinstance(batch, openai.types.Batch)
     assert batch.status == "failed" and batch.errors is not None and batch.errors.data is not None
     assert [e.line for e in batch.errors.data] == [2, 3, 4]
     with pytest.raises(openai.BadRequestError) as refused:
@@ -159,8 +164,9 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
             input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
         )  # type: ignore[arg-type]
         # Batch requests run in the bulk lane, as the tenant whose token sent them.
-        queued = stack.redis().get(f"arq:job:{batch.id}-000079")
-        assert queued is not None
+        # (job ids are the batch's and the line number: the 80th line is the last)
+        queued = wait_for(lambda: stack.redis().get(f"arq:job:{batch.id}-000080"), what="line 80")
+        assert isinstance(queued, bytes)
         job = json.loads(queued)["k"]["job"]
         assert (job["priority"], job["tenant"]) == ("bulk", "alice")
         cancelling = oai.batches.cancel(batch.id)
@@ -210,3 +216,42 @@ def test_transcription_batch_fetches_audio_urls_safely(stack: Stack, oai: openai
     assert "answered 302" in errors["redirected"]["response"]["body"]["error"]["message"]  # type: ignore[index]
     private = errors["private"]["response"]["body"]["error"]  # type: ignore[index]
     assert private["param"] == "file" and "169.254.169.254" in private["message"]
+
+
+def test_cancel_right_after_create_accounts_for_every_line(
+    stack: Stack, oai: openai.OpenAI
+) -> None:
+    stack.sim.state.add_fault(
+        Fault.model_validate(
+            {"kind": "latency", "ms": 1000, "times": None, "match": "early-cancel"}
+        )
+    )
+    try:
+        rows: list[dict[str, object]] = [
+            {"custom_id": f"e{i}", "method": "POST", "url": "/v1/audio/speech",
+             "body": {"input": f"early-cancel {i}.", "voice": "Mia"}}
+            for i in range(300)
+        ]  # fmt: skip
+        upload = oai.files.create(file=("early.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+        batch = oai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
+        )  # type: ignore[arg-type]
+        oai.batches.cancel(batch.id)  # most likely while its lines are still being enqueued
+        final = wait_for(
+            lambda: (b := oai.batches.retrieve(batch.id)).status == "cancelled" and b,
+            what="cancelled",
+        )
+        assert isinstance(final, openai.types.Batch) and final.request_counts is not None
+        counts = final.request_counts
+        assert counts.total == 300
+        errors = lines_of(oai, final.error_file_id)
+        not_run = sum(
+            1 for r in errors.values() if r["error"] and r["error"]["code"] == "batch_cancelled"
+        )  # type: ignore[index]
+        assert counts.completed + counts.failed + not_run == 300
+        assert not_run > 0
+        # Nothing of it is left in the queue.
+        queue = stack.redis().zrange("mimoq:queue", 0, -1)
+        assert not [m for m in queue if m.decode().startswith(batch.id)]
+    finally:
+        stack.sim.state.clear_faults()
