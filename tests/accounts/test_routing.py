@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
-from mimoq.sim.config import SimConfig
+from mimoq.sim.config import SimConfig, quota_from_options
 from mimoq.worker.accounts.router import affinity
 from tests.accounts.conftest import pool_settings, running_worker, simulator
 from tests.conftest import RedisServer
@@ -48,3 +48,25 @@ async def test_two_accounts_share_a_backlog_and_results_name_them(
         assert {c.account for c in chunks if c is not None} == {results[-1].account}
         # Fingerprints only: no key appears in any result.
         assert not any(k in r.model_dump_json() for k in KEYS for r in results)
+
+
+async def test_two_accounts_each_within_its_own_quota_without_a_429(
+    redis_server: RedisServer, redis: ArqRedis, tmp_path: Path
+) -> None:
+    # Each key is an account with its own quota upstream and its own limiter here: the
+    # backlog is served by both at once, and neither is ever pushed past its quota.
+    quota = quota_from_options(rpm={"*": 10}, window_s=2)
+    config = SimConfig(api_keys=tuple(KEYS), per_key_quota=True, quota=quota)
+    with simulator(config) as sim:
+        settings = pool_settings(
+            redis_server, sim.url, tmp_path / "data", KEYS, limits_enabled=True,
+            limit_default_rpm=10, limit_window_s=2,
+        )  # fmt: skip
+        producer = Producer(redis, settings)
+        ids = [(await producer.enqueue({"kind": "speech", "input": f"Quota {i}."})).job_id
+               for i in range(40)]  # fmt: skip
+        async with running_worker(settings):
+            done = [await producer.wait(i, timeout_s=120) for i in ids]
+        assert {r.status for r in done} == {"succeeded"}
+        assert {r.account for r in done} == {fingerprint(k) for k in KEYS}
+        assert sim.state.stats()["responses"].get("429", 0) == 0
