@@ -21,7 +21,11 @@ simulator; the backlog is enqueued at t0 by raw EVALSHA of enqueue.lua (as any p
   the small tenant's last job finishes, in slots after its enqueue;
 - ``redis at 100`` / ``at 10000``: Redis commands (INFO commandstats, Lua's inner calls
   included, the workers' polling too) per call the simulator admitted, over the same
-  interval after the start-up, at backlogs of 100 and 10,000.
+  interval after the start-up, at backlogs of 100 and 10,000;
+- ``one 429 clean`` / ``one 429 repeated``: a single 429 injected into a steady run (a
+  simulator fault) after a clean history (the new rule: x0.9, regained within a window),
+  and the same with the history marked unclean just before (the previous rule: x0.7, then
+  +0.1 a window): jobs finished in the 3 windows after it, over the quota.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from mimoq.core.results import read_result
 TTS_AUDIO_BYTES = 4_800  # a tenth of a second of audio: the bench is about scheduling
 SCENARIOS = (
     "one model", "two models", "interactive behind 300", "interactive behind 5000",
-    "tenants 5000+10", "redis at 100", "redis at 10000",
+    "tenants 5000+10", "redis at 100", "redis at 10000", "one 429 clean", "one 429 repeated",
 )  # fmt: skip
 
 
@@ -249,6 +253,33 @@ async def redis_run(run: Run, depth: int) -> list[str]:
     return [f"backlog {depth}", str(a1 - a0), str(c1 - c0), f"{(c1 - c0) / max(a1 - a0, 1):.1f}"]
 
 
+async def one_429_run(run: Run, *, clean: bool) -> list[str]:
+    a = run.args
+    windows = 5
+    bulk = [(f"f-{i}", job(TTS_MODEL, i, lane="bulk")) for i in range(a.rpm * (windows + 1))]
+    workers = await run.start(f"one-429-{clean}")
+    try:
+        t0 = time.time()
+        await enqueue_all(run.redis, bulk)
+        await run.at(t0 + 1.5 * a.window_s)
+        if not clean:
+            # the previous rule: this 429 counts as a repeat (x0.7, +0.1 per window)
+            sec, usec = await run.redis.time()
+            async for key in run.redis.scan_iter(match=f"*{TTS_MODEL}*:state"):
+                await run.redis.hset(key, "last429", f"{sec + usec / 1e6:.6f}")
+        fault = {"kind": "status", "status": 429, "times": 1, "match": "Bench line"}
+        (await run.http.post("/_sim/faults", json=fault)).raise_for_status()
+        hit = time.time()
+        await run.at(hit + 3 * a.window_s)
+        rejected = (await run.stats()).get("responses", {}).get("429", 0)
+    finally:
+        stop_all(workers)
+    done = await finished_at(run.redis, [j for j, _ in bulk])
+    after = sum(hit <= at < hit + 3 * a.window_s for at in done.values())
+    name = "clean history: x0.9" if clean else "repeat: x0.7, +0.1/window"
+    return [name, str(rejected), str(after), f"{after / (3 * a.rpm):.1%}"]
+
+
 def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
     """A busy loop per core: the loaded host the issue describes."""
     return [
@@ -285,6 +316,7 @@ async def main_async(args: argparse.Namespace) -> int:
     lanes: list[list[str]] = []
     tenants: list[list[str]] = []
     cost: list[list[str]] = []
+    step: list[list[str]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="mimoq-sched-") as tmp, Fleet(Path(tmp)) as fleet:
             redis_svc = fleet.redis()
@@ -307,6 +339,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         share += await share_run(run, [TTS_MODEL, VOICEDESIGN_MODEL])
                     elif name.startswith("interactive"):
                         lanes.append(await interactive_run(run, int(name.split()[-1]), p95))
+                    elif name.startswith("one 429"):
+                        step.append(await one_429_run(run, clean=name.endswith("clean")))
                     elif name.startswith("tenants"):
                         tenants.append(await tenants_run(run))
                     else:
@@ -333,6 +367,9 @@ async def main_async(args: argparse.Namespace) -> int:
         print(table([["run", "calls", "commands", "per call"], *cost]))
         if len(cost) == 2:
             print(f"ratio 10000/100: {float(cost[1][3]) / max(float(cost[0][3]), 1e-9):.2f}")
+    if step:
+        print("\n(e) one 429 in a steady run: jobs finished in the 3 windows after it")
+        print(table([["rule", "429s", "jobs", "of the quota"], *step]))
     return 0
 
 

@@ -213,7 +213,12 @@ def build_router(
     ``breaker``, account errors pause the account instead of failing the job."""
     accounts = []
     for spec in pool:
-        limiter = build_limiter(settings.updated(limit_account=spec.name), redis)
+        # The bulk look-ahead is shared by every account of a model (admission is per model),
+        # so each account keeps the accounts' combined rate's worth admitted.
+        lookahead = settings.limit_lookahead_s * len(pool)
+        limiter = build_limiter(
+            settings.updated(limit_account=spec.name, limit_lookahead_s=lookahead), redis
+        )
         clients = [
             MimoClient(http, base_url=k.base_url or settings.base_url(), api_key=k.secret or None)
             for k in spec.keys

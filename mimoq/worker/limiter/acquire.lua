@@ -107,9 +107,14 @@ local function reason_now()
 end
 
 -- A due ticket holder (or a new job at a free slot) the pace or the guard holds back is
--- re-spaced: it gets the next slot after the schedule's end instead of coming back with
--- every other held-back holder at once (which is how bursts happened).
+-- re-spaced: a bulk job gets the next slot after the schedule's end instead of coming back
+-- with every other held-back holder at once (which is how bursts happened); an
+-- interactive one keeps its place ahead of bulk and comes back as soon as the pace allows.
 local function respace(wait, reason)
+  if not bulk then
+    set_ticket(job_id, now + wait, false)
+    return defer(come_back_in(wait), reason)
+  end
   local at = math.max(st.tat, now + wait)
   set_ticket(job_id, at, bulk)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
