@@ -111,6 +111,7 @@ end
 -- with every other held-back holder at once (which is how bursts happened); an
 -- interactive one keeps its place ahead of bulk and comes back as soon as the pace allows.
 local function respace(wait, reason)
+  redis.call('HINCRBY', LANES, 'respaced:' .. reason, 1)
   if not bulk then
     set_ticket(job_id, now + wait, false)
     return defer(come_back_in(wait), reason)

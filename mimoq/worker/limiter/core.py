@@ -172,6 +172,10 @@ def _lanes(raw_grants: list[Any], raw_waiting: list[Any]) -> dict[str, Any]:
             k.removeprefix("tenant:"): v for k, v in counts.items() if k.startswith("tenant:")
         },
         "admitted_total": counts.get("admitted", 0),
+        # due holders the pace or the guard held back (re-spaced): ~0 when jitter is small
+        "respaced": {
+            k.removeprefix("respaced:"): v for k, v in counts.items() if k.startswith("respaced:")
+        },
         "waiting": {str(waiting[i]): int(waiting[i + 1]) for i in range(0, len(waiting) - 1, 2)},
     }
 
