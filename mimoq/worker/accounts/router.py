@@ -215,7 +215,7 @@ def build_router(
     for spec in pool:
         # The bulk look-ahead is shared by every account of a model (admission is per model),
         # so each account keeps the accounts' combined rate's worth admitted.
-        lookahead = settings.limit_lookahead_s * len(pool)
+        lookahead = settings.limiter.lookahead_s * len(pool)
         limiter = build_limiter(
             settings.updated(limit_account=spec.name, limit_lookahead_s=lookahead), redis
         )
