@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 from fakeredis.aioredis import FakeConnection
 
+from mimoq.core import sentinel
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.redis_retry import client_options
 from mimoq.core.settings import Settings
@@ -23,7 +24,11 @@ def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
         raise ConfigurationError(
             "this command needs a shared Redis: set REDIS_URL (e.g. redis://localhost:6379/0)"
         )
-    options = client_options(settings.worker.redis_retry_s) if ride_out_outages else {}
+    via_sentinel = sentinel.is_sentinel_url(settings.redis_url)
+    retry_s = settings.worker.redis_retry_s
+    options = client_options(retry_s, sentinel=via_sentinel) if ride_out_outages else {}
+    if via_sentinel:
+        return sentinel.primary_client(sentinel.parse(settings.redis_url), **options)
     client: ArqRedis = ArqRedis.from_url(settings.redis_url, **options)
     return client
 

@@ -79,11 +79,21 @@ class OutageRetry(Retry):
 
     __slots__ = ("_limit_s", "_monotonic")
 
-    def __init__(self, limit_s: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit_s: float,
+        *,
+        retry_connect: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # retry_connect=False for Sentinel clients: their connect asks the Sentinels for the
+        # primary and retries around that; retrying the raw connect would keep dialling the
+        # old primary's address for the whole limit.
+        errors: tuple[type[BaseException], ...] = _RETRY_ON_CONNECT if retry_connect else RETRY_ON
         super().__init__(
             ExponentialWithJitterBackoff(cap=BACKOFF_CAP_S, base=_BACKOFF_BASE_S),
             retries=-1,
-            supported_errors=_RETRY_ON_CONNECT,  # type: ignore[arg-type]  # wider than RedisError on purpose
+            supported_errors=errors,  # type: ignore[arg-type]  # wider than RedisError on purpose
         )
         self._limit_s = limit_s
         self._monotonic = monotonic
@@ -107,9 +117,10 @@ class OutageRetry(Retry):
             return result
 
 
-def client_options(retry_s: float) -> dict[str, Any]:
+def client_options(retry_s: float, *, sentinel: bool = False) -> dict[str, Any]:
     """Keyword arguments for a redis-py client (or arq ``RedisSettings``) that rides out
     outages of up to ``retry_s`` seconds; ``{}`` when ``retry_s`` is 0 (fail at once)."""
     if retry_s <= 0:
         return {}
-    return {"retry": OutageRetry(retry_s), "retry_on_error": list(RETRY_ON)}
+    retry = OutageRetry(retry_s, retry_connect=not sentinel)
+    return {"retry": retry, "retry_on_error": list(RETRY_ON)}

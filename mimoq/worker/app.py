@@ -15,7 +15,8 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 from redis.exceptions import WatchError
 
-from mimoq.core import arq_compat, logs, wire
+from mimoq.core import arq_compat, logs, sentinel, wire
+from mimoq.core.connections import connect
 from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
@@ -236,6 +237,9 @@ def build_worker(
     ctx: dict[str, Any] = {"settings": settings, "account_breaker": account_breaker}
     if http is not None:
         ctx.update(http=http, http_external=True)
+    if redis is None and sentinel.is_sentinel_url(settings.redis_url):
+        # arq's own Sentinel support drops the retry options: build the client ourselves.
+        redis = connect(settings, ride_out_outages=True)
     redis_settings = redis_settings_for(settings) if redis is None and settings.redis_url else None
     return MimoqWorker(
         functions=[
