@@ -13,9 +13,11 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
+from redis.exceptions import WatchError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -57,6 +59,31 @@ def batch_object(record: dict[str, Any]) -> dict[str, Any]:
 async def _save(ctx: Context, record: dict[str, Any]) -> None:
     ttl = ctx.settings.storage.result_ttl_s + 86_400
     await ctx.front.producer.redis.set(_key(record["id"]), json.dumps(record), ex=ttl)
+
+
+async def _update(
+    ctx: Context, batch_id: str, change: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """Read-modify-write of a batch record under WATCH: a cancel and the submitter (or the
+    finalizer) never overwrite each other's status. ``change`` edits the record in place and
+    says whether to write it; the record as stored afterwards is returned."""
+    ttl = ctx.settings.storage.result_ttl_s + 86_400
+    async with ctx.front.producer.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(_key(batch_id))
+                raw = await pipe.get(_key(batch_id))
+                if raw is None:
+                    return None
+                current: dict[str, Any] = json.loads(raw)
+                if not change(current):
+                    return current  # leaving the block resets the pipeline (and the WATCH)
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                pipe.set(_key(batch_id), json.dumps(current), ex=ttl)
+                await pipe.execute()
+                return current
+            except WatchError:
+                continue  # someone else wrote it first: decide again on what they wrote
 
 
 async def _owned(ctx: Context, batch_id: str, tenant: str) -> dict[str, Any]:
@@ -143,9 +170,14 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
     redis = ctx.front.producer.redis
     errors = await asyncio.to_thread(_check_lines, ctx, record["input_file_id"], endpoint)
     if errors:
-        record.update(status="failed", failed_at=int(time.time()),
-                      errors={"object": "list", "data": errors})  # fmt: skip
-        await _save(ctx, record)
+
+        def failed(current: dict[str, Any]) -> bool:
+            current.update(status="failed", failed_at=int(time.time()),
+                           errors={"object": "list", "data": errors})  # fmt: skip
+            return True
+
+        await _update(ctx, batch_id, failed)
+        await redis.delete(_lease_key(batch_id))
         return
     fetching = asyncio.Semaphore(FETCH_CONCURRENCY)
 
@@ -187,17 +219,17 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
     await redis.set(
         _items_key(batch_id), json.dumps(items), ex=ctx.settings.storage.result_ttl_s + 86_400
     )
-    # The stored record, not our copy: a cancel may have changed it meanwhile (while the
-    # lease is held, nobody else moves a batch on from validating or cancelling).
-    raw = await redis.get(_key(batch_id))
-    current: dict[str, Any] = json.loads(raw) if raw is not None else record
-    if current["status"] == "cancelling":
+
+    def submitted(current: dict[str, Any]) -> bool:
+        if current["status"] != "cancelling":
+            current["status"] = "in_progress"
+        current["in_progress_at"] = int(time.time())
+        current["request_counts"]["total"] = len(items)
+        return True
+
+    stored = await _update(ctx, batch_id, submitted)
+    if stored is not None and stored["status"] == "cancelling":  # cancelled while we worked
         await _withdraw(ctx, [item[1] for item in items if item[2] is None])
-    else:
-        current["status"] = "in_progress"
-    current["in_progress_at"] = int(time.time())
-    current["request_counts"]["total"] = len(items)
-    await _save(ctx, current)
     await redis.delete(_lease_key(batch_id))
 
 
@@ -332,12 +364,23 @@ async def _finalize(
             "status": "processed", "tenant": record["tenant"],
         })  # fmt: skip
         record[name] = file_id
+    was = record["status"]
     record.update(finalizing_at=now)
     if cancelled:
         record.update(status="cancelled", cancelled_at=now)
     else:
         record.update(status="completed", completed_at=now)
-    await _save(ctx, record)
+
+    def finished(current: dict[str, Any]) -> bool:
+        if current["status"] != was:  # a cancel came in meanwhile: the next retrieve decides
+            return False
+        current.update(record)
+        return True
+
+    stored = await _update(ctx, record["id"], finished)
+    if stored is not None:
+        record.clear()
+        record.update(stored)
 
 
 def _write(path: Any, text: str) -> None:
@@ -361,13 +404,21 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
     if record["status"] in ("completed", "failed", "cancelled", "expired"):
         raise HTTPError(409, f"batch {record['id']} is already {record['status']}",
                         code="batch_finished")  # fmt: skip
-    if record["status"] in ("validating", "in_progress"):
-        validating = record["status"] == "validating"
-        record.update(status="cancelling", cancelling_at=int(time.time()))
-        await _save(ctx, record)
-        if validating:  # the submitter sees it, stops enqueueing and withdraws what it did
-            return JSONResponse(batch_object(record))
+    before: list[str] = []
+
+    def cancelling(current: dict[str, Any]) -> bool:
+        before[:] = [current["status"]]
+        if current["status"] not in ("validating", "in_progress"):
+            return False
+        current.update(status="cancelling", cancelling_at=int(time.time()))
+        return True
+
+    stored = await _update(ctx, record["id"], cancelling) or record
+    if before == ["in_progress"]:  # (while validating, the submitter withdraws what it did)
         raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
         items: list[Item] = json.loads(raw) if raw is not None else []
         await _withdraw(ctx, [item[1] for item in items if item[2] is None])
-    return JSONResponse(batch_object(await _refresh(ctx, record)))
+    elif before and before[0] in ("completed", "failed", "cancelled", "expired"):
+        raise HTTPError(409, f"batch {record['id']} is already {before[0]}",
+                        code="batch_finished")  # fmt: skip
+    return JSONResponse(batch_object(await _refresh(ctx, stored)))
