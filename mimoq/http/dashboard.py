@@ -109,7 +109,7 @@ async def history(redis: Redis) -> dict[str, list[tuple[float, int]]]:
 
 
 async def sample_quota_forever(redis: Redis, fleet: FleetView, interval_s: float) -> None:
-    """Record each model's requests in the last limiter window, once per window."""
+    """Record each model's requests in the limiter window ending now, every ``interval_s``."""
     while True:
         try:
             state = await fleet.limiters(redis)

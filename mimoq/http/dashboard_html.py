@@ -106,7 +106,8 @@ def in_flight_section(snapshot: Mapping[str, Any]) -> str:
 
 
 def quota_chart(history: Mapping[str, Sequence[tuple[float, int]]], now: float) -> str:
-    """One bar chart per model: requests per limiter window over the last hour (inline SVG)."""
+    """One bar chart per model over the last hour (inline SVG): each bar is a sample, the
+    requests in the limiter window that ended then (samples come twice a window)."""
     if not history:
         return '<p class="muted">no quota use recorded in the last hour</p>'
     width, height = 400, 80

@@ -161,9 +161,21 @@ def test_login_depth_dead_letter_replay_in_a_browser(
     assert "1 live" in b.find_element(By.ID, "workers").text  # type: ignore[attr-defined]
     # The limiter is on here: each model's interactive / bulk lanes are shown.
     assert "mimo-v2.5-tts" in b.find_element(By.ID, "lanes").text  # type: ignore[attr-defined]
-    # The quota chart fills as the limiter's windows are sampled (every 2 s here).
-    wait_for(lambda: b.get(board.url + "/") or b.find_elements(By.CSS_SELECTOR, '.chart[data-model="mimo-v2.5-tts"] rect'),  # type: ignore[attr-defined]
-             what="a quota bar")  # fmt: skip
+
+    # The quota chart fills as the limiter's windows are sampled (twice per 2 s window here);
+    # under load a sample may come late, so keep the model busy until a bar shows.
+    def bar() -> object:
+        with httpx.Client(
+            base_url=board.url, headers={"Authorization": f"Bearer {ALICE}"}, timeout=60
+        ) as http:
+            assert (
+                http.post("/v1/audio/speech", json={"input": "Tick.", "voice": "Mia"}).status_code
+                == 200
+            )
+        b.get(board.url + "/")  # type: ignore[attr-defined]
+        return b.find_elements(By.CSS_SELECTOR, '.chart[data-model="mimo-v2.5-tts"] rect')  # type: ignore[attr-defined]
+
+    wait_for(bar, what="a quota bar")
     b.save_screenshot(str(tmp_path / "dashboard-dead-letter.png"))  # type: ignore[attr-defined]
 
     receiver.up()
