@@ -46,11 +46,11 @@ def test_every_service_image_can_be_built() -> None:
     assert all(
         "build" in s or s.get("image") == "mimoq:latest"
         for n, s in services.items()
-        if n != "redis"
+        if n not in ("redis", "s3")  # third-party images: Redis, SeaweedFS
     )
     for package in ("mimoq", "producer", "worker"):
         assert f"COPY {package} " in dockerfile
-    assert set(load()["volumes"]) == {"redis-data", "mimoq-data"}
+    assert set(load()["volumes"]) == {"redis-data", "mimoq-data", "s3-data"}
 
 
 def test_worker_health_is_checked_with_our_own_command() -> None:
@@ -70,3 +70,31 @@ def test_serve_listens_publicly_only_with_tokens() -> None:
     assert serve["environment"]["MIMOQ_API_TOKENS"].startswith("${MIMOQ_API_TOKENS:?")
     assert serve["environment"]["MIMOQ_DATA_DIR"] == "/data"
     assert "mimoq-data:/data" in serve["volumes"]
+
+
+def test_s3_profile_runs_workers_with_no_shared_disk() -> None:
+    """`--profile s3`: an S3 server, and workers pointed at it that mount no data volume."""
+    import json
+
+    from mimoq.core.settings import Settings
+
+    compose = load()
+    services = compose["services"]
+    s3, worker = services["s3"], services["worker-s3"]
+    assert s3["profiles"] == worker["profiles"] == ["s3"]
+    assert "-s3" in s3["command"] and "-s3.port=8333" in s3["command"]
+    env = worker["environment"]
+    assert env["AWS_ENDPOINT"] == "http://s3:8333" and env["AWS_ALLOW_HTTP"] == "true"
+    assert "volumes" not in worker and "MIMOQ_DATA_DIR" not in env
+    assert worker["depends_on"]["s3"]["condition"] == "service_healthy"
+    settings = Settings(storage_url=env["MIMOQ_STORAGE_URL"])  # a URL the worker accepts
+    assert settings.storage.location() == "s3://mimoq/fleet"
+    assert build_parser().parse_args(worker["command"][1:]).command == "worker"
+    # The identity file is valid JSON once compose substitutes the defaults.
+    content = compose["configs"]["s3-identities"]["content"]
+    content = content.replace("${AWS_ACCESS_KEY_ID:-mimoq}", "mimoq").replace(
+        "${AWS_SECRET_ACCESS_KEY:-change-me-mimoq-secret}", "secret"
+    )
+    identity = json.loads(content)["identities"][0]
+    assert "Admin" in identity["actions"]
+    assert [c["target"] for c in s3["configs"]] == ["/etc/seaweedfs/identities.json"]

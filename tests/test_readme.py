@@ -52,6 +52,7 @@ def test_documented_commands_exist() -> None:
             "speak": ["x"],
             "transcribe": ["a.wav"],
             "status": ["id"],
+            "fetch": ["id"],
             "callbacks": ["list"],
         }.get(command, [])
         assert parser.parse_args([command, *args]).command == command

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,9 @@ from mimoq.cli.session import Session, open_session
 from mimoq.core import dialect_constants as dc
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.fetching import download_output
 from mimoq.core.jobs import CallbackStatus, JobResult
+from mimoq.core.objstore import open_storage
 from mimoq.core.results import job_status
 from mimoq.core.settings import Settings
 
@@ -155,21 +156,23 @@ async def _submit(settings: Settings, job: dict[str, Any], args: argparse.Namesp
     _print(result.model_dump(mode="json"))
     if result.status != "succeeded":
         return 1
-    return _copy_out(args, result)
+    return _copy_out(args, result, settings)
 
 
-def _copy_out(args: argparse.Namespace, result: JobResult) -> int:
-    """``--out``: copy the finished audio where the user asked (it must be on this machine)."""
+def _copy_out(args: argparse.Namespace, result: JobResult, settings: Settings) -> int:
+    """``--out``: download the finished audio where the user asked, from wherever it is."""
     if args.out is not None and result.output is not None:
-        source = Path(result.output.path)
-        if not source.is_file():
+        storage = open_storage(settings)
+        url = result.output.url or storage.url(result.output.key)
+        try:
+            download_output(url, args.out, storage)
+        except FileNotFoundError:
             print(
-                f"mimoq: --out: {source} is not on this machine (it is on the worker's)",
+                f"mimoq: --out: {url} is not reachable from this machine (it is on the "
+                "worker's disk: share storage with MIMOQ_STORAGE_URL)",
                 file=sys.stderr,
             )
             return 1
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, args.out)
     return 0
 
 

@@ -12,8 +12,8 @@ from arq.connections import ArqRedis
 from mimoq.core.connections import connect, embedded
 from mimoq.core.errors import InternalError
 from mimoq.core.keypool import has_key, no_key_error, usable_pool
+from mimoq.core.objstore import open_storage
 from mimoq.core.settings import Settings
-from mimoq.core.storage import LocalStorage
 from mimoq.producer.client import Producer
 from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 
@@ -54,7 +54,7 @@ def require_key(settings: Settings, *, calls_mimo: bool) -> None:
 async def open_session(settings: Settings) -> AsyncIterator[Session]:
     """With ``REDIS_URL``: a producer on it. Without: the embedded default — an in-process
     Redis stand-in and an in-process worker, so one machine needs no server at all."""
-    storage = LocalStorage(settings.storage.data_dir)
+    storage = open_storage(settings)
     if settings.redis_url:
         redis = connect(settings)
         try:

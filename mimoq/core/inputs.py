@@ -25,8 +25,8 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
 
 RefKind = Literal["data", "local", "object", "http"]
-#: Object-store schemes a reference may use (what obstore's ``from_url`` understands).
-OBJECT_SCHEMES: Final = frozenset({"s3", "gs", "az"})
+#: Object-store schemes a reference may use (``memory://`` only inside the own storage).
+OBJECT_SCHEMES: Final = frozenset({"s3", "gs", "az", "memory"})
 HTTP_SCHEMES: Final = frozenset({"http", "https"})
 _SCHEME: Final = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
 # O_NONBLOCK: opening a FIFO for reading must not wait for a writer (it would freeze the
@@ -62,7 +62,9 @@ def input_roots(settings: Settings) -> tuple[Path, ...]:
     """
     raw = [part.strip() for part in settings.storage.input_roots.split(os.pathsep) if part.strip()]
     folders = [Path(p).expanduser() for p in raw] or [settings.storage.data_dir.expanduser()]
-    folders.append(settings.storage.data_dir.expanduser())  # local storage
+    storage = settings.storage.location()
+    if storage.lower().startswith("file://"):
+        folders.append(local_path(storage, "MIMOQ_STORAGE_URL"))
     resolved = [Path(os.path.realpath(folder)) for folder in folders]
     return tuple(dict.fromkeys(resolved))
 

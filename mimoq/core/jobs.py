@@ -41,7 +41,7 @@ LANES = ("interactive", "bulk")
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_METADATA_CHARS = 16_384
 #: Where an audio input may live (see mimoq.core.inputs; kept here to avoid an import cycle).
-_AUDIO_SCHEMES = frozenset({"file", "s3", "gs", "az", "http", "https"})
+_AUDIO_SCHEMES = frozenset({"file", "s3", "gs", "az", "memory", "http", "https"})
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,", re.I)
 
 
@@ -469,6 +469,10 @@ class AudioOutput(BaseModel):
 
     key: str
     path: str
+    #: Its storage URL (``file:///…``, ``s3://bucket/key``); readable by ``mimoq fetch``.
+    url: str | None = None
+    #: An https URL that downloads it without credentials (``MIMOQ_PRESIGN_TTL_S``).
+    presigned_url: str | None = None
     format: Literal["wav", "pcm"]
     bytes: int
     duration_s: float
@@ -482,6 +486,8 @@ class TextOutput(BaseModel):
 
     key: str
     path: str
+    url: str | None = None
+    presigned_url: str | None = None
     format: Literal["json", "text", "srt", "vtt"]
     bytes: int
 

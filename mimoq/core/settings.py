@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import NumberedKey, numbered_keys
+from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES
 from mimoq.core.ssrf import parse_networks
 from mimoq.core.webhooks import DEFAULT_SCHEDULE_S, decode_secret, parse_schedule
 
@@ -122,6 +123,54 @@ class StorageSettings(BaseSettings):
         description="Folders (separated by ':') whose files a job may name as local input; "
         "default: MIMOQ_DATA_DIR. Paths outside, and symlinks leading out, are refused.",
     )
+    # --- shared storage (owned by core/storage.py, core/objstore.py, core/remote.py) ---------
+    url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MIMOQ_STORAGE_URL", "storage_url"),
+        description="Where outputs go: file:///path, s3://bucket/prefix, gs://..., az://..., "
+        "memory:// (tests). Default: file:// of MIMOQ_DATA_DIR.",
+    )
+    presign_ttl_s: int | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 86_400,
+        validation_alias=AliasChoices("MIMOQ_PRESIGN_TTL_S", "presign_ttl_s"),
+        description="When set, results and callbacks carry a presigned https URL of the output "
+        "that is valid this long (object stores only).",
+    )
+    input_max_bytes: int = Field(
+        default=MAX_LONG_AUDIO_BYTES,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_INPUT_MAX_BYTES", "input_max_bytes"),
+        description="Largest remote input (object store or https) a worker fetches.",
+    )
+    part_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        validation_alias=AliasChoices("MIMOQ_STORAGE_PART_BYTES", "storage_part_bytes"),
+        description="Part size of streamed multipart uploads (S3's minimum: 5 MiB); a TTS "
+        "upload holds about two parts in memory.",
+    )
+
+    _blank_unset = field_validator("url", mode="before")(_blank_is_none)
+
+    @field_validator("url")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("file", "s3", "gs", "az", "memory") or not rest:
+            # ConfigurationError: pydantic would echo the value, which may carry a token.
+            raise ConfigurationError(
+                "MIMOQ_STORAGE_URL must be file:///path, s3://bucket[/prefix], "
+                "gs://bucket[/prefix], az://container[/prefix] or memory://name"
+            )
+        return value.rstrip("/")
+
+    def location(self) -> str:
+        """The storage URL, defaulting to the data directory as a file:// URL."""
+        return self.url or self.data_dir.expanduser().resolve().as_uri()
 
 
 class RetrySettings(BaseSettings):

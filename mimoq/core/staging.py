@@ -9,7 +9,6 @@ same recording under another name) uploads nothing.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +36,5 @@ def stage_file(storage: Storage, path: Path, param: str) -> str:
         key = staged_key(digest.hexdigest(), path.suffix)
         if not storage.exists(key):
             local.file.seek(0)
-            with storage.open_atomic(key) as out:
-                shutil.copyfileobj(local.file, out, _READ_BYTES)
+            storage.put_file(key, local.file)
     return storage.locate(key)

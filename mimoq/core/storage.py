@@ -1,28 +1,96 @@
-"""Where outputs go: a small Storage protocol, and local files first."""
+"""Where outputs (and staged inputs) go: one Storage protocol, a local backend, and obstore's.
+
+Keys are relative, ``/``-separated and deterministic (``speech/<id>.wav``), so a re-run of
+a job overwrites the same object. Every write is all or nothing: the local backend writes a
+temporary file, fsyncs and renames; object stores make an object visible only when its
+(multipart) upload completes, and a failed write aborts the upload.
+
+Blocking methods (``exists``, ``open_atomic``, ``open_read``, ``put_file``...) are for
+threads; the async ones (``stream``, ``put_bytes``, ``presign``) for the event loop.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+
+class StreamWriter(Protocol):
+    """A forward-only writer: the object appears, complete, when its ``stream`` block ends."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 class Storage(Protocol):
     """Outputs are written under a deterministic key, atomically: all or nothing."""
 
-    def open_atomic(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
-
-    def locate(self, key: str) -> str:
-        """Where a reader finds the object (a filesystem path for local storage)."""
+    def url(self, key: str) -> str:
+        """The object's canonical URL: ``file:///…``, ``s3://bucket/prefix/key``…"""
         ...
 
-    def exists(self, key: str) -> bool: ...
+    def locate(self, key: str) -> str:
+        """Where a reader finds the object: a filesystem path when local, else its URL."""
+        ...
 
     def is_local(self) -> bool:
         """Whether ``locate`` gives a path on this machine's filesystem."""
         ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes; FileNotFoundError if it does not exist."""
+        ...
+
+    def open_atomic(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A seekable file that becomes the object when the block ends without error."""
+        ...
+
+    def open_read(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The object for reading: seekable, read in ranges (never whole into memory)."""
+        ...
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """Copy an open file (from its current position) into the object."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix/`` (missing ones are fine)."""
+        ...
+
+    def stream(self, key: str) -> contextlib.AbstractAsyncContextManager[StreamWriter]: ...
+
+    async def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    async def rewrite(self, source: str, key: str, head: bytes, start: int, length: int) -> None:
+        """Write ``head`` + ``length`` bytes of ``source`` from ``start`` to ``key``, streamed,
+        then delete ``source`` (a staged WAV getting its final header)."""
+        ...
+
+    async def presign(self, key: str, ttl_s: int) -> str | None:
+        """A URL that downloads the object without credentials, or None if unsupported."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are absolute or climb out (``..``): keys are relative paths."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"storage key {key!r} is not a relative path")
+    return key
+
+
+class _FileWriter:
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    async def write(self, data: bytes) -> None:
+        # A local write lands in the page cache in microseconds: no thread hop needed.
+        self._f.write(data)
 
 
 class LocalStorage:
@@ -34,7 +102,7 @@ class LocalStorage:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+        self.root = root.expanduser().resolve()
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -42,14 +110,57 @@ class LocalStorage:
             raise ValueError(f"output key {key!r} escapes the data directory")
         return path
 
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
     def locate(self, key: str) -> str:
         return str(self._path(key))
+
+    def is_local(self) -> bool:
+        return True
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def is_local(self) -> bool:
-        return True
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(key)
+        return path.stat().st_size
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with open(self._path(key), "rb") as f:
+            yield f
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        with self.open_atomic(key) as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(check_key(prefix)), ignore_errors=True)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, key: str) -> AsyncIterator[StreamWriter]:
+        with self.open_atomic(key) as f:
+            yield _FileWriter(f)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        with self.open_atomic(key) as f:
+            f.write(data)
+
+    async def presign(self, key: str, ttl_s: int) -> str | None:
+        return None  # a local file has no URL another machine could use
+
+    async def rewrite(self, source: str, key: str, head: bytes, start: int, length: int) -> None:
+        with self.open_read(source) as src, self.open_atomic(key) as out:
+            out.write(head)
+            src.seek(start)
+            left = length
+            while left and (block := src.read(min(left, 1 << 20))):
+                out.write(block)
+                left -= len(block)
+        self._path(source).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def open_atomic(self, key: str) -> Iterator[BinaryIO]:

@@ -18,10 +18,10 @@ from redis.exceptions import WatchError
 from mimoq.core import arq_compat, logs, sentinel, wire
 from mimoq.core.connections import connect
 from mimoq.core.keypool import pool_secrets, usable_pool
+from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.core.storage import LocalStorage
 from mimoq.worker import callbacks, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
@@ -168,7 +168,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     pool = usable_pool(settings)
     ctx["deps"] = WorkerDeps(
         settings=settings,
-        storage=LocalStorage(settings.storage.data_dir),
+        storage=open_storage(settings),
         accounts=build_router(
             settings, ctx["redis"], http, pool, breaker=ctx.get("account_breaker", True)
         ),

@@ -15,8 +15,10 @@ Every step is idempotent, so a parent run twice (at-least-once) redoes no MiMo c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -29,7 +31,6 @@ from mimoq.core import captions, wire
 from mimoq.core import dialect_constants as dc
 from mimoq.core.audio import AudioContainer, parse_wav_header
 from mimoq.core.errors import ChunksPending, InternalError, InvalidRequestError, PermanentError
-from mimoq.core.inputs import input_roots
 from mimoq.core.jobs import (
     AudioOutput,
     JobResult,
@@ -38,7 +39,7 @@ from mimoq.core.jobs import (
     TextOutput,
     TranscriptionJob,
 )
-from mimoq.core.sources import AudioInput, inspect_audio
+from mimoq.core.sources import AudioInput
 from mimoq.core.splitting import pauses
 from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
 from mimoq.core.splitting.convert import convert_to_wav
@@ -51,6 +52,8 @@ from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_i
 from mimoq.core.splitting.resample import SPLIT_FORMAT
 from mimoq.core.splitting.text import join_transcripts, split_text
 from mimoq.core.splitting.wavsplit import split_wav
+from mimoq.worker.job_inputs import SplitSource, split_source
+from mimoq.worker.outputs import links
 from mimoq.worker.pipeline import Outcome, WorkerDeps, inspect_input, output_key
 
 log = structlog.get_logger("mimoq.fanout")
@@ -115,7 +118,10 @@ async def run_parent(
     accounts = {r.account for r in done}
     # Chunks stay on one account unless it paused mid-way; then the parent names none.
     outcome.account = accounts.pop() if len(accounts) == 1 else None
-    _remove_chunks(deps, job_id)
+    outcome.output = outcome.output.model_copy(
+        update=await links(deps.storage, deps.settings, outcome.output.key)
+    )
+    await _remove_chunks(deps, job_id)
     log.info("fanout.stitched", job_id=job_id, chunks=len(done))
     return outcome
 
@@ -130,7 +136,11 @@ async def _split(
         specs, jobs = _split_text(job, job_id)
         return FanoutPlan(parent_id=job_id, kind="speech", children=specs), jobs
     try:
-        chunks, extension = await asyncio.to_thread(_split_audio, deps, job, job_id)
+        info = await inspect_input(deps, job.file, param="file")
+        async with split_source(
+            deps.settings, deps.storage, job.file, param="file", need_path=_prepared(job, info)
+        ) as source:
+            chunks, extension = await asyncio.to_thread(_split_audio, deps, job, job_id, source)
     except UnsupportedAudioError as exc:
         raise InvalidRequestError(f"file: {exc}", param="file") from None
     specs = []
@@ -194,40 +204,62 @@ def _child_metadata(job_id: str, index: int) -> JsonValue:
 
 
 def _split_audio(
-    deps: WorkerDeps, job: TranscriptionJob, job_id: str
+    deps: WorkerDeps, job: TranscriptionJob, job_id: str, source: SplitSource
 ) -> tuple[list[AudioChunk], str]:
     """Write the chunk files (in a thread: it reads the whole recording once)."""
-    audio = inspect_audio(job.file, param="file", roots=input_roots(deps.settings))
-    extension = ".wav" if _prepared(job, audio) else _EXTENSIONS[audio.mime]
-    path = audio.path
-    if path is None:  # a data URI past the limit: to a file first, then split like one
-        assert audio.data_uri is not None
-        source_key = f"{CHUNKS_DIR}/{job_id}/source{extension}"
-        with deps.storage.open_atomic(source_key) as f:
-            f.write(pybase64.b64decode(audio.data_uri.partition(",")[2]))
-        path = Path(deps.storage.locate(source_key))
+    audio = source.audio
+    prepared = _prepared(job, audio)
+    extension = ".wav" if prepared else _EXTENSIONS[audio.mime]
 
     def open_chunk(index: int) -> Any:
         return deps.storage.open_atomic(chunk_key(job_id, index, extension))
 
-    if _prepared(job, audio):
-        return _split_prepared(deps, job, job_id, path, open_chunk), extension
-    if audio.mime == "audio/wav":
-        with open(path, "rb") as f:
-            return split_wav(f, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
-    return split_mp3(path, open_chunk, max_bytes=max_chunk_bytes(audio.mime)), extension
+    with contextlib.ExitStack() as stack:
+        path = source.path
+        if audio.data_uri is not None:  # a data URI past the limit: to a private file first
+            spool = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mimoq-split-")))
+            path = spool / f"source{_EXTENSIONS[audio.mime]}"
+            path.write_bytes(pybase64.b64decode(audio.data_uri.partition(",")[2]))
+        if prepared:
+            assert path is not None  # split_source spools what must be decoded
+            return _split_prepared(deps, job, path, open_chunk), extension
+        max_bytes = max_chunk_bytes(audio.mime)
+        if audio.mime == "audio/wav":
+            # A local file, or an object in a store read in ranges (never whole).
+            reader = open(path, "rb") if path is not None else source.opener()  # noqa: SIM115
+            with reader as f:
+                return split_wav(f, open_chunk, max_bytes=max_bytes), extension
+        assert path is not None  # MP3s are split from a (possibly spooled) file
+        return split_mp3(path, open_chunk, max_bytes=max_bytes), extension
+
+
+@contextlib.contextmanager
+def _local_parts(deps: WorkerDeps, keys: list[str]) -> Iterator[list[Path]]:
+    """The chunk outputs as local files: in place when storage is local, else downloaded."""
+    if deps.storage.is_local():
+        yield [Path(deps.storage.locate(k)) for k in keys]
+        return
+    with tempfile.TemporaryDirectory(prefix="mimoq-join-") as spool:
+        paths = []
+        for n, key in enumerate(keys):
+            path = Path(spool) / f"{n:05d}.wav"
+            with deps.storage.open_read(key) as src, open(path, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            paths.append(path)
+        yield paths
 
 
 def _split_prepared(
-    deps: WorkerDeps, job: TranscriptionJob, job_id: str, path: Path, open_chunk: OpenChunk
+    deps: WorkerDeps, job: TranscriptionJob, path: Path, open_chunk: OpenChunk
 ) -> list[AudioChunk]:
     """Decode to 16 kHz mono, find the pauses, and write the pieces ``pauses`` plans."""
     settings = deps.settings
-    source_key = f"{CHUNKS_DIR}/{job_id}/decoded.wav"
-    with deps.storage.open_atomic(source_key) as f:
-        convert_to_wav(path, f)
-    source = Path(deps.storage.locate(source_key))
-    try:
+    # The decoded copy is worker-private scratch (read twice, then spent): a local file,
+    # whatever the storage.
+    with tempfile.TemporaryDirectory(prefix="mimoq-decode-") as scratch:
+        source = Path(scratch) / "decoded.wav"
+        with open(source, "wb") as f:
+            convert_to_wav(path, f)
         energies = window_energies(source)
         compact = None
         if job.compact_silence:
@@ -243,8 +275,6 @@ def _split_prepared(
             limit_s = (max_chunk_bytes("audio/wav") - _WAV_HEADER) / SPLIT_FORMAT.byte_rate
             pieces = pauses.chunks(energies, max_s=limit_s, compact=compact)
         return write_pieces(source, pieces, open_chunk)
-    finally:
-        source.unlink(missing_ok=True)  # the pieces are written: the decoded copy is spent
 
 
 # --- children ----------------------------------------------------------------------------
@@ -291,12 +321,12 @@ async def _forget_failure(
     """After a chunk gives up, drop the plan and the failed chunks' results, so that running
     the parent again redoes exactly those chunks (the finished ones keep their results)."""
     await redis.delete(wire.fanout_key(job_id), *(wire.result_key(c.job_id) for c in failed))
-    _remove_chunks(deps, job_id)
+    await _remove_chunks(deps, job_id)
 
 
-def _remove_chunks(deps: WorkerDeps, job_id: str) -> None:
+async def _remove_chunks(deps: WorkerDeps, job_id: str) -> None:
     # Chunk files are re-creatable from the input: nothing of value is lost.
-    shutil.rmtree(deps.storage.locate(f"{CHUNKS_DIR}/{job_id}"), ignore_errors=True)
+    await asyncio.to_thread(deps.storage.delete_prefix, f"{CHUNKS_DIR}/{job_id}")
 
 
 # --- stitching ---------------------------------------------------------------------------
@@ -349,11 +379,11 @@ def _stitch(
             text,
             segments=segments,
         )
-    parts = [Path(r.output.path) for r in results if r.output is not None]
+    parts = [r.output.key for r in results if r.output is not None]
     container: AudioContainer = "wav" if job.response_format == "wav" else "pcm"
-    if len(parts) == len(results) and all(p.is_file() for p in parts):
-        with deps.storage.open_atomic(key) as f:
-            info = join_wavs(parts, f, output=container)
+    if len(parts) == len(results) and all(deps.storage.exists(p) for p in parts):
+        with _local_parts(deps, parts) as paths, deps.storage.open_atomic(key) as f:
+            info = join_wavs(paths, f, output=container)
         output = AudioOutput(
             key=key, path=deps.storage.locate(key), format=container, bytes=info.bytes,
             duration_s=round(info.duration_s, 3), sample_rate=info.format.sample_rate,
@@ -368,14 +398,13 @@ def _existing_audio(
 ) -> AudioOutput:
     """The parent's output from an earlier run that stitched it and died before recording
     its result (the chunk files are deleted only after the output is complete)."""
-    path = Path(deps.storage.locate(key))
     first = results[0].output
-    if not path.is_file() or not isinstance(first, AudioOutput):
+    if not deps.storage.exists(key) or not isinstance(first, AudioOutput):
         raise InternalError(f"chunk audio of {key} is gone and the output was never written")
-    size = path.stat().st_size
+    size = deps.storage.size(key)
     data_bytes = size
     if container == "wav":
-        with open(path, "rb") as f:
+        with deps.storage.open_read(key) as f:
             parsed = parse_wav_header(f.read(1 << 16))
         if parsed is None or parsed[2] is None:
             raise InternalError(f"{key} is not a complete WAV")
@@ -383,7 +412,7 @@ def _existing_audio(
     block = first.channels * first.bits_per_sample // 8
     duration = data_bytes / (first.sample_rate * block)
     return AudioOutput(
-        key=key, path=str(path), format=container, bytes=size,
+        key=key, path=deps.storage.locate(key), format=container, bytes=size,
         duration_s=round(duration, 3), sample_rate=first.sample_rate, channels=first.channels,
         bits_per_sample=first.bits_per_sample,
     )  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -81,14 +81,23 @@ class MimoClient:
             raise UpstreamUnavailable(f"connection to MiMo failed ({type(exc).__name__})") from None
 
     async def speak(
-        self, body: RequestBody, sink: Callable[[bytes], None]
+        self,
+        body: RequestBody,
+        sink: Callable[[bytes], None],
+        drain: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, Any] | None:
-        """POST a TTS body; stream-decode the audio into ``sink``; return ``usage`` if sent."""
+        """POST a TTS body; stream-decode the audio into ``sink``; return ``usage`` if sent.
+
+        ``drain`` is awaited after each received chunk: an upload takes what the sink holds,
+        so memory stays at a chunk plus the upload's part whatever the audio's length.
+        """
         async with self._post(body) as response:
             extractor = AudioDataExtractor(sink)
             try:
                 async for chunk in response.aiter_bytes():
                     extractor.feed(chunk)
+                    if drain is not None:
+                        await drain()
                 skeleton = extractor.finish()
             except Base64StreamError as exc:
                 raise UpstreamResponseError(f"MiMo's audio could not be decoded: {exc}") from None

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from obstore.exceptions import BaseError as ObjectStoreError
+
 from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
-from mimoq.core.audio import AudioFormatError, AudioSink
 from mimoq.core.dialect import speech_body, transcription_body
-from mimoq.core.errors import UpstreamResponseError
-from mimoq.core.inputs import input_roots
 from mimoq.core.jobs import AudioOutput, Segment, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.settings import Settings
-from mimoq.core.sources import AudioInput, inspect_audio
+from mimoq.core.sources import AudioInput
 from mimoq.core.storage import Storage
 from mimoq.worker import metrics
 from mimoq.worker.accounts.router import AccountRouter
+from mimoq.worker.job_inputs import input_info, spooled
 from mimoq.worker.limiter import Limiter
+from mimoq.worker.outputs import StorageUnavailableError, links, write_speech
 
 
 @dataclass
@@ -48,10 +50,11 @@ class WorkerDeps:
 
 
 async def inspect_input(deps: WorkerDeps, ref: str, *, param: str) -> AudioInput:
-    """Check a job's audio reference off the event loop (file checks block; a FIFO would hang)."""
-    return await asyncio.to_thread(
-        inspect_audio, ref, param=param, roots=input_roots(deps.settings)
-    )
+    """Check a job's audio reference off the event loop (file checks block; a FIFO would hang).
+
+    Remote inputs are probed (size and first bytes), not downloaded.
+    """
+    return await input_info(deps.settings, deps.storage, ref, param=param)
 
 
 def output_key(job: SpeechJob | TranscriptionJob, job_id: str) -> str:
@@ -60,26 +63,33 @@ def output_key(job: SpeechJob | TranscriptionJob, job_id: str) -> str:
 
 
 async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
-    clone = None
-    if job.model == dc.VOICECLONE_MODEL and job.voice:
-        clone = (await inspect_input(deps, job.voice, param="voice")).for_request()
-    body = speech_body(job, clone_sample=clone)
-    key = output_key(job, job_id)
-    usage: dict[str, Any] = {}
-    fmt: Literal["wav", "pcm"] = "wav" if job.response_format == "wav" else "pcm"
-    async with deps.accounts.call(
-        job.model, job_id=job_id, audio_s=None, usage=usage, lane=job.priority, tenant=job.tenant
-    ) as call:
-        try:
-            with deps.storage.open_atomic(key) as f:
-                sink = AudioSink(f, source="wav", output=fmt)
-                usage.update(await call.client.speak(body, sink.write) or {})
-                info = sink.finish()
-        except AudioFormatError as exc:
-            raise UpstreamResponseError(f"MiMo's audio is not a usable WAV: {exc}") from None
+    async with contextlib.AsyncExitStack() as inputs:
+        clone = None
+        if job.model == dc.VOICECLONE_MODEL and job.voice:
+            sample = await inputs.enter_async_context(
+                spooled(deps.settings, deps.storage, job.voice, param="voice")
+            )
+            clone = sample.for_request()
+        body = speech_body(job, clone_sample=clone)
+        key = output_key(job, job_id)
+        usage: dict[str, Any] = {}
+        fmt: Literal["wav", "pcm"] = "wav" if job.response_format == "wav" else "pcm"
+        async with deps.accounts.call(
+            job.model, job_id=job_id, audio_s=None, usage=usage, lane=job.priority,
+            tenant=job.tenant,
+        ) as call:  # fmt: skip
+
+            async def speak(
+                sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
+            ) -> dict[str, Any] | None:
+                return await call.client.speak(body, sink, drain)
+
+            info, call_usage = await write_speech(deps.storage, key, fmt, speak)
+            usage.update(call_usage or {})
     output = AudioOutput(
         key=key,
         path=deps.storage.locate(key),
+        **await links(deps.storage, deps.settings, key),
         format=fmt,
         bytes=info.bytes,
         duration_s=round(info.duration_s, 3),
@@ -92,21 +102,36 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
 
 
 async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str) -> Outcome:
-    audio = await inspect_input(deps, job.file, param="file")
-    body = transcription_body(job, audio.for_request())
-    usage: dict[str, Any] = {}
-    async with deps.accounts.call(
-        job.model, job_id=job_id, audio_s=audio.duration_s, usage=usage,
-        lane=job.priority, tenant=job.tenant,
-    ) as call:  # fmt: skip
-        text, call_usage = await call.client.transcribe(body)
-        usage.update(call_usage or {})
+    async with spooled(deps.settings, deps.storage, job.file, param="file") as audio:
+        body = transcription_body(job, audio.for_request())
+        usage: dict[str, Any] = {}
+        async with deps.accounts.call(
+            job.model, job_id=job_id, audio_s=audio.duration_s, usage=usage,
+            lane=job.priority, tenant=job.tenant,
+        ) as call:  # fmt: skip
+            text, call_usage = await call.client.transcribe(body)
+            usage.update(call_usage or {})
     metrics.audio_processed(job.kind, job.model, seconds=audio.duration_s, size=audio.size)
     key = output_key(job, job_id)
+    output = await write_transcript(deps, job, key, text)
+    return Outcome(output=output, usage=usage or None, text=text, account=call.account)
+
+
+async def write_transcript(
+    deps: WorkerDeps, job: TranscriptionJob, key: str, text: str
+) -> TextOutput:
+    """The transcript as ``json`` (``{"text": …}``) or ``text``, stored under ``key``."""
     data = (wire.dumps({"text": text}) if job.response_format == "json" else text) + "\n"
     encoded = data.encode()
-    with deps.storage.open_atomic(key) as f:
-        f.write(encoded)
+    try:
+        await deps.storage.put_bytes(key, encoded)
+    except ObjectStoreError as exc:
+        raise StorageUnavailableError(f"writing {key} failed ({type(exc).__name__})") from None
     text_fmt: Literal["json", "text"] = "json" if job.response_format == "json" else "text"
-    output = TextOutput(key=key, path=deps.storage.locate(key), format=text_fmt, bytes=len(encoded))
-    return Outcome(output=output, usage=usage or None, text=text, account=call.account)
+    return TextOutput(
+        key=key,
+        path=deps.storage.locate(key),
+        **await links(deps.storage, deps.settings, key),
+        format=text_fmt,
+        bytes=len(encoded),
+    )

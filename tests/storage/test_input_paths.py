@@ -148,10 +148,12 @@ def test_a_remote_file_uri_host_is_refused(tmp_path: Path) -> None:
 
 def test_the_fifo_check_never_blocks_the_event_loop(tmp_path: Path) -> None:
     """The worker checks inputs in a thread: its loop keeps ticking while a check runs."""
+    from mimoq.core.storage import LocalStorage
     from mimoq.worker.pipeline import inspect_input
 
     class Deps:
         settings = Settings(data_dir=tmp_path / "data", input_roots=str(tmp_path))
+        storage = LocalStorage(tmp_path / "data")
 
     os.mkfifo(tmp_path / "p.wav")
 

@@ -1,0 +1,103 @@
+"""Writing a job's output to storage: TTS audio streamed, links for the result record.
+
+On local storage TTS audio goes through :class:`~mimoq.core.audio.AudioSink` into a
+temporary file (seek back, patch, fsync, rename). On an object store it is streamed into a
+multipart upload as it is decoded — no local file, one part in memory — with the header
+right the first time (:mod:`mimoq.core.audio_stream`); a WAV with placeholder sizes is
+staged under ``staging/`` and rewritten once behind its true header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from obstore.exceptions import BaseError as ObjectStoreError
+
+from mimoq.core.audio import AudioContainer, AudioFormatError, AudioInfo, AudioSink
+from mimoq.core.audio_stream import ForwardAudioSink, TruncatedAudioError
+from mimoq.core.errors import RetryableError, UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.settings import Settings
+from mimoq.core.storage import Storage, StreamWriter
+
+STAGING_PREFIX: Final = "staging"
+
+#: ``speak(sink, drain)``: the MiMo call, feeding decoded audio to ``sink`` and awaiting
+#: ``drain`` after each received chunk; returns the call's usage.
+Speak = Callable[[Callable[[bytes], None], Callable[[], Awaitable[None]]], Awaitable[Any]]
+
+
+class StorageUnavailableError(RetryableError):
+    """The object store failed a write (now); the job is retried."""
+
+    error_type = "storage_unavailable_error"
+
+
+async def write_speech(
+    storage: Storage, key: str, output: AudioContainer, speak: Speak
+) -> tuple[AudioInfo, Any]:
+    """Run ``speak`` with its audio going to ``key``; returns what was written and the usage."""
+    try:
+        if storage.is_local():
+            return await _to_file(storage, key, output, speak)
+        return await _streamed(storage, key, output, speak)
+    except TruncatedAudioError as exc:
+        # Streamed sizes cannot be patched afterwards: a short body is a transport fault.
+        raise UpstreamUnavailable(f"MiMo's audio was cut short: {exc}") from None
+    except AudioFormatError as exc:
+        raise UpstreamResponseError(f"MiMo's audio is not a usable WAV: {exc}") from None
+    except ObjectStoreError as exc:
+        raise StorageUnavailableError(
+            f"writing {key} to storage failed ({type(exc).__name__})"
+        ) from None
+
+
+async def _to_file(
+    storage: Storage, key: str, output: AudioContainer, speak: Speak
+) -> tuple[AudioInfo, Any]:
+    async def nothing() -> None:
+        return None
+
+    with storage.open_atomic(key) as f:
+        sink = AudioSink(f, source="wav", output=output)
+        usage = await speak(sink.write, nothing)
+        return sink.finish(), usage
+
+
+async def _streamed(
+    storage: Storage, key: str, output: AudioContainer, speak: Speak
+) -> tuple[AudioInfo, Any]:
+    sink = ForwardAudioSink(output=output)
+    target = key
+    async with contextlib.AsyncExitStack() as stack:
+        writer: StreamWriter | None = None
+
+        async def drain() -> None:
+            nonlocal writer, target
+            if writer is None:
+                if not sink.format_known:
+                    return  # the header is still arriving: nothing to upload yet
+                # Opened only now: whether the header needs a second pass is known.
+                target = f"{STAGING_PREFIX}/{key}" if sink.needs_rewrite else key
+                writer = await stack.enter_async_context(storage.stream(target))
+            if sink.pending_bytes:
+                await writer.write(sink.take())
+
+        usage = await speak(sink.write, drain)
+        await drain()
+        # Raising here leaves the block with an error: the upload is aborted, not completed.
+        info = sink.finish()
+    if target != key:
+        await storage.rewrite(
+            target, key, sink.final_header(info), sink.data_offset, info.data_bytes
+        )
+    return info, usage
+
+
+async def links(storage: Storage, settings: Settings, key: str) -> dict[str, str | None]:
+    """The ``url`` (and, when configured, ``presigned_url``) of an output for its record."""
+    presigned = None
+    if settings.storage.presign_ttl_s:
+        presigned = await storage.presign(key, settings.storage.presign_ttl_s)
+    return {"url": storage.url(key), "presigned_url": presigned}

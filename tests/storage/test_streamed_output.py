@@ -1,0 +1,149 @@
+"""TTS audio streamed into an object store: byte-identical to the local path, never partial.
+
+obstore's in-memory store stands in for a bucket; the audio goes through the same
+forward-only sink and multipart writer as against S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import obstore
+import pytest
+
+from mimoq.core.audio import MIMO_PCM, AudioFormatError, wav_header
+from mimoq.core.audio_stream import ForwardAudioSink, TruncatedAudioError
+from mimoq.core.errors import UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.objstore import ObjectStorage
+from mimoq.core.storage import LocalStorage
+from mimoq.worker.outputs import STAGING_PREFIX, write_speech
+
+SAMPLES = bytes(range(256)) * 400  # 102,400 bytes: 51,200 frames of s16 mono
+
+
+def _wav(samples: bytes, *, declared: int | None = None, riff: int | None = None) -> bytes:
+    header = bytearray(wav_header(MIMO_PCM, 0))
+    struct.pack_into("<I", header, 40, len(samples) if declared is None else declared)
+    struct.pack_into("<I", header, 4, 36 + len(samples))
+    if riff is not None:
+        struct.pack_into("<I", header, 4, riff)
+    return bytes(header) + samples
+
+
+def _speaker(body: bytes, piece: int = 1000) -> Callable[..., Awaitable[dict[str, int]]]:
+    async def speak(
+        sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
+    ) -> dict[str, int]:
+        for start in range(0, len(body), piece):
+            sink(body[start : start + piece])
+            await drain()
+        return {"total_tokens": 7}
+
+    return speak
+
+
+def _memory() -> ObjectStorage:
+    return ObjectStorage(f"memory://{uuid.uuid4().hex}/out", part_bytes=5 << 20)
+
+
+def _read(storage: ObjectStorage, key: str) -> bytes:
+    return bytes(obstore.get(storage.store, storage.path(key)).bytes())
+
+
+@pytest.mark.parametrize(
+    ("body", "output"),
+    [
+        (_wav(SAMPLES), "wav"),  # a complete WAV, as MiMo sends
+        (_wav(SAMPLES), "pcm"),
+        (_wav(SAMPLES, declared=0), "wav"),  # placeholder sizes: staged, then rewritten
+        (_wav(SAMPLES, declared=0xFFFFFFFF), "pcm"),
+        (_wav(SAMPLES + b"\x01"), "pcm"),  # a partial frame at the end is dropped
+        (_wav(SAMPLES + b"\x01", declared=0), "wav"),
+        (_wav(SAMPLES, riff=12345), "wav"),  # a RIFF size that disagrees
+    ],
+)
+async def test_streamed_output_matches_the_local_file(
+    tmp_path: Path, body: bytes, output: str
+) -> None:
+    local = LocalStorage(tmp_path)
+    remote = _memory()
+    local_info, _ = await write_speech(local, "speech/a.wav", output, _speaker(body))  # type: ignore[arg-type]
+    remote_info, usage = await write_speech(remote, "speech/a.wav", output, _speaker(body, 777))  # type: ignore[arg-type]
+    assert usage == {"total_tokens": 7}
+    expected = (tmp_path / "speech/a.wav").read_bytes()
+    assert _read(remote, "speech/a.wav") == expected
+    assert remote_info == local_info
+    staged = list(obstore.list(remote.store, prefix=f"out/{STAGING_PREFIX}").collect())
+    assert staged == []  # the staging copy of a rewritten WAV is gone
+
+
+async def test_a_failure_mid_stream_leaves_no_object() -> None:
+    remote = _memory()
+    body = _wav(SAMPLES * 200)  # 20 MB: several parts already uploaded when it fails
+
+    async def speak(sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
+        for start in range(0, len(body) - 1000, 64 * 1024):
+            sink(body[start : start + 64 * 1024])
+            await drain()
+        raise UpstreamUnavailable("connection to MiMo failed (ReadError)")
+
+    with pytest.raises(UpstreamUnavailable):
+        await write_speech(remote, "speech/b.wav", "wav", speak)
+    assert not remote.exists("speech/b.wav")
+    assert list(obstore.list(remote.store).collect()) == []
+
+
+async def test_a_cancelled_job_leaves_no_object() -> None:
+    remote = _memory()
+    started = asyncio.Event()
+
+    async def speak(sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
+        sink(_wav(SAMPLES * 100))
+        await drain()
+        started.set()
+        await asyncio.Event().wait()  # a MiMo call that never ends: the job is cancelled
+
+    task = asyncio.create_task(write_speech(remote, "speech/c.wav", "wav", speak))
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not remote.exists("speech/c.wav")
+
+
+async def test_audio_shorter_than_its_header_is_retried_not_stored() -> None:
+    remote = _memory()
+    body = _wav(SAMPLES, declared=len(SAMPLES) * 2)
+    with pytest.raises(UpstreamUnavailable, match="cut short"):
+        await write_speech(remote, "speech/d.wav", "wav", _speaker(body))
+    assert not remote.exists("speech/d.wav")
+
+
+async def test_not_a_wav_is_an_upstream_error() -> None:
+    with pytest.raises(UpstreamResponseError, match="not a usable WAV"):
+        await write_speech(_memory(), "speech/e.wav", "wav", _speaker(b"OggS" + b"\x00" * 100))
+
+
+def test_forward_sink_never_holds_the_audio() -> None:
+    sink = ForwardAudioSink(output="wav")
+    held = 0
+    body = _wav(SAMPLES * 50)
+    for start in range(0, len(body), 4096):
+        sink.write(body[start : start + 4096])
+        held = max(held, sink.pending_bytes)
+        sink.take()
+    assert held <= 4096 + 44
+    assert sink.finish().data_bytes == len(SAMPLES) * 50
+
+
+def test_forward_sink_errors() -> None:
+    with pytest.raises(AudioFormatError, match="empty"):
+        ForwardAudioSink(output="pcm").finish()
+    sink = ForwardAudioSink(output="wav")
+    sink.write(_wav(SAMPLES, declared=len(SAMPLES) + 2)[:-10])
+    with pytest.raises(TruncatedAudioError):
+        sink.finish()
