@@ -10,6 +10,8 @@ Each method runs in a fresh subprocess (so one's high-water mark cannot hide the
   before the enqueue until the result record is read back.
 - ``naive``: httpx POST of the same request body, ``response.json()``, ``base64.b64decode``,
   write the file.
+- ``s3``: ``mimoq`` with ``MIMOQ_STORAGE_URL`` on a SeaweedFS S3 server (its own process):
+  the audio streams into a multipart upload instead of a local file.
 
 Both first run a small warm-up job (imports, connections, one-off allocations), then the
 measured job twice: untraced for the time and the ``ru_maxrss`` delta, then under
@@ -32,6 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from _s3 import start_s3
 from _support import (
     MIB,
     Services,
@@ -45,7 +48,11 @@ from mimoq.core.audio import MAX_WAV_HEADER_BYTES, parse_wav_header
 from mimoq.core.dialect import auth_headers, speech_body
 from mimoq.core.jobs import JobResult, SpeechJob
 
-METHODS = ("naive", "mimoq")
+METHODS = ("naive", "mimoq", "s3")
+#: The s3 method's own job time and maxrss at its end: its run also downloads the output
+#: for the audio check, which is not part of the job.
+JOB_TIMES: list[float] = []
+JOB_MAXRSS: list[int] = []
 #: The simulator answers requests whose body contains this with a small answer instead.
 WARMUP_MARK = "bench warm-up"
 WARMUP_AUDIO_BYTES = 64 * 1024
@@ -78,8 +85,8 @@ async def measure(
     rss_before = maxrss_bytes()
     started = time.perf_counter()
     out = await run("measured")
-    elapsed = time.perf_counter() - started
-    rss_delta = maxrss_bytes() - rss_before
+    elapsed = JOB_TIMES.pop() if JOB_TIMES else time.perf_counter() - started
+    rss_delta = (JOB_MAXRSS.pop() if JOB_MAXRSS else maxrss_bytes()) - rss_before
     samples, sha = audio_digest(out)
 
     gc.collect()
@@ -167,9 +174,58 @@ async def mimoq_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
         )
 
 
+async def s3_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
+    """The same job with ``MIMOQ_STORAGE_URL=s3://…`` (SeaweedFS in its own process): the
+    audio is decoded straight into a multipart upload. Its time ends at the result record;
+    the download that follows (for the audio check) is not counted."""
+    import os
+
+    from mimoq.cli.session import open_session
+    from mimoq.core.fetching import download_output
+    from mimoq.core.logs import configure
+    from mimoq.core.settings import Settings
+
+    configure(level="WARNING")
+    settings = Settings(
+        mimo_base_url=sim_url + "/v1", redis_url=None, data_dir=out_dir / "data",
+        storage_url=os.environ["BENCH_S3_URL"], limits_enabled=False, poll_delay_s=0.01,
+    )  # fmt: skip
+    async with open_session(settings) as session:
+        producer = session.producer
+
+        async def speak(job_id: str, text: str) -> Path:
+            started = time.perf_counter()
+            await producer.enqueue({"kind": "speech", "id": job_id, "input": text})
+            deadline = time.monotonic() + CHILD_TIMEOUT_S
+            result: JobResult | None = None
+            while result is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no result for {job_id}")
+                await asyncio.sleep(RESULT_POLL_S)
+                result = await producer.result(job_id)
+            if result.status != "succeeded" or result.output is None:
+                raise RuntimeError(f"job {job_id} failed: {result.error}")
+            if job_id == "measured":
+                JOB_TIMES.append(time.perf_counter() - started)
+                JOB_MAXRSS.append(maxrss_bytes())
+            out = out_dir / f"{job_id}.wav"
+            if job_id != "traced":  # the traced run only needs its size (its peak is read after)
+                assert result.output.url is not None
+                await asyncio.to_thread(download_output, result.output.url, out, None)
+            else:
+                with out.open("wb") as f:
+                    f.truncate(result.output.bytes)
+            return out
+
+        return await measure(
+            lambda name: speak(name, TEXT), warmup=lambda: speak("warmup", f"{WARMUP_MARK}: hi")
+        )
+
+
 CHILDREN: dict[str, Callable[[str, Path], Coroutine[Any, Any, dict[str, Any]]]] = {
     "naive": naive_child,
     "mimoq": mimoq_child,
+    "s3": s3_child,
 }
 
 
@@ -193,11 +249,18 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mimoq-bench-") as tmp, Services(Path(tmp)) as svc:
         sim = svc.simulator("--audio-bytes", str(audio), "--faults", json.dumps([warmup]))
-        for method in METHODS:
-            out = Path(tmp) / method
-            out.mkdir()
-            argv = [sys.executable, __file__, "--child", method, "--sim", sim.url]
-            results[method] = run_child([*argv, "--out", str(out)], timeout_s=CHILD_TIMEOUT_S)
+        s3 = start_s3()
+        try:
+            for method in METHODS:
+                out = Path(tmp) / method
+                out.mkdir()
+                argv = [sys.executable, __file__, "--child", method, "--sim", sim.url]
+                env = {**s3.env(), "BENCH_S3_URL": "s3://bench/job-memory"}
+                results[method] = run_child(
+                    [*argv, "--out", str(out)], timeout_s=CHILD_TIMEOUT_S, env=env
+                )
+        finally:
+            s3.stop()
 
     print(
         f"audio A = {audio / MIB:.1f} MiB per answer (a {audio * 4 / 3 / MIB:.1f} MiB base64 "
@@ -208,15 +271,20 @@ def main() -> int:
         traced = f"{r['traced_peak'] / MIB:8.2f} MiB {r['traced_peak'] / audio:6.3f}xA"
         rss = f"{r['rss_delta'] / MIB:8.2f} MiB {r['rss_delta'] / audio:6.3f}xA"
         print(f"{method:<8}{r['time_s']:>8.3f}{traced:>24}{rss:>24}")
-    naive_r, mimoq_r = results["naive"], results["mimoq"]
+    naive_r, mimoq_r, s3_r = results["naive"], results["mimoq"], results["s3"]
+    print(
+        f"s3 / local (mimoq): time {s3_r['time_s'] / mimoq_r['time_s']:.2f}x, "
+        f"maxrss delta {rss_ratio(s3_r['rss_delta'], mimoq_r['rss_delta'])} "
+        "(tracemalloc does not see obstore's Rust-side part buffers: maxrss does)"
+    )
     peaks = naive_r["traced_peak"] / max(mimoq_r["traced_peak"], 1)
     print(
         f"naive / mimoq: tracemalloc peak {peaks:.0f}x, "
         f"maxrss delta {rss_ratio(naive_r['rss_delta'], mimoq_r['rss_delta'])}, "
         f"time {naive_r['time_s'] / mimoq_r['time_s']:.2f}x"
     )
-    same = naive_r["samples"] == mimoq_r["samples"] == audio
-    same = same and naive_r["sha256"] == mimoq_r["sha256"]
+    same = naive_r["samples"] == mimoq_r["samples"] == s3_r["samples"] == audio
+    same = same and naive_r["sha256"] == mimoq_r["sha256"] == s3_r["sha256"]
     print(
         f"same audio samples in both files ({naive_r['samples']} / {mimoq_r['samples']} bytes, "
         f"sha256 {'equal' if naive_r['sha256'] == mimoq_r['sha256'] else 'DIFFERENT'}): "
