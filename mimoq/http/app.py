@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mimoq.core.connections import connect
+from mimoq.core.objstore import open_storage
 from mimoq.core.settings import Settings
 from mimoq.http import audio, batches, dashboard, files, jobs
 from mimoq.http.auth import TokenTable
@@ -73,6 +74,7 @@ def build_app(
                 settings.http.body_idle_timeout_s,
                 settings.http.body_timeout_s,
             ),
+            storage=open_storage(settings),
         )
         app.state.fleet = fleet
         app.state.background = set()  # request-started tasks (batch submissions)

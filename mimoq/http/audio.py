@@ -16,7 +16,7 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.http.body import read_body
-from mimoq.http.content import output_response, upload_key, upload_path
+from mimoq.http.content import output_response, share_upload, upload_key, upload_path
 from mimoq.http.errors import HTTPError, job_failure
 from mimoq.http.frontdoor import new_job_id, refuse_server_fields, request_job_id
 from mimoq.http.models import speech_model, transcription_model
@@ -104,7 +104,7 @@ async def speech(request: Request, ctx: Context, tenant: str) -> Response:
     await ctx.front.submit(speech_job(body, job_id), tenant=tenant)
     if wants_async(request):
         return accepted(job_id)
-    return output_response(ctx.settings, await _await(ctx, job_id))
+    return await output_response(ctx.settings, ctx.storage, await _await(ctx, job_id))
 
 
 # --- transcriptions ------------------------------------------------------------------------
@@ -196,14 +196,18 @@ async def transcriptions(request: Request, ctx: Context, tenant: str) -> Respons
             raise HTTPError(409, "that Idempotency-Key is in use", code="idempotency_conflict")
         return accepted(job_id) if wants_async(request) else await _transcript(ctx, job_id)
     os.replace(partial, final)
+    shared: str | None = None
     try:
         job = {**transcription_fields(form.fields), "kind": "transcription", "id": job_id}
-        job["file"] = str(final)
+        job["file"] = shared = await share_upload(ctx.storage, final, "file")
         await ctx.front.submit(job, tenant=tenant)
     except InvalidRequestError as exc:
         final.unlink(missing_ok=True)
         # The caller knows its upload by its name, not by where the server keeps it.
-        message = exc.message.replace(str(final), f"the upload {saved.filename!r}")
+        name = f"the upload {saved.filename!r}"
+        message = exc.message.replace(str(final), name)
+        if shared is not None:
+            message = message.replace(shared, name)
         raise InvalidRequestError(message, param=exc.param) from None
     except BaseException:
         final.unlink(missing_ok=True)
@@ -224,4 +228,4 @@ async def _transcript(ctx: Context, job_id: str) -> Response:
     result = await _await(ctx, job_id)
     if result.kind == "transcription" and result.output is not None:
         return transcript_response(result)
-    return output_response(ctx.settings, result)
+    return await output_response(ctx.settings, ctx.storage, result)

@@ -26,6 +26,7 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.http import batch_lines as lines
 from mimoq.http.audio import json_object
+from mimoq.http.content import share_upload
 from mimoq.http.errors import HTTPError
 from mimoq.http.fetch import fetch_audio, is_remote
 from mimoq.http.files import file_path, owned_file, save_record
@@ -189,7 +190,7 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
             if is_remote(job.get("file")):
                 async with fetching:
                     fetched = await fetch_audio(ctx.settings, job["file"], job_id)
-                job["file"] = str(fetched)
+                job["file"] = await share_upload(ctx.storage, fetched, "file")
             await ctx.front.submit(job, tenant=tenant, lane="bulk")
             return [custom_id, job_id, None]
         except InvalidRequestError as exc:  # one bad request fails alone, as at OpenAI

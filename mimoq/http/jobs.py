@@ -52,4 +52,4 @@ async def content(request: Request, ctx: Context, tenant: str) -> Response:
         )
     if report.result.status != "succeeded":
         raise job_failure(report.result.error, job_id)
-    return output_response(ctx.settings, report.result)
+    return await output_response(ctx.settings, ctx.storage, report.result)

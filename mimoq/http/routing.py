@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
+from mimoq.core.storage import Storage
 from mimoq.http.auth import LOCAL_TENANT, TokenTable, bearer_token
 from mimoq.http.body import BodyLimits
 from mimoq.http.errors import HTTPError
@@ -40,6 +41,7 @@ class Context:
     front: FrontDoor
     json_limits: BodyLimits
     upload_limits: BodyLimits
+    storage: Storage
 
 
 Handler = Callable[[Request, Context, str], Awaitable[Response]]

