@@ -22,7 +22,14 @@ from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
-from mimoq.producer.batch import BatchOptions, PlannedItem, default_run_id, plan, source_kind
+from mimoq.producer.batch import (
+    BatchOptions,
+    PlannedItem,
+    default_run_id,
+    is_object_url,
+    plan,
+    source_kind,
+)
 from mimoq.producer.batch_run import BatchRunner, QuotaRate, counts, run_status
 from mimoq.producer.batch_run import Progress as RunProgress
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
@@ -59,7 +66,9 @@ def register(sub: Any) -> None:
 def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimoq batch", description=__doc__)
     parser.add_argument(
-        "source", type=Path, help="directory of recordings, .jsonl manifest, or .txt/.csv"
+        "source",
+        help="directory of recordings, s3://|gs://|az:// prefix of recordings, .jsonl "
+        "manifest, or .txt/.csv",
     )
     parser.add_argument(
         "--glob", action="append", dest="patterns", metavar="PATTERN",
@@ -160,9 +169,9 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    source: Path = args.source
+    source: Path | str = args.source if is_object_url(args.source) else Path(args.source)
     require_key(settings, calls_mimo=not settings.redis_url)  # before planning a long run
-    if not source.exists():
+    if isinstance(source, Path) and not source.exists():
         raise InvalidRequestError(f"{source} does not exist", param="source")
     kind = source_kind(source)
     options = _options(args)
@@ -174,7 +183,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidRequestError(f"cannot plan the batch: {exc}", param="source") from None
     files.write_json(
         "run.json",
-        {"id": run_id, "source": str(source.resolve()), "kind": kind.value, "total": len(items)},
+        {
+            "id": run_id,
+            "source": source if isinstance(source, str) else str(source.resolve()),
+            "kind": kind.value,
+            "total": len(items),
+        },
     )
     files.write_items(ItemRecord(i.input, i.job_id, error=i.error) for i in items)
     # soft_wrap: off a terminal rich would hard-wrap at 80 columns, cutting paths in two.

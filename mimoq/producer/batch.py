@@ -14,9 +14,14 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+import obstore
+from obstore.exceptions import BaseError
+
 from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.inputs import ref_kind
 from mimoq.core.openai_compat import is_batch_line, job_from_batch_line
+from mimoq.core.remote import object_location
 from mimoq.core.sources import probe_duration_s
 from mimoq.core.splitting.convert import CONVERTIBLE
 from mimoq.core.splitting.limits import max_chunk_bytes
@@ -41,10 +46,20 @@ class SourceKind(StrEnum):
     directory = "directory"  # audio files to transcribe, found by glob patterns
     manifest = "manifest"  # .jsonl: one job per line, the mimoq.core.jobs schema
     lines = "lines"  # .txt (one text per line) or .csv (a "text" column): texts to speak
+    prefix = "prefix"  # s3://, gs:// or az:// prefix: its objects matching the patterns
 
 
-def source_kind(source: Path) -> SourceKind:
-    """Tell the source's kind from what it is: a directory, ``.jsonl``, or a text/CSV file."""
+def is_object_url(source: str | Path) -> bool:
+    """Whether a batch source names an object-store prefix rather than a local path."""
+    return isinstance(source, str) and ref_kind(source) == "object"
+
+
+def source_kind(source: Path | str) -> SourceKind:
+    """Tell the source's kind from what it is: an object-store prefix, a directory,
+    ``.jsonl``, or a text/CSV file."""
+    if is_object_url(source):
+        return SourceKind.prefix
+    source = Path(source)
     if source.is_dir():
         return SourceKind.directory
     if source.suffix.lower() in (".jsonl", ".ndjson"):
@@ -115,16 +130,18 @@ def _derive(job: Mapping[str, Any], content_sha256: str | None, left_out: frozen
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
 
 
-def default_run_id(source: Path, kind: SourceKind, options: BatchOptions) -> str:
+def default_run_id(source: Path | str, kind: SourceKind, options: BatchOptions) -> str:
     """``<source name>-<8 hex>``: the same source with the same options is the same run."""
     # the lane and tenant change nothing about the items: the same run under another tenant
     # is the same run
     fields = {k: v for k, v in options.defaults.items() if k not in ("priority", "tenant")}
+    where = source.rstrip("/") if isinstance(source, str) else str(source.resolve())
     described = json.dumps(
-        [str(source.resolve()), kind.value, list(options.patterns), options.out_prefix, fields],
+        [where, kind.value, list(options.patterns), options.out_prefix, fields],
         sort_keys=True, ensure_ascii=False, default=str,
     )  # fmt: skip
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.stem)[:40] or "batch"
+    name = PurePosixPath(where).stem if isinstance(source, str) else source.stem
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:40] or "batch"
     return f"{stem.lstrip('._-') or 'batch'}-{hashlib.sha256(described.encode()).hexdigest()[:8]}"
 
 
@@ -223,6 +240,49 @@ def plan_directory(
             item.convert_from = path
             job["file"] = str(files.path(f"converted/{digest[:32]}.wav"))
         items.append(item)
+    return items
+
+
+def plan_prefix(url: str, options: BatchOptions) -> list[PlannedItem]:
+    """Every object under an ``s3://``/``gs://``/``az://`` prefix whose path below it matches
+    a pattern, in path order: transcription jobs that name the object itself (any worker
+    reads it from the store with ranged reads), outputs mirroring the prefix's tree.
+
+    Objects are identified by URL, ETag and size (hashing them would mean downloading the
+    whole archive), so a changed object is a new job and an unchanged one is not re-sent.
+    """
+    store, base = object_location(url, None, "source")
+    base = base.strip("/")
+    prefix = options.out_prefix or PurePosixPath(base).name or "batch"
+    fmt = str(options.defaults.get("response_format") or "json")
+    regexes = [glob_regex(p) for p in options.patterns]
+    found: list[tuple[str, int, str]] = []
+    try:
+        pages = list(obstore.list(store, prefix=base + "/" if base else None))
+    except BaseError as exc:  # no such bucket, no credentials, no network: say which
+        raise InvalidRequestError(
+            f"cannot list {url}: {type(exc).__name__}; check the URL and the AWS_*/GOOGLE_*/"
+            "AZURE_* credentials of this process",
+            param="source",
+        ) from None
+    for page in pages:
+        for meta in page:
+            relative = str(meta["path"])[len(base) :].lstrip("/") if base else str(meta["path"])
+            hidden = any(part.startswith(".") for part in relative.split("/"))
+            if relative and not hidden and any(r.fullmatch(relative) for r in regexes):
+                found.append((relative, int(meta["size"]), str(meta.get("e_tag") or "")))
+    root = url.rstrip("/")
+    items: list[PlannedItem] = []
+    for relative, size, etag in sorted(found):
+        job: dict[str, Any] = {"kind": "transcription", **options.defaults}
+        job["file"] = f"{root}/{relative}"
+        job["output"] = output_key(prefix, relative, fmt)
+        identity = hashlib.sha256(f"{job['file']}\0{etag}\0{size}".encode()).hexdigest()
+        job["id"] = derive_job_id(job, identity)
+        calls, audio_s = estimate_calls(
+            "transcription", size=size, segments=job.get("timestamps") == "segment"
+        )
+        items.append(PlannedItem(relative, job, calls=calls, audio_s=audio_s))
     return items
 
 
@@ -383,9 +443,12 @@ def _csv_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def plan(
-    source: Path, kind: SourceKind, options: BatchOptions, files: RunFiles
+    source: Path | str, kind: SourceKind, options: BatchOptions, files: RunFiles
 ) -> list[PlannedItem]:
     """The items of a run, in a stable order (the reports keep it)."""
+    if kind == SourceKind.prefix:
+        return plan_prefix(str(source), options)
+    source = Path(source)
     cache = DigestCache(files)
     if kind == SourceKind.directory:
         items = plan_directory(source, options, files, cache)
