@@ -1,4 +1,7 @@
-"""A MiMo stand-in server (ASGI) for tests, benchmarks and the demo; see mimo-dialect.md."""
+"""A MiMo stand-in server (ASGI) for tests, benchmarks and the demo.
+
+It follows the README's section "The MiMo dialect".
+"""
 
 from mimoq.sim.app import SimApp, SimulatedDisconnectError, create_app
 from mimoq.sim.config import SimConfig
