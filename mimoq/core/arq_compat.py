@@ -35,20 +35,15 @@ IN_PROGRESS_PREFIX: Final = "arq:in-progress:"
 RETRY_PREFIX: Final = "arq:retry:"
 RESULT_PREFIX: Final = "arq:result:"
 
+
 # --- 2. envelope ----------------------------------------------------------------------------
-ENVELOPE_KEYS: Final = ("t", "f", "a", "k", "et")
-
-
 def envelope(task: str, kwargs: dict[str, Any], *, enqueued_ms: int) -> dict[str, Any]:
-    """arq's job envelope for ``task(**kwargs)``, before serialization (try not yet set)."""
+    """arq's job envelope for ``task(**kwargs)``, before serialization (try not yet set).
+
+    Python writers (callback deliveries) use this; ``enqueue.lua`` writes the same shape by
+    hand for producers in any language, and a contract test holds both to arq's own.
+    """
     return {"t": None, "f": task, "a": [], "k": kwargs, "et": enqueued_ms}
-
-
-def envelope_task(data: Any) -> str | None:
-    """The task name of a deserialized envelope, or None when it is not one."""
-    if isinstance(data, dict) and isinstance(data.get("f"), str):
-        return str(data["f"])
-    return None
 
 
 # --- 4. re-running a dead worker's job -----------------------------------------------------

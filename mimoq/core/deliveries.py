@@ -13,28 +13,28 @@ The record also keeps every attempt (``history``), which ``mimoq callbacks show`
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import arq_compat, wire
 from mimoq.core.webhooks import Delivery
 
 # Atomic: the record and the arq job are written together, and only when no delivery job
 # with this id is queued or running (a replay must not race a live one; a duplicate
-# schedule must not reset a history). The envelope is arq's job format, as in enqueue.lua.
+# schedule must not reset a history). The arq job (its envelope) is built in Python by
+# arq_compat; the run-at time is Redis's clock, like every other score in the queue.
 # KEYS[1] arq:job:<id>  KEYS[2] the queue  KEYS[3] mimoq:delivery:<id>
-# ARGV: id, task, reference JSON, delivery JSON, defer ms, ttl ms
+# ARGV: id, arq job, delivery JSON, defer ms, ttl ms
 _ENQUEUE_LUA: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local envelope = '{"t":null,"f":"' .. ARGV[2] .. '","a":[],"k":{"delivery":' .. ARGV[3] ..
-  '},"et":' .. string.format('%d', now_ms) .. '}'
-redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[6])
-redis.call('SET', KEYS[1], envelope, 'PX', ARGV[6])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[1])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[5])
+redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[1])
 return 1
 """
 
@@ -70,8 +70,13 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float, ttl_s: fl
         wire.QUEUE_NAME,
         key(delivery.delivery_id),
         delivery.delivery_id,
-        wire.TASK_CALLBACK,
-        ref.model_dump_json(),
+        wire.dumps(  # what arq's job serializer (wire.serialize) writes, as text
+            arq_compat.envelope(
+                wire.TASK_CALLBACK,
+                {"delivery": ref.model_dump(mode="json")},
+                enqueued_ms=int(time.time() * 1000),
+            )
+        ),
         wire.dumps(delivery.model_dump(mode="json")),
         str(int(defer_s * 1000)),
         str(max(1, int(ttl_s * 1000))),

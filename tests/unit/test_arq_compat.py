@@ -38,7 +38,6 @@ def test_the_envelope_is_what_arq_serializes() -> None:
     )
     expected = arq_compat.envelope("speech", {"job": {"input": "hi"}}, enqueued_ms=1234)
     assert json.loads(raw) == expected
-    assert tuple(expected) == arq_compat.ENVELOPE_KEYS
 
 
 async def test_arq_reads_the_envelope_enqueue_lua_writes(redis: ArqRedis) -> None:
@@ -53,7 +52,7 @@ async def test_arq_reads_the_envelope_enqueue_lua_writes(redis: ArqRedis) -> Non
     assert (parsed.function, list(parsed.args), parsed.kwargs) == ("speech", [], {"job": job})
     assert parsed.job_try is None
     assert abs(parsed.enqueue_time.timestamp() - time.time()) < 60
-    assert arq_compat.envelope_task(json.loads(raw)) == "speech"
+    assert set(json.loads(raw)) == set(arq_compat.envelope("speech", {}, enqueued_ms=0))
 
 
 async def test_queue_scores_are_run_at_milliseconds_and_due_ones_are_picked(
