@@ -649,17 +649,16 @@ GROUPS: Final[dict[str, type[BaseSettings]]] = {
 
 
 def _flat_names() -> dict[str, tuple[str, str]]:
-    """Every accepted keyword of a group (old flat name, alias, field name) -> (group, field)."""
+    """Every field's old flat name (its lower-case alias, e.g. ``limit_window_s``) ->
+    (group, field). The flat names are unique, so a keyword never means two settings."""
     names: dict[str, tuple[str, str]] = {}
     for group, model in GROUPS.items():
         for field_name, info in model.model_fields.items():
-            names[field_name if field_name not in names else f"{group}.{field_name}"] = (
-                group,
-                field_name,
-            )
             alias = info.validation_alias
             for choice in alias.choices if isinstance(alias, AliasChoices) else []:
                 if isinstance(choice, str) and choice.islower():
+                    if choice in names:  # two settings under one name: a bug of ours
+                        raise TypeError(f"settings: {choice!r} names two settings")
                     names[choice] = (group, field_name)
     return names
 
@@ -711,7 +710,7 @@ class Settings(BaseSettings):
         return rest
 
     def updated(self, **flat: Any) -> Settings:
-        """A copy with some settings changed, by flat or group field name (validated)."""
+        """A copy with some settings changed, by their flat names (validated)."""
         values: dict[str, Any] = {"redis_url": self.redis_url}
         for group in GROUPS:
             values[group] = getattr(self, group).model_dump()
