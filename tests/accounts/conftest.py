@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 
 from mimoq.core.settings import Settings
 from mimoq.sim.config import SimConfig
 from mimoq.sim.server import RunningSim, start_in_thread
-from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer
 
 
@@ -43,25 +40,3 @@ def pool_settings(
     }
     values.update(overrides)
     return Settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[MimoqWorker]:
-    """An in-process worker on its own connection, until the block ends."""
-    worker = build_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        await drain_and_close(worker, grace_s=10)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-@pytest.fixture(autouse=True)
-def _no_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("MIMO", "XIAOMI")):
-            monkeypatch.delenv(name)

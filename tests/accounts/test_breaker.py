@@ -30,8 +30,9 @@ from mimoq.worker.accounts.breaker import (
     resume_by_hand,
     trips,
 )
-from tests.accounts.conftest import pool_settings, running_worker, simulator
+from tests.accounts.conftest import pool_settings, simulator
 from tests.conftest import RedisServer
+from tests.e2e.conftest import running_worker
 
 pytestmark = [pytest.mark.redis]
 KEYS = ["sk-breaker-one-000", "sk-breaker-two-000"]

@@ -11,8 +11,9 @@ from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
 from mimoq.sim.config import SimConfig, quota_from_options
 from mimoq.worker.accounts.router import affinity
-from tests.accounts.conftest import pool_settings, running_worker, simulator
+from tests.accounts.conftest import pool_settings, simulator
 from tests.conftest import RedisServer
+from tests.e2e.conftest import running_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 KEYS = ["sk-route-one-0000", "sk-route-two-0000"]
