@@ -50,7 +50,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
 
 from mimoq.core import wire
-from mimoq.core.settings import Settings
+from mimoq.core.settings import Settings, WorkerSettings
 
 PHASES = ("bare", "mimoq", "mimoq+cb")
 BARE_TASK = "noop"
@@ -353,7 +353,7 @@ def main() -> int:
     parser.add_argument(
         "--poll-delay",
         type=float,
-        default=Settings.model_fields["poll_delay_s"].default,
+        default=WorkerSettings.model_fields["poll_delay_s"].default,
         help="arq poll_delay of each worker, s (mimoq's default)",
     )
     parser.add_argument("--audio-kb", type=float, default=16.0, help="KiB of audio per answer")
