@@ -43,6 +43,8 @@ class FleetSpec:
             REDIS_URL=self.redis_url,
             MIMO_BASE_URL=self.mimo_base_url,
             MIMOQ_DATA_DIR=str(self.data_dir),
+            # the ASR clip lives in the run's folder, beside every scenario's data dir
+            MIMOQ_INPUT_ROOTS=str(self.data_dir.parent),
             MIMOQ_LIMITS_ENABLED=str(self.limits).lower(),
             MIMOQ_LIMIT_WINDOW_S=f"{self.window_s:g}",
             MIMOQ_CONCURRENCY=str(self.concurrency),

@@ -199,7 +199,10 @@ async def run_scenario(
     simulator at every window boundary; stop the workers; read the result records."""
     a = plan.args
     settings = Settings(
-        redis_url=redis_svc.url, mimo_base_url=sim.url + "/v1", limit_window_s=a.window_s
+        redis_url=redis_svc.url,
+        mimo_base_url=sim.url + "/v1",
+        limit_window_s=a.window_s,
+        input_roots=str(fleet.workdir),  # where the ASR clip is
     )
     redis = ArqRedis.from_url(redis_svc.url)
     http = httpx.AsyncClient(base_url=sim.url, timeout=10)
