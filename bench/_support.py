@@ -297,6 +297,21 @@ def run_child(
     return report
 
 
+def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    """A busy loop per core: the loaded host the issue describes."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(count)
+    ]
+
+
+def stop_hogs(hogs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for hog in hogs:
+        hog.kill()
+    for hog in hogs:
+        hog.wait()
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 

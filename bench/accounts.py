@@ -2,11 +2,13 @@
 breaker, and one account against two on the same backlog.
 
     python bench/accounts.py [--jobs 150] [--storm-s 5] [--window-s 5] [--rpm 30]
-                             [--windows 6] [--workers 2] [--concurrency 16]
+                             [--windows 6] [--workers 2] [--concurrency 16] [--no-hog]
+                             [--only storm|accounts|mixed ...] [--priority interactive|bulk]
 
 One private redis-server and one ``mimoq sim`` (its own process, accounts per key with
 ``--per-key-quota``) serve every phase, with a flushed Redis and a reset simulator between
-phases.
+phases, and a CPU-hog busy loop per core runs for the whole run (a loaded host, as the
+scheduling bench does; ``--no-hog`` turns it off).
 
 **402 storm.** ``--jobs`` speech jobs are queued; once 20 have finished the simulator
 answers every call of the account with 402 for ``--storm-s`` seconds, then the account is
@@ -20,7 +22,11 @@ storm, the breaker's probes, jobs failed, jobs finished.
 ``--window-s`` seconds for *each* key; the workers' limiter is set to the same quota.
 The same backlog (enough for every window) runs with one key, then with two keys (two
 accounts). Printed: succeeded jobs per window over windows 2..N (window 1 is the ramp-up)
-and the simulator's 429s; the ratio of the two.
+and the simulator's 429s, each account's share of the jobs, the ratio of the two.
+
+**Mixed.** The same, with the backlog split between two models (``mimo-v2.5-tts`` and
+``mimo-v2.5-tts-voicedesign``, each with its own quota per key), so every account serves two
+schedules at once.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,10 +44,11 @@ from pathlib import Path
 
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
-from _support import sigterm_as_interrupt
+from _support import sigterm_as_interrupt, start_hogs, stop_hogs
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
+from mimoq.core.dialect_constants import TTS_MODEL, VOICEDESIGN_MODEL
 from mimoq.core.keypool import fingerprint
 from mimoq.core.logs import configure
 from mimoq.core.settings import Settings
@@ -90,12 +98,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=6, help="windows per account phase (>= 2)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=16, help="MIMOQ_CONCURRENCY per worker")
+    p.add_argument("--no-hog", action="store_true", help="no CPU-hog busy loops")
+    p.add_argument("--only", nargs="+", choices=PHASES, default=list(PHASES))
+    p.add_argument(
+        "--priority", choices=("interactive", "bulk"), default="interactive",
+        help="the lane of the throughput phases' jobs (bulk: as `mimoq batch` sends them)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
-async def enqueue(producer: Producer, n: int, tag: str) -> list[str]:
+PHASES = ("storm", "accounts", "mixed")
+
+
+def job(tag: str, i: int, model: str = TTS_MODEL, lane: str = "interactive") -> dict[str, object]:
+    out: dict[str, object] = {
+        "kind": "speech", "input": f"{tag} sentence {i}.", "model": model, "priority": lane,
+    }  # fmt: skip
+    if model == VOICEDESIGN_MODEL:
+        out["instructions"] = "a calm, low voice"
+    return out
+
+
+async def enqueue(
+    producer: Producer, n: int, tag: str, models: tuple[str, ...] = (TTS_MODEL,),
+    lane: str = "interactive",
+) -> list[str]:  # fmt: skip
+    # Models alternate, so a mixed backlog keeps both models busy from the first job on.
     return [
-        (await producer.enqueue({"kind": "speech", "input": f"{tag} sentence {i}."})).job_id
+        (await producer.enqueue(job(tag, i, models[i % len(models)], lane))).job_id
         for i in range(n)
     ]
 
@@ -181,15 +211,25 @@ async def storm(
     return StormRow(name, sent, probes, failed, len(finished) - failed)
 
 
+@dataclass
+class Run:
+    """One throughput phase: succeeded jobs per window, 429s, steady jobs per account."""
+
+    per_window: list[int]
+    n429: int
+    per_account: dict[str, int]
+
+
 async def throughput(
-    fleet: Fleet, spec: AccountsSpec, redis: ArqRedis, sim: str, args: argparse.Namespace
-) -> tuple[list[int], int]:
+    fleet: Fleet, spec: AccountsSpec, redis: ArqRedis, sim: str, args: argparse.Namespace,
+    models: tuple[str, ...] = (TTS_MODEL,),
+) -> Run:  # fmt: skip
     """Succeeded jobs per window and the simulator's 429s, for ``spec.keys`` accounts."""
     await redis.flushall()
     httpx.post(f"{sim}/_sim/reset", timeout=10)
-    backlog = 2 * args.rpm * args.windows * len(spec.keys)
+    backlog = 2 * args.rpm * args.windows * len(spec.keys) * len(models)
     producer = Producer(redis, spec.settings())
-    ids = await enqueue(producer, backlog, f"x{len(spec.keys)}")
+    ids = await enqueue(producer, backlog, f"x{len(spec.keys)}", models, args.priority)
     workers = fleet.workers(args.workers, spec, f"x{len(spec.keys)}")
     t0 = time.time()
     try:
@@ -198,38 +238,87 @@ async def throughput(
         stop_all(workers)
     stats = httpx.get(f"{sim}/_sim/stats", timeout=10).json()
     per_window = [0] * args.windows
+    per_account: dict[str, int] = {}
     for r in await results(redis, ids):
         k = int((float(r["finished_at"]) - t0) // args.window_s)  # type: ignore[arg-type]
         if r["status"] == "succeeded" and 0 <= k < args.windows:
             per_window[k] += 1
-    return per_window, int(stats["responses"].get("429", 0))
+            if k >= 1:
+                name = str(r.get("account"))
+                per_account[name] = per_account.get(name, 0) + 1
+    return Run(per_window, int(stats["responses"].get("429", 0)), per_account)
+
+
+def compare(title: str, one: Run, two: Run) -> None:
+    """One vs two accounts: steady jobs per window (windows 2..N), 429s, the ratio."""
+    steady_one, steady_two = one.per_window[1:], two.per_window[1:]
+    print(title)
+    print(f"{'accounts':<10}{'per window (steady)':<36}{'mean':>8}{'429s':>6}  per account")
+    for label, run, steady in (("1", one, steady_one), ("2", two, steady_two)):
+        shares = " ".join(f"{a[:6]}:{n}" for a, n in sorted(run.per_account.items()))
+        print(f"{label:<10}{steady!s:<36}{statistics.mean(steady):>8.1f}{run.n429:>6}  {shares}")
+    ratio = statistics.mean(steady_two) / max(statistics.mean(steady_one), 1e-9)
+    print(f"two / one accounts: {ratio:.2f}x finished jobs per window")
 
 
 async def main_async(args: argparse.Namespace, workdir: Path) -> int:
-    with Fleet(workdir) as fleet:
-        redis_service = fleet.redis()
-        sim = fleet.simulator(
-            "--api-keys", ",".join(KEYS), "--per-key-quota", "--latency-ms", "20",
-            "--quota-rpm", str(args.rpm), "--quota-window-s", f"{args.window_s:g}",
-        )  # fmt: skip
-        redis = ArqRedis.from_url(redis_service.url)
-        base = AccountsSpec(
-            redis_url=redis_service.url, mimo_base_url=sim.url + "/v1", data_dir=workdir / "data",
-            window_s=args.window_s, concurrency=args.concurrency, poll_delay_s=0.02,
-            limits=True, rpm=args.rpm,
-        )  # fmt: skip
-        try:
+    hogs = [] if args.no_hog else start_hogs(os.cpu_count() or 1)
+    try:
+        with Fleet(workdir) as fleet:
+            return await phases(fleet, args, workdir)
+    finally:
+        stop_hogs(hogs)
+
+
+async def phases(fleet: Fleet, args: argparse.Namespace, workdir: Path) -> int:
+    redis_service = fleet.redis()
+    sim = fleet.simulator(
+        "--api-keys", ",".join(KEYS), "--per-key-quota", "--latency-ms", "20",
+        "--quota-rpm", str(args.rpm), "--quota-window-s", f"{args.window_s:g}",
+    )  # fmt: skip
+    redis = ArqRedis.from_url(redis_service.url)
+    base = AccountsSpec(
+        redis_url=redis_service.url, mimo_base_url=sim.url + "/v1", data_dir=workdir / "data",
+        window_s=args.window_s, concurrency=args.concurrency, poll_delay_s=0.02,
+        limits=True, rpm=args.rpm,
+    )  # fmt: skip
+    both = AccountsSpec(**{**base.__dict__, "keys": KEYS})
+    mixed = (TTS_MODEL, VOICEDESIGN_MODEL)
+    rows, runs, mixed_runs = [], None, None
+    try:
+        if "storm" in args.only:
             # The storm runs far below the quota, so only the 402s shape it.
             storm_spec = AccountsSpec(**{**base.__dict__, "limits": False})
             rows = [
                 await storm(fleet, storm_spec, redis, sim.url, args, breaker=True),
                 await storm(fleet, storm_spec, redis, sim.url, args, breaker=False),
             ]
-            one = await throughput(fleet, base, redis, sim.url, args)
-            two = await throughput(fleet, AccountsSpec(**{**base.__dict__, "keys": KEYS}),
-                                   redis, sim.url, args)  # fmt: skip
-        finally:
-            await redis.aclose()
+        if "accounts" in args.only:
+            runs = (
+                await throughput(fleet, base, redis, sim.url, args),
+                await throughput(fleet, both, redis, sim.url, args),
+            )
+        if "mixed" in args.only:
+            mixed_runs = (
+                await throughput(fleet, base, redis, sim.url, args, mixed),
+                await throughput(fleet, both, redis, sim.url, args, mixed),
+            )
+    finally:
+        await redis.aclose()
+    print(f"CPU hogs: {0 if args.no_hog else os.cpu_count()}; {args.workers} workers x "
+          f"{args.concurrency} slots; throughput jobs: {args.priority}")  # fmt: skip
+    if rows:
+        print_storm(rows, args)
+    window = f"quota {args.rpm} requests / {args.window_s:g} s per account"
+    steady = f"{args.windows} windows, steady = windows 2..{args.windows}"
+    if runs:
+        compare(f"one vs two accounts: {window}, {steady}", *runs)
+    if mixed_runs:
+        compare(f"mixed, two models at once: {window} and model, {steady}", *mixed_runs)
+    return 0
+
+
+def print_storm(rows: list[StormRow], args: argparse.Namespace) -> None:
     print(
         f"402 storm: {args.jobs} jobs, {args.workers} x {args.concurrency} slots, storm "
         f"{args.storm_s:g} s, probes every {PROBE_BASE_S:g} s doubling to {PROBE_MAX_S:g} s"
@@ -244,15 +333,6 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
         f"breaker requests per probe: {b.sent / max(b.probes or 1, 1):.2f}"
     )
     print()
-    steady_one, steady_two = one[0][1:], two[0][1:]
-    print(f"one vs two accounts: quota {args.rpm} requests / {args.window_s:g} s per account, "
-          f"{args.windows} windows, steady = windows 2..{args.windows}")  # fmt: skip
-    print(f"{'accounts':<10}{'per window (steady)':<36}{'mean':>8}{'429s':>6}")
-    for label, (_windows, n429), steady in (("1", one, steady_one), ("2", two, steady_two)):
-        print(f"{label:<10}{steady!s:<36}{statistics.mean(steady):>8.1f}{n429:>6}")
-    ratio = statistics.mean(steady_two) / max(statistics.mean(steady_one), 1e-9)
-    print(f"two / one accounts: {ratio:.2f}x finished jobs per window")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from typing import Any
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import admitted, concurrency_per_worker, lognormal_latency_s, table
-from _support import Service, sigterm_as_interrupt
+from _support import Service, sigterm_as_interrupt, start_hogs, stop_hogs
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
@@ -295,21 +294,6 @@ async def one_429_run(run: Run, *, clean: bool) -> list[str]:
     after = sum(hit <= at < hit + 3 * a.window_s for at in done.values())
     name = "clean history: x0.9" if clean else "repeat: x0.7, +0.1/window"
     return [name, str(rejected), str(after), f"{after / (3 * a.rpm):.1%}"]
-
-
-def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
-    """A busy loop per core: the loaded host the issue describes."""
-    return [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-        for _ in range(count)
-    ]
-
-
-def stop_hogs(hogs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for hog in hogs:
-        hog.kill()
-    for hog in hogs:
-        hog.wait()
 
 
 async def main_async(args: argparse.Namespace) -> int:

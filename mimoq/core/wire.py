@@ -31,6 +31,10 @@ LIMITER_PREFIX: Final = "mimoq:limit:"
 DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 #: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
 FANOUT_PREFIX: Final = "mimoq:fanout:"
+#: The account a job (a fan-out: its parent, for every chunk) is routed to while it has
+#: calls to make, so it comes back to the account holding its limiter ticket: see
+#: worker/accounts/routing.py. A string, written with a TTL.
+ROUTE_PREFIX: Final = "mimoq:route:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 #: hash: job id -> id of the worker running it (see worker/orphans.py)
 INFLIGHT_KEY: Final = "mimoq:inflight"
@@ -75,6 +79,11 @@ def result_key(job_id: str) -> str:
 
 def fanout_key(job_id: str) -> str:
     return FANOUT_PREFIX + job_id
+
+
+def route_key(affinity: str) -> str:
+    """The account a job, or every chunk of a fan-out (``affinity``: the parent), is routed to."""
+    return ROUTE_PREFIX + affinity
 
 
 def owner_key(job_id: str) -> str:

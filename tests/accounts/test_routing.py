@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
 from mimoq.sim.config import SimConfig, quota_from_options
-from mimoq.worker.accounts.router import affinity
+from mimoq.worker.accounts.routing import affinity
 from tests.accounts.conftest import pool_settings, simulator
 from tests.conftest import RedisServer
 from tests.e2e.conftest import running_worker

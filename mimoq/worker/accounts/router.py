@@ -1,23 +1,20 @@
-"""Which account serves a call: a stable choice per job among the accounts that may serve.
+"""Sends each MiMo call through an account and reports its outcome to that account.
 
-Each account has its own limiter (its own quota in Redis) and its own HTTP clients, one per
-key, used in turn. A job is routed by rendezvous hashing of its id over the accounts that
-are not paused: the same job comes back to the same account — where its limiter ticket
-waits — and a fan-out job's chunks (``<parent>.p000``…) hash by the parent's id, so they
-stay on one account. When an account pauses, only its jobs move; the others keep theirs.
+Each account has its own limiter (its own quota in Redis), its own breaker state and its
+own HTTP clients, one per key, used in turn. With several accounts, ``routing`` picks the
+account (the one that can serve soonest, kept for the job and its fan-out while it holds
+a ticket there); a pool of one account is never routed, and costs nothing extra.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
-import re
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import httpx
 import structlog
@@ -28,20 +25,11 @@ from mimoq.core.keypool import PoolAccount
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.accounts.breaker import Breaker, Verdict, account_error, trips
+from mimoq.worker.accounts.routing import Routes
 from mimoq.worker.limiter import Limiter, build_limiter
 from mimoq.worker.mimo_client import MimoClient
 
 log = structlog.get_logger("mimoq.accounts")
-_CHUNK_SUFFIX: Final = re.compile(r"\.p\d{3,}$")
-
-
-def affinity(job_id: str) -> str:
-    """The id a job is routed by: a chunk job's parent, else the job itself."""
-    return _CHUNK_SUFFIX.sub("", job_id)
-
-
-def _score(key: str, account: str) -> bytes:
-    return hashlib.sha256(f"{key}\x00{account}".encode()).digest()
 
 
 @dataclass
@@ -74,38 +62,55 @@ class Call:
 class AccountRouter:
     """Routes each MiMo call to an account and reports its outcome to that account's limiter."""
 
-    def __init__(self, accounts: Sequence[Account], breaker: Breaker | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Sequence[Account],
+        breaker: Breaker | None = None,
+        *,
+        redis: Redis | None = None,
+        route_ttl_s: float = 600.0,
+    ) -> None:
+        """``redis`` (required with more than one account) holds the routes."""
         if not accounts:
             raise ValueError("a router needs at least one account")
         self.accounts: Mapping[str, Account] = {a.name: a for a in accounts}
         self.breaker = breaker
+        self.routes: Routes | None = None
+        if len(accounts) > 1:
+            if redis is None:
+                raise ValueError("routing over several accounts needs Redis")
+            self.routes = Routes(
+                redis,
+                {a.name: a.limiter for a in accounts},
+                ttl_s=route_ttl_s,
+                read_paused=breaker is not None,
+            )
 
     @property
     def primary(self) -> Account:
         """The first configured account (start-up checks look at its limiter)."""
         return next(iter(self.accounts.values()))
 
-    def choose(self, job_id: str, *, skip: Collection[str] = ()) -> Account:
-        """The account for ``job_id``: the highest rendezvous score among those not skipped
-        (all of them, if every account is skipped: somebody must hold the job)."""
-        candidates = [a for n, a in self.accounts.items() if n not in skip]
-        candidates = candidates or list(self.accounts.values())
-        key = affinity(job_id)
-        return max(candidates, key=lambda a: _score(key, a.name))
-
     async def refresh_gauges(self) -> None:
         """Set ``mimoq_account_paused`` from Redis (at each heartbeat, calls or not)."""
         if self.breaker is not None:
             metrics.accounts_paused(self.accounts, await self.breaker.paused())
 
-    async def _admit(self, job_id: str) -> tuple[Account, bool]:
+    async def _route(self, job_id: str, model: str) -> tuple[Account, set[str]]:
+        """The account for this call (see ``routing``) and the paused accounts."""
+        if self.routes is None:  # one account: nothing to choose
+            paused = await self.breaker.paused() if self.breaker is not None else set()
+            return self.primary, paused
+        routed = await self.routes.route(job_id, model)
+        return self.accounts[routed.account], set(routed.paused)
+
+    async def _admit(self, job_id: str, model: str) -> tuple[Account, bool]:
         """The account for this call and whether the call is its breaker's probe; raises
         ``AccountPausedDeferred`` (defer) or the account's error (pause outlived its max)."""
+        account, paused = await self._route(job_id, model)
         if self.breaker is None:
-            return self.choose(job_id), False
-        paused = await self.breaker.paused()
+            return account, False
         metrics.accounts_paused(self.accounts, paused)
-        account = self.choose(job_id, skip=paused)
         if account.name not in paused:
             return account, False
         gate = await self.breaker.gate(account.name)
@@ -145,7 +150,7 @@ class AccountRouter:
         the limiter and the breaker how it went (a 429 pauses that account's model; an
         account error pauses the account, and the job is deferred instead of failed).
         ``lane`` and ``tenant`` are the job's scheduling fields (README, "Scheduling")."""
-        account, probing = await self._admit(job_id)
+        account, probing = await self._admit(job_id, model)
         asked = time.monotonic()
         lease = await account.limiter.acquire(
             model, job_id=job_id, audio_s=audio_s, lane=lane, tenant=tenant
@@ -224,8 +229,10 @@ def build_router(
             for k in spec.keys
         ]
         accounts.append(Account(name=spec.name, limiter=limiter, clients=clients))
+    # A route must lead a job back to its ticket for as long as the ticket can be claimed.
+    route_ttl_s = settings.limiter.ticket_grace_s + settings.limiter.window_s
     if not breaker:
-        return AccountRouter(accounts)
+        return AccountRouter(accounts, redis=redis, route_ttl_s=route_ttl_s)
     return AccountRouter(
         accounts,
         Breaker(
@@ -235,4 +242,6 @@ def build_router(
             pause_max_s=settings.accounts.pause_max_s,
             trip_429s=settings.accounts.trip_429s,
         ),
+        redis=redis,
+        route_ttl_s=route_ttl_s,
     )

@@ -35,6 +35,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from mimoq.core import wire
 from mimoq.core.dialect import usage_tokens
@@ -114,6 +116,13 @@ class Limiter(Protocol):
 
     async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
         """After a 429 from MiMo: fleet-wide pause of ``model`` and a rate step-down."""
+        ...
+
+    def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
+        """Queue on ``pipe`` a read (it reserves nothing) of the seconds until this limiter
+        could grant one more call of ``model``; returns how many commands it queued, the
+        last one's reply being the seconds as text (0 commands: always free now). ``load``
+        first loads the script again (after NOSCRIPT: Redis restarted or was flushed)."""
         ...
 
 
@@ -349,6 +358,43 @@ class RedisLimiter:
             lanes=lanes,
         )
 
+    def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
+        """Queue the next_free.lua read of ``model`` on ``pipe`` (see ``Limiter``).
+
+        Queued as a bare EVALSHA: a script registered on a pipeline would make redis-py
+        ask SCRIPT EXISTS first, one more round trip on every routing decision.
+        """
+        script = self._scripts.get("next_free")
+        if script is None:
+            script = self._scripts["next_free"] = self._redis.register_script(
+                _script_source("next_free")
+            )
+        if load:
+            pipe.script_load(script.script)
+        pipe.evalsha(script.sha, *self._next_free_args(model))
+        return 2 if load else 1
+
+    def _next_free_args(self, model: str) -> list[Any]:
+        # Every call of a multi-account worker reads every account: build the arguments
+        # once per model (the configuration is frozen; an injected clock changes them).
+        cache: dict[str, list[Any]] = self.__dict__.setdefault("_next_free_cache", {})
+        args = cache.get(model)
+        if args is None or self._clock is not None:
+            keys = limiter_keys(self.config.account, model) + admission_keys(model)
+            args = cache[model] = [len(keys), *keys, wire.dumps(self._config(model))]
+        return args
+
+    async def next_free_s(self, model: str) -> float:
+        """Seconds until this limiter could grant one more call of ``model`` (0: now)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            try:
+                self.queue_next_free(pipe, model)
+                replies = await pipe.execute()
+            except NoScriptError:
+                self.queue_next_free(pipe, model, load=True)
+                replies = await pipe.execute()
+        return float(replies[-1])
+
 
 class UnlimitedLimiter:
     """The ``Limiter`` when limits are disabled: grants everything, remembers nothing.
@@ -389,6 +435,9 @@ class UnlimitedLimiter:
         if self._admission is None:
             return 0
         return await self._admission.admit(model, untracked=UNLIMITED_ADMIT_BATCH)
+
+    def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
+        return 0  # no limit: every account is free now
 
 
 def build_limiter(settings: Settings, redis: Redis) -> Limiter:
