@@ -85,21 +85,23 @@ async def test_worker_processes_serve_one_backlog_through_both_accounts_without_
     # Real worker processes, each key an account with its own quota upstream (the
     # simulator's per-key quota) and here. Routing by the soonest free slot keeps both
     # accounts' schedules level: each serves about half the backlog, never past its quota,
-    # and every chunk of a long job goes through its parent's account.
-    quota = quota_from_options(rpm={"*": 10}, window_s=2)
+    # and every chunk of a long job goes through its parent's account. The limiter runs at
+    # 80 % of the upstream quota: headroom for a loaded host's grant-to-send lag, not for
+    # routing (calls sent through one account's key on the other's quota would be 2x).
+    quota = quota_from_options(rpm={"*": 20}, window_s=10)
     config = SimConfig(api_keys=tuple(KEYS), per_key_quota=True, quota=quota, latency_ms=5)
     with simulator(config) as sim:
         env = clean_env(
             REDIS_URL=redis_server.url, MIMO_API_KEYS=" ".join(KEYS), MIMO_BASE_URL=sim.url,
             MIMOQ_DATA_DIR=str(tmp_path / "data"), MIMOQ_CONCURRENCY="8",
-            MIMOQ_LIMITS_ENABLED="true", MIMOQ_LIMIT_DEFAULT_RPM="10",
-            MIMOQ_LIMIT_WINDOW_S="2", MIMOQ_POLL_DELAY_S="0.01",
+            MIMOQ_LIMITS_ENABLED="true", MIMOQ_LIMIT_DEFAULT_RPM="16",
+            MIMOQ_LIMIT_WINDOW_S="10", MIMOQ_POLL_DELAY_S="0.01",
             MIMOQ_BACKOFF_BASE_S="0.01", MIMOQ_BACKOFF_MAX_S="0.05", MIMOQ_LOG_LEVEL="INFO",
         )  # fmt: skip
         settings = pool_settings(redis_server, sim.url, tmp_path / "data", KEYS)
         producer = Producer(redis, settings)
         ids = [(await producer.enqueue({"kind": "speech", "input": f"Backlog {i}."})).job_id
-               for i in range(60)]  # fmt: skip
+               for i in range(40)]  # fmt: skip
         long_text = " ".join(f"Sentence number {i} of a long chapter." for i in range(160))
         parent = (await producer.enqueue({"kind": "speech", "input": long_text})).job_id
         workers = start_workers(2, env, tmp_path)
@@ -112,7 +114,7 @@ async def test_worker_processes_serve_one_backlog_through_both_accounts_without_
         served = Counter(r.account for r in done[:-1])
         assert set(served) == {fingerprint(k) for k in KEYS}
         # Level schedules: a hash, or one account filling up first, would skew this.
-        assert min(served.values()) >= 20, served
+        assert min(served.values()) >= 14, served
         chunks = [await producer.result(f"{parent}.p{i:03d}") for i in range(3)]
         assert {c.account for c in chunks if c is not None} == {done[-1].account}
         logs = "".join(p.read_text() for p in tmp_path.glob("worker*.log"))
