@@ -33,6 +33,8 @@ class FleetSpec:
     concurrency: int
     poll_delay_s: float
     limits: bool
+    #: further MIMOQ_* settings of this scenario (the bench's own knobs)
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     def env(self) -> dict[str, str]:
         """The worker's environment: this process's, minus any mimoq/MiMo settings, plus ours."""
@@ -56,6 +58,7 @@ class FleetSpec:
             MIMOQ_METRICS_PORT="0",  # several workers on one host: no /metrics port clash
             MIMOQ_SHUTDOWN_GRACE_S="1",
         )
+        env.update(self.extra_env)
         return env
 
 

@@ -53,6 +53,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL, VOICEDESIGN_MODEL
 from mimoq.core.results import read_result
+from mimoq.core.settings import LimiterSettings
 
 PROBES, PROBE_EVERY_S = 4, 0.5  # interactive probes, and how many windows apart
 TTS_AUDIO_BYTES = 4_800  # a tenth of a second of audio: the bench is about scheduling
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--windows", type=int, default=5, help="windows of the share runs (>= 3)")
     p.add_argument("--poll-delay", type=float, default=0.05, help="MIMOQ_POLL_DELAY_S")
+    p.add_argument(
+        "--target", type=float, default=None, help="MIMOQ_LIMIT_TARGET (default: the setting's)"
+    )
     p.add_argument("--no-hog", action="store_true", help="no CPU-hog busy loops")
     p.add_argument("--only", action="append", metavar="NAME", choices=SCENARIOS)
     p.add_argument("--seed", type=int, default=1)
@@ -78,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.windows < 3:
         p.error("--windows must be at least 3 (window 1 is the ramp-up)")
     return args
+
+
+def pacing_target(args: argparse.Namespace) -> float:
+    """The pacing target the workers run at: ``--target``, else the setting's default."""
+    if args.target is not None:
+        return float(args.target)
+    return LimiterSettings.model_fields["target"].default  # type: ignore[no-any-return]
 
 
 def job(model: str, i: int, *, lane: str, tenant: str | None = None) -> dict[str, Any]:
@@ -131,8 +142,12 @@ class Run:
     concurrency: int
 
     @property
+    def target(self) -> float:
+        return pacing_target(self.args)
+
+    @property
     def slot_s(self) -> float:
-        return self.args.window_s / (self.args.rpm * 0.98)
+        return self.args.window_s / (self.args.rpm * self.target)
 
     async def start(self, name: str) -> list[Service]:
         await self.redis.flushall()
@@ -141,6 +156,7 @@ class Run:
             redis_url=self.redis_svc.url, mimo_base_url=self.sim.url + "/v1",
             data_dir=self.fleet.workdir / name.replace(" ", "-"), window_s=self.args.window_s,
             concurrency=self.concurrency, poll_delay_s=self.args.poll_delay, limits=True,
+            extra_env=(("MIMOQ_LIMIT_TARGET", f"{self.target:g}"),),
         )  # fmt: skip
         return self.fleet.workers(self.args.workers, spec, name.replace(" ", "-"))
 
@@ -299,14 +315,15 @@ async def one_429_run(run: Run, *, clean: bool) -> list[str]:
 async def main_async(args: argparse.Namespace) -> int:
     chosen = [s for s in SCENARIOS if not args.only or s in args.only]
     mean, dev = lognormal_latency_s(args.latency_median_ms / 1000, args.latency_sigma)
-    rate = args.rpm * 0.98 / args.window_s
+    target = pacing_target(args)
+    rate = args.rpm * target / args.window_s
     models = 2 if "two models" in chosen else 1
     concurrency = concurrency_per_worker(rate * models, mean, dev, args.workers) + 1
     p95 = args.latency_median_ms / 1000 * math.exp(1.645 * args.latency_sigma)
     print("$ python bench/scheduling.py " + " ".join(sys.argv[1:]))
     print(
         f"quota {args.rpm} requests / {args.window_s:g} s per model (sliding window), paced "
-        f"at 98 %: one slot = {args.window_s / (args.rpm * 0.98) * 1000:.0f} ms; latency "
+        f"at {target:.1%}: one slot = {args.window_s / (args.rpm * target) * 1000:.0f} ms; latency "
         f"lognormal median {args.latency_median_ms:g} ms sigma {args.latency_sigma:g} "
         f"(p95 {p95:.2f} s); {args.workers} workers x {concurrency}; CPU hogs: "
         f"{0 if args.no_hog else os.cpu_count()}",

@@ -472,11 +472,20 @@ class LimiterSettings(BaseSettings):
         "compete with them (0: interactive always goes first).",
     )
     lookahead_s: float = Field(
-        default=2.0,
+        default=0.5,
         gt=0,
         validation_alias=AliasChoices("MIMOQ_LIMIT_LOOKAHEAD_S", "limit_lookahead_s"),
         description="Seconds of a model's slots that waiting bulk jobs are admitted into the "
         "queue ahead of time (at least 2 jobs); the rest wait in mimoq:wait:*.",
+    )
+    hold_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        validation_alias=AliasChoices("MIMOQ_LIMIT_HOLD_S", "limit_hold_s"),
+        description="A job holding a slot is deferred to this long before it and waits the "
+        "rest in the worker, so arq's poll delay on a busy host does not make it miss the "
+        "slot (0: defer to the slot itself).",
     )
     first_decrease: float = Field(
         default=0.9,

@@ -37,6 +37,19 @@ class _Arrival:
     job: dict[str, object] = field(compare=False)
 
 
+class _Held(Exception):
+    """The limiter waits in-process for a slot ``wait`` seconds away (``hold_s``)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
+async def _hold(wait: float) -> None:
+    # Modelled as the job coming back exactly on time (a timer, not arq's poll), while the
+    # fleet's other due jobs go on: the sim runs one decision at a time.
+    raise _Held(wait)
+
+
 class Fleet:
     """Infinitely many workers sharing one limiter (concurrency is not what is tested here)."""
 
@@ -51,10 +64,11 @@ class Fleet:
         # ahead of Redis TIME, so jobs enqueued (scored on Redis TIME) are due at once
         self.now = time.time() + 1.0
         self.start = self.now
-        self.limiter = RedisLimiter(config, redis, clock=lambda: self.now)
+        self.limiter = RedisLimiter(config, redis, clock=lambda: self.now, sleep=_hold)
         self.enqueue_script = redis.register_script(wire.enqueue_script())
         self.grants: list[Grant] = []
         self.deferrals = 0
+        self.holds = 0
         self._late_s = late_s
         self._arrivals: list[_Arrival] = []
 
@@ -100,6 +114,10 @@ class Fleet:
         lane, tenant = str(job.get("priority") or "interactive"), job.get("tenant")
         try:
             lease = await self.limiter.acquire(model, job_id=job_id, lane=lane, tenant=tenant)
+        except _Held as held:
+            self.holds += 1
+            await self.redis.zadd(wire.QUEUE_NAME, {job_id: (self.now + held.wait) * 1000})
+            return None
         except CapacityDeferred as exc:
             assert exc.retry_after_s is not None
             self.deferrals += 1
@@ -141,8 +159,11 @@ def bulk(tenant: str | None = None, model: str = "mimo-v2.5-tts") -> dict[str, o
     return job
 
 
-def interactive(model: str = "mimo-v2.5-tts") -> dict[str, object]:
-    return {"kind": "speech", "input": "hi", "model": model}
+def interactive(tenant: str | None = None, model: str = "mimo-v2.5-tts") -> dict[str, object]:
+    job: dict[str, object] = {"kind": "speech", "input": "hi", "model": model}
+    if tenant is not None:
+        job["tenant"] = tenant
+    return job
 
 
 def max_in_any_window(times: list[float], window_s: float) -> int:

@@ -42,7 +42,7 @@ async def test_a_backlog_is_paced_evenly_from_the_first_grant(redis: ArqRedis) -
     # and the pace is the quota's: 300 grants in 300 slots
     assert times[-1] - times[0] == pytest.approx(299 * SLOT, rel=0.02)
     # the look-ahead stays bounded whatever the backlog
-    assert await redis.zcard(wire.admitted_key(TTS)) <= 2 / SLOT + 2
+    assert await redis.zcard(wire.admitted_key(TTS)) <= CONFIG.lookahead_s / SLOT + 2
 
 
 @pytest.mark.parametrize("stall_s", [0.3, 1.0, 3.0])
@@ -58,7 +58,7 @@ async def test_late_ticket_holders_are_respaced_not_released_back_to_back(
     stalled_until = fleet.now + stall_s
     due = await redis.zrangebyscore(wire.QUEUE_NAME, "-inf", stalled_until * 1000)
     # holders really bunched up (as many as stalled, or the whole look-ahead)
-    assert len(due) >= min(int(stall_s / SLOT), int(2 / SLOT)) - 2
+    assert len(due) >= min(int(stall_s / SLOT), int(CONFIG.lookahead_s / SLOT)) - 2
     await redis.zadd(wire.QUEUE_NAME, {job_id: stalled_until * 1000 for job_id in due})
     fleet.now = stalled_until
     await fleet.run_until(lambda: len(fleet.grants) >= 400)
@@ -90,7 +90,7 @@ async def test_an_interactive_job_takes_the_next_slot_behind_any_bulk_backlog(
     await fleet.enqueue_many([(f"b{i}", bulk()) for i in range(depth)])
     await fleet.run_until(lambda: len(fleet.grants) >= 40)
     # arq's queue holds the look-ahead only: the interactive job is picked at once
-    assert await redis.zcard(wire.QUEUE_NAME) <= 2 / SLOT + 3
+    assert await redis.zcard(wire.QUEUE_NAME) <= CONFIG.lookahead_s / SLOT + 3
     asked = fleet.now + 0.05
     fleet.arrive(asked, "hurry", interactive())
     await fleet.run_until(lambda: any(g.job_id == "hurry" for g in fleet.grants))
@@ -134,11 +134,45 @@ async def test_a_small_tenant_is_done_after_about_twice_its_size_in_slots(
     await fleet.enqueue_many([(f"small{i}", bulk("small")) for i in range(10)])
     await fleet.run_until(lambda: sum(g.tenant == "small" for g in fleet.grants) == 10)
     last = max(n for n, g in enumerate(fleet.grants) if g.tenant == "small") + 1
-    lookahead = 2 / SLOT + 1  # the big tenant's jobs admitted before the small one arrived
-    assert last <= 20 + lookahead, last
+    # every other slot from the start: the small tenant's first ticket takes the second
+    # slot of the big tenant's look-ahead instead of queueing behind all of it
+    assert last <= 21, last
     # round robin: from the first small grant on, the tenants alternate
     tenants = [g.tenant for g in fleet.grants if g.at >= fleet.grants[last - 1].at - 19 * SLOT]
     assert tenants.count("small") >= 9
+
+
+async def test_a_small_tenant_takes_turns_in_the_interactive_lane_too(
+    redis: ArqRedis,
+) -> None:
+    """Interactive jobs are never held back from the queue, so a tenant flooding the lane
+    holds many tickets: a tenant arriving behind them takes every other slot."""
+    fleet = Fleet(redis, CONFIG)
+    await fleet.enqueue_many([(f"big{i}", interactive("big")) for i in range(400)])
+    await fleet.run_until(lambda: len(fleet.grants) >= 20)
+    asked = fleet.now
+    for i in range(10):  # scored on the injected clock (a pipelined enqueue is on Redis TIME)
+        fleet.arrive(asked, f"small{i}", interactive("small"))
+    await fleet.run_until(lambda: sum(g.tenant == "small" for g in fleet.grants) == 10)
+    after = [g for g in fleet.grants if g.at >= asked]
+    last = max(n for n, g in enumerate(after) if g.tenant == "small") + 1
+    assert last <= 21, last
+    # turns, not a takeover: the big tenant keeps every other slot meanwhile
+    assert sum(g.tenant == "big" for g in after[:last]) >= 9
+    assert max_in_any_window([g.at for g in fleet.grants], 10.0) <= 99
+
+
+async def test_tenants_holding_as_many_slots_keep_their_order(redis: ArqRedis) -> None:
+    fleet = Fleet(redis, CONFIG)
+    jobs = [(f"{t}{i}", interactive(t)) for i in range(50) for t in ("a", "b")]
+    for n, (job_id, job) in enumerate(jobs):  # one a millisecond, alternating tenants
+        fleet.arrive(fleet.now + n / 1000, job_id, job)
+    await fleet.run_until(lambda: len(fleet.grants) == 100)
+    # first come, first served: no job was displaced, so the grants follow the enqueue
+    assert [g.job_id for g in fleet.grants] == [j for j, _ in jobs]
+    lanes = (await fleet.limiter.snapshot(TTS)).lanes
+    assert lanes["turns"] == 0
+    assert lanes["tenant_tickets"] == {}
 
 
 async def test_two_models_are_scheduled_independently(redis: ArqRedis) -> None:

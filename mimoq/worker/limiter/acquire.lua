@@ -113,11 +113,11 @@ end
 local function respace(wait, reason)
   redis.call('HINCRBY', LANES, 'respaced:' .. reason, 1)
   if not bulk then
-    set_ticket(job_id, now + wait, false)
+    set_ticket(job_id, now + wait, false, tenant)
     return defer(come_back_in(wait), reason)
   end
   local at = math.max(st.tat, now + wait)
-  set_ticket(job_id, at, bulk)
+  set_ticket(job_id, at, bulk, tenant)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
   redis.call('HSET', STATE, 'tat', fmt(at + len))
   return defer(come_back_in(at - now), reason)
@@ -173,27 +173,32 @@ if start <= now then
   start = now + wait
 end
 
+-- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end:
+-- granted now if that slot is due, else it holds the slot as its ticket.
+local function take_slot_of(moved, slot)
+  local moved_len = slot_length(f, call_cost(st.tok_rate,
+    tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
+  local tail = math.max(st.tat, start)
+  retime(moved, tail)
+  st.tat = tail + moved_len
+  redis.call('HSET', STATE, 'tat', fmt(st.tat))
+  local at = math.max(slot, now)
+  if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
+    return grant()
+  end
+  set_ticket(job_id, at, bulk, tenant)
+  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+  return defer(come_back_in(math.max(at - now, 0.001)), reason_now())
+end
+
 -- Take the earliest ticket of the other lane when the lane shares allow it (interactive
--- ahead of bulk; bulk back to its minimum share); that job moves to the schedule's end.
+-- ahead of bulk; bulk back to its minimum share).
 if may_jump() then
   local other = BTICKETS
   if bulk then other = ITICKETS end
   local head = redis.call('ZRANGE', other, 0, 0, 'WITHSCORES')
   if #head > 0 and tonumber(head[2]) < start then
-    local moved, slot = head[1], tonumber(head[2])
-    local moved_len = slot_length(f, call_cost(st.tok_rate,
-      tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
-    local tail = math.max(st.tat, start)
-    retime(moved, tail)
-    st.tat = tail + moved_len
-    redis.call('HSET', STATE, 'tat', fmt(st.tat))
-    start = math.max(slot, now)
-    if start - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
-      return grant()
-    end
-    set_ticket(job_id, start, bulk)
-    if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
-    return defer(come_back_in(math.max(start - now, 0.001)), reason_now())
+    return take_slot_of(head[1], tonumber(head[2]))
   end
 end
 
@@ -204,8 +209,30 @@ if not bulk and redis.call('ZCARD', BTICKETS) > 0 then
   return defer(math.max(st.tat - now, per_request), 'share')
 end
 
+-- Tenants take turns within a lane: a job whose tenant holds at least two tickets fewer
+-- than the tenant of the lane's second ticket after its own latest one takes that slot
+-- (one ticket of someone else stays between two of its own: every other slot while the
+-- counts differ), and the job it displaces moves to the schedule's end. Two tenants
+-- holding as many tickets as each other never swap. O(1): two reads of a sorted set.
+local lane_key = ITICKETS
+if bulk then lane_key = BTICKETS end
+local mine = tenant_field(bulk, tenant)
+local held = tonumber(redis.call('HGET', TENANT_TICKETS, mine)) or 0
+local last = tonumber(redis.call('HGET', TENANT_TICKETS, 'last:' .. mine))
+local after = '-inf'
+if last ~= nil then after = '(' .. fmt(last) end
+local turn = redis.call('ZRANGEBYSCORE', lane_key, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
+if #turn > 0 and tonumber(turn[2]) < start then
+  local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
+  if theirs and theirs ~= mine
+      and (tonumber(redis.call('HGET', TENANT_TICKETS, theirs)) or 0) >= held + 2 then
+    redis.call('HINCRBY', LANES, 'turns', 1)
+    return take_slot_of(turn[1], tonumber(turn[2]))
+  end
+end
+
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
-set_ticket(job_id, start, bulk)
+set_ticket(job_id, start, bulk, tenant)
 -- what a re-plan needs to re-size the slot
 if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
 redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, start) + len))

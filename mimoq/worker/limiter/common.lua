@@ -5,10 +5,11 @@
 -- 5 in-flight leases (zset lease -> expiry), 6 audio seconds of each ticket (hash job ->
 -- seconds; token-limited models only), 7 grants per lane and tenant (hash), 8 interactive
 -- grants (zset lease -> time), 9 and 10 the bulk and the interactive tickets (zsets job ->
--- slot time: each lane's part of 4); then the admission keys
--- (worker.limiter.config.admission_keys): 11 admitted bulk jobs (zset job -> admission
--- time), 12 the ring of tenants with waiting jobs (list), 13 the models with waiting jobs
--- (set), 14 the arq queue.
+-- slot time: each lane's part of 4), 11 each ticket's "lane:tenant" (hash job -> text),
+-- 12 tickets held per "lane:tenant", and "last:lane:tenant" -> the slot time of its latest
+-- ticket (hash); then the admission keys (worker.limiter.config.admission_keys):
+-- 13 admitted bulk jobs (zset job -> admission time), 14 the ring of tenants with waiting
+-- jobs (list), 15 the models with waiting jobs (set), 16 the arq queue.
 -- ARGV[1]: the configuration as one JSON object (see worker/limiter/core.py _config);
 -- script-specific ARGV follow.
 -- Times are seconds from Redis TIME (one clock for the whole fleet), or the configuration's
@@ -16,8 +17,9 @@
 
 local STATE, LOG, TOKENS, TICKETS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local NLIMITER = 10
-local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local TICKET_TENANT, TENANT_TICKETS = KEYS[11], KEYS[12]
+local NLIMITER = 12
+local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local Q = cjson.decode(ARGV[1])
 -- the housekeeping horizon of the grant log: the widest window the hard guard can use
 local GUARD_MAX = Q.window + Q.margin_cap
@@ -132,9 +134,28 @@ local function come_back_in(wait)
   return wait
 end
 
--- Put `job` in the ticket queue at `at`, and in its lane's index.
-local function set_ticket(job, at, bulk)
-  redis.call('ZADD', TICKETS, fmt(at), job)
+-- The field a lane's tenant is counted under in TENANT_TICKETS ('_': no tenant).
+local function tenant_field(bulk, tenant)
+  local lane = 'interactive'
+  if bulk then lane = 'bulk' end
+  return lane .. ':' .. (tenant or '_')
+end
+
+-- Record that the tenant counted under `field` holds a ticket at `at` (its latest, if so).
+local function note_last(field, at)
+  local last = tonumber(redis.call('HGET', TENANT_TICKETS, 'last:' .. field))
+  if last == nil or at > last then redis.call('HSET', TENANT_TICKETS, 'last:' .. field, fmt(at)) end
+end
+
+-- Put `job` in the ticket queue at `at`, and in its lane's index; a new ticket is counted
+-- for its lane's tenant (`tenant` matters only then).
+local function set_ticket(job, at, bulk, tenant)
+  if redis.call('ZADD', TICKETS, fmt(at), job) == 1 then
+    local field = tenant_field(bulk, tenant)
+    redis.call('HSET', TICKET_TENANT, job, field)
+    redis.call('HINCRBY', TENANT_TICKETS, field, 1)
+    note_last(field, at)
+  end
   if bulk then
     redis.call('ZADD', BTICKETS, fmt(at), job)
   else
@@ -145,9 +166,22 @@ end
 -- Move a held ticket to `at`, in whichever lane it is.
 local function retime(job, at)
   set_ticket(job, at, redis.call('ZSCORE', BTICKETS, job) ~= false)
+  local field = redis.call('HGET', TICKET_TENANT, job)
+  if field then note_last(field, at) end
+end
+
+-- Stop counting `job`'s ticket for its tenant (the last ticket clears the tenant's fields).
+local function forget_tenant(job)
+  local field = redis.call('HGET', TICKET_TENANT, job)
+  if not field then return end
+  redis.call('HDEL', TICKET_TENANT, job)
+  if redis.call('HINCRBY', TENANT_TICKETS, field, -1) <= 0 then
+    redis.call('HDEL', TENANT_TICKETS, field, 'last:' .. field)
+  end
 end
 
 local function drop_ticket(job)
+  forget_tenant(job)
   redis.call('ZREM', TICKETS, job)
   redis.call('ZREM', BTICKETS, job)
   redis.call('ZREM', ITICKETS, job)
@@ -202,6 +236,7 @@ local function housekeep(now)
   redis.call('ZREMRANGEBYSCORE', LEASES, '-inf', now)
   local stale = redis.call('ZRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
   if #stale > 0 then
+    for i = 1, #stale do forget_tenant(stale[i]) end
     redis.call('ZREMRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
     redis.call('ZREMRANGEBYSCORE', BTICKETS, '-inf', now - Q.ticket_grace)
     redis.call('ZREMRANGEBYSCORE', ITICKETS, '-inf', now - Q.ticket_grace)

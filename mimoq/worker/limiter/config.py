@@ -19,11 +19,13 @@ OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 ANONYMOUS_ACCOUNT: Final = "anonymous"
 #: Order of the KEYS every limiter script receives (``lanes``: grants per lane and tenant;
 #: ``ilog``: the interactive grants of the guard window; ``bulk_tickets`` and
-#: ``interactive_tickets``: each lane's part of ``tickets``). The admission keys of
+#: ``interactive_tickets``: each lane's part of ``tickets``; ``ticket_tenant`` and
+#: ``tenant_tickets``: whose each ticket is, and how many each lane's tenant holds, for
+#: the tenants' turns). The admission keys of
 #: ``admission_keys`` follow them.
 KEY_PARTS: Final = (
     "state", "log", "tokens", "tickets", "leases", "ticket_audio", "lanes", "ilog",
-    "bulk_tickets", "interactive_tickets",
+    "bulk_tickets", "interactive_tickets", "ticket_tenant", "tenant_tickets",
 )  # fmt: skip
 
 
@@ -86,8 +88,9 @@ class LimiterConfig:
     rpm: Mapping[str, int] = field(default_factory=dict)
     tpm: Mapping[str, int] = field(default_factory=lambda: dict(OFFICIAL_TPM))
     bulk_min_share: float = 0.5
-    lookahead_s: float = 2.0
+    lookahead_s: float = 0.5
     first_decrease: float = 0.9
+    hold_s: float = 0.25
 
     def __post_init__(self) -> None:
         bad = [m for m, n in self.rpm.items() if n <= 0] + [m for m, n in self.tpm.items() if n < 0]
@@ -120,6 +123,7 @@ class LimiterConfig:
             bulk_min_share=settings.limiter.bulk_min_share,
             lookahead_s=settings.limiter.lookahead_s,
             first_decrease=settings.limiter.first_decrease,
+            hold_s=settings.limiter.hold_s,
         )
 
     @property

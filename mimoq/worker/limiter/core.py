@@ -24,9 +24,10 @@ within a window) after a clean history, by ``decrease`` (x0.7, additive recovery
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -58,6 +59,9 @@ ADMIT_TTL_WINDOWS: Final = 2.0
 MAX_TENANTS_SHOWN: Final = 20
 #: Jobs admitted per model and round when limits are off (nothing to pace them to).
 UNLIMITED_ADMIT_BATCH: Final = 500
+#: In-process waits of one ``acquire`` at most: a slot that moved while its job waited
+#: (an interactive job took it) is not chased further; the job is deferred instead.
+MAX_HOLDS: Final = 3
 
 
 class Decision(StrEnum):
@@ -70,6 +74,13 @@ class Decision(StrEnum):
     PACED = "paced"  # a grant happened less than half a slot ago; re-spaced to the end
     SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
+
+
+#: The decisions after which the job holds a reserved slot (a ticket). Such a job is told
+#: to come back ``hold_s`` before its slot and waits the rest in the worker: arq returns a
+#: deferred job up to a poll late (more on a busy host), and a holder back late by most of
+#: a slot loses it. ``share`` and ``in_flight`` hold no slot: the job just asks again.
+HOLDS_SLOT: Final = frozenset({Decision.TICKET, Decision.COOLDOWN, Decision.GUARD, Decision.PACED})
 
 
 @dataclass(frozen=True)
@@ -170,11 +181,20 @@ def _seconds(wait: float) -> float:
     return max(0.001, math.ceil(wait * 1000) / 1000)
 
 
-def _lanes(raw_grants: list[Any], raw_waiting: list[Any]) -> dict[str, Any]:
-    """Grants per lane and tenant and waiting depth per tenant, from the snapshot's lists."""
-    text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw_grants]
-    counts = {text[i]: int(text[i + 1]) for i in range(0, len(text) - 1, 2)}
-    waiting = [x.decode() if isinstance(x, bytes) else x for x in raw_waiting]
+def _pairs(raw: list[Any]) -> dict[str, int]:
+    """A Lua flat field/number list as a dict."""
+    text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+    return {text[i]: int(text[i + 1]) for i in range(0, len(text) - 1, 2)}
+
+
+def _lanes(raw_grants: list[Any], raw_waiting: list[Any], raw_held: list[Any]) -> dict[str, Any]:
+    """Grants per lane and tenant, waiting depth per tenant and tickets held per lane and
+    tenant, from the snapshot's lists."""
+    counts = _pairs(raw_grants)
+    held: dict[str, dict[str, int]] = {}
+    for name, n in _pairs(raw_held).items():
+        lane, _, tenant = name.partition(":")
+        held.setdefault(lane, {})[tenant] = n
     return {
         "grants": {k.removeprefix("lane:"): v for k, v in counts.items() if k.startswith("lane:")},
         "tenant_grants": {
@@ -185,7 +205,11 @@ def _lanes(raw_grants: list[Any], raw_waiting: list[Any]) -> dict[str, Any]:
         "respaced": {
             k.removeprefix("respaced:"): v for k, v in counts.items() if k.startswith("respaced:")
         },
-        "waiting": {str(waiting[i]): int(waiting[i + 1]) for i in range(0, len(waiting) - 1, 2)},
+        "waiting": _pairs(raw_waiting),
+        # tickets held per lane and tenant ("_": no tenant)
+        "tenant_tickets": held,
+        # new tickets that took a slot of a tenant holding more (tenants' turns)
+        "turns": counts.get("turns", 0),
     }
 
 
@@ -193,15 +217,24 @@ class RedisLimiter:
     """The ``Limiter`` of a fleet: all state in Redis, decided by Lua scripts on Redis TIME.
 
     ``clock`` (tests only) replaces Redis TIME with the given seconds, so scheduling
-    decisions can be tabled against an injected time without sleeping.
+    decisions can be tabled against an injected time without sleeping; ``sleep`` (tests
+    only) is how ``acquire`` waits for a slot less than ``hold_s`` away.
     """
 
     def __init__(
-        self, config: LimiterConfig, redis: Redis, *, clock: Callable[[], float] | None = None
+        self,
+        config: LimiterConfig,
+        redis: Redis,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self._redis = redis
         self._clock = clock
+        # An injected clock without an injected sleep never waits in-process: real time
+        # would not move that clock.
+        self._sleep = sleep or (asyncio.sleep if clock is None else None)
         self._scripts = {
             name: redis.register_script(_script_source(name))
             for name in ("acquire", "release", "rate_limited", "snapshot", "admit")
@@ -264,14 +297,26 @@ class RedisLimiter:
         if self.config.quota(model).tokens is not None:
             audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
         call = {"job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant}
-        raw = await self._run("acquire", model, call)
-        decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
-        wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
-        if decision is Decision.GRANTED:
-            return Lease(
-                model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s, granted_at=now
-            )
-        retry = _seconds(wait)
+        hold = self.config.hold_s if self._sleep is not None else 0.0
+        for held in range(MAX_HOLDS + 1):
+            raw = await self._run("acquire", model, call)
+            decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
+            wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
+            if decision is Decision.GRANTED:
+                return Lease(
+                    model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s, granted_at=now
+                )
+            if (
+                self._sleep is None
+                or decision not in HOLDS_SLOT
+                or wait > hold
+                or held == MAX_HOLDS
+            ):
+                break
+            # The slot is this close: wait here, where a timer is ms-accurate, not in arq's
+            # queue, which returns the job a poll late (or later on a busy host).
+            await self._sleep(wait)
+        retry = _seconds(wait - hold if decision in HOLDS_SLOT else wait)
         raise CapacityDeferred(
             f"no {model} capacity yet ({decision}); retry in {retry:.3f} s", retry_after_s=retry
         )
@@ -323,11 +368,11 @@ class RedisLimiter:
         raw = await self._run("snapshot", model)
         _, factor, cooldown, recent, tokens, in_flight, tickets, backlog = raw[:8]
         rate, latency, deviation, n429, lag, margin, bulk_tickets, inter_tickets = raw[8:16]
-        admitted, recent_interactive, grants, waiting = raw[16:20]
+        admitted, recent_interactive, grants, waiting, held = raw[16:21]
         c, quota = self.config, self.config.quota(model)
         paced = c.target * float(factor)
         has_latency = float(latency) >= 0
-        lanes = _lanes(grants, waiting)
+        lanes = _lanes(grants, waiting, held)
         lanes.update(
             tickets={"interactive": int(inter_tickets), "bulk": int(bulk_tickets)},
             admitted=int(admitted),

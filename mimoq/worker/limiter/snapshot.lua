@@ -4,7 +4,8 @@
 -- mean deviation, 429s seen, lag EWMA (-1: none), guard margin, bulk and interactive
 -- tickets, admitted,
 -- interactive grants in the last window, grants per lane/tenant (flat field/value list),
--- waiting depth per tenant (flat tenant/depth list)}.
+-- waiting depth per tenant (flat tenant/depth list), tickets held per "lane:tenant" (flat
+-- list; empty past 2 x max_tenants of them)}.
 
 local now = now_s()
 local st = load_state()
@@ -24,11 +25,21 @@ for _, tenant in ipairs(redis.call('LRANGE', RING, 0, Q.max_tenants - 1)) do
   waiting[#waiting + 1] = tenant
   waiting[#waiting + 1] = redis.call('LLEN', Q.wait_prefix .. 'tenant:' .. tenant)
 end
+local held = {}
+if redis.call('HLEN', TENANT_TICKETS) <= 4 * Q.max_tenants then
+  local all = redis.call('HGETALL', TENANT_TICKETS)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 5) ~= 'last:' then
+      held[#held + 1] = all[i]
+      held[#held + 1] = all[i + 1]
+    end
+  end
+end
 return {
   fmt(now), fmt(f), fmt(math.max(0, st.cd - now)), #recent, tokens, in_flight, tickets,
   fmt(backlog), fmt(st.tok_rate), fmt(st.lat or -1), fmt(st.lat_dev), st.n429,
   fmt(st.lag or -1), fmt(margin(st)), redis.call('ZCARD', BTICKETS), redis.call('ZCARD', ITICKETS),
   redis.call('ZCARD', ADMITTED),
   redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
-  redis.call('HGETALL', LANES), waiting,
+  redis.call('HGETALL', LANES), waiting, held,
 }
