@@ -18,7 +18,9 @@ simulator; the backlog is enqueued at t0 by raw EVALSHA of enqueue.lua (as any p
   while the bulk backlog runs: enqueue-to-result latency against two slot spacings + the
   call's latency (p95), and the share of the quota bulk and all lanes got meanwhile;
 - ``tenants 5000+10``: tenant ``big`` enqueues 5,000 bulk jobs, then ``small`` 10: when
-  the small tenant's last job finishes, in slots after its enqueue;
+  the small tenant's last job finishes, in slots after its enqueue (the slots include the
+  call's own latency, ~6 slots); ``interactive tenants 1000+10``: the same in the
+  interactive lane (1,000: every one of them holds a ticket at once);
 - ``redis at 100`` / ``at 10000``: Redis commands (INFO commandstats, Lua's inner calls
   included, the workers' polling too) per call the simulator admitted, over the same
   interval after the start-up, at backlogs of 100 and 10,000;
@@ -59,7 +61,8 @@ PROBES, PROBE_EVERY_S = 4, 0.5  # interactive probes, and how many windows apart
 TTS_AUDIO_BYTES = 4_800  # a tenth of a second of audio: the bench is about scheduling
 SCENARIOS = (
     "one model", "two models", "interactive behind 300", "interactive behind 5000",
-    "tenants 5000+10", "redis at 100", "redis at 10000", "one 429 clean", "one 429 repeated",
+    "tenants 5000+10", "interactive tenants 1000+10", "redis at 100", "redis at 10000",
+    "one 429 clean", "one 429 repeated",
 )  # fmt: skip
 
 
@@ -251,10 +254,10 @@ async def interactive_run(run: Run, depth: int, latency_p95_s: float) -> list[st
     ]  # fmt: skip
 
 
-async def tenants_run(run: Run) -> list[str]:
-    big = [(f"big-{i}", job(TTS_MODEL, i, lane="bulk", tenant="big")) for i in range(5_000)]
-    small = [(f"small-{i}", job(TTS_MODEL, i, lane="bulk", tenant="small")) for i in range(10)]
-    workers = await run.start("tenants")
+async def tenants_run(run: Run, *, lane: str = "bulk", depth: int = 5_000) -> list[str]:
+    big = [(f"big-{i}", job(TTS_MODEL, i, lane=lane, tenant="big")) for i in range(depth)]
+    small = [(f"small-{i}", job(TTS_MODEL, i, lane=lane, tenant="small")) for i in range(10)]
+    workers = await run.start(f"tenants-{lane}")
     try:
         await enqueue_all(run.redis, big)
         asked = time.time()
@@ -267,7 +270,7 @@ async def tenants_run(run: Run) -> list[str]:
     finally:
         stop_all(workers)
     last = max(done.values()) - asked
-    return [f"{last:.2f}", f"{last / run.slot_s:.1f}", str(big_done)]
+    return [f"{lane}, {depth:,}+10", f"{last:.2f}", f"{last / run.slot_s:.1f}", str(big_done)]
 
 
 async def redis_run(run: Run, depth: int) -> list[str]:
@@ -355,6 +358,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         share += await share_run(run, [TTS_MODEL])
                     elif name == "two models":
                         share += await share_run(run, [TTS_MODEL, VOICEDESIGN_MODEL])
+                    elif name.startswith("interactive tenants"):
+                        tenants.append(await tenants_run(run, lane="interactive", depth=1_000))
                     elif name.startswith("interactive"):
                         lanes.append(await interactive_run(run, int(name.split()[-1]), p95))
                     elif name.startswith("one 429"):
@@ -381,8 +386,10 @@ async def main_async(args: argparse.Namespace) -> int:
         head = ["backlog", "median", "max", "2 slots + p95 call", "bulk", "all lanes", "429s"]
         print(table([head, *lanes]))
     if tenants:
-        print("\n(c) tenant 'small' (10 jobs) enqueued behind tenant 'big' (5,000)")
-        print(table([["small's last job after (s)", "in slots", "big done by then"], *tenants]))
+        print("\n(c) tenant 'small' (10 jobs) enqueued behind tenant 'big', same lane")
+        head = ["lane, jobs big+small", "small's last job after (s)", "in slots",
+                "big done by then"]  # fmt: skip
+        print(table([head, *tenants]))
     if cost:
         print("\n(d) Redis commands per granted call (same 6 s interval)")
         print(table([["run", "calls", "commands", "per call"], *cost]))

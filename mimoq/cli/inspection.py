@@ -257,7 +257,8 @@ def render(report: dict[str, Any]) -> str:
         )  # fmt: skip
         lines += ["", "lanes (tickets held, grants in the last window and in all)"]
         lines += _table(
-            ["model", "tickets i/b", "recent i/b", "grants i/b", "admitted", "tenant grants"],
+            ["model", "tickets i/b", "recent i/b", "grants i/b", "admitted", "tenant grants",
+             "tenant tickets"],
             (_lane_row(s) for s in limiters["limiters"] if any(s["lanes"]["grants"].values())
              or s["tickets"]),
         )  # fmt: skip
@@ -284,5 +285,10 @@ def _lane_row(snapshot: dict[str, Any]) -> list[object]:
         return f"{d.get('interactive', 0)}/{d.get('bulk', 0)}"
 
     tenants = ", ".join(f"{t}:{n}" for t, n in sorted(lanes["tenant_grants"].items()))
+    # tickets held now per lane and tenant ("i big:3, small:1; b _:5"): whose turn is next
+    held = "; ".join(
+        f"{lane[0]} " + ", ".join(f"{t}:{n}" for t, n in sorted(counts.items()))
+        for lane, counts in sorted(lanes.get("tenant_tickets", {}).items(), reverse=True)
+    )
     return [snapshot["model"], pair(lanes["tickets"]), pair(lanes["recent"]),
-            pair(lanes["grants"]), lanes["admitted"], tenants]  # fmt: skip
+            pair(lanes["grants"]), lanes["admitted"], tenants, held]  # fmt: skip

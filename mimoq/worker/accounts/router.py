@@ -158,8 +158,9 @@ class AccountRouter:
         metrics.limiter_grant(model, lane, tenant)
         started = time.monotonic()
         # The grant-to-send lag the hard guard's margin follows: from asking (the grant is
-        # inside that round trip) to the call starting, so a loaded event loop is counted.
-        lag_s = started - asked
+        # inside that round trip) to the call starting, so a loaded event loop is counted;
+        # the time acquire waited for its slot in-process is not lag.
+        lag_s = max(started - asked - lease.held_s, 0.0)
         try:
             with metrics.mimo_call(model, usage):
                 yield Call(client=account.client(), account=account.name)

@@ -80,7 +80,7 @@ local function load_state()
     -- the rate factor and token calibration the queued tickets were spaced for
     plan_f = tonumber(v[9]),
     plan_rate = tonumber(v[10]),
-    -- the pace over actual grants: no grant before ptat - half a slot
+    -- the pace over actual grants: no grant before ptat - 3/4 of a slot
     ptat = tonumber(v[11]) or 0,
     -- the fleet's measured grant-to-send lag (EWMA, mean deviation)
     lag = tonumber(v[12]),
@@ -246,10 +246,10 @@ local function housekeep(now)
   end
 end
 
+-- Keep the limiter's keys for key_ttl after their last use (EXPIRE of a missing key is a
+-- no-op, so no EXISTS first: this runs on every decision).
 local function touch()
-  for i = 1, NLIMITER do
-    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], Q.key_ttl) end
-  end
+  for i = 1, NLIMITER do redis.call('EXPIRE', KEYS[i], Q.key_ttl) end
 end
 
 -- Admission: move waiting bulk jobs into the arq queue until `want` of them are admitted

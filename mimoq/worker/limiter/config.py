@@ -47,8 +47,9 @@ def account_fingerprint(api_key: str | None) -> str:
 def limiter_keys(account: str, model: str) -> list[str]:
     """The Redis keys of one account+model limiter, in ``KEY_PARTS`` order.
 
-    The ``{account:model}`` hash tag keeps them in one cluster slot, which a Lua script
-    touching all of them requires on Redis Cluster.
+    The ``{account:model}`` hash tag groups one limiter's keys. mimoq runs on one Redis
+    (optionally behind Sentinel), not on Redis Cluster: the acquire script also moves jobs
+    into arq's single queue key, so its keys could not share a cluster slot anyway.
     """
     base = f"{wire.LIMITER_PREFIX}{{{account}:{model}}}"
     return [f"{base}:{part}" for part in KEY_PARTS]

@@ -10,9 +10,12 @@ Only the *admitted* look-ahead of bulk jobs holds tickets: bulk jobs wait outsid
 queue (``mimoq:wait:*``, written by enqueue.lua) and every grant admits the next one, round
 robin over tenants, so a backlog of any size costs O(1) Redis work per granted call.
 Interactive jobs go straight to the queue and take the earliest bulk ticket's slot (that
-bulk job moves to the end) while the bulk lane keeps its minimum share.
+bulk job moves to the end) while the bulk lane keeps its minimum share. Within a lane,
+tenants take turns: a tenant holding fewer tickets takes every other slot from one holding
+more. A job holding a slot comes back ``hold_s`` early and waits the rest in-process, so
+arq's poll delay does not make it miss the slot.
 
-Grants are paced over the *actual* grant times too (never two within half a slot, never
+Grants are paced over the *actual* grant times too (never two within a quarter slot, never
 above the paced rate over any run): a holder back late is re-spaced to the schedule's end
 instead of going back to back with the others. A hard guard over the actual grant times
 (never more than the quota in any window of ``window + margin`` seconds, the margin
@@ -71,7 +74,7 @@ class Decision(StrEnum):
     TICKET = "ticket"  # queued: a slot is reserved for the job, come back at its time
     COOLDOWN = "cooldown"  # the model is paused after a 429
     GUARD = "guard"  # the hard per-window cap is reached; re-spaced to the schedule's end
-    PACED = "paced"  # a grant happened less than half a slot ago; re-spaced to the end
+    PACED = "paced"  # a grant happened less than a quarter slot ago; re-spaced to the end
     SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
 
@@ -92,6 +95,8 @@ class Lease:
     tokens: int  # tokens charged up front (0 for models without a token limit)
     audio_s: float | None
     granted_at: float  # Redis TIME, seconds
+    #: seconds ``acquire`` waited in-process for the slot (not grant-to-send lag)
+    held_s: float = 0.0
 
 
 class Limiter(Protocol):
@@ -298,14 +303,16 @@ class RedisLimiter:
             audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
         call = {"job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant}
         hold = self.config.hold_s if self._sleep is not None else 0.0
+        held_s = 0.0
         for held in range(MAX_HOLDS + 1):
             raw = await self._run("acquire", model, call)
             decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
             wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
             if decision is Decision.GRANTED:
                 return Lease(
-                    model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s, granted_at=now
-                )
+                    model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s,
+                    granted_at=now, held_s=held_s,
+                )  # fmt: skip
             if (
                 self._sleep is None
                 or decision not in HOLDS_SLOT
@@ -316,6 +323,7 @@ class RedisLimiter:
             # The slot is this close: wait here, where a timer is ms-accurate, not in arq's
             # queue, which returns the job a poll late (or later on a busy host).
             await self._sleep(wait)
+            held_s += wait
         retry = _seconds(wait - hold if decision in HOLDS_SLOT else wait)
         raise CapacityDeferred(
             f"no {model} capacity yet ({decision}); retry in {retry:.3f} s", retry_after_s=retry
