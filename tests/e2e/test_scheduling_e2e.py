@@ -2,11 +2,11 @@
 
 Three ``mimoq worker`` processes share a compressed quota (40 requests per 4 s per model,
 paced at 90 %: a quota this small leaves the default 98 % less than one request of slack
-per window) with the simulator enforcing the same window; two models at once, both lanes, two
-tenants, a foreign producer writing raw ``EVALSHA`` (a good bulk job, a bad priority, a
-hostile tenant) and a malformed job under ``arq:job:``. Nothing is lost, nothing gets a
-429, interactive work finishes ahead of the bulk backlog and the small tenant is not
-stuck behind the big one.
+per window) with the simulator enforcing the same window, on a host with a busy loop per
+core; two models at once, both lanes, two tenants in each lane, a foreign producer
+writing raw ``EVALSHA`` (a good bulk job, a bad priority, a hostile tenant) and a malformed
+job under ``arq:job:``. Nothing is lost, nothing gets a 429, interactive work finishes
+ahead of the bulk backlog, and a small tenant is stuck behind a big one in neither lane.
 """
 
 from __future__ import annotations
@@ -48,8 +48,21 @@ def quota_sim() -> Iterator[RunningSim]:
 
 
 @pytest.fixture
+def hogs() -> Iterator[None]:
+    """A busy loop per core for the whole test: the loaded host."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(os.cpu_count() or 1)
+    ]
+    yield
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
 def workers(
-    redis_server: RedisServer, quota_sim: RunningSim, tmp_path: Path
+    redis_server: RedisServer, quota_sim: RunningSim, tmp_path: Path, hogs: None
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
     env.update({
@@ -139,8 +152,16 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
             job["instructions"] = "a bright voice"
         assert await raw_enqueue(redis, sha, f"hurry-{i}", job) == 1
         interactive.append(f"hurry-{i}")
+    # a service floods the interactive lane, then another sends three jobs behind it
+    lane: dict[str, list[str]] = {"flood": [], "light": []}
+    for tenant, count in (("flood", 24), ("light", 3)):
+        for i in range(count):
+            job = {"kind": "speech", "input": f"{tenant} {i}", "tenant": tenant}
+            assert await raw_enqueue(redis, sha, f"{tenant}-{i}", job) == 1
+            lane[tenant].append(f"{tenant}-{i}")
 
     everything = interactive + bulk_ids["big"] + bulk_ids["small"] + ["garbage"]
+    everything += lane["flood"] + lane["light"]
     deadline = loop.time() + 120
     results = {}
     while len(results) < len(everything):
@@ -166,4 +187,7 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
     assert max(finished(j) for j in interactive) < big[len(big) // 2]
     # the small tenant shares the TTS lane round robin: done long before the big tenant
     assert max(finished(j) for j in bulk_ids["small"]) < big[len(big) // 2]
+    # tenants take turns in the interactive lane too: the light one is not behind the flood
+    flood = sorted(finished(j) for j in lane["flood"])
+    assert max(finished(j) for j in lane["light"]) < flood[len(flood) // 2]
     assert not await redis.exists(wire.WAIT_MODELS_KEY)  # nothing left waiting

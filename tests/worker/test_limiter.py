@@ -1,15 +1,24 @@
-"""The fleet limiter on real Redis: never over quota, leases expire, 429s pause, tickets queue."""
+"""The fleet limiter on real Redis: never over quota, leases expire, 429s pause, tickets queue.
+
+Every decision is taken against an injected clock (the scripts' ``now``), never Redis
+TIME, and nothing here sleeps in real time: single-client tests step a ``Clock`` by hand
+(and record the limiter's in-process holds), multi-client tests run their workers on
+``VirtualTime``, which keeps their real connections and the scripts' atomicity but jumps
+the clock whenever every worker is waiting.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
+import re
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
+import redis as sync_redis
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
@@ -18,13 +27,48 @@ from mimoq.core.errors import CapacityDeferred
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
-from tests.conftest import RedisServer
+from mimoq.worker.limiter.core import MAX_HOLDS
+from tests.conftest import RedisServer, start_redis_server
+from tests.worker.virtual_time import VirtualTime
 
 pytestmark = pytest.mark.redis
 
 #: A limiter that grants back to back (burst) and effectively never runs out: for tests
 #: about something other than pacing.
 ROOMY = LimiterConfig(account="acct", window_s=60, default_rpm=100_000, burst=1000)
+#: One-second slots and the default hold: for tables of waits.
+SECONDS = LimiterConfig(account="acct", window_s=10.0, default_rpm=10, target=1.0, hold_s=0.25)
+#: Where the injected clocks start (any time will do: Redis TIME is never read).
+T0 = 1000.0
+
+
+@dataclass
+class Clock:
+    """An injected clock stepped by the test; ``sleep`` is the limiter's in-process hold:
+    it records each wait and moves the clock by ``moves`` times it."""
+
+    now: float = T0
+    moves: float = 1.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay * self.moves
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """This module's own server, without the session server's append-only file: that one
+    is written and fsynced on every write, which made each script call ~4x slower (4-6 ms
+    on a busy host); nothing here restarts the server, so nothing needs it to persist."""
+    server = start_redis_server()
+    with sync_redis.Redis(port=server.port) as admin:
+        admin.config_set("appendonly", "no")
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -37,6 +81,7 @@ async def clients(redis_server: RedisServer, redis: ArqRedis) -> AsyncIterator[l
 
 
 async def acquire_eventually(
+    vt: VirtualTime,
     limiter: RedisLimiter,
     model: str,
     job_id: str,
@@ -46,17 +91,53 @@ async def acquire_eventually(
     deadline_s: float = 20.0,
 ) -> Lease:
     """What a worker does: on ``CapacityDeferred``, come back when told (arq's defer, which
-    may run a little late: ``late_s``), with the same job id."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
+    may run a little late: ``late_s``), with the same job id; in virtual time."""
+    give_up = vt.clock() + deadline_s
     while True:
         try:
             return await limiter.acquire(model, job_id=job_id, audio_s=audio_s)
         except CapacityDeferred as exc:
             assert exc.retry_after_s is not None and exc.retry_after_s > 0
-            assert loop.time() + exc.retry_after_s < give_up, "no capacity before the deadline"
+            assert vt.clock() + exc.retry_after_s < give_up, "no capacity before the deadline"
             # the deferral itself (arq's Retry(defer=...)), not a stand-in for synchronization
-            await asyncio.sleep(exc.retry_after_s + late_s())
+            await vt.sleep(exc.retry_after_s + late_s())
+
+
+async def outcome(
+    limiter: RedisLimiter,
+    job_id: str,
+    *,
+    model: str = TTS_MODEL,
+    audio_s: float | None = None,
+    lane: str = "interactive",
+) -> tuple[str, float]:
+    """One ``acquire``: ("granted", granted_at) or (the decision, retry_after_s)."""
+    try:
+        lease = await limiter.acquire(model, job_id=job_id, audio_s=audio_s, lane=lane)
+    except CapacityDeferred as exc:
+        decision = re.search(r"\((\w+)\)", str(exc))
+        assert decision is not None and exc.retry_after_s is not None
+        return decision[1], exc.retry_after_s
+    return "granted", lease.granted_at
+
+
+def ms(retry_s: float) -> Any:
+    """A deferral of ``retry_s``, as told: rounded up to arq's millisecond."""
+    return pytest.approx(retry_s + 0.0005, abs=0.0006)
+
+
+def deferred(decision: str, retry_s: float) -> Any:
+    """What ``outcome`` returns for a deferral of ``retry_s``."""
+    return (decision, ms(retry_s))
+
+
+def granted(at: float) -> Any:
+    """What ``outcome`` returns for a grant at ``at`` (Redis round-trips floats as text)."""
+    return ("granted", pytest.approx(at, abs=1e-9))
+
+
+def expect(decision: str, value: float) -> Any:
+    return granted(value) if decision == "granted" else deferred(decision, value)
 
 
 def max_in_any_window(times: Sequence[float], weights: Sequence[int], window_s: float) -> int:
@@ -72,34 +153,49 @@ def max_in_any_window(times: Sequence[float], weights: Sequence[int], window_s: 
     return best
 
 
-@pytest.mark.slow
+class CountedHolds:
+    """``VirtualTime.sleep`` as the limiter's hold, counting the holds."""
+
+    def __init__(self, vt: VirtualTime) -> None:
+        self.vt = vt
+        self.n = 0
+
+    async def __call__(self, delay: float) -> None:
+        self.n += 1
+        await self.vt.sleep(delay)
+
+
+@pytest.mark.slow  # ~1,600 script calls: 1.5 s alone, several seconds on a busy host
 @pytest.mark.parametrize("burst", [1, 10])
 async def test_many_acquirers_over_several_clients_never_exceed_the_quota(
     clients: list[ArqRedis], burst: int
 ) -> None:
-    """200 jobs on 4 connections, arriving at random and returning up to 30 ms late. With a
-    burst allowance the schedule alone would let 10 + 24.5 through in a window: the guard
-    must hold it to 25."""
+    """200 jobs on 4 connections, arriving at random and returning up to 30 ms late, holding
+    in-process for slots closer than ``hold_s``. With a burst allowance the schedule alone
+    would let 10 + 24.5 through in a window: the guard must hold it to 25."""
     config = LimiterConfig(account="acct", window_s=0.5, default_rpm=25, margin_s=0.0, burst=burst)
-    limiters = [RedisLimiter(config, c) for c in clients]
-    rng = random.Random(7)
+    vt = VirtualTime()
+    holds = CountedHolds(vt)
+    limiters = [RedisLimiter(config, c, clock=vt.clock, sleep=holds) for c in clients]
 
     async def job(i: int) -> Lease:
-        await asyncio.sleep(rng.uniform(0, 0.5))  # staggered arrivals
+        rng = random.Random(i)  # per job: the interleaving of the connections may vary
+        await vt.sleep(rng.uniform(0, 0.5))  # staggered arrivals
         limiter = limiters[i % len(limiters)]
         late = lambda: rng.uniform(0, 0.03)  # noqa: E731
-        return await acquire_eventually(limiter, TTS_MODEL, f"job-{i}", late_s=late)
+        return await acquire_eventually(vt, limiter, TTS_MODEL, f"job-{i}", late_s=late)
 
-    leases = await asyncio.gather(*(job(i) for i in range(200)))
+    leases = await vt.gather(*(job(i) for i in range(200)))
     times = [lease.granted_at for lease in leases]
     assert len({lease.lease_id for lease in leases}) == 200
     assert max_in_any_window(times, [1] * 200, config.window_s) <= 25
-    # and the pace is the quota's, not a crawl: 200 grants at 25 per 0.5 s take ~4 s. Slots a
-    # starved host misses are not made up (by design), so a loaded machine is allowed 2x.
-    assert max(times) - min(times) < 8 * 0.5 * 2
+    # and the pace is the quota's, not a crawl: after the burst's first grants, one grant a
+    # slot (0.5 s / 24.5); virtual time starves no host, so no slot may be missed
+    slot = config.window_s / (25 * config.target)
+    assert max(times) - min(times) < (200 - burst) * slot + 0.1
+    assert holds.n > 0  # the in-process hold took part
 
 
-@pytest.mark.slow
 async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[ArqRedis]) -> None:
     """ASR calls of random lengths: tokens and requests both stay within every window of
     window + margin seconds (the guard's promise, covering the send-to-receive spread)."""
@@ -112,19 +208,20 @@ async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[A
         tpm={ASR_MODEL: 800},
     )
     assert config.guard_margin_s == 0.06
-    limiters = [RedisLimiter(config, c) for c in clients]
-    rng = random.Random(11)
+    vt = VirtualTime()
+    limiters = [RedisLimiter(config, c, clock=vt.clock, sleep=vt.sleep) for c in clients]
 
     async def job(i: int) -> Lease:
+        rng = random.Random(100 + i)
         limiter = limiters[i % len(limiters)]
         audio = rng.uniform(1, 12)
         lease = await acquire_eventually(
-            limiter, ASR_MODEL, f"asr-{i}", audio_s=audio, late_s=lambda: rng.uniform(0, 0.02)
+            vt, limiter, ASR_MODEL, f"asr-{i}", audio_s=audio, late_s=lambda: rng.uniform(0, 0.02)
         )
         await limiter.release(lease, usage={"total_tokens": lease.tokens}, latency_s=0.01)
         return lease
 
-    leases = await asyncio.gather(*(job(i) for i in range(40)))
+    leases = await vt.gather(*(job(i) for i in range(40)))
     times = [lease.granted_at for lease in leases]
     span = config.window_s + config.guard_margin_s
     assert max_in_any_window(times, [lease.tokens for lease in leases], span) <= 800
@@ -132,30 +229,32 @@ async def test_token_quota_holds_in_every_window_with_the_margin(clients: list[A
     assert all(lease.tokens > 21 for lease in leases)
 
 
-async def test_back_to_back_calls_are_spaced_evenly(redis: ArqRedis) -> None:
-    config = LimiterConfig(account="acct", window_s=10.0, default_rpm=10, target=1.0)
-    limiter = RedisLimiter(config, redis)
+@pytest.mark.parametrize("hold", [False, True])
+async def test_back_to_back_calls_are_spaced_evenly(redis: ArqRedis, hold: bool) -> None:
+    clock = Clock()
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep if hold else None)
     first = await limiter.acquire(TTS_MODEL, job_id="a")
-    waits = []
-    for job_id in ("b", "c", "d"):
-        with pytest.raises(CapacityDeferred) as caught:
-            await limiter.acquire(TTS_MODEL, job_id=job_id)
-        waits.append(caught.value.retry_after_s)
-    # slots 1 s apart: each newcomer is told to come back one slot after the previous one
-    assert waits == pytest.approx([1.0, 2.0, 3.0], abs=0.05)
-    assert first.granted_at > 0
+    waits = [await outcome(limiter, job_id) for job_id in ("b", "c", "d")]
+    # slots 1 s apart: each newcomer is told to come back one slot after the previous one;
+    # with the hold on, hold_s before it (to wait the rest in-process)
+    early = SECONDS.hold_s if hold else 0.0
+    assert waits == [deferred("ticket", w - early) for w in (1.0, 2.0, 3.0)]
+    assert first.granted_at == T0 and clock.sleeps == []
 
 
 async def test_a_dead_workers_lease_expires(redis: ArqRedis) -> None:
-    config = replace(ROOMY, max_in_flight=2, lease_ttl_s=0.3)
-    limiter = RedisLimiter(config, redis)
-    held = [await limiter.acquire(TTS_MODEL, job_id=f"dead-{i}") for i in range(2)]
+    clock = Clock()
+    limiter = RedisLimiter(replace(ROOMY, max_in_flight=2, lease_ttl_s=0.3), redis, clock=clock)
+    for i in range(2):
+        await limiter.acquire(TTS_MODEL, job_id=f"dead-{i}")
     # ...and the worker holding them is killed: nobody will ever release them
-    with pytest.raises(CapacityDeferred, match="in_flight"):
-        await limiter.acquire(TTS_MODEL, job_id="next")
     assert (await limiter.snapshot(TTS_MODEL)).in_flight == 2
-    lease = await acquire_eventually(limiter, TTS_MODEL, "next", deadline_s=5)
-    assert lease.granted_at >= min(h.granted_at for h in held) + 0.3
+    seen = []
+    for after in (0.0, 0.299, 0.301):
+        clock.now = T0 + after
+        seen.append(await outcome(limiter, "next"))
+    # no latency measured yet: while full, one call ends about every 1 s / 2 calls
+    assert seen == [("in_flight", 0.5), ("in_flight", 0.5), ("granted", T0 + 0.301)]
 
 
 #: A process that takes the only in-flight slot, says so, and then never releases it.
@@ -177,11 +276,13 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a Python process that imports mimoq
 async def test_a_killed_worker_process_gives_its_lease_back(
     redis_server: RedisServer, redis: ArqRedis
 ) -> None:
-    ttl_s = 1.0
+    """The holder is a real process on Redis TIME; this side reads the lease on a clock
+    set before and after the lease's expiry instead of waiting for it."""
+    ttl_s = 30.0
     config = replace(ROOMY, max_in_flight=1, lease_ttl_s=ttl_s)
     holder = await asyncio.create_subprocess_exec(
         sys.executable, "-c", _HOLDER, redis_server.url, str(ttl_s),
@@ -194,86 +295,87 @@ async def test_a_killed_worker_process_gives_its_lease_back(
     finally:
         holder.kill()  # SIGKILL: no release, no clean-up of any kind
         await holder.wait()
-    limiter = RedisLimiter(config, redis)
-    with pytest.raises(CapacityDeferred, match="in_flight"):
-        await limiter.acquire(TTS_MODEL, job_id="next")
-    lease = await acquire_eventually(limiter, TTS_MODEL, "next", deadline_s=10)
-    assert lease.granted_at >= held_at + ttl_s
+    clock = Clock(now=held_at)
+    limiter = RedisLimiter(config, redis, clock=clock)
+    assert (await limiter.snapshot(TTS_MODEL)).in_flight == 1
+    seen = []
+    for after in (0.0, ttl_s - 0.001, ttl_s + 0.001):
+        clock.now = held_at + after
+        seen.append((await outcome(limiter, "next"))[0])
+    assert seen == ["in_flight", "in_flight", "granted"]
 
 
 async def test_release_frees_the_in_flight_slot_at_once(redis: ArqRedis) -> None:
-    limiter = RedisLimiter(replace(ROOMY, max_in_flight=1), redis)
+    limiter = RedisLimiter(replace(ROOMY, max_in_flight=1), redis, clock=Clock())
     lease = await limiter.acquire(TTS_MODEL, job_id="one")
-    with pytest.raises(CapacityDeferred):
+    with pytest.raises(CapacityDeferred, match="in_flight"):
         await limiter.acquire(TTS_MODEL, job_id="two")
     await limiter.release(lease, usage=None, latency_s=2.5)
-    await limiter.acquire(TTS_MODEL, job_id="two")
+    await limiter.acquire(TTS_MODEL, job_id="two")  # at the same instant
     snapshot = await limiter.snapshot(TTS_MODEL)
     assert snapshot.in_flight == 1 and snapshot.latency_ewma_s == 2.5
 
 
 async def test_a_429_pauses_every_worker_on_that_model_only(clients: list[ArqRedis]) -> None:
     config = replace(ROOMY, cooldown_s=5.0)
-    reporter, other = RedisLimiter(config, clients[0]), RedisLimiter(config, clients[1])
+    clock = Clock()
+    reporter = RedisLimiter(config, clients[0], clock=clock)
+    other = RedisLimiter(config, clients[1], clock=clock)
     await other.acquire(TTS_MODEL, job_id="before")
     await reporter.rate_limited(TTS_MODEL, retry_after_s=1.5)
-    with pytest.raises(CapacityDeferred, match="cooldown") as caught:
-        await other.acquire(TTS_MODEL, job_id="after")
-    assert caught.value.retry_after_s == pytest.approx(1.5, abs=0.1)
+    assert await outcome(other, "after") == deferred("cooldown", 1.5)
     await other.acquire(ASR_MODEL, job_id="asr", audio_s=4)
     await other.acquire(VOICECLONE_MODEL, job_id="clone")
+    clock.now += 0.5
     snapshot = await other.snapshot(TTS_MODEL)
     # the first 429 after a clean history steps down by first_decrease
-    assert snapshot.rate_factor == config.first_decrease and snapshot.cooldown_remaining_s > 1.0
+    assert snapshot.rate_factor == config.first_decrease
+    assert snapshot.cooldown_remaining_s == pytest.approx(1.0)
     assert snapshot.requests_effective == pytest.approx(100_000 * 0.98 * config.first_decrease)
     assert (await other.snapshot(ASR_MODEL)).rate_factor == 1.0
 
 
 async def test_the_default_pause_applies_without_retry_after(redis: ArqRedis) -> None:
-    limiter = RedisLimiter(replace(ROOMY, cooldown_s=3.0), redis)
+    limiter = RedisLimiter(replace(ROOMY, cooldown_s=3.0), redis, clock=Clock())
     await limiter.rate_limited(TTS_MODEL, None)
-    with pytest.raises(CapacityDeferred) as caught:
-        await limiter.acquire(TTS_MODEL, job_id="x")
-    assert caught.value.retry_after_s == pytest.approx(3.0, abs=0.1)
+    assert await outcome(limiter, "x") == deferred("cooldown", 3.0)
 
 
 async def test_429s_of_one_episode_step_the_rate_down_once(redis: ArqRedis) -> None:
     config = replace(ROOMY, cooldown_s=2.0)
-    limiter = RedisLimiter(config, redis)
+    clock = Clock()
+    limiter = RedisLimiter(config, redis, clock=clock)
     for _ in range(5):  # every call in flight comes back 429 at about the same time
         await limiter.rate_limited(TTS_MODEL, None)
+        clock.now += 0.01
     snapshot = await limiter.snapshot(TTS_MODEL)
     assert snapshot.rate_factor == config.first_decrease and snapshot.rate_limited_total == 5
     await limiter.rate_limited(TTS_MODEL, 4.0)  # a later Retry-After lengthens the pause
     snapshot = await limiter.snapshot(TTS_MODEL)
-    assert snapshot.rate_factor == config.first_decrease and snapshot.cooldown_remaining_s > 3.5
+    assert snapshot.rate_factor == config.first_decrease
+    assert snapshot.cooldown_remaining_s == pytest.approx(4.0)
 
 
 async def test_the_rate_recovers_additively_to_the_target(redis: ArqRedis) -> None:
     config = LimiterConfig(
         account="acct", window_s=1.0, recovery_per_window=0.5, decrease=0.5, first_decrease=0.5
     )
-    limiter = RedisLimiter(config, redis)
+    clock = Clock()
+    limiter = RedisLimiter(config, redis, clock=clock)
     await limiter.rate_limited(TTS_MODEL, 0.0)
-    loop = asyncio.get_running_loop()
-    seen = [(await limiter.snapshot(TTS_MODEL)).rate_factor]
-    deadline = loop.time() + 5
-    while seen[-1] < 1.0:  # poll the real state until it is back at the target
-        assert loop.time() < deadline, f"no recovery: {seen[-5:]}"
-        await asyncio.sleep(0.05)
+    seen = []
+    for after in (0.0, 0.25, 0.5, 0.9, 1.0, 3.0):
+        clock.now = T0 + after
         seen.append((await limiter.snapshot(TTS_MODEL)).rate_factor)
-    assert seen[0] == pytest.approx(0.5, abs=0.02)
-    assert any(0.55 < f < 0.95 for f in seen), "recovery must be gradual, not a jump"
-    assert seen == sorted(seen)
+    # gradual, not a jump: +0.5 a window from the halved rate, capped at the target
+    assert seen == pytest.approx([0.5, 0.625, 0.75, 0.95, 1.0, 1.0], abs=1e-4)
 
 
 async def seconds_ahead(
-    redis: ArqRedis, config: LimiterConfig, model: str, *jobs: str
+    redis: ArqRedis, config: LimiterConfig, model: str, now: float, *jobs: str
 ) -> list[float]:
-    """Where each job's reserved slot lies, in seconds from now (Redis TIME)."""
+    """Where each job's reserved slot lies, in seconds from ``now`` (0: the slot's time)."""
     tickets = limiter_keys(config.account, model)[KEY_PARTS.index("tickets")]
-    sec, usec = await redis.time()
-    now = sec + usec / 1e6
     return [float(await redis.zscore(tickets, job)) - now for job in jobs]
 
 
@@ -287,26 +389,22 @@ async def wait_of(
 
 
 async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: ArqRedis) -> None:
-    config = LimiterConfig(
-        account="acct", window_s=10.0, default_rpm=10, target=1.0, decrease=0.5, first_decrease=0.5
-    )
-    limiter = RedisLimiter(config, redis)
+    config = replace(SECONDS, decrease=0.5, first_decrease=0.5)
+    limiter = RedisLimiter(config, redis, clock=Clock())
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = ("q1", "q2", "q3")
     before = [await wait_of(limiter, TTS_MODEL, j) for j in queue]
     await limiter.rate_limited(TTS_MODEL, 10.0)
-    after = await seconds_ahead(redis, config, TTS_MODEL, *queue)
-    assert before == pytest.approx([1.0, 2.0, 3.0], abs=0.05)
+    after = await seconds_ahead(redis, config, TTS_MODEL, T0, *queue)
+    assert before == [ms(1.0), ms(2.0), ms(3.0)]
     # the queue keeps its order, starts after the pause, and is spaced for half the rate
-    assert after[0] == pytest.approx(10.0, abs=0.05)
-    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx([2.0, 2.0], abs=0.01)
+    assert after == pytest.approx([10.0, 12.0, 14.0], abs=1e-9)
     newcomer = await wait_of(limiter, TTS_MODEL, "q4")
-    (q4,) = await seconds_ahead(redis, config, TTS_MODEL, "q4")
-    assert q4 == pytest.approx(after[-1] + 2.0, abs=0.05)
+    assert await seconds_ahead(redis, config, TTS_MODEL, T0, "q4") == pytest.approx([16.0])
     # a slot more than a window ahead is a place in the queue: its holder comes back
     # half-way there, to read it again
-    assert newcomer == pytest.approx(q4 / 2, abs=0.05)
-    assert await wait_of(limiter, TTS_MODEL, "q1") == pytest.approx(after[0], abs=0.05)
+    assert newcomer == ms(8.0)
+    assert await wait_of(limiter, TTS_MODEL, "q1") == ms(10.0)
 
 
 async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
@@ -318,22 +416,22 @@ async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
     config = LimiterConfig(
         account="acct", window_s=10.0, default_rpm=1000, target=1.0, tpm={ASR_MODEL: 1000}
     )  # 10 ms a token
-    limiter = RedisLimiter(config, redis)
+    limiter = RedisLimiter(config, redis, clock=Clock())
     first = await limiter.acquire(ASR_MODEL, job_id="first", audio_s=10.0)
     assert first.tokens == 21 + 113  # 11.25 tokens a second, uncalibrated
     queue = ("q1", "q2", "q3")
     for job in queue:
         await wait_of(limiter, ASR_MODEL, job, audio_s=10.0)
-    spaced = await seconds_ahead(redis, config, ASR_MODEL, *queue)
-    assert [b - a for a, b in itertools.pairwise(spaced)] == pytest.approx([1.34] * 2, abs=0.01)
+    spaced = await seconds_ahead(redis, config, ASR_MODEL, T0, *queue)
+    assert spaced == pytest.approx([1.34, 2.68, 4.02], abs=1e-9)
     # the call really cost 5 tokens a second: the estimate moves to 10.0 (EWMA), 11 % off
     await limiter.release(first, usage={"total_tokens": 21 + 50}, latency_s=1.0)
     assert (await limiter.snapshot(ASR_MODEL)).tokens_per_audio_s == pytest.approx(10.0)
-    respaced = await seconds_ahead(redis, config, ASR_MODEL, *queue)
-    assert respaced[0] == pytest.approx(spaced[0], abs=0.05)  # the head keeps its slot
-    assert [b - a for a, b in itertools.pairwise(respaced)] == pytest.approx([1.21] * 2, abs=0.01)
-    (q4,) = [await wait_of(limiter, ASR_MODEL, "q4", audio_s=10.0)]
-    assert q4 == pytest.approx(respaced[-1] + 1.21, abs=0.05)  # the schedule's end moved too
+    respaced = await seconds_ahead(redis, config, ASR_MODEL, T0, *queue)
+    # the head keeps its slot, the rest are spaced for 21 + 100 tokens
+    assert respaced == pytest.approx([1.34, 2.55, 3.76], abs=1e-9)
+    q4 = await wait_of(limiter, ASR_MODEL, "q4", audio_s=10.0)
+    assert q4 == ms(3.76 + 1.21)  # the schedule's end moved too
 
 
 async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: ArqRedis) -> None:
@@ -347,31 +445,27 @@ async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: Arq
         recovery_per_window=0.25,
         ticket_grace_s=60,
     )  # 0.1 s slots; 0.2 s at half the rate
-    clock = [1000.0]  # injected: the recovery is a function of time, not of sleeping
-    limiter = RedisLimiter(config, redis, clock=lambda: clock[0])
+    clock = Clock()  # the recovery is a function of time, not of sleeping
+    limiter = RedisLimiter(config, redis, clock=clock)
     await limiter.rate_limited(TTS_MODEL, 0.0)
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = [f"q{i}" for i in range(40)]
     for job in queue:
         await wait_of(limiter, TTS_MODEL, job)
-    tickets = limiter_keys(config.account, TTS_MODEL)[KEY_PARTS.index("tickets")]
-
-    async def ahead() -> list[float]:
-        return [float(await redis.zscore(tickets, job)) - clock[0] for job in queue]
-
-    spaced = await ahead()
+    spaced = await seconds_ahead(redis, config, TTS_MODEL, clock.now, *queue)
     assert spaced[-1] - spaced[-2] == pytest.approx(0.2, abs=0.015)
-    clock[0] += 1.0  # a window later the rate has regained its step (a clean history)
+    clock.now += 1.0  # a window later the rate has regained its step (a clean history)
     assert (await limiter.snapshot(TTS_MODEL)).rate_factor >= 0.9
     await wait_of(limiter, TTS_MODEL, "newcomer")  # any decision notices the drift
-    respaced = await ahead()
+    respaced = await seconds_ahead(redis, config, TTS_MODEL, clock.now, *queue)
     assert respaced[-1] - respaced[-2] < 0.1 / 0.85
     assert respaced == sorted(respaced)  # same order
 
 
 async def test_asr_token_estimate_converges_to_the_observed_rate(redis: ArqRedis) -> None:
     config = replace(ROOMY, tpm={ASR_MODEL: 10**9})
-    limiter = RedisLimiter(config, redis)
+    clock = Clock()
+    limiter = RedisLimiter(config, redis, clock=clock)
     # uncalibrated: the documented 4 s clip costs 46 prompt + 20 completion tokens
     first = await limiter.acquire(ASR_MODEL, job_id="clip-0", audio_s=4.0)
     assert first.tokens == 66
@@ -381,6 +475,7 @@ async def test_asr_token_estimate_converges_to_the_observed_rate(redis: ArqRedis
     for i in range(1, 31):
         actual = round(21 + true_rate * lease.audio_s) if lease.audio_s else 0
         await limiter.release(lease, usage={"total_tokens": actual}, latency_s=1.0)
+        clock.now += 1.0
         lease = await limiter.acquire(ASR_MODEL, job_id=f"clip-{i}", audio_s=rng.uniform(2, 30))
     snapshot = await limiter.snapshot(ASR_MODEL)
     assert snapshot.tokens_per_audio_s == pytest.approx(true_rate, rel=0.02)
@@ -390,7 +485,7 @@ async def test_asr_token_estimate_converges_to_the_observed_rate(redis: ArqRedis
 
 async def test_usage_reconciles_the_tokens_counted_in_the_window(redis: ArqRedis) -> None:
     config = replace(ROOMY, tpm={ASR_MODEL: 300})
-    limiter = RedisLimiter(config, redis)
+    limiter = RedisLimiter(config, redis, clock=Clock())
     lease = await limiter.acquire(ASR_MODEL, job_id="a", audio_s=4.0)
     assert (await limiter.snapshot(ASR_MODEL)).tokens_recent == 66
     await limiter.release(lease, usage={"total_tokens": 250}, latency_s=1.0)
@@ -403,69 +498,75 @@ async def test_usage_reconciles_the_tokens_counted_in_the_window(redis: ArqRedis
 
 
 async def test_unknown_audio_length_is_charged_conservatively(redis: ArqRedis) -> None:
-    limiter = RedisLimiter(replace(ROOMY, tpm={ASR_MODEL: 10**6}), redis)
+    limiter = RedisLimiter(replace(ROOMY, tpm={ASR_MODEL: 10**6}), redis, clock=Clock())
     unknown = await limiter.acquire(ASR_MODEL, job_id="u")
     short = await limiter.acquire(ASR_MODEL, job_id="s", audio_s=4.0)
     assert unknown.tokens > 10 * short.tokens
     assert (await limiter.acquire(TTS_MODEL, job_id="t", audio_s=4.0)).tokens == 0
 
 
-@pytest.mark.slow
-async def test_a_deferred_job_is_served_before_newer_arrivals(redis: ArqRedis) -> None:
+@pytest.mark.parametrize("hold", [False, True])
+async def test_a_deferred_job_is_served_before_newer_arrivals(redis: ArqRedis, hold: bool) -> None:
     config = LimiterConfig(account="acct", window_s=2.0, default_rpm=5)  # slots ~0.4 s apart
-    limiter = RedisLimiter(config, redis)
+    vt = VirtualTime()
+    limiter = RedisLimiter(config, redis, clock=vt.clock, sleep=vt.sleep if hold else None)
     await limiter.acquire(TTS_MODEL, job_id="first")
     with pytest.raises(CapacityDeferred) as caught:
         await limiter.acquire(TTS_MODEL, job_id="old")
     old_back_in = caught.value.retry_after_s
     assert old_back_in is not None
-    granted: dict[str, float] = {}
+    grants: dict[str, float] = {}
 
     async def impatient(job_id: str) -> None:
         # newer jobs ignore what they are told and ask again every 10 ms
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while loop.time() < deadline:
+        deadline = vt.clock() + 10
+        while vt.clock() < deadline:
             try:
-                granted[job_id] = (await limiter.acquire(TTS_MODEL, job_id=job_id)).granted_at
+                grants[job_id] = (await limiter.acquire(TTS_MODEL, job_id=job_id)).granted_at
                 return
             except CapacityDeferred:
-                await asyncio.sleep(0.01)
+                await vt.sleep(0.01)
         raise AssertionError(f"{job_id} never granted")
 
     async def old_job() -> None:
-        await asyncio.sleep(old_back_in)  # the deferral, as arq would run it
-        granted["old"] = (await limiter.acquire(TTS_MODEL, job_id="old")).granted_at
+        await vt.sleep(old_back_in)  # the deferral, as arq would run it
+        grants["old"] = (await limiter.acquire(TTS_MODEL, job_id="old")).granted_at
 
-    await asyncio.gather(old_job(), *(impatient(f"new-{i}") for i in range(4)))
-    newer = [t for job, t in granted.items() if job != "old"]
+    await vt.gather(old_job(), *(impatient(f"new-{i}") for i in range(4)))
+    newer = [t for job, t in grants.items() if job != "old"]
     # the old job got in on its first return (old_job does not retry), ahead of them all
-    assert granted["old"] < min(newer)
+    assert len(newer) == 4 and grants["old"] < min(newer)
 
 
 async def test_unclaimed_tickets_expire(redis: ArqRedis) -> None:
     config = LimiterConfig(account="acct", window_s=1.0, default_rpm=10, ticket_grace_s=0.2)
-    limiter = RedisLimiter(config, redis)
+    clock = Clock()
+    limiter = RedisLimiter(config, redis, clock=clock)
     await limiter.acquire(TTS_MODEL, job_id="first")
-    for job_id in ("gone-1", "gone-2"):
+    jobs = ("gone-1", "gone-2")
+    for job_id in jobs:
         with pytest.raises(CapacityDeferred):
             await limiter.acquire(TTS_MODEL, job_id=job_id)
     snapshot = await limiter.snapshot(TTS_MODEL)
     assert snapshot.tickets == 2 and snapshot.ticket_backlog_s > 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while (await limiter.snapshot(TTS_MODEL)).tickets:
-        assert loop.time() < deadline, "tickets never expired"
-        await asyncio.sleep(0.05)
+    slot_1, slot_2 = await seconds_ahead(redis, config, TTS_MODEL, 0.0, *jobs)
+    left = []
+    for at in (slot_1, slot_1 + 0.199, slot_1 + 0.201, slot_2 + 0.199, slot_2 + 0.201):
+        clock.now = at
+        left.append((await limiter.snapshot(TTS_MODEL)).tickets)
+    # each ticket is dropped once its slot is ticket_grace_s past, not before
+    assert left == [2, 2, 1, 1, 0]
     # a job back after its ticket expired is a new arrival: the schedule is free again
-    lease = await limiter.acquire(TTS_MODEL, job_id="gone-1")
-    assert lease.model == TTS_MODEL
+    assert await outcome(limiter, "gone-1") == ("granted", clock.now)
     assert not await redis.zcard(f"{wire.LIMITER_PREFIX}{{acct:{TTS_MODEL}}}:tickets")
 
 
 async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> None:
     settings = Settings(mimo_api_key="sk-very-secret-key", limit_burst=10)
-    limiter = build_limiter(settings, redis)
+    built = build_limiter(settings, redis)
+    assert isinstance(built, RedisLimiter)
+    # the same limiter on an injected clock
+    limiter = RedisLimiter(built.config, redis, clock=Clock())
     lease = await limiter.acquire(ASR_MODEL, job_id="job", audio_s=3.0)
     await limiter.release(lease, usage={"total_tokens": 50}, latency_s=0.5)
     await limiter.rate_limited(ASR_MODEL, None)
@@ -474,7 +575,8 @@ async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> Non
     for key in keys:
         assert "secret" not in key
         assert await redis.ttl(key) > 0  # idle limiters do not live forever
-    assert "secret" not in repr(lease) and "secret" not in repr(limiter.__dict__)
+    assert "secret" not in repr(lease)
+    assert "secret" not in repr(built.__dict__) and "secret" not in repr(limiter.__dict__)
 
 
 async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
@@ -486,3 +588,105 @@ async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
     for lease in leases:
         await limiter.release(lease, usage=None, latency_s=None)
     assert not [k async for k in redis.scan_iter("*")]
+
+
+# The hold: a job told to come back hold_s before its reserved slot waits the rest in the
+# worker, with a timer, instead of in arq's queue (a poll late or more on a busy host).
+
+
+@pytest.mark.parametrize(
+    ("early", "sleeps", "expected"),
+    [
+        (0.0, [], ("granted", T0 + 1.0)),  # on time
+        (0.0015, [], ("granted", T0 + 0.9985)),  # within the scripts' 2 ms tolerance
+        (0.1, [0.1], ("granted", T0 + 1.0)),
+        (0.25, [0.25], ("granted", T0 + 1.0)),  # exactly hold_s ahead still holds
+        (0.3, [], ("ticket", 0.05)),  # too early: back hold_s before the slot, again
+        (0.9, [], ("ticket", 0.65)),
+    ],
+)
+async def test_a_ticket_holder_back_early_waits_for_its_slot_only_within_hold(
+    redis: ArqRedis, early: float, sleeps: list[float], expected: tuple[str, float]
+) -> None:
+    clock = Clock()
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    assert await outcome(limiter, "first") == ("granted", T0)
+    # the slot is 1 s away: come back hold_s before it
+    assert await outcome(limiter, "held") == deferred("ticket", 0.75)
+    clock.now = T0 + 1.0 - early
+    assert await outcome(limiter, "held") == expect(*expected)
+    assert clock.sleeps == pytest.approx(sleeps, abs=1e-9)
+
+
+async def test_a_new_job_whose_slot_is_within_hold_waits_for_it(redis: ArqRedis) -> None:
+    clock = Clock()
+    await RedisLimiter(SECONDS, redis, clock=clock).acquire(TTS_MODEL, job_id="first")
+    clock.now = T0 + 0.8  # the next free slot is 0.2 s away
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    assert await outcome(limiter, "new") == granted(T0 + 1.0)
+    assert clock.sleeps == pytest.approx([0.2], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("pause", "sleeps", "expected"),
+    [
+        (0.2, [0.2], ("granted", T0 + 0.2)),
+        (1.0, [], ("cooldown", 0.75)),  # back hold_s before the pause ends
+    ],
+)
+async def test_a_pause_ending_within_hold_is_waited_for(
+    redis: ArqRedis, pause: float, sleeps: list[float], expected: tuple[str, float]
+) -> None:
+    clock = Clock()
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    await limiter.rate_limited(TTS_MODEL, pause)
+    assert await outcome(limiter, "x") == expect(*expected)
+    assert clock.sleeps == pytest.approx(sleeps, abs=1e-9)
+
+
+async def test_share_and_in_flight_decisions_never_hold(clients: list[ArqRedis]) -> None:
+    """They reserve no slot: the job asks again after the wait, in full, however short
+    (a hold_s of 5 s would hold any slot-holding decision here, as the last lines show)."""
+    config = LimiterConfig(account="acct", window_s=1.0, default_rpm=10, target=1.0, hold_s=5.0)
+    clock = Clock()
+    setup = RedisLimiter(config, clients[0], clock=clock)  # no hold
+    limiter = RedisLimiter(config, clients[1], clock=clock, sleep=clock.sleep)
+    # share: two bulk tickets, taken over by two interactive jobs (the bulk lane's share
+    # of 0.5 allows it), and a third interactive job over its share
+    await setup.acquire(TTS_MODEL, job_id="b0", lane="bulk")
+    for job_id, lane in [
+        ("b1", "bulk"),
+        ("b2", "bulk"),
+        ("i1", "interactive"),
+        ("i2", "interactive"),
+    ]:
+        assert (await outcome(setup, job_id, lane=lane))[0] == "ticket"
+    # ...asks again when the schedule (b0, i1, i2, b1, b2: 0.5 s) has run
+    assert await outcome(limiter, "i3") == deferred("share", 0.5)
+    # in_flight: the cap of calls in flight (1) is reached; calls take 0.1 s
+    capped = RedisLimiter(replace(ROOMY, max_in_flight=1, hold_s=5.0), clients[2], clock=clock)
+    lease = await capped.acquire(VOICECLONE_MODEL, job_id="a")
+    await capped.release(lease, usage=None, latency_s=0.1)
+    await capped.acquire(VOICECLONE_MODEL, job_id="b")
+    held_capped = RedisLimiter(capped.config, clients[3], clock=clock, sleep=clock.sleep)
+    assert await outcome(held_capped, "c", model=VOICECLONE_MODEL) == deferred("in_flight", 0.1)
+    assert clock.sleeps == [] and clock.now == T0
+    # ...while the interactive ticket 0.1 s away is held for
+    assert await outcome(limiter, "i1") == granted(T0 + 0.1)
+    assert clock.sleeps == pytest.approx([0.1], abs=1e-9)
+
+
+async def test_at_most_max_holds_then_a_deferral(redis: ArqRedis) -> None:
+    """A slot that keeps receding while its job waits (here: each hold moves the clock
+    only half-way) is not chased: after MAX_HOLDS waits the job is deferred."""
+    clock = Clock()
+    await RedisLimiter(SECONDS, redis, clock=clock).acquire(TTS_MODEL, job_id="first")
+    assert (await outcome(RedisLimiter(SECONDS, redis, clock=clock), "held"))[0] == "ticket"
+    clock.now, clock.moves = T0 + 0.8, 0.5
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    decision, retry = await outcome(limiter, "held")
+    assert MAX_HOLDS == 3 and clock.sleeps == pytest.approx([0.2, 0.1, 0.05], abs=1e-9)
+    # still holding its ticket, told to come back at the slot itself (not early again,
+    # which would start another round of waits at once)
+    assert decision == "ticket" and retry == pytest.approx(0.025, abs=0.0011)
+    assert await seconds_ahead(redis, SECONDS, TTS_MODEL, T0, "held") == pytest.approx([1.0])

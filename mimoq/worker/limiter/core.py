@@ -94,7 +94,7 @@ class Lease:
     lease_id: str
     tokens: int  # tokens charged up front (0 for models without a token limit)
     audio_s: float | None
-    granted_at: float  # Redis TIME, seconds
+    granted_at: float  # Redis TIME (or the injected clock), seconds
     #: seconds ``acquire`` waited in-process for the slot (not grant-to-send lag)
     held_s: float = 0.0
 
@@ -324,7 +324,10 @@ class RedisLimiter:
             # queue, which returns the job a poll late (or later on a busy host).
             await self._sleep(wait)
             held_s += wait
-        retry = _seconds(wait - hold if decision in HOLDS_SLOT else wait)
+        # Come back `hold` early to wait out the rest here; after MAX_HOLDS waits here that
+        # the slot kept escaping, come back at the slot itself.
+        early = hold if decision in HOLDS_SLOT and wait > hold else 0.0
+        retry = _seconds(wait - early)
         raise CapacityDeferred(
             f"no {model} capacity yet ({decision}); retry in {retry:.3f} s", retry_after_s=retry
         )
