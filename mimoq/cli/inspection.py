@@ -188,13 +188,16 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "workers": await worker_state(redis, now),
         "limiters": await limiter_state(redis, settings),
         "waiting": await waiting_state(redis),
+        "waiting_interactive": await waiting_state(redis, "interactive"),
         "accounts_paused": [p.to_dict() for p in await read_paused(redis)],
     }
 
 
-async def waiting_state(redis: Redis) -> dict[str, dict[str, int]]:
-    """Bulk jobs waiting for admission (not yet in the queue), per model and tenant."""
-    return {m: await waiting_depth(redis, m) for m in await waiting_models(redis)}
+async def waiting_state(redis: Redis, lane: str = "bulk") -> dict[str, dict[str, int]]:
+    """Jobs of ``lane`` waiting for admission (not yet in the queue), per model and tenant
+    (interactive jobs wait only behind a flood of them)."""
+    depths = {m: await waiting_depth(redis, m, lane) for m in await waiting_models(redis)}
+    return {m: d for m, d in depths.items() if d or lane == "bulk"}
 
 
 # --- the readable table for a terminal ---------------------------------------------------
@@ -268,6 +271,14 @@ def render(report: dict[str, Any]) -> str:
         ["model", "tenant", "waiting"],
         ([m, t, n] for m, tenants in waiting.items() for t, n in tenants.items()),
     )
+    flooded = report.get("waiting_interactive") or {}
+    if flooded:
+        count = sum(sum(t.values()) for t in flooded.values())
+        lines += ["", f"interactive waiting for admission ({count})"]
+        lines += _table(
+            ["model", "tenant", "waiting"],
+            ([m, t, n] for m, tenants in flooded.items() for t, n in tenants.items()),
+        )
     paused = report.get("accounts_paused", [])
     lines += ["", f"accounts paused ({len(paused)})"]
     lines += _table(

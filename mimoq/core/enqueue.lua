@@ -12,11 +12,15 @@
 -- Returns 1 when enqueued, 0 when that id already exists (queued, running or finished).
 -- A job that cannot be enqueued is an error reply starting "invalid_request_error:".
 --
--- Scheduling (README, "Scheduling"): "priority" is "interactive" (default: straight into
--- the queue) or "bulk"; an optional "tenant" names who it is for. A bulk job without a
--- defer waits in mimoq:wait:<model>:tenant:<tenant> (the tenant "_" when it names none)
--- until a worker admits it into the queue, shortly before its model has a slot for it;
--- its arq job key is written now, so the id is taken and its status reads "queued".
+-- Scheduling (README, "Scheduling"): "priority" is "interactive" (default) or "bulk"; an
+-- optional "tenant" names who it is for. A bulk job without a defer waits in
+-- mimoq:wait:<model>:tenant:<tenant> (the tenant "_" when it names none) until a worker
+-- admits it into the queue, shortly before its model has a slot for it. An interactive
+-- job goes straight into the queue while its tenant has fewer than 16 of the model's there
+-- (not yet granted) and none waiting; past that (a flood) it waits in
+-- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
+-- next one. Either way its arq job key is written now, so the id is taken and its status
+-- reads "queued".
 local id = ARGV[1]
 if id == nil or id == '' or string.find(id, '^[%w][%w._-]*$') == nil or #id > 128 then
   return redis.error_reply('invalid_request_error: id must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
@@ -95,18 +99,28 @@ end
 local envelope = '{"t":null,"f":"' .. task .. '","a":[],"k":{"job":' .. ARGV[2] .. '},"et":' ..
   string.format('%d', now_ms) .. '}'
 redis.call('SET', KEYS[1], envelope, 'PX', math.floor(expires_ms))
-if priority == 'bulk' and defer_ms <= 0 then
-  local wait = 'mimoq:wait:' .. model
-  local admitted = wait .. ':admitted'
-  if redis.call('ZCARD', admitted) == 0 and redis.call('EXISTS', wait .. ':tenants') == 0 then
+if defer_ms <= 0 and models[task][model] ~= nil then
+  local wait = 'mimoq:wait:' .. model .. ':'
+  local who = tenant or '_'
+  local admitted = wait .. 'admitted'
+  local straight = false
+  if priority == 'interactive' then
+    -- up to 16 of the tenant's in the queue; beyond, its own list (a flood waits its turn)
+    wait = wait .. 'interactive:'
+    admitted = wait .. 'admitted:' .. who
+    straight = redis.call('ZCARD', admitted) < 16 and redis.call('EXISTS', wait .. 'tenant:' .. who) == 0
+  else
     -- nothing of this model is waiting or admitted: this job starts the look-ahead at once
     -- (the workers' admissions keep it filled from then on)
+    straight = redis.call('ZCARD', admitted) == 0 and redis.call('EXISTS', wait .. 'tenants') == 0
+  end
+  if straight then
     redis.call('ZADD', admitted, now_ms / 1000, id)
     redis.call('ZADD', KEYS[4], now_ms, id)
     return 1
   end
-  if redis.call('RPUSH', wait .. ':tenant:' .. (tenant or '_'), id) == 1 then
-    redis.call('RPUSH', wait .. ':tenants', tenant or '_')
+  if redis.call('RPUSH', wait .. 'tenant:' .. who, id) == 1 then
+    redis.call('RPUSH', wait .. 'tenants', who)
   end
   redis.call('SADD', 'mimoq:wait:models', model)
   return 1

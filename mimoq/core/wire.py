@@ -50,11 +50,16 @@ RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summa
 #: (README, "Scheduling"): ``mimoq:wait:<model>:tenant:<tenant>`` lists of job ids, the
 #: ``mimoq:wait:<model>:tenants`` round-robin ring of tenants with waiting jobs, the
 #: ``mimoq:wait:<model>:admitted`` look-ahead (job id -> admission time) and the set of
-#: models with waiting jobs. enqueue.lua spells the same names.
+#: models with waiting jobs. Interactive jobs wait the same way, under
+#: ``mimoq:wait:<model>:interactive:…``, once a tenant floods the lane.
+#: enqueue.lua spells the same names.
 WAIT_PREFIX: Final = "mimoq:wait:"
 WAIT_MODELS_KEY: Final = "mimoq:wait:models"
 #: The tenant of jobs that name none (a valid tenant name cannot start with "_").
 NO_TENANT: Final = "_"
+#: Interactive jobs of one model and tenant in the queue at most (not yet granted a call);
+#: past this they wait in the tenant's list, and each grant admits the tenant's next one.
+INTERACTIVE_DIRECT: Final = 16
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
@@ -90,19 +95,30 @@ def owner_key(job_id: str) -> str:
     return HTTP_OWNER_PREFIX + job_id
 
 
-def wait_list_key(model: str, tenant: str | None) -> str:
-    """The list of one model's bulk jobs of one tenant that wait for admission."""
-    return f"{WAIT_PREFIX}{model}:tenant:{tenant or NO_TENANT}"
+def _lane_part(lane: str) -> str:
+    # The bulk lane's keys came first and keep their names; the interactive lane's are
+    # marked (a tenant cannot be named "interactive:...", so the names never collide).
+    return "" if lane == "bulk" else f"{lane}:"
 
 
-def wait_ring_key(model: str) -> str:
-    """The round-robin ring of the tenants that have bulk jobs of ``model`` waiting."""
-    return f"{WAIT_PREFIX}{model}:tenants"
+def wait_list_key(model: str, tenant: str | None, lane: str = "bulk") -> str:
+    """The list of one model's jobs of one tenant and lane that wait for admission."""
+    return f"{WAIT_PREFIX}{model}:{_lane_part(lane)}tenant:{tenant or NO_TENANT}"
+
+
+def wait_ring_key(model: str, lane: str = "bulk") -> str:
+    """The round-robin ring of the tenants that have jobs of ``model`` waiting in ``lane``."""
+    return f"{WAIT_PREFIX}{model}:{_lane_part(lane)}tenants"
 
 
 def admitted_key(model: str) -> str:
     """Bulk jobs of ``model`` admitted into the queue that have not been granted a call yet."""
     return f"{WAIT_PREFIX}{model}:admitted"
+
+
+def interactive_admitted_key(model: str, tenant: str | None) -> str:
+    """One tenant's interactive jobs of ``model`` in the queue, not yet granted a call."""
+    return f"{WAIT_PREFIX}{model}:interactive:admitted:{tenant or NO_TENANT}"
 
 
 def enqueue_keys(job_id: str) -> list[str]:

@@ -134,8 +134,14 @@ BULK_WAITING: Final = Gauge(
     "by model and tenant (tenant labels capped as for mimoq_limiter_grants).",
     ["model", "tenant"],
 )
+INTERACTIVE_WAITING: Final = Gauge(
+    "mimoq_interactive_waiting",
+    "Interactive jobs waiting for admission behind a flood of them (as mimoq_bulk_waiting).",
+    ["model", "tenant"],
+)
+_WAITING: Final = {"bulk": BULK_WAITING, "interactive": INTERACTIVE_WAITING}
 _tenant_labels: set[str] = set()
-_waiting_labels: dict[str, set[str]] = {}
+_waiting_labels: dict[tuple[str, str], set[str]] = {}
 
 
 ACCOUNT_PAUSED: Final = Gauge(
@@ -173,17 +179,19 @@ def limiter_grant(model: str, lane: str, tenant: str | None) -> None:
     LIMITER_GRANTS.labels(model, lane, tenant_label(tenant)).inc()
 
 
-def bulk_waiting(model: str, depths: Mapping[str, int]) -> None:
-    """Set the waiting-bulk gauge of ``model`` from its depth per tenant (zero what emptied)."""
+def bulk_waiting(model: str, depths: Mapping[str, int], lane: str = "bulk") -> None:
+    """Set the waiting gauge of ``lane`` and ``model`` from its depth per tenant (zero what
+    emptied)."""
+    gauge = _WAITING[lane]
     totals: dict[str, int] = {}
     for tenant, depth in depths.items():
         label = tenant_label(tenant)
         totals[label] = totals.get(label, 0) + depth
-    for gone in _waiting_labels.get(model, set()) - set(totals):
-        BULK_WAITING.labels(model, gone).set(0)
-    _waiting_labels[model] = set(totals)
+    for gone in _waiting_labels.get((lane, model), set()) - set(totals):
+        gauge.labels(model, gone).set(0)
+    _waiting_labels[(lane, model)] = set(totals)
     for label, depth in totals.items():
-        BULK_WAITING.labels(model, label).set(depth)
+        gauge.labels(model, label).set(depth)
 
 
 def job_outcome(

@@ -127,3 +127,28 @@ def test_lane_and_tenant_round_trip_in_the_model() -> None:
     job = parse_job({**SPEECH, "priority": "bulk", "tenant": "team-a"})
     assert (job.priority, job.tenant) == ("bulk", "team-a")
     assert parse_job(SPEECH).priority == "interactive"
+
+
+async def test_an_interactive_flood_waits_its_turn_past_the_first_sixteen(
+    backend: ArqRedis,
+) -> None:
+    tts = "mimo-v2.5-tts"
+    n = wire.INTERACTIVE_DIRECT + 3
+    for i in range(n):
+        assert await enqueue(backend, f"f{i}", {**SPEECH, "tenant": "flood"}) == 1
+    # the tenant's first sixteen go straight in; the rest wait outside arq's queue
+    assert await backend.zcard(wire.QUEUE_NAME) == wire.INTERACTIVE_DIRECT
+    admitted = wire.interactive_admitted_key(tts, "flood")
+    assert await backend.zcard(admitted) == wire.INTERACTIVE_DIRECT
+    waiting = await backend.lrange(wire.wait_list_key(tts, "flood", "interactive"), 0, -1)
+    assert waiting == [f"f{i}".encode() for i in range(wire.INTERACTIVE_DIRECT, n)]
+    assert await backend.lrange(wire.wait_ring_key(tts, "interactive"), 0, -1) == [b"flood"]
+    assert await backend.smembers(wire.WAIT_MODELS_KEY) == {tts.encode()}
+    assert (await job_status(backend, f"f{n - 1}")).to_dict()["waiting"] is True
+    # another tenant is not behind the flood: its job goes straight in
+    assert await enqueue(backend, "light", {**SPEECH, "tenant": "light"}) == 1
+    assert await backend.zscore(wire.QUEUE_NAME, "light") is not None
+    # nothing of the bulk lane moved, and a deferred interactive job keeps its time
+    assert not await backend.exists(wire.wait_ring_key(tts))
+    assert await enqueue(backend, "later", {**SPEECH, "tenant": "flood"}, 60_000) == 1
+    assert await backend.zscore(wire.QUEUE_NAME, "later") is not None

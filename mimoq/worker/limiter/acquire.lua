@@ -89,9 +89,8 @@ local function grant()
     redis.call('HINCRBY', LANES, 'lane:interactive', 1)
   end
   redis.call('HINCRBY', LANES, 'tenant:' .. (tenant or '_'), 1)
-  -- the granted job leaves the look-ahead; admit the next waiting bulk job(s) in its place
-  redis.call('ZREM', ADMITTED, job_id)
-  admit(now, lookahead(per_request))
+  -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place
+  admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request))
   touch()
   return {'granted', fmt(0), cost, fmt(now)}
 end
@@ -173,15 +172,20 @@ if start <= now then
   start = now + wait
 end
 
--- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end:
--- granted now if that slot is due, else it holds the slot as its ticket.
-local function take_slot_of(moved, slot)
-  local moved_len = slot_length(f, call_cost(st.tok_rate,
-    tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
-  local tail = math.max(st.tat, start)
-  retime(moved, tail)
-  st.tat = tail + moved_len
-  redis.call('HSET', STATE, 'tat', fmt(st.tat))
+-- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end
+-- (or, with `drop`, loses its ticket: it asks again as a newcomer): granted now if that
+-- slot is due, else it holds the slot as its ticket.
+local function take_slot_of(moved, slot, drop)
+  if drop then
+    drop_ticket(moved)
+  else
+    local moved_len = slot_length(f, call_cost(st.tok_rate,
+      tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
+    local tail = math.max(st.tat, start)
+    retime(moved, tail)
+    st.tat = tail + moved_len
+    redis.call('HSET', STATE, 'tat', fmt(st.tat))
+  end
   local at = math.max(slot, now)
   if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
     return grant()
@@ -198,21 +202,19 @@ if may_jump() then
   if bulk then other = ITICKETS end
   local head = redis.call('ZRANGE', other, 0, 0, 'WITHSCORES')
   if #head > 0 and tonumber(head[2]) < start then
-    return take_slot_of(head[1], tonumber(head[2]))
+    return take_slot_of(head[1], tonumber(head[2]), false)
   end
 end
 
--- An interactive job over its lane's share while bulk jobs hold slots takes no ticket: it
--- would queue ahead of the bulk jobs admitted later and push bulk under its share. It
--- asks again when the current schedule has run (about once per look-ahead).
-if not bulk and redis.call('ZCARD', BTICKETS) > 0 then
-  return defer(math.max(st.tat - now, per_request), 'share')
-end
+-- An interactive job over its lane's share while bulk jobs hold slots takes no new slot:
+-- it would queue ahead of the bulk jobs admitted later and push bulk under its share.
+local over_share = not bulk and redis.call('ZCARD', BTICKETS) > 0
 
 -- Tenants take turns within a lane: a job whose tenant holds at least two tickets fewer
 -- than the tenant of the lane's second ticket after its own latest one takes that slot
 -- (one ticket of someone else stays between two of its own: every other slot while the
--- counts differ), and the job it displaces moves to the schedule's end. Two tenants
+-- counts differ), and the job it displaces moves to the schedule's end, or, when the
+-- lane is over its share, loses its ticket (the lane's slots stay as many). Two tenants
 -- holding as many tickets as each other never swap. O(1): two reads of a sorted set.
 local lane_key = ITICKETS
 if bulk then lane_key = BTICKETS end
@@ -227,8 +229,16 @@ if #turn > 0 and tonumber(turn[2]) < start then
   if theirs and theirs ~= mine
       and (tonumber(redis.call('HGET', TENANT_TICKETS, theirs)) or 0) >= held + 2 then
     redis.call('HINCRBY', LANES, 'turns', 1)
-    return take_slot_of(turn[1], tonumber(turn[2]))
+    return take_slot_of(turn[1], tonumber(turn[2]), over_share)
   end
+end
+
+-- Over its share, it asks again when the current schedule has run (about once per
+-- look-ahead), holding no ticket, unless its tenant holds none in the lane: then it queues
+-- (one ticket per tenant over the share at most), so a tenant is never left to race a
+-- flood's many jobs for the slot the share frees.
+if over_share and held > 0 then
+  return defer(math.max(st.tat - now, per_request), 'share')
 end
 
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.

@@ -52,7 +52,8 @@ class Admitter:
             admitted = 0
             for model in await waiting_models(redis):
                 admitted += await self.limiter.admit(model)
-                metrics.bulk_waiting(model, await waiting_depth(redis, model))
+                for lane in ("bulk", "interactive"):
+                    metrics.bulk_waiting(model, await waiting_depth(redis, model, lane), lane)
         except RedisError as exc:
             log.warning("limiter.admit_failed", error=type(exc).__name__)
             return 0
@@ -60,20 +61,21 @@ class Admitter:
 
 
 async def waiting_depth(
-    redis: Redis, model: str, *, max_tenants: int = MAX_TENANTS_SHOWN
+    redis: Redis, model: str, lane: str = "bulk", *, max_tenants: int = MAX_TENANTS_SHOWN
 ) -> dict[str, int]:
-    """Bulk jobs of ``model`` waiting for admission, per tenant (the first ``max_tenants``
-    of the ring; ``_`` is the jobs that name no tenant). O(tenants shown)."""
-    ring = await redis.lrange(wire.wait_ring_key(model), 0, max_tenants - 1)  # type: ignore[misc]
+    """Jobs of ``model`` and ``lane`` waiting for admission, per tenant (the first
+    ``max_tenants`` of the ring; ``_`` is the jobs that name no tenant). O(tenants shown)."""
+    ring_key = wire.wait_ring_key(model, lane)
+    ring = await redis.lrange(ring_key, 0, max_tenants - 1)  # type: ignore[misc]
     tenants = [t.decode() if isinstance(t, bytes) else str(t) for t in ring]
     async with redis.pipeline(transaction=False) as pipe:
         for tenant in tenants:
-            pipe.llen(wire.wait_list_key(model, tenant))
+            pipe.llen(wire.wait_list_key(model, tenant, lane))
         depths = await pipe.execute()
     return {t: int(d) for t, d in zip(tenants, depths, strict=True)}
 
 
 async def waiting_models(redis: Redis) -> list[str]:
-    """The models that have bulk jobs waiting for admission."""
+    """The models that have jobs waiting for admission (in either lane)."""
     models = await redis.smembers(wire.WAIT_MODELS_KEY)  # type: ignore[misc]
     return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in models)

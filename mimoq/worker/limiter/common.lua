@@ -9,7 +9,9 @@
 -- 12 tickets held per "lane:tenant", and "last:lane:tenant" -> the slot time of its latest
 -- ticket (hash); then the admission keys (worker.limiter.config.admission_keys):
 -- 13 admitted bulk jobs (zset job -> admission time), 14 the ring of tenants with waiting
--- jobs (list), 15 the models with waiting jobs (set), 16 the arq queue.
+-- bulk jobs (list), 15 the models with waiting jobs (set), 16 the arq queue, 17 the ring of
+-- tenants with waiting interactive jobs (their lists and admitted sets are named from
+-- Q.wait_prefix and the tenant).
 -- ARGV[1]: the configuration as one JSON object (see worker/limiter/core.py _config);
 -- script-specific ARGV follow.
 -- Times are seconds from Redis TIME (one clock for the whole fleet), or the configuration's
@@ -20,6 +22,11 @@ local STATE, LOG, TOKENS, TICKETS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, 
 local TICKET_TENANT, TENANT_TICKETS = KEYS[11], KEYS[12]
 local NLIMITER = 12
 local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local IRING = KEYS[17]
+-- interactive jobs of one tenant in the queue at most (wire.INTERACTIVE_DIRECT)
+local INTERACTIVE_DIRECT = 16
+-- tenants whose waiting interactive jobs one admission round looks at
+local RING_ROUND = 64
 local Q = cjson.decode(ARGV[1])
 -- the housekeeping horizon of the grant log: the widest window the hard guard can use
 local GUARD_MAX = Q.window + Q.margin_cap
@@ -252,35 +259,98 @@ local function touch()
   for i = 1, NLIMITER do redis.call('EXPIRE', KEYS[i], Q.key_ttl) end
 end
 
--- Admission: move waiting bulk jobs into the arq queue until `want` of them are admitted
--- and not yet granted, taking one job per tenant in turn (round robin over the ring of
--- tenants with waiting jobs: deficit round robin with equal quanta and unit cost).
--- A `want` below zero admits up to -want jobs without keeping the look-ahead (limits off).
--- Each admitted job costs O(1); the loop is bounded by `want`. Returns the jobs admitted.
-local function admit(now, want)
-  local track = want >= 0
-  local room = -want
-  -- an admitted job that never asked for a slot (it failed first) stops counting
-  redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
-  if track then room = want - redis.call('ZCARD', ADMITTED) end
+-- Move up to `room` waiting jobs from the lists of one lane's ring into the arq queue,
+-- one job per tenant in turn (round robin over the ring of tenants with waiting jobs:
+-- deficit round robin with equal quanta and unit cost). Each admitted job costs O(1); the
+-- loop is bounded by `room`. Returns the jobs admitted.
+local function admit_from(ring, admitted, lists, room, track, now)
   local n, turns = 0, 0
   while n < room and turns < room + 16 do
     turns = turns + 1
-    local tenant = redis.call('RPOPLPUSH', RING, RING)
+    local tenant = redis.call('RPOPLPUSH', ring, ring)
     if not tenant then break end
-    local list = Q.wait_prefix .. 'tenant:' .. tenant
+    local list = lists .. tenant
     local id = redis.call('LPOP', list)
-    if redis.call('LLEN', list) == 0 then redis.call('LREM', RING, 0, tenant) end
+    if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
     -- a job whose arq record expired while it waited is dropped, as arq would drop it
     if id and redis.call('EXISTS', 'arq:job:' .. id) == 1 then
       redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
-      if track then redis.call('ZADD', ADMITTED, fmt(now), id) end
+      if track then redis.call('ZADD', admitted, fmt(now), id) end
       redis.call('HINCRBY', LANES, 'admitted', 1)
       n = n + 1
     end
   end
-  if redis.call('EXISTS', RING) == 0 then redis.call('SREM', WAIT_MODELS, Q.model) end
   return n
+end
+
+local function forget_waiting_model()
+  if redis.call('EXISTS', RING) == 0 and redis.call('EXISTS', IRING) == 0 then
+    redis.call('SREM', WAIT_MODELS, Q.model)
+  end
+end
+
+-- Top up one tenant's interactive jobs in the queue (not yet granted) to INTERACTIVE_DIRECT
+-- from its waiting list; `room` >= 0 admits up to that many regardless (limits off, where
+-- nothing is granted through here). Usually one job: the one whose grant made room.
+local function admit_interactive(who, now, room)
+  local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
+  local list = Q.wait_prefix .. 'interactive:tenant:' .. who
+  -- an admitted job that was never granted (it failed first) stops counting
+  redis.call('ZREMRANGEBYSCORE', admitted, '-inf', now - Q.admit_ttl)
+  local n = 0
+  while (room >= 0 and n < room) or (room < 0 and redis.call('ZCARD', admitted) < INTERACTIVE_DIRECT) do
+    local id = redis.call('LPOP', list)
+    if not id then break end
+    if redis.call('EXISTS', 'arq:job:' .. id) == 1 then
+      redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
+      if room < 0 then redis.call('ZADD', admitted, fmt(now), id) end
+      redis.call('HINCRBY', LANES, 'admitted', 1)
+      n = n + 1
+    end
+  end
+  if redis.call('EXISTS', list) == 0 then redis.call('LREM', IRING, 0, who) end
+  return n
+end
+
+-- Admission: bulk keeps `want` jobs admitted and not yet granted (a `want` below zero
+-- admits up to -want without keeping the look-ahead: limits off); every tenant with waiting
+-- interactive jobs is topped up (the first RING_ROUND of the ring, which turns).
+local function admit(now, want)
+  local track = want >= 0
+  -- an admitted job that never asked for a slot (it failed first) stops counting
+  redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+  local room = -want
+  if track then room = want - redis.call('ZCARD', ADMITTED) end
+  local n = admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', room, track, now)
+  local iroom = -1
+  if not track then iroom = -want end
+  for _ = 1, math.min(redis.call('LLEN', IRING), RING_ROUND) do
+    local who = redis.call('RPOPLPUSH', IRING, IRING)
+    if not who then break end
+    n = n + admit_interactive(who, now, iroom)
+  end
+  forget_waiting_model()
+  return n
+end
+
+-- After a grant: the granted job leaves its look-ahead and the next waiting job of its
+-- lane (and tenant, for interactive) is admitted in its place. O(1).
+local function admit_after_grant(now, job, bulk, tenant, want)
+  if bulk then
+    redis.call('ZREM', ADMITTED, job)
+    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
+      true, now)
+  else
+    local who = tenant or '_'
+    redis.call('ZREM', Q.wait_prefix .. 'interactive:admitted:' .. who, job)
+    admit_interactive(who, now, -1)
+    -- bulk's look-ahead too: an interactive grant may have taken a bulk job's slot
+    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
+      true, now)
+  end
+  forget_waiting_model()
 end
 
 -- Bulk jobs kept admitted ahead of the slots: `lookahead` seconds of slots, at least 2.

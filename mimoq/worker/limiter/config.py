@@ -65,6 +65,7 @@ def admission_keys(model: str) -> list[str]:
         wire.wait_ring_key(model),
         wire.WAIT_MODELS_KEY,
         wire.QUEUE_NAME,
+        wire.wait_ring_key(model, "interactive"),
     ]
 
 
