@@ -81,3 +81,26 @@ async def test_the_admission_round_restarts_a_model_whose_admitted_jobs_vanished
     assert await admitter.tick(redis) == 0  # still counted as the look-ahead
     fleet.now += 2 * CONFIG.window_s + 1
     assert await admitter.tick(redis) == queued  # restarted
+
+
+@pytest.mark.redis
+async def test_an_interactive_flood_is_visible_and_drains_through_grants(
+    redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "_tenant_labels", set())
+    fleet = Fleet(redis, CONFIG)
+    await fleet.enqueue_many([(f"f{i}", interactive("flood")) for i in range(20)])
+    settings = Settings(limit_account="acct", limit_window_s=10.0, limit_margin_s=0.1)
+    report = await inspect(redis, settings, limit=5)
+    assert report["waiting_interactive"] == {TTS: {"flood": 4}}
+    assert report["waiting"] == {TTS: {}}  # the bulk lane has nothing waiting
+    assert "interactive waiting for admission (4)" in render(report)
+    # the admission round samples both lanes into their gauges
+    await Admitter(fleet.limiter).tick(redis)
+    assert metrics.INTERACTIVE_WAITING.labels(TTS, "flood")._value.get() == 4
+    # every grant of the tenant admits its next job: all 20 finish, nothing is left waiting
+    await fleet.run_until(lambda: len(fleet.grants) == 20)
+    assert sorted(g.job_id for g in fleet.grants) == sorted(f"f{i}" for i in range(20))
+    after = await inspect(redis, settings, limit=5)
+    assert after["waiting_interactive"] == {}
+    assert "interactive waiting for admission" not in render(after)
