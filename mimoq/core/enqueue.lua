@@ -116,7 +116,10 @@ if defer_ms <= 0 and models[task][model] ~= nil then
   end
   if straight then
     redis.call('ZADD', admitted, now_ms / 1000, id)
-    redis.call('ZADD', KEYS[4], now_ms, id)
+    -- an interactive job keeps a negative defer (ahead of the queue) as it always has
+    local score = now_ms
+    if priority == 'interactive' then score = now_ms + defer_ms end
+    redis.call('ZADD', KEYS[4], score, id)
     return 1
   end
   if redis.call('RPUSH', wait .. 'tenant:' .. who, id) == 1 then
