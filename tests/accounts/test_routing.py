@@ -133,7 +133,8 @@ async def test_new_work_goes_to_the_account_that_is_free_sooner(
             limit_default_rpm=10, limit_window_s=2,
         )  # fmt: skip
         busy = fingerprint(KEYS[0])
-        booked = build_limiter(settings.updated(limit_account=busy), redis)
+        # no in-process hold: every booking must come back as a ticket, not wait for it
+        booked = build_limiter(settings.updated(limit_account=busy, limit_hold_s=0), redis)
         await booked.acquire(TTS_MODEL, job_id="elsewhere-0")
         for i in range(1, 50):
             with pytest.raises(CapacityDeferred):
