@@ -9,8 +9,10 @@ worker defers instead of sleeping and an old job never queues behind newer ones.
 Only the *admitted* look-ahead of bulk jobs holds tickets: bulk jobs wait outside arq's
 queue (``mimoq:wait:*``, written by enqueue.lua) and every grant admits the next one, round
 robin over tenants, so a backlog of any size costs O(1) Redis work per granted call.
-Interactive jobs go straight to the queue and take the earliest bulk ticket's slot (that
-bulk job moves to the end) while the bulk lane keeps its minimum share. Within a lane,
+Interactive jobs go straight to the queue (up to 16 of a tenant's; a flood waits in the
+tenant's own list and each of its grants admits the next) and take the earliest bulk
+ticket's slot (that bulk job moves to the end) while the bulk lane keeps its minimum
+share. Within a lane,
 tenants take turns: a tenant holding fewer tickets takes every other slot from one holding
 more. A job holding a slot comes back ``hold_s`` early and waits the rest in-process, so
 arq's poll delay does not make it miss the slot.
