@@ -40,6 +40,7 @@ from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder
 from mimoq.worker.callbacks import schedule_callback
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
+from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
 
 log = structlog.get_logger("mimoq.worker")
@@ -169,6 +170,7 @@ async def run_job(
         callback = job.callback
     else:
         assert verdict.error is not None
+        await forget_admitted(redis, job_id, raw, kind)
         callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
         result = result_builder.failed(
             job_id,

@@ -9,13 +9,14 @@ whose admitted jobs all failed before asking for a slot, and limits switched off
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.worker import metrics
 from mimoq.worker.limiter.core import MAX_TENANTS_SHOWN, Limiter
@@ -58,6 +59,27 @@ class Admitter:
             log.warning("limiter.admit_failed", error=type(exc).__name__)
             return 0
         return admitted
+
+
+async def forget_admitted(redis: Redis, job_id: str, raw: Any, kind: str | None) -> None:
+    """A job that ends without a grant (it failed first: a bad voice, a missing file) gives
+    its admission place back at once. Otherwise it would hold the place until its entry
+    ages out, and a tenant whose 16 interactive jobs all failed that way would see its next
+    ones wait that long. Two commands; names as enqueue.lua wrote them (the raw fields)."""
+    if not isinstance(raw, Mapping):
+        return
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        kind = kind or raw.get("kind")  # a job arq could not hand to its task names its kind
+        model = dc.TTS_MODEL if kind == wire.TASK_SPEECH else dc.ASR_MODEL
+    tenant = raw.get("tenant")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(wire.admitted_key(model), job_id)
+        pipe.zrem(
+            wire.interactive_admitted_key(model, tenant if isinstance(tenant, str) else None),
+            job_id,
+        )
+        await pipe.execute()
 
 
 async def waiting_depth(
