@@ -295,7 +295,7 @@ end
 local function admit_interactive(who, now, room)
   local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
   local list = Q.wait_prefix .. 'interactive:tenant:' .. who
-  -- an admitted job that was never granted (it failed first) stops counting
+  -- an admitted job never granted (its worker died first) stops counting
   redis.call('ZREMRANGEBYSCORE', admitted, '-inf', now - Q.admit_ttl)
   local n = 0
   while (room >= 0 and n < room) or (room < 0 and redis.call('ZCARD', admitted) < INTERACTIVE_DIRECT) do
@@ -317,7 +317,7 @@ end
 -- interactive jobs is topped up (the first RING_ROUND of the ring, which turns).
 local function admit(now, want)
   local track = want >= 0
-  -- an admitted job that never asked for a slot (it failed first) stops counting
+  -- an admitted job never granted (its worker died first) stops counting
   redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
   local room = -want
   if track then room = want - redis.call('ZCARD', ADMITTED) end
@@ -338,18 +338,15 @@ end
 local function admit_after_grant(now, job, bulk, tenant, want)
   if bulk then
     redis.call('ZREM', ADMITTED, job)
-    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
-    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
-      true, now)
   else
     local who = tenant or '_'
     redis.call('ZREM', Q.wait_prefix .. 'interactive:admitted:' .. who, job)
     admit_interactive(who, now, -1)
-    -- bulk's look-ahead too: an interactive grant may have taken a bulk job's slot
-    redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
-    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
-      true, now)
   end
+  -- the bulk look-ahead either way: an interactive grant may have taken a bulk job's slot
+  redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
+  admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
+    true, now)
   forget_waiting_model()
 end
 
