@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
 from mimoq.core import wire
-from mimoq.core.connections import embedded
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobStatus, parse_job
 from mimoq.core.results import job_status
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
-    """The embedded stand-in and a real redis-server run the same script."""
-    if request.param == "fakeredis":
-        client = embedded()
-    else:
-        server = request.getfixturevalue("redis_server")
-        client = ArqRedis.from_url(server.url)
-        await client.flushall()
-    yield client
-    await client.aclose()
 
 
 async def enqueue(redis: ArqRedis, job_id: str, job: dict[str, object], *extra: object) -> object:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
 from mimoq.core import wire
-from mimoq.core.connections import embedded
 
 
 @pytest.mark.parametrize(
@@ -51,19 +49,6 @@ def test_serializer_round_trips_and_is_plain_json() -> None:
     raw = wire.serialize(data)
     assert json.loads(raw) == data
     assert "你好".encode() in raw  # readable by any language, not \\u-escaped
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[ArqRedis]:
-    """One contract, every backend: the embedded stand-in and a real redis-server."""
-    if request.param == "fakeredis":
-        client = embedded()
-    else:
-        server = request.getfixturevalue("redis_server")
-        client = ArqRedis.from_url(server.url)
-        await client.flushall()
-    yield client
-    await client.aclose()
 
 
 class TestEnqueueScript:
