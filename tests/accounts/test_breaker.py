@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -33,19 +32,10 @@ from mimoq.worker.accounts.breaker import (
 from tests.accounts.conftest import pool_settings, simulator
 from tests.conftest import RedisServer
 from tests.e2e.conftest import running_worker
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis]
 KEYS = ["sk-breaker-one-000", "sk-breaker-two-000"]
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def breaker(redis: ArqRedis, **kw: float) -> Breaker:
@@ -66,7 +56,7 @@ async def test_exactly_one_caller_of_the_fleet_gets_each_probe(redis: ArqRedis) 
     assert await b.trip("acct", PaymentRequiredError("no funds", status=402))
     assert not await b.trip("acct", PaymentRequiredError("again", status=402))  # once
     assert (await b.gate("acct")).verdict is Verdict.PAUSED
-    await until(lambda: _due(redis), what="the first probe to be due (Redis's clock)")
+    await eventually(lambda: _due(redis), what="the first probe to be due (Redis's clock)")
     gates = await asyncio.gather(*(b.gate("acct") for _ in range(50)))
     assert [g.verdict for g in gates].count(Verdict.PROBE) == 1
     assert {g.verdict for g in gates} == {Verdict.PROBE, Verdict.PAUSED}
@@ -100,7 +90,9 @@ async def test_probe_intervals_double_up_to_the_cap(redis: ArqRedis) -> None:
 async def test_a_pause_past_its_maximum_expires(redis: ArqRedis) -> None:
     b = breaker(redis, probe_base_s=30, probe_max_s=30, pause_max_s=0.05)
     await b.trip("acct", AuthenticationError("revoked", status=401))
-    await until(lambda: _verdict_is(b, Verdict.EXPIRED), what="the pause to outlive its maximum")
+    await eventually(
+        lambda: _verdict_is(b, Verdict.EXPIRED), what="the pause to outlive its maximum"
+    )
 
 
 async def _verdict_is(b: Breaker, verdict: Verdict) -> bool:
@@ -137,8 +129,8 @@ async def test_a_burst_402_defers_jobs_and_a_pause_past_its_maximum_fails_them_o
         ids = [(await producer.enqueue({"kind": "speech", "input": f"Hi {i}."})).job_id
                for i in range(20)]  # fmt: skip
         async with running_worker(settings):
-            await until(lambda: _is_paused(redis, fingerprint(key)), what="the pause")
-            await until(lambda: _probed(redis, fingerprint(key), 3), what="three probes")
+            await eventually(lambda: _is_paused(redis, fingerprint(key)), what="the pause")
+            await eventually(lambda: _probed(redis, fingerprint(key), 3), what="three probes")
             gauge = REGISTRY.get_sample_value("mimoq_account_paused", {"account": fingerprint(key)})
             assert gauge == 1
             assert await _results(redis, ids) == []  # the 402 burst failed nothing
@@ -177,7 +169,7 @@ async def test_one_of_two_accounts_revoked_mid_run_the_other_finishes_the_backlo
                for i in range(100)]  # fmt: skip
         revoked = fingerprint(KEYS[0])
         async with running_worker(settings):
-            await until(lambda: _at_least(redis, ids, 10), what="ten results")
+            await eventually(lambda: _at_least(redis, ids, 10), what="ten results")
             sim.app.accounts.set_state(revoked, AccountState.REVOKED)
             done = [await producer.wait(i, timeout_s=120) for i in ids]
             assert await _is_paused(redis, revoked)
@@ -219,6 +211,6 @@ async def test_an_idle_worker_shows_pauses_and_their_end_on_its_gauge(
 
     async with running_worker(settings):  # no job: only the heartbeat reads the breaker
         await breaker(redis).trip(account, PaymentRequiredError("no funds", status=402))
-        await until(lambda: gauge_is(1), what="the gauge to show the pause")
+        await eventually(lambda: gauge_is(1), what="the gauge to show the pause")
         assert await resume_by_hand(redis, account)
-        await until(lambda: gauge_is(0), what="the gauge to show the resume")
+        await eventually(lambda: gauge_is(0), what="the gauge to show the resume")

@@ -7,11 +7,8 @@ once; once the account is restored every job finishes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,22 +24,12 @@ from mimoq.worker.accounts.breaker import PAUSED_SET, state_key
 from tests.accounts.conftest import simulator
 from tests.conftest import RedisServer
 from tests.support.cli import clean_env, mimoq_args
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 KEY = "sk-storm-account-key-0123456789"
 ACCOUNT = fingerprint(KEY)
 JOBS = 200
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 120
-) -> None:
-    """Poll ``condition`` until it holds; generous: the host is shared and loaded."""
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def start_workers(n: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -96,13 +83,15 @@ async def test_a_storm_pauses_the_account_and_loses_nothing(
         ]
         workers = start_workers(2, env, tmp_path)
         try:
-            await until(lambda: _count(redis, ids, 10), what="ten jobs finished")
+            await eventually(
+                lambda: _count(redis, ids, 10), what="ten jobs finished", timeout_s=120
+            )
             sim.app.accounts.set_state(ACCOUNT, storm)
-            await until(
+            await eventually(
                 lambda: _is_member(redis, ACCOUNT), what="the account to be paused", timeout_s=60
             )
             sent_at_pause = sim_requests(sim)
-            await until(lambda: _probes(redis, 6), what="six probes", timeout_s=60)
+            await eventually(lambda: _probes(redis, 6), what="six probes", timeout_s=60)
             sent = sim_requests(sim) - sent_at_pause
             probes = int(await redis.hget(state_key(ACCOUNT), "probes") or 0)
             # Requests in flight when the breaker opened may land after it: still at most
@@ -112,7 +101,9 @@ async def test_a_storm_pauses_the_account_and_loses_nothing(
             assert not [r for r in finished if r["status"] == "failed"]
             assert len(finished) < JOBS  # the backlog is kept, not burnt
             sim.app.accounts.set_state(ACCOUNT, AccountState.OK)
-            await until(lambda: _count(redis, ids, JOBS), what="every job finished")
+            await eventually(
+                lambda: _count(redis, ids, JOBS), what="every job finished", timeout_s=120
+            )
         finally:
             stop_workers(workers)
         finished = await results(redis, ids)

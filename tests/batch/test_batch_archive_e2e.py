@@ -19,9 +19,10 @@ from mimoq.producer.batch import BatchOptions, SourceKind, legacy_job_id, plan
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
 from mimoq.sim.server import RunningSim
 from tests.batch.conftest import add_fault, batch_env
-from tests.batch.test_batch_e2e import asr_requests, journaled, report, wait_for
+from tests.batch.test_batch_e2e import asr_requests, journaled, report
 from tests.e2e.test_pipeline import speech_wav
 from tests.support.cli import mimoq, mimoq_args
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +132,7 @@ def test_ctrl_c_journals_every_answer_received_and_exits_promptly(
     with subprocess.Popen(
         args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as run:
-        wait_for(lambda: len(journaled(data)) >= 8 or run.poll() is not None, 120, "8 done")
+        wait_until(lambda: len(journaled(data)) >= 8 or run.poll() is not None, 120, "8 done")
         assert run.poll() is None, "the run must still be going when interrupted"
         interrupted = time.monotonic()
         run.send_signal(signal.SIGINT)

@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from tests.batch.conftest import add_fault, batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav
 from tests.support.cli import mimoq, mimoq_args
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.slow
 FILES = 300
@@ -45,14 +45,6 @@ def journaled(data: Path) -> dict[str, dict[str, object]]:
     return out
 
 
-def wait_for(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def report(data: Path) -> list[dict[str, str]]:
     (path,) = data.glob("batches/*/report.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -73,7 +65,7 @@ def test_archive_killed_midway_and_resumed_does_every_file_once(
     with subprocess.Popen(
         args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as first:
-        wait_for(
+        wait_until(
             lambda: len(journaled(data)) >= FILES // 3 or first.poll() is not None,
             60,
             "a third done",
@@ -206,7 +198,9 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
         with subprocess.Popen(
             args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         ) as first:
-            wait_for(lambda: len(journaled(data)) >= 20 or first.poll() is not None, 60, "20 done")
+            wait_until(
+                lambda: len(journaled(data)) >= 20 or first.poll() is not None, 60, "20 done"
+            )
             first.send_signal(signal.SIGKILL)
             first.communicate()
         assert len(journaled(data)) < 60, "the kill must land midway"

@@ -28,7 +28,7 @@ from mimoq.worker.app import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
-from tests.ops.conftest import eventually
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 FMT = WavFormat(16_000, 1, 16)

@@ -18,18 +18,9 @@ from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-async def wait_until(predicate: object, what: str, timeout_s: float = 20) -> None:
-    """Poll a real condition (a Redis key, a counter) with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_killed_workers_job_is_run_again_once(
@@ -57,8 +48,10 @@ async def test_a_killed_workers_job_is_run_again_once(
     try:
         producer = Producer(redis, settings)
         await producer.enqueue({"kind": "speech", "input": "survive a kill", "id": "kill-1"})
-        await wait_until(
-            lambda: asyncio.to_thread(lambda: sim.state.stats()["in_flight"] == 1), "the MiMo call"
+        await eventually(
+            lambda: asyncio.to_thread(lambda: sim.state.stats()["in_flight"] == 1),
+            timeout_s=20,
+            what="the MiMo call",
         )
         assert await redis.exists(wire.in_progress_key("kill-1"))
     finally:

@@ -7,7 +7,6 @@ import io
 import math
 import struct
 import subprocess
-import time
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,25 +20,13 @@ from mimoq.sim.config import SimConfig
 from mimoq.sim.server import RunningSim, start_in_thread
 from tests.conftest import RedisServer, free_port
 from tests.support.cli import clean_env, mimoq_args
+from tests.support.polling import wait_until
 
 API_KEY = "sk-http-secret-key-0123456789"
 ALICE = "tok-alice-0123456789abcdef"
 BOB = "tok-bob-0123456789abcdef0000"
 UNNAMED = "tok-unnamed-0123456789abcdef"
 TOKENS = f"alice:{ALICE}, bob:{BOB} {UNNAMED}"
-
-
-def wait_for(check: object, timeout_s: float = 60.0, what: str = "condition") -> object:
-    """Poll ``check()`` until truthy; generous deadlines, this host is shared and loaded."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -100,7 +87,7 @@ def start_server(env: dict[str, str], cwd: Path, port: int, *args: str) -> subpr
         except httpx.TransportError:
             return False
 
-    wait_for(up, what="mimoq serve to answer /healthz")
+    wait_until(up, what="mimoq serve to answer /healthz")
     return proc
 
 

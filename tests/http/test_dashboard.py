@@ -23,8 +23,8 @@ from tests.http.conftest import (
     start_server,
     start_worker,
     stop,
-    wait_for,
 )
+from tests.support.polling import wait_until
 from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -121,7 +121,7 @@ def make_dead_letter(board: Stack, receiver: Receiver) -> str:
         )
     assert answer.status_code == 200
     redis = board.redis()
-    wait_for(lambda: redis.zcard(wire.DEAD_LETTER_INDEX) == 1, what="the dead letter")
+    wait_until(lambda: redis.zcard(wire.DEAD_LETTER_INDEX) == 1, what="the dead letter")
     member = redis.zrange(wire.DEAD_LETTER_INDEX, 0, 0)[0]
     return member.decode()
 
@@ -143,12 +143,12 @@ def test_login_depth_dead_letter_replay_in_a_browser(
     assert b.current_url.endswith("/login")  # type: ignore[attr-defined]
     b.find_element(By.ID, "token").send_keys("tok-not-a-real-token-000")  # type: ignore[attr-defined]
     b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
-    error = wait_for(lambda: b.find_elements(By.ID, "login-error"), what="the login error")  # type: ignore[attr-defined]
+    error = wait_until(lambda: b.find_elements(By.ID, "login-error"), what="the login error")  # type: ignore[attr-defined]
     assert isinstance(error, list) and "not valid" in error[0].text
     b.find_element(By.ID, "token").send_keys(ALICE)  # type: ignore[attr-defined]
     b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
     # click() may return before the form's navigation (and its Set-Cookie) is done.
-    wait_for(lambda: b.find_elements(By.ID, "queue"), what="the dashboard after logging in")  # type: ignore[attr-defined]
+    wait_until(lambda: b.find_elements(By.ID, "queue"), what="the dashboard after logging in")  # type: ignore[attr-defined]
 
     def depth() -> str:
         b.get(board.url + "/")  # type: ignore[attr-defined]
@@ -175,20 +175,20 @@ def test_login_depth_dead_letter_replay_in_a_browser(
         b.get(board.url + "/")  # type: ignore[attr-defined]
         return b.find_elements(By.CSS_SELECTOR, '.chart[data-model="mimo-v2.5-tts"] rect')  # type: ignore[attr-defined]
 
-    wait_for(bar, what="a quota bar")
+    wait_until(bar, what="a quota bar")
     b.save_screenshot(str(tmp_path / "dashboard-dead-letter.png"))  # type: ignore[attr-defined]
 
     receiver.up()
     before = len(receiver.requests)
     b.find_element(By.CSS_SELECTOR, f'[data-replay="{delivery_id}"]').click()  # type: ignore[attr-defined]
     # A form submission's navigation may still be under way when click() returns: wait for it.
-    notice = wait_for(lambda: b.find_elements(By.ID, "notice"), what="the replay notice")  # type: ignore[attr-defined]
+    notice = wait_until(lambda: b.find_elements(By.ID, "notice"), what="the replay notice")  # type: ignore[attr-defined]
     assert isinstance(notice, list) and f"replay of {delivery_id}: enqueued" in notice[0].text
     receiver.wait_for(before + 1, timeout=60)
     job_id = delivery_id.removeprefix("cb-")
-    wait_for(lambda: json.loads(redis.get(wire.result_key(job_id)) or b"{}")["callback"]["status"] == "delivered",
+    wait_until(lambda: json.loads(redis.get(wire.result_key(job_id)) or b"{}")["callback"]["status"] == "delivered",
              what="the callback to be delivered")  # fmt: skip
-    wait_for(
+    wait_until(
         lambda: b.get(board.url + "/") or b.find_element(By.ID, "dead-count").text == "0",
         what="empty dead letters",
     )  # type: ignore[attr-defined]

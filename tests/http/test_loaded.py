@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from mimoq.core import wire
-from tests.http.conftest import ALICE, BOB, UNNAMED, Stack, wait_for, wav_bytes
+from tests.http.conftest import ALICE, BOB, UNNAMED, Stack, wav_bytes
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -89,7 +90,7 @@ def test_mixed_load_with_foreign_producer_and_garbage(stack: Stack, tmp_path: Pa
     # The foreign jobs are worked by the same fleet: the good ones succeed, the bad ones fail
     # with a result record (never a crashed or stalled worker).
     for i in range(3):
-        wait_for(lambda i=i: redis.get(f"mimoq:result:foreign-{i}"), what="foreign job result")
+        wait_until(lambda i=i: redis.get(f"mimoq:result:foreign-{i}"), what="foreign job result")
         assert json.loads(redis.get(f"mimoq:result:foreign-{i}") or b"{}")["status"] == "succeeded"
     # Nor are foreign jobs visible over HTTP: they belong to no tenant.
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {ALICE}"}) as c:

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.http.conftest import ALICE, BOB, UNNAMED, HttpAs, Stack, wait_for, wav_bytes
+from tests.http.conftest import ALICE, BOB, UNNAMED, HttpAs, Stack, wav_bytes
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -90,7 +91,7 @@ def test_async_mode_location_status_and_content(
         body = http.get(answer.headers["location"]).json()
         return body if body["status"] in ("succeeded", "failed") else None
 
-    record = wait_for(finished, what="the async job to finish")
+    record = wait_until(finished, what="the async job to finish")
     assert isinstance(record, dict)
     assert record["status"] == "succeeded" and record["metadata"] == {"order": 7}
     assert "path" not in record["output"]  # the server's own paths are not shown
@@ -119,13 +120,15 @@ def test_async_transcription(stack: Stack, http_as: HttpAs) -> None:
     )
     assert answer.status_code == 202, answer.text
     location = answer.headers["location"]
-    wait_for(lambda: http.get(location).json()["status"] == "succeeded", what="transcription")
+    wait_until(lambda: http.get(location).json()["status"] == "succeeded", what="transcription")
     content = http.get(location + "/content")
     assert content.headers["content-type"].startswith("text/plain")
     assert content.text.strip()
     # The job is done, so the sweep removes its upload (the request itself did not wait).
     job_id = answer.json()["id"]
-    wait_for(lambda: not list((stack.data_dir / "uploads").glob(f"{job_id}*")), what="upload sweep")
+    wait_until(
+        lambda: not list((stack.data_dir / "uploads").glob(f"{job_id}*")), what="upload sweep"
+    )
 
 
 def test_other_tenants_jobs_are_not_found(stack: Stack, http_as: HttpAs) -> None:
@@ -212,7 +215,7 @@ def test_transcription_segments_and_captions(
         )  # fmt: skip
     location = later.headers["location"]
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {ALICE}"}) as http:
-        wait_for(lambda: http.get(location).json()["status"] == "succeeded", what="captions")
+        wait_until(lambda: http.get(location).json()["status"] == "succeeded", what="captions")
         vtt = http.get(location + "/content")
     assert vtt.status_code == 200 and vtt.headers["content-type"].startswith("text/vtt")
     assert vtt.text.startswith("WEBVTT")

@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from mimoq.sim.faults import Fault
-from tests.http.conftest import ALICE, BOB, Stack, wait_for, wav_bytes
+from tests.http.conftest import ALICE, BOB, Stack, wav_bytes
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ def run_batch(
         got = oai.batches.retrieve(batch.id)
         return got if got.status in ("completed", "failed", "cancelled") else None
 
-    finished = wait_for(done, what=f"batch {batch.id}")
+    finished = wait_until(done, what=f"batch {batch.id}")
     assert isinstance(finished, openai.types.Batch)
     return finished
 
@@ -123,7 +124,7 @@ def test_malformed_input_file_fails_the_batch(stack: Stack, oai: openai.OpenAI) 
     created = oai.batches.create(
         input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
     )  # type: ignore[arg-type]
-    batch = wait_for(
+    batch = wait_until(
         lambda: (b := oai.batches.retrieve(created.id)).status != "validating" and b,
         what="validation",
     )
@@ -165,13 +166,13 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
         )  # type: ignore[arg-type]
         # Batch requests run in the bulk lane, as the tenant whose token sent them.
         # (job ids are the batch's and the line number: the 80th line is the last)
-        queued = wait_for(lambda: stack.redis().get(f"arq:job:{batch.id}-000080"), what="line 80")
+        queued = wait_until(lambda: stack.redis().get(f"arq:job:{batch.id}-000080"), what="line 80")
         assert isinstance(queued, bytes)
         job = json.loads(queued)["k"]["job"]
         assert (job["priority"], job["tenant"]) == ("bulk", "alice")
         cancelling = oai.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
-        final = wait_for(
+        final = wait_until(
             lambda: (b := oai.batches.retrieve(batch.id)).status == "cancelled" and b,
             what="cancelled",
         )
@@ -237,7 +238,7 @@ def test_cancel_right_after_create_accounts_for_every_line(
             input_file_id=upload.id, endpoint="/v1/audio/speech", completion_window="24h"
         )  # type: ignore[arg-type]
         oai.batches.cancel(batch.id)  # most likely while its lines are still being enqueued
-        final = wait_for(
+        final = wait_until(
             lambda: (b := oai.batches.retrieve(batch.id)).status == "cancelled" and b,
             what="cancelled",
         )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from mimoq.sim.server import RunningSim, start_in_thread
 from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer
 from tests.e2e.conftest import API_KEY, e2e_settings
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -44,18 +43,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """mimoq.core.logs.configure() rewires the root logger and structlog: undo it after the test."""
@@ -66,23 +53,6 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "it") -> Any:
-    """``wait_until`` for tests sharing the event loop with a worker: yields while polling.
-
-    ``check`` may return an awaitable (then it is awaited).
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if inspect.isawaitable(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

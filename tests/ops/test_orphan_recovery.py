@@ -17,8 +17,8 @@ from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings
-from tests.ops.conftest import eventually
 from tests.ops.test_shutdown import spawn  # noqa: F401  (the worker-process fixture)
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

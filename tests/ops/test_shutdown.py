@@ -28,7 +28,7 @@ from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, e2e_settings, running_worker
-from tests.ops.conftest import eventually
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -24,7 +24,8 @@ from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer
-from tests.ops.conftest import Samples, eventually, ops_settings, scrape, serving_worker, value
+from tests.ops.conftest import Samples, ops_settings, scrape, serving_worker, value
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver, Response
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

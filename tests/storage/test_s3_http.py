@@ -24,10 +24,10 @@ from tests.http.conftest import (
     start_server,
     start_worker,
     stop,
-    wait_for,
     wav_bytes,
 )
 from tests.support.cli import clean_env
+from tests.support.polling import wait_until
 from tests.support.seaweed import SeaweedS3
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -118,7 +118,7 @@ def test_speech_and_transcription_cross_machines_through_the_bucket(
             status = http.get(f"/jobs/{job_id}").json().get("status")
             return status if status in {"succeeded", "failed"} else None
 
-        assert wait_for(finished, what="the async transcription") == "succeeded"
+        assert wait_until(finished, what="the async transcription") == "succeeded"
         content = http.get(f"/jobs/{job_id}/content")
     assert content.status_code == 200
     assert content.json()["text"].strip()
