@@ -10,6 +10,7 @@ in reverse order, on normal exit, on an exception, on Ctrl-C and (via
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -310,6 +311,17 @@ def stop_hogs(hogs: Sequence[subprocess.Popen[bytes]]) -> None:
         hog.kill()
     for hog in hogs:
         hog.wait()
+
+
+def run_bench(main_async: Coroutine[Any, Any, int]) -> int:
+    """Run a bench's main coroutine so that Ctrl-C or SIGTERM stops every process it started
+    (its ``finally`` blocks run), and say so; 130 then, as a shell would."""
+    sigterm_as_interrupt()
+    try:
+        return asyncio.run(main_async)
+    except KeyboardInterrupt:
+        print("interrupted: every process this bench started was stopped", file=sys.stderr)
+        return 130
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -52,7 +52,7 @@ from _quota_measure import (
     status_count,
     table,
 )
-from _support import Service, sigterm_as_interrupt
+from _support import Service, run_bench
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
@@ -301,12 +301,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sigterm_as_interrupt()
-    try:
-        return asyncio.run(main_async(parse_args(argv)))
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started was stopped", file=sys.stderr)
-        return 130
+    return run_bench(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import admitted, concurrency_per_worker, lognormal_latency_s, table
-from _support import Service, sigterm_as_interrupt, start_hogs, stop_hogs
+from _support import Service, run_bench, start_hogs, stop_hogs
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
@@ -402,12 +402,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sigterm_as_interrupt()
-    try:
-        return asyncio.run(main_async(parse_args(argv)))
-    except KeyboardInterrupt:
-        print("interrupted: every process this bench started was stopped", file=sys.stderr)
-        return 130
+    return run_bench(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ WAIT_MODELS_KEY: Final = "mimoq:wait:models"
 NO_TENANT: Final = "_"
 #: Interactive jobs of one model and tenant in the queue at most (not yet granted a call);
 #: past this they wait in the tenant's list, and each grant admits the tenant's next one.
+#: enqueue.lua spells the same number (its ARGV are the public contract); the limiter
+#: scripts get it with their configuration.
 INTERACTIVE_DIRECT: Final = 16
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------

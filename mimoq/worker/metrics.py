@@ -179,7 +179,7 @@ def limiter_grant(model: str, lane: str, tenant: str | None) -> None:
     LIMITER_GRANTS.labels(model, lane, tenant_label(tenant)).inc()
 
 
-def bulk_waiting(model: str, depths: Mapping[str, int], lane: str = "bulk") -> None:
+def waiting(model: str, depths: Mapping[str, int], lane: str = "bulk") -> None:
     """Set the waiting gauge of ``lane`` and ``model`` from its depth per tenant (zero what
     emptied)."""
     gauge = _WAITING[lane]

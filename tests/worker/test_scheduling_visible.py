@@ -27,8 +27,8 @@ def test_tenant_labels_are_capped_and_the_rest_pooled(monkeypatch: pytest.Monkey
 
 def test_the_waiting_gauge_zeroes_tenants_that_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics, "_tenant_labels", set())
-    metrics.bulk_waiting("m-test", {"a": 5, "b": 2})
-    metrics.bulk_waiting("m-test", {"a": 3})
+    metrics.waiting("m-test", {"a": 5, "b": 2})
+    metrics.waiting("m-test", {"a": 3})
     assert metrics.BULK_WAITING.labels("m-test", "a")._value.get() == 3
     assert metrics.BULK_WAITING.labels("m-test", "b")._value.get() == 0
 

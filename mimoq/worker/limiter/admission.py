@@ -54,7 +54,7 @@ class Admitter:
             for model in await waiting_models(redis):
                 admitted += await self.limiter.admit(model)
                 for lane in ("bulk", "interactive"):
-                    metrics.bulk_waiting(model, await waiting_depth(redis, model, lane), lane)
+                    metrics.waiting(model, await waiting_depth(redis, model, lane), lane)
         except RedisError as exc:
             log.warning("limiter.admit_failed", error=type(exc).__name__)
             return 0

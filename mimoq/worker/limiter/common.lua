@@ -23,8 +23,6 @@ local TICKET_TENANT, TENANT_TICKETS = KEYS[11], KEYS[12]
 local NLIMITER = 12
 local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local IRING = KEYS[17]
--- interactive jobs of one tenant in the queue at most (wire.INTERACTIVE_DIRECT)
-local INTERACTIVE_DIRECT = 16
 -- tenants whose waiting interactive jobs one admission round looks at
 local RING_ROUND = 64
 local Q = cjson.decode(ARGV[1])
@@ -263,8 +261,19 @@ end
 -- one job per tenant in turn (round robin over the ring of tenants with waiting jobs:
 -- deficit round robin with equal quanta and unit cost). Each admitted job costs O(1); the
 -- loop is bounded by `room`. Returns the jobs admitted.
+-- Move waiting job `id` into the arq queue, recorded in `admitted` unless that is nil;
+-- false for a job whose arq record expired while it waited (dropped, as arq would drop it).
+local function admit_one(id, admitted, now)
+  if redis.call('EXISTS', 'arq:job:' .. id) == 0 then return false end
+  redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
+  if admitted then redis.call('ZADD', admitted, fmt(now), id) end
+  redis.call('HINCRBY', LANES, 'admitted', 1)
+  return true
+end
+
 local function admit_from(ring, admitted, lists, room, track, now)
   local n, turns = 0, 0
+  if not track then admitted = nil end
   while n < room and turns < room + 16 do
     turns = turns + 1
     local tenant = redis.call('RPOPLPUSH', ring, ring)
@@ -272,13 +281,7 @@ local function admit_from(ring, admitted, lists, room, track, now)
     local list = lists .. tenant
     local id = redis.call('LPOP', list)
     if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-    -- a job whose arq record expired while it waited is dropped, as arq would drop it
-    if id and redis.call('EXISTS', 'arq:job:' .. id) == 1 then
-      redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
-      if track then redis.call('ZADD', admitted, fmt(now), id) end
-      redis.call('HINCRBY', LANES, 'admitted', 1)
-      n = n + 1
-    end
+    if id and admit_one(id, admitted, now) then n = n + 1 end
   end
   return n
 end
@@ -289,24 +292,23 @@ local function forget_waiting_model()
   end
 end
 
--- Top up one tenant's interactive jobs in the queue (not yet granted) to INTERACTIVE_DIRECT
--- from its waiting list; `room` >= 0 admits up to that many regardless (limits off, where
--- nothing is granted through here). Usually one job: the one whose grant made room.
+-- Top up one tenant's interactive jobs in the queue (not yet granted) to
+-- Q.interactive_direct (wire.INTERACTIVE_DIRECT) from its waiting list; `room` >= 0 admits
+-- up to that many regardless (limits off, where nothing is granted through here). Usually
+-- one job: the one whose grant made room.
 local function admit_interactive(who, now, room)
   local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
   local list = Q.wait_prefix .. 'interactive:tenant:' .. who
   -- an admitted job never granted (its worker died first) stops counting
   redis.call('ZREMRANGEBYSCORE', admitted, '-inf', now - Q.admit_ttl)
+  local tracked = admitted
+  if room >= 0 then tracked = nil end
   local n = 0
-  while (room >= 0 and n < room) or (room < 0 and redis.call('ZCARD', admitted) < INTERACTIVE_DIRECT) do
+  while (room >= 0 and n < room)
+      or (room < 0 and redis.call('ZCARD', admitted) < Q.interactive_direct) do
     local id = redis.call('LPOP', list)
     if not id then break end
-    if redis.call('EXISTS', 'arq:job:' .. id) == 1 then
-      redis.call('ZADD', QUEUE, math.floor(now * 1000), id)
-      if room < 0 then redis.call('ZADD', admitted, fmt(now), id) end
-      redis.call('HINCRBY', LANES, 'admitted', 1)
-      n = n + 1
-    end
+    if admit_one(id, tracked, now) then n = n + 1 end
   end
   if redis.call('EXISTS', list) == 0 then redis.call('LREM', IRING, 0, who) end
   return n

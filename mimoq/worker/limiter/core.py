@@ -271,6 +271,7 @@ class RedisLimiter:
             "lookahead": c.lookahead_s,
             "admit_ttl": ADMIT_TTL_WINDOWS * c.window_s,
             "wait_prefix": f"{wire.WAIT_PREFIX}{model}:",
+            "interactive_direct": wire.INTERACTIVE_DIRECT,
             "max_tenants": MAX_TENANTS_SHOWN,
         }
         if self._clock is not None:
