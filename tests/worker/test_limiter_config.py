@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICEDESIGN_MODEL
 from mimoq.core.errors import ConfigurationError
-from mimoq.core.settings import Settings
+from mimoq.core.settings import LimiterSettings, Settings
 from mimoq.worker.limiter import usage_tokens
 from mimoq.worker.limiter.config import (
     ANONYMOUS_ACCOUNT,
@@ -94,7 +95,7 @@ def test_different_keys_are_different_accounts() -> None:
     assert account_fingerprint(None) == account_fingerprint("") == ANONYMOUS_ACCOUNT
 
 
-def test_keys_share_the_prefix_and_one_cluster_slot() -> None:
+def test_keys_share_the_prefix_and_the_hash_tag() -> None:
     keys = limiter_keys("acct", ASR_MODEL)
     assert len(set(keys)) == len(KEY_PARTS)
     assert all(k.startswith(wire.LIMITER_PREFIX + "{acct:mimo-v2.5-asr}:") for k in keys)
@@ -141,3 +142,14 @@ def test_the_guard_margin_never_paces_below_the_target(
     assert config.guard_margin_s == pytest.approx(expected)
     # the guard's own rate (quota per window + margin) is never below the paced rate
     assert 1 / (window_s + config.guard_margin_s) >= target / window_s - 1e-12
+
+
+def test_the_configs_defaults_are_the_settings_defaults() -> None:
+    """``LimiterConfig`` (what tests build directly) and the settings must not drift apart:
+    every field but the derived ones has a setting of its name with the same default."""
+    settings = LimiterSettings.model_fields
+    for field in dataclasses.fields(LimiterConfig):
+        if field.name in ("account", "rpm", "tpm"):
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else None
+        assert settings[field.name].default == default, field.name

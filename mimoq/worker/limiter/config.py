@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,27 +106,18 @@ class LimiterConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> LimiterConfig:
         """Official quotas, overridden per model by MIMOQ_LIMIT_RPM / MIMOQ_LIMIT_TPM."""
+        limiter = settings.limiter
+        # Every other field has the setting's name: copied, so a new setting needs no line here.
+        same = {
+            f.name: getattr(limiter, f.name)
+            for f in dataclasses.fields(cls)
+            if f.name not in ("account", "rpm", "tpm")
+        }
         return cls(
-            account=settings.limiter.account or account_fingerprint(settings.api_key()),
-            window_s=settings.limiter.window_s,
-            target=settings.limiter.target,
-            margin_s=settings.limiter.margin_s,
-            burst=settings.limiter.burst,
-            max_in_flight=settings.limiter.max_in_flight,
-            lease_ttl_s=settings.limiter.lease_ttl_s,
-            ticket_grace_s=settings.limiter.ticket_grace_s,
-            cooldown_s=settings.limiter.cooldown_s,
-            decrease=settings.limiter.decrease,
-            recovery_per_window=settings.limiter.recovery_per_window,
-            tokens_per_call=settings.limiter.tokens_per_call,
-            tokens_per_audio_s=settings.limiter.tokens_per_audio_s,
-            default_rpm=settings.limiter.default_rpm,
-            rpm=dict(settings.limiter.rpm),
-            tpm={**OFFICIAL_TPM, **settings.limiter.tpm},
-            bulk_min_share=settings.limiter.bulk_min_share,
-            lookahead_s=settings.limiter.lookahead_s,
-            first_decrease=settings.limiter.first_decrease,
-            hold_s=settings.limiter.hold_s,
+            account=limiter.account or account_fingerprint(settings.api_key()),
+            rpm=dict(limiter.rpm),
+            tpm={**OFFICIAL_TPM, **limiter.tpm},
+            **same,
         )
 
     @property
