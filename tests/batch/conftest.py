@@ -1,18 +1,23 @@
-"""Batch fixtures: the simulator as MiMo (reset per test), and the ``mimoq`` command."""
+"""Batch fixtures: the simulator as MiMo (reset per test), the ``mimoq`` command, and a worker
+and a producer on the module's ``settings``."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.connections import ArqRedis
 
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
 from mimoq.sim.config import SimConfig
 from mimoq.sim.server import RunningSim, start_in_thread
-from tests.e2e.conftest import API_KEY
+from mimoq.worker.app import MimoqWorker
+from tests.e2e.conftest import API_KEY, running_worker
 from tests.support.cli import clean_env
 
 
@@ -27,6 +32,18 @@ def batch_sim_server() -> Iterator[RunningSim]:
 def sim(batch_sim_server: RunningSim) -> RunningSim:
     sim_stats(batch_sim_server, reset=True)
     return batch_sim_server
+
+
+@pytest.fixture
+async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[MimoqWorker]:
+    """A worker on the test's ``settings`` (each module that uses it defines them)."""
+    async with running_worker(settings) as w:
+        yield w
+
+
+@pytest.fixture
+def producer(redis: ArqRedis, settings: Settings) -> Producer:
+    return Producer(redis, settings)
 
 
 def sim_stats(sim: RunningSim, *, reset: bool = False) -> dict[str, Any]:

@@ -9,7 +9,6 @@ spells out which chunk came where.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from mimoq.sim.server import RunningSim
 from mimoq.worker.app import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer
-from tests.e2e.conftest import e2e_settings, running_worker
+from tests.e2e.conftest import e2e_settings
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -40,17 +39,6 @@ PAUSE_S = 1.0
 @pytest.fixture
 def settings(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Settings:
     return e2e_settings(redis_server, sim, tmp_path / "data", limits_enabled=False, max_tries=3)
-
-
-@pytest.fixture
-async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[MimoqWorker]:
-    async with running_worker(settings) as w:
-        yield w
-
-
-@pytest.fixture
-def producer(redis: ArqRedis, settings: Settings) -> Producer:
-    return Producer(redis, settings)
 
 
 def twenty_minutes(path: Path) -> Path:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import statistics
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from mimoq.sim.server import RunningSim
 from mimoq.worker.app import MimoqWorker
 from tests.batch.conftest import batch_env, sim_stats
 from tests.conftest import RedisServer
-from tests.e2e.conftest import e2e_settings, running_worker
+from tests.e2e.conftest import e2e_settings
 from tests.support.cli import mimoq
 from tests.support.speech import SENTENCES, conversation, lame, need, sox
 
@@ -39,17 +38,6 @@ def settings(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Sett
     return e2e_settings(
         redis_server, sim, tmp_path / "data", limits_enabled=False, max_tries=3, concurrency=8
     )
-
-
-@pytest.fixture
-async def worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[MimoqWorker]:
-    async with running_worker(settings) as w:
-        yield w
-
-
-@pytest.fixture
-def producer(redis: ArqRedis, settings: Settings) -> Producer:
-    return Producer(redis, settings)
 
 
 @pytest.fixture(scope="module")
