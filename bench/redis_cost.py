@@ -1,0 +1,346 @@
+"""What a job costs the one Redis primary: bare arq against mimoq's mix, side by side in one run.
+
+    python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
+
+One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
+included) and the server's own CPU time (``INFO cpu``), reset before each phase:
+
+- ``bare``: N no-op jobs through arq's ``enqueue_job`` and a plain arq ``Worker`` (one
+  process, the same ``max_jobs`` and poll delay, the JSON serializer);
+- ``mimoq``: N jobs of a realistic mix through ``Producer.enqueue``, run by ``--workers``
+  ``mimoq worker`` processes against ``mimoq sim``, limiter on (window 1 s, 400 requests per
+  model), 3 tenants, both lanes: 80 % speech, 15 % transcription, 2 % long texts (split into
+  chunk jobs), 3 % refused by MiMo (a 400); half the jobs with a signed callback to a
+  loopback receiver; 4 % of upstream answers 429/500/503 at random.
+
+A phase ends when every job has its final result (and every callback is delivered, for
+mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INFO`` reads are
+left out of the counts. Reported per job: Redis commands, Redis CPU, worker CPU; and the
+commands by name that cost mimoq the most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import wave
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis as sync_redis
+from _quota_fleet import Fleet, FleetSpec, stop_all
+from _support import Service, callbacks_received, cpu_s, run_child
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker, func
+
+from mimoq.core import wire
+from mimoq.core.settings import Settings, WorkerSettings
+
+BARE_TASK = "noop"
+TENANTS = ("t-a", "t-b", "t-c")
+REFUSE_MARK = "refuse-this-text"
+DONE_TIMEOUT_S = 600.0
+LOOPBACK = "127.0.0.0/8"
+#: Commands the bench itself sends while a phase runs; not part of what a job costs.
+OWN_COMMANDS = frozenset({"info", "config|resetstat", "config", "mget", "flushall", "ping"})
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    """The bare arq job: nothing at all."""
+
+
+# --- the bare phase's worker child ------------------------------------------------------
+
+
+async def bare_child(args: argparse.Namespace) -> dict[str, Any]:
+    worker = Worker(
+        functions=[func(noop, name=BARE_TASK)],
+        redis_settings=RedisSettings.from_dsn(args.redis),
+        max_jobs=args.concurrency,
+        poll_delay=args.poll_delay,
+        job_serializer=wire.serialize,
+        job_deserializer=json.loads,
+        handle_signals=False,
+        burst=True,  # stops once the queue is empty: the phase's end, without polling
+    )
+    started = cpu_s()
+    await worker.async_run()
+    await worker.close()
+    return {"cpu_s": cpu_s() - started, "complete": worker.jobs_complete}
+
+
+# --- counting ---------------------------------------------------------------------------
+
+
+def command_counts(client: sync_redis.Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
+def redis_cpu(client: sync_redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def reset(client: sync_redis.Redis) -> float:
+    client.flushall()
+    client.config_resetstat()
+    return redis_cpu(client)
+
+
+def job_commands(counts: Counter[str]) -> Counter[str]:
+    return Counter({k: v for k, v in counts.items() if k not in OWN_COMMANDS})
+
+
+# --- the mix ----------------------------------------------------------------------------
+
+
+def write_clip(path: Path, seconds: float = 1.0, rate: int = 16_000) -> None:
+    frames = int(seconds * rate)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\x00\x10" * frames)
+
+
+def mix(n: int, rng: random.Random, clip: Path, hook: str) -> list[dict[str, Any]]:
+    jobs = []
+    for i in range(n):
+        roll = rng.random()
+        job: dict[str, Any]
+        if roll < 0.80:
+            job = {"kind": "speech", "input": f"Sentence number {i} of the cost bench."}
+        elif roll < 0.95:
+            job = {"kind": "transcription", "file": str(clip), "language": "en"}
+        elif roll < 0.97:
+            long_text = " ".join(f"This is sentence {k} of a long text." for k in range(90))
+            job = {"kind": "speech", "input": long_text}
+        else:
+            job = {"kind": "speech", "input": f"{REFUSE_MARK} {i}"}
+        job["id"] = f"job-{i}"
+        job["tenant"] = TENANTS[i % len(TENANTS)]
+        job["priority"] = "interactive" if rng.random() < 0.3 else "bulk"
+        if rng.random() < 0.5:
+            job["callback"] = {"url": hook}
+        jobs.append(job)
+    return jobs
+
+
+def results_final(client: sync_redis.Redis, ids: list[str]) -> tuple[int, int, int]:
+    """(final results, callbacks still pending, mget calls made) for ``ids``."""
+    final = pending = calls = 0
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        calls += 1
+        for raw in client.mget([wire.result_key(i) for i in chunk]):
+            if raw is None:
+                continue
+            record = json.loads(raw)
+            final += 1
+            if record.get("callback", {}).get("status") == "pending":
+                pending += 1
+    return final, pending, calls
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+async def enqueue_bare(url: str, n: int) -> None:
+    pool = await create_pool(
+        RedisSettings.from_dsn(url), job_serializer=wire.serialize, job_deserializer=json.loads
+    )
+    try:
+        for i in range(n):
+            await pool.enqueue_job(BARE_TASK, _job_id=f"bare-{i}")
+    finally:
+        await pool.aclose()
+
+
+async def enqueue_mimoq(url: str, settings: Settings, jobs: list[dict[str, Any]]) -> None:
+    from mimoq.producer.client import Producer
+
+    redis = ArqRedis.from_url(url)
+    try:
+        producer = Producer(redis, settings)
+        for job in jobs:
+            await producer.enqueue(job)
+    finally:
+        await redis.aclose()
+
+
+def phase_bare(args: argparse.Namespace, client: sync_redis.Redis) -> dict[str, Any]:
+    cpu0 = reset(client)
+    asyncio.run(enqueue_bare(args.redis, args.jobs))
+    argv = [sys.executable, __file__, "--child", "--redis", args.redis]
+    argv += ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency)]
+    argv += ["--poll-delay", str(args.poll_delay)]
+    report = run_child(argv, timeout_s=DONE_TIMEOUT_S)
+    counts = job_commands(command_counts(client))
+    return {
+        "counts": counts,
+        "redis_cpu_s": redis_cpu(client) - cpu0,
+        "worker_cpu_s": report["cpu_s"],
+        "problems": [] if report["complete"] == args.jobs else [f"{report['complete']} done"],
+    }
+
+
+def phase_mimoq(
+    args: argparse.Namespace,
+    client: sync_redis.Redis,
+    fleet: Fleet,
+    sim: Service,
+    receiver: Service,
+    workdir: Path,
+) -> dict[str, Any]:
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    clip = workdir / "clip.wav"
+    write_clip(clip)
+    rng = random.Random(args.seed)
+    jobs = mix(args.jobs, rng, clip, receiver.url + "/hook")
+    with_callback = sum("callback" in j for j in jobs)
+    settings = Settings(
+        mimo_base_url=sim.url + "/v1",
+        redis_url=args.redis,
+        data_dir=data_dir,
+        input_roots=str(workdir),
+        callback_allow_networks=LOOPBACK,
+    )
+    spec = FleetSpec(
+        redis_url=args.redis,
+        mimo_base_url=sim.url + "/v1",
+        data_dir=data_dir,
+        window_s=1.0,
+        concurrency=args.concurrency,
+        poll_delay_s=args.poll_delay,
+        limits=True,
+        extra_env=(
+            ("MIMOQ_LIMIT_DEFAULT_RPM", "400"),
+            ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
+            ("MIMOQ_WEBHOOK_SECRET", args.secret),
+        ),
+    )
+    received0 = callbacks_received(receiver)
+    cpu0 = reset(client)
+    asyncio.run(enqueue_mimoq(args.redis, settings, jobs))
+    workers = fleet.workers(args.workers, spec, "worker")
+    worker_cpu0 = [w.cpu_s() or 0.0 for w in workers]
+    ids = [j["id"] for j in jobs]
+    own_mgets = 0
+    deadline = time.monotonic() + DONE_TIMEOUT_S
+    problems: list[str] = []
+    try:
+        while True:
+            final, pending, calls = results_final(client, ids)
+            own_mgets += calls
+            delivered = callbacks_received(receiver) - received0
+            if final == len(ids) and pending == 0:
+                break
+            if time.monotonic() > deadline:
+                problems.append(f"{final} of {len(ids)} results, {pending} callbacks pending")
+                break
+            time.sleep(0.5)  # the interval between polls of the results (not a sync stand-in)
+        counts = job_commands(command_counts(client))
+        redis_cpu_s = redis_cpu(client) - cpu0
+        worker_cpu_s = sum(
+            (w.cpu_s() or 0.0) - c for w, c in zip(workers, worker_cpu0, strict=True)
+        )
+    finally:
+        stop_all(workers)
+    if delivered < with_callback:
+        problems.append(f"the receiver got {delivered} callbacks for {with_callback} jobs")
+    return {
+        "counts": counts,
+        "redis_cpu_s": redis_cpu_s,
+        "worker_cpu_s": worker_cpu_s,
+        "problems": problems,
+        "own_mgets": own_mgets,
+    }
+
+
+def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str, Any]) -> bool:
+    n = args.jobs
+    rows = []
+    for name, phase in (("bare arq", bare), ("mimoq mix", mimoq)):
+        total = sum(phase["counts"].values())
+        rows.append(
+            (name, total / n, phase["redis_cpu_s"] * 1000 / n, phase["worker_cpu_s"] * 1000 / n)
+        )
+    print(
+        f"{n} jobs per phase; mimoq: {args.workers} `mimoq worker` x {args.concurrency}, limiter"
+        " on (window 1 s, 400/model), 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
+        "refused, half with callbacks, 4 % upstream 429/500/503"
+    )
+    print(f"{'phase':<12}{'commands/job':>14}{'redis CPU ms/job':>18}{'worker CPU ms/job':>19}")
+    for name, cmds, rcpu, wcpu in rows:
+        print(f"{name:<12}{cmds:>14.1f}{rcpu:>18.3f}{wcpu:>19.3f}")
+    (_, bc, br, bw), (_, mc, mr, mw) = rows
+    print(
+        f"mimoq / bare: commands {mc / bc:.1f}x, redis CPU {mr / br:.1f}x, "
+        f"worker CPU {mw / bw:.1f}x"
+    )
+    top = mimoq["counts"].most_common(14)
+    print("mimoq commands per job: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
+    ok = True
+    for name, phase in (("bare", bare), ("mimoq", mimoq)):
+        for problem in phase["problems"]:
+            ok = False
+            print(f"PROBLEM in {name}: {problem}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2, help="mimoq worker processes")
+    parser.add_argument("--concurrency", type=int, default=32, help="jobs in flight per worker")
+    parser.add_argument(
+        "--poll-delay", type=float, default=WorkerSettings.model_fields["poll_delay_s"].default
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(bare_child(args))))
+        return 0
+    args.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    faults = json.dumps([{"kind": "status", "status": 400, "match": REFUSE_MARK, "times": None}])
+    with tempfile.TemporaryDirectory(prefix="mimoq-cost-") as tmp, Fleet(Path(tmp)) as fleet:
+        redis = fleet.redis()
+        args.redis = redis.url
+        sim = fleet.simulator(
+            "--fail-rate",
+            "0.04",
+            "--fail-statuses",
+            "429,500,503",
+            "--faults",
+            faults,
+            "--seed",
+            str(args.seed),
+        )
+        receiver = fleet.receiver()
+        client = sync_redis.Redis.from_url(redis.url)
+        try:
+            bare = phase_bare(args, client)
+            mimoq = phase_mimoq(args, client, fleet, sim, receiver, Path(tmp))
+        finally:
+            client.close()
+    return 0 if print_report(args, bare, mimoq) else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    print("interrupted: every process this bench started was stopped", file=sys.stderr)
+    sys.exit(130)
