@@ -526,6 +526,9 @@ class JobResult(BaseModel):
     callback: CallbackState = Field(default_factory=CallbackState)
     #: The MiMo account that served the job: its configured name or its key's fingerprint.
     account: str | None = None
+    #: Whose job it was and its lane, as the job named them (README, "Scheduling").
+    tenant: str | None = None
+    priority: str | None = None
 
 
 class CallbackPayload(BaseModel):
@@ -544,6 +547,8 @@ class CallbackPayload(BaseModel):
     error: dict[str, JsonValue] | None = None
     metadata: JsonValue = None
     finished_at: float
+    tenant: str | None = None
+    priority: str | None = None
 
     @classmethod
     def from_result(cls, result: JobResult, delivery_id: str) -> CallbackPayload:
@@ -561,4 +566,6 @@ class CallbackPayload(BaseModel):
             error=result.error,
             metadata=result.metadata,
             finished_at=result.finished_at,
+            tenant=result.tenant,
+            priority=result.priority,
         )

@@ -122,11 +122,14 @@ class MimoqWorker(Worker):
             raw_job = (data.get("k") or {}).get("job")
         callback, metadata = salvage(raw_job)
         kind = raw_job.get("kind") if isinstance(raw_job, dict) else None
+        tenant, lane = result_builder.salvage_owner(raw_job)
         result = result_builder.failed(
             job_id,
             error={"type": "job_failed", "message": reason},
             kind=kind if kind in ("speech", "transcription") else None,
             metadata=metadata,
+            tenant=tenant,
+            priority=lane,
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
         await finish(self.pool, result, callback, settings=self.mimoq_settings)

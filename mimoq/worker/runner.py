@@ -172,6 +172,7 @@ async def run_job(
         assert verdict.error is not None
         await forget_admitted(redis, job_id, raw, kind)
         callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
+        tenant, lane = (job.tenant, job.priority) if job else result_builder.salvage_owner(raw)
         result = result_builder.failed(
             job_id,
             error=verdict.error,
@@ -180,6 +181,8 @@ async def run_job(
             metadata=metadata,
             tries=tries,
             enqueued_at=_ts(ctx),
+            tenant=tenant,
+            priority=lane,
         )
     result = await finish(redis, result, callback, settings=deps.settings)
     await redis.delete(_deferrals_key(job_id))
