@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from mimoq.cli.jobs import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
+from mimoq.core.jobs import JOB_ID_PATTERN
 from mimoq.core.settings import Settings
 from mimoq.producer.batch import (
     BatchOptions,
@@ -176,6 +178,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     kind = source_kind(source)
     options = _options(args)
     run_id = args.run_id or default_run_id(source, kind, options)
+    if not re.match(JOB_ID_PATTERN, run_id):
+        raise InvalidRequestError(
+            f"--run-id {run_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting "
+            "with . _ -), e.g. --run-id archive-2026",
+            param="--run-id",
+        )
     files = RunFiles(settings.storage.data_dir, run_id)
     try:
         items = plan(source, kind, options, files)

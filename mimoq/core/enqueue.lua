@@ -21,6 +21,10 @@
 -- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
 -- next one. Either way its arq job key is written now, so the id is taken and its status
 -- reads "queued".
+--
+-- Runs (README, "Runs"): a job naming a "run" is counted in mimoq:run:<run> (HINCRBY total
+-- and model:<model>) and its id added to mimoq:run:<run>:pending, which the one finish path
+-- takes it out of; both keys live 7 days past the job's expiry.
 local id = ARGV[1]
 if id == nil or id == '' or string.find(id, '^[%w][%w._-]*$') == nil or #id > 128 then
   return redis.error_reply('invalid_request_error: id must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
@@ -51,6 +55,12 @@ if tenant == cjson.null then tenant = nil end
 if tenant ~= nil and (type(tenant) ~= 'string' or #tenant > 64
     or string.find(tenant, '^[%w][%w._-]*$') == nil) then
   return redis.error_reply('invalid_request_error: tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
+end
+local run = job['run']
+if run == cjson.null then run = nil end
+if run ~= nil and (type(run) ~= 'string' or #run > 128
+    or string.find(run, '^[%w][%w._-]*$') == nil) then
+  return redis.error_reply('invalid_request_error: run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
 end
 local models = {
   speech = {['mimo-v2.5-tts'] = true, ['mimo-v2.5-tts-voicedesign'] = true, ['mimo-v2.5-tts-voiceclone'] = true},
@@ -99,6 +109,21 @@ end
 local envelope = '{"t":null,"f":"' .. task .. '","a":[],"k":{"job":' .. ARGV[2] .. '},"et":' ..
   string.format('%d', now_ms) .. '}'
 redis.call('SET', KEYS[1], envelope, 'PX', math.floor(expires_ms))
+if run ~= nil then
+  local run_key = 'mimoq:run:' .. run
+  local keep_ms = math.floor(expires_ms) + 604800000
+  if redis.call('HINCRBY', run_key, 'total', 1) == 1 then
+    -- the run's first job (or its first since `mimoq batch` began it again)
+    redis.call('HSETNX', run_key, 'created_at', string.format('%.3f', now_ms / 1000))
+    redis.call('HSETNX', run_key, 'tenant', tenant or '_')
+    redis.call('HSETNX', run_key, 'priority', priority)
+    redis.call('ZADD', 'mimoq:runs', 'NX', now_ms / 1000, run)
+  end
+  if type(model) == 'string' then redis.call('HINCRBY', run_key, 'model:' .. model, 1) end
+  redis.call('SADD', run_key .. ':pending', id)
+  redis.call('PEXPIRE', run_key, keep_ms)
+  redis.call('PEXPIRE', run_key .. ':pending', keep_ms)
+end
 if defer_ms <= 0 and models[task][model] ~= nil then
   local wait = 'mimoq:wait:' .. model .. ':'
   local who = tenant or '_'

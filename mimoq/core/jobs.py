@@ -104,6 +104,18 @@ class _JobBase(BaseModel):
     metadata: JsonValue = None
     priority: str = "interactive"
     tenant: str | None = None
+    #: The run (a ``mimoq batch`` run, an HTTP batch) the job belongs to: its progress counts it.
+    run: str | None = None
+
+    @field_validator("run")
+    @classmethod
+    def _run(cls, run: str | None) -> str | None:
+        if run is not None and not re.match(JOB_ID_PATTERN, run):
+            raise _refuse(
+                "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
+                "e.g. 'archive-2026-12'"
+            )
+        return run
 
     @field_validator("priority")
     @classmethod
@@ -529,6 +541,8 @@ class JobResult(BaseModel):
     #: Whose job it was and its lane, as the job named them (README, "Scheduling").
     tenant: str | None = None
     priority: str | None = None
+    #: The run the job belongs to (``mimoq batch``, an HTTP batch), if any.
+    run: str | None = None
 
 
 class CallbackPayload(BaseModel):
@@ -549,6 +563,7 @@ class CallbackPayload(BaseModel):
     finished_at: float
     tenant: str | None = None
     priority: str | None = None
+    run: str | None = None
 
     @classmethod
     def from_result(cls, result: JobResult, delivery_id: str) -> CallbackPayload:
@@ -568,4 +583,5 @@ class CallbackPayload(BaseModel):
             finished_at=result.finished_at,
             tenant=result.tenant,
             priority=result.priority,
+            run=result.run,
         )

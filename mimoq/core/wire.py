@@ -63,6 +63,15 @@ NO_TENANT: Final = "_"
 #: scripts get it with their configuration.
 INTERACTIVE_DIRECT: Final = 16
 
+#: A run's progress (README, "Runs"): ``mimoq:run:<run>`` a hash of counters (``total``,
+#: ``succeeded``, ``failed``, ``cancelled``, ``model:<model>``) and facts (``tenant``,
+#: ``priority``, ``created_at``, ``sealed``, ``ended_at``, ``callback``), and
+#: ``mimoq:run:<run>:pending`` the set of its job ids not finished yet. enqueue.lua adds a
+#: job to both; the one finish path (mimoq.core.runs) takes it out.
+RUN_PREFIX: Final = "mimoq:run:"
+#: The runs not ended yet, a sorted set scored by creation time (the dashboard lists them).
+RUNS_ACTIVE_KEY: Final = "mimoq:runs"
+
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
 TASK_TRANSCRIPTION: Final = "transcription"
@@ -126,6 +135,15 @@ def interactive_admitted_key(model: str, tenant: str | None) -> str:
 def enqueue_keys(job_id: str) -> list[str]:
     """KEYS of the enqueue script, in order."""
     return [job_key(job_id), ARQ_RESULT_PREFIX + job_id, result_key(job_id), QUEUE_NAME]
+
+
+def run_key(run: str) -> str:
+    return RUN_PREFIX + run
+
+
+def run_pending_key(run: str) -> str:
+    """The set of a run's job ids that have not finished yet (cancel reads it)."""
+    return RUN_PREFIX + run + ":pending"
 
 
 def callback_job_id(job_id: str) -> str:

@@ -21,7 +21,7 @@ from redis.exceptions import WatchError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mimoq.core import wire
+from mimoq.core import runs, wire
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.http import batch_lines as lines
@@ -180,6 +180,8 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
         await _update(ctx, batch_id, failed)
         await redis.delete(_lease_key(batch_id))
         return
+    await runs.begin(redis, batch_id, tenant=tenant, priority="bulk",
+                     callback=record.get("callback"))  # fmt: skip
     fetching = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def submit_one(number: int, custom_id: str, req: dict[str, Any]) -> Item:
@@ -187,6 +189,7 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
         fetched = None
         try:
             job = lines.job_of(endpoint, req, job_id)
+            job["run"] = batch_id  # the batch's progress and ETA are its run's (core.runs)
             if is_remote(job.get("file")):
                 async with fetching:
                     fetched = await fetch_audio(ctx.settings, job["file"], job_id)
@@ -229,6 +232,7 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
         return True
 
     stored = await _update(ctx, batch_id, submitted)
+    await runs.seal(redis, batch_id)
     if stored is not None and stored["status"] == "cancelling":  # cancelled while we worked
         await _withdraw(ctx, [item[1] for item in items if item[2] is None])
     await redis.delete(_lease_key(batch_id))

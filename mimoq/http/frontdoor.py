@@ -17,7 +17,7 @@ from mimoq.producer.client import Producer
 
 #: Fields a caller of the HTTP API may not set: the server picks the id (so one tenant can
 #: never name another's job) and the output key (so one cannot overwrite another's files).
-SERVER_CHOSEN: tuple[str, ...] = ("id", "output", "kind", "tenant", "priority")
+SERVER_CHOSEN: tuple[str, ...] = ("id", "output", "kind", "tenant", "priority", "run")
 
 
 def refuse_server_fields(body: Mapping[str, Any]) -> None:

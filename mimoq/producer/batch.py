@@ -141,7 +141,9 @@ def default_run_id(source: Path | str, kind: SourceKind, options: BatchOptions) 
         sort_keys=True, ensure_ascii=False, default=str,
     )  # fmt: skip
     name = PurePosixPath(where).stem if isinstance(source, str) else source.stem
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:40] or "batch"
+    # ASCII only: the run id names Redis keys and is checked like a job id (JOB_ID_PATTERN)
+    stem = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "-" for c in name)
+    stem = stem[:40] or "batch"
     return f"{stem.lstrip('._-') or 'batch'}-{hashlib.sha256(described.encode()).hexdigest()[:8]}"
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import runs, wire
 from mimoq.core.errors import MimoqError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.results import job_status
@@ -139,6 +139,10 @@ def _error_text(result: JobResult) -> str | None:
     return f"{result.error.get('type', 'error')}: {result.error.get('message', '')}"
 
 
+async def _nothing(run: str) -> None:
+    return None
+
+
 class BatchRunner:
     """Enqueues the items of a run that are not done yet and follows them to the end.
 
@@ -156,6 +160,8 @@ class BatchRunner:
         quotas: Mapping[str, QuotaRate] | None = None,
         poll_s: float = 0.25,
         enqueue_concurrency: int = 16,
+        callback: dict[str, Any] | None = None,
+        on_run_ended: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.producer = producer
         self.files = files
@@ -165,6 +171,12 @@ class BatchRunner:
         self.quotas = quotas
         self.poll_s = poll_s
         self._gate = asyncio.Semaphore(enqueue_concurrency)
+        #: Every job of the run carries it, so Redis counts the run (mimoq.core.runs).
+        self.run_id = files.run_id
+        #: Where the run's ``batch.completed`` event goes (``--callback``), if anywhere.
+        self.callback = callback
+        #: Called when sealing the run ended it (nothing left to run): announces the end.
+        self.on_run_ended = on_run_ended or _nothing
         self._started = time.monotonic()
         self._finished_here = 0
         self.resumed = 0
@@ -277,7 +289,18 @@ class BatchRunner:
             [i for i in group if self.records[i].status == ItemStatus.pending]
             for group in self._groups().values()
         ]
+        redis = self.producer.redis
+        first = next((i.job for i in self.items if i.job is not None), None) or {}
+        await runs.begin(
+            redis,
+            self.run_id,
+            tenant=first.get("tenant"),
+            priority=str(first.get("priority") or "interactive"),
+            callback=self.callback,
+        )
         await asyncio.gather(*(one(indices) for indices in pending if indices))
+        if await runs.seal(redis, self.run_id):
+            await self.on_run_ended(self.run_id)
 
     async def _enqueue(self, item: PlannedItem, records: list[ItemRecord]) -> None:
         """Enqueue ``item``'s job once for every item in ``records`` (they share its id)."""
@@ -293,7 +316,7 @@ class BatchRunner:
                 previous = await self.producer.result(job_id)
                 if previous is not None and previous.status == "failed":
                     await forget(redis, job_id)  # a re-run retries what failed
-            await self.producer.enqueue(item.job)
+            await self.producer.enqueue({**item.job, "run": self.run_id})
         except (MimoqError, UnsupportedAudioError) as exc:
             message = exc.message if isinstance(exc, MimoqError) else str(exc)
             kind = exc.error_type if isinstance(exc, MimoqError) else "invalid_request_error"

@@ -30,7 +30,7 @@ from mimoq.worker.limiter.capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
-from mimoq.worker.runner import finish, invalid_job, salvage, speech, transcription
+from mimoq.worker.runner import finish, invalid_job, salvage, salvage_run, speech, transcription
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -130,6 +130,7 @@ class MimoqWorker(Worker):
             metadata=metadata,
             tenant=tenant,
             priority=lane,
+            run=salvage_run(raw_job),
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
         await finish(self.pool, result, callback, settings=self.mimoq_settings)

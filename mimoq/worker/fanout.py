@@ -172,7 +172,7 @@ def _split_text(job: SpeechJob, job_id: str) -> tuple[list[ChildSpec], list[dict
         )
         start += len(part)
         fields = job.model_dump(
-            mode="json", exclude_none=True, exclude={"id", "output", "callback", "metadata"}
+            mode="json", exclude_none=True, exclude={"id", "output", "callback", "metadata", "run"}
         )
         fields.update(
             id=spec.job_id, input=part.strip(), response_format="wav",
@@ -190,7 +190,7 @@ def _transcription_child(
     fields = job.model_dump(
         mode="json",
         exclude_none=True,
-        exclude={"id", "output", "callback", "metadata", "timestamps", "compact_silence"},
+        exclude={"id", "output", "callback", "metadata", "run", "timestamps", "compact_silence"},
     )
     fields.update(
         id=spec.job_id, file=deps.storage.locate(key), response_format="text",

@@ -34,6 +34,7 @@ def succeeded(
         tenant=job.tenant,
         priority=job.priority,
         metadata=job.metadata,
+        run=job.run,
         tries=tries,
         enqueued_at=enqueued_at,
         finished_at=time.time(),
@@ -51,6 +52,7 @@ def failed(
     enqueued_at: float | None = None,
     tenant: str | None = None,
     priority: str | None = None,
+    run: str | None = None,
 ) -> JobResult:
     """The record of a job that ended without output; ``error`` is already safe to publish."""
     return JobResult(
@@ -62,6 +64,7 @@ def failed(
         priority=priority,
         error=error,
         metadata=metadata,
+        run=run,
         tries=tries,
         enqueued_at=enqueued_at,
         finished_at=time.time(),

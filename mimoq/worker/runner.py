@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import failures, wire
+from mimoq.core import failures, runs, wire
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
@@ -27,6 +28,7 @@ from mimoq.core.errors import (
     UpstreamUnavailable,
 )
 from mimoq.core.jobs import (
+    JOB_ID_PATTERN,
     Callback,
     CallbackState,
     CallbackStatus,
@@ -96,6 +98,13 @@ def salvage(raw: Any) -> tuple[Callback | None, Any]:
     except TypeError:
         metadata = None
     return callback, metadata
+
+
+def salvage_run(raw: Any) -> str | None:
+    """The run of a job that failed validation, if it names a valid one: the run counted it
+    at enqueue (enqueue.lua checks the name), so its counters must see it finish."""
+    run = raw.get("run") if isinstance(raw, dict) else None
+    return run if isinstance(run, str) and re.match(JOB_ID_PATTERN, run) else None
 
 
 def _policy(settings: Settings) -> RetryPolicy:
@@ -175,6 +184,7 @@ async def run_job(
         tenant, lane = (job.tenant, job.priority) if job else result_builder.salvage_owner(raw)
         result = result_builder.failed(
             job_id,
+            run=job.run if job else salvage_run(raw),
             error=verdict.error,
             kind=job.kind if job else _kind_of(raw, kind),
             model=model,
@@ -269,6 +279,10 @@ async def finish(
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
+    if result.run is not None and await runs.record_finish(
+        redis, result.run, result.id, result.status
+    ):
+        log.info("run.ended", run=result.run)
     return result
 
 

@@ -96,6 +96,17 @@ def test_speech_batch_with_good_bad_and_failing_lines(stack: Stack, oai: openai.
     failed = errors["upstream"]["response"]
     assert isinstance(failed, dict) and failed["body"]["error"]["code"] == "job_failed"
 
+    # the batch is a run: Redis counts its 7 enqueued jobs (the refused line never ran), it
+    # was sealed and has ended, and each result names it
+    with stack.redis() as r:
+        run: dict[bytes, bytes] = r.hgetall(f"mimoq:run:{batch.id}")  # type: ignore[assignment]
+        assert (run[b"total"], run[b"succeeded"], run[b"failed"]) == (b"7", b"6", b"1")
+        assert b"sealed" in run and b"ended_at" in run and run[b"priority"] == b"bulk"
+        assert not r.exists(f"mimoq:run:{batch.id}:pending")
+        assert r.zscore("mimoq:runs", batch.id) is None
+        result = json.loads(r.get(f"mimoq:result:{batch.id}-000004"))  # type: ignore[arg-type]
+        assert result["run"] == batch.id
+
 
 def test_transcription_batch_with_data_uris(stack: Stack, oai: openai.OpenAI) -> None:
     uri = "data:audio/wav;base64," + base64.b64encode(wav_bytes(0.4)).decode()

@@ -1,0 +1,223 @@
+"""A run's progress in Redis: its counters by status, the index of its unfinished jobs, its end.
+
+A *run* is a group of jobs followed together: a ``mimoq batch`` run, an HTTP batch, or any
+jobs a producer tags with the same ``run`` field. Everything is O(1) per job:
+
+- enqueue.lua counts a job into ``mimoq:run:<run>`` (``total``, ``model:<model>``) and adds
+  its id to ``mimoq:run:<run>:pending``;
+- the one finish path (``mimoq.worker.runner.finish``, for cancels too) calls
+  :func:`record_finish`, which takes the id out of the index and counts its status, once;
+- a producer that has enqueued all of a run's jobs *seals* it (:func:`seal`). A sealed run
+  whose index is empty has ended; exactly one caller (a finish or the seal) is told so, by
+  ``HSETNX ended_at`` inside the same script, and announces it (``batch.completed``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+
+#: The statuses a run counts (a job's final status in its result record).
+FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
+#: How long a run's keys outlive their last change when nothing else sets it (8 days).
+_KEEP_MS: Final = 8 * 86_400_000
+
+# Shared by the scripts below: end the run if it is sealed and nothing of it is left.
+_END_IF_DONE = """
+local function end_if_done(run_key, pending_key, run, now)
+  if redis.call('HEXISTS', run_key, 'sealed') == 0 then return 0 end
+  if redis.call('SCARD', pending_key) > 0 then return 0 end
+  if redis.call('HSETNX', run_key, 'ended_at', now) == 0 then return 0 end
+  redis.call('ZREM', KEYS[3], run)
+  return 1
+end
+"""
+
+#: KEYS: run, pending, active runs. ARGV: run, job id, status, now.
+#: 0: not counted (counted before, or the run is gone); 1: counted; 2: counted, and the run
+#: ended with it (this caller announces the end).
+_FINISH_LUA: Final = (
+    _END_IF_DONE
+    + """
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+return 1 + end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
+"""
+)
+
+#: KEYS: run, pending, active runs. ARGV: run, now. 1 when sealing ended the run.
+_SEAL_LUA: Final = (
+    _END_IF_DONE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', '1')
+return end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+
+#: KEYS: run, pending, active runs. ARGV: run, now, tenant, priority, callback JSON or "",
+#: keep ms. A run begun again (``mimoq batch`` re-run) retries what failed: its failures are
+#: forgotten, and its total is what finished well plus what is still open.
+_BEGIN_LUA: Final = """
+local run_key, pending_key = KEYS[1], KEYS[2]
+redis.call('HSETNX', run_key, 'created_at', ARGV[2])
+redis.call('HSET', run_key, 'tenant', ARGV[3], 'priority', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', run_key, 'callback', ARGV[5])
+else
+  redis.call('HDEL', run_key, 'callback')
+end
+redis.call('HDEL', run_key, 'sealed', 'ended_at')
+local done = tonumber(redis.call('HGET', run_key, 'succeeded') or '0')
+  + tonumber(redis.call('HGET', run_key, 'cancelled') or '0')
+redis.call('HSET', run_key, 'failed', 0, 'total', done + redis.call('SCARD', pending_key))
+redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+redis.call('PEXPIRE', run_key, ARGV[6])
+return 1
+"""
+
+
+def _keys(run: str) -> list[str]:
+    return [wire.run_key(run), wire.run_pending_key(run), wire.RUNS_ACTIVE_KEY]
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
+
+
+async def begin(
+    redis: Redis,
+    run: str,
+    *,
+    tenant: str | None,
+    priority: str,
+    callback: dict[str, Any] | None = None,
+) -> None:
+    """Start (or start again) a run whose jobs a producer is about to enqueue."""
+    script = redis.register_script(_BEGIN_LUA)
+    args = [
+        run,
+        _now(),
+        tenant or wire.NO_TENANT,
+        priority,
+        json.dumps(callback) if callback else "",
+    ]
+    await script(keys=_keys(run), args=[*args, _KEEP_MS])
+
+
+async def seal(redis: Redis, run: str) -> bool:
+    """Every job of the run is enqueued; True if that ended it (nothing was left to run)."""
+    script = redis.register_script(_SEAL_LUA)
+    return bool(await script(keys=_keys(run), args=[run, _now()]))
+
+
+async def record_finish(redis: Redis, run: str, job_id: str, status: str) -> bool:
+    """Count a finished job in its run, once; True if it was the run's last (it ended)."""
+    script = redis.register_script(_FINISH_LUA)
+    return int(await script(keys=_keys(run), args=[run, job_id, status, _now()])) == 2
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as Redis holds it now."""
+
+    run: str
+    total: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    #: jobs enqueued and not finished: in flight or waiting
+    unfinished: int
+    #: jobs of the run a worker is running now (from the workers' in-flight record)
+    in_flight: int
+    tenant: str | None
+    priority: str
+    created_at: float | None
+    sealed: bool
+    ended_at: float | None
+    #: jobs enqueued per model (a run usually has one)
+    models: dict[str, int] = field(default_factory=dict)
+    callback: dict[str, Any] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.unfinished - self.in_flight)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    def counts(self) -> dict[str, int]:
+        """The counts every surface shows (``mimoq batch status --json``, the dashboard)."""
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "in_flight": self.in_flight,
+            "waiting": self.waiting,
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_run(redis: Redis, run: str) -> RunRecord | None:
+    """The run's record, or None if Redis has none (never enqueued, or expired)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(wire.run_key(run))
+        pipe.scard(wire.run_pending_key(run))
+        pipe.hkeys(wire.INFLIGHT_KEY)  # every worker slot of the fleet: small
+        raw, unfinished, running = await pipe.execute()
+    if not raw:
+        return None
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    in_flight = 0
+    if running and unfinished:
+        member = await redis.smismember(wire.run_pending_key(run), list(running))  # type: ignore[misc]
+        in_flight = sum(1 for m in member if m)
+
+    def number(name: str) -> int:
+        return int(fields.get(name) or 0)
+
+    tenant = fields.get("tenant")
+    ended = fields.get("ended_at")
+    created = fields.get("created_at")
+    return RunRecord(
+        run=run,
+        total=number("total"),
+        succeeded=number("succeeded"),
+        failed=number("failed"),
+        cancelled=number("cancelled"),
+        unfinished=int(unfinished),
+        in_flight=in_flight,
+        tenant=None if tenant in (None, wire.NO_TENANT) else tenant,
+        priority=fields.get("priority") or "interactive",
+        created_at=float(created) if created else None,
+        sealed="sealed" in fields,
+        ended_at=float(ended) if ended else None,
+        models={
+            k.removeprefix("model:"): int(v) for k, v in fields.items() if k.startswith("model:")
+        },
+        callback=json.loads(fields["callback"]) if fields.get("callback") else None,
+    )
+
+
+async def active_runs(redis: Redis, *, limit: int = 50) -> list[RunRecord]:
+    """Runs not ended yet, oldest first; runs whose record expired are dropped from the list."""
+    names = [_text(n) for n in await redis.zrange(wire.RUNS_ACTIVE_KEY, 0, limit - 1)]
+    out: list[RunRecord] = []
+    for name in names:
+        record = await read_run(redis, name)
+        if record is None:
+            await redis.zrem(wire.RUNS_ACTIVE_KEY, name)
+            continue
+        out.append(record)
+    return out
