@@ -579,6 +579,31 @@ async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> Non
     assert "secret" not in repr(built.__dict__) and "secret" not in repr(limiter.__dict__)
 
 
+async def test_key_ttls_are_refreshed_once_a_minute_not_on_every_decision(
+    redis: ArqRedis,
+) -> None:
+    clock = Clock()
+    limiter = RedisLimiter(replace(SECONDS, default_rpm=1000), redis, clock=clock)
+    lease = await limiter.acquire(TTS_MODEL, job_id="first")
+    await limiter.release(lease, usage={}, latency_s=0.5)
+    keys = [k async for k in redis.scan_iter(wire.LIMITER_PREFIX + "*")]
+    assert keys and all([await redis.ttl(k) > 0 for k in keys])
+    # keys that lost their TTL (as a zset emptied and created again would) keep none while
+    # decisions follow each other within the refresh interval: no EXPIRE per decision
+    for key in keys:
+        await redis.persist(key)
+    for i in range(5):
+        clock.now += 1.0
+        lease = await limiter.acquire(TTS_MODEL, job_id=f"soon-{i}")
+        await limiter.release(lease, usage={}, latency_s=0.5)
+    assert all([await redis.ttl(k) == -1 for k in keys])
+    # the first decision a minute after the last refresh gives every key its TTL again
+    clock.now += 60.0
+    await limiter.acquire(TTS_MODEL, job_id="later")
+    keys = [k async for k in redis.scan_iter(wire.LIMITER_PREFIX + "*")]
+    assert all([await redis.ttl(k) > 0 for k in keys])
+
+
 async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
     limiter = build_limiter(Settings(limits_enabled=False), redis)
     assert isinstance(limiter, UnlimitedLimiter)

@@ -91,12 +91,12 @@ local function grant()
   redis.call('HINCRBY', LANES, 'tenant:' .. (tenant or '_'), 1)
   -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place
   admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request))
-  touch()
+  touch(st, now)
   return {'granted', fmt(0), cost, fmt(now)}
 end
 
 local function defer(wait, reason)
-  touch()
+  touch(st, now)
   return {reason, fmt(wait), cost, fmt(now)}
 end
 

@@ -63,5 +63,5 @@ else
   resume = st.cd
 end
 redis.call('HINCRBY', STATE, 'n429', 1)
-touch()
+touch(st, now)
 return {stepped, fmt(resume - now)}

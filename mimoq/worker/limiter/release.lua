@@ -56,5 +56,5 @@ end
 
 if latency >= 0 then ewma('lat', 'lat_dev', latency, st.lat, st.lat_dev) end
 if lag >= 0 then ewma('lag', 'lag_dev', lag, st.lag, st.lag_dev) end
-touch()
+touch(st, now)
 return held
