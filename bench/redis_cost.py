@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -232,6 +233,7 @@ def phase_mimoq(
     )
     received0 = callbacks_received(receiver)
     cpu0 = reset(client)
+    monitor = start_monitor(args) if args.monitor else None
     asyncio.run(enqueue_mimoq(args.redis, settings, jobs))
     workers = fleet.workers(args.workers, spec, "worker")
     worker_cpu0 = [w.cpu_s() or 0.0 for w in workers]
@@ -257,6 +259,9 @@ def phase_mimoq(
         )
     finally:
         stop_all(workers)
+        if monitor is not None:
+            monitor.terminate()
+            monitor.wait()
     if delivered < with_callback:
         problems.append(f"the receiver got {delivered} callbacks for {with_callback} jobs")
     return {
@@ -266,6 +271,14 @@ def phase_mimoq(
         "problems": problems,
         "own_mgets": own_mgets,
     }
+
+
+def start_monitor(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """``redis-cli MONITOR`` into ``args.monitor``: every command of the mimoq phase, with
+    the ones scripts run marked ``lua``, to see where a job's commands come from."""
+    port = args.redis.rsplit(":", 1)[1].split("/")[0]
+    with open(args.monitor, "wb") as out:
+        return subprocess.Popen(["redis-cli", "-p", port, "monitor"], stdout=out)
 
 
 def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str, Any]) -> bool:
@@ -308,6 +321,9 @@ def main() -> int:
         "--poll-delay", type=float, default=WorkerSettings.model_fields["poll_delay_s"].default
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--monitor", type=Path, help="write redis-cli MONITOR of the mimoq phase to this file"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
