@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -14,6 +12,7 @@ from redis.asyncio import Redis
 from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
 from mimoq.worker.accounts.breaker import read_paused
+from mimoq.worker.depth import classify, read_depth
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth, waiting_models
@@ -22,71 +21,28 @@ from mimoq.worker.limiter.config import LimiterConfig
 _PAGE: Final = 500
 
 
-class QueuedKind(StrEnum):
-    """What a queued arq job is, read from its ``f`` (task name)."""
-
-    speech = "speech"
-    transcription = "transcription"
-    callback = "callback"
-    invalid = "invalid"  # routed to invalid_job by the deserializer
-    expired = "expired"  # in the queue, but its job key is gone: arq will drop it
-    other = "other"  # not one of mimoq's tasks (another app on this Redis, or garbage)
-
-
-_TASK_KIND: Final = {
-    wire.TASK_SPEECH: QueuedKind.speech,
-    wire.TASK_TRANSCRIPTION: QueuedKind.transcription,
-    wire.TASK_CALLBACK: QueuedKind.callback,
-    wire.TASK_INVALID: QueuedKind.invalid,
-}
-
-
-def kind_of(raw: bytes | None) -> QueuedKind:
-    """Classify one ``arq:job:<id>`` value (None: the key does not exist)."""
-    if raw is None:
-        return QueuedKind.expired
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return QueuedKind.other
-    task = data.get("f") if isinstance(data, dict) else None
-    return _TASK_KIND.get(task, QueuedKind.other) if isinstance(task, str) else QueuedKind.other
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _kinds(redis: Redis, ids: list[str]) -> list[QueuedKind]:
-    out: list[QueuedKind] = []
+async def _kinds(redis: Redis, ids: list[str]) -> list[str]:
+    """Each job's kind (speech, transcription, callback, invalid, expired or other)."""
+    out: list[str] = []
     for start in range(0, len(ids), _PAGE):
         page = ids[start : start + _PAGE]
-        out.extend(kind_of(raw) for raw in await redis.mget([wire.job_key(i) for i in page]))
+        out.extend(classify(raw)[0] for raw in await redis.mget([wire.job_key(i) for i in page]))
     return out
 
 
-async def queue_depth(redis: Redis, now_ms: int) -> dict[str, dict[str, int]]:
-    """Queued jobs by state (due / deferred) and kind: one ZSCAN pass plus paged MGETs."""
-    counts: dict[str, Counter[str]] = {"due": Counter(), "deferred": Counter()}
-    seen: set[str] = set()
-    page: list[tuple[str, float]] = []
-
-    async def flush() -> None:
-        kinds = await _kinds(redis, [job_id for job_id, _ in page])
-        for (_, score), kind in zip(page, kinds, strict=True):
-            counts["due" if score <= now_ms else "deferred"][kind.value] += 1
-        page.clear()
-
-    async for member, score in redis.zscan_iter(wire.QUEUE_NAME, count=_PAGE):
-        job_id = _text(member)
-        if job_id in seen:  # ZSCAN may return a member twice while the set is rehashed
-            continue
-        seen.add(job_id)
-        page.append((job_id, score))
-        if len(page) >= _PAGE:
-            await flush()
-    await flush()
-    return {state: dict(sorted(c.items())) for state, c in counts.items()}
+async def queue_depth(redis: Redis, now_ms: int) -> dict[str, Any]:
+    """Every unfinished job (mimoq.worker.depth): ``total``, ``by_state``, ``depth`` rows by
+    state, lane and kind, and (as before) ``due`` and ``deferred`` by kind."""
+    depth = await read_depth(redis, now_ms)
+    return {
+        "due": depth.kinds_in("queued"),
+        "deferred": depth.kinds_in("deferred"),
+        **depth.to_dict(),
+    }
 
 
 async def _tries(redis: Redis, ids: list[str]) -> tuple[list[int], list[int]]:
@@ -109,7 +65,7 @@ async def next_deferred(redis: Redis, now_ms: int, limit: int) -> list[dict[str,
     return [
         {
             "id": job_id,
-            "kind": kind.value,
+            "kind": kind,
             "run_at": score / 1000,
             "in_s": round((score - now_ms) / 1000, 3),
             "tries_started": t,
@@ -131,9 +87,9 @@ async def in_flight(redis: Redis, limit: int) -> dict[str, Any]:
     tries, _ = await _tries(redis, shown)
     return {
         "count": len(ids),
-        "by_kind": dict(sorted(Counter(k.value for k in kinds).items())),
+        "by_kind": dict(sorted(Counter(k for k in kinds).items())),
         "jobs": [
-            {"id": job_id, "kind": kind.value, "try": t}
+            {"id": job_id, "kind": kind, "try": t}
             for job_id, kind, t in zip(shown, kinds[:limit], tries, strict=True)
         ],
     }
@@ -171,13 +127,9 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
     """The whole picture, as one JSON-ready dict."""
     now = time.time()
     now_ms = int(now * 1000)
-    depth = await queue_depth(redis, now_ms)
     return {
         "at": now,
-        "queue": {
-            **depth,
-            "total": sum(sum(c.values()) for c in depth.values()),
-        },
+        "queue": await queue_depth(redis, now_ms),
         "deferred": await next_deferred(redis, now_ms, limit),
         "in_flight": await in_flight(redis, limit),
         "failures": {
@@ -215,11 +167,10 @@ def _table(headers: list[str], rows: Iterable[Iterable[object]]) -> list[str]:
 def render(report: dict[str, Any]) -> str:
     """``inspect``'s report as aligned plain-text tables."""
     queue = report["queue"]
-    kinds = sorted(set(queue["due"]) | set(queue["deferred"]))
-    lines = [f"queue ({queue['total']} jobs)"]
+    lines = [f"queue ({queue['total']} jobs not finished)"]
     lines += _table(
-        ["kind", "due", "deferred"],
-        ([k, queue["due"].get(k, 0), queue["deferred"].get(k, 0)] for k in kinds),
+        ["state", "lane", "kind", "jobs"],
+        ([r["state"], r["lane"], r["kind"], r["count"]] for r in queue["depth"]),
     )
     lines += ["", "next deferred"]
     lines += _table(

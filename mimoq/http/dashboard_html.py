@@ -50,19 +50,28 @@ def _ago(ts: object, now: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+_DEPTH_STATES: Final = ("queued", "waiting", "deferred", "in_flight")
+
+
 def queue_section(snapshot: Mapping[str, Any]) -> str:
+    """Every job not finished yet, by lane and kind (rows) and state (columns): queued,
+    waiting for admission, deferred, in flight."""
     queue = snapshot.get("queue", {})
-    kinds = sorted({k for state in ("due", "deferred") for k in queue.get(state, {})})
+    cells: dict[tuple[str, str], dict[str, int]] = {}
+    for row in queue.get("depth", []):
+        lane, kind, state = str(row["lane"]), str(row["kind"]), str(row["state"])
+        cells.setdefault((lane, kind), {})[state] = int(row["count"])
     rows = [
-        [_e(kind)]
-        + [f'<span class="num" data-depth="{_e(state)}-{_e(kind)}">'
-           f"{int(queue.get(state, {}).get(kind, 0))}</span>" for state in ("due", "deferred")]
-        for kind in kinds
+        [_e(lane), _e(kind)]
+        + [f'<span class="num" data-depth="{_e(state)}-{_e(lane)}-{_e(kind)}">'
+           f"{counts.get(state, 0)}</span>" for state in _DEPTH_STATES]
+        for (lane, kind), counts in sorted(cells.items())
     ]  # fmt: skip
     total = int(queue.get("total", 0))
+    headers = ["lane", "kind", "queued", "waiting", "deferred", "in flight"]
     return (
         f'<section id="queue"><h2>Queue</h2><div class="big" id="queue-total">{total}</div>'
-        f'<p class="muted">jobs waiting</p>{_table(["kind", "due", "deferred"], rows, "empty")}'
+        f'<p class="muted">jobs not finished</p>{_table(headers, rows, "empty")}'
         "</section>"
     )
 
@@ -80,18 +89,20 @@ def lanes_section(snapshot: Mapping[str, Any]) -> str:
         for s in snapshot.get("limiters", {}).get("limiters", [])
         if isinstance(s.get("lanes"), dict)
     ]
-    waiting = snapshot.get("waiting") or {}
     waiting_rows = [
-        [_e(model), _e(tenant), f'<span class="num" data-waiting="{_e(model)}-{_e(tenant)}">'
+        [_e(model), _e(lane), _e(tenant),
+         f'<span class="num" data-waiting="{_e(model)}-{_e(tenant)}{_e(suffix)}">'
          f"{int(count)}</span>"]
-        for model, tenants in sorted(waiting.items())
+        for lane, field, suffix in (("bulk", "waiting", ""),
+                                    ("interactive", "waiting_interactive", "-interactive"))
+        for model, tenants in sorted((snapshot.get(field) or {}).items())
         for tenant, count in sorted(tenants.items())
     ]  # fmt: skip
     return (
         '<section id="lanes"><h2>Lanes <span class="muted">interactive / bulk</span></h2>'
         + _table(["model", "slots held", "grants last window"], rows, "limiter off")
-        + '<p class="muted">bulk waiting for admission</p>'
-        + _table(["model", "tenant", "jobs"], waiting_rows)
+        + '<p class="muted">waiting for admission</p>'
+        + _table(["model", "lane", "tenant", "jobs"], waiting_rows)
         + "</section>"
     )
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mimoq.core import wire
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, start_redis_server
 from tests.http.conftest import (
     ALICE,
     BOB,
@@ -152,7 +152,9 @@ def test_login_depth_dead_letter_replay_in_a_browser(
 
     def depth() -> str:
         b.get(board.url + "/")  # type: ignore[attr-defined]
-        return str(b.find_element(By.CSS_SELECTOR, '[data-depth="deferred-speech"]').text)  # type: ignore[attr-defined]
+        return str(
+            b.find_element(By.CSS_SELECTOR, '[data-depth="deferred-interactive-speech"]').text
+        )  # type: ignore[attr-defined]
 
     assert depth() == "3"
     assert b.find_element(By.ID, "queue-total").text == "3"  # type: ignore[attr-defined]
@@ -239,3 +241,51 @@ def test_dashboard_refuses_forged_posts_and_other_tenants(board: Stack) -> None:
         base_url=board.url, timeout=30, cookies={"mimoq_session": "bob|9999999999|AAAA"}
     ) as http:
         assert http.get("/").status_code == 303
+
+
+@pytest.fixture(scope="module")
+def idle_board(sim: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """serve alone (no worker: nothing queued moves), on a Redis of its own."""
+    server_redis = start_redis_server()
+    root = tmp_path_factory.mktemp("idle-dashboard")
+    env = stack_env(server_redis, sim, root / "data", MIMOQ_HTTP_DASHBOARD_TENANTS="alice")  # type: ignore[arg-type]
+    port = free_port()
+    server = start_server(env, root, port)
+    try:
+        yield Stack(f"http://127.0.0.1:{port}", port, root / "data", server_redis.url, sim, env)  # type: ignore[arg-type]
+    finally:
+        stop(server)
+        server_redis.close()
+
+
+def log_in(b: object, url: str) -> None:
+    b.get(url + "/login")  # type: ignore[attr-defined]
+    b.find_element(By.ID, "token").send_keys(ALICE)  # type: ignore[attr-defined]
+    b.find_element(By.ID, "login").click()  # type: ignore[attr-defined]
+    wait_until(lambda: b.find_elements(By.ID, "queue"), what="the dashboard after logging in")  # type: ignore[attr-defined]
+
+
+def test_queue_depth_counts_interactive_jobs_waiting_past_the_cap(
+    idle_board: Stack, browser: object
+) -> None:
+    """#19: with no worker, 21 interactive jobs of one tenant are 16 queued and 5 waiting for
+    admission, and the page says 21 jobs are not finished (it used to say 16)."""
+    redis = idle_board.redis()
+    redis.flushall()
+    script = redis.register_script(wire.enqueue_script())
+    flood = wire.INTERACTIVE_DIRECT + 5
+    for i in range(flood):
+        job = json.dumps({"kind": "speech", "input": "x", "tenant": "alpha"})
+        assert script(keys=wire.enqueue_keys(f"i{i}"), args=[f"i{i}", job]) == 1
+    b = browser
+    log_in(b, idle_board.url)
+    b.get(idle_board.url + "/")  # type: ignore[attr-defined]
+
+    def cell(name: str) -> str:
+        return str(b.find_element(By.CSS_SELECTOR, f'[data-depth="{name}"]').text)  # type: ignore[attr-defined]
+
+    assert b.find_element(By.ID, "queue-total").text == str(flood)  # type: ignore[attr-defined]
+    assert cell("queued-interactive-speech") == "16"
+    assert cell("waiting-interactive-speech") == "5"
+    lanes = b.find_element(By.ID, "lanes").text  # type: ignore[attr-defined]
+    assert "interactive alpha 5" in lanes

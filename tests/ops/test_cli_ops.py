@@ -12,11 +12,12 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.cli import main
-from mimoq.cli.inspection import QueuedKind, kind_of, render
+from mimoq.cli.inspection import render
 from mimoq.core import deadletters, failures, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.jobs import JobResult
 from mimoq.core.webhooks import Delivery
+from mimoq.worker.depth import classify
 from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("restore_logging")]
@@ -92,21 +93,23 @@ class socket_closed_port:
 
 
 @pytest.mark.parametrize(
-    ("raw", "kind"),
+    ("raw", "kind", "lane"),
     [
-        (None, QueuedKind.expired),
-        (b'{"f": "speech", "k": {}}', QueuedKind.speech),
-        (b'{"f": "transcription"}', QueuedKind.transcription),
-        (b'{"f": "deliver_callback"}', QueuedKind.callback),
-        (b'{"f": "invalid_job"}', QueuedKind.invalid),
-        (b'{"f": "someone_elses_task"}', QueuedKind.other),
-        (b'{"f": 3}', QueuedKind.other),
-        (b"[1, 2]", QueuedKind.other),
-        (b"\x80\x04pickle", QueuedKind.other),
+        (None, "expired", "none"),
+        (b'{"f": "speech", "k": {}}', "speech", "interactive"),
+        (b'{"f": "transcription"}', "transcription", "interactive"),
+        (b'{"f": "speech", "k": {"job": {"priority": "bulk"}}}', "speech", "bulk"),
+        (b'{"f": "speech", "k": {"job": {"priority": "nonsense"}}}', "speech", "interactive"),
+        (b'{"f": "deliver_callback"}', "callback", "none"),
+        (b'{"f": "invalid_job"}', "invalid", "none"),
+        (b'{"f": "someone_elses_task"}', "other", "none"),
+        (b'{"f": 3}', "other", "none"),
+        (b"[1, 2]", "other", "none"),
+        (b"\x80\x04pickle", "other", "none"),
     ],
 )
-def test_kind_of_a_job_record(raw: bytes | None, kind: QueuedKind) -> None:
-    assert kind_of(raw) is kind
+def test_kind_and_lane_of_a_job_record(raw: bytes | None, kind: str, lane: str) -> None:
+    assert classify(raw) == (kind, lane)
 
 
 async def known_state(redis: ArqRedis) -> None:
@@ -153,7 +156,9 @@ async def test_inspect_counts_match_a_known_queue(
     assert code == 0
     assert report["queue"]["due"] == {"callback": 1, "expired": 1, "speech": 3}
     assert report["queue"]["deferred"] == {"speech": 1, "transcription": 1}
-    assert report["queue"]["total"] == 7
+    # every job not finished: the 7 in the queue and the 2 in flight
+    assert report["queue"]["total"] == 9
+    assert report["queue"]["by_state"] == {"queued": 5, "waiting": 0, "deferred": 2, "in_flight": 2}
     assert [(d["id"], d["kind"], d["tries_started"], d["limiter_deferrals"])
             for d in report["deferred"]] == [("t1", "transcription", 3, 2), ("s4", "speech", 0, 0)]  # fmt: skip
     assert 25 < report["deferred"][0]["in_s"] <= 30
@@ -207,7 +212,36 @@ async def test_table_for_a_terminal(redis: ArqRedis, capsys: pytest.CaptureFixtu
     await known_state(redis)
     _, report = await run_cli(capsys, "inspect", "--json")
     table = render(report)
-    assert "queue (7 jobs)" in table and "in flight (2)" in table
+    assert "queue (9 jobs not finished)" in table and "in flight (2)" in table
     assert "recent failures (2 kept)" in table and "dead letters (1)" in table
-    speech_row = next(line for line in table.splitlines() if line.split()[:1] == ["speech"])
-    assert speech_row.split() == ["speech", "3", "1"]
+    rows = [line.split() for line in table.splitlines()]
+    assert ["queued", "interactive", "speech", "3"] in rows
+    assert ["deferred", "interactive", "speech", "1"] in rows
+    assert ["in_flight", "interactive", "transcription", "1"] in rows
+
+
+async def test_inspect_counts_interactive_jobs_past_the_admission_cap(
+    redis: ArqRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#19: 21 interactive jobs of one tenant, no worker: 16 queued, 5 waiting for admission
+    (mimoq:wait:<model>:interactive:tenant:<t>), and all 21 counted as not finished."""
+    script = redis.register_script(wire.enqueue_script())
+    flood = wire.INTERACTIVE_DIRECT + 5
+    for i in range(flood):
+        job = json.dumps({"kind": "speech", "input": "x", "tenant": "alpha"})
+        assert await script(keys=wire.enqueue_keys(f"i{i}"), args=[f"i{i}", job]) == 1
+    for i in range(3):  # and bulk work of another tenant: one admitted at once, two waiting
+        job = json.dumps({"kind": "transcription", "file": "a.wav", "priority": "bulk",
+                          "tenant": "beta"})  # fmt: skip
+        assert await script(keys=wire.enqueue_keys(f"b{i}"), args=[f"b{i}", job]) == 1
+    _, report = await run_cli(capsys, "inspect", "--json")
+    queue = report["queue"]
+    assert queue["total"] == flood + 3
+    assert queue["by_state"] == {"queued": 17, "waiting": 7, "deferred": 0, "in_flight": 0}
+    assert {(r["state"], r["lane"], r["kind"]): r["count"] for r in queue["depth"]} == {
+        ("queued", "interactive", "speech"): 16,
+        ("waiting", "interactive", "speech"): 5,
+        ("queued", "bulk", "transcription"): 1,
+        ("waiting", "bulk", "transcription"): 2,
+    }
+    assert report["waiting_interactive"] == {"mimo-v2.5-tts": {"alpha": 5}}
