@@ -17,6 +17,7 @@ from redis.exceptions import WatchError
 
 from mimoq.core import arq_compat, logs, sentinel, wire
 from mimoq.core.connections import connect
+from mimoq.core.finish import finish
 from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
@@ -30,7 +31,7 @@ from mimoq.worker.limiter.capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
-from mimoq.worker.runner import finish, invalid_job, salvage, salvage_run, speech, transcription
+from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech, transcription
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter

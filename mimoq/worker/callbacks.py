@@ -1,6 +1,7 @@
 """The callback delivery job: signed, retried on its own schedule, dead-lettered, never lost.
 
-A finished job hands its callback to :func:`schedule_callback`, which builds the body from
+A finished job hands its callback to :func:`schedule_callback` (``mimoq.core.finish``,
+re-exported here), which builds the body from
 the result record once, stores the delivery where only workers write
 (``mimoq.core.deliveries``) and enqueues a ``deliver_callback`` arq job that carries only
 the ids. Each run of that job is one attempt: read the stored delivery (a job with none is
@@ -31,8 +32,10 @@ from redis.exceptions import RedisError, WatchError
 from mimoq.core import deadletters, deliveries, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
+from mimoq.core.finish import enqueue_delivery
+from mimoq.core.finish import schedule_callback as schedule_callback  # re-exported
 from mimoq.core.http_headers import encode_value
-from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
+from mimoq.core.jobs import CallbackState, CallbackStatus
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import (
     CallbackDnsError,
@@ -79,41 +82,6 @@ class AttemptOutcome:
     retry_after_s: float | None = None
     refused: bool = False
     location: str | None = None  # a 3xx's Location header
-
-
-# --- enqueueing ---------------------------------------------------------------------------
-
-
-async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
-    """Store the delivery and enqueue its job (id = delivery id); False if one is pending."""
-    # arq drops a job whose key expired; each retry extends it (and the record) again.
-    return await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
-
-
-async def schedule_callback(
-    redis: Redis, result: JobResult, callback: Callback, *, settings: Settings | None = None
-) -> str:
-    """Hand a finished job's callback to its own delivery job; returns the delivery id.
-
-    The body is built from ``result`` (the record just written) and serialized here, once,
-    into the worker-only delivery record: every attempt and replay sends the same bytes
-    under the same ``webhook-id``. Idempotent: if the delivery job already exists, nothing
-    is added. With ``settings``, the first attempt waits for the schedule's first entry;
-    without, it is immediate.
-    """
-    delivery_id = wire.callback_job_id(result.id)
-    payload = CallbackPayload.from_result(result, delivery_id)
-    delivery = Delivery(
-        delivery_id=delivery_id,
-        job_id=result.id,
-        url=callback.url,
-        headers=dict(callback.headers),
-        body=wire.dumps(payload.model_dump(mode="json")),
-        created_at=time.time(),
-    )
-    defer_s = settings.callbacks.schedule_s[0] if settings is not None else 0.0
-    await enqueue_delivery(redis, delivery, defer_s=defer_s)
-    return delivery_id
 
 
 async def replay(redis: Redis, delivery_id: str) -> ReplayOutcome:

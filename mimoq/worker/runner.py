@@ -19,7 +19,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import failures, runs, wire
+from mimoq.core import wire
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
@@ -27,20 +27,19 @@ from mimoq.core.errors import (
     PermanentError,
     UpstreamUnavailable,
 )
+from mimoq.core.finish import finish, schedule_callback
 from mimoq.core.jobs import (
     JOB_ID_PATTERN,
     Callback,
-    CallbackState,
     CallbackStatus,
     JobResult,
     SpeechJob,
     TranscriptionJob,
     parse_job,
 )
-from mimoq.core.results import read_result, write_result_safely
+from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder
-from mimoq.worker.callbacks import schedule_callback
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -264,26 +263,6 @@ def _log_final(
             error_type=(result.error or {}).get("type"),
             status=(result.error or {}).get("status"),
         )
-
-
-async def finish(
-    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
-) -> JobResult:
-    """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
-    the callback, built from what was recorded, to its own delivery job."""
-    if callback is not None:
-        result.callback = CallbackState(
-            status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
-        )
-    result = await write_result_safely(redis, result, ttl_s=settings.storage.result_ttl_s)
-    if callback is not None:
-        await schedule_callback(redis, result, callback, settings=settings)
-    await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
-    if result.run is not None and await runs.record_finish(
-        redis, result.run, result.id, result.status
-    ):
-        log.info("run.ended", run=result.run)
-    return result
 
 
 def _kind_of(raw: Any, kind: str | None) -> Any:

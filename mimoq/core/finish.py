@@ -1,0 +1,74 @@
+"""The one finish path: every terminal result record (succeeded, failed, cancelled) is written here.
+
+The worker's runner, arq's own failures (worker/app.py) and a cancel (producer/cancel.py)
+all end a job through :func:`finish`, so whatever must happen once per finished job (the
+record, the callback, the recent-failures list; per-run and per-tenant counters hook here)
+happens the same way whoever ended it. It lives in core because producers end jobs too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from redis.asyncio import Redis
+
+from mimoq.core import deliveries, failures, runs, wire
+from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
+from mimoq.core.results import write_result_safely
+from mimoq.core.settings import Settings
+from mimoq.core.webhooks import MAX_DELAY_S, Delivery
+
+log = structlog.get_logger("mimoq.worker")
+
+
+async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
+    """Store the delivery and enqueue its job (id = delivery id); False if one is pending."""
+    # arq drops a job whose key expired; each retry extends it (and the record) again.
+    return await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
+
+
+async def schedule_callback(
+    redis: Redis, result: JobResult, callback: Callback, *, settings: Settings | None = None
+) -> str:
+    """Hand a finished job's callback to its own delivery job; returns the delivery id.
+
+    The body is built from ``result`` (the record just written) and serialized here, once,
+    into the worker-only delivery record: every attempt and replay sends the same bytes
+    under the same ``webhook-id``. Idempotent: if the delivery job already exists, nothing
+    is added. With ``settings``, the first attempt waits for the schedule's first entry;
+    without, it is immediate.
+    """
+    delivery_id = wire.callback_job_id(result.id)
+    payload = CallbackPayload.from_result(result, delivery_id)
+    delivery = Delivery(
+        delivery_id=delivery_id,
+        job_id=result.id,
+        url=callback.url,
+        headers=dict(callback.headers),
+        body=wire.dumps(payload.model_dump(mode="json")),
+        created_at=time.time(),
+    )
+    defer_s = settings.callbacks.schedule_s[0] if settings is not None else 0.0
+    await enqueue_delivery(redis, delivery, defer_s=defer_s)
+    return delivery_id
+
+
+async def finish(
+    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+) -> JobResult:
+    """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
+    the callback, built from what was recorded, to its own delivery job."""
+    if callback is not None:
+        result.callback = CallbackState(
+            status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
+        )
+    result = await write_result_safely(redis, result, ttl_s=settings.storage.result_ttl_s)
+    if callback is not None:
+        await schedule_callback(redis, result, callback, settings=settings)
+    await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
+    if result.run is not None and await runs.record_finish(
+        redis, result.run, result.id, result.status
+    ):
+        log.info("run.ended", run=result.run)
+    return result
