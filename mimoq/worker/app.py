@@ -74,8 +74,10 @@ class MimoqWorker(Worker):
 
     async def heart_beat(self) -> None:
         await super().heart_beat()
-        await self.heartbeat.beat(self.pool, self)
+        # Jobs just taken are recorded in flight before the beat samples the queue, which
+        # would otherwise count them as due (arq leaves them there until they finish).
         await self.orphans.tick(self.pool, self._running_ids())
+        await self.heartbeat.beat(self.pool, self)
         if (deps := self.ctx.get("deps")) is not None:
             # An idle worker must not keep showing a pause that was lifted (or miss a new one).
             await deps.accounts.refresh_gauges()

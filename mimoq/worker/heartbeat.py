@@ -35,6 +35,23 @@ log = structlog.get_logger("mimoq.heartbeat")
 HEARTBEAT_TTL_FACTOR: Final = 3
 _SCAN_COUNT: Final = 500
 
+# The fleet-wide gauges in one atomic read, so that no job is counted in two states, or in
+# the wrong one, because something moved it between two reads. arq leaves a job it runs in
+# the queue with its (past) score until it finishes, so a job in flight (in mimoq:inflight,
+# which workers keep small: ids only while they run) is not counted as due; a run that
+# ends in a deferral re-scores its job into the future, where it counts as deferred.
+# KEYS[1] the queue  KEYS[2] mimoq:inflight  KEYS[3] the dead-letter index  ARGV[1] now, ms
+_FLEET_SAMPLE_LUA: Final = """
+local now = tonumber(ARGV[1])
+local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
+local deferred = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= now then due = due - 1 end
+end
+return {due, deferred, redis.call('ZCARD', KEYS[3])}
+"""
+
 
 class WorkerLike(Protocol):
     """What a heartbeat reads from arq's worker."""
@@ -167,10 +184,9 @@ class Heartbeat:
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.key, record.model_dump_json(), px=int(self.ttl_s * 1000))
-                pipe.zcount(wire.QUEUE_NAME, "-inf", now_ms)
-                pipe.zcount(wire.QUEUE_NAME, f"({now_ms}", "+inf")
-                pipe.zcard(wire.DEAD_LETTER_INDEX)
-                _, due, deferred, dead = await pipe.execute()
+                keys = (wire.QUEUE_NAME, wire.INFLIGHT_KEY, wire.DEAD_LETTER_INDEX)
+                pipe.eval(_FLEET_SAMPLE_LUA, len(keys), *keys, str(now_ms))
+                _, (due, deferred, dead) = await pipe.execute()
         except RedisError as exc:
             log.warning("heartbeat.failed", worker_id=self.worker_id, error=type(exc).__name__)
             return

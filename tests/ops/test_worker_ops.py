@@ -158,6 +158,38 @@ async def test_deferrals_queue_depth_and_dead_letters(
     assert value(after, "mimoq_queue_depth", state="due") == 0
 
 
+async def test_a_job_in_flight_is_not_counted_as_due(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    """arq leaves a job it runs in the queue under its past score until it ends: while a
+    worker runs it, it is neither due (waiting for a worker) nor deferred."""
+    settings = ops_settings(redis_server, sim, tmp_path)
+    sim.state.add_fault(Fault(kind="latency", ms=4000, match="held in flight"))
+    producer = Producer(redis, settings)
+    async with serving_worker(settings) as (worker, port):
+        key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
+        job = await producer.enqueue({"kind": "speech", "input": "held in flight"})
+        # A beat that saw the job running, then a later one: the first one's sample of the
+        # queue has been published by the time the second is written (beats are sequential).
+        seen = await eventually(lambda: _beat(redis, key, lambda b: b["in_flight"] == 1),
+                                what="a beat with the job in flight")  # fmt: skip
+        await eventually(lambda: _beat(redis, key, lambda b: b["beat_at"] > seen["beat_at"]),
+                         what="the next beat")  # fmt: skip
+        during = await scraped(port)
+        still_running = (await producer.status(job.job_id)).status.value == "in_progress"
+        result = await producer.wait(job.job_id, timeout_s=20)
+    assert still_running  # so every sample published so far was taken while it ran
+    assert value(during, "mimoq_queue_depth", state="due") == 0
+    assert value(during, "mimoq_queue_depth", state="deferred") == 0
+    assert result.status == "succeeded"
+
+
+async def _beat(redis: ArqRedis, key: str, ready: Any) -> dict[str, Any] | None:
+    raw = await redis.get(key)
+    beat = json.loads(raw) if raw else None
+    return beat if beat is not None and ready(beat) else None
+
+
 def last_json_line(out: str) -> Any:
     # stdout also holds the worker's own log lines (structlog's default before configure()).
     return json.loads(out.strip().splitlines()[-1])
