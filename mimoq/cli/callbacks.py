@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,9 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     actions = parser.add_subparsers(dest="callbacks_action", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="dead letters, newest first, one JSON line each")
+    listing = actions.add_parser(
+        "list",
+        help="dead letters, newest first, with when each expires (MIMOQ_DEAD_LETTER_TTL_S)",
+        description="One JSON line per dead letter when stdout is not a terminal (or with "
+        "--json), a readable table when it is. Each is kept MIMOQ_DEAD_LETTER_TTL_S seconds "
+        "(30 days by default) after its delivery gave up: replay it before it expires.",
+    )
     _filters(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     listing.set_defaults(func=_sync(_list))
 
     show = actions.add_parser(
@@ -61,7 +69,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_AsyncHandler = Callable[[argparse.Namespace, Redis], Awaitable[int]]
+_AsyncHandler = Callable[[argparse.Namespace, Redis, Settings], Awaitable[int]]
 
 
 def _sync(handler: _AsyncHandler) -> Callable[[argparse.Namespace, Settings], int]:
@@ -69,7 +77,7 @@ def _sync(handler: _AsyncHandler) -> Callable[[argparse.Namespace, Settings], in
         async def main() -> int:
             redis = connect(settings)
             try:
-                return await handler(args, redis)
+                return await handler(args, redis, settings)
             finally:
                 await redis.aclose()
 
@@ -91,16 +99,57 @@ def _reason(args: argparse.Namespace) -> DeadLetterReason | None:
     return DeadLetterReason(args.reason) if args.reason else None
 
 
-async def _list(args: argparse.Namespace, redis: Redis) -> int:
+async def _list(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
     if args.limit < 1:
         return _fail("--limit must be at least 1")
-    shown = 0
+    letters: list[DeadLetter] = []
     async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args)):
-        _emit(letter.summary())
-        shown += 1
-        if shown >= args.limit:
+        letters.append(letter)
+        if len(letters) >= args.limit:
             break
+    retention_s = settings.callbacks.dead_letter_ttl_s
+    expiries = await deadletters.expiries(redis, [x.delivery_id for x in letters])
+    rows = [
+        letter.summary() | {"expires_at": expiries[letter.delivery_id], "retention_s": retention_s}
+        for letter in letters
+    ]
+    if args.json or not sys.stdout.isatty():
+        for row in rows:
+            _emit(row)
+    else:
+        print(_render(rows, retention_s, now=time.time()), flush=True)
     return 0
+
+
+def _render(rows: list[dict[str, Any]], retention_s: int, *, now: float) -> str:
+    """The listing as a table, under a line saying how long dead letters are kept."""
+    head = (
+        f"{len(rows)} dead letter{'' if len(rows) == 1 else 's'}, newest first; each is kept "
+        f"{_span(retention_s)} after its delivery gave up (MIMOQ_DEAD_LETTER_TTL_S): "
+        "replay it before it expires"
+    )
+    cells = [["delivery", "job", "reason", "attempts", "last", "target", "died", "expires in"]]
+    for row in rows:
+        expires = row["expires_at"]
+        cells.append([
+            row["delivery_id"], row["job_id"], row["reason"], str(row["attempts"]),
+            str(row["last_status"] or row["last_error"] or ""), row["target"],
+            _span(now - row["dead_at"]) + " ago",
+            _span(expires - now) if expires is not None else "no TTL (written before retention)",
+        ])  # fmt: skip
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    table = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+             for line in cells]  # fmt: skip
+    return "\n".join([head, *table] if rows else [head])
+
+
+def _span(seconds: float) -> str:
+    """A duration as people say it: 45 s, 12 min, 5 h, 30 days."""
+    s = max(0.0, seconds)
+    for unit, size in (("days", 86_400), ("h", 3600), ("min", 60)):
+        if s >= size * (2 if unit == "days" else 1):
+            return f"{s / size:.0f} {unit}"
+    return f"{s:.0f} s"
 
 
 def _details(letter: DeadLetter | None, delivery: Delivery, *, reveal: bool) -> dict[str, Any]:
@@ -137,7 +186,7 @@ def _attempt(record: AttemptRecord, *, reveal: bool) -> dict[str, Any]:
     return out
 
 
-async def _show(args: argparse.Namespace, redis: Redis) -> int:
+async def _show(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
     # The dead letter (if any) and the delivery record: the record, newer, has the history
     # of a replay still under way; a dead letter outlives its record.
     letter = await deadletters.get(redis, args.delivery_id)
@@ -149,7 +198,7 @@ async def _show(args: argparse.Namespace, redis: Redis) -> int:
     return 0
 
 
-async def _replay(args: argparse.Namespace, redis: Redis) -> int:
+async def _replay(args: argparse.Namespace, redis: Redis, settings: Settings) -> int:
     if bool(args.delivery_id) == bool(args.all):
         return _fail("give either one DELIVERY_ID or --all (with optional --job/--reason)")
     if args.delivery_id:

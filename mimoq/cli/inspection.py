@@ -95,15 +95,17 @@ async def in_flight(redis: Redis, limit: int) -> dict[str, Any]:
     }
 
 
-async def dead_letter_state(redis: Redis, limit: int) -> dict[str, Any]:
-    """How many callback deliveries gave up, and the newest few (redacted summaries)."""
+async def dead_letter_state(redis: Redis, limit: int, *, ttl_s: int) -> dict[str, Any]:
+    """How many callback deliveries gave up (within retention, ``ttl_s``), and the newest
+    few (redacted summaries)."""
     newest: list[dict[str, object]] = []
     if limit > 0:
         async for letter in deadletters.iterate(redis):
             newest.append(letter.summary())
             if len(newest) >= limit:
                 break
-    return {"count": int(await redis.zcard(wire.DEAD_LETTER_INDEX)), "newest": newest}
+    count = await deadletters.count(redis, ttl_s=ttl_s)
+    return {"count": count, "newest": newest, "retention_s": ttl_s}
 
 
 async def limiter_state(redis: Redis, settings: Settings) -> dict[str, Any]:
@@ -136,7 +138,9 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
             "kept": int(await redis.llen(wire.RECENT_FAILURES_KEY)),  # type: ignore[misc]
             "recent": await failures.recent(redis, limit),
         },
-        "dead_letters": await dead_letter_state(redis, limit),
+        "dead_letters": await dead_letter_state(
+            redis, limit, ttl_s=settings.callbacks.dead_letter_ttl_s
+        ),
         "workers": await worker_state(redis, now),
         "limiters": await limiter_state(redis, settings),
         "waiting": await waiting_state(redis),
@@ -189,7 +193,7 @@ def render(report: dict[str, Any]) -> str:
           (f.get("message") or "")[:60]] for f in fails["recent"]),
     )  # fmt: skip
     dead = report["dead_letters"]
-    lines += ["", f"dead letters ({dead['count']})"]
+    lines += ["", f"dead letters ({dead['count']}), each kept {dead['retention_s']} s"]
     lines += _table(
         ["delivery", "reason", "attempts", "target"],
         ([d["delivery_id"], d["reason"], d["attempts"], d["target"]] for d in dead["newest"]),

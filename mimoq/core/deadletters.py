@@ -1,15 +1,24 @@
 """Dead letters: callback deliveries that gave up, kept in Redis until replayed.
 
 One JSON record per delivery at ``DEAD_LETTER_PREFIX + delivery_id`` and its id in the
-``DEAD_LETTER_INDEX`` sorted set, scored by when it died (both written in one MULTI), so
-listing is a ZRANGE over the index, never a KEYS scan. Records do not expire: nothing is
-dropped without someone deciding to.
+``DEAD_LETTER_INDEX`` sorted set, scored by when it died (both written by one script), so
+listing is a ZRANGE over the index, never a KEYS scan.
+
+Retention (``MIMOQ_DEAD_LETTER_TTL_S``, 30 days by default): a receiver down for a week
+must not fill Redis. Each record expires that long after it died; each write also drops
+the index entries older than that (``ZRANGEBYSCORE`` from the oldest end: O(log n) plus
+what it drops, at most ``_TRIM_BATCH`` a write) together with their records (records
+written before retention existed have no TTL of their own), and keeps the index itself
+alive for as long as its newest record. Between writes, the index may still name a record
+that expired; every reader skips those.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from enum import StrEnum
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
@@ -19,6 +28,24 @@ from mimoq.core.ssrf import redact_url
 from mimoq.core.webhooks import Delivery
 
 _PAGE = 200
+#: Index entries dropped by one write at most: a backlog left by an older version (records
+#: without a TTL) shrinks over a few writes instead of in one long script.
+_TRIM_BATCH: Final = 100
+
+# KEYS[1] the record  KEYS[2] the index
+# ARGV: delivery id, record JSON, dead_at, ttl s, record prefix, cutoff (drop older), batch
+_PUT_LUA: Final = """
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, ARGV[7])
+for _, id in ipairs(old) do
+  redis.call('DEL', ARGV[5] .. id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local ttl = tonumber(ARGV[4])
+if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
+return #old
+"""
 
 
 class DeadLetterReason(StrEnum):
@@ -69,12 +96,40 @@ def _key(delivery_id: str) -> str:
     return wire.DEAD_LETTER_PREFIX + delivery_id
 
 
-async def put(redis: Redis, letter: DeadLetter) -> None:
-    """Store (or overwrite, when a replay died again) a dead letter and index it."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(_key(letter.delivery_id), wire.dumps(letter.model_dump(mode="json")))
-        pipe.zadd(wire.DEAD_LETTER_INDEX, {letter.delivery_id: letter.dead_at})
-        await pipe.execute()
+async def put(redis: Redis, letter: DeadLetter, *, ttl_s: int) -> int:
+    """Store (or overwrite, when a replay died again) a dead letter, kept ``ttl_s`` seconds,
+    and index it; drops what retention says is over. Returns how many old ones it dropped."""
+    dropped = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
+        _PUT_LUA,
+        2,
+        _key(letter.delivery_id),
+        wire.DEAD_LETTER_INDEX,
+        letter.delivery_id,
+        wire.dumps(letter.model_dump(mode="json")),
+        repr(letter.dead_at),
+        str(ttl_s),
+        wire.DEAD_LETTER_PREFIX,
+        repr(time.time() - ttl_s),
+        str(_TRIM_BATCH),
+    )
+    return int(dropped)
+
+
+async def count(redis: Redis, *, ttl_s: int) -> int:
+    """Dead letters within retention (index entries past it are not counted)."""
+    return int(await redis.zcount(wire.DEAD_LETTER_INDEX, time.time() - ttl_s, "+inf"))
+
+
+async def expiries(redis: Redis, delivery_ids: list[str]) -> dict[str, float | None]:
+    """When each record expires (unix seconds); None for one kept without a TTL."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for delivery_id in delivery_ids:
+            pipe.pttl(_key(delivery_id))
+        ttls = await pipe.execute()
+    now = time.time()
+    return {
+        i: (now + ms / 1000 if ms >= 0 else None) for i, ms in zip(delivery_ids, ttls, strict=True)
+    }
 
 
 async def get(redis: Redis, delivery_id: str) -> DeadLetter | None:

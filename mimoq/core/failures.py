@@ -3,7 +3,11 @@
 Result records expire and are not indexed; finding the latest failures among them would
 mean reading every record (transcripts included). Instead each final failure pushes a
 small summary onto ``wire.RECENT_FAILURES_KEY``, trimmed to ``RECENT_FAILURES_MAX`` in the
-same MULTI, so reading them is one LRANGE whatever the size of the fleet.
+same MULTI, so reading them is one LRANGE whatever the size of the fleet. The list also
+gets a TTL, refreshed by every push: it goes once no job has failed for as long as result
+records are kept (``MIMOQ_RESULT_TTL_S``), the life of the records it summarizes. The cap,
+not an age, bounds it while failures keep coming: trimming a list by age would cost a scan
+of its tail per push, and 1,000 short summaries are a few hundred kilobytes at most.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ def summary(result: JobResult) -> dict[str, Any]:
     }
 
 
-async def record(redis: Redis, result: JobResult) -> None:
-    """Push a failed job's summary (no-op for any other status)."""
+async def record(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
+    """Push a failed job's summary (no-op for any other status); the list lives ``ttl_s``
+    seconds after its newest entry."""
     if result.status != "failed":
         return
     async with redis.pipeline(transaction=True) as pipe:
         pipe.lpush(wire.RECENT_FAILURES_KEY, wire.dumps(summary(result)))
         pipe.ltrim(wire.RECENT_FAILURES_KEY, 0, RECENT_FAILURES_MAX - 1)
+        pipe.expire(wire.RECENT_FAILURES_KEY, ttl_s)
         await pipe.execute()
 
 

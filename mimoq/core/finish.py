@@ -66,7 +66,8 @@ async def finish(
     result = await write_result_safely(redis, result, ttl_s=settings.storage.result_ttl_s)
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
-    await failures.record(redis, result)  # no-op unless it failed; for `mimoq inspect`
+    # no-op unless it failed; for `mimoq inspect`
+    await failures.record(redis, result, ttl_s=settings.storage.result_ttl_s)
     if result.run is not None and await runs.record_finish(
         redis, result.run, result.id, result.status
     ):

@@ -311,6 +311,12 @@ class CallbackSettings(BaseSettings):
         default=False,
         validation_alias=AliasChoices("MIMOQ_CALLBACK_HTTPS_ONLY", "callback_https_only"),
     )
+    dead_letter_ttl_s: int = Field(
+        default=30 * 86_400,
+        gt=0,
+        validation_alias=AliasChoices("MIMOQ_DEAD_LETTER_TTL_S", "dead_letter_ttl_s"),
+        description="How long a dead letter is kept (from when it died) for list and replay.",
+    )
 
     _blank_unset = field_validator("secret", mode="before")(_blank_is_none)
 

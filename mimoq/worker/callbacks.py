@@ -304,7 +304,7 @@ async def _dead_letter(
         last_location=location,
         dead_at=time.time(),
     )
-    await deadletters.put(redis, letter)
+    await deadletters.put(redis, letter, ttl_s=settings.callbacks.dead_letter_ttl_s)
     await deliveries.save(redis, delivery, ttl_s=settings.storage.result_ttl_s)
     await _update_state(
         redis,

@@ -14,7 +14,7 @@ from mimoq.core import deadletters
 from mimoq.core.deadletters import DeadLetterReason
 from mimoq.core.settings import Settings
 from tests.callbacks.conftest import make_settings, run_worker
-from tests.callbacks.test_deadletters import letter
+from tests.callbacks.test_deadletters import TTL, letter
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver
 
@@ -38,9 +38,13 @@ def stored(redis_server: RedisServer) -> None:
     async def fill() -> None:
         redis = ArqRedis.from_url(redis_server.url)
         await redis.flushall()
-        await deadletters.put(redis, letter(1, job="a", reason=DeadLetterReason.gone))
-        await deadletters.put(redis, letter(2, job="b", reason=DeadLetterReason.exhausted))
-        await deadletters.put(redis, letter(3, job="c", reason=DeadLetterReason.exhausted))
+        await deadletters.put(redis, letter(1, job="a", reason=DeadLetterReason.gone), ttl_s=TTL)
+        await deadletters.put(
+            redis, letter(2, job="b", reason=DeadLetterReason.exhausted), ttl_s=TTL
+        )
+        await deadletters.put(
+            redis, letter(3, job="c", reason=DeadLetterReason.exhausted), ttl_s=TTL
+        )
         await redis.aclose()
 
     asyncio.run(fill())
@@ -123,7 +127,7 @@ def test_replay_from_the_cli_is_delivered_with_the_same_id(
         await redis.flushall()
         dead = letter(9, job="j9")
         dead.delivery = dead.delivery.model_copy(update={"url": receiver.url("/again")})
-        await deadletters.put(redis, dead)
+        await deadletters.put(redis, dead, ttl_s=TTL)
         await redis.aclose()
 
     asyncio.run(dead_letter_one())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from arq.connections import ArqRedis
@@ -12,6 +13,10 @@ from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.webhooks import Delivery
 
 pytestmark = pytest.mark.redis
+
+#: Dead letters older than the retention (30 days) are dropped: the fixtures die "now".
+NOW = round(time.time())
+TTL = 30 * 86_400
 
 
 def letter(
@@ -35,17 +40,17 @@ def letter(
         attempts=8,
         last_error="HTTP 500",
         last_status=500,
-        dead_at=dead_at if dead_at is not None else 2000.0 + n,
+        dead_at=dead_at if dead_at is not None else NOW + n,
     )
 
 
 async def test_put_get_remove_round_trip(redis: ArqRedis) -> None:
     original = letter(1)
-    await deadletters.put(redis, original)
+    await deadletters.put(redis, original, ttl_s=TTL)
 
     raw = await redis.get(wire.DEAD_LETTER_PREFIX + "cb-job-1")
     assert json.loads(raw)["reason"] == "exhausted"  # plain JSON, readable from any language
-    assert await redis.zscore(wire.DEAD_LETTER_INDEX, "cb-job-1") == 2001.0
+    assert await redis.zscore(wire.DEAD_LETTER_INDEX, "cb-job-1") == NOW + 1
     assert await deadletters.get(redis, "cb-job-1") == original
 
     assert await deadletters.remove(redis, "cb-job-1") is True
@@ -55,18 +60,20 @@ async def test_put_get_remove_round_trip(redis: ArqRedis) -> None:
 
 
 async def test_put_again_overwrites_and_rescores(redis: ArqRedis) -> None:
-    await deadletters.put(redis, letter(1, dead_at=10.0))
-    await deadletters.put(redis, letter(1, dead_at=20.0, reason=DeadLetterReason.gone))
+    await deadletters.put(redis, letter(1, dead_at=NOW + 10), ttl_s=TTL)
+    await deadletters.put(
+        redis, letter(1, dead_at=NOW + 20, reason=DeadLetterReason.gone), ttl_s=TTL
+    )
     got = await deadletters.get(redis, "cb-job-1")
     assert got is not None and got.reason is DeadLetterReason.gone
     assert await redis.zrange(wire.DEAD_LETTER_INDEX, 0, -1, withscores=True) == [
-        (b"cb-job-1", 20.0)
+        (b"cb-job-1", NOW + 20)
     ]
 
 
 async def test_iterate_is_newest_first_and_pages_past_one_batch(redis: ArqRedis) -> None:
     for n in range(450):  # more than two pages of the index
-        await deadletters.put(redis, letter(n))
+        await deadletters.put(redis, letter(n), ttl_s=TTL)
     ids = [x.delivery_id async for x in deadletters.iterate(redis)]
     assert ids == [f"cb-job-{n}" for n in reversed(range(450))]
 
@@ -84,15 +91,17 @@ async def test_iterate_is_newest_first_and_pages_past_one_batch(redis: ArqRedis)
 async def test_iterate_filters(
     redis: ArqRedis, job_id: str | None, reason: DeadLetterReason | None, expected: list[str]
 ) -> None:
-    await deadletters.put(redis, letter(1, job="a", reason=DeadLetterReason.gone))
-    await deadletters.put(redis, letter(2, job="b", reason=DeadLetterReason.final_status))
-    await deadletters.put(redis, letter(3, job="c", reason=DeadLetterReason.gone))
+    await deadletters.put(redis, letter(1, job="a", reason=DeadLetterReason.gone), ttl_s=TTL)
+    await deadletters.put(
+        redis, letter(2, job="b", reason=DeadLetterReason.final_status), ttl_s=TTL
+    )
+    await deadletters.put(redis, letter(3, job="c", reason=DeadLetterReason.gone), ttl_s=TTL)
     got = [x.delivery_id async for x in deadletters.iterate(redis, job_id=job_id, reason=reason)]
     assert got == expected
 
 
 async def test_iterate_skips_index_entries_whose_record_is_gone(redis: ArqRedis) -> None:
-    await deadletters.put(redis, letter(1))
+    await deadletters.put(redis, letter(1), ttl_s=TTL)
     await redis.zadd(wire.DEAD_LETTER_INDEX, {"cb-vanished": 5000.0})
     assert [x.delivery_id async for x in deadletters.iterate(redis)] == ["cb-job-1"]
 

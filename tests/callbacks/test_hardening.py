@@ -167,6 +167,7 @@ async def test_an_unsendable_stored_header_is_dead_lettered_internal_and_nothing
     await deadletters.put(
         redis,
         letter.model_copy(update={"delivery": letter.delivery.model_copy(update={"headers": {}})}),
+        ttl_s=86_400,
     )
     assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
     await run_worker(redis_server, make_settings())

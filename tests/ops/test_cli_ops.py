@@ -136,14 +136,15 @@ async def known_state(redis: ArqRedis) -> None:
         await failures.record(redis, JobResult(
             id=f"f{n}", kind="speech", status=status, model="mimo-v2.5-tts",
             error=error if status == "failed" else None, tries=1, finished_at=1000.0 + n,
-        ))  # fmt: skip
+        ), ttl_s=86_400)  # fmt: skip
     delivery = Delivery(
         delivery_id="cb-dead", job_id="dead", url="https://hooks.example/path?token=secret",
         body="{}", created_at=1.0,
     )  # fmt: skip
     await deadletters.put(redis, DeadLetter(
-        delivery=delivery, reason=DeadLetterReason.gone, attempts=3, last_status=410, dead_at=5.0,
-    ))  # fmt: skip
+        delivery=delivery, reason=DeadLetterReason.gone, attempts=3, last_status=410,
+        dead_at=time.time() - 5,
+    ), ttl_s=86_400)  # fmt: skip
     await redis.set(wire.WORKER_HEARTBEAT_PREFIX + "w1", beat("w1", age_s=1))
 
 
