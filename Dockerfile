@@ -5,7 +5,7 @@ COPY pyproject.toml README.md ./
 COPY mimoq ./mimoq
 COPY producer ./producer
 COPY worker ./worker
-RUN pip install --no-cache-dir . && mkdir -p /data && chown nobody /data
+RUN pip install --no-cache-dir ".[otel]" && mkdir -p /data && chown nobody /data
 USER nobody
 ENV MIMOQ_DATA_DIR=/data
 CMD ["mimoq", "worker"]

@@ -25,7 +25,7 @@ import redis as sync_redis
 from arq.connections import ArqRedis
 
 #: Environment variables that configure mimoq (and MiMo keys): never inherited by a test.
-SCRUBBED_PREFIXES = ("MIMO", "XIAOMI")
+SCRUBBED_PREFIXES = ("MIMO", "XIAOMI", "OTEL_")
 SCRUBBED_NAMES = frozenset({"REDIS_URL"})
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from mimoq.core import tracing
 from mimoq.core.errors import MimoqError
 from mimoq.core.keypool import pool_secrets
 from mimoq.core.logs import configure, register_secrets
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
+        # Off unless OTEL_* variables turn it on (README, "Tracing"); flushed before exit.
+        tracing.setup_from_env(default_service=f"mimoq-{args.command}")
         handler: Handler = args.func
         return handler(args, settings)
     except MimoqError as exc:
@@ -46,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 import structlog
 from redis.asyncio import Redis
 
-from mimoq.core import deliveries, failures, runs, wire
+from mimoq.core import deliveries, failures, runs, tracing, wire
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
 from mimoq.core.results import write_result_safely
 from mimoq.core.settings import Settings
@@ -48,6 +48,8 @@ async def schedule_callback(
         headers=dict(callback.headers),
         body=wire.dumps(payload.model_dump(mode="json")),
         created_at=time.time(),
+        # The finishing attempt's span (or, tracing off, the job's own traceparent).
+        traceparent=tracing.current_traceparent(),
     )
     defer_s = settings.callbacks.schedule_s[0] if settings is not None else 0.0
     await enqueue_delivery(redis, delivery, defer_s=defer_s)

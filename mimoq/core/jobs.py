@@ -30,6 +30,7 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.http_headers import header_problem
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
+from mimoq.core.tracing import TRACEPARENT_FORM, valid_traceparent
 
 #: Transcript formats that carry times: only with ``timestamps: "segment"``.
 CAPTION_FORMATS = ("srt", "vtt")
@@ -116,6 +117,16 @@ class _JobBase(BaseModel):
                 "e.g. 'archive-2026-12'"
             )
         return run
+
+    #: W3C trace context of the producer's span: the worker's spans continue its trace.
+    traceparent: str | None = None
+
+    @field_validator("traceparent")
+    @classmethod
+    def _traceparent(cls, value: str | None) -> str | None:
+        if value is not None and not valid_traceparent(value):
+            raise _refuse(f"traceparent must be a W3C traceparent: {TRACEPARENT_FORM}")
+        return value
 
     @field_validator("priority")
     @classmethod

@@ -91,6 +91,8 @@ class Delivery(BaseModel):
     replays: int = Field(default=0, ge=0)
     #: every attempt so far, replays included, oldest first (at most MAX_HISTORY)
     history: tuple[AttemptRecord, ...] = ()
+    #: W3C trace context of the attempt that finished the job: each POST continues it.
+    traceparent: str | None = None
 
     def with_attempt(self, record: AttemptRecord) -> Delivery:
         """This delivery with one more attempt in its history."""

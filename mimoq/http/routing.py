@@ -12,6 +12,7 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mimoq.core import tracing
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
 from mimoq.core.storage import Storage
@@ -73,7 +74,9 @@ def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
         started = time.monotonic()
         try:
             tenant = authenticate(request, ctx.tokens)
-            response = await handler(request, ctx, tenant)
+            # The caller's trace goes on through the jobs this request enqueues.
+            with tracing.continued_from(request.headers.get("traceparent")):
+                response = await handler(request, ctx, tenant)
         except HTTPError as exc:
             response = exc.response()
         except InvalidRequestError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
-from mimoq.core import wire
+from mimoq.core import tracing, wire
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.inputs import confine, input_roots, ref_kind
 from mimoq.core.jobs import JobResult, SpeechJob, TranscriptionJob, parse_job
@@ -98,13 +98,19 @@ class Producer:
             )
         checked = await self.validate(job)
         assert checked.id is not None
-        text = wire.dumps(checked.model_dump(mode="json", exclude_none=True))
-        try:
-            created = await self._script(
-                keys=wire.enqueue_keys(checked.id), args=[checked.id, text, int(defer_s * 1000)]
-            )
-        except ResponseError as exc:  # the script's own refusals
-            raise InvalidRequestError(str(exc).removeprefix("invalid_request_error: ")) from None
+        fields = checked.model_dump(mode="json", exclude_none=True)
+        with tracing.producer_span(fields, destination=wire.QUEUE_NAME) as span:
+            if span.traceparent is not None:
+                fields["traceparent"] = span.traceparent  # the worker's spans continue it
+            try:
+                created = await self._script(
+                    keys=wire.enqueue_keys(checked.id),
+                    args=[checked.id, wire.dumps(fields), int(defer_s * 1000)],
+                )
+            except ResponseError as exc:  # the script's own refusals
+                message = str(exc).removeprefix("invalid_request_error: ")
+                raise InvalidRequestError(message) from None
+            span.created(bool(created))
         return Enqueued(job_id=checked.id, created=bool(created))
 
     async def status(self, job_id: str) -> StatusReport:

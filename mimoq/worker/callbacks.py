@@ -29,7 +29,7 @@ from arq import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from mimoq.core import deadletters, deliveries, wire
+from mimoq.core import deadletters, deliveries, tracing, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
 from mimoq.core.finish import enqueue_delivery
@@ -209,7 +209,17 @@ async def _run(
         await startup(ctx)
         client = ctx["callback_client"]
     started_at, started = time.time(), time.monotonic()
-    outcome = await send_attempt(client, delivery, settings, resolver=ctx.get("callback_resolver"))
+    with tracing.callback_span(
+        delivery.traceparent, url=redact_url(delivery.url), delivery_id=delivery.delivery_id,
+        job_id=delivery.job_id, attempt=attempt,
+    ) as span:  # fmt: skip
+        outcome = await send_attempt(
+            client, delivery, settings, resolver=ctx.get("callback_resolver")
+        )
+        if outcome.status_code is not None:
+            span.answered(outcome.status_code)
+        elif outcome.verdict is not Verdict.delivered:
+            span.failed("refused" if outcome.refused else "no_answer")
     duration_s = round(time.monotonic() - started, 4)
     attempts = delivery.prior_attempts + attempt
     fields.update(
@@ -408,6 +418,7 @@ async def send_attempt(
                 delivery, timestamp=int(time.time()), body=body, secrets=settings.webhook_secrets()
             )
             headers["host"] = target.host_header
+            tracing.add_traceparent(headers, delivery.traceparent)  # the receiver's trace goes on
             request = client.build_request(
                 "POST",
                 target.connect_url,

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from mimoq.core import tracing
 from mimoq.core.b64stream import AudioDataExtractor, Base64StreamError, iter_base64_file
 from mimoq.core.dialect import (
     RequestBody,
@@ -62,17 +63,19 @@ class MimoClient:
         headers = auth_headers(self._api_key)
         headers["Content-Length"] = str(body.content_length())
         try:
-            async with self._http.stream(
-                "POST", self._url, content=self._content(body), headers=headers
-            ) as response:
-                if not 200 <= response.status_code < 300:
-                    raw = await _read_capped(response, MAX_ERROR_BODY_BYTES)
-                    raise self._redact(
-                        classify_http_error(
-                            response.status_code, raw, response.headers, now=time.time()
+            with tracing.mimo_call_span(self._url) as call:
+                async with self._http.stream(
+                    "POST", self._url, content=self._content(body), headers=headers
+                ) as response:
+                    call.answered(response.status_code)
+                    if not 200 <= response.status_code < 300:
+                        raw = await _read_capped(response, MAX_ERROR_BODY_BYTES)
+                        raise self._redact(
+                            classify_http_error(
+                                response.status_code, raw, response.headers, now=time.time()
+                            )
                         )
-                    )
-                yield response
+                    yield response
         except httpx.TimeoutException as exc:
             raise UpstreamUnavailable(
                 f"MiMo did not answer in time ({type(exc).__name__})"

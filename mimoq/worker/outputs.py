@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from obstore.exceptions import BaseError as ObjectStoreError
 
+from mimoq.core import tracing
 from mimoq.core.audio import AudioContainer, AudioFormatError, AudioInfo, AudioSink
 from mimoq.core.audio_stream import ForwardAudioSink, TruncatedAudioError
 from mimoq.core.errors import RetryableError, UpstreamResponseError, UpstreamUnavailable
@@ -37,11 +38,15 @@ class StorageUnavailableError(RetryableError):
 async def write_speech(
     storage: Storage, key: str, output: AudioContainer, speak: Speak
 ) -> tuple[AudioInfo, Any]:
-    """Run ``speak`` with its audio going to ``key``; returns what was written and the usage."""
+    """Run ``speak`` with its audio going to ``key``; returns what was written and the usage.
+
+    Its storage span holds the MiMo call's: the audio is written as it arrives.
+    """
     try:
-        if storage.is_local():
-            return await _to_file(storage, key, output, speak)
-        return await _streamed(storage, key, output, speak)
+        with tracing.storage_span("write", key, storage=storage):
+            if storage.is_local():
+                return await _to_file(storage, key, output, speak)
+            return await _streamed(storage, key, output, speak)
     except TruncatedAudioError as exc:
         # Streamed sizes cannot be patched afterwards: a short body is a transport fault.
         raise UpstreamUnavailable(f"MiMo's audio was cut short: {exc}") from None

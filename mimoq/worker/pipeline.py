@@ -10,7 +10,7 @@ from typing import Any, Literal
 from obstore.exceptions import BaseError as ObjectStoreError
 
 from mimoq.core import dialect_constants as dc
-from mimoq.core import wire
+from mimoq.core import tracing, wire
 from mimoq.core.dialect import speech_body, transcription_body
 from mimoq.core.jobs import AudioOutput, Segment, SpeechJob, TextOutput, TranscriptionJob
 from mimoq.core.settings import Settings
@@ -124,7 +124,8 @@ async def write_transcript(
     data = (wire.dumps({"text": text}) if job.response_format == "json" else text) + "\n"
     encoded = data.encode()
     try:
-        await deps.storage.put_bytes(key, encoded)
+        with tracing.storage_span("write", key, storage=deps.storage):
+            await deps.storage.put_bytes(key, encoded)
     except ObjectStoreError as exc:
         raise StorageUnavailableError(f"writing {key} failed ({type(exc).__name__})") from None
     text_fmt: Literal["json", "text"] = "json" if job.response_format == "json" else "text"

@@ -9,6 +9,7 @@ unexpected becomes a failure result too, never a crashed worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -19,7 +20,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import tracing, wire
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
@@ -50,12 +51,23 @@ _DEFERRAL_TTL_S = 7 * 86_400
 
 async def speech(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
     """arq task ``speech``: one text-to-speech job."""
-    return await run_job(ctx, job, "speech")
+    with _traced(ctx, job, "speech"):
+        return await run_job(ctx, job, "speech")
 
 
 async def transcription(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
     """arq task ``transcription``: one speech-to-text job."""
-    return await run_job(ctx, job, "transcription")
+    with _traced(ctx, job, "transcription"):
+        return await run_job(ctx, job, "transcription")
+
+
+def _traced(
+    ctx: dict[str, Any], job: Any, kind: str | None
+) -> contextlib.AbstractContextManager[None]:
+    """The attempt's CONSUMER span (a no-op unless tracing is on): README, "Tracing"."""
+    return tracing.attempt_span(
+        ctx["job_id"], job, kind, destination=wire.QUEUE_NAME, arq_try=int(ctx.get("job_try", 1))
+    )
 
 
 async def invalid_job(ctx: dict[str, Any], reason: str, raw: Any = None) -> dict[str, Any]:
@@ -63,7 +75,8 @@ async def invalid_job(ctx: dict[str, Any], reason: str, raw: Any = None) -> dict
     error = InvalidRequestError(f"malformed job: {reason}")
     if isinstance(raw, dict) and isinstance(raw.get("job"), dict) and len(raw) == 1:
         raw = raw["job"]  # arq's kwargs shape {"job": {...}}: salvage the job's callback
-    return await run_job(ctx, raw, None, preset_error=error)
+    with _traced(ctx, raw, None):
+        return await run_job(ctx, raw, None, preset_error=error)
 
 
 def _parse(raw: Any, kind: str) -> SpeechJob | TranscriptionJob:
@@ -142,6 +155,7 @@ async def run_job(
     bound = log.bind(job_id=job_id, kind=kind, job_try=tries)
     # Every line logged inside this job's task (any module) carries these; model follows.
     structlog.contextvars.bind_contextvars(job_id=job_id, kind=kind, job_try=tries)
+    tracing.note_try(tries)
     started = time.monotonic()
 
     existing = await read_result(redis, job_id)
@@ -156,6 +170,7 @@ async def run_job(
         await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
         bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
         metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
+        tracing.note_outcome("deferred", deferral_reason=verdict.reason)
         raise Retry(defer=verdict.delay_s)
     if isinstance(verdict, RetryLater):
         bound.warning(
@@ -171,6 +186,7 @@ async def run_job(
             duration_s=time.monotonic() - started,
             error_type=verdict.error.error_type,
         )
+        tracing.note_outcome("retrying", error_type=verdict.error.error_type)
         raise Retry(defer=verdict.delay_s)
 
     if outcome is not None and job is not None:
@@ -255,6 +271,8 @@ def _log_final(
     metrics.job_outcome(
         result.kind, result.model, metrics.JobOutcome(result.status), duration_s=ran_s
     )
+    error_type = (result.error or {}).get("type")
+    tracing.note_outcome(result.status, error_type=str(error_type) if error_type else None)
     if result.status == "succeeded":
         bound.info("job.succeeded", output=result.output.key if result.output else None)
     else:

@@ -1,0 +1,452 @@
+"""OpenTelemetry tracing: off unless the standard ``OTEL_*`` variables turn it on.
+
+One trace per job: the producer's PRODUCER span (``send mimoq:queue``) puts its W3C trace
+context in the job's ``traceparent`` field; each worker attempt is a CONSUMER span
+(``process mimoq:queue``, messaging semantic conventions) that is a child of it; under the
+attempt, a CLIENT span for the MiMo call, one for the storage write, and — in the callback's
+own delivery job — a CLIENT span for each callback POST, whose ``traceparent`` header
+carries the trace on into the receiver.
+
+Off (the default), no SDK is imported and no span is built: every helper here returns at
+its first line, except that a job's own ``traceparent`` is still handed on, unchanged, to
+its callback. Attributes never hold a secret: URLs are stripped of userinfo and query,
+headers are never recorded, and exceptions are recorded by their error type only (an
+upstream message could echo a key back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from mimoq.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+#: W3C Trace Context, version 00 (https://www.w3.org/TR/trace-context/#traceparent-header):
+#: ``00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>``, lower case, ids not all 0.
+TRACEPARENT_PATTERN: Final = r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
+_TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
+TRACEPARENT_FORM: Final = (
+    "00-<32 lower-case hex trace id>-<16 lower-case hex span id>-<2 hex flags>, e.g. "
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+)
+MESSAGING_SYSTEM: Final = "mimoq"
+INSTRUMENTATION: Final = "mimoq"
+#: Exporters ``OTEL_TRACES_EXPORTER`` may name.
+EXPORTERS: Final = ("otlp", "console", "none")
+
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+_tracer: trace.Tracer | None = None
+#: The job's own traceparent while an attempt runs: what its callback carries when off.
+_job_traceparent: ContextVar[str | None] = ContextVar("mimoq_job_traceparent", default=None)
+#: The try number of the attempt running in this task (for the MiMo span's resend count).
+_job_try: ContextVar[int] = ContextVar("mimoq_job_try", default=1)
+
+
+def valid_traceparent(value: object) -> bool:
+    """Whether ``value`` is a W3C ``traceparent`` (version 00) mimoq accepts."""
+    return isinstance(value, str) and _TRACEPARENT.fullmatch(value) is not None
+
+
+def is_on() -> bool:
+    return _tracer is not None
+
+
+# --- set-up -------------------------------------------------------------------------------
+
+
+def exporters_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The exporters the environment asks for; () when tracing stays off.
+
+    On when ``OTEL_TRACES_EXPORTER`` names ``otlp`` or ``console``, or when an OTLP endpoint
+    is set without it; off when it is ``none``, when nothing is set, or with
+    ``OTEL_SDK_DISABLED=true``. Refuses (ConfigurationError) what mimoq cannot export.
+    """
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    named = [e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    named = [e for e in named if e]
+    for exporter in named:
+        if exporter not in EXPORTERS:
+            raise ConfigurationError(
+                f"OTEL_TRACES_EXPORTER={exporter!r} is not supported: use otlp (OTLP over "
+                "HTTP), console, or none"
+            )
+    if not named and (
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        named = ["otlp"]
+    chosen = tuple(e for e in named if e != "none")
+    if "otlp" in chosen:
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            protocol = env.get(name, "").strip()
+            if protocol and protocol != "http/protobuf":
+                raise ConfigurationError(
+                    f"{name}={protocol!r} is not supported: mimoq exports OTLP over HTTP "
+                    "(http/protobuf); point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's "
+                    "HTTP port (4318) and unset the variable"
+                )
+    return chosen
+
+
+def setup_from_env(default_service: str, env: Mapping[str, str] | None = None) -> bool:
+    """Start tracing if the environment asks for it; returns whether it is on.
+
+    ``default_service`` names the process when neither ``OTEL_SERVICE_NAME`` nor
+    ``OTEL_RESOURCE_ATTRIBUTES`` does. The sampler comes from ``OTEL_TRACES_SAMPLER`` (and
+    its argument), the batching from ``OTEL_BSP_*``, as the SDK reads them.
+    """
+    exporters = exporters_from_env(os.environ if env is None else env)
+    if not exporters:
+        return False
+    try:
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:  # pragma: no cover - the [otel] extra is not installed
+        raise ConfigurationError(
+            "OTEL_* variables turn tracing on, but the OpenTelemetry SDK is not installed: "
+            "pip install 'mimoq[otel]' (or unset OTEL_TRACES_EXPORTER and "
+            "OTEL_EXPORTER_OTLP_ENDPOINT)"
+        ) from None
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service}))
+    provider = TracerProvider(resource=resource)
+    for name in exporters:
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        else:
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    install(provider)
+    return True
+
+
+def install(provider: TracerProvider) -> None:
+    """Trace through ``provider`` (set-up above; tests pass one with an in-memory exporter)."""
+    global _provider, _tracer
+    _provider = provider
+    _tracer = provider.get_tracer(INSTRUMENTATION)
+
+
+def shutdown() -> None:
+    """Export what is buffered and turn tracing off (the CLI calls it before it exits)."""
+    global _provider, _tracer
+    provider, _provider, _tracer = _provider, None, None
+    if provider is not None:
+        provider.force_flush()
+        provider.shutdown()
+
+
+# --- propagation --------------------------------------------------------------------------
+
+
+def _context_of(traceparent: str | None) -> otel_context.Context | None:
+    if traceparent is None or not valid_traceparent(traceparent):
+        return None
+    return _PROPAGATOR.extract({"traceparent": traceparent})
+
+
+def current_traceparent() -> str | None:
+    """The active span's W3C context (a span of ours, or one the caller's own OpenTelemetry
+    set-up made current); with tracing off inside an attempt, the job's own."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    value = carrier.get("traceparent")
+    if value is None and _tracer is None:
+        return _job_traceparent.get()
+    return value
+
+
+def add_traceparent(headers: MutableMapping[str, str], fallback: str | None) -> None:
+    """Set ``traceparent`` on an outgoing request: the active span's, else ``fallback``."""
+    value = current_traceparent() if _tracer is not None else None
+    value = value or (fallback if valid_traceparent(fallback) else None)
+    if value is None:
+        return
+    for name in [n for n in headers if n.lower() == "traceparent"]:
+        del headers[name]
+    headers["traceparent"] = value
+
+
+@contextlib.contextmanager
+def continued_from(traceparent: str | None) -> Iterator[None]:
+    """Make a caller's ``traceparent`` header the current context (``mimoq serve``).
+
+    A malformed header is ignored, as the W3C specification asks of a receiver: the work
+    simply starts a trace of its own.
+    """
+    ctx = _context_of(traceparent)
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+# --- spans --------------------------------------------------------------------------------
+
+
+def safe_url(url: str) -> str:
+    """``url`` without userinfo, query or fragment (any of them may hold a token)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _server(url: str) -> dict[str, Any]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+        host = parts.hostname
+    except ValueError:
+        return {}
+    return {"server.address": host, "server.port": port} if host else {}
+
+
+def _fail(span: trace.Span, error_type: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, error_type))
+
+
+def _error_type(exc: BaseException) -> str:
+    return str(getattr(exc, "error_type", None) or type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _span(
+    name: str,
+    kind: SpanKind,
+    attributes: Mapping[str, Any],
+    parent: otel_context.Context | None = None,
+) -> Iterator[trace.Span]:
+    """A span that records an escaping exception by its type only, never its message."""
+    assert _tracer is not None
+    attrs = {k: v for k, v in attributes.items() if v is not None}
+    with _tracer.start_as_current_span(
+        name,
+        context=parent,
+        kind=kind,
+        attributes=attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            # An outcome already noted (a retry, a deferral) says what the exception means.
+            noted = getattr(span, "attributes", None) or {}
+            if "error.type" not in noted and "mimoq.job.outcome" not in noted:
+                _fail(span, _error_type(exc))
+            raise
+
+
+def _messaging(operation: str, job_id: str | None, destination: str) -> dict[str, Any]:
+    op_type = "send" if operation == "send" else "process"
+    return {
+        "messaging.system": MESSAGING_SYSTEM,
+        # The older (<= 1.24) and the current names of the operation, for either backend.
+        "messaging.operation": "publish" if op_type == "send" else "process",
+        "messaging.operation.type": op_type,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": destination,
+        "messaging.message.id": job_id,
+    }
+
+
+def _job_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "mimoq.job.kind": fields.get("kind"),
+        "mimoq.model": fields.get("model"),
+        "mimoq.lane": fields.get("priority") or "interactive",
+        "mimoq.tenant": fields.get("tenant"),
+    }
+
+
+@dataclass
+class Enqueue:
+    """What the producer's span gives the job: the ``traceparent`` to carry (None: none)."""
+
+    traceparent: str | None
+    span: trace.Span | None = None
+
+    def created(self, created: bool) -> None:
+        if self.span is not None:
+            self.span.set_attribute("mimoq.enqueue.created", created)
+
+
+@contextlib.contextmanager
+def producer_span(fields: Mapping[str, Any], *, destination: str) -> Iterator[Enqueue]:
+    """The PRODUCER span of one enqueue; yields the ``traceparent`` the job must carry.
+
+    Its parent is the job's own ``traceparent`` if it has one, else the current context
+    (the HTTP caller's, or the producing application's own span). Off, the job keeps its
+    own traceparent, or takes the current context's if the application traces.
+    """
+    own = fields.get("traceparent")
+    if _tracer is None:
+        yield Enqueue(own if isinstance(own, str) else current_traceparent())
+        return
+    attributes = _messaging("send", fields.get("id"), destination) | _job_attributes(fields)
+    parent = _context_of(own if isinstance(own, str) else None)
+    with _span(f"send {destination}", SpanKind.PRODUCER, attributes, parent) as span:
+        yield Enqueue(current_traceparent(), span)
+
+
+@contextlib.contextmanager
+def attempt_span(
+    job_id: str, raw: Any, kind: str | None, *, destination: str, arq_try: int
+) -> Iterator[None]:
+    """The CONSUMER span of one attempt at a job, a child of the producer's context.
+
+    ``raw`` is the job as dequeued (possibly malformed): only a valid ``traceparent`` is
+    read from it. Off, only that traceparent is remembered, for the job's callback.
+    """
+    own = raw.get("traceparent") if isinstance(raw, dict) else None
+    own = own if valid_traceparent(own) else None
+    token = _job_traceparent.set(own)
+    try:
+        if _tracer is None:
+            yield
+            return
+        fields = raw if isinstance(raw, dict) else {}
+        attributes = (
+            _messaging("process", job_id, destination)
+            | _job_attributes({**fields, "kind": kind or fields.get("kind")})
+            | {"messaging.message.delivery_attempt": arq_try}
+        )
+        with _span(f"process {destination}", SpanKind.CONSUMER, attributes, _context_of(own)):
+            yield
+    finally:
+        _job_traceparent.reset(token)
+
+
+def note_try(tries: int) -> None:
+    """The job's try number (deferrals not counted), once the worker knows it."""
+    _job_try.set(tries)
+    if _tracer is not None:
+        trace.get_current_span().set_attribute("mimoq.job.try", tries)
+
+
+def note_outcome(outcome: str, *, error_type: str | None = None, **extra: Any) -> None:
+    """What the current attempt came to (``succeeded``, ``failed``, ``retrying``, ``deferred``)."""
+    if _tracer is None:
+        return
+    span = trace.get_current_span()
+    span.set_attribute("mimoq.job.outcome", outcome)
+    for name, value in extra.items():
+        if value is not None:
+            span.set_attribute(f"mimoq.{name}", value)
+    if error_type is not None:
+        _fail(span, error_type)
+
+
+@dataclass
+class HttpCall:
+    """The CLIENT span of an outgoing HTTP request; ``answered`` records its status."""
+
+    span: trace.Span | None = None
+
+    def answered(self, status_code: int) -> None:
+        if self.span is None:
+            return
+        self.span.set_attribute("http.response.status_code", status_code)
+        if status_code >= 400:
+            _fail(self.span, str(status_code))
+
+    def failed(self, error_type: str) -> None:
+        """No answer (refused, DNS, connection, timeout): the error's kind, never its text."""
+        if self.span is not None:
+            _fail(self.span, error_type)
+
+
+_NO_CALL: Final = HttpCall()
+
+
+@contextlib.contextmanager
+def mimo_call_span(url: str, model: str | None = None) -> Iterator[HttpCall]:
+    """The CLIENT span of one MiMo request (``POST``), with the job's try as resend count."""
+    if _tracer is None:
+        yield _NO_CALL
+        return
+    tries = _job_try.get()
+    attributes = {
+        "http.request.method": "POST",
+        "url.full": safe_url(url),
+        "http.request.resend_count": tries - 1 if tries > 1 else None,
+        "mimoq.job.try": tries,
+        "gen_ai.request.model": model,
+    } | _server(url)
+    with _span("POST", SpanKind.CLIENT, attributes) as span:
+        yield HttpCall(span)
+
+
+class _Store(Protocol):
+    def is_local(self) -> bool: ...
+    def url(self, key: str) -> str: ...
+
+
+@contextlib.contextmanager
+def storage_span(operation: str, key: str, *, storage: _Store) -> Iterator[None]:
+    """An INTERNAL span around a storage write (``key`` is the output key, not a secret)."""
+    if _tracer is None:
+        yield
+        return
+    # ``local``, or the object store's scheme (s3, gs, az, memory): never its credentials.
+    backend = "local" if storage.is_local() else storage.url(key).split(":", 1)[0]
+    attributes = {
+        "mimoq.storage.operation": operation,
+        "mimoq.storage.key": key,
+        "mimoq.storage.backend": backend,
+    }
+    with _span(f"storage {operation}", SpanKind.INTERNAL, attributes):
+        yield
+
+
+@contextlib.contextmanager
+def callback_span(
+    traceparent: str | None, *, url: str, delivery_id: str, job_id: str, attempt: int
+) -> Iterator[HttpCall]:
+    """The CLIENT span of one callback POST, a child of the attempt that scheduled it.
+
+    ``url`` must already be redacted (scheme, host and port): a callback's path and query
+    may hold the receiver's token.
+    """
+    if _tracer is None:
+        yield _NO_CALL
+        return
+    attributes = {
+        "http.request.method": "POST",
+        "url.full": url,
+        "mimoq.callback.delivery_id": delivery_id,
+        "mimoq.job.id": job_id,
+        "http.request.resend_count": attempt - 1 if attempt > 1 else None,
+    } | _server(url)
+    with _span("POST callback", SpanKind.CLIENT, attributes, _context_of(traceparent)) as span:
+        yield HttpCall(span)
