@@ -17,6 +17,7 @@ from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth, waiting_models
 from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.scaling import read_desired_workers
 
 _PAGE: Final = 500
 
@@ -146,6 +147,7 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "waiting": await waiting_state(redis),
         "waiting_interactive": await waiting_state(redis, "interactive"),
         "accounts_paused": [p.to_dict() for p in await read_paused(redis)],
+        "desired_workers": (await read_desired_workers(redis, settings)).to_dict(),
     }
 
 
@@ -199,7 +201,8 @@ def render(report: dict[str, Any]) -> str:
         ([d["delivery_id"], d["reason"], d["attempts"], d["target"]] for d in dead["newest"]),
     )
     workers = report["workers"]
-    lines += ["", f"workers ({workers['live']} live)"]
+    desired = report.get("desired_workers") or {}
+    lines += ["", f"workers ({workers['live']} live, {desired.get('workers', '?')} desired)"]
     lines += _table(
         ["worker", "age_s", "in_flight", "draining", "done", "failed"],
         ([w["worker_id"], w["age_s"], w["in_flight"], w["draining"], w["jobs_complete"],

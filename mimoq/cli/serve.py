@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
 def fleet_view(settings: Settings) -> FleetView:
     """The dashboard's window on workers, limiters and dead letters (worker-layer code)."""
     from mimoq.cli.inspection import inspect, limiter_state
+    from mimoq.worker import metrics
     from mimoq.worker.callbacks import replay
+    from mimoq.worker.scaling import read_desired_workers
 
     async def snapshot(redis: Redis) -> dict[str, Any]:
         return await inspect(redis, settings, limit=20)
@@ -38,7 +40,14 @@ def fleet_view(settings: Settings) -> FleetView:
     async def replay_one(redis: Redis, delivery_id: str) -> str:
         return (await replay(redis, delivery_id)).value
 
-    return FleetView(snapshot=snapshot, limiters=limiters, replay=replay_one)
+    async def desired_workers(redis: Redis) -> int:
+        workers = (await read_desired_workers(redis, settings)).workers
+        metrics.desired_workers(workers)
+        return workers
+
+    return FleetView(
+        snapshot=snapshot, limiters=limiters, replay=replay_one, desired_workers=desired_workers
+    )
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -575,7 +575,14 @@ class HttpSettings(BaseSettings):
         "fleet); empty: every token's tenant.",
     )
 
-    _blank_unset = field_validator("tokens", mode="before")(_blank_is_none)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MIMOQ_METRICS_TOKEN", "metrics_token"),
+        description="Bearer token Prometheus scrapes `mimoq serve`'s /metrics with; unset: a "
+        "token of a tenant who may open the dashboard. Workers' /metrics are not affected.",
+    )
+
+    _blank_unset = field_validator("tokens", "metrics_token", mode="before")(_blank_is_none)
 
     def token_list(self) -> list[str]:
         """The configured bearer-token entries, as written (``token`` or ``name:token``)."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,6 +23,7 @@ from mimoq.http.body import BodyLimits
 from mimoq.http.content import UPLOADS_PREFIX, upload_path
 from mimoq.http.errors import HTTPError
 from mimoq.http.frontdoor import FrontDoor
+from mimoq.http.metrics_route import metrics
 from mimoq.http.routing import Context, endpoint
 from mimoq.http.sweeper import sweep_forever
 from mimoq.producer.client import Producer
@@ -37,10 +37,6 @@ async def healthz(request: Request) -> Response:
     except (RedisError, OSError) as exc:
         return JSONResponse({"ok": False, "redis": type(exc).__name__}, status_code=503)
     return JSONResponse({"ok": True})
-
-
-async def metrics(_request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def not_found(request: Request, _exc: Exception) -> Response:

@@ -53,6 +53,8 @@ class FleetView:
     snapshot: Callable[[Redis], Awaitable[dict[str, Any]]]
     limiters: Callable[[Redis], Awaitable[dict[str, Any]]]
     replay: Callable[[Redis, str], Awaitable[str]]
+    #: refreshes the ``mimoq_desired_workers`` gauge (``/metrics`` calls it per scrape)
+    desired_workers: Callable[[Redis], Awaitable[int]] | None = None
 
 
 def _page(body: str, status: int = 200) -> HTMLResponse:

@@ -12,6 +12,7 @@ from mimoq.core.settings import Settings
 from mimoq.http.app import build_app
 from mimoq.http.auth import TokenTable, check_bind
 from mimoq.http.dashboard import FleetView
+from mimoq.http.metrics_route import check_metrics_token
 from mimoq.http.protocol import protocol_with_head_timeout
 
 #: An idle keep-alive connection is closed after this long.
@@ -31,7 +32,10 @@ def config(
     """uvicorn's configuration; refuses a non-loopback host when no token is configured."""
     tokens = TokenTable(settings.http.token_list())
     check_bind(host, tokens)
+    check_metrics_token(settings)
     register_secrets(*(entry.partition(":")[2] or entry for entry in settings.http.token_list()))
+    if settings.http.metrics_token is not None:
+        register_secrets(settings.http.metrics_token.get_secret_value().strip())
     return uvicorn.Config(
         build_app(settings, tokens, fleet),
         host=host,

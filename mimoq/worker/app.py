@@ -32,6 +32,7 @@ from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech, transcription
+from mimoq.worker.scaling import DesiredWorkersSampler
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -62,6 +63,9 @@ class MimoqWorker(Worker):
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
         self.admitter: Admitter | None = None
+        self.scaling = DesiredWorkersSampler(
+            mimoq_settings, interval_s=mimoq_settings.ops.heartbeat_interval_s
+        )
 
     async def main(self) -> None:
         beat = self.heartbeat
@@ -86,6 +90,7 @@ class MimoqWorker(Worker):
         if deps is not None and self.allow_pick_jobs:
             self.admitter = self.admitter or Admitter(deps.limiter)
             await self.admitter.tick(self.pool)
+        await self.scaling.tick(self.pool)
 
     async def _poll_iteration(self) -> None:
         # Commands wait out an outage (core/redis_retry.py), but a WATCH that the outage

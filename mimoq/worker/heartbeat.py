@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
+from mimoq.worker.call_latency import CALL_LATENCIES, CallLatencies, LatencySample
 
 log = structlog.get_logger("mimoq.heartbeat")
 
@@ -82,6 +83,8 @@ class WorkerBeat(BaseModel):
     jobs_failed: int = 0
     jobs_retried: int = 0
     metrics_port: int | None = None
+    #: p90 of this worker's recent MiMo calls per account+model (the autoscaling signal's)
+    call_latency: list[LatencySample] = []
 
     def age_s(self, now: float) -> float:
         return max(0.0, now - self.beat_at)
@@ -128,6 +131,7 @@ class Heartbeat:
         worker_id: str | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        latencies: CallLatencies = CALL_LATENCIES,
     ) -> None:
         self.worker_id = worker_id or new_worker_id()
         self.key = wire.WORKER_HEARTBEAT_PREFIX + self.worker_id
@@ -135,6 +139,7 @@ class Heartbeat:
         self.ttl_s = settings.ops.heartbeat_interval_s * HEARTBEAT_TTL_FACTOR
         self.metrics_port: int | None = None
         self._concurrency = settings.worker.concurrency
+        self._latencies = latencies
         self._clock = clock
         self._monotonic = monotonic
         self._started_at = clock()
@@ -160,6 +165,7 @@ class Heartbeat:
             jobs_failed=worker.jobs_failed,
             jobs_retried=worker.jobs_retried,
             metrics_port=self.metrics_port,
+            call_latency=self._latencies.samples(),
         )
 
     async def beat(self, redis: Redis, worker: WorkerLike) -> None:

@@ -277,3 +277,16 @@ def fleet_sampled(*, due: int, deferred: int, dead_letters: int) -> None:
     QUEUE_DEPTH.labels("due").set(due)
     QUEUE_DEPTH.labels("deferred").set(deferred)
     DEAD_LETTERS_STORED.set(dead_letters)
+
+
+DESIRED_WORKERS: Final = Gauge(
+    "mimoq_desired_workers",
+    "Workers the fleet needs: the waiting work's demand capped by what the quota can feed "
+    "(grant rate x call latency p90 / MIMOQ_CONCURRENCY per model and account; README, "
+    "'Scaling'). Fleet-wide: every worker and mimoq serve report the same number.",
+)
+
+
+def desired_workers(workers: int) -> None:
+    """The autoscaling signal, as this process last computed it."""
+    DESIRED_WORKERS.set(workers)

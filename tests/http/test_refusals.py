@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -73,10 +74,18 @@ def test_no_token_and_wrong_token_are_refused(stack: Stack, http_as: HttpAs) -> 
     assert len(list(stack.redis().scan_iter("mimoq:owner:*"))) == owners_before
 
 
-def test_health_and_metrics_need_no_token(stack: Stack) -> None:
+def test_health_needs_no_token_and_metrics_take_one(stack: Stack, http_as: HttpAs) -> None:
     assert httpx.get(stack.url + "/healthz").json() == {"ok": True}
-    metrics = httpx.get(stack.url + "/metrics").text
-    assert "mimoq_http_requests_total" in metrics
+    refused = httpx.get(stack.url + "/metrics")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert "mimoq_" not in refused.text
+    assert http_as("tok-wrong-0123456789abcdef").get("/metrics").status_code == 401
+    metrics = http_as(ALICE).get("/metrics")  # a tenant who may open the dashboard
+    assert metrics.status_code == 200
+    assert "mimoq_http_requests_total" in metrics.text
+    # the autoscaling signal is served here too (a fleet scaled to zero has no worker's)
+    assert re.search(r"^mimoq_desired_workers \d+\.0$", metrics.text, re.MULTILINE)
 
 
 # --- the producer's messages, in OpenAI's shape ---------------------------------------------

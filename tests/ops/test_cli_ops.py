@@ -176,6 +176,9 @@ async def test_inspect_counts_match_a_known_queue(
     assert "secret" not in json.dumps(dead)  # the URL's query is redacted in summaries
     assert report["workers"]["live"] == 1
     assert report["limiters"]["enabled"] is True
+    # 7 queued jobs the limiters hold no ticket for: demand of 7 slots, one worker of 32
+    assert report["desired_workers"]["jobs"] == 7
+    assert report["desired_workers"]["workers"] == 1
     assert {s["model"] for s in report["limiters"]["limiters"]} >= {
         "mimo-v2.5-tts",
         "mimo-v2.5-asr",

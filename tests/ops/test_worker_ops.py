@@ -23,6 +23,7 @@ from mimoq.producer.client import Producer
 from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
+from mimoq.worker.call_latency import CALL_LATENCIES
 from tests.conftest import RedisServer
 from tests.ops.conftest import Samples, ops_settings, scrape, serving_worker, value
 from tests.support.polling import eventually
@@ -249,3 +250,34 @@ async def test_a_job_arq_fails_itself_is_counted_and_listed(
     assert delta(before, after, "mimoq_jobs_total", kind="unknown", outcome="failed") == 1
     recent = await failures.recent(redis, 5)
     assert [(f["id"], f["error_type"]) for f in recent] == [("vanished", "job_failed")]
+
+
+async def test_the_desired_workers_gauge_follows_the_waiting_work(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    # One TTS request a minute: after the first call, bulk jobs wait for the quota.
+    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    producer = Producer(redis, settings)
+    async with serving_worker(settings) as (worker, port):
+        assert ("mimoq_desired_workers", frozenset()) in (idle := await scraped(port))
+        assert value(idle, "mimoq_desired_workers") == 0  # nothing waits
+        # (this process's calls: earlier tests' workers ran in it too)
+        calls_before = {s.model: s.calls for s in CALL_LATENCIES.samples()}.get(TTS, 0)
+        assert (await run(producer, {"kind": "speech", "input": "one"})).status == "succeeded"
+        key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
+
+        async def latency_beaten() -> dict[str, Any] | None:
+            record = json.loads(await redis.get(key) or "{}")
+            tts = [s for s in record.get("call_latency", []) if s["model"] == TTS]
+            return tts[0] if tts and tts[0]["calls"] == min(calls_before + 1, 200) else None
+
+        sample = await eventually(latency_beaten, what="the call's p90 in the heartbeat")
+        assert 0 < sample["p90_s"] < 30
+        for i in range(30):
+            await producer.enqueue({"kind": "speech", "input": f"w{i}", "priority": "bulk"})
+        # 30 jobs, but the quota feeds a tiny fraction of one slot: one worker, not 30
+        busy = await eventually(
+            lambda: _when(port, lambda now: value(now, "mimoq_desired_workers") > 0),
+            what="the gauge to see the backlog",
+        )
+    assert value(busy, "mimoq_desired_workers") == 1

@@ -26,6 +26,7 @@ from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.accounts.breaker import Breaker, Verdict, account_error, trips
 from mimoq.worker.accounts.routing import Routes
+from mimoq.worker.call_latency import CALL_LATENCIES
 from mimoq.worker.limiter import Limiter, build_limiter
 from mimoq.worker.mimo_client import MimoClient
 
@@ -190,6 +191,7 @@ class AccountRouter:
                 await self.breaker.succeeded(account.name)
         finally:
             latency = time.monotonic() - started
+            CALL_LATENCIES.record(account.name, model, latency)
             await account.limiter.release(
                 lease, usage=usage or None, latency_s=latency, lag_s=lag_s
             )

@@ -40,15 +40,20 @@ def demand_from_snapshot(
         latency = default_latency_s
     else:
         return None
+    return ModelDemand(snapshot.model, snapshot_request_rate(snapshot), latency)
+
+
+def snapshot_request_rate(snapshot: LimiterSnapshot) -> float:
+    """Calls per second the limiter grants at its paced rate; a token-limited model's rate
+    is bounded by its recent average tokens per call."""
     per_call = None
     if snapshot.requests_recent and snapshot.tokens_recent:
         per_call = snapshot.tokens_recent / snapshot.requests_recent
-    rate = quota_request_rate(
+    return quota_request_rate(
         round(snapshot.requests_effective), snapshot.window_s,
         tokens_per_window=round(snapshot.tokens_effective or 0) or None,
         tokens_per_request=per_call,
     )  # fmt: skip
-    return ModelDemand(snapshot.model, rate, latency)
 
 
 async def fleet_workers(redis: Redis) -> int:

@@ -1,0 +1,155 @@
+"""Reads the autoscaling signal's inputs from Redis and computes ``mimoq_desired_workers``.
+
+The formula is in ``desired_workers`` (pure). Its inputs, all fleet-wide:
+
+- each account+model's grant rate: the limiter's paced rate (the quota × target × the
+  rate factor after 429s; a token quota binds at the recent tokens per call);
+- each account+model's call latency p90: the live workers' heartbeats carry the p90 of
+  their recent calls (``call_latency``); without one, the limiter's latency EWMA plus two
+  mean deviations; without that, ``UNOBSERVED_LATENCY_S``;
+- each model's jobs: waiting for admission (both lanes), admitted, holding a ticket, in
+  flight; and the rest of arq's queue as jobs of no known model.
+
+One computation is O(accounts × models + tenants waiting + workers): a worker does it once
+per heartbeat interval, ``mimoq serve`` once per scrape of its ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mimoq.core import wire
+from mimoq.core.errors import ConfigurationError
+from mimoq.core.keypool import usable_pool
+from mimoq.core.settings import Settings
+from mimoq.worker import metrics
+from mimoq.worker.capacity import planning_latency_s
+from mimoq.worker.desired_workers import (
+    DesiredWorkers,
+    FleetWork,
+    QuotaFeed,
+    desired_workers,
+    fleet_p90,
+)
+from mimoq.worker.heartbeat import read_beats
+from mimoq.worker.limiter.admission import waiting_models
+from mimoq.worker.limiter.capacity import UNOBSERVED_LATENCY_S, snapshot_request_rate
+from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.limiter.core import LimiterSnapshot, RedisLimiter
+
+log = structlog.get_logger("mimoq.scaling")
+
+
+def account_names(settings: Settings) -> list[str]:
+    """The accounts the workers route to (their limiters' names), as the settings name them."""
+    try:
+        return [account.name for account in usable_pool(settings)]
+    except ConfigurationError:  # a broken key stops the workers, not this read
+        return [LimiterConfig.from_settings(settings).account]
+
+
+async def fleet_latency_p90s(redis: Redis) -> dict[tuple[str, str], float]:
+    """The fleet's call latency p90 per (account, model), from the live workers' heartbeats."""
+    now = time.time()
+    samples: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for beat in await read_beats(redis):
+        if beat.age_s(now) > beat.ttl_s:
+            continue
+        for sample in beat.call_latency:
+            samples.setdefault((sample.account, sample.model), []).append(
+                (sample.p90_s, sample.calls)
+            )
+    out: dict[tuple[str, str], float] = {}
+    for key, pairs in samples.items():
+        p90 = fleet_p90(pairs)
+        if p90 is not None:
+            out[key] = p90
+    return out
+
+
+async def waiting_jobs(redis: Redis, model: str) -> int:
+    """Jobs of ``model`` waiting for admission, both lanes, every tenant: O(tenants)."""
+    total = 0
+    for lane in ("bulk", "interactive"):
+        ring = await redis.lrange(wire.wait_ring_key(model, lane), 0, -1)  # type: ignore[misc]
+        tenants = [t.decode() if isinstance(t, bytes) else str(t) for t in ring]
+        async with redis.pipeline(transaction=False) as pipe:
+            for tenant in dict.fromkeys(tenants):
+                pipe.llen(wire.wait_list_key(model, tenant, lane))
+            total += sum(int(n) for n in await pipe.execute())
+    return total
+
+
+def _latency(snapshot: LimiterSnapshot, measured: float | None) -> float:
+    if measured is not None:
+        return measured
+    if snapshot.latency_ewma_s is not None:
+        return planning_latency_s(snapshot.latency_ewma_s, snapshot.latency_deviation_s or 0.0)
+    return UNOBSERVED_LATENCY_S
+
+
+async def read_desired_workers(redis: Redis, settings: Settings) -> DesiredWorkers:
+    """The fleet's desired worker count now, with the figures it came from."""
+    config = LimiterConfig.from_settings(settings)
+    models = config.models()
+    by_model = dict.fromkeys(models, 0)
+    for model in await waiting_models(redis):
+        by_model[model] = by_model.get(model, 0) + await waiting_jobs(redis, model)
+    queued = int(await redis.zcard(wire.QUEUE_NAME))
+    if not settings.limiter.enabled:
+        # No limiter state to split the queue by model: all of it is demand, uncapped.
+        work = FleetWork(by_model=by_model, other=queued)
+        return desired_workers(work, None, concurrency=settings.worker.concurrency)
+    p90s = await fleet_latency_p90s(redis)
+    feeds: list[QuotaFeed] = []
+    in_queue = 0  # the queue's jobs that the limiters can attribute to a model
+    for number, account in enumerate(account_names(settings)):
+        limiter = RedisLimiter(dataclasses.replace(config, account=account), redis)
+        for model in models:
+            snapshot = await limiter.snapshot(model)
+            held = snapshot.tickets + snapshot.in_flight
+            if number == 0:  # the admitted look-ahead is the model's, shared by accounts
+                held += int(snapshot.lanes.get("admitted", 0))
+            by_model[model] += held
+            in_queue += held
+            latency = _latency(snapshot, p90s.get((account, model)))
+            feeds.append(QuotaFeed(model, account, snapshot_request_rate(snapshot), latency))
+    work = FleetWork(by_model=by_model, other=max(0, queued - in_queue))
+    return desired_workers(work, feeds, concurrency=settings.worker.concurrency)
+
+
+class DesiredWorkersSampler:
+    """A worker's refresh of the ``mimoq_desired_workers`` gauge, at most once per interval."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next = float("-inf")
+
+    async def tick(self, redis: Redis) -> DesiredWorkers | None:
+        """Recompute if due. A Redis error keeps the last value (logged): the polling loop
+        that calls this reports a dead Redis by itself."""
+        now = self._clock()
+        if now < self._next:
+            return None
+        self._next = now + self._interval_s
+        try:
+            desired = await read_desired_workers(redis, self._settings)
+        except RedisError as exc:
+            log.warning("scaling.read_failed", error=type(exc).__name__)
+            return None
+        metrics.desired_workers(desired.workers)
+        return desired

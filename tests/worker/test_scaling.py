@@ -1,0 +1,165 @@
+"""``mimoq_desired_workers`` from a real Redis: the inputs are read where the fleet keeps them
+(wait lists, the queue, the limiters, the workers' heartbeats) and fed to the formula."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.core.settings import Settings
+from mimoq.worker.call_latency import LatencySample
+from mimoq.worker.heartbeat import WorkerBeat
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter.capacity import UNOBSERVED_LATENCY_S
+from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.scaling import DesiredWorkersSampler, read_desired_workers
+
+pytestmark = pytest.mark.redis
+
+ACCOUNT = "acct-1"
+#: the default quota: 100 requests a minute, paced at 98 %
+RATE = 100 * 0.98 / 60
+
+
+def settings(**changes: Any) -> Settings:
+    values: dict[str, Any] = {"concurrency": 2, "limit_account": ACCOUNT, **changes}
+    return Settings(**values)
+
+
+async def enqueue(redis: ArqRedis, job_id: str, job: dict[str, object]) -> None:
+    """What any producer does: enqueue.lua with the documented KEYS."""
+    done = await redis.eval(
+        wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, json.dumps(job)
+    )
+    assert done == 1
+
+
+async def backlog(redis: ArqRedis, n: int, *, kind: str = "speech", prefix: str = "j") -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            job = json.dumps({"kind": kind, "input": "hi", "priority": "bulk", "tenant": "t"})
+            if kind == "transcription":
+                job = json.dumps({"kind": kind, "audio": "https://example.com/a.wav",
+                                  "priority": "bulk", "tenant": "t"})  # fmt: skip
+            pipe.eval(
+                wire.enqueue_script(), 4, *wire.enqueue_keys(f"{prefix}{i}"), f"{prefix}{i}", job
+            )
+        assert set(await pipe.execute()) == {1}
+
+
+async def beat(redis: ArqRedis, worker_id: str, samples: list[LatencySample]) -> None:
+    """A live worker's heartbeat record carrying the p90 of its recent calls."""
+    now = time.time()
+    record = WorkerBeat(
+        worker_id=worker_id, host="h", pid=1, started_at=now, beat_at=now, interval_s=10,
+        ttl_s=30, concurrency=2, call_latency=samples,
+    )  # fmt: skip
+    await redis.set(wire.WORKER_HEARTBEAT_PREFIX + worker_id, record.model_dump_json())
+
+
+def tts(p90_s: float, calls: int = 100) -> LatencySample:
+    return LatencySample(account=ACCOUNT, model=TTS_MODEL, p90_s=p90_s, calls=calls)
+
+
+async def test_an_idle_fleet_needs_no_worker(redis: ArqRedis) -> None:
+    await beat(redis, "w1", [tts(6.0)])
+    desired = await read_desired_workers(redis, settings())
+    assert desired.workers == 0 and desired.jobs == 0
+
+
+@pytest.mark.parametrize("depth", [50, 5_000])
+async def test_a_deep_backlog_needs_the_quotas_cap_whatever_its_depth(
+    redis: ArqRedis, depth: int
+) -> None:
+    await beat(redis, "w1", [tts(6.0, calls=150)])
+    await beat(redis, "w2", [tts(6.0, calls=50)])
+    await backlog(redis, depth)
+    desired = await read_desired_workers(redis, settings())
+    assert desired.jobs == depth
+    # 1.633 grants/s x 6 s p90 = 9.8 slots, over MIMOQ_CONCURRENCY=2
+    assert desired.workers == math.ceil(RATE * 6.0 / 2) == 5
+
+
+async def test_little_work_needs_what_it_demands(redis: ArqRedis) -> None:
+    await beat(redis, "w1", [tts(6.0)])
+    await backlog(redis, 3)  # one admitted into the queue at once, two waiting
+    desired = await read_desired_workers(redis, settings())
+    assert (desired.jobs, desired.workers) == (3, 2)
+    # interactive jobs go straight into the queue: model unknown, still demand
+    for i in range(4):
+        await enqueue(redis, f"i{i}", {"kind": "speech", "input": "hi"})
+    desired = await read_desired_workers(redis, settings())
+    assert (desired.jobs, desired.workers) == (7, 4)
+
+
+async def test_two_models_need_the_sum_of_their_caps(redis: ArqRedis) -> None:
+    await beat(redis, "w1", [tts(6.0)])
+    await beat(redis, "w2", [LatencySample(account=ACCOUNT, model=ASR_MODEL, p90_s=3.0, calls=40)])
+    await backlog(redis, 300)
+    await backlog(redis, 300, kind="transcription", prefix="a")
+    desired = await read_desired_workers(redis, settings())
+    assert desired.workers == math.ceil((RATE * 6.0 + RATE * 3.0) / 2) == 8
+    assert desired.models[TTS_MODEL]["cap_slots"] == pytest.approx(RATE * 6.0, abs=1e-3)
+    assert desired.models[ASR_MODEL]["cap_slots"] == pytest.approx(RATE * 3.0, abs=1e-3)
+
+
+async def test_without_heartbeats_the_limiters_latency_or_the_default_sizes_the_cap(
+    redis: ArqRedis,
+) -> None:
+    await backlog(redis, 500)
+    # no call ever seen: the default latency
+    desired = await read_desired_workers(redis, settings())
+    assert desired.workers == math.ceil(RATE * UNOBSERVED_LATENCY_S / 2)
+    # a call the limiter saw (workers since scaled to zero): its EWMA
+    limiter = RedisLimiter(LimiterConfig(account=ACCOUNT), redis)
+    lease = await limiter.acquire(TTS_MODEL, job_id="seen")
+    await limiter.release(lease, usage=None, latency_s=20.0)
+    desired = await read_desired_workers(redis, settings())
+    # the lease released, its ticket-free job: the backlog still binds at 20 s
+    assert desired.workers == math.ceil(RATE * 20.0 / 2)
+
+
+async def test_a_second_account_doubles_the_cap(
+    redis: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n, name in ((1, "one"), (2, "two")):  # two accounts, as a worker's pool names them
+        monkeypatch.setenv(f"MIMO_{n}_API_KEY", f"sk-{name}-0123456789abcdef")
+        monkeypatch.setenv(f"MIMO_{n}_ACCOUNT", name)
+    two = settings(limit_account=None)
+    samples = [
+        LatencySample(account=name, model=TTS_MODEL, p90_s=6.0, calls=10) for name in ("one", "two")
+    ]
+    await beat(redis, "w1", samples)
+    await backlog(redis, 1_000)
+    desired = await read_desired_workers(redis, two)
+    assert desired.workers == math.ceil(2 * RATE * 6.0 / 2)
+
+
+async def test_with_limits_off_the_demand_is_not_capped(redis: ArqRedis) -> None:
+    await backlog(redis, 40)
+    desired = await read_desired_workers(redis, settings(limits_enabled=False))
+    assert (desired.workers, desired.cap_slots) == (20, None)
+
+
+async def test_the_worker_gauge_refreshes_once_per_interval(redis: ArqRedis) -> None:
+    from prometheus_client import REGISTRY
+
+    now = [0.0]
+    sampler = DesiredWorkersSampler(settings(), interval_s=10, clock=lambda: now[0])
+    await backlog(redis, 3)
+    assert (await sampler.tick(redis)) is not None
+    assert REGISTRY.get_sample_value("mimoq_desired_workers") == 2
+    await backlog(redis, 40, prefix="more")
+    now[0] = 9.0
+    assert (await sampler.tick(redis)) is None  # not due: no Redis work
+    now[0] = 10.0
+    assert (await sampler.tick(redis)) is not None
+    # 43 jobs; no latency seen yet: the cap is 1.633/s x 8 s = 13.1 slots, 7 workers of 2
+    assert REGISTRY.get_sample_value("mimoq_desired_workers") == 7
