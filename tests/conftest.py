@@ -10,6 +10,7 @@ or ``MIMOQ_CALLBACK_ALLOW_NETWORKS`` (the README's local-development advice) cha
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+import structlog
 from arq.connections import ArqRedis
 
 #: Environment variables that configure mimoq (and MiMo keys): never inherited by a test.
@@ -44,6 +46,19 @@ def _scrub_mimoq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever an earlier test or fixture exported, each test starts without it."""
     for name in [n for n in os.environ if _is_scrubbed(n)]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``mimoq.cli.main`` (via mimoq.core.logs.configure) rewires the root logger and
+    structlog: each test starts from the logging the one before it found."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
 
 
 def free_port() -> int:

@@ -42,6 +42,26 @@ class _HideArqJobArguments(logging.Filter):
         return True
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is emitted, not when configured.
+
+    ``mimoq.cli.main`` is also called in-process (tests, notebooks, embedding programs) while
+    ``sys.stderr`` is a stand-in that is later closed; a handler holding that object would
+    fail on every later line ("I/O operation on closed file").
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure(*, level: str = "INFO", json_logs: bool | None = None) -> None:
     """Route structlog (and stdlib logging, e.g. arq's) to stderr through one pipeline."""
     if json_logs is None:
@@ -64,7 +84,7 @@ def configure(*, level: str = "INFO", json_logs: bool | None = None) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.addFilter(_HideArqJobArguments())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -1,10 +1,9 @@
-"""Operations test helpers: scrape a worker's /metrics over HTTP, keep logging config contained."""
+"""Operations test helpers: scrape a worker's /metrics over HTTP, run a worker serving it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from mimoq.core.settings import Settings
@@ -41,18 +39,6 @@ def scrape(port: int, host: str = "127.0.0.1") -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value; 0 when the labelled series does not exist yet (not incremented)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """mimoq.core.logs.configure() rewires the root logger and structlog: undo it after the test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(scope="session")

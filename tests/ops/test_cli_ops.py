@@ -20,7 +20,7 @@ from mimoq.core.webhooks import Delivery
 from mimoq.worker.depth import classify
 from tests.conftest import RedisServer
 
-pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("restore_logging")]
+pytestmark = [pytest.mark.redis]
 
 
 @pytest.fixture(autouse=True)

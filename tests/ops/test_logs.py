@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 import pytest
 import structlog
 
 from mimoq.core import logs
-
-pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def lines(err: str) -> list[str]:
@@ -103,3 +103,24 @@ def test_level_filters_and_httpx_info_is_quiet(capsys: pytest.CaptureFixture[str
     logging.getLogger("httpx").info("HTTP Request: POST https://example/v1?token=x")
     structlog.get_logger("t").info("shown")
     assert [json.loads(line)["event"] for line in lines(capsys.readouterr().err)] == ["shown"]
+
+
+def test_lines_go_to_the_current_stderr_after_the_old_one_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``mimoq.cli.main`` run in-process while stderr was a stand-in (pytest's capsys, a
+    notebook) must not leave logging writing to that stand-in once it is closed."""
+    configured_with = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", configured_with)
+    logs.configure(level="WARNING", json_logs=True)
+    configured_with.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    structlog.get_logger("t").warning("after the stand-in closed", n=1)
+    logging.getLogger("arq.worker").warning("a foreign line")
+    out = lines(now.getvalue())
+    assert "Logging error" not in now.getvalue()
+    assert [json.loads(line)["event"] for line in out] == [
+        "after the stand-in closed",
+        "a foreign line",
+    ]

@@ -201,7 +201,6 @@ async def _when(port: int, ready: Any) -> Samples | None:
     return now if ready(now) else None
 
 
-@pytest.mark.usefixtures("restore_logging")
 async def test_heartbeat_healthz_and_health_command(
     redis_server: RedisServer,
     redis: ArqRedis,
