@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimoq.cli.batch_openai import write_openai_files
+from mimoq.cli.batch_status import redis_status, run_eta, status_table
 from mimoq.cli.jobs import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
@@ -225,6 +227,7 @@ async def _execute(
             items,
             force=force,
             quotas=quotas(settings, [i.model for i in items if i.job]),
+            eta_source=functools.partial(run_eta, session.producer.redis, settings, files.run_id),
         )
         if shared := runner.duplicates():
             err.print(
@@ -404,6 +407,13 @@ def _display(mode: str, console: Console, run_id: str, every_s: float) -> _Displ
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    status = asyncio.run(redis_status(settings, args.run_id))
+    if status is not None:  # Redis knows the run: its counts and ETA, from any host
+        if args.json:
+            print(json.dumps(status))
+        else:
+            Console(file=sys.stdout, highlight=False).print(status_table(status))
+        return 0
     files = RunFiles(settings.storage.data_dir, args.run_id)
     if not files.exists():
         raise InvalidRequestError(

@@ -30,6 +30,7 @@ def fleet_view(settings: Settings) -> FleetView:
     from mimoq.worker import metrics
     from mimoq.worker.callbacks import replay
     from mimoq.worker.scaling import read_desired_workers
+    from mimoq.worker.run_progress import active_progress, read_progress
 
     async def snapshot(redis: Redis) -> dict[str, Any]:
         return await inspect(redis, settings, limit=20)
@@ -45,8 +46,20 @@ def fleet_view(settings: Settings) -> FleetView:
         metrics.desired_workers(workers)
         return workers
 
+    async def progress(redis: Redis, run: str) -> dict[str, Any] | None:
+        found = await read_progress(redis, settings, run)
+        return None if found is None else found.to_dict()
+
+    async def runs(redis: Redis) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in await active_progress(redis, settings)]
+
     return FleetView(
-        snapshot=snapshot, limiters=limiters, replay=replay_one, desired_workers=desired_workers
+        snapshot=snapshot,
+        limiters=limiters,
+        replay=replay_one,
+        desired_workers=desired_workers,
+        progress=progress,
+        runs=runs,
     )
 
 

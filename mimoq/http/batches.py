@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -54,7 +55,23 @@ def _items_key(batch_id: str) -> str:
 
 
 def batch_object(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "tenant"}
+    return {k: v for k, v in record.items() if k not in ("tenant", "callback")}
+
+
+async def _answer(request: Request, ctx: Context, record: dict[str, Any]) -> Response:
+    """The batch object, with ``expected_completion_at`` (unix seconds): while it runs, the
+    ETA of its run (the fleet's grant rate and its share among the tenants, see "Runs");
+    once it ended, when it did; None while it is validated or when the ETA is unknown."""
+    body = batch_object(record)
+    expected = record.get("completed_at") or record.get("cancelled_at") or record.get("failed_at")
+    fleet = getattr(request.app.state, "fleet", None)
+    running = record["status"] in ("in_progress", "cancelling")
+    if expected is None and running and fleet is not None and fleet.progress is not None:
+        progress = await fleet.progress(ctx.front.producer.redis, record["id"])
+        at = progress.get("eta_at") if progress else None
+        expected = math.ceil(at) if isinstance(at, int | float) else None
+    body["expected_completion_at"] = expected
+    return JSONResponse(body)
 
 
 async def _save(ctx: Context, record: dict[str, Any]) -> None:
@@ -286,7 +303,7 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
     # Answer at once (as OpenAI does, "validating"): a large file, or audio to fetch by URL,
     # must not hold the request until a client's timeout makes it send the batch again.
     _start(request, ctx, dict(record))
-    return JSONResponse(batch_object(record))
+    return await _answer(request, ctx, record)
 
 
 async def _results(ctx: Context, job_ids: list[str]) -> list[JobResult | None]:
@@ -401,7 +418,7 @@ async def retrieve(request: Request, ctx: Context, tenant: str) -> Response:
         _lease_key(record["id"]), "1", ex=LEASE_S, nx=True
     ):
         _start(request, ctx, record)  # its submitter stopped (lease gone): go on from here
-    return JSONResponse(batch_object(await _refresh(ctx, record)))
+    return await _answer(request, ctx, await _refresh(ctx, record))
 
 
 async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
@@ -426,4 +443,4 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
     elif before and before[0] in ("completed", "failed", "cancelled", "expired"):
         raise HTTPError(409, f"batch {record['id']} is already {before[0]}",
                         code="batch_finished")  # fmt: skip
-    return JSONResponse(batch_object(await _refresh(ctx, stored)))
+    return await _answer(request, ctx, await _refresh(ctx, stored))

@@ -55,6 +55,10 @@ class FleetView:
     replay: Callable[[Redis, str], Awaitable[str]]
     #: refreshes the ``mimoq_desired_workers`` gauge (``/metrics`` calls it per scrape)
     desired_workers: Callable[[Redis], Awaitable[int]] | None = None
+    #: A run's counts and ETA (``RunProgress.to_dict``), None if Redis has no record of it.
+    progress: Callable[[Redis, str], Awaitable[dict[str, Any] | None]] | None = None
+    #: Every run not ended yet, as ``progress`` gives each (the runs panel).
+    runs: Callable[[Redis], Awaitable[list[dict[str, Any]]]] | None = None
 
 
 def _page(body: str, status: int = 200) -> HTMLResponse:

@@ -4,6 +4,8 @@ each finished item, and report; a quota-aware ETA on the way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mimoq.core import runs, wire
 from mimoq.core.errors import MimoqError
@@ -29,6 +32,8 @@ _POLL_BATCH: Final = 500
 #: Chunk results looked for at a time when a forgotten job's plan is gone.
 _PROBE: Final = 32
 _COPY_BLOCK: Final = 1 << 20
+#: Seconds between two reads of the run's ETA while a run is followed.
+_ETA_EVERY_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ class BatchRunner:
         enqueue_concurrency: int = 16,
         callback: dict[str, Any] | None = None,
         on_run_ended: Callable[[str], Awaitable[None]] | None = None,
+        eta_source: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.producer = producer
         self.files = files
@@ -177,6 +183,11 @@ class BatchRunner:
         self.callback = callback
         #: Called when sealing the run ended it (nothing left to run): announces the end.
         self.on_run_ended = on_run_ended or _nothing
+        #: The run's ETA read from Redis (the fleet's grant rate and the run's share of it,
+        #: ``mimoq batch status``'s too); without one, the quota-only estimate below.
+        self.eta_source = eta_source
+        self._eta: float | None = None
+        self._eta_read = -math.inf
         self._started = time.monotonic()
         self._finished_here = 0
         self.resumed = 0
@@ -193,7 +204,8 @@ class BatchRunner:
             failed=tally[ItemStatus.failed], in_progress=tally[ItemStatus.in_progress],
             queued=tally[ItemStatus.queued],
             pending=tally[ItemStatus.pending], resumed=self.resumed, elapsed_s=elapsed,
-            rate_per_s=rate, eta_s=eta_s(remaining, self.quotas, rate),
+            rate_per_s=rate,
+            eta_s=self._eta if self.eta_source else eta_s(remaining, self.quotas, rate),
         )  # fmt: skip
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None) -> list[ItemRecord]:
@@ -352,11 +364,20 @@ class BatchRunner:
     ) -> None:
         while True:
             await self._poll()
+            await self._read_eta()
             if on_progress is not None:
                 on_progress(self.progress())
             if enqueue.done() and all(r.status in FINISHED for r in self.records):
                 return
             await asyncio.sleep(self.poll_s)
+
+    async def _read_eta(self) -> None:
+        """Refresh the ETA from Redis, at most once a second (it reads the limiter's log)."""
+        if self.eta_source is None or time.monotonic() - self._eta_read < _ETA_EVERY_S:
+            return
+        self._eta_read = time.monotonic()
+        with contextlib.suppress(RedisError):  # keep the last one: a bar must not stop a run
+            self._eta = await self.eta_source()
 
     async def _poll(self) -> None:
         groups = self._groups()

@@ -204,8 +204,25 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
             first.send_signal(signal.SIGKILL)
             first.communicate()
         assert len(journaled(data)) < 60, "the kill must land midway"
+        # No batch process watches now: its progress is read from Redis, from anywhere
+        (run,) = [p.name for p in (data / "batches").iterdir()]
+        elsewhere = {**env, "MIMOQ_DATA_DIR": str(tmp_path / "elsewhere")}
+
+        def status() -> dict[str, object]:
+            done = mimoq("batch", "status", run, "--json", env=elsewhere, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            return dict(json.loads(done.stdout))
+
+        drained = wait_until(
+            lambda: (s := status())["in_flight"] == s["waiting"] == 0 and s, 60, "drained"
+        )
+        assert isinstance(drained, dict)
+        assert drained["succeeded"] == drained["total"] and drained["eta_s"] == 0.0
+        assert drained["failed"] == drained["cancelled"] == 0
         resumed = mimoq("batch", str(archive), "--progress", "none", env=env, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
+        final = status()
+        assert (final["total"], final["succeeded"]) == (60, 60) and final["ended_at"] is not None
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import io
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -181,6 +182,14 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
         assert isinstance(queued, bytes)
         job = json.loads(queued)["k"]["job"]
         assert (job["priority"], job["tenant"]) == ("bulk", "alice")
+        # While it runs, the batch says when it expects to be done (its run's ETA)
+        running = wait_until(
+            lambda: (b := oai.batches.retrieve(batch.id)).status == "in_progress" and b,
+            what="in progress",
+        )
+        assert isinstance(running, openai.types.Batch) and running.model_extra is not None
+        expected = running.model_extra["expected_completion_at"]
+        assert isinstance(expected, int) and time.time() - 1 <= expected <= time.time() + 3600
         cancelling = oai.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
         final = wait_until(
@@ -189,6 +198,8 @@ def test_cancel_withdraws_queued_requests(stack: Stack, oai: openai.OpenAI) -> N
         )
         assert isinstance(final, openai.types.Batch) and final.request_counts is not None
         assert final.request_counts.completed < 80
+        assert final.model_extra is not None
+        assert final.model_extra["expected_completion_at"] == final.cancelled_at
         errors = lines_of(oai, final.error_file_id)
         not_run = [
             r for r in errors.values() if r["error"] and r["error"]["code"] == "batch_cancelled"

@@ -1,0 +1,139 @@
+"""A run's progress and ETA, read from Redis alone (no batch process needs to be watching).
+
+The counts come from the run's record (``mimoq.core.runs``); the ETA from the pure
+estimator (``mimoq.core.eta``) fed with what the fleet limiter logged: the grant times of
+the run's model(s) in the last window, split by lane, and the backlogs of the other
+tenants waiting in the run's lane. Reading it costs O(grants in one window) per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from mimoq.core import runs
+from mimoq.core.eta import Estimate, LaneLoad, estimate, measured_rate, split_by_model
+from mimoq.core.jobs import LANES
+from mimoq.core.runs import RunRecord
+from mimoq.core.settings import Settings
+from mimoq.worker.limiter.admission import waiting_depth
+from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
+
+_LOG, _ILOG, _STATE = KEY_PARTS.index("log"), KEY_PARTS.index("ilog"), KEY_PARTS.index("state")
+#: Competing tenants looked at per lane (the ring's first ones; the rest share alike).
+_MAX_COMPETITORS = 1_000
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A run's counts and when it is expected to end."""
+
+    record: RunRecord
+    estimate: Estimate
+
+    @property
+    def ended(self) -> bool:
+        return self.record.ended_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        eta = Estimate(0.0, r.ended_at) if self.ended else self.estimate
+        return {
+            "run": r.run,
+            **r.counts(),
+            **eta.to_dict(),
+            "tenant": r.tenant,
+            "priority": r.priority,
+            "created_at": r.created_at,
+            "sealed": r.sealed,
+            "ended_at": r.ended_at,
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def lane_load(
+    redis: Redis,
+    config: LimiterConfig,
+    model: str,
+    *,
+    lane: str,
+    tenant: str | None,
+    now: float,
+) -> LaneLoad:
+    """The rate ``lane`` of ``model`` is granted now (measured over the last window) and the
+    backlogs of the tenants other than ``tenant`` that wait in it."""
+    keys = limiter_keys(config.account, model)
+    since = f"({now - config.window_s}"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(keys[_LOG], since, "+inf", withscores=True)
+        pipe.zrangebyscore(keys[_ILOG], since, "+inf", withscores=True)
+        pipe.hget(keys[_STATE], "lat")
+        grants, interactive, latency = await pipe.execute()
+    interactive_ids = {_text(lease) for lease, _ in interactive}
+    if lane == "interactive":
+        times = [t for _, t in interactive]
+    else:
+        times = [t for lease, t in grants if _text(lease) not in interactive_ids]
+    paced = config.quota(model).requests * config.target / config.window_s
+    rate = measured_rate(times, now=now, window_s=config.window_s) or paced
+    depths = await waiting_depth(redis, model, lane, max_tenants=_MAX_COMPETITORS)
+    own = tenant or "_"
+    lat = float(latency) if latency is not None and float(latency) >= 0 else 0.0
+    return LaneLoad(
+        rate_per_s=rate,
+        competitors=tuple(n for t, n in depths.items() if t != own and n > 0),
+        latency_s=lat,
+    )
+
+
+async def redis_now(redis: Redis) -> float:
+    """Redis TIME, the clock the limiter logs its grants on."""
+    seconds, micros = await redis.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+async def progress_of(
+    redis: Redis, settings: Settings, record: RunRecord, *, now: float | None = None
+) -> RunProgress:
+    """``record``'s ETA added (``now``: Redis TIME unless a test injects it)."""
+    if record.ended_at is not None:
+        return RunProgress(record, Estimate(0.0, record.ended_at))
+    now = await redis_now(redis) if now is None else now
+    waiting = split_by_model(record.waiting, record.models)
+    config = LimiterConfig.from_settings(settings)
+    lane = record.priority if record.priority in LANES else "interactive"
+    loads = {
+        model: await lane_load(redis, config, model, lane=lane, tenant=record.tenant, now=now)
+        for model in waiting
+    }
+    if not waiting and record.in_flight:
+        loads = {
+            model: await lane_load(redis, config, model, lane=lane, tenant=record.tenant, now=now)
+            for model in record.models
+        }
+    found = estimate(waiting_by_model=waiting, in_flight=record.in_flight, loads=loads, now=now)
+    return RunProgress(record, found)
+
+
+async def read_progress(
+    redis: Redis, settings: Settings, run: str, *, now: float | None = None
+) -> RunProgress | None:
+    """The run's progress, or None if Redis has no record of it."""
+    record = await runs.read_run(redis, run)
+    return None if record is None else await progress_of(redis, settings, record, now=now)
+
+
+async def active_progress(
+    redis: Redis, settings: Settings, *, limit: int = 50
+) -> list[RunProgress]:
+    """Every run not ended yet (the dashboard's runs panel)."""
+    now = await redis_now(redis)
+    return [
+        await progress_of(redis, settings, record, now=now)
+        for record in await runs.active_runs(redis, limit=limit)
+    ]
