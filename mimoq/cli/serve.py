@@ -29,8 +29,8 @@ def fleet_view(settings: Settings) -> FleetView:
     from mimoq.cli.inspection import inspect, limiter_state
     from mimoq.worker import metrics
     from mimoq.worker.callbacks import replay
-    from mimoq.worker.scaling import read_desired_workers
     from mimoq.worker.run_progress import active_progress, read_progress
+    from mimoq.worker.scaling import read_desired_workers
 
     async def snapshot(redis: Redis) -> dict[str, Any]:
         return await inspect(redis, settings, limit=20)
