@@ -70,6 +70,11 @@ def test_serve_listens_publicly_only_with_tokens() -> None:
     assert serve["environment"]["MIMOQ_API_TOKENS"].startswith("${MIMOQ_API_TOKENS:?")
     assert serve["environment"]["MIMOQ_DATA_DIR"] == "/data"
     assert "mimoq-data:/data" in serve["volumes"]
+    # mimoq_desired_workers on serve's /metrics: the workers' account and concurrency
+    worker = load()["services"]["worker"]
+    for name in ("MIMO_API_KEY", "MIMOQ_CONCURRENCY"):
+        assert serve["environment"][name] == worker["environment"][name]
+    assert serve["environment"]["MIMOQ_METRICS_TOKEN"] == "${MIMOQ_METRICS_TOKEN:-}"
 
 
 def test_s3_profile_runs_workers_with_no_shared_disk() -> None:
