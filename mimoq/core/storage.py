@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -134,7 +135,11 @@ class LocalStorage:
             yield f
 
     def put_file(self, key: str, source: BinaryIO) -> None:
-        with self.open_atomic(key) as out:
+        # Staged inputs are content-addressed and put by writers that do not coordinate (a
+        # batch's parallel enqueues of one recording, two producers, the HTTP front door):
+        # each copies under a temporary name of its own, so no writer truncates or renames
+        # away another's file, and the object is always one whole copy.
+        with self._atomic(key, f".{secrets.token_hex(8)}.tmp") as out:
             shutil.copyfileobj(source, out, 1 << 20)
 
     def delete_prefix(self, prefix: str) -> None:
@@ -162,14 +167,17 @@ class LocalStorage:
                 left -= len(block)
         self._path(source).unlink(missing_ok=True)
 
-    @contextlib.contextmanager
-    def open_atomic(self, key: str) -> Iterator[BinaryIO]:
-        final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+    def open_atomic(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
         # One fixed temp name per key: a worker killed mid-write leaves it behind and the
         # job's next run truncates it (only one run of a job holds arq's in-progress key at a
         # time), with no directory listing, however many outputs share the folder.
-        tmp = final.with_name(f".{final.name}.tmp")
+        return self._atomic(key, ".tmp")
+
+    @contextlib.contextmanager
+    def _atomic(self, key: str, tmp_suffix: str) -> Iterator[BinaryIO]:
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}{tmp_suffix}")
         try:
             with open(tmp, "w+b") as f:
                 yield f

@@ -138,6 +138,15 @@ def _usable(seen: ItemRecord | None) -> bool:
     )
 
 
+def _enqueue_error(exc: MimoqError | UnsupportedAudioError | OSError) -> tuple[str, str]:
+    """(error type, message) of an item that could not be enqueued."""
+    if isinstance(exc, MimoqError):
+        return exc.error_type, exc.message
+    if isinstance(exc, OSError):  # staging or converting its input: the disk, not the item
+        return "internal_error", f"cannot prepare the input file: {exc.strerror or exc}"
+    return "invalid_request_error", str(exc)
+
+
 def _error_text(result: JobResult) -> str | None:
     if result.error is None:
         return None
@@ -329,9 +338,8 @@ class BatchRunner:
                 if previous is not None and previous.status == "failed":
                     await forget(redis, job_id)  # a re-run retries what failed
             await self.producer.enqueue({**item.job, "run": self.run_id})
-        except (MimoqError, UnsupportedAudioError) as exc:
-            message = exc.message if isinstance(exc, MimoqError) else str(exc)
-            kind = exc.error_type if isinstance(exc, MimoqError) else "invalid_request_error"
+        except (MimoqError, UnsupportedAudioError, OSError) as exc:
+            kind, message = _enqueue_error(exc)
             for record in records:
                 record.status, record.error = ItemStatus.failed, f"{kind}: {message}"
             self.files.append_journal(records)
@@ -369,6 +377,8 @@ class BatchRunner:
                 on_progress(self.progress())
             if enqueue.done() and all(r.status in FINISHED for r in self.records):
                 return
+            if enqueue.done() and (enqueue.cancelled() or enqueue.exception() is not None):
+                return  # nothing more will be enqueued: run() raises why, rather than wait
             await asyncio.sleep(self.poll_s)
 
     async def _read_eta(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,41 @@ def test_a_killed_writers_temp_file_is_reused_by_the_next_write(tmp_path: Path) 
         f.write(b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.wav.tmp", "a.wav"]
     assert (tmp_path / "a.wav").read_bytes() == b"whole"
+
+
+class _PausingSource:
+    """A file's bytes, then a pause (until ``resume``) before its end: a slow upload."""
+
+    def __init__(self, data: bytes) -> None:
+        self._parts = [data, b""]
+        self.paused, self.resume = threading.Event(), threading.Event()
+
+    def read(self, _size: int = -1) -> bytes:
+        if len(self._parts) == 1:
+            self.paused.set()
+            assert self.resume.wait(30)
+        return self._parts.pop(0)
+
+
+def test_two_writers_of_one_content_addressed_key_both_succeed(tmp_path: Path) -> None:
+    """Staged inputs: a batch stages one recording for two jobs at once (issue 19, item 2)."""
+    storage = LocalStorage(tmp_path)
+    data = b"RIFF one recording"
+    slow = _PausingSource(data)
+    errors: list[BaseException] = []
+
+    def put_slowly() -> None:
+        try:
+            storage.put_file("inputs/abc.wav", slow)  # type: ignore[arg-type]
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=put_slowly)
+    writer.start()
+    assert slow.paused.wait(30)
+    storage.put_file("inputs/abc.wav", io.BytesIO(data))  # the other writer, meanwhile
+    slow.resume.set()
+    writer.join(30)
+    assert errors == []
+    assert (tmp_path / "inputs/abc.wav").read_bytes() == data
+    assert [p.name for p in (tmp_path / "inputs").iterdir()] == ["abc.wav"]
