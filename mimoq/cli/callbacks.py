@@ -9,11 +9,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import deadletters, deliveries, wire
 from mimoq.core.connections import connect
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
+from mimoq.core.finish import callback_body
+from mimoq.core.jobs import JobResult
+from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import redact_url
 from mimoq.core.webhooks import AttemptRecord, Delivery
@@ -152,7 +156,9 @@ def _span(seconds: float) -> str:
     return f"{s:.0f} s"
 
 
-def _details(letter: DeadLetter | None, delivery: Delivery, *, reveal: bool) -> dict[str, Any]:
+def _details(
+    letter: DeadLetter | None, delivery: Delivery, result: JobResult | None, *, reveal: bool
+) -> dict[str, Any]:
     out: dict[str, Any] = (
         letter.summary()
         if letter is not None
@@ -169,7 +175,7 @@ def _details(letter: DeadLetter | None, delivery: Delivery, *, reveal: bool) -> 
         created_at=delivery.created_at,
         replays=delivery.replays,
         headers={k: v if reveal else _REDACTED for k, v in delivery.headers.items()},
-        body=delivery.body,
+        **_body(letter, delivery, result),
         history=[_attempt(a, reveal=reveal) for a in delivery.history],
     )
     if reveal:
@@ -177,6 +183,21 @@ def _details(letter: DeadLetter | None, delivery: Delivery, *, reveal: bool) -> 
         if letter is not None and letter.last_location:
             out["location"] = letter.last_location
     return out
+
+
+def _body(
+    letter: DeadLetter | None, delivery: Delivery, result: JobResult | None
+) -> dict[str, Any]:
+    """What the delivery sends (or sent): an ended delivery's record has no body of its
+    own; its dead letter has one, else it is rebuilt from the result record (the same
+    bytes), while that lasts (``MIMOQ_RESULT_TTL_S``)."""
+    if delivery.body is not None:
+        return {"body": delivery.body}
+    if letter is not None and letter.delivery.body is not None:
+        return {"body": letter.delivery.body}
+    if result is not None:
+        return {"body": callback_body(result, delivery.delivery_id), "body_rebuilt": True}
+    return {"body": None, "body_note": "the result record has expired: the body is gone"}
 
 
 def _attempt(record: AttemptRecord, *, reveal: bool) -> dict[str, Any]:
@@ -194,7 +215,11 @@ async def _show(args: argparse.Namespace, redis: Redis, settings: Settings) -> i
     delivery = record or (letter.delivery if letter is not None else None)
     if delivery is None:
         return _fail(f"no delivery or dead letter {args.delivery_id!r}")
-    _emit(_details(letter, delivery, reveal=args.reveal))
+    try:
+        result = await read_result(redis, delivery.job_id)
+    except ValidationError:  # not a record this version can read: show what is stored
+        result = None
+    _emit(_details(letter, delivery, result, reveal=args.reveal))
     return 0
 
 

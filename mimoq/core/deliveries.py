@@ -77,7 +77,7 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float, ttl_s: fl
                 enqueued_ms=int(time.time() * 1000),
             )
         ),
-        wire.dumps(delivery.model_dump(mode="json")),
+        _record(delivery),
         str(int(defer_s * 1000)),
         str(max(1, int(ttl_s * 1000))),
     )
@@ -97,11 +97,13 @@ async def get(redis: Redis, delivery_id: str) -> Delivery | None:
 
 async def save(redis: Redis, delivery: Delivery, *, ttl_s: float) -> None:
     """Rewrite the record (a new attempt in its history) with a fresh TTL."""
-    await redis.set(
-        key(delivery.delivery_id),
-        wire.dumps(delivery.model_dump(mode="json")),
-        px=max(1, int(ttl_s * 1000)),
-    )
+    await redis.set(key(delivery.delivery_id), _record(delivery), px=max(1, int(ttl_s * 1000)))
+
+
+def _record(delivery: Delivery) -> str:
+    # Defaults (no headers, no replays, an attempt's absent error...) are left out: one of
+    # these records stays for every callback of the last MIMOQ_RESULT_TTL_S.
+    return wire.dumps(delivery.model_dump(mode="json", exclude_defaults=True))
 
 
 async def resolve(redis: Redis, raw: object, arq_job_id: str | None) -> Delivery:

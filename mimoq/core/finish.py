@@ -28,6 +28,12 @@ async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float =
     return await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
 
 
+def callback_body(result: JobResult, delivery_id: str) -> str:
+    """The exact JSON text a callback sends for ``result``: the same bytes again from the
+    same record, so an ended delivery (which drops its body) can show what it sent."""
+    return wire.dumps(CallbackPayload.from_result(result, delivery_id).model_dump(mode="json"))
+
+
 async def schedule_callback(
     redis: Redis, result: JobResult, callback: Callback, *, settings: Settings | None = None
 ) -> str:
@@ -40,13 +46,12 @@ async def schedule_callback(
     without, it is immediate.
     """
     delivery_id = wire.callback_job_id(result.id)
-    payload = CallbackPayload.from_result(result, delivery_id)
     delivery = Delivery(
         delivery_id=delivery_id,
         job_id=result.id,
         url=callback.url,
         headers=dict(callback.headers),
-        body=wire.dumps(payload.model_dump(mode="json")),
+        body=callback_body(result, delivery_id),
         created_at=time.time(),
         # The finishing attempt's span (or, tracing off, the job's own traceparent).
         traceparent=tracing.current_traceparent(),

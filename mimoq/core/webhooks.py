@@ -75,7 +75,9 @@ class Delivery(BaseModel):
 
     ``body`` is the exact JSON text that is signed and sent: it is built from the result
     record once, when the delivery is scheduled, so every attempt and every replay sends
-    identical bytes.
+    identical bytes. A delivery that has ended (delivered, or dead-lettered: the dead letter
+    keeps its own copy) keeps its history but not its body (``None``): the result record
+    already holds everything in it, and the body is most of a record's size.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -84,7 +86,7 @@ class Delivery(BaseModel):
     job_id: str = Field(min_length=1)
     url: str = Field(min_length=1)
     headers: dict[str, str] = Field(default_factory=dict)
-    body: str
+    body: str | None = None
     created_at: float
     #: attempts made by earlier runs (a replay starts a fresh schedule but keeps counting)
     prior_attempts: int = Field(default=0, ge=0)
@@ -97,6 +99,10 @@ class Delivery(BaseModel):
     def with_attempt(self, record: AttemptRecord) -> Delivery:
         """This delivery with one more attempt in its history."""
         return self.model_copy(update={"history": (*self.history, record)[-MAX_HISTORY:]})
+
+    def ended(self) -> Delivery:
+        """This delivery as kept once it has ended: the history without the body."""
+        return self.model_copy(update={"body": None})
 
 
 class InvalidDeliveryHeader(ValueError):

@@ -203,6 +203,12 @@ async def _run(
         log.info("callback.attempt", **fields, outcome="skipped", reason="already delivered")
         metrics.callback_attempt(metrics.CallbackOutcome.skipped)
         return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
+    if delivery.body is None:
+        # An ended delivery's job run again (a worker died before arq marked it done, or a
+        # forged job): nothing is sent twice; a dead letter is sent again only by a replay.
+        log.info("callback.attempt", **fields, outcome="skipped", reason="already ended")
+        metrics.callback_attempt(metrics.CallbackOutcome.skipped)
+        return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
 
     client = ctx.get("callback_client")
     if client is None:  # startup() was not wired: still deliver, with a client of our own
@@ -241,7 +247,9 @@ async def _run(
         )
 
     if outcome.verdict is Verdict.delivered:
-        await deliveries.save(redis, recorded("delivered"), ttl_s=settings.storage.result_ttl_s)
+        # Ended: the record keeps the history, not the body (the result record holds it all).
+        ended = recorded("delivered").ended()
+        await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
         await _update_state(
             redis,
             delivery.job_id,
@@ -315,7 +323,8 @@ async def _dead_letter(
         dead_at=time.time(),
     )
     await deadletters.put(redis, letter, ttl_s=settings.callbacks.dead_letter_ttl_s)
-    await deliveries.save(redis, delivery, ttl_s=settings.storage.result_ttl_s)
+    # The dead letter keeps the body (a replay sends it, even once the result expired).
+    await deliveries.save(redis, delivery.ended(), ttl_s=settings.storage.result_ttl_s)
     await _update_state(
         redis,
         delivery.job_id,
@@ -410,6 +419,8 @@ async def send_attempt(
     under a separate bound of the same length and never changes the verdict: a 2xx whose
     body then stalls is delivered, not retried into a duplicate.
     """
+    if delivery.body is None:  # _run skips ended deliveries: this would be a bug of ours
+        raise ValueError(f"delivery {delivery.delivery_id} has ended: it has no body to send")
     body = delivery.body.encode()
     try:
         async with asyncio.timeout(settings.callbacks.timeout_s):
