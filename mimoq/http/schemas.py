@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final, get_args
 
 from mimoq.core import dialect_constants as dc
-from mimoq.core.jobs import JOB_ID_PATTERN, JobStatus
+from mimoq.core.jobs import JOB_ID_PATTERN, LANES, JobStatus
 from mimoq.core.openai_compat import SPEECH_ALIASES, TRANSCRIPTION_ALIASES
 from mimoq.core.splitting.limits import MAX_LONG_SPEECH_CHARS
 
@@ -161,6 +161,8 @@ JOB: Final[Schema] = {
         "enqueued_at": _nullable({"type": "number"}),
         "finished_at": {"type": "number"},
         "callback": {"type": "object"},
+        "tenant": _nullable({"type": "string", "description": "Whose job it was."}),
+        "priority": _nullable({"type": "string", "enum": list(LANES)}),
     },
 }
 
