@@ -57,9 +57,11 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
     storage = open_storage(settings)
     if settings.redis_url:
         redis = connect(settings)
+        producer = Producer(redis, settings, storage)
         try:
-            yield Session(Producer(redis, settings, storage), redis, embedded=False)
+            yield Session(producer, redis, embedded=False)
         finally:
+            await producer.aclose()
             await redis.aclose()
         return
     require_key(settings, calls_mimo=True)
@@ -92,11 +94,13 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    producer = Producer(redis, settings, storage)
     try:
-        yield Session(Producer(redis, settings, storage), redis, embedded=True, _stop=stop)
+        yield Session(producer, redis, embedded=True, _stop=stop)
     except asyncio.CancelledError:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise InternalError(f"the embedded worker stopped: {task.exception()!r}") from None
         raise
     finally:
+        await producer.aclose()
         await stop(settings.worker.shutdown_grace_s)

@@ -44,6 +44,10 @@ _ENQUEUE_KEY_PATTERNS = (
 )
 
 
+#: The channels results are announced on: workers publish, producers subscribe.
+_DONE_CHANNELS = "&" + wire.DONE_CHANNEL_PREFIX + "*"
+
+
 def producer_user(name: str = "mimoq-producer") -> AclUser:
     """Enqueue (the script), read results and job status; nothing else."""
     keys = (
@@ -61,6 +65,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         # what enqueue.lua calls, checked against this user's keys above:
         "+exists", "+time", "+set", "+zadd", "+zcard", "+rpush", "+sadd",
         "+get", "+mget", "+zscore", "+ping",  # results and status
+        "+subscribe", "+unsubscribe",  # Producer.wait: told when a result is written
     )  # fmt: skip
     # EVAL/EVALSHA declare every key as read-write, so the script's call needs write access
     # to the result keys it only checks: a selector grants exactly that call (and no other
@@ -69,7 +74,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
     script_call = "(+evalsha +eval " + " ".join("~" + k for k in _ENQUEUE_KEY_PATTERNS) + ")"
     return AclUser(
         name,
-        ("reset", "on", "resetchannels", *keys, *commands, script_call),
+        ("reset", "on", "resetchannels", _DONE_CHANNELS, *keys, *commands, script_call),
         "producers: enqueue through enqueue.lua, read results and status",
     )
 
@@ -82,6 +87,7 @@ def worker_user(name: str = "mimoq-worker") -> AclUser:
             "reset",
             "on",
             "resetchannels",
+            _DONE_CHANNELS,  # the finish path publishes each result's status
             "~arq:*",
             "~mimoq:*",
             "+@all",

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 
 from mimoq.core import wire
@@ -15,6 +16,7 @@ from mimoq.core.jobs import JobResult, JobStatus
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+log = structlog.get_logger("mimoq.core")
 _REPLACED_NOTE = "text that was not valid Unicode was replaced by U+FFFD"
 
 
@@ -40,7 +42,16 @@ async def write_result_safely(redis: Redis, result: JobResult, *, ttl_s: int) ->
     except (UnicodeError, TypeError, ValueError) as exc:
         result = unencodable_to_failure(result, exc)
         text = wire.dumps(result.model_dump(mode="json"))
-    await redis.set(wire.result_key(result.id), text, ex=ttl_s)
+    # One round trip: the record, then the news of it (a message nobody hears costs nothing;
+    # a waiter that misses it finds the record by its fallback read).
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(wire.result_key(result.id), text, ex=ttl_s)
+        pipe.publish(wire.done_channel(result.id), result.status)
+        written, published = await pipe.execute(raise_on_error=False)
+    if isinstance(written, Exception):
+        raise written
+    if isinstance(published, Exception):  # e.g. an ACL without the channel: waiters poll
+        log.warning("result.publish_failed", job_id=result.id, error=type(published).__name__)
     return result
 
 

@@ -23,6 +23,9 @@ ARQ_RESULT_PREFIX: Final = arq_compat.RESULT_PREFIX
 QUEUE_NAME: Final = "mimoq:queue"
 HEALTH_CHECK_KEY: Final = QUEUE_NAME + ":health-check"
 RESULT_PREFIX: Final = "mimoq:result:"
+#: Pub/sub channel per job: its status is published there once its result record is
+#: written (``Producer.wait`` listens instead of polling). A channel, not a key.
+DONE_CHANNEL_PREFIX: Final = "mimoq:done:"
 DEAD_LETTER_PREFIX: Final = "mimoq:dead:"
 DEAD_LETTER_INDEX: Final = "mimoq:dead"
 #: A callback delivery's url, headers, signed body and attempt history (worker-written).
@@ -91,6 +94,10 @@ def in_progress_key(job_id: str) -> str:
 
 def result_key(job_id: str) -> str:
     return RESULT_PREFIX + job_id
+
+
+def done_channel(job_id: str) -> str:
+    return DONE_CHANNEL_PREFIX + job_id
 
 
 def fanout_key(job_id: str) -> str:

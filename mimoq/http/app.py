@@ -103,6 +103,7 @@ def lifespan(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await app.state.ctx.front.producer.aclose()
             await redis.aclose()
 
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
@@ -16,17 +17,22 @@ from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
 from mimoq.core import tracing, wire
-from mimoq.core.errors import InvalidRequestError
+from mimoq.core.connections import connect
+from mimoq.core.errors import ConfigurationError, InvalidRequestError
 from mimoq.core.inputs import confine, input_roots, ref_kind
 from mimoq.core.jobs import JobResult, SpeechJob, TranscriptionJob, parse_job
+from mimoq.core.objstore import open_storage
 from mimoq.core.results import StatusReport, job_status, read_result
 from mimoq.core.settings import Settings
 from mimoq.core.sources import inspect_audio, normalize_reference
 from mimoq.core.ssrf import check_callback_url
 from mimoq.core.staging import stage_file
 from mimoq.core.storage import Storage
+from mimoq.producer.result_watch import ResultWatch
 
 AnyJob = SpeechJob | TranscriptionJob
+#: A wait reads the record this often even without a message (one may be missed).
+FALLBACK_S = 5.0
 #: The enqueue script's bound on a defer (one year), checked here before a round trip.
 _MAX_DEFER_S = 365 * 86_400
 
@@ -40,13 +46,40 @@ class Enqueued:
 class Producer:
     """Validates and enqueues jobs; reads their status and results."""
 
-    def __init__(self, redis: ArqRedis, settings: Settings, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        settings: Settings,
+        storage: Storage | None = None,
+        *,
+        owns_redis: bool = False,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         # With a storage, local inputs outside the input roots are uploaded to it first
-        # (the CLI); without one (a library producer), they are refused as a worker would.
+        # (the CLI, from_env); without one, they are refused as a worker would.
         self.storage = storage
         self._script = redis.register_script(wire.enqueue_script())
+        self._watch = ResultWatch(redis)
+        self._owns_redis = owns_redis
+
+    @classmethod
+    def from_env(cls) -> Producer:
+        """A producer configured as the ``mimoq`` command is: ``REDIS_URL``, every
+        ``MIMOQ_*`` setting, and the storage local inputs are uploaded to. Close it with
+        ``aclose()`` (or use it as ``async with``).
+
+        ``REDIS_URL`` is required: without it the CLI runs an in-process worker on an
+        in-process Redis, which a library process does not have, so nothing would ever
+        run the jobs. Run ``mimoq worker`` on a Redis and point ``REDIS_URL`` at it."""
+        settings = Settings()
+        if not settings.redis_url:
+            raise ConfigurationError(
+                "Producer.from_env needs REDIS_URL (e.g. redis://localhost:6379/0), the Redis "
+                "your workers (`mimoq worker`) read: a library process has no embedded worker "
+                "of its own to run jobs"
+            )
+        return cls(connect(settings), settings, open_storage(settings), owns_redis=True)
 
     async def validate(self, job: Mapping[str, Any] | AnyJob) -> AnyJob:
         """Everything the worker would refuse, refused here, before anything is enqueued."""
@@ -119,15 +152,44 @@ class Producer:
     async def result(self, job_id: str) -> JobResult | None:
         return await read_result(self.redis, job_id)
 
-    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobResult:
-        """Poll the result record until it exists; ``TimeoutError`` after ``timeout_s``."""
+    async def wait(
+        self, job_id: str, *, timeout_s: float | None = None, fallback_s: float = FALLBACK_S
+    ) -> JobResult:
+        """The job's result once it is written; ``TimeoutError`` after ``timeout_s``.
+
+        Woken by the finish path's message on the job's channel (see ``result_watch``),
+        with a read of the record every ``fallback_s`` in case a message is missed. Where
+        pub/sub is refused, the record is polled (every 20 ms, slowing to 0.5 s)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        interval = 0.02
-        while True:
-            result = await read_result(self.redis, job_id)
-            if result is not None:
-                return result
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} has no result after {timeout_s:g} s")
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, 0.5)
+        poll_s = 0.02
+        async with self._watch.watching(job_id) as woken:
+            while True:
+                if woken is not None:
+                    woken.clear()  # before the read: a message after it wakes us again
+                result = await read_result(self.redis, job_id)
+                if result is not None:
+                    return result
+                pause = fallback_s if woken is not None else poll_s
+                if deadline is not None:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"job {job_id} has no result after {timeout_s:g} s")
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                if woken is None:
+                    await asyncio.sleep(pause)
+                    poll_s = min(poll_s * 1.5, 0.5)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), pause)
+
+    async def aclose(self) -> None:
+        """Release what this producer opened: the pub/sub connection of its waits, and the
+        Redis client when it made it (``from_env``)."""
+        await self._watch.aclose()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
