@@ -468,6 +468,23 @@ def parse_job(
         raise _format_errors(exc) from None
 
 
+def salvage_owner(raw: Any) -> tuple[str | None, str | None]:
+    """The tenant and lane a job that failed validation names, each only if it is valid,
+    for its failure (or cancelled) result record.
+
+    The lane is what the enqueue script scheduled it in: a job naming none ran
+    ``interactive``. Anything else (not a JSON object, a malformed name) is left out.
+    """
+    if not isinstance(raw, Mapping):
+        return None, None
+    tenant = raw.get("tenant")
+    priority = raw.get("priority", LANES[0])
+    return (
+        tenant if isinstance(tenant, str) and re.fullmatch(TENANT_PATTERN, tenant) else None,
+        priority if priority in LANES else None,
+    )
+
+
 # --- results ------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from redis.exceptions import WatchError
 from mimoq.core import arq_compat, logs, sentinel, wire
 from mimoq.core.connections import connect
 from mimoq.core.finish import finish
+from mimoq.core.jobs import salvage_owner
 from mimoq.core.keypool import pool_secrets, usable_pool
 from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
@@ -130,7 +131,7 @@ class MimoqWorker(Worker):
             raw_job = (data.get("k") or {}).get("job")
         callback, metadata = salvage(raw_job)
         kind = raw_job.get("kind") if isinstance(raw_job, dict) else None
-        tenant, lane = result_builder.salvage_owner(raw_job)
+        tenant, lane = salvage_owner(raw_job)
         result = result_builder.failed(
             job_id,
             error={"type": "job_failed", "message": reason},

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Literal
 
 from pydantic import JsonValue
 
-from mimoq.core.jobs import LANES, TENANT_PATTERN, JobResult, SpeechJob, TranscriptionJob
+from mimoq.core.jobs import JobResult, SpeechJob, TranscriptionJob
 from mimoq.worker.pipeline import Outcome
 
 
@@ -68,20 +67,4 @@ def failed(
         tries=tries,
         enqueued_at=enqueued_at,
         finished_at=time.time(),
-    )
-
-
-def salvage_owner(raw: Any) -> tuple[str | None, str | None]:
-    """The tenant and lane a job that failed validation names, each only if it is valid.
-
-    The lane is what the enqueue script scheduled it in: a job naming none ran
-    ``interactive``. Anything else (not a JSON object, a malformed name) is left out.
-    """
-    if not isinstance(raw, dict):
-        return None, None
-    tenant = raw.get("tenant")
-    priority = raw.get("priority", LANES[0])
-    return (
-        tenant if isinstance(tenant, str) and re.fullmatch(TENANT_PATTERN, tenant) else None,
-        priority if priority in LANES else None,
     )

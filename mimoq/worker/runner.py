@@ -37,6 +37,7 @@ from mimoq.core.jobs import (
     SpeechJob,
     TranscriptionJob,
     parse_job,
+    salvage_owner,
 )
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
@@ -196,7 +197,7 @@ async def run_job(
         assert verdict.error is not None
         await forget_admitted(redis, job_id, raw, kind)
         callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
-        tenant, lane = (job.tenant, job.priority) if job else result_builder.salvage_owner(raw)
+        tenant, lane = (job.tenant, job.priority) if job else salvage_owner(raw)
         result = result_builder.failed(
             job_id,
             run=job.run if job else salvage_run(raw),
