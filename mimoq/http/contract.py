@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +36,6 @@ class Operation:
     body: Schema | None = None  #: the OpenAPI requestBody object
     parameters: tuple[Schema, ...] = ()
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def path_parameters(self) -> list[Schema]:
         return [
@@ -56,7 +55,7 @@ class Operation:
             op["requestBody"] = self.body
         op["responses"] = dict(self.responses)
         op["security"] = [{"bearer": []}] if self.bearer else []
-        return {**op, **self.extra}
+        return op
 
 
 # --- helpers for the route table ----------------------------------------------------------
