@@ -5,16 +5,20 @@ workers as 50. A call holds a worker slot for its whole latency, so an account+m
 keep at most ``grant rate × call latency`` slots busy (Little's law). The fleet needs::
 
     cap(m)   = Σ over accounts a of  grants_per_s(m, a) × latency_p90_s(m, a)
-    slots    = Σ over models m of  min(jobs(m), cap(m))  +  min(other jobs, Σ cap)
+    slots    = Σ over models m of  min(jobs(m), cap(m))  +  min(other jobs, headroom)
     desired  = ceil(slots / MIMOQ_CONCURRENCY)   (0 when there are no jobs at all; at least 1
                                                   when there are any)
 
 ``jobs(m)`` is the model's work the fleet can see per model: waiting for admission, admitted,
 holding a limiter ticket, in flight. ``other jobs`` are those in arq's queue whose model is
 not known without reading each job (interactive jobs not yet picked up, retries waiting out
-a backoff, callback deliveries); they count against the whole quota's cap. With limits off
-there is no cap: the value is the demand alone. The p90 (not the mean) sizes for the slow
-calls, so the fleet keeps the quota full while a few long calls hold their slots.
+a backoff, callback deliveries). They are capped by the headroom the models with jobs leave
+(``Σ cap(m) - min(jobs(m), cap(m))`` over them), or, while no model has any, by the largest
+model's cap: a job in the queue is soon picked up and then counted under its model, so an
+interactive burst neither doubles a saturated model's cap nor counts the caps of idle
+models. With limits off there is no cap: the value is the demand alone. The p90 (not the
+mean) sizes for the slow calls, so the fleet keeps the quota full while a few long calls
+hold their slots.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ def desired_workers(
     other = max(work.other, 0)
     models: dict[str, dict[str, float]] = {}
     slots = 0.0
+    headroom: float | None = None  # left by the models that have jobs; None: none has
     for model, jobs in sorted(work.by_model.items()):
         jobs = max(jobs, 0)
         if feeds is not None and model not in caps:
@@ -99,11 +104,18 @@ def desired_workers(
         cap = caps.get(model)
         used = float(jobs) if cap is None else min(float(jobs), cap)
         slots += used
+        if cap is not None and jobs > 0:
+            headroom = (headroom or 0.0) + cap - used
         models[model] = {"jobs": jobs, "slots": round(used, 3)}
         if cap is not None:
             models[model]["cap_slots"] = round(cap, 3)
     cap_total = None if feeds is None else sum(caps.values())
-    slots += other if cap_total is None else min(float(other), cap_total)
+    if cap_total is None:
+        slots += other
+    else:
+        slots += min(
+            float(other), max(caps.values(), default=0.0) if headroom is None else headroom
+        )
     jobs_total = work.total
     workers = 0 if jobs_total == 0 else max(1, _ceil(slots / concurrency))
     return DesiredWorkers(

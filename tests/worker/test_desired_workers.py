@@ -43,9 +43,14 @@ ASR_FEED = QuotaFeed(ASR_MODEL, "acct", grants_per_s=0.5, latency_p90_s=20.0)
         ({TTS_MODEL: 5_000, ASR_MODEL: 2}, 0, [TTS_FEED, ASR_FEED], 4, 5),
         # two accounts of one model: their caps add up, ceil(2 x 14.7 / 4) = 8
         ({TTS_MODEL: 5_000}, 0, [TTS_FEED, QuotaFeed(TTS_MODEL, "b", 98 / 60, 9.0)], 4, 8),
-        # jobs of no known model count against the whole quota's cap
+        # jobs of no known model: capped by the largest model's cap while no model has jobs
         ({}, 3, [TTS_FEED], 1, 3),
         ({}, 10_000, [TTS_FEED], 4, 4),
+        ({}, 10_000, [TTS_FEED, ASR_FEED], 4, 4),  # not by the idle models' caps summed
+        # ... and by the headroom the models with jobs leave: a saturated model stays at its cap
+        ({TTS_MODEL: 5_000}, 16, [TTS_FEED, ASR_FEED], 4, 4),
+        ({TTS_MODEL: 6}, 100, [TTS_FEED], 4, 4),  # 6 + 8.7 left = the cap, 14.7
+        ({TTS_MODEL: 6}, 2, [TTS_FEED], 4, 2),  # 6 + 2
         # limits off: no cap, the demand alone
         ({TTS_MODEL: 100}, 20, None, 10, 12),
         # a faster model needs fewer workers: 1.633/s x 2 s = 3.3 slots
