@@ -50,7 +50,8 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= now then due = due - 1 end
 end
-return {due, deferred, redis.call('ZCARD', KEYS[3])}
+-- dead letters within retention: the index may still name expired ones until its next write
+return {due, deferred, redis.call('ZCOUNT', KEYS[3], ARGV[2], '+inf')}
 """
 
 
@@ -139,6 +140,7 @@ class Heartbeat:
         self.ttl_s = settings.ops.heartbeat_interval_s * HEARTBEAT_TTL_FACTOR
         self.metrics_port: int | None = None
         self._concurrency = settings.worker.concurrency
+        self._dead_letter_ttl_s = settings.callbacks.dead_letter_ttl_s
         self._latencies = latencies
         self._clock = clock
         self._monotonic = monotonic
@@ -191,7 +193,8 @@ class Heartbeat:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.key, record.model_dump_json(), px=int(self.ttl_s * 1000))
                 keys = (wire.QUEUE_NAME, wire.INFLIGHT_KEY, wire.DEAD_LETTER_INDEX)
-                pipe.eval(_FLEET_SAMPLE_LUA, len(keys), *keys, str(now_ms))
+                dead_since = repr(record.beat_at - self._dead_letter_ttl_s)
+                pipe.eval(_FLEET_SAMPLE_LUA, len(keys), *keys, str(now_ms), dead_since)
                 _, (due, deferred, dead) = await pipe.execute()
         except RedisError as exc:
             log.warning("heartbeat.failed", worker_id=self.worker_id, error=type(exc).__name__)

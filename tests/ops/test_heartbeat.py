@@ -137,7 +137,13 @@ async def test_beat_samples_fleet_gauges(
     await redis.zadd(
         wire.QUEUE_NAME, {"due-1": now_ms - 5, "due-2": now_ms, "later": now_ms + 60_000}
     )
-    await redis.zadd(wire.DEAD_LETTER_INDEX, {"cb-1": 1.0, "cb-2": 2.0, "cb-3": 3.0})
+    wall = clocks[1].now
+    # Three dead letters within the 30-day retention, and one past it that the index still
+    # names (it is dropped at the next dead letter's write): not counted.
+    await redis.zadd(
+        wire.DEAD_LETTER_INDEX,
+        {"cb-1": wall - 1, "cb-2": wall - 2, "cb-3": wall - 3, "cb-old": wall - 31 * 86_400},
+    )
     await heartbeat.beat(redis, worker)
     assert REGISTRY.get_sample_value("mimoq_queue_depth", {"state": "due"}) == 2
     assert REGISTRY.get_sample_value("mimoq_queue_depth", {"state": "deferred"}) == 1
