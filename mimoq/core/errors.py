@@ -10,6 +10,7 @@
     │       ├── CapacityDeferred  the fleet limiter said "not yet" (quota)
     │       ├── ChunksPending     a long job's chunk jobs are still running
     │       └── AccountPausedDeferred  the job's account is paused (circuit breaker)
+    ├── JobCancelled              the job was cancelled: recorded as "cancelled", never retried
     └── PermanentError
         ├── InternalError         a bug of ours: logged with its traceback, reported plainly
         ├── InvalidRequestError   400/404/422 and our own validation (invalid_request_error)
@@ -93,6 +94,13 @@ class AccountPausedDeferred(Deferred):
     revoked key, persistent 429s): come back in ``retry_after_s``. A deferral, not a try."""
 
     error_type = "account_paused"
+
+
+class JobCancelled(MimoqError):
+    """The job was cancelled (README, "Cancel"): its MiMo call is refused before it is
+    granted, or closed if it was under way; the runner records it as ``cancelled``."""
+
+    error_type = "cancelled"
 
 
 class PermanentError(MimoqError):

@@ -494,6 +494,7 @@ class JobStatus(StrEnum):
     in_progress = "in_progress"
     succeeded = "succeeded"
     failed = "failed"
+    cancelled = "cancelled"
     not_found = "not_found"
 
 
@@ -552,7 +553,7 @@ class JobResult(BaseModel):
 
     id: str
     kind: Literal["speech", "transcription"] | None
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "cancelled"]
     model: str | None = None
     output: AudioOutput | TextOutput | None = None
     text: str | None = None
@@ -576,11 +577,11 @@ class JobResult(BaseModel):
 class CallbackPayload(BaseModel):
     """The JSON body POSTed to ``callback.url`` (signed when a webhook secret is set)."""
 
-    type: Literal["job.succeeded", "job.failed"]
+    type: Literal["job.succeeded", "job.failed", "job.cancelled"]
     delivery_id: str
     job_id: str
     kind: Literal["speech", "transcription"] | None
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "cancelled"]
     model: str | None = None
     output: AudioOutput | TextOutput | None = None
     text: str | None = None
@@ -596,7 +597,7 @@ class CallbackPayload(BaseModel):
     @classmethod
     def from_result(cls, result: JobResult, delivery_id: str) -> CallbackPayload:
         return cls(
-            type="job.succeeded" if result.status == "succeeded" else "job.failed",
+            type=f"job.{result.status}",
             delivery_id=delivery_id,
             job_id=result.id,
             kind=result.kind,

@@ -75,6 +75,13 @@ RUN_PREFIX: Final = "mimoq:run:"
 #: The runs not ended yet, a sorted set scored by creation time (the dashboard lists them).
 RUNS_ACTIVE_KEY: Final = "mimoq:runs"
 
+#: A job's cancel marker (README, "Cancel"): "granted" once the limiter granted its MiMo call
+#: (the acquire script), "cancelled" once cancel.lua withdrew it; the grant and the cancel
+#: read it atomically, so a cancelled job is never granted. A string, with a TTL.
+CANCEL_PREFIX: Final = "mimoq:cancel:"
+#: Pub/sub channel: cancel.lua publishes the id of each cancelled job a worker holds.
+CANCEL_CHANNEL: Final = "mimoq:cancel"
+
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
 TASK_TRANSCRIPTION: Final = "transcription"
@@ -151,6 +158,10 @@ def run_key(run: str) -> str:
 def run_pending_key(run: str) -> str:
     """The set of a run's job ids that have not finished yet (cancel reads it)."""
     return RUN_PREFIX + run + ":pending"
+
+
+def cancel_key(job_id: str) -> str:
+    return CANCEL_PREFIX + job_id
 
 
 def callback_job_id(job_id: str) -> str:

@@ -469,5 +469,6 @@ _STATUS_OF_JOB: Final = {
     JobStatus.in_progress: ItemStatus.in_progress,
     JobStatus.succeeded: ItemStatus.succeeded,
     JobStatus.failed: ItemStatus.failed,
+    JobStatus.cancelled: ItemStatus.cancelled,
     JobStatus.not_found: ItemStatus.pending,
 }

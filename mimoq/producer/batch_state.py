@@ -27,9 +27,10 @@ class ItemStatus(StrEnum):
     in_progress = "in_progress"
     succeeded = "succeeded"
     failed = "failed"
+    cancelled = "cancelled"  # README, "Cancel"
 
 
-FINISHED: Final = frozenset({ItemStatus.succeeded, ItemStatus.failed})
+FINISHED: Final = frozenset({ItemStatus.succeeded, ItemStatus.failed, ItemStatus.cancelled})
 
 
 @dataclass

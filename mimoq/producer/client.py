@@ -8,7 +8,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from mimoq.core.sources import inspect_audio, normalize_reference
 from mimoq.core.ssrf import check_callback_url
 from mimoq.core.staging import stage_file
 from mimoq.core.storage import Storage
+from mimoq.producer.cancel import CancelAnswer, cancel_jobs
 from mimoq.producer.result_watch import ResultWatch
 
 AnyJob = SpeechJob | TranscriptionJob
@@ -151,6 +152,15 @@ class Producer:
 
     async def result(self, job_id: str) -> JobResult | None:
         return await read_result(self.redis, job_id)
+
+    async def cancel(self, job_id: str) -> CancelAnswer:
+        """Cancel one job (README, "Cancel"): ``cancelled``, ``already_finished`` (with its
+        status) or ``not_found``; ``invalid`` for a malformed id."""
+        return (await cancel_jobs(self.redis, [job_id], settings=self.settings))[0]
+
+    async def cancel_many(self, job_ids: Iterable[str]) -> list[CancelAnswer]:
+        """Cancel several jobs at once: one answer per distinct id, in order."""
+        return await cancel_jobs(self.redis, job_ids, settings=self.settings)
 
     async def wait(
         self, job_id: str, *, timeout_s: float | None = None, fallback_s: float = FALLBACK_S

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -107,6 +108,21 @@ def wants_audio(accept: str | None) -> bool:
     """True when an ``Accept`` header names any audio type (MiMo answers those with 406)."""
     ranges = (part.split(";")[0].strip().lower() for part in (accept or "").split(","))
     return any(r.startswith("audio/") for r in ranges)
+
+
+async def _client_left_within(receive: Receive, delay_s: float) -> bool:
+    """Wait ``delay_s`` (simulated upstream work); True, early, if the client hung up."""
+
+    async def until_gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    gone = asyncio.ensure_future(until_gone())
+    try:
+        done, _ = await asyncio.wait({gone}, timeout=delay_s)
+    finally:
+        gone.cancel()
+    return bool(done)
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -226,6 +242,7 @@ class SimApp:
         model = data.get("model") if isinstance(data, dict) else None
         model = model if isinstance(model, str) else None
         self.state.count_request(model)
+        call = self.state.log_call(body)
         headers = _headers(scope)
         try:
             account = self.accounts.account_for(_offered_keys(headers), billing=True)
@@ -257,8 +274,11 @@ class SimApp:
         if rejected is not None:
             return rejected
         delay_s = self._latency_s(chars, fault)
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)  # simulated upstream work, not synchronisation
+        if delay_s > 0 and await _client_left_within(receive, delay_s):
+            # simulated upstream work, cut short as MiMo would when the client hangs up
+            call.client_gone_at = time.time()
+            self.state.count_disconnect()
+            raise _ClientGoneError
         if fault is not None and fault.kind is FaultKind.DISCONNECT:
             # Always short of the whole body: a drop after the last byte would be no drop.
             cut = reply.length // 2 if fault.after_bytes is None else fault.after_bytes

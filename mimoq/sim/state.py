@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from mimoq.sim.faults import Fault, FaultQueue
 
 #: The ``requests`` key for bodies without a usable ``model``.
 NO_MODEL = "<none>"
+
+
+#: Calls the simulator remembers (``calls_matching``), and the request bytes kept of each.
+MAX_CALLS_LOGGED = 50_000
+CALL_EXCERPT_BYTES = 600
+
+
+@dataclass
+class CallRecord:
+    """One request to the MiMo endpoint, as tests look for it: when it arrived, its body's
+    first bytes, and when the client went away before the answer (None: it did not)."""
+
+    started_at: float
+    body: str
+    client_gone_at: float | None = None
 
 
 class SimState:
@@ -38,6 +55,7 @@ class SimState:
         self._disconnects = 0
         self._in_flight = 0
         self._max_in_flight = 0
+        self._calls: list[CallRecord] = []
 
     # --- faults -------------------------------------------------------------------------
 
@@ -87,6 +105,20 @@ class SimState:
     def leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
+
+    def log_call(self, body: bytes | None) -> CallRecord:
+        """Note one request to the MiMo endpoint (the newest ``MAX_CALLS_LOGGED``)."""
+        text = (body or b"")[:CALL_EXCERPT_BYTES].decode("utf-8", "replace")
+        record = CallRecord(started_at=time.time(), body=text)
+        with self._lock:
+            self._calls.append(record)
+            del self._calls[:-MAX_CALLS_LOGGED]
+        return record
+
+    def calls_matching(self, needle: str) -> list[CallRecord]:
+        """The logged calls whose request body (its first bytes) contains ``needle``."""
+        with self._lock:
+            return [c for c in self._calls if needle in c.body]
 
     def count_request(self, model: str | None) -> None:
         with self._lock:

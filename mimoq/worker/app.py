@@ -24,7 +24,7 @@ from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.worker import callbacks, metrics, result_builder
+from mimoq.worker import callbacks, cancel_watch, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
@@ -122,6 +122,8 @@ class MimoqWorker(Worker):
         await super().finish_failed_job(job_id, result_data)
         if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):
             return
+        if await self.pool.get(wire.cancel_key(job_id)) in (b"cancelled", "cancelled"):
+            return  # its cancel records it (README, "Cancel"); arq found its job key gone
         reason, raw_job = "the job could not be run", None
         if result_data:
             data = json.loads(result_data)
@@ -187,6 +189,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
         ),
     )
     await callbacks.startup(ctx)
+    ctx["cancel_watch"] = asyncio.create_task(cancel_watch.watch(ctx["redis"], ctx["deps"].running))
     log.info(
         "worker.started",
         concurrency=settings.worker.concurrency,
@@ -204,6 +207,11 @@ async def _job_started(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    watcher = ctx.pop("cancel_watch", None)
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     await callbacks.shutdown(ctx)
     if not ctx.get("http_external") and "http" in ctx:
         await ctx["http"].aclose()

@@ -38,6 +38,7 @@ class JobOutcome(StrEnum):
     deferred = "deferred"  # the fleet limiter had no capacity yet (not counted as a try)
     waiting = "waiting"  # put back for another reason (chunks running); not a try either
     already_finished = "already_finished"  # a re-run found the result of an earlier run
+    cancelled = "cancelled"  # cancelled (README, "Cancel"): recorded without a result
 
 
 class CallbackOutcome(StrEnum):

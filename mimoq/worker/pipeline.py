@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from obstore.exceptions import BaseError as ObjectStoreError
@@ -18,6 +18,7 @@ from mimoq.core.sources import AudioInput
 from mimoq.core.storage import Storage
 from mimoq.worker import metrics
 from mimoq.worker.accounts.router import AccountRouter
+from mimoq.worker.cancel_watch import RunningJobs
 from mimoq.worker.job_inputs import input_info, spooled
 from mimoq.worker.limiter import Limiter
 from mimoq.worker.outputs import StorageUnavailableError, links, write_speech
@@ -42,6 +43,8 @@ class WorkerDeps:
     settings: Settings
     storage: Storage
     accounts: AccountRouter
+    #: The attempts running in this process, for cancels (worker/cancel_watch.py).
+    running: RunningJobs = field(default_factory=RunningJobs)
 
     @property
     def limiter(self) -> Limiter:

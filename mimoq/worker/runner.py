@@ -21,9 +21,11 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import tracing, wire
+from mimoq.core.cancel_script import CANCELLED, callback_of, cancelled_result
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
+    JobCancelled,
     MimoqError,
     PermanentError,
     UpstreamUnavailable,
@@ -39,7 +41,6 @@ from mimoq.core.jobs import (
     parse_job,
     salvage_owner,
 )
-from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
@@ -151,7 +152,12 @@ async def run_job(
     deps: WorkerDeps = ctx["deps"]
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
-    deferrals = int(await redis.get(_deferrals_key(job_id)) or 0)
+    # One read for what decides the run before anything is tried: tries so far, the cancel
+    # marker (README, "Cancel") and an earlier run's result.
+    raw_deferrals, marker, recorded = await redis.mget(
+        _deferrals_key(job_id), wire.cancel_key(job_id), wire.result_key(job_id)
+    )
+    deferrals = int(raw_deferrals or 0)
     tries = max(1, ctx["job_try"] - deferrals)
     bound = log.bind(job_id=job_id, kind=kind, job_try=tries)
     # Every line logged inside this job's task (any module) carries these; model follows.
@@ -159,11 +165,15 @@ async def run_job(
     tracing.note_try(tries)
     started = time.monotonic()
 
-    existing = await read_result(redis, job_id)
-    if existing is not None:
+    if recorded is not None:
+        existing = JobResult.model_validate_json(recorded)
         return await _already_finished(deps, redis, existing, raw, kind, bound)
+    if marker in (CANCELLED, CANCELLED.encode()):
+        return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
 
     job, outcome, error = await _try(deps, redis, job_id, raw, kind, tries, preset_error, bound)
+    if isinstance(error, JobCancelled):
+        return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
     model = job.model if job else None
     verdict = decide(error, tries=tries, policy=_policy(deps.settings), rand=random.random)
     if isinstance(verdict, Defer):
@@ -216,6 +226,27 @@ async def run_job(
     return _summary(result)
 
 
+async def _record_cancelled(
+    deps: WorkerDeps,
+    redis: Redis,
+    ctx: dict[str, Any],
+    raw: Any,
+    kind: str | None,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> dict[str, Any]:
+    """A cancelled job (README, "Cancel"): recorded as such, without (or after closing) its
+    MiMo call; whatever admission place it held goes back at once."""
+    job_id: str = ctx["job_id"]
+    await forget_admitted(redis, job_id, raw, kind)
+    fields = raw if isinstance(raw, dict) else {}
+    result = cancelled_result(job_id, fields, enqueued_at=_ts(ctx))
+    result = await finish(redis, result, callback_of(fields), settings=deps.settings)
+    await redis.delete(_deferrals_key(job_id))
+    bound.info("job.cancelled")
+    metrics.job_outcome(result.kind, result.model, metrics.JobOutcome.cancelled)
+    return _summary(result)
+
+
 async def _already_finished(
     deps: WorkerDeps,
     redis: Redis,
@@ -255,7 +286,8 @@ async def _try(
             # Each try that never finished (a killed worker) still counted: stop a
             # poison job from taking workers down forever.
             raise PermanentError(f"gave up after {tries - 1} tries that did not finish")
-        return job, await _attempt(deps, redis, job, job_id), None
+        attempt = _attempt(deps, redis, job, job_id)
+        return job, await deps.running.run(job_id, attempt), None
     except TimeoutError:
         limit = deps.settings.worker.job_timeout_s
         return job, None, UpstreamUnavailable(f"the job took longer than {limit:g} s")

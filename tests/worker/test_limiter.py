@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
-from mimoq.core.errors import CapacityDeferred
+from mimoq.core.errors import CapacityDeferred, JobCancelled
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
@@ -571,7 +571,9 @@ async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> Non
     await limiter.release(lease, usage={"total_tokens": 50}, latency_s=0.5)
     await limiter.rate_limited(ASR_MODEL, None)
     keys = [k.decode() async for k in redis.scan_iter("*")]
-    assert keys and all(k.startswith(wire.LIMITER_PREFIX) for k in keys)
+    # the limiter's keys, and the granted job's cancel marker (README, "Cancel")
+    assert keys and all(k.startswith(wire.LIMITER_PREFIX) for k in keys if k != "mimoq:cancel:job")
+    assert await redis.get(wire.cancel_key("job")) == b"granted"
     for key in keys:
         assert "secret" not in key
         assert await redis.ttl(key) > 0  # idle limiters do not live forever
@@ -612,7 +614,18 @@ async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
     await limiter.acquire(TTS_MODEL, job_id="after-429")
     for lease in leases:
         await limiter.release(lease, usage=None, latency_s=None)
-    assert not [k async for k in redis.scan_iter("*")]
+    # nothing is remembered but each grant's cancel marker (README, "Cancel"), which expires
+    keys = [k.decode() async for k in redis.scan_iter("*")]
+    assert sorted(keys) == sorted(wire.cancel_key(j) for j in [*map(str, range(500)), "after-429"])
+    for key in keys[:5]:
+        assert 0 < await redis.ttl(key) <= 300
+
+
+async def test_disabled_limits_still_refuse_a_cancelled_job(redis: ArqRedis) -> None:
+    limiter = build_limiter(Settings(limits_enabled=False), redis)
+    await redis.set(wire.cancel_key("gone"), "cancelled")
+    with pytest.raises(JobCancelled):
+        await limiter.acquire(TTS_MODEL, job_id="gone")
 
 
 # The hold: a job told to come back hold_s before its reserved slot waits the rest in the

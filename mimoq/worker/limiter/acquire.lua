@@ -15,6 +15,17 @@ local EARLY = 0.002
 -- a guard wait is stretched by this so the blocking grant has surely left the window
 local EPSILON = 0.002
 
+-- The job's cancel marker (README, "Cancel"): cancel.lua and this script read it
+-- atomically, so a job is either granted before its cancel (then it is in flight) or never.
+local MARKER = Q.cancel_prefix .. job_id
+if redis.call('GET', MARKER) == 'cancelled' then
+  -- what it held goes back: its ticket, its admission place
+  drop_ticket(job_id)
+  redis.call('ZREM', ADMITTED, job_id)
+  redis.call('ZREM', Q.wait_prefix .. 'interactive:admitted:' .. (tenant or '_'), job_id)
+  return {'cancelled', fmt(0), 0, fmt(now_s())}
+end
+
 local now = now_s()
 housekeep(now)
 local st = load_state()
@@ -78,6 +89,7 @@ local function in_flight_wait()
 end
 
 local function grant()
+  redis.call('SET', MARKER, 'granted', 'PX', math.floor(Q.lease_ttl * 1000))
   redis.call('ZADD', LOG, fmt(now), lease_id)
   if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
   redis.call('ZADD', LEASES, fmt(now + Q.lease_ttl), lease_id)

@@ -46,7 +46,7 @@ from redis.exceptions import NoScriptError
 
 from mimoq.core import wire
 from mimoq.core.dialect import usage_tokens
-from mimoq.core.errors import CapacityDeferred
+from mimoq.core.errors import CapacityDeferred, JobCancelled
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
 
@@ -79,6 +79,7 @@ class Decision(StrEnum):
     PACED = "paced"  # a grant happened less than a quarter slot ago; re-spaced to the end
     SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
+    CANCELLED = "cancelled"  # the job was cancelled (README, "Cancel"): no call, ever
 
 
 #: The decisions after which the job holds a reserved slot (a ticket). Such a job is told
@@ -238,6 +239,7 @@ class RedisLimiter:
     ) -> None:
         self.config = config
         self._redis = redis
+        self.redis = redis
         self._clock = clock
         # An injected clock without an injected sleep never waits in-process: real time
         # would not move that clock.
@@ -272,6 +274,7 @@ class RedisLimiter:
             "admit_ttl": ADMIT_TTL_WINDOWS * c.window_s,
             "wait_prefix": f"{wire.WAIT_PREFIX}{model}:",
             "interactive_direct": wire.INTERACTIVE_DIRECT,
+            "cancel_prefix": wire.CANCEL_PREFIX,
             "max_tenants": MAX_TENANTS_SHOWN,
         }
         if self._clock is not None:
@@ -311,6 +314,8 @@ class RedisLimiter:
             raw = await self._run("acquire", model, call)
             decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
             wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
+            if decision is Decision.CANCELLED:
+                raise JobCancelled("the job was cancelled before its MiMo call")
             if decision is Decision.GRANTED:
                 return Lease(
                     model=model, lease_id=lease_id, tokens=tokens, audio_s=audio_s,
@@ -455,6 +460,15 @@ class RedisLimiter:
         return float(replies[-1])
 
 
+#: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
+#: the acquire script does (README, "Cancel"). KEYS[1] the marker; ARGV[1] its TTL in ms.
+_UNLIMITED_GRANT_LUA: Final = """
+if redis.call('GET', KEYS[1]) == 'cancelled' then return 0 end
+redis.call('SET', KEYS[1], 'granted', 'PX', ARGV[1])
+return 1
+"""
+
+
 class UnlimitedLimiter:
     """The ``Limiter`` when limits are disabled: grants everything, remembers nothing.
 
@@ -474,6 +488,12 @@ class UnlimitedLimiter:
         lane: str = "interactive",
         tenant: str | None = None,
     ) -> Lease:
+        if self._admission is not None:
+            redis = self._admission.redis
+            ttl_ms = int(self._admission.config.lease_ttl_s * 1000)
+            script = redis.register_script(_UNLIMITED_GRANT_LUA)
+            if not await script(keys=[wire.cancel_key(job_id)], args=[ttl_ms]):
+                raise JobCancelled("the job was cancelled before its MiMo call")
         lease_id = uuid.uuid4().hex
         return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
 

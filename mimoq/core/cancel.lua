@@ -1,0 +1,123 @@
+-- mimoq atomic cancel: the cross-language way to withdraw jobs (see README, "Cancel").
+--
+-- KEYS: none (every key is named from the ids: arq:job:<id>, arq:in-progress:<id>,
+--   mimoq:result:<id>, mimoq:cancel:<id>, mimoq:fanout:<id>, mimoq:queue, mimoq:wait:*).
+-- ARGV[1] who writes the "cancelled" result records:
+--   "queue"  (any language): the job is put at the head of mimoq:queue and the next free
+--            worker records it as cancelled (and sends its job.cancelled callback) without
+--            calling MiMo;
+--   "caller" (mimoq's own Python): the job leaves the queue and the caller records it.
+-- ARGV[2..] job ids (at most 10,000 per call).
+--
+-- Returns a flat array of triples {id, answer, detail}, one per id given, in order, then one
+-- per chunk job of a cancelled long job (its "fan-out"):
+--   "cancelled"        it was queued, waiting for admission, deferred or waiting for a retry;
+--                      detail: its arq job JSON (ARGV[1] "caller": record it now);
+--   "stopping"         a worker holds it but has not been granted its MiMo call: that worker
+--                      records it (no MiMo call starts); detail ""
+--   "in_flight"        its MiMo call was granted: the worker holding it closes the call
+--                      within 2 s, discards the partial output and records it; detail ""
+--   "already_cancelled" detail ""
+--   "already_finished" detail: its status ("succeeded" or "failed"); left as it is
+--   "not_found"        detail ""
+--   "invalid"          the id is malformed; detail: why
+--
+-- The per-job marker mimoq:cancel:<id> ("cancelled") is what makes it final: the limiter's
+-- grant (the workers' acquire script) reads the same marker atomically, so a job is either
+-- granted before this script ran (then it is "in_flight") or never granted at all. Workers
+-- subscribe to the channel mimoq:cancel for the ids of jobs they hold.
+-- Cost: O(1) per id (plus its chunks); nothing here scans a queue or a list.
+local mode = ARGV[1]
+if mode ~= 'queue' and mode ~= 'caller' then
+  return redis.error_reply('invalid_request_error: ARGV[1] must be "queue" or "caller", then the job ids')
+end
+if #ARGV - 1 > 10000 then
+  return redis.error_reply('invalid_request_error: at most 10000 ids per call; split the list')
+end
+local DAY_MS = 86400000
+local out = {}
+
+local function answer(id, what, detail)
+  out[#out + 1] = id
+  out[#out + 1] = what
+  out[#out + 1] = detail or ''
+end
+
+-- The admission places a queued job holds, named as enqueue.lua names them.
+local function forget_places(id, job)
+  local model, tenant = job['model'], job['tenant']
+  if type(tenant) ~= 'string' then tenant = '_' end
+  if type(model) ~= 'string' then
+    if job['kind'] == 'transcription' then model = 'mimo-v2.5-asr' else model = 'mimo-v2.5-tts' end
+  end
+  local wait = 'mimoq:wait:' .. model .. ':'
+  redis.call('ZREM', wait .. 'admitted', id)
+  redis.call('ZREM', wait .. 'interactive:admitted:' .. tenant, id)
+end
+
+local cancel_one
+
+-- A long job's chunk jobs are cancelled with it (their answers follow the ids given).
+local function cascade(id)
+  local raw = redis.call('GET', 'mimoq:fanout:' .. id)
+  if not raw then return end
+  local ok, plan = pcall(cjson.decode, raw)
+  if not ok or type(plan) ~= 'table' or type(plan['children']) ~= 'table' then return end
+  for _, child in ipairs(plan['children']) do
+    if type(child) == 'table' and type(child['job_id']) == 'string' then
+      cancel_one(child['job_id'])
+    end
+  end
+end
+
+cancel_one = function(id)
+  if string.find(id, '^[%w][%w._-]*$') == nil or #id > 128 then
+    return answer(string.sub(id, 1, 140), 'invalid',
+      'id must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
+  end
+  local marker = 'mimoq:cancel:' .. id
+  local result = redis.call('GET', 'mimoq:result:' .. id)
+  if result then
+    local status = string.match(result, '"status":"(%a+)"') or 'failed'
+    if status == 'cancelled' then return answer(id, 'already_cancelled') end
+    return answer(id, 'already_finished', status)
+  end
+  local envelope = redis.call('GET', 'arq:job:' .. id)
+  local before = redis.call('GET', marker)
+  if not envelope then
+    -- cancelled earlier and already recorded by the caller, or never enqueued
+    if before == 'cancelled' then return answer(id, 'already_cancelled') end
+    return answer(id, 'not_found')
+  end
+  local keep = math.max(redis.call('PTTL', 'arq:job:' .. id), DAY_MS) + DAY_MS
+  redis.call('SET', marker, 'cancelled', 'PX', keep)
+  if redis.call('EXISTS', 'arq:in-progress:' .. id) == 1 then
+    redis.call('PUBLISH', 'mimoq:cancel', id)
+    if before == 'cancelled' then answer(id, 'already_cancelled')
+    elseif before == 'granted' then answer(id, 'in_flight')
+    else answer(id, 'stopping') end
+    return cascade(id)
+  end
+  local ok, parsed = pcall(cjson.decode, envelope)
+  local job = {}
+  if ok and type(parsed) == 'table' and type(parsed['k']) == 'table'
+      and type(parsed['k']['job']) == 'table' then
+    job = parsed['k']['job']
+  end
+  forget_places(id, job)
+  if mode == 'caller' then
+    redis.call('ZREM', 'mimoq:queue', id)
+  else
+    -- score 1: ahead of every due job (0 means "not queued" to arq)
+    redis.call('ZADD', 'mimoq:queue', 1, id)
+  end
+  if before == 'cancelled' and mode == 'queue' then
+    answer(id, 'already_cancelled')
+  else
+    answer(id, 'cancelled', envelope)
+  end
+  return cascade(id)
+end
+
+for i = 2, #ARGV do cancel_one(ARGV[i]) end
+return out

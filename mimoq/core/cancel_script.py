@@ -1,0 +1,140 @@
+"""The cancel script (``cancel.lua``), its answers, and the record of a cancelled job.
+
+Shared by the producer (``mimoq.producer.cancel``, which runs the script and records what
+it withdrew) and the worker (which records the jobs it was holding, or that a foreign
+producer's cancel left at the head of the queue). README, "Cancel".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Final
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from mimoq.core import wire
+from mimoq.core.jobs import (
+    JOB_ID_PATTERN,
+    LANES,
+    MAX_METADATA_CHARS,
+    TENANT_PATTERN,
+    Callback,
+    JobResult,
+)
+
+#: Ids per script call at most (the script refuses more): a longer list is split.
+MAX_IDS_PER_CALL: Final = 10_000
+#: The marker's value while a worker's grant of the job stands (the acquire script sets it).
+GRANTED: Final = "granted"
+#: The marker's value once the job is cancelled (the cancel script sets it).
+CANCELLED: Final = "cancelled"
+
+
+class Answer(StrEnum):
+    """What the script did with one id (see cancel.lua)."""
+
+    cancelled = "cancelled"
+    stopping = "stopping"
+    in_flight = "in_flight"
+    already_cancelled = "already_cancelled"
+    already_finished = "already_finished"
+    not_found = "not_found"
+    invalid = "invalid"
+
+
+@dataclass(frozen=True)
+class ScriptAnswer:
+    id: str
+    answer: Answer
+    #: ``cancelled``: the arq job JSON; ``already_finished``: its status; ``invalid``: why.
+    detail: str
+
+
+def cancel_script() -> str:
+    """The Lua source of the atomic cancel (also usable from redis-cli: see the README)."""
+    return resources.files("mimoq.core").joinpath("cancel.lua").read_text(encoding="utf-8")
+
+
+async def run_cancel_script(
+    redis: Redis, ids: Sequence[str], *, mode: str
+) -> tuple[list[ScriptAnswer], list[ScriptAnswer]]:
+    """Run cancel.lua over ``ids`` (any number, in calls of ``MAX_IDS_PER_CALL``): the
+    answers for ``ids``, in order, and those for the chunk jobs cancelled with them."""
+    script = redis.register_script(cancel_script())
+    answers: list[ScriptAnswer] = []
+    chunks: list[ScriptAnswer] = []
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        part = list(ids[start : start + MAX_IDS_PER_CALL])
+        raw = await script(keys=[], args=[mode, *part])
+        text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+        got = [
+            ScriptAnswer(text[i], Answer(text[i + 1]), text[i + 2]) for i in range(0, len(text), 3)
+        ]
+        answers += got[: len(part)]
+        chunks += got[len(part) :]
+    return answers, chunks
+
+
+def _valid(value: Any, pattern: str) -> str | None:
+    return value if isinstance(value, str) and re.fullmatch(pattern, value) else None
+
+
+def job_of_envelope(envelope: str) -> dict[str, Any]:
+    """The job fields of an arq job JSON (``{}`` if it holds none readable)."""
+    try:
+        data = json.loads(envelope)
+    except ValueError:
+        return {}
+    job = (data.get("k") or {}).get("job") if isinstance(data, dict) else None
+    return job if isinstance(job, dict) else {}
+
+
+def callback_of(job: dict[str, Any]) -> Callback | None:
+    """The job's callback if it names a valid one (a cancelled job still owes it its event)."""
+    try:
+        return Callback.model_validate(job["callback"]) if job.get("callback") else None
+    except ValidationError:
+        return None
+
+
+def cancelled_result(job_id: str, job: dict[str, Any], *, enqueued_at: float | None) -> JobResult:
+    """The record of a job cancelled before it produced anything (``job``: its raw fields,
+    each kept only if valid, as for a job refused by the worker)."""
+    metadata = job.get("metadata")
+    try:
+        if len(wire.dumps(metadata)) > MAX_METADATA_CHARS:
+            metadata = None
+    except (TypeError, ValueError):
+        metadata = None
+    kind = job.get("kind")
+    model = job.get("model")
+    priority = job.get("priority", LANES[0])
+    return JobResult(
+        id=job_id,
+        kind=kind if kind in ("speech", "transcription") else None,
+        status="cancelled",
+        model=model if isinstance(model, str) and len(model) <= 128 else None,
+        error={"type": "cancelled", "message": "the job was cancelled"},
+        metadata=metadata,
+        tenant=_valid(job.get("tenant"), TENANT_PATTERN),
+        priority=priority if priority in LANES else None,
+        run=_valid(job.get("run"), JOB_ID_PATTERN),
+        tries=0,
+        enqueued_at=enqueued_at,
+        finished_at=time.time(),
+    )
+
+
+def enqueued_at_of(envelope: str) -> float | None:
+    try:
+        et = json.loads(envelope).get("et")
+    except (ValueError, AttributeError):
+        return None
+    return et / 1000 if isinstance(et, int) and et > 0 else None

@@ -1,0 +1,204 @@
+"""Cancel jobs, a run, or a tenant's queued work, with one meaning everywhere (README, "Cancel").
+
+``cancel_jobs`` runs cancel.lua (``mimoq.core.cancel_script``) and records every job it
+withdrew as ``cancelled`` through the one finish path (``mimoq.core.finish``: the record,
+its ``job.cancelled`` callback, the run's counters). The CLI, ``Producer.cancel``, the HTTP
+front door and the dashboard all come through here. A job a worker holds is recorded by
+that worker (within 2 s, its MiMo call closed if it had started).
+
+Cost: O(jobs cancelled) Redis work, in one script call per 10,000 ids plus the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
+
+from mimoq.core import dialect_constants as dc
+from mimoq.core import wire
+from mimoq.core.cancel_script import (
+    Answer,
+    ScriptAnswer,
+    callback_of,
+    cancelled_result,
+    enqueued_at_of,
+    job_of_envelope,
+    run_cancel_script,
+)
+from mimoq.core.finish import finish
+from mimoq.core.jobs import JOB_ID_PATTERN, TENANT_PATTERN
+from mimoq.core.settings import Settings
+
+#: Records written at once (each a few Redis round trips): bounds the connections in use.
+_RECORD_CONCURRENCY: Final = 64
+
+
+class CancelStatus(StrEnum):
+    """The answer for one id, the same from every door."""
+
+    cancelled = "cancelled"  # cancelled now, or earlier (idempotent)
+    already_finished = "already_finished"  # it ended otherwise; left as it is
+    not_found = "not_found"
+    invalid = "invalid"  # a malformed id (the CLI exits non-zero)
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    id: str
+    status: CancelStatus
+    #: ``already_finished``: how it finished ("succeeded" or "failed").
+    job_status: str | None = None
+    #: Its MiMo call had been granted: the worker closes it within 2 s and records it.
+    in_flight: bool = False
+    #: ``invalid``: what is wrong with the id.
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "status": self.status.value}
+        if self.job_status is not None:
+            out["job_status"] = self.job_status
+        if self.in_flight:
+            out["in_flight"] = True
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+_STATUS_OF: Final = {
+    Answer.cancelled: CancelStatus.cancelled,
+    Answer.stopping: CancelStatus.cancelled,
+    Answer.in_flight: CancelStatus.cancelled,
+    Answer.already_cancelled: CancelStatus.cancelled,
+    Answer.already_finished: CancelStatus.already_finished,
+    Answer.not_found: CancelStatus.not_found,
+    Answer.invalid: CancelStatus.invalid,
+}
+
+
+def _public(answer: ScriptAnswer) -> CancelAnswer:
+    status = _STATUS_OF[answer.answer]
+    return CancelAnswer(
+        id=answer.id,
+        status=status,
+        job_status=answer.detail if status is CancelStatus.already_finished else None,
+        in_flight=answer.answer is Answer.in_flight,
+        error=answer.detail if status is CancelStatus.invalid else None,
+    )
+
+
+async def _record(redis: Redis, answer: ScriptAnswer, settings: Settings) -> None:
+    job = job_of_envelope(answer.detail)
+    result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(answer.detail))
+    await finish(redis, result, callback_of(job), settings=settings)
+    # Recorded: the job key goes, so an admission that still finds the id in a wait list
+    # skips it (enqueue.lua's lists are never scanned to remove it).
+    await redis.delete(wire.job_key(answer.id))
+
+
+async def _record_all(redis: Redis, withdrawn: list[ScriptAnswer], settings: Settings) -> None:
+    for start in range(0, len(withdrawn), _RECORD_CONCURRENCY):
+        part = withdrawn[start : start + _RECORD_CONCURRENCY]
+        await asyncio.gather(*(_record(redis, a, settings) for a in part))
+
+
+async def cancel_jobs(
+    redis: Redis, ids: Iterable[str], *, settings: Settings
+) -> list[CancelAnswer]:
+    """Cancel every job of ``ids``; one answer per distinct id, in order (chunk jobs of a
+    cancelled long job are cancelled with it and not listed).
+
+    A caller allowed to write result records (a worker's or an operator's Redis user)
+    records the withdrawn jobs at once. A least-privilege producer cannot: its cancel
+    leaves them at the head of the queue, where the next free worker records them, still
+    without calling MiMo.
+    """
+    unique = list(dict.fromkeys(ids))
+    if not unique:
+        return []
+    try:
+        answers, chunks = await run_cancel_script(redis, unique, mode="caller")
+        withdrawn = [a for a in answers + chunks if a.answer is Answer.cancelled]
+        try:
+            await _record_all(redis, withdrawn, settings)
+        except NoPermissionError:
+            # cannot write results: hand what is left to the workers (idempotent)
+            await run_cancel_script(redis, [a.id for a in withdrawn], mode="queue")
+    except NoPermissionError:
+        answers, _ = await run_cancel_script(redis, unique, mode="queue")
+    return [_public(a) for a in answers]
+
+
+async def _members(redis: Redis, key: str) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) async for m in redis.sscan_iter(key)]
+
+
+async def cancel_run(redis: Redis, run: str, *, settings: Settings) -> list[CancelAnswer]:
+    """Cancel every unfinished job of ``run`` (its index ``mimoq:run:<run>:pending``)."""
+    if not re.fullmatch(JOB_ID_PATTERN, run):
+        raise ValueError(
+            "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
+        )
+    return await cancel_jobs(
+        redis, await _members(redis, wire.run_pending_key(run)), settings=settings
+    )
+
+
+def _text(values: Sequence[Any]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+async def _admitted_of(redis: Redis, tenant: str, ahead: list[str]) -> list[str]:
+    """Which of a model's admitted bulk jobs are ``tenant``'s (their jobs name it)."""
+    if not ahead:
+        return []
+    envelopes = await redis.mget([wire.job_key(i) for i in ahead])
+    mine = []
+    for job_id, envelope in zip(ahead, envelopes, strict=True):
+        if envelope is None:
+            continue
+        text = envelope.decode() if isinstance(envelope, bytes) else str(envelope)
+        if (job_of_envelope(text).get("tenant") or wire.NO_TENANT) == tenant:
+            mine.append(job_id)
+    return mine
+
+
+async def tenant_queued_ids(redis: Redis, tenant: str, models: Sequence[str]) -> list[str]:
+    """The ids of ``tenant``'s jobs of ``models`` not yet granted a call: its wait lists in
+    both lanes, its interactive jobs in the queue, and its bulk jobs admitted ahead (the
+    model's short look-ahead, read job by job). O(the tenant's waiting jobs)."""
+    ids: list[str] = []
+    for model in models:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(wire.wait_list_key(model, tenant, "bulk"), 0, -1)
+            pipe.lrange(wire.wait_list_key(model, tenant, "interactive"), 0, -1)
+            pipe.zrange(wire.interactive_admitted_key(model, tenant), 0, -1)
+            pipe.zrange(wire.admitted_key(model), 0, -1)
+            bulk, interactive, admitted, ahead = await pipe.execute()
+        ids += _text(bulk) + _text(interactive) + _text(admitted)
+        ids += await _admitted_of(redis, tenant, _text(ahead))
+    return list(dict.fromkeys(ids))
+
+
+async def cancel_tenant(
+    redis: Redis, tenant: str, *, model: str | None = None, settings: Settings
+) -> list[CancelAnswer]:
+    """Cancel ``tenant``'s queued work (of ``model`` only, if given): every job of it that
+    waits for admission or for its slot. Jobs in flight are left to finish; jobs deferred by
+    their producer or waiting for a retry are not indexed by tenant (cancel them by id or
+    run). ``_`` is the jobs that name no tenant."""
+    if tenant != wire.NO_TENANT and not re.fullmatch(TENANT_PATTERN, tenant):
+        raise ValueError("tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (or _ for none)")
+    if model is not None:
+        models: list[str] = [model]
+    else:
+        found = _text(list(await redis.smembers(wire.WAIT_MODELS_KEY)))  # type: ignore[misc]
+        models = list(dict.fromkeys([*dc.ALL_MODELS, *found]))
+    ids = await tenant_queued_ids(redis, tenant, models)
+    return await cancel_jobs(redis, ids, settings=settings)

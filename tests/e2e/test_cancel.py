@@ -1,0 +1,204 @@
+"""Cancel end to end (README, "Cancel"): every state a job can be cancelled in, against a
+private redis-server, the simulator (whose call log says which jobs it ever saw) and real
+arq workers. "No MiMo call after the cancel returns" is checked on the simulator's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from standardwebhooks.webhooks import Webhook
+
+from mimoq.core import wire
+from mimoq.core.jobs import JobResult
+from mimoq.core.settings import Settings
+from mimoq.producer.cancel import CancelStatus, cancel_jobs
+from mimoq.producer.client import Producer
+from mimoq.sim.faults import Fault
+from mimoq.sim.server import RunningSim
+from tests.conftest import RedisServer
+from tests.e2e.conftest import WEBHOOK_SECRET, e2e_settings, running_worker
+from tests.support.polling import eventually
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def calls(sim: RunningSim, marker: str) -> int:
+    return len(sim.state.calls_matching(marker))
+
+
+async def result_of(redis: ArqRedis, job_id: str) -> JobResult | None:
+    raw = await redis.get(wire.result_key(job_id))
+    return None if raw is None else JobResult.model_validate_json(raw)
+
+
+def speech(job_id: str, **extra: Any) -> dict[str, Any]:
+    # the text carries the id, so the simulator's call log tells the jobs apart
+    return {"kind": "speech", "id": job_id, "input": f"say {job_id} please", **extra}
+
+
+class TestAnswers:
+    async def test_unknown_malformed_and_repeated_ids(self, producer: Producer) -> None:
+        answers = await producer.cancel_many(["nobody-here", "bad id!", "nobody-here"])
+        assert [a.to_dict()["status"] for a in answers] == ["not_found", "invalid"]
+        assert "A-Z a-z 0-9" in (answers[1].error or "")
+
+    async def test_a_finished_job_is_left_alone(
+        self, producer: Producer, redis: ArqRedis, settings: Settings
+    ) -> None:
+        async with running_worker(settings):
+            await producer.enqueue(speech("done-1"))
+            done = await producer.wait("done-1", timeout_s=20)
+        assert done.status == "succeeded"
+        answer = await producer.cancel("done-1")
+        assert answer.to_dict() == {
+            "id": "done-1",
+            "status": "already_finished",
+            "job_status": "succeeded",
+        }
+        after = await result_of(redis, "done-1")
+        assert after is not None and after.status == "succeeded" and after.output is not None
+
+
+class TestQueued:
+    """Cancelled before any worker took it: recorded at once, and never sent."""
+
+    async def test_queued_job_is_recorded_with_one_signed_callback(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim,
+        receiver: Receiver,
+    ) -> None:  # fmt: skip
+        job = speech("q-1", callback={"url": receiver.url("/hook")}, metadata={"n": 1})
+        await producer.enqueue(job)
+        answer = await producer.cancel("q-1")
+        assert answer.status is CancelStatus.cancelled and not answer.in_flight
+        result = await result_of(redis, "q-1")  # at once, before any worker runs
+        assert result is not None and result.status == "cancelled"
+        assert result.metadata == {"n": 1} and result.output is None
+        assert (await producer.status("q-1")).status.value == "cancelled"
+        assert (await producer.cancel("q-1")).status is CancelStatus.cancelled  # idempotent
+        async with running_worker(settings):
+            await producer.enqueue(speech("q-after"))
+            await producer.wait("q-after", timeout_s=20)
+            requests = await asyncio.to_thread(receiver.wait_for, 1, 10.0)
+        payload = Webhook(WEBHOOK_SECRET).verify(requests[0].body, requests[0].headers)
+        assert isinstance(payload, dict)
+        assert payload["type"] == "job.cancelled" and payload["job_id"] == "q-1"
+        assert payload["status"] == "cancelled"
+        assert len(receiver.requests) == 1
+        assert calls(sim, "q-1 ") == 0 and calls(sim, "q-after") == 1
+
+    async def test_deferred_job(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim
+    ) -> None:
+        await producer.enqueue(speech("d-1"), defer_s=0.5)
+        assert (await producer.cancel("d-1")).status is CancelStatus.cancelled
+        async with running_worker(settings):
+            await producer.enqueue(speech("d-after"), defer_s=0.6)
+            await producer.wait("d-after", timeout_s=20)
+        result = await result_of(redis, "d-1")
+        assert result is not None and result.status == "cancelled"
+        assert calls(sim, "d-1 ") == 0
+        assert await redis.zscore(wire.QUEUE_NAME, "d-1") is None
+
+    async def test_bulk_jobs_waiting_for_admission(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim
+    ) -> None:
+        ids = [f"b-{i}" for i in range(12)]
+        for job_id in ids:
+            await producer.enqueue(speech(job_id, priority="bulk", tenant="acme"))
+        waiting = await redis.lrange(wire.wait_list_key("mimo-v2.5-tts", "acme"), 0, -1)
+        assert b"b-5" in waiting  # in the tenant's wait list, not the queue
+        cancelled = ids[3:9]
+        answers = await producer.cancel_many(cancelled)
+        assert {a.status for a in answers} == {CancelStatus.cancelled}
+        async with running_worker(settings):
+            for job_id in ids:
+                result = await producer.wait(job_id, timeout_s=30)
+                assert result.status == ("cancelled" if job_id in cancelled else "succeeded")
+        assert [calls(sim, f"{j} ") for j in cancelled] == [0] * len(cancelled)
+        assert all(calls(sim, f"{j} ") == 1 for j in ids if j not in cancelled)
+
+    async def test_interactive_flood_waiting_in_its_tenant_list(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim
+    ) -> None:
+        ids = [f"i-{i}" for i in range(wire.INTERACTIVE_DIRECT + 4)]
+        for job_id in ids:
+            await producer.enqueue(speech(job_id, tenant="flood"))
+        listed = wire.wait_list_key("mimo-v2.5-tts", "flood", "interactive")
+        assert await redis.llen(listed) == 4
+        cancelled = ids[-4:] + ids[:2]  # two in the queue, the four waiting
+        await producer.cancel_many(cancelled)
+        admitted = wire.interactive_admitted_key("mimo-v2.5-tts", "flood")
+        assert await redis.zcard(admitted) == wire.INTERACTIVE_DIRECT - 2  # places given back
+        async with running_worker(settings):
+            for job_id in ids:
+                result = await producer.wait(job_id, timeout_s=30)
+                assert result.status == ("cancelled" if job_id in cancelled else "succeeded")
+        assert sum(calls(sim, f"{j} ") for j in cancelled) == 0
+
+
+class TestRetryWaiting:
+    async def test_job_waiting_for_its_retry(
+        self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
+    ) -> None:
+        settings = e2e_settings(
+            redis_server, sim, tmp_path / "data", backoff_base_s=30, backoff_max_s=30
+        )
+        producer = Producer(redis, settings)
+        sim.state.add_fault(Fault(kind="status", status=503, match="r-1 ", times=1))
+        async with running_worker(settings):
+            await producer.enqueue(speech("r-1"))
+            await eventually(lambda: calls(sim, "r-1 ") == 1, timeout_s=20)
+            await eventually(lambda: _deferred(producer, "r-1"), timeout_s=20, what="the retry")
+            assert (await producer.cancel("r-1")).status is CancelStatus.cancelled
+        result = await result_of(redis, "r-1")
+        assert result is not None and result.status == "cancelled"
+        assert calls(sim, "r-1 ") == 1  # the first try only
+
+
+async def _deferred(producer: Producer, job_id: str) -> bool:
+    return (await producer.status(job_id)).status.value == "deferred"
+
+
+class TestInFlight:
+    async def test_call_closed_within_2s_no_file_no_leak(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim,
+        receiver: Receiver,
+    ) -> None:  # fmt: skip
+        sim.state.add_fault(Fault(kind="latency", ms=6_000, match="slow-1 "))
+        job = speech("slow-1", callback={"url": receiver.url("/hook")})
+        async with running_worker(settings):
+            await producer.enqueue(job)
+            await eventually(lambda: calls(sim, "slow-1 ") == 1, timeout_s=20)
+            answer = await producer.cancel("slow-1")
+            asked = time.time()
+            assert answer.status is CancelStatus.cancelled and answer.in_flight
+            result = await producer.wait("slow-1", timeout_s=10)
+            recorded = time.time()
+            await asyncio.to_thread(receiver.wait_for, 1, 10.0)
+        assert result.status == "cancelled" and result.output is None
+        assert recorded - asked < 2.0
+        call = sim.state.calls_matching("slow-1 ")[0]
+        assert call.client_gone_at is not None and call.client_gone_at - asked < 2.0
+        assert sim.state.stats()["in_flight"] == 0  # the connection is gone, not parked
+        leftovers = [p.name for p in settings.storage.data_dir.rglob("*slow-1*")]
+        assert leftovers == []  # neither the output nor its temp file
+        assert receiver.requests[0].json()["type"] == "job.cancelled"
+
+
+async def test_cancel_jobs_records_through_the_finish_path(
+    redis: ArqRedis, settings: Settings
+) -> None:
+    """A run's counters see a cancelled job finish (mimoq.core.runs via core.finish)."""
+    producer = Producer(redis, settings)
+    await producer.enqueue(speech("run-a-1", run="run-a"))
+    await cancel_jobs(redis, ["run-a-1"], settings=settings)
+    counts = await redis.hgetall(wire.run_key("run-a"))
+    assert counts[b"cancelled"] == b"1"
+    assert await redis.scard(wire.run_pending_key("run-a")) == 0
