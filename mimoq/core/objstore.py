@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 from urllib.parse import urlsplit
 
 import obstore
+from obstore.exceptions import BaseError
 from obstore.store import MemoryStore, from_url
 
 from mimoq.core.inputs import local_path
@@ -117,6 +118,16 @@ class ObjectStorage:
 
     def size(self, key: str) -> int:
         return int(obstore.head(self.store, self.path(key))["size"])
+
+    def copy(self, source: str, key: str) -> None:
+        # Server-side (S3 CopyObject, GCS rewrite, Azure copy blob): no byte passes through
+        # this process, which may be on another host than the workers that wrote ``source``.
+        try:
+            obstore.copy(self.store, self.path(source), self.path(key))
+        except FileNotFoundError:
+            raise
+        except BaseError as exc:  # credentials, network, a store without copy: say which
+            raise OSError(f"cannot copy {self.url(source)} to {self.url(key)}: {exc}") from None
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:

@@ -18,6 +18,8 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 
 class StreamWriter(Protocol):
@@ -43,8 +45,17 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def key_of(self, location: str) -> str | None:
+        """The key of an object ``locate`` (or ``url``) gave, or None if it lies elsewhere."""
+        ...
+
     def size(self, key: str) -> int:
         """The object's size in bytes; FileNotFoundError if it does not exist."""
+        ...
+
+    def copy(self, source: str, key: str) -> None:
+        """Copy the object at key ``source`` to ``key``, within the store (server-side where
+        the store has it); OSError if it cannot (FileNotFoundError: no ``source``)."""
         ...
 
     def open_atomic(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
@@ -75,6 +86,13 @@ class Storage(Protocol):
     async def presign(self, key: str, ttl_s: int) -> str | None:
         """A URL that downloads the object without credentials, or None if unsupported."""
         ...
+
+
+def local_file(location: str) -> str:
+    """A ``file://`` URL's path (percent-decoded); anything else as it is."""
+    if location.lower().startswith("file://"):
+        return url2pathname(urlsplit(location).path)
+    return location
 
 
 def check_key(key: str) -> str:
@@ -122,6 +140,19 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def key_of(self, location: str) -> str | None:
+        path = Path(local_file(location)).expanduser()
+        if not path.is_absolute():
+            return None
+        try:
+            return check_key(path.resolve().relative_to(self.root).as_posix())
+        except ValueError:
+            return None
+
+    def copy(self, source: str, key: str) -> None:
+        with self.open_read(source) as src, self.open_atomic(key) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
     def size(self, key: str) -> int:
         path = self._path(key)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from mimoq.core.results import job_status
 from mimoq.core.splitting.chunks import UnsupportedAudioError
 from mimoq.core.splitting.convert import convert_to_wav
 from mimoq.core.splitting.plan import FanoutPlan, child_id
+from mimoq.core.storage import Storage
 from mimoq.producer.batch import PlannedItem, legacy_job_id
 from mimoq.producer.batch_state import FINISHED, ItemRecord, ItemStatus, RunFiles
 from mimoq.producer.client import Producer
@@ -31,7 +31,6 @@ from mimoq.producer.client import Producer
 _POLL_BATCH: Final = 500
 #: Chunk results looked for at a time when a forgotten job's plan is gone.
 _PROBE: Final = 32
-_COPY_BLOCK: Final = 1 << 20
 #: Seconds between two reads of the run's ETA while a run is followed.
 _ETA_EVERY_S: Final = 1.0
 
@@ -131,13 +130,6 @@ async def _exist_each(redis: Redis, keys: list[str]) -> list[int]:
     return replies
 
 
-def _usable(seen: ItemRecord | None) -> bool:
-    """A journaled success whose output is still there."""
-    return bool(
-        seen and seen.status == ItemStatus.succeeded and seen.output and Path(seen.output).is_file()
-    )
-
-
 def _enqueue_error(exc: MimoqError | UnsupportedAudioError | OSError) -> tuple[str, str]:
     """(error type, message) of an item that could not be enqueued."""
     if isinstance(exc, MimoqError):
@@ -180,6 +172,9 @@ class BatchRunner:
     ) -> None:
         self.producer = producer
         self.files = files
+        #: Where the workers write outputs (MIMOQ_STORAGE_URL): items sharing a job get
+        #: copies there, within the store; the run's own files stay in the data directory.
+        self.storage: Storage = producer.storage or files.storage
         self.items = list(items)
         self.records = [ItemRecord(i.input, i.job_id) for i in self.items]
         self.force = force
@@ -256,9 +251,12 @@ class BatchRunner:
                 groups.setdefault(item.job_id, []).append(index)
         return groups
 
-    def _own_output(self, item: PlannedItem) -> str | None:
-        key = item.job.get("output") if item.job else None
-        return self.files.storage.locate(str(key)) if key else None
+    def _usable(self, seen: ItemRecord | None) -> str | None:
+        """The output key of a journaled success whose output is still there, else None."""
+        if not (seen and seen.status == ItemStatus.succeeded and seen.output):
+            return None
+        key = self.storage.key_of(seen.output)
+        return key if key is not None and self.storage.exists(key) else None
 
     def _resume(self) -> None:
         by_item = {} if self.force else self.files.journal_items()
@@ -269,18 +267,17 @@ class BatchRunner:
                 record.status, record.error = ItemStatus.failed, item.error
                 continue
             seen = by_item.get((record.input, record.job_id))
-            if _usable(seen):
-                assert seen is not None and seen.output is not None
+            if self._usable(seen):
+                assert seen is not None
                 record.status, record.output = ItemStatus.succeeded, seen.output
                 self.resumed += 1
                 continue
             # The same job finished for another item (the same recording under another
             # name, in this run or an earlier one): a copy of its output, no MiMo call.
             other = by_job.get(record.job_id) or self._legacy(item, by_input.get(record.input))
-            if _usable(other):
-                assert other is not None and other.output is not None
+            if produced := self._usable(other):
                 try:
-                    record.output = self._deliver(item, other.output)
+                    record.output = self._deliver(item, produced)
                 except OSError:
                     continue  # could not copy: the item runs as usual
                 record.status = ItemStatus.succeeded
@@ -290,12 +287,8 @@ class BatchRunner:
     def _legacy(self, item: PlannedItem, seen: ItemRecord | None) -> ItemRecord | None:
         """``seen`` if it is this very recording with these parameters, journaled by a version
         that named outputs and ids differently (``a.json``, the output key in the id)."""
-        if not _usable(seen) or item.job is None or item.content_sha256 is None:
-            return None
-        assert seen is not None and seen.output is not None
-        try:
-            key = Path(seen.output).resolve().relative_to(self.files.storage.root).as_posix()
-        except ValueError:
+        key = self._usable(seen)
+        if key is None or seen is None or item.job is None or item.content_sha256 is None:
             return None
         if seen.job_id != legacy_job_id(item.job, key, item.content_sha256):
             return None
@@ -348,15 +341,13 @@ class BatchRunner:
             record.status = ItemStatus.queued
 
     def _deliver(self, item: PlannedItem, produced: str) -> str:
-        """The item's output: ``produced`` itself, or a copy of it at the item's own key
-        when the job was run under another item's name."""
-        own = self._own_output(item)
-        if own is None or Path(own) == Path(produced):
-            return produced
-        assert item.job is not None
-        with open(produced, "rb") as src, self.files.storage.open_atomic(item.job["output"]) as dst:
-            shutil.copyfileobj(src, dst, _COPY_BLOCK)
-        return own
+        """Where the item's output is: the object at key ``produced`` itself, or a copy of it
+        at the item's own key when the job was run under another item's name (blocking)."""
+        own = item.job.get("output") if item.job else None
+        if own and own != produced:
+            self.storage.copy(produced, str(own))  # within the store: no local detour
+            return self.storage.locate(str(own))
+        return self.storage.locate(produced)
 
     def _convert(self, item: PlannedItem) -> None:
         assert item.job is not None and item.convert_from is not None
@@ -429,9 +420,9 @@ class BatchRunner:
         record.status = ItemStatus(result.status)
         record.output = result.output.path if result.output else None
         record.error = _error_text(result)
-        if record.status == ItemStatus.succeeded and record.output is not None:
+        if record.status == ItemStatus.succeeded and result.output is not None:
             try:
-                record.output = await asyncio.to_thread(self._deliver, item, record.output)
+                record.output = await asyncio.to_thread(self._deliver, item, result.output.key)
             except OSError as exc:
                 record.status = ItemStatus.failed
                 record.error = (

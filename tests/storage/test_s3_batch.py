@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
@@ -11,8 +14,9 @@ import pytest
 from mimoq.core.remote import object_location
 from mimoq.sim.server import RunningSim
 from tests.batch.conftest import batch_env, sim_stats
+from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav
-from tests.support.cli import mimoq
+from tests.support.cli import mimoq, mimoq_args
 from tests.support.seaweed import SeaweedS3
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -61,3 +65,91 @@ def test_an_unreadable_prefix_is_refused_naming_the_source(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot list s3://no-such-bucket-here/archive/" in result.stderr
     assert "wrong" not in result.stderr
+
+
+@pytest.fixture
+def fleet_env(
+    sim: RunningSim,
+    seaweed: SeaweedS3,
+    bucket_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> Iterator[dict[str, str]]:
+    """A worker "host" of its own sharing only Redis and the bucket with the batch, whose
+    environment (another data directory: a third host) this yields."""
+    shared = {"REDIS_URL": redis_server.url, "MIMOQ_STORAGE_URL": bucket_url, **seaweed.env()}
+    worker_home = tmp_path / "worker-host"
+    worker_home.mkdir()
+    worker = subprocess.Popen(
+        mimoq_args("worker"), env=batch_env(sim, worker_home / "data", **shared),
+        cwd=worker_home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    (tmp_path / "batch-host").mkdir()
+    try:
+        yield batch_env(sim, tmp_path / "batch-host" / "data", **shared)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+def _object(url: str) -> bytes:
+    store, path = object_location(url, None, "output")
+    return bytes(obstore.get(store, path).bytes())
+
+
+def _rows(done: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    report = next(line for line in done.stderr.splitlines() if line.startswith("report: "))
+    lines = Path(report.removeprefix("report: ")).read_text().splitlines()
+    return {row["input"]: row for row in map(json.loads, lines)}
+
+
+def test_a_folder_with_one_recording_twice_is_copied_within_the_bucket(
+    sim: RunningSim, bucket_url: str, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 19, item 1: two.wav is one.wav again; its output is a copy made in the store."""
+    home = tmp_path / "batch-host"
+    archive = home / "calls"
+    archive.mkdir()
+    speech_wav(archive / "one.wav", "the same call", seconds=0.2)
+    (archive / "two.wav").write_bytes((archive / "one.wav").read_bytes())
+    speech_wav(archive / "three.wav", "another call", seconds=0.2)
+    done = mimoq("batch", str(archive), "--progress", "none", env=fleet_env, cwd=home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = _rows(done)
+    assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(
+        ("one.wav", "three.wav", "two.wav"), "succeeded"
+    )
+    assert rows["two.wav"]["output"] == f"{bucket_url}/calls/two.wav.json"
+    assert json.loads(_object(rows["two.wav"]["output"])) == {"text": "the same call"}
+    assert _object(rows["one.wav"]["output"]) == _object(rows["two.wav"]["output"])
+    assert int(sim_stats(sim)["requests"]["mimo-v2.5-asr"]) == 2  # one.wav once, three.wav
+    assert not list(tmp_path.rglob("*.wav.json"))  # no output went through a local disk
+
+
+def test_a_prefix_whose_jobs_ran_under_other_names_gets_copies_within_the_bucket(
+    sim: RunningSim, bucket_url: str, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same objects planned from a wider prefix with ``--glob``: same jobs (same objects,
+    same parameters) whose results Redis has, under other output keys: copied, not re-run."""
+    home = tmp_path / "batch-host"
+    source = bucket_url.rsplit("/", 1)[0] + "/recordings"
+    store, base = object_location(source, None, "source")
+    for name, text in (("sub/a.wav", "first take"), ("sub/b.wav", "second take")):
+        wav = speech_wav(tmp_path / "take.wav", text, seconds=0.2).read_bytes()
+        obstore.put(store, f"{base}/{name}", wav)
+    narrow = mimoq("batch", f"{source}/sub/", "--progress", "none", env=fleet_env, cwd=home)
+    assert narrow.returncode == 0, narrow.stdout + narrow.stderr
+    calls = int(sim_stats(sim)["requests"]["mimo-v2.5-asr"])
+    assert calls == 2
+
+    wide = mimoq(
+        "batch", f"{source}/", "--glob", "sub/*.wav", "--progress", "none",
+        env=fleet_env, cwd=home,
+    )  # fmt: skip
+    assert wide.returncode == 0, wide.stdout + wide.stderr
+    rows = _rows(wide)
+    assert rows["sub/a.wav"]["output"] == f"{bucket_url}/recordings/sub/a.wav.json"
+    assert json.loads(_object(rows["sub/a.wav"]["output"])) == {"text": "first take"}
+    assert json.loads(_object(rows["sub/b.wav"]["output"])) == {"text": "second take"}
+    assert _object(f"{bucket_url}/sub/a.wav.json") == _object(rows["sub/a.wav"]["output"])
+    assert int(sim_stats(sim)["requests"]["mimo-v2.5-asr"]) == calls  # nothing re-sent

@@ -82,3 +82,18 @@ def test_two_writers_of_one_content_addressed_key_both_succeed(tmp_path: Path) -
     assert errors == []
     assert (tmp_path / "inputs/abc.wav").read_bytes() == data
     assert [p.name for p in (tmp_path / "inputs").iterdir()] == ["abc.wav"]
+
+
+def test_keys_of_locations_and_copies_within_the_store(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.put_file("out/a.json", io.BytesIO(b'{"text": "hi"}'))
+    located = storage.locate("out/a.json")
+    assert storage.key_of(located) == "out/a.json"
+    assert storage.key_of(storage.url("out/a.json")) == "out/a.json"  # file:// too
+    assert storage.key_of(str(tmp_path.parent / "elsewhere.json")) is None
+    assert storage.key_of("s3://bucket/out/a.json") is None
+    storage.copy("out/a.json", "copies/b.json")
+    assert (tmp_path / "copies/b.json").read_bytes() == b'{"text": "hi"}'
+    with pytest.raises(FileNotFoundError):
+        storage.copy("out/missing.json", "copies/c.json")
+    assert not storage.exists("copies/c.json")
