@@ -19,7 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mimoq.cli.batch_openai import write_openai_files
-from mimoq.cli.batch_status import redis_status, run_eta, status_table
+from mimoq.cli.batch_status import (
+    EVENT_WAIT_S,
+    redis_status,
+    run_callback,
+    run_eta,
+    status_table,
+    wait_for_event,
+)
 from mimoq.cli.jobs import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
@@ -83,6 +90,10 @@ def run_parser() -> argparse.ArgumentParser:
         "--out", dest="out_prefix", metavar="PREFIX", help="output keys start with this"
     )
     parser.add_argument("--run-id", help="name the run (default: from the source and options)")
+    parser.add_argument(
+        "--callback", metavar="URL",
+        help="POST one signed batch.completed (or batch.cancelled) event here when the run ends",
+    )  # fmt: skip
     parser.add_argument("--force", action="store_true", help="redo every item, finished or not")
     parser.add_argument("--language", help="transcription: auto, zh or en")
     parser.add_argument(
@@ -205,8 +216,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"batch {run_id}: {len(items)} item(s) from {source} ({kind.value})", markup=False)
     display = _display(args.progress, err, run_id, args.every)
+    callback = asyncio.run(run_callback(settings, args.callback))
     records = asyncio.run(
-        _execute(settings, files, items, args.force, display, err, args.output_format)
+        _execute(settings, files, items, args.force, display, err, args.output_format, callback)
     )
     return _finish(records, files, err)
 
@@ -219,6 +231,7 @@ async def _execute(
     display: _Display,
     err: Console,
     output_format: str = "mimoq",
+    callback: dict[str, Any] | None = None,
 ) -> list[ItemRecord]:
     async with open_session(settings) as session:
         runner = BatchRunner(
@@ -228,6 +241,7 @@ async def _execute(
             force=force,
             quotas=quotas(settings, [i.model for i in items if i.job]),
             eta_source=functools.partial(run_eta, session.producer.redis, settings, files.run_id),
+            callback=callback,
         )
         if shared := runner.duplicates():
             err.print(
@@ -241,6 +255,8 @@ async def _execute(
             except asyncio.CancelledError:
                 await _interrupted(settings, session, runner, err)
                 raise
+        if callback is not None and session.embedded:  # the worker goes with this process
+            await wait_for_event(session.producer.redis, files.run_id, EVENT_WAIT_S)
         if output_format == "openai":  # results are read while the (embedded) Redis is open
             for path in await write_openai_files(session.producer, files, records):
                 err.print(f"openai: {path}", markup=False)

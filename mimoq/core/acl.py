@@ -58,6 +58,9 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "%R~" + wire.ARQ_RESULT_PREFIX + "*",
         "%R~" + wire.ARQ_IN_PROGRESS_PREFIX + "*",  # job status
         "%R~" + wire.FANOUT_PREFIX + "*",  # a long job's chunk plan (batch progress)
+        "%R~" + wire.RUN_PREFIX + "*",  # a run's record (written through `runs` below)
+        "%R~" + wire.INFLIGHT_KEY,  # a run's jobs in flight (`mimoq batch status`)
+        "%R~" + wire.LIMITER_PREFIX + "*",  # the grant log a run's ETA is measured from
     )
     commands = (
         "-@all",
@@ -66,7 +69,17 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "+exists", "+time", "+set", "+zadd", "+zcard", "+rpush", "+sadd",
         "+get", "+mget", "+zscore", "+ping",  # results and status
         "+subscribe", "+unsubscribe",  # Producer.wait: told when a result is written
+        # a run's status and ETA (`mimoq batch status`): reads only
+        "+hget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore", "+lrange",
+        "+llen", "+smembers",
     )  # fmt: skip
+    # Runs (mimoq.core.runs): enqueue.lua counts a job into its run, `mimoq batch` begins and
+    # seals it. A selector grants these commands on the run keys alone (so ZREM, say, never
+    # reaches the queue: a producer cannot withdraw someone else's job).
+    runs = (
+        "(~" + wire.RUN_PREFIX + "* ~" + wire.RUNS_ACTIVE_KEY + " +evalsha +eval +hincrby "
+        "+hsetnx +hset +hdel +hget +hexists +hgetall +pexpire +sadd +scard +zadd +zrem +zrange)"
+    )
     # EVAL/EVALSHA declare every key as read-write, so the script's call needs write access
     # to the result keys it only checks: a selector grants exactly that call (and no other
     # command) on those keys. Commands inside the script are checked against the rules
@@ -74,7 +87,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
     script_call = "(+evalsha +eval " + " ".join("~" + k for k in _ENQUEUE_KEY_PATTERNS) + ")"
     return AclUser(
         name,
-        ("reset", "on", "resetchannels", _DONE_CHANNELS, *keys, *commands, script_call),
+        ("reset", "on", "resetchannels", _DONE_CHANNELS, *keys, *commands, script_call, runs),
         "producers: enqueue through enqueue.lua, read results and status",
     )
 

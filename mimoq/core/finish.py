@@ -13,7 +13,7 @@ import time
 import structlog
 from redis.asyncio import Redis
 
-from mimoq.core import deliveries, failures, runs, tracing, wire
+from mimoq.core import deliveries, failures, run_events, runs, tracing, wire
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
 from mimoq.core.results import write_result_safely
 from mimoq.core.settings import Settings
@@ -77,6 +77,7 @@ async def finish(
     await failures.record(redis, result, ttl_s=settings.storage.result_ttl_s)
     if result.run is not None and await runs.record_finish(
         redis, result.run, result.id, result.status
-    ):
+    ):  # this job was the sealed run's last: this caller alone announces its end
         log.info("run.ended", run=result.run)
+        await run_events.announce_end(redis, result.run, defer_s=settings.callbacks.schedule_s[0])
     return result

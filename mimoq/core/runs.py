@@ -73,12 +73,35 @@ if ARGV[5] ~= '' then
 else
   redis.call('HDEL', run_key, 'callback')
 end
-redis.call('HDEL', run_key, 'sealed', 'ended_at')
+redis.call('HDEL', run_key, 'sealed', 'ended_at', 'cancelling_at')
 local done = tonumber(redis.call('HGET', run_key, 'succeeded') or '0')
   + tonumber(redis.call('HGET', run_key, 'cancelled') or '0')
 redis.call('HSET', run_key, 'failed', 0, 'total', done + redis.call('SCARD', pending_key))
 redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
 redis.call('PEXPIRE', run_key, ARGV[6])
+return 1
+"""
+
+
+#: KEYS: run, pending, active runs. ARGV: run, status, now, job ids... As _FINISH_LUA for
+#: many jobs at once: how many were counted, and 1 if the run ended with them.
+_FINISH_MANY_LUA: Final = (
+    _END_IF_DONE
+    + """
+local counted = 0
+for i = 4, #ARGV do counted = counted + redis.call('SREM', KEYS[2], ARGV[i]) end
+if counted == 0 then return {0, 0} end
+redis.call('HINCRBY', KEYS[1], ARGV[2], counted)
+return {counted, end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[3])}
+"""
+)
+
+#: KEYS: run, pending, active runs. ARGV: run, now.
+_CANCELLING_LUA: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'ended_at') == 1 then
+  return 0
+end
+redis.call('HSETNX', KEYS[1], 'cancelling_at', ARGV[2])
 return 1
 """
 
@@ -111,9 +134,26 @@ async def begin(
     await script(keys=_keys(run), args=[*args, _KEEP_MS])
 
 
+async def count_refused(redis: Redis, run: str, n: int) -> None:
+    """Items of the run refused before they became jobs (a bad line, an unreadable file):
+    counted as failed, so the run's counts cover every item (as OpenAI's batches do)."""
+    if n > 0:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(wire.run_key(run), "total", n)
+            pipe.hincrby(wire.run_key(run), "failed", n)
+            await pipe.execute()
+
+
 async def seal(redis: Redis, run: str) -> bool:
     """Every job of the run is enqueued; True if that ended it (nothing was left to run)."""
     script = redis.register_script(_SEAL_LUA)
+    return bool(await script(keys=_keys(run), args=[run, _now()]))
+
+
+async def mark_cancelling(redis: Redis, run: str) -> bool:
+    """A cancel of the whole run began: its end is announced as ``batch.cancelled``.
+    False if there is no such run, or it has already ended."""
+    script = redis.register_script(_CANCELLING_LUA)
     return bool(await script(keys=_keys(run), args=[run, _now()]))
 
 
@@ -121,6 +161,16 @@ async def record_finish(redis: Redis, run: str, job_id: str, status: str) -> boo
     """Count a finished job in its run, once; True if it was the run's last (it ended)."""
     script = redis.register_script(_FINISH_LUA)
     return int(await script(keys=_keys(run), args=[run, job_id, status, _now()])) == 2
+
+
+async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: str) -> bool:
+    """``record_finish`` for many jobs of one run in one call (a batch cancel that withdrew
+    them from the queue); True if the run ended with them."""
+    if not job_ids:
+        return False
+    script = redis.register_script(_FINISH_MANY_LUA)
+    _, ended = await script(keys=_keys(run), args=[run, status, _now(), *job_ids])
+    return bool(ended)
 
 
 @dataclass(frozen=True)
@@ -144,6 +194,8 @@ class RunRecord:
     #: jobs enqueued per model (a run usually has one)
     models: dict[str, int] = field(default_factory=dict)
     callback: dict[str, Any] | None = None
+    #: a cancel of the whole run began (``mark_cancelling``): it ends as cancelled
+    cancel_requested: bool = False
 
     @property
     def waiting(self) -> int:
@@ -207,6 +259,7 @@ async def read_run(redis: Redis, run: str) -> RunRecord | None:
             k.removeprefix("model:"): int(v) for k, v in fields.items() if k.startswith("model:")
         },
         callback=json.loads(fields["callback"]) if fields.get("callback") else None,
+        cancel_requested="cancelling_at" in fields,
     )
 
 

@@ -18,13 +18,15 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
+from pydantic import ValidationError
 from redis.exceptions import WatchError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mimoq.core import runs, wire
+from mimoq.core import run_events, runs, wire
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JobResult
+from mimoq.core.jobs import Callback, JobResult
+from mimoq.core.ssrf import check_callback_url
 from mimoq.http import batch_lines as lines
 from mimoq.http.audio import json_object
 from mimoq.http.content import share_upload
@@ -163,15 +165,23 @@ def _lease_key(batch_id: str) -> str:
     return _key(batch_id) + ":submitting"
 
 
-async def _withdraw(ctx: Context, job_ids: list[str]) -> None:
-    """Take jobs not yet started out of the queue; running ones finish and count."""
+async def _withdraw(ctx: Context, batch_id: str, job_ids: list[str]) -> None:
+    """Take jobs not yet started out of the queue; running ones finish and count. The
+    batch's run counts the withdrawn ones as cancelled (and may end with them)."""
     redis = ctx.front.producer.redis
+    ended = False
     for start in range(0, len(job_ids), _PAGE):
         page = job_ids[start : start + _PAGE]
         async with redis.pipeline(transaction=True) as pipe:
+            for job_id in page:
+                pipe.exists(wire.in_progress_key(job_id))
             pipe.zrem(wire.QUEUE_NAME, *page)
             pipe.delete(*[wire.job_key(j) for j in page])
-            await pipe.execute()
+            running = (await pipe.execute())[: len(page)]
+        withdrawn = [j for j, busy in zip(page, running, strict=True) if not busy]
+        ended = await runs.record_finishes(redis, batch_id, withdrawn, "cancelled") or ended
+    if ended:
+        await run_events.announce_end(redis, batch_id)
 
 
 async def _status_now(ctx: Context, batch_id: str) -> str:
@@ -249,9 +259,15 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
         return True
 
     stored = await _update(ctx, batch_id, submitted)
-    await runs.seal(redis, batch_id)
-    if stored is not None and stored["status"] == "cancelling":  # cancelled while we worked
-        await _withdraw(ctx, [item[1] for item in items if item[2] is None])
+    # refused lines never became jobs: the run counts them as failed (as request_counts do)
+    await runs.count_refused(redis, batch_id, sum(1 for item in items if item[2] is not None))
+    cancelled = stored is not None and stored["status"] == "cancelling"
+    if cancelled:  # cancelled while we worked
+        await runs.mark_cancelling(redis, batch_id)
+    if await runs.seal(redis, batch_id):  # nothing was left to run: it ended here
+        await run_events.announce_end(redis, batch_id)
+    if cancelled:
+        await _withdraw(ctx, batch_id, [item[1] for item in items if item[2] is None])
     await redis.delete(_lease_key(batch_id))
 
 
@@ -271,6 +287,24 @@ def _start(request: Request, ctx: Context, record: dict[str, Any]) -> None:
     task.add_done_callback(done)
 
 
+async def _batch_callback(ctx: Context, raw: object) -> dict[str, Any] | None:
+    """mimoq's extension of ``POST /v1/batches``: ``callback`` ({"url", "headers"}, as a
+    job's) gets one signed ``batch.completed`` / ``batch.cancelled`` event when it ends."""
+    if raw is None:
+        return None
+    try:
+        callback = Callback.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in ("callback", *first["loc"]))
+        raise InvalidRequestError(
+            f'{where}: {first["msg"]} (callback is {{"url": "https://…", "headers": {{…}}}})',
+            param="callback",
+        ) from None
+    await check_callback_url(callback.url, ctx.settings)
+    return callback.model_dump(mode="json")
+
+
 async def create(request: Request, ctx: Context, tenant: str) -> Response:
     body = await json_object(request, ctx)
     endpoint = body.get("endpoint")
@@ -287,6 +321,7 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
             "input_file_id is required (from POST /v1/files)", param="input_file_id"
         )
     await owned_file(ctx, file_id, tenant)
+    callback = await _batch_callback(ctx, body.get("callback"))
     now = int(time.time())
     batch_id = "batch_" + uuid.uuid4().hex
     record: dict[str, Any] = {
@@ -296,7 +331,7 @@ async def create(request: Request, ctx: Context, tenant: str) -> Response:
         "in_progress_at": None, "expires_at": now + 86_400, "finalizing_at": None,
         "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
         "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
-        "metadata": body.get("metadata"), "tenant": tenant,
+        "metadata": body.get("metadata"), "tenant": tenant, "callback": callback,
     }  # fmt: skip
     await _save(ctx, record)
     await ctx.front.producer.redis.set(_lease_key(batch_id), "1", ex=LEASE_S)
@@ -437,9 +472,10 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
 
     stored = await _update(ctx, record["id"], cancelling) or record
     if before == ["in_progress"]:  # (while validating, the submitter withdraws what it did)
+        await runs.mark_cancelling(ctx.front.producer.redis, record["id"])
         raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
         items: list[Item] = json.loads(raw) if raw is not None else []
-        await _withdraw(ctx, [item[1] for item in items if item[2] is None])
+        await _withdraw(ctx, record["id"], [item[1] for item in items if item[2] is None])
     elif before and before[0] in ("completed", "failed", "cancelled", "expired"):
         raise HTTPError(409, f"batch {record['id']} is already {before[0]}",
                         code="batch_finished")  # fmt: skip

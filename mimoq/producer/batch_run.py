@@ -15,7 +15,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mimoq.core import runs, wire
+from mimoq.core import run_events, runs, wire
 from mimoq.core.errors import MimoqError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.results import job_status
@@ -145,10 +145,6 @@ def _error_text(result: JobResult) -> str | None:
     return f"{result.error.get('type', 'error')}: {result.error.get('message', '')}"
 
 
-async def _nothing(run: str) -> None:
-    return None
-
-
 class BatchRunner:
     """Enqueues the items of a run that are not done yet and follows them to the end.
 
@@ -167,7 +163,6 @@ class BatchRunner:
         poll_s: float = 0.25,
         enqueue_concurrency: int = 16,
         callback: dict[str, Any] | None = None,
-        on_run_ended: Callable[[str], Awaitable[None]] | None = None,
         eta_source: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.producer = producer
@@ -185,13 +180,13 @@ class BatchRunner:
         self.run_id = files.run_id
         #: Where the run's ``batch.completed`` event goes (``--callback``), if anywhere.
         self.callback = callback
-        #: Called when sealing the run ended it (nothing left to run): announces the end.
-        self.on_run_ended = on_run_ended or _nothing
         #: The run's ETA read from Redis (the fleet's grant rate and the run's share of it,
         #: ``mimoq batch status``'s too); without one, the quota-only estimate below.
         self.eta_source = eta_source
         self._eta: float | None = None
         self._eta_read = -math.inf
+        #: items refused before they became jobs: the run's record counts them as failed
+        self._refused = 0
         self._started = time.monotonic()
         self._finished_here = 0
         self.resumed = 0
@@ -203,13 +198,15 @@ class BatchRunner:
         remaining = [
             i for i, r in zip(self.items, self.records, strict=True) if r.status not in FINISHED
         ]
+        # the run's ETA from Redis while it has work left (it is read once a second)
+        eta = self._eta if self.eta_source and remaining else eta_s(remaining, self.quotas, rate)
         return Progress(
             total=len(self.records), succeeded=tally[ItemStatus.succeeded],
             failed=tally[ItemStatus.failed], in_progress=tally[ItemStatus.in_progress],
             queued=tally[ItemStatus.queued],
             pending=tally[ItemStatus.pending], resumed=self.resumed, elapsed_s=elapsed,
             rate_per_s=rate,
-            eta_s=self._eta if self.eta_source else eta_s(remaining, self.quotas, rate),
+            eta_s=eta,
         )  # fmt: skip
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None) -> list[ItemRecord]:
@@ -265,6 +262,7 @@ class BatchRunner:
         for item, record in zip(self.items, self.records, strict=True):
             if item.job is None:
                 record.status, record.error = ItemStatus.failed, item.error
+                self._refused += 1
                 continue
             seen = by_item.get((record.input, record.job_id))
             if self._usable(seen):
@@ -313,8 +311,9 @@ class BatchRunner:
             callback=self.callback,
         )
         await asyncio.gather(*(one(indices) for indices in pending if indices))
-        if await runs.seal(redis, self.run_id):
-            await self.on_run_ended(self.run_id)
+        await runs.count_refused(redis, self.run_id, self._refused)
+        if await runs.seal(redis, self.run_id):  # nothing was left to run: it ended here
+            await run_events.announce_end(redis, self.run_id)
 
     async def _enqueue(self, item: PlannedItem, records: list[ItemRecord]) -> None:
         """Enqueue ``item``'s job once for every item in ``records`` (they share its id)."""
@@ -335,6 +334,7 @@ class BatchRunner:
             kind, message = _enqueue_error(exc)
             for record in records:
                 record.status, record.error = ItemStatus.failed, f"{kind}: {message}"
+            self._refused += 1  # one job refused (the run counts jobs)
             self.files.append_journal(records)
             return
         for record in records:

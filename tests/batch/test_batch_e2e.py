@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from mimoq.sim.server import RunningSim
 from tests.batch.conftest import add_fault, batch_env, sim_stats
@@ -16,6 +17,7 @@ from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav
 from tests.support.cli import mimoq, mimoq_args
 from tests.support.polling import wait_until
+from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 FILES = 300
@@ -229,3 +231,27 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
     # Results live in Redis: jobs that finished while no batch was watching are not redone.
     assert asr_requests(sim) == 60
     assert {r["status"] for r in report(data)} == {"succeeded"}
+
+
+def test_a_run_with_a_callback_gets_one_signed_batch_completed(
+    sim: RunningSim, tmp_path: Path
+) -> None:
+    """Embedded (no REDIS_URL): the run's end event is delivered before the process exits."""
+    archive, data = tmp_path / "archive", tmp_path / "data"
+    make_archive(archive, 4)
+    (archive / "broken.wav").write_bytes(b"RIFF nothing useful")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    env = batch_env(
+        sim, data, MIMOQ_CALLBACK_ALLOW_NETWORKS="127.0.0.0/8", MIMOQ_WEBHOOK_SECRET=secret
+    )
+    with Receiver() as receiver:
+        done = mimoq("batch", str(archive), "--run-id", "hooked", "--progress", "none",
+                     "--callback", receiver.url("/runs"), env=env, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 1, done.stderr  # the broken recording failed
+        (event,) = receiver.requests
+    body = Webhook(secret).verify(event.body, event.headers)
+    assert event.headers["webhook-id"] == "cb-run:hooked"
+    assert (body["type"], body["run"], body["status"]) == ("batch.completed", "hooked", "completed")
+    assert (body["total"], body["succeeded"], body["failed"]) == (5, 4, 1)
+    refused = mimoq("batch", str(archive), "--callback", "http://10.0.0.1/x", env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "callback" in refused.stderr

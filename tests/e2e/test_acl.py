@@ -11,11 +11,12 @@ from arq.connections import ArqRedis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from mimoq.cli.acl import run as acl_command
-from mimoq.core import wire
+from mimoq.core import runs, wire
 from mimoq.core.acl import users
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.server import RunningSim
+from mimoq.worker.run_progress import read_progress
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import e2e_settings, running_worker
 from tests.support.receiver import Receiver
@@ -61,11 +62,17 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
                 {"kind": "speech", "input": "Allowed.", "callback": {"url": receiver.url("/h")}}
             ),
             await producer.enqueue({"kind": "speech", "input": "Bulk.", "priority": "bulk"}),
+            # a job of a run: the script counts it in the run's record, as this user
+            await producer.enqueue({"kind": "speech", "input": "Run.", "run": "nightly"}),
         ]
+        await runs.seal(redis, "nightly")
         async with running_worker(worker_settings):
             results = [await producer.wait(j.job_id, timeout_s=30) for j in jobs]
             await asyncio.to_thread(receiver.wait_for, 1, 10.0)  # worker wrote the delivery
-        assert [r.status for r in results] == ["succeeded", "succeeded"]
+        assert [r.status for r in results] == ["succeeded", "succeeded", "succeeded"]
+        # the producer reads its run's progress and ETA (as `mimoq batch status` does)
+        progress = await read_progress(redis, producer.settings, "nightly")
+        assert progress is not None and progress.ended and progress.record.succeeded == 1
         assert (await producer.status(jobs[0].job_id)).status.value == "succeeded"
 
         job_id = jobs[0].job_id

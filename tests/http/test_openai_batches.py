@@ -16,6 +16,7 @@ import pytest
 from mimoq.sim.faults import Fault
 from tests.http.conftest import ALICE, BOB, Stack, wav_bytes
 from tests.support.polling import wait_until
+from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -97,11 +98,11 @@ def test_speech_batch_with_good_bad_and_failing_lines(stack: Stack, oai: openai.
     failed = errors["upstream"]["response"]
     assert isinstance(failed, dict) and failed["body"]["error"]["code"] == "job_failed"
 
-    # the batch is a run: Redis counts its 7 enqueued jobs (the refused line never ran), it
-    # was sealed and has ended, and each result names it
+    # the batch is a run: Redis counts its 8 lines as request_counts do (the refused one as
+    # failed), it was sealed and has ended, and each result names it
     with stack.redis() as r:
         run: dict[bytes, bytes] = r.hgetall(f"mimoq:run:{batch.id}")  # type: ignore[assignment]
-        assert (run[b"total"], run[b"succeeded"], run[b"failed"]) == (b"7", b"6", b"1")
+        assert (run[b"total"], run[b"succeeded"], run[b"failed"]) == (b"8", b"6", b"2")
         assert b"sealed" in run and b"ended_at" in run and run[b"priority"] == b"bulk"
         assert not r.exists(f"mimoq:run:{batch.id}:pending")
         assert r.zscore("mimoq:runs", batch.id) is None
@@ -278,3 +279,62 @@ def test_cancel_right_after_create_accounts_for_every_line(
         assert not [m for m in queue if m.decode().startswith(batch.id)]
     finally:
         stack.sim.state.clear_faults()
+
+
+def test_a_batch_with_a_callback_gets_one_batch_completed_event(
+    stack: Stack, oai: openai.OpenAI
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/audio/speech",
+         "body": {"input": f"Event {i}.", "voice": "Mia"}}
+        for i in range(6)
+    ]  # fmt: skip
+    rows.append({"custom_id": "bad", "method": "POST", "url": "/v1/audio/speech",
+                 "body": {"input": "Hi.", "voice": "alloy"}})  # fmt: skip
+    with Receiver() as receiver:
+        upload = oai.files.create(file=("ev.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+        hook = {"url": receiver.url("/batches"), "headers": {"X-Team": "audio"}}
+        batch = oai.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/audio/speech",
+            completion_window="24h",
+            extra_body={"callback": hook},
+        )  # type: ignore[arg-type]
+        assert "callback" not in (batch.model_extra or {})  # its headers may hold secrets
+        (event,) = receiver.wait_for(1, timeout=60)
+        done = wait_until(
+            lambda: (b := oai.batches.retrieve(batch.id)).status == "completed" and b,
+            what="completed",
+        )
+        assert isinstance(done, openai.types.Batch)
+        body = event.json()
+        assert event.headers["webhook-id"] == f"cb-run:{batch.id}"
+        assert event.headers["x-team"] == "audio" and event.path == "/batches"
+        assert (body["type"], body["run"], body["status"]) == ("batch.completed", batch.id,
+                                                               "completed")  # fmt: skip
+        # the refused line never became a job: it counts as failed
+        assert (body["total"], body["succeeded"], body["failed"], body["cancelled"]) == (7, 6, 1, 0)
+        assert body["tenant"] == "alice"
+        # one delivery, delivered once, and nothing more of it queued
+        with stack.redis() as r:
+            record = wait_until(
+                lambda: (
+                    (raw := r.get(f"mimoq:delivery:cb-run:{batch.id}"))
+                    and json.loads(raw)["history"]
+                    and json.loads(raw)
+                ),  # type: ignore[arg-type]
+                what="the delivery's history",
+            )
+            assert isinstance(record, dict)
+            assert [a["outcome"] for a in record["history"]] == ["delivered"]
+            assert not r.exists(f"arq:job:cb-run:{batch.id}")
+        assert len(receiver.requests) == 1
+    # a callback that is not a URL is refused, naming the field
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/audio/speech",
+            completion_window="24h",
+            extra_body={"callback": {"url": "ftp://x"}},
+        )  # type: ignore[arg-type]
+    assert "callback" in str(refused.value)
