@@ -45,6 +45,7 @@ SPEECH_REQUEST: Final[Schema] = {
     "type": "object",
     "description": "OpenAI's speech body, plus mimoq's callback and metadata.",
     "required": ["input"],
+    "examples": [{"model": "tts-1", "input": "Hello there.", "voice": "Mia"}],
     "properties": {
         "input": {
             "type": "string",

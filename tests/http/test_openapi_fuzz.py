@@ -34,14 +34,14 @@ def test_the_live_server_keeps_its_contract(stack: Stack, tmp_path: Path) -> Non
         "--max-time", "45",
         "--seed", "23",
         "--workers", "1",
-        "--request-timeout", "30",
+        "--request-timeout", "60",
         "--max-redirects", "0",
         "--suppress-health-check", "all",
         "--no-color",
     ]  # fmt: skip
     # In tmp_path: the fuzzer keeps a cache of its own in its working directory.
     run = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
 
