@@ -86,6 +86,10 @@ def test_health_needs_no_token_and_metrics_take_one(stack: Stack, http_as: HttpA
     assert "mimoq_http_requests_total" in metrics.text
     # the autoscaling signal is served here too (a fleet scaled to zero has no worker's)
     assert re.search(r"^mimoq_desired_workers \d+\.0$", metrics.text, re.MULTILINE)
+    # KEDA's metrics-api scaler (format: prometheus, deploy/kubernetes) reads the value from
+    # the line named by valueLocation, taking every sample line as "name value"
+    samples = [line for line in metrics.text.splitlines() if line and not line.startswith("#")]
+    assert samples and all(len(line.split()) == 2 for line in samples)
 
 
 # --- the producer's messages, in OpenAI's shape ---------------------------------------------
