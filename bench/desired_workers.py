@@ -194,8 +194,10 @@ async def main_async(args: argparse.Namespace) -> int:
     said = [g for p in points for g in p.gauge]
     smallest = str(min(full)) if full else f"none up to {max(args.sweep)}"
     gauge = f"{statistics.median(said):g} (range {min(said)}..{max(said)})" if said else "-"
+    best = max(points, key=lambda p: p.share)
     print(
-        f"\nsmallest worker count keeping >= {args.full:.0%} of the quota: {smallest}; "
+        f"\nsmallest worker count keeping >= {args.full:.0%} of the quota: {smallest} "
+        f"(highest share: {best.share:.1%} with {best.workers}); "
         f"mimoq_desired_workers said: {gauge}"
     )
     return 0
