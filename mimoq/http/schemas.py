@@ -199,8 +199,16 @@ BATCH_REQUEST: Final[Schema] = {
         "input_file_id": {"type": "string"},
         "completion_window": {"type": "string", "enum": ["24h"]},
         "metadata": _nullable({"type": "object"}),
+        "callback": {
+            "type": "object", "required": ["url"],
+            "description": "mimoq's: where to POST the batch's signed batch.completed (or "
+                           "batch.cancelled) event when it ends.",
+            "properties": {"url": {"type": "string"},
+                           "headers": {"type": "object",
+                                       "additionalProperties": {"type": "string"}}},
+        },
     },
-}
+}  # fmt: skip
 
 _TIME: Final[Schema] = _nullable({"type": "integer"})
 _STATUSES: Final = [
@@ -230,7 +238,7 @@ BATCH: Final[Schema] = {
         "metadata": _nullable({"type": "object"}),
         **{f"{stage}_at": _TIME for stage in (
             "created", "in_progress", "expires", "finalizing", "completed", "failed", "expired",
-            "cancelling", "cancelled",
+            "cancelling", "cancelled", "expected_completion",
         )},
     },
 }  # fmt: skip
