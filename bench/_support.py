@@ -225,9 +225,17 @@ class Services:
         argv = [sys.executable, "-m", "mimoq.cli", "sim", "--port", str(port), *flags]
         return self._http("simulator", argv, port, "/_sim/stats", env)
 
+    def otlp_sink(self) -> Service:
+        """An OTLP/HTTP trace endpoint (``OtlpSink`` below), served like ``receiver``."""
+        return self._uvicorn("otlp-sink", "_support:otlp_sink")
+
     def receiver(self) -> Service:
         """A callback receiver (``callback_receiver`` below) served by uvicorn, which sets
         TCP_NODELAY; ``GET /count`` says how many callbacks arrived."""
+        return self._uvicorn("receiver", "_support:callback_receiver")
+
+    def _uvicorn(self, name: str, app: str) -> Service:
+        """An ASGI app of this module on uvicorn (TCP_NODELAY); ready once /count answers."""
         port = free_port()
         argv = [
             sys.executable,
@@ -235,7 +243,7 @@ class Services:
             "uvicorn",
             "--app-dir",
             str(BENCH_DIR),
-            "_support:callback_receiver",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -246,7 +254,7 @@ class Services:
             "--lifespan",
             "off",
         ]
-        return self._http("receiver", argv, port, "/count")
+        return self._http(name, argv, port, "/count")
 
 
 class CallbackReceiver:
@@ -273,6 +281,56 @@ class CallbackReceiver:
 
 
 callback_receiver = CallbackReceiver()
+
+
+class OtlpSink:
+    """ASGI app: an OTLP/HTTP trace endpoint that answers every export at once and counts
+    the spans in it (decoded with opentelemetry-proto); ``GET /count`` tells."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.spans = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                break
+        if scope["method"] == "POST":
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                ExportTraceServiceRequest,
+                ExportTraceServiceResponse,
+            )
+
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(bytes(body))
+            self.exports += 1
+            self.spans += sum(
+                len(scope_spans.spans)
+                for resource_spans in request.resource_spans
+                for scope_spans in resource_spans.scope_spans
+            )
+            answer = ExportTraceServiceResponse().SerializeToString()
+            headers = [(b"content-type", b"application/x-protobuf")]
+        else:
+            answer = json.dumps({"exports": self.exports, "spans": self.spans}).encode()
+            headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(answer)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+otlp_sink = OtlpSink()
+
+
+def spans_received(sink: Service) -> int:
+    """How many spans ``sink`` (``Services.otlp_sink``) has been sent so far."""
+    count: int = httpx.get(sink.url + "/count", timeout=5.0).json()["spans"]
+    return count
 
 
 def callbacks_received(receiver: Service) -> int:

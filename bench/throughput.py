@@ -1,7 +1,7 @@
 """Jobs/s of the whole mimoq pipeline vs bare arq no-op jobs, side by side in one run.
 
     python bench/throughput.py [--jobs 2000] [--concurrency 100] [--poll-delay 0.2]
-                               [--audio-kb 16] [--rounds 1] [--no-callbacks]
+                               [--audio-kb 16] [--rounds 1] [--no-callbacks] [--tracing]
 
 One private redis-server (no persistence), the simulator at zero latency answering every
 TTS request with ``--audio-kb`` KiB of audio, and a callback receiver, each in its own
@@ -14,7 +14,12 @@ then starts a fresh worker process that drains them:
   script), run by ``build_worker`` with the limiter off (the quota would be the bound):
   a MiMo call each, the WAV streamed to a file, the result record written;
 - ``mimoq+cb``: the same, each job with a signed callback to the receiver (its delivery is
-  a second arq job, so the worker completes 2N jobs).
+  a second arq job, so the worker completes 2N jobs);
+- with ``--tracing``, ``mimoq+otel`` (and ``mimoq+cb+otel``): the same with OpenTelemetry
+  tracing on in the producer and the worker (``OTEL_EXPORTER_OTLP_ENDPOINT`` pointed at an
+  OTLP/HTTP sink in its own process, the SDK's default batching and sampler), next to the
+  same phase with tracing off; the sink counts the spans it was sent. It also times the
+  hooks a job passes through with tracing off (the cost of having them at all).
 
 The window is timed inside the worker: from the start of arq's first ``run_job`` (fetching
 the first job) to the end of the ``run_job`` that completes the last expected job (result
@@ -45,6 +50,7 @@ from _support import (
     cpu_s,
     run_child,
     sigterm_as_interrupt,
+    spans_received,
 )
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
@@ -52,7 +58,7 @@ from arq.worker import Worker, func
 from mimoq.core import wire
 from mimoq.core.settings import Settings, WorkerSettings
 
-PHASES = ("bare", "mimoq", "mimoq+cb")
+PHASES = ("bare", "mimoq", "mimoq+otel", "mimoq+cb", "mimoq+cb+otel")
 BARE_TASK = "noop"
 TEXT = "Hello from the throughput bench."
 CHILD_TIMEOUT_S = 300.0
@@ -130,6 +136,10 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
     from mimoq.worker.app import build_worker
 
     configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
+    if phase.endswith("+otel"):  # the OTEL_* variables are in this child's environment
+        from mimoq.core import tracing
+
+        assert tracing.setup_from_env("mimoq-bench-worker")
     return build_worker(mimoq_settings(args.redis, args.sim, args.out, args), handle_signals=False)
 
 
@@ -137,7 +147,7 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     from mimoq.worker.app import drain_and_close
 
     worker = build(phase, args)
-    expected = args.jobs * (2 if phase == "mimoq+cb" else 1)
+    expected = args.jobs * (2 if "+cb" in phase else 1)
     window = instrument(worker, expected)
     running = asyncio.create_task(worker.async_run())
     finished = asyncio.create_task(window.done.wait())
@@ -152,6 +162,9 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         finished.cancel()
         await drain_and_close(worker, grace_s=10.0)
+        from mimoq.core import tracing
+
+        tracing.shutdown()  # exports what is left (after the window)
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
@@ -167,7 +180,9 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
 # --- the parent: enqueue, run a worker, check ---------------------------------------------
 
 
-async def enqueue(phase: str, args: argparse.Namespace, settings: Settings, hook: str) -> float:
+async def enqueue(
+    phase: str, args: argparse.Namespace, settings: Settings, hook: str, otel_env: dict[str, str]
+) -> float:
     """Enqueue ``args.jobs`` jobs for ``phase`` one after another; returns the seconds taken."""
     if phase == "bare":
         pool = await create_pool(
@@ -184,14 +199,18 @@ async def enqueue(phase: str, args: argparse.Namespace, settings: Settings, hook
         finally:
             await pool.aclose()
 
+    from mimoq.core import tracing
     from mimoq.producer.client import Producer
 
+    if phase.endswith("+otel"):
+        os.environ.update(otel_env)  # the exporter reads its endpoint from the environment
+        assert tracing.setup_from_env("mimoq-bench-producer")
     redis = ArqRedis.from_url(args.redis)
     try:
         await redis.flushall()
         producer = Producer(redis, settings)
         job: dict[str, Any] = {"kind": "speech", "input": TEXT}
-        if phase == "mimoq+cb":
+        if "+cb" in phase:
             job["callback"] = {"url": hook}
         started = time.perf_counter()
         for i in range(args.jobs):
@@ -199,6 +218,9 @@ async def enqueue(phase: str, args: argparse.Namespace, settings: Settings, hook
         return time.perf_counter() - started
     finally:
         await redis.aclose()
+        tracing.shutdown()
+        for name in otel_env:
+            del os.environ[name]
 
 
 async def check(phase: str, args: argparse.Namespace, data_dir: Path) -> list[str]:
@@ -220,7 +242,7 @@ async def check(phase: str, args: argparse.Namespace, data_dir: Path) -> list[st
     files = sum(1 for _ in data_dir.rglob("*.wav"))
     if files != args.jobs:
         problems.append(f"{files} WAV files for {args.jobs} jobs")
-    if phase == "mimoq+cb":
+    if "+cb" in phase:
         delivered = sum(r["callback"]["status"] == "delivered" for r in records)
         if delivered != args.jobs:
             problems.append(f"{delivered} callbacks delivered for {args.jobs} jobs")
@@ -236,6 +258,7 @@ class PhaseResult:
     redis_cpu_s: float | None
     sim_cpu_s: float | None
     problems: list[str]
+    spans: int | None = None
 
 
 def _delta(service: Service, before: float | None) -> float | None:
@@ -251,13 +274,16 @@ def run_phase(
     sim: Service,
     receiver: Service | None,
     env: dict[str, str],
+    sink: Service | None,
 ) -> PhaseResult:
     data_dir = workdir / f"data-{phase}-{time.monotonic_ns()}"
     data_dir.mkdir()
     settings = mimoq_settings(args.redis, args.sim, data_dir, args)
     hook = receiver.url + "/hook" if receiver else ""
     received_before = callbacks_received(receiver) if receiver else 0
-    enqueue_s = asyncio.run(enqueue(phase, args, settings, hook))
+    otel_env = otel_environment(sink) if sink and phase.endswith("+otel") else {}
+    spans_before = spans_received(sink) if sink else 0
+    enqueue_s = asyncio.run(enqueue(phase, args, settings, hook, otel_env))
     redis_cpu, sim_cpu = redis.cpu_s(), sim.cpu_s()
     argv = [
         sys.executable,
@@ -277,15 +303,21 @@ def run_phase(
         "--poll-delay",
         str(args.poll_delay),
     ]
-    report = run_child(argv, timeout_s=CHILD_TIMEOUT_S + 30, env=env)
+    report = run_child(argv, timeout_s=CHILD_TIMEOUT_S + 30, env={**env, **otel_env})
     redis_delta, sim_delta = _delta(redis, redis_cpu), _delta(sim, sim_cpu)
     problems = asyncio.run(check(phase, args, data_dir))
     if report["failed"] or report["retried"]:
         problems.append(f"arq: {report['failed']} failed, {report['retried']} retried")
-    if receiver and phase == "mimoq+cb":
+    if receiver and "+cb" in phase:
         received = callbacks_received(receiver) - received_before
         if received != args.jobs:
             problems.append(f"the receiver got {received} callbacks for {args.jobs} jobs")
+    spans = spans_received(sink) - spans_before if sink and otel_env else None
+    if spans is not None:
+        # send + process + storage write + MiMo POST per job; + the callback POST with one.
+        wanted = args.jobs * (5 if "+cb" in phase else 4)
+        if spans < wanted:
+            problems.append(f"the OTLP sink got {spans} spans, {wanted} expected (dropped)")
     return PhaseResult(
         phase,
         enqueue_s,
@@ -294,7 +326,49 @@ def run_phase(
         redis_delta,
         sim_delta if phase != "bare" else None,
         problems,
+        spans,
     )
+
+
+def otel_environment(sink: Service) -> dict[str, str]:
+    """Tracing on, as an operator would turn it on: the endpoint and a service name."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "mimoq-bench"}
+
+
+def hooks_off_us(rounds: int = 20_000) -> float:
+    """Microseconds per job spent in the tracing hooks a job with a callback passes through,
+    tracing off: what having them costs when nobody traces."""
+    from mimoq.core import tracing
+
+    assert not tracing.is_on()
+    fields = {"id": "job-1", "kind": "speech", "model": "mimo-v2.5-tts"}
+    headers: dict[str, str] = {}
+
+    class Local:
+        def is_local(self) -> bool:
+            return True
+
+        def url(self, key: str) -> str:
+            return "file:///" + key
+
+    store = Local()
+    started = time.perf_counter()
+    for _ in range(rounds):
+        with tracing.producer_span(fields, destination=wire.QUEUE_NAME) as span:
+            span.created(True)
+        with tracing.attempt_span("job-1", fields, "speech", destination="q", arq_try=1):
+            tracing.note_try(1)
+            with (
+                tracing.storage_span("write", "k", storage=store),
+                tracing.mimo_call_span("http://127.0.0.1/v1/chat/completions") as call,
+            ):
+                call.answered(200)
+            tracing.note_outcome("succeeded")
+            tracing.current_traceparent()
+        with tracing.callback_span(None, url="u", delivery_id="d", job_id="j", attempt=1) as cb:
+            tracing.add_traceparent(headers, None)
+            cb.answered(200)
+    return (time.perf_counter() - started) / rounds * 1e6
 
 
 def _ms(value: float | None, jobs: int) -> str:
@@ -320,6 +394,8 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
                 f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.redis_cpu_s, n):>11}"
                 f"{_ms(r.sim_cpu_s, n):>9}"
             )
+            if r.spans is not None:
+                print(f"      {r.phase}: the OTLP sink received {r.spans} spans")
             for problem in r.problems:
                 ok = False
                 print(f"      PROBLEM in {r.phase}: {problem}")
@@ -335,6 +411,14 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
             if phase != "bare"
         )
         print(f"round {number}: jobs/s {ratios}; worker CPU per job {cpu}")
+        for traced in [p for p in results if p.endswith("+otel")]:
+            off = results[traced.removesuffix("+otel")]
+            on = results[traced]
+            print(
+                f"round {number}: tracing on / off, {off.phase}: jobs/s "
+                f"{off.window_s / on.window_s:.3f}, enqueue/s {off.enqueue_s / on.enqueue_s:.3f}, "
+                f"worker CPU per job {on.worker_cpu_s / off.worker_cpu_s:.3f}x"
+            )
     if len(rounds) > 1:
         medians = ", ".join(
             f"{phase} / bare = "
@@ -343,6 +427,17 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
             if phase != "bare"
         )
         print(f"median over {len(rounds)} rounds: jobs/s {medians}")
+        for traced in [p for p in rounds[0] if p.endswith("+otel")]:
+            off = traced.removesuffix("+otel")
+            ratio = statistics.median(r[off].window_s / r[traced].window_s for r in rounds)
+            print(f"median over {len(rounds)} rounds: tracing on / off, {off}: jobs/s {ratio:.3f}")
+    if args.tracing:
+        hooks = hooks_off_us()
+        mimoq_rate = statistics.median(args.jobs / r["mimoq"].window_s for r in rounds)
+        print(
+            f"tracing off: the hooks of one job (with a callback) take {hooks:.1f} us, "
+            f"{hooks * mimoq_rate / 1e4:.2f} % of a job's worker time at {mimoq_rate:.0f} jobs/s"
+        )
     return ok
 
 
@@ -359,6 +454,9 @@ def main() -> int:
     parser.add_argument("--audio-kb", type=float, default=16.0, help="KiB of audio per answer")
     parser.add_argument("--rounds", type=int, default=1, help="repeat all phases this often")
     parser.add_argument("--no-callbacks", action="store_true", help="skip the mimoq+cb phase")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also run the mimoq phases with tracing on"
+    )
     parser.add_argument("--child", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--sim", help=argparse.SUPPRESS)
@@ -369,7 +467,11 @@ def main() -> int:
         return 0
 
     sigterm_as_interrupt()
-    phases = [p for p in PHASES if not (args.no_callbacks and p == "mimoq+cb")]
+    phases = [
+        p
+        for p in PHASES
+        if not (args.no_callbacks and "+cb" in p) and (args.tracing or not p.endswith("+otel"))
+    ]
     # Signed callbacks, as in production; the secret reaches the worker through its
     # environment (an argument would be visible to every user of the machine).
     env = {"MIMOQ_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(24)).decode()}
@@ -379,10 +481,11 @@ def main() -> int:
         redis = svc.redis()
         sim = svc.simulator("--audio-bytes", str(audio))
         receiver = svc.receiver() if "mimoq+cb" in phases else None
+        sink = svc.otlp_sink() if args.tracing else None
         args.redis, args.sim = redis.url, sim.url
         for _ in range(args.rounds):
             rounds.append(
-                {p: run_phase(p, args, Path(tmp), redis, sim, receiver, env) for p in phases}
+                {p: run_phase(p, args, Path(tmp), redis, sim, receiver, env, sink) for p in phases}
             )
     return 0 if report(rounds, args) else 1
 

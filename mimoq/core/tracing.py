@@ -274,7 +274,6 @@ def _messaging(operation: str, job_id: str | None, destination: str) -> dict[str
         # The older (<= 1.24) and the current names of the operation, for either backend.
         "messaging.operation": "publish" if op_type == "send" else "process",
         "messaging.operation.type": op_type,
-        "messaging.operation.name": operation,
         "messaging.destination.name": destination,
         "messaging.message.id": job_id,
     }
@@ -390,7 +389,7 @@ _NO_CALL: Final = HttpCall()
 
 
 @contextlib.contextmanager
-def mimo_call_span(url: str, model: str | None = None) -> Iterator[HttpCall]:
+def mimo_call_span(url: str) -> Iterator[HttpCall]:
     """The CLIENT span of one MiMo request (``POST``), with the job's try as resend count."""
     if _tracer is None:
         yield _NO_CALL
@@ -400,8 +399,6 @@ def mimo_call_span(url: str, model: str | None = None) -> Iterator[HttpCall]:
         "http.request.method": "POST",
         "url.full": safe_url(url),
         "http.request.resend_count": tries - 1 if tries > 1 else None,
-        "mimoq.job.try": tries,
-        "gen_ai.request.model": model,
     } | _server(url)
     with _span("POST", SpanKind.CLIENT, attributes) as span:
         yield HttpCall(span)
