@@ -241,3 +241,29 @@ async def test_a_foreign_producers_traceparent_is_continued(
     )
     assert f"{process.context.trace_id:032x}" == FOREIGN.split("-")[1]
     assert process.parent is not None and f"{process.parent.span_id:016x}" == FOREIGN.split("-")[2]
+
+
+async def test_chunk_jobs_of_a_long_text_continue_the_trace_under_the_planning_attempt(
+    spans: Spans, producer: Producer
+) -> None:
+    text = " ".join(f"Sentence number {i} of a long chapter." for i in range(160))  # > 2,500
+    enqueued = await producer.enqueue({"kind": "speech", "input": text})
+    assert (await producer.wait(enqueued.job_id, timeout_s=60)).status == "succeeded"
+    [send] = spans.named("send mimoq:queue", enqueued.job_id)
+    parents = await eventually(
+        lambda: [
+            s for s in spans.named("process mimoq:queue", enqueued.job_id)
+            if attrs(s).get("mimoq.job.outcome") == "succeeded"
+        ],
+        what="the parent's final attempt span",
+    )  # fmt: skip
+    attempts = spans.named("process mimoq:queue", enqueued.job_id)
+    chunks = [
+        s for s in spans.named("process mimoq:queue")
+        if str(attrs(s)["messaging.message.id"]).startswith(enqueued.job_id + ".")
+    ]  # fmt: skip
+    assert parents and len({attrs(c)["messaging.message.id"] for c in chunks}) >= 2
+    planner_ids = {a.context.span_id for a in attempts}
+    for chunk in chunks:
+        assert chunk.context.trace_id == send.context.trace_id
+        assert chunk.parent is not None and chunk.parent.span_id in planner_ids
