@@ -94,3 +94,21 @@ async def test_a_run_without_a_callback_ends_quietly(backend: ArqRedis) -> None:
     record = await runs.read_run(backend, "r1")
     assert record is not None and record.ended_at is not None
     assert await event_jobs(backend) == []
+
+
+async def test_cancelling_a_run_announces_batch_cancelled_once(backend: ArqRedis) -> None:
+    from mimoq.producer.cancel import cancel_run
+
+    await runs.begin(backend, "r1", tenant="team-a", priority="bulk", callback=HOOK)
+    for i in range(5):
+        await enqueue(backend, f"j{i}")
+    await runs.seal(backend, "r1")
+    await finish(backend, result("j0"), None, settings=SETTINGS)
+    answers = await cancel_run(backend, "r1", settings=SETTINGS)
+    assert sorted(a.id for a in answers) == ["j1", "j2", "j3", "j4"]
+    assert await event_jobs(backend) == ["cb-run:r1"]
+    delivery = await deliveries.get(backend, "cb-run:r1")
+    assert delivery is not None
+    body = json.loads(delivery.body)
+    assert (body["type"], body["status"]) == ("batch.cancelled", "cancelled")
+    assert (body["total"], body["succeeded"], body["cancelled"]) == (5, 1, 4)
