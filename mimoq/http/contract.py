@@ -53,7 +53,7 @@ class Operation:
             op["parameters"] = parameters
         if self.body is not None:
             op["requestBody"] = self.body
-        op["responses"] = dict(self.responses)
+        op["responses"] = dict(sorted(self.responses.items()))
         op["security"] = [{"bearer": []}] if self.bearer else []
         return op
 

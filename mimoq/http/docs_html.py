@@ -20,7 +20,7 @@ summary{cursor:pointer;font-family:ui-monospace,monospace}.m{display:inline-bloc
 font-weight:700}.get{color:#1b6f3b}.post{color:#1d4fb3}.lock{color:#b3261e;font-size:12px}
 table{border-collapse:collapse;margin:4px 0 8px}td,th{text-align:left;padding:2px 8px;
 border-bottom:1px solid #eee;vertical-align:top}pre{background:#f6f7f9;padding:8px;
-overflow-x:auto;font-size:12px}code{font-size:13px}
+overflow-x:auto;font-size:12px}code{font-size:13px}.muted{color:#777}
 """
 _HEADERS: Final = {
     # Inline styles only: nothing else may load or run.
@@ -39,6 +39,8 @@ def _schema_link(schema: Mapping[str, Any]) -> str:
     if isinstance(target, str):
         name = target.rsplit("/", 1)[-1]
         return f'<a href="#schema-{_e(name)}">{_e(name)}</a>'
+    if not schema:
+        return '<span class="muted">bytes</span>'
     return f"<code>{_e(json.dumps(schema, ensure_ascii=False))}</code>"
 
 
