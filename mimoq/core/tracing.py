@@ -17,6 +17,7 @@ upstream message could echo a key back).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -206,6 +207,7 @@ def continued_from(traceparent: str | None) -> Iterator[None]:
 # --- spans --------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def safe_url(url: str) -> str:
     """``url`` without userinfo, query or fragment (any of them may hold a token)."""
     try:
@@ -221,13 +223,18 @@ def safe_url(url: str) -> str:
 
 
 def _server(url: str) -> dict[str, Any]:
+    return dict(_server_of(url))
+
+
+@functools.lru_cache(maxsize=256)  # a worker calls one MiMo URL; callbacks a few hosts
+def _server_of(url: str) -> tuple[tuple[str, Any], ...]:
     try:
         parts = urlsplit(url)
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
         host = parts.hostname
     except ValueError:
-        return {}
-    return {"server.address": host, "server.port": port} if host else {}
+        return ()
+    return (("server.address", host), ("server.port", port)) if host else ()
 
 
 def _fail(span: trace.Span, error_type: str) -> None:

@@ -61,3 +61,29 @@ async def test_the_worker_fails_a_foreign_job_with_a_malformed_traceparent_and_s
     [request] = await asyncio.to_thread(receiver.wait_for, 1, 30.0)  # its failure callback
     assert request.json()["job_id"] == "bad-tp"
     assert "traceparent" not in request.headers
+
+
+async def stored_traceparent(redis: ArqRedis, job_id: str) -> str | None:
+    """The traceparent in the queued arq job (what a worker will read)."""
+    raw = await redis.get(wire.job_key(job_id))
+    assert raw is not None
+    job = json.loads(raw)["k"]["job"]
+    return job.get("traceparent")
+
+
+async def test_off_a_callers_context_still_reaches_the_job(
+    redis: ArqRedis, producer: Producer
+) -> None:
+    """`mimoq serve` makes the caller's traceparent header current; an application that
+    traces with OpenTelemetry has its own span current. Off, the job carries either.
+    (Deferred an hour: the worker running for this module leaves them queued.)"""
+    with tracing.continued_from(FOREIGN):
+        enqueued = await producer.enqueue(
+            {"kind": "speech", "input": "x", "id": "ctx-1"}, defer_s=3600
+        )
+    assert await stored_traceparent(redis, enqueued.job_id) == FOREIGN
+    with tracing.continued_from("00-not-a-traceparent-01"):  # malformed: ignored, as W3C says
+        await producer.enqueue({"kind": "speech", "input": "x", "id": "ctx-2"}, defer_s=3600)
+    assert await stored_traceparent(redis, "ctx-2") is None
+    await producer.enqueue({"kind": "speech", "input": "x", "id": "ctx-3"}, defer_s=3600)
+    assert await stored_traceparent(redis, "ctx-3") is None
