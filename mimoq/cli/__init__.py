@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts", "doctor",
     "acl",
     "fetch",
+    "cancel",
 )  # fmt: skip
 
 

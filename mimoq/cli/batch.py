@@ -27,6 +27,7 @@ from mimoq.cli.batch_status import (
     status_table,
     wait_for_event,
 )
+from mimoq.cli.cancel import run_cancel
 from mimoq.cli.jobs import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
@@ -44,10 +45,12 @@ from mimoq.producer.batch import (
 from mimoq.producer.batch_run import BatchRunner, QuotaRate, counts, run_status
 from mimoq.producer.batch_run import Progress as RunProgress
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
+from mimoq.producer.cancel import cancel_run
 
 USAGE: Final = """\
 mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
-mimoq batch status RUN [--json]   counts of a run's items (and where its reports are)"""
+mimoq batch status RUN [--json]   counts of a run's items (and where its reports are)
+mimoq batch cancel RUN            cancel every unfinished job of the run"""
 #: On Ctrl-C, how long calls already in flight (already paid for) get to bring their
 #: answers back before an embedded run exits; the rest are cancelled and redone next run.
 INTERRUPT_GRACE_S: Final = 10.0
@@ -139,6 +142,21 @@ def status_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cancel_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mimoq batch cancel",
+        description='cancel every unfinished job of a run (README, "Cancel"): one JSON '
+        "object per job on stdout, the counts on stderr",
+    )
+    parser.add_argument("run_id", metavar="RUN")
+    return parser
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    run_id: str = args.run_id
+    return run_cancel(settings, lambda r: cancel_run(r, run_id, settings=settings))
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     rest: list[str] = args.args
     if args.batch_help or not rest or rest[0] in ("-h", "--help"):
@@ -148,6 +166,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if rest[0] == "status":
         return _status(status_parser().parse_args(rest[1:]), settings)
+    if rest[0] == "cancel":
+        return _cancel(cancel_parser().parse_args(rest[1:]), settings)
     return _run(run_parser().parse_args(rest), settings)
 
 

@@ -34,6 +34,7 @@ from mimoq.http.errors import HTTPError
 from mimoq.http.fetch import fetch_audio, is_remote
 from mimoq.http.files import file_path, owned_file, save_record
 from mimoq.http.routing import Context
+from mimoq.producer.cancel import cancel_jobs
 
 COMPLETION_WINDOW: Final = "24h"
 #: Audio URLs of one batch fetched at once (each is a download into the uploads).
@@ -166,22 +167,10 @@ def _lease_key(batch_id: str) -> str:
 
 
 async def _withdraw(ctx: Context, batch_id: str, job_ids: list[str]) -> None:
-    """Take jobs not yet started out of the queue; running ones finish and count. The
-    batch's run counts the withdrawn ones as cancelled (and may end with them)."""
-    redis = ctx.front.producer.redis
-    ended = False
-    for start in range(0, len(job_ids), _PAGE):
-        page = job_ids[start : start + _PAGE]
-        async with redis.pipeline(transaction=True) as pipe:
-            for job_id in page:
-                pipe.exists(wire.in_progress_key(job_id))
-            pipe.zrem(wire.QUEUE_NAME, *page)
-            pipe.delete(*[wire.job_key(j) for j in page])
-            running = (await pipe.execute())[: len(page)]
-        withdrawn = [j for j, busy in zip(page, running, strict=True) if not busy]
-        ended = await runs.record_finishes(redis, batch_id, withdrawn, "cancelled") or ended
-    if ended:
-        await run_events.announce_end(redis, batch_id)
+    """Cancel the batch's unfinished jobs as ``mimoq batch cancel`` does (README, "Cancel"):
+    queued ones are recorded as cancelled at once (through the one finish path, which counts
+    them in the batch's run and announces its end) and never sent; running ones are stopped."""
+    await cancel_jobs(ctx.front.producer.redis, job_ids, settings=ctx.settings)
 
 
 async def _status_now(ctx: Context, batch_id: str) -> str:
@@ -401,7 +390,7 @@ async def _finalize(
         result = by_id.get(job_id)
         if refusal is not None:
             errors.append(lines.refused_line(custom_id, job_id, refusal))
-        elif result is None:
+        elif result is None or result.status == "cancelled":
             message = "the batch was cancelled before this request ran"
             errors.append(lines.not_run_line(custom_id, job_id, "batch_cancelled", message))
         elif result.status == "succeeded":

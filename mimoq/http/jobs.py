@@ -1,4 +1,5 @@
-"""``GET /v1/jobs/{id}`` and ``GET /v1/jobs/{id}/content``: a tenant's own jobs only."""
+"""``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/content`` and ``POST /v1/jobs/{id}/cancel``:
+a tenant's own jobs only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.http.content import output_response
 from mimoq.http.errors import HTTPError, job_failure
 from mimoq.http.routing import Context
+from mimoq.producer.cancel import cancel_jobs
 
 
 async def _owned_id(request: Request, ctx: Context, tenant: str) -> str:
@@ -53,3 +55,13 @@ async def content(request: Request, ctx: Context, tenant: str) -> Response:
     if report.result.status != "succeeded":
         raise job_failure(report.result.error, job_id)
     return await output_response(ctx.settings, ctx.storage, report.result)
+
+
+async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
+    """Cancel the tenant's job (README, "Cancel"): the answer of ``mimoq cancel``, as an
+    object; another tenant's job, like an unknown one, is a 404."""
+    job_id = await _owned_id(request, ctx, tenant)
+    answer = (await cancel_jobs(ctx.front.producer.redis, [job_id], settings=ctx.settings))[0]
+    if answer.status.value == "not_found":  # its record expired since the owner check
+        raise HTTPError(404, f"no job {job_id!r}", param="id", code="job_not_found")
+    return JSONResponse({"object": "job.cancel", **answer.to_dict()})

@@ -108,6 +108,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "409": error("The job is not finished."),
         "400": error("The job failed: its request was refused upstream."), **_JOB_ERRORS,
     }, tag="jobs"),
+    _api("POST", "/v1/jobs/{job_id}/cancel", "job_cancel", jobs.cancel, "Cancel a job", {
+        "200": json_answer("cancelled (now or before), or already_finished with its "
+                           "job_status: the job is left as it is.", "JobCancel"),
+        "404": _NOT_FOUND,
+    }, tag="jobs"),
     _api("POST", "/v1/files", "files", files.create, "Upload a batch input file (JSONL)", {
         "200": linked(json_answer("The file.", "File"), "file_id", "file", "file_content"),
     }, tag="batches", body=form_body("FileUpload")),

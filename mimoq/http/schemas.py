@@ -124,6 +124,22 @@ JOB_ACCEPTED: Final[Schema] = {
     },
 }
 
+JOB_CANCEL: Final[Schema] = {
+    "type": "object",
+    "description": 'What a cancel did (README, "Cancel"). cancelled: recorded as cancelled '
+    "now (queued: never sent) or earlier; in_flight: its MiMo call had started and is closed "
+    "within 2 s. already_finished: it ended otherwise and is left as it is.",
+    "required": ["object", "id", "status"],
+    "properties": {
+        "object": {"const": "job.cancel"},
+        "id": {"type": "string"},
+        "status": {"type": "string", "enum": ["cancelled", "already_finished"]},
+        "job_status": {"type": "string", "enum": ["succeeded", "failed"]},
+        "in_flight": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
 _OUTPUT: Final[Schema] = {
     "type": "object",
     "description": "The output, read at url (GET /v1/jobs/{id}/content).",
@@ -286,6 +302,7 @@ COMPONENTS: Final[dict[str, Schema]] = {
     "TranscriptionRequest": TRANSCRIPTION_REQUEST,
     "Transcription": TRANSCRIPTION,
     "JobAccepted": JOB_ACCEPTED,
+    "JobCancel": JOB_CANCEL,
     "Job": JOB,
     "File": FILE,
     "FileUpload": FILE_UPLOAD,

@@ -198,6 +198,8 @@ async def cancel_tenant(
     if tenant != wire.NO_TENANT and not re.fullmatch(TENANT_PATTERN, tenant):
         raise ValueError("tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (or _ for none)")
     if model is not None:
+        if model not in dc.ALL_MODELS:
+            raise ValueError(f"model must be one of {', '.join(dc.ALL_MODELS)}, got {model!r}")
         models: list[str] = [model]
     else:
         found = _text(list(await redis.smembers(wire.WAIT_MODELS_KEY)))  # type: ignore[misc]
