@@ -345,7 +345,7 @@ def attempt_span(
         attributes = (
             _messaging("process", job_id, destination)
             | _job_attributes({**fields, "kind": kind or fields.get("kind")})
-            | {"messaging.message.delivery_attempt": arq_try}
+            | {"mimoq.arq.try": arq_try}
         )
         with _span(f"process {destination}", SpanKind.CONSUMER, attributes, _context_of(own)):
             yield

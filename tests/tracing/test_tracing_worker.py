@@ -97,6 +97,7 @@ async def test_one_trace_links_producer_worker_mimo_storage_and_callback(
             "messaging.destination.name": "mimoq:queue",
             "messaging.message.id": job_id,
             "mimoq.job.try": 1,
+            "mimoq.arq.try": 1,
             "mimoq.job.outcome": "succeeded",
             "mimoq.lane": "interactive",
         },
