@@ -24,7 +24,7 @@ from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.worker import callbacks, cancel_watch, metrics, result_builder
+from mimoq.worker import callbacks, cancel_watch, depth, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
@@ -56,6 +56,7 @@ class MimoqWorker(Worker):
         super().__init__(*args, **kwargs)
         self.mimoq_settings = mimoq_settings
         self.heartbeat = Heartbeat(mimoq_settings)
+        self.heartbeat.sampler = depth.sample
         self.orphans = OrphanWatch(
             self.heartbeat.worker_id,
             mimoq_settings.ops.heartbeat_interval_s,

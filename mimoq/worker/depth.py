@@ -22,12 +22,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.core.jobs import LANES
+from mimoq.worker import metrics
 from mimoq.worker.limiter.admission import waiting_depth, waiting_models
+
+log = structlog.get_logger("mimoq.heartbeat")
 
 STATES: Final = ("queued", "waiting", "deferred", "in_flight")
 #: The lane of what is not a speech or transcription job (callbacks, invalid, expired).
@@ -151,3 +156,15 @@ async def read_depth(redis: Redis, now_ms: int, running: Iterable[str] | None = 
         counts[("in_flight", lane, kind)] += 1
     await _waiting(redis, counts)
     return Depth(dict(counts))
+
+
+async def sample(redis: Redis, now_ms: int) -> None:
+    """``mimoq_unfinished_jobs`` from one reading (each heartbeat; Redis errors are logged,
+    a missed sample must not stop a beat)."""
+    try:
+        ids = await redis.hkeys(wire.INFLIGHT_KEY)  # type: ignore[misc]
+        depth = await read_depth(redis, now_ms, [_text(k) for k in ids])
+    except RedisError as exc:
+        log.warning("depth.sample_failed", error=type(exc).__name__)
+        return
+    metrics.unfinished_sampled(depth.counts)

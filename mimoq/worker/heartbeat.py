@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -150,6 +150,9 @@ class Heartbeat:
         self._last_beat: float | None = None
         self._draining = False
         self._stopped = False
+        #: Samples more fleet-wide gauges once per beat (``mimoq.worker.depth.sample``, set
+        #: by the worker: this module cannot import it without an import cycle).
+        self.sampler: Callable[[Redis, int], Awaitable[None]] | None = None
 
     def _record(self, worker: WorkerLike, in_flight: int, draining: bool) -> WorkerBeat:
         return WorkerBeat(
@@ -201,6 +204,8 @@ class Heartbeat:
             return
         self._last_beat = self._monotonic()
         metrics.fleet_sampled(due=int(due), deferred=int(deferred), dead_letters=int(dead))
+        if self.sampler is not None:  # more fleet gauges, read once per beat too
+            await self.sampler(redis, now_ms)
 
     def liveness(self) -> Liveness:
         """Alive while the polling loop has ticked within the TTL (Redis trouble aside)."""

@@ -116,6 +116,13 @@ QUEUE_DEPTH: Final = Gauge(
     "Jobs in the queue (fleet-wide, sampled at each heartbeat): due now or deferred.",
     ["state"],
 )
+UNFINISHED_JOBS: Final = Gauge(
+    "mimoq_unfinished_jobs",
+    "Every job not finished yet (fleet-wide, sampled at each heartbeat), by state (queued, "
+    "waiting for admission, deferred, in_flight), lane and kind: the whole queue depth.",
+    ["state", "lane", "kind"],
+)
+_unfinished_labels: set[tuple[str, str, str]] = set()
 DEAD_LETTERS_STORED: Final = Gauge(
     "mimoq_dead_letters_stored", "Dead letters kept in Redis (fleet-wide, sampled)."
 )
@@ -271,6 +278,17 @@ def worker_state(*, in_flight: int, draining: bool) -> None:
     """This process's own gauges; cheap, called on every poll of the queue."""
     JOBS_IN_FLIGHT.set(in_flight)
     DRAINING.set(1 if draining else 0)
+
+
+def unfinished_sampled(counts: Mapping[tuple[str, str, str], int]) -> None:
+    """Set ``mimoq_unfinished_jobs`` from a depth reading (zero the label sets that emptied;
+    labels are bounded: four states, three lanes, six kinds)."""
+    for gone in _unfinished_labels - set(counts):
+        UNFINISHED_JOBS.labels(*gone).set(0)
+    _unfinished_labels.clear()
+    _unfinished_labels.update(counts)
+    for labels, n in counts.items():
+        UNFINISHED_JOBS.labels(*labels).set(n)
 
 
 def fleet_sampled(*, due: int, deferred: int, dead_letters: int) -> None:

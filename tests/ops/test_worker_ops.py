@@ -280,3 +280,33 @@ async def test_the_desired_workers_gauge_follows_the_waiting_work(
             what="the gauge to see the backlog",
         )
     assert value(busy, "mimoq_desired_workers") == 1
+
+
+async def test_metrics_count_every_unfinished_job_past_the_interactive_cap(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    """#19: a tenant's interactive jobs beyond the 16 it may have queued wait for admission;
+    mimoq_unfinished_jobs counts them with the rest (one call a minute: nothing else ends)."""
+    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    producer = Producer(redis, settings)
+    flood = wire.INTERACTIVE_DIRECT + 5
+    for i in range(flood):
+        job = {"id": f"flood-{i}", "kind": "speech", "input": f"flood {i}", "tenant": "alpha"}
+        await producer.enqueue(job)
+    async with serving_worker(settings) as (_, port):
+
+        async def counted() -> dict[str, float] | None:
+            now = await scraped(port)
+            results = [wire.result_key(f"flood-{i}") for i in range(flood)]
+            finished = int(await redis.exists(*results))
+            states = {
+                state: value(now, "mimoq_unfinished_jobs", state=state, lane="interactive",
+                             kind="speech")
+                for state in ("queued", "waiting", "deferred", "in_flight")
+            }  # fmt: skip
+            settled = sum(states.values()) == flood - finished and states["waiting"] > 0
+            return states if settled and finished >= 1 else None
+
+        states = await eventually(counted, what="every unfinished job counted")
+    # each grant of the tenant's admits one of its waiting jobs: the rest still wait
+    assert 0 < states["waiting"] <= flood - wire.INTERACTIVE_DIRECT
