@@ -96,14 +96,19 @@ return {counted, end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[3])}
 """
 )
 
-#: KEYS: run, pending, active runs. ARGV: run, now.
-_CANCELLING_LUA: Final = """
+#: KEYS: run, pending, active runs. ARGV: run, now. A cancelled run takes no more jobs: it
+#: is sealed too. 1 if that ended it (nothing of it was left), else 0.
+_CANCELLING_LUA: Final = (
+    _END_IF_DONE
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'ended_at') == 1 then
   return 0
 end
 redis.call('HSETNX', KEYS[1], 'cancelling_at', ARGV[2])
-return 1
+redis.call('HSET', KEYS[1], 'sealed', '1')
+return end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
+)
 
 
 def _keys(run: str) -> list[str]:
@@ -151,8 +156,9 @@ async def seal(redis: Redis, run: str) -> bool:
 
 
 async def mark_cancelling(redis: Redis, run: str) -> bool:
-    """A cancel of the whole run began: its end is announced as ``batch.cancelled``.
-    False if there is no such run, or it has already ended."""
+    """A cancel of the whole run began: it is sealed (no more jobs), and its end is
+    announced as ``batch.cancelled``. True if that ended it (nothing of it was left): the
+    caller announces the end then."""
     script = redis.register_script(_CANCELLING_LUA)
     return bool(await script(keys=_keys(run), args=[run, _now()]))
 

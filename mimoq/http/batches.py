@@ -251,9 +251,8 @@ async def _submit_all(ctx: Context, record: dict[str, Any]) -> None:
     # refused lines never became jobs: the run counts them as failed (as request_counts do)
     await runs.count_refused(redis, batch_id, sum(1 for item in items if item[2] is not None))
     cancelled = stored is not None and stored["status"] == "cancelling"
-    if cancelled:  # cancelled while we worked
-        await runs.mark_cancelling(redis, batch_id)
-    if await runs.seal(redis, batch_id):  # nothing was left to run: it ended here
+    ended = cancelled and await runs.mark_cancelling(redis, batch_id)  # while we worked
+    if ended or await runs.seal(redis, batch_id):  # nothing was left to run: it ended here
         await run_events.announce_end(redis, batch_id)
     if cancelled:
         await _withdraw(ctx, batch_id, [item[1] for item in items if item[2] is None])
@@ -461,7 +460,8 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
 
     stored = await _update(ctx, record["id"], cancelling) or record
     if before == ["in_progress"]:  # (while validating, the submitter withdraws what it did)
-        await runs.mark_cancelling(ctx.front.producer.redis, record["id"])
+        if await runs.mark_cancelling(ctx.front.producer.redis, record["id"]):
+            await run_events.announce_end(ctx.front.producer.redis, record["id"])
         raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
         items: list[Item] = json.loads(raw) if raw is not None else []
         await _withdraw(ctx, record["id"], [item[1] for item in items if item[2] is None])

@@ -28,6 +28,8 @@ from mimoq.http.auth import LOCAL_TENANT
 from mimoq.http.body import BodyLimits, read_body
 from mimoq.http.errors import HTTPError
 from mimoq.http.routing import Context
+from mimoq.producer.cancel import CancelStatus
+from mimoq.producer.cancel import cancel_run as cancel_jobs_of_run
 
 log = structlog.get_logger("mimoq.http")
 
@@ -159,9 +161,15 @@ async def index(request: Request) -> Response:
             f"replay of {request.query_params['replayed']}: "
             f"{request.query_params.get('outcome', '')}"
         )
+    if "cancelled" in request.query_params:
+        notice = (
+            f"cancel of run {request.query_params['cancelled']}: "
+            f"{request.query_params.get('outcome', '')}"
+        )
+    runs = await fleet.runs(redis) if fleet.runs is not None else []
     body = html.page(
         snapshot, await history(redis), tenant=tenant,
-        csrf=session.csrf_token(_key(ctx), cookie), notice=notice,
+        csrf=session.csrf_token(_key(ctx), cookie), notice=notice, runs=runs,
     )  # fmt: skip
     response = _page(body)
     if fresh_cookie is not None:
@@ -217,3 +225,21 @@ async def replay(request: Request) -> Response:
     log.info("http.dead_letter_replayed", delivery_id=delivery_id, outcome=outcome, tenant=tenant)
     query = urlencode({"replayed": delivery_id, "outcome": outcome})
     return RedirectResponse(f"/?{query}", status_code=303)
+
+
+async def cancel_run(request: Request) -> Response:
+    """The runs panel's cancel button: every unfinished job of the run is cancelled (its end
+    is announced as ``batch.cancelled``); checked like replay (session, CSRF, origin)."""
+    ctx: Context = request.app.state.ctx
+    form = await _checked_post(request, ctx)
+    tenant = _session_tenant(request, ctx)
+    if form is None or tenant is None or not _allowed(ctx, tenant):
+        return _page(html.login_page("that request did not come from this dashboard"), 403)
+    run = form.get("run", "")
+    try:
+        answers = await cancel_jobs_of_run(ctx.front.producer.redis, run, settings=ctx.settings)
+        outcome = f"{sum(1 for a in answers if a.status is CancelStatus.cancelled)} cancelled"
+    except ValueError:
+        outcome = "not a run name"
+    log.info("http.run_cancelled", run=run, outcome=outcome, tenant=tenant)
+    return RedirectResponse(f"/?{urlencode({'cancelled': run, 'outcome': outcome})}", 303)

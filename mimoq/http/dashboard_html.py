@@ -17,7 +17,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d233
 header{background:#1d2330;color:#fff;padding:10px 20px;display:flex;justify-content:space-between}
 main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px}
 section{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px #0002;
-overflow-x:auto}#dead-letters,#failures{grid-column:1/-1}
+overflow-x:auto}#dead-letters,#failures,#runs{grid-column:1/-1}
 h2{font-size:15px;margin:0 0 8px}table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;font-size:13px;
 overflow-wrap:anywhere}
@@ -74,6 +74,47 @@ def queue_section(snapshot: Mapping[str, Any]) -> str:
         f'<p class="muted">jobs not finished</p>{_table(headers, rows, "empty")}'
         "</section>"
     )
+
+
+def _eta_text(run: Mapping[str, Any], now: float) -> str:
+    eta_s, eta_at = run.get("eta_s"), run.get("eta_at")
+    if not isinstance(eta_s, int | float) or not isinstance(eta_at, int | float):
+        return "unknown"
+    clock = time.strftime("%H:%M:%S", time.gmtime(eta_at))
+    return f"in {eta_s:.0f} s ({clock} UTC)"
+
+
+def runs_section(runs: Sequence[Mapping[str, Any]], csrf: str, now: float) -> str:
+    """Each run or HTTP batch not ended yet: a progress bar, its counts, its ETA (the
+    fleet's grant rate and its share among the tenants, see README "Runs") and a cancel
+    button (a POST checked like replay)."""
+    rows = []
+    for run in runs:
+        name = _e(run.get("run"))
+        total, done = (
+            int(run.get("total") or 0),
+            sum(int(run.get(k) or 0) for k in ("succeeded", "failed", "cancelled")),
+        )
+        bar = (f'<progress max="{max(total, 1)}" value="{done}" data-progress="{name}">'
+               f"{done}/{total}</progress> {done}/{total}")  # fmt: skip
+        counts = (
+            f'<span data-run-counts="{name}">{int(run.get("succeeded") or 0)} ok, '
+            f"{int(run.get('failed') or 0)} failed, {int(run.get('cancelled') or 0)} cancelled, "
+            f"{int(run.get('in_flight') or 0)} in flight, {int(run.get('waiting') or 0)} waiting"
+            "</span>"
+        )
+        button = (
+            '<form method="post" action="/dashboard/cancel-run">'
+            f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+            f'<input type="hidden" name="run" value="{name}">'
+            f'<button type="submit" data-cancel-run="{name}">cancel</button></form>'
+        )
+        eta = f'<span data-eta="{name}">{_e(_eta_text(run, now))}</span>'
+        rows.append([name, _e(run.get("tenant") or ""), _e(run.get("priority")), bar, counts,
+                     eta, button])  # fmt: skip
+    table = _table(["run", "tenant", "lane", "progress", "jobs", "ends", ""], rows,
+                   "no run in progress")  # fmt: skip
+    return f'<section id="runs"><h2>Runs</h2>{table}</section>'
 
 
 def lanes_section(snapshot: Mapping[str, Any]) -> str:
@@ -242,6 +283,7 @@ def page(
     tenant: str,
     csrf: str,
     notice: str | None,
+    runs: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     now = float(snapshot.get("at") or time.time())
     note = f'<p class="note" id="notice">{_e(notice)}</p>' if notice else ""
@@ -250,7 +292,8 @@ def page(
         f'<input type="hidden" name="csrf" value="{_e(csrf)}"><button>log out</button></form>'
     )
     sections = [
-        queue_section(snapshot), lanes_section(snapshot), in_flight_section(snapshot),
+        queue_section(snapshot), runs_section(runs, csrf, now), lanes_section(snapshot),
+        in_flight_section(snapshot),
         quota_section(snapshot, history, now),
         failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
         workers_section(snapshot, now), paused_section(snapshot, now),

@@ -157,6 +157,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "403": html(f"Not from the dashboard ({_SESSION})."),
         "503": error("This process has no fleet view."), **_BODY_ERRORS,
     }, body=form_body("DashboardForm", "application/x-www-form-urlencoded")),
+    _page("POST", "/dashboard/cancel-run", "cancel_run", dashboard.cancel_run,
+          "Cancel a run or batch", {
+        "303": redirect("Cancelled: back to the dashboard with how many jobs."),
+        "403": html(f"Not from the dashboard ({_SESSION})."), **_BODY_ERRORS,
+    }, body=form_body("DashboardForm", "application/x-www-form-urlencoded")),
     _page("GET", "/healthz", "healthz", meta.healthz, "Health: Redis answers", {
         "200": json_answer("Redis answers.", "Health"),
         "503": json_answer("Redis does not answer.", "Health"),

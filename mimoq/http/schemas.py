@@ -293,6 +293,7 @@ DASHBOARD_FORM: Final[Schema] = {
     "properties": {
         "csrf": {"type": "string", "description": "The token the dashboard page carries."},
         "delivery_id": {"type": "string"},
+        "run": {"type": "string", "description": "The run (or HTTP batch) to cancel."},
     },
 }
 

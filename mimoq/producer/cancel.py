@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from mimoq.core import dialect_constants as dc
-from mimoq.core import runs, wire
+from mimoq.core import run_events, runs, wire
 from mimoq.core.cancel_script import (
     Answer,
     ScriptAnswer,
@@ -146,7 +146,8 @@ async def cancel_run(redis: Redis, run: str, *, settings: Settings) -> list[Canc
             "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
         )
     # the run's end is then announced as batch.cancelled (mimoq.core.run_events)
-    await runs.mark_cancelling(redis, run)
+    if await runs.mark_cancelling(redis, run):  # nothing of it was left
+        await run_events.announce_end(redis, run)
     return await cancel_jobs(
         redis, await _members(redis, wire.run_pending_key(run)), settings=settings
     )

@@ -289,3 +289,41 @@ def test_queue_depth_counts_interactive_jobs_waiting_past_the_cap(
     assert cell("waiting-interactive-speech") == "5"
     lanes = b.find_element(By.ID, "lanes").text  # type: ignore[attr-defined]
     assert "interactive alpha 5" in lanes
+
+
+def test_runs_panel_shows_progress_and_eta_and_cancels_a_run(
+    idle_board: Stack, browser: object
+) -> None:
+    """A run (no worker: nothing moves) is listed with its bar, counts and ETA; its cancel
+    button (a CSRF-checked POST) cancels every job of it, and it leaves the panel."""
+    redis = idle_board.redis()
+    redis.flushall()
+    script = redis.register_script(wire.enqueue_script())
+    for i in range(10):
+        job = json.dumps({"kind": "speech", "input": f"n{i}", "priority": "bulk",
+                          "tenant": "beta", "run": "nightly"})  # fmt: skip
+        assert script(keys=wire.enqueue_keys(f"n{i}"), args=[f"n{i}", job]) == 1
+    b = browser
+    log_in(b, idle_board.url)
+    b.get(idle_board.url + "/")  # type: ignore[attr-defined]
+    runs = b.find_element(By.ID, "runs")  # type: ignore[attr-defined]
+    assert "nightly" in runs.text and "beta" in runs.text and "bulk" in runs.text
+    counts = b.find_element(By.CSS_SELECTOR, '[data-run-counts="nightly"]').text  # type: ignore[attr-defined]
+    assert counts == "0 ok, 0 failed, 0 cancelled, 0 in flight, 10 waiting"
+    bar = b.find_element(By.CSS_SELECTOR, '[data-progress="nightly"]')  # type: ignore[attr-defined]
+    assert (bar.get_attribute("max"), bar.get_attribute("value")) == ("10", "0")
+    eta = b.find_element(By.CSS_SELECTOR, '[data-eta="nightly"]').text  # type: ignore[attr-defined]
+    assert re.fullmatch(r"in \d+ s \(\d\d:\d\d:\d\d UTC\)", eta), eta
+    # a POST without the page's CSRF token is refused, and cancels nothing
+    with httpx.Client(base_url=idle_board.url, timeout=30) as http:
+        assert http.post("/login", data={"token": ALICE}).status_code == 303
+        forged = http.post("/dashboard/cancel-run", data={"run": "nightly", "csrf": "forged"})
+        assert forged.status_code == 403
+    assert redis.hget("mimoq:run:nightly", "cancelled") is None
+    b.find_element(By.CSS_SELECTOR, '[data-cancel-run="nightly"]').click()  # type: ignore[attr-defined]
+    notice = wait_until(lambda: b.find_elements(By.ID, "notice"), what="the cancel notice")  # type: ignore[attr-defined]
+    assert isinstance(notice, list) and "cancel of run nightly: 10 cancelled" in notice[0].text
+    assert redis.hget("mimoq:run:nightly", "cancelled") == b"10"
+    assert "no run in progress" in b.find_element(By.ID, "runs").text  # type: ignore[attr-defined]
+    result = json.loads(redis.get(wire.result_key("n3")) or b"{}")
+    assert result["status"] == "cancelled" and result["run"] == "nightly"

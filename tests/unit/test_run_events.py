@@ -69,7 +69,7 @@ async def test_a_cancelled_run_ends_with_batch_cancelled(backend: ArqRedis) -> N
         await enqueue(backend, f"j{i}")
     await runs.seal(backend, "r1")
     await finish(backend, result("j0"), None, settings=SETTINGS)
-    assert await runs.mark_cancelling(backend, "r1") is True
+    assert await runs.mark_cancelling(backend, "r1") is False  # two jobs are left
     assert await runs.record_finishes(backend, "r1", ["j1", "j2", "j1"], "cancelled") is True
     assert await runs.mark_cancelling(backend, "r1") is False  # it has ended
     record = await runs.read_run(backend, "r1")
@@ -112,3 +112,12 @@ async def test_cancelling_a_run_announces_batch_cancelled_once(backend: ArqRedis
     body = json.loads(delivery.body)
     assert (body["type"], body["status"]) == ("batch.cancelled", "cancelled")
     assert (body["total"], body["succeeded"], body["cancelled"]) == (5, 1, 4)
+
+
+async def test_cancelling_a_run_never_sealed_seals_and_may_end_it(backend: ArqRedis) -> None:
+    await enqueue(backend, "j0")  # a foreign producer's run: never sealed
+    assert await runs.record_finish(backend, "r1", "j0", "succeeded") is False
+    assert await runs.mark_cancelling(backend, "r1") is True  # nothing left: it ends now
+    record = await runs.read_run(backend, "r1")
+    assert record is not None and record.sealed and record.cancel_requested
+    assert record.ended_at is not None
