@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     kind = source_kind(source)
     options = _options(args)
     run_id = args.run_id or default_run_id(source, kind, options)
-    if not re.match(JOB_ID_PATTERN, run_id):
+    if not re.fullmatch(JOB_ID_PATTERN, run_id):
         raise InvalidRequestError(
             f"--run-id {run_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting "
             "with . _ -), e.g. --run-id archive-2026",

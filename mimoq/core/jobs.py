@@ -111,7 +111,7 @@ class _JobBase(BaseModel):
     @field_validator("run")
     @classmethod
     def _run(cls, run: str | None) -> str | None:
-        if run is not None and not re.match(JOB_ID_PATTERN, run):
+        if run is not None and not re.fullmatch(JOB_ID_PATTERN, run):
             raise _refuse(
                 "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
                 "e.g. 'archive-2026-12'"
@@ -141,7 +141,7 @@ class _JobBase(BaseModel):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, tenant: str | None) -> str | None:
-        if tenant is not None and not re.match(TENANT_PATTERN, tenant):
+        if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
             raise _refuse(
                 "tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
                 "e.g. 'team-a'"

@@ -43,7 +43,7 @@ class TokenTable:
             name, sep, token = entry.partition(":")
             tenant = name if sep else DEFAULT_TENANT
             token = token if sep else entry
-            if not _TENANT.match(tenant):
+            if not _TENANT.fullmatch(tenant):
                 raise ConfigurationError(
                     f"MIMOQ_API_TOKENS entry #{number}: the name must be 1-64 characters of "
                     "A-Z a-z 0-9 . _ - (written name:token)"

@@ -118,7 +118,7 @@ def salvage_run(raw: Any) -> str | None:
     """The run of a job that failed validation, if it names a valid one: the run counted it
     at enqueue (enqueue.lua checks the name), so its counters must see it finish."""
     run = raw.get("run") if isinstance(raw, dict) else None
-    return run if isinstance(run, str) and re.match(JOB_ID_PATTERN, run) else None
+    return run if isinstance(run, str) and re.fullmatch(JOB_ID_PATTERN, run) else None
 
 
 def _policy(settings: Settings) -> RetryPolicy:

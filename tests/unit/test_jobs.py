@@ -227,6 +227,9 @@ def test_valid_jobs(job: dict, expected: dict) -> None:
             "not a supported parameter",
         ),
         ({"kind": "speech", "input": "Hi", "metadata": {"x": "y" * 20_000}}, "metadata", "16384"),
+        # a trailing newline would pass Python's "$" (enqueue.lua refuses it): fullmatch
+        ({"kind": "speech", "input": "Hi", "tenant": "alpha\n"}, "tenant", "1-64 characters"),
+        ({"kind": "speech", "input": "Hi", "run": "run-1\n"}, "run", "1-128 characters"),
     ],
 )
 def test_refusals_name_the_parameter(job: dict, param: str, says: str) -> None:
