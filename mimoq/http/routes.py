@@ -49,7 +49,7 @@ _JOB_ERRORS: Final = {
 _ACCEPTED: Final = linked(json_answer(
     "Prefer: respond-async: the job is queued.", "JobAccepted",
     Location="The job to poll.", Preference_Applied="respond-async",
-), "job_id", "job", "job_content")  # fmt: skip
+), "job_id", "job", "job_content", "job_cancel")  # fmt: skip
 _AUDIO: Final[dict[str, Schema]] = {"audio/wav": {}, "audio/pcm": {}}
 _OUTPUT: Final = {
     **_AUDIO, "application/json": {}, "text/plain": {"type": "string"},
