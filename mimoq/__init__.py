@@ -24,12 +24,15 @@ if TYPE_CHECKING:
     from mimoq.core.jobs import JobResult, JobStatus, SpeechJob, TranscriptionJob
     from mimoq.core.results import StatusReport
     from mimoq.core.settings import Settings
+    from mimoq.producer.cancel import CancelAnswer, CancelStatus
     from mimoq.producer.client import Enqueued, Producer
 
 #: Each public name and the module that defines it.
 _HOMES: Final = {
     "Producer": "mimoq.producer.client",
     "Enqueued": "mimoq.producer.client",
+    "CancelAnswer": "mimoq.producer.cancel",
+    "CancelStatus": "mimoq.producer.cancel",
     "Settings": "mimoq.core.settings",
     "SpeechJob": "mimoq.core.jobs",
     "TranscriptionJob": "mimoq.core.jobs",
@@ -42,6 +45,8 @@ _HOMES: Final = {
 }
 
 __all__ = [
+    "CancelAnswer",
+    "CancelStatus",
     "ConfigurationError",
     "Enqueued",
     "InvalidRequestError",
