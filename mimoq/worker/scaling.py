@@ -8,7 +8,8 @@ The formula is in ``desired_workers`` (pure). Its inputs, all fleet-wide:
   their recent calls (``call_latency``); without one, the limiter's latency EWMA plus two
   mean deviations; without that, ``UNOBSERVED_LATENCY_S``;
 - each model's jobs: waiting for admission (both lanes), admitted, holding a ticket, in
-  flight; and the rest of arq's queue as jobs of no known model.
+  flight; and the rest of arq's queue as jobs of no known model, counting only jobs due
+  within ``SCHEDULED_HORIZON_S`` (a job scheduled for tonight is not work for now).
 
 One computation is O(accounts × models + tenants waiting + workers): a worker does it once
 per heartbeat interval, ``mimoq serve`` once per scrape of its ``/metrics``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Final
 
 import structlog
 from redis.asyncio import Redis
@@ -44,6 +46,11 @@ from mimoq.worker.limiter.config import LimiterConfig
 from mimoq.worker.limiter.core import LimiterSnapshot, RedisLimiter
 
 log = structlog.get_logger("mimoq.scaling")
+
+#: A job in arq's queue due further ahead than this (scheduled with a defer) is not demand
+#: yet: it would keep a worker up for nothing, and an autoscaler starts one in well under
+#: this once the job is due.
+SCHEDULED_HORIZON_S: Final = 60.0
 
 
 def account_names(settings: Settings) -> list[str]:
@@ -101,7 +108,8 @@ async def read_desired_workers(redis: Redis, settings: Settings) -> DesiredWorke
     by_model = dict.fromkeys(models, 0)
     for model in await waiting_models(redis):
         by_model[model] = by_model.get(model, 0) + await waiting_jobs(redis, model)
-    queued = int(await redis.zcard(wire.QUEUE_NAME))
+    horizon_ms = int((time.time() + SCHEDULED_HORIZON_S) * 1000)
+    queued = int(await redis.zcount(wire.QUEUE_NAME, "-inf", horizon_ms))
     if not settings.limiter.enabled:
         # No limiter state to split the queue by model: all of it is demand, uncapped.
         work = FleetWork(by_model=by_model, other=queued)

@@ -163,3 +163,14 @@ async def test_the_worker_gauge_refreshes_once_per_interval(redis: ArqRedis) -> 
     assert (await sampler.tick(redis)) is not None
     # 43 jobs; no latency seen yet: the cap is 1.633/s x 8 s = 13.1 slots, 7 workers of 2
     assert REGISTRY.get_sample_value("mimoq_desired_workers") == 7
+
+
+async def test_a_job_scheduled_for_later_is_not_demand_yet(redis: ArqRedis) -> None:
+    job = json.dumps({"kind": "speech", "input": "later"})
+    for job_id, defer_ms in (("tonight", 3_600_000), ("soon", 5_000)):
+        args = (*wire.enqueue_keys(job_id), job_id, job, defer_ms)
+        assert await redis.eval(wire.enqueue_script(), 4, *args) == 1
+    desired = await read_desired_workers(redis, settings())
+    assert (desired.jobs, desired.workers) == (1, 1)  # "soon" only
+    await redis.zrem(wire.QUEUE_NAME, "soon")
+    assert (await read_desired_workers(redis, settings())).workers == 0
