@@ -7,8 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from mimoq.cli.configuration import load_settings
 from mimoq.core import tracing
-from mimoq.core.errors import MimoqError
+from mimoq.core.errors import ConfigurationError, MimoqError
 from mimoq.core.keypool import pool_secrets
 from mimoq.core.logs import configure, register_secrets
 from mimoq.core.settings import Settings
@@ -16,6 +17,8 @@ from mimoq.core.settings import Settings
 #: Every command module exposes ``register(subparsers)``; each parser sets ``func``, a
 #: ``Handler`` that returns the process exit code.
 Handler = Callable[[argparse.Namespace, Settings], int]
+#: A command that reports a configuration error its own way sets ``on_configuration_error``.
+ConfigurationReport = Callable[[argparse.Namespace, ConfigurationError], int]
 COMMAND_MODULES: tuple[str, ...] = (
     "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts", "doctor",
     "acl",
@@ -39,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Long-running commands log at INFO; one-shot commands keep stderr for warnings and errors.
     configure(level=os.environ.get("MIMOQ_LOG_LEVEL") or str(getattr(args, "log_level", "WARNING")))
     try:
-        settings = Settings()
+        settings = _settings_for(args)
+        if isinstance(settings, int):
+            return settings
         register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
         # Off unless OTEL_* variables turn it on (README, "Tracing"); flushed before exit.
         tracing.setup_from_env(default_service=f"mimoq-{args.command}")
@@ -52,6 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         tracing.shutdown()
+
+
+def _settings_for(args: argparse.Namespace) -> Settings | int:
+    """The settings, or the exit code of a command that reports a configuration error
+    itself (its parser sets ``on_configuration_error``: ``mimoq doctor``'s JSON)."""
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        report: ConfigurationReport | None = getattr(args, "on_configuration_error", None)
+        if report is None:
+            raise
+        return report(args, exc)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 
 import httpx
 
+from mimoq.core.errors import ConfigurationError
 from mimoq.core.keypool import PoolAccount, PoolKey, key_pool, no_key_error
 from mimoq.core.settings import Settings
-from mimoq.worker.accounts.doctor import KeyReport, Outcome, diagnose
+from mimoq.worker.accounts.doctor import Check, KeyReport, Outcome, diagnose
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--probe", action="store_true", help="also make one tiny TTS call per key (costs a call)"
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, on_configuration_error=configuration_failed)
 
 
 def _accounts(settings: Settings) -> list[PoolAccount]:
@@ -69,15 +71,40 @@ def render(reports: list[KeyReport]) -> str:
     return "\n".join(lines)
 
 
+def _as_json(args: argparse.Namespace) -> bool:
+    return bool(args.json) or not sys.stdout.isatty()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the report; exit 0 when every key is usable, 1 when any is not."""
-    accounts = _accounts(settings)
+    """Print the report; exit 0 when every key is usable, 1 when any is not, 2 when the
+    configuration cannot work (no key at all, a value refused)."""
+    try:
+        accounts = _accounts(settings)
+    except ConfigurationError as exc:
+        return configuration_failed(args, exc)
     reports = asyncio.run(_diagnose(settings, accounts, args.probe))
     usable = sum(r.usable for r in reports)
-    if args.json or not sys.stdout.isatty():
-        body = {"usable": usable, "unusable": len(reports) - usable,
+    if _as_json(args):
+        body = {"usable": usable, "unusable": len(reports) - usable, "configuration": [],
                 "keys": [r.to_dict() for r in reports]}  # fmt: skip
         print(json.dumps(body, indent=2, ensure_ascii=False))
     else:
         print(render(reports))
     return 0 if usable == len(reports) else 1
+
+
+def configuration_failed(args: argparse.Namespace, error: ConfigurationError) -> int:
+    """A configuration that cannot work, reported like a failed check (in JSON: a document
+    a script can read, its finding under ``configuration``); exit 2. The one-line error
+    goes to stderr either way, as every command prints it."""
+    finding = Check(
+        "configuration", Outcome.FAIL, error.message, cause=error.cause,
+        fix=error.fix or "correct the setting named in the cause and run `mimoq doctor` again",
+    )  # fmt: skip
+    if _as_json(args):
+        body = {"usable": 0, "unusable": 0, "configuration": [asdict(finding)], "keys": []}
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    else:
+        print(f"configuration  UNUSABLE\n  [fail] {finding.detail}\n         fix:   {finding.fix}")
+    print(f"mimoq: {error.error_type}: {error.message}", file=sys.stderr)
+    return 2

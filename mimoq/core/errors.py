@@ -152,6 +152,15 @@ class UpstreamResponseError(PermanentError):
 
 
 class ConfigurationError(MimoqError):
-    """Settings that cannot work (for example a ``tp-`` key with no region); fatal at start-up."""
+    """Settings that cannot work (for example a ``tp-`` key with no region); fatal at start-up.
+
+    ``fix``, when given, is what to do about it, kept apart from the cause for reports that
+    show them separately (``mimoq doctor``); the message is both, as one line.
+    """
 
     error_type = "configuration_error"
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(f"{message}: {fix}" if fix else message)
+        self.cause = message
+        self.fix = fix

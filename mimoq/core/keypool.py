@@ -194,6 +194,7 @@ def pool_secrets(settings: Settings) -> list[str]:
 def no_key_error() -> ConfigurationError:
     """The one line a command that must call MiMo prints when no key is configured."""
     return ConfigurationError(
-        "no MiMo API key: set MIMO_API_KEY (or MIMO_API_KEYS, MIMO_<N>_API_KEY); "
-        "to try mimoq without one, run `mimoq demo` (it uses the bundled simulator)"
+        "no MiMo API key",
+        fix="set MIMO_API_KEY (or MIMO_API_KEYS, MIMO_<N>_API_KEY); "
+        "to try mimoq without one, run `mimoq demo` (it uses the bundled simulator)",
     )

@@ -97,8 +97,8 @@ class MimoSettings(BaseSettings):
         if key.startswith("tp-"):
             if self.region is None:
                 raise ConfigurationError(
-                    "MIMO_API_KEY is a Token Plan key (tp-...), whose cluster cannot be guessed: "
-                    "set MIMO_REGION to cn, sgp or ams (or MIMO_BASE_URL explicitly)"
+                    "MIMO_API_KEY is a Token Plan key (tp-...), whose cluster cannot be guessed",
+                    fix="set MIMO_REGION to cn, sgp or ams (or MIMO_BASE_URL explicitly)",
                 )
             return TOKEN_PLAN_BASE_URL.format(region=self.region)
         return PAYG_BASE_URL

@@ -71,3 +71,27 @@ def test_each_broken_key_is_named_with_its_cause_and_fix(tmp_path: Path) -> None
 def test_no_key_at_all_is_the_one_line_no_key_error(tmp_path: Path) -> None:
     done = mimoq("doctor", env=clean_env(), cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and "MIMO_API_KEY" in done.stderr
+    assert json.loads(done.stdout)["configuration"][0]["cause"] == "no MiMo API key"
+
+
+def test_a_configuration_error_is_a_json_finding_with_its_cause_and_fix(tmp_path: Path) -> None:
+    """Issue 19, item 5: a tp- key without MIMO_REGION stops every command at start-up; a
+    script running ``doctor --json`` still gets a document to read, and a non-zero exit."""
+    code, body = doctor(clean_env(MIMO_API_KEY=PLAN), tmp_path)
+    assert code == 2
+    assert body["usable"] == 0 and body["keys"] == []
+    [finding] = body["configuration"]
+    assert finding["check"] == "configuration" and finding["outcome"] == "fail"
+    assert "Token Plan key" in finding["cause"] and "MIMO_REGION" in finding["fix"]
+
+
+def test_a_value_pydantic_refuses_is_named_not_a_traceback(tmp_path: Path) -> None:
+    env = clean_env(MIMO_API_KEY=GOOD, MIMOQ_CONCURRENCY="lots")
+    code, body = doctor(env, tmp_path)
+    assert code == 2
+    [finding] = body["configuration"]
+    assert finding["cause"].startswith("MIMOQ_CONCURRENCY: ") and "lots" not in finding["cause"]
+    assert "MIMOQ_CONCURRENCY" in finding["fix"]
+    other = mimoq("status", "some-job", env=env, cwd=tmp_path, timeout=60)
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.startswith("mimoq: configuration_error: MIMOQ_CONCURRENCY: ")
