@@ -61,6 +61,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "%R~" + wire.RUN_PREFIX + "*",  # a run's record (written through `runs` below)
         "%R~" + wire.INFLIGHT_KEY,  # a run's jobs in flight (`mimoq batch status`)
         "%R~" + wire.LIMITER_PREFIX + "*",  # the grant log a run's ETA is measured from
+        "~" + wire.CANCEL_PREFIX + "*",  # cancel.lua marks a job cancelled
     )
     commands = (
         "-@all",
@@ -72,7 +73,13 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         # a run's status and ETA (`mimoq batch status`): reads only
         "+hget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore", "+lrange",
         "+llen", "+smembers",
+        # cancel.lua (README, "Cancel"): reads, the marker, the stop message to workers
+        "+pttl", "+publish", "+sscan", "+zrange",
     )  # fmt: skip
+    # cancel.lua gives a cancelled job's admission places back: ZREM on the wait keys only
+    # (never on the queue: a job cancelled by a producer goes to the queue's head, and a
+    # worker records it as cancelled without calling MiMo).
+    cancel_places = "(~mimoq:wait:* +zrem)"
     # Runs (mimoq.core.runs): enqueue.lua counts a job into its run, `mimoq batch` begins and
     # seals it. A selector grants these commands on the run keys alone (so ZREM, say, never
     # reaches the queue: a producer cannot withdraw someone else's job).
@@ -87,8 +94,20 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
     script_call = "(+evalsha +eval " + " ".join("~" + k for k in _ENQUEUE_KEY_PATTERNS) + ")"
     return AclUser(
         name,
-        ("reset", "on", "resetchannels", _DONE_CHANNELS, *keys, *commands, script_call, runs),
-        "producers: enqueue through enqueue.lua, read results and status",
+        (
+            "reset",
+            "on",
+            "resetchannels",
+            _DONE_CHANNELS,
+            "&" + wire.CANCEL_CHANNEL,
+            *keys,
+            *commands,
+            script_call,
+            runs,
+            cancel_places,
+        ),
+        "producers: enqueue through enqueue.lua, cancel through cancel.lua, read results "
+        "and status",
     )
 
 

@@ -6,7 +6,8 @@
 --   "queue"  (any language): the job is put at the head of mimoq:queue and the next free
 --            worker records it as cancelled (and sends its job.cancelled callback) without
 --            calling MiMo;
---   "caller" (mimoq's own Python): the job leaves the queue and the caller records it.
+--   "caller" (mimoq's own Python, with a Redis user that may write results): the caller
+--            records it, then takes it out of the queue.
 -- ARGV[2..] job ids (at most 10,000 per call).
 --
 -- Returns a flat array of triples {id, answer, detail}, one per id given, in order, then one
@@ -105,12 +106,12 @@ cancel_one = function(id)
     job = parsed['k']['job']
   end
   forget_places(id, job)
-  if mode == 'caller' then
-    redis.call('ZREM', 'mimoq:queue', id)
-  else
+  if mode == 'queue' then
     -- score 1: ahead of every due job (0 means "not queued" to arq)
     redis.call('ZADD', 'mimoq:queue', 1, id)
   end
+  -- ("caller": the caller takes it out of the queue once it is recorded; a worker that
+  -- takes it first finds the marker and records it the same way, without a call)
   if before == 'cancelled' and mode == 'queue' then
     answer(id, 'already_cancelled')
   else

@@ -153,6 +153,10 @@ class ObjectStorage:
             f.seek(0)
             self.put_file(key, cast(BinaryIO, f))
 
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self.store, self.path(check_key(key)))
+
     def delete_prefix(self, prefix: str) -> None:
         base = self.path(check_key(prefix)) + "/"
         for batch in obstore.list(self.store, prefix=base, chunk_size=1000):

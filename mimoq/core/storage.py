@@ -74,6 +74,10 @@ class Storage(Protocol):
         """Remove every object under ``prefix/`` (missing ones are fine)."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove one object (a missing one is fine): a cancelled job's output."""
+        ...
+
     def stream(self, key: str) -> contextlib.AbstractAsyncContextManager[StreamWriter]: ...
 
     async def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -175,6 +179,9 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(check_key(prefix)), ignore_errors=True)
+
+    def delete(self, key: str) -> None:
+        self._path(check_key(key)).unlink(missing_ok=True)
 
     @contextlib.asynccontextmanager
     async def stream(self, key: str) -> AsyncIterator[StreamWriter]:

@@ -97,9 +97,12 @@ async def _record(redis: Redis, answer: ScriptAnswer, settings: Settings) -> Non
     job = job_of_envelope(answer.detail)
     result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(answer.detail))
     await finish(redis, result, callback_of(job), settings=settings)
-    # Recorded: the job key goes, so an admission that still finds the id in a wait list
-    # skips it (enqueue.lua's lists are never scanned to remove it).
-    await redis.delete(wire.job_key(answer.id))
+    # Recorded: it leaves the queue, and its job key goes, so an admission that still finds
+    # the id in a wait list skips it (enqueue.lua's lists are never scanned to remove it).
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(wire.QUEUE_NAME, answer.id)
+        pipe.delete(wire.job_key(answer.id))
+        await pipe.execute()
 
 
 async def _record_all(redis: Redis, withdrawn: list[ScriptAnswer], settings: Settings) -> None:

@@ -200,6 +200,8 @@ async def run_job(
         tracing.note_outcome("retrying", error_type=verdict.error.error_type)
         raise Retry(defer=verdict.delay_s)
 
+    if outcome is not None and await _cancelled_meanwhile(deps, redis, job_id, outcome):
+        return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
     if outcome is not None and job is not None:
         result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
@@ -224,6 +226,18 @@ async def run_job(
     await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)
+
+
+async def _cancelled_meanwhile(
+    deps: WorkerDeps, redis: Redis, job_id: str, outcome: Outcome
+) -> bool:
+    """Whether a cancel came in while the call was finishing (its stop message on the way):
+    the cancel's answer said "in flight", so the output is discarded and the job recorded
+    as cancelled. One GET per finished job."""
+    if await redis.get(wire.cancel_key(job_id)) not in (CANCELLED, CANCELLED.encode()):
+        return False
+    await asyncio.to_thread(deps.storage.delete, outcome.output.key)
+    return True
 
 
 async def _record_cancelled(

@@ -66,10 +66,23 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
             await producer.enqueue({"kind": "speech", "input": "Run.", "run": "nightly"}),
         ]
         await runs.seal(redis, "nightly")
+        # the producer may cancel (README, "Cancel"): it cannot write the record itself, so
+        # the job goes to the queue's head and a worker records it, without calling MiMo
+        doomed = await producer.enqueue(
+            {"kind": "speech", "input": "Doomed by acl.", "callback": {"url": receiver.url("/h")}}
+        )
+        assert (await producer.cancel(doomed.job_id)).status.value == "cancelled"
+        assert await redis.get(wire.cancel_key(doomed.job_id)) == b"cancelled"
         async with running_worker(worker_settings):
             results = [await producer.wait(j.job_id, timeout_s=30) for j in jobs]
-            await asyncio.to_thread(receiver.wait_for, 1, 10.0)  # worker wrote the delivery
+            cancelled = await producer.wait(doomed.job_id, timeout_s=30)
+            await asyncio.to_thread(receiver.wait_for, 2, 10.0)  # worker wrote the deliveries
         assert [r.status for r in results] == ["succeeded", "succeeded", "succeeded"]
+        assert cancelled.status == "cancelled"
+        assert sim.state.calls_matching("Doomed by acl") == []
+        assert sorted(r.json()["type"] for r in receiver.requests) == [
+            "job.cancelled", "job.succeeded",
+        ]  # fmt: skip
         # the producer reads its run's progress and ETA (as `mimoq batch status` does)
         progress = await read_progress(redis, producer.settings, "nightly")
         assert progress is not None and progress.ended and progress.record.succeeded == 1

@@ -6,6 +6,7 @@ arq workers. "No MiMo call after the cancel returns" is checked on the simulator
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from standardwebhooks.webhooks import Webhook
 from mimoq.core import wire
 from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
-from mimoq.producer.cancel import CancelStatus, cancel_jobs
+from mimoq.producer.cancel import CancelStatus, cancel_jobs, cancel_tenant
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
 from mimoq.sim.server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import WEBHOOK_SECRET, e2e_settings, running_worker
+from tests.support.cli import clean_env, mimoq
 from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
@@ -202,3 +204,96 @@ async def test_cancel_jobs_records_through_the_finish_path(
     counts = await redis.hgetall(wire.run_key("run-a"))
     assert counts[b"cancelled"] == b"1"
     assert await redis.scard(wire.run_pending_key("run-a")) == 0
+
+
+class TestGrantRace:
+    async def test_no_call_starts_after_the_cancel_returns(
+        self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
+    ) -> None:
+        """Two workers granting as fast as the quota allows while every job is cancelled at
+        once: a job the cancel did not find granted (``in_flight``) is never sent at all,
+        and every job ends with a record (none lost, none left running)."""
+        settings = e2e_settings(
+            redis_server, sim, tmp_path / "data", concurrency=6,
+            limit_window_s=1.0, limit_rpm={"mimo-v2.5-tts": 40},
+        )  # fmt: skip
+        sim.state.add_fault(Fault(kind="latency", ms=150, match="race-", times=None))
+        producer = Producer(redis, settings)
+        ids = [f"race-{i}" for i in range(60)]
+        async with running_worker(settings), running_worker(settings):
+            for job_id in ids:
+                await producer.enqueue(speech(job_id, tenant="racer"))
+            await eventually(lambda: calls(sim, "race-") >= 8, timeout_s=30, what="grants")
+            answers = await producer.cancel_many(ids)
+            results = [await producer.wait(job_id, timeout_s=30) for job_id in ids]
+        sim.state.clear_faults()
+        statuses = {a.status for a in answers}
+        assert CancelStatus.cancelled in statuses and CancelStatus.not_found not in statuses
+        never_sent = [
+            a.id for a in answers if a.status is CancelStatus.cancelled and not a.in_flight
+        ]
+        assert len(never_sent) > 10
+        assert [j for j in never_sent if calls(sim, f"{j} ")] == []
+        for answer, result in zip(answers, results, strict=True):
+            if answer.status is CancelStatus.already_finished:
+                assert result.status == "succeeded"
+            else:  # cancelled, in flight or not: the record says so, without output
+                assert result.status == "cancelled" and result.output is None
+        assert sim.state.stats()["in_flight"] == 0
+
+
+class TestTenantCancel:
+    async def test_tenant_cancel_mid_run_leaves_the_other_tenant_its_share(
+        self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
+    ) -> None:
+        settings = e2e_settings(
+            redis_server, sim, tmp_path / "data", concurrency=4,
+            limit_window_s=1.0, limit_rpm={"mimo-v2.5-tts": 30},
+        )  # fmt: skip
+        producer = Producer(redis, settings)
+        mine = [f"ta-{i}" for i in range(40)]
+        theirs = [f"tb-{i}" for i in range(40)]
+        for a, b in zip(mine, theirs, strict=True):
+            await producer.enqueue(speech(a, priority="bulk", tenant="acme"))
+            await producer.enqueue(speech(b, priority="bulk", tenant="bolt"))
+        async with running_worker(settings):
+            await eventually(lambda: calls(sim, "ta-") >= 4, timeout_s=30, what="acme's calls")
+            answers = await cancel_tenant(redis, "acme", settings=settings)
+            results = {j: await producer.wait(j, timeout_s=60) for j in mine + theirs}
+        never_sent = {
+            a.id for a in answers if a.status is CancelStatus.cancelled and not a.in_flight
+        }
+        assert [j for j in never_sent if calls(sim, f"{j} ")] == []
+        assert never_sent <= set(mine) and len(never_sent) >= 20
+        # nothing lost: every job of both tenants has a record
+        assert all(results[j].status == "succeeded" for j in theirs)
+        assert all(results[j].status in ("succeeded", "cancelled") for j in mine)
+        assert {j for j in mine if results[j].status == "cancelled"} >= never_sent
+        # bolt kept its share: before the cancel its calls alternated with acme's
+        # bolt kept its share and lost nothing: each of its jobs was sent exactly once
+        assert sorted(calls(sim, f"{j} ") for j in theirs) == [1] * len(theirs)
+
+
+class TestRunCancel:
+    async def test_batch_cancel_withdraws_a_run_and_the_run_counts_it(
+        self, producer: Producer, redis: ArqRedis, redis_server: RedisServer, tmp_path: Path
+    ) -> None:
+        ids = [f"nightly-{i}" for i in range(300)]
+        for job_id in ids:
+            await producer.enqueue(speech(job_id, run="nightly", priority="bulk", tenant="acme"))
+        await producer.enqueue(speech("other-run-1", run="other", priority="bulk", tenant="acme"))
+        env = clean_env(REDIS_URL=redis_server.url)
+        proc = await asyncio.to_thread(mimoq, "batch", "cancel", "nightly", env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert sorted(line["id"] for line in lines) == sorted(ids)
+        assert {line["status"] for line in lines} == {"cancelled"}
+        assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"counts": {"cancelled": 300}}
+        record = await redis.hgetall(wire.run_key("nightly"))
+        assert (
+            record[b"cancelled"] == b"300"
+            and await redis.scard(wire.run_pending_key("nightly")) == 0
+        )
+        assert (await producer.status("other-run-1")).status.value == "queued"  # not its run
+        bad = await asyncio.to_thread(mimoq, "batch", "cancel", "no good", env=env, cwd=tmp_path)
+        assert bad.returncode == 2 and "run must be" in bad.stderr
