@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mimoq.cli.configuration import load_settings
+from mimoq.cli.overview import DESCRIPTION, EPILOG
 from mimoq.core import tracing
 from mimoq.core.errors import ConfigurationError, MimoqError
 from mimoq.core.keypool import pool_secrets
@@ -30,7 +31,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="mimoq", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mimoq", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"mimoq.cli.{name}").register(sub)
