@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "acl",
     "fetch",
     "cancel",
+    "usage",
 )  # fmt: skip
 
 

@@ -19,8 +19,9 @@
 -- job goes straight into the queue while its tenant has fewer than 16 of the model's there
 -- (not yet granted) and none waiting; past that (a flood) it waits in
 -- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
--- next one. Either way its arq job key is written now, so the id is taken and its status
--- reads "queued".
+-- next one. A tenant held at its limit (mimoq:tenant-held:<tenant>, README "Usage and
+-- tenant limits") has every new job wait in its list. Either way its arq job key is
+-- written now, so the id is taken and its status reads "queued".
 --
 -- Runs (README, "Runs"): a job naming a "run" is counted in mimoq:run:<run> (HINCRBY total
 -- and model:<model>) and its id added to mimoq:run:<run>:pending, which the one finish path
@@ -139,6 +140,8 @@ if defer_ms <= 0 and models[task][model] ~= nil then
     -- (the workers' admissions keep it filled from then on)
     straight = redis.call('ZCARD', admitted) == 0 and redis.call('EXISTS', wait .. 'tenants') == 0
   end
+  -- a tenant held at its limit (MIMOQ_TENANT_LIMITS) keeps its new jobs in its lists
+  if straight and redis.call('EXISTS', 'mimoq:tenant-held:' .. who) == 1 then straight = false end
   if straight then
     redis.call('ZADD', admitted, now_ms / 1000, id)
     -- an interactive job keeps a negative defer (ahead of the queue) as it always has

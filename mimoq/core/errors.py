@@ -9,7 +9,8 @@
     │   └── Deferred              not a try: come back at retry_after_s
     │       ├── CapacityDeferred  the fleet limiter said "not yet" (quota)
     │       ├── ChunksPending     a long job's chunk jobs are still running
-    │       └── AccountPausedDeferred  the job's account is paused (circuit breaker)
+    │       ├── AccountPausedDeferred  the job's account is paused (circuit breaker)
+    │       └── TenantLimitDeferred    the job's tenant reached MIMOQ_TENANT_LIMITS
     ├── JobCancelled              the job was cancelled: recorded as "cancelled", never retried
     └── PermanentError
         ├── InternalError         a bug of ours: logged with its traceback, reported plainly
@@ -77,6 +78,12 @@ class CapacityDeferred(Deferred):
     """The fleet-wide limiter has no capacity until ``retry_after_s`` from now."""
 
     error_type = "capacity_deferred"
+
+
+class TenantLimitDeferred(Deferred):
+    """The job's tenant has used its limit (``MIMOQ_TENANT_LIMITS``) until its window frees."""
+
+    error_type = "tenant_limit"
 
 
 class ChunksPending(Deferred):

@@ -17,6 +17,7 @@ from mimoq.core import deliveries, failures, run_events, runs, tracing, wire
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
 from mimoq.core.results import write_result_safely
 from mimoq.core.settings import Settings
+from mimoq.core.usage import UsageWrite
 from mimoq.core.webhooks import MAX_DELAY_S, Delivery
 
 log = structlog.get_logger("mimoq.worker")
@@ -62,15 +63,24 @@ async def schedule_callback(
 
 
 async def finish(
-    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+    redis: Redis,
+    result: JobResult,
+    callback: Callback | None,
+    *,
+    settings: Settings,
+    usage: UsageWrite | None = None,
 ) -> JobResult:
     """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
-    the callback, built from what was recorded, to its own delivery job."""
+    the callback, built from what was recorded, to its own delivery job. ``usage`` (what
+    the job adds to its tenant's totals, README "Usage and tenant limits") is written on
+    the same round trip as the record."""
     if callback is not None:
         result.callback = CallbackState(
             status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
         )
-    result = await write_result_safely(redis, result, ttl_s=settings.storage.result_ttl_s)
+    result = await write_result_safely(
+        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
+    )
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     # no-op unless it failed; for `mimoq inspect`

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from mimoq.core import wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
+from mimoq.core.usage import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -26,7 +27,9 @@ async def write_result(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
     )
 
 
-async def write_result_safely(redis: Redis, result: JobResult, *, ttl_s: int) -> JobResult:
+async def write_result_safely(
+    redis: Redis, result: JobResult, *, ttl_s: int, usage: UsageWrite | None = None
+) -> JobResult:
     """Write ``result``, or, if it cannot be encoded, a failure result that can; returns
     what was written (the callback body must be built from that).
 
@@ -35,6 +38,7 @@ async def write_result_safely(redis: Redis, result: JobResult, *, ttl_s: int) ->
     never be stored and the job would vanish after MiMo was paid. Instead, every string is
     sanitized and the result becomes a failure saying why (a failed one keeps its error);
     the output file, already in storage, stays listed. Redis errors still raise.
+    ``usage`` (the job's usage totals) rides on the same round trip as the write.
     """
     try:
         text = wire.dumps(result.model_dump(mode="json"))
@@ -43,15 +47,18 @@ async def write_result_safely(redis: Redis, result: JobResult, *, ttl_s: int) ->
         result = unencodable_to_failure(result, exc)
         text = wire.dumps(result.model_dump(mode="json"))
     # One round trip: the record, then the news of it (a message nobody hears costs nothing;
-    # a waiter that misses it finds the record by its fallback read).
+    # a waiter that misses it finds the record by its fallback read), and the job's usage.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(wire.result_key(result.id), text, ex=ttl_s)
         pipe.publish(wire.done_channel(result.id), result.status)
-        written, published = await pipe.execute(raise_on_error=False)
+        counted = usage is not None and usage.queue(pipe)
+        written, published, *rest = await pipe.execute(raise_on_error=False)
     if isinstance(written, Exception):
         raise written
     if isinstance(published, Exception):  # e.g. an ACL without the channel: waiters poll
         log.warning("result.publish_failed", job_id=result.id, error=type(published).__name__)
+    if counted and usage is not None:
+        await usage.settle(redis, rest[0])
     return result
 
 
@@ -94,8 +101,11 @@ class StatusReport:
     status: JobStatus
     result: JobResult | None = None
     run_at: float | None = None  # for queued/deferred jobs: when it is due (unix seconds)
-    #: a queued bulk job still waiting for admission into the queue (README, "Scheduling")
+    #: a queued bulk job still waiting for admission into the queue (README, "Scheduling"),
+    #: or a job whose tenant is held at its limit
     waiting: bool = False
+    #: why it waits, when its tenant is held at its limit (README, "Usage and tenant limits")
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"id": self.id, "status": self.status.value}
@@ -103,6 +113,8 @@ class StatusReport:
             out["run_at"] = self.run_at
         if self.waiting:
             out["waiting"] = True
+        if self.reason is not None:
+            out["reason"] = self.reason
         if self.result is not None:
             out["result"] = self.result.model_dump(mode="json")
         return out
@@ -127,8 +139,12 @@ async def job_status(redis: Redis, job_id: str) -> StatusReport:
     if score is not None:
         run_at = score / 1000
         status = JobStatus.deferred if run_at > time.time() else JobStatus.queued
-        return StatusReport(job_id, status, run_at=run_at)
+        reason = await held_reason(redis, job_id) if status == JobStatus.deferred else None
+        return StatusReport(
+            job_id, status, run_at=run_at, waiting=reason is not None, reason=reason
+        )
     if has_job:
         # a bulk job waiting in mimoq:wait:* has its arq record but no queue entry yet
-        return StatusReport(job_id, JobStatus.queued, waiting=True)
+        reason = await held_reason(redis, job_id)
+        return StatusReport(job_id, JobStatus.queued, waiting=True, reason=reason)
     return StatusReport(job_id, JobStatus.not_found)

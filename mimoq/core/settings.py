@@ -22,6 +22,7 @@ from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import NumberedKey, numbered_keys
 from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES
 from mimoq.core.ssrf import parse_networks
+from mimoq.core.tenant_limits import TenantLimits, TenantLimitsError, parse_tenant_limits
 from mimoq.core.webhooks import DEFAULT_SCHEDULE_S, decode_secret, parse_schedule
 
 PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
@@ -655,6 +656,33 @@ class AudioSettings(BaseSettings):
     )
 
 
+class UsageSettings(BaseSettings):
+    """Per-tenant usage totals and limits (core/tenant_limits.py, worker/tenant_gate.py)."""
+
+    model_config = _CONFIG
+
+    tenant_limits: str = Field(
+        default="",
+        validation_alias=AliasChoices("MIMOQ_TENANT_LIMITS", "tenant_limits"),
+        description="What each tenant may use per window, e.g. "
+        "'alpha:requests=5000/1d,audio_s=36000/1d;*:requests=20000/1d'.",
+    )
+
+    @field_validator("tenant_limits", mode="before")
+    @classmethod
+    def _limits(cls, value: object) -> str:
+        text = "" if value is None else str(value)
+        try:
+            parse_tenant_limits(text)
+        except TenantLimitsError as exc:
+            # fatal at start-up, one line (a ValueError would become pydantic's long report)
+            raise ConfigurationError(str(exc)) from None
+        return text
+
+    def limits(self) -> TenantLimits:
+        return parse_tenant_limits(self.tenant_limits)
+
+
 #: The subsystem models, by the name of their field on ``Settings``.
 GROUPS: Final[dict[str, type[BaseSettings]]] = {
     "mimo": MimoSettings,
@@ -667,6 +695,7 @@ GROUPS: Final[dict[str, type[BaseSettings]]] = {
     "http": HttpSettings,
     "accounts": AccountSettings,
     "audio": AudioSettings,
+    "usage": UsageSettings,
 }
 
 
@@ -707,6 +736,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     accounts: AccountSettings = Field(default_factory=AccountSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     _blank_unset = field_validator("redis_url", mode="before")(_blank_is_none)
 

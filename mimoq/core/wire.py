@@ -81,6 +81,15 @@ RUNS_ACTIVE_KEY: Final = "mimoq:runs"
 CANCEL_PREFIX: Final = "mimoq:cancel:"
 #: Pub/sub channel: cancel.lua publishes the id of each cancelled job a worker holds.
 CANCEL_CHANNEL: Final = "mimoq:cancel"
+#: Usage per tenant and model in one fixed window: ``mimoq:usage:<window_s>:<start>``, a hash
+#: of ``<tenant>|<model>|<metric>`` -> amount, and ``<tenant>|*|<metric>`` -> the tenant's
+#: total over its models (what limits read). Written by core/usage.lua once per finished
+#: job; it expires a while after its window ends (README, "Usage and tenant limits").
+USAGE_PREFIX: Final = "mimoq:usage:"
+#: A tenant held at its limit (MIMOQ_TENANT_LIMITS): a JSON string that expires when its
+#: window frees. Its admission turns are skipped (worker/limiter/common.lua) and its new
+#: jobs wait in its lists (enqueue.lua spells the same prefix).
+TENANT_HELD_PREFIX: Final = "mimoq:tenant-held:"
 
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
@@ -144,6 +153,21 @@ def admitted_key(model: str) -> str:
 def interactive_admitted_key(model: str, tenant: str | None) -> str:
     """One tenant's interactive jobs of ``model`` in the queue, not yet granted a call."""
     return f"{WAIT_PREFIX}{model}:interactive:admitted:{tenant or NO_TENANT}"
+
+
+def usage_key(window_s: int, start: int) -> str:
+    """The usage hash of the fixed window of ``window_s`` seconds starting at ``start``."""
+    return f"{USAGE_PREFIX}{window_s}:{start}"
+
+
+def tenant_held_key(tenant: str | None) -> str:
+    """Present while ``tenant`` (None: jobs that name none) is held at its limit."""
+    return f"{TENANT_HELD_PREFIX}{tenant or NO_TENANT}"
+
+
+def usage_script() -> str:
+    """The Lua source that adds one finished job's usage to its windows."""
+    return resources.files("mimoq.core").joinpath("usage.lua").read_text(encoding="utf-8")
 
 
 def enqueue_keys(job_id: str) -> list[str]:

@@ -40,6 +40,10 @@ async def job(request: Request, ctx: Context, tenant: str) -> Response:
     body: dict[str, Any] = {"object": "job", "id": job_id, "status": report.status.value}
     if report.run_at is not None:
         body["run_at"] = report.run_at
+    if report.waiting:
+        body["waiting"] = True
+    if report.reason is not None:  # its tenant is held at its limit
+        body["reason"] = report.reason
     return JSONResponse(body)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from mimoq.http import audio, batches, dashboard, files, jobs, meta, metrics_route
+from mimoq.http import audio, batches, dashboard, files, jobs, meta, metrics_route, usage
 from mimoq.http.contract import (
     Endpoint,
     Operation,
@@ -50,6 +50,12 @@ _ACCEPTED: Final = linked(json_answer(
     "Prefer: respond-async: the job is queued.", "JobAccepted",
     Location="The job to poll.", Preference_Applied="respond-async",
 ), "job_id", "job", "job_content", "job_cancel")  # fmt: skip
+_SINCE: Final = {
+    "name": "since", "in": "query", "required": False,
+    "description": "How far back: 90m, 24h (the default), 7d; summed from the hour windows "
+    "(day windows past 7 days) that overlap it.",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,6}[smhd]$"},
+}  # fmt: skip
 _AUDIO: Final[dict[str, Schema]] = {"audio/wav": {}, "audio/pcm": {}}
 _OUTPUT: Final = {
     **_AUDIO, "application/json": {}, "text/plain": {"type": "string"},
@@ -113,6 +119,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                            "job_status: the job is left as it is.", "JobCancel"),
         "404": _NOT_FOUND,
     }, tag="jobs"),
+    _api("GET", "/v1/usage", "usage", usage.usage, "The caller's tenant's usage and limits", {
+        "200": json_answer("The usage.", "Usage"), "400": error("since is not a duration."),
+    }, tag="usage", parameters=(_SINCE,)),
     _api("POST", "/v1/files", "files", files.create, "Upload a batch input file (JSONL)", {
         "200": linked(json_answer("The file.", "File"), "file_id", "file", "file_content"),
     }, tag="batches", body=form_body("FileUpload")),

@@ -14,6 +14,7 @@ from mimoq.core import dialect_constants as dc
 from mimoq.core.jobs import JOB_ID_PATTERN, LANES, JobStatus
 from mimoq.core.openai_compat import SPEECH_ALIASES, TRANSCRIPTION_ALIASES
 from mimoq.core.splitting.limits import MAX_LONG_SPEECH_CHARS
+from mimoq.core.tenant_limits import USAGE_METRICS
 
 Schema = dict[str, Any]
 
@@ -166,6 +167,15 @@ JOB: Final[Schema] = {
         "id": {"type": "string"},
         "status": {"type": "string", "enum": [s.value for s in JobStatus]},
         "run_at": {"type": "number", "description": "Deferred jobs: when they become due."},
+        "waiting": {
+            "type": "boolean",
+            "description": "Waiting for admission or its tenant's limit.",
+        },
+        "reason": {
+            "type": "string",
+            "description": "Why it waits: its tenant is held at a "
+            "MIMOQ_TENANT_LIMITS limit until the window frees.",
+        },
         "kind": _nullable({"type": "string", "enum": ["speech", "transcription"]}),
         "model": _nullable({"type": "string"}),
         "output": _nullable(_OUTPUT),
@@ -277,6 +287,38 @@ ERROR: Final[Schema] = {
     },
 }
 
+_AMOUNTS: Final[dict[str, Schema]] = {m: {"type": "number"} for m in USAGE_METRICS}
+USAGE: Final[Schema] = {
+    "type": "object",
+    "description": "The caller's tenant's usage over the span, by model, and its use of its "
+    "limits (MIMOQ_TENANT_LIMITS) in their current windows.",
+    "required": ["object", "tenant", "since_s", "from", "until", "usage", "limits", "held"],
+    "properties": {
+        "object": {"const": "usage"},
+        "tenant": {"type": "string"},
+        "since_s": {"type": "number"},
+        "from": {"type": "number", "description": "Start of the first hour (or day) counted."},
+        "until": {"type": "number"},
+        "usage": {"type": "array", "items": {
+            "type": "object", "required": ["tenant", "model", *USAGE_METRICS],
+            "properties": {"tenant": {"type": "string"}, "model": {"type": "string"}, **_AMOUNTS},
+        }},
+        "limits": {"type": "array", "items": {
+            "type": "object",
+            "required": ["tenant", "metric", "limit", "window", "window_s", "used", "frees_at",
+                         "held"],
+            "properties": {
+                "tenant": {"type": "string"}, "metric": {"type": "string"},
+                "limit": {"type": "number"}, "window": {"type": "string"},
+                "window_s": {"type": "integer"}, "used": {"type": "number"},
+                "frees_at": {"type": "integer"}, "held": {"type": "boolean"},
+            },
+        }},
+        "held": {"type": "object", "description": "Held tenants -> when their window frees.",
+                 "additionalProperties": {"type": "number"}},
+    },
+}  # fmt: skip
+
 HEALTH: Final[Schema] = {
     "type": "object",
     "required": ["ok"],
@@ -311,6 +353,7 @@ COMPONENTS: Final[dict[str, Schema]] = {
     "Batch": BATCH,
     "Error": ERROR,
     "Health": HEALTH,
+    "Usage": USAGE,
     "LoginForm": LOGIN_FORM,
     "DashboardForm": DASHBOARD_FORM,
 }

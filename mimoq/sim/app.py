@@ -304,6 +304,7 @@ class SimApp:
         if fault is not None and fault.kind is FaultKind.EMPTY_AUDIO:
             body = bodies.speech_without_audio(request.model, shown, fault.data)
             return Reply.of(200, body), usage["total_tokens"]
+        self.state.count_audio(request.model, produced_s=audio.duration_s, chars=len(request.text))
         head, tail = bodies.speech_frame(request.model, shown)
         chunks: Iterable[bytes] = iter_base64(audio, config.stream_chunk_bytes)
         if fault is not None and fault.kind is FaultKind.MALFORMED_BASE64:
@@ -317,6 +318,8 @@ class SimApp:
         heard = hear(request.mime, request.audio)
         usage = bodies.transcription_usage(heard.duration_s, heard.transcript)
         empty = fault is not None and fault.kind is FaultKind.EMPTY_AUDIO
+        if not empty:
+            self.state.count_audio(request.model, heard_s=heard.duration_s)
         body = bodies.transcription_body(
             request.model,
             "" if empty else heard.transcript,

@@ -52,6 +52,10 @@ class SimState:
         self._responses: Counter[str] = Counter()
         self._quota_rejected: Counter[str] = Counter()
         self._faults_applied: Counter[str] = Counter()
+        # what answered calls carried, per model: what mimoq's usage totals are checked against
+        self._audio_out_s: dict[str, float] = {}
+        self._audio_in_s: dict[str, float] = {}
+        self._chars: Counter[str] = Counter()
         self._disconnects = 0
         self._in_flight = 0
         self._max_in_flight = 0
@@ -124,6 +128,15 @@ class SimState:
         with self._lock:
             self._requests[model or NO_MODEL] += 1
 
+    def count_audio(
+        self, model: str, *, produced_s: float = 0.0, heard_s: float = 0.0, chars: int = 0
+    ) -> None:
+        """Count what one answered call carried (speech produced, audio heard, text spoken)."""
+        with self._lock:
+            self._audio_out_s[model] = self._audio_out_s.get(model, 0.0) + produced_s
+            self._audio_in_s[model] = self._audio_in_s.get(model, 0.0) + heard_s
+            self._chars[model] += chars
+
     def count_response(self, status: int) -> None:
         with self._lock:
             self._responses[str(status)] += 1
@@ -145,6 +158,9 @@ class SimState:
                 "responses": dict(self._responses),
                 "quota_rejected": dict(self._quota_rejected),
                 "faults_applied": dict(self._faults_applied),
+                "audio_out_s": {m: round(v, 3) for m, v in self._audio_out_s.items()},
+                "audio_in_s": {m: round(v, 3) for m, v in self._audio_in_s.items()},
+                "chars": dict(self._chars),
                 "faults_pending": len(self._faults.describe()),
                 "disconnects": self._disconnects,
                 "in_flight": self._in_flight,

@@ -24,7 +24,7 @@ from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.worker import callbacks, cancel_watch, depth, metrics, result_builder
+from mimoq.worker import callbacks, cancel_watch, depth, metrics, result_builder, tenant_usage
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
@@ -145,7 +145,9 @@ class MimoqWorker(Worker):
             run=salvage_run(raw_job),
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
-        await finish(self.pool, result, callback, settings=self.mimoq_settings)
+        used = tenant_usage.failed(raw_job, None, kind)
+        write = tenant_usage.usage_write(used, self.mimoq_settings)
+        await finish(self.pool, result, callback, settings=self.mimoq_settings, usage=write)
         metrics.job_outcome(result.kind, None, metrics.JobOutcome.failed)
 
 

@@ -30,6 +30,7 @@ from mimoq.core.errors import (
     Deferred,
     MimoqError,
     RetryableError,
+    TenantLimitDeferred,
 )
 from mimoq.worker.backoff import backoff_s
 
@@ -43,6 +44,7 @@ class DeferReason(StrEnum):
     quota = "quota"  # the fleet limiter has no slot yet
     chunks = "chunks"  # a long job waits for its chunk jobs
     account = "account"  # the job's MiMo account is paused (circuit breaker)
+    tenant_limit = "tenant_limit"  # the job's tenant reached its limit (MIMOQ_TENANT_LIMITS)
     other = "other"  # any other ``Deferred`` subclass
 
 
@@ -93,6 +95,8 @@ def defer_reason(error: Deferred) -> DeferReason:
         return DeferReason.chunks
     if isinstance(error, AccountPausedDeferred):
         return DeferReason.account
+    if isinstance(error, TenantLimitDeferred):
+        return DeferReason.tenant_limit
     return DeferReason.other
 
 

@@ -382,6 +382,7 @@ def _stitch(
             usage,
             text,
             segments=segments,
+            calls=0,
         )
     parts = [r.output.key for r in results if r.output is not None]
     container: AudioContainer = "wav" if job.response_format == "wav" else "pcm"
@@ -393,8 +394,8 @@ def _stitch(
             duration_s=round(info.duration_s, 3), sample_rate=info.format.sample_rate,
             channels=info.format.channels, bits_per_sample=info.format.bits_per_sample,
         )  # fmt: skip
-        return Outcome(output, usage)
-    return Outcome(_existing_audio(deps, key, container, results), usage)
+        return Outcome(output, usage, calls=0)
+    return Outcome(_existing_audio(deps, key, container, results), usage, calls=0)
 
 
 def _existing_audio(

@@ -152,6 +152,34 @@ _tenant_labels: set[str] = set()
 _waiting_labels: dict[tuple[str, str], set[str]] = {}
 
 
+#: Usage per tenant and model (README, "Usage and tenant limits"), counted as jobs finish in
+#: this process; tenant labels capped as for mimoq_limiter_grants.
+USAGE_COUNTERS: Final = {
+    metric: Counter(
+        f"mimoq_usage_{metric}",
+        f"Usage per tenant and model: {what} (tenant labels capped as for mimoq_limiter_grants).",
+        ["tenant", "model"],
+    )
+    for metric, what in (
+        ("requests", "MiMo calls that answered (each chunk of a long job is one)"),
+        ("failed", "jobs that ended failed"),
+        ("audio_in_s", "seconds of audio sent for transcription"),
+        ("audio_out_s", "seconds of speech produced"),
+        ("chars", "characters spoken"),
+        ("tokens", "tokens MiMo reported"),
+    )
+}
+
+
+def usage_counted(tenant: str | None, model: str, amounts: Mapping[str, float]) -> None:
+    """Add one finished job's usage to the ``mimoq_usage_*_total`` counters."""
+    label = tenant_label(tenant)
+    for metric, amount in amounts.items():
+        counter = USAGE_COUNTERS.get(metric)
+        if counter is not None and amount > 0:
+            counter.labels(label, model).inc(amount)
+
+
 ACCOUNT_PAUSED: Final = Gauge(
     "mimoq_account_paused",
     "1 while the account's circuit breaker holds it paused (as this worker last saw it).",

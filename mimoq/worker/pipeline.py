@@ -34,6 +34,10 @@ class Outcome:
     #: The account (name or key fingerprint, never a key) that served the call.
     account: str | None = None
     segments: list[Segment] | None = None
+    #: MiMo calls this job made itself (0: a long job's, whose chunk jobs count their own)
+    calls: int = 1
+    #: seconds of audio sent to MiMo (transcription)
+    audio_in_s: float | None = None
 
 
 @dataclass
@@ -117,7 +121,10 @@ async def run_transcription(deps: WorkerDeps, job: TranscriptionJob, job_id: str
     metrics.audio_processed(job.kind, job.model, seconds=audio.duration_s, size=audio.size)
     key = output_key(job, job_id)
     output = await write_transcript(deps, job, key, text)
-    return Outcome(output=output, usage=usage or None, text=text, account=call.account)
+    return Outcome(
+        output=output, usage=usage or None, text=text, account=call.account,
+        audio_in_s=audio.duration_s,
+    )  # fmt: skip
 
 
 async def write_transcript(

@@ -42,7 +42,7 @@ from mimoq.core.jobs import (
     salvage_owner,
 )
 from mimoq.core.settings import Settings
-from mimoq.worker import fanout, metrics, result_builder
+from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -136,6 +136,8 @@ async def _attempt(
     async with asyncio.timeout(deps.settings.worker.job_timeout_s):
         if await fanout.needs_fanout(deps, job):  # over one call's limit: chunk jobs
             return await fanout.run_parent(deps, redis, job, job_id)
+        # a tenant at its limit (MIMOQ_TENANT_LIMITS) waits for its window to free
+        await tenant_gate.check(redis, job, job_id, deps.settings.usage.limits())
         if isinstance(job, SpeechJob):
             return await run_speech(deps, job, job_id)
         return await run_transcription(deps, job, job_id)
@@ -205,6 +207,7 @@ async def run_job(
     if outcome is not None and job is not None:
         result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
+        used = tenant_usage.succeeded(job, outcome)
     else:
         assert verdict.error is not None
         await forget_admitted(redis, job_id, raw, kind)
@@ -222,7 +225,11 @@ async def run_job(
             tenant=tenant,
             priority=lane,
         )
-    result = await finish(redis, result, callback, settings=deps.settings)
+        used = tenant_usage.failed(raw, job, kind)
+    result = await finish(
+        redis, result, callback, settings=deps.settings,
+        usage=tenant_usage.usage_write(used, deps.settings),
+    )  # fmt: skip
     await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)

@@ -280,6 +280,12 @@ local function admit_one(id, admitted, now)
   return true
 end
 
+-- Whether `tenant` is held at its limit (MIMOQ_TENANT_LIMITS, worker/tenant_gate.py): its
+-- jobs keep waiting and its turns go to the others. Only checked when limits are set.
+local function held(tenant)
+  return Q.held_prefix ~= nil and redis.call('EXISTS', Q.held_prefix .. tenant) == 1
+end
+
 local function admit_from(ring, admitted, lists, room, track, now)
   local n, turns = 0, 0
   if not track then admitted = nil end
@@ -287,10 +293,12 @@ local function admit_from(ring, admitted, lists, room, track, now)
     turns = turns + 1
     local tenant = redis.call('RPOPLPUSH', ring, ring)
     if not tenant then break end
-    local list = lists .. tenant
-    local id = redis.call('LPOP', list)
-    if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-    if id and admit_one(id, admitted, now) then n = n + 1 end
+    if not held(tenant) then
+      local list = lists .. tenant
+      local id = redis.call('LPOP', list)
+      if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
+      if id and admit_one(id, admitted, now) then n = n + 1 end
+    end
   end
   return n
 end
@@ -306,6 +314,7 @@ end
 -- up to that many regardless (limits off, where nothing is granted through here). Usually
 -- one job: the one whose grant made room.
 local function admit_interactive(who, now, room)
+  if held(who) then return 0 end
   local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
   local list = Q.wait_prefix .. 'interactive:tenant:' .. who
   -- an admitted job never granted (its worker died first) stops counting

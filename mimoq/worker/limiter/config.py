@@ -94,6 +94,8 @@ class LimiterConfig:
     lookahead_s: float = 0.5
     first_decrease: float = 0.9
     hold_s: float = 0.25
+    #: MIMOQ_TENANT_LIMITS is set: admission rounds skip tenants held at their limit
+    tenant_holds: bool = False
 
     def __post_init__(self) -> None:
         bad = [m for m, n in self.rpm.items() if n <= 0] + [m for m, n in self.tpm.items() if n < 0]
@@ -111,10 +113,11 @@ class LimiterConfig:
         same = {
             f.name: getattr(limiter, f.name)
             for f in dataclasses.fields(cls)
-            if f.name not in ("account", "rpm", "tpm")
+            if f.name not in ("account", "rpm", "tpm", "tenant_holds")
         }
         return cls(
             account=limiter.account or account_fingerprint(settings.api_key()),
+            tenant_holds=settings.usage.limits().enabled,
             rpm=dict(limiter.rpm),
             tpm={**OFFICIAL_TPM, **limiter.tpm},
             **same,

@@ -277,6 +277,8 @@ class RedisLimiter:
             "cancel_prefix": wire.CANCEL_PREFIX,
             "max_tenants": MAX_TENANTS_SHOWN,
         }
+        if c.tenant_holds:  # tenants held at their limit take no admission turn
+            out["held_prefix"] = wire.TENANT_HELD_PREFIX
         if self._clock is not None:
             out["now"] = self._clock()
         return out

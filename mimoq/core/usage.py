@@ -1,0 +1,268 @@
+"""Usage per tenant and model in fixed windows (hour, day, and each limit's window) in Redis.
+
+One finished job adds its usage with one script call (``usage.lua``), queued on the same
+pipeline as its result write: O(1) per job and no round trip of its own. Reading sums the
+windows of a span (``mimoq usage --since 24h``: the hour windows that overlap it).
+
+What counts (README, "Usage and tenant limits"): ``requests`` are MiMo calls that answered
+with a result (each chunk of a long job is one; the long job's own record adds none);
+a call MiMo refused (4xx, 429, 5xx) reports no usage and is not billed, so it is not a
+request here, and a job that ended failed counts once in ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from mimoq.core import wire
+from mimoq.core.tenant_limits import (
+    DAY_S,
+    HOUR_S,
+    NO_TENANT,
+    USAGE_METRICS,
+    TenantLimits,
+    starts_between,
+    window_frees_at,
+    window_start,
+    window_text,
+)
+
+#: How long a window's hash outlives its window: hour windows serve ``--since`` up to a
+#: week, day windows up to 400 days; any other (a limit's) only its own window and the next.
+_KEEP_S: Final = {HOUR_S: 8 * DAY_S, DAY_S: 400 * DAY_S}
+#: ``--since`` spans up to this long are summed from hour windows, longer ones from days.
+HOURLY_UP_TO_S: Final = 7 * DAY_S
+_SCRIPT: Final = wire.usage_script()
+_SHA: Final = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+
+
+@dataclass(frozen=True)
+class UsageEntry:
+    """What one finished job adds: amounts by metric (zeros are left out)."""
+
+    tenant: str | None
+    model: str
+    amounts: Mapping[str, float] = field(default_factory=dict)
+
+
+def _keep_s(window_s: int) -> int:
+    return _KEEP_S.get(window_s, 2 * window_s)
+
+
+def queue_record(pipe: Pipeline, entry: UsageEntry, windows: Iterable[int], now: float) -> bool:
+    """Queue on ``pipe`` the script call that adds ``entry`` to each window holding ``now``
+    (EVALSHA: the caller reloads it on NOSCRIPT with ``record_again``). False: nothing to add."""
+    add = {m: float(v) for m, v in entry.amounts.items() if v and m in USAGE_METRICS}
+    if not add:
+        return False
+    windows = sorted(set(windows))
+    tenant = entry.tenant or NO_TENANT
+    arg = {
+        "model": f"{tenant}|{entry.model}|",
+        "total": f"{tenant}|*|",
+        "ttl": [_keep_s(w) + w for w in windows],
+        "add": add,
+    }
+    keys = [wire.usage_key(w, window_start(now, w)) for w in windows]
+    pipe.evalsha(_SHA, len(keys), *keys, wire.dumps(arg))
+    return True
+
+
+async def record(redis: Redis, entry: UsageEntry, windows: Iterable[int], now: float) -> None:
+    """Add ``entry`` now, on its own (for callers with no result write to ride along)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        if not queue_record(pipe, entry, windows, now):
+            return
+        replies = await pipe.execute(raise_on_error=False)
+    await record_again(redis, replies[-1], entry, windows, now)
+
+
+async def record_again(
+    redis: Redis, reply: Any, entry: UsageEntry, windows: Iterable[int], now: float
+) -> None:
+    """After a pipelined ``queue_record``: if the script was not loaded (Redis restarted or
+    was flushed), load it and add the entry; any other error is raised."""
+    if isinstance(reply, NoScriptError):
+        await redis.script_load(_SCRIPT)
+        async with redis.pipeline(transaction=False) as pipe:
+            queue_record(pipe, entry, windows, now)
+            await pipe.execute()
+    elif isinstance(reply, Exception):
+        raise reply
+
+
+@dataclass(frozen=True)
+class UsageWrite:
+    """One job's usage, to ride on the pipeline of its result write (core/results.py)."""
+
+    entry: UsageEntry
+    windows: tuple[int, ...]
+    now: float
+
+    def queue(self, pipe: Pipeline) -> bool:
+        return queue_record(pipe, self.entry, self.windows, self.now)
+
+    async def settle(self, redis: Redis, reply: Any) -> None:
+        await record_again(redis, reply, self.entry, self.windows, self.now)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class UsageTable:
+    """Totals by (tenant, model) over a span; ``model`` ``*`` is the tenant's sum."""
+
+    since: float
+    until: float
+    rows: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+
+    def add(self, field_name: str, value: float) -> None:
+        tenant, _, rest = field_name.partition("|")
+        model, _, metric = rest.rpartition("|")
+        if metric not in USAGE_METRICS or not model:
+            return
+        row = self.rows.setdefault((tenant, model), dict.fromkeys(USAGE_METRICS, 0.0))
+        row[metric] = row[metric] + value
+
+    def to_list(self, *, totals: bool = False) -> list[dict[str, Any]]:
+        """Rows sorted by tenant and model; ``totals`` keeps the per-tenant ``*`` rows."""
+        out = []
+        for (tenant, model), row in sorted(self.rows.items()):
+            if model == "*" and not totals:
+                continue
+            amounts = {m: round(v, 3) if m.endswith("_s") else round(v) for m, v in row.items()}
+            out.append({"tenant": tenant, "model": model, **amounts})
+        return out
+
+
+async def read_span(
+    redis: Redis, *, since_s: float, now: float, tenant: str | None = None
+) -> UsageTable:
+    """Usage over the last ``since_s`` seconds, summed from the windows that overlap it (so
+    up to one window more than asked: the first window is counted whole), optionally of one
+    tenant. O(windows) commands in one round trip."""
+    window = HOUR_S if since_s <= HOURLY_UP_TO_S else DAY_S
+    starts = starts_between(now - since_s, now, window)
+    table = UsageTable(since=float(starts[0]), until=now)
+    async with redis.pipeline(transaction=False) as pipe:
+        for start in starts:
+            pipe.hgetall(wire.usage_key(window, start))
+        hashes = await pipe.execute()
+    prefix = f"{tenant or NO_TENANT}|" if tenant is not None else ""
+    for found in hashes:
+        for raw_field, raw_value in found.items():
+            name = _text(raw_field)
+            if name.startswith(prefix):
+                table.add(name, float(_text(raw_value)))
+    return table
+
+
+async def read_window_totals(
+    redis: Redis, tenants: Iterable[str | None], limits: TenantLimits, now: float
+) -> dict[str, dict[tuple[str, int], float]]:
+    """Each tenant's totals in the current window of each of its limits:
+    tenant -> (metric, window_s) -> amount. One round trip."""
+    asks: list[tuple[str, str, int]] = []
+    async with redis.pipeline(transaction=False) as pipe:
+        for tenant in tenants:
+            name = tenant or NO_TENANT
+            for limit in limits.for_tenant(tenant):
+                key = wire.usage_key(limit.window_s, window_start(now, limit.window_s))
+                pipe.hget(key, f"{name}|*|{limit.metric}")
+                asks.append((name, limit.metric, limit.window_s))
+        replies = await pipe.execute() if asks else []
+    out: dict[str, dict[tuple[str, int], float]] = {}
+    for (name, metric, window_s), reply in zip(asks, replies, strict=True):
+        out.setdefault(name, {})[(metric, window_s)] = float(_text(reply)) if reply else 0.0
+    return out
+
+
+async def holds(redis: Redis, tenants: Iterable[str | None]) -> dict[str, dict[str, Any]]:
+    """The hold marks (``wire.tenant_held_key``) of those ``tenants`` held now: tenant ->
+    {metric, limit, window_s, used, frees_at, reason}. One round trip."""
+    names = list(dict.fromkeys(t or NO_TENANT for t in tenants))
+    if not names:
+        return {}
+    marks = await redis.mget([wire.tenant_held_key(n) for n in names])
+    out: dict[str, dict[str, Any]] = {}
+    for name, mark in zip(names, marks, strict=True):
+        if mark is not None:
+            try:
+                out[name] = json.loads(mark)
+            except ValueError:
+                continue
+    return out
+
+
+async def held_reason(redis: Redis, job_id: str) -> str | None:
+    """Why a job that waits is not sent, when its tenant is held at its limit; else None."""
+    raw = await redis.get(wire.job_key(job_id))
+    if raw is None:
+        return None
+    job = wire.deserialize(raw).get("k", {}).get("job")
+    tenant = job.get("tenant") if isinstance(job, dict) else None
+    found = await holds(redis, [tenant if isinstance(tenant, str) else None])
+    mark = next(iter(found.values()), None)
+    return str(mark.get("reason")) if isinstance(mark, dict) and mark.get("reason") else None
+
+
+def _limit_rows(
+    tenants: Iterable[str],
+    limits: TenantLimits,
+    totals: Mapping[str, Mapping[tuple[str, int], float]],
+    marks: Mapping[str, Mapping[str, Any]],
+    now: float,
+) -> list[dict[str, Any]]:
+    rows = []
+    for name in tenants:
+        for limit in limits.for_tenant(None if name == NO_TENANT else name):
+            used = totals.get(name, {}).get((limit.metric, limit.window_s), 0.0)
+            rows.append({
+                "tenant": name, "metric": limit.metric, "limit": limit.amount,
+                "window": window_text(limit.window_s), "window_s": limit.window_s,
+                "used": round(used, 3), "frees_at": window_frees_at(now, limit.window_s),
+                "held": name in marks and used >= limit.amount,
+            })  # fmt: skip
+    return rows
+
+
+async def usage_report(
+    redis: Redis,
+    limits: TenantLimits,
+    *,
+    since_s: float,
+    now: float,
+    tenant: str | None = None,
+    only_tenant: bool = False,
+) -> dict[str, Any]:
+    """What ``mimoq usage``, GET /v1/usage and the dashboard show: totals by tenant and
+    model over the span, and each tenant's use of its limits in their current windows
+    (``held``: the tenant is held at that limit until ``frees_at``). ``only_tenant``: just
+    ``tenant`` (None: the jobs that name none)."""
+    table = await read_span(
+        redis, since_s=since_s, now=now, tenant=(tenant or NO_TENANT) if only_tenant else None
+    )
+    if only_tenant:
+        names = [tenant or NO_TENANT]
+    else:
+        names = sorted({t for t, _ in table.rows} | set(limits.by_tenant))
+    totals = await read_window_totals(redis, names, limits, now)
+    marks = await holds(redis, names)
+    return {
+        "since_s": since_s,
+        "from": table.since,
+        "until": now,
+        "usage": table.to_list(),
+        "limits": _limit_rows(names, limits, totals, marks, now),
+        "held": {name: mark.get("frees_at") for name, mark in marks.items()},
+    }
