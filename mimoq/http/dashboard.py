@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mimoq.core import wire
+from mimoq.core.tenant_limits import DAY_S
+from mimoq.core.usage import usage_report
 from mimoq.http import dashboard_html as html
 from mimoq.http import session
 from mimoq.http.auth import LOCAL_TENANT
@@ -155,6 +157,10 @@ async def index(request: Request) -> Response:
         raise HTTPError(503, "the dashboard has no fleet view in this process")
     redis = ctx.front.producer.redis
     snapshot = await fleet.snapshot(redis)
+    # usage per tenant against its limits (README, "Usage and tenant limits")
+    limits = ctx.settings.usage.limits()
+    usage = await usage_report(redis, limits, since_s=DAY_S, now=time.time())
+    snapshot = {**snapshot, "usage": usage}
     notice = None
     if "replayed" in request.query_params:
         notice = (

@@ -276,6 +276,38 @@ def paused_section(snapshot: Mapping[str, Any], now: float) -> str:
     return f'<section id="paused"><h2>Paused accounts</h2>{table}</section>'
 
 
+def _utc(ts: object) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(str(ts))))
+    except (TypeError, ValueError):
+        return ""
+
+
+def usage_section(snapshot: Mapping[str, Any]) -> str:
+    """Each tenant's usage over the last day, and its use of its limits (MIMOQ_TENANT_LIMITS);
+    a tenant held at a limit shows as held, with the time its window frees."""
+    report = snapshot.get("usage") or {}
+    rows = [
+        [_e(r["tenant"]), _e(r["model"]), _e(r["requests"]), _e(r["failed"]),
+         _e(r["audio_s"]), _e(r["chars"]), _e(r["tokens"])]
+        for r in report.get("usage", [])
+    ]  # fmt: skip
+    used = _table(["tenant", "model", "requests", "failed", "audio s", "chars", "tokens"], rows)
+    limit_rows = [
+        [_e(r["tenant"]), _e(f"{r['metric']}={r['limit']:g}/{r['window']}"),
+         _e(f"{r['used']:g} of {r['limit']:g}"),
+         f'<span class="bad">held until {_e(_utc(r["frees_at"]))}</span>' if r["held"]
+         else f'<span class="ok">ok</span> <span class="muted">window frees '
+              f'{_e(_utc(r["frees_at"]))}</span>']
+        for r in report.get("limits", [])
+    ]  # fmt: skip
+    limits = _table(["tenant", "limit", "used", "state"], limit_rows, "no limits set")
+    return (
+        '<section id="usage"><h2>Usage by tenant <span class="muted">last 24 h</span></h2>'
+        f"{used}<h3>Limits</h3>{limits}</section>"
+    )
+
+
 def page(
     snapshot: Mapping[str, Any],
     history: Mapping[str, Sequence[tuple[float, int]]],
@@ -296,7 +328,7 @@ def page(
         in_flight_section(snapshot),
         quota_section(snapshot, history, now),
         failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
-        workers_section(snapshot, now), paused_section(snapshot, now),
+        workers_section(snapshot, now), paused_section(snapshot, now), usage_section(snapshot),
     ]  # fmt: skip
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
