@@ -281,7 +281,7 @@ def run_phase(
     settings = mimoq_settings(args.redis, args.sim, data_dir, args)
     hook = receiver.url + "/hook" if receiver else ""
     received_before = callbacks_received(receiver) if receiver else 0
-    otel_env = otel_environment(sink) if sink and phase.endswith("+otel") else {}
+    otel_env = otel_environment(sink, args.sample) if sink and phase.endswith("+otel") else {}
     spans_before = spans_received(sink) if sink else 0
     enqueue_s = asyncio.run(enqueue(phase, args, settings, hook, otel_env))
     redis_cpu, sim_cpu = redis.cpu_s(), sim.cpu_s()
@@ -316,7 +316,7 @@ def run_phase(
     if spans is not None:
         # send + process + storage write + MiMo POST per job; + the callback POST with one.
         wanted = args.jobs * (5 if "+cb" in phase else 4)
-        if spans < wanted:
+        if spans < wanted and args.sample is None:
             problems.append(f"the OTLP sink got {spans} spans, {wanted} expected (dropped)")
     return PhaseResult(
         phase,
@@ -330,9 +330,16 @@ def run_phase(
     )
 
 
-def otel_environment(sink: Service) -> dict[str, str]:
-    """Tracing on, as an operator would turn it on: the endpoint and a service name."""
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "mimoq-bench"}
+def otel_environment(sink: Service, sample: float | None) -> dict[str, str]:
+    """Tracing on, as an operator would turn it on: the endpoint and a service name (and,
+    with ``--sample``, the ratio of traces kept, decided at the producer)."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_SERVICE_NAME": "mimoq-bench"}
+    if sample is not None:
+        env |= {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(sample),
+        }
+    return env
 
 
 def hooks_off_us(rounds: int = 20_000) -> float:
@@ -457,6 +464,10 @@ def main() -> int:
     parser.add_argument(
         "--tracing", action="store_true", help="also run the mimoq phases with tracing on"
     )
+    parser.add_argument(
+        "--sample", type=float, metavar="RATIO",
+        help="with --tracing: keep this share of traces (parentbased_traceidratio)",
+    )  # fmt: skip
     parser.add_argument("--child", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--sim", help=argparse.SUPPRESS)

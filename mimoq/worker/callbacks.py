@@ -215,17 +215,7 @@ async def _run(
         await startup(ctx)
         client = ctx["callback_client"]
     started_at, started = time.time(), time.monotonic()
-    with tracing.callback_span(
-        delivery.traceparent, url=redact_url(delivery.url), delivery_id=delivery.delivery_id,
-        job_id=delivery.job_id, attempt=attempt,
-    ) as span:  # fmt: skip
-        outcome = await send_attempt(
-            client, delivery, settings, resolver=ctx.get("callback_resolver")
-        )
-        if outcome.status_code is not None:
-            span.answered(outcome.status_code)
-        elif outcome.verdict is not Verdict.delivered:
-            span.failed("refused" if outcome.refused else "no_answer")
+    outcome = await _traced_attempt(ctx, client, delivery, settings, attempt)
     duration_s = round(time.monotonic() - started, 4)
     attempts = delivery.prior_attempts + attempt
     fields.update(
@@ -299,6 +289,28 @@ async def _run(
     log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
     metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
     return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
+
+
+async def _traced_attempt(
+    ctx: dict[str, Any],
+    client: httpx.AsyncClient,
+    delivery: Delivery,
+    settings: Settings,
+    attempt: int,
+) -> AttemptOutcome:
+    """``send_attempt`` under its CLIENT span (a no-op unless tracing is on): README, "Tracing"."""
+    with tracing.callback_span(
+        delivery.traceparent, url=redact_url(delivery.url), delivery_id=delivery.delivery_id,
+        job_id=delivery.job_id, attempt=attempt,
+    ) as span:  # fmt: skip
+        outcome = await send_attempt(
+            client, delivery, settings, resolver=ctx.get("callback_resolver")
+        )
+        if outcome.status_code is not None:
+            span.answered(outcome.status_code)
+        elif outcome.verdict is not Verdict.delivered:
+            span.failed("refused" if outcome.refused else "no_answer")
+    return outcome
 
 
 async def _dead_letter(
