@@ -64,6 +64,8 @@ class LaneLoad:
     competitors: Sequence[int] = field(default_factory=tuple)
     #: mean seconds from a grant to the call's answer (0 when unknown)
     latency_s: float = 0.0
+    #: seconds since the lane's newest grant (None: none in the window)
+    last_grant_ago_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,19 @@ def estimate(
     if not math.isfinite(seconds):
         return Estimate(None, None)
     if seconds == 0.0 and in_flight > 0:
-        latency = max((load.latency_s for load in loads.values()), default=0.0)
+        # every job granted: the last call ends one latency after the newest grant
+        latency = max((_call_left(load) for load in loads.values()), default=0.0)
     elif seconds == 0.0:
         return Estimate(0.0, now)
     eta = seconds + latency
     return Estimate(eta, now + eta)
+
+
+def _call_left(load: LaneLoad) -> float:
+    """Seconds until the newest call of the lane answers (a latency after its grant)."""
+    if load.last_grant_ago_s is None:
+        return load.latency_s
+    return max(0.0, load.latency_s - load.last_grant_ago_s)
 
 
 def split_by_model(waiting: int, models: Mapping[str, int]) -> dict[str, int]:

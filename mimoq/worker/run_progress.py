@@ -8,12 +8,13 @@ tenants waiting in the run's lane. Reading it costs O(grants in one window) per 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from mimoq.core import runs
+from mimoq.core import runs, wire
 from mimoq.core.eta import Estimate, LaneLoad, estimate, measured_rate, split_by_model
 from mimoq.core.jobs import LANES
 from mimoq.core.runs import RunRecord
@@ -72,8 +73,8 @@ async def lane_load(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrangebyscore(keys[_LOG], since, "+inf", withscores=True)
         pipe.zrangebyscore(keys[_ILOG], since, "+inf", withscores=True)
-        pipe.hget(keys[_STATE], "lat")
-        grants, interactive, latency = await pipe.execute()
+        pipe.hmget(keys[_STATE], ["lat", "lat_dev"])
+        grants, interactive, (latency, deviation) = await pipe.execute()
     interactive_ids = {_text(lease) for lease, _ in interactive}
     if lane == "interactive":
         times = [t for _, t in interactive]
@@ -84,10 +85,14 @@ async def lane_load(
     depths = await waiting_depth(redis, model, lane, max_tenants=_MAX_COMPETITORS)
     own = tenant or "_"
     lat = float(latency) if latency is not None and float(latency) >= 0 else 0.0
+    # The run ends when the slowest of its last calls answers: a mean latency plus twice its
+    # mean deviation (about the largest of a few, for call times skewed like MiMo's).
+    lat += 2 * max(0.0, float(deviation)) if deviation is not None and lat > 0 else 0.0
     return LaneLoad(
         rate_per_s=rate,
         competitors=tuple(n for t, n in depths.items() if t != own and n > 0),
         latency_s=lat,
+        last_grant_ago_s=now - max(times) if times else None,
     )
 
 
@@ -97,6 +102,24 @@ async def redis_now(redis: Redis) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
+#: Up to this many unfinished jobs, which of them run is read from arq's in-progress keys
+#: (exact, O(unfinished)); past it, from the workers' in-flight record (a heartbeat old).
+_EXACT_IN_FLIGHT_UPTO = 200
+
+
+async def _exact_in_flight(redis: Redis, record: RunRecord) -> RunRecord:
+    """The record with its jobs in flight counted exactly near the end of a run, where a
+    heartbeat-old count would hold finished calls as waiting (and the ETA late)."""
+    if not 0 < record.unfinished <= _EXACT_IN_FLIGHT_UPTO:
+        return record
+    ids = [_text(i) for i in await redis.smembers(wire.run_pending_key(record.run))]  # type: ignore[misc]
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(wire.in_progress_key(job_id))
+        running = sum(1 for n in await pipe.execute() if n)
+    return dataclasses.replace(record, in_flight=running)
+
+
 async def progress_of(
     redis: Redis, settings: Settings, record: RunRecord, *, now: float | None = None
 ) -> RunProgress:
@@ -104,6 +127,7 @@ async def progress_of(
     if record.ended_at is not None:
         return RunProgress(record, Estimate(0.0, record.ended_at))
     now = await redis_now(redis) if now is None else now
+    record = await _exact_in_flight(redis, record)
     waiting = split_by_model(record.waiting, record.models)
     config = LimiterConfig.from_settings(settings)
     lane = record.priority if record.priority in LANES else "interactive"

@@ -76,6 +76,10 @@ def test_when_a_competitor_finishes_the_eta_moves_up() -> None:
         ({}, 0, {}, Estimate(0.0, NOW)),
         # only calls in flight: one latency
         ({}, 3, {"tts": LaneLoad(5.0, (), 1.5)}, Estimate(1.5, NOW + 1.5)),
+        # ... of which 1 s went by since the newest grant: half a second left
+        ({}, 3, {"tts": LaneLoad(5.0, (), 1.5, 1.0)}, Estimate(0.5, NOW + 0.5)),
+        # ... or more than a latency: it ends now
+        ({}, 1, {"tts": LaneLoad(5.0, (), 1.5, 4.0)}, Estimate(0.0, NOW)),
         # two models in parallel: the slower decides
         (
             {"tts": 50, "asr": 10},

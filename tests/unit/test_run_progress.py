@@ -48,7 +48,8 @@ async def test_eta_from_the_lanes_grant_rate_and_the_competitors_backlog(
     # bulk: 2 grants a second over the last 5 s; interactive grants are another lane's
     await log_grants(backend, [NOW - 5 + 0.5 * i for i in range(11)])
     await log_grants(backend, [NOW - 3 + 0.1 * i for i in range(20)], interactive=True)
-    await backend.hset(wire.INFLIGHT_KEY, "a1", "w1")
+    await backend.hset(wire.INFLIGHT_KEY, "a1", "w1")  # a worker runs a1
+    await backend.set(wire.in_progress_key("a1"), "1")
     progress = await read_progress(backend, SETTINGS, "r1", now=NOW)
     assert progress is not None
     got = progress.to_dict()
@@ -81,3 +82,19 @@ async def test_an_ended_run_has_no_time_left(backend: ArqRedis) -> None:
     assert got["eta_s"] == 0.0 and got["failed"] == 1
     assert abs(got["eta_at"] - got["ended_at"]) <= 0.05
     assert await read_progress(backend, SETTINGS, "nope", now=NOW) is None
+
+
+async def test_near_the_end_jobs_in_flight_are_read_exactly(backend: ArqRedis) -> None:
+    """The workers' in-flight record is a heartbeat old; arq's in-progress keys are not."""
+    for i in range(3):
+        await enqueue(backend, f"a{i}", run="r1")
+    await backend.hset(wire.INFLIGHT_KEY, "a0", "w1")  # stale: a0 ended a moment ago
+    for job_id in ("a1", "a2"):
+        await backend.set(wire.in_progress_key(job_id), "1")
+    await log_grants(backend, [NOW - 2 + 0.5 * i for i in range(5)])  # newest: now
+    progress = await read_progress(backend, SETTINGS, "r1", now=NOW + 0.2)
+    assert progress is not None
+    got = progress.to_dict()
+    assert (got["in_flight"], got["waiting"]) == (2, 1)
+    # one job to grant at 2 a second (0.5 s), then one latency (0.5 s)
+    assert got["eta_s"] == 1.0
