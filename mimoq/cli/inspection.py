@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 
 from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
+from mimoq.core.tenant_limits import DAY_S
+from mimoq.core.usage import usage_report
 from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.depth import classify, read_depth
 from mimoq.worker.heartbeat import read_beats
@@ -148,7 +150,16 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "waiting_interactive": await waiting_state(redis, "interactive"),
         "accounts_paused": [p.to_dict() for p in await read_paused(redis)],
         "desired_workers": (await read_desired_workers(redis, settings)).to_dict(),
+        "tenants_held": await tenants_held(redis, settings, now),
     }
+
+
+async def tenants_held(redis: Redis, settings: Settings, now: float) -> list[dict[str, Any]]:
+    """Tenants held at a MIMOQ_TENANT_LIMITS limit now, with the reason their jobs wait."""
+    if not settings.usage.limits().enabled:
+        return []
+    report = await usage_report(redis, settings.usage.limits(), since_s=DAY_S, now=now)
+    return [r for r in report["limits"] if r["held"]]
 
 
 async def waiting_state(redis: Redis, lane: str = "bulk") -> dict[str, dict[str, int]]:
@@ -237,6 +248,14 @@ def render(report: dict[str, Any]) -> str:
             ["model", "tenant", "waiting"],
             ([m, t, n] for m, tenants in flooded.items() for t, n in tenants.items()),
         )
+    held = report.get("tenants_held") or []
+    if held:
+        lines += ["", f"tenants held at their limit ({len(held)}): their jobs wait"]
+        lines += _table(
+            ["tenant", "limit", "used", "frees_at"],
+            ([h["tenant"], f"{h['metric']}={h['limit']:g}/{h['window']}", h["used"],
+              time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["frees_at"]))] for h in held),
+        )  # fmt: skip
     paused = report.get("accounts_paused", [])
     lines += ["", f"accounts paused ({len(paused)})"]
     lines += _table(
