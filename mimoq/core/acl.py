@@ -61,6 +61,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "%R~" + wire.RUN_PREFIX + "*",  # a run's record (written through `runs` below)
         "%R~" + wire.INFLIGHT_KEY,  # a run's jobs in flight (`mimoq batch status`)
         "%R~" + wire.LIMITER_PREFIX + "*",  # the grant log a run's ETA is measured from
+        "%R~" + wire.TENANT_HELD_PREFIX + "*",  # enqueue.lua: is the tenant held at its limit
         "~" + wire.CANCEL_PREFIX + "*",  # cancel.lua marks a job cancelled
     )
     commands = (
