@@ -1,0 +1,122 @@
+"""What one job costs the Redis primary, pinned: a budget on its commands (issue #22).
+
+One job's whole life with the limiter on — the producer's enqueue, the worker's pick and
+MiMo call (the simulator), the result record and the signed callback, itself a job — is
+counted with ``INFO commandstats`` (commands run inside scripts included) on a redis-server
+of the test's own, so nothing else on the machine adds to the count. The worker's idle
+polling during the job's life is in the count too; it is kept small with a slow poll and a
+heartbeat that does not come due, so the figure is the job's, not the clock's.
+
+A change that adds commands to a job's path fails here and says by how many, by name: raise
+the budget only with a measurement (``bench/redis_cost.py`` reports the mix's cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from mimoq.core import wire
+from mimoq.core.results import read_result
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.server import RunningSim
+from tests.conftest import RedisServer, start_redis_server
+from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.polling import eventually
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+#: Measured on the shared 2-core host: 156-204 commands (4 runs) for the job below (the
+#: enqueue, one pick, one grant, the result, the callback job and its delivery, plus the
+#: worker's polls meanwhile). The budget leaves room for a few more idle polls on a loaded
+#: host, not for a new per-job round trip pattern.
+MEASURED_COMMANDS = 204
+COMMAND_BUDGET = 260
+#: Commands the test itself sends; not part of what the job costs.
+#: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
+OWN = frozenset({"info", "config|resetstat", "config", "ping", "client|setinfo", "hello", "type"})
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def own_pool(own_redis: RedisServer) -> AsyncIterator[ArqRedis]:
+    pool = await create_pool(RedisSettings.from_dsn(own_redis.url))
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+def _settings(own_redis: RedisServer, sim: RunningSim, tmp_path: Path) -> Settings:
+    return e2e_settings(
+        own_redis,
+        sim,
+        tmp_path / "data",
+        # the limiter on, at a pace far from the quota: one job is granted at once
+        limit_default_rpm=600,
+        limit_window_s=1.0,
+        # a slow idle poll: the idle loop's commands stay a small part of the count
+        poll_delay_s=0.25,
+        heartbeat_interval_s=3600,
+    )
+
+
+async def _commands(pool: ArqRedis) -> dict[str, int]:
+    stats: dict[str, Any] = await pool.info("commandstats")
+    out: dict[str, int] = {}
+    for name, value in stats.items():
+        command = name.removeprefix("cmdstat_")
+        if command not in OWN:
+            out[command] = int(value["calls"])
+    return out
+
+
+async def test_one_jobs_life_stays_within_its_command_budget(
+    own_redis: RedisServer, own_pool: ArqRedis, sim: RunningSim, receiver: Receiver,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    settings = _settings(own_redis, sim, tmp_path)
+    producer = Producer(own_pool, settings)
+    async with running_worker(settings):
+        # warm up: the worker's start-up (its identity, the scripts loaded) is not the job's
+        warm = await producer.enqueue({"kind": "speech", "input": "warm up"})
+        await producer.wait(warm.job_id, timeout_s=60)
+        await own_pool.config_resetstat()
+        job = {"kind": "speech", "input": "one job", "callback": {"url": receiver.url("/hook")}}
+        enqueued = await producer.enqueue(job)
+        job_id = enqueued.job_id
+        callback_job = wire.job_key(wire.callback_job_id(job_id))
+
+        async def done() -> bool:
+            if await own_pool.type(wire.result_key(job_id)) == b"none":
+                return False
+            if not receiver.requests:
+                return False
+            # the callback job has finished once arq has dropped its record
+            return await own_pool.type(callback_job) == b"none"
+
+        await eventually(done, what="the job's result and its delivered callback")
+        counts = await _commands(own_pool)
+        result = await read_result(own_pool, job_id)
+        assert result is not None and result.status == "succeeded"
+    total = sum(counts.values())
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
+    print(f"one job: {total} commands; {top}")
+    assert total <= COMMAND_BUDGET, (
+        f"one job's life took {total} Redis commands, over the budget of {COMMAND_BUDGET} "
+        f"(measured {MEASURED_COMMANDS}); most called: {top}"
+    )
