@@ -25,7 +25,7 @@ import yaml
 from mimoq.cli import build_parser
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
-from tests.test_readme import env_names
+from tests.test_docs import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
