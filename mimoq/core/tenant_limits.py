@@ -111,12 +111,20 @@ def window_text(window_s: int) -> str:
     return f"{window_s}s"
 
 
+#: The longest span usage is kept for (day windows live 400 days): ``--since`` at most this.
+MAX_SINCE_S: Final = 400 * DAY_S
+
+
 def parse_duration(text: str) -> int:
-    """``24h`` -> 86400: a whole number with s, m, h or d (what ``--since`` takes)."""
+    """``24h`` -> 86400: a whole number with s, m, h or d, up to 400 days (what ``--since``
+    takes: a longer span has no usage kept, and would read one window per day of it)."""
     match = re.match(r"^([0-9]{1,7})([smhd])$", text.strip())
     if match is None or int(match[1]) == 0:
         raise ValueError(f"{text!r} is not a duration such as 90m, 24h or 7d")
-    return int(match[1]) * _UNITS[match[2]]
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds > MAX_SINCE_S:
+        raise ValueError(f"{text!r} is longer than usage is kept: at most 400d")
+    return seconds
 
 
 def window_start(now: float, window_s: int) -> int:

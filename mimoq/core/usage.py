@@ -26,6 +26,7 @@ from mimoq.core import wire
 from mimoq.core.tenant_limits import (
     DAY_S,
     HOUR_S,
+    MAX_SINCE_S,
     NO_TENANT,
     USAGE_METRICS,
     TenantLimits,
@@ -151,6 +152,7 @@ async def read_span(
     """Usage over the last ``since_s`` seconds, summed from the windows that overlap it (so
     up to one window more than asked: the first window is counted whole), optionally of one
     tenant. O(windows) commands in one round trip."""
+    since_s = min(since_s, MAX_SINCE_S)  # nothing is kept longer: bounded work
     window = HOUR_S if since_s <= HOURLY_UP_TO_S else DAY_S
     starts = starts_between(now - since_s, now, window)
     table = UsageTable(since=float(starts[0]), until=now)

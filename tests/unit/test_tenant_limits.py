@@ -11,6 +11,7 @@ from mimoq.core.tenant_limits import (
     TenantLimits,
     TenantLimitsError,
     first_breach,
+    parse_duration,
     parse_tenant_limits,
     starts_between,
     window_frees_at,
@@ -126,3 +127,16 @@ def test_the_breach_is_the_limit_whose_window_frees_last() -> None:
     assert both is not None and both.limit == Limit("requests", 50, HOUR)
     assert both.frees_at == 7_200
     assert "tenant alpha used 51 of requests=50/1h" in both.reason("alpha")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400), ("24h", 86_400), ("7d", 604_800), ("400d", 34_560_000)]
+)
+def test_since_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0h", "24", "1w", "401d", "9470995d", "-1h", "h"])
+def test_since_refuses_what_is_not_a_kept_span(text: str) -> None:
+    with pytest.raises(ValueError, match=r"not a duration|at most 400d"):
+        parse_duration(text)
