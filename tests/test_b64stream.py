@@ -126,7 +126,7 @@ def mimo_body(
     usage_first: bool = False,
     transcript: Any = None,
 ) -> dict[str, Any]:
-    """A non-streaming TTS answer as the README's MiMo dialect section describes it, in a chosen key order."""
+    """A non-streaming TTS answer as docs/mimo-dialect.md describes it, in a chosen key order."""
     audio_items = [("data", data), ("id", "a_1"), ("expires_at", None), ("transcript", transcript)]
     if not data_first:
         audio_items.reverse()

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(settings, int):
             return settings
         register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
-        # Off unless OTEL_* variables turn it on (README, "Tracing"); flushed before exit.
+        # Off unless OTEL_* variables turn it on (docs/production.md, "Tracing"); flushed
+        # before exit.
         tracing.setup_from_env(default_service=f"mimoq-{args.command}")
         handler: Handler = args.func
         return handler(args, settings)

@@ -145,7 +145,7 @@ def status_parser() -> argparse.ArgumentParser:
 def cancel_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mimoq batch cancel",
-        description='cancel every unfinished job of a run (README, "Cancel"): one JSON '
+        description="cancel every unfinished job of a run (docs/cancel.md): one JSON "
         "object per job on stdout, the counts on stderr",
     )
     parser.add_argument("run_id", metavar="RUN")

@@ -1,4 +1,4 @@
-"""``mimoq cancel``: withdraw jobs by id, or a tenant's queued work (README, "Cancel").
+"""``mimoq cancel``: withdraw jobs by id, or a tenant's queued work (docs/cancel.md).
 
 ``mimoq batch cancel RUN`` (a run's unfinished jobs) is dispatched from ``cli/batch.py``
 and shares :func:`print_answers`.

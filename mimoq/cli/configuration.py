@@ -26,5 +26,5 @@ def invalid_setting(exc: ValidationError) -> ConfigurationError:
     names = ", ".join(dict.fromkeys(name for name, _ in problems))
     return ConfigurationError(
         "; ".join(f"{name}: {message}" for name, message in problems),
-        fix=f"correct {names} or unset it for its default (README, Configuration)",
+        fix=f"correct {names} or unset it for its default (docs/configuration.md)",
     )

@@ -31,4 +31,4 @@ one example per way in:
                   -d '{"model": "tts-1", "input": "Hello.", "voice": "Mia"}'
 
 No key yet? `mimoq demo` runs all of it against the bundled simulator. `mimoq doctor`
-checks your keys; `mimoq COMMAND --help` explains each command; README.md has the rest."""
+checks your keys; `mimoq COMMAND --help` explains each command; docs/ has the rest."""

@@ -74,7 +74,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         # a run's status and ETA (`mimoq batch status`): reads only
         "+hget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore", "+lrange",
         "+llen", "+smembers",
-        # cancel.lua (README, "Cancel"): reads, the marker, the stop message to workers
+        # cancel.lua (docs/cancel.md): reads, the marker, the stop message to workers
         "+pttl", "+publish", "+sscan", "+zrange",
     )  # fmt: skip
     # cancel.lua gives a cancelled job's admission places back: ZREM on the wait keys only

@@ -2,7 +2,7 @@
 
 Shared by the producer (``mimoq.producer.cancel``, which runs the script and records what
 it withdrew) and the worker (which records the jobs it was holding, or that a foreign
-producer's cancel left at the head of the queue). README, "Cancel".
+producer's cancel left at the head of the queue). docs/cancel.md.
 """
 
 from __future__ import annotations

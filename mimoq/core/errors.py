@@ -104,7 +104,7 @@ class AccountPausedDeferred(Deferred):
 
 
 class JobCancelled(MimoqError):
-    """The job was cancelled (README, "Cancel"): its MiMo call is refused before it is
+    """The job was cancelled (docs/cancel.md): its MiMo call is refused before it is
     granted, or closed if it was under way; the runner records it as ``cancelled``."""
 
     error_type = "cancelled"

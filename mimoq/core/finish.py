@@ -72,7 +72,7 @@ async def finish(
 ) -> JobResult:
     """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
     the callback, built from what was recorded, to its own delivery job. ``usage`` (what
-    the job adds to its tenant's totals, README "Usage and tenant limits") is written on
+    the job adds to its tenant's totals, docs/usage.md) is written on
     the same round trip as the record."""
     if callback is not None:
         result.callback = CallbackState(

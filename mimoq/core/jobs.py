@@ -35,7 +35,7 @@ from mimoq.core.tracing import TRACEPARENT_FORM, valid_traceparent
 #: Transcript formats that carry times: only with ``timestamps: "segment"``.
 CAPTION_FORMATS = ("srt", "vtt")
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-#: Scheduling lanes (README, "Scheduling"): interactive jobs take the next free slot of their
+#: Scheduling lanes (docs/scheduling.md): interactive jobs take the next free slot of their
 #: model ahead of every bulk job; bulk keeps a minimum share of the quota.
 LANES = ("interactive", "bulk")
 #: Tenants share a lane fairly; the name becomes part of Redis keys and metric labels.
@@ -567,7 +567,7 @@ class JobResult(BaseModel):
     callback: CallbackState = Field(default_factory=CallbackState)
     #: The MiMo account that served the job: its configured name or its key's fingerprint.
     account: str | None = None
-    #: Whose job it was and its lane, as the job named them (README, "Scheduling").
+    #: Whose job it was and its lane, as the job named them (docs/scheduling.md).
     tenant: str | None = None
     priority: str | None = None
     #: The run the job belongs to (``mimoq batch``, an HTTP batch), if any.

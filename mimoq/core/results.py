@@ -101,10 +101,10 @@ class StatusReport:
     status: JobStatus
     result: JobResult | None = None
     run_at: float | None = None  # for queued/deferred jobs: when it is due (unix seconds)
-    #: a queued bulk job still waiting for admission into the queue (README, "Scheduling"),
+    #: a queued bulk job still waiting for admission into the queue (docs/scheduling.md),
     #: or a job whose tenant is held at its limit
     waiting: bool = False
-    #: why it waits, when its tenant is held at its limit (README, "Usage and tenant limits")
+    #: why it waits, when its tenant is held at its limit (docs/usage.md)
     reason: str | None = None
 
     def to_dict(self) -> dict[str, object]:

@@ -4,8 +4,8 @@ Each subsystem (``mimo``, ``storage``, ``retry``, ``worker``, ``ops``, ``callbac
 ``limiter``, ``http``, ``accounts``, ``audio``) is its own pydantic-settings model that
 reads its own variables;
 ``Settings`` composes them and is what entrypoints build and pass down. The environment
-names are the public contract and do not depend on this shape: the README's configuration
-table is checked against these models by a test. A field's old flat name
+names are the public contract and do not depend on this shape: the table in
+docs/configuration.md is checked against these models by a test. A field's old flat name
 (``limit_window_s``) is still accepted as a keyword of ``Settings(...)``.
 """
 
@@ -469,7 +469,7 @@ class LimiterSettings(BaseSettings):
         description="Starting tokens per second of audio (the documented 4 s clip: 25 audio + 20 "
         "completion tokens); calibrated fleet-wide from the usage of finished calls.",
     )
-    # Scheduling: lanes and tenants (README, "Scheduling")
+    # Scheduling: lanes and tenants (docs/scheduling.md)
     bulk_min_share: float = Field(
         default=0.5,
         ge=0,
@@ -718,7 +718,7 @@ _FLAT: Final = _flat_names()
 
 
 class Settings(BaseSettings):
-    """Everything configurable, one model per subsystem. See the README's configuration table."""
+    """Everything configurable, one model per subsystem. See the docs/configuration.md."""
 
     model_config = SettingsConfigDict(
         extra="ignore", populate_by_name=True, frozen=True, env_prefix="MIMOQ_SETTINGS_GROUP_"

@@ -1,6 +1,6 @@
 """``MIMOQ_TENANT_LIMITS``: what each tenant may use per window, and the window arithmetic.
 
-The grammar (README, "Usage and tenant limits")::
+The grammar (docs/usage.md)::
 
     limits  := entry (";" entry)*
     entry   := tenant ":" cap ("," cap)*

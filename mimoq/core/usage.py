@@ -4,7 +4,7 @@ One finished job adds its usage with one script call (``usage.lua``), queued on 
 pipeline as its result write: O(1) per job and no round trip of its own. Reading sums the
 windows of a span (``mimoq usage --since 24h``: the hour windows that overlap it).
 
-What counts (README, "Usage and tenant limits"): ``requests`` are MiMo calls that answered
+What counts (docs/usage.md): ``requests`` are MiMo calls that answered
 with a result (each chunk of a long job is one; the long job's own record adds none);
 a call MiMo refused (4xx, 429, 5xx) reports no usage and is not billed, so it is not a
 request here, and a job that ended failed counts once in ``failed``.

@@ -1,7 +1,7 @@
 """The cross-language contract: Redis key names, task names, the JSON serializer, enqueue script.
 
 Every Redis key mimoq or arq writes is spelled here and nowhere else. The format is
-documented in the README ("Wire format") and pinned by tests that use raw Redis commands.
+documented in docs/wire-format.md and pinned by tests that use raw Redis commands.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ HTTP_BATCH_PREFIX: Final = "mimoq:batch:"
 QUOTA_HISTORY_PREFIX: Final = "mimoq:quota-use:"
 RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summaries, newest first
 #: Bulk jobs wait here, per model and tenant, until the scheduler admits them into the queue
-#: (README, "Scheduling"): ``mimoq:wait:<model>:tenant:<tenant>`` lists of job ids, the
+#: (docs/scheduling.md): ``mimoq:wait:<model>:tenant:<tenant>`` lists of job ids, the
 #: ``mimoq:wait:<model>:tenants`` round-robin ring of tenants with waiting jobs, the
 #: ``mimoq:wait:<model>:admitted`` look-ahead (job id -> admission time) and the set of
 #: models with waiting jobs. Interactive jobs wait the same way, under
@@ -66,7 +66,7 @@ NO_TENANT: Final = "_"
 #: scripts get it with their configuration.
 INTERACTIVE_DIRECT: Final = 16
 
-#: A run's progress (README, "Runs"): ``mimoq:run:<run>`` a hash of counters (``total``,
+#: A run's progress (docs/cancel.md, "Runs"): ``mimoq:run:<run>`` a hash of counters (``total``,
 #: ``succeeded``, ``failed``, ``cancelled``, ``model:<model>``) and facts (``tenant``,
 #: ``priority``, ``created_at``, ``sealed``, ``ended_at``, ``callback``), and
 #: ``mimoq:run:<run>:pending`` the set of its job ids not finished yet. enqueue.lua adds a
@@ -75,7 +75,7 @@ RUN_PREFIX: Final = "mimoq:run:"
 #: The runs not ended yet, a sorted set scored by creation time (the dashboard lists them).
 RUNS_ACTIVE_KEY: Final = "mimoq:runs"
 
-#: A job's cancel marker (README, "Cancel"): "granted" once the limiter granted its MiMo call
+#: A job's cancel marker (docs/cancel.md): "granted" once the limiter granted its MiMo call
 #: (the acquire script), "cancelled" once cancel.lua withdrew it; the grant and the cancel
 #: read it atomically, so a cancelled job is never granted. A string, with a TTL.
 CANCEL_PREFIX: Final = "mimoq:cancel:"
@@ -84,7 +84,7 @@ CANCEL_CHANNEL: Final = "mimoq:cancel"
 #: Usage per tenant and model in one fixed window: ``mimoq:usage:<window_s>:<start>``, a hash
 #: of ``<tenant>|<model>|<metric>`` -> amount, and ``<tenant>|*|<metric>`` -> the tenant's
 #: total over its models (what limits read). Written by core/usage.lua once per finished
-#: job; it expires a while after its window ends (README, "Usage and tenant limits").
+#: job; it expires a while after its window ends (docs/usage.md).
 USAGE_PREFIX: Final = "mimoq:usage:"
 #: A tenant held at its limit (MIMOQ_TENANT_LIMITS): a JSON string that expires when its
 #: window frees. Its admission turns are skipped (worker/limiter/common.lua) and its new

@@ -167,7 +167,7 @@ def _lease_key(batch_id: str) -> str:
 
 
 async def _withdraw(ctx: Context, batch_id: str, job_ids: list[str]) -> None:
-    """Cancel the batch's unfinished jobs as ``mimoq batch cancel`` does (README, "Cancel"):
+    """Cancel the batch's unfinished jobs as ``mimoq batch cancel`` does (docs/cancel.md):
     queued ones are recorded as cancelled at once (through the one finish path, which counts
     them in the batch's run and announces its end) and never sent; running ones are stopped."""
     await cancel_jobs(ctx.front.producer.redis, job_ids, settings=ctx.settings)

@@ -157,7 +157,7 @@ async def index(request: Request) -> Response:
         raise HTTPError(503, "the dashboard has no fleet view in this process")
     redis = ctx.front.producer.redis
     snapshot = await fleet.snapshot(redis)
-    # usage per tenant against its limits (README, "Usage and tenant limits")
+    # usage per tenant against its limits (docs/usage.md)
     limits = ctx.settings.usage.limits()
     usage = await usage_report(redis, limits, since_s=DAY_S, now=time.time())
     snapshot = {**snapshot, "usage": usage}

@@ -86,7 +86,7 @@ def _eta_text(run: Mapping[str, Any], now: float) -> str:
 
 def runs_section(runs: Sequence[Mapping[str, Any]], csrf: str, now: float) -> str:
     """Each run or HTTP batch not ended yet: a progress bar, its counts, its ETA (the
-    fleet's grant rate and its share among the tenants, see README "Runs") and a cancel
+    fleet's grant rate and its share among the tenants, see docs/cancel.md, "Runs") and a cancel
     button (a POST checked like replay)."""
     rows = []
     for run in runs:

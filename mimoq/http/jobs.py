@@ -62,7 +62,7 @@ async def content(request: Request, ctx: Context, tenant: str) -> Response:
 
 
 async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
-    """Cancel the tenant's job (README, "Cancel"): the answer of ``mimoq cancel``, as an
+    """Cancel the tenant's job (docs/cancel.md): the answer of ``mimoq cancel``, as an
     object; another tenant's job, like an unknown one, is a 404."""
     job_id = await _owned_id(request, ctx, tenant)
     answer = (await cancel_jobs(ctx.front.producer.redis, [job_id], settings=ctx.settings))[0]

@@ -127,7 +127,7 @@ JOB_ACCEPTED: Final[Schema] = {
 
 JOB_CANCEL: Final[Schema] = {
     "type": "object",
-    "description": 'What a cancel did (README, "Cancel"). cancelled: recorded as cancelled '
+    "description": "What a cancel did (docs/cancel.md). cancelled: recorded as cancelled "
     "now (queued: never sent) or earlier; in_flight: its MiMo call had started and is closed "
     "within 2 s. already_finished: it ended otherwise and is left as it is.",
     "required": ["object", "id", "status"],

@@ -1,5 +1,5 @@
-"""``GET /v1/usage``: the caller's own tenant's usage and limits (README, "Usage and tenant
-limits"); ``?since=24h`` sets the span (90m, 24h, 7d, ...)."""
+"""``GET /v1/usage``: the caller's own tenant's usage and limits (docs/usage.md);
+``?since=24h`` sets the span (90m, 24h, 7d, ...)."""
 
 from __future__ import annotations
 

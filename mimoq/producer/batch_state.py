@@ -27,7 +27,7 @@ class ItemStatus(StrEnum):
     in_progress = "in_progress"
     succeeded = "succeeded"
     failed = "failed"
-    cancelled = "cancelled"  # README, "Cancel"
+    cancelled = "cancelled"  # docs/cancel.md
 
 
 FINISHED: Final = frozenset({ItemStatus.succeeded, ItemStatus.failed, ItemStatus.cancelled})

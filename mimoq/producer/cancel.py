@@ -1,4 +1,4 @@
-"""Cancel jobs, a run, or a tenant's queued work, with one meaning everywhere (README, "Cancel").
+"""Cancel jobs, a run, or a tenant's queued work, with one meaning everywhere (docs/cancel.md).
 
 ``cancel_jobs`` runs cancel.lua (``mimoq.core.cancel_script``) and records every job it
 withdrew as ``cancelled`` through the one finish path (``mimoq.core.finish``: the record,

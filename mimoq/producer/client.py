@@ -154,7 +154,7 @@ class Producer:
         return await read_result(self.redis, job_id)
 
     async def cancel(self, job_id: str) -> CancelAnswer:
-        """Cancel one job (README, "Cancel"): ``cancelled``, ``already_finished`` (with its
+        """Cancel one job (docs/cancel.md): ``cancelled``, ``already_finished`` (with its
         status) or ``not_found``; ``invalid`` for a malformed id."""
         return (await cancel_jobs(self.redis, [job_id], settings=self.settings))[0]
 

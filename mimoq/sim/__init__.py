@@ -1,6 +1,6 @@
 """A MiMo stand-in server (ASGI) for tests, benchmarks and the demo.
 
-It follows the README's section "The MiMo dialect".
+It follows docs/mimo-dialect.md.
 """
 
 from mimoq.sim.app import SimApp, SimulatedDisconnectError, create_app

@@ -124,7 +124,7 @@ class MimoqWorker(Worker):
         if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):
             return
         if await self.pool.get(wire.cancel_key(job_id)) in (b"cancelled", "cancelled"):
-            return  # its cancel records it (README, "Cancel"); arq found its job key gone
+            return  # its cancel records it (docs/cancel.md); arq found its job key gone
         reason, raw_job = "the job could not be run", None
         if result_data:
             data = json.loads(result_data)

@@ -298,7 +298,8 @@ async def _traced_attempt(
     settings: Settings,
     attempt: int,
 ) -> AttemptOutcome:
-    """``send_attempt`` under its CLIENT span (a no-op unless tracing is on): README, "Tracing"."""
+    """``send_attempt`` under its CLIENT span (a no-op unless tracing is on): docs/production.md,
+    "Tracing"."""
     with tracing.callback_span(
         delivery.traceparent, url=redact_url(delivery.url), delivery_id=delivery.delivery_id,
         job_id=delivery.job_id, attempt=attempt,

@@ -1,4 +1,4 @@
-"""Stop a job this worker holds when it is cancelled (README, "Cancel").
+"""Stop a job this worker holds when it is cancelled (docs/cancel.md).
 
 Each job's attempt runs in its own task, registered here under the job id. One
 subscription per worker process listens on ``mimoq:cancel`` (cancel.lua publishes the id of

@@ -1,6 +1,6 @@
 """Queue depth: every job not finished yet, by lane, kind and state.
 
-The states a job goes through before its result (README, "Queue depth"):
+The states a job goes through before its result (docs/production.md, "Queue depth"):
 
 - ``waiting``: waiting for admission in ``mimoq:wait:<model>:…:tenant:<t>`` (bulk jobs, and
   interactive jobs of a tenant past its 16 in the queue); not in ``mimoq:queue`` yet;

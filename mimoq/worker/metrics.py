@@ -38,7 +38,7 @@ class JobOutcome(StrEnum):
     deferred = "deferred"  # the fleet limiter had no capacity yet (not counted as a try)
     waiting = "waiting"  # put back for another reason (chunks running); not a try either
     already_finished = "already_finished"  # a re-run found the result of an earlier run
-    cancelled = "cancelled"  # cancelled (README, "Cancel"): recorded without a result
+    cancelled = "cancelled"  # cancelled (docs/cancel.md): recorded without a result
 
 
 class CallbackOutcome(StrEnum):
@@ -152,7 +152,7 @@ _tenant_labels: set[str] = set()
 _waiting_labels: dict[tuple[str, str], set[str]] = {}
 
 
-#: Usage per tenant and model (README, "Usage and tenant limits"), counted as jobs finish in
+#: Usage per tenant and model (docs/usage.md), counted as jobs finish in
 #: this process; tenant labels capped as for mimoq_limiter_grants.
 USAGE_COUNTERS: Final = {
     metric: Counter(
@@ -329,7 +329,7 @@ def fleet_sampled(*, due: int, deferred: int, dead_letters: int) -> None:
 DESIRED_WORKERS: Final = Gauge(
     "mimoq_desired_workers",
     "Workers the fleet needs: the waiting work's demand capped by what the quota can feed "
-    "(grant rate x call latency p90 / MIMOQ_CONCURRENCY per model and account; README, "
+    "(grant rate x call latency p90 / MIMOQ_CONCURRENCY per model and account; docs/production.md, "
     "'Scaling'). Fleet-wide: every worker and mimoq serve report the same number.",
 )
 

@@ -66,7 +66,7 @@ async def transcription(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
 def _traced(
     ctx: dict[str, Any], job: Any, kind: str | None
 ) -> contextlib.AbstractContextManager[None]:
-    """The attempt's CONSUMER span (a no-op unless tracing is on): README, "Tracing"."""
+    """The attempt's CONSUMER span (a no-op unless tracing is on): docs/production.md, "Tracing"."""
     return tracing.attempt_span(
         ctx["job_id"], job, kind, destination=wire.QUEUE_NAME, arq_try=int(ctx.get("job_try", 1))
     )
@@ -155,7 +155,7 @@ async def run_job(
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
     # One read for what decides the run before anything is tried: tries so far, the cancel
-    # marker (README, "Cancel") and an earlier run's result.
+    # marker (docs/cancel.md) and an earlier run's result.
     raw_deferrals, marker, recorded = await redis.mget(
         _deferrals_key(job_id), wire.cancel_key(job_id), wire.result_key(job_id)
     )
@@ -255,7 +255,7 @@ async def _record_cancelled(
     kind: str | None,
     bound: structlog.typing.FilteringBoundLogger,
 ) -> dict[str, Any]:
-    """A cancelled job (README, "Cancel"): recorded as such, without (or after closing) its
+    """A cancelled job (docs/cancel.md): recorded as such, without (or after closing) its
     MiMo call; whatever admission place it held goes back at once."""
     job_id: str = ctx["job_id"]
     await forget_admitted(redis, job_id, raw, kind)

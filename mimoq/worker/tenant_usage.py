@@ -1,4 +1,4 @@
-"""What one finished job adds to its tenant's usage (README, "Usage and tenant limits").
+"""What one finished job adds to its tenant's usage (docs/usage.md).
 
 Built where the job is known (the runner), written with its result (``runner.finish``).
 """

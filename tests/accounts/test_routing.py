@@ -64,7 +64,7 @@ async def test_two_accounts_each_within_its_own_quota_without_a_429(
     # backlog is served by both at once, and neither is ever pushed past its quota. The
     # limiter runs at 80 % of the upstream quota, as in the test below: a 2 s window is
     # MiMo's minute compressed 30 times, so a loaded host's grant-to-send lag of 50 ms is
-    # 1.5 s of a real minute, beyond what the guard's margin is for (README, "The quota limiter").
+    # 1.5 s of a real minute, beyond what the guard's margin is for (docs/scheduling.md).
     quota = quota_from_options(rpm={"*": 10}, window_s=2)
     config = SimConfig(api_keys=tuple(KEYS), per_key_quota=True, quota=quota)
     with simulator(config) as sim:

@@ -66,7 +66,7 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
             await producer.enqueue({"kind": "speech", "input": "Run.", "run": "nightly"}),
         ]
         await runs.seal(redis, "nightly")
-        # the producer may cancel (README, "Cancel"): it cannot write the record itself, so
+        # the producer may cancel (docs/cancel.md): it cannot write the record itself, so
         # the job goes to the queue's head and a worker records it, without calling MiMo
         doomed = await producer.enqueue(
             {"kind": "speech", "input": "Doomed by acl.", "callback": {"url": receiver.url("/h")}}

@@ -1,4 +1,4 @@
-"""Cancel end to end (README, "Cancel"): every state a job can be cancelled in, against a
+"""Cancel end to end (docs/cancel.md): every state a job can be cancelled in, against a
 private redis-server, the simulator (whose call log says which jobs it ever saw) and real
 arq workers. "No MiMo call after the cancel returns" is checked on the simulator's side.
 """

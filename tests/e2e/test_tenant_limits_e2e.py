@@ -5,7 +5,7 @@ exactly this: a test, or an operator's burst cap); bob has no limit. Both send t
 in both lanes at once. alice's calls stop at her limit and her other jobs wait (visible
 with the reason over HTTP), nothing fails, bob runs on meanwhile, and alice's jobs finish
 in the next windows. Then the usage totals are checked against the simulator's own count
-of calls, audio seconds and characters (printed side by side: the measurement the README
+of calls, audio seconds and characters (printed side by side: the measurement docs/usage.md
 quotes).
 """
 

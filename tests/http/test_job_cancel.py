@@ -1,5 +1,5 @@
 """``POST /v1/jobs/{id}/cancel`` and ``mimoq cancel`` against a running front door and worker
-(README, "Cancel"): owner-scoped like ``GET /v1/jobs/{id}``, the same answers as the CLI."""
+(docs/cancel.md): owner-scoped like ``GET /v1/jobs/{id}``, the same answers as the CLI."""
 
 from __future__ import annotations
 

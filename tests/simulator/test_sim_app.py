@@ -141,7 +141,7 @@ async def test_asr_of_the_simulators_own_wav_returns_the_text(
 async def test_asr_cost_matches_the_documented_four_second_clip(
     sim: Sim,
 ) -> None:
-    """The MiMo dialect (README): a 4 s clip cost 46 prompt tokens, 25 of them audio."""
+    """The MiMo dialect (docs/mimo-dialect.md): a 4 s clip cost 46 prompt tokens, 25 of them audio."""
     client, _ = sim
     response = await client.post(CHAT, json=asr(data_uri(stdlib_wav(16_000, 64_000))))
     usage = response.json()["usage"]
@@ -333,7 +333,7 @@ async def test_status_fault_unwrapped_body(sim: Sim) -> None:
     await _fault(client, {"kind": "status", "status": 402, "body": "unwrapped"})
     response = await client.post(CHAT, json=tts())
     assert response.status_code == 402
-    # exactly the unwrapped body quoted in the README's MiMo dialect section
+    # exactly the unwrapped body quoted in docs/mimo-dialect.md
     assert response.text == (
         '{"type":"server_error","message":"Upstream request failed: Insufficient account funds"}'
     )

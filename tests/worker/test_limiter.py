@@ -571,7 +571,7 @@ async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> Non
     await limiter.release(lease, usage={"total_tokens": 50}, latency_s=0.5)
     await limiter.rate_limited(ASR_MODEL, None)
     keys = [k.decode() async for k in redis.scan_iter("*")]
-    # the limiter's keys, and the granted job's cancel marker (README, "Cancel")
+    # the limiter's keys, and the granted job's cancel marker (docs/cancel.md)
     assert keys and all(k.startswith(wire.LIMITER_PREFIX) for k in keys if k != "mimoq:cancel:job")
     assert await redis.get(wire.cancel_key("job")) == b"granted"
     for key in keys:
@@ -614,7 +614,7 @@ async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
     await limiter.acquire(TTS_MODEL, job_id="after-429")
     for lease in leases:
         await limiter.release(lease, usage=None, latency_s=None)
-    # nothing is remembered but each grant's cancel marker (README, "Cancel"), which expires
+    # nothing is remembered but each grant's cancel marker (docs/cancel.md), which expires
     keys = [k.decode() async for k in redis.scan_iter("*")]
     assert sorted(keys) == sorted(wire.cancel_key(j) for j in [*map(str, range(500)), "after-429"])
     for key in keys[:5]:

@@ -150,7 +150,7 @@ class AccountRouter:
         """Reserve the chosen account's capacity for one call, time and count it, and tell
         the limiter and the breaker how it went (a 429 pauses that account's model; an
         account error pauses the account, and the job is deferred instead of failed).
-        ``lane`` and ``tenant`` are the job's scheduling fields (README, "Scheduling")."""
+        ``lane`` and ``tenant`` are the job's scheduling fields (docs/scheduling.md)."""
         account, probing = await self._admit(job_id, model)
         asked = time.monotonic()
         lease = await account.limiter.acquire(

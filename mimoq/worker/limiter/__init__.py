@@ -1,4 +1,4 @@
-"""The fleet-wide MiMo quota limiter and scheduler (see ``core`` and README, "Scheduling").
+"""The fleet-wide MiMo quota limiter and scheduler (see ``core`` and docs/scheduling.md).
 
 The public names live here; ``config`` is the settings view, ``capacity`` the start-up
 capacity check, ``admission`` the workers' periodic admission of waiting bulk jobs.

@@ -22,7 +22,7 @@ from mimoq.worker.limiter.core import Limiter, LimiterSnapshot, RedisLimiter
 log = structlog.get_logger("mimoq.limiter")
 
 #: Latency assumed while no call of any model has finished: a short TTS text's median
-#: ("several seconds": README, "The MiMo dialect"). Used for one speech model, the least a
+#: ("several seconds": docs/mimo-dialect.md). Used for one speech model, the least a
 #: fleet runs.
 UNOBSERVED_LATENCY_S: Final = 8.0
 

@@ -13,7 +13,7 @@ from mimoq.core import wire
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.settings import Settings
 
-#: MiMo's published per-account quotas (README, "The MiMo dialect"), per minute.
+#: MiMo's published per-account quotas (docs/mimo-dialect.md), per minute.
 OFFICIAL_RPM: Final = 100
 OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 #: The account name used when there is neither a key nor a configured name (the simulator).

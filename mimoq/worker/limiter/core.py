@@ -24,7 +24,7 @@ instead of going back to back with the others. A hard guard over the actual gran
 following the fleet's measured grant-to-send lag) backs the schedule up. A 429 pauses the
 model fleet-wide and steps the paced rate down: by ``first_decrease`` (x0.9, regained
 within a window) after a clean history, by ``decrease`` (x0.7, additive recovery) when
-429s repeat. The README's "Scheduling" section draws the whole model.
+429s repeat. docs/scheduling.md draws the whole model.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Decision(StrEnum):
     PACED = "paced"  # a grant happened less than a quarter slot ago; re-spaced to the end
     SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
-    CANCELLED = "cancelled"  # the job was cancelled (README, "Cancel"): no call, ever
+    CANCELLED = "cancelled"  # the job was cancelled (docs/cancel.md): no call, ever
 
 
 #: The decisions after which the job holds a reserved slot (a ticket). Such a job is told
@@ -463,7 +463,7 @@ class RedisLimiter:
 
 
 #: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
-#: the acquire script does (README, "Cancel"). KEYS[1] the marker; ARGV[1] its TTL in ms.
+#: the acquire script does (docs/cancel.md). KEYS[1] the marker; ARGV[1] its TTL in ms.
 _UNLIMITED_GRANT_LUA: Final = """
 if redis.call('GET', KEYS[1]) == 'cancelled' then return 0 end
 redis.call('SET', KEYS[1], 'granted', 'PX', ARGV[1])
