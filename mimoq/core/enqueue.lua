@@ -19,8 +19,8 @@
 -- job goes straight into the queue while its tenant has fewer than 16 of the model's there
 -- (not yet granted) and none waiting; past that (a flood) it waits in
 -- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
--- next one. A tenant held at its limit (mimoq:tenant-held:<tenant>, README "Usage and
--- tenant limits") has every new job wait in its list. Either way its arq job key is
+-- next one. A tenant held at its limit (mimoq:tenant-held:<tenant>, docs/usage.md) has
+-- every new job wait in its list. Either way its arq job key is
 -- written now, so the id is taken and its status reads "queued".
 --
 -- Runs (README, "Runs"): a job naming a "run" is counted in mimoq:run:<run> (HINCRBY total

@@ -42,6 +42,7 @@ from mimoq.core.jobs import (
     salvage_owner,
 )
 from mimoq.core.settings import Settings
+from mimoq.core.usage import UsageEntry
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
 from mimoq.worker.limiter.admission import forget_admitted
@@ -203,7 +204,9 @@ async def run_job(
         raise Retry(defer=verdict.delay_s)
 
     if outcome is not None and await _cancelled_meanwhile(deps, redis, job_id, outcome):
-        return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
+        # its call answered (and was billed): it counts in its tenant's usage all the same
+        used = tenant_usage.succeeded(job, outcome) if job is not None else None
+        return await _record_cancelled(deps, redis, ctx, raw, kind, bound, used=used)
     if outcome is not None and job is not None:
         result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
@@ -254,14 +257,18 @@ async def _record_cancelled(
     raw: Any,
     kind: str | None,
     bound: structlog.typing.FilteringBoundLogger,
+    *,
+    used: UsageEntry | None = None,
 ) -> dict[str, Any]:
     """A cancelled job (docs/cancel.md): recorded as such, without (or after closing) its
-    MiMo call; whatever admission place it held goes back at once."""
+    MiMo call; whatever admission place it held goes back at once. ``used``: what its call
+    used, when it answered before the cancel."""
     job_id: str = ctx["job_id"]
     await forget_admitted(redis, job_id, raw, kind)
     fields = raw if isinstance(raw, dict) else {}
     result = cancelled_result(job_id, fields, enqueued_at=_ts(ctx))
-    result = await finish(redis, result, callback_of(fields), settings=deps.settings)
+    write = tenant_usage.usage_write(used, deps.settings) if used is not None else None
+    result = await finish(redis, result, callback_of(fields), settings=deps.settings, usage=write)
     await redis.delete(_deferrals_key(job_id))
     bound.info("job.cancelled")
     metrics.job_outcome(result.kind, result.model, metrics.JobOutcome.cancelled)
