@@ -18,7 +18,12 @@ from mimoq.core.settings import Settings
 from tests.conftest import RedisServer
 from tests.support.cli import clean_env
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+#: Where a library user reads the Python example: the README and docs/python.md.
+PYTHON_EXAMPLES = {
+    "README.md": "### Python",
+    "docs/python.md": "From Python — everything public is importable from `mimoq`",
+}
 
 
 @pytest.mark.parametrize("name", mimoq.__all__)
@@ -56,9 +61,11 @@ def test_importing_mimoq_or_its_modules_does_not_import_the_producer() -> None:
     assert "mimoq.producer.client" not in loaded and "mimoq.core.settings" not in loaded
 
 
-def test_the_readme_python_example_uses_only_public_names() -> None:
-    start = README.index("From Python — everything public is importable from `mimoq`")
-    block = re.search(r"```python\n(.*?)```", README[start:], re.S)
+@pytest.mark.parametrize("page", sorted(PYTHON_EXAMPLES))
+def test_the_python_example_uses_only_public_names(page: str) -> None:
+    text = (ROOT / page).read_text()
+    start = text.index(PYTHON_EXAMPLES[page])
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S)
     assert block is not None
     tree = ast.parse(block.group(1))  # top-level `async with` parses as a module statement
     imported = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
