@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -101,3 +102,69 @@ def test_every_page_is_in_the_sites_navigation() -> None:
 def test_no_page_points_outside_the_repository() -> None:
     for name, text in {"README.md": README, **every_page()}.items():
         assert "/work/shared" not in text and "../shared" not in text, name
+
+
+def table_rows(text: str) -> list[tuple[list[str], list[str]]]:
+    """The configuration table's rows: the variables of the first cell and the defaults of
+    the second (``a`` / ``b`` pairs with two variables)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows.append((re.findall(r"`([A-Z][A-Z0-9_<>]+)`", cells[0]), cells[1].split(" / ")))
+    return rows
+
+
+def field_of(name: str) -> tuple[type[Any], str]:
+    """The settings model and field that read the environment variable ``name``."""
+    for model in [*GROUPS.values(), Settings]:
+        for field_name, field in model.model_fields.items():
+            alias = field.validation_alias
+            if name in (alias.choices if isinstance(alias, AliasChoices) else [alias]):
+                return model, field_name
+    raise AssertionError(f"no settings field reads {name}")
+
+
+#: Defaults the table states as what they amount to rather than as the field's literal value
+#: (the code derives them when the variable is unset), each with the reason.
+DERIVED_DEFAULTS = {
+    "MIMO_BASE_URL": "derived from the key's prefix and MIMO_REGION",
+    "MIMOQ_STORAGE_URL": "file:// of MIMOQ_DATA_DIR",
+    "MIMOQ_INPUT_ROOTS": "MIMOQ_DATA_DIR",
+    "MIMOQ_LIMIT_ACCOUNT": "the key's fingerprint",
+    "MIMOQ_LIMIT_TPM": "MiMo's published ASR token quota fills in for a model not named",
+    "MIMO_<N>_API_KEY": "a family of variables, not one",
+}
+UNSET = (None, "", {}, (), [])
+
+
+@pytest.mark.parametrize(
+    ("name", "default"),
+    [
+        (name, default)
+        for names, defaults in table_rows(CONFIGURATION)
+        if len(names) == len(defaults)
+        for name, default in zip(names, defaults, strict=True)
+        if name not in NOT_A_SETTING and name not in DERIVED_DEFAULTS
+    ],
+)
+def test_the_configuration_tables_default_is_the_models(
+    name: str, default: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default column, read back through the model, is what the model has when unset."""
+    model, field_name = field_of(name)
+    monkeypatch.delenv(name, raising=False)
+    actual = getattr(model(), field_name)
+    if default.strip() == "—":
+        assert actual in UNSET, f"{name}: the table says unset, the model has {actual!r}"
+        return
+    literal = re.match(r"`([^`]*)`", default.strip())
+    assert literal, f"{name}: the default {default!r} is neither `a literal` nor —"
+    monkeypatch.setenv(name, literal.group(1))
+    assert getattr(model(), field_name) == actual, f"{name}: the table says {default}"
+
+
+def test_every_derived_default_is_a_row_of_the_table() -> None:
+    documented = {name for names, _ in table_rows(CONFIGURATION) for name in names}
+    assert set(DERIVED_DEFAULTS) <= documented
