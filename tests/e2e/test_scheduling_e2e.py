@@ -31,6 +31,7 @@ from mimoq.sim.config import SimConfig
 from mimoq.sim.quota import QuotaConfig, SimQuota
 from mimoq.sim.server import RunningSim, start_in_thread
 from tests.conftest import RedisServer
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -129,11 +130,11 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
     assert waiting.status.value == "queued" and waiting.waiting
 
     # interactive jobs arrive once the archive is running, on both models
+    async def archive_running() -> bool:
+        return sum([await redis.exists(wire.result_key(j)) for j in bulk_ids["big"][:10]]) >= 3
+
+    await eventually(archive_running, what="the archive to start")
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    while sum([await redis.exists(wire.result_key(j)) for j in bulk_ids["big"][:10]]) < 3:
-        assert loop.time() < started + 60, "the archive never started"
-        await asyncio.sleep(0.05)
     interactive = []
     for i, model in enumerate((TTS, DESIGN, TTS)):
         job = {"kind": "speech", "input": f"now {i}", "model": model}
