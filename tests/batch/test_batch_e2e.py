@@ -188,23 +188,26 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
     make_archive(archive, 60)
     env = batch_env(sim, data, REDIS_URL=redis_server.url, MIMOQ_CONCURRENCY="4")
     add_fault(sim, kind="latency", ms=50, times=None)
-    worker = subprocess.Popen(
-        mimoq_args("worker"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("wb") as sink:
+        worker = subprocess.Popen(
+            mimoq_args("worker"), env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         args = mimoq_args("batch", str(archive), "--progress", "none")
-        with subprocess.Popen(
+        first = subprocess.Popen(
             args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as first:
+        )
+        try:  # a worker that died must fail the test, not leave the batch waiting forever
             wait_until(
-                lambda: len(journaled(data)) >= 20 or first.poll() is not None, 60, "20 done"
+                lambda: len(journaled(data)) >= 20 or (first.poll(), worker.poll()) != (None, None),
+                60,
+                "20 done",
             )
+        finally:
             first.send_signal(signal.SIGKILL)
             first.communicate()
+        assert worker.poll() is None, worker_log.read_text()[-3000:]
         assert len(journaled(data)) < 60, "the kill must land midway"
         # No batch process watches now: its progress is read from Redis, from anywhere
         (run,) = [p.name for p in (data / "batches").iterdir()]

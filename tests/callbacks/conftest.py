@@ -134,7 +134,7 @@ async def run_worker(redis_server: RedisServer, settings: Settings, **ctx_extra:
         pass
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0) -> None:
     """Poll a real signal (e.g. a Redis record) until true; fail at the deadline."""
     deadline = time.monotonic() + timeout
     while not await check():

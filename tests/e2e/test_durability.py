@@ -36,6 +36,7 @@ async def test_a_killed_workers_job_is_run_again_once(
         "MIMOQ_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "MIMOQ_POLL_DELAY_S": "0.01",
+        "MIMOQ_METRICS_PORT": "0",  # the default port is one per machine, not per test
     }
     # The first call hangs long enough for the worker to be killed in the middle of it.
     sim.state.add_fault(Fault(kind="latency", ms=30_000, match="survive"))

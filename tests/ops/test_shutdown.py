@@ -122,11 +122,11 @@ async def test_sigterm_lets_a_slow_job_finish_and_exits_0(
     producer = Producer(redis, e2e_settings(redis_server, sim, tmp_path / "data"))
     sim.state.add_fault(Fault(kind="latency", ms=1500, match="a slow goodbye"))
     worker = spawn(MIMOQ_SHUTDOWN_GRACE_S="30")
-    await eventually(lambda: beat_of(redis, worker), 20, "the worker's first heartbeat")
+    await eventually(lambda: beat_of(redis, worker), 60, "the worker's first heartbeat")
     slow = await producer.enqueue(
         {"kind": "speech", "input": "a slow goodbye", "callback": {"url": receiver.url()}}
     )
-    await eventually(lambda: sim_received(sim), 10, "the slow call to reach MiMo")
+    await eventually(lambda: sim_received(sim), 60, "the slow call to reach MiMo")
 
     worker.proc.send_signal(signal.SIGTERM)
     draining = await eventually(
@@ -164,9 +164,9 @@ async def test_a_job_past_the_grace_period_is_requeued_not_lost(
     producer = Producer(redis, settings)
     sim.state.add_fault(Fault(kind="latency", ms=2000, match="longer than the grace"))
     worker = spawn(MIMOQ_SHUTDOWN_GRACE_S="0.3")
-    await eventually(lambda: beat_of(redis, worker), 20, "the worker's first heartbeat")
+    await eventually(lambda: beat_of(redis, worker), 60, "the worker's first heartbeat")
     job = await producer.enqueue({"kind": "speech", "input": "longer than the grace"})
-    await eventually(lambda: sim_received(sim), 10, "the slow call to reach MiMo")
+    await eventually(lambda: sim_received(sim), 60, "the slow call to reach MiMo")
 
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.text()[-4000:]
@@ -175,7 +175,7 @@ async def test_a_job_past_the_grace_period_is_requeued_not_lost(
     assert await redis.zscore(wire.QUEUE_NAME, job.job_id) is not None  # back in the queue
     assert not await redis.exists(wire.in_progress_key(job.job_id))  # free for any worker
     async with running_worker(settings):  # the next worker finishes it
-        result = await producer.wait(job.job_id, timeout_s=20)
+        result = await producer.wait(job.job_id, timeout_s=60)
     assert result.status == "succeeded"
 
 
@@ -190,7 +190,7 @@ async def test_logs_of_a_full_run_are_json_with_job_context_and_no_secrets(
     # 421 (content blocked): a permanent failure of the job itself (a 401 pauses the account).
     sim.state.add_fault(Fault(kind="status", status=421, match="refused words"))
     worker = spawn()
-    await eventually(lambda: beat_of(redis, worker), 20, "the worker's first heartbeat")
+    await eventually(lambda: beat_of(redis, worker), 60, "the worker's first heartbeat")
     jobs = [
         await producer.enqueue({"kind": "speech", "input": "private words",
                                 "callback": {"url": receiver.url("/hook?token=cb-token-123")}}),
@@ -198,9 +198,9 @@ async def test_logs_of_a_full_run_are_json_with_job_context_and_no_secrets(
                                 "callback": {"url": receiver.url("/hook")}}),
         await producer.enqueue({"kind": "speech", "input": "refused words"}),
     ]  # fmt: skip
-    results = [await producer.wait(j.job_id, timeout_s=20) for j in jobs]
-    await eventually(lambda: len(receiver.requests) >= 2, 10, "both callbacks")
-    await eventually(lambda: _callbacks_logged(worker), 10, "the callback attempts to be logged")
+    results = [await producer.wait(j.job_id, timeout_s=60) for j in jobs]
+    await eventually(lambda: len(receiver.requests) >= 2, 60, "both callbacks")
+    await eventually(lambda: _callbacks_logged(worker), 60, "the callback attempts to be logged")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == 0
 

@@ -46,7 +46,7 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 async def run(producer: Producer, job: dict[str, Any]) -> JobResult:
     enqueued = await producer.enqueue(job)
-    return await producer.wait(enqueued.job_id, timeout_s=20)
+    return await producer.wait(enqueued.job_id, timeout_s=60)
 
 
 async def test_metrics_change_as_a_speech_job_runs(
@@ -179,7 +179,7 @@ async def test_a_job_in_flight_is_not_counted_as_due(
                          what="the next beat")  # fmt: skip
         during = await scraped(port)
         still_running = (await producer.status(job.job_id)).status.value == "in_progress"
-        result = await producer.wait(job.job_id, timeout_s=20)
+        result = await producer.wait(job.job_id, timeout_s=60)
     assert still_running  # so every sample published so far was taken while it ran
     assert value(during, "mimoq_queue_depth", state="due") == 0
     assert value(during, "mimoq_queue_depth", state="deferred") == 0

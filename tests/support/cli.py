@@ -11,9 +11,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any MiMo/Redis settings, plus ``extra``."""
+    """This process's environment without any MiMo/Redis settings, plus ``extra``.
+
+    A worker started with it serves no metrics unless ``extra`` names a port: the default
+    (9464) is one port for the whole machine, taken by whichever test of a parallel run
+    (``pytest -n auto``) started its worker first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "XIAOMI", "REDIS_URL"))}
     env["PYTHONPATH"] = str(ROOT)
+    env["MIMOQ_METRICS_PORT"] = "0"
     env.update(extra)
     return env
 

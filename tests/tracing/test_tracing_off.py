@@ -26,7 +26,7 @@ async def test_off_the_jobs_traceparent_reaches_its_callback_unchanged(
     job = {"kind": "speech", "input": "Pass it on.", "traceparent": FOREIGN,
            "callback": {"url": receiver.url("/hook")}}  # fmt: skip
     enqueued = await producer.enqueue(job)
-    assert (await producer.wait(enqueued.job_id, timeout_s=30)).status == "succeeded"
+    assert (await producer.wait(enqueued.job_id, timeout_s=60)).status == "succeeded"
     [request] = await asyncio.to_thread(receiver.wait_for, 1, 30.0)
     assert request.headers["traceparent"] == FOREIGN
 
@@ -36,7 +36,7 @@ async def test_off_a_job_without_traceparent_sends_none(
 ) -> None:
     enqueued = await producer.enqueue({"kind": "speech", "input": "Nothing to pass.",
                                        "callback": {"url": receiver.url("/hook")}})  # fmt: skip
-    assert (await producer.wait(enqueued.job_id, timeout_s=30)).status == "succeeded"
+    assert (await producer.wait(enqueued.job_id, timeout_s=60)).status == "succeeded"
     [request] = await asyncio.to_thread(receiver.wait_for, 1, 30.0)
     assert "traceparent" not in request.headers
 
@@ -54,7 +54,7 @@ async def test_the_worker_fails_a_foreign_job_with_a_malformed_traceparent_and_s
     job = {"kind": "speech", "input": "x", "traceparent": "00-XYZ-01",
            "callback": {"url": receiver.url("/hook")}}  # fmt: skip
     assert await script(keys=wire.enqueue_keys("bad-tp"), args=["bad-tp", json.dumps(job)])
-    result = await producer.wait("bad-tp", timeout_s=30)
+    result = await producer.wait("bad-tp", timeout_s=60)
     assert result.status == "failed" and result.error is not None
     assert result.error["type"] == "invalid_request_error"
     assert "traceparent must be a W3C traceparent" in str(result.error["message"])

@@ -60,7 +60,7 @@ async def test_one_trace_links_producer_worker_mimo_storage_and_callback(
         "callback": {"url": receiver.url("/hook")},
     }
     enqueued = await producer.enqueue(job)
-    result = await producer.wait(enqueued.job_id, timeout_s=30)
+    result = await producer.wait(enqueued.job_id, timeout_s=60)
     assert result.status == "succeeded"
     [request] = await received(receiver, 1)
     job_id = enqueued.job_id
@@ -135,7 +135,7 @@ async def test_a_retried_job_has_one_attempt_span_per_try_and_counts_the_resend(
 ) -> None:
     sim.state.add_fault(Fault.model_validate({"kind": "status", "status": 503, "times": 1}))
     enqueued = await producer.enqueue({"kind": "speech", "input": "Try me twice."})
-    assert (await producer.wait(enqueued.job_id, timeout_s=30)).status == "succeeded"
+    assert (await producer.wait(enqueued.job_id, timeout_s=60)).status == "succeeded"
     job_id = enqueued.job_id
 
     def outcomes() -> dict[str, ReadableSpan]:
@@ -191,11 +191,11 @@ async def test_no_secret_reaches_any_span(
     failing = await producer.enqueue(
         {"kind": "speech", "input": "I will fail.", "callback": callback}
     )
-    assert (await producer.wait(failing.job_id, timeout_s=30)).status == "failed"
+    assert (await producer.wait(failing.job_id, timeout_s=60)).status == "failed"
     working = await producer.enqueue(
         {"kind": "speech", "input": "I will work.", "callback": callback}
     )
-    assert (await producer.wait(working.job_id, timeout_s=30)).status == "succeeded"
+    assert (await producer.wait(working.job_id, timeout_s=60)).status == "succeeded"
     requests = await received(receiver, 2)
     assert all(r.headers["authorization"] == header_token for r in requests)
     await eventually(lambda: len(spans.named("POST callback")) == 2, what="two callback spans")
@@ -236,7 +236,7 @@ async def test_a_foreign_producers_traceparent_is_continued(
     script = redis.register_script(wire.enqueue_script())
     job = {"kind": "speech", "input": "From elsewhere.", "traceparent": FOREIGN}
     assert await script(keys=wire.enqueue_keys("foreign-1"), args=["foreign-1", json.dumps(job)])
-    assert (await producer.wait("foreign-1", timeout_s=30)).status == "succeeded"
+    assert (await producer.wait("foreign-1", timeout_s=60)).status == "succeeded"
     [process] = await eventually(
         lambda: spans.named("process mimoq:queue", "foreign-1"), what="span"
     )
