@@ -169,3 +169,31 @@ def test_the_configuration_tables_default_is_the_models(
 def test_every_derived_default_is_a_row_of_the_table() -> None:
     documented = {name for names, _ in table_rows(CONFIGURATION) for name in names}
     assert set(DERIVED_DEFAULTS) <= documented
+
+
+def cited_in_the_code() -> list[tuple[str, str]]:
+    """(file, cited page) for every ``docs/<page>.md`` the code, tests, benches and manifests cite."""
+    cites = []
+    for folder in ("mimoq", "tests", "bench", "deploy"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in {".py", ".lua", ".yaml", ".yml", ".md"} and path.is_file():
+                for page in re.findall(r"\bdocs/([a-z0-9-]+\.md)", path.read_text()):
+                    cites.append((str(path.relative_to(ROOT)), page))
+    return cites
+
+
+def test_every_docs_page_the_code_cites_exists() -> None:
+    cites = cited_in_the_code()
+    assert cites
+    missing = [(where, page) for where, page in cites if not (DOCS / page).is_file()]
+    assert not missing
+
+
+def test_python_code_cites_docs_pages_not_readme_sections() -> None:
+    stale = [
+        str(path.relative_to(ROOT))
+        for folder in ("mimoq", "tests", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if re.search(r"README,? \"", path.read_text())
+    ]
+    assert not stale, f"cite the docs/ page instead: {stale}"
