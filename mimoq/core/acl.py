@@ -62,6 +62,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "%R~" + wire.INFLIGHT_KEY,  # a run's jobs in flight (`mimoq batch status`)
         "%R~" + wire.LIMITER_PREFIX + "*",  # the grant log a run's ETA is measured from
         "%R~" + wire.TENANT_HELD_PREFIX + "*",  # enqueue.lua: is the tenant held at its limit
+        "%R~" + wire.USAGE_PREFIX + "*",  # GET /v1/usage, `mimoq usage`: read the totals
         "~" + wire.CANCEL_PREFIX + "*",  # cancel.lua marks a job cancelled
     )
     commands = (

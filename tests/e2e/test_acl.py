@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from mimoq.cli.acl import run as acl_command
 from mimoq.core import runs, wire
 from mimoq.core.acl import users
 from mimoq.core.settings import Settings
+from mimoq.core.tenant_limits import TenantLimits
+from mimoq.core.usage import usage_report
 from mimoq.producer.client import Producer
 from mimoq.sim.server import RunningSim
 from mimoq.worker.run_progress import read_progress
@@ -87,6 +90,9 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
         progress = await read_progress(redis, producer.settings, "nightly")
         assert progress is not None and progress.ended and progress.record.succeeded == 1
         assert (await producer.status(jobs[0].job_id)).status.value == "succeeded"
+        # and the usage totals (GET /v1/usage, `mimoq usage`), which only workers write
+        usage = await usage_report(redis, TenantLimits(), since_s=3600, now=time.time())
+        assert sum(r["requests"] for r in usage["usage"]) == len(jobs)
 
         job_id = jobs[0].job_id
         forbidden = [
@@ -95,6 +101,8 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
             ("SET", "mimoq:dead:cb-x", "{}"),
             ("ZADD", "mimoq:dead", "1", "cb-x"),
             ("SET", "mimoq:limit:x", "1"),
+            ("HINCRBYFLOAT", wire.usage_key(3600, 0), "alpha|*|requests", "-5"),
+            ("SET", wire.tenant_held_key("rival"), "{}"),  # holding someone else's tenant
             ("HSET", wire.INFLIGHT_KEY, "x", "w"),
             ("SET", "mimoq:worker:fake", "{}"),
             ("DEL", wire.job_key("someone-elses")),
