@@ -27,8 +27,8 @@ if redis.call('GET', MARKER) == 'cancelled' then
 end
 
 local now = now_s()
-housekeep(now)
 local st = load_state()
+housekeep(st, now)
 local f = factor(st, now)
 -- the rate recovering after a 429 (or a new calibration) re-spaces the queue
 replan_if_drifted(st, f, now)
@@ -154,7 +154,9 @@ local function may_jump()
   return inter + redis.call('ZCARD', ITICKETS) < blk * (1 - m) / m + 1
 end
 
-local full = Q.max_in_flight > 0 and redis.call('ZCARD', LEASES) >= Q.max_in_flight
+-- leases still running (an expired one's worker died; housekeeping drops it later)
+local full = Q.max_in_flight > 0
+  and redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf') >= Q.max_in_flight
 
 local ticket = tonumber(redis.call('ZSCORE', TICKETS, job_id))
 if ticket then

@@ -72,7 +72,7 @@ end
 
 local function load_state()
   local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
-    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched')
+    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk')
   return {
     tat = tonumber(v[1]) or 0,
     f = tonumber(v[2]) or 1,
@@ -95,6 +95,8 @@ local function load_state()
     last429 = tonumber(v[15]),
     -- when touch() last gave every limiter key its TTL
     touched = tonumber(v[16]),
+    -- when housekeep() last dropped what no decision needs
+    hk = tonumber(v[17]),
   }
 end
 
@@ -229,9 +231,18 @@ local function replan_if_drifted(st, f, now)
   end
 end
 
+-- Housekeeping runs at most once per this many seconds, not on every decision: what it
+-- drops is only ever read through time bounds (the guard counts from now - guard, a lease
+-- or a ticket that just expired is a tenth of a window late to go) and it cost 6 commands
+-- per decision, 4 % of a job's commands.
+local HOUSEKEEP_EVERY = math.min(1, Q.window / 10)
+
 -- Drop what no decision needs any more: grants older than the widest guard window,
 -- expired leases (their worker died), tickets nobody claimed in time.
-local function housekeep(now)
+local function housekeep(st, now)
+  if st.hk ~= nil and now - st.hk < HOUSEKEEP_EVERY and now >= st.hk then return end
+  st.hk = now
+  redis.call('HSET', STATE, 'hk', fmt(now))
   local old = redis.call('ZRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)

@@ -15,8 +15,8 @@ local decrease = tonumber(R.decrease)
 local CLEAN_WINDOWS = 3
 
 local now = now_s()
-housekeep(now)
 local st = load_state()
+housekeep(st, now)
 local pause = default_pause
 if retry_after >= 0 then pause = retry_after end
 local resume = now + pause
