@@ -197,10 +197,68 @@ local function drop_ticket(job)
   redis.call('HDEL', TICKET_AUDIO, job)
 end
 
+-- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit).
+local function zadd_many(key, ids, at)
+  for i = 1, #ids, CHUNK do
+    local args = {}
+    for j = i, math.min(i + CHUNK - 1, #ids) do
+      args[#args + 1] = fmt(at[ids[j]])
+      args[#args + 1] = ids[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+
+-- Move every id of `ids` to its time in `at`, in bulk: what retime() does one ticket at a
+-- time (the ticket queue, its lane's index, its tenant's latest ticket), in a constant
+-- number of commands per CHUNK tickets instead of about six per ticket.
+local function retime_all(ids, at)
+  if #ids == 0 then return end
+  zadd_many(TICKETS, ids, at)
+  local bulk, inter = {}, {}
+  for i = 1, #ids, CHUNK do
+    local part = redis.call('ZMSCORE', BTICKETS, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #part do
+      if part[j] then bulk[#bulk + 1] = ids[i + j - 1] else inter[#inter + 1] = ids[i + j - 1] end
+    end
+  end
+  zadd_many(BTICKETS, bulk, at)
+  zadd_many(ITICKETS, inter, at)
+  -- each tenant's latest ticket moves to its latest new time (if that is later)
+  local latest, fields = {}, {}
+  for i = 1, #ids, CHUNK do
+    local part = redis.call('HMGET', TICKET_TENANT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #part do
+      local field = part[j]
+      if field then
+        local t = at[ids[i + j - 1]]
+        if latest[field] == nil then fields[#fields + 1] = field end
+        if latest[field] == nil or t > latest[field] then latest[field] = t end
+      end
+    end
+  end
+  if #fields == 0 then return end
+  local names = {}
+  for i = 1, #fields do names[i] = 'last:' .. fields[i] end
+  local lasts = numbers_of(TENANT_TICKETS, names)
+  local out = {}
+  for i = 1, #fields do
+    local t = latest[fields[i]]
+    if lasts[i] == 0 or t > lasts[i] then
+      out[#out + 1] = names[i]
+      out[#out + 1] = fmt(t)
+    end
+  end
+  for i = 1, #out, 2 * CHUNK do
+    redis.call('HSET', TENANT_TICKETS, unpack(out, i, math.min(i + 2 * CHUNK - 1, #out)))
+  end
+end
+
 -- Re-space the queued tickets for the rate factor `f` and the current token calibration,
 -- keeping their order and the head's time: a queue planned at a 429's lower rate, or
 -- with an uncalibrated token estimate, would otherwise stay too sparse until it drained.
--- The queue holds the admitted look-ahead only, so this is bounded work.
+-- The queue holds the admitted look-ahead only, so this is bounded work, and it is done
+-- in bulk: a constant number of commands however many tickets move.
 local function replan(st, f, now)
   local tickets = redis.call('ZRANGE', TICKETS, 0, -1, 'WITHSCORES')
   local n = #tickets / 2
@@ -209,15 +267,16 @@ local function replan(st, f, now)
     for i = 1, n do ids[i] = tickets[2 * i - 1] end
     local audio = numbers_of(TICKET_AUDIO, ids)
     local t = math.max(tonumber(tickets[2]), now)
+    local at = {}
     for i = 1, n do
-      retime(ids[i], t)
+      at[ids[i]] = t
       t = t + slot_length(f, call_cost(st.tok_rate, audio[i]))
     end
+    retime_all(ids, at)
     st.tat = t
-    redis.call('HSET', STATE, 'tat', fmt(t))
   end
   st.plan_f, st.plan_rate = f, st.tok_rate
-  redis.call('HSET', STATE, 'plan_f', fmt(f), 'plan_rate', fmt(st.tok_rate))
+  redis.call('HSET', STATE, 'tat', fmt(st.tat), 'plan_f', fmt(f), 'plan_rate', fmt(st.tok_rate))
 end
 
 local function drifted(value, planned)
