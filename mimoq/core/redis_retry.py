@@ -7,7 +7,9 @@ lasted ``MIMOQ_REDIS_RETRY_S``; only then does the error reach the caller. So a 
 polling loop, its heartbeat and a job writing its result all simply wait across a restart
 (the job's MiMo call keeps running meanwhile), and ``mimoq batch`` waits instead of dying.
 One ``redis.unavailable`` line is logged when an outage starts and one ``redis.restored``
-(with its length) when a command succeeds again, however many commands were waiting.
+(with its length) when a command succeeds again, however many commands were waiting. A
+command whose first failure is followed by a success on a new connection at once met a
+connection that died while idle in the pool, not an outage: it logs nothing.
 
 A retried write may run twice if the connection broke after Redis executed it; every
 write mimoq makes through such a client is idempotent (SET of a whole record, the enqueue
@@ -107,7 +109,11 @@ class OutageRetry(Retry):
                 result = await do()
             except self._supported_errors as error:
                 failures += 1
-                await fail(error)
+                await fail(error)  # drops the connection: the next try opens a new one
+                if failures == 1 and _OUTAGE.since is None:
+                    # A pooled connection that died while idle (Redis restarted, a proxy
+                    # timed it out) fails once and works on a new one: no outage to report.
+                    continue
                 since = _OUTAGE.begin(error, self._monotonic())
                 if self._monotonic() - since >= self._limit_s:
                     raise

@@ -139,8 +139,10 @@ class OrphanWatch:
     def _due(self) -> bool:
         now = self._monotonic()
         # Redis just came back (commands waited out the outage rather than failing): every
-        # worker's beat lapsed with it; give the others time to reconnect and beat again.
-        grace_s = 2 * self.interval_s + redis_retry.BACKOFF_CAP_S
+        # worker's beat lapsed with it; give the others time to reconnect and beat again:
+        # their next try may be a whole backoff away, and a loaded host adds to that (the
+        # cost of waiting longer is only a dead worker's jobs re-run a little later).
+        grace_s = hb.HEARTBEAT_TTL_FACTOR * self.interval_s + 2 * redis_retry.BACKOFF_CAP_S
         if now - self._restored_at() < grace_s:
             return False
         return now >= self._next_sweep

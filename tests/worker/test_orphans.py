@@ -8,6 +8,8 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
+from mimoq.core.redis_retry import BACKOFF_CAP_S
+from mimoq.worker.heartbeat import HEARTBEAT_TTL_FACTOR
 from mimoq.worker.orphans import OrphanWatch
 
 pytestmark = pytest.mark.redis
@@ -123,6 +125,13 @@ async def test_right_after_redis_came_back_it_gives_others_time_to_beat(
     await watch.tick(redis, [])
     assert await redis.exists(wire.in_progress_key("j"))
 
-    now[0] += 2 * INTERVAL_S + 2.0  # two intervals and the longest backoff later
+    # a beat's lifetime and two of the longest backoffs: its owner's next try may be a whole
+    # backoff away, and a loaded host adds to that
+    grace_s = HEARTBEAT_TTL_FACTOR * INTERVAL_S + 2 * BACKOFF_CAP_S
+    now[0] = restored[0] + grace_s - 1
+    await watch.tick(redis, [])
+    assert await redis.exists(wire.in_progress_key("j"))
+
+    now[0] = restored[0] + grace_s
     await watch.tick(redis, [])
     assert not await redis.exists(wire.in_progress_key("j"))
