@@ -49,7 +49,7 @@ from mimoq.producer.cancel import cancel_run
 
 USAGE: Final = """\
 mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
-mimoq batch status RUN [--json]   counts of a run's items (and where its reports are)
+mimoq batch status RUN [--json]   counts and ETA of a run, from Redis (else its local journal)
 mimoq batch cancel RUN            cancel every unfinished job of the run"""
 #: On Ctrl-C, how long calls already in flight (already paid for) get to bring their
 #: answers back before an embedded run exits; the rest are cancelled and redone next run.

@@ -89,6 +89,9 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_column("", justify="right")
     for name in ("succeeded", "failed", "cancelled", "in_flight", "waiting", "total"):
         table.add_row(name.replace("_", " "), str(status[name]))
-    ended = status.get("ended_at") is not None
-    table.add_row("ends" if not ended else "ended", _when(status["eta_s"], status["eta_at"]))
+    ended = status.get("ended_at")
+    if isinstance(ended, int | float):
+        table.add_row("ended", "at " + time.strftime("%H:%M:%S", time.localtime(ended)))
+    else:
+        table.add_row("ends", _when(status["eta_s"], status["eta_at"]))
     return table

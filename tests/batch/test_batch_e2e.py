@@ -228,6 +228,10 @@ def test_with_a_shared_redis_a_resumed_run_repeats_no_call(
         assert resumed.returncode == 0, resumed.stderr
         final = status()
         assert (final["total"], final["succeeded"]) == (60, 60) and final["ended_at"] is not None
+        table = mimoq("batch", "status", run, env=elsewhere, cwd=tmp_path)
+        rows = [line.replace("│", " ").split() for line in table.stdout.splitlines()]
+        assert table.returncode == 0 and ["succeeded", "60"] in rows and ["total", "60"] in rows
+        assert any(row[:2] == ["ended", "at"] for row in rows), table.stdout
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
