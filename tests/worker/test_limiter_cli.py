@@ -44,7 +44,9 @@ async def _use(settings: Settings) -> None:
 @pytest.fixture
 def settings(redis_server: RedisServer) -> Settings:
     sync_redis.Redis.from_url(redis_server.url).flushall()
-    return Settings(redis_url=redis_server.url, mimo_api_key="sk-cli-secret", limit_burst=5)
+    return Settings(
+        redis_url=redis_server.url, mimo_api_key="sk-cli-secret", limit_burst=5, limit_target=0.98
+    )
 
 
 def test_limits_shows_rates_use_cooldown_leases_and_tickets(

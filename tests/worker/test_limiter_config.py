@@ -11,6 +11,7 @@ import pytest
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ALL_MODELS, ASR_MODEL, TTS_MODEL, VOICEDESIGN_MODEL
 from mimoq.core.errors import ConfigurationError
+from mimoq.core.pacing import AUTO, AUTO_TARGETS
 from mimoq.core.settings import LimiterSettings, Settings
 from mimoq.worker.limiter import usage_tokens
 from mimoq.worker.limiter.config import (
@@ -147,10 +148,14 @@ def test_the_guard_margin_never_paces_below_the_target(
 def test_the_configs_defaults_are_the_settings_defaults() -> None:
     """``LimiterConfig`` (what tests build directly) and the settings must not drift apart:
     every field but the derived ones has a setting of its name with the same default
-    (``tenant_holds`` is derived from MIMOQ_TENANT_LIMITS)."""
+    (``tenant_holds`` is derived from MIMOQ_TENANT_LIMITS). The target's setting defaults to
+    ``auto`` (core/pacing.py): its floor is the config's default."""
     settings = LimiterSettings.model_fields
     for field in dataclasses.fields(LimiterConfig):
         if field.name in ("account", "rpm", "tpm", "tenant_holds"):
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
+        if field.name == "target":
+            assert settings["target"].default == AUTO and default == AUTO_TARGETS[-1]
+            continue
         assert settings[field.name].default == default, field.name

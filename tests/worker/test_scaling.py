@@ -29,7 +29,8 @@ RATE = 100 * 0.98 / 60
 
 
 def settings(**changes: Any) -> Settings:
-    values: dict[str, Any] = {"concurrency": 2, "limit_account": ACCOUNT, **changes}
+    values: dict[str, Any] = {"concurrency": 2, "limit_account": ACCOUNT, "limit_target": 0.98}
+    values.update(changes)
     return Settings(**values)
 
 
