@@ -116,16 +116,19 @@ def _spawn(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
     )
     client = sync_redis.Redis(port=port)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:  # readiness: poll for PING, the server's own signal that it is up
-        try:
-            if client.ping():
+        try:  # our own server's answer: another test's server may hold a port we picked
+            info = client.info("server")
+            if isinstance(info, dict) and info.get("process_id") == proc.pid:
                 break
         except sync_redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.02)
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            client.close()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.02)
     client.close()
     return proc
 
@@ -134,8 +137,16 @@ def start_redis_server() -> RedisServer:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     workdir = Path(tempfile.mkdtemp(prefix="mimoq-redis-"))
-    port = free_port()
-    return RedisServer(port=port, dir=workdir, process=_spawn(port, workdir))
+    # A free port is free when picked; beside other tests (pytest -n auto) another process
+    # may bind it before redis-server does, which then exits: try again on a fresh one.
+    for attempt in range(3):
+        port = free_port()
+        try:
+            return RedisServer(port=port, dir=workdir, process=_spawn(port, workdir))
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")

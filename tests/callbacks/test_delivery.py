@@ -114,8 +114,10 @@ async def test_500s_follow_the_schedule_then_dead_letter(
     requests = receiver.wait_for(len(schedule_s))
     assert len(requests) == len(schedule_s)  # exactly one attempt per entry, then it stopped
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
+    # never early (so each entry was used, in order); late only by a loaded host's scheduling,
+    # still far from the default schedule's 5 s (a latency bound is bench/ material)
     for gap, planned in zip(gaps, schedule_s[1:], strict=True):
-        assert planned <= gap < planned + 0.5, (gaps, schedule_s)
+        assert planned <= gap < planned + 2.0, (gaps, schedule_s)
     assert {r.headers["webhook-id"] for r in requests} == {delivery_id}
     assert len({r.body for r in requests}) == 1  # identical bytes on every attempt
     letter = await deadletters.get(redis, delivery_id)

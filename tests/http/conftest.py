@@ -92,10 +92,12 @@ def start_server(env: dict[str, str], cwd: Path, port: int, *args: str) -> subpr
 
 
 def start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        mimoq_args("worker", "--metrics-port", "0"), env=env, cwd=cwd,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    """A worker process; its log is ``cwd/worker.log`` (a 502's "see its logs" is there)."""
+    with (cwd / "worker.log").open("ab") as log:
+        return subprocess.Popen(
+            mimoq_args("worker", "--metrics-port", "0"), env=env, cwd=cwd,
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

