@@ -50,7 +50,7 @@ class DeferReason(StrEnum):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """The knobs ``decide`` needs from the settings."""
+    """The knobs ``decide_after_attempt`` needs from the settings."""
 
     max_tries: int
     backoff_base_s: float
@@ -84,7 +84,7 @@ class Finish:
         return self.error is None
 
 
-Verdict = Defer | RetryLater | Finish
+AttemptVerdict = Defer | RetryLater | Finish
 
 
 def defer_reason(error: Deferred) -> DeferReason:
@@ -100,13 +100,13 @@ def defer_reason(error: Deferred) -> DeferReason:
     return DeferReason.other
 
 
-def decide(
+def decide_after_attempt(
     error: MimoqError | None,
     *,
     tries: int,
     policy: RetryPolicy,
     rand: Callable[[], float],
-) -> Verdict:
+) -> AttemptVerdict:
     """The verdict for an attempt that ended with ``error`` (``None``: it succeeded).
 
     ``tries`` counts this attempt (1 for the first), deferrals excluded; ``rand`` is the

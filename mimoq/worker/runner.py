@@ -44,7 +44,7 @@ from mimoq.core.jobs import (
 from mimoq.core.settings import Settings
 from mimoq.core.usage import UsageEntry
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
-from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide
+from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
 
@@ -151,7 +151,7 @@ def _deferrals_key(job_id: str) -> str:
 async def run_job(
     ctx: dict[str, Any], raw: Any, kind: str | None, *, preset_error: MimoqError | None = None
 ) -> dict[str, Any]:
-    """One run of a job: try it, ask ``decide`` what follows, and carry the verdict out."""
+    """One run of a job: try it, ask ``decide_after_attempt`` what follows, carry that out."""
     deps: WorkerDeps = ctx["deps"]
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
@@ -178,7 +178,9 @@ async def run_job(
     if isinstance(error, JobCancelled):
         return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
     model = job.model if job else None
-    verdict = decide(error, tries=tries, policy=_policy(deps.settings), rand=random.random)
+    verdict = decide_after_attempt(
+        error, tries=tries, policy=_policy(deps.settings), rand=random.random
+    )
     if isinstance(verdict, Defer):
         await redis.incr(_deferrals_key(job_id))
         await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)

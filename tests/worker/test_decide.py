@@ -23,7 +23,7 @@ from mimoq.worker.decide import (
     Finish,
     RetryLater,
     RetryPolicy,
-    decide,
+    decide_after_attempt,
 )
 
 POLICY = RetryPolicy(max_tries=3, backoff_base_s=2.0, backoff_max_s=60.0)
@@ -46,7 +46,7 @@ def _half() -> float:
     ],
 )
 def test_verdicts_without_backoff(error: MimoqError | None, tries: int, expected: object) -> None:
-    assert decide(error, tries=tries, policy=POLICY, rand=_half) == expected
+    assert decide_after_attempt(error, tries=tries, policy=POLICY, rand=_half) == expected
 
 
 @pytest.mark.parametrize(
@@ -55,18 +55,20 @@ def test_verdicts_without_backoff(error: MimoqError | None, tries: int, expected
 )
 def test_retryable_errors_back_off_while_tries_remain(tries: int, delay_s: float) -> None:
     error = UpstreamUnavailable("502", status=502)
-    verdict = decide(error, tries=tries, policy=POLICY, rand=_half)
+    verdict = decide_after_attempt(error, tries=tries, policy=POLICY, rand=_half)
     assert verdict == RetryLater(delay_s=delay_s, error=error)
 
 
 def test_retry_after_from_the_upstream_wins_over_the_schedule() -> None:
     error = RateLimitedError("429", status=429, retry_after_s=20.0)
-    verdict = decide(error, tries=1, policy=POLICY, rand=lambda: 0.0)
+    verdict = decide_after_attempt(error, tries=1, policy=POLICY, rand=lambda: 0.0)
     assert verdict == RetryLater(delay_s=20.0, error=error)
 
 
 def test_the_last_try_of_a_retryable_error_gives_up_and_says_so() -> None:
-    verdict = decide(UpstreamUnavailable("timeout"), tries=3, policy=POLICY, rand=_half)
+    verdict = decide_after_attempt(
+        UpstreamUnavailable("timeout"), tries=3, policy=POLICY, rand=_half
+    )
     assert verdict == Finish(
         error={"type": "upstream_unavailable_error", "message": "gave up after 3 tries: timeout"}
     )
@@ -83,9 +85,9 @@ def test_the_last_try_of_a_retryable_error_gives_up_and_says_so() -> None:
     ],
 )
 def test_permanent_errors_finish_at_once_with_their_own_details(error: MimoqError) -> None:
-    verdict = decide(error, tries=1, policy=POLICY, rand=_half)
+    verdict = decide_after_attempt(error, tries=1, policy=POLICY, rand=_half)
     assert verdict == Finish(error=error.to_dict())
 
 
 def test_success_is_a_finish_without_error() -> None:
-    assert decide(None, tries=1, policy=POLICY, rand=_half).succeeded  # type: ignore[union-attr]
+    assert decide_after_attempt(None, tries=1, policy=POLICY, rand=_half).succeeded  # type: ignore[union-attr]
