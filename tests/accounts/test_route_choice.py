@@ -1,6 +1,6 @@
 """The routing decision: soonest account wins, ties stable, paused skipped, routes stick.
 
-``decide`` is tabled without Redis; ``Routes`` is then run on the private Redis with fake
+``choose_route`` is tabled without Redis; ``Routes`` is then run on the private Redis with fake
 limiters whose next free time is set by the test, so every case is exact.
 """
 
@@ -16,7 +16,7 @@ from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.accounts.breaker import PAUSED_SET
-from mimoq.worker.accounts.routing import Route, Routes, affinity, decide, soonest
+from mimoq.worker.accounts.routing import Route, Routes, affinity, choose_route, soonest
 from mimoq.worker.limiter import Limiter, LimiterConfig, RedisLimiter
 
 A, B, C = "acct-a", "acct-b", "acct-c"
@@ -46,11 +46,15 @@ def _tied_winner(key: str) -> str:
 def test_decide(
     case: str, route: str | None, paused: set[str], free: dict[str, float], expected: Route
 ) -> None:
-    assert decide(ABC, key="job-1", route=route, paused=paused, next_free_s=free) == expected, case
+    assert (
+        choose_route(ABC, key="job-1", route=route, paused=paused, next_free_s=free) == expected
+    ), case
 
 
 def test_all_paused_without_a_route_still_picks_one() -> None:
-    got = decide(ABC, key="job-1", route=None, paused=set(ABC), next_free_s={A: 1, B: 0, C: 2})
+    got = choose_route(
+        ABC, key="job-1", route=None, paused=set(ABC), next_free_s={A: 1, B: 0, C: 2}
+    )
     assert got == Route(B, new=True)
 
 

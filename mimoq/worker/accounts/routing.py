@@ -78,7 +78,7 @@ class Route:
     new: bool
 
 
-def decide(
+def choose_route(
     accounts: Sequence[str],
     *,
     key: str,
@@ -108,7 +108,7 @@ class Routed:
 
 
 class Routes:
-    """The Redis side of routing: reads, decides with ``decide``, records new routes."""
+    """The Redis side of routing: reads, decides with ``choose_route``, records new routes."""
 
     def __init__(
         self,
@@ -138,7 +138,9 @@ class Routes:
         for name, (first, count) in zip(self._names, slots, strict=True):
             if count:  # the last of an account's replies is its read
                 next_free[name] = float(replies[at + 2 + first + count - 1])
-        choice = decide(self._names, key=group, route=current, paused=paused, next_free_s=next_free)
+        choice = choose_route(
+            self._names, key=group, route=current, paused=paused, next_free_s=next_free
+        )
         account = choice.account
         if choice.new:
             account = _text(
