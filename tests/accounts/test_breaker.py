@@ -24,7 +24,7 @@ from mimoq.sim.config import SimConfig
 from mimoq.worker.accounts.breaker import (
     PAUSED_SET,
     Breaker,
-    Verdict,
+    GateVerdict,
     read_paused,
     resume_by_hand,
     trips,
@@ -55,16 +55,16 @@ async def test_exactly_one_caller_of_the_fleet_gets_each_probe(redis: ArqRedis) 
     b = breaker(redis, probe_base_s=1.0, probe_max_s=60)
     assert await b.trip("acct", PaymentRequiredError("no funds", status=402))
     assert not await b.trip("acct", PaymentRequiredError("again", status=402))  # once
-    assert (await b.gate("acct")).verdict is Verdict.PAUSED
+    assert (await b.gate("acct")).verdict is GateVerdict.PAUSED
     await eventually(lambda: _due(redis), what="the first probe to be due (Redis's clock)")
     gates = await asyncio.gather(*(b.gate("acct") for _ in range(50)))
-    assert [g.verdict for g in gates].count(Verdict.PROBE) == 1
-    assert {g.verdict for g in gates} == {Verdict.PROBE, Verdict.PAUSED}
+    assert [g.verdict for g in gates].count(GateVerdict.PROBE) == 1
+    assert {g.verdict for g in gates} == {GateVerdict.PROBE, GateVerdict.PAUSED}
     [paused] = await read_paused(redis)
     assert (paused.account, paused.status, paused.probes) == ("acct", 402, 1)
     assert paused.reason == "no funds"
     assert await b.resume("acct")
-    assert (await b.gate("acct")).verdict is Verdict.OPEN
+    assert (await b.gate("acct")).verdict is GateVerdict.OPEN
     assert await read_paused(redis) == []
 
 
@@ -81,7 +81,7 @@ async def test_probe_intervals_double_up_to_the_cap(redis: ArqRedis) -> None:
     deadline = time.monotonic() + 10
     while len(intervals) < 4 and time.monotonic() < deadline:
         gate = await b.gate("acct")
-        if gate.verdict is Verdict.PROBE:
+        if gate.verdict is GateVerdict.PROBE:
             intervals.append(gate.seconds)
         await asyncio.sleep(0.005)
     assert intervals == [0.02, 0.04, 0.05, 0.05]
@@ -91,11 +91,11 @@ async def test_a_pause_past_its_maximum_expires(redis: ArqRedis) -> None:
     b = breaker(redis, probe_base_s=30, probe_max_s=30, pause_max_s=0.05)
     await b.trip("acct", AuthenticationError("revoked", status=401))
     await eventually(
-        lambda: _verdict_is(b, Verdict.EXPIRED), what="the pause to outlive its maximum"
+        lambda: _verdict_is(b, GateVerdict.EXPIRED), what="the pause to outlive its maximum"
     )
 
 
-async def _verdict_is(b: Breaker, verdict: Verdict) -> bool:
+async def _verdict_is(b: Breaker, verdict: GateVerdict) -> bool:
     return (await b.gate("acct")).verdict is verdict
 
 
@@ -192,7 +192,7 @@ async def test_a_foreign_or_damaged_pause_record_never_blocks_or_fails_jobs(
     await redis.sadd(PAUSED_SET, "acct", "ghost")
     assert await read_paused(redis) == []  # the operator commands skip what they cannot read
     b = breaker(redis)
-    assert (await b.gate("acct")).verdict is Verdict.OPEN
+    assert (await b.gate("acct")).verdict is GateVerdict.OPEN
     assert not await redis.exists("mimoq:account:acct")
     assert not await redis.sismember(PAUSED_SET, "acct")
     assert await b.trip("acct", AuthenticationError("revoked", status=401))  # works again

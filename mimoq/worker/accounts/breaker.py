@@ -96,7 +96,7 @@ return 1
 """
 
 
-class Verdict(StrEnum):
+class GateVerdict(StrEnum):
     """What the breaker says about sending one call through an account now."""
 
     OPEN = "open"  # the account is healthy: send
@@ -107,7 +107,7 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Gate:
-    verdict: Verdict
+    verdict: GateVerdict
     seconds: float  # PROBE: the next interval; PAUSED/EXPIRED: until the next probe
 
 
@@ -191,7 +191,7 @@ class Breaker:
             keys=[state_key(account), PAUSED_SET],
             args=[self.probe_max_s, self.pause_max_s, account],
         )
-        return Gate(Verdict(_text(verdict)), float(_text(seconds)))
+        return Gate(GateVerdict(_text(verdict)), float(_text(seconds)))
 
     async def state(self, account: str) -> dict[str, str]:
         """The raw pause record of ``account`` (empty when it is not paused)."""

@@ -24,7 +24,7 @@ from mimoq.core.errors import AccountPausedDeferred, MimoqError, RateLimitedErro
 from mimoq.core.keypool import PoolAccount
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
-from mimoq.worker.accounts.breaker import Breaker, Verdict, account_error, trips
+from mimoq.worker.accounts.breaker import Breaker, GateVerdict, account_error, trips
 from mimoq.worker.accounts.routing import Routes
 from mimoq.worker.call_latency import CALL_LATENCIES
 from mimoq.worker.limiter import Limiter, build_limiter
@@ -115,12 +115,12 @@ class AccountRouter:
         if account.name not in paused:
             return account, False
         gate = await self.breaker.gate(account.name)
-        if gate.verdict is Verdict.PROBE:
+        if gate.verdict is GateVerdict.PROBE:
             log.info("account.probe", account=account.name, next_probe_in_s=gate.seconds)
             return account, True
-        if gate.verdict is Verdict.EXPIRED:
+        if gate.verdict is GateVerdict.EXPIRED:
             raise account_error(await self.breaker.state(account.name), account.name)
-        if gate.verdict is Verdict.PAUSED:
+        if gate.verdict is GateVerdict.PAUSED:
             raise self._deferral(account.name, gate.seconds)
         return account, False  # resumed between the two reads
 
