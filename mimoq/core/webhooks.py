@@ -38,7 +38,7 @@ _SCHEDULE_FORMAT = "the callback schedule must be comma-separated seconds, e.g. 
 _SECONDS = re.compile(r"\d{1,10}(\.\d+)?")
 
 
-class Verdict(StrEnum):
+class DeliveryVerdict(StrEnum):
     """What one HTTP answer means for the delivery."""
 
     delivered = "delivered"
@@ -171,18 +171,18 @@ def delivery_headers(
 # --- the answer ---------------------------------------------------------------------------
 
 
-def classify_status(status: int) -> Verdict:
+def classify_status(status: int) -> DeliveryVerdict:
     """2xx delivered; 3xx redirect (final: redirects are not followed); 410 gone;
     408/429/5xx retry; any other 4xx final."""
     if 200 <= status < 300:
-        return Verdict.delivered
+        return DeliveryVerdict.delivered
     if 300 <= status < 400:
-        return Verdict.redirect
+        return DeliveryVerdict.redirect
     if status == 410:
-        return Verdict.gone
+        return DeliveryVerdict.gone
     if 400 <= status < 500 and status not in (408, 429):
-        return Verdict.final
-    return Verdict.retry
+        return DeliveryVerdict.final
+    return DeliveryVerdict.retry
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

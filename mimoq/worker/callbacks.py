@@ -48,8 +48,8 @@ from mimoq.core.webhooks import (
     MAX_DELAY_S,
     AttemptRecord,
     Delivery,
+    DeliveryVerdict,
     InvalidDeliveryHeader,
-    Verdict,
     classify_status,
     delivery_headers,
     parse_retry_after,
@@ -76,7 +76,7 @@ class ReplayOutcome(StrEnum):
 class AttemptOutcome:
     """What one attempt came to; ``error`` is safe to log and to show the user."""
 
-    verdict: Verdict
+    verdict: DeliveryVerdict
     status_code: int | None = None
     error: str | None = None
     retry_after_s: float | None = None
@@ -236,7 +236,7 @@ async def _run(
             )
         )
 
-    if outcome.verdict is Verdict.delivered:
+    if outcome.verdict is DeliveryVerdict.delivered:
         # Ended: the record keeps the history, not the body (the result record holds it all).
         ended = recorded("delivered").ended()
         await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
@@ -252,7 +252,7 @@ async def _run(
         metrics.callback_attempt(metrics.CallbackOutcome.delivered)
         return {"outcome": "delivered", "delivery_id": delivery.delivery_id, "attempts": attempts}
 
-    if outcome.verdict is Verdict.retry:
+    if outcome.verdict is DeliveryVerdict.retry:
         delay = _retry_delay(settings, attempt, outcome.retry_after_s)
         if delay is not None:
             # The job key and the record must outlive the wait, or arq drops the job unseen.
@@ -309,7 +309,7 @@ async def _traced_attempt(
         )
         if outcome.status_code is not None:
             span.answered(outcome.status_code)
-        elif outcome.verdict is not Verdict.delivered:
+        elif outcome.verdict is not DeliveryVerdict.delivered:
             span.failed("refused" if outcome.refused else "no_answer")
     return outcome
 
@@ -394,11 +394,11 @@ async def _dead_letter_internal(
 def _dead_reason(outcome: AttemptOutcome) -> DeadLetterReason:
     if outcome.refused:
         return DeadLetterReason.refused
-    if outcome.verdict is Verdict.gone:
+    if outcome.verdict is DeliveryVerdict.gone:
         return DeadLetterReason.gone
-    if outcome.verdict is Verdict.redirect:
+    if outcome.verdict is DeliveryVerdict.redirect:
         return DeadLetterReason.redirect
-    if outcome.verdict is Verdict.final:
+    if outcome.verdict is DeliveryVerdict.final:
         return DeadLetterReason.final_status
     return DeadLetterReason.exhausted
 
@@ -455,14 +455,14 @@ async def send_attempt(
             )
             response = await client.send(request, stream=True, follow_redirects=False)
     except CallbackUrlRefusedError as exc:
-        return AttemptOutcome(Verdict.final, error=exc.message, refused=True)
+        return AttemptOutcome(DeliveryVerdict.final, error=exc.message, refused=True)
     except CallbackDnsError as exc:
-        return AttemptOutcome(Verdict.retry, error=exc.message)
+        return AttemptOutcome(DeliveryVerdict.retry, error=exc.message)
     except TimeoutError:
         timed_out = f"timed out after {settings.callbacks.timeout_s:g} s"
-        return AttemptOutcome(Verdict.retry, error=timed_out)
+        return AttemptOutcome(DeliveryVerdict.retry, error=timed_out)
     except (httpx.HTTPError, OSError) as exc:
-        return AttemptOutcome(Verdict.retry, error=_describe(exc, delivery))
+        return AttemptOutcome(DeliveryVerdict.retry, error=_describe(exc, delivery))
     try:
         return _judge(response)
     finally:
@@ -472,15 +472,15 @@ async def send_attempt(
 def _judge(response: httpx.Response) -> AttemptOutcome:
     verdict = classify_status(response.status_code)
     status = response.status_code
-    if verdict is Verdict.delivered:
+    if verdict is DeliveryVerdict.delivered:
         return AttemptOutcome(verdict, status)
-    if verdict is Verdict.redirect:
+    if verdict is DeliveryVerdict.redirect:
         location = (response.headers.get("location") or "")[:_MAX_LOCATION_CHARS] or None
         where = f" to {redact_url(location)}" if location else " (no Location header)"
         return AttemptOutcome(verdict, status, f"HTTP {status} redirect{where}", location=location)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after"), now=time.time())
-        if verdict is Verdict.retry
+        if verdict is DeliveryVerdict.retry
         else None
     )
     return AttemptOutcome(verdict, status, f"HTTP {status}", retry_after)

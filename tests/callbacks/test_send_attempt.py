@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from mimoq.core.settings import Settings
-from mimoq.core.webhooks import Delivery, Verdict
+from mimoq.core.webhooks import Delivery, DeliveryVerdict
 from mimoq.worker.callbacks import send_attempt
 from tests.callbacks.conftest import SECRET_A
 
@@ -46,7 +46,7 @@ async def test_the_request_goes_to_the_checked_ip_with_name_host_header_and_sni(
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), settings, resolver=public_dns)
 
-    assert outcome == type(outcome)(Verdict.delivered, 204, None, None)
+    assert outcome == type(outcome)(DeliveryVerdict.delivered, 204, None, None)
     [request] = seen
     assert str(request.url) == f"https://{PUBLIC}/cb?token=abc"
     assert request.headers["host"] == "hooks.example"
@@ -72,22 +72,22 @@ async def test_only_a_capped_amount_of_the_answer_is_read() -> None:
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), settings, resolver=public_dns)
 
-    assert outcome.verdict is Verdict.delivered
+    assert outcome.verdict is DeliveryVerdict.delivered
     assert 10_000 <= produced <= 11_264  # stopped within a chunk of the cap
 
 
 @pytest.mark.parametrize(
     ("status", "headers", "verdict", "retry_after"),
     [
-        (503, {"Retry-After": "120"}, Verdict.retry, 120.0),
-        (429, {}, Verdict.retry, None),
-        (301, {"Location": "http://10.0.0.1/"}, Verdict.redirect, None),
-        (410, {"Retry-After": "5"}, Verdict.gone, None),
-        (422, {}, Verdict.final, None),
+        (503, {"Retry-After": "120"}, DeliveryVerdict.retry, 120.0),
+        (429, {}, DeliveryVerdict.retry, None),
+        (301, {"Location": "http://10.0.0.1/"}, DeliveryVerdict.redirect, None),
+        (410, {"Retry-After": "5"}, DeliveryVerdict.gone, None),
+        (422, {}, DeliveryVerdict.final, None),
     ],
 )
 async def test_status_mapping(
-    status: int, headers: dict[str, str], verdict: Verdict, retry_after: float | None
+    status: int, headers: dict[str, str], verdict: DeliveryVerdict, retry_after: float | None
 ) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers=headers)
@@ -100,7 +100,7 @@ async def test_status_mapping(
         status,
         retry_after,
     )
-    if verdict is Verdict.redirect:  # where it pointed is kept; the message shows no path
+    if verdict is DeliveryVerdict.redirect:  # where it pointed is kept; the message shows no path
         assert outcome.location == "http://10.0.0.1/"
         assert outcome.error == f"HTTP {status} redirect to http://10.0.0.1:80"
     else:
@@ -116,7 +116,7 @@ async def test_transport_errors_are_retryable_and_do_not_quote_the_url() -> None
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(url), Settings(), resolver=public_dns)
 
-    assert outcome.verdict is Verdict.retry and outcome.status_code is None
+    assert outcome.verdict is DeliveryVerdict.retry and outcome.status_code is None
     assert outcome.error == "ConnectError: cannot reach https://hooks.example:443"
 
 
@@ -130,7 +130,7 @@ async def test_a_refused_address_never_reaches_the_transport() -> None:
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), Settings(), resolver=private_dns)
 
-    assert (outcome.verdict, outcome.refused) == (Verdict.final, True)
+    assert (outcome.verdict, outcome.refused) == (DeliveryVerdict.final, True)
     assert "10.9.8.7 (private)" in (outcome.error or "")
 
 
@@ -144,5 +144,5 @@ async def test_dns_failure_is_retryable() -> None:
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), Settings(), resolver=no_dns)
 
-    assert (outcome.verdict, outcome.refused) == (Verdict.retry, False)
+    assert (outcome.verdict, outcome.refused) == (DeliveryVerdict.retry, False)
     assert "Temporary failure in name resolution" in (outcome.error or "")
