@@ -21,8 +21,8 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 #: A command that reports a configuration error its own way sets ``on_configuration_error``.
 ConfigurationReport = Callable[[argparse.Namespace, ConfigurationError], int]
 COMMAND_MODULES: tuple[str, ...] = (
-    "jobs", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts", "doctor",
-    "acl",
+    "job_commands", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts",
+    "doctor", "acl",
     "fetch",
     "cancel",
     "usage",

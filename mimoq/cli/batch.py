@@ -28,7 +28,7 @@ from mimoq.cli.batch_status import (
     wait_for_event,
 )
 from mimoq.cli.cancel import run_cancel
-from mimoq.cli.jobs import add_audio_options, audio_fields
+from mimoq.cli.job_commands import add_audio_options, audio_fields
 from mimoq.cli.session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
