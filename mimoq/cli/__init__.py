@@ -23,7 +23,7 @@ ConfigurationReport = Callable[[argparse.Namespace, ConfigurationError], int]
 COMMAND_MODULES: tuple[str, ...] = (
     "job_commands", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts",
     "doctor", "acl",
-    "fetch",
+    "fetch_command",
     "cancel",
     "usage",
 )  # fmt: skip
