@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from mimoq.http import audio, batches, dashboard, files, jobs, meta, metrics_route, usage
+from mimoq.http import audio, batches, dashboard, files, job_routes, meta, metrics_route, usage
 from mimoq.http.contract import (
     Endpoint,
     Operation,
@@ -106,15 +106,15 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "200": answer("The transcript (response_format).", _TRANSCRIPT), "202": _ACCEPTED,
         "409": error("That Idempotency-Key is another tenant's."), **_JOB_ERRORS,
     }, tag="audio", body=form_body("TranscriptionRequest"), parameters=(_ASYNC, _IDEMPOTENCY)),
-    _api("GET", "/v1/jobs/{job_id}", "job", jobs.job, "A job's state, or its result", {
+    _api("GET", "/v1/jobs/{job_id}", "job", job_routes.job, "A job's state, or its result", {
         "200": json_answer("The job.", "Job"), "404": _NOT_FOUND,
     }, tag="jobs"),
-    _api("GET", "/v1/jobs/{job_id}/content", "job_content", jobs.content, "A job's output", {
+    _api("GET", "/v1/jobs/{job_id}/content", "job_content", job_routes.content, "A job's output", {
         "200": answer("The output, in its format.", _OUTPUT), "404": _NOT_FOUND,
         "409": error("The job is not finished."),
         "400": error("The job failed: its request was refused upstream."), **_JOB_ERRORS,
     }, tag="jobs"),
-    _api("POST", "/v1/jobs/{job_id}/cancel", "job_cancel", jobs.cancel, "Cancel a job", {
+    _api("POST", "/v1/jobs/{job_id}/cancel", "job_cancel", job_routes.cancel, "Cancel a job", {
         "200": json_answer("cancelled (now or before), or already_finished with its "
                            "job_status: the job is left as it is.", "JobCancel"),
         "404": _NOT_FOUND,
