@@ -31,8 +31,8 @@ from mimoq.http import batch_lines as lines
 from mimoq.http.audio import json_object
 from mimoq.http.content import share_upload
 from mimoq.http.errors import HTTPError
-from mimoq.http.fetch import fetch_audio, is_remote
 from mimoq.http.files import file_path, owned_file, save_record
+from mimoq.http.remote_audio import fetch_audio, is_remote
 from mimoq.http.routing import Context
 from mimoq.producer.cancel import cancel_jobs
 
