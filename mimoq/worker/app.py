@@ -80,8 +80,12 @@ class MimoqWorker(Worker):
 
     async def heart_beat(self) -> None:
         await super().heart_beat()
-        # Jobs just taken are recorded in flight before the beat samples the queue, which
-        # would otherwise count them as due (arq leaves them there until they finish).
+        # Other workers judge our in-flight entries by our heartbeat record, so it must
+        # exist before our first entry (else a sweep takes us for dead and re-runs our
+        # jobs). After that, jobs just taken are recorded before the beat samples the
+        # queue, which would otherwise count them as due (arq leaves them there).
+        if not self.heartbeat.recorded:
+            await self.heartbeat.beat(self.pool, self)
         await self.orphans.tick(self.pool, self._running_ids())
         await self.heartbeat.beat(self.pool, self)
         if (deps := self.ctx.get("deps")) is not None:

@@ -207,6 +207,11 @@ class Heartbeat:
         if self.sampler is not None:  # more fleet gauges, read once per beat too
             await self.sampler(redis, now_ms)
 
+    @property
+    def recorded(self) -> bool:
+        """Whether this worker's record has been written (it may have expired since)."""
+        return self._last_beat is not None
+
     def liveness(self) -> Liveness:
         """Alive while the polling loop has ticked within the TTL (Redis trouble aside)."""
         now = self._monotonic()
