@@ -141,7 +141,7 @@ async def naive_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
 
 async def mimoq_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
     """The embedded default: enqueue, the in-process worker streams the answer to a file."""
-    from mimoq.cli.session import open_session
+    from mimoq.cli.producer_session import open_session
     from mimoq.core.logs import configure
     from mimoq.core.settings import Settings
 
@@ -180,7 +180,7 @@ async def s3_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
     the download that follows (for the audio check) is not counted."""
     import os
 
-    from mimoq.cli.session import open_session
+    from mimoq.cli.producer_session import open_session
     from mimoq.core.fetching import download_output
     from mimoq.core.logs import configure
     from mimoq.core.settings import Settings

@@ -29,7 +29,7 @@ from mimoq.cli.batch_status import (
 )
 from mimoq.cli.cancel import run_cancel
 from mimoq.cli.job_commands import add_audio_options, audio_fields
-from mimoq.cli.session import Session, open_session, require_key
+from mimoq.cli.producer_session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JOB_ID_PATTERN

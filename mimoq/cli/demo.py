@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from mimoq.cli.session import open_session
+from mimoq.cli.producer_session import open_session
 from mimoq.core.jobs import AudioOutput, JobResult
 from mimoq.core.settings import Settings
 from mimoq.core.webhooks import signature

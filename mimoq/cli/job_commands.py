@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mimoq.cli.session import Session, open_session
+from mimoq.cli.producer_session import Session, open_session
 from mimoq.core import dialect_constants as dc
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError

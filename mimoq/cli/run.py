@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from mimoq.cli.session import require_key
+    from mimoq.cli.producer_session import require_key
     from mimoq.worker.app import build_worker
 
     if args.concurrency is not None:
