@@ -25,7 +25,7 @@ from mimoq.core import wire
 from mimoq.core.tenant_limits import DAY_S
 from mimoq.core.usage import usage_report
 from mimoq.http import dashboard_html as html
-from mimoq.http import session
+from mimoq.http import session_cookie
 from mimoq.http.auth import LOCAL_TENANT
 from mimoq.http.body import BodyLimits, read_body
 from mimoq.http.errors import HTTPError
@@ -70,11 +70,11 @@ def _page(body: str, status: int = 200) -> HTMLResponse:
 
 
 def _key(ctx: Context) -> bytes:
-    return session.signing_key(ctx.settings.http.token_list())
+    return session_cookie.signing_key(ctx.settings.http.token_list())
 
 
 def _session_tenant(request: Request, ctx: Context) -> str | None:
-    return session.verify(_key(ctx), request.cookies.get(session.COOKIE))
+    return session_cookie.verify(_key(ctx), request.cookies.get(session_cookie.COOKIE))
 
 
 def _allowed(ctx: Context, tenant: str) -> bool:
@@ -84,8 +84,8 @@ def _allowed(ctx: Context, tenant: str) -> bool:
 
 def _set_cookie(response: Response, request: Request, value: str) -> None:
     response.set_cookie(
-        session.COOKIE, value, max_age=session.LIFETIME_S, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https", path="/",
+        session_cookie.COOKIE, value, max_age=session_cookie.LIFETIME_S, httponly=True,
+        samesite="strict", secure=request.url.scheme == "https", path="/",
     )  # fmt: skip
 
 
@@ -141,7 +141,7 @@ async def sample_quota_forever(redis: Redis, fleet: FleetView, interval_s: float
 async def index(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     fleet: FleetView | None = request.app.state.fleet
-    cookie = request.cookies.get(session.COOKIE)
+    cookie = request.cookies.get(session_cookie.COOKIE)
     tenant = _session_tenant(request, ctx)
     fresh_cookie = None
     if tenant is None:
@@ -149,7 +149,7 @@ async def index(request: Request) -> Response:
             return RedirectResponse("/login", status_code=303)
         # No tokens: loopback only, nobody to log in; a session still anchors the CSRF token.
         tenant = LOCAL_TENANT
-        cookie = fresh_cookie = session.issue(_key(ctx), tenant)
+        cookie = fresh_cookie = session_cookie.issue(_key(ctx), tenant)
     assert cookie is not None
     if not _allowed(ctx, tenant):
         return _page(html.login_page(f"tenant {tenant!r} may not open the dashboard"), 403)
@@ -175,7 +175,7 @@ async def index(request: Request) -> Response:
     runs = await fleet.runs(redis) if fleet.runs is not None else []
     body = html.page(
         snapshot, await history(redis), tenant=tenant,
-        csrf=session.csrf_token(_key(ctx), cookie), notice=notice, runs=runs,
+        csrf=session_cookie.csrf_token(_key(ctx), cookie), notice=notice, runs=runs,
     )  # fmt: skip
     response = _page(body)
     if fresh_cookie is not None:
@@ -194,17 +194,17 @@ async def login(request: Request) -> Response:
     if tenant is None:
         return _page(html.login_page("that token is not valid"), 401)
     response = RedirectResponse("/", status_code=303)
-    _set_cookie(response, request, session.issue(_key(ctx), tenant))
+    _set_cookie(response, request, session_cookie.issue(_key(ctx), tenant))
     return response
 
 
 async def _checked_post(request: Request, ctx: Context) -> dict[str, str] | None:
     """The form of a POST from our own page: valid session, our CSRF token, our origin."""
-    cookie = request.cookies.get(session.COOKIE)
+    cookie = request.cookies.get(session_cookie.COOKIE)
     if _session_tenant(request, ctx) is None or cookie is None or not _same_origin(request):
         return None
     form = await _form(request)
-    expected = session.csrf_token(_key(ctx), cookie)
+    expected = session_cookie.csrf_token(_key(ctx), cookie)
     return form if hmac.compare_digest(form.get("csrf", ""), expected) else None
 
 
@@ -213,7 +213,7 @@ async def logout(request: Request) -> Response:
     if await _checked_post(request, ctx) is None:
         return _page(html.login_page("that request did not come from this dashboard"), 403)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(session.COOKIE, path="/")
+    response.delete_cookie(session_cookie.COOKIE, path="/")
     return response
 
 
