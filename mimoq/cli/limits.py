@@ -14,8 +14,8 @@ from mimoq.core.settings import Settings
 from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.capacity import required_concurrency
 from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
-from mimoq.worker.limiter.capacity import demand_from_snapshot
 from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.limiter.observed_capacity import demand_from_snapshot
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

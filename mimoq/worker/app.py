@@ -28,7 +28,7 @@ from mimoq.worker import callbacks, cancel_watch, depth, metrics, result_builder
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
-from mimoq.worker.limiter.capacity import warn_if_fleet_is_short
+from mimoq.worker.limiter.observed_capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps

@@ -41,9 +41,9 @@ from mimoq.worker.desired_workers import (
 )
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter.admission import waiting_models
-from mimoq.worker.limiter.capacity import UNOBSERVED_LATENCY_S, snapshot_request_rate
 from mimoq.worker.limiter.config import LimiterConfig
 from mimoq.worker.limiter.core import LimiterSnapshot, RedisLimiter
+from mimoq.worker.limiter.observed_capacity import UNOBSERVED_LATENCY_S, snapshot_request_rate
 
 log = structlog.get_logger("mimoq.scaling")
 

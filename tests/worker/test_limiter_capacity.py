@@ -17,8 +17,8 @@ from mimoq.worker.app import _shutdown, _startup
 from mimoq.worker.capacity import capacity_warning
 from mimoq.worker.heartbeat import WorkerBeat
 from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
-from mimoq.worker.limiter.capacity import demand_from_snapshot, fleet_demands
 from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.limiter.observed_capacity import demand_from_snapshot, fleet_demands
 from tests.conftest import RedisServer
 
 BASE = LimiterSnapshot(

@@ -17,8 +17,8 @@ from mimoq.core.settings import Settings
 from mimoq.worker.call_latency import LatencySample
 from mimoq.worker.heartbeat import WorkerBeat
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter.capacity import UNOBSERVED_LATENCY_S
 from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.limiter.observed_capacity import UNOBSERVED_LATENCY_S
 from mimoq.worker.scaling import DesiredWorkersSampler, read_desired_workers
 
 pytestmark = pytest.mark.redis
