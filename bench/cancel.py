@@ -135,6 +135,7 @@ async def main_async(args: argparse.Namespace) -> int:
             row = await queued_case(redis_url, settings, n, backlog)
             top = ", ".join(f"{k} {v / n:.2f}" for k, v in row["top"])
             print(f"{n:>7} {backlog:>8} {row['s']:>8.3f} {row['per_job']:>9.2f}  {top}")
+        sync_redis.Redis.from_url(redis_url).flushall()  # the backlog would be sent too
         sim = services.simulator("--latency-ms", "6000")
         worker_env = {
             "REDIS_URL": redis_url, "MIMO_API_KEY": "sk-bench", "MIMO_BASE_URL": sim.url + "/v1",

@@ -11,7 +11,6 @@ Cost: O(jobs cancelled) Redis work, in one script call per 10,000 ids plus the r
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,12 +31,9 @@ from mimoq.core.cancel_script import (
     job_of_envelope,
     run_cancel_script,
 )
-from mimoq.core.finish import finish
+from mimoq.core.finish import finish_cancelled
 from mimoq.core.jobs import JOB_ID_PATTERN, TENANT_PATTERN
 from mimoq.core.settings import Settings
-
-#: Records written at once (each a few Redis round trips): bounds the connections in use.
-_RECORD_CONCURRENCY: Final = 64
 
 
 class CancelStatus(StrEnum):
@@ -93,22 +89,14 @@ def _public(answer: ScriptAnswer) -> CancelAnswer:
     )
 
 
-async def _record(redis: Redis, answer: ScriptAnswer, settings: Settings) -> None:
-    job = job_of_envelope(answer.detail)
-    result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(answer.detail))
-    await finish(redis, result, callback_of(job), settings=settings)
-    # Recorded: it leaves the queue, and its job key goes, so an admission that still finds
-    # the id in a wait list skips it (enqueue.lua's lists are never scanned to remove it).
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(wire.QUEUE_NAME, answer.id)
-        pipe.delete(wire.job_key(answer.id))
-        await pipe.execute()
-
-
 async def _record_all(redis: Redis, withdrawn: list[ScriptAnswer], settings: Settings) -> None:
-    for start in range(0, len(withdrawn), _RECORD_CONCURRENCY):
-        part = withdrawn[start : start + _RECORD_CONCURRENCY]
-        await asyncio.gather(*(_record(redis, a, settings) for a in part))
+    """Record the withdrawn jobs as cancelled (``core.finish.finish_cancelled``, batched)."""
+    cancelled = []
+    for answer in withdrawn:
+        job = job_of_envelope(answer.detail)
+        result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(answer.detail))
+        cancelled.append((result, callback_of(job)))
+    await finish_cancelled(redis, cancelled, settings=settings)
 
 
 async def cancel_jobs(
@@ -139,7 +127,8 @@ async def cancel_jobs(
 
 
 async def _members(redis: Redis, key: str) -> list[str]:
-    return [m.decode() if isinstance(m, bytes) else str(m) async for m in redis.sscan_iter(key)]
+    members = redis.sscan_iter(key, count=1000)
+    return [m.decode() if isinstance(m, bytes) else str(m) async for m in members]
 
 
 async def cancel_run(redis: Redis, run: str, *, settings: Settings) -> list[CancelAnswer]:
