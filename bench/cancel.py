@@ -1,4 +1,4 @@
-"""What a cancel costs (README, "Cancel"): queued runs of two sizes beside a big backlog, and
+"""What a cancel costs (docs/cancel.md): queued runs of two sizes beside a big backlog, and
 calls in flight, side by side in one run.
 
     python bench/cancel.py [--jobs 10000] [--backlog 20000] [--inflight 5]

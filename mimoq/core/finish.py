@@ -101,7 +101,7 @@ async def finish_cancelled(
     *,
     settings: Settings,
 ) -> None:
-    """:func:`finish` for many jobs a cancel withdrew (README, "Cancel"), batched: the same
+    """:func:`finish` for many jobs a cancel withdrew (docs/cancel.md), batched: the same
     records, news, callbacks and run counts, in a few round trips per page instead of a few
     per job. Each job then leaves the queue and loses its job key (so an admission that
     still finds its id in a wait list skips it). A cancelled job has no usage, and is not a
