@@ -182,8 +182,10 @@ async def run_job(
         error, tries=tries, policy=_policy(deps.settings), rand=random.random
     )
     if isinstance(verdict, Defer):
-        await redis.incr(_deferrals_key(job_id))
-        await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
+        # the count's TTL is set once, when its first deferral creates it (a week outlives
+        # any job's expiry): not an EXPIRE per deferral
+        if await redis.incr(_deferrals_key(job_id)) == 1:
+            await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
         bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
         metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
         tracing.note_outcome("deferred", deferral_reason=verdict.reason)
@@ -235,7 +237,8 @@ async def run_job(
         redis, result, callback, settings=deps.settings,
         usage=tenant_usage.usage_write(used, deps.settings),
     )  # fmt: skip
-    await redis.delete(_deferrals_key(job_id))
+    if deferrals:  # a job never deferred has no count to drop: no DEL per job
+        await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)
 

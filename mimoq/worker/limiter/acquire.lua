@@ -88,12 +88,17 @@ local function in_flight_wait()
   return math.min(math.max(latency / Q.max_in_flight, 0.05), 5)
 end
 
-local function grant()
+-- `tat`: the schedule's new end, when this grant moves it (written with the pace, one HSET)
+local function grant(tat)
   redis.call('SET', MARKER, 'granted', 'PX', math.floor(Q.lease_ttl * 1000))
   redis.call('ZADD', LOG, fmt(now), lease_id)
   if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
   redis.call('ZADD', LEASES, fmt(now + Q.lease_ttl), lease_id)
-  redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len))
+  if tat then
+    redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len), 'tat', fmt(tat))
+  else
+    redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len))
+  end
   if bulk then
     redis.call('HINCRBY', LANES, 'lane:bulk', 1)
   else
@@ -180,8 +185,7 @@ local start = math.max(st.tat - (Q.burst - 1) * per_request, now, st.cd)
 if start <= now then
   local wait = math.max(guard_wait(), pace_wait())
   if wait <= 0 then
-    redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, now) + len))
-    return grant()
+    return grant(math.max(st.tat, now) + len)
   end
   start = now + wait
 end

@@ -437,7 +437,8 @@ local function admit_after_grant(now, job, bulk, tenant, want)
   redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
   admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - redis.call('ZCARD', ADMITTED),
     true, now)
-  forget_waiting_model()
+  -- the model leaves the set of models with waiting jobs in the admission round (admit),
+  -- not here: that check cost 2-3 commands on every grant
 end
 
 -- Bulk jobs kept admitted ahead of the slots: `lookahead` seconds of slots, at least 2.
