@@ -299,3 +299,29 @@ class TestRunCancel:
         assert (await producer.status("other-run-1")).status.value == "queued"  # not its run
         bad = await asyncio.to_thread(mimoq, "batch", "cancel", "no good", env=env, cwd=tmp_path)
         assert bad.returncode == 2 and "run must be" in bad.stderr
+
+
+class TestFanout:
+    async def test_a_long_job_waiting_for_its_chunks_cancels_them_all(
+        self, producer: Producer, redis: ArqRedis, settings: Settings, sim: RunningSim
+    ) -> None:
+        # three chunks; every chunk call takes 6 s, so the parent waits for them
+        sentence = "Chunky words go here again. "
+        text = "fan-1 " + sentence * 260  # over MAX_SPEECH_CHARS (2,500): split
+        sim.state.add_fault(Fault(kind="latency", ms=6_000, match="Chunky", times=None))
+        async with running_worker(settings):
+            await producer.enqueue({"kind": "speech", "id": "fan-1", "input": text})
+            await eventually(lambda: calls(sim, "Chunky") >= 1, timeout_s=30, what="a chunk")
+            await eventually(
+                lambda: redis.exists(wire.fanout_key("fan-1")), timeout_s=30, what="the plan"
+            )
+            answer = await producer.cancel("fan-1")
+            assert answer.status is CancelStatus.cancelled
+            parent = await producer.wait("fan-1", timeout_s=10)
+            chunk_ids = [f"fan-1.p{i:03d}" for i in range(3)]
+            chunks = [await producer.wait(c, timeout_s=10) for c in chunk_ids]
+        sim.state.clear_faults()
+        assert parent.status == "cancelled" and parent.output is None
+        assert [c.status for c in chunks] == ["cancelled"] * 3
+        # the chunks' connections were closed, not left to run their 6 s
+        await eventually(lambda: sim.state.stats()["in_flight"] == 0, timeout_s=2, what="closed")
