@@ -32,7 +32,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mimoq.core import redis_retry, wire
+from mimoq.core import redis_retry, scripts, wire
 from mimoq.worker import heartbeat as hb
 
 log = structlog.get_logger("mimoq.orphans")
@@ -45,50 +45,17 @@ _ZERO_SCORE_BATCH: Final = 100
 
 # Compare-and-delete: drop an entry only while it still names this worker.
 # KEYS[1] mimoq:inflight  ARGV[1] worker id, ARGV[2..] job ids
-_FORGET_LUA: Final = """
-local n = 0
-for i = 2, #ARGV do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
-    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-return n
-"""
+_FORGET_LUA: Final = scripts.source("orphans_forget")
 
 # Hand one dead worker's job back, if everything still says it should be.
 # KEYS[1] mimoq:inflight  KEYS[2] the owner's heartbeat  KEYS[3] arq:in-progress:<id>
 # KEYS[4] arq:job:<id>  KEYS[5] the queue
 # ARGV[1] job id  ARGV[2] owner  ARGV[3] PTTL (ms) below which the owner counts as dead
 # Returns 1 re-queued, 2 nothing to run (finished or expired), 0 not ours to touch.
-_REQUEUE_LUA: Final = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl == -1 or ttl >= tonumber(ARGV[3]) then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 2 end
-redis.call('DEL', KEYS[3])
-local score = redis.call('ZSCORE', KEYS[5], ARGV[1])
-if not score or tonumber(score) == 0 then
-  local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[5], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
-end
-return 1
-"""
+_REQUEUE_LUA: Final = scripts.source("orphans_requeue")
 
 # KEYS[1] the queue  ARGV: ids scored 0 (re-checked here)
-_RESCORE_ZERO_LUA: Final = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = 0
-for i = 1, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) == 0 then
-    redis.call('ZADD', KEYS[1], now_ms, ARGV[i])
-    n = n + 1
-  end
-end
-return n
-"""
+_RESCORE_ZERO_LUA: Final = scripts.source("orphans_rescore_zero")
 
 
 def _text(value: bytes | str) -> str:
