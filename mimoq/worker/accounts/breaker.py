@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
+from mimoq.core import scripts
 from mimoq.core.errors import (
     AuthenticationError,
     MimoqError,
@@ -41,59 +42,12 @@ PAUSED_SET: Final = "mimoq:accounts:paused"
 #: How long a run of 429s is remembered without another one.
 RUN_OF_429S_TTL_S: Final = 3600
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-"""
-
-# KEYS: state, paused set. ARGV: name, reason, error_type, status, base interval.
-# Returns 1 when this call opened the breaker, 0 when it was open already.
-_TRIP = (
-    _NOW
-    + """
-if redis.call('HEXISTS', KEYS[1], 'since') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'since', tostring(now), 'reason', ARGV[2], 'error_type', ARGV[3],
-  'status', ARGV[4], 'interval', ARGV[5], 'probe_at', tostring(now + tonumber(ARGV[5])),
-  'probes', 0)
-redis.call('SADD', KEYS[2], ARGV[1])
-return 1
-"""
-)
-
-# KEYS: state, paused set. ARGV: probe max, pause max, name.
-# Returns {verdict, seconds}: open; probe (this caller holds it; seconds: next interval);
-# paused / expired (seconds until the next probe is due).
-_GATE = (
-    _NOW
-    + """
-local state = redis.call('HMGET', KEYS[1], 'since', 'probe_at', 'interval')
-if not state[1] then return {'open', '0'} end
-local since, probe_at, interval = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
-if not (since and probe_at and interval) or interval <= 0 then
-  -- Not a record this module wrote (a foreign or damaged write): drop it, never fail jobs.
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[3])
-  return {'open', '0'}
-end
-if now >= probe_at then
-  interval = math.min(interval * 2, tonumber(ARGV[1]))
-  redis.call('HSET', KEYS[1], 'probe_at', tostring(now + interval), 'interval', tostring(interval))
-  redis.call('HINCRBY', KEYS[1], 'probes', 1)
-  return {'probe', tostring(interval)}
-end
-if now - since > tonumber(ARGV[2]) then return {'expired', tostring(probe_at - now)} end
-return {'paused', tostring(probe_at - now)}
-"""
-)
-
-# KEYS: state, paused set, 429 run. ARGV: name. Returns 1 when it was paused.
-_RESUME = """
-redis.call('DEL', KEYS[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
-"""
+# The breaker's scripts (mimoq/core/scripts/breaker_*.lua); trip and gate read the time
+# through the breaker_now.lua prelude.
+_NOW = scripts.source("breaker_now")
+_TRIP = _NOW + scripts.source("breaker_trip")
+_GATE = _NOW + scripts.source("breaker_gate")
+_RESUME = scripts.source("breaker_resume")
 
 
 class GateVerdict(StrEnum):
