@@ -30,7 +30,7 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.worker.accounts.breaker import PAUSED_SET
 from mimoq.worker.limiter import Limiter
 
@@ -40,12 +40,7 @@ TIE_S: Final = 0.001
 
 # Record `ARGV[1]` as the route unless somebody re-routed since the caller read `ARGV[3]`
 # ('' = no route): then follow theirs (two chunks re-choosing at once agree on one).
-_SET_ROUTE: Final = """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[3] then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return ARGV[1]
-"""
+_SET_ROUTE: Final = scripts.source("route_set")
 
 
 def affinity(job_id: str) -> str:
