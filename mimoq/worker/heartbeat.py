@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.call_latency import CALL_LATENCIES, CallLatencies, LatencySample
@@ -42,17 +42,7 @@ _SCAN_COUNT: Final = 500
 # which workers keep small: ids only while they run) is not counted as due; a run that
 # ends in a deferral re-scores its job into the future, where it counts as deferred.
 # KEYS[1] the queue  KEYS[2] mimoq:inflight  KEYS[3] the dead-letter index  ARGV[1] now, ms
-_FLEET_SAMPLE_LUA: Final = """
-local now = tonumber(ARGV[1])
-local due = redis.call('ZCOUNT', KEYS[1], '-inf', now)
-local deferred = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= now then due = due - 1 end
-end
--- dead letters within retention: the index may still name expired ones until its next write
-return {due, deferred, redis.call('ZCOUNT', KEYS[3], ARGV[2], '+inf')}
-"""
+_FLEET_SAMPLE_LUA: Final = scripts.source("fleet_sample")
 
 
 class WorkerLike(Protocol):
