@@ -23,7 +23,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.ssrf import redact_url
 from mimoq.core.webhooks import Delivery
 
@@ -34,18 +34,7 @@ _TRIM_BATCH: Final = 100
 
 # KEYS[1] the record  KEYS[2] the index
 # ARGV: delivery id, record JSON, dead_at, ttl s, record prefix, cutoff (drop older), batch
-_PUT_LUA: Final = """
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, ARGV[7])
-for _, id in ipairs(old) do
-  redis.call('DEL', ARGV[5] .. id)
-  redis.call('ZREM', KEYS[2], id)
-end
-local ttl = tonumber(ARGV[4])
-if redis.call('TTL', KEYS[2]) < ttl then redis.call('EXPIRE', KEYS[2], ttl) end
-return #old
-"""
+_PUT_LUA: Final = scripts.source("dead_letter_put")
 
 
 class DeadLetterReason(StrEnum):
