@@ -44,7 +44,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.dialect import usage_tokens
 from mimoq.core.errors import CapacityDeferred, JobCancelled
 from mimoq.core.settings import Settings
@@ -464,11 +464,7 @@ class RedisLimiter:
 
 #: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
 #: the acquire script does (docs/cancel.md). KEYS[1] the marker; ARGV[1] its TTL in ms.
-_UNLIMITED_GRANT_LUA: Final = """
-if redis.call('GET', KEYS[1]) == 'cancelled' then return 0 end
-redis.call('SET', KEYS[1], 'granted', 'PX', ARGV[1])
-return 1
-"""
+_UNLIMITED_GRANT_LUA: Final = scripts.source("unlimited_grant")
 
 
 class UnlimitedLimiter:
