@@ -21,94 +21,29 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 
 #: The statuses a run counts (a job's final status in its result record).
 FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
 #: How long a run's keys outlive their last change when nothing else sets it (8 days).
 _KEEP_MS: Final = 8 * 86_400_000
 
-# Shared by the scripts below: end the run if it is sealed and nothing of it is left.
-_END_IF_DONE = """
-local function end_if_done(run_key, pending_key, run, now)
-  if redis.call('HEXISTS', run_key, 'sealed') == 0 then return 0 end
-  if redis.call('SCARD', pending_key) > 0 then return 0 end
-  if redis.call('HSETNX', run_key, 'ended_at', now) == 0 then return 0 end
-  redis.call('ZREM', KEYS[3], run)
-  return 1
-end
-"""
-
+# The run scripts (mimoq/core/scripts/run_*.lua); all but begin share the prelude
+# run_end_if_done.lua (end the run if it is sealed and nothing of it is left).
+_END_IF_DONE: Final = scripts.source("run_end_if_done")
 #: KEYS: run, pending, active runs. ARGV: run, job id, status, now.
 #: 0: not counted (counted before, or the run is gone); 1: counted; 2: counted, and the run
 #: ended with it (this caller announces the end).
-_FINISH_LUA: Final = (
-    _END_IF_DONE
-    + """
-if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
-return 1 + end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[4])
-"""
-)
-
+_FINISH_LUA: Final = _END_IF_DONE + scripts.source("run_finish")
 #: KEYS: run, pending, active runs. ARGV: run, now. 1 when sealing ended the run.
-_SEAL_LUA: Final = (
-    _END_IF_DONE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'sealed', '1')
-return end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-"""
-)
-
+_SEAL_LUA: Final = _END_IF_DONE + scripts.source("run_seal")
 #: KEYS: run, pending, active runs. ARGV: run, now, tenant, priority, callback JSON or "",
-#: keep ms. A run begun again (``mimoq batch`` re-run) retries what failed: its failures are
-#: forgotten, and its total is what finished well plus what is still open.
-_BEGIN_LUA: Final = """
-local run_key, pending_key = KEYS[1], KEYS[2]
-redis.call('HSETNX', run_key, 'created_at', ARGV[2])
-redis.call('HSET', run_key, 'tenant', ARGV[3], 'priority', ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('HSET', run_key, 'callback', ARGV[5])
-else
-  redis.call('HDEL', run_key, 'callback')
-end
-redis.call('HDEL', run_key, 'sealed', 'ended_at', 'cancelling_at')
-local done = tonumber(redis.call('HGET', run_key, 'succeeded') or '0')
-  + tonumber(redis.call('HGET', run_key, 'cancelled') or '0')
-redis.call('HSET', run_key, 'failed', 0, 'total', done + redis.call('SCARD', pending_key))
-redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
-redis.call('PEXPIRE', run_key, ARGV[6])
-return 1
-"""
-
-
-#: KEYS: run, pending, active runs. ARGV: run, status, now, job ids... As _FINISH_LUA for
-#: many jobs at once: how many were counted, and 1 if the run ended with them.
-_FINISH_MANY_LUA: Final = (
-    _END_IF_DONE
-    + """
-local counted = 0
-for i = 4, #ARGV do counted = counted + redis.call('SREM', KEYS[2], ARGV[i]) end
-if counted == 0 then return {0, 0} end
-redis.call('HINCRBY', KEYS[1], ARGV[2], counted)
-return {counted, end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[3])}
-"""
-)
-
-#: KEYS: run, pending, active runs. ARGV: run, now. A cancelled run takes no more jobs: it
-#: is sealed too. 1 if that ended it (nothing of it was left), else 0.
-_CANCELLING_LUA: Final = (
-    _END_IF_DONE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'ended_at') == 1 then
-  return 0
-end
-redis.call('HSETNX', KEYS[1], 'cancelling_at', ARGV[2])
-redis.call('HSET', KEYS[1], 'sealed', '1')
-return end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-"""
-)
+#: keep ms (see run_begin.lua).
+_BEGIN_LUA: Final = scripts.source("run_begin")
+#: As _FINISH_LUA for many jobs at once (see run_finish_many.lua).
+_FINISH_MANY_LUA: Final = _END_IF_DONE + scripts.source("run_finish_many")
+#: A cancelled run takes no more jobs (see run_cancelling.lua).
+_CANCELLING_LUA: Final = _END_IF_DONE + scripts.source("run_cancelling")
 
 
 def _keys(run: str) -> list[str]:
