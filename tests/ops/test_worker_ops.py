@@ -269,14 +269,20 @@ async def test_the_desired_workers_gauge_follows_the_waiting_work(
             what="the gauge of an idle fleet",
         )
         # (this process's calls: earlier tests' workers ran in it too)
-        calls_before = {s.model: s.calls for s in CALL_LATENCIES.samples()}.get(TTS, 0)
+        # (per account: an earlier test's worker in this process may have used other keys)
+        calls_before = {(s.account, s.model): s.calls for s in CALL_LATENCIES.samples()}
         assert (await run(producer, {"kind": "speech", "input": "one"})).status == "succeeded"
         key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
 
         async def latency_beaten() -> dict[str, Any] | None:
             record = json.loads(await redis.get(key) or "{}")
-            tts = [s for s in record.get("call_latency", []) if s["model"] == TTS]
-            return tts[0] if tts and tts[0]["calls"] == min(calls_before + 1, 200) else None
+            tts = [
+                s
+                for s in record.get("call_latency", [])
+                if s["model"] == TTS
+                and s["calls"] == min(calls_before.get((s["account"], TTS), 0) + 1, 200)
+            ]
+            return tts[0] if tts else None
 
         sample = await eventually(latency_beaten, what="the call's p90 in the heartbeat")
         assert 0 < sample["p90_s"] < 30
