@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from mimoq.core import deliveries, failures, run_events, runs, tracing, wire
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
-from mimoq.core.results import sanitize, write_result_safely
+from mimoq.core.results import sanitize, write_result_safely, write_result_unless_cancelled
 from mimoq.core.settings import Settings
 from mimoq.core.usage import UsageWrite
 from mimoq.core.webhooks import MAX_DELAY_S, Delivery
@@ -76,13 +76,46 @@ async def finish(
     the callback, built from what was recorded, to its own delivery job. ``usage`` (what
     the job adds to its tenant's totals, docs/usage.md) is written on
     the same round trip as the record."""
+    _note_callback(result, callback)
+    result = await write_result_safely(
+        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
+    )
+    await _after_write(redis, result, callback, settings=settings)
+    return result
+
+
+async def finish_unless_cancelled(
+    redis: Redis,
+    result: JobResult,
+    callback: Callback | None,
+    *,
+    settings: Settings,
+    usage: UsageWrite | None = None,
+) -> JobResult | None:
+    """:func:`finish` for the succeeded or failed result of a job a worker ran, unless its
+    cancel came first (docs/cancel.md): then nothing is recorded and None comes back (the
+    caller discards the output and records the job as cancelled through :func:`finish`).
+    ``usage`` is written either way."""
+    _note_callback(result, callback)
+    written = await write_result_unless_cancelled(
+        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
+    )
+    if written is not None:
+        await _after_write(redis, written, callback, settings=settings)
+    return written
+
+
+def _note_callback(result: JobResult, callback: Callback | None) -> None:
     if callback is not None:
         result.callback = CallbackState(
             status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
         )
-    result = await write_result_safely(
-        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
-    )
+
+
+async def _after_write(
+    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+) -> None:
+    """What follows a written record: its callback, the failures list, its run's count."""
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     # no-op unless it failed; for `mimoq inspect`
@@ -92,7 +125,6 @@ async def finish(
     ):  # this job was the sealed run's last: this caller alone announces its end
         log.info("run.ended", run=result.run)
         await run_events.announce_end(redis, result.run, defer_s=settings.callbacks.schedule_s[0])
-    return result
 
 
 async def finish_cancelled(

@@ -9,8 +9,9 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.usage import UsageWrite, held_reason
@@ -40,12 +41,7 @@ async def write_result_safely(
     the output file, already in storage, stays listed. Redis errors still raise.
     ``usage`` (the job's usage totals) rides on the same round trip as the write.
     """
-    try:
-        text = wire.dumps(result.model_dump(mode="json"))
-        text.encode("utf-8")
-    except (UnicodeError, TypeError, ValueError) as exc:
-        result = unencodable_to_failure(result, exc)
-        text = wire.dumps(result.model_dump(mode="json"))
+    result, text = _encodable(result)
     # One round trip: the record, then the news of it (a message nobody hears costs nothing;
     # a waiter that misses it finds the record by its fallback read), and the job's usage.
     async with redis.pipeline(transaction=False) as pipe:
@@ -60,6 +56,48 @@ async def write_result_safely(
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
     return result
+
+
+async def write_result_unless_cancelled(
+    redis: Redis, result: JobResult, *, ttl_s: int, usage: UsageWrite | None = None
+) -> JobResult | None:
+    """:func:`write_result_safely` for the result of a job a worker ran, made atomic with
+    cancel.lua (``result_unless_cancelled.lua``): None, and nothing written, when the job's
+    cancel marker says it was cancelled first — its cancel answered "in flight", so the
+    caller records it as cancelled instead. The marker check is folded into the write: no
+    extra command. ``usage`` is written either way (the call was made)."""
+    result, text = _encodable(result)
+    script = redis.register_script(scripts.source("result_unless_cancelled"))
+    keys = [wire.result_key(result.id), wire.cancel_key(result.id)]
+    args = [text, str(ttl_s), wire.done_channel(result.id), result.status]
+    # A bare EVALSHA on the pipeline (a registered script there would cost a SCRIPT EXISTS
+    # round trip first); after NOSCRIPT the write alone runs again, loading it.
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        counted = usage is not None and usage.queue(pipe)
+        written, *rest = await pipe.execute(raise_on_error=False)
+    if isinstance(written, NoScriptError):
+        written = await script(keys=keys, args=args)
+    if isinstance(written, Exception):
+        raise written
+    if counted and usage is not None:
+        await usage.settle(redis, rest[0])
+    if int(written) == 0:
+        return None
+    if int(written) == 2:  # e.g. an ACL without the channel: waiters poll
+        log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
+    return result
+
+
+def _encodable(result: JobResult) -> tuple[JobResult, str]:
+    """``result`` and its JSON text, or, if it cannot be encoded, its failure (see above)."""
+    try:
+        text = wire.dumps(result.model_dump(mode="json"))
+        text.encode("utf-8")
+    except (UnicodeError, TypeError, ValueError) as exc:
+        result = unencodable_to_failure(result, exc)
+        text = wire.dumps(result.model_dump(mode="json"))
+    return result, text
 
 
 def sanitize(value: Any) -> Any:

@@ -30,7 +30,7 @@ from mimoq.core.errors import (
     PermanentError,
     UpstreamUnavailable,
 )
-from mimoq.core.finish import finish, schedule_callback
+from mimoq.core.finish import finish, finish_unless_cancelled, schedule_callback
 from mimoq.core.jobs import (
     JOB_ID_PATTERN,
     Callback,
@@ -42,7 +42,6 @@ from mimoq.core.jobs import (
     salvage_owner,
 )
 from mimoq.core.settings import Settings
-from mimoq.core.usage import UsageEntry
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
@@ -207,10 +206,6 @@ async def run_job(
         tracing.note_outcome("retrying", error_type=verdict.error.error_type)
         raise Retry(defer=verdict.delay_s)
 
-    if outcome is not None and await _cancelled_meanwhile(deps, redis, job_id, outcome):
-        # its call answered (and was billed): it counts in its tenant's usage all the same
-        used = tenant_usage.succeeded(job, outcome) if job is not None else None
-        return await _record_cancelled(deps, redis, ctx, raw, kind, bound, used=used)
     if outcome is not None and job is not None:
         result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
@@ -233,26 +228,35 @@ async def run_job(
             priority=lane,
         )
         used = tenant_usage.failed(raw, job, kind)
-    result = await finish(
+    # unless a cancel came first (it answered "in flight"): atomic with cancel.lua
+    written = await finish_unless_cancelled(
         redis, result, callback, settings=deps.settings,
         usage=tenant_usage.usage_write(used, deps.settings),
     )  # fmt: skip
+    if written is None:
+        return await _discard_and_record_cancelled(deps, redis, ctx, raw, kind, bound, outcome)
+    result = written
     if deferrals:  # a job never deferred has no count to drop: no DEL per job
         await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)
 
 
-async def _cancelled_meanwhile(
-    deps: WorkerDeps, redis: Redis, job_id: str, outcome: Outcome
-) -> bool:
-    """Whether a cancel came in while the call was finishing (its stop message on the way):
-    the cancel's answer said "in flight", so the output is discarded and the job recorded
-    as cancelled. One GET per finished job."""
-    if await redis.get(wire.cancel_key(job_id)) not in (CANCELLED, CANCELLED.encode()):
-        return False
-    await asyncio.to_thread(deps.storage.delete, outcome.output.key)
-    return True
+async def _discard_and_record_cancelled(
+    deps: WorkerDeps,
+    redis: Redis,
+    ctx: dict[str, Any],
+    raw: Any,
+    kind: str | None,
+    bound: structlog.typing.FilteringBoundLogger,
+    outcome: Outcome | None,
+) -> dict[str, Any]:
+    """The job's result write was refused: its cancel came first, while the call was ending
+    (the cancel answered "in flight"). Its output is discarded and it is recorded as
+    cancelled; its usage was counted by the refused write (the call was made)."""
+    if outcome is not None:
+        await asyncio.to_thread(deps.storage.delete, outcome.output.key)
+    return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
 
 
 async def _record_cancelled(
@@ -262,18 +266,15 @@ async def _record_cancelled(
     raw: Any,
     kind: str | None,
     bound: structlog.typing.FilteringBoundLogger,
-    *,
-    used: UsageEntry | None = None,
 ) -> dict[str, Any]:
     """A cancelled job (docs/cancel.md): recorded as such, without (or after closing) its
-    MiMo call; whatever admission place it held goes back at once. ``used``: what its call
-    used, when it answered before the cancel."""
+    MiMo call; whatever admission place it held goes back at once. (A call that answered
+    before the cancel was recorded had its usage counted by the refused result write.)"""
     job_id: str = ctx["job_id"]
     await forget_admitted(redis, job_id, raw, kind)
     fields = raw if isinstance(raw, dict) else {}
     result = cancelled_result(job_id, fields, enqueued_at=_ts(ctx))
-    write = tenant_usage.usage_write(used, deps.settings) if used is not None else None
-    result = await finish(redis, result, callback_of(fields), settings=deps.settings, usage=write)
+    result = await finish(redis, result, callback_of(fields), settings=deps.settings)
     await redis.delete(_deferrals_key(job_id))
     bound.info("job.cancelled")
     metrics.job_outcome(result.kind, result.model, metrics.JobOutcome.cancelled)
