@@ -219,8 +219,20 @@ def render(report: dict[str, Any]) -> str:
         ([w["worker_id"], w["age_s"], w["in_flight"], w["draining"], w["jobs_complete"],
           w["jobs_failed"]] for w in workers["records"]),
     )  # fmt: skip
-    limiters = report["limiters"]
-    lines += ["", "limiters" + ("" if limiters["enabled"] else " (disabled)")]
+    lines += _limiter_lines(report["limiters"])
+    lines += _admission_lines(report)
+    paused = report.get("accounts_paused", [])
+    lines += ["", f"accounts paused ({len(paused)})"]
+    lines += _table(
+        ["account", "since", "paused_s", "status", "probes", "reason"],
+        ([p["account"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["since"])),
+          p["paused_s"], p["status"], p["probes"], p["reason"][:60]] for p in paused),
+    )  # fmt: skip
+    return "\n".join(lines)
+
+
+def _limiter_lines(limiters: dict[str, Any]) -> list[str]:
+    lines = ["", "limiters" + ("" if limiters["enabled"] else " (disabled)")]
     if limiters["enabled"]:
         lines += _table(
             ["model", "per_window", "recent", "in_flight", "tickets", "cooldown_s"],
@@ -234,8 +246,13 @@ def render(report: dict[str, Any]) -> str:
             (_lane_row(s) for s in limiters["limiters"] if any(s["lanes"]["grants"].values())
              or s["tickets"]),
         )  # fmt: skip
+    return lines
+
+
+def _admission_lines(report: dict[str, Any]) -> list[str]:
+    """Who waits for admission: bulk and flooded interactive jobs, and held tenants."""
     waiting = report["waiting"]
-    lines += ["", f"bulk waiting for admission ({sum(sum(t.values()) for t in waiting.values())})"]
+    lines = ["", f"bulk waiting for admission ({sum(sum(t.values()) for t in waiting.values())})"]
     lines += _table(
         ["model", "tenant", "waiting"],
         ([m, t, n] for m, tenants in waiting.items() for t, n in tenants.items()),
@@ -256,14 +273,7 @@ def render(report: dict[str, Any]) -> str:
             ([h["tenant"], f"{h['metric']}={h['limit']:g}/{h['window']}", h["used"],
               time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["frees_at"]))] for h in held),
         )  # fmt: skip
-    paused = report.get("accounts_paused", [])
-    lines += ["", f"accounts paused ({len(paused)})"]
-    lines += _table(
-        ["account", "since", "paused_s", "status", "probes", "reason"],
-        ([p["account"], time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p["since"])),
-          p["paused_s"], p["status"], p["probes"], p["reason"][:60]] for p in paused),
-    )  # fmt: skip
-    return "\n".join(lines)
+    return lines
 
 
 def _lane_row(snapshot: dict[str, Any]) -> list[object]:

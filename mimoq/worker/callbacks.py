@@ -194,19 +194,9 @@ async def _run(
     ctx: dict[str, Any], settings: Settings, redis: Redis, delivery: Delivery, attempt: int
 ) -> dict[str, Any]:
     fields = {"job_id": delivery.job_id, "delivery_id": delivery.delivery_id, "attempt": attempt}
-    state = await _read_state(redis, delivery.job_id)
-    if (
-        state is not None
-        and state.status == CallbackStatus.delivered
-        and state.delivery_id == delivery.delivery_id
-    ):
-        log.info("callback.attempt", **fields, outcome="skipped", reason="already delivered")
-        metrics.callback_attempt(metrics.CallbackOutcome.skipped)
-        return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
-    if delivery.body is None:
-        # An ended delivery's job run again (a worker died before arq marked it done, or a
-        # forged job): nothing is sent twice; a dead letter is sent again only by a replay.
-        log.info("callback.attempt", **fields, outcome="skipped", reason="already ended")
+    skip = await _skip_reason(redis, delivery)
+    if skip is not None:
+        log.info("callback.attempt", **fields, outcome="skipped", reason=skip)
         metrics.callback_attempt(metrics.CallbackOutcome.skipped)
         return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
 
@@ -238,16 +228,7 @@ async def _run(
 
     if outcome.verdict is DeliveryVerdict.delivered:
         # Ended: the record keeps the history, not the body (the result record holds it all).
-        ended = recorded("delivered").ended()
-        await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
-        await _update_state(
-            redis,
-            delivery.job_id,
-            CallbackState(
-                status=CallbackStatus.delivered, delivery_id=delivery.delivery_id, attempts=attempts
-            ),
-        )
-        await deadletters.remove(redis, delivery.delivery_id)
+        await _mark_delivered(redis, settings, recorded("delivered").ended(), attempts)
         log.info("callback.attempt", **fields, outcome="delivered")
         metrics.callback_attempt(metrics.CallbackOutcome.delivered)
         return {"outcome": "delivered", "delivery_id": delivery.delivery_id, "attempts": attempts}
@@ -289,6 +270,34 @@ async def _run(
     log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
     metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
     return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
+
+
+async def _skip_reason(redis: Redis, delivery: Delivery) -> str | None:
+    """Why this attempt sends nothing, or None to send it."""
+    state = await _read_state(redis, delivery.job_id)
+    if (
+        state is not None
+        and state.status == CallbackStatus.delivered
+        and state.delivery_id == delivery.delivery_id
+    ):
+        return "already delivered"
+    if delivery.body is None:
+        # An ended delivery's job run again (a worker died before arq marked it done, or a
+        # forged job): nothing is sent twice; a dead letter is sent again only by a replay.
+        return "already ended"
+    return None
+
+
+async def _mark_delivered(redis: Redis, settings: Settings, ended: Delivery, attempts: int) -> None:
+    await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
+    await _update_state(
+        redis,
+        ended.job_id,
+        CallbackState(
+            status=CallbackStatus.delivered, delivery_id=ended.delivery_id, attempts=attempts
+        ),
+    )
+    await deadletters.remove(redis, ended.delivery_id)
 
 
 async def _traced_attempt(

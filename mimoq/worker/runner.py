@@ -213,20 +213,7 @@ async def run_job(
     else:
         assert verdict.error is not None
         await forget_admitted(redis, job_id, raw, kind)
-        callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
-        tenant, lane = (job.tenant, job.priority) if job else salvage_owner(raw)
-        result = result_builder.failed(
-            job_id,
-            run=job.run if job else salvage_run(raw),
-            error=verdict.error,
-            kind=job.kind if job else _kind_of(raw, kind),
-            model=model,
-            metadata=metadata,
-            tries=tries,
-            enqueued_at=_ts(ctx),
-            tenant=tenant,
-            priority=lane,
-        )
+        result, callback = _failed(ctx, job, raw, kind, verdict.error, tries=tries)
         used = tenant_usage.failed(raw, job, kind)
     # unless a cancel came first (it answered "in flight"): atomic with cancel.lua
     written = await finish_unless_cancelled(
@@ -240,6 +227,34 @@ async def run_job(
         await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)
+
+
+def _failed(
+    ctx: dict[str, Any],
+    job: SpeechJob | TranscriptionJob | None,
+    raw: Any,
+    kind: str | None,
+    error: dict[str, Any],
+    *,
+    tries: int,
+) -> tuple[JobResult, Callback | None]:
+    """The failed record of a job, and where to call back; what a refused job carries is
+    salvaged from its raw form."""
+    callback, metadata = (job.callback, job.metadata) if job else salvage(raw)
+    tenant, lane = (job.tenant, job.priority) if job else salvage_owner(raw)
+    result = result_builder.failed(
+        ctx["job_id"],
+        run=job.run if job else salvage_run(raw),
+        error=error,
+        kind=job.kind if job else _kind_of(raw, kind),
+        model=job.model if job else None,
+        metadata=metadata,
+        tries=tries,
+        enqueued_at=_ts(ctx),
+        tenant=tenant,
+        priority=lane,
+    )
+    return result, callback
 
 
 async def _discard_and_record_cancelled(

@@ -83,3 +83,20 @@ def test_top_level_names_are_unique_in_the_package() -> None:
 def test_the_checks_see_a_collision() -> None:
     # The scans above must not be vacuous: the cli command modules' ``register`` is found.
     assert len(_top_level_names()["register"]) > 5
+
+
+#: The longest a function may be, in lines from ``def`` to its last line (the team's rule):
+#: past that, a function hides its steps; split it into named ones.
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_over_80_lines() -> None:
+    long: list[str] = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    where = f"{path.relative_to(PACKAGE)}:{node.lineno}"
+                    long.append(f"{where} {node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines; split them: {long}"
