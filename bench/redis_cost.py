@@ -195,6 +195,40 @@ def phase_bare(args: argparse.Namespace, client: sync_redis.Redis) -> dict[str, 
     }
 
 
+def mix_settings(
+    args: argparse.Namespace,
+    redis_url: str,
+    sim: Service,
+    data_dir: Path,
+    workdir: Path,
+    secret: str,
+) -> tuple[Settings, FleetSpec]:
+    """The producer's settings and the workers' spec of the mix: limiter on (window 1 s,
+    400 requests per model), callbacks to the loopback receiver, signed with ``secret``."""
+    settings = Settings(
+        mimo_base_url=sim.url + "/v1",
+        redis_url=redis_url,
+        data_dir=data_dir,
+        input_roots=str(workdir),
+        callback_allow_networks=LOOPBACK,
+    )
+    spec = FleetSpec(
+        redis_url=redis_url,
+        mimo_base_url=sim.url + "/v1",
+        data_dir=data_dir,
+        window_s=1.0,
+        concurrency=args.concurrency,
+        poll_delay_s=args.poll_delay,
+        limits=True,
+        extra_env=(
+            ("MIMOQ_LIMIT_DEFAULT_RPM", "400"),
+            ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
+            ("MIMOQ_WEBHOOK_SECRET", secret),
+        ),
+    )
+    return settings, spec
+
+
 def phase_mimoq(
     args: argparse.Namespace,
     client: sync_redis.Redis,
@@ -210,27 +244,7 @@ def phase_mimoq(
     rng = random.Random(args.seed)
     jobs = mix(args.jobs, rng, clip, receiver.url + "/hook")
     with_callback = sum("callback" in j for j in jobs)
-    settings = Settings(
-        mimo_base_url=sim.url + "/v1",
-        redis_url=args.redis,
-        data_dir=data_dir,
-        input_roots=str(workdir),
-        callback_allow_networks=LOOPBACK,
-    )
-    spec = FleetSpec(
-        redis_url=args.redis,
-        mimo_base_url=sim.url + "/v1",
-        data_dir=data_dir,
-        window_s=1.0,
-        concurrency=args.concurrency,
-        poll_delay_s=args.poll_delay,
-        limits=True,
-        extra_env=(
-            ("MIMOQ_LIMIT_DEFAULT_RPM", "400"),
-            ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
-            ("MIMOQ_WEBHOOK_SECRET", args.secret),
-        ),
-    )
+    settings, spec = mix_settings(args, args.redis, sim, data_dir, workdir, args.secret)
     received0 = callbacks_received(receiver)
     cpu0 = reset(client)
     monitor = start_monitor(args) if args.monitor else None

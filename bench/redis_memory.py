@@ -39,14 +39,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import redis as sync_redis
-from _quota_fleet import Fleet, FleetSpec, stop_all
+from _quota_fleet import Fleet, stop_all
 from _support import Service, callbacks_received
-from redis_cost import LOOPBACK, REFUSE_MARK, enqueue_mimoq, mix, results_final, write_clip
+from redis_cost import REFUSE_MARK, enqueue_mimoq, mix, mix_settings, results_final, write_clip
 
 from mimoq.core import deliveries, wire
 from mimoq.core.finish import callback_body
 from mimoq.core.jobs import JobResult
-from mimoq.core.settings import Settings, WorkerSettings
+from mimoq.core.settings import WorkerSettings
 from mimoq.core.webhooks import Delivery
 
 WARMUP_JOBS = 50
@@ -176,27 +176,8 @@ def run(args: argparse.Namespace, fleet: Fleet, workdir: Path) -> int:
         job["id"] = "warm-" + job["id"]
     jobs = mix(args.jobs, rng, clip, hook)
     with_callback = sum("callback" in j for j in jobs)
-    settings = Settings(
-        mimo_base_url=sim.url + "/v1",
-        redis_url=redis.url,
-        data_dir=data_dir,
-        input_roots=str(workdir),
-        callback_allow_networks=LOOPBACK,
-    )
-    spec = FleetSpec(
-        redis_url=redis.url,
-        mimo_base_url=sim.url + "/v1",
-        data_dir=data_dir,
-        window_s=1.0,
-        concurrency=args.concurrency,
-        poll_delay_s=args.poll_delay,
-        limits=True,
-        extra_env=(
-            ("MIMOQ_LIMIT_DEFAULT_RPM", "400"),
-            ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
-            ("MIMOQ_WEBHOOK_SECRET", "whsec_" + base64.b64encode(os.urandom(24)).decode()),
-        ),
-    )
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    settings, spec = mix_settings(args, redis.url, sim, data_dir, workdir, secret)
     workers = fleet.workers(args.workers, spec, "worker")
     try:
         asyncio.run(enqueue_mimoq(redis.url, settings, warmup))

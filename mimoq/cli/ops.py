@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from mimoq.cli.inspection import inspect, render
+from mimoq.cli.report_output import print_fleet_report
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
 from mimoq.worker.accounts.breaker import read_paused
@@ -109,13 +109,4 @@ async def _inspect(settings: Settings, limit: int) -> dict[str, Any]:
 
 def run_inspect(args: argparse.Namespace, settings: Settings) -> int:
     """Print the fleet's state; exit 1 if Redis cannot be read."""
-    try:
-        report = asyncio.run(_inspect(settings, max(0, args.limit)))
-    except (RedisError, OSError) as exc:
-        print(f"mimoq: redis: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json or not sys.stdout.isatty():
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(render(report))
-    return 0
+    return print_fleet_report(_inspect(settings, max(0, args.limit)), render, as_json=args.json)

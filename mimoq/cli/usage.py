@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from mimoq.cli.inspection import _table
+from mimoq.cli.report_output import print_fleet_report
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import USAGE_METRICS, parse_duration
@@ -83,13 +79,6 @@ def render(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the report; exit 1 if Redis cannot be read."""
-    try:
-        report = asyncio.run(_collect(settings, args.tenant, args.since))
-    except (RedisError, OSError) as exc:
-        print(f"mimoq: redis: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json or not sys.stdout.isatty():
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(render(report))
-    return 0
+    return print_fleet_report(
+        _collect(settings, args.tenant, args.since), render, as_json=args.json
+    )
