@@ -1,7 +1,8 @@
 -- mimoq atomic cancel: the cross-language way to withdraw jobs (see README, "Cancel").
 --
 -- KEYS: none (every key is named from the ids: arq:job:<id>, arq:in-progress:<id>,
---   mimoq:result:<id>, mimoq:cancel:<id>, mimoq:fanout:<id>, mimoq:queue, mimoq:wait:*).
+--   mimoq:result:<id>, mimoq:cancel:<id>, mimoq:fanout:<id>, mimoq:queue, mimoq:wait:*,
+--   and a deferred job's limiter keys, which its marker names: see give_back_ticket).
 -- ARGV[1] who writes the "cancelled" result records:
 --   "queue"  (any language): the job is put at the head of mimoq:queue and the next free
 --            worker records it as cancelled (and sends its job.cancelled callback) without
@@ -56,6 +57,51 @@ local function forget_places(id, job)
   redis.call('ZREM', wait .. 'interactive:admitted:' .. tenant, id)
 end
 
+-- The limiter ticket (a reserved slot) of a job deferred for quota goes back at once: the
+-- acquire script named its limiter in the marker ("ticket <key base>"). The ticket and its
+-- tenant's count go (as acquire does for a cancelled job), and the schedule's last ticket
+-- takes the freed slot, its job brought forward in the queue by as much, so the slot does
+-- not pass unused; the schedule then ends where that ticket was. O(1). Mode "caller" only:
+-- a least-privilege producer may not write limiter keys (its ticket is dropped when the
+-- slot comes due or a worker finds the job cancelled).
+local function give_back_ticket(id, base)
+  local tickets, state = base .. ':tickets', base .. ':state'
+  local bulk, inter = base .. ':bulk_tickets', base .. ':interactive_tickets'
+  local at = tonumber(redis.call('ZSCORE', tickets, id))
+  if not at then return end
+  -- a caller whose Redis user may not write limiter keys leaves it (nothing written yet)
+  local removed = redis.pcall('ZREM', tickets, id)
+  if type(removed) == 'table' then return end
+  local whose, counts = base .. ':ticket_tenant', base .. ':tenant_tickets'
+  local field = redis.call('HGET', whose, id)
+  if field then
+    redis.call('HDEL', whose, id)
+    if redis.call('HINCRBY', counts, field, -1) <= 0 then
+      redis.call('HDEL', counts, field, 'last:' .. field)
+    end
+  end
+  redis.call('ZREM', bulk, id)
+  redis.call('ZREM', inter, id)
+  redis.call('HDEL', base .. ':ticket_audio', id)
+  local tat = tonumber(redis.call('HGET', state, 'tat'))
+  local last = redis.call('ZRANGE', tickets, -1, -1, 'WITHSCORES')
+  local ends = at
+  if #last > 0 and tonumber(last[2]) > at then
+    local moved, was = last[1], tonumber(last[2])
+    local slot = string.format('%.17g', at)
+    redis.call('ZADD', tickets, slot, moved)
+    if redis.call('ZSCORE', bulk, moved) then redis.call('ZADD', bulk, slot, moved)
+    else redis.call('ZADD', inter, slot, moved) end
+    local due = tonumber(redis.call('ZSCORE', 'mimoq:queue', moved))
+    if due then
+      local sooner = math.max(1, math.floor(due - (was - at) * 1000))
+      redis.call('ZADD', 'mimoq:queue', 'XX', sooner, moved)
+    end
+    ends = was
+  end
+  if tat and tat > ends then redis.call('HSET', state, 'tat', string.format('%.17g', ends)) end
+end
+
 local cancel_one
 
 -- A long job's chunk jobs are cancelled with it (their answers follow the ids given).
@@ -106,6 +152,9 @@ cancel_one = function(id)
     job = parsed['k']['job']
   end
   forget_places(id, job)
+  if mode == 'caller' and type(before) == 'string' and string.sub(before, 1, 7) == 'ticket ' then
+    give_back_ticket(id, string.sub(before, 8))
+  end
   if mode == 'queue' then
     -- score 1: ahead of every due job (0 means "not queued" to arq)
     redis.call('ZADD', 'mimoq:queue', 1, id)

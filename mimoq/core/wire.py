@@ -75,8 +75,9 @@ RUN_PREFIX: Final = "mimoq:run:"
 #: The runs not ended yet, a sorted set scored by creation time (the dashboard lists them).
 RUNS_ACTIVE_KEY: Final = "mimoq:runs"
 
-#: A job's cancel marker (docs/cancel.md): "granted" once the limiter granted its MiMo call
-#: (the acquire script), "cancelled" once cancel.lua withdrew it; the grant and the cancel
+#: A job's cancel marker (docs/cancel.md): "ticket <limiter key base>" while it holds a
+#: reserved slot, "granted" once the limiter granted its MiMo call (the acquire script),
+#: "cancelled" once cancel.lua withdrew it; the grant and the cancel
 #: read it atomically, so a cancelled job is never granted. A string, with a TTL.
 CANCEL_PREFIX: Final = "mimoq:cancel:"
 #: Pub/sub channel: cancel.lua publishes the id of each cancelled job a worker holds.

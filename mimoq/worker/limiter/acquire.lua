@@ -26,6 +26,14 @@ if redis.call('GET', MARKER) == 'cancelled' then
   return {'cancelled', fmt(0), 0, fmt(now_s())}
 end
 
+-- A job given a ticket says where it is in its marker ("ticket <this limiter's key base>"),
+-- so a cancel finds the ticket and gives its slot back at once (cancel.lua). One SET per
+-- ticket given; the grant's SET overwrites it.
+local function mark_ticket(at, now)
+  local ms = math.floor((math.max(at - now, 0) + Q.ticket_grace + Q.lease_ttl) * 1000)
+  redis.call('SET', MARKER, 'ticket ' .. string.sub(STATE, 1, #STATE - #':state'), 'PX', ms)
+end
+
 local now = now_s()
 local st = load_state()
 housekeep(st, now)
@@ -130,10 +138,12 @@ local function respace(wait, reason)
   redis.call('HINCRBY', LANES, 'respaced:' .. reason, 1)
   if not bulk then
     set_ticket(job_id, now + wait, false, tenant)
+    mark_ticket(now + wait, now)
     return defer(come_back_in(wait), reason)
   end
   local at = math.max(st.tat, now + wait)
   set_ticket(job_id, at, bulk, tenant)
+  mark_ticket(at, now)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
   redis.call('HSET', STATE, 'tat', fmt(at + len))
   return defer(come_back_in(at - now), reason)
@@ -209,6 +219,7 @@ local function take_slot_of(moved, slot, drop)
     return grant()
   end
   set_ticket(job_id, at, bulk, tenant)
+  mark_ticket(at, now)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
   return defer(come_back_in(math.max(at - now, 0.001)), reason_now())
 end
@@ -261,6 +272,7 @@ end
 
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
 set_ticket(job_id, start, bulk, tenant)
+mark_ticket(start, now)
 -- what a re-plan needs to re-size the slot
 if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
 redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, start) + len))
