@@ -174,6 +174,14 @@ def test_one_trace_per_job_across_cli_worker_mimo_callback_and_http(
         ),
         what="the delivered callback's span",
     )
+    # serve exports its own spans on its own schedule (and retries a slow receiver): wait for
+    # its PRODUCER span rather than assume it came before the worker's last one
+    otlp.wait_for(
+        lambda spans: any(
+            s.name == SEND and s.attributes.get("messaging.message.id") == http_job for s in spans
+        ),
+        what="serve's PRODUCER span of the HTTP job",
+    )
     trace = Trace(otlp.spans)
 
     # The speak job: CLI producer → worker attempt → storage write → MiMo call; callback.
