@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -69,6 +70,14 @@ class _Outage:
 
 
 _OUTAGE = _Outage()
+#: How many ``call_with_retry`` calls the current task is inside. redis-py nests them: a
+#: command's try reconnects through the connection's own retried connect. Only the outermost
+#: success is Redis answering a command again; a connect that succeeds while the restarted
+#: server still loads its data (the command then fails with BusyLoadingError) is not, and
+#: ending the outage there logged it twice.
+_NESTING: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "mimoq_redis_retry_nesting", default=0
+)
 
 
 def last_restored_at() -> float:
@@ -104,7 +113,9 @@ class OutageRetry(Retry):
         self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
     ) -> T:
         failures = 0
+        outermost = _NESTING.get() == 0
         while True:
+            nested = _NESTING.set(_NESTING.get() + 1)
             try:
                 result = await do()
             except self._supported_errors as error:
@@ -119,7 +130,10 @@ class OutageRetry(Retry):
                     raise
                 await asyncio.sleep(self._backoff.compute(failures))
                 continue
-            _OUTAGE.end(self._monotonic())
+            finally:
+                _NESTING.reset(nested)
+            if outermost:
+                _OUTAGE.end(self._monotonic())
             return result
 
 
