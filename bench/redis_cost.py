@@ -41,12 +41,11 @@ import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _support import Service, callbacks_received, cpu_s, run_child
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.worker import Worker, func
+from throughput import BARE_TASK, bare_worker
 
 from mimoq.core import wire
 from mimoq.core.settings import Settings, WorkerSettings
 
-BARE_TASK = "noop"
 TENANTS = ("t-a", "t-b", "t-c")
 REFUSE_MARK = "refuse-this-text"
 DONE_TIMEOUT_S = 600.0
@@ -55,24 +54,12 @@ LOOPBACK = "127.0.0.0/8"
 OWN_COMMANDS = frozenset({"info", "config|resetstat", "config", "mget", "flushall", "ping"})
 
 
-async def noop(ctx: dict[str, Any]) -> None:
-    """The bare arq job: nothing at all."""
-
-
 # --- the bare phase's worker child ------------------------------------------------------
 
 
 async def bare_child(args: argparse.Namespace) -> dict[str, Any]:
-    worker = Worker(
-        functions=[func(noop, name=BARE_TASK)],
-        redis_settings=RedisSettings.from_dsn(args.redis),
-        max_jobs=args.concurrency,
-        poll_delay=args.poll_delay,
-        job_serializer=wire.serialize,
-        job_deserializer=json.loads,
-        handle_signals=False,
-        burst=True,  # stops once the queue is empty: the phase's end, without polling
-    )
+    # stops once the queue is empty: the phase's end, without polling
+    worker = bare_worker(args, burst=True)
     started = cpu_s()
     await worker.async_run()
     await worker.close()

@@ -121,17 +121,24 @@ def instrument(worker: Worker, expected: int) -> Window:
     return window
 
 
+def bare_worker(args: argparse.Namespace, *, burst: bool = False) -> Worker:
+    """A plain arq ``Worker`` of no-op jobs with mimoq's ``max_jobs``, poll delay and JSON
+    serializer (arq's other defaults); ``burst``: it stops once the queue is empty."""
+    return Worker(
+        functions=[func(noop, name=BARE_TASK)],
+        redis_settings=RedisSettings.from_dsn(args.redis),
+        max_jobs=args.concurrency,
+        poll_delay=args.poll_delay,
+        job_serializer=wire.serialize,
+        job_deserializer=json.loads,
+        handle_signals=False,
+        burst=burst,
+    )
+
+
 def build(phase: str, args: argparse.Namespace) -> Worker:
     if phase == "bare":
-        return Worker(
-            functions=[func(noop, name=BARE_TASK)],
-            redis_settings=RedisSettings.from_dsn(args.redis),
-            max_jobs=args.concurrency,
-            poll_delay=args.poll_delay,
-            job_serializer=wire.serialize,
-            job_deserializer=json.loads,
-            handle_signals=False,
-        )
+        return bare_worker(args)
     from mimoq.core.logs import configure
     from mimoq.worker.app import build_worker
 
