@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -33,8 +32,9 @@ from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import concurrency_per_worker, lognormal_latency_s, table
 from _support import run_bench
 from arq.connections import ArqRedis
+from scheduling import enqueue_all
 
-from mimoq.core import runs, wire
+from mimoq.core import runs
 from mimoq.core.settings import LimiterSettings, Settings
 from mimoq.worker.run_progress import read_progress
 
@@ -73,15 +73,6 @@ def job(i: int, tenant: str, run: str | None) -> dict[str, object]:
     if run is not None:
         out["run"] = run
     return out
-
-
-async def enqueue(redis: ArqRedis, jobs: list[tuple[str, dict[str, object]]]) -> None:
-    sha = await redis.script_load(wire.enqueue_script())
-    for start in range(0, len(jobs), 500):
-        async with redis.pipeline(transaction=False) as pipe:
-            for job_id, body in jobs[start : start + 500]:
-                pipe.evalsha(sha, 4, *wire.enqueue_keys(job_id), job_id, json.dumps(body), 0)
-            await pipe.execute()
 
 
 async def follow(redis: ArqRedis, settings: Settings, total: int, pace: float) -> list[Sample]:
@@ -127,9 +118,9 @@ async def scenario(fleet: Fleet, spec: FleetSpec, args: argparse.Namespace, *, r
     name = "competing" if rival else "alone"
     workers = fleet.workers(args.workers, spec, name)
     try:
-        await enqueue(redis, [(f"b-{i}", job(i, "b", None)) for i in range(rival)])
+        await enqueue_all(redis, [(f"b-{i}", job(i, "b", None)) for i in range(rival)])
         await runs.begin(redis, RUN, tenant="a", priority="bulk")
-        await enqueue(redis, [(f"a-{i}", job(i, "a", RUN)) for i in range(args.jobs)])
+        await enqueue_all(redis, [(f"a-{i}", job(i, "a", RUN)) for i in range(args.jobs)])
         await runs.seal(redis, RUN)
         pace = args.rpm * settings.limiter.target / args.window_s
         samples = await follow(redis, settings, args.jobs, pace)
