@@ -137,10 +137,11 @@ class Fleet:
             await self.step()
         raise AssertionError(f"not done after {max_steps} steps ({len(self.grants)} grants)")
 
-    async def run_for(self, seconds: float) -> None:
+    async def run_for(self, seconds: float, *, max_steps: int = 200_000) -> None:
         """Process every job due within the next ``seconds`` of the injected clock."""
         until = self.now + seconds
-        while True:
+        # bounded, so a livelock (a job answered "wait 0" forever) fails instead of hanging
+        for _ in range(max_steps):
             head = await self.redis.zrange(wire.QUEUE_NAME, 0, 0, withscores=True)
             next_at = min(
                 head[0][1] / 1000 if head else float("inf"),
@@ -150,6 +151,7 @@ class Fleet:
                 self.now = until
                 return
             await self.step()
+        raise AssertionError(f"{seconds} s not run after {max_steps} steps at {self.now}")
 
 
 def bulk(tenant: str | None = None, model: str = "mimo-v2.5-tts") -> dict[str, object]:

@@ -728,3 +728,28 @@ async def test_at_most_max_holds_then_a_deferral(redis: ArqRedis) -> None:
     # which would start another round of waits at once)
     assert decision == "ticket" and retry == pytest.approx(0.025, abs=0.0011)
     assert await seconds_ahead(redis, SECONDS, TTS_MODEL, T0, "held") == pytest.approx([1.0])
+
+
+@pytest.mark.parametrize("short_s", [2.4e-7, 0.0015])
+async def test_a_pace_wait_of_a_rounding_step_is_served_not_deferred(
+    redis: ArqRedis, short_s: float
+) -> None:
+    # At epoch scale one float step is 2.4e-7 s: the pace once answered "paced, wait
+    # 2.4e-7 s", and a fleet on an injected clock put the job back at the same instant forever
+    clock = Clock(now=1_796_546_323.2731473)
+    limiter = RedisLimiter(SECONDS, redis, clock=clock)
+    state = limiter_keys(SECONDS.account, TTS_MODEL)[KEY_PARTS.index("state")]
+    per_request = SECONDS.window_s / SECONDS.default_rpm / SECONDS.target
+    await redis.hset(state, "ptat", repr(clock.now + 0.75 * per_request + short_s))
+    assert await outcome(limiter, "a") == granted(clock.now)
+
+
+async def test_a_pace_wait_longer_than_the_rounding_is_still_deferred(redis: ArqRedis) -> None:
+    clock = Clock(now=1_796_546_323.2731473)
+    limiter = RedisLimiter(SECONDS, redis, clock=clock)
+    state = limiter_keys(SECONDS.account, TTS_MODEL)[KEY_PARTS.index("state")]
+    per_request = SECONDS.window_s / SECONDS.default_rpm / SECONDS.target
+    await redis.hset(state, "ptat", repr(clock.now + 0.75 * per_request + 0.1))
+    decision, retry_s = await outcome(limiter, "a")
+    # a new job holds its ticket for the paced slot
+    assert (decision, retry_s) == deferred("ticket", 0.1)

@@ -86,7 +86,10 @@ end
 local PACE_TOLERANCE = 0.75
 local function pace_wait()
   local wait = st.ptat - (Q.burst - 1 + PACE_TOLERANCE) * per_request - now
-  if wait > 0 then return wait end
+  -- A wait under EARLY is rounding, not pace: ptat and now are epoch seconds near 1.8e9,
+  -- where one float step is 2.4e-7 s, and a "wait 2.4e-7 s" answer sent the job round
+  -- again at the same instant (a livelock on an injected clock; wasted trips on a real one).
+  if wait > EARLY then return wait end
   return 0
 end
 
