@@ -119,7 +119,16 @@ def cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Prefer"],
+            # traceparent/tracestate continue a browser's trace; Idempotency-Key makes a
+            # retried POST safe. A header left out here fails the browser's preflight.
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Prefer",
+                "Idempotency-Key",
+                "traceparent",
+                "tracestate",
+            ],
             expose_headers=["Location", "Preference-Applied"],
         )
     ]

@@ -48,3 +48,25 @@ def test_configured_origins_only(redis_server: RedisServer, tmp_path: Path) -> N
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
         async_answer = http.get("/healthz", headers={"Origin": "https://app.example"})
         assert async_answer.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_preflight_allows_trace_context_and_idempotency_key(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A browser that sends W3C trace context or an Idempotency-Key asks for them in the
+    preflight; a header missing from the allow list fails the preflight with 400."""
+    asked = "authorization, content-type, traceparent, tracestate, idempotency-key"
+    with client(redis_server, tmp_path, "https://app.example") as http:
+        answer = http.options(
+            "/v1/audio/speech",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        allowed = {
+            h.strip().lower() for h in answer.headers["access-control-allow-headers"].split(",")
+        }
+        assert {"traceparent", "tracestate", "idempotency-key"} <= allowed
