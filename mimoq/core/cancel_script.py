@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from importlib import resources
 from typing import Any, Final
 
@@ -22,11 +23,10 @@ from redis.asyncio import Redis
 from mimoq.core import wire
 from mimoq.core.jobs import (
     JOB_ID_PATTERN,
-    LANES,
     MAX_METADATA_CHARS,
-    TENANT_PATTERN,
     Callback,
     JobResult,
+    salvage_owner,
 )
 
 #: Ids per script call at most (the script refuses more): a longer list is split.
@@ -57,6 +57,7 @@ class ScriptAnswer:
     detail: str
 
 
+@cache
 def cancel_script() -> str:
     """The Lua source of the atomic cancel (also usable from redis-cli: see the README)."""
     return resources.files("mimoq.core").joinpath("cancel.lua").read_text(encoding="utf-8")
@@ -86,13 +87,18 @@ def _valid(value: Any, pattern: str) -> str | None:
     return value if isinstance(value, str) and re.fullmatch(pattern, value) else None
 
 
-def job_of_envelope(envelope: str) -> dict[str, Any]:
-    """The job fields of an arq job JSON (``{}`` if it holds none readable)."""
+def parse_envelope(envelope: str) -> dict[str, Any]:
+    """An arq job's JSON as a dict (``{}`` if it is not one)."""
     try:
         data = json.loads(envelope)
     except ValueError:
         return {}
-    job = (data.get("k") or {}).get("job") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def job_of_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The job fields of a parsed arq job (``{}`` if it holds none readable)."""
+    job = (envelope.get("k") or {}).get("job") if isinstance(envelope.get("k"), dict) else None
     return job if isinstance(job, dict) else {}
 
 
@@ -115,7 +121,7 @@ def cancelled_result(job_id: str, job: dict[str, Any], *, enqueued_at: float | N
         metadata = None
     kind = job.get("kind")
     model = job.get("model")
-    priority = job.get("priority", LANES[0])
+    tenant, priority = salvage_owner(job)
     return JobResult(
         id=job_id,
         kind=kind if kind in ("speech", "transcription") else None,
@@ -123,8 +129,8 @@ def cancelled_result(job_id: str, job: dict[str, Any], *, enqueued_at: float | N
         model=model if isinstance(model, str) and len(model) <= 128 else None,
         error={"type": "cancelled", "message": "the job was cancelled"},
         metadata=metadata,
-        tenant=_valid(job.get("tenant"), TENANT_PATTERN),
-        priority=priority if priority in LANES else None,
+        tenant=tenant,
+        priority=priority,
         run=_valid(job.get("run"), JOB_ID_PATTERN),
         tries=0,
         enqueued_at=enqueued_at,
@@ -132,9 +138,7 @@ def cancelled_result(job_id: str, job: dict[str, Any], *, enqueued_at: float | N
     )
 
 
-def enqueued_at_of(envelope: str) -> float | None:
-    try:
-        et = json.loads(envelope).get("et")
-    except (ValueError, AttributeError):
-        return None
+def enqueued_at_of(envelope: dict[str, Any]) -> float | None:
+    """When a parsed arq job was enqueued (its ``et``, ms), in seconds."""
+    et = envelope.get("et")
     return et / 1000 if isinstance(et, int) and et > 0 else None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import arq_compat, scripts, wire
-from mimoq.core.webhooks import Delivery
+from mimoq.core.webhooks import MAX_DELAY_S, Delivery
 
 # Atomic: the record and the arq job are written together, and only when no delivery job
 # with this id is queued or running (a replay must not race a live one; a duplicate
@@ -52,8 +52,10 @@ def key(delivery_id: str) -> str:
     return wire.DELIVERY_PREFIX + delivery_id
 
 
-async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float, ttl_s: float) -> bool:
+async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     """Store the record and enqueue its job; False (nothing written) if one is pending."""
+    # arq drops a job whose key expired; each retry extends it (and the record) again.
+    ttl_s = defer_s + MAX_DELAY_S
     ref = DeliveryRef(delivery_id=delivery.delivery_id, job_id=delivery.job_id)
     added = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
         _ENQUEUE_LUA,

@@ -18,7 +18,7 @@ from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackSt
 from mimoq.core.results import sanitize, write_result_safely, write_result_unless_cancelled
 from mimoq.core.settings import Settings
 from mimoq.core.usage import UsageWrite
-from mimoq.core.webhooks import MAX_DELAY_S, Delivery
+from mimoq.core.webhooks import Delivery
 
 log = structlog.get_logger("mimoq.worker")
 #: Cancelled jobs recorded per pipeline by ``finish_cancelled``.
@@ -27,8 +27,7 @@ _PAGE = 500
 
 async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
     """Store the delivery and enqueue its job (id = delivery id); False if one is pending."""
-    # arq drops a job whose key expired; each retry extends it (and the record) again.
-    return await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
+    return await deliveries.enqueue(redis, delivery, defer_s=defer_s)
 
 
 def callback_body(result: JobResult, delivery_id: str) -> str:
@@ -143,10 +142,7 @@ async def finish_cancelled(
         page = cancelled[start : start + _PAGE]
         async with redis.pipeline(transaction=False) as pipe:
             for result, callback in page:
-                if callback is not None:
-                    result.callback = CallbackState(
-                        status=CallbackStatus.pending, delivery_id=wire.callback_job_id(result.id)
-                    )
+                _note_callback(result, callback)
                 # sanitized: a foreign job's metadata may hold a lone surrogate
                 record = wire.dumps(sanitize(result.model_dump(mode="json")))
                 pipe.set(wire.result_key(result.id), record, ex=ttl_s)

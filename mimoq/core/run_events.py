@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from mimoq.core import deliveries, runs, tracing, wire
 from mimoq.core.jobs import Callback
 from mimoq.core.runs import RunRecord
-from mimoq.core.webhooks import MAX_DELAY_S, Delivery
+from mimoq.core.webhooks import Delivery
 
 log = structlog.get_logger("mimoq.runs")
 
@@ -93,6 +93,6 @@ async def announce_end(redis: Redis, run: str, *, defer_s: float = 0.0) -> str |
         created_at=time.time(),
         traceparent=tracing.current_traceparent(),
     )
-    await deliveries.enqueue(redis, delivery, defer_s=defer_s, ttl_s=defer_s + MAX_DELAY_S)
+    await deliveries.enqueue(redis, delivery, defer_s=defer_s)
     log.info("run.end_announced", run=run, delivery_id=delivery_id, type=body["type"])
     return delivery_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import cache
 from importlib import resources
 from typing import Any, Final
 
@@ -166,6 +167,7 @@ def tenant_held_key(tenant: str | None) -> str:
     return f"{TENANT_HELD_PREFIX}{tenant or NO_TENANT}"
 
 
+@cache
 def usage_script() -> str:
     """The Lua source that adds one finished job's usage to its windows."""
     return resources.files("mimoq.core").joinpath("usage.lua").read_text(encoding="utf-8")

@@ -29,6 +29,7 @@ from mimoq.core.cancel_script import (
     cancelled_result,
     enqueued_at_of,
     job_of_envelope,
+    parse_envelope,
     run_cancel_script,
 )
 from mimoq.core.finish import finish_cancelled
@@ -93,8 +94,9 @@ async def _record_all(redis: Redis, withdrawn: list[ScriptAnswer], settings: Set
     """Record the withdrawn jobs as cancelled (``core.finish.finish_cancelled``, batched)."""
     cancelled = []
     for answer in withdrawn:
-        job = job_of_envelope(answer.detail)
-        result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(answer.detail))
+        envelope = parse_envelope(answer.detail)
+        job = job_of_envelope(envelope)
+        result = cancelled_result(answer.id, job, enqueued_at=enqueued_at_of(envelope))
         cancelled.append((result, callback_of(job)))
     await finish_cancelled(redis, cancelled, settings=settings)
 
@@ -159,7 +161,7 @@ async def _admitted_of(redis: Redis, tenant: str, ahead: list[str]) -> list[str]
         if envelope is None:
             continue
         text = envelope.decode() if isinstance(envelope, bytes) else str(envelope)
-        if (job_of_envelope(text).get("tenant") or wire.NO_TENANT) == tenant:
+        if (job_of_envelope(parse_envelope(text)).get("tenant") or wire.NO_TENANT) == tenant:
             mine.append(job_id)
     return mine
 
