@@ -128,10 +128,20 @@ async def worker_state(redis: Redis, now: float) -> dict[str, Any]:
     return {"live": sum(1 for r in records if r["live"]), "records": records}
 
 
-async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, Any]:
-    """The whole picture, as one JSON-ready dict."""
+async def inspect(
+    redis: Redis, settings: Settings, *, limit: int, with_usage: bool = False
+) -> dict[str, Any]:
+    """The whole picture, as one JSON-ready dict; ``with_usage`` adds the day's usage report
+    (``usage``, the dashboard's panel), read once for it and the held tenants alike."""
     now = time.time()
     now_ms = int(now * 1000)
+    limits = settings.usage.limits()
+    usage = (
+        await usage_report(redis, limits, since_s=DAY_S, now=now)
+        if with_usage or limits.enabled
+        else None
+    )
+    extra = {"usage": usage} if with_usage else {}
     return {
         "at": now,
         "queue": await queue_depth(redis, now_ms),
@@ -150,16 +160,15 @@ async def inspect(redis: Redis, settings: Settings, *, limit: int) -> dict[str, 
         "waiting_interactive": await waiting_state(redis, "interactive"),
         "accounts_paused": [p.to_dict() for p in await read_paused(redis)],
         "desired_workers": (await read_desired_workers(redis, settings)).to_dict(),
-        "tenants_held": await tenants_held(redis, settings, now),
+        "tenants_held": tenants_held(usage),
+        **extra,
     }
 
 
-async def tenants_held(redis: Redis, settings: Settings, now: float) -> list[dict[str, Any]]:
-    """Tenants held at a MIMOQ_TENANT_LIMITS limit now, with the reason their jobs wait."""
-    if not settings.usage.limits().enabled:
-        return []
-    report = await usage_report(redis, settings.usage.limits(), since_s=DAY_S, now=now)
-    return [r for r in report["limits"] if r["held"]]
+def tenants_held(usage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The limit rows of tenants held at a MIMOQ_TENANT_LIMITS limit now, from a usage report
+    (None: no limits, nobody held)."""
+    return [r for r in usage["limits"] if r["held"]] if usage is not None else []
 
 
 async def waiting_state(redis: Redis, lane: str = "bulk") -> dict[str, dict[str, int]]:

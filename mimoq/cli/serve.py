@@ -33,7 +33,7 @@ def fleet_view(settings: Settings) -> FleetView:
     from mimoq.worker.scaling import read_desired_workers
 
     async def snapshot(redis: Redis) -> dict[str, Any]:
-        return await inspect(redis, settings, limit=20)
+        return await inspect(redis, settings, limit=20, with_usage=True)
 
     async def limiters(redis: Redis) -> dict[str, Any]:
         return await limiter_state(redis, settings)

@@ -22,8 +22,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mimoq.core import wire
-from mimoq.core.tenant_limits import DAY_S
-from mimoq.core.usage import usage_report
 from mimoq.http import dashboard_html as html
 from mimoq.http import session_cookie
 from mimoq.http.auth import LOCAL_TENANT
@@ -54,6 +52,7 @@ _HEADERS: Final = {
 class FleetView:
     """What the dashboard reads and does, provided by ``mimoq.cli`` (which may import workers)."""
 
+    #: ``mimoq inspect``'s report plus ``usage`` (the day's usage report, read once per load)
     snapshot: Callable[[Redis], Awaitable[dict[str, Any]]]
     limiters: Callable[[Redis], Awaitable[dict[str, Any]]]
     replay: Callable[[Redis, str], Awaitable[str]]
@@ -156,11 +155,8 @@ async def index(request: Request) -> Response:
     if fleet is None:
         raise HTTPError(503, "the dashboard has no fleet view in this process")
     redis = ctx.front.producer.redis
+    # with ``usage``: each tenant's usage against its limits (docs/usage.md)
     snapshot = await fleet.snapshot(redis)
-    # usage per tenant against its limits (docs/usage.md)
-    limits = ctx.settings.usage.limits()
-    usage = await usage_report(redis, limits, since_s=DAY_S, now=time.time())
-    snapshot = {**snapshot, "usage": usage}
     notice = None
     if "replayed" in request.query_params:
         notice = (
