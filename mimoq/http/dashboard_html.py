@@ -233,11 +233,48 @@ def dead_letters_section(snapshot: Mapping[str, Any], csrf: str, now: float) -> 
                      _e(d.get("attempts")), _e(d.get("last_error")), _e(d.get("target")),
                      _e(_ago(d.get("dead_at"), now)), button])  # fmt: skip
     count = int(letters.get("count", 0))
+    retention = letters.get("retention_s")
+    kept = (
+        f'<p class="muted">kept <span id="dead-retention">{_e(duration_text(retention))}</span>'
+        " after a delivery gives up (MIMOQ_DEAD_LETTER_TTL_S): replay before then</p>"
+        if isinstance(retention, int | float)
+        else ""
+    )
     return (
         f'<section id="dead-letters"><h2>Dead letters <span class="muted" id="dead-count">{count}'
-        "</span></h2>"
+        f"</span></h2>{kept}"
         + _table(["delivery", "job", "reason", "tries", "last error", "target", "when", ""], rows)
         + "</section>"
+    )
+
+
+def duration_text(seconds: float) -> str:
+    """A retention as an operator sets it: whole days, hours or minutes when it is one."""
+    whole = int(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g} s"
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if whole % size == 0:
+            return f"{whole // size} {unit}"
+    return f"{whole} s"
+
+
+def scaling_section(snapshot: Mapping[str, Any]) -> str:
+    """The autoscaling signal: the workers the fleet needs now (``mimoq_desired_workers``,
+    the gauge /metrics exports), and the figures it came from (docs/production.md,
+    "Autoscaling")."""
+    desired = snapshot.get("desired_workers") or {}
+    if "workers" not in desired:
+        return '<section id="scaling"><h2>Autoscaling</h2><p class="muted">unknown</p></section>'
+    cap = desired.get("cap_slots")
+    cap_text = "no cap (limits off)" if cap is None else f"quota feeds {cap:g} slots"
+    return (
+        '<section id="scaling"><h2>Autoscaling</h2>'
+        f'<div class="big" id="desired-workers">{int(desired["workers"])}</div>'
+        '<p class="muted">desired workers (mimoq_desired_workers): '
+        f"{int(desired.get('jobs') or 0)} jobs need {float(desired.get('demand_slots') or 0):g} "
+        f"slots, {_e(cap_text)}, {int(desired.get('concurrency') or 0)} slots a worker</p>"
+        "</section>"
     )
 
 
@@ -328,7 +365,8 @@ def page(
         in_flight_section(snapshot),
         quota_section(snapshot, history, now),
         failures_section(snapshot, now), dead_letters_section(snapshot, csrf, now),
-        workers_section(snapshot, now), paused_section(snapshot, now), usage_section(snapshot),
+        workers_section(snapshot, now), scaling_section(snapshot), paused_section(snapshot, now),
+        usage_section(snapshot),
     ]  # fmt: skip
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"

@@ -248,7 +248,11 @@ def idle_board(sim: object, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """serve alone (no worker: nothing queued moves), on a Redis of its own."""
     server_redis = start_redis_server()
     root = tmp_path_factory.mktemp("idle-dashboard")
-    env = stack_env(server_redis, sim, root / "data", MIMOQ_HTTP_DASHBOARD_TENANTS="alice")  # type: ignore[arg-type]
+    env = stack_env(
+        server_redis, sim, root / "data",  # type: ignore[arg-type]
+        MIMOQ_HTTP_DASHBOARD_TENANTS="alice", MIMOQ_CONCURRENCY="4",
+        MIMOQ_DEAD_LETTER_TTL_S="172800",
+    )  # fmt: skip
     port = free_port()
     server = start_server(env, root, port)
     try:
@@ -327,3 +331,27 @@ def test_runs_panel_shows_progress_and_eta_and_cancels_a_run(
     assert "no run in progress" in b.find_element(By.ID, "runs").text  # type: ignore[attr-defined]
     result = json.loads(redis.get(wire.result_key("n3")) or b"{}")
     assert result["status"] == "cancelled" and result["run"] == "nightly"
+
+
+def test_dashboard_shows_desired_workers_and_dead_letter_retention(
+    idle_board: Stack, browser: object
+) -> None:
+    """The autoscaling gauge as /metrics exports it (10 bulk jobs waiting, 4 slots a worker,
+    limits off: 3 workers) and how long dead letters are kept (MIMOQ_DEAD_LETTER_TTL_S)."""
+    redis = idle_board.redis()
+    redis.flushall()
+    script = redis.register_script(wire.enqueue_script())
+    for i in range(10):
+        job = json.dumps({"kind": "speech", "input": f"w{i}", "priority": "bulk", "tenant": "beta"})
+        assert script(keys=wire.enqueue_keys(f"w{i}"), args=[f"w{i}", job]) == 1
+    with httpx.Client(base_url=idle_board.url, timeout=30) as http:
+        scraped = http.get("/metrics", headers={"Authorization": f"Bearer {ALICE}"})
+    gauge = re.search(r"^mimoq_desired_workers (\S+)$", scraped.text, re.MULTILINE)
+    assert gauge is not None and float(gauge.group(1)) == 3
+    b = browser
+    log_in(b, idle_board.url)
+    b.get(idle_board.url + "/")  # type: ignore[attr-defined]
+    assert b.find_element(By.ID, "desired-workers").text == "3"  # type: ignore[attr-defined]
+    scaling = b.find_element(By.ID, "scaling").text  # type: ignore[attr-defined]
+    assert "10 jobs need 10 slots, no cap (limits off), 4 slots a worker" in scaling
+    assert b.find_element(By.ID, "dead-retention").text == "2 d"  # type: ignore[attr-defined]
