@@ -190,6 +190,19 @@ JOB: Final[Schema] = {
         "callback": {"type": "object"},
         "tenant": _nullable({"type": "string", "description": "Whose job it was."}),
         "priority": _nullable({"type": "string", "enum": list(LANES)}),
+        "account": _nullable(
+            {
+                "type": "string",
+                "description": "The MiMo account that served it: its configured name or "
+                "its key's fingerprint.",
+            }
+        ),
+        "run": _nullable(
+            {
+                "type": "string",
+                "description": "The run it belongs to (mimoq batch, an HTTP batch), if any.",
+            }
+        ),
     },
 }
 
