@@ -36,6 +36,16 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 
 
+def default_target(window_s: float) -> float:
+    """The pacing target workers run at with ``MIMOQ_LIMIT_TARGET`` unset at ``window_s``
+    (the default is ``auto``: chosen from the window, as ``Settings`` does)."""
+    from mimoq.core.pacing import AUTO, auto_target
+    from mimoq.core.settings import LimiterSettings
+
+    default = LimiterSettings.model_fields["target"].default
+    return auto_target(window_s) if default == AUTO else float(default)
+
+
 def free_port() -> int:
     """A TCP port free right now on 127.0.0.1 (``redis-server --port 0`` means no listener)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -35,11 +35,11 @@ from pathlib import Path
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import admitted, lognormal_latency_s, table
-from _support import Service, run_bench
+from _support import Service, default_target, run_bench
 from arq.connections import ArqRedis
 
 from mimoq.core.dialect_constants import TTS_MODEL
-from mimoq.core.settings import LimiterSettings, Settings
+from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.worker.scaling import fleet_latency_p90s, read_desired_workers
 
@@ -157,7 +157,7 @@ async def measure(
 
 
 def describe(args: argparse.Namespace) -> str:
-    target = float(LimiterSettings.model_fields["target"].default)
+    target = default_target(args.window_s)
     rate = args.rpm * target / args.window_s
     median = args.latency_median_ms / 1000
     mean, _ = lognormal_latency_s(median, args.latency_sigma)

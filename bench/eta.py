@@ -12,7 +12,9 @@ baselines: the run's own past rate (remaining / its finishes per second so far),
 quota alone (remaining / the quota's pace, blind to other tenants). Once the run has ended,
 each sample taken after 10 % of the run was done is scored as
 ``|eta_at - ended_at| / (ended_at - t)``: the error over the time that was really left.
-Target: every ETA within 15 % with a competitor.
+Target: every ETA within 15 % with a competitor. In a run's last seconds the time left is
+a few call latencies, whose own spread (lognormal, sigma 0.3 at a 600 ms median: about 0.2 s)
+no estimate can know in advance; there the error is also printed in seconds.
 """
 
 from __future__ import annotations
@@ -135,10 +137,12 @@ async def scenario(fleet: Fleet, spec: FleetSpec, args: argparse.Namespace, *, r
         within = sum(1 for e in errs if e <= 0.15) / len(errs)
         # the last seconds: a relative error over almost no time left says little
         early = [e for e, left in scored if left >= TAIL_S] or [0.0]
+        # ... so there, the error in seconds (against a call's own spread of latency)
+        tail = [e * left for e, left in scored if left < TAIL_S] or [0.0]
         rows.append([
             name, estimator, f"{took:.1f}", str(len(errs)), f"{statistics.median(errs):.1%}",
             f"{errs[int(0.9 * (len(errs) - 1))]:.1%}", f"{errs[-1]:.1%}", f"{within:.0%}",
-            f"{max(early):.1%}",
+            f"{max(early):.1%}", f"{max(tail):.2f}",
         ])  # fmt: skip
     return rows
 
@@ -187,7 +191,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await redis.aclose()
     print(f"\nETA error over the time really left, every sample after {FROM_DONE:.0%} done")
     head = ["scenario", "estimator", "run took (s)", "samples", "median", "p90", "max",
-            "within 15 %", f"max, {TAIL_S:g}+ s left"]  # fmt: skip
+            "within 15 %", f"max, {TAIL_S:g}+ s left",
+            f"max s off, <{TAIL_S:g} s left"]  # fmt: skip
     print(table([head, *rows]))
     return 0
 

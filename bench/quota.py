@@ -52,13 +52,13 @@ from _quota_measure import (
     status_count,
     table,
 )
-from _support import Service, run_bench
+from _support import Service, default_target, run_bench
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.core.jobs import JobResult
-from mimoq.core.settings import LimiterSettings, Settings
+from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.audio_read import hear
 from mimoq.sim.bodies import transcription_usage
@@ -163,7 +163,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> Plan:
     heard = hear("audio/wav", clip)
     tokens = int(transcription_usage(heard.duration_s, heard.transcript)["total_tokens"])
     mean, dev = lognormal_latency_s(args.latency_median_ms / 1000, args.latency_sigma)
-    target = float(LimiterSettings.model_fields["target"].default)
+    target = default_target(args.window_s)
     return Plan(args, target, mean, dev, asr_file, tokens)
 
 

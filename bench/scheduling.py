@@ -49,13 +49,12 @@ from typing import Any
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import admitted, concurrency_per_worker, lognormal_latency_s, table
-from _support import Service, run_bench, start_hogs, stop_hogs
+from _support import Service, default_target, run_bench, start_hogs, stop_hogs
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL, VOICEDESIGN_MODEL
 from mimoq.core.results import read_result
-from mimoq.core.settings import LimiterSettings
 
 PROBES, PROBE_EVERY_S = 4, 0.5  # interactive probes, and how many windows apart
 TTS_AUDIO_BYTES = 4_800  # a tenth of a second of audio: the bench is about scheduling
@@ -91,7 +90,7 @@ def pacing_target(args: argparse.Namespace) -> float:
     """The pacing target the workers run at: ``--target``, else the setting's default."""
     if args.target is not None:
         return float(args.target)
-    return LimiterSettings.model_fields["target"].default  # type: ignore[no-any-return]
+    return default_target(args.window_s)
 
 
 def job(model: str, i: int, *, lane: str, tenant: str | None = None) -> dict[str, Any]:
