@@ -1,8 +1,10 @@
 """Usage per tenant and model in fixed windows (hour, day, and each limit's window) in Redis.
 
-One finished job adds its usage with one script call (``usage.lua``), queued on the same
-pipeline as its result write: O(1) per job and no round trip of its own. Reading sums the
-windows of a span (``mimoq usage --since 24h``: the hour windows that overlap it).
+One finished job adds its usage with one script call (``scripts/usage_add.lua``), queued on
+the same pipeline as its result write: O(1) per job and no round trip of its own, one
+``HINCRBYFLOAT`` per metric the job has and window. Reading sums the windows of a span
+(``mimoq usage --since 24h``: the hour windows that overlap it), and a tenant's total over
+its models (the ``*`` rows, what limits read) is summed when read, not written per job.
 
 What counts (docs/usage.md): ``requests`` are MiMo calls that answered
 with a result (each chunk of a long job is one; the long job's own record adds none);
@@ -12,7 +14,6 @@ request here, and a job that ended failed counts once in ``failed``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,9 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
-from mimoq.core import wire
+from mimoq.core import dialect_constants as dc
+from mimoq.core import scripts, wire
 from mimoq.core.tenant_limits import (
     DAY_S,
     HOUR_S,
@@ -41,8 +42,8 @@ from mimoq.core.tenant_limits import (
 _KEEP_S: Final = {HOUR_S: 8 * DAY_S, DAY_S: 400 * DAY_S}
 #: ``--since`` spans up to this long are summed from hour windows, longer ones from days.
 HOURLY_UP_TO_S: Final = 7 * DAY_S
-_SCRIPT: Final = wire.usage_script()
-_SHA: Final = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+#: The row of a tenant's total over its models (UsageTable), summed when read.
+ALL_MODELS_ROW: Final = "*"
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,28 @@ def _keep_s(window_s: int) -> int:
     return _KEEP_S.get(window_s, 2 * window_s)
 
 
-def queue_record(pipe: Pipeline, entry: UsageEntry, windows: Iterable[int], now: float) -> bool:
-    """Queue on ``pipe`` the script call that adds ``entry`` to each window holding ``now``
-    (EVALSHA: the caller reloads it on NOSCRIPT with ``record_again``). False: nothing to add."""
-    add = {m: float(v) for m, v in entry.amounts.items() if v and m in USAGE_METRICS}
+def _call(entry: UsageEntry, windows: Iterable[int], now: float) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the script call that adds ``entry`` to each window holding ``now``
+    (no KEYS: nothing to add)."""
+    add = {m: float(v) for m, v in entry.amounts.items() if v > 0 and m in USAGE_METRICS}
     if not add:
-        return False
+        return [], []
     windows = sorted(set(windows))
-    tenant = entry.tenant or NO_TENANT
     arg = {
-        "model": f"{tenant}|{entry.model}|",
-        "total": f"{tenant}|*|",
+        "prefix": f"{entry.tenant or NO_TENANT}|{entry.model}|",
         "ttl": [_keep_s(w) + w for w in windows],
         "add": add,
     }
-    keys = [wire.usage_key(w, window_start(now, w)) for w in windows]
-    pipe.evalsha(_SHA, len(keys), *keys, wire.dumps(arg))
-    return True
+    return [wire.usage_key(w, window_start(now, w)) for w in windows], [wire.dumps(arg)]
+
+
+def queue_record(pipe: Pipeline, entry: UsageEntry, windows: Iterable[int], now: float) -> bool:
+    """Queue on ``pipe`` the script call that adds ``entry`` to each window holding ``now``
+    (EVALSHA: the caller reloads it on NOSCRIPT with ``record_again``). False: nothing to add."""
+    keys, args = _call(entry, windows, now)
+    if keys:
+        scripts.named("usage_add").queue(pipe, keys, args)
+    return bool(keys)
 
 
 async def record(redis: Redis, entry: UsageEntry, windows: Iterable[int], now: float) -> None:
@@ -91,13 +97,8 @@ async def record_again(
 ) -> None:
     """After a pipelined ``queue_record``: if the script was not loaded (Redis restarted or
     was flushed), load it and add the entry; any other error is raised."""
-    if isinstance(reply, NoScriptError):
-        await redis.script_load(_SCRIPT)
-        async with redis.pipeline(transaction=False) as pipe:
-            queue_record(pipe, entry, windows, now)
-            await pipe.execute()
-    elif isinstance(reply, Exception):
-        raise reply
+    keys, args = _call(entry, windows, now)
+    await scripts.named("usage_add").settle(redis, reply, keys, args)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def _text(value: Any) -> str:
 
 @dataclass
 class UsageTable:
-    """Totals by (tenant, model) over a span; ``model`` ``*`` is the tenant's sum."""
+    """Totals by (tenant, model) over a span; ``model`` ``*`` is the tenant's sum over its
+    models, added up here as the rows are read."""
 
     since: float
     until: float
@@ -130,16 +132,18 @@ class UsageTable:
     def add(self, field_name: str, value: float) -> None:
         tenant, _, rest = field_name.partition("|")
         model, _, metric = rest.rpartition("|")
-        if metric not in USAGE_METRICS or not model:
+        # a stored "*" field is a total older workers wrote per job: it is summed here instead
+        if metric not in USAGE_METRICS or not model or model == ALL_MODELS_ROW:
             return
-        row = self.rows.setdefault((tenant, model), dict.fromkeys(USAGE_METRICS, 0.0))
-        row[metric] = row[metric] + value
+        for name in (model, ALL_MODELS_ROW):
+            row = self.rows.setdefault((tenant, name), dict.fromkeys(USAGE_METRICS, 0.0))
+            row[metric] = row[metric] + value
 
     def to_list(self, *, totals: bool = False) -> list[dict[str, Any]]:
         """Rows sorted by tenant and model; ``totals`` keeps the per-tenant ``*`` rows."""
         out = []
         for (tenant, model), row in sorted(self.rows.items()):
-            if model == "*" and not totals:
+            if model == ALL_MODELS_ROW and not totals:
                 continue
             amounts = {m: round(v, 3) if m.endswith("_s") else round(v) for m, v in row.items()}
             out.append({"tenant": tenant, "model": model, **amounts})
@@ -173,19 +177,21 @@ async def read_window_totals(
     redis: Redis, tenants: Iterable[str | None], limits: TenantLimits, now: float
 ) -> dict[str, dict[tuple[str, int], float]]:
     """Each tenant's totals in the current window of each of its limits:
-    tenant -> (metric, window_s) -> amount. One round trip."""
+    tenant -> (metric, window_s) -> amount, each the sum of the tenant's models (one HMGET
+    per limit). One round trip."""
     asks: list[tuple[str, str, int]] = []
     async with redis.pipeline(transaction=False) as pipe:
         for tenant in tenants:
             name = tenant or NO_TENANT
             for limit in limits.for_tenant(tenant):
                 key = wire.usage_key(limit.window_s, window_start(now, limit.window_s))
-                pipe.hget(key, f"{name}|*|{limit.metric}")
+                pipe.hmget(key, [f"{name}|{model}|{limit.metric}" for model in dc.ALL_MODELS])
                 asks.append((name, limit.metric, limit.window_s))
         replies = await pipe.execute() if asks else []
     out: dict[str, dict[tuple[str, int], float]] = {}
     for (name, metric, window_s), reply in zip(asks, replies, strict=True):
-        out.setdefault(name, {})[(metric, window_s)] = float(_text(reply)) if reply else 0.0
+        used = sum(float(_text(value)) for value in reply if value is not None)
+        out.setdefault(name, {})[(metric, window_s)] = used
     return out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cache
 from importlib import resources
 from typing import Any, Final
 
@@ -84,9 +83,9 @@ CANCEL_PREFIX: Final = "mimoq:cancel:"
 #: Pub/sub channel: cancel.lua publishes the id of each cancelled job a worker holds.
 CANCEL_CHANNEL: Final = "mimoq:cancel"
 #: Usage per tenant and model in one fixed window: ``mimoq:usage:<window_s>:<start>``, a hash
-#: of ``<tenant>|<model>|<metric>`` -> amount, and ``<tenant>|*|<metric>`` -> the tenant's
-#: total over its models (what limits read). Written by core/usage.lua once per finished
-#: job; it expires a while after its window ends (docs/usage.md).
+#: of ``<tenant>|<model>|<metric>`` -> amount. A tenant's total (what limits read) is the sum
+#: of its models' fields, taken when read. Written by scripts/usage_add.lua once per
+#: finished job; it expires a while after its window ends (docs/usage.md).
 USAGE_PREFIX: Final = "mimoq:usage:"
 #: A tenant held at its limit (MIMOQ_TENANT_LIMITS): a JSON string that expires when its
 #: window frees. Its admission turns are skipped (worker/limiter/common.lua) and its new
@@ -165,12 +164,6 @@ def usage_key(window_s: int, start: int) -> str:
 def tenant_held_key(tenant: str | None) -> str:
     """Present while ``tenant`` (None: jobs that name none) is held at its limit."""
     return f"{TENANT_HELD_PREFIX}{tenant or NO_TENANT}"
-
-
-@cache
-def usage_script() -> str:
-    """The Lua source that adds one finished job's usage to its windows."""
-    return resources.files("mimoq.core").joinpath("usage.lua").read_text(encoding="utf-8")
 
 
 def enqueue_keys(job_id: str) -> list[str]:

@@ -101,7 +101,7 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
             ("SET", "mimoq:dead:cb-x", "{}"),
             ("ZADD", "mimoq:dead", "1", "cb-x"),
             ("SET", "mimoq:limit:x", "1"),
-            ("HINCRBYFLOAT", wire.usage_key(3600, 0), "alpha|*|requests", "-5"),
+            ("HINCRBYFLOAT", wire.usage_key(3600, 0), "alpha|mimo-v2.5-tts|requests", "-5"),
             ("SET", wire.tenant_held_key("rival"), "{}"),  # holding someone else's tenant
             ("HSET", wire.INFLIGHT_KEY, "x", "w"),
             ("SET", "mimoq:worker:fake", "{}"),

@@ -26,6 +26,7 @@ import pytest
 import redis as sync_redis
 
 from mimoq.core import wire
+from mimoq.core.dialect_constants import ALL_MODELS
 from mimoq.sim.config import SimConfig
 from mimoq.sim.server import RunningSim, start_in_thread
 from tests.conftest import RedisServer, free_port
@@ -187,7 +188,7 @@ def test_a_tenant_at_its_limit_waits_and_the_other_runs_on(
     assert {result(redis, j)["status"] for j in alice_ids} == {"succeeded"}  # type: ignore[index]
     # at most her limit plus the call already in flight, in any one of her windows
     per_window = [
-        float(redis.hget(key, "alice|*|requests") or 0)
+        sum(float(v or 0) for v in redis.hmget(key, [f"alice|{m}|requests" for m in ALL_MODELS]))
         for key in redis.scan_iter(f"{wire.USAGE_PREFIX}{WINDOW_S}:*")
     ]
     assert sum(per_window) == len(alice_ids) and max(per_window) <= LIMIT + 1, per_window

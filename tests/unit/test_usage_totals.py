@@ -51,6 +51,31 @@ async def test_totals_add_up_per_tenant_and_model_and_per_tenant(backend: ArqRed
     assert {t for t, _ in only.rows} == {"alpha"}
 
 
+async def test_a_job_writes_only_its_own_fields_and_totals_are_summed_when_read(
+    backend: ArqRedis,
+) -> None:
+    # one HINCRBYFLOAT per metric the job has: no per-tenant total field, no zeros
+    await record(backend, UsageEntry("alpha", TTS, {"requests": 1, "chars": 0}), WINDOWS, T0)
+    await record(backend, UsageEntry("alpha", ASR, {"requests": 2}), WINDOWS, T0)
+    fields = await backend.hgetall(wire.usage_key(HOUR_S, int(T0)))
+    assert fields == {b"alpha|mimo-v2.5-tts|requests": b"1", b"alpha|mimo-v2.5-asr|requests": b"2"}
+    limits = parse_tenant_limits("alpha:requests=5/1h")
+    assert await read_window_totals(backend, ["alpha"], limits, T0) == {
+        "alpha": {("requests", HOUR_S): 3.0}
+    }
+    # a window an older worker wrote holds its own "*" total too: it is not counted twice
+    await backend.hset(wire.usage_key(HOUR_S, int(T0)), "alpha|*|requests", "3")
+    table = await read_span(backend, since_s=HOUR_S, now=T0 + 1)
+    assert table.rows[("alpha", "*")]["requests"] == 3
+    # a window that exists gets its TTL again only when a field is new in it
+    key = wire.usage_key(HOUR_S, int(T0))
+    await backend.persist(key)
+    await record(backend, UsageEntry("alpha", TTS, {"requests": 1}), WINDOWS, T0)
+    assert await backend.ttl(key) == -1
+    await record(backend, UsageEntry("beta", TTS, {"requests": 1}), WINDOWS, T0)
+    assert await backend.ttl(key) > 8 * DAY_S
+
+
 async def test_a_window_gets_its_ttl_once_and_ends(backend: ArqRedis) -> None:
     entry = UsageEntry("alpha", TTS, {"requests": 1})
     await record(backend, entry, WINDOWS, T0)

@@ -1,13 +1,71 @@
-"""PURE: the home of mimoq's Lua scripts (issue #22): each one a ``<name>.lua`` file here,
-read through ``source``. Scripts still inline elsewhere move here one at a time."""
+"""The home of mimoq's Lua scripts (issue #22): each one a ``<name>.lua`` file here,
+read through ``source`` and run through ``LuaScript`` (by SHA, loaded on ``NOSCRIPT``).
+Scripts still inline elsewhere move here one at a time."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+#: What a script's KEYS and ARGV may hold (redis-py encodes them).
+Arg = str | bytes | int | float
 
 
 @cache
 def source(name: str) -> str:
     """The text of ``<name>.lua`` in this package (read once per process)."""
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class LuaScript:
+    """One script, hashed once per process (``redis.register_script`` hashes the source on
+    every call): run by ``EVALSHA`` alone, loaded with ``SCRIPT LOAD`` only after Redis
+    answers ``NOSCRIPT`` (it restarted or was flushed). Never ``EVAL``, which sends and
+    hashes the whole source on every call."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+
+    async def run(self, redis: Redis, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> Any:
+        """Run it: one ``EVALSHA`` (two more commands only after a ``NOSCRIPT``)."""
+        try:
+            return await redis.evalsha(self.sha, len(keys), *_flat(keys, args))  # type: ignore[misc]
+        except NoScriptError:
+            await redis.script_load(self.text)
+            return await redis.evalsha(self.sha, len(keys), *_flat(keys, args))  # type: ignore[misc]
+
+    def queue(self, pipe: Pipeline, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> None:
+        """Queue it on ``pipe`` as a bare ``EVALSHA`` (a registered script on a pipeline
+        costs a ``SCRIPT EXISTS`` round trip first); the caller passes its reply to
+        ``settle``, to run it again on its own if it was not loaded."""
+        pipe.evalsha(self.sha, len(keys), *_flat(keys, args))
+
+    async def settle(
+        self, redis: Redis, reply: Any, keys: Sequence[Arg], args: Sequence[Arg] = ()
+    ) -> Any:
+        """The reply of a queued call (pipeline run with ``raise_on_error=False``): after
+        ``NOSCRIPT``, the script is loaded and run again here; any other error is raised."""
+        if isinstance(reply, NoScriptError):
+            return await self.run(redis, keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def _flat(keys: Sequence[Arg], args: Sequence[Arg]) -> list[str]:
+    # redis-py types every key and argument as str; it encodes bytes and numbers as well
+    return cast(list[str], [*keys, *args])
+
+
+@cache
+def named(name: str, *prelude: str) -> LuaScript:
+    """The script ``<name>.lua`` after the ``prelude`` files' text, built once per process."""
+    return LuaScript("".join(source(p) for p in prelude) + source(name))
