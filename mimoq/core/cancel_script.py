@@ -20,7 +20,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.jobs import (
     JOB_ID_PATTERN,
     MAX_METADATA_CHARS,
@@ -63,17 +63,22 @@ def cancel_script() -> str:
     return resources.files("mimoq.core").joinpath("cancel.lua").read_text(encoding="utf-8")
 
 
+@cache
+def _cancel_lua() -> scripts.LuaScript:
+    return scripts.LuaScript(cancel_script())
+
+
 async def run_cancel_script(
     redis: Redis, ids: Sequence[str], *, mode: str
 ) -> tuple[list[ScriptAnswer], list[ScriptAnswer]]:
     """Run cancel.lua over ``ids`` (any number, in calls of ``MAX_IDS_PER_CALL``): the
     answers for ``ids``, in order, and those for the chunk jobs cancelled with them."""
-    script = redis.register_script(cancel_script())
+    script = _cancel_lua()
     answers: list[ScriptAnswer] = []
     chunks: list[ScriptAnswer] = []
     for start in range(0, len(ids), MAX_IDS_PER_CALL):
         part = list(ids[start : start + MAX_IDS_PER_CALL])
-        raw = await script(keys=[], args=[mode, *part])
+        raw = await script.run(redis, [], [mode, *part])
         text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
         got = [
             ScriptAnswer(text[i], Answer(text[i + 1]), text[i + 2]) for i in range(0, len(text), 3)

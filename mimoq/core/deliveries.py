@@ -28,7 +28,7 @@ from mimoq.core.webhooks import MAX_DELAY_S, Delivery
 # arq_compat; the run-at time is Redis's clock, like every other score in the queue.
 # KEYS[1] arq:job:<id>  KEYS[2] the queue  KEYS[3] mimoq:delivery:<id>
 # ARGV: id, arq job, delivery JSON, defer ms, ttl ms
-_ENQUEUE_LUA: Final = scripts.source("delivery_enqueue")
+_ENQUEUE: Final = scripts.LuaScript(scripts.source("delivery_enqueue"))
 
 
 class DeliveryRef(BaseModel):
@@ -57,12 +57,8 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     # arq drops a job whose key expired; each retry extends it (and the record) again.
     ttl_s = defer_s + MAX_DELAY_S
     ref = DeliveryRef(delivery_id=delivery.delivery_id, job_id=delivery.job_id)
-    added = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
-        _ENQUEUE_LUA,
-        3,
-        wire.job_key(delivery.delivery_id),
-        wire.QUEUE_NAME,
-        key(delivery.delivery_id),
+    keys = [wire.job_key(delivery.delivery_id), wire.QUEUE_NAME, key(delivery.delivery_id)]
+    args = [
         delivery.delivery_id,
         wire.dumps(  # what arq's job serializer (wire.serialize) writes, as text
             arq_compat.envelope(
@@ -74,8 +70,8 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
         _record(delivery),
         str(int(defer_s * 1000)),
         str(max(1, int(ttl_s * 1000))),
-    )
-    return bool(added)
+    ]
+    return bool(await _ENQUEUE.run(redis, keys, args))
 
 
 async def get(redis: Redis, delivery_id: str) -> Delivery | None:

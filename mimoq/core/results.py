@@ -9,7 +9,6 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
@@ -67,19 +66,16 @@ async def write_result_unless_cancelled(
     caller records it as cancelled instead. The marker check is folded into the write: no
     extra command. ``usage`` is written either way (the call was made)."""
     result, text = _encodable(result)
-    script = redis.register_script(scripts.source("result_unless_cancelled"))
+    script = scripts.named("result_unless_cancelled")
     keys = [wire.result_key(result.id), wire.cancel_key(result.id)]
     args = [text, str(ttl_s), wire.done_channel(result.id), result.status]
     # A bare EVALSHA on the pipeline (a registered script there would cost a SCRIPT EXISTS
     # round trip first); after NOSCRIPT the write alone runs again, loading it.
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        script.queue(pipe, keys, args)
         counted = usage is not None and usage.queue(pipe)
         written, *rest = await pipe.execute(raise_on_error=False)
-    if isinstance(written, NoScriptError):
-        written = await script(keys=keys, args=args)
-    if isinstance(written, Exception):
-        raise written
+    written = await script.settle(redis, written, keys, args)
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
     if int(written) == 0:

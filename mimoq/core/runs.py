@@ -30,20 +30,25 @@ _KEEP_MS: Final = 8 * 86_400_000
 
 # The run scripts (mimoq/core/scripts/run_*.lua); all but begin share the prelude
 # run_end_if_done.lua (end the run if it is sealed and nothing of it is left).
-_END_IF_DONE: Final = scripts.source("run_end_if_done")
+# Each built and hashed once per process (scripts.LuaScript).
+_END_IF_DONE: Final = "run_end_if_done"
 #: KEYS: run, pending, active runs. ARGV: run, job id, status, now.
 #: 0: not counted (counted before, or the run is gone); 1: counted; 2: counted, and the run
 #: ended with it (this caller announces the end).
-_FINISH_LUA: Final = _END_IF_DONE + scripts.source("run_finish")
+_FINISH: Final = scripts.LuaScript(scripts.source(_END_IF_DONE) + scripts.source("run_finish"))
 #: KEYS: run, pending, active runs. ARGV: run, now. 1 when sealing ended the run.
-_SEAL_LUA: Final = _END_IF_DONE + scripts.source("run_seal")
+_SEAL: Final = scripts.LuaScript(scripts.source(_END_IF_DONE) + scripts.source("run_seal"))
 #: KEYS: run, pending, active runs. ARGV: run, now, tenant, priority, callback JSON or "",
 #: keep ms (see run_begin.lua).
-_BEGIN_LUA: Final = scripts.source("run_begin")
-#: As _FINISH_LUA for many jobs at once (see run_finish_many.lua).
-_FINISH_MANY_LUA: Final = _END_IF_DONE + scripts.source("run_finish_many")
+_BEGIN: Final = scripts.LuaScript(scripts.source("run_begin"))
+#: As _FINISH for many jobs at once (see run_finish_many.lua).
+_FINISH_MANY: Final = scripts.LuaScript(
+    scripts.source(_END_IF_DONE) + scripts.source("run_finish_many")
+)
 #: A cancelled run takes no more jobs (see run_cancelling.lua).
-_CANCELLING_LUA: Final = _END_IF_DONE + scripts.source("run_cancelling")
+_CANCELLING: Final = scripts.LuaScript(
+    scripts.source(_END_IF_DONE) + scripts.source("run_cancelling")
+)
 
 
 def _keys(run: str) -> list[str]:
@@ -63,7 +68,6 @@ async def begin(
     callback: dict[str, Any] | None = None,
 ) -> None:
     """Start (or start again) a run whose jobs a producer is about to enqueue."""
-    script = redis.register_script(_BEGIN_LUA)
     args = [
         run,
         _now(),
@@ -71,7 +75,7 @@ async def begin(
         priority,
         json.dumps(callback) if callback else "",
     ]
-    await script(keys=_keys(run), args=[*args, _KEEP_MS])
+    await _BEGIN.run(redis, _keys(run), [*args, _KEEP_MS])
 
 
 async def count_refused(redis: Redis, run: str, n: int) -> None:
@@ -86,22 +90,19 @@ async def count_refused(redis: Redis, run: str, n: int) -> None:
 
 async def seal(redis: Redis, run: str) -> bool:
     """Every job of the run is enqueued; True if that ended it (nothing was left to run)."""
-    script = redis.register_script(_SEAL_LUA)
-    return bool(await script(keys=_keys(run), args=[run, _now()]))
+    return bool(await _SEAL.run(redis, _keys(run), [run, _now()]))
 
 
 async def mark_cancelling(redis: Redis, run: str) -> bool:
     """A cancel of the whole run began: it is sealed (no more jobs), and its end is
     announced as ``batch.cancelled``. True if that ended it (nothing of it was left): the
     caller announces the end then."""
-    script = redis.register_script(_CANCELLING_LUA)
-    return bool(await script(keys=_keys(run), args=[run, _now()]))
+    return bool(await _CANCELLING.run(redis, _keys(run), [run, _now()]))
 
 
 async def record_finish(redis: Redis, run: str, job_id: str, status: str) -> bool:
     """Count a finished job in its run, once; True if it was the run's last (it ended)."""
-    script = redis.register_script(_FINISH_LUA)
-    return int(await script(keys=_keys(run), args=[run, job_id, status, _now()])) == 2
+    return int(await _FINISH.run(redis, _keys(run), [run, job_id, status, _now()])) == 2
 
 
 async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: str) -> bool:
@@ -109,8 +110,7 @@ async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: st
     them from the queue); True if the run ended with them."""
     if not job_ids:
         return False
-    script = redis.register_script(_FINISH_MANY_LUA)
-    _, ended = await script(keys=_keys(run), args=[run, status, _now(), *job_ids])
+    _, ended = await _FINISH_MANY.run(redis, _keys(run), [run, status, _now(), *job_ids])
     return bool(ended)
 
 

@@ -66,6 +66,6 @@ def _flat(keys: Sequence[Arg], args: Sequence[Arg]) -> list[str]:
 
 
 @cache
-def named(name: str, *prelude: str) -> LuaScript:
-    """The script ``<name>.lua`` after the ``prelude`` files' text, built once per process."""
-    return LuaScript("".join(source(p) for p in prelude) + source(name))
+def named(name: str) -> LuaScript:
+    """The script ``<name>.lua``, built and hashed once per process."""
+    return LuaScript(source(name))

@@ -464,7 +464,7 @@ class RedisLimiter:
 
 #: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
 #: the acquire script does (docs/cancel.md). KEYS[1] the marker; ARGV[1] its TTL in ms.
-_UNLIMITED_GRANT_LUA: Final = scripts.source("unlimited_grant")
+_UNLIMITED_GRANT: Final = scripts.LuaScript(scripts.source("unlimited_grant"))
 
 
 class UnlimitedLimiter:
@@ -489,8 +489,7 @@ class UnlimitedLimiter:
         if self._admission is not None:
             redis = self._admission.redis
             ttl_ms = int(self._admission.config.lease_ttl_s * 1000)
-            script = redis.register_script(_UNLIMITED_GRANT_LUA)
-            if not await script(keys=[wire.cancel_key(job_id)], args=[ttl_ms]):
+            if not await _UNLIMITED_GRANT.run(redis, [wire.cancel_key(job_id)], [ttl_ms]):
                 raise JobCancelled("the job was cancelled before its MiMo call")
         lease_id = uuid.uuid4().hex
         return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
