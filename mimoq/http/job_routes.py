@@ -12,7 +12,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.http.content import output_response
 from mimoq.http.errors import HTTPError, job_failure
 from mimoq.http.routing import Context
-from mimoq.producer.cancel import cancel_jobs
+from mimoq.producer.cancel import CancelStatus, cancel_jobs
 
 
 async def _owned_id(request: Request, ctx: Context, tenant: str) -> str:
@@ -37,14 +37,7 @@ async def job(request: Request, ctx: Context, tenant: str) -> Response:
     report = await ctx.front.status(job_id)
     if report.result is not None:
         return JSONResponse({"object": "job", **result_view(report.result)})
-    body: dict[str, Any] = {"object": "job", "id": job_id, "status": report.status.value}
-    if report.run_at is not None:
-        body["run_at"] = report.run_at
-    if report.waiting:
-        body["waiting"] = True
-    if report.reason is not None:  # its tenant is held at its limit
-        body["reason"] = report.reason
-    return JSONResponse(body)
+    return JSONResponse({"object": "job", **report.to_dict()})
 
 
 async def content(request: Request, ctx: Context, tenant: str) -> Response:
@@ -66,6 +59,6 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
     object; another tenant's job, like an unknown one, is a 404."""
     job_id = await _owned_id(request, ctx, tenant)
     answer = (await cancel_jobs(ctx.front.producer.redis, [job_id], settings=ctx.settings))[0]
-    if answer.status.value == "not_found":  # its record expired since the owner check
+    if answer.status is CancelStatus.not_found:  # its record expired since the owner check
         raise HTTPError(404, f"no job {job_id!r}", param="id", code="job_not_found")
     return JSONResponse({"object": "job.cancel", **answer.to_dict()})
