@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mimoq.core import wire
+from mimoq.core.settings import Settings
 from mimoq.http import dashboard_html as html
 from mimoq.http import session_cookie
 from mimoq.http.auth import LOCAL_TENANT
@@ -76,8 +77,9 @@ def _session_tenant(request: Request, ctx: Context) -> str | None:
     return session_cookie.verify(_key(ctx), request.cookies.get(session_cookie.COOKIE))
 
 
-def _allowed(ctx: Context, tenant: str) -> bool:
-    allowed = {t.strip() for t in ctx.settings.http.dashboard_tenants.split(",") if t.strip()}
+def may_open_dashboard(settings: Settings, tenant: str) -> bool:
+    """MIMOQ_HTTP_DASHBOARD_TENANTS (empty: every tenant); ``/metrics`` asks it too."""
+    allowed = {t.strip() for t in settings.http.dashboard_tenants.split(",") if t.strip()}
     return not allowed or tenant in allowed
 
 
@@ -150,7 +152,7 @@ async def index(request: Request) -> Response:
         tenant = LOCAL_TENANT
         cookie = fresh_cookie = session_cookie.issue(_key(ctx), tenant)
     assert cookie is not None
-    if not _allowed(ctx, tenant):
+    if not may_open_dashboard(ctx.settings, tenant):
         return _page(html.login_page(f"tenant {tenant!r} may not open the dashboard"), 403)
     if fleet is None:
         raise HTTPError(503, "the dashboard has no fleet view in this process")
@@ -218,7 +220,7 @@ async def replay(request: Request) -> Response:
     fleet: FleetView | None = request.app.state.fleet
     form = await _checked_post(request, ctx)
     tenant = _session_tenant(request, ctx)
-    if form is None or tenant is None or not _allowed(ctx, tenant):
+    if form is None or tenant is None or not may_open_dashboard(ctx.settings, tenant):
         return _page(html.login_page("that request did not come from this dashboard"), 403)
     if fleet is None:
         raise HTTPError(503, "the dashboard has no fleet view in this process")
@@ -235,7 +237,7 @@ async def cancel_run(request: Request) -> Response:
     ctx: Context = request.app.state.ctx
     form = await _checked_post(request, ctx)
     tenant = _session_tenant(request, ctx)
-    if form is None or tenant is None or not _allowed(ctx, tenant):
+    if form is None or tenant is None or not may_open_dashboard(ctx.settings, tenant):
         return _page(html.login_page("that request did not come from this dashboard"), 403)
     run = form.get("run", "")
     try:

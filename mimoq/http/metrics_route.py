@@ -24,6 +24,7 @@ from starlette.responses import Response
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.settings import Settings
 from mimoq.http.auth import MIN_TOKEN_CHARS, TokenTable, bearer_token
+from mimoq.http.dashboard import may_open_dashboard
 from mimoq.http.errors import HTTPError
 from mimoq.http.routing import Context
 
@@ -52,8 +53,7 @@ def may_scrape(settings: Settings, tokens: TokenTable, authorization: str | None
         expected = hashlib.sha256(dedicated.get_secret_value().strip().encode()).digest()
         return hmac.compare_digest(expected, hashlib.sha256(presented.encode()).digest())
     tenant = tokens.tenant_of(presented)
-    allowed = {t.strip() for t in settings.http.dashboard_tenants.split(",") if t.strip()}
-    return tenant is not None and (not allowed or tenant in allowed)
+    return tenant is not None and may_open_dashboard(settings, tenant)
 
 
 async def metrics(request: Request) -> Response:
