@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import functools
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from mimoq.cli.job_commands import add_audio_options, audio_fields
 from mimoq.cli.producer_session import Session, open_session, require_key
 from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JOB_ID_PATTERN
+from mimoq.core.jobs import check_run_name
 from mimoq.core.settings import Settings
 from mimoq.producer.batch import (
     BatchOptions,
@@ -211,12 +210,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     kind = source_kind(source)
     options = _options(args)
     run_id = args.run_id or default_run_id(source, kind, options)
-    if not re.fullmatch(JOB_ID_PATTERN, run_id):
-        raise InvalidRequestError(
-            f"--run-id {run_id!r} must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting "
-            "with . _ -), e.g. --run-id archive-2026",
-            param="--run-id",
-        )
+    check_run_name(run_id, param="--run-id")
     files = RunFiles(settings.storage.data_dir, run_id)
     try:
         items = plan(source, kind, options, files)

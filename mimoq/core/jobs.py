@@ -55,6 +55,18 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def check_run_name(run: str, *, param: str = "run") -> str:
+    """The run name, if it may be one: it names Redis keys (``mimoq:run:<run>``), so it
+    follows the job-id rule; otherwise an InvalidRequestError naming ``param``."""
+    if not re.fullmatch(JOB_ID_PATTERN, run):
+        raise InvalidRequestError(
+            f"{param} must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
+            f"e.g. archive-2026-12; got {run[:130]!r}",
+            param=param,
+        )
+    return run
+
+
 def _refuse(message: str, param: str | None = None) -> PydanticCustomError:
     # ``param`` names the field for checks made at model level, where pydantic has no location.
     return PydanticCustomError(
@@ -111,12 +123,10 @@ class _JobBase(BaseModel):
     @field_validator("run")
     @classmethod
     def _run(cls, run: str | None) -> str | None:
-        if run is not None and not re.fullmatch(JOB_ID_PATTERN, run):
-            raise _refuse(
-                "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -), "
-                "e.g. 'archive-2026-12'"
-            )
-        return run
+        try:
+            return None if run is None else check_run_name(run)
+        except InvalidRequestError as exc:  # pydantic reports only its own error types
+            raise _refuse(exc.message, "run") from None
 
     #: W3C trace context of the producer's span: the worker's spans continue its trace.
     traceparent: str | None = None

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from mimoq.core import wire
+from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
 from mimoq.http import dashboard_html as html
 from mimoq.http import session_cookie
@@ -243,7 +244,7 @@ async def cancel_run(request: Request) -> Response:
     try:
         answers = await cancel_jobs_of_run(ctx.front.producer.redis, run, settings=ctx.settings)
         outcome = f"{sum(1 for a in answers if a.status is CancelStatus.cancelled)} cancelled"
-    except ValueError:
+    except InvalidRequestError:
         outcome = "not a run name"
     log.info("http.run_cancelled", run=run, outcome=outcome, tenant=tenant)
     return RedirectResponse(f"/?{urlencode({'cancelled': run, 'outcome': outcome})}", 303)

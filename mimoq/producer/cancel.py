@@ -33,7 +33,7 @@ from mimoq.core.cancel_script import (
     run_cancel_script,
 )
 from mimoq.core.finish import finish_cancelled
-from mimoq.core.jobs import JOB_ID_PATTERN, TENANT_PATTERN
+from mimoq.core.jobs import TENANT_PATTERN, check_run_name
 from mimoq.core.settings import Settings
 
 
@@ -134,11 +134,9 @@ async def _members(redis: Redis, key: str) -> list[str]:
 
 
 async def cancel_run(redis: Redis, run: str, *, settings: Settings) -> list[CancelAnswer]:
-    """Cancel every unfinished job of ``run`` (its index ``mimoq:run:<run>:pending``)."""
-    if not re.fullmatch(JOB_ID_PATTERN, run):
-        raise ValueError(
-            "run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)"
-        )
+    """Cancel every unfinished job of ``run`` (its index ``mimoq:run:<run>:pending``); a
+    malformed name is an InvalidRequestError."""
+    check_run_name(run)
     # the run's end is then announced as batch.cancelled (mimoq.core.run_events)
     if await runs.mark_cancelling(redis, run):  # nothing of it was left
         await run_events.announce_end(redis, run)

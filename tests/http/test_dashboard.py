@@ -333,6 +333,22 @@ def test_runs_panel_shows_progress_and_eta_and_cancels_a_run(
     assert result["status"] == "cancelled" and result["run"] == "nightly"
 
 
+def test_cancelling_a_malformed_run_name_says_so(idle_board: Stack) -> None:
+    """A forged or stale form naming no possible run is answered, not a 500."""
+    with httpx.Client(base_url=idle_board.url, timeout=30) as http:
+        assert http.post("/login", data={"token": ALICE}).status_code == 303
+        page = http.get("/").text
+        found = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert found is not None
+        answer = http.post(
+            "/dashboard/cancel-run",
+            data={"run": "no good", "csrf": found.group(1)},
+            headers={"Origin": idle_board.url},
+        )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/?cancelled=no+good&outcome=not+a+run+name"
+
+
 def test_dashboard_shows_desired_workers_and_dead_letter_retention(
     idle_board: Stack, browser: object
 ) -> None:

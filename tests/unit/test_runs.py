@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from mimoq.core import runs, wire
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JobResult, parse_job
+from mimoq.core.jobs import JobResult, check_run_name, parse_job
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.worker.runner import finish
@@ -62,6 +62,20 @@ async def test_a_malformed_run_is_refused_by_the_script_and_by_python(
         with pytest.raises(InvalidRequestError, match="run must be") as err:
             parse_job(speech(run=bad))
         assert err.value.param == "run"
+
+
+async def test_a_malformed_run_name_is_refused_alike_at_every_door(backend: ArqRedis) -> None:
+    # the rule lives in jobs.check_run_name; each door names the field its caller gave
+    from mimoq.producer.cancel import cancel_run
+
+    with pytest.raises(InvalidRequestError, match=r"^run must be .*got 'no good'") as err:
+        await cancel_run(backend, "no good", settings=Settings())
+    assert err.value.param == "run"
+    with pytest.raises(InvalidRequestError, match=r"^--run-id must be") as err:
+        check_run_name("-x", param="--run-id")
+    assert err.value.param == "--run-id"
+    assert check_run_name("archive-2026.12_a") == "archive-2026.12_a"
+    assert await backend.zrange(wire.RUNS_ACTIVE_KEY, 0, -1) == []
 
 
 def _result(job_id: str, status: str = "succeeded", run: str | None = "r1") -> JobResult:
