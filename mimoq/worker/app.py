@@ -13,6 +13,7 @@ import httpx
 import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mimoq.core import arq_compat, logs, sentinel, wire
@@ -33,7 +34,7 @@ from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech, transcription
-from mimoq.worker.scaling import DesiredWorkersSampler
+from mimoq.worker.scaling import sample_desired_workers
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -56,7 +57,7 @@ class MimoqWorker(Worker):
         super().__init__(*args, **kwargs)
         self.mimoq_settings = mimoq_settings
         self.heartbeat = Heartbeat(mimoq_settings)
-        self.heartbeat.sampler = depth.sample
+        self.heartbeat.sampler = self.sample_fleet
         self.orphans = OrphanWatch(
             self.heartbeat.worker_id,
             mimoq_settings.ops.heartbeat_interval_s,
@@ -65,9 +66,6 @@ class MimoqWorker(Worker):
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
         self.admitter: Admitter | None = None
-        self.scaling = DesiredWorkersSampler(
-            mimoq_settings, interval_s=mimoq_settings.ops.heartbeat_interval_s
-        )
 
     async def main(self) -> None:
         beat = self.heartbeat
@@ -96,7 +94,16 @@ class MimoqWorker(Worker):
         if deps is not None and self.allow_pick_jobs:
             self.admitter = self.admitter or Admitter(deps.limiter)
             await self.admitter.tick(self.pool)
-        await self.scaling.tick(self.pool)
+
+    async def sample_fleet(self, redis: Redis, now_ms: int) -> None:
+        """Each beat's fleet gauges: one reading of the fleet's depth (in flight, the queue,
+        the wait lists) serves the queue gauges and the desired workers alike."""
+        settings = self.mimoq_settings
+        reading = await depth.sample(
+            redis, now_ms, dead_letter_ttl_s=settings.callbacks.dead_letter_ttl_s
+        )
+        if reading is not None:
+            await sample_desired_workers(redis, settings, reading)
 
     async def _poll_iteration(self) -> None:
         # Commands wait out an outage (core/redis_retry.py), but a WATCH that the outage

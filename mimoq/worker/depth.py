@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
@@ -73,9 +73,23 @@ def model_kind(model: str) -> str:
 
 @dataclass(frozen=True)
 class Depth:
-    """Counts of unfinished jobs keyed by (state, lane, kind)."""
+    """Counts of unfinished jobs keyed by (state, lane, kind), and what else the one reading
+    saw, so that every consumer of a heartbeat's reading (the queue gauges, the desired
+    workers) takes it from here instead of reading Redis again."""
 
     counts: dict[tuple[str, str, str], int]
+    #: jobs waiting for admission per model, both lanes, every tenant
+    waiting_by_model: dict[str, int] = field(default_factory=dict)
+    #: the run-at score (ms) of every member of ``mimoq:queue``, in flight or not
+    queue_scores: tuple[float, ...] = ()
+    #: ``mimoq_queue_depth``: due now and not in flight; deferred (in flight or not: a run
+    #: that ends in a deferral re-scores its job before it leaves ``mimoq:inflight``)
+    due: int = 0
+    deferred: int = 0
+
+    def in_queue_by(self, until_ms: float) -> int:
+        """Members of ``mimoq:queue`` due by ``until_ms`` (the ones in flight included)."""
+        return sum(1 for score in self.queue_scores if score <= until_ms)
 
     @property
     def total(self) -> int:
@@ -133,12 +147,14 @@ async def _queue_members(redis: Redis) -> dict[str, float]:
     return members
 
 
-async def _waiting(redis: Redis, counts: Counter[tuple[str, str, str]]) -> None:
+async def read_waiting(redis: Redis) -> dict[tuple[str, str], int]:
+    """Jobs waiting for admission per (model, lane), every tenant: O(models × tenants)."""
+    out: dict[tuple[str, str], int] = {}
     for model in await waiting_models(redis):
         for lane in LANES:
             depths = await waiting_depth(redis, model, lane, max_tenants=_ALL_TENANTS)
-            if total := sum(depths.values()):
-                counts[("waiting", lane, model_kind(model))] += total
+            out[(model, lane)] = sum(depths.values())
+    return out
 
 
 async def read_depth(redis: Redis, now_ms: int, running: Iterable[str] | None = None) -> Depth:
@@ -154,17 +170,40 @@ async def read_depth(redis: Redis, now_ms: int, running: Iterable[str] | None = 
         counts[("queued" if score <= now_ms else "deferred", lane, kind)] += 1
     for kind, lane in await _classified(redis, sorted(in_flight)):
         counts[("in_flight", lane, kind)] += 1
-    await _waiting(redis, counts)
-    return Depth(dict(counts))
+    waiting_by_model: Counter[str] = Counter()
+    for (model, lane), total in (await read_waiting(redis)).items():
+        waiting_by_model[model] += total
+        if total:
+            counts[("waiting", lane, model_kind(model))] += total
+    scores = tuple(members.values())
+    return Depth(
+        dict(counts),
+        waiting_by_model=dict(waiting_by_model),
+        queue_scores=scores,
+        due=sum(1 for i, score in queued if score <= now_ms),
+        deferred=sum(1 for score in scores if score > now_ms),
+    )
 
 
-async def sample(redis: Redis, now_ms: int) -> None:
-    """``mimoq_unfinished_jobs`` from one reading (each heartbeat; Redis errors are logged,
-    a missed sample must not stop a beat)."""
+async def sample(redis: Redis, now_ms: int, *, dead_letter_ttl_s: float) -> Depth | None:
+    """The queue gauges (``mimoq_queue_depth``, ``mimoq_unfinished_jobs``) and
+    ``mimoq_dead_letters_stored`` from one reading, which it returns for the other
+    consumers of the beat (None: Redis failed; logged, a missed sample must not stop a beat).
+    ``now_ms``: the beat's wall clock."""
+    dead_since = now_ms / 1000 - dead_letter_ttl_s
+    # The in-flight ids first, then the queue: arq leaves a running job in the queue, so a
+    # job taken in between counts once, as queued (as it was when the ids were read), and
+    # one that finished in between once, as in flight; none is counted twice.
     try:
-        ids = await redis.hkeys(wire.INFLIGHT_KEY)  # type: ignore[misc]
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hkeys(wire.INFLIGHT_KEY)
+            # within retention: the index may still name expired ones until its next write
+            pipe.zcount(wire.DEAD_LETTER_INDEX, repr(dead_since), "+inf")
+            ids, dead = await pipe.execute()
         depth = await read_depth(redis, now_ms, [_text(k) for k in ids])
     except RedisError as exc:
         log.warning("depth.sample_failed", error=type(exc).__name__)
-        return
+        return None
+    metrics.fleet_sampled(due=depth.due, deferred=depth.deferred, dead_letters=int(dead))
     metrics.unfinished_sampled(depth.counts)
+    return depth

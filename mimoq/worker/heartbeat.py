@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mimoq.core import scripts, wire
+from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.call_latency import CALL_LATENCIES, CallLatencies, LatencySample
@@ -35,14 +35,6 @@ log = structlog.get_logger("mimoq.heartbeat")
 #: A record expires after this many missed intervals.
 HEARTBEAT_TTL_FACTOR: Final = 3
 _SCAN_COUNT: Final = 500
-
-# The fleet-wide gauges in one atomic read, so that no job is counted in two states, or in
-# the wrong one, because something moved it between two reads. arq leaves a job it runs in
-# the queue with its (past) score until it finishes, so a job in flight (in mimoq:inflight,
-# which workers keep small: ids only while they run) is not counted as due; a run that
-# ends in a deferral re-scores its job into the future, where it counts as deferred.
-# KEYS[1] the queue  KEYS[2] mimoq:inflight  KEYS[3] the dead-letter index  ARGV[1] now, ms
-_FLEET_SAMPLE_LUA: Final = scripts.source("fleet_sample")
 
 
 class WorkerLike(Protocol):
@@ -130,7 +122,6 @@ class Heartbeat:
         self.ttl_s = settings.ops.heartbeat_interval_s * HEARTBEAT_TTL_FACTOR
         self.metrics_port: int | None = None
         self._concurrency = settings.worker.concurrency
-        self._dead_letter_ttl_s = settings.callbacks.dead_letter_ttl_s
         self._latencies = latencies
         self._clock = clock
         self._monotonic = monotonic
@@ -140,9 +131,10 @@ class Heartbeat:
         self._last_beat: float | None = None
         self._draining = False
         self._stopped = False
-        #: Samples more fleet-wide gauges once per beat (``mimoq.worker.depth.sample``, set
-        #: by the worker: this module cannot import it without an import cycle).
-        self.sampler: Callable[[Redis, int], Awaitable[None]] | None = None
+        #: Samples the fleet-wide gauges once per beat from one reading, given the beat's
+        #: wall clock in ms (set by the worker, ``MimoqWorker.sample_fleet``: the readers
+        #: import this module, for the heartbeat records).
+        self.sampler: Callable[[Redis, int], Awaitable[object]] | None = None
 
     def _record(self, worker: WorkerLike, in_flight: int, draining: bool) -> WorkerBeat:
         return WorkerBeat(
@@ -183,18 +175,12 @@ class Heartbeat:
         record = self._record(worker, in_flight, draining)
         now_ms = int(record.beat_at * 1000)
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.set(self.key, record.model_dump_json(), px=int(self.ttl_s * 1000))
-                keys = (wire.QUEUE_NAME, wire.INFLIGHT_KEY, wire.DEAD_LETTER_INDEX)
-                dead_since = repr(record.beat_at - self._dead_letter_ttl_s)
-                pipe.eval(_FLEET_SAMPLE_LUA, len(keys), *keys, str(now_ms), dead_since)
-                _, (due, deferred, dead) = await pipe.execute()
+            await redis.set(self.key, record.model_dump_json(), px=int(self.ttl_s * 1000))
         except RedisError as exc:
             log.warning("heartbeat.failed", worker_id=self.worker_id, error=type(exc).__name__)
             return
         self._last_beat = self._monotonic()
-        metrics.fleet_sampled(due=int(due), deferred=int(deferred), dead_letters=int(dead))
-        if self.sampler is not None:  # more fleet gauges, read once per beat too
+        if self.sampler is not None:  # the fleet's gauges, one reading per beat
             await self.sampler(redis, now_ms)
 
     @property

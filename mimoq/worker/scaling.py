@@ -12,14 +12,14 @@ The formula is in ``desired_workers`` (pure). Its inputs, all fleet-wide:
   within ``SCHEDULED_HORIZON_S`` (a job scheduled for tonight is not work for now).
 
 One computation is O(accounts × models + tenants waiting + workers): a worker does it once
-per heartbeat interval, ``mimoq serve`` once per scrape of its ``/metrics``.
+per heartbeat, from the beat's one depth reading (``depth.sample``), ``mimoq serve`` once
+per scrape of its ``/metrics``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -32,6 +32,7 @@ from mimoq.core.keypool import usable_pool
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.capacity import planning_latency_s
+from mimoq.worker.depth import Depth, read_waiting
 from mimoq.worker.desired_workers import (
     DesiredWorkers,
     FleetWork,
@@ -40,7 +41,6 @@ from mimoq.worker.desired_workers import (
     fleet_p90,
 )
 from mimoq.worker.heartbeat import read_beats
-from mimoq.worker.limiter.admission import waiting_models
 from mimoq.worker.limiter.config import LimiterConfig
 from mimoq.worker.limiter.core import LimiterSnapshot, RedisLimiter
 from mimoq.worker.limiter.observed_capacity import UNOBSERVED_LATENCY_S, snapshot_request_rate
@@ -80,19 +80,6 @@ async def fleet_latency_p90s(redis: Redis) -> dict[tuple[str, str], float]:
     return out
 
 
-async def waiting_jobs(redis: Redis, model: str) -> int:
-    """Jobs of ``model`` waiting for admission, both lanes, every tenant: O(tenants)."""
-    total = 0
-    for lane in ("bulk", "interactive"):
-        ring = await redis.lrange(wire.wait_ring_key(model, lane), 0, -1)  # type: ignore[misc]
-        tenants = [t.decode() if isinstance(t, bytes) else str(t) for t in ring]
-        async with redis.pipeline(transaction=False) as pipe:
-            for tenant in dict.fromkeys(tenants):
-                pipe.llen(wire.wait_list_key(model, tenant, lane))
-            total += sum(int(n) for n in await pipe.execute())
-    return total
-
-
 def _latency(snapshot: LimiterSnapshot, measured: float | None) -> float:
     if measured is not None:
         return measured
@@ -101,15 +88,24 @@ def _latency(snapshot: LimiterSnapshot, measured: float | None) -> float:
     return UNOBSERVED_LATENCY_S
 
 
-async def read_desired_workers(redis: Redis, settings: Settings) -> DesiredWorkers:
-    """The fleet's desired worker count now, with the figures it came from."""
+async def read_desired_workers(
+    redis: Redis, settings: Settings, depth: Depth | None = None
+) -> DesiredWorkers:
+    """The fleet's desired worker count now, with the figures it came from. ``depth``: a
+    reading of the fleet's depth just taken (a worker's heartbeat has one), whose wait
+    lists and queue are used instead of reading them again."""
     config = LimiterConfig.from_settings(settings)
     models = config.models()
     by_model = dict.fromkeys(models, 0)
-    for model in await waiting_models(redis):
-        by_model[model] = by_model.get(model, 0) + await waiting_jobs(redis, model)
     horizon_ms = int((time.time() + SCHEDULED_HORIZON_S) * 1000)
-    queued = int(await redis.zcount(wire.QUEUE_NAME, "-inf", horizon_ms))
+    if depth is None:
+        for (model, _), jobs in (await read_waiting(redis)).items():
+            by_model[model] = by_model.get(model, 0) + jobs
+        queued = int(await redis.zcount(wire.QUEUE_NAME, "-inf", horizon_ms))
+    else:
+        for model, jobs in depth.waiting_by_model.items():
+            by_model[model] = by_model.get(model, 0) + jobs
+        queued = depth.in_queue_by(horizon_ms)
     if not settings.limiter.enabled:
         # No limiter state to split the queue by model: all of it is demand, uncapped.
         work = FleetWork(by_model=by_model, other=queued)
@@ -132,32 +128,12 @@ async def read_desired_workers(redis: Redis, settings: Settings) -> DesiredWorke
     return desired_workers(work, feeds, concurrency=settings.worker.concurrency)
 
 
-class DesiredWorkersSampler:
-    """A worker's refresh of the ``mimoq_desired_workers`` gauge, at most once per interval."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        interval_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._settings = settings
-        self._interval_s = interval_s
-        self._clock = clock
-        self._next = float("-inf")
-
-    async def tick(self, redis: Redis) -> DesiredWorkers | None:
-        """Recompute if due. A Redis error keeps the last value (logged): the polling loop
-        that calls this reports a dead Redis by itself."""
-        now = self._clock()
-        if now < self._next:
-            return None
-        self._next = now + self._interval_s
-        try:
-            desired = await read_desired_workers(redis, self._settings)
-        except RedisError as exc:
-            log.warning("scaling.read_failed", error=type(exc).__name__)
-            return None
-        metrics.desired_workers(desired.workers)
-        return desired
+async def sample_desired_workers(redis: Redis, settings: Settings, depth: Depth) -> None:
+    """A worker's ``mimoq_desired_workers``, from its heartbeat's depth reading. A Redis
+    error keeps the last value (logged): the polling loop reports a dead Redis by itself."""
+    try:
+        desired = await read_desired_workers(redis, settings, depth)
+    except RedisError as exc:
+        log.warning("scaling.read_failed", error=type(exc).__name__)
+        return
+    metrics.desired_workers(desired.workers)

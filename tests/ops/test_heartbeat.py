@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from mimoq.core import wire
 from mimoq.core.settings import Settings
+from mimoq.worker import depth
 from mimoq.worker.heartbeat import (
     HEARTBEAT_TTL_FACTOR,
     Heartbeat,
@@ -144,6 +146,8 @@ async def test_beat_samples_fleet_gauges(
         wire.DEAD_LETTER_INDEX,
         {"cb-1": wall - 1, "cb-2": wall - 2, "cb-3": wall - 3, "cb-old": wall - 31 * 86_400},
     )
+    # the worker's sampler (MimoqWorker.sample_fleet): the gauges from one depth reading
+    heartbeat.sampler = functools.partial(depth.sample, dead_letter_ttl_s=30 * 86_400)
     await heartbeat.beat(redis, worker)
     assert REGISTRY.get_sample_value("mimoq_queue_depth", {"state": "due"}) == 2
     assert REGISTRY.get_sample_value("mimoq_queue_depth", {"state": "deferred"}) == 1

@@ -19,7 +19,7 @@ from mimoq.worker.heartbeat import WorkerBeat
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import LimiterConfig
 from mimoq.worker.limiter.observed_capacity import UNOBSERVED_LATENCY_S
-from mimoq.worker.scaling import DesiredWorkersSampler, read_desired_workers
+from mimoq.worker.scaling import read_desired_workers
 
 pytestmark = pytest.mark.redis
 
@@ -149,21 +149,33 @@ async def test_with_limits_off_the_demand_is_not_capped(redis: ArqRedis) -> None
     assert (desired.workers, desired.cap_slots) == (20, None)
 
 
-async def test_the_worker_gauge_refreshes_once_per_interval(redis: ArqRedis) -> None:
-    from prometheus_client import REGISTRY
+async def test_a_workers_beat_reading_gives_the_same_value_as_a_read_of_its_own(
+    redis: ArqRedis,
+) -> None:
+    """A worker computes the gauge from its heartbeat's depth reading (no second read of the
+    wait lists and the queue); ``mimoq serve`` reads them itself: one value either way."""
+    from mimoq.worker.depth import read_depth
 
-    now = [0.0]
-    sampler = DesiredWorkersSampler(settings(), interval_s=10, clock=lambda: now[0])
-    await backlog(redis, 3)
-    assert (await sampler.tick(redis)) is not None
-    assert REGISTRY.get_sample_value("mimoq_desired_workers") == 2
-    await backlog(redis, 40, prefix="more")
-    now[0] = 9.0
-    assert (await sampler.tick(redis)) is None  # not due: no Redis work
-    now[0] = 10.0
-    assert (await sampler.tick(redis)) is not None
-    # 43 jobs; no latency seen yet: the cap is 1.633/s x 8 s = 13.1 slots, 7 workers of 2
-    assert REGISTRY.get_sample_value("mimoq_desired_workers") == 7
+    await backlog(redis, 43)
+    await backlog(redis, 5, kind="transcription", prefix="asr")
+    job = json.dumps({"kind": "speech", "input": "soon"})
+    for job_id, defer_ms in (("tonight", 3_600_000), ("soon", 5_000)):
+        args = (*wire.enqueue_keys(job_id), job_id, job, defer_ms)
+        assert await redis.eval(wire.enqueue_script(), 4, *args) == 1
+    reading = await read_depth(redis, int(time.time() * 1000), [])
+    assert reading.waiting_by_model == {TTS_MODEL: 42, ASR_MODEL: 4}  # one of each admitted
+    workers = []
+    for limits_enabled in (True, False):
+        own = await read_desired_workers(redis, settings(limits_enabled=limits_enabled))
+        from_beat = await read_desired_workers(
+            redis, settings(limits_enabled=limits_enabled), reading
+        )
+        assert from_beat == own
+        workers.append(own.workers)
+    # 42 + 1 speech, 4 + 1 transcription, "soon". Limits on, no latency seen yet: each
+    # model's cap is 1.633/s x 8 s = 13.1 slots, 13.1 + 5 + 1 slots, 10 workers of 2;
+    # limits off: 49 jobs, 25 workers.
+    assert workers == [10, 25]
 
 
 async def test_a_job_scheduled_for_later_is_not_demand_yet(redis: ArqRedis) -> None:
