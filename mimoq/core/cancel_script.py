@@ -37,6 +37,14 @@ GRANTED: Final = "granted"
 CANCELLED: Final = "cancelled"
 
 
+def is_cancelled(marker: bytes | str | None) -> bool:
+    """Whether a cancel marker (``mimoq:cancel:<id>``, as Redis returned it: bytes, or str
+    on a decoding connection, or None when absent) says the job is cancelled."""
+    if isinstance(marker, bytes):
+        return marker == CANCELLED.encode()
+    return marker == CANCELLED
+
+
 class Answer(StrEnum):
     """What the script did with one id (see cancel.lua)."""
 

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mimoq.core import arq_compat, logs, sentinel, wire
+from mimoq.core.cancel_script import is_cancelled
 from mimoq.core.connections import connect
 from mimoq.core.finish import finish
 from mimoq.core.jobs import salvage_owner
@@ -134,7 +135,7 @@ class MimoqWorker(Worker):
         await super().finish_failed_job(job_id, result_data)
         if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):
             return
-        if await self.pool.get(wire.cancel_key(job_id)) in (b"cancelled", "cancelled"):
+        if is_cancelled(await self.pool.get(wire.cancel_key(job_id))):
             return  # its cancel records it (docs/cancel.md); arq found its job key gone
         reason, raw_job = "the job could not be run", None
         if result_data:

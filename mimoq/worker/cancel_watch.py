@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from mimoq.core import wire
-from mimoq.core.cancel_script import CANCELLED
+from mimoq.core.cancel_script import is_cancelled
 from mimoq.core.errors import JobCancelled
 
 log = structlog.get_logger("mimoq.worker")
@@ -79,10 +79,7 @@ async def _stop_marked(redis: Redis, running: RunningJobs) -> None:
         return
     markers = await redis.mget([wire.cancel_key(i) for i in ids])
     for job_id, marker in zip(ids, markers, strict=True):
-        if (
-            marker is not None
-            and (marker.decode() if isinstance(marker, bytes) else marker) == CANCELLED
-        ):
+        if is_cancelled(marker):
             running.stop(job_id)
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import tracing, wire
-from mimoq.core.cancel_script import CANCELLED, callback_of, cancelled_result
+from mimoq.core.cancel_script import callback_of, cancelled_result, is_cancelled
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
@@ -170,7 +170,7 @@ async def run_job(
     if recorded is not None:
         existing = JobResult.model_validate_json(recorded)
         return await _already_finished(deps, redis, existing, raw, kind, bound)
-    if marker in (CANCELLED, CANCELLED.encode()):
+    if is_cancelled(marker):
         return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
 
     job, outcome, error = await _try(deps, redis, job_id, raw, kind, tries, preset_error, bound)
