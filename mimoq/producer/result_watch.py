@@ -81,6 +81,9 @@ class ResultWatch:
                     await self._pubsub.subscribe(channel)
             except (RedisError, OSError) as exc:
                 log.warning("producer.subscribe_failed", error=type(exc).__name__)
+                # Other waits on this job await the same confirmation: they poll too.
+                if not confirmed.done():
+                    confirmed.set_result(False)
                 self._confirming.pop(channel, None)
                 return False
             if self._reader is None:

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core import wire
 from mimoq.core.acl import users
 from mimoq.core.jobs import JobResult
 from mimoq.core.results import write_result_safely
 from mimoq.core.settings import Settings
+from mimoq.producer import result_watch
 from mimoq.producer.client import Producer
 from tests.conftest import RedisServer
 from tests.support.polling import eventually
@@ -159,3 +161,51 @@ async def test_the_acl_users_may_announce_and_hear_results(
         await as_worker.aclose()
         for user in (producer_user, worker_user):
             await redis.execute_command("ACL", "DELUSER", user.name)
+
+
+class _RefusingPubSub:
+    """A pub/sub connection whose first subscribe fails once ``gate`` opens."""
+
+    def __init__(self) -> None:
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def subscribe(self, *channels: str) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        raise RedisConnectionError("connection refused")
+
+    async def unsubscribe(self, *channels: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_failed_subscribe_releases_every_wait_on_its_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A second wait on the same job waits for the first one's subscription: when that
+    # fails, it polls at once instead of waiting out the confirmation (never, here).
+    monkeypatch.setattr(result_watch, "CONFIRM_S", NEVER_S)
+    pubsub = _RefusingPubSub()
+
+    class _Redis:
+        def pubsub(self) -> _RefusingPubSub:
+            return pubsub
+
+    watch = result_watch.ResultWatch(_Redis())  # type: ignore[arg-type]
+
+    async def wait_on_job() -> asyncio.Event | None:
+        async with watch.watching("job-x") as event:
+            return event
+
+    first = asyncio.create_task(wait_on_job())
+    await pubsub.entered.wait()  # the first wait is subscribing
+    second = asyncio.create_task(wait_on_job())
+    await eventually(
+        lambda: len(watch._waiters.get(wire.done_channel("job-x"), ())) == 2,
+        what="the second wait",
+    )
+    pubsub.gate.set()
+    assert await asyncio.wait_for(first, 60) is None  # told to poll
+    assert await asyncio.wait_for(second, 30) is None
