@@ -238,7 +238,6 @@ class RedisLimiter:
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
-        self._redis = redis
         self.redis = redis
         self._clock = clock
         # An injected clock without an injected sleep never waits in-process: real time
@@ -432,7 +431,7 @@ class RedisLimiter:
         """
         script = self._scripts.get("next_free")
         if script is None:
-            script = self._scripts["next_free"] = self._redis.register_script(
+            script = self._scripts["next_free"] = self.redis.register_script(
                 _script_source("next_free")
             )
         if load:
@@ -452,7 +451,7 @@ class RedisLimiter:
 
     async def next_free_s(self, model: str) -> float:
         """Seconds until this limiter could grant one more call of ``model`` (0: now)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             try:
                 self.queue_next_free(pipe, model)
                 replies = await pipe.execute()
