@@ -18,7 +18,6 @@ STARTED = b'"event": "worker.started"'
 REAL_WINDOW_S = 60.0
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 300.0
-COOLDOWN_S = 2.0
 WORKER_START_TIMEOUT_S = 30.0
 
 
@@ -53,8 +52,6 @@ class FleetSpec:
             MIMOQ_POLL_DELAY_S=f"{self.poll_delay_s:g}",
             MIMOQ_BACKOFF_BASE_S=f"{BACKOFF_BASE_S * scale:g}",
             MIMOQ_BACKOFF_MAX_S=f"{BACKOFF_MAX_S * scale:g}",
-            # the pause after a 429 without Retry-After, compressed like the window
-            MIMOQ_LIMIT_COOLDOWN_S=f"{COOLDOWN_S * scale:g}",
             MIMOQ_METRICS_PORT="0",  # several workers on one host: no /metrics port clash
             MIMOQ_SHUTDOWN_GRACE_S="1",
         )

@@ -411,14 +411,6 @@ class LimiterSettings(BaseSettings):
         "0.985, 0.98 whose guard margin still covers a 0.25 s grant-to-send lag at the window "
         "(0.99 at 60 s, 0.98 at 10 s and shorter).",
     )
-    margin_s: float = Field(
-        default=0.5,
-        ge=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_MARGIN_S", "limit_margin_s"),
-        description="Seconds added to the window by the hard guard (never more than the quota "
-        "in any window this long): the worst send-to-receive spread expected. Capped at half "
-        "the pacing slack, window x (1/target - 1) / 2, so the guard never paces below target.",
-    )
     burst: int = Field(
         default=1,
         ge=1,
@@ -431,55 +423,6 @@ class LimiterSettings(BaseSettings):
         validation_alias=AliasChoices("MIMOQ_LIMIT_MAX_IN_FLIGHT", "limit_max_in_flight"),
         description="Cap on MiMo calls in flight per model across the fleet (unset: no cap).",
     )
-    lease_ttl_s: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_LEASE_TTL_S", "limit_lease_ttl_s"),
-        description="An in-flight lease of a worker that died expires after this; keep it above "
-        "the longest MiMo call.",
-    )
-    ticket_grace_s: float = Field(
-        default=300.0,
-        gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_TICKET_GRACE_S", "limit_ticket_grace_s"),
-        description="A deferred job's reserved slot stays claimable this long after its time.",
-    )
-    cooldown_s: float = Field(
-        default=2.0,
-        ge=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_COOLDOWN_S", "limit_cooldown_s"),
-        description="Fleet-wide pause of a model after a 429 that carried no Retry-After.",
-    )
-    decrease: float = Field(
-        default=0.7,
-        gt=0,
-        lt=1,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_DECREASE", "limit_decrease"),
-        description="After a 429 the paced rate is multiplied by this (multiplicative decrease).",
-    )
-    recovery_per_window: float = Field(
-        default=0.1,
-        gt=0,
-        le=1,
-        validation_alias=AliasChoices(
-            "MIMOQ_LIMIT_RECOVERY_PER_WINDOW", "limit_recovery_per_window"
-        ),
-        description="Share of the target rate regained per window without a 429 "
-        "(additive increase).",
-    )
-    tokens_per_call: float = Field(
-        default=21.0,
-        ge=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_TOKENS_PER_CALL", "limit_tokens_per_call"),
-        description="Fixed token cost of a call of a token-limited model (the ASR prompt's text).",
-    )
-    tokens_per_audio_s: float = Field(
-        default=11.25,
-        gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_TOKENS_PER_AUDIO_S", "limit_tokens_per_audio_s"),
-        description="Starting tokens per second of audio (the documented 4 s clip: 25 audio + 20 "
-        "completion tokens); calibrated fleet-wide from the usage of finished calls.",
-    )
     # Scheduling: lanes and tenants (docs/scheduling.md)
     bulk_min_share: float = Field(
         default=0.5,
@@ -488,30 +431,6 @@ class LimiterSettings(BaseSettings):
         validation_alias=AliasChoices("MIMOQ_LIMIT_BULK_MIN_SHARE", "limit_bulk_min_share"),
         description="Share of a model's grants that bulk jobs keep while interactive jobs "
         "compete with them (0: interactive always goes first).",
-    )
-    lookahead_s: float = Field(
-        default=0.5,
-        gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_LOOKAHEAD_S", "limit_lookahead_s"),
-        description="Seconds of a model's slots that waiting bulk jobs are admitted into the "
-        "queue ahead of time (at least 2 jobs); the rest wait in mimoq:wait:*.",
-    )
-    hold_s: float = Field(
-        default=0.25,
-        ge=0,
-        le=5,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_HOLD_S", "limit_hold_s"),
-        description="A job holding a slot is deferred to this long before it and waits the "
-        "rest in the worker, so arq's poll delay on a busy host does not make it miss the "
-        "slot (0: defer to the slot itself).",
-    )
-    first_decrease: float = Field(
-        default=0.9,
-        gt=0,
-        lt=1,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_FIRST_DECREASE", "limit_first_decrease"),
-        description="After a 429 that follows a clean window (none in the last 3 windows) the "
-        "paced rate is multiplied by this, and regains the step within one window.",
     )
 
     @field_validator("target", mode="before")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
 from mimoq.sim.config import SimConfig, quota_from_options
 from mimoq.worker.accounts.routing import affinity
-from mimoq.worker.limiter import build_limiter
+from mimoq.worker.limiter import LimiterConfig, build_limiter
 from tests.accounts.conftest import pool_settings, simulator
 from tests.accounts.test_breaker_storms import start_workers, stop_workers
 from tests.conftest import RedisServer
@@ -137,7 +138,8 @@ async def test_new_work_goes_to_the_account_that_is_free_sooner(
         )  # fmt: skip
         busy = fingerprint(KEYS[0])
         # no in-process hold: every booking must come back as a ticket, not wait for it
-        booked = build_limiter(settings.updated(limit_account=busy, limit_hold_s=0), redis)
+        config = replace(LimiterConfig.from_settings(settings), account=busy, hold_s=0)
+        booked = build_limiter(settings, redis, config=config)
         await booked.acquire(TTS_MODEL, job_id="elsewhere-0")
         for i in range(1, 150):  # ~30 s: far more than a loaded host needs for 20 jobs
             with pytest.raises(CapacityDeferred):

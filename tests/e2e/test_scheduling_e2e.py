@@ -65,7 +65,6 @@ def workers(
         "MIMOQ_LIMIT_WINDOW_S": str(WINDOW_S),
         "MIMOQ_LIMIT_DEFAULT_RPM": str(RPM),
         "MIMOQ_LIMIT_TARGET": str(TARGET),
-        "MIMOQ_LIMIT_LOOKAHEAD_S": "0.5",
         "MIMOQ_METRICS_PORT": "0",
         "MIMOQ_BACKOFF_BASE_S": "0.05",
         "MIMOQ_BACKOFF_MAX_S": "0.2",

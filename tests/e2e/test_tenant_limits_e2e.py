@@ -89,7 +89,7 @@ def fleet(
         MIMOQ_API_TOKENS=f"alice:{ALICE}, bob:{BOB}",
         MIMOQ_TENANT_LIMITS=f"alice:requests={LIMIT}/{WINDOW_S}s",
         MIMOQ_LIMITS_ENABLED="true", MIMOQ_LIMIT_WINDOW_S="2", MIMOQ_LIMIT_DEFAULT_RPM="40",
-        MIMOQ_LIMIT_LOOKAHEAD_S="0.5", MIMOQ_CONCURRENCY="1",
+        MIMOQ_CONCURRENCY="1",
         MIMOQ_INPUT_ROOTS=str(tmp_path), MIMOQ_SHUTDOWN_GRACE_S="1",
     )  # fmt: skip
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]

@@ -76,7 +76,8 @@ def spawn(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Iterato
             "MIMOQ_METRICS_PORT": str(free_port()),
             "MIMOQ_BACKOFF_BASE_S": "0.01",
             "MIMOQ_BACKOFF_MAX_S": "0.05",
-            "MIMOQ_LIMIT_COOLDOWN_S": "0",
+            # a 429 without Retry-After pauses the model 1/30 of the window: 0.1 s here
+            "MIMOQ_LIMIT_WINDOW_S": "3",
             "MIMOQ_CALLBACK_ALLOW_NETWORKS": "127.0.0.0/8",
             "MIMOQ_CALLBACK_SCHEDULE_S": "0,0.05,0.1",
             "MIMOQ_LOG_LEVEL": "DEBUG",  # the most the worker ever says

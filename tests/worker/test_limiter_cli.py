@@ -71,7 +71,7 @@ def test_limits_shows_rates_use_cooldown_leases_and_tickets(
     assert asr["latency_ewma_s"] == 8.0
     # Little's law at the ASR pace (98 calls a minute at 8 s): 14 calls in flight
     assert asr["concurrency_needed"] == 14
-    step = settings.limiter.first_decrease  # the first 429 after a clean history
+    step = LimiterConfig.first_decrease  # the first 429 after a clean history
     assert tts["rate_factor"] == step
     assert tts["requests_effective"] == pytest.approx(100 * settings.limiter.target * step)
     assert 29 < tts["cooldown_remaining_s"] <= 30

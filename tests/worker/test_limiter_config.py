@@ -57,7 +57,12 @@ def test_quotas_from_the_environment(
         ({"MIMOQ_LIMIT_ACCOUNT": "team-a"}, "account", "team-a"),
         ({"MIMOQ_LIMIT_ACCOUNT": "team-a", "MIMO_API_KEY": "sk-x"}, "account", "team-a"),
         ({}, "account", ANONYMOUS_ACCOUNT),
-        ({"MIMOQ_LIMIT_COOLDOWN_S": "0.5"}, "cooldown_s", 0.5),
+        # tuning constants that scale with time follow the window and the job timeout
+        ({"MIMOQ_LIMIT_WINDOW_S": "6"}, "cooldown_s", 0.2),
+        ({"MIMOQ_JOB_TIMEOUT_S": "900"}, "lease_ttl_s", 930.0),
+        ({}, "lease_ttl_s", 330.0),
+        # a variable that was a tuning constant changes nothing (CHANGELOG)
+        ({"MIMOQ_LIMIT_HOLD_S": "3"}, "hold_s", 0.25),
     ],
 )
 def test_settings_reach_the_limiter(
@@ -145,17 +150,25 @@ def test_the_guard_margin_never_paces_below_the_target(
     assert 1 / (window_s + config.guard_margin_s) >= target / window_s - 1e-12
 
 
+#: The limiter's operator choices: each a setting with the config's default.
+OPERATOR_FIELDS = ("window_s", "burst", "max_in_flight", "default_rpm", "bulk_min_share")
+#: Derived from other settings (the account's key, MIMOQ_TENANT_LIMITS, the window, the job
+#: timeout) or given per model (rpm, tpm).
+DERIVED_FIELDS = ("account", "rpm", "tpm", "tenant_holds", "cooldown_s", "lease_ttl_s")
+
+
 def test_the_configs_defaults_are_the_settings_defaults() -> None:
     """``LimiterConfig`` (what tests build directly) and the settings must not drift apart:
-    every field but the derived ones has a setting of its name with the same default
-    (``tenant_holds`` is derived from MIMOQ_TENANT_LIMITS). The target's setting defaults to
-    ``auto`` (core/pacing.py): its floor is the config's default."""
+    every operator choice has a setting of its name with the same default, and every other
+    field is a tuning constant with no setting (an operator reads the settings in one screen).
+    The target's setting defaults to ``auto`` (core/pacing.py): its floor is the config's."""
     settings = LimiterSettings.model_fields
+    assert settings["target"].default == AUTO and LimiterConfig.target == AUTO_TARGETS[-1]
     for field in dataclasses.fields(LimiterConfig):
-        if field.name in ("account", "rpm", "tpm", "tenant_holds"):
-            continue
         default = field.default if field.default is not dataclasses.MISSING else None
-        if field.name == "target":
-            assert settings["target"].default == AUTO and default == AUTO_TARGETS[-1]
-            continue
-        assert settings[field.name].default == default, field.name
+        if field.name in OPERATOR_FIELDS:
+            assert settings[field.name].default == default, field.name
+        elif field.name not in ("target", *DERIVED_FIELDS):
+            assert field.name not in settings, f"{field.name} is a constant, not a setting"
+    derived = LimiterConfig.from_settings(Settings())
+    assert derived.cooldown_s == LimiterConfig.cooldown_s  # at the default 60 s window

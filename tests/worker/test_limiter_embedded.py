@@ -10,7 +10,7 @@ from mimoq.core.connections import embedded
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.core.settings import Settings
-from mimoq.worker.limiter import RedisLimiter, build_limiter
+from mimoq.worker.limiter import LimiterConfig, RedisLimiter, build_limiter
 
 
 async def test_every_decision_runs_on_the_embedded_redis() -> None:
@@ -27,7 +27,7 @@ async def test_every_decision_runs_on_the_embedded_redis() -> None:
         answered = time.monotonic()
         # told to come back the hold before its slot (counted from the grant), to wait the
         # rest in-process; whatever time a loaded host took since the grant comes off it
-        slot = 60 / 2 / 0.98 - settings.limiter.hold_s
+        slot = 60 / 2 / 0.98 - LimiterConfig.hold_s
         since_grant = clock - lease.granted_at
         early, late = slot - since_grant - (answered - asked), slot - since_grant
         assert early - 0.05 <= caught.value.retry_after_s <= late + 0.05
@@ -38,6 +38,6 @@ async def test_every_decision_runs_on_the_embedded_redis() -> None:
         asr = await limiter.snapshot(ASR_MODEL)
         assert (asr.tokens_recent, asr.tickets, asr.latency_ewma_s) == (100, 1, 2.0)
         assert asr.tokens_per_audio_s == pytest.approx(11.25 + 0.2 * ((100 - 21) / 4 - 11.25))
-        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == settings.limiter.first_decrease
+        assert (await limiter.snapshot(TTS_MODEL)).rate_factor == LimiterConfig.first_decrease
     finally:
         await redis.aclose()

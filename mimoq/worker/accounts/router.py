@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from mimoq.worker import metrics
 from mimoq.worker.accounts.breaker import Breaker, GateVerdict, account_error, trips
 from mimoq.worker.accounts.routing import Routes
 from mimoq.worker.call_latency import CALL_LATENCIES
-from mimoq.worker.limiter import Limiter, build_limiter
+from mimoq.worker.limiter import Limiter, LimiterConfig, build_limiter
 from mimoq.worker.mimo_client import MimoClient
 
 log = structlog.get_logger("mimoq.accounts")
@@ -223,9 +223,11 @@ def build_router(
     for spec in pool:
         # The bulk look-ahead is shared by every account of a model (admission is per model),
         # so each account keeps the accounts' combined rate's worth admitted.
-        lookahead = settings.limiter.lookahead_s * len(pool)
+        config = LimiterConfig.from_settings(settings)
         limiter = build_limiter(
-            settings.updated(limit_account=spec.name, limit_lookahead_s=lookahead), redis
+            settings,
+            redis,
+            config=replace(config, account=spec.name, lookahead_s=config.lookahead_s * len(pool)),
         )
         clients = [
             MimoClient(http, base_url=k.base_url or settings.base_url(), api_key=k.secret or None)
@@ -233,7 +235,7 @@ def build_router(
         ]
         accounts.append(Account(name=spec.name, limiter=limiter, clients=clients))
     # A route must lead a job back to its ticket for as long as the ticket can be claimed.
-    route_ttl_s = settings.limiter.ticket_grace_s + settings.limiter.window_s
+    route_ttl_s = LimiterConfig.ticket_grace_s + settings.limiter.window_s
     if not breaker:
         return AccountRouter(accounts, redis=redis, route_ttl_s=route_ttl_s)
     return AccountRouter(

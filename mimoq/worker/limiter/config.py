@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,29 +69,61 @@ def admission_keys(model: str) -> list[str]:
     ]
 
 
+#: A fleet without 429s pauses a model this share of a window after a 429 that carried no
+#: Retry-After (2 s of MiMo's minute): long enough for the burst that drew it to pass, short
+#: against the window the quota is counted over. Compressed windows compress it alike.
+COOLDOWN_SHARE_OF_WINDOW: Final = 1 / 30
+#: A lease of a worker that died expires this long after the longest a call may take (the
+#: job timeout): a live call never outlives its lease, a dead one frees its slot soon after.
+LEASE_SLACK_S: Final = 30.0
+
+
 @dataclass(frozen=True)
 class LimiterConfig:
-    """Everything the fleet limiter needs from the settings, validated once."""
+    """Everything the fleet limiter needs: the operator's settings (the quota, its window and
+    target, the cap in flight, the bulk share, the burst) and the tuning constants below,
+    each with why it has its value. Tests build it directly with other constants."""
 
     account: str
     window_s: float = 60.0
     target: float = 0.98
+    #: Seconds the hard guard adds to the window (never more than the quota in any window
+    #: this long): the send-to-receive spread expected before the lag is measured. Capped
+    #: at half the pacing slack (``guard_margin_s``), so the guard never paces below target.
     margin_s: float = 0.5
     burst: int = 1
     max_in_flight: int | None = None
+    #: A dead worker's in-flight lease expires after this (``from_settings``: the job
+    #: timeout plus LEASE_SLACK_S, at least 300 s).
     lease_ttl_s: float = 300.0
+    #: A deferred job's reserved slot stays claimable this long after its time: a job back
+    #: late (a worker restart, a Redis failover) still finds it.
     ticket_grace_s: float = 300.0
+    #: Fleet-wide pause of a model after a 429 without Retry-After (``from_settings``:
+    #: COOLDOWN_SHARE_OF_WINDOW of the window).
     cooldown_s: float = 2.0
+    #: AIMD: after a 429 within 3 windows of another the paced rate is multiplied by this,
+    #: and regains ``recovery_per_window`` of the target per clean window.
     decrease: float = 0.7
     recovery_per_window: float = 0.1
+    #: The starting ASR token estimate: a call's fixed cost (the prompt's text) and tokens
+    #: per second of audio (the documented 4 s clip: 25 audio + 20 completion tokens);
+    #: calibrated fleet-wide from the usage of finished calls.
     tokens_per_call: float = 21.0
     tokens_per_audio_s: float = 11.25
     default_rpm: int = OFFICIAL_RPM
     rpm: Mapping[str, int] = field(default_factory=dict)
     tpm: Mapping[str, int] = field(default_factory=lambda: dict(OFFICIAL_TPM))
     bulk_min_share: float = 0.5
+    #: Seconds of a model's slots that waiting bulk jobs are admitted into arq's queue ahead
+    #: of time (at least 2 jobs): enough that a worker always finds the next one, few enough
+    #: that an interactive job or another tenant is never queued behind many.
     lookahead_s: float = 0.5
+    #: After a 429 that follows 3 clean windows the rate is multiplied by this (a one-off
+    #: 429 at the quota's edge, not congestion), and the step is regained within a window.
     first_decrease: float = 0.9
+    #: A job holding a slot is deferred to this long before it and waits the rest in the
+    #: worker on a timer: arq's poll delay on a busy host would make it miss the slot.
     hold_s: float = 0.25
     #: MIMOQ_TENANT_LIMITS is set: admission rounds skip tenants held at their limit
     tenant_holds: bool = False
@@ -107,20 +138,22 @@ class LimiterConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimiterConfig:
-        """Official quotas, overridden per model by MIMOQ_LIMIT_RPM / MIMOQ_LIMIT_TPM."""
+        """Official quotas, overridden per model by MIMOQ_LIMIT_RPM / MIMOQ_LIMIT_TPM; the
+        tuning constants are the defaults above, those that scale with time derived here."""
         limiter = settings.limiter
-        # Every other field has the setting's name: copied, so a new setting needs no line here.
-        same = {
-            f.name: getattr(limiter, f.name)
-            for f in dataclasses.fields(cls)
-            if f.name not in ("account", "rpm", "tpm", "tenant_holds")
-        }
         return cls(
             account=limiter.account or account_fingerprint(settings.api_key()),
-            tenant_holds=settings.usage.limits().enabled,
+            window_s=limiter.window_s,
+            target=limiter.target,
+            burst=limiter.burst,
+            max_in_flight=limiter.max_in_flight,
+            default_rpm=limiter.default_rpm,
             rpm=dict(limiter.rpm),
             tpm={**OFFICIAL_TPM, **limiter.tpm},
-            **same,
+            bulk_min_share=limiter.bulk_min_share,
+            cooldown_s=limiter.window_s * COOLDOWN_SHARE_OF_WINDOW,
+            lease_ttl_s=max(cls.lease_ttl_s, settings.worker.job_timeout_s + LEASE_SLACK_S),
+            tenant_holds=settings.usage.limits().enabled,
         )
 
     @property

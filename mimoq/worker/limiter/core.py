@@ -515,9 +515,12 @@ class UnlimitedLimiter:
         return 0  # no limit: every account is free now
 
 
-def build_limiter(settings: Settings, redis: Redis) -> Limiter:
-    """The limiter the settings ask for (``MIMOQ_LIMITS_ENABLED``), on the fleet's Redis."""
-    config = LimiterConfig.from_settings(settings)
+def build_limiter(
+    settings: Settings, redis: Redis, *, config: LimiterConfig | None = None
+) -> Limiter:
+    """The limiter the settings ask for (``MIMOQ_LIMITS_ENABLED``), on the fleet's Redis;
+    ``config`` (default: from the settings) is one account's of several."""
+    config = config or LimiterConfig.from_settings(settings)
     if not settings.limiter.enabled:
         return UnlimitedLimiter(RedisLimiter(config, redis))
     return RedisLimiter(config, redis)
