@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fakeredis
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
-from fakeredis.aioredis import FakeConnection
 
 from mimoq.core import sentinel
 from mimoq.core.errors import ConfigurationError
@@ -35,6 +33,11 @@ def connect(settings: Settings, *, ride_out_outages: bool = False) -> ArqRedis:
 
 def embedded() -> ArqRedis:
     """An in-process Redis (fakeredis, with Lua) for the one-machine embedded default."""
+    # Imported here: fakeredis pulls in numpy (~0.15 s), and every ``mimoq`` process imports
+    # this module while only the embedded mode needs it.
+    import fakeredis
+    from fakeredis.aioredis import FakeConnection
+
     pool = aioredis.ConnectionPool(
         connection_class=FakeConnection,  # type: ignore[arg-type]  # fakeredis types it as a factory
         server=fakeredis.FakeServer(),

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-import numpy as np
-
 from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
 
 # Bitrates in kbit/s by [version is MPEG-1][layer][index]; index 0 is "free format".
@@ -206,6 +204,9 @@ def _confirmed(f: BinaryIO, offset: int, header: FrameHeader) -> bool:
 def _frame_energies(path: Path, samples_per_frame: int) -> Iterator[float] | None:
     """Mean power of each decoded frame, streamed; None when the file cannot be decoded."""
     try:
+        # numpy here, not at module level: mimoq.core.sources imports this module for its
+        # frame parsing, which every producer loads, and numpy alone costs ~0.1 s there.
+        import numpy as np
         import soundfile  # type: ignore[import-untyped]  # libsndfile decodes MP3 since 1.1
 
         sound = soundfile.SoundFile(str(path))
