@@ -88,7 +88,7 @@ CANCEL_CHANNEL: Final = "mimoq:cancel"
 #: finished job; it expires a while after its window ends (docs/usage.md).
 USAGE_PREFIX: Final = "mimoq:usage:"
 #: A tenant held at its limit (MIMOQ_TENANT_LIMITS): a JSON string that expires when its
-#: window frees. Its admission turns are skipped (worker/limiter/common.lua) and its new
+#: window frees. Its admission turns are skipped (core/scripts/limiter_common.lua) and its new
 #: jobs wait in its lists (enqueue.lua spells the same prefix).
 TENANT_HELD_PREFIX: Final = "mimoq:tenant-held:"
 

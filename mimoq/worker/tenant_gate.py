@@ -5,7 +5,7 @@ A job whose tenant has reached a limit in the current window is not sent: it is 
 slots go to the others. The first worker to see the tenant over its limit marks it held
 (``wire.tenant_held_key``, expiring when the window frees): only that worker logs
 ``tenant.limited`` (once per hit, fleet-wide); while the mark stands the admission rounds
-skip the tenant (worker/limiter/common.lua) and enqueue.lua keeps its new jobs in its
+skip the tenant (core/scripts/limiter_common.lua) and enqueue.lua keeps its new jobs in its
 waiting lists, so its backlog neither takes limiter tickets nor enters the queue.
 
 Usage is counted when a job finishes, so a tenant overshoots by at most the calls already

@@ -1,4 +1,4 @@
-"""next_free.lua: the read the account router compares accounts by (it reserves nothing)."""
+"""limiter_next_free.lua: the read the account router compares accounts by (it reserves nothing)."""
 
 from __future__ import annotations
 

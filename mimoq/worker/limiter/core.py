@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from typing import Any, Final, Protocol
 
 import structlog
@@ -47,6 +46,7 @@ from redis.exceptions import NoScriptError
 from mimoq.core import scripts, wire
 from mimoq.core.dialect import usage_tokens
 from mimoq.core.errors import CapacityDeferred, JobCancelled
+from mimoq.core.scripts import LuaScript
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
 
@@ -178,10 +178,11 @@ class LimiterSnapshot:
 
 
 @cache
-def _script_source(name: str) -> str:
-    folder = resources.files("mimoq.worker.limiter")
-    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
-    return common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+@cache
+def _limiter_script(name: str) -> LuaScript:
+    """``core/scripts/limiter_<name>.lua`` behind the functions every limiter script shares
+    (``limiter_common.lua``), hashed once per process."""
+    return LuaScript(scripts.source("limiter_common") + "\n" + scripts.source(f"limiter_{name}"))
 
 
 def _seconds(wait: float) -> float:
@@ -243,10 +244,6 @@ class RedisLimiter:
         # An injected clock without an injected sleep never waits in-process: real time
         # would not move that clock.
         self._sleep = sleep or (asyncio.sleep if clock is None else None)
-        self._scripts = {
-            name: redis.register_script(_script_source(name))
-            for name in ("acquire", "release", "rate_limited", "snapshot", "admit")
-        }
 
     def _config(self, model: str) -> dict[str, Any]:
         """The one JSON argument every script reads its configuration from (``Q`` in Lua)."""
@@ -287,7 +284,7 @@ class RedisLimiter:
         args = [wire.dumps(self._config(model))]
         if call is not None:
             args.append(wire.dumps(call))
-        return await self._scripts[script](keys=keys, args=args)
+        return await _limiter_script(script).run(self.redis, keys, args)
 
     async def acquire(
         self,
@@ -424,18 +421,14 @@ class RedisLimiter:
         )
 
     def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
-        """Queue the next_free.lua read of ``model`` on ``pipe`` (see ``Limiter``).
+        """Queue the limiter_next_free.lua read of ``model`` on ``pipe`` (see ``Limiter``).
 
         Queued as a bare EVALSHA: a script registered on a pipeline would make redis-py
         ask SCRIPT EXISTS first, one more round trip on every routing decision.
         """
-        script = self._scripts.get("next_free")
-        if script is None:
-            script = self._scripts["next_free"] = self.redis.register_script(
-                _script_source("next_free")
-            )
+        script = _limiter_script("next_free")
         if load:
-            pipe.script_load(script.script)
+            pipe.script_load(script.text)
         pipe.evalsha(script.sha, *self._next_free_args(model))
         return 2 if load else 1
 
