@@ -23,8 +23,11 @@ then starts a fresh worker process that drains them:
 
 The window is timed inside the worker: from the start of arq's first ``run_job`` (fetching
 the first job) to the end of the ``run_job`` that completes the last expected job (result
-written, arq's bookkeeping done). Worker CPU is ``getrusage`` over the same window; the
-CPU of redis-server and the simulator over the phase comes from /proc.
+written, arq's bookkeeping done). Worker CPU is ``getrusage`` over the same window (all its
+threads), loop CPU the event loop thread's own (``thread_time``; the rest is other threads:
+the span exporter's, storage writes handed to threads); the CPU of redis-server and the
+simulator over the phase comes from /proc. CPU per job does not depend on how many cores
+the machine's other work leaves free, jobs/s does: compare both.
 """
 
 from __future__ import annotations
@@ -96,8 +99,10 @@ class Window:
     done: asyncio.Event
     first_t: float | None = None
     first_cpu: float = 0.0
+    first_loop_cpu: float = 0.0
     last_t: float = 0.0
     last_cpu: float = 0.0
+    last_loop_cpu: float = 0.0
 
 
 def instrument(worker: Worker, expected: int) -> Window:
@@ -112,9 +117,11 @@ def instrument(worker: Worker, expected: int) -> Window:
     async def timed(job_id: str, score: int) -> None:
         if window.first_t is None:
             window.first_t, window.first_cpu = time.perf_counter(), cpu_s()
+            window.first_loop_cpu = time.thread_time()  # this runs in the loop's thread
         await original(job_id, score)
         if not window.done.is_set() and worker.jobs_complete + worker.jobs_failed >= expected:
             window.last_t, window.last_cpu = time.perf_counter(), cpu_s()
+            window.last_loop_cpu = time.thread_time()
             window.done.set()
 
     setattr(worker, "run_job", timed)  # noqa: B010 (mypy refuses assigning to a method)
@@ -178,6 +185,7 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "window_s": window.last_t - window.first_t,
         "cpu_s": window.last_cpu - window.first_cpu,
+        "loop_cpu_s": window.last_loop_cpu - window.first_loop_cpu,
         "complete": worker.jobs_complete,
         "failed": worker.jobs_failed,
         "retried": worker.jobs_retried,
@@ -266,6 +274,7 @@ class PhaseResult:
     sim_cpu_s: float | None
     problems: list[str]
     spans: int | None = None
+    loop_cpu_s: float = 0.0
 
 
 def _delta(service: Service, before: float | None) -> float | None:
@@ -334,6 +343,7 @@ def run_phase(
         sim_delta if phase != "bare" else None,
         problems,
         spans,
+        report["loop_cpu_s"],
     )
 
 
@@ -349,6 +359,31 @@ def otel_environment(sink: Service, sample: float | None) -> dict[str, str]:
     return env
 
 
+class LocalStore:
+    """A storage whose span names the local backend (what the bench's worker writes to)."""
+
+    def is_local(self) -> bool:
+        return True
+
+    def url(self, key: str) -> str:
+        return "file:///" + key
+
+
+def worker_hooks(fields: dict[str, Any], store: LocalStore) -> None:
+    """The tracing hooks a worker runs for one speech job, in its order (runner, pipeline,
+    mimo_client): the attempt, its storage write and, inside it, the MiMo call."""
+    from mimoq.core import tracing
+
+    with tracing.attempt_span("job-1", fields, "speech", destination=wire.QUEUE_NAME, arq_try=1):
+        tracing.note_try(1)
+        with (
+            tracing.storage_span("write", "speech/job-1.wav", storage=store),
+            tracing.mimo_call_span("http://127.0.0.1/v1/chat/completions") as call,
+        ):
+            call.answered(200)
+        tracing.note_outcome("succeeded")
+
+
 def hooks_off_us(rounds: int = 20_000) -> float:
     """Microseconds per job spent in the tracing hooks a job with a callback passes through,
     tracing off: what having them costs when nobody traces."""
@@ -357,32 +392,66 @@ def hooks_off_us(rounds: int = 20_000) -> float:
     assert not tracing.is_on()
     fields = {"id": "job-1", "kind": "speech", "model": "mimo-v2.5-tts"}
     headers: dict[str, str] = {}
-
-    class Local:
-        def is_local(self) -> bool:
-            return True
-
-        def url(self, key: str) -> str:
-            return "file:///" + key
-
-    store = Local()
+    store = LocalStore()
     started = time.perf_counter()
     for _ in range(rounds):
         with tracing.producer_span(fields, destination=wire.QUEUE_NAME) as span:
             span.created(True)
-        with tracing.attempt_span("job-1", fields, "speech", destination="q", arq_try=1):
-            tracing.note_try(1)
-            with (
-                tracing.storage_span("write", "k", storage=store),
-                tracing.mimo_call_span("http://127.0.0.1/v1/chat/completions") as call,
-            ):
-                call.answered(200)
-            tracing.note_outcome("succeeded")
-            tracing.current_traceparent()
+        worker_hooks(fields, store)
+        tracing.current_traceparent()
         with tracing.callback_span(None, url="u", delivery_id="d", job_id="j", attempt=1) as cb:
             tracing.add_traceparent(headers, None)
             cb.answered(200)
     return (time.perf_counter() - started) / rounds * 1e6
+
+
+@dataclass
+class HooksOn:
+    """Tracing on, CPU microseconds per job of the worker's hooks for one speech job."""
+
+    spans: int  # per job
+    record_us: float  # making and ending the spans: the thread that runs the job
+    encode_us: float  # OTLP protobuf encoding: the exporter's thread, in the same process
+
+
+def hooks_on(rounds: int = 5_000) -> HooksOn:
+    """The worker's tracing cost per job without Redis, MiMo or the network: its hooks with
+    tracing on (the resource the worker makes, spans kept in memory), then the encoding the
+    OTLP exporter does for them. CPU time of this thread, so other load barely moves it."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from mimoq.core import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=tracing.service_resource("mimoq-bench-worker"))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    fields = {
+        "id": "job-1",
+        "kind": "speech",
+        "model": "mimo-v2.5-tts",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }
+    store = LocalStore()
+    try:
+        for _ in range(rounds // 10):  # warm up: caches, first imports
+            worker_hooks(fields, store)
+        exporter.clear()
+        started = time.thread_time()
+        for _ in range(rounds):
+            worker_hooks(fields, store)
+        record_s = time.thread_time() - started
+        spans = exporter.get_finished_spans()
+        started = time.thread_time()
+        for first in range(0, len(spans), 512):  # the batch processor's default batch
+            encode_spans(spans[first : first + 512]).SerializePartialToString()
+        encode_s = time.thread_time() - started
+    finally:
+        tracing.shutdown()
+    return HooksOn(len(spans) // rounds, record_s / rounds * 1e6, encode_s / rounds * 1e6)
 
 
 def _ms(value: float | None, jobs: int) -> str:
@@ -398,15 +467,15 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
     )
     print(
         f"{'round':<6}{'phase':<10}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
-        f"{'worker CPU':>12}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)"
+        f"{'worker CPU':>12}{'loop CPU':>10}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)"
     )
     ok = True
     for number, results in enumerate(rounds, 1):
         for r in results.values():
             print(
                 f"{number:<6}{r.phase:<10}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
-                f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.redis_cpu_s, n):>11}"
-                f"{_ms(r.sim_cpu_s, n):>9}"
+                f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.loop_cpu_s, n):>10}"
+                f"{_ms(r.redis_cpu_s, n):>11}{_ms(r.sim_cpu_s, n):>9}"
             )
             if r.spans is not None:
                 print(f"      {r.phase}: the OTLP sink received {r.spans} spans")
@@ -428,10 +497,16 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
         for traced in [p for p in results if p.endswith("+otel")]:
             off = results[traced.removesuffix("+otel")]
             on = results[traced]
+            # Where the extra CPU goes: the loop thread records spans, the others export them.
+            loop_ms = (on.loop_cpu_s - off.loop_cpu_s) * 1000 / n
+            other_ms = (
+                ((on.worker_cpu_s - on.loop_cpu_s) - (off.worker_cpu_s - off.loop_cpu_s)) * 1000 / n
+            )
             print(
                 f"round {number}: tracing on / off, {off.phase}: jobs/s "
                 f"{off.window_s / on.window_s:.3f}, enqueue/s {off.enqueue_s / on.enqueue_s:.3f}, "
-                f"worker CPU per job {on.worker_cpu_s / off.worker_cpu_s:.3f}x"
+                f"worker CPU per job {on.worker_cpu_s / off.worker_cpu_s:.3f}x "
+                f"({loop_ms:+.2f} ms loop thread, {other_ms:+.2f} ms other threads)"
             )
     if len(rounds) > 1:
         medians = ", ".join(
@@ -444,13 +519,26 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
         for traced in [p for p in rounds[0] if p.endswith("+otel")]:
             off = traced.removesuffix("+otel")
             ratio = statistics.median(r[off].window_s / r[traced].window_s for r in rounds)
-            print(f"median over {len(rounds)} rounds: tracing on / off, {off}: jobs/s {ratio:.3f}")
+            cpu = statistics.median(r[traced].worker_cpu_s / r[off].worker_cpu_s for r in rounds)
+            print(
+                f"median over {len(rounds)} rounds: tracing on / off, {off}: jobs/s {ratio:.3f}, "
+                f"worker CPU per job {cpu:.3f}x"
+            )
     if args.tracing:
         hooks = hooks_off_us()
         mimoq_rate = statistics.median(args.jobs / r["mimoq"].window_s for r in rounds)
         print(
             f"tracing off: the hooks of one job (with a callback) take {hooks:.1f} us, "
             f"{hooks * mimoq_rate / 1e4:.2f} % of a job's worker time at {mimoq_rate:.0f} jobs/s"
+        )
+        on = hooks_on()
+        off_cpu_ms = statistics.median(r["mimoq"].worker_cpu_s * 1000 / n for r in rounds)
+        total_us = on.record_us + on.encode_us
+        print(
+            f"tracing on: the worker's hooks of one job make {on.spans} spans in "
+            f"{on.record_us:.0f} us CPU and the exporter encodes them in {on.encode_us:.0f} us: "
+            f"{total_us / 10 / off_cpu_ms:.1f} % of the {off_cpu_ms:.2f} ms of worker CPU a job "
+            f"takes with tracing off"
         )
     return ok
 

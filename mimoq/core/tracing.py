@@ -29,8 +29,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from mimoq.core.errors import ConfigurationError
 
@@ -51,7 +57,6 @@ INSTRUMENTATION: Final = "mimoq"
 #: Exporters ``OTEL_TRACES_EXPORTER`` may name.
 EXPORTERS: Final = ("otlp", "console", "none")
 
-_PROPAGATOR: Final = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
 #: The job's own traceparent while an attempt runs: what its callback carries when off.
@@ -117,7 +122,6 @@ def setup_from_env(default_service: str, env: Mapping[str, str] | None = None) -
     if not exporters:
         return False
     try:
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError:  # pragma: no cover - the [otel] extra is not installed
@@ -126,10 +130,7 @@ def setup_from_env(default_service: str, env: Mapping[str, str] | None = None) -
             "pip install 'mimoq[otel]' (or unset OTEL_TRACES_EXPORTER and "
             "OTEL_EXPORTER_OTLP_ENDPOINT)"
         ) from None
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: default_service}))
-    provider = TracerProvider(resource=_hashed_once(resource))
+    provider = TracerProvider(resource=service_resource(default_service))
     for name in exporters:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -139,6 +140,17 @@ def setup_from_env(default_service: str, env: Mapping[str, str] | None = None) -
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     install(provider)
     return True
+
+
+def service_resource(default_service: str) -> Resource:
+    """The process's resource as the SDK reads it from ``OTEL_SERVICE_NAME`` and
+    ``OTEL_RESOURCE_ATTRIBUTES``, named ``default_service`` when they do not name it."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: default_service}))
+    return _hashed_once(resource)
 
 
 def _hashed_once(resource: Resource) -> Resource:
@@ -180,21 +192,33 @@ def shutdown() -> None:
 # --- propagation --------------------------------------------------------------------------
 
 
+# A job carries a traceparent and nothing else of the W3C headers (no tracestate), and
+# TRACEPARENT_PATTERN is stricter than the W3C propagator's parser: the two helpers below read
+# and write the header directly, as the propagator would, without its carrier, getter and
+# second parse on every job.
+
+
 def _context_of(traceparent: str | None) -> otel_context.Context | None:
+    """The context whose current span is the remote parent ``traceparent`` names (None if
+    it is not a valid one): what ``TraceContextTextMapPropagator.extract`` returns for it."""
     if traceparent is None or not valid_traceparent(traceparent):
         return None
-    return _PROPAGATOR.extract({"traceparent": traceparent})
+    parent = SpanContext(
+        trace_id=int(traceparent[3:35], 16),
+        span_id=int(traceparent[36:52], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(traceparent[53:55], 16)),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
 
 
 def current_traceparent() -> str | None:
     """The active span's W3C context (a span of ours, or one the caller's own OpenTelemetry
     set-up made current); with tracing off inside an attempt, the job's own."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    value = carrier.get("traceparent")
-    if value is None and _tracer is None:
-        return _job_traceparent.get()
-    return value
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        return f"00-{current.trace_id:032x}-{current.span_id:016x}-{current.trace_flags:02x}"
+    return _job_traceparent.get() if _tracer is None else None
 
 
 def add_traceparent(headers: MutableMapping[str, str], fallback: str | None) -> None:

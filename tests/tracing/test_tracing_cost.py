@@ -13,6 +13,7 @@ from opentelemetry.sdk import resources
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mimoq.core import tracing
 from tests.tracing.conftest import Spans
@@ -75,8 +76,11 @@ def test_the_exported_resource_is_hashed_once_not_per_span(
         return real_dumps(*args, **kwargs)
 
     monkeypatch.setattr(resources, "dumps", counting_dumps)
-    plain = resources.Resource.create({"service.name": "mimoq-test"})
-    resource = tracing._hashed_once(plain)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    resource = tracing.service_resource("mimoq-test")
+    assert resource.attributes["service.name"] == "mimoq-test"
+    plain = resources.Resource(resource.attributes, resource.schema_url)
     assert resource == plain and hash(resource) == hash(plain)  # the same export groups
 
     exporter = InMemorySpanExporter()
@@ -93,3 +97,25 @@ def test_the_exported_resource_is_hashed_once_not_per_span(
     )
     assert dumped == []
     provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        PARENT,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",  # not sampled
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03",  # random trace id flag
+    ],
+)
+def test_a_traceparent_is_read_and_written_as_the_w3c_propagator_does(traceparent: str) -> None:
+    """mimoq parses and formats the header itself (once per job, no carrier): the context
+    and the header must be the propagator's own."""
+    w3c = TraceContextTextMapPropagator()
+    expected = trace.get_current_span(w3c.extract({"traceparent": traceparent}))
+    with tracing.continued_from(traceparent):
+        assert trace.get_current_span().get_span_context() == expected.get_span_context()
+        assert tracing.current_traceparent() == traceparent
+        carrier: dict[str, str] = {}
+        w3c.inject(carrier)
+        assert carrier == {"traceparent": traceparent}
+    assert tracing.current_traceparent() is None
