@@ -73,13 +73,14 @@ async def finish(
 ) -> JobResult:
     """Record the result (a failure if it cannot be encoded: nothing vanishes), then hand
     the callback, built from what was recorded, to its own delivery job. ``usage`` (what
-    the job adds to its tenant's totals, docs/usage.md) is written on
-    the same round trip as the record."""
+    the job adds to its tenant's totals, docs/usage.md) and the job's count in its run are
+    written on the same round trip as the record."""
     _note_callback(result, callback)
+    run = _run_count(result)
     result = await write_result_safely(
-        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
+        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage, run=run
     )
-    await _after_write(redis, result, callback, settings=settings)
+    await _after_write(redis, result, callback, settings=settings, run=run)
     return result
 
 
@@ -94,14 +95,20 @@ async def finish_unless_cancelled(
     """:func:`finish` for the succeeded or failed result of a job a worker ran, unless its
     cancel came first (docs/cancel.md): then nothing is recorded and None comes back (the
     caller discards the output and records the job as cancelled through :func:`finish`).
-    ``usage`` is written either way."""
+    ``usage`` is written either way; the job's count in its run only with the record, by the
+    same script."""
     _note_callback(result, callback)
+    run = _run_count(result)
     written = await write_result_unless_cancelled(
-        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage
+        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage, run=run
     )
     if written is not None:
-        await _after_write(redis, written, callback, settings=settings)
+        await _after_write(redis, written, callback, settings=settings, run=run)
     return written
+
+
+def _run_count(result: JobResult) -> runs.RunCount | None:
+    return None if result.run is None else runs.RunCount(result.run, result.id)
 
 
 def _note_callback(result: JobResult, callback: Callback | None) -> None:
@@ -112,18 +119,23 @@ def _note_callback(result: JobResult, callback: Callback | None) -> None:
 
 
 async def _after_write(
-    redis: Redis, result: JobResult, callback: Callback | None, *, settings: Settings
+    redis: Redis,
+    result: JobResult,
+    callback: Callback | None,
+    *,
+    settings: Settings,
+    run: runs.RunCount | None,
 ) -> None:
-    """What follows a written record: its callback, the failures list, its run's count."""
+    """What follows a written record (and its run's count, written with it): its callback,
+    the failures list, its run's end."""
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     # no-op unless it failed; for `mimoq inspect`
     await failures.record(redis, result, ttl_s=settings.storage.result_ttl_s)
-    if result.run is not None and await runs.record_finish(
-        redis, result.run, result.id, result.status
-    ):  # this job was the sealed run's last: this caller alone announces its end
-        log.info("run.ended", run=result.run)
-        await run_events.announce_end(redis, result.run, defer_s=settings.callbacks.schedule_s[0])
+    if run is not None and run.ended:
+        # this job was the sealed run's last: this caller alone announces its end
+        log.info("run.ended", run=run.run)
+        await run_events.announce_end(redis, run.run, defer_s=settings.callbacks.schedule_s[0])
 
 
 async def finish_cancelled(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
+from mimoq.core.runs import RUN_PRELUDE, RunCount
 from mimoq.core.usage import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
@@ -28,7 +30,12 @@ async def write_result(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
 
 
 async def write_result_safely(
-    redis: Redis, result: JobResult, *, ttl_s: int, usage: UsageWrite | None = None
+    redis: Redis,
+    result: JobResult,
+    *,
+    ttl_s: int,
+    usage: UsageWrite | None = None,
+    run: RunCount | None = None,
 ) -> JobResult:
     """Write ``result``, or, if it cannot be encoded, a failure result that can; returns
     what was written (the callback body must be built from that).
@@ -38,7 +45,8 @@ async def write_result_safely(
     never be stored and the job would vanish after MiMo was paid. Instead, every string is
     sanitized and the result becomes a failure saying why (a failed one keeps its error);
     the output file, already in storage, stays listed. Redis errors still raise.
-    ``usage`` (the job's usage totals) rides on the same round trip as the write.
+    ``usage`` (the job's usage totals) and ``run`` (its count in its run) ride on the same
+    round trip as the write.
     """
     result, text = _encodable(result)
     # One round trip: the record, then the news of it (a message nobody hears costs nothing;
@@ -46,43 +54,66 @@ async def write_result_safely(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(wire.result_key(result.id), text, ex=ttl_s)
         pipe.publish(wire.done_channel(result.id), result.status)
+        if run is not None:
+            run.queue(pipe, result.status)
         counted = usage is not None and usage.queue(pipe)
         written, published, *rest = await pipe.execute(raise_on_error=False)
     if isinstance(written, Exception):
         raise written
     if isinstance(published, Exception):  # e.g. an ACL without the channel: waiters poll
         log.warning("result.publish_failed", job_id=result.id, error=type(published).__name__)
+    if run is not None:
+        await run.settle(redis, rest.pop(0), result.status)
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
     return result
 
 
 async def write_result_unless_cancelled(
-    redis: Redis, result: JobResult, *, ttl_s: int, usage: UsageWrite | None = None
+    redis: Redis,
+    result: JobResult,
+    *,
+    ttl_s: int,
+    usage: UsageWrite | None = None,
+    run: RunCount | None = None,
 ) -> JobResult | None:
     """:func:`write_result_safely` for the result of a job a worker ran, made atomic with
     cancel.lua (``result_unless_cancelled.lua``): None, and nothing written, when the job's
     cancel marker says it was cancelled first — its cancel answered "in flight", so the
     caller records it as cancelled instead. The marker check is folded into the write: no
-    extra command. ``usage`` is written either way (the call was made)."""
+    extra command, and so is ``run``, the job's count in its run (when written). ``usage`` is
+    written either way (the call was made)."""
     result, text = _encodable(result)
-    script = scripts.named("result_unless_cancelled")
+    script = _unless_cancelled()
     keys = [wire.result_key(result.id), wire.cancel_key(result.id)]
     args = [text, str(ttl_s), wire.done_channel(result.id), result.status]
+    if run is not None:
+        keys += run.keys()
+        args += [run.run, run.job_id, run.at]
     # A bare EVALSHA on the pipeline (a registered script there would cost a SCRIPT EXISTS
     # round trip first); after NOSCRIPT the write alone runs again, loading it.
     async with redis.pipeline(transaction=False) as pipe:
         script.queue(pipe, keys, args)
         counted = usage is not None and usage.queue(pipe)
         written, *rest = await pipe.execute(raise_on_error=False)
-    written = await script.settle(redis, written, keys, args)
+    written, counted_in_run = await script.settle(redis, written, keys, args)
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
+    if run is not None:
+        run.note(counted_in_run)
     if int(written) == 0:
         return None
     if int(written) == 2:  # e.g. an ACL without the channel: waiters poll
         log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
     return result
+
+
+@cache
+def _unless_cancelled() -> scripts.LuaScript:
+    # after the run scripts' prelude: it counts the job in its run in the same call
+    return scripts.LuaScript(
+        scripts.source(RUN_PRELUDE) + scripts.source("result_unless_cancelled")
+    )
 
 
 def _encodable(result: JobResult) -> tuple[JobResult, str]:

@@ -5,8 +5,9 @@ jobs a producer tags with the same ``run`` field. Everything is O(1) per job:
 
 - enqueue.lua counts a job into ``mimoq:run:<run>`` (``total``, ``model:<model>``) and adds
   its id to ``mimoq:run:<run>:pending``;
-- the one finish path (``mimoq.worker.runner.finish``, for cancels too) calls
-  :func:`record_finish`, which takes the id out of the index and counts its status, once;
+- the one finish path (``mimoq.core.finish``, for cancels too) counts a finished job with
+  its result write, in the same round trip (:class:`RunCount`; the worker's write, in the
+  same script): the id leaves the index and its status is counted, once;
 - a producer that has enqueued all of a run's jobs *seals* it (:func:`seal`). A sealed run
   whose index is empty has ended; exactly one caller (a finish or the seal) is told so, by
   ``HSETNX ended_at`` inside the same script, and announces it (``batch.completed``).
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from mimoq.core import scripts, wire
 
@@ -31,28 +33,58 @@ _KEEP_MS: Final = 8 * 86_400_000
 # The run scripts (mimoq/core/scripts/run_*.lua); all but begin share the prelude
 # run_end_if_done.lua (end the run if it is sealed and nothing of it is left).
 # Each built and hashed once per process (scripts.LuaScript).
-_END_IF_DONE: Final = "run_end_if_done"
+#: The run scripts' prelude, which result_unless_cancelled.lua runs after too.
+RUN_PRELUDE: Final = "run_end_if_done"
 #: KEYS: run, pending, active runs. ARGV: run, job id, status, now.
 #: 0: not counted (counted before, or the run is gone); 1: counted; 2: counted, and the run
 #: ended with it (this caller announces the end).
-_FINISH: Final = scripts.LuaScript(scripts.source(_END_IF_DONE) + scripts.source("run_finish"))
+_FINISH: Final = scripts.LuaScript(scripts.source(RUN_PRELUDE) + scripts.source("run_finish"))
 #: KEYS: run, pending, active runs. ARGV: run, now. 1 when sealing ended the run.
-_SEAL: Final = scripts.LuaScript(scripts.source(_END_IF_DONE) + scripts.source("run_seal"))
+_SEAL: Final = scripts.LuaScript(scripts.source(RUN_PRELUDE) + scripts.source("run_seal"))
 #: KEYS: run, pending, active runs. ARGV: run, now, tenant, priority, callback JSON or "",
 #: keep ms (see run_begin.lua).
 _BEGIN: Final = scripts.LuaScript(scripts.source("run_begin"))
 #: As _FINISH for many jobs at once (see run_finish_many.lua).
 _FINISH_MANY: Final = scripts.LuaScript(
-    scripts.source(_END_IF_DONE) + scripts.source("run_finish_many")
+    scripts.source(RUN_PRELUDE) + scripts.source("run_finish_many")
 )
 #: A cancelled run takes no more jobs (see run_cancelling.lua).
 _CANCELLING: Final = scripts.LuaScript(
-    scripts.source(_END_IF_DONE) + scripts.source("run_cancelling")
+    scripts.source(RUN_PRELUDE) + scripts.source("run_cancelling")
 )
 
 
 def _keys(run: str) -> list[str]:
     return [wire.run_key(run), wire.run_pending_key(run), wire.RUNS_ACTIVE_KEY]
+
+
+@dataclass
+class RunCount:
+    """A finished job's count in its run, riding on its result write (core/results.py)
+    instead of a round trip of its own; ``ended`` once settled: the job was the sealed
+    run's last, and this caller alone announces the end."""
+
+    run: str
+    job_id: str
+    at: str = field(default_factory=lambda: _now())
+    ended: bool = False
+
+    def keys(self) -> list[str]:
+        return _keys(self.run)
+
+    def args(self, status: str) -> list[str]:
+        """``count_finish``'s arguments after the run's keys (run_end_if_done.lua)."""
+        return [self.run, self.job_id, status, self.at]
+
+    def queue(self, pipe: Pipeline, status: str) -> None:
+        _FINISH.queue(pipe, self.keys(), self.args(status))
+
+    async def settle(self, redis: Redis, reply: Any, status: str) -> None:
+        self.note(await _FINISH.settle(redis, reply, self.keys(), self.args(status)))
+
+    def note(self, counted: Any) -> None:
+        """``count_finish``'s answer: 2 when the run ended with this job."""
+        self.ended = int(counted) == 2
 
 
 def _now() -> str:

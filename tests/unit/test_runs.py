@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import structlog
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
@@ -16,7 +17,8 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult, check_run_name, parse_job
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.worker.runner import finish
+from mimoq.worker.runner import finish, finish_unless_cancelled
+from tests.conftest import RedisServer
 
 
 async def enqueue(redis: ArqRedis, job_id: str, job: dict[str, object]) -> object:
@@ -160,3 +162,38 @@ async def test_a_run_whose_record_expired_leaves_the_active_list(backend: ArqRed
     assert await runs.active_runs(backend) == []
     assert await backend.zcard(wire.RUNS_ACTIVE_KEY) == 0
     assert await runs.read_run(backend, "nope") is None
+
+
+async def test_the_workers_write_counts_its_run_in_the_same_script_call(
+    redis_server: RedisServer,
+) -> None:
+    """A job of a run costs its run no round trip of its own: the result script counts it,
+    ends the sealed run with its last job, and counts nothing when the cancel came first."""
+    redis = ArqRedis.from_url(redis_server.url)
+    try:
+        await redis.flushall()
+        for job_id in ("j0", "j1"):
+            await enqueue(redis, job_id, speech())
+        await runs.seal(redis, "r1")
+        await redis.set(wire.cancel_key("j1"), "cancelled")  # its cancel came first
+        # the script loaded: the count below is the writes' alone
+        await finish_unless_cancelled(redis, _result("w", run=None), None, settings=Settings())
+        await redis.config_resetstat()
+        with structlog.testing.capture_logs() as logs:
+            written = await finish_unless_cancelled(redis, _result("j0"), None, settings=Settings())
+            refused = await finish_unless_cancelled(redis, _result("j1"), None, settings=Settings())
+        stats = await redis.info("commandstats")
+        assert written is not None and refused is None
+        # one script call per write: the run's count rode on the first
+        assert stats["cmdstat_evalsha"]["calls"] == 2
+        record = await runs.read_run(redis, "r1")
+        assert record is not None and (record.succeeded, record.unfinished) == (1, 1)
+        assert record.ended_at is None and not [e for e in logs if e["event"] == "run.ended"]
+        # the cancelled job is recorded as such through finish: the run ends with it
+        with structlog.testing.capture_logs() as logs:
+            await finish(redis, _result("j1", "cancelled"), None, settings=Settings())
+        record = await runs.read_run(redis, "r1")
+        assert record is not None and record.cancelled == 1 and record.ended_at is not None
+        assert [e["run"] for e in logs if e["event"] == "run.ended"] == ["r1"]
+    finally:
+        await redis.aclose()

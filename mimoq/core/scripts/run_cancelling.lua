@@ -6,4 +6,4 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'ended_a
 end
 redis.call('HSETNX', KEYS[1], 'cancelling_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'sealed', '1')
-return end_if_done(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return end_if_done(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
