@@ -44,6 +44,11 @@ _KEEP_S: Final = {HOUR_S: 8 * DAY_S, DAY_S: 400 * DAY_S}
 HOURLY_UP_TO_S: Final = 7 * DAY_S
 #: The row of a tenant's total over its models (UsageTable), summed when read.
 ALL_MODELS_ROW: Final = "*"
+#: Metrics that are sums of others: summed when read, never written (one HINCRBYFLOAT less
+#: per window for every job with audio).
+DERIVED: Final = {"audio_s": ("audio_in_s", "audio_out_s")}
+#: metric written -> the derived metrics it adds to
+_ADDS_TO: Final = {part: name for name, parts in DERIVED.items() for part in parts}
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,11 @@ def _keep_s(window_s: int) -> int:
 def _call(entry: UsageEntry, windows: Iterable[int], now: float) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of the script call that adds ``entry`` to each window holding ``now``
     (no KEYS: nothing to add)."""
-    add = {m: float(v) for m, v in entry.amounts.items() if v > 0 and m in USAGE_METRICS}
+    add = {
+        m: float(v)
+        for m, v in entry.amounts.items()
+        if v > 0 and m in USAGE_METRICS and m not in DERIVED
+    }
     if not add:
         return [], []
     windows = sorted(set(windows))
@@ -132,12 +141,14 @@ class UsageTable:
     def add(self, field_name: str, value: float) -> None:
         tenant, _, rest = field_name.partition("|")
         model, _, metric = rest.rpartition("|")
-        # a stored "*" field is a total older workers wrote per job: it is summed here instead
-        if metric not in USAGE_METRICS or not model or model == ALL_MODELS_ROW:
+        # a stored "*" or derived field is one older workers wrote per job: summed here instead
+        if metric not in USAGE_METRICS or metric in DERIVED or not model or model == ALL_MODELS_ROW:
             return
         for name in (model, ALL_MODELS_ROW):
             row = self.rows.setdefault((tenant, name), dict.fromkeys(USAGE_METRICS, 0.0))
             row[metric] = row[metric] + value
+            if metric in _ADDS_TO:
+                row[_ADDS_TO[metric]] += value
 
     def to_list(self, *, totals: bool = False) -> list[dict[str, Any]]:
         """Rows sorted by tenant and model; ``totals`` keeps the per-tenant ``*`` rows."""
@@ -177,15 +188,16 @@ async def read_window_totals(
     redis: Redis, tenants: Iterable[str | None], limits: TenantLimits, now: float
 ) -> dict[str, dict[tuple[str, int], float]]:
     """Each tenant's totals in the current window of each of its limits:
-    tenant -> (metric, window_s) -> amount, each the sum of the tenant's models (one HMGET
-    per limit). One round trip."""
+    tenant -> (metric, window_s) -> amount, each the sum of the tenant's models (and of a
+    derived metric's parts): one HMGET per limit. One round trip."""
     asks: list[tuple[str, str, int]] = []
     async with redis.pipeline(transaction=False) as pipe:
         for tenant in tenants:
             name = tenant or NO_TENANT
             for limit in limits.for_tenant(tenant):
                 key = wire.usage_key(limit.window_s, window_start(now, limit.window_s))
-                pipe.hmget(key, [f"{name}|{model}|{limit.metric}" for model in dc.ALL_MODELS])
+                parts = DERIVED.get(limit.metric, (limit.metric,))
+                pipe.hmget(key, [f"{name}|{m}|{p}" for m in dc.ALL_MODELS for p in parts])
                 asks.append((name, limit.metric, limit.window_s))
         replies = await pipe.execute() if asks else []
     out: dict[str, dict[tuple[str, int], float]] = {}

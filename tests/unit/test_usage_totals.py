@@ -58,11 +58,25 @@ async def test_a_job_writes_only_its_own_fields_and_totals_are_summed_when_read(
     await record(backend, UsageEntry("alpha", TTS, {"requests": 1, "chars": 0}), WINDOWS, T0)
     await record(backend, UsageEntry("alpha", ASR, {"requests": 2}), WINDOWS, T0)
     fields = await backend.hgetall(wire.usage_key(HOUR_S, int(T0)))
-    assert fields == {b"alpha|mimo-v2.5-tts|requests": b"1", b"alpha|mimo-v2.5-asr|requests": b"2"}
+    assert fields == {
+        b"alpha|mimo-v2.5-tts|requests": b"1",
+        b"alpha|mimo-v2.5-asr|requests": b"2",
+    }
     limits = parse_tenant_limits("alpha:requests=5/1h")
     assert await read_window_totals(backend, ["alpha"], limits, T0) == {
         "alpha": {("requests", HOUR_S): 3.0}
     }
+    # audio_s is the sum of audio in and out: summed when read, for reports and limits
+    both = {"requests": 1, "audio_in_s": 1.5, "audio_out_s": 2.0, "audio_s": 3.5}
+    await record(backend, UsageEntry("gamma", TTS, both), WINDOWS, T0)
+    gamma = await backend.hgetall(wire.usage_key(HOUR_S, int(T0)))
+    assert not [f for f in gamma if f.endswith(b"|audio_s")]
+    audio = await read_window_totals(
+        backend, ["gamma"], parse_tenant_limits("gamma:audio_s=9/1h"), T0
+    )
+    assert audio == {"gamma": {("audio_s", HOUR_S): 3.5}}
+    rows = (await read_span(backend, since_s=HOUR_S, now=T0 + 1)).rows
+    assert rows[("gamma", TTS)]["audio_s"] == rows[("gamma", "*")]["audio_s"] == 3.5
     # a window an older worker wrote holds its own "*" total too: it is not counted twice
     await backend.hset(wire.usage_key(HOUR_S, int(T0)), "alpha|*|requests", "3")
     table = await read_span(backend, since_s=HOUR_S, now=T0 + 1)
