@@ -32,12 +32,14 @@ from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-#: Measured on the shared 2-core host: 156-204 commands (4 runs) for the job below (the
+#: Measured on the shared 2-core host: 123-140 commands (6 runs) for the job below (the
 #: enqueue, one pick, one grant, the result, the callback job and its delivery, plus the
-#: worker's polls meanwhile). The budget leaves room for a few more idle polls on a loaded
-#: host, not for a new per-job round trip pattern.
-MEASURED_COMMANDS = 204
-COMMAND_BUDGET = 260
+#: worker's polls meanwhile; the high one counted the warm-up job's last usage write). It
+#: was 156-204 before usage stopped writing per-tenant totals and audio_s (issue #22). The
+#: budget leaves ~15 % for a few more idle polls on a loaded host, not for a new per-job
+#: round trip pattern.
+MEASURED_COMMANDS = 140
+COMMAND_BUDGET = 160
 #: Commands the test itself sends; not part of what the job costs.
 #: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
 OWN = frozenset({"info", "config|resetstat", "config", "ping", "client|setinfo", "hello", "type"})
