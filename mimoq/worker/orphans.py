@@ -43,9 +43,9 @@ log = structlog.get_logger("mimoq.orphans")
 _MISSED_BEATS: Final = 2.0
 _ZERO_SCORE_BATCH: Final = 100
 
-# Compare-and-delete: drop an entry only while it still names this worker.
+# Compare-and-delete: drop an entry only while it still names this worker. Run as finished
+# jobs leave (about once per job): by EVALSHA, not EVAL, which sends and hashes the source.
 # KEYS[1] mimoq:inflight  ARGV[1] worker id, ARGV[2..] job ids
-_FORGET_LUA: Final = scripts.source("orphans_forget")
 
 # Hand one dead worker's job back, if everything still says it should be.
 # KEYS[1] mimoq:inflight  KEYS[2] the owner's heartbeat  KEYS[3] arq:in-progress:<id>
@@ -118,12 +118,19 @@ class OrphanWatch:
         added, gone = running - self._recorded, self._recorded - running
         if not added and not gone:
             return
+        forget = scripts.named("orphans_forget")
+        keys, args = [wire.INFLIGHT_KEY], [self.worker_id, *gone]
         async with redis.pipeline(transaction=False) as pipe:
             if added:
                 pipe.hset(wire.INFLIGHT_KEY, mapping=dict.fromkeys(added, self.worker_id))
             if gone:
-                pipe.eval(_FORGET_LUA, 1, wire.INFLIGHT_KEY, self.worker_id, *gone)
-            await pipe.execute()
+                forget.queue(pipe, keys, args)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[: 1 if added else 0]:
+            if isinstance(reply, Exception):
+                raise reply
+        if gone:
+            await forget.settle(redis, replies[-1], keys, args)
         self._recorded = running
 
     async def sweep(self, redis: Redis) -> int:

@@ -88,6 +88,7 @@ async def test_a_worker_records_and_forgets_only_its_own_jobs(redis: ArqRedis) -
     await watch.tick(redis, ["a", "b"])
     assert await redis.hgetall(wire.INFLIGHT_KEY) == {b"a": b"me", b"b": b"me"}
     await redis.hset(wire.INFLIGHT_KEY, "b", "other")  # b was re-run by another worker
+    await redis.script_flush()  # Redis restarted: the forget script is loaded again
 
     await watch.tick(redis, [])
 
