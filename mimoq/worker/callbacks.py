@@ -297,7 +297,11 @@ async def _mark_delivered(redis: Redis, settings: Settings, ended: Delivery, att
             status=CallbackStatus.delivered, delivery_id=ended.delivery_id, attempts=attempts
         ),
     )
-    await deadletters.remove(redis, ended.delivery_id)
+    # Only a replay can have a dead letter to drop (a dead-lettered delivery has ended: its
+    # job run again is skipped, and only ``replay`` sends it again, counting ``replays``):
+    # a first delivery spares the two commands and the round trip.
+    if ended.replays:
+        await deadletters.remove(redis, ended.delivery_id)
 
 
 async def _traced_attempt(
