@@ -5,14 +5,13 @@ Built where the job is known (the runner), written with its result (``runner.fin
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.core.dialect import usage_tokens
-from mimoq.core.jobs import TENANT_PATTERN, AudioOutput, SpeechJob, TranscriptionJob
+from mimoq.core.jobs import AudioOutput, SpeechJob, TranscriptionJob, salvage_owner
 from mimoq.core.settings import Settings
 from mimoq.core.usage import UsageEntry, UsageWrite
 from mimoq.worker import metrics
@@ -43,9 +42,7 @@ def failed(raw: Any, job: SpeechJob | TranscriptionJob | None, kind: str | None)
         return UsageEntry(job.tenant, job.model, {"failed": 1.0})
     # a job that did not validate: only names that are valid become hash fields
     fields = raw if isinstance(raw, dict) else {}
-    tenant = fields.get("tenant")
-    if not isinstance(tenant, str) or not re.match(TENANT_PATTERN, tenant):
-        tenant = None
+    tenant, _lane = salvage_owner(fields)
     model = fields.get("model")
     if model not in dc.ALL_MODELS:
         kind = kind or fields.get("kind")

@@ -51,6 +51,15 @@ def test_a_long_jobs_own_record_adds_no_call_and_a_failure_counts_once() -> None
     assert (failed.tenant, failed.model, dict(failed.amounts)) == (None, TTS, {"failed": 1.0})
 
 
+@pytest.mark.parametrize("tenant", ["alpha\n", "-alpha", "a" * 65, 7])
+def test_a_failed_job_counts_only_a_tenant_name_the_job_contract_allows(tenant: object) -> None:
+    # the same rule as its result record's tenant (jobs.salvage_owner): a name with a
+    # trailing newline once passed (re.match with ``$``) into a hash field and a label
+    failed = tenant_usage.failed({"tenant": tenant}, None, "speech")
+    assert failed.tenant is None
+    assert tenant_usage.failed({"tenant": "alpha"}, None, "speech").tenant == "alpha"
+
+
 def test_tenant_labels_are_capped_as_for_the_other_tenant_metrics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
