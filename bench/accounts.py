@@ -54,7 +54,7 @@ from mimoq.core.logs import configure
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.worker.accounts.breaker import PAUSED_SET, state_key
-from mimoq.worker.app import build_worker, drain_and_close
+from mimoq.worker.arq_worker import build_worker, drain_and_close
 
 KEYS = ("sk-bench-account-one-0001", "sk-bench-account-two-0002")
 PROBE_BASE_S, PROBE_MAX_S = 0.5, 2.0

@@ -147,7 +147,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
     if phase == "bare":
         return bare_worker(args)
     from mimoq.core.logs import configure
-    from mimoq.worker.app import build_worker
+    from mimoq.worker.arq_worker import build_worker
 
     configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
     if phase.endswith("+otel"):  # the OTEL_* variables are in this child's environment
@@ -158,7 +158,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
 
 
 async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
-    from mimoq.worker.app import drain_and_close
+    from mimoq.worker.arq_worker import drain_and_close
 
     worker = build(phase, args)
     expected = args.jobs * (2 if "+cb" in phase else 1)

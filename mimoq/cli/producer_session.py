@@ -15,7 +15,7 @@ from mimoq.core.keypool import has_key, no_key_error, usable_pool
 from mimoq.core.objstore import open_storage
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.worker.app import MimoqWorker, build_worker, drain_and_close
+from mimoq.worker.arq_worker import MimoqWorker, build_worker, drain_and_close
 
 
 async def _nothing_to_stop(grace_s: float) -> None:

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.cli.producer_session import require_key
-    from mimoq.worker.app import build_worker
+    from mimoq.worker.arq_worker import build_worker
 
     if args.concurrency is not None:
         settings = settings.updated(concurrency=args.concurrency)

@@ -58,7 +58,7 @@ def in_progress_ttl_s(job_timeout_s: float) -> float:
 
 # --- 5. overridden worker methods ----------------------------------------------------------
 #: (``_poll_iteration``: mimoq also gives back ``job_counter`` and ``sem`` when a lost
-#: connection interrupts ``start_jobs`` mid-WATCH; see worker/app.py.)
+#: connection interrupts ``start_jobs`` mid-WATCH; see worker/arq_worker.py.)
 OVERRIDDEN_WORKER_METHODS: Final = (
     "main",
     "heart_beat",

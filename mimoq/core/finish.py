@@ -1,6 +1,6 @@
 """The one finish path: every terminal result record (succeeded, failed, cancelled) is written here.
 
-The worker's runner, arq's own failures (worker/app.py) and a cancel (producer/cancel.py)
+The worker's runner, arq's own failures (worker/arq_worker.py) and a cancel (producer/cancel.py)
 all end a job through :func:`finish`, so whatever must happen once per finished job (the
 record, the callback, the recent-failures list; per-run and per-tenant counters hook here)
 happens the same way whoever ended it. It lives in core because producers end jobs too.

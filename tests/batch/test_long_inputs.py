@@ -23,7 +23,7 @@ from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.plan import child_id
 from mimoq.producer.client import Producer
 from mimoq.sim.server import RunningSim
-from mimoq.worker.app import MimoqWorker
+from mimoq.worker.arq_worker import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings

@@ -22,7 +22,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.server import RunningSim
-from mimoq.worker.app import MimoqWorker
+from mimoq.worker.arq_worker import MimoqWorker
 from tests.batch.conftest import batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings

@@ -16,7 +16,7 @@ from mimoq.core.jobs import AudioOutput, JobResult
 from mimoq.core.results import read_result, write_result_safely
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.worker.app import MimoqWorker
+from mimoq.worker.arq_worker import MimoqWorker
 from tests.e2e.conftest import WEBHOOK_SECRET, running_worker
 from tests.support.receiver import Receiver
 

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from mimoq.core import wire
 from mimoq.core.settings import Settings
-from mimoq.worker.app import build_worker
+from mimoq.worker.arq_worker import build_worker
 from tests.conftest import RedisServer, start_redis_server
 
 pytestmark = [pytest.mark.redis]

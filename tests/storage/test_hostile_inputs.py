@@ -18,7 +18,7 @@ from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.server import RunningSim
-from mimoq.worker.app import MimoqWorker
+from mimoq.worker.arq_worker import MimoqWorker
 from tests.e2e.test_pipeline import speech_wav
 from tests.support.cli import clean_env, mimoq
 

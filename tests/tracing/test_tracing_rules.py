@@ -122,7 +122,7 @@ def test_off_the_sdk_is_never_imported_and_helpers_build_nothing() -> None:
     code = """
 import sys
 from mimoq.core import tracing
-import mimoq.cli, mimoq.worker.app, mimoq.producer.client, mimoq.http.app
+import mimoq.cli, mimoq.worker.arq_worker, mimoq.producer.client, mimoq.http.app
 assert not tracing.setup_from_env("mimoq-test", env={})
 with tracing.producer_span({"id": "j"}, destination="q") as enq:
     assert enq.traceparent is None and enq.span is None

@@ -107,7 +107,7 @@ async def test_in_progress_keys_live_for_the_job_timeout_plus_arqs_margin() -> N
 
 @pytest.mark.parametrize("name", arq_compat.OVERRIDDEN_WORKER_METHODS)
 def test_overridden_worker_methods_exist_with_the_signatures_we_override(name: str) -> None:
-    from mimoq.worker.app import MimoqWorker
+    from mimoq.worker.arq_worker import MimoqWorker
 
     theirs = inspect.signature(getattr(Worker, name))
     ours = inspect.signature(getattr(MimoqWorker, name))

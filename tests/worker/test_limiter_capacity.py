@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.core.settings import Settings
-from mimoq.worker.app import _shutdown, _startup
+from mimoq.worker.arq_worker import _shutdown, _startup
 from mimoq.worker.capacity import capacity_warning
 from mimoq.worker.heartbeat import WorkerBeat
 from mimoq.worker.limiter import LimiterSnapshot, RedisLimiter
