@@ -88,7 +88,7 @@ def _receiver(inbox: _Inbox) -> Iterator[str]:
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.sim.config import SimConfig
-    from mimoq.sim.server import start_in_thread
+    from mimoq.sim.sim_server import start_in_thread
 
     data_dir = args.data_dir or Path(settings.storage.data_dir) / "demo"
     secret = "whsec_" + b64encode(secrets.token_bytes(24)).decode()

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from mimoq.core.settings import Settings
 from mimoq.sim.config import SimConfig
-from mimoq.sim.server import RunningSim, start_in_thread
+from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer
 
 

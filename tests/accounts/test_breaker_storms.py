@@ -19,7 +19,7 @@ from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.accounts import AccountState
 from mimoq.sim.config import SimConfig
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.accounts.breaker import PAUSED_SET, state_key
 from tests.accounts.conftest import simulator
 from tests.conftest import RedisServer

@@ -17,7 +17,7 @@ import pytest
 
 from mimoq.producer.batch import BatchOptions, SourceKind, legacy_job_id, plan
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.batch.conftest import add_fault, batch_env
 from tests.batch.test_batch_e2e import asr_requests, journaled, report
 from tests.e2e.test_pipeline import speech_wav

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.batch.conftest import add_fault, batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav

@@ -22,7 +22,7 @@ from mimoq.producer.batch import PlannedItem
 from mimoq.producer.batch_run import BatchRunner
 from mimoq.producer.batch_state import RunFiles
 from mimoq.producer.client import Enqueued, Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.batch.conftest import batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav

@@ -22,7 +22,7 @@ from mimoq.core.settings import Settings
 from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.plan import child_id
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.arq_worker import MimoqWorker
 from tests.batch.conftest import add_fault, sim_stats
 from tests.conftest import RedisServer

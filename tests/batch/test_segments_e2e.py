@@ -21,7 +21,7 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.arq_worker import MimoqWorker
 from tests.batch.conftest import batch_env, sim_stats
 from tests.conftest import RedisServer

@@ -18,7 +18,7 @@ from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import TenantLimits
 from mimoq.core.usage import usage_report
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.run_progress import read_progress
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import e2e_settings, running_worker

@@ -21,7 +21,7 @@ from mimoq.core.settings import Settings
 from mimoq.producer.cancel import CancelStatus, cancel_jobs, cancel_tenant
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import WEBHOOK_SECRET, e2e_settings, running_worker
 from tests.support.cli import clean_env, mimoq

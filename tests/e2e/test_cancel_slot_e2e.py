@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.producer.cancel import CancelStatus
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
 from tests.support.cli import clean_env, mimoq

@@ -24,7 +24,7 @@ from mimoq.core import wire
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import e2e_settings, running_worker
 from tests.support.polling import eventually

@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
 from tests.support.polling import eventually

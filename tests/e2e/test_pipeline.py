@@ -25,7 +25,7 @@ from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.arq_worker import MimoqWorker
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, e2e_settings, running_worker
 from tests.support.receiver import Receiver, Request

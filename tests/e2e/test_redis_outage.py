@@ -16,7 +16,7 @@ from mimoq.core import wire
 from mimoq.core.redis_retry import client_options
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import start_redis_server
 from tests.e2e.conftest import API_KEY, e2e_settings
 

@@ -13,7 +13,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.core import runs, wire
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.run_progress import read_progress
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker

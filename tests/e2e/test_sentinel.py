@@ -22,7 +22,7 @@ from mimoq.core.connections import connect
 from mimoq.core.sentinel import SentinelTarget, parse
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import free_port
 from tests.e2e.conftest import API_KEY, e2e_settings
 

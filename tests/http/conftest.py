@@ -17,7 +17,7 @@ import pytest
 import redis as sync_redis
 
 from mimoq.sim.config import SimConfig
-from mimoq.sim.server import RunningSim, start_in_thread
+from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer, free_port
 from tests.support.cli import clean_env, mimoq_args
 from tests.support.polling import wait_until

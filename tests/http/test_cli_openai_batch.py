@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.http.conftest import API_KEY, wav_bytes
 from tests.support.cli import clean_env, mimoq
 

@@ -14,7 +14,7 @@ from mimoq.core import wire
 from mimoq.core.results import read_result
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings
 from tests.ops.test_shutdown import spawn  # noqa: F401  (the worker-process fixture)

@@ -25,7 +25,7 @@ from mimoq.core.logs import REDACTED
 from mimoq.core.results import job_status, read_result
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET, e2e_settings, running_worker
 from tests.support.polling import eventually

@@ -23,7 +23,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.producer.client import Producer
 from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker import metrics
 from mimoq.worker.call_latency import CALL_LATENCIES
 from tests.conftest import RedisServer

@@ -16,7 +16,7 @@ import pytest
 
 from mimoq.core import dialect_constants as dc
 from mimoq.sim import SimConfig
-from mimoq.sim.server import RunningSim, run_sim, start_in_thread
+from mimoq.sim.sim_server import RunningSim, run_sim, start_in_thread
 from tests.simulator.sim_helpers import asr, data_uri, tts
 
 

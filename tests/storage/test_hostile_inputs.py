@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.arq_worker import MimoqWorker
 from tests.e2e.test_pipeline import speech_wav
 from tests.support.cli import clean_env, mimoq

@@ -12,7 +12,7 @@ import obstore
 import pytest
 
 from mimoq.core.remote import object_location
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.batch.conftest import batch_env, sim_stats
 from tests.conftest import RedisServer
 from tests.e2e.test_pipeline import speech_wav

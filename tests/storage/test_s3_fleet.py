@@ -30,7 +30,7 @@ from mimoq.core.objstore import open_storage
 from mimoq.core.remote import object_location
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, e2e_settings
 from tests.e2e.test_pipeline import speech_wav

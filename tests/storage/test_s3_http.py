@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from mimoq.core.remote import object_location
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY
 from tests.http.conftest import (

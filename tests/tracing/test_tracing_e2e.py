@@ -18,7 +18,7 @@ import pytest
 from mimoq.core.audio import WavFormat
 from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET
 from tests.http.conftest import ALICE, stack_env, start_server, start_worker, stop

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from mimoq.core import wire
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.e2e.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support.polling import eventually
 from tests.support.receiver import Receiver, Request
