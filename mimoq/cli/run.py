@@ -51,7 +51,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sim(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.sim.config import config_from_args
-    from mimoq.sim.sim_server import serve
+    from mimoq.sim.sim_server import serve_sim
 
-    serve(config_from_args(args), args.host, args.port)
+    serve_sim(config_from_args(args), args.host, args.port)
     return 0

@@ -161,7 +161,7 @@ async def run_sim(
         await asyncio.to_thread(sim.stop)
 
 
-def serve(config: SimConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+def serve_sim(config: SimConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve in the foreground until interrupted (what ``mimoq sim`` runs)."""
     server = uvicorn.Server(_uvicorn_config(create_app(config), host, port, embedded=False))
     _quiet_disconnects()

@@ -32,7 +32,7 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # still to rename
     "Outcome", "Piece", "cancel_run", "check_key", "classify", "desired_workers", "failed",
     "get", "iter_frames", "mp3_duration_s", "output_key", "page", "parse_retry_after",
-    "record", "replay", "serve", "shutdown", "speech", "succeeded", "transcription_body",
+    "record", "replay", "shutdown", "speech", "succeeded", "transcription_body",
     "worker_state",
 })  # fmt: skip
 
