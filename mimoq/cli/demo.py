@@ -87,7 +87,7 @@ def _receiver(inbox: _Inbox) -> Iterator[str]:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from mimoq.sim.config import SimConfig
+    from mimoq.sim.sim_config import SimConfig
     from mimoq.sim.sim_server import start_in_thread
 
     data_dir = args.data_dir or Path(settings.storage.data_dir) / "demo"

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     worker.set_defaults(func=_worker, log_level="INFO")
 
-    from mimoq.sim.config import add_arguments
+    from mimoq.sim.sim_config import add_arguments
 
     sim = sub.add_parser("sim", help="serve the MiMo simulator on loopback (no key needed)")
     sim.add_argument("--host", default="127.0.0.1")
@@ -50,7 +50,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sim(args: argparse.Namespace, settings: Settings) -> int:
-    from mimoq.sim.config import config_from_args
+    from mimoq.sim.sim_config import config_from_args
     from mimoq.sim.sim_server import serve_sim
 
     serve_sim(config_from_args(args), args.host, args.port)

@@ -3,9 +3,9 @@
 It follows docs/mimo-dialect.md.
 """
 
-from mimoq.sim.config import SimConfig
 from mimoq.sim.faults import EmptyAudio, ErrorBodyStyle, Fault, FaultKind
 from mimoq.sim.sim_app import SimApp, SimulatedDisconnectError, create_app
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.state import SimState
 
 __all__ = [

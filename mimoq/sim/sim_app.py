@@ -20,9 +20,9 @@ from mimoq.sim import bodies
 from mimoq.sim.accounts import EVERY_ACCOUNT, AccountState, Denied, SimAccounts
 from mimoq.sim.audio_gen import iter_base64, plan_speech
 from mimoq.sim.audio_read import hear
-from mimoq.sim.config import SimConfig
 from mimoq.sim.faults import ErrorBodyStyle, Fault, FaultKind, parse_faults
 from mimoq.sim.quota import SimQuota
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.state import SimState
 from mimoq.sim.validate import (
     OutputFormat,

@@ -15,8 +15,8 @@ from typing import Final
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from mimoq.sim.config import DEFAULT_HOST, DEFAULT_PORT, SimConfig
 from mimoq.sim.sim_app import SimApp, SimulatedDisconnectError, create_app
+from mimoq.sim.sim_config import DEFAULT_HOST, DEFAULT_PORT, SimConfig
 from mimoq.sim.state import SimState
 
 #: Requests still running at stop() get this long before uvicorn cancels them.

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from mimoq.core.settings import Settings
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer
 

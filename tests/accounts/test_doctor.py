@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from tests.accounts.conftest import simulator
 from tests.conftest import free_port
 from tests.support.cli import clean_env, mimoq

@@ -13,7 +13,7 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
-from mimoq.sim.config import SimConfig, quota_from_options
+from mimoq.sim.sim_config import SimConfig, quota_from_options
 from mimoq.worker.accounts.routing import affinity
 from mimoq.worker.limiter import LimiterConfig, build_limiter
 from tests.accounts.conftest import pool_settings, simulator

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from mimoq.worker.arq_worker import MimoqWorker
 from tests.e2e.conftest import API_KEY, running_worker

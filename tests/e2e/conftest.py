@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from mimoq.worker.arq_worker import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer

@@ -27,8 +27,8 @@ from redis.exceptions import ResponseError
 
 from mimoq.core import wire
 from mimoq.core.results import job_status, read_result
-from mimoq.sim.config import SimConfig
 from mimoq.sim.quota import QuotaConfig, SimQuota
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer
 from tests.support.polling import eventually

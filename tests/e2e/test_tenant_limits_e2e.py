@@ -27,7 +27,7 @@ import redis as sync_redis
 
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ALL_MODELS
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer, free_port
 from tests.http.conftest import API_KEY, stack_env, start_server, stop

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from tests.conftest import RedisServer, free_port
 from tests.support.cli import clean_env, mimoq_args

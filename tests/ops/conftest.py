@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mimoq.core.settings import Settings
-from mimoq.sim.config import SimConfig
+from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim, start_in_thread
 from mimoq.worker.arq_worker import MimoqWorker, build_worker, drain_and_close
 from tests.conftest import RedisServer

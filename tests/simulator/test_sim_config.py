@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mimoq.core.errors import ConfigurationError
-from mimoq.sim.config import SimConfig, add_arguments, config_from_args
 from mimoq.sim.faults import Fault, FaultKind
+from mimoq.sim.sim_config import SimConfig, add_arguments, config_from_args
 
 
 @pytest.mark.parametrize(

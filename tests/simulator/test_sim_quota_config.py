@@ -10,8 +10,8 @@ import pytest
 
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL, VOICECLONE_MODEL
 from mimoq.core.errors import ConfigurationError
-from mimoq.sim.config import SimConfig, add_arguments, config_from_args, parse_limits
 from mimoq.sim.quota import QuotaAlgorithm, QuotaConfig, SimQuota, TokenAccounting
+from mimoq.sim.sim_config import SimConfig, add_arguments, config_from_args, parse_limits
 from mimoq.sim.sim_server import start_in_thread
 from tests.simulator.sim_helpers import WAV_URI, tts
 
