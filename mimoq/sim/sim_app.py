@@ -17,11 +17,11 @@ from starlette.types import Receive, Scope, Send
 
 from mimoq.core import dialect_constants as dc
 from mimoq.sim import bodies
-from mimoq.sim.accounts import EVERY_ACCOUNT, AccountState, Denied, SimAccounts
 from mimoq.sim.audio_gen import iter_base64, plan_speech
 from mimoq.sim.audio_read import hear
 from mimoq.sim.faults import ErrorBodyStyle, Fault, FaultKind, parse_faults
 from mimoq.sim.quota import SimQuota
+from mimoq.sim.sim_accounts import EVERY_ACCOUNT, AccountState, Denied, SimAccounts
 from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.state import SimState
 from mimoq.sim.validate import (
@@ -172,7 +172,7 @@ class SimApp:
     ``GET /_sim/faults`` (pending), ``DELETE /_sim/faults``, ``GET /_sim/stats``,
     ``POST /_sim/reset`` (faults, counters, and the quota policy's window if it has ``reset``),
     ``GET /_sim/accounts`` and ``POST /_sim/accounts`` (``{"account": NAME or "*", "state":
-    ...}``, see ``mimoq.sim.accounts``); ``GET /v1/models`` lists the audio models.
+    ...}``, see ``mimoq.sim.sim_accounts``); ``GET /v1/models`` lists the audio models.
 
     Order of checks for a chat request: API key, host family and account state (401/402/403),
     ``Accept`` (406), body size (413),

@@ -40,7 +40,7 @@ class SimConfig:
     fail_statuses: tuple[int, ...] = (429, 500, 502, 503)
     #: When set, requests must carry it (``Authorization: Bearer`` or ``api-key``) or get 401.
     api_key: str | None = field(default=None, repr=False)
-    #: More keys the simulator accepts; each key is an account (see ``mimoq.sim.accounts``).
+    #: More keys the simulator accepts; each key is an account (see ``mimoq.sim.sim_accounts``).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     #: The host family played: ``payg`` answers tp- keys with 401, ``token_plan`` sk- keys.
     family: str | None = None

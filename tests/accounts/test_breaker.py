@@ -19,7 +19,7 @@ from mimoq.core.errors import (
 )
 from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
-from mimoq.sim.accounts import AccountState
+from mimoq.sim.sim_accounts import AccountState
 from mimoq.sim.sim_config import SimConfig
 from mimoq.worker.accounts.breaker import (
     PAUSED_SET,

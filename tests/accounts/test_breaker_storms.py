@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from mimoq.core.keypool import fingerprint
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.sim.accounts import AccountState
+from mimoq.sim.sim_accounts import AccountState
 from mimoq.sim.sim_config import SimConfig
 from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.accounts.breaker import PAUSED_SET, state_key

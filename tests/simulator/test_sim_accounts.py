@@ -11,7 +11,7 @@ import pytest
 
 from mimoq.core import dialect_constants as dc
 from mimoq.sim import SimApp, SimConfig, create_app
-from mimoq.sim.accounts import account_name
+from mimoq.sim.sim_accounts import account_name
 from mimoq.sim.sim_config import quota_from_options
 from tests.simulator.sim_helpers import tts
 
