@@ -66,7 +66,7 @@ def child(method: str, url: str) -> dict[str, Any]:
 
     from mimoq.core.objstore import ObjectStorage
     from mimoq.core.remote import open_object
-    from mimoq.core.splitting.limits import max_chunk_bytes
+    from mimoq.core.splitting.split_limits import max_chunk_bytes
     from mimoq.core.splitting.wavsplit import split_wav
 
     storage = ObjectStorage(url)

@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mimoq.core.audio import WavFormat, wav_header
-from mimoq.core.splitting.limits import max_chunk_bytes
+from mimoq.core.splitting.split_limits import max_chunk_bytes
 from mimoq.core.splitting.wavsplit import split_wav
 
 

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 from mimoq.core import dialect_constants as dc
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.http_headers import header_problem
-from mimoq.core.splitting.limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
+from mimoq.core.splitting.split_limits import MAX_LONG_AUDIO_B64_CHARS, MAX_LONG_SPEECH_CHARS
 from mimoq.core.tracing import TRACEPARENT_FORM, valid_traceparent
 
 #: Transcript formats that carry times: only with ``timestamps: "segment"``.

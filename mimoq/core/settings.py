@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keyenv import NumberedKey, numbered_keys
 from mimoq.core.pacing import AUTO, auto_target
-from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES
+from mimoq.core.splitting.split_limits import MAX_LONG_AUDIO_BYTES
 from mimoq.core.ssrf import parse_networks
 from mimoq.core.tenant_limits import TenantLimits, TenantLimitsError, parse_tenant_limits
 from mimoq.core.webhooks import DEFAULT_SCHEDULE_S, decode_secret, parse_schedule

@@ -24,8 +24,8 @@ from mimoq.core.dialect import StreamedAudio
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.inputs import local_path, open_local, ref_kind
 from mimoq.core.splitting.chunks import clock
-from mimoq.core.splitting.limits import MAX_LONG_AUDIO_BYTES, b64_chars
 from mimoq.core.splitting.mp3 import mp3_duration_s, parse_frame_header
+from mimoq.core.splitting.split_limits import MAX_LONG_AUDIO_BYTES, b64_chars
 
 _SNIFF_BYTES = 64 * 1024
 #: The leading bytes of containers people keep recordings in, to say what a file really is.

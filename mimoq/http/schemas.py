@@ -13,7 +13,7 @@ from typing import Any, Final, get_args
 from mimoq.core import dialect_constants as dc
 from mimoq.core.jobs import JOB_ID_PATTERN, LANES, JobStatus
 from mimoq.core.openai_compat import SPEECH_ALIASES, TRANSCRIPTION_ALIASES
-from mimoq.core.splitting.limits import MAX_LONG_SPEECH_CHARS
+from mimoq.core.splitting.split_limits import MAX_LONG_SPEECH_CHARS
 from mimoq.core.tenant_limits import USAGE_METRICS
 
 Schema = dict[str, Any]

@@ -24,8 +24,8 @@ from mimoq.core.openai_compat import is_batch_line, job_from_batch_line
 from mimoq.core.remote import object_location
 from mimoq.core.sources import probe_duration_s
 from mimoq.core.splitting.convert import CONVERTIBLE
-from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.resample import SPLIT_FORMAT
+from mimoq.core.splitting.split_limits import max_chunk_bytes
 from mimoq.producer.batch_state import RunFiles
 
 #: What a directory is searched for when no ``--glob`` is given.

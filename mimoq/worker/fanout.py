@@ -44,12 +44,12 @@ from mimoq.core.splitting import pauses
 from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
 from mimoq.core.splitting.convert import convert_to_wav
 from mimoq.core.splitting.join import join_wavs
-from mimoq.core.splitting.limits import fits_one_call, max_chunk_bytes
 from mimoq.core.splitting.mp3 import split_mp3
 from mimoq.core.splitting.pauses import Compaction
 from mimoq.core.splitting.pieces import window_energies, write_pieces
 from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_id, chunk_key
 from mimoq.core.splitting.resample import SPLIT_FORMAT
+from mimoq.core.splitting.split_limits import fits_one_call, max_chunk_bytes
 from mimoq.core.splitting.text import join_transcripts, split_text
 from mimoq.core.splitting.wavsplit import split_wav
 from mimoq.worker.job_inputs import SplitSource, split_source

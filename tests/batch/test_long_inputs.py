@@ -19,8 +19,8 @@ from mimoq.core import wire
 from mimoq.core.audio import WavFormat, parse_wav_header, wav_header
 from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
-from mimoq.core.splitting.limits import max_chunk_bytes
 from mimoq.core.splitting.plan import child_id
+from mimoq.core.splitting.split_limits import max_chunk_bytes
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.arq_worker import MimoqWorker

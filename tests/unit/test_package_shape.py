@@ -22,7 +22,7 @@ PROTOCOL_NAMES: frozenset[str] = frozenset({"register"})
 #: list only shrinks. Do not add to it: give the new module or name one that says what it is.
 KNOWN_BASENAMES: frozenset[str] = frozenset({
     "acl", "audio", "batch", "callbacks", "cancel", "doctor",
-    "errors", "limits", "routing", "usage",
+    "errors", "routing", "usage",
 })  # fmt: skip
 KNOWN_NAMES: frozenset[str] = frozenset({
     # HTTP route handlers, always called through their module (``job_routes.cancel``)
