@@ -13,7 +13,7 @@ import httpx
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keypool import PoolAccount, PoolKey, key_pool, no_key_error
 from mimoq.core.settings import Settings
-from mimoq.worker.accounts.doctor import Check, KeyReport, Outcome, diagnose
+from mimoq.worker.accounts.key_checks import Check, KeyReport, Outcome, diagnose
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
