@@ -13,7 +13,7 @@ import httpx
 from mimoq.core.errors import ConfigurationError
 from mimoq.core.keypool import PoolAccount, PoolKey, key_pool, no_key_error
 from mimoq.core.settings import Settings
-from mimoq.worker.accounts.key_checks import Check, KeyReport, Outcome, diagnose
+from mimoq.worker.accounts.key_checks import Check, CheckOutcome, KeyReport, diagnose
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +65,7 @@ def render(reports: list[KeyReport]) -> str:
         lines.append(f"{r.source}  {r.fingerprint}  account {r.account}  {r.base_url}  {verdict}")
         for c in r.checks:
             lines.append(f"  [{c.outcome.value:4}] {c.check}: {c.detail}")
-            if c.outcome is not Outcome.OK and c.cause:
+            if c.outcome is not CheckOutcome.OK and c.cause:
                 lines.append(f"         cause: {c.cause}")
                 lines.append(f"         fix:   {c.fix}")
     return "\n".join(lines)
@@ -98,7 +98,7 @@ def configuration_failed(args: argparse.Namespace, error: ConfigurationError) ->
     a script can read, its finding under ``configuration``); exit 2. The one-line error
     goes to stderr either way, as every command prints it."""
     finding = Check(
-        "configuration", Outcome.FAIL, error.message, cause=error.cause,
+        "configuration", CheckOutcome.FAIL, error.message, cause=error.cause,
         fix=error.fix or "correct the setting named in the cause and run `mimoq doctor` again",
     )  # fmt: skip
     if _as_json(args):

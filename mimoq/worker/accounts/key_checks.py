@@ -35,7 +35,7 @@ HOSTS: Final = (
 )
 
 
-class Outcome(StrEnum):
+class CheckOutcome(StrEnum):
     OK = "ok"
     WARN = "warn"  # usable, but something deserves a look (quota exhausted, a model missing)
     FAIL = "fail"  # the key cannot be used as configured
@@ -46,7 +46,7 @@ class Check:
     """One check of one key: what was checked, how it went, and if not well, why and how to fix."""
 
     check: str
-    outcome: Outcome
+    outcome: CheckOutcome
     detail: str
     cause: str | None = None
     fix: str | None = None
@@ -65,7 +65,7 @@ class KeyReport:
 
     @property
     def usable(self) -> bool:
-        return all(c.outcome is not Outcome.FAIL for c in self.checks)
+        return all(c.outcome is not CheckOutcome.FAIL for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -84,7 +84,7 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
         other = "pay-as-you-go" if key.family == "token_plan" else "Token Plan"
         return Check(
             name,
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             detail,
             cause=f"the key was refused: revoked or mistyped, or a {other} key's host "
             "(each host family takes only its own keys)",
@@ -93,7 +93,7 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
     if status == 402:
         return Check(
             name,
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             detail,
             cause="the account is out of funds",
             fix="top up the account (or use another account's key)",
@@ -101,7 +101,7 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
     if status == 403:
         return Check(
             name,
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             detail,
             cause="the key may not use this resource",
             fix="check the key's permissions and plan in MiMo's console",
@@ -109,7 +109,7 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
     if status == 404:
         return Check(
             name,
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             detail,
             cause="no such endpoint here: the wrong host family or a base URL without /v1",
             fix=f"drop the base URL or fix it: {HOSTS}",
@@ -117,7 +117,7 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
     if status == 429:
         return Check(
             name,
-            Outcome.WARN,
+            CheckOutcome.WARN,
             detail,
             cause="the account's quota is used up now",
             fix="wait for the quota window, or spread work over more accounts",
@@ -125,14 +125,14 @@ def _status_check(name: str, status: int, body: bytes, key: PoolKey) -> Check:
     if status >= 500:
         return Check(
             name,
-            Outcome.WARN,
+            CheckOutcome.WARN,
             detail,
             cause="MiMo (or a proxy) is failing",
             fix="try again later; mimoq workers retry these",
         )
     return Check(
         name,
-        Outcome.FAIL,
+        CheckOutcome.FAIL,
         detail,
         cause="an unexpected answer",
         fix="check the base URL points at MiMo's API",
@@ -168,7 +168,7 @@ def _network_check(exc: httpx.HTTPError, url: str) -> Check:
     if isinstance(exc, httpx.TimeoutException):
         return Check(
             "connect",
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             text,
             cause=f"no answer from {url} in time",
             fix="check the network path (firewall, proxy) to the host",
@@ -180,7 +180,7 @@ def _network_check(exc: httpx.HTTPError, url: str) -> Check:
     ):
         return Check(
             "connect",
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             text,
             cause="DNS: the host name does not resolve",
             fix="check the host name and this machine's DNS",
@@ -188,7 +188,7 @@ def _network_check(exc: httpx.HTTPError, url: str) -> Check:
     if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
         return Check(
             "connect",
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             text,
             cause="TLS: the secure connection failed",
             fix="check the system's CA certificates, clock and any TLS-inspecting proxy",
@@ -196,14 +196,14 @@ def _network_check(exc: httpx.HTTPError, url: str) -> Check:
     if "refused" in lowered:
         return Check(
             "connect",
-            Outcome.FAIL,
+            CheckOutcome.FAIL,
             text,
             cause=f"nothing accepts connections at {url}",
             fix="check the base URL's host and port, and that the service is up",
         )
     return Check(
         "connect",
-        Outcome.FAIL,
+        CheckOutcome.FAIL,
         text,
         cause="the connection failed",
         fix="check the network path to the host",
@@ -217,7 +217,7 @@ def _models_check(body: bytes) -> Check:
     except (ValueError, AttributeError, TypeError):
         return Check(
             "models",
-            Outcome.WARN,
+            CheckOutcome.WARN,
             "GET /v1/models answered 200 with no model list",
             cause="an unexpected answer",
             fix="check the base URL points at MiMo",
@@ -226,12 +226,12 @@ def _models_check(body: bytes) -> Check:
     if missing:
         return Check(
             "models",
-            Outcome.WARN,
+            CheckOutcome.WARN,
             f"not listed: {', '.join(missing)}",
             cause="the key's plan may not include these models",
             fix="check the plan in MiMo's console",
         )
-    return Check("models", Outcome.OK, f"{dc.TTS_MODEL} and {dc.ASR_MODEL} listed")
+    return Check("models", CheckOutcome.OK, f"{dc.TTS_MODEL} and {dc.ASR_MODEL} listed")
 
 
 async def check_key(
@@ -243,7 +243,7 @@ async def check_key(
         report.checks.append(
             Check(
                 "config",
-                Outcome.FAIL,
+                CheckOutcome.FAIL,
                 key.problem or "no base URL",
                 cause="the configuration cannot work",
                 fix="set the variable the message names",
@@ -252,7 +252,9 @@ async def check_key(
         return report
     host_family = family_of_url(key.base_url)
     where = "MiMo's" if host_family else "a custom host's (simulator or proxy)"
-    report.checks.append(Check("config", Outcome.OK, f"{key.family} key, {where} {key.base_url}"))
+    report.checks.append(
+        Check("config", CheckOutcome.OK, f"{key.family} key, {where} {key.base_url}")
+    )
     base = key.base_url.rstrip("/")
     headers = auth_headers(key.secret or None)
     try:
@@ -260,7 +262,7 @@ async def check_key(
     except httpx.HTTPError as exc:
         report.checks.append(_network_check(exc, base))
         return report
-    report.checks.append(Check("connect", Outcome.OK, f"{base} answered"))
+    report.checks.append(Check("connect", CheckOutcome.OK, f"{base} answered"))
     if answer.status_code != 200:
         report.checks.append(_status_check("models", answer.status_code, answer.content, key))
         return report
@@ -272,7 +274,7 @@ async def check_key(
             report.checks.append(_network_check(exc, base))
             return report
         if answer.status_code == 200:
-            report.checks.append(Check("probe", Outcome.OK, "a one-word TTS call succeeded"))
+            report.checks.append(Check("probe", CheckOutcome.OK, "a one-word TTS call succeeded"))
         else:
             report.checks.append(_status_check("probe", answer.status_code, answer.content, key))
     return report
