@@ -234,7 +234,7 @@ def _models_check(body: bytes) -> Check:
     return Check("models", CheckOutcome.OK, f"{dc.TTS_MODEL} and {dc.ASR_MODEL} listed")
 
 
-async def check_key(
+async def check_api_key(
     http: httpx.AsyncClient, key: PoolKey, account: str, *, probe: bool
 ) -> KeyReport:
     """Run the checks of one key, stopping at the first failure."""
@@ -285,7 +285,7 @@ async def diagnose(
 ) -> list[KeyReport]:
     """Check every key of every account, one after another (a doctor is not in a hurry)."""
     return [
-        await check_key(http, key, account.name, probe=probe)
+        await check_api_key(http, key, account.name, probe=probe)
         for account in accounts
         for key in account.keys
     ]
