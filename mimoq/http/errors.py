@@ -15,7 +15,10 @@ _STATUS_OF_JOB_ERROR: Final = {
     "content_blocked_error": 400,
     "rate_limit_error": 503,
     "upstream_unavailable_error": 503,
+    "cancelled": 409,  # someone withdrew it (docs/cancel.md): a conflict, not MiMo's failure
 }
+#: A failure's ``code``: ``job_failed`` unless the job did not fail but was withdrawn.
+_CODE_OF_JOB_ERROR: Final = {"cancelled": "job_cancelled"}
 
 
 class HTTPError(Exception):
@@ -69,5 +72,5 @@ def job_failure(error: dict[str, Any] | None, job_id: str) -> HTTPError:
         f"{message} (job {job_id})",
         type=etype,
         param=str(param) if param is not None else None,
-        code="job_failed",
+        code=_CODE_OF_JOB_ERROR.get(etype, "job_failed"),
     )

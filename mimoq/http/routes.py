@@ -40,7 +40,9 @@ _BODY_ERRORS: Final = {
     "408": error("The body arrived too slowly."),
     "413": error("The body is larger than the server's limit."),
 }
+_CANCELLED: Final = "The job was cancelled (code job_cancelled)."
 _JOB_ERRORS: Final = {
+    "409": error(_CANCELLED),
     "502": error("The job failed upstream (MiMo answered with an error)."),
     "503": error("The job failed: MiMo was unavailable or out of quota."),
     "504": error("The job is not finished within MIMOQ_HTTP_WAIT_TIMEOUT_S: poll its location.",
@@ -104,15 +106,15 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     _api("POST", "/v1/audio/transcriptions", "transcriptions", audio.transcriptions,
          "Speech to text", {
         "200": answer("The transcript (response_format).", _TRANSCRIPT), "202": _ACCEPTED,
-        "409": error("That Idempotency-Key is another tenant's."), **_JOB_ERRORS,
+        **_JOB_ERRORS, "409": error(f"That Idempotency-Key is another tenant's. {_CANCELLED}"),
     }, tag="audio", body=form_body("TranscriptionRequest"), parameters=(_ASYNC, _IDEMPOTENCY)),
     _api("GET", "/v1/jobs/{job_id}", "job", job_routes.job, "A job's state, or its result", {
         "200": json_answer("The job.", "Job"), "404": _NOT_FOUND,
     }, tag="jobs"),
     _api("GET", "/v1/jobs/{job_id}/content", "job_content", job_routes.content, "A job's output", {
         "200": answer("The output, in its format.", _OUTPUT), "404": _NOT_FOUND,
-        "409": error("The job is not finished."),
         "400": error("The job failed: its request was refused upstream."), **_JOB_ERRORS,
+        "409": error(f"The job is not finished. {_CANCELLED}"),
     }, tag="jobs"),
     _api("POST", "/v1/jobs/{job_id}/cancel", "job_cancel", job_routes.cancel, "Cancel a job", {
         "200": json_answer("cancelled (now or before), or already_finished with its "

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from mimoq.http.frontdoor import request_job_id
 from mimoq.sim.faults import Fault
 from tests.http.conftest import ALICE, BOB, HttpAs, Stack
 from tests.support.cli import mimoq
@@ -92,3 +94,29 @@ def test_cli_one_json_object_per_id_and_exit_2_for_a_malformed_one(
     assert "A-Z a-z 0-9" in bad.stdout
     tenant = mimoq("cancel", "--tenant", "bad tenant!", env=stack.env, cwd=tmp_path)
     assert tenant.returncode == 2 and "tenant must be" in tenant.stderr
+
+
+def test_a_cancelled_job_answers_409_job_cancelled_to_its_waiter_and_its_content(
+    stack: Stack, http_as: HttpAs
+) -> None:
+    """Not 502 ``job_failed``: nothing failed upstream, the caller's side withdrew the job."""
+    text = "cancel me while a request waits"
+    stack.sim.state.add_fault(Fault(kind="latency", ms=6_000, match=text))
+    key = f"cancel-409-{time.time_ns()}"
+    # The key makes the waiting request's job id known in advance (the same for its retries).
+    job_id = request_job_id(key, tenant="alice", route="speech")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            http_as(ALICE).post,
+            "/v1/audio/speech",
+            json={"model": "tts-1", "input": text, "voice": "Mia"},
+            headers={"Idempotency-Key": key},
+        )
+        wait_until(lambda: stack.sim.state.calls_matching(text), what="the call")
+        assert http_as(ALICE).post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        answer = waiting.result(timeout=60)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "job_cancelled"
+    assert answer.json()["error"]["type"] == "cancelled"
+    content = http_as(ALICE).get(f"/v1/jobs/{job_id}/content")
+    assert content.status_code == 409 and content.json()["error"]["code"] == "job_cancelled"
