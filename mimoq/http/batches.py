@@ -34,7 +34,7 @@ from mimoq.http.errors import HTTPError
 from mimoq.http.files import file_path, owned_file, save_record
 from mimoq.http.remote_audio import fetch_audio, is_remote
 from mimoq.http.routing import Context
-from mimoq.producer.cancel import cancel_jobs
+from mimoq.producer.cancel import CancelStatus, cancel_jobs
 
 COMPLETION_WINDOW: Final = "24h"
 #: Audio URLs of one batch fetched at once (each is a download into the uploads).
@@ -166,11 +166,13 @@ def _lease_key(batch_id: str) -> str:
     return _key(batch_id) + ":submitting"
 
 
-async def _withdraw(ctx: Context, batch_id: str, job_ids: list[str]) -> None:
+async def _withdraw(ctx: Context, batch_id: str, job_ids: list[str]) -> int:
     """Cancel the batch's unfinished jobs as ``mimoq batch cancel`` does (docs/cancel.md):
     queued ones are recorded as cancelled at once (through the one finish path, which counts
-    them in the batch's run and announces its end) and never sent; running ones are stopped."""
-    await cancel_jobs(ctx.front.producer.redis, job_ids, settings=ctx.settings)
+    them in the batch's run and announces its end) and never sent; running ones are stopped.
+    Answers how many were cancelled now or before."""
+    answers = await cancel_jobs(ctx.front.producer.redis, job_ids, settings=ctx.settings)
+    return sum(1 for answer in answers if answer.status is CancelStatus.cancelled)
 
 
 async def _status_now(ctx: Context, batch_id: str) -> str:
@@ -444,11 +446,12 @@ async def retrieve(request: Request, ctx: Context, tenant: str) -> Response:
     return await _answer(request, ctx, await _refresh(ctx, record))
 
 
-async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
-    record = await _owned(ctx, request.path_params["batch_id"], tenant)
-    if record["status"] in ("completed", "failed", "cancelled", "expired"):
-        raise HTTPError(409, f"batch {record['id']} is already {record['status']}",
-                        code="batch_finished")  # fmt: skip
+async def cancel_batch(ctx: Context, batch_id: str) -> tuple[dict[str, Any], int] | None:
+    """Cancel an HTTP batch: its record goes to ``cancelling`` (then ``cancelled`` once nothing
+    runs), its run is marked so it ends as ``batch.cancelled``, and its unfinished jobs are
+    withdrawn. The route and the dashboard's runs panel both cancel through here, so a batch
+    ends the same whoever cancels it. Answers the stored record and how many jobs were
+    cancelled now; None for no such batch; an HTTP 409 (``batch_finished``) if it ended."""
     before: list[str] = []
 
     def cancelling(current: dict[str, Any]) -> bool:
@@ -458,14 +461,30 @@ async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
         current.update(status="cancelling", cancelling_at=int(time.time()))
         return True
 
-    stored = await _update(ctx, record["id"], cancelling) or record
+    stored = await _update(ctx, batch_id, cancelling)
+    if stored is None:
+        return None
+    if before[0] in ("completed", "failed", "cancelled", "expired"):
+        raise HTTPError(409, f"batch {batch_id} is already {before[0]}", code="batch_finished")
+    withdrawn = 0
     if before == ["in_progress"]:  # (while validating, the submitter withdraws what it did)
-        if await runs.mark_cancelling(ctx.front.producer.redis, record["id"]):
-            await run_events.announce_end(ctx.front.producer.redis, record["id"])
-        raw = await ctx.front.producer.redis.get(_items_key(record["id"]))
+        if await runs.mark_cancelling(ctx.front.producer.redis, batch_id):
+            await run_events.announce_end(ctx.front.producer.redis, batch_id)
+        raw = await ctx.front.producer.redis.get(_items_key(batch_id))
         items: list[Item] = json.loads(raw) if raw is not None else []
-        await _withdraw(ctx, record["id"], [item[1] for item in items if item[2] is None])
-    elif before and before[0] in ("completed", "failed", "cancelled", "expired"):
-        raise HTTPError(409, f"batch {record['id']} is already {before[0]}",
+        withdrawn = await _withdraw(ctx, batch_id, [item[1] for item in items if item[2] is None])
+    return stored, withdrawn
+
+
+async def is_batch(ctx: Context, batch_id: str) -> bool:
+    """Whether ``batch_id`` names an HTTP batch (whose run is cancelled as the batch)."""
+    return bool(await ctx.front.producer.redis.exists(_key(batch_id)))
+
+
+async def cancel(request: Request, ctx: Context, tenant: str) -> Response:
+    record = await _owned(ctx, request.path_params["batch_id"], tenant)
+    if record["status"] in ("completed", "failed", "cancelled", "expired"):
+        raise HTTPError(409, f"batch {record['id']} is already {record['status']}",
                         code="batch_finished")  # fmt: skip
-    return await _answer(request, ctx, await _refresh(ctx, stored))
+    done = await cancel_batch(ctx, record["id"])
+    return await _answer(request, ctx, await _refresh(ctx, done[0] if done else record))

@@ -24,8 +24,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from mimoq.core import wire
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.settings import Settings
+from mimoq.http import batches, session_cookie
 from mimoq.http import dashboard_html as html
-from mimoq.http import session_cookie
 from mimoq.http.auth import LOCAL_TENANT
 from mimoq.http.body import BodyLimits, read_body
 from mimoq.http.errors import HTTPError
@@ -241,10 +241,21 @@ async def cancel_run(request: Request) -> Response:
     if form is None or tenant is None or not may_open_dashboard(ctx.settings, tenant):
         return _page(html.login_page("that request did not come from this dashboard"), 403)
     run = form.get("run", "")
-    try:
-        answers = await cancel_jobs_of_run(ctx.front.producer.redis, run, settings=ctx.settings)
-        outcome = f"{sum(1 for a in answers if a.status is CancelStatus.cancelled)} cancelled"
-    except InvalidRequestError:
-        outcome = "not a run name"
+    outcome = await _cancel_run_or_batch(ctx, run)
     log.info("http.run_cancelled", run=run, outcome=outcome, tenant=tenant)
     return RedirectResponse(f"/?{urlencode({'cancelled': run, 'outcome': outcome})}", 303)
+
+
+async def _cancel_run_or_batch(ctx: Context, run: str) -> str:
+    """An HTTP batch is cancelled as ``POST /v1/batches/{id}/cancel`` does (its record, not
+    only its jobs: it must not stay ``in_progress``); any other run by its jobs."""
+    try:
+        if await batches.is_batch(ctx, run):
+            done = await batches.cancel_batch(ctx, run)
+            return "not found" if done is None else f"{done[1]} cancelled"
+        answers = await cancel_jobs_of_run(ctx.front.producer.redis, run, settings=ctx.settings)
+    except HTTPError as exc:  # the batch ended meanwhile
+        return exc.message
+    except InvalidRequestError:
+        return "not a run name"
+    return f"{sum(1 for a in answers if a.status is CancelStatus.cancelled)} cancelled"

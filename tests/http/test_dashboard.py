@@ -371,3 +371,41 @@ def test_dashboard_shows_desired_workers_and_dead_letter_retention(
     scaling = b.find_element(By.ID, "scaling").text  # type: ignore[attr-defined]
     assert "10 jobs need 10 slots, no cap (limits off), 4 slots a worker" in scaling
     assert b.find_element(By.ID, "dead-retention").text == "2 d"  # type: ignore[attr-defined]
+
+
+def test_runs_panel_cancels_an_http_batch_as_the_batch_cancel_does(idle_board: Stack) -> None:
+    """The cancel button on an HTTP batch (``batch_…``) cancels the batch object, not only its
+    jobs: GET /v1/batches/{id} then answers cancelled with its counts (it stayed
+    ``in_progress`` forever when the panel cancelled the run's jobs alone)."""
+    idle_board.redis().flushall()
+    rows = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/audio/speech",
+             "body": {"model": "tts-1", "input": f"line {i}", "voice": "Mia"}} for i in range(6)]  # fmt: skip
+    raw = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    with httpx.Client(base_url=idle_board.url, headers=auth, timeout=30) as api:
+        upload = api.post(
+            "/v1/files", files={"file": ("six.jsonl", raw)}, data={"purpose": "batch"}
+        )
+        assert upload.status_code == 200, upload.text
+        body = {"input_file_id": upload.json()["id"], "endpoint": "/v1/audio/speech",
+                "completion_window": "24h"}  # fmt: skip
+        batch_id = api.post("/v1/batches", json=body).json()["id"]
+
+        def status() -> str:
+            return str(api.get(f"/v1/batches/{batch_id}").json()["status"])
+
+        wait_until(lambda: status() == "in_progress", what="the batch's lines enqueued")
+        with httpx.Client(base_url=idle_board.url, timeout=30) as board:
+            assert board.post("/login", data={"token": ALICE}).status_code == 303
+            page = board.get("/").text
+            assert f'data-cancel-run="{batch_id}"' in page
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            done = board.post("/dashboard/cancel-run", data={"run": batch_id, "csrf": csrf[1]})
+        assert done.status_code == 303 and "outcome=6+cancelled" in done.headers["location"]
+        batch = api.get(f"/v1/batches/{batch_id}").json()
+    assert batch["status"] == "cancelled", batch
+    assert batch["request_counts"] == {"total": 6, "completed": 0, "failed": 0}
+    assert batch["cancelling_at"] is not None and batch["cancelled_at"] is not None
+    redis = idle_board.redis()
+    assert redis.hget(f"mimoq:run:{batch_id}", "cancelled") == b"6"
