@@ -89,6 +89,12 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "(~" + wire.RUN_PREFIX + "* ~" + wire.RUNS_ACTIVE_KEY + " +evalsha +eval +hincrby "
         "+hsetnx +hset +hdel +hget +hexists +hgetall +pexpire +sadd +scard +zadd +zrem +zrange)"
     )
+    # A tenant's index of unfinished jobs (docs/cancel.md): enqueue.lua adds each job (and
+    # renews the key's TTL, pruning expired ids, once an hour); a tenant cancel reads it and
+    # prunes ids it found gone. ZREM there hides a job from a tenant cancel, never cancels it.
+    tenant_jobs = (
+        "(~" + wire.TENANT_JOBS_PREFIX + "* +zadd +pexpireat +zremrangebyscore +zrange +zrem)"
+    )
     # EVAL/EVALSHA declare every key as read-write, so the script's call needs write access
     # to the result keys it only checks: a selector grants exactly that call (and no other
     # command) on those keys. Commands inside the script are checked against the rules
@@ -106,6 +112,7 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
             *commands,
             script_call,
             runs,
+            tenant_jobs,
             cancel_places,
         ),
         "producers: enqueue through enqueue.lua, cancel through cancel.lua, read results "

@@ -23,6 +23,9 @@
 -- every new job wait in its list. Either way its arq job key is
 -- written now, so the id is taken and its status reads "queued".
 --
+-- Tenants (docs/cancel.md): every job is added to mimoq:tenant-jobs:<tenant> ("_" when it
+-- names none), scored by when its job key expires; the finish path takes it out.
+--
 -- Runs (README, "Runs"): a job naming a "run" is counted in mimoq:run:<run> (HINCRBY total
 -- and model:<model>) and its id added to mimoq:run:<run>:pending, which the one finish path
 -- takes it out of; both keys live 7 days past the job's expiry.
@@ -110,6 +113,21 @@ end
 local envelope = '{"t":null,"f":"' .. task .. '","a":[],"k":{"job":' .. ARGV[2] .. '},"et":' ..
   string.format('%d', now_ms) .. '}'
 redis.call('SET', KEYS[1], envelope, 'PX', math.floor(expires_ms))
+-- Tenants (docs/cancel.md): every job is indexed by when its job key expires, so a tenant's
+-- cancel reaches it in any state (deferred, waiting for a retry); the finish path takes it
+-- out. One ZADD: the member '~ttl' (no job id starts with '~') scores the key's own expiry,
+-- the hour after the one its last job expires in. GT keeps it from shrinking and CH counts
+-- it only when it grows, so the TTL is renewed (PEXPIREAT) at most once an hour, not per job.
+-- Then too, jobs whose job key expired unrun (gone without a record, so never taken out)
+-- are pruned: an index in constant use does not grow with them.
+local job_expires = now_ms + math.floor(expires_ms)
+local key_expires = (math.floor(job_expires / 3600000) + 2) * 3600000
+local tenant_jobs = 'mimoq:tenant-jobs:' .. (tenant or '_')
+if redis.call('ZADD', tenant_jobs, 'GT', 'CH', string.format('%d', job_expires), id,
+    string.format('%d', key_expires), '~ttl') > 1 then
+  redis.call('PEXPIREAT', tenant_jobs, string.format('%d', key_expires))
+  redis.call('ZREMRANGEBYSCORE', tenant_jobs, '-inf', '(' .. string.format('%d', now_ms))
+end
 if run ~= nil then
   local run_key = 'mimoq:run:' .. run
   local keep_ms = math.floor(expires_ms) + 604800000

@@ -15,7 +15,12 @@ from redis.asyncio import Redis
 
 from mimoq.core import deliveries, failures, run_events, runs, tracing, wire
 from mimoq.core.jobs import Callback, CallbackPayload, CallbackState, CallbackStatus, JobResult
-from mimoq.core.results import sanitize, write_result_safely, write_result_unless_cancelled
+from mimoq.core.results import (
+    forget_tenant_job,
+    sanitize,
+    write_result_safely,
+    write_result_unless_cancelled,
+)
 from mimoq.core.settings import Settings
 from mimoq.core.usage import UsageWrite
 from mimoq.core.webhooks import Delivery
@@ -161,6 +166,7 @@ async def finish_cancelled(
                 pipe.publish(wire.done_channel(result.id), result.status)
                 pipe.zrem(wire.QUEUE_NAME, result.id)
                 pipe.delete(wire.job_key(result.id))
+                forget_tenant_job(pipe, result)
             await pipe.execute()
         for result, callback in page:
             if callback is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
@@ -50,14 +51,16 @@ async def write_result_safely(
     """
     result, text = _encodable(result)
     # One round trip: the record, then the news of it (a message nobody hears costs nothing;
-    # a waiter that misses it finds the record by its fallback read), and the job's usage.
+    # a waiter that misses it finds the record by its fallback read), the job leaving its
+    # tenant's index of unfinished jobs, and the job's usage.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.set(wire.result_key(result.id), text, ex=ttl_s)
         pipe.publish(wire.done_channel(result.id), result.status)
+        forget_tenant_job(pipe, result)
         if run is not None:
             run.queue(pipe, result.status)
         counted = usage is not None and usage.queue(pipe)
-        written, published, *rest = await pipe.execute(raise_on_error=False)
+        written, published, _, *rest = await pipe.execute(raise_on_error=False)
     if isinstance(written, Exception):
         raise written
     if isinstance(published, Exception):  # e.g. an ACL without the channel: waiters poll
@@ -94,8 +97,10 @@ async def write_result_unless_cancelled(
     # round trip first); after NOSCRIPT the write alone runs again, loading it.
     async with redis.pipeline(transaction=False) as pipe:
         script.queue(pipe, keys, args)
+        # (refused, the job is recorded as cancelled through ``finish``, which forgets it too)
+        forget_tenant_job(pipe, result)
         counted = usage is not None and usage.queue(pipe)
-        written, *rest = await pipe.execute(raise_on_error=False)
+        written, _, *rest = await pipe.execute(raise_on_error=False)
     written, counted_in_run = await script.settle(redis, written, keys, args)
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
@@ -114,6 +119,13 @@ def _unless_cancelled() -> scripts.LuaScript:
     return scripts.LuaScript(
         scripts.source(RUN_PRELUDE) + scripts.source("result_unless_cancelled")
     )
+
+
+def forget_tenant_job(pipe: Pipeline, result: JobResult) -> None:
+    """Queue the finished job's removal from its tenant's index of unfinished jobs (the one
+    ``mimoq cancel --tenant`` reads; enqueue.lua added it). An error (say an ACL without the
+    key) is left to the cancel, which prunes ids it finds finished."""
+    pipe.zrem(wire.tenant_jobs_key(result.tenant), result.id)
 
 
 def _encodable(result: JobResult) -> tuple[JobResult, str]:

@@ -92,6 +92,16 @@ USAGE_PREFIX: Final = "mimoq:usage:"
 #: jobs wait in its lists (enqueue.lua spells the same prefix).
 TENANT_HELD_PREFIX: Final = "mimoq:tenant-held:"
 
+#: A tenant's unfinished jobs (docs/cancel.md): ``mimoq:tenant-jobs:<tenant>`` (``_`` for jobs
+#: that name none), a sorted set of job id -> when its arq job key expires (unix ms), so
+#: ``mimoq cancel --tenant`` reaches jobs no wait list holds (deferred by their producer,
+#: waiting for a retry) at O(the tenant's unfinished jobs). enqueue.lua adds each job; the
+#: one finish path (mimoq.core.finish) takes it out. Its member ``~ttl`` (never a job id)
+#: scores the key's own expiry, an hour past its last job's: enqueue.lua renews the TTL only
+#: when that score grows, so an enqueue costs one ZADD, not a ZADD and a PEXPIRE.
+TENANT_JOBS_PREFIX: Final = "mimoq:tenant-jobs:"
+TENANT_JOBS_TTL_MEMBER: Final = "~ttl"
+
 # --- task names (the "f" of an arq job) ---------------------------------------------------
 TASK_SPEECH: Final = "speech"
 TASK_TRANSCRIPTION: Final = "transcription"
@@ -154,6 +164,11 @@ def admitted_key(model: str) -> str:
 def interactive_admitted_key(model: str, tenant: str | None) -> str:
     """One tenant's interactive jobs of ``model`` in the queue, not yet granted a call."""
     return f"{WAIT_PREFIX}{model}:interactive:admitted:{tenant or NO_TENANT}"
+
+
+def tenant_jobs_key(tenant: str | None) -> str:
+    """The index of ``tenant``'s unfinished jobs (None: the jobs that name no tenant)."""
+    return f"{TENANT_JOBS_PREFIX}{tenant or NO_TENANT}"
 
 
 def usage_key(window_s: int, start: int) -> str:

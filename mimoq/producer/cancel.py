@@ -181,13 +181,60 @@ async def tenant_queued_ids(redis: Redis, tenant: str, models: Sequence[str]) ->
     return list(dict.fromkeys(ids))
 
 
+def _model_of(job: dict[str, Any]) -> str:
+    """A job's model as enqueue.lua reads it (its kind's default when it names none)."""
+    model = job.get("model")
+    if isinstance(model, str) and model:
+        return model
+    return dc.ASR_MODEL if job.get("kind") == wire.TASK_TRANSCRIPTION else dc.TTS_MODEL
+
+
+async def tenant_indexed_ids(redis: Redis, tenant: str, model: str | None) -> list[str]:
+    """The ids in ``tenant``'s index of unfinished jobs (``mimoq:tenant-jobs:<tenant>``)
+    that no worker holds (jobs in flight are left to finish), of ``model`` if given: the
+    jobs deferred by their producer or waiting for a retry, which no wait list holds.
+    O(the tenant's unfinished jobs). Ids whose job is gone stay in: their cancel answers
+    ``not_found`` (or ``already_finished``) and they are pruned then."""
+    members = _text(await redis.zrange(wire.tenant_jobs_key(tenant), 0, -1))
+    ids = [m for m in members if m != wire.TENANT_JOBS_TTL_MEMBER]
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(wire.in_progress_key(job_id))
+        if model is not None:
+            pipe.mget([wire.job_key(job_id) for job_id in ids])
+        read = await pipe.execute()
+    held, envelopes = read[: len(ids)], read[len(ids)] if model is not None else []
+    keep = [job_id for job_id, busy in zip(ids, held, strict=True) if not busy]
+    if model is None:
+        return keep
+    model_of = {
+        job_id: _model_of(job_of_envelope(parse_envelope(_text([raw])[0])))
+        for job_id, raw in zip(ids, envelopes, strict=True)
+        if raw is not None
+    }
+    return [job_id for job_id in keep if model_of.get(job_id, model) == model]
+
+
+async def _prune_tenant_index(redis: Redis, tenant: str, answers: list[CancelAnswer]) -> None:
+    """Drop the ids the cancel found gone or finished from the tenant's index: a job that
+    vanished without a record (its job key expired, or was deleted by hand) never reaches
+    the finish path that would have taken it out. (Cancelled ones left with their record.)"""
+    stale = [
+        a.id for a in answers if a.status in (CancelStatus.not_found, CancelStatus.already_finished)
+    ]
+    if stale:
+        await redis.zrem(wire.tenant_jobs_key(tenant), *stale)
+
+
 async def cancel_tenant(
     redis: Redis, tenant: str, *, model: str | None = None, settings: Settings
 ) -> list[CancelAnswer]:
     """Cancel ``tenant``'s queued work (of ``model`` only, if given): every job of it that
-    waits for admission or for its slot. Jobs in flight are left to finish; jobs deferred by
-    their producer or waiting for a retry are not indexed by tenant (cancel them by id or
-    run). ``_`` is the jobs that name no tenant."""
+    waits for admission or for its slot, is deferred by its producer, or waits for a retry
+    (its index ``mimoq:tenant-jobs:<tenant>``). Jobs in flight are left to finish. ``_`` is
+    the jobs that name no tenant. O(the tenant's unfinished jobs), not O(queue)."""
     if tenant != wire.NO_TENANT and not re.fullmatch(TENANT_PATTERN, tenant):
         raise ValueError("tenant must be 1-64 characters of A-Z a-z 0-9 . _ - (or _ for none)")
     if model is not None:
@@ -197,5 +244,9 @@ async def cancel_tenant(
     else:
         found = _text(list(await redis.smembers(wire.WAIT_MODELS_KEY)))  # type: ignore[misc]
         models = list(dict.fromkeys([*dc.ALL_MODELS, *found]))
+    # the wait lists and admitted sets still reach jobs enqueued before the index existed
     ids = await tenant_queued_ids(redis, tenant, models)
-    return await cancel_jobs(redis, ids, settings=settings)
+    ids += await tenant_indexed_ids(redis, tenant, model)
+    answers = await cancel_jobs(redis, ids, settings=settings)
+    await _prune_tenant_index(redis, tenant, answers)
+    return answers

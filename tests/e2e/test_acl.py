@@ -17,6 +17,7 @@ from mimoq.core.acl import users
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import TenantLimits
 from mimoq.core.usage import usage_report
+from mimoq.producer.cancel import cancel_tenant
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
 from mimoq.worker.run_progress import read_progress
@@ -76,9 +77,16 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
         )
         assert (await producer.cancel(doomed.job_id)).status.value == "cancelled"
         assert await redis.get(wire.cancel_key(doomed.job_id)) == b"cancelled"
+        # and a tenant's jobs: a deferred one through the tenant's index (docs/cancel.md)
+        later = await producer.enqueue(
+            {"kind": "speech", "input": "Later by acl.", "tenant": "acl-t"}, defer_s=60
+        )
+        answers = await cancel_tenant(redis, "acl-t", settings=producer.settings)
+        assert [(a.id, a.status.value) for a in answers] == [(later.job_id, "cancelled")]
         async with running_worker(worker_settings):
             results = [await producer.wait(j.job_id, timeout_s=30) for j in jobs]
             cancelled = await producer.wait(doomed.job_id, timeout_s=30)
+            assert (await producer.wait(later.job_id, timeout_s=30)).status == "cancelled"
             await asyncio.to_thread(receiver.wait_for, 2, 10.0)  # worker wrote the deliveries
         assert [r.status for r in results] == ["succeeded", "succeeded", "succeeded"]
         assert cancelled.status == "cancelled"

@@ -277,6 +277,62 @@ class TestTenantCancel:
         assert sorted(calls(sim, f"{j} ") for j in theirs) == [1] * len(theirs)
 
 
+class TestTenantCancelReachesEveryState:
+    """``mimoq cancel --tenant`` reaches jobs no wait list holds — deferred by their producer,
+    waiting for a retry — through the tenant's index of unfinished jobs (docs/cancel.md)."""
+
+    async def test_queued_deferred_and_retry_waiting_jobs_are_cancelled(
+        self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
+    ) -> None:
+        settings = e2e_settings(
+            redis_server, sim, tmp_path / "data", backoff_base_s=30, backoff_max_s=30
+        )
+        producer = Producer(redis, settings)
+        sim.state.add_fault(Fault(kind="status", status=500, match="tr-1 ", times=1))
+        async with running_worker(settings):
+            await producer.enqueue(speech("tr-1", tenant="acme"))
+            await eventually(lambda: _deferred(producer, "tr-1"), timeout_s=20, what="the retry")
+        assert calls(sim, "tr-1 ") == 1
+        await producer.enqueue(speech("tq-1", tenant="acme"))
+        await producer.enqueue(speech("tq-2", tenant="acme", priority="bulk"))
+        await producer.enqueue(speech("td-1", tenant="acme"), defer_s=60)
+        await producer.enqueue(speech("ob-1", tenant="bolt"))
+        await producer.enqueue(speech("ob-2", tenant="bolt"), defer_s=0.5)
+        acme = ["tr-1", "tq-1", "tq-2", "td-1"]
+        env = clean_env(REDIS_URL=redis_server.url)
+        proc = await asyncio.to_thread(mimoq, "cancel", "--tenant", "acme", env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        answers = {line["id"]: line["status"] for line in map(json.loads, proc.stdout.splitlines())}
+        assert answers == dict.fromkeys(acme, "cancelled")
+        async with running_worker(settings):
+            bolt = [await producer.wait(j, timeout_s=30) for j in ("ob-1", "ob-2")]
+        assert [r.status for r in bolt] == ["succeeded", "succeeded"]  # untouched
+        for job_id in acme:
+            result = await result_of(redis, job_id)
+            assert result is not None and result.status == "cancelled", job_id
+        assert [calls(sim, f"{j} ") for j in acme] == [1, 0, 0, 0]  # tr-1: its first try only
+        # finished and cancelled jobs left the index: nothing but the TTL's own member
+        for tenant in ("acme", "bolt"):
+            left = await redis.zrange(wire.tenant_jobs_key(tenant), 0, -1)
+            assert left == [wire.TENANT_JOBS_TTL_MEMBER.encode()], tenant
+
+    async def test_the_index_has_a_ttl_and_drops_jobs_that_vanished(
+        self, producer: Producer, redis: ArqRedis, settings: Settings
+    ) -> None:
+        await producer.enqueue(speech("gone-1", tenant="fade"))
+        await producer.enqueue(speech("kept-1", tenant="fade"), defer_s=3600)
+        key = wire.tenant_jobs_key("fade")
+        # an hour and more past the longest job's expiry (1 day past its defer), not forever
+        ttl_s = await redis.pttl(key) / 1000
+        assert 86_400 + 3600 + 3600 - 5 <= ttl_s <= 86_400 + 3600 + 7200
+        await redis.delete(wire.job_key("gone-1"))  # vanished without a record
+        answers = await cancel_tenant(redis, "fade", settings=settings)
+        assert {a.id: a.status for a in answers} == {
+            "gone-1": CancelStatus.not_found, "kept-1": CancelStatus.cancelled,
+        }  # fmt: skip
+        assert await redis.zrange(key, 0, -1) == [wire.TENANT_JOBS_TTL_MEMBER.encode()]
+
+
 class TestRunCancel:
     async def test_batch_cancel_withdraws_a_run_and_the_run_counts_it(
         self, producer: Producer, redis: ArqRedis, redis_server: RedisServer, tmp_path: Path
