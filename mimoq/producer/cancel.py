@@ -11,12 +11,14 @@ Cost: O(jobs cancelled) Redis work, in one script call per 10,000 ids plus the r
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
@@ -34,7 +36,11 @@ from mimoq.core.cancel_script import (
 )
 from mimoq.core.finish import finish_cancelled
 from mimoq.core.jobs import TENANT_PATTERN, check_run_name
+from mimoq.core.objstore import open_storage
 from mimoq.core.settings import Settings
+from mimoq.core.splitting.plan import child_id, chunks_prefix
+
+log = structlog.get_logger("mimoq.producer")
 
 
 class CancelStatus(StrEnum):
@@ -101,6 +107,28 @@ async def _record_all(redis: Redis, withdrawn: list[ScriptAnswer], settings: Set
     await finish_cancelled(redis, cancelled, settings=settings)
 
 
+async def _remove_chunk_files(
+    answers: list[ScriptAnswer], chunks: list[ScriptAnswer], settings: Settings
+) -> None:
+    """Delete the chunk files (``chunks/<parent>/``, local disk or object storage) of the long
+    jobs this cancel withdrew and recorded: no worker runs them again to clean up. A parent
+    is known by its first chunk among the cascaded answers (no Redis read). A job a worker
+    holds is cleaned up by that worker when it records it. Best effort: the cancel is already
+    recorded, so a storage this caller cannot reach leaves the files to storage's clean-up."""
+    cascaded = {chunk.id for chunk in chunks}
+    parents = [
+        a.id for a in answers if a.answer is Answer.cancelled and child_id(a.id, 0) in cascaded
+    ]
+    if not parents:
+        return
+    try:
+        storage = open_storage(settings)
+        for parent in parents:
+            await asyncio.to_thread(storage.delete_prefix, chunks_prefix(parent))
+    except Exception as exc:  # any storage error (OSError, obstore's): the cancel stands
+        log.warning("cancel.chunks_left", parents=len(parents), error=type(exc).__name__)
+
+
 async def cancel_jobs(
     redis: Redis, ids: Iterable[str], *, settings: Settings
 ) -> list[CancelAnswer]:
@@ -123,6 +151,8 @@ async def cancel_jobs(
         except NoPermissionError:
             # cannot write results: hand what is left to the workers (idempotent)
             await run_cancel_script(redis, [a.id for a in withdrawn], mode="queue")
+        else:
+            await _remove_chunk_files(answers, chunks, settings)
     except NoPermissionError:
         answers, _ = await run_cancel_script(redis, unique, mode="queue")
     return [_public(a) for a in answers]

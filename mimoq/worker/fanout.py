@@ -47,7 +47,7 @@ from mimoq.core.splitting.join import join_wavs
 from mimoq.core.splitting.mp3 import split_mp3
 from mimoq.core.splitting.pauses import Compaction
 from mimoq.core.splitting.pieces import window_energies, write_pieces
-from mimoq.core.splitting.plan import CHUNKS_DIR, ChildSpec, FanoutPlan, child_id, chunk_key
+from mimoq.core.splitting.plan import ChildSpec, FanoutPlan, child_id, chunk_key, chunks_prefix
 from mimoq.core.splitting.resample import SPLIT_FORMAT
 from mimoq.core.splitting.split_limits import fits_one_call, max_chunk_bytes
 from mimoq.core.splitting.text import join_transcripts, split_text
@@ -330,7 +330,15 @@ async def _forget_failure(
 
 async def _remove_chunks(deps: WorkerDeps, job_id: str) -> None:
     # Chunk files are re-creatable from the input: nothing of value is lost.
-    await asyncio.to_thread(deps.storage.delete_prefix, f"{CHUNKS_DIR}/{job_id}")
+    await asyncio.to_thread(deps.storage.delete_prefix, chunks_prefix(job_id))
+
+
+async def remove_cancelled_chunks(deps: WorkerDeps, redis: Redis, job_id: str) -> None:
+    """A cancelled job that a worker records: if it was a parent (it has a plan), its chunk
+    files go now, not at storage's own clean-up (docs/cancel.md). One EXISTS per cancelled
+    job, so a job that never fanned out costs no storage listing."""
+    if await redis.exists(wire.fanout_key(job_id)):
+        await _remove_chunks(deps, job_id)
 
 
 # --- stitching ---------------------------------------------------------------------------

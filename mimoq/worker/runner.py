@@ -291,6 +291,7 @@ async def _record_cancelled(
     result = cancelled_result(job_id, fields, enqueued_at=_ts(ctx))
     result = await finish(redis, result, callback_of(fields), settings=deps.settings)
     await redis.delete(_deferrals_key(job_id))
+    await fanout.remove_cancelled_chunks(deps, redis, job_id)
     bound.info("job.cancelled")
     metrics.job_outcome(result.kind, result.model, metrics.JobOutcome.cancelled)
     return _summary(result)

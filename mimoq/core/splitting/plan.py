@@ -28,7 +28,12 @@ def child_id(parent_id: str, index: int) -> str:
 
 def chunk_key(parent_id: str, index: int, extension: str) -> str:
     """The storage key of chunk ``index``'s file (input audio, or a part's speech)."""
-    return f"{CHUNKS_DIR}/{parent_id}/{index:04d}{extension}"
+    return f"{chunks_prefix(parent_id)}/{index:04d}{extension}"
+
+
+def chunks_prefix(parent_id: str) -> str:
+    """The storage prefix of every chunk file of ``parent_id`` (removed when it ends)."""
+    return f"{CHUNKS_DIR}/{parent_id}"
 
 
 class ChildSpec(BaseModel):
