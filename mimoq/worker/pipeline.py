@@ -55,6 +55,11 @@ class WorkerDeps:
         """The first account's limiter (what start-up capacity checks look at)."""
         return self.accounts.primary.limiter
 
+    @property
+    def limiters(self) -> list[Limiter]:
+        """Every account's limiter (a tenant held at its limit gives its tickets back to each)."""
+        return [account.limiter for account in self.accounts.accounts.values()]
+
 
 async def inspect_input(deps: WorkerDeps, ref: str, *, param: str) -> AudioInput:
     """Check a job's audio reference off the event loop (file checks block; a FIFO would hang).

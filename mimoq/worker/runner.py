@@ -137,7 +137,9 @@ async def _attempt(
         if await fanout.needs_fanout(deps, job):  # over one call's limit: chunk jobs
             return await fanout.run_parent(deps, redis, job, job_id)
         # a tenant at its limit (MIMOQ_TENANT_LIMITS) waits for its window to free
-        await tenant_gate.check(redis, job, job_id, deps.settings.usage.limits())
+        await tenant_gate.check(
+            redis, job, job_id, deps.settings.usage.limits(), limiters=deps.limiters
+        )
         if isinstance(job, SpeechJob):
             return await run_speech(deps, job, job_id)
         return await run_transcription(deps, job, job_id)

@@ -6,12 +6,16 @@ slots go to the others. The first worker to see the tenant over its limit marks 
 (``wire.tenant_held_key``, expiring when the window frees): only that worker logs
 ``tenant.limited`` (once per hit, fleet-wide); while the mark stands the admission rounds
 skip the tenant (core/scripts/limiter_common.lua) and enqueue.lua keeps its new jobs in its
-waiting lists, so its backlog neither takes limiter tickets nor enters the queue.
+waiting lists, so its backlog neither takes limiter tickets nor enters the queue. The
+tickets it took before the hit go back to the model's limiters as its jobs reach the gate
+(core/scripts/limiter_release_tenant.lua): their slots go to the other tenants' tickets
+instead of passing unused.
 
 Usage is counted when a job finishes, so a tenant overshoots by at most the calls already
 past this gate (its jobs in flight) when it reached the limit.
 Cost: nothing for a tenant without limits; one round trip per attempt otherwise (the
-HGET of each limited metric, pipelined).
+HGET of each limited metric, pipelined), and a held job's hold one more, plus one script
+per account to give back the tenant's tickets.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -30,6 +34,7 @@ from mimoq.core.errors import TenantLimitDeferred
 from mimoq.core.jobs import SpeechJob, TranscriptionJob
 from mimoq.core.tenant_limits import NO_TENANT, Breach, TenantLimits, first_breach
 from mimoq.core.usage import read_window_totals
+from mimoq.worker.limiter import Limiter
 
 log = structlog.get_logger("mimoq.tenants")
 
@@ -43,11 +48,13 @@ async def check(
     job_id: str,
     limits: TenantLimits,
     *,
+    limiters: Sequence[Limiter] = (),
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
 ) -> None:
     """Return if ``job``'s tenant is within its limits; else hold it and raise
-    ``TenantLimitDeferred`` until its window frees."""
+    ``TenantLimitDeferred`` until its window frees. ``limiters``: each account's, where the
+    held tenant's tickets for the job's model go back."""
     mine = limits.for_tenant(job.tenant)
     if not mine:
         return
@@ -57,6 +64,8 @@ async def check(
     if breach is None:
         return
     await hold(redis, job, job_id, breach, now)
+    for limiter in limiters:  # its reserved slots go to the others, not unused
+        await limiter.release_tenant(job.model, job.tenant)
     wait = max(0.001, breach.frees_at - now) + SPREAD_S * rand()
     raise TenantLimitDeferred(breach.reason(job.tenant), retry_after_s=wait)
 

@@ -137,6 +137,11 @@ class Limiter(Protocol):
         """After a 429 from MiMo: fleet-wide pause of ``model`` and a rate step-down."""
         ...
 
+    async def release_tenant(self, model: str, tenant: str | None) -> int:
+        """Give back every ticket ``tenant`` holds for ``model`` (it is held at its limit:
+        its slots go to the others); returns how many."""
+        ...
+
     def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
         """Queue on ``pipe`` a read (it reserves nothing) of the seconds until this limiter
         could grant one more call of ``model``; returns how many commands it queued, the
@@ -372,6 +377,11 @@ class RedisLimiter:
             stepped_down=bool(stepped), paused_s=round(float(remaining), 3),
         )  # fmt: skip
 
+    async def release_tenant(self, model: str, tenant: str | None) -> int:
+        """Give back every ticket ``tenant`` holds for ``model``: each freed slot goes to
+        the schedule's last ticket (limiter_release_tenant.lua); returns how many were held."""
+        return int(await self._run("release_tenant", model, {"tenant": tenant}))
+
     async def admit(self, model: str, *, untracked: int | None = None) -> int:
         """Top up ``model``'s admitted look-ahead from its waiting bulk jobs.
 
@@ -498,6 +508,9 @@ class UnlimitedLimiter:
 
     async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
         return None
+
+    async def release_tenant(self, model: str, tenant: str | None) -> int:
+        return 0  # no tickets without limits
 
     async def admit(self, model: str) -> int:
         if self._admission is None:
