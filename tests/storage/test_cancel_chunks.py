@@ -22,7 +22,7 @@ from mimoq.core.settings import Settings
 from mimoq.producer.cancel import CancelStatus
 from mimoq.producer.client import Producer
 from mimoq.sim.faults import Fault
-from mimoq.sim.server import RunningSim
+from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
 from tests.storage.test_s3_fleet import _long_recording
