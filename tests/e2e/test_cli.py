@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import pytest
+from arq.connections import ArqRedis
 
+from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
 from tests.conftest import RedisServer
 from tests.e2e.conftest import API_KEY, e2e_settings, running_worker
@@ -90,7 +90,7 @@ def test_failed_job_exits_non_zero(sim: RunningSim, tmp_path: Path) -> None:
 
 @pytest.mark.redis
 async def test_enqueue_then_status_with_a_shared_redis(
-    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: object
+    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
 ) -> None:
     env = clean_env(
         MIMO_API_KEY=API_KEY,
@@ -107,35 +107,15 @@ async def test_enqueue_then_status_with_a_shared_redis(
     assert json.loads(again.stdout)["status"] == "duplicate"
 
     settings = e2e_settings(redis_server, sim, tmp_path)
-    async with running_worker(settings):
-        waited = await _run_async(["status", "cli-1"], env, tmp_path, until="succeeded")
+    async with running_worker(settings), Producer(redis, settings) as producer:
+        # Woken by the worker's finish, not by starting `mimoq status` until it says so
+        # (a second of interpreter start-up per try on a loaded machine).
+        await producer.wait("cli-1", timeout_s=60)
+    waited = json.loads(mimoq("status", "cli-1", env=env, cwd=tmp_path).stdout)
+    assert waited["status"] == "succeeded"
     assert waited["result"]["output"]["path"].endswith("cli-1.wav")
     missing = mimoq("status", "nope", env=env, cwd=tmp_path)
     assert missing.returncode == 1 and json.loads(missing.stdout)["status"] == "not_found"
-
-
-async def _run_async(
-    args: list[str], env: dict[str, str], cwd: Path, *, until: str
-) -> dict[str, object]:
-    """Run ``mimoq status`` until it reports ``until`` (the worker runs on this event loop)."""
-    import asyncio
-
-    for _ in range(200):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mimoq.cli",
-            *args,
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, _err = await proc.communicate()
-        report: dict[str, object] = json.loads(out)
-        if report["status"] == until:
-            return report
-    raise AssertionError(f"never reached {until}: {report}")
 
 
 def test_demo_exits_zero(tmp_path: Path) -> None:
