@@ -157,7 +157,7 @@ class MimoqWorker(Worker):
             run=salvage_run(raw_job),
         )
         log.warning("job.failed", job_id=job_id, error_type="job_failed", reason=reason)
-        used = tenant_usage.failed(raw_job, None, kind)
+        used = tenant_usage.failed_usage(raw_job, None, kind)
         write = tenant_usage.usage_write(used, self.mimoq_settings)
         await finish(self.pool, result, callback, settings=self.mimoq_settings, usage=write)
         metrics.job_outcome(result.kind, None, metrics.JobOutcome.failed)

@@ -211,12 +211,12 @@ async def run_job(
     if outcome is not None and job is not None:
         result = result_builder.succeeded(job, job_id, outcome, tries=tries, enqueued_at=_ts(ctx))
         callback = job.callback
-        used = tenant_usage.succeeded(job, outcome)
+        used = tenant_usage.succeeded_usage(job, outcome)
     else:
         assert verdict.error is not None
         await forget_admitted(redis, job_id, raw, kind)
         result, callback = _failed(ctx, job, raw, kind, verdict.error, tries=tries)
-        used = tenant_usage.failed(raw, job, kind)
+        used = tenant_usage.failed_usage(raw, job, kind)
     # unless a cancel came first (it answered "in flight"): atomic with cancel.lua
     written = await finish_unless_cancelled(
         redis, result, callback, settings=deps.settings,

@@ -18,7 +18,7 @@ from mimoq.worker import metrics
 from mimoq.worker.pipeline import Outcome
 
 
-def succeeded(job: SpeechJob | TranscriptionJob, outcome: Outcome) -> UsageEntry:
+def succeeded_usage(job: SpeechJob | TranscriptionJob, outcome: Outcome) -> UsageEntry:
     """A job that produced its output: its calls and what they carried. A long job's own
     record adds nothing but itself (``calls`` 0): its chunk jobs count their calls."""
     if outcome.calls == 0:
@@ -36,7 +36,9 @@ def succeeded(job: SpeechJob | TranscriptionJob, outcome: Outcome) -> UsageEntry
     return UsageEntry(job.tenant, job.model, amounts)
 
 
-def failed(raw: Any, job: SpeechJob | TranscriptionJob | None, kind: str | None) -> UsageEntry:
+def failed_usage(
+    raw: Any, job: SpeechJob | TranscriptionJob | None, kind: str | None
+) -> UsageEntry:
     """A job that ended failed: no call answered (a refused call is not billed)."""
     if job is not None:
         return UsageEntry(job.tenant, job.model, {"failed": 1.0})

@@ -30,9 +30,9 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # CLI subcommand bodies, likewise (``usage.run``, ``doctor.render``)
     "run", "render",
     # still to rename
-    "Piece", "cancel_run", "classify", "desired_workers", "failed",
+    "Piece", "cancel_run", "classify", "desired_workers",
     "get", "iter_frames", "mp3_duration_s", "output_key", "page", "parse_retry_after",
-    "record", "replay", "shutdown", "speech", "succeeded", "transcription_body",
+    "record", "replay", "shutdown", "speech", "transcription_body",
     "worker_state",
 })  # fmt: skip
 
