@@ -141,6 +141,6 @@ def speech_without_audio(model: str, usage: dict[str, Any] | None, mode: EmptyAu
     return _completion(model, _speech_message("" if mode is EmptyAudio.EMPTY else mode), usage)
 
 
-def transcription_body(model: str, transcript: str, usage: dict[str, Any] | None) -> bytes:
+def transcription_answer(model: str, transcript: str, usage: dict[str, Any] | None) -> bytes:
     """An ASR answer: the transcript is the plain ``content`` string."""
     return _completion(model, {"role": "assistant", "content": transcript}, usage)

@@ -320,7 +320,7 @@ class SimApp:
         empty = fault is not None and fault.kind is FaultKind.EMPTY_AUDIO
         if not empty:
             self.state.count_audio(request.model, heard_s=heard.duration_s)
-        body = bodies.transcription_body(
+        body = bodies.transcription_answer(
             request.model,
             "" if empty else heard.transcript,
             None if self.config.omit_usage else usage,
