@@ -79,7 +79,7 @@ def looks_like_mp3(data: bytes) -> bool:
     return data[:3] == b"ID3" or (len(data) >= 2 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
 
 
-def mp3_duration_s(size: int) -> float:
+def assumed_mp3_duration_s(size: int) -> float:
     """Duration of ``size`` bytes of MP3, assuming ``MP3_ASSUMED_BITRATE``."""
     return size * 8 / MP3_ASSUMED_BITRATE
 
@@ -97,6 +97,6 @@ def hear(mime: str, data: bytes) -> Heard:
         if info.comment is not None:
             return Heard(transcript=info.comment, duration_s=duration)
     else:
-        duration = mp3_duration_s(len(data))
+        duration = assumed_mp3_duration_s(len(data))
     digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()[:8]
     return Heard(transcript=f"[audio {duration:.2f}s sha1:{digest}]", duration_s=duration)

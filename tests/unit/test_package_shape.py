@@ -29,9 +29,8 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # CLI subcommand bodies, likewise (``usage.run``, ``doctor.render``)
     "run", "render",
     # still to rename
-    "Piece", "cancel_run", "classify", "desired_workers", "get", "iter_frames",
-    "mp3_duration_s", "output_key", "page", "parse_retry_after", "record", "replay", "shutdown",
-    "speech", "worker_state",
+    "Piece", "cancel_run", "classify", "desired_workers", "get", "iter_frames", "output_key",
+    "page", "parse_retry_after", "record", "replay", "shutdown", "speech", "worker_state",
 })  # fmt: skip
 
 
