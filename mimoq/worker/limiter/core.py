@@ -183,7 +183,6 @@ class LimiterSnapshot:
 
 
 @cache
-@cache
 def _limiter_script(name: str) -> LuaScript:
     """``core/scripts/limiter_<name>.lua`` behind the functions every limiter script shares
     (``limiter_common.lua``), hashed once per process."""
