@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mimoq.core.errors import (
     UpstreamResponseError,
     UpstreamUnavailable,
 )
+from mimoq.core.http_headers import parse_retry_after
 from mimoq.core.jobs import SpeechJob, TranscriptionJob
 
 #: Sent on every call. ``Accept: audio/*`` (what OpenAI TTS SDKs send) gets a 406.
@@ -179,23 +179,6 @@ def parse_transcription(raw: bytes) -> tuple[str, dict[str, Any] | None]:
 
 
 # --- errors -------------------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(text).timestamp() - now
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN/inf
-        return None
-    return max(0.0, seconds)
 
 
 def _text(value: object) -> str | None:

@@ -1,4 +1,5 @@
-"""PURE: the rules a callback header must meet to be sent as-is (RFC 9110 §5.1, §5.5).
+"""PURE: the rules a callback header must meet to be sent as-is (RFC 9110 §5.1, §5.5), and
+the reading of a ``Retry-After`` header, from MiMo or from a callback receiver alike.
 
 Checked twice: when a job is accepted (``mimoq.core.jobs.Callback``, a clear
 ``invalid_request_error``) and again just before a delivery is sent, because a foreign
@@ -10,6 +11,7 @@ character instead of raising inside the HTTP client.
 from __future__ import annotations
 
 import re
+from email.utils import parsedate_to_datetime
 from typing import Final
 
 #: RFC 9110 ``token``: the only characters a field name may hold.
@@ -43,3 +45,24 @@ def header_problem(name: str, value: str) -> str | None:
 def encode_value(value: str) -> bytes:
     """The bytes sent for a value that passed :func:`header_problem`."""
     return value.encode("latin-1")
+
+
+#: RFC 9110 delta-seconds (a decimal fraction tolerated): no sign, no exponent, no NaN.
+_SECONDS: Final = re.compile(r"\d{1,10}(\.\d+)?")
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), or None
+    when it is absent or not one (then the caller's own backoff applies)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a zone-less one is read the same way
+        return None
+    return max(0.0, when.timestamp() - now)

@@ -14,9 +14,7 @@ import binascii
 import hashlib
 import hmac
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Final
 
@@ -35,7 +33,6 @@ USER_AGENT: Final = "mimoq-webhooks/1"
 MAX_DELAY_S: Final = 86_400.0
 DEFAULT_SCHEDULE_S: Final = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 _SCHEDULE_FORMAT = "the callback schedule must be comma-separated seconds, e.g. 0,5,300"
-_SECONDS = re.compile(r"\d{1,10}(\.\d+)?")
 
 
 class DeliveryVerdict(StrEnum):
@@ -183,22 +180,6 @@ def classify_status(status: int) -> DeliveryVerdict:
     if 400 <= status < 500 and status not in (408, 429):
         return DeliveryVerdict.final
     return DeliveryVerdict.retry
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if _SECONDS.fullmatch(text):
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a zone-less one is read the same way
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 # --- the schedule -------------------------------------------------------------------------

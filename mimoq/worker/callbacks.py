@@ -34,7 +34,7 @@ from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
 from mimoq.core.finish import enqueue_delivery
 from mimoq.core.finish import schedule_callback as schedule_callback  # re-exported
-from mimoq.core.http_headers import encode_value
+from mimoq.core.http_headers import encode_value, parse_retry_after
 from mimoq.core.jobs import CallbackState, CallbackStatus
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import (
@@ -52,7 +52,6 @@ from mimoq.core.webhooks import (
     InvalidDeliveryHeader,
     classify_status,
     delivery_headers,
-    parse_retry_after,
     retry_delay_s,
 )
 from mimoq.worker import metrics

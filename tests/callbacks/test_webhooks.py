@@ -10,6 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mimoq.core.errors import ConfigurationError
+from mimoq.core.http_headers import parse_retry_after
 from mimoq.core.settings import Settings
 from mimoq.core.webhooks import (
     DEFAULT_SCHEDULE_S,
@@ -19,7 +20,6 @@ from mimoq.core.webhooks import (
     classify_status,
     decode_secret,
     delivery_headers,
-    parse_retry_after,
     parse_schedule,
     retry_delay_s,
     signature,

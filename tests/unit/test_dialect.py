@@ -242,7 +242,8 @@ def test_error_message_is_capped() -> None:
         (None, None),
         ("", None),
         ("0", 0.0),
-        ("-5", 0.0),
+        ("-5", None),  # not delta-seconds: MiMo's answer gets the usual backoff
+        ("1e3", None),
         ("1.5", 1.5),
         ("nan", None),
         ("inf", None),
@@ -250,8 +251,13 @@ def test_error_message_is_capped() -> None:
         ("garbage", None),
     ],
 )
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    assert dialect.parse_retry_after(value, now=NOW) == expected
+def test_mimos_retry_after_is_read_like_a_callback_receivers(
+    value: str | None, expected: float | None
+) -> None:
+    # one parser (http_headers.parse_retry_after) for both; this is how MiMo's 429 uses it
+    headers = {} if value is None else {"retry-after": value}
+    error = dialect.classify_http_error(429, b"{}", headers, now=NOW)
+    assert isinstance(error, RateLimitedError) and error.retry_after_s == expected
 
 
 @pytest.mark.parametrize(
