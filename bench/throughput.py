@@ -466,14 +466,14 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
         f"answering {args.audio_kb:g} KiB of audio; every service in its own process"
     )
     print(
-        f"{'round':<6}{'phase':<10}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
+        f"{'round':<6}{'phase':<14}{'enqueue/s':>10}{'jobs/s':>9}{'window s':>10}"
         f"{'worker CPU':>12}{'loop CPU':>10}{'redis CPU':>11}{'sim CPU':>9}   (CPU: ms per job)"
     )
     ok = True
     for number, results in enumerate(rounds, 1):
         for r in results.values():
             print(
-                f"{number:<6}{r.phase:<10}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
+                f"{number:<6}{r.phase:<14}{n / r.enqueue_s:>10.0f}{n / r.window_s:>9.0f}"
                 f"{r.window_s:>10.3f}{_ms(r.worker_cpu_s, n):>12}{_ms(r.loop_cpu_s, n):>10}"
                 f"{_ms(r.redis_cpu_s, n):>11}{_ms(r.sim_cpu_s, n):>9}"
             )
