@@ -167,7 +167,7 @@ class Heartbeat:
         self._last_tick = now
         draining = not worker.allow_pick_jobs
         in_flight = sum(not t.done() for t in worker.tasks.values())
-        metrics.worker_state(in_flight=in_flight, draining=draining)
+        metrics.worker_state_sampled(in_flight=in_flight, draining=draining)
         if now < self._next_beat and draining == self._draining:
             return
         self._draining = draining

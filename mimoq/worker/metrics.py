@@ -302,7 +302,7 @@ def callback_attempt(outcome: CallbackOutcome, *, dead_reason: str | None = None
         DEAD_LETTERS.labels(_label(dead_reason)).inc()
 
 
-def worker_state(*, in_flight: int, draining: bool) -> None:
+def worker_state_sampled(*, in_flight: int, draining: bool) -> None:
     """This process's own gauges; cheap, called on every poll of the queue."""
     JOBS_IN_FLIGHT.set(in_flight)
     DRAINING.set(1 if draining else 0)

@@ -176,8 +176,8 @@ def test_audio_processed_counts_seconds_and_bytes() -> None:
 
 
 def test_gauges_are_set_not_added() -> None:
-    metrics.worker_state(in_flight=3, draining=True)
-    metrics.worker_state(in_flight=1, draining=False)
+    metrics.worker_state_sampled(in_flight=3, draining=True)
+    metrics.worker_state_sampled(in_flight=1, draining=False)
     metrics.fleet_sampled(due=5, deferred=2, dead_letters=7)
     assert sample("mimoq_jobs_in_flight") == 1
     assert sample("mimoq_worker_draining") == 0

@@ -30,7 +30,7 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     "run", "render",
     # still to rename
     "Piece", "cancel_run", "classify", "desired_workers", "get", "iter_frames", "output_key",
-    "page", "record", "replay", "shutdown", "speech", "worker_state",
+    "page", "record", "replay", "shutdown", "speech",
 })  # fmt: skip
 
 
