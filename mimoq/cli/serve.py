@@ -43,7 +43,7 @@ def fleet_view(settings: Settings) -> FleetView:
 
     async def desired_workers(redis: Redis) -> int:
         workers = (await read_desired_workers(redis, settings)).workers
-        metrics.desired_workers(workers)
+        metrics.desired_workers_computed(workers)
         return workers
 
     async def progress(redis: Redis, run: str) -> dict[str, Any] | None:

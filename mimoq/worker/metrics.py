@@ -334,6 +334,6 @@ DESIRED_WORKERS: Final = Gauge(
 )
 
 
-def desired_workers(workers: int) -> None:
+def desired_workers_computed(workers: int) -> None:
     """The autoscaling signal, as this process last computed it."""
     DESIRED_WORKERS.set(workers)

@@ -136,4 +136,4 @@ async def sample_desired_workers(redis: Redis, settings: Settings, depth: Depth)
     except RedisError as exc:
         log.warning("scaling.read_failed", error=type(exc).__name__)
         return
-    metrics.desired_workers(desired.workers)
+    metrics.desired_workers_computed(desired.workers)

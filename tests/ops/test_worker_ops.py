@@ -262,7 +262,7 @@ async def test_the_desired_workers_gauge_follows_the_waiting_work(
     # One TTS request a minute: after the first call, bulk jobs wait for the quota.
     settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
     producer = Producer(redis, settings)
-    metrics.desired_workers(99)  # whatever an earlier test's worker left in this process
+    metrics.desired_workers_computed(99)  # whatever an earlier test's worker left in this process
     async with serving_worker(settings) as (worker, port):
         await eventually(  # this worker computes it: nothing waits, no worker is needed
             lambda: _when(port, lambda now: value(now, "mimoq_desired_workers") == 0),
