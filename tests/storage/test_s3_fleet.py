@@ -265,7 +265,11 @@ async def test_a_worker_killed_mid_upload_leaves_no_partial_object_and_the_rerun
     host, port = seaweed.endpoint.removeprefix("http://").split(":")
     with FreezingProxy(host, int(port), freeze_after=7 << 20) as proxy:
         env = _worker_env(redis_server, sim, seaweed, tmp_path / "machine-a" / "data", bucket_url)
-        env.update(AWS_ENDPOINT=proxy.url, MIMOQ_JOB_TIMEOUT_S="5")
+        # A fast heartbeat: machine-b re-queues the dead worker's job once its heartbeat
+        # lapses (1.5 s) instead of waiting for arq's in-progress key (job timeout + 10 s).
+        env.update(
+            AWS_ENDPOINT=proxy.url, MIMOQ_JOB_TIMEOUT_S="5", MIMOQ_HEARTBEAT_INTERVAL_S="0.5"
+        )
         doomed = machines.start(env, "machine-a")
         job = await Producer(redis, settings).enqueue(
             {"kind": "speech", "input": "kill me", "id": "killed-1"}
@@ -277,6 +281,7 @@ async def test_a_worker_killed_mid_upload_leaves_no_partial_object_and_the_rerun
         doomed.wait(30)
     assert not storage.exists("speech/killed-1.wav")  # killed: still nothing, not a partial
     env = _worker_env(redis_server, sim, seaweed, tmp_path / "machine-b" / "data", bucket_url)
+    env.update(MIMOQ_HEARTBEAT_INTERVAL_S="0.5")
     machines.start(env, "machine-b")
     result = await Producer(redis, settings).wait(job.job_id, timeout_s=120)
     assert result.status == "succeeded", (result.error, machines.logs())
