@@ -14,7 +14,7 @@ from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import DAY_S
 from mimoq.core.usage import usage_report
 from mimoq.worker.accounts.breaker import read_paused
-from mimoq.worker.depth import classify, read_depth
+from mimoq.worker.depth import job_kind_and_lane, read_depth
 from mimoq.worker.heartbeat import read_beats
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth, waiting_models
@@ -33,7 +33,9 @@ async def _kinds(redis: Redis, ids: list[str]) -> list[str]:
     out: list[str] = []
     for start in range(0, len(ids), _PAGE):
         page = ids[start : start + _PAGE]
-        out.extend(classify(raw)[0] for raw in await redis.mget([wire.job_key(i) for i in page]))
+        out.extend(
+            job_kind_and_lane(raw)[0] for raw in await redis.mget([wire.job_key(i) for i in page])
+        )
     return out
 
 

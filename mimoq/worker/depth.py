@@ -49,7 +49,7 @@ _TASK_KIND: Final = {
 }
 
 
-def classify(raw: bytes | None) -> tuple[str, str]:
+def job_kind_and_lane(raw: bytes | None) -> tuple[str, str]:
     """(kind, lane) of one ``arq:job:<id>`` value; kind ``expired`` when the key is gone,
     ``other`` when it is not one of mimoq's tasks."""
     if raw is None:
@@ -129,7 +129,9 @@ async def _classified(redis: Redis, ids: list[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for start in range(0, len(ids), _PAGE):
         page = ids[start : start + _PAGE]
-        out.extend(classify(raw) for raw in await redis.mget([wire.job_key(i) for i in page]))
+        out.extend(
+            job_kind_and_lane(raw) for raw in await redis.mget([wire.job_key(i) for i in page])
+        )
     return out
 
 

@@ -17,7 +17,7 @@ from mimoq.core import deadletters, failures, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.jobs import JobResult
 from mimoq.core.webhooks import Delivery
-from mimoq.worker.depth import classify
+from mimoq.worker.depth import job_kind_and_lane
 from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.redis]
@@ -109,7 +109,7 @@ class socket_closed_port:
     ],
 )
 def test_kind_and_lane_of_a_job_record(raw: bytes | None, kind: str, lane: str) -> None:
-    assert classify(raw) == (kind, lane)
+    assert job_kind_and_lane(raw) == (kind, lane)
 
 
 async def known_state(redis: ArqRedis) -> None:
