@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from mimoq.core.audio import WavFormat
-from mimoq.core.splitting.chunker import Chunker, Piece
+from mimoq.core.splitting.chunker import Chunker, ChunkFrames
 from mimoq.core.splitting.pcm import to_float
 from tests.batch.helpers import encode, gap_spans, tones
 
 FMT = WavFormat(1_000, 1, 16)  # 1 kHz keeps the arithmetic readable: 1 frame = 1 ms
 
 
-def run(total: np.ndarray, block: int, **kw: int) -> tuple[list[Piece], int]:
+def run(total: np.ndarray, block: int, **kw: int) -> tuple[list[ChunkFrames], int]:
     chunker = Chunker(to_float=lambda f: to_float(f, FMT), **kw)
-    pieces: list[Piece] = []
+    pieces: list[ChunkFrames] = []
     held = 0
     for start in range(0, len(total), block):
         pieces += chunker.feed(total[start : start + block])
@@ -23,7 +23,7 @@ def run(total: np.ndarray, block: int, **kw: int) -> tuple[list[Piece], int]:
     return pieces + chunker.close(), held
 
 
-def chunk_lengths(pieces: list[Piece]) -> list[int]:
+def chunk_lengths(pieces: list[ChunkFrames]) -> list[int]:
     lengths: dict[int, int] = {}
     for piece in pieces:
         lengths[piece.index] = lengths.get(piece.index, 0) + len(piece.frames)

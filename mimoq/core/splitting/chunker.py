@@ -12,7 +12,7 @@ from mimoq.core.splitting.quiet import quietest_cut
 
 
 @dataclass(frozen=True)
-class Piece:
+class ChunkFrames:
     """Consecutive frames of chunk ``index``; ``last`` closes that chunk."""
 
     index: int
@@ -56,13 +56,13 @@ class Chunker:
         self._pending_n = len(rest)
         return head
 
-    def feed(self, block: Frames) -> list[Piece]:
+    def feed(self, block: Frames) -> list[ChunkFrames]:
         """Take the next block; return the pieces that are now decided."""
         self._empty = block[:0]
         if len(block):
             self._pending.append(block)
             self._pending_n += len(block)
-        out: list[Piece] = []
+        out: list[ChunkFrames] = []
         while self._pending_n:
             room = self._max - self._emitted
             safe = room - self._search  # >= 0: never more than safe frames are emitted early
@@ -70,7 +70,7 @@ class Chunker:
                 buf = self._take(self._pending_n)
                 region = self._to_float(buf[safe:room])
                 cut = safe + quietest_cut(region, self._window)
-                out.append(Piece(self._index, buf[:cut], last=True))
+                out.append(ChunkFrames(self._index, buf[:cut], last=True))
                 self._pending, self._pending_n = (
                     ([buf[cut:]], len(buf) - cut) if cut < len(buf) else ([], 0)
                 )
@@ -79,15 +79,15 @@ class Chunker:
                 continue
             if safe > 0:
                 n = min(self._pending_n, safe)
-                out.append(Piece(self._index, self._take(n), last=False))
+                out.append(ChunkFrames(self._index, self._take(n), last=False))
                 self._emitted += n
             break
         return out
 
-    def close(self) -> list[Piece]:
+    def close(self) -> list[ChunkFrames]:
         """The end of the stream: the rest closes the last chunk."""
         if self._pending_n:
-            piece = Piece(self._index, self._take(self._pending_n), last=True)
+            piece = ChunkFrames(self._index, self._take(self._pending_n), last=True)
             self._index += 1
             self._emitted = 0
             return [piece]
@@ -95,5 +95,5 @@ class Chunker:
             # The last chunk's frames all went out early: close it with no frames.
             self._emitted = 0
             self._index += 1
-            return [Piece(self._index - 1, self._empty, last=True)]
+            return [ChunkFrames(self._index - 1, self._empty, last=True)]
         return []

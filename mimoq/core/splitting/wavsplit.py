@@ -13,7 +13,7 @@ from mimoq.core.audio import (
     WavFormat,
     parse_wav_header,
 )
-from mimoq.core.splitting.chunker import Chunker, Piece
+from mimoq.core.splitting.chunker import Chunker, ChunkFrames
 from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
 from mimoq.core.splitting.pcm import Frames, iter_frames, to_bytes, to_float
 from mimoq.core.splitting.resample import Converter, split_format
@@ -70,7 +70,7 @@ class _ChunkWriter:
         self._chunk_frames = 0
         self.chunks: list[AudioChunk] = []
 
-    def write(self, piece: Piece) -> None:
+    def write(self, piece: ChunkFrames) -> None:
         if self._sink is None:
             f = self._stack.enter_context(self._open_chunk(piece.index))
             self._sink = AudioSink(f, source="pcm", output="wav", pcm_format=self._fmt)
