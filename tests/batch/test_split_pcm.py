@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mimoq.core.audio import WavFormat
-from mimoq.core.splitting.pcm import decode, iter_frames, to_bytes, to_float, to_s16
+from mimoq.core.splitting.pcm import decode, iter_pcm_blocks, to_bytes, to_float, to_s16
 from tests.batch.helpers import encode
 
 FORMATS = [
@@ -54,12 +54,12 @@ def test_to_s16_rounds_and_clips(values: list[float], expected: list[int]) -> No
     ("data_bytes", "block_frames", "sizes"),
     [(None, 40, [40, 40, 20]), (200, 40, [40, 40, 20]), (120, 1000, [60]), (201, 64, [64, 36])],
 )
-def test_iter_frames_streams_whole_frames(
+def test_iter_pcm_blocks_streams_whole_frames(
     data_bytes: int | None, block_frames: int, sizes: list[int]
 ) -> None:
     fmt = WavFormat(16_000, 1, 16)
     raw = np.arange(100, dtype="<i2").tobytes() + b"\x07"  # a stray half sample at the end
-    blocks = list(iter_frames(io.BytesIO(raw), fmt, data_bytes, block_frames))
+    blocks = list(iter_pcm_blocks(io.BytesIO(raw), fmt, data_bytes, block_frames))
     assert [len(b) for b in blocks] == sizes
     joined = np.concatenate(blocks)[:, 0]
     assert joined.tolist() == list(range(len(joined)))

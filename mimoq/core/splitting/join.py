@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from mimoq.core.audio import AudioContainer, AudioInfo, AudioSink, WavFormat
-from mimoq.core.splitting.pcm import iter_frames
+from mimoq.core.splitting.pcm import iter_pcm_blocks
 from mimoq.core.splitting.resample import Converter
 from mimoq.core.splitting.wavsplit import read_wav_header
 
@@ -44,7 +44,7 @@ def join_wavs(parts: Sequence[Path], out: BinaryIO, *, output: AudioContainer) -
                 _copy_samples(f, size, sink)
                 continue
             converter = Converter(fmt, target)
-            for block in iter_frames(f, fmt, size, max(1, _BLOCK_BYTES // fmt.block_align)):
+            for block in iter_pcm_blocks(f, fmt, size, max(1, _BLOCK_BYTES // fmt.block_align)):
                 sink.write(converter.convert(block).tobytes())
             sink.write(converter.flush().tobytes())
     return sink.finish()

@@ -67,7 +67,7 @@ def to_bytes(frames: Frames, fmt: WavFormat) -> bytes:
     return frames.astype(frame_dtype(fmt), copy=False).tobytes()
 
 
-def iter_frames(
+def iter_pcm_blocks(
     f: BinaryIO, fmt: WavFormat, data_bytes: int | None, block_frames: int
 ) -> Iterator[Frames]:
     """Read ``data_bytes`` of samples (None: to the end) from ``f``, ``block_frames`` at a time.

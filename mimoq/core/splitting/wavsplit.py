@@ -15,7 +15,7 @@ from mimoq.core.audio import (
 )
 from mimoq.core.splitting.chunker import Chunker, ChunkFrames
 from mimoq.core.splitting.chunks import AudioChunk, OpenChunk, UnsupportedAudioError
-from mimoq.core.splitting.pcm import Frames, iter_frames, to_bytes, to_float
+from mimoq.core.splitting.pcm import Frames, iter_pcm_blocks, to_bytes, to_float
 from mimoq.core.splitting.resample import Converter, split_format
 
 #: Cuts are searched for in the last 20 s of each chunk (or its last tenth, if shorter):
@@ -48,7 +48,7 @@ def read_wav_header(f: BinaryIO) -> tuple[WavFormat, int | None]:
 def _frames(
     f: BinaryIO, src: WavFormat, dst: WavFormat, data_bytes: int | None
 ) -> Iterator[Frames]:
-    blocks = iter_frames(f, src, data_bytes, int(src.sample_rate * _BLOCK_S))
+    blocks = iter_pcm_blocks(f, src, data_bytes, int(src.sample_rate * _BLOCK_S))
     if dst == src:
         yield from blocks
         return
