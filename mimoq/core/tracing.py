@@ -9,7 +9,9 @@ carries the trace on into the receiver.
 
 Off (the default), no SDK is imported and no span is built: every helper here returns at
 its first line, except that a job's own ``traceparent`` is still handed on, unchanged, to
-its callback. Attributes never hold a secret: URLs are stripped of userinfo and query,
+its callback. On, a job whose trace a parent-based sampler left out builds no span either:
+its ``traceparent`` (not sampled) is handed on the same way. Attributes never hold a
+secret: URLs are stripped of userinfo and query,
 headers are never recorded, and exceptions are recorded by their error type only (an
 upstream message could echo a key back).
 """
@@ -43,6 +45,7 @@ from mimoq.core.errors import ConfigurationError
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 #: W3C Trace Context, version 00 (https://www.w3.org/TR/trace-context/#traceparent-header):
 #: ``00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>``, lower case, ids not all 0.
@@ -59,6 +62,8 @@ EXPORTERS: Final = ("otlp", "console", "none")
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
+#: The sampler drops the children of an unsampled span: then mimoq makes none (_left_out).
+_skip_unsampled = False
 #: The job's own traceparent while an attempt runs: what its callback carries when off.
 _job_traceparent: ContextVar[str | None] = ContextVar("mimoq_job_traceparent", default=None)
 #: The try number of the attempt running in this task (for the MiMo span's resend count).
@@ -175,9 +180,27 @@ def _hashed_once(resource: Resource) -> Resource:
 
 def install(provider: TracerProvider) -> None:
     """Trace through ``provider`` (set-up above; tests pass one with an in-memory exporter)."""
-    global _provider, _tracer
+    global _provider, _tracer, _skip_unsampled
     _provider = provider
     _tracer = provider.get_tracer(INSTRUMENTATION)
+    _skip_unsampled = _drops_children_of_unsampled(provider.sampler)
+
+
+def _drops_children_of_unsampled(sampler: Sampler) -> bool:
+    """Whether ``sampler`` drops every span whose parent was not sampled, remote or local.
+
+    Every parent-based sampler ``OTEL_TRACES_SAMPLER`` names does (and always_off drops
+    everything); always_on and traceidratio do not. A probe per kind of parent is enough:
+    these samplers decide on the parent's flag and, for a ratio, on the trace id (id 1 is
+    one any ratio keeps), never at random.
+    """
+    for remote in (True, False):
+        parent = SpanContext(1, 1, is_remote=remote, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+        probe = trace.set_span_in_context(NonRecordingSpan(parent), otel_context.Context())
+        decision = sampler.should_sample(probe, 1, "probe").decision
+        if decision.is_recording():  # type: ignore[no-untyped-call]
+            return False
+    return True
 
 
 def shutdown() -> None:
@@ -292,6 +315,33 @@ def _error_type(exc: BaseException) -> str:
     return str(getattr(exc, "error_type", None) or type(exc).__name__)
 
 
+def _left_out(parent: otel_context.Context | None = None) -> bool:
+    """Whether no span is made under ``parent`` (else the current span): the sampler left
+    its trace out and would drop the new span too.
+
+    The SDK would still make a span that records nothing, and mimoq its attributes: a
+    quarter of a recorded span's cost, for nothing. Instead the parent stays current, so
+    its traceparent, flagged not sampled, is what a callback or a chunk job carries on.
+    """
+    if not _skip_unsampled:
+        return False
+    above = trace.get_current_span(parent)
+    context = above.get_span_context()
+    if context.trace_flags.sampled or not context.is_valid:
+        return False
+    return not above.is_recording()
+
+
+@contextlib.contextmanager
+def _made_current(context: otel_context.Context | None) -> Iterator[None]:
+    token = otel_context.attach(context) if context is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+
+
 @contextlib.contextmanager
 def _span(
     name: str,
@@ -371,10 +421,14 @@ def producer_span(fields: Mapping[str, Any], *, destination: str) -> Iterator[En
     if _tracer is None:
         yield Enqueue(own if isinstance(own, str) else current_traceparent())
         return
+    parent = _context_of(own if isinstance(own, str) else None)
+    if _left_out(parent):
+        with _made_current(parent):
+            yield Enqueue(current_traceparent())
+        return
     attributes = _present(
         _messaging("send", fields.get("id"), destination) | _job_attributes(fields)
     )
-    parent = _context_of(own if isinstance(own, str) else None)
     with _span(f"send {destination}", SpanKind.PRODUCER, attributes, parent) as span:
         yield Enqueue(current_traceparent(), span)
 
@@ -395,13 +449,18 @@ def attempt_span(
         if _tracer is None:
             yield
             return
+        parent = _context_of(own)
+        if _left_out(parent):
+            with _made_current(parent):
+                yield
+            return
         fields = raw if isinstance(raw, dict) else {}
         attributes = _present(
             _messaging("process", job_id, destination)
             | _job_attributes({**fields, "kind": kind or fields.get("kind")})
             | {"mimoq.arq.try": arq_try}
         )
-        with _span(f"process {destination}", SpanKind.CONSUMER, attributes, _context_of(own)):
+        with _span(f"process {destination}", SpanKind.CONSUMER, attributes, parent):
             yield
     finally:
         _job_traceparent.reset(token)
@@ -459,7 +518,7 @@ def _mimo_attributes(url: str) -> Mapping[str, Any]:
 @contextlib.contextmanager
 def mimo_call_span(url: str) -> Iterator[HttpCall]:
     """The CLIENT span of one MiMo request (``POST``), with the job's try as resend count."""
-    if _tracer is None:
+    if _tracer is None or _left_out():
         yield _NO_CALL
         return
     tries = _job_try.get()
@@ -478,7 +537,7 @@ class _Store(Protocol):
 @contextlib.contextmanager
 def storage_span(operation: str, key: str, *, storage: _Store) -> Iterator[None]:
     """An INTERNAL span around a storage write (``key`` is the output key, not a secret)."""
-    if _tracer is None:
+    if _tracer is None or _left_out():
         yield
         return
     # ``local``, or the object store's scheme (s3, gs, az, memory): never its credentials.
@@ -504,6 +563,11 @@ def callback_span(
     if _tracer is None:
         yield _NO_CALL
         return
+    parent = _context_of(traceparent)
+    if _left_out(parent):
+        with _made_current(parent):
+            yield _NO_CALL
+        return
     attributes = {
         "http.request.method": "POST",
         "url.full": url,
@@ -512,5 +576,5 @@ def callback_span(
     } | _server(url)
     if attempt > 1:
         attributes["http.request.resend_count"] = attempt - 1
-    with _span("POST callback", SpanKind.CLIENT, attributes, _context_of(traceparent)) as span:
+    with _span("POST callback", SpanKind.CLIENT, attributes, parent) as span:
         yield HttpCall(span)

@@ -13,6 +13,7 @@ from opentelemetry.sdk import resources
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBasedTraceIdRatio
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mimoq.core import tracing
@@ -119,3 +120,78 @@ def test_a_traceparent_is_read_and_written_as_the_w3c_propagator_does(traceparen
         w3c.inject(carrier)
         assert carrier == {"traceparent": traceparent}
     assert tracing.current_traceparent() is None
+
+
+class _Local:
+    def is_local(self) -> bool:
+        return True
+
+    def url(self, key: str) -> str:
+        return "file:///" + key
+
+
+def _job_hooks(traceparent: str) -> dict[str, str | None]:
+    """Every span helper a job with a callback passes through, as the worker calls them;
+    returns the traceparent each stage hands on."""
+    handed: dict[str, str | None] = {}
+    fields = {"id": "job-1", "kind": "speech", "traceparent": traceparent}
+    with tracing.producer_span(fields, destination="q") as enqueue:
+        handed["job"] = enqueue.traceparent
+    with tracing.attempt_span("job-1", fields, "speech", destination="q", arq_try=1):
+        tracing.note_try(1)
+        with (
+            tracing.storage_span("write", "speech/job-1.wav", storage=_Local()),
+            tracing.mimo_call_span(MIMO_URL) as call,
+        ):
+            call.answered(200)
+        tracing.note_outcome("succeeded")
+        handed["callback"] = tracing.current_traceparent()
+    headers: dict[str, str] = {}
+    with tracing.callback_span(traceparent, url="http://h", delivery_id="d", job_id="j", attempt=1):
+        tracing.add_traceparent(headers, traceparent)
+    handed["receiver"] = headers.get("traceparent")
+    return handed
+
+
+def _install(sampler: Any) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    return exporter
+
+
+def test_a_trace_the_sampler_left_out_makes_no_span_and_hands_its_parent_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a parent-based sampler, a job whose traceparent is not sampled costs no span
+    (the sampler is not even asked); a sampled one under the same sampler is traced."""
+    sampler = ParentBasedTraceIdRatio(0.5)
+    exporter = _install(sampler)
+    asked: list[Any] = []
+    real = sampler.should_sample
+    monkeypatch.setattr(sampler, "should_sample", lambda *a, **k: asked.append(a) or real(*a, **k))
+    unsampled = PARENT[:-2] + "00"
+    try:
+        handed = _job_hooks(unsampled)
+        assert asked == [] and not exporter.get_finished_spans()
+        assert handed == {"job": unsampled, "callback": unsampled, "receiver": unsampled}
+
+        _job_hooks(PARENT)
+        names = sorted(s.name for s in exporter.get_finished_spans())
+        assert names == ["POST", "POST callback", "process q", "send q", "storage write"]
+    finally:
+        tracing.shutdown()
+
+
+def test_a_sampler_that_keeps_children_of_unsampled_parents_still_gets_them() -> None:
+    exporter = _install(ALWAYS_ON)
+    unsampled = PARENT[:-2] + "00"
+    try:
+        handed = _job_hooks(unsampled)
+    finally:
+        tracing.shutdown()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 5
+    assert {f"{s.context.trace_id:032x}" for s in spans} == {PARENT[3:35]}
+    assert handed["callback"] != unsampled  # the attempt span's own context
