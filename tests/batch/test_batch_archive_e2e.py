@@ -146,6 +146,9 @@ def test_ctrl_c_journals_every_answer_received_and_exits_promptly(
     assert 8 <= len(done) < files
     assert len(done) == paid, "every answer received is in the journal"
 
+    # The rerun checks what is paid for, not how long calls take: without the slow calls
+    # its ~30 files are seconds of waiting less.
+    sim.state.clear_faults()
     again = mimoq("batch", str(archive), "--progress", "none", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert asr_requests(sim) - paid == files - len(done)  # nothing paid for twice
