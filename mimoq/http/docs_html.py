@@ -79,7 +79,7 @@ def _operation(path: str, method: str, op: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def page(doc: Mapping[str, Any]) -> str:
+def openapi_page(doc: Mapping[str, Any]) -> str:
     """The whole page for an OpenAPI document."""
     info = doc.get("info", {})
     ops = "".join(

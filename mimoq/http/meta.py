@@ -26,4 +26,6 @@ async def openapi_json(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(docs_html.page(request.app.state.openapi), headers=docs_html.headers())
+    return HTMLResponse(
+        docs_html.openapi_page(request.app.state.openapi), headers=docs_html.headers()
+    )
