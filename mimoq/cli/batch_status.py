@@ -63,7 +63,7 @@ async def wait_for_event(redis: Redis, run: str, timeout_s: float) -> bool:
     delivery_id = wire.callback_job_id(event_job_id(run))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        delivery = await deliveries.get(redis, delivery_id)
+        delivery = await deliveries.load(redis, delivery_id)
         if delivery is not None and delivery.history:
             return True
         await asyncio.sleep(0.1)

@@ -211,7 +211,7 @@ async def _show(args: argparse.Namespace, redis: Redis, settings: Settings) -> i
     # The dead letter (if any) and the delivery record: the record, newer, has the history
     # of a replay still under way; a dead letter outlives its record.
     letter = await deadletters.get(redis, args.delivery_id)
-    record = await deliveries.get(redis, args.delivery_id)
+    record = await deliveries.load(redis, args.delivery_id)
     delivery = record or (letter.delivery if letter is not None else None)
     if delivery is None:
         return _fail(f"no delivery or dead letter {args.delivery_id!r}")

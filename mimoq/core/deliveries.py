@@ -74,7 +74,7 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     return bool(await _ENQUEUE.run(redis, keys, args))
 
 
-async def get(redis: Redis, delivery_id: str) -> Delivery | None:
+async def load(redis: Redis, delivery_id: str) -> Delivery | None:
     """The stored record, or None when there is none (or it is not one of ours)."""
     raw = await redis.get(key(delivery_id))
     if raw is None:
@@ -114,7 +114,7 @@ async def resolve(redis: Redis, raw: object, arq_job_id: str | None) -> Delivery
         raise RefusedDelivery("the delivery job is malformed (not written by mimoq)") from None
     if ref.delivery_id != wire.callback_job_id(ref.job_id) or ref.delivery_id != arq_job_id:
         raise RefusedDelivery("the delivery job's ids do not match each other")
-    delivery = await get(redis, ref.delivery_id)
+    delivery = await load(redis, ref.delivery_id)
     if delivery is None or delivery.job_id != ref.job_id:
         raise RefusedDelivery("no delivery record for this id: it was not scheduled by a worker")
     return delivery

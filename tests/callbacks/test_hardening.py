@@ -94,7 +94,7 @@ async def test_the_job_carries_only_ids_and_the_record_holds_the_rest(
     delivery_id = await schedule(redis, receiver, headers={"X-Customer": "Zoë"})
     envelope = json.loads(await redis.get(wire.job_key(delivery_id)))
     assert envelope["k"] == {"delivery": {"delivery_id": delivery_id, "job_id": "job-1"}}
-    stored = await deliveries.get(redis, delivery_id)
+    stored = await deliveries.load(redis, delivery_id)
     assert stored is not None and stored.url == receiver.url("/hook")
     assert stored.headers == {"X-Customer": "Zoë"}
     assert json.loads(stored.body)["job_id"] == "job-1"
@@ -147,7 +147,7 @@ async def test_an_unsendable_stored_header_is_dead_lettered_internal_and_nothing
 ) -> None:
     # A record from before the header rules (or any bug): the worker's own check catches it.
     delivery_id = await schedule(redis, receiver)
-    stored = await deliveries.get(redis, delivery_id)
+    stored = await deliveries.load(redis, delivery_id)
     assert stored is not None
     bad = stored.model_copy(update={"headers": {"X-Customer": "snow ☃\r\nX-Evil: 1"}})
     await deliveries.save(redis, bad, ttl_s=3600)
@@ -172,7 +172,7 @@ async def test_an_unsendable_stored_header_is_dead_lettered_internal_and_nothing
     assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
     await run_worker(redis_server, make_settings())
     assert len(receiver.wait_for(1)) == 1
-    record = await deliveries.get(redis, delivery_id)
+    record = await deliveries.load(redis, delivery_id)
     assert record is not None
     assert [a.outcome for a in record.history] == ["internal", "delivered"]
 
@@ -194,7 +194,7 @@ async def test_a_2xx_whose_body_stalls_is_delivered_once(
     state = await read_state(redis, "job-1")
     assert (state.status, state.attempts, state.last_error) == (CallbackStatus.delivered, 1, None)
     assert await deadletters.get(redis, delivery_id) is None
-    record = await deliveries.get(redis, delivery_id)
+    record = await deliveries.load(redis, delivery_id)
     assert record is not None
     [attempt] = record.history
     assert (attempt.outcome, attempt.status_code) == ("delivered", 200)
@@ -224,7 +224,7 @@ async def test_every_attempt_is_kept_and_a_replay_keeps_the_history(
     async with worker_running(redis_server, settings):
         pass
 
-    record = await deliveries.get(redis, delivery_id)
+    record = await deliveries.load(redis, delivery_id)
     assert record is not None and record.replays == 1
     assert [(a.outcome, a.status_code) for a in record.history] == [
         ("retry", 500),

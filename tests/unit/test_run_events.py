@@ -53,7 +53,7 @@ async def test_the_last_jobs_finishing_at_once_schedule_one_event(backend: ArqRe
                  settings=SETTINGS) for j in ids)
     )  # fmt: skip
     assert await event_jobs(backend) == ["cb-run:r1"]
-    delivery = await deliveries.get(backend, "cb-run:r1")
+    delivery = await deliveries.load(backend, "cb-run:r1")
     assert delivery is not None
     assert delivery.job_id == "run:r1" and delivery.url == HOOK["url"]
     assert delivery.headers == HOOK["headers"]
@@ -82,7 +82,7 @@ async def test_the_event_goes_out_as_cancelled_from_the_finish_path(backend: Arq
     await runs.seal(backend, "r1")
     await runs.mark_cancelling(backend, "r1")
     await finish(backend, result("j0", "failed"), None, settings=SETTINGS)
-    delivery = await deliveries.get(backend, "cb-run:r1")
+    delivery = await deliveries.load(backend, "cb-run:r1")
     assert delivery is not None
     assert json.loads(delivery.body)["type"] == "batch.cancelled"
 
@@ -107,7 +107,7 @@ async def test_cancelling_a_run_announces_batch_cancelled_once(backend: ArqRedis
     answers = await cancel_run(backend, "r1", settings=SETTINGS)
     assert sorted(a.id for a in answers) == ["j1", "j2", "j3", "j4"]
     assert await event_jobs(backend) == ["cb-run:r1"]
-    delivery = await deliveries.get(backend, "cb-run:r1")
+    delivery = await deliveries.load(backend, "cb-run:r1")
     assert delivery is not None
     body = json.loads(delivery.body)
     assert (body["type"], body["status"]) == ("batch.cancelled", "cancelled")
