@@ -20,9 +20,10 @@
         ├── ContentBlockedError   421
         └── UpstreamResponseError a 200 with no/invalid audio or transcript
 
-Foreign exceptions (httpx, pydantic, redis) are translated into this tree in exactly one
-place each (the MiMo client, the job validators, the callback client); the tree is
-translated into arq behaviour in exactly one place (``worker.runner``).
+Foreign exceptions are translated into this tree in exactly one place each: a failed MiMo
+call (httpx, a non-2xx answer, undecodable audio) in ``worker.upstream_errors``, pydantic's
+in the job validators, the callback client's in its own; the tree is translated into arq
+behaviour in exactly one place (``worker.runner``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The MiMo HTTP client: the one place httpx's exceptions become mimoq errors."""
+"""The MiMo HTTP client; its failures become mimoq errors through ``upstream_errors``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ import httpx
 
 from mimoq.core import tracing
 from mimoq.core.b64stream import AudioDataExtractor, Base64StreamError, iter_base64_file
-from mimoq.core.dialect import (
-    RequestBody,
-    auth_headers,
-    check_speech_skeleton,
-    classify_http_error,
-    parse_transcription,
-)
-from mimoq.core.errors import MimoqError, UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.dialect import RequestBody, auth_headers, check_speech_skeleton, parse_transcription
 from mimoq.core.inputs import open_regular
+from mimoq.worker.upstream_errors import ErrorAnswer, as_mimoq_error
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_TRANSCRIPT_BODY_BYTES = 8 * 1024 * 1024
@@ -42,13 +36,6 @@ class MimoClient:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
 
-    def _redact(self, error: MimoqError) -> MimoqError:
-        # An upstream error body could echo the key back; it must never reach a result.
-        if self._api_key and self._api_key in error.message:
-            error.message = error.message.replace(self._api_key, "[redacted]")
-            error.args = (error.message,)
-        return error
-
     async def _content(self, body: RequestBody) -> AsyncIterator[bytes]:
         yield body.head
         if body.audio is not None:
@@ -70,18 +57,13 @@ class MimoClient:
                     call.answered(response.status_code)
                     if not 200 <= response.status_code < 300:
                         raw = await _read_capped(response, MAX_ERROR_BODY_BYTES)
-                        raise self._redact(
-                            classify_http_error(
-                                response.status_code, raw, response.headers, now=time.time()
-                            )
+                        answer = ErrorAnswer(
+                            response.status_code, raw, response.headers, at=time.time()
                         )
+                        raise as_mimoq_error(answer, secret=self._api_key)
                     yield response
-        except httpx.TimeoutException as exc:
-            raise UpstreamUnavailable(
-                f"MiMo did not answer in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"connection to MiMo failed ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:  # timeouts included
+            raise as_mimoq_error(exc, secret=self._api_key) from None
 
     async def speak(
         self,
@@ -103,7 +85,7 @@ class MimoClient:
                         await drain()
                 skeleton = extractor.finish()
             except Base64StreamError as exc:
-                raise UpstreamResponseError(f"MiMo's audio could not be decoded: {exc}") from None
+                raise as_mimoq_error(exc, secret=self._api_key) from None
         return check_speech_skeleton(skeleton, audio_found=extractor.found)
 
     async def transcribe(self, body: RequestBody) -> tuple[str, dict[str, Any] | None]:

@@ -17,10 +17,11 @@ from obstore.exceptions import BaseError as ObjectStoreError
 
 from mimoq.core import tracing
 from mimoq.core.audio import AudioContainer, AudioFormatError, AudioInfo, AudioSink
-from mimoq.core.audio_stream import ForwardAudioSink, TruncatedAudioError
-from mimoq.core.errors import RetryableError, UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.audio_stream import ForwardAudioSink
+from mimoq.core.errors import RetryableError
 from mimoq.core.settings import Settings
 from mimoq.core.storage import Storage, StreamWriter
+from mimoq.worker.upstream_errors import as_mimoq_error
 
 STAGING_PREFIX: Final = "staging"
 
@@ -47,11 +48,8 @@ async def write_speech(
             if storage.is_local():
                 return await _to_file(storage, key, output, speak)
             return await _streamed(storage, key, output, speak)
-    except TruncatedAudioError as exc:
-        # Streamed sizes cannot be patched afterwards: a short body is a transport fault.
-        raise UpstreamUnavailable(f"MiMo's audio was cut short: {exc}") from None
-    except AudioFormatError as exc:
-        raise UpstreamResponseError(f"MiMo's audio is not a usable WAV: {exc}") from None
+    except AudioFormatError as exc:  # MiMo's audio, cut short (TruncatedAudioError) or unusable
+        raise as_mimoq_error(exc) from None
     except ObjectStoreError as exc:
         raise StorageUnavailableError(
             f"writing {key} to storage failed ({type(exc).__name__})"
