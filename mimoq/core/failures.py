@@ -41,7 +41,7 @@ def summary(result: JobResult) -> dict[str, Any]:
     }
 
 
-async def record(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
+async def push(redis: Redis, result: JobResult, *, ttl_s: int) -> None:
     """Push a failed job's summary (no-op for any other status); the list lives ``ttl_s``
     seconds after its newest entry."""
     if result.status != "failed":

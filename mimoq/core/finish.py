@@ -136,7 +136,7 @@ async def _after_write(
     if callback is not None:
         await schedule_callback(redis, result, callback, settings=settings)
     # no-op unless it failed; for `mimoq inspect`
-    await failures.record(redis, result, ttl_s=settings.storage.result_ttl_s)
+    await failures.push(redis, result, ttl_s=settings.storage.result_ttl_s)
     if run is not None and run.ended:
         # this job was the sealed run's last: this caller alone announces its end
         log.info("run.ended", run=run.run)

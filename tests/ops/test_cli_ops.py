@@ -133,7 +133,7 @@ async def known_state(redis: ArqRedis) -> None:
     for n in range(3):
         status = "failed" if n < 2 else "succeeded"
         error = {"type": "authentication_error", "message": f"bad key {n}", "status": 401}
-        await failures.record(redis, JobResult(
+        await failures.push(redis, JobResult(
             id=f"f{n}", kind="speech", status=status, model="mimo-v2.5-tts",
             error=error if status == "failed" else None, tries=1, finished_at=1000.0 + n,
         ), ttl_s=86_400)  # fmt: skip
