@@ -200,7 +200,7 @@ def estimate_calls(
     return max(1, math.ceil(chunks)), audio_s
 
 
-def output_key(prefix: str, relative: str, response_format: str) -> str:
+def recording_output_key(prefix: str, relative: str, response_format: str) -> str:
     """The output key of the recording at ``relative``: ``prefix/relative.<format ext>``.
 
     The whole file name is kept (``day1/a.wav`` -> ``day1/a.wav.json``), so the name
@@ -225,7 +225,7 @@ def plan_directory(
             **options.defaults,
             "file": str(path.resolve()),
         }
-        job["output"] = output_key(prefix, relative, fmt)
+        job["output"] = recording_output_key(prefix, relative, fmt)
         try:
             digest = cache.sha256(path)
         except OSError as exc:
@@ -278,7 +278,7 @@ def plan_prefix(url: str, options: BatchOptions) -> list[PlannedItem]:
     for relative, size, etag in sorted(found):
         job: dict[str, Any] = {"kind": "transcription", **options.defaults}
         job["file"] = f"{root}/{relative}"
-        job["output"] = output_key(prefix, relative, fmt)
+        job["output"] = recording_output_key(prefix, relative, fmt)
         identity = hashlib.sha256(f"{job['file']}\0{etag}\0{size}".encode()).hexdigest()
         job["id"] = derive_job_id(job, identity)
         calls, audio_s = estimate_calls(
