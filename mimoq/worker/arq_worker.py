@@ -203,7 +203,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
             settings, ctx["redis"], http, pool, breaker=ctx.get("account_breaker", True)
         ),
     )
-    await callbacks.startup(ctx)
+    await callbacks.open_callback_client(ctx)
     ctx["cancel_watch"] = asyncio.create_task(cancel_watch.watch(ctx["redis"], ctx["deps"].running))
     log.info(
         "worker.started",
@@ -227,7 +227,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    await callbacks.shutdown(ctx)
+    await callbacks.close_callback_client(ctx)
     if not ctx.get("http_external") and "http" in ctx:
         await ctx["http"].aclose()
 

@@ -110,14 +110,15 @@ async def replay(redis: Redis, delivery_id: str) -> ReplayOutcome:
 # --- the arq task -------------------------------------------------------------------------
 
 
-async def startup(ctx: dict[str, Any]) -> None:
+async def open_callback_client(ctx: dict[str, Any]) -> None:
     """Create the callback HTTP client (unless one was injected, e.g. by a test)."""
     if "callback_client" not in ctx:
         ctx["callback_client"] = build_client(ctx["settings"])
         ctx["callback_client_owned"] = True
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
+async def close_callback_client(ctx: dict[str, Any]) -> None:
+    """Close the client ``open_callback_client`` created (an injected one is its owner's)."""
     if ctx.pop("callback_client_owned", False):
         await ctx.pop("callback_client").aclose()
 
@@ -200,8 +201,8 @@ async def _run(
         return {"outcome": "skipped", "delivery_id": delivery.delivery_id}
 
     client = ctx.get("callback_client")
-    if client is None:  # startup() was not wired: still deliver, with a client of our own
-        await startup(ctx)
+    if client is None:  # not opened at startup: still deliver, with a client of our own
+        await open_callback_client(ctx)
         client = ctx["callback_client"]
     started_at, started = time.time(), time.monotonic()
     outcome = await _traced_attempt(ctx, client, delivery, settings, attempt)

@@ -102,7 +102,7 @@ async def worker_running(
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx.update(ctx_extra)
-        await callbacks.startup(ctx)
+        await callbacks.open_callback_client(ctx)
 
     worker = Worker(
         functions=[func(callbacks.deliver_callback, name=wire.TASK_CALLBACK)],
@@ -116,7 +116,7 @@ async def worker_running(
         burst=True,
         handle_signals=False,
         on_startup=on_startup,
-        on_shutdown=callbacks.shutdown,
+        on_shutdown=callbacks.close_callback_client,
     )
     task = asyncio.create_task(worker.main())
     try:
