@@ -21,7 +21,7 @@ from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import redact_url
 from mimoq.core.webhooks import AttemptRecord, Delivery
-from mimoq.worker.callbacks import ReplayOutcome, replay
+from mimoq.worker.callbacks import ReplayOutcome, replay_dead_letter
 
 _REDACTED = "<redacted>"
 
@@ -229,7 +229,7 @@ async def _replay(args: argparse.Namespace, redis: Redis, settings: Settings) ->
     if args.delivery_id:
         if args.job or args.reason:
             return _fail("--job and --reason filter --all; with a DELIVERY_ID leave them out")
-        outcome = await replay(redis, args.delivery_id)
+        outcome = await replay_dead_letter(redis, args.delivery_id)
         if outcome is ReplayOutcome.not_found:
             return _fail(f"no dead letter {args.delivery_id!r}")
         _emit({"delivery_id": args.delivery_id, "outcome": outcome.value})
@@ -239,7 +239,7 @@ async def _replay(args: argparse.Namespace, redis: Redis, settings: Settings) ->
         letter async for letter in deadletters.iterate(redis, job_id=args.job, reason=_reason(args))
     ]
     for letter in letters:
-        outcome = await replay(redis, letter.delivery_id)
+        outcome = await replay_dead_letter(redis, letter.delivery_id)
         target = redact_url(letter.delivery.url)
         _emit({"delivery_id": letter.delivery_id, "outcome": outcome.value, "target": target})
     return 0

@@ -28,7 +28,7 @@ def fleet_view(settings: Settings) -> FleetView:
     """The dashboard's window on workers, limiters and dead letters (worker-layer code)."""
     from mimoq.cli.inspection import inspect, limiter_state
     from mimoq.worker import metrics
-    from mimoq.worker.callbacks import replay
+    from mimoq.worker.callbacks import replay_dead_letter
     from mimoq.worker.run_progress import active_progress, read_progress
     from mimoq.worker.scaling import read_desired_workers
 
@@ -39,7 +39,7 @@ def fleet_view(settings: Settings) -> FleetView:
         return await limiter_state(redis, settings)
 
     async def replay_one(redis: Redis, delivery_id: str) -> str:
-        return (await replay(redis, delivery_id)).value
+        return (await replay_dead_letter(redis, delivery_id)).value
 
     async def desired_workers(redis: Redis) -> int:
         workers = (await read_desired_workers(redis, settings)).workers

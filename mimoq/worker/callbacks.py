@@ -83,7 +83,7 @@ class AttemptOutcome:
     location: str | None = None  # a 3xx's Location header
 
 
-async def replay(redis: Redis, delivery_id: str) -> ReplayOutcome:
+async def replay_dead_letter(redis: Redis, delivery_id: str) -> ReplayOutcome:
     """Send a dead-lettered delivery again: same id and body, a fresh schedule of attempts.
 
     The dead letter stays until the replay is delivered; the attempt history carries on

@@ -237,8 +237,13 @@ async def test_replay_resends_the_same_id_and_clears_the_dead_letter(
     assert (await read_state(redis, "job-1")).status is CallbackStatus.dead_lettered
     assert await deadletters.get(redis, delivery_id) is not None
 
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.already_pending
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    )
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id)
+        is callbacks.ReplayOutcome.already_pending
+    )
     assert (await read_state(redis, "job-1")).status is CallbackStatus.pending
     await run_worker(redis_server, settings)
 
@@ -250,7 +255,9 @@ async def test_replay_resends_the_same_id_and_clears_the_dead_letter(
     assert (state.status, state.attempts) == (CallbackStatus.delivered, 3)  # 2 before + 1
     assert await deadletters.get(redis, delivery_id) is None
     assert await redis.zscore(wire.DEAD_LETTER_INDEX, delivery_id) is None
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.not_found
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.not_found
+    )
 
 
 async def test_a_replay_that_fails_again_stays_dead_lettered_with_all_attempts_counted(
@@ -260,7 +267,7 @@ async def test_a_replay_that_fails_again_stays_dead_lettered_with_all_attempts_c
     delivery_id = await schedule(redis, receiver)
     settings = make_settings()
     await run_worker(redis_server, settings)
-    await callbacks.replay(redis, delivery_id)
+    await callbacks.replay_dead_letter(redis, delivery_id)
     await run_worker(redis_server, settings)
 
     letter = await deadletters.get(redis, delivery_id)

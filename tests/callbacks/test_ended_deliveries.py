@@ -85,7 +85,9 @@ async def test_a_dead_letter_keeps_the_body_and_replays_it_after_the_result_expi
     assert shown["body"] == first.body.decode() and "body_rebuilt" not in shown
 
     await redis.delete(wire.result_key("job-1"))  # the result expired before the replay
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    )
     await run_worker(redis_server, make_settings())
 
     [_, again] = receiver.wait_for(2)

@@ -169,7 +169,9 @@ async def test_an_unsendable_stored_header_is_dead_lettered_internal_and_nothing
         letter.model_copy(update={"delivery": letter.delivery.model_copy(update={"headers": {}})}),
         ttl_s=86_400,
     )
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    )
     await run_worker(redis_server, make_settings())
     assert len(receiver.wait_for(1)) == 1
     record = await deliveries.load(redis, delivery_id)
@@ -220,7 +222,9 @@ async def test_every_attempt_is_kept_and_a_replay_keeps_the_history(
         assert before <= attempt.at <= time.time() and 0 <= attempt.duration_s < 5
         assert attempt.error == f"HTTP {attempt.status_code}"
 
-    assert await callbacks.replay(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    assert (
+        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+    )
     async with worker_running(redis_server, settings):
         pass
 

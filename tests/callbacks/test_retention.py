@@ -16,7 +16,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core import deadletters, wire
 from mimoq.core.deadletters import DeadLetterReason
-from mimoq.worker.callbacks import ReplayOutcome, replay
+from mimoq.worker.callbacks import ReplayOutcome, replay_dead_letter
 from tests.callbacks.conftest import make_settings, run_worker, schedule
 from tests.callbacks.test_cli import lines, mimoq
 from tests.callbacks.test_deadletters import NOW, TTL, letter
@@ -109,7 +109,7 @@ async def test_a_replay_that_dies_again_is_kept_for_a_full_retention_again(
     delivery_id = await schedule(redis, receiver, job_id="again-1")
     await run_worker(redis_server, settings)
     await redis.expire(wire.DEAD_LETTER_PREFIX + delivery_id, 5)  # as if it were nearly due
-    assert await replay(redis, delivery_id) is ReplayOutcome.enqueued
+    assert await replay_dead_letter(redis, delivery_id) is ReplayOutcome.enqueued
     await run_worker(redis_server, settings)
     letter_now = await deadletters.get(redis, delivery_id)
     assert letter_now is not None and letter_now.reason is DeadLetterReason.gone

@@ -29,7 +29,7 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # CLI subcommand bodies, likewise (``usage.run``, ``doctor.render``)
     "run", "render",
     # still to rename
-    "cancel_run", "replay", "speech",
+    "cancel_run", "speech",
 })  # fmt: skip
 
 
