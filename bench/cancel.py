@@ -7,7 +7,7 @@ One private redis-server, counted with ``INFO commandstats`` (commands inside sc
 included), reset before each cancel:
 
 - ``queued``: a run of ``--jobs`` bulk jobs of one tenant waits for admission (no worker);
-  ``mimoq batch cancel``'s ``cancel_run`` withdraws it and records every job as cancelled
+  ``mimoq batch cancel``'s ``cancel_jobs_of_run`` withdraws it and records every job as cancelled
   (result, run counters). Measured: wall time, Redis commands per cancelled job. The same
   for a run a tenth that size, and for the full run again with ``--backlog`` jobs of another
   tenant queued beside it: if the cost is O(jobs cancelled), not O(queue), the commands per
@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from mimoq.core import wire
 from mimoq.core.settings import Settings
-from mimoq.producer.cancel import cancel_jobs, cancel_run
+from mimoq.producer.cancel import cancel_jobs, cancel_jobs_of_run
 
 TTS = "mimo-v2.5-tts"
 
@@ -74,7 +74,7 @@ async def queued_case(url: str, settings: Settings, n: int, backlog: int) -> dic
         await enqueue_many(redis, [f"other-{i}" for i in range(backlog)], tenant="bolt", run=None)
     sync.config_resetstat()
     started = time.perf_counter()
-    answers = await cancel_run(redis, run, settings=settings)
+    answers = await cancel_jobs_of_run(redis, run, settings=settings)
     took = time.perf_counter() - started
     stats = commandstats(sync)
     stats.pop("config|resetstat", None)
@@ -127,9 +127,7 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp, Services(Path(tmp)) as services:
         redis_url = services.redis().url
         settings = Settings(redis_url=redis_url, data_dir=Path(tmp) / "data")
-        print(
-            "queued: cancel_run of one tenant's run (bulk, waiting), backlog of another beside it"
-        )
+        print("queued: cancelling one tenant's run (bulk, waiting), backlog of another beside it")
         print(f"{'jobs':>7} {'backlog':>8} {'seconds':>8} {'cmds/job':>9}  top commands")
         for n, backlog in ((args.jobs // 10, 0), (args.jobs, 0), (args.jobs, args.backlog)):
             row = await queued_case(redis_url, settings, n, backlog)

@@ -44,7 +44,7 @@ from mimoq.producer.batch import (
 from mimoq.producer.batch_run import BatchRunner, QuotaRate, counts, run_status
 from mimoq.producer.batch_run import Progress as RunProgress
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
-from mimoq.producer.cancel import cancel_run
+from mimoq.producer.cancel import cancel_jobs_of_run
 
 USAGE: Final = """\
 mimoq batch SOURCE [options]      run a batch (a directory, a .jsonl manifest, a .txt/.csv of lines)
@@ -153,7 +153,7 @@ def cancel_parser() -> argparse.ArgumentParser:
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     run_id: str = args.run_id
-    return run_cancel(settings, lambda r: cancel_run(r, run_id, settings=settings))
+    return run_cancel(settings, lambda r: cancel_jobs_of_run(r, run_id, settings=settings))
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,8 +30,7 @@ from mimoq.http.auth import LOCAL_TENANT
 from mimoq.http.body import BodyLimits, read_body
 from mimoq.http.errors import HTTPError
 from mimoq.http.routing import Context
-from mimoq.producer.cancel import CancelStatus
-from mimoq.producer.cancel import cancel_run as cancel_jobs_of_run
+from mimoq.producer.cancel import CancelStatus, cancel_jobs_of_run
 
 log = structlog.get_logger("mimoq.http")
 

@@ -163,7 +163,7 @@ async def _members(redis: Redis, key: str) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) async for m in members]
 
 
-async def cancel_run(redis: Redis, run: str, *, settings: Settings) -> list[CancelAnswer]:
+async def cancel_jobs_of_run(redis: Redis, run: str, *, settings: Settings) -> list[CancelAnswer]:
     """Cancel every unfinished job of ``run`` (its index ``mimoq:run:<run>:pending``); a
     malformed name is an InvalidRequestError."""
     check_run_name(run)

@@ -29,7 +29,7 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # CLI subcommand bodies, likewise (``usage.run``, ``doctor.render``)
     "run", "render",
     # still to rename
-    "cancel_run", "speech",
+    "speech",
 })  # fmt: skip
 
 

@@ -97,14 +97,14 @@ async def test_a_run_without_a_callback_ends_quietly(backend: ArqRedis) -> None:
 
 
 async def test_cancelling_a_run_announces_batch_cancelled_once(backend: ArqRedis) -> None:
-    from mimoq.producer.cancel import cancel_run
+    from mimoq.producer.cancel import cancel_jobs_of_run
 
     await runs.begin(backend, "r1", tenant="team-a", priority="bulk", callback=HOOK)
     for i in range(5):
         await enqueue(backend, f"j{i}")
     await runs.seal(backend, "r1")
     await finish(backend, result("j0"), None, settings=SETTINGS)
-    answers = await cancel_run(backend, "r1", settings=SETTINGS)
+    answers = await cancel_jobs_of_run(backend, "r1", settings=SETTINGS)
     assert sorted(a.id for a in answers) == ["j1", "j2", "j3", "j4"]
     assert await event_jobs(backend) == ["cb-run:r1"]
     delivery = await deliveries.load(backend, "cb-run:r1")

@@ -68,10 +68,10 @@ async def test_a_malformed_run_is_refused_by_the_script_and_by_python(
 
 async def test_a_malformed_run_name_is_refused_alike_at_every_door(backend: ArqRedis) -> None:
     # the rule lives in jobs.check_run_name; each door names the field its caller gave
-    from mimoq.producer.cancel import cancel_run
+    from mimoq.producer.cancel import cancel_jobs_of_run
 
     with pytest.raises(InvalidRequestError, match=r"^run must be .*got 'no good'") as err:
-        await cancel_run(backend, "no good", settings=Settings())
+        await cancel_jobs_of_run(backend, "no good", settings=Settings())
     assert err.value.param == "run"
     with pytest.raises(InvalidRequestError, match=r"^--run-id must be") as err:
         check_run_name("-x", param="--run-id")
