@@ -52,6 +52,10 @@ def e2e_settings(
         "data_dir": data_dir,
         # Tests write their input files next to the data directory.
         "input_roots": str(data_dir.parent),
+        # The limiter stays on, compressed like the retries: at the default 100 requests a
+        # minute every call after the first waited 0.6 s for its slot. Tests of pacing set
+        # their own quota (limit_rpm, limit_window_s).
+        "limit_default_rpm": 6000,
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.05,
         "max_tries": 4,
