@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 import mimoq
 from mimoq.core import wire
 from mimoq.core.jobs import parse_job
-from mimoq.http.audio import speech_job
+from mimoq.http.audio_routes import speech_job
 from tests.support.cli import clean_env, mimoq_args
 
 WAYS_IN = ("command line", "Python", "Redis", "HTTP")

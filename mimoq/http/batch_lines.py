@@ -14,7 +14,7 @@ from typing import Any, Final
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.core.openai_compat import SPEECH_URL, TRANSCRIPTIONS_URL
-from mimoq.http.audio import speech_job
+from mimoq.http.audio_routes import speech_job
 from mimoq.http.content import MEDIA_TYPES
 from mimoq.http.errors import job_failure
 from mimoq.http.frontdoor import refuse_server_fields

@@ -28,7 +28,7 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import Callback, JobResult
 from mimoq.core.ssrf import check_callback_url
 from mimoq.http import batch_lines as lines
-from mimoq.http.audio import json_object
+from mimoq.http.audio_routes import json_object
 from mimoq.http.content import share_upload
 from mimoq.http.errors import HTTPError
 from mimoq.http.files import file_path, owned_file, save_record

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from mimoq.http import audio, batches, dashboard, files, job_routes, meta, metrics_route, usage
+from mimoq.http import (
+    audio_routes,
+    batches,
+    dashboard,
+    files,
+    job_routes,
+    meta,
+    metrics_route,
+    usage,
+)
 from mimoq.http.contract import (
     Endpoint,
     Operation,
@@ -100,10 +109,10 @@ _NOT_FOUND: Final = error("No such job (or another tenant's).")
 _SESSION: Final = "the dashboard's session cookie, CSRF token and same origin"
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
-    _api("POST", "/v1/audio/speech", "speech", audio.speech, "Text to speech", {
+    _api("POST", "/v1/audio/speech", "speech", audio_routes.speech, "Text to speech", {
         "200": answer("The audio (response_format).", _AUDIO), "202": _ACCEPTED, **_JOB_ERRORS,
     }, tag="audio", body=json_body("SpeechRequest"), parameters=(_ASYNC, _IDEMPOTENCY)),
-    _api("POST", "/v1/audio/transcriptions", "transcriptions", audio.transcriptions,
+    _api("POST", "/v1/audio/transcriptions", "transcriptions", audio_routes.transcriptions,
          "Speech to text", {
         "200": answer("The transcript (response_format).", _TRANSCRIPT), "202": _ACCEPTED,
         **_JOB_ERRORS, "409": error(f"That Idempotency-Key is another tenant's. {_CANCELLED}"),

@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 
 from mimoq.core.errors import ConfigurationError
-from mimoq.http.audio import wants_async
+from mimoq.http.audio_routes import wants_async
 from mimoq.http.auth import DEFAULT_TENANT, TokenTable, bearer_token, check_bind, is_loopback
 from mimoq.http.models import speech_model, transcription_model
 
