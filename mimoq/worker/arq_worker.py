@@ -34,7 +34,7 @@ from mimoq.worker.limiter.observed_capacity import warn_if_fleet_is_short
 from mimoq.worker.metrics_http import MetricsServer
 from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
-from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech, transcription
+from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech_task, transcription_task
 from mimoq.worker.scaling import sample_desired_workers
 
 log = structlog.get_logger("mimoq.worker")
@@ -279,8 +279,8 @@ def build_worker(
     redis_settings = redis_settings_for(settings) if redis is None and settings.redis_url else None
     return MimoqWorker(
         functions=[
-            func(speech, name=wire.TASK_SPEECH),
-            func(transcription, name=wire.TASK_TRANSCRIPTION),
+            func(speech_task, name=wire.TASK_SPEECH),
+            func(transcription_task, name=wire.TASK_TRANSCRIPTION),
             func(invalid_job, name=wire.TASK_INVALID),
             func(callbacks.deliver_callback, name=wire.TASK_CALLBACK),
         ],

@@ -51,13 +51,13 @@ log = structlog.get_logger("mimoq.worker")
 _DEFERRAL_TTL_S = 7 * 86_400
 
 
-async def speech(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
+async def speech_task(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
     """arq task ``speech``: one text-to-speech job."""
     with _traced(ctx, job, "speech"):
         return await run_job(ctx, job, "speech")
 
 
-async def transcription(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
+async def transcription_task(ctx: dict[str, Any], job: Any) -> dict[str, Any]:
     """arq task ``transcription``: one speech-to-text job."""
     with _traced(ctx, job, "transcription"):
         return await run_job(ctx, job, "transcription")

@@ -29,7 +29,6 @@ KNOWN_NAMES: frozenset[str] = frozenset({
     # CLI subcommand bodies, likewise (``usage.run``, ``doctor.render``)
     "run", "render",
     # still to rename
-    "speech",
 })  # fmt: skip
 
 
