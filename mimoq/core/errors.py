@@ -9,8 +9,8 @@
     │   └── Deferred              not a try: come back at retry_after_s
     │       ├── CapacityDeferred  the fleet limiter said "not yet" (quota)
     │       ├── ChunksPending     a long job's chunk jobs are still running
-    │       ├── AccountPausedDeferred  the job's account is paused (circuit breaker)
     │       └── TenantLimitDeferred    the job's tenant reached MIMOQ_TENANT_LIMITS
+    ├── AccountPaused             no call made: the job's account is paused (circuit breaker)
     ├── JobCancelled              the job was cancelled: recorded as "cancelled", never retried
     └── PermanentError
         ├── InternalError         a bug of ours: logged with its traceback, reported plainly
@@ -24,17 +24,38 @@ Foreign exceptions are translated into this tree in exactly one place each: a fa
 call (httpx, a non-2xx answer, undecodable audio) in ``worker.upstream_errors``, pydantic's
 in the job validators, the callback client's in its own; the tree is translated into arq
 behaviour in exactly one place (``worker.runner``).
+
+Any of them may carry an :class:`AccountPause`: the account router's record that the
+call's account is paused. The router only records it; ``worker.decide`` alone turns it into
+a deferral (or, once the pause has outlived its maximum, a failure).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class AccountPause:
+    """What the account router learned about a call's account: its breaker holds it paused.
+
+    ``retry_after_s``: when to look again (the next probe, at most one base interval away);
+    ``expired``: the pause has outlived ``MIMOQ_ACCOUNT_PAUSE_MAX_S``, and this is the
+    account's error, the one its waiting jobs fail with.
+    """
+
+    account: str
+    retry_after_s: float = 0.0
+    expired: PermanentError | None = None
 
 
 class MimoqError(Exception):
     """Base of every error mimoq raises on purpose."""
 
     error_type: ClassVar[str] = "mimoq_error"
+    #: Set by the account router when the call's account is paused (see the module's doc).
+    account_pause: AccountPause | None = None
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -97,11 +118,16 @@ class ChunksPending(Deferred):
     error_type = "chunks_pending"
 
 
-class AccountPausedDeferred(Deferred):
+class AccountPaused(MimoqError):
     """The account the job is routed to is paused by its circuit breaker (out of funds,
-    revoked key, persistent 429s): come back in ``retry_after_s``. A deferral, not a try."""
+    revoked key, persistent 429s), so no call was made; ``account_pause`` says what the
+    router learned (``worker.decide`` defers the job, or fails it once the pause expired)."""
 
     error_type = "account_paused"
+
+    def __init__(self, pause: AccountPause) -> None:
+        super().__init__(f"account {pause.account} is paused")
+        self.account_pause = pause
 
 
 class JobCancelled(MimoqError):

@@ -7,13 +7,18 @@ that into one of four verdicts, with no I/O, so every branch is a row in a table
 attempt ended with                      verdict
 =====================================  ==============================================
 an outcome (no error)                   ``Finish(succeeded)``
+an ``account_pause`` (account paused)   ``Defer`` at the router's wait; no try spent
+an ``account_pause`` past its maximum   ``Finish(failed)`` with the account's error
 ``Deferred`` (quota, chunks pending)    ``Defer`` at its ``retry_after_s``; no try spent
 ``RetryableError``, tries left          ``RetryLater`` on the backoff schedule
 ``RetryableError``, last try            ``Finish(failed)``, "gave up after N tries: …"
 ``PermanentError`` / anything else      ``Finish(failed)`` at once
 =====================================  ==============================================
 
-The runner (``mimoq.worker.runner``) is the imperative shell that carries a verdict out.
+The account router only records a paused account on the error (``account_pause``, whatever
+the error's type: a 402, a 429 that tripped the breaker, or ``AccountPaused`` when no call
+was made); the verdict is taken here. The runner (``mimoq.worker.runner``) is the
+imperative shell that carries a verdict out.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from enum import StrEnum
 from typing import Any
 
 from mimoq.core.errors import (
-    AccountPausedDeferred,
     CapacityDeferred,
     ChunksPending,
     Deferred,
@@ -93,8 +97,6 @@ def defer_reason(error: Deferred) -> DeferReason:
         return DeferReason.quota
     if isinstance(error, ChunksPending):
         return DeferReason.chunks
-    if isinstance(error, AccountPausedDeferred):
-        return DeferReason.account
     if isinstance(error, TenantLimitDeferred):
         return DeferReason.tenant_limit
     return DeferReason.other
@@ -114,6 +116,12 @@ def decide_after_attempt(
     """
     if error is None:
         return Finish()
+    pause = error.account_pause
+    if pause is not None:
+        # Whatever the call's own error, its account is what stands in the way.
+        if pause.expired is not None:
+            return Finish(error=pause.expired.to_dict())
+        return Defer(delay_s=pause.retry_after_s, reason=DeferReason.account)
     if isinstance(error, Deferred):
         return Defer(delay_s=error.retry_after_s or DEFAULT_DEFER_S, reason=defer_reason(error))
     if isinstance(error, RetryableError) and tries < policy.max_tries:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mimoq.core.errors import (
+    AccountPause,
+    AccountPaused,
     AuthenticationError,
     CapacityDeferred,
     ChunksPending,
@@ -91,3 +93,39 @@ def test_permanent_errors_finish_at_once_with_their_own_details(error: MimoqErro
 
 def test_success_is_a_finish_without_error() -> None:
     assert decide_after_attempt(None, tries=1, policy=POLICY, rand=_half).succeeded  # type: ignore[union-attr]
+
+
+# What the account router learned (``account_pause``) decides, whatever the error's type.
+
+PAUSE = AccountPause("acct", retry_after_s=0.3)
+ACCOUNT_ERROR = PaymentRequiredError("account acct has been paused since …: no balance", status=402)
+EXPIRED = AccountPause("acct", expired=ACCOUNT_ERROR)
+
+
+def _paused(error: MimoqError, pause: AccountPause = PAUSE) -> MimoqError:
+    error.account_pause = pause
+    return error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _paused(PaymentRequiredError("no balance", status=402)),  # permanent alone
+        _paused(AuthenticationError("revoked", status=401)),
+        _paused(RateLimitedError("429", status=429, retry_after_s=20.0)),  # a retry alone
+        AccountPaused(PAUSE),  # no call was made
+    ],
+)
+@pytest.mark.parametrize("tries", [1, 3])  # the last try too: a deferral spends none
+def test_a_paused_account_defers_by_the_routers_wait(error: MimoqError, tries: int) -> None:
+    verdict = decide_after_attempt(error, tries=tries, policy=POLICY, rand=_half)
+    assert verdict == Defer(0.3, DeferReason.account)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [_paused(PaymentRequiredError("no balance", status=402), EXPIRED), AccountPaused(EXPIRED)],
+)
+def test_a_pause_past_its_maximum_fails_with_the_accounts_error(error: MimoqError) -> None:
+    verdict = decide_after_attempt(error, tries=1, policy=POLICY, rand=_half)
+    assert verdict == Finish(error=ACCOUNT_ERROR.to_dict())

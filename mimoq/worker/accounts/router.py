@@ -4,6 +4,10 @@ Each account has its own limiter (its own quota in Redis), its own breaker state
 own HTTP clients, one per key, used in turn. With several accounts, ``routing`` picks the
 account (the one that can serve soonest, kept for the job and its fan-out while it holds
 a ticket there); a pool of one account is never routed, and costs nothing extra.
+
+The router records what happens (limiter release, 429s, breaker trips and resumes,
+metrics) and re-raises a call's error unchanged; when the account is paused it attaches
+what it learned (``error.account_pause``), and ``worker.decide`` alone says what follows.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import httpx
 import structlog
 from redis.asyncio import Redis
 
-from mimoq.core.errors import AccountPausedDeferred, MimoqError, RateLimitedError
+from mimoq.core.errors import AccountPause, AccountPaused, MimoqError, RateLimitedError
 from mimoq.core.keypool import PoolAccount
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
@@ -107,7 +111,7 @@ class AccountRouter:
 
     async def _admit(self, job_id: str, model: str) -> tuple[Account, bool]:
         """The account for this call and whether the call is its breaker's probe; raises
-        ``AccountPausedDeferred`` (defer) or the account's error (pause outlived its max)."""
+        ``AccountPaused`` when the account is paused and this call is not its probe."""
         account, paused = await self._route(job_id, model)
         if self.breaker is None:
             return account, False
@@ -119,22 +123,37 @@ class AccountRouter:
             log.info("account.probe", account=account.name, next_probe_in_s=gate.seconds)
             return account, True
         if gate.verdict is GateVerdict.EXPIRED:
-            raise account_error(await self.breaker.state(account.name), account.name)
+            raise AccountPaused(await self._expired(account.name))
         if gate.verdict is GateVerdict.PAUSED:
-            raise self._deferral(account.name, gate.seconds)
+            raise AccountPaused(self._paused_for(account.name, gate.seconds))
         return account, False  # resumed between the two reads
 
-    def _deferral(self, account: str, until_probe_s: float) -> AccountPausedDeferred:
-        # Come back at the next probe, but no later than one base interval: a probe that
+    def _paused_for(self, account: str, until_probe_s: float) -> AccountPause:
+        # Look again at the next probe, but no later than one base interval: a probe that
         # succeeds resumes the account, and waiting jobs should notice soon. Jitter keeps
         # a large backlog from coming back in one instant.
         assert self.breaker is not None
         base = self.breaker.probe_base_s
         wait = min(max(until_probe_s, 0.0), base) + random.uniform(0, base / 4)
-        return AccountPausedDeferred(
-            f"account {account} is paused; checking again in {wait:.3f} s",
-            retry_after_s=max(wait, 0.001),
+        return AccountPause(account, retry_after_s=max(wait, 0.001))
+
+    async def _expired(self, account: str) -> AccountPause:
+        # The pause is past its maximum: the account's error, as its pause record has it.
+        assert self.breaker is not None
+        return AccountPause(
+            account, expired=account_error(await self.breaker.state(account), account)
         )
+
+    async def _tripped(self, account: str, error: MimoqError, probing: bool) -> AccountPause:
+        """Record an account error (401/402/403) on the breaker: what the job's call learned."""
+        assert self.breaker is not None
+        if await self.breaker.trip(account, error):
+            self._paused(account, error)
+        elif probing and await self.breaker.expired(account):
+            # The probe failed and the pause is past its maximum (probes go on, so the
+            # account can still come back).
+            return await self._expired(account)
+        return self._paused_for(account, self.breaker.probe_base_s)
 
     @asynccontextmanager
     async def call(
@@ -149,8 +168,9 @@ class AccountRouter:
     ) -> AsyncIterator[Call]:
         """Reserve the chosen account's capacity for one call, time and count it, and tell
         the limiter and the breaker how it went (a 429 pauses that account's model; an
-        account error pauses the account, and the job is deferred instead of failed).
-        ``lane`` and ``tenant`` are the job's scheduling fields (docs/scheduling.md)."""
+        account error, or 429s past the breaker's limit, pause the account). The call's
+        error is re-raised as it came, with ``account_pause`` set when the account is
+        paused. ``lane`` and ``tenant`` are the job's scheduling fields (docs/scheduling.md)."""
         account, probing = await self._admit(job_id, model)
         asked = time.monotonic()
         lease = await account.limiter.acquire(
@@ -171,18 +191,12 @@ class AccountRouter:
                 account.saw_429 = True
                 if await self.breaker.rate_limited(account.name, exc):
                     self._paused(account.name, exc)
-                    raise self._deferral(account.name, self.breaker.probe_base_s) from None
+                    exc.account_pause = self._paused_for(account.name, self.breaker.probe_base_s)
             raise
         except MimoqError as exc:
-            if self.breaker is None or not trips(exc):
-                raise
-            if await self.breaker.trip(account.name, exc):
-                self._paused(account.name, exc)
-            elif probing and await self.breaker.expired(account.name):
-                # The probe failed and the pause is past its maximum: this job has waited
-                # long enough (probes go on, so the account can still come back).
-                raise account_error(await self.breaker.state(account.name), account.name) from None
-            raise self._deferral(account.name, self.breaker.probe_base_s) from None
+            if self.breaker is not None and trips(exc):
+                exc.account_pause = await self._tripped(account.name, exc, probing)
+            raise
         else:
             if self.breaker is not None and probing and await self.breaker.resume(account.name):
                 log.warning("account.resumed", account=account.name)
