@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mimoq.core.acl import users
+from mimoq.core.acl_users import users
 from mimoq.core.settings import Settings
 
 

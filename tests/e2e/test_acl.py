@@ -13,7 +13,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from mimoq.cli.acl import run as acl_command
 from mimoq.core import runs, wire
-from mimoq.core.acl import users
+from mimoq.core.acl_users import users
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import TenantLimits
 from mimoq.core.usage import usage_report

@@ -12,7 +12,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core import wire
-from mimoq.core.acl import users
+from mimoq.core.acl_users import users
 from mimoq.core.jobs import JobResult
 from mimoq.core.results import write_result_safely
 from mimoq.core.settings import Settings

@@ -10,7 +10,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
-from mimoq.core.acl import users
+from mimoq.core.acl_users import users
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.core.settings import Settings
