@@ -33,7 +33,7 @@ from mimoq.core.connections import connect
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import check_run_name
 from mimoq.core.settings import Settings
-from mimoq.producer.batch import (
+from mimoq.producer.batch_plan import (
     BatchOptions,
     PlannedItem,
     default_run_id,

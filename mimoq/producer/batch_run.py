@@ -23,7 +23,7 @@ from mimoq.core.splitting.chunks import UnsupportedAudioError
 from mimoq.core.splitting.convert import convert_to_wav
 from mimoq.core.splitting.plan import FanoutPlan, child_id
 from mimoq.core.storage import Storage
-from mimoq.producer.batch import PlannedItem, legacy_job_id
+from mimoq.producer.batch_plan import PlannedItem, legacy_job_id
 from mimoq.producer.batch_state import FINISHED, ItemRecord, ItemStatus, RunFiles
 from mimoq.producer.client import Producer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mimoq.producer.batch import BatchOptions, SourceKind, legacy_job_id, plan
+from mimoq.producer.batch_plan import BatchOptions, SourceKind, legacy_job_id, plan
 from mimoq.producer.batch_state import ItemRecord, ItemStatus, RunFiles
 from mimoq.sim.sim_server import RunningSim
 from tests.batch.conftest import add_fault, batch_env

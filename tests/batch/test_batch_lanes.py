@@ -9,7 +9,7 @@ import pytest
 from mimoq.cli.batch import _options, run_parser
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import parse_job
-from mimoq.producer.batch import SourceKind, default_run_id, plan_lines
+from mimoq.producer.batch_plan import SourceKind, default_run_id, plan_lines
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core.connections import embedded
 from mimoq.core.settings import Settings
-from mimoq.producer.batch import PlannedItem
+from mimoq.producer.batch_plan import PlannedItem
 from mimoq.producer.batch_run import BatchRunner
 from mimoq.producer.batch_state import RunFiles
 from mimoq.producer.client import Enqueued, Producer

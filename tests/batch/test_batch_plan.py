@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mimoq.core.audio import WavFormat
-from mimoq.producer.batch import (
+from mimoq.producer.batch_plan import (
     BatchOptions,
     DigestCache,
     PlannedItem,
@@ -356,7 +356,7 @@ def test_eta_unknown_without_quota_or_rate() -> None:
     ],
 )
 def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
-    from mimoq.producer.batch import glob_regex
+    from mimoq.producer.batch_plan import glob_regex
 
     assert bool(glob_regex(pattern).fullmatch(path)) is matches
 
