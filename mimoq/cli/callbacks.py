@@ -21,7 +21,7 @@ from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.core.ssrf import redact_url
 from mimoq.core.webhooks import AttemptRecord, Delivery
-from mimoq.worker.callbacks import ReplayOutcome, replay_dead_letter
+from mimoq.worker.callback_delivery import ReplayOutcome, replay_dead_letter
 
 _REDACTED = "<redacted>"
 

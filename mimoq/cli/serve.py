@@ -28,7 +28,7 @@ def fleet_view(settings: Settings) -> FleetView:
     """The dashboard's window on workers, limiters and dead letters (worker-layer code)."""
     from mimoq.cli.inspection import inspect, limiter_state
     from mimoq.worker import metrics
-    from mimoq.worker.callbacks import replay_dead_letter
+    from mimoq.worker.callback_delivery import replay_dead_letter
     from mimoq.worker.run_progress import active_progress, read_progress
     from mimoq.worker.scaling import read_desired_workers
 

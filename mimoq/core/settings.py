@@ -269,7 +269,7 @@ class OpsSettings(BaseSettings):
 
 
 class CallbackSettings(BaseSettings):
-    """Callback delivery (worker/callbacks.py): signing, schedule, limits, SSRF policy."""
+    """Callback delivery (worker/callback_delivery.py): signing, schedule, limits, SSRF policy."""
 
     model_config = _CONFIG
 

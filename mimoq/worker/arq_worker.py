@@ -26,7 +26,14 @@ from mimoq.core.objstore import open_storage
 from mimoq.core.redis_retry import client_options
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
-from mimoq.worker import callbacks, cancel_watch, depth, metrics, result_builder, tenant_usage
+from mimoq.worker import (
+    callback_delivery,
+    cancel_watch,
+    depth,
+    metrics,
+    result_builder,
+    tenant_usage,
+)
 from mimoq.worker.accounts.router import build_router
 from mimoq.worker.heartbeat import Heartbeat
 from mimoq.worker.limiter.admission import Admitter
@@ -203,7 +210,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
             settings, ctx["redis"], http, pool, breaker=ctx.get("account_breaker", True)
         ),
     )
-    await callbacks.open_callback_client(ctx)
+    await callback_delivery.open_callback_client(ctx)
     ctx["cancel_watch"] = asyncio.create_task(cancel_watch.watch(ctx["redis"], ctx["deps"].running))
     log.info(
         "worker.started",
@@ -227,7 +234,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    await callbacks.close_callback_client(ctx)
+    await callback_delivery.close_callback_client(ctx)
     if not ctx.get("http_external") and "http" in ctx:
         await ctx["http"].aclose()
 
@@ -282,7 +289,7 @@ def build_worker(
             func(speech_task, name=wire.TASK_SPEECH),
             func(transcription_task, name=wire.TASK_TRANSCRIPTION),
             func(invalid_job, name=wire.TASK_INVALID),
-            func(callbacks.deliver_callback, name=wire.TASK_CALLBACK),
+            func(callback_delivery.deliver_callback, name=wire.TASK_CALLBACK),
         ],
         mimoq_settings=settings,
         metrics_port=metrics_port,

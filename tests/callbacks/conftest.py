@@ -15,7 +15,7 @@ from arq.worker import Worker, func
 from mimoq.core import wire
 from mimoq.core.jobs import Callback, CallbackState, CallbackStatus, JobResult
 from mimoq.core.settings import Settings
-from mimoq.worker import callbacks
+from mimoq.worker import callback_delivery
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver
 
@@ -86,7 +86,7 @@ async def schedule(
     if store:
         await store_result(redis, result)
     callback = Callback(url=url or receiver.url(path), headers=headers or {})
-    return await callbacks.schedule_callback(redis, result, callback)
+    return await callback_delivery.schedule_callback(redis, result, callback)
 
 
 @asynccontextmanager
@@ -102,10 +102,10 @@ async def worker_running(
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx.update(ctx_extra)
-        await callbacks.open_callback_client(ctx)
+        await callback_delivery.open_callback_client(ctx)
 
     worker = Worker(
-        functions=[func(callbacks.deliver_callback, name=wire.TASK_CALLBACK)],
+        functions=[func(callback_delivery.deliver_callback, name=wire.TASK_CALLBACK)],
         redis_pool=pool,
         queue_name=wire.QUEUE_NAME,
         job_serializer=wire.serialize,
@@ -116,7 +116,7 @@ async def worker_running(
         burst=True,
         handle_signals=False,
         on_startup=on_startup,
-        on_shutdown=callbacks.close_callback_client,
+        on_shutdown=callback_delivery.close_callback_client,
     )
     task = asyncio.create_task(worker.main())
     try:

@@ -18,7 +18,7 @@ from mimoq.core.deadletters import DeadLetterReason
 from mimoq.core.jobs import Callback, CallbackStatus
 from mimoq.core.ssrf import check_callback_url
 from mimoq.core.webhooks import Delivery
-from mimoq.worker import callbacks
+from mimoq.worker import callback_delivery
 from tests.callbacks.conftest import (
     SECRET_A,
     SECRET_B,
@@ -238,11 +238,12 @@ async def test_replay_resends_the_same_id_and_clears_the_dead_letter(
     assert await deadletters.get(redis, delivery_id) is not None
 
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.enqueued
     )
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id)
-        is callbacks.ReplayOutcome.already_pending
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.already_pending
     )
     assert (await read_state(redis, "job-1")).status is CallbackStatus.pending
     await run_worker(redis_server, settings)
@@ -256,7 +257,8 @@ async def test_replay_resends_the_same_id_and_clears_the_dead_letter(
     assert await deadletters.get(redis, delivery_id) is None
     assert await redis.zscore(wire.DEAD_LETTER_INDEX, delivery_id) is None
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.not_found
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.not_found
     )
 
 
@@ -267,7 +269,7 @@ async def test_a_replay_that_fails_again_stays_dead_lettered_with_all_attempts_c
     delivery_id = await schedule(redis, receiver)
     settings = make_settings()
     await run_worker(redis_server, settings)
-    await callbacks.replay_dead_letter(redis, delivery_id)
+    await callback_delivery.replay_dead_letter(redis, delivery_id)
     await run_worker(redis_server, settings)
 
     letter = await deadletters.get(redis, delivery_id)
@@ -297,7 +299,7 @@ async def test_a_record_already_delivered_is_not_sent_again(
     result = make_result("job-1")
     result.callback.status = CallbackStatus.delivered
     await store_result(redis, result)
-    assert await callbacks.enqueue_delivery(redis, _delivery_of(receiver))
+    assert await callback_delivery.enqueue_delivery(redis, _delivery_of(receiver))
 
     await run_worker(redis_server, make_settings())
 
@@ -333,7 +335,9 @@ async def test_the_first_attempt_waits_for_the_first_schedule_entry(
     result = make_result()
     settings = make_settings(callback_schedule_s="30,5")
     callback = Callback(url=receiver.url("/hook"))
-    delivery_id = await callbacks.schedule_callback(redis, result, callback, settings=settings)
+    delivery_id = await callback_delivery.schedule_callback(
+        redis, result, callback, settings=settings
+    )
     score = await redis.zscore(wire.QUEUE_NAME, delivery_id)
     now_ms = (await redis.time())[0] * 1000
     assert score is not None and 29_000 <= score - now_ms <= 31_000

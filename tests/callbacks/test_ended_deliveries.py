@@ -14,7 +14,7 @@ from mimoq.core import arq_compat, deadletters, deliveries, wire
 from mimoq.core.deadletters import DeadLetterReason
 from mimoq.core.jobs import CallbackStatus
 from mimoq.core.webhooks import Delivery
-from mimoq.worker import callbacks
+from mimoq.worker import callback_delivery
 from tests.callbacks.conftest import make_settings, read_state, run_worker, schedule
 from tests.callbacks.test_cli import lines, mimoq
 from tests.conftest import RedisServer
@@ -86,7 +86,8 @@ async def test_a_dead_letter_keeps_the_body_and_replays_it_after_the_result_expi
 
     await redis.delete(wire.result_key("job-1"))  # the result expired before the replay
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.enqueued
     )
     await run_worker(redis_server, make_settings())
 

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from mimoq.core import deadletters, deliveries, wire
 from mimoq.core.deadletters import DeadLetterReason
 from mimoq.core.jobs import Callback, CallbackStatus
-from mimoq.worker import callbacks
+from mimoq.worker import callback_delivery
 from tests.callbacks.conftest import (
     SECRET_A,
     make_settings,
@@ -170,7 +170,8 @@ async def test_an_unsendable_stored_header_is_dead_lettered_internal_and_nothing
         ttl_s=86_400,
     )
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.enqueued
     )
     await run_worker(redis_server, make_settings())
     assert len(receiver.wait_for(1)) == 1
@@ -223,7 +224,8 @@ async def test_every_attempt_is_kept_and_a_replay_keeps_the_history(
         assert attempt.error == f"HTTP {attempt.status_code}"
 
     assert (
-        await callbacks.replay_dead_letter(redis, delivery_id) is callbacks.ReplayOutcome.enqueued
+        await callback_delivery.replay_dead_letter(redis, delivery_id)
+        is callback_delivery.ReplayOutcome.enqueued
     )
     async with worker_running(redis_server, settings):
         pass

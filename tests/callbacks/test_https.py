@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core import deadletters
 from mimoq.core.deadletters import DeadLetterReason
-from mimoq.worker.callbacks import build_client
+from mimoq.worker.callback_delivery import build_client
 from tests.callbacks.conftest import make_settings, run_worker, schedule
 from tests.conftest import RedisServer
 from tests.support.receiver import Receiver

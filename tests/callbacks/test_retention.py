@@ -16,7 +16,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core import deadletters, wire
 from mimoq.core.deadletters import DeadLetterReason
-from mimoq.worker.callbacks import ReplayOutcome, replay_dead_letter
+from mimoq.worker.callback_delivery import ReplayOutcome, replay_dead_letter
 from tests.callbacks.conftest import make_settings, run_worker, schedule
 from tests.callbacks.test_cli import lines, mimoq
 from tests.callbacks.test_deadletters import NOW, TTL, letter

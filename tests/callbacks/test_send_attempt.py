@@ -10,7 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 from mimoq.core.settings import Settings
 from mimoq.core.webhooks import Delivery, DeliveryVerdict
-from mimoq.worker.callbacks import send_attempt
+from mimoq.worker.callback_delivery import send_attempt
 from tests.callbacks.conftest import SECRET_A
 
 PUBLIC = "93.184.215.14"
