@@ -59,7 +59,7 @@ def test_the_python_example_compiles_against_the_public_api(help_text: str) -> N
 @pytest.mark.redis
 async def test_the_redis_example_enqueues_a_job(help_text: str, redis: ArqRedis) -> None:
     words = shlex.split(example(help_text, "Redis"))
-    assert words[:3] == ["redis-cli", "EVAL", "$(cat mimoq/core/enqueue.lua)"]
+    assert words[:3] == ["redis-cli", "EVAL", "$(cat mimoq/core/scripts/enqueue.lua)"]
     count = int(words[3])
     keys, args = words[4 : 4 + count], words[4 + count :]
     assert await redis.eval(wire.enqueue_script(), count, *keys, *args) == 1  # type: ignore[misc]

@@ -23,7 +23,7 @@ one example per way in:
                 async with Producer.from_env() as producer:  # needs REDIS_URL
                     job = await producer.enqueue(SpeechJob(input="Hello.", voice="Mia"))
                     result = await producer.wait(job.job_id)
-  Redis         redis-cli EVAL "$(cat mimoq/core/enqueue.lua)" 4 arq:job:42 arq:result:42 \\
+  Redis         redis-cli EVAL "$(cat mimoq/core/scripts/enqueue.lua)" 4 arq:job:42 arq:result:42 \\
                   mimoq:result:42 mimoq:queue 42 '{"kind": "speech", "input": "Hello."}'
   HTTP          mimoq serve, then (OpenAI's audio API):
                 curl localhost:8080/v1/audio/speech -H "Authorization: Bearer $TOKEN" \\

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -68,7 +67,7 @@ class ScriptAnswer:
 @cache
 def cancel_script() -> str:
     """The Lua source of the atomic cancel (also usable from redis-cli: see the README)."""
-    return resources.files("mimoq.core").joinpath("cancel.lua").read_text(encoding="utf-8")
+    return scripts.source("cancel")
 
 
 @cache

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from importlib import resources
 from typing import Any, Final
 
-from mimoq.core import arq_compat
+from mimoq.core import arq_compat, scripts
 
 # --- arq's own keys (pinned in arq_compat); listed here so other languages have one list ----
 ARQ_JOB_PREFIX: Final = arq_compat.JOB_PREFIX
@@ -62,8 +61,8 @@ WAIT_MODELS_KEY: Final = "mimoq:wait:models"
 NO_TENANT: Final = "_"
 #: Interactive jobs of one model and tenant in the queue at most (not yet granted a call);
 #: past this they wait in the tenant's list, and each grant admits the tenant's next one.
-#: enqueue.lua spells the same number (its ARGV are the public contract); the limiter
-#: scripts get it with their configuration.
+#: scripts/enqueue.lua spells it once too (it runs on its own, from any language; a test
+#: checks the two agree); the limiter scripts get it with their configuration.
 INTERACTIVE_DIRECT: Final = 16
 
 #: A run's progress (docs/cancel.md, "Runs"): ``mimoq:run:<run>`` a hash of counters (``total``,
@@ -275,4 +274,4 @@ def deserialize(raw: bytes) -> dict[str, Any]:
 
 def enqueue_script() -> str:
     """The Lua source of the atomic enqueue (also usable from redis-cli: see the README)."""
-    return resources.files("mimoq.core").joinpath("enqueue.lua").read_text(encoding="utf-8")
+    return scripts.source("enqueue")

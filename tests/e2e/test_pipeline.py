@@ -17,7 +17,7 @@ import pytest
 from arq.connections import ArqRedis
 from standardwebhooks.webhooks import Webhook
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.audio import WavFormat
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
@@ -462,7 +462,7 @@ async def test_the_readme_redis_cli_example(redis_server: Any, producer: Produce
 
     if shutil.which("redis-cli") is None:
         pytest.skip("redis-cli is not installed")
-    script = Path(wire.__file__).with_name("enqueue.lua").read_text()
+    script = scripts.source("enqueue")
     job = '{"kind":"speech","input":"Hello from redis-cli","voice":"Mia"}'
     out = await asyncio.to_thread(
         subprocess.run,

@@ -16,7 +16,7 @@ import obstore
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.objstore import ObjectStorage, open_storage
 from mimoq.core.settings import Settings
 from mimoq.producer.cancel import CancelStatus
@@ -31,7 +31,7 @@ from tests.support.polling import eventually
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 PARENT = "long-cancelled"
-_CANCEL_LUA = (Path(wire.__file__).parent / "cancel.lua").read_text(encoding="utf-8")
+_CANCEL_LUA = scripts.source("cancel")
 
 
 async def _cancel_while_chunks_run(

@@ -16,8 +16,8 @@
 -- optional "tenant" names who it is for. A bulk job without a defer waits in
 -- mimoq:wait:<model>:tenant:<tenant> (the tenant "_" when it names none) until a worker
 -- admits it into the queue, shortly before its model has a slot for it. An interactive
--- job goes straight into the queue while its tenant has fewer than 16 of the model's there
--- (not yet granted) and none waiting; past that (a flood) it waits in
+-- job goes straight into the queue while its tenant has fewer than INTERACTIVE_DIRECT (16)
+-- of the model's there (not yet granted) and none waiting; past that (a flood) it waits in
 -- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
 -- next one. A tenant held at its limit (mimoq:tenant-held:<tenant>, docs/usage.md) has
 -- every new job wait in its list. Either way its arq job key is
@@ -29,6 +29,17 @@
 -- Runs (README, "Runs"): a job naming a "run" is counted in mimoq:run:<run> (HINCRBY total
 -- and model:<model>) and its id added to mimoq:run:<run>:pending, which the one finish path
 -- takes it out of; both keys live 7 days past the job's expiry.
+-- The numbers and names mimoq.core.wire (INTERACTIVE_DIRECT) and
+-- mimoq.core.dialect_constants (the models) also hold. This file runs on its own
+-- (redis-cli EVAL), so it spells them once, here; tests/unit/test_enqueue_constants.py checks
+-- that the two agree.
+local INTERACTIVE_DIRECT = 16
+local MODELS = {
+  speech = {['mimo-v2.5-tts'] = true, ['mimo-v2.5-tts-voicedesign'] = true, ['mimo-v2.5-tts-voiceclone'] = true},
+  transcription = {['mimo-v2.5-asr'] = true},
+}
+local DEFAULT_MODEL = {speech = 'mimo-v2.5-tts', transcription = 'mimo-v2.5-asr'}
+
 local id = ARGV[1]
 if id == nil or id == '' or string.find(id, '^[%w][%w._-]*$') == nil or #id > 128 then
   return redis.error_reply('invalid_request_error: id must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
@@ -66,15 +77,9 @@ if run ~= nil and (type(run) ~= 'string' or #run > 128
     or string.find(run, '^[%w][%w._-]*$') == nil) then
   return redis.error_reply('invalid_request_error: run must be 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)')
 end
-local models = {
-  speech = {['mimo-v2.5-tts'] = true, ['mimo-v2.5-tts-voicedesign'] = true, ['mimo-v2.5-tts-voiceclone'] = true},
-  transcription = {['mimo-v2.5-asr'] = true},
-}
 local model = job['model']
-if model == nil or model == cjson.null then
-  if task == 'speech' then model = 'mimo-v2.5-tts' else model = 'mimo-v2.5-asr' end
-end
-if priority == 'bulk' and models[task][model] == nil then
+if model == nil or model == cjson.null then model = DEFAULT_MODEL[task] end
+if priority == 'bulk' and MODELS[task][model] == nil then
   -- the model names a Redis key of the bulk lane: only known models get one
   return redis.error_reply('invalid_request_error: model must be a ' .. task .. ' model of MiMo for a bulk job')
 end
@@ -143,16 +148,16 @@ if run ~= nil then
   redis.call('PEXPIRE', run_key, keep_ms)
   redis.call('PEXPIRE', run_key .. ':pending', keep_ms)
 end
-if defer_ms <= 0 and models[task][model] ~= nil then
+if defer_ms <= 0 and MODELS[task][model] ~= nil then
   local wait = 'mimoq:wait:' .. model .. ':'
   local who = tenant or '_'
   local admitted = wait .. 'admitted'
   local straight = false
   if priority == 'interactive' then
-    -- up to 16 of the tenant's in the queue; beyond, its own list (a flood waits its turn)
+    -- up to INTERACTIVE_DIRECT of the tenant's in the queue; beyond, its own list (a flood waits its turn)
     wait = wait .. 'interactive:'
     admitted = wait .. 'admitted:' .. who
-    straight = redis.call('ZCARD', admitted) < 16 and redis.call('EXISTS', wait .. 'tenant:' .. who) == 0
+    straight = redis.call('ZCARD', admitted) < INTERACTIVE_DIRECT and redis.call('EXISTS', wait .. 'tenant:' .. who) == 0
   else
     -- nothing of this model is waiting or admitted: this job starts the look-ahead at once
     -- (the workers' admissions keep it filled from then on)
