@@ -17,7 +17,7 @@ from mimoq.http import (
     job_routes,
     meta,
     metrics_route,
-    usage,
+    usage_routes,
 )
 from mimoq.http.contract import (
     Endpoint,
@@ -130,7 +130,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                            "job_status: the job is left as it is.", "JobCancel"),
         "404": _NOT_FOUND,
     }, tag="jobs"),
-    _api("GET", "/v1/usage", "usage", usage.usage, "The caller's tenant's usage and limits", {
+    _api("GET", "/v1/usage", "usage", usage_routes.usage,
+         "The caller's tenant's usage and limits", {
         "200": json_answer("The usage.", "Usage"), "400": error("since is not a duration."),
     }, tag="usage", parameters=(_SINCE,)),
     _api("POST", "/v1/files", "files", files.create, "Upload a batch input file (JSONL)", {
