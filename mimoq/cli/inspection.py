@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from mimoq.core import deadletters, failures, wire
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import DAY_S
-from mimoq.core.usage import usage_report
+from mimoq.core.usage_windows import usage_report
 from mimoq.worker.accounts.breaker import read_paused
 from mimoq.worker.depth import job_kind_and_lane, read_depth
 from mimoq.worker.heartbeat import read_beats

@@ -12,7 +12,7 @@ from mimoq.cli.report_output import print_fleet_report
 from mimoq.core.connections import connect
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import USAGE_METRICS, parse_duration
-from mimoq.core.usage import usage_report
+from mimoq.core.usage_windows import usage_report
 
 
 def _duration(text: str) -> int:

@@ -22,7 +22,7 @@ from mimoq.core.results import (
     write_result_unless_cancelled,
 )
 from mimoq.core.settings import Settings
-from mimoq.core.usage import UsageWrite
+from mimoq.core.usage_windows import UsageWrite
 from mimoq.core.webhooks import Delivery
 
 log = structlog.get_logger("mimoq.worker")

@@ -16,7 +16,7 @@ from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.runs import RUN_PRELUDE, RunCount
-from mimoq.core.usage import UsageWrite, held_reason
+from mimoq.core.usage_windows import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mimoq.core.tenant_limits import DAY_S, parse_duration
-from mimoq.core.usage import usage_report
+from mimoq.core.usage_windows import usage_report
 from mimoq.http.errors import HTTPError
 from mimoq.http.routing import Context
 

@@ -33,7 +33,7 @@ from mimoq.core import wire
 from mimoq.core.errors import TenantLimitDeferred
 from mimoq.core.jobs import SpeechJob, TranscriptionJob
 from mimoq.core.tenant_limits import NO_TENANT, Breach, TenantLimits, first_breach
-from mimoq.core.usage import read_window_totals
+from mimoq.core.usage_windows import read_window_totals
 from mimoq.worker.limiter import Limiter
 
 log = structlog.get_logger("mimoq.tenants")

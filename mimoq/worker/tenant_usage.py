@@ -13,7 +13,7 @@ from mimoq.core import wire
 from mimoq.core.dialect import usage_tokens
 from mimoq.core.jobs import AudioOutput, SpeechJob, TranscriptionJob, salvage_owner
 from mimoq.core.settings import Settings
-from mimoq.core.usage import UsageEntry, UsageWrite
+from mimoq.core.usage_windows import UsageEntry, UsageWrite
 from mimoq.worker import metrics
 from mimoq.worker.pipeline import Outcome
 

@@ -16,7 +16,7 @@ from mimoq.core import runs, wire
 from mimoq.core.acl_users import users
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import TenantLimits
-from mimoq.core.usage import usage_report
+from mimoq.core.usage_windows import usage_report
 from mimoq.producer.cancel import cancel_tenant
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim

@@ -11,7 +11,7 @@ import redis as sync_redis
 from starlette.testclient import TestClient
 
 from mimoq.cli.serve import fleet_view
-from mimoq.core import usage
+from mimoq.core import usage_windows
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import DAY_S
 from mimoq.http.app import build_app
@@ -31,13 +31,13 @@ def test_one_dashboard_load_reads_the_usage_report_once(
         redis_url=redis_server.url, data_dir=tmp_path, tenant_limits="alpha:requests=5/1d"
     )  # type: ignore[call-arg]
     reads: list[float] = []
-    original = usage.read_span
+    original = usage_windows.read_span
 
-    async def counted(*args: Any, **kwargs: Any) -> usage.UsageTable:
+    async def counted(*args: Any, **kwargs: Any) -> usage_windows.UsageTable:
         reads.append(kwargs["since_s"])
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(usage, "read_span", counted)
+    monkeypatch.setattr(usage_windows, "read_span", counted)
     # No API tokens: the dashboard opens without a login (serve then binds loopback only).
     with TestClient(build_app(settings, TokenTable([]), fleet_view(settings))) as http:
         page = http.get("/")

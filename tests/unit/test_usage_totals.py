@@ -13,7 +13,7 @@ from mimoq.core.errors import TenantLimitDeferred
 from mimoq.core.jobs import JobResult, SpeechJob, parse_job
 from mimoq.core.results import job_status, read_result, write_result_safely
 from mimoq.core.tenant_limits import DAY_S, HOUR_S, parse_tenant_limits
-from mimoq.core.usage import (
+from mimoq.core.usage_windows import (
     UsageEntry,
     UsageWrite,
     read_span,

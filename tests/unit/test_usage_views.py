@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 from mimoq.cli.usage import render
 from mimoq.core import wire
 from mimoq.core.tenant_limits import DAY_S, HOUR_S, parse_tenant_limits
-from mimoq.core.usage import UsageEntry, record, usage_report
+from mimoq.core.usage_windows import UsageEntry, record, usage_report
 from mimoq.http.dashboard_html import usage_section
 
 T0 = 1_765_000_800.0

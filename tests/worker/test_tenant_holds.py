@@ -16,7 +16,7 @@ from mimoq.core import wire
 from mimoq.core.errors import CapacityDeferred, TenantLimitDeferred
 from mimoq.core.jobs import parse_job
 from mimoq.core.tenant_limits import TenantLimits, parse_tenant_limits
-from mimoq.core.usage import UsageEntry, record
+from mimoq.core.usage_windows import UsageEntry, record
 from mimoq.worker import tenant_gate
 from mimoq.worker.limiter import LimiterConfig, RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth

@@ -1,5 +1,5 @@
 -- mimoq usage: add one finished job's usage to the fixed windows it falls in (docs/usage.md,
--- core/usage.py). One call per finished job, pipelined with its result write.
+-- core/usage_windows.py). One call per finished job, pipelined with its result write.
 --
 -- KEYS: the usage hashes of the job's windows (wire.usage_key), one per window length.
 -- ARGV[1]: JSON {"prefix": "<tenant>|<model>|", "ttl": [seconds per key, in KEYS' order],
