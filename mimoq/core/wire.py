@@ -35,7 +35,7 @@ DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 FANOUT_PREFIX: Final = "mimoq:fanout:"
 #: The account a job (a fan-out: its parent, for every chunk) is routed to while it has
 #: calls to make, so it comes back to the account holding its limiter ticket: see
-#: worker/accounts/routing.py. A string, written with a TTL.
+#: worker/accounts/route_choice.py. A string, written with a TTL.
 ROUTE_PREFIX: Final = "mimoq:route:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 #: hash: job id -> id of the worker running it (see worker/orphans.py)

@@ -16,7 +16,7 @@ from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.accounts.breaker import PAUSED_SET
-from mimoq.worker.accounts.routing import Route, Routes, affinity, choose_route, soonest
+from mimoq.worker.accounts.route_choice import Route, Routes, affinity, choose_route, soonest
 from mimoq.worker.limiter import Limiter, LimiterConfig, RedisLimiter
 
 A, B, C = "acct-a", "acct-b", "acct-c"

@@ -14,7 +14,7 @@ from mimoq.core.errors import CapacityDeferred
 from mimoq.core.keypool import fingerprint
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_config import SimConfig, quota_from_options
-from mimoq.worker.accounts.routing import affinity
+from mimoq.worker.accounts.route_choice import affinity
 from mimoq.worker.limiter import LimiterConfig, build_limiter
 from tests.accounts.conftest import pool_settings, simulator
 from tests.accounts.test_breaker_storms import start_workers, stop_workers

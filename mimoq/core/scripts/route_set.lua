@@ -1,4 +1,4 @@
--- route_set.lua (worker/accounts/routing.py)
+-- route_set.lua (worker/accounts/route_choice.py)
 -- Record ARGV[1] as the route unless somebody re-routed since the caller read ARGV[3]
 -- ('' = no route): then follow theirs (two chunks re-choosing at once agree on one).
 -- KEYS[1] the route key; ARGV[2] its TTL, s

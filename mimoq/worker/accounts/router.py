@@ -29,7 +29,7 @@ from mimoq.core.keypool import PoolAccount
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
 from mimoq.worker.accounts.breaker import Breaker, GateVerdict, account_error, trips
-from mimoq.worker.accounts.routing import Routes
+from mimoq.worker.accounts.route_choice import Routes
 from mimoq.worker.call_latency import CALL_LATENCIES
 from mimoq.worker.limiter import Limiter, LimiterConfig, build_limiter
 from mimoq.worker.mimo_client import MimoClient
