@@ -24,7 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "job_commands", "run", "demo", "callbacks", "limits", "ops", "batch", "serve", "accounts",
     "doctor", "acl",
     "fetch_command",
-    "cancel",
+    "cancel_command",
     "usage",
 )  # fmt: skip
 

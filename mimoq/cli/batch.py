@@ -26,7 +26,7 @@ from mimoq.cli.batch_status import (
     status_table,
     wait_for_event,
 )
-from mimoq.cli.cancel import run_cancel
+from mimoq.cli.cancel_command import run_cancel
 from mimoq.cli.job_commands import add_audio_options, audio_fields
 from mimoq.cli.producer_session import Session, open_session, require_key
 from mimoq.core.connections import connect
