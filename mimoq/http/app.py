@@ -24,8 +24,8 @@ from mimoq.http.auth import TokenTable
 from mimoq.http.body import BodyLimits
 from mimoq.http.content import UPLOADS_PREFIX, upload_path
 from mimoq.http.contract import document
-from mimoq.http.errors import HTTPError
 from mimoq.http.frontdoor import FrontDoor
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.routes import OPERATIONS
 from mimoq.http.routing import Context
 from mimoq.http.sweeper import sweep_forever

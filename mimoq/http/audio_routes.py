@@ -17,8 +17,8 @@ from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobResult
 from mimoq.http.body import read_body
 from mimoq.http.content import output_response, share_upload, upload_key, upload_path
-from mimoq.http.errors import HTTPError, job_failure
 from mimoq.http.frontdoor import new_job_id, refuse_server_fields, request_job_id
+from mimoq.http.http_errors import HTTPError, job_failure
 from mimoq.http.models import speech_model, transcription_model
 from mimoq.http.multipart import SavedFile, receive_form
 from mimoq.http.routing import Context

@@ -16,8 +16,8 @@ from mimoq.core.jobs import JobResult
 from mimoq.core.openai_compat import SPEECH_URL, TRANSCRIPTIONS_URL
 from mimoq.http.audio_routes import speech_job
 from mimoq.http.content import MEDIA_TYPES
-from mimoq.http.errors import job_failure
 from mimoq.http.frontdoor import refuse_server_fields
+from mimoq.http.http_errors import job_failure
 from mimoq.http.models import transcription_model
 
 ENDPOINTS: Final = (SPEECH_URL, TRANSCRIPTIONS_URL)

@@ -30,8 +30,8 @@ from mimoq.core.ssrf import check_callback_url
 from mimoq.http import batch_lines as lines
 from mimoq.http.audio_routes import json_object
 from mimoq.http.content import share_upload
-from mimoq.http.errors import HTTPError
 from mimoq.http.files import file_path, owned_file, save_record
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.remote_audio import fetch_audio, is_remote
 from mimoq.http.routing import Context
 from mimoq.producer.cancel import CancelStatus, cancel_jobs

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 
 
 @dataclass(frozen=True)

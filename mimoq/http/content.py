@@ -20,7 +20,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
 from mimoq.core.staging import stage_file
 from mimoq.core.storage import LocalStorage, Storage
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 
 UPLOADS_PREFIX: Final = "uploads"
 #: An object-store output is streamed to the client in reads of this size.

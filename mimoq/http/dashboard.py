@@ -28,7 +28,7 @@ from mimoq.http import batches, session_cookie
 from mimoq.http import dashboard_html as html
 from mimoq.http.auth import LOCAL_TENANT
 from mimoq.http.body import BodyLimits, read_body
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.routing import Context
 from mimoq.producer.cancel import CancelStatus, cancel_jobs_of_run
 

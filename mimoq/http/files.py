@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from mimoq.core import wire
 from mimoq.core.errors import InvalidRequestError
 from mimoq.http.content import upload_path
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.multipart import receive_form
 from mimoq.http.routing import Context
 

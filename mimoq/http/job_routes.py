@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from mimoq.core.jobs import JobResult
 from mimoq.http.content import output_response
-from mimoq.http.errors import HTTPError, job_failure
+from mimoq.http.http_errors import HTTPError, job_failure
 from mimoq.http.routing import Context
 from mimoq.producer.cancel import CancelStatus, cancel_jobs
 

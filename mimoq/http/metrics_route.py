@@ -25,7 +25,7 @@ from mimoq.core.errors import ConfigurationError
 from mimoq.core.settings import Settings
 from mimoq.http.auth import MIN_TOKEN_CHARS, TokenTable, bearer_token
 from mimoq.http.dashboard import may_open_dashboard
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.routing import Context
 
 log = structlog.get_logger("mimoq.http")

@@ -18,7 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from mimoq.http.body import BodyLimits, iter_body
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 
 MAX_FIELDS_BYTES: Final = 256 * 1024  # every non-file field together (metadata is ≤ 16 KiB)
 MAX_FIELDS: Final = 64

@@ -18,8 +18,8 @@ from mimoq.core.settings import Settings
 from mimoq.core.storage import Storage
 from mimoq.http.auth import LOCAL_TENANT, TokenTable, bearer_token
 from mimoq.http.body import BodyLimits
-from mimoq.http.errors import HTTPError
 from mimoq.http.frontdoor import FrontDoor
+from mimoq.http.http_errors import HTTPError
 
 log = structlog.get_logger("mimoq.http")
 

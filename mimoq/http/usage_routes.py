@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from mimoq.core.tenant_limits import DAY_S, parse_duration
 from mimoq.core.usage_windows import usage_report
-from mimoq.http.errors import HTTPError
+from mimoq.http.http_errors import HTTPError
 from mimoq.http.routing import Context
 
 
