@@ -41,6 +41,25 @@ def pytest_configure(config: pytest.Config) -> None:
         del os.environ[name]
 
 
+#: How much of each process log a failed test shows (its end: where the error is).
+_LOG_TAIL_CHARS = 4000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test shows the end of every ``*.log`` its worker, server or simulator
+    processes wrote under its tmp_path: a 502 "see its logs" in CI is then read in CI's
+    output, not lost with the runner's temp dir."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    funcargs = getattr(item, "funcargs", {})
+    if report.when != "call" or not report.failed or "tmp_path" not in funcargs:
+        return
+    for log in sorted(Path(funcargs["tmp_path"]).rglob("*.log"))[:6]:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        report.sections.append((f"process log {log.name}", text[-_LOG_TAIL_CHARS:]))
+
+
 @pytest.fixture(autouse=True)
 def _scrub_mimoq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever an earlier test or fixture exported, each test starts without it."""
