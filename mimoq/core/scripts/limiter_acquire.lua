@@ -186,7 +186,8 @@ if ticket then
   if g > 0 then return respace(g, 'guard') end
   local p = pace_wait()
   if p > 0 then return respace(p, 'paced') end
-  drop_ticket(job_id)
+  -- its ticket is in its own lane, counted under its own lane and tenant
+  drop_ticket(job_id, bulk, tenant_field(bulk, tenant))
   return grant()
 end
 
@@ -203,17 +204,23 @@ if start <= now then
   start = now + wait
 end
 
+-- The time of the latest ticket this job's tenant holds in its lane, once read (false:
+-- none; nil: not read yet): the new ticket's note_last needs it.
+local own_last = nil
+
 -- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end
 -- (or, with `drop`, loses its ticket: it asks again as a newcomer): granted now if that
--- slot is due, else it holds the slot as its ticket.
-local function take_slot_of(moved, slot, drop)
+-- slot is due, else it holds the slot as its ticket. `moved_bulk` is its lane;
+-- `moved_field` its "lane:tenant" when already read (nil: read it).
+local function take_slot_of(moved, slot, drop, moved_bulk, moved_field)
   if drop then
-    drop_ticket(moved)
+    drop_ticket(moved, moved_bulk, moved_field)
   else
-    local moved_len = slot_length(f, call_cost(st.tok_rate,
-      tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0))
+    local moved_audio = 0
+    if Q.tokens > 0 then moved_audio = tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0 end
+    local moved_len = slot_length(f, call_cost(st.tok_rate, moved_audio))
     local tail = math.max(st.tat, start)
-    retime(moved, tail)
+    retime(moved, tail, moved_bulk, moved_field)
     st.tat = tail + moved_len
     redis.call('HSET', STATE, 'tat', fmt(st.tat))
   end
@@ -221,7 +228,7 @@ local function take_slot_of(moved, slot, drop)
   if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
     return grant()
   end
-  set_ticket(job_id, at, bulk, tenant)
+  set_ticket(job_id, at, bulk, tenant, own_last)
   mark_ticket(at, now)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
   return defer(come_back_in(math.max(at - now, 0.001)), reason_now())
@@ -234,7 +241,7 @@ if may_jump() then
   if bulk then other = ITICKETS end
   local head = redis.call('ZRANGE', other, 0, 0, 'WITHSCORES')
   if #head > 0 and tonumber(head[2]) < start then
-    return take_slot_of(head[1], tonumber(head[2]), false)
+    return take_slot_of(head[1], tonumber(head[2]), false, not bulk)
   end
 end
 
@@ -251,17 +258,18 @@ local over_share = not bulk and redis.call('ZCARD', BTICKETS) > 0
 local lane_key = ITICKETS
 if bulk then lane_key = BTICKETS end
 local mine = tenant_field(bulk, tenant)
-local held = tonumber(redis.call('HGET', TENANT_TICKETS, mine)) or 0
-local last = tonumber(redis.call('HGET', TENANT_TICKETS, 'last:' .. mine))
+local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
+local held = tonumber(counts[1]) or 0
+own_last = tonumber(counts[2]) or false
 local after = '-inf'
-if last ~= nil then after = '(' .. fmt(last) end
+if own_last then after = '(' .. fmt(own_last) end
 local turn = redis.call('ZRANGEBYSCORE', lane_key, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
 if #turn > 0 and tonumber(turn[2]) < start then
   local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
   if theirs and theirs ~= mine
       and (tonumber(redis.call('HGET', TENANT_TICKETS, theirs)) or 0) >= held + 2 then
     redis.call('HINCRBY', LANES, 'turns', 1)
-    return take_slot_of(turn[1], tonumber(turn[2]), over_share)
+    return take_slot_of(turn[1], tonumber(turn[2]), over_share, bulk, theirs)
   end
 end
 
@@ -274,7 +282,7 @@ if over_share and held > 0 then
 end
 
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
-set_ticket(job_id, start, bulk, tenant)
+set_ticket(job_id, start, bulk, tenant, own_last)
 mark_ticket(start, now)
 -- what a re-plan needs to re-size the slot
 if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end

@@ -151,19 +151,25 @@ local function tenant_field(bulk, tenant)
 end
 
 -- Record that the tenant counted under `field` holds a ticket at `at` (its latest, if so).
-local function note_last(field, at)
-  local last = tonumber(redis.call('HGET', TENANT_TICKETS, 'last:' .. field))
-  if last == nil or at > last then redis.call('HSET', TENANT_TICKETS, 'last:' .. field, fmt(at)) end
+-- `last`: the time of its latest ticket when the caller has read it already (false: it
+-- has none); nil reads it.
+local function note_last(field, at, last)
+  if last == nil then
+    last = tonumber(redis.call('HGET', TENANT_TICKETS, 'last:' .. field)) or false
+  end
+  if last == false or at > last then
+    redis.call('HSET', TENANT_TICKETS, 'last:' .. field, fmt(at))
+  end
 end
 
 -- Put `job` in the ticket queue at `at`, and in its lane's index; a new ticket is counted
--- for its lane's tenant (`tenant` matters only then).
-local function set_ticket(job, at, bulk, tenant)
+-- for its lane's tenant (`tenant`, and `last` as note_last takes it, matter only then).
+local function set_ticket(job, at, bulk, tenant, last)
   if redis.call('ZADD', TICKETS, fmt(at), job) == 1 then
     local field = tenant_field(bulk, tenant)
     redis.call('HSET', TICKET_TENANT, job, field)
     redis.call('HINCRBY', TENANT_TICKETS, field, 1)
-    note_last(field, at)
+    note_last(field, at, last)
   end
   if bulk then
     redis.call('ZADD', BTICKETS, fmt(at), job)
@@ -172,29 +178,42 @@ local function set_ticket(job, at, bulk, tenant)
   end
 end
 
--- Move a held ticket to `at`, in whichever lane it is.
-local function retime(job, at)
-  set_ticket(job, at, redis.call('ZSCORE', BTICKETS, job) ~= false)
-  local field = redis.call('HGET', TICKET_TENANT, job)
+-- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`)
+-- or its "lane:tenant" (`field`) passes them; nil reads them. (A ticket is only ever in
+-- the lane it was given in, and its field is the one set_ticket wrote.)
+local function retime(job, at, bulk, field)
+  if bulk == nil then bulk = redis.call('ZSCORE', BTICKETS, job) ~= false end
+  set_ticket(job, at, bulk)
+  if field == nil then field = redis.call('HGET', TICKET_TENANT, job) end
   if field then note_last(field, at) end
 end
 
 -- Stop counting `job`'s ticket for its tenant (the last ticket clears the tenant's fields).
-local function forget_tenant(job)
-  local field = redis.call('HGET', TICKET_TENANT, job)
-  if not field then return end
-  redis.call('HDEL', TICKET_TENANT, job)
+-- `field`: the "lane:tenant" it was counted under, when the caller knows it (it is the one
+-- set_ticket wrote: the job's own lane and tenant); nil reads it.
+local function forget_tenant(job, field)
+  if field == nil then
+    field = redis.call('HGET', TICKET_TENANT, job)
+    if not field then return end
+    redis.call('HDEL', TICKET_TENANT, job)
+  elseif redis.call('HDEL', TICKET_TENANT, job) == 0 then
+    return
+  end
   if redis.call('HINCRBY', TENANT_TICKETS, field, -1) <= 0 then
     redis.call('HDEL', TENANT_TICKETS, field, 'last:' .. field)
   end
 end
 
-local function drop_ticket(job)
-  forget_tenant(job)
+-- Drop `job`'s ticket. `bulk` and `field` as retime takes them: a known lane removes it
+-- from that lane's index only. A ticket's audio seconds are only written for models with
+-- a token limit, so only those delete them (the stale-ticket sweep in housekeep deletes
+-- them whatever the limit, for a limit removed while tickets were held).
+local function drop_ticket(job, bulk, field)
+  forget_tenant(job, field)
   redis.call('ZREM', TICKETS, job)
-  redis.call('ZREM', BTICKETS, job)
-  redis.call('ZREM', ITICKETS, job)
-  redis.call('HDEL', TICKET_AUDIO, job)
+  if bulk ~= false then redis.call('ZREM', BTICKETS, job) end
+  if not bulk then redis.call('ZREM', ITICKETS, job) end
+  if Q.tokens > 0 then redis.call('HDEL', TICKET_AUDIO, job) end
 end
 
 -- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit).
@@ -265,12 +284,14 @@ local function replan(st, f, now)
   if n > 0 then
     local ids = {}
     for i = 1, n do ids[i] = tickets[2 * i - 1] end
-    local audio = numbers_of(TICKET_AUDIO, ids)
+    -- audio seconds size a slot only under a token limit (call_cost)
+    local audio = {}
+    if Q.tokens > 0 then audio = numbers_of(TICKET_AUDIO, ids) end
     local t = math.max(tonumber(tickets[2]), now)
     local at = {}
     for i = 1, n do
       at[ids[i]] = t
-      t = t + slot_length(f, call_cost(st.tok_rate, audio[i]))
+      t = t + slot_length(f, call_cost(st.tok_rate, audio[i] or 0))
     end
     retime_all(ids, at)
     st.tat = t

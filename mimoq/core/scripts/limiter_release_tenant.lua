@@ -16,7 +16,8 @@ local freed = {}
 for i = 1, #owners, 2 do
   if mine[owners[i + 1]] then
     local at = tonumber(redis.call('ZSCORE', TICKETS, owners[i]))
-    drop_ticket(owners[i])
+    -- its field names its lane (tenant_field): no read of either
+    drop_ticket(owners[i], owners[i + 1] == tenant_field(true, tenant), owners[i + 1])
     if at then freed[#freed + 1] = at end
   end
 end
