@@ -15,7 +15,6 @@ from mimoq.core.keypool import has_key, no_key_error, usable_pool
 from mimoq.core.objstore import open_storage
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
-from mimoq.worker.arq_worker import MimoqWorker, build_worker, drain_and_close
 
 
 async def _nothing_to_stop(grace_s: float) -> None:
@@ -65,12 +64,14 @@ async def open_session(settings: Settings) -> AsyncIterator[Session]:
             await redis.aclose()
         return
     require_key(settings, calls_mimo=True)
+    # Imported here: `mimoq status` or `speak` on a shared Redis needs no worker, and the
+    # worker's imports (numpy among them) are a third of a command's start-up.
+    from mimoq.worker.arq_worker import build_worker, drain_and_close
+
     redis = embedded()
     # One process with a person waiting: a revoked key or an empty balance is an error to
     # show now, not a pause to wait out (a fleet's workers pause the account instead).
-    worker: MimoqWorker = build_worker(
-        settings, redis=redis, handle_signals=False, account_breaker=False
-    )
+    worker = build_worker(settings, redis=redis, handle_signals=False, account_breaker=False)
     task = asyncio.create_task(worker.async_run())
     session_task = asyncio.current_task()
 
