@@ -32,12 +32,12 @@ from pathlib import Path
 import httpx
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _quota_measure import concurrency_per_worker, lognormal_latency_s, table
-from _support import run_bench
+from _support import default_target, run_bench
 from arq.connections import ArqRedis
 from scheduling import enqueue_all
 
 from mimoq.core import runs
-from mimoq.core.settings import LimiterSettings, Settings
+from mimoq.core.settings import Settings
 from mimoq.worker.run_progress import read_progress
 
 RUN = "bench-run"
@@ -149,7 +149,7 @@ async def scenario(fleet: Fleet, spec: FleetSpec, args: argparse.Namespace, *, r
 
 async def main_async(args: argparse.Namespace) -> int:
     mean, dev = lognormal_latency_s(args.latency_median_ms / 1000, args.latency_sigma)
-    target = LimiterSettings.model_fields["target"].default
+    target = default_target(args.window_s)
     concurrency = concurrency_per_worker(args.rpm * target / args.window_s, mean, dev,
                                          args.workers) + 1  # fmt: skip
     print("$ python bench/eta.py " + " ".join(sys.argv[1:]))
