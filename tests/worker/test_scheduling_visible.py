@@ -8,12 +8,15 @@ from arq.connections import ArqRedis
 from mimoq.cli.inspection import inspect, render
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
-from mimoq.worker.limiter import LimiterConfig
+from mimoq.worker.limiter import LimiterConfig, RedisLimiter
 from mimoq.worker.limiter.admission import Admitter
+from mimoq.worker.limiter.config import KEY_PARTS, limiter_keys
 from tests.worker.sched_sim import Fleet, bulk, interactive
 
 TTS = "mimo-v2.5-tts"
 CONFIG = LimiterConfig(account="acct", window_s=10.0, default_rpm=100, margin_s=0.1)
+#: Grants back to back: for counting grants, not pacing them.
+ROOMY_ACCT = LimiterConfig(account="acct", window_s=60, default_rpm=100_000, burst=1000)
 
 
 def test_tenant_labels_are_capped_and_the_rest_pooled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,3 +107,25 @@ async def test_an_interactive_flood_is_visible_and_drains_through_grants(
     after = await inspect(redis, settings, limit=5)
     assert after["waiting_interactive"] == {}
     assert "interactive waiting for admission" not in render(after)
+
+
+@pytest.mark.redis
+async def test_grant_counts_are_one_field_per_lane_and_tenant_and_older_fields_still_count(
+    redis: ArqRedis,
+) -> None:
+    """A grant counts itself once, under its lane and tenant (issue #22: it was two HINCRBYs,
+    one per lane, one per tenant); the snapshot sums that field into both views, and the
+    fields an older worker wrote (``lane:bulk``, ``tenant:t-a``) still add up."""
+    limiter = RedisLimiter(ROOMY_ACCT, redis, clock=lambda: 1000.0)
+    for i, (lane, tenant) in enumerate(
+        [("bulk", "t-a"), ("bulk", "t-a"), ("interactive", "t-a"), ("bulk", None)]
+    ):
+        await limiter.acquire(TTS, job_id=f"j{i}", lane=lane, tenant=tenant)
+    lanes_key = limiter_keys("acct", TTS)[KEY_PARTS.index("lanes")]
+    fields = {k.decode(): int(v) for k, v in (await redis.hgetall(lanes_key)).items()}
+    assert fields == {"g:bulk:t-a": 2, "g:interactive:t-a": 1, "g:bulk:_": 1}
+    # a fleet mid-upgrade: an older worker's per-lane and per-tenant counts
+    await redis.hset(lanes_key, mapping={"lane:bulk": 5, "tenant:t-a": 3, "tenant:t-b": 2})
+    lanes = (await limiter.snapshot(TTS)).lanes
+    assert lanes["grants"] == {"bulk": 3 + 5, "interactive": 1}
+    assert lanes["tenant_grants"] == {"t-a": 3 + 3, "_": 1, "t-b": 2}

@@ -110,13 +110,10 @@ local function grant(tat)
   else
     redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len))
   end
-  if bulk then
-    redis.call('HINCRBY', LANES, 'lane:bulk', 1)
-  else
-    redis.call('ZADD', ILOG, fmt(now), lease_id)
-    redis.call('HINCRBY', LANES, 'lane:interactive', 1)
-  end
-  redis.call('HINCRBY', LANES, 'tenant:' .. (tenant or '_'), 1)
+  if not bulk then redis.call('ZADD', ILOG, fmt(now), lease_id) end
+  -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
+  -- grants per lane and per tenant (worker/limiter/core.py _lanes), one HINCRBY a grant
+  redis.call('HINCRBY', LANES, 'g:' .. tenant_field(bulk, tenant), 1)
   -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place
   admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request))
   touch(st, now)

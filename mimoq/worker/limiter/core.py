@@ -208,11 +208,21 @@ def _lanes(raw_grants: list[Any], raw_waiting: list[Any], raw_held: list[Any]) -
     for name, n in _pairs(raw_held).items():
         lane, _, tenant = name.partition(":")
         held.setdefault(lane, {})[tenant] = n
+    grants: dict[str, int] = {}
+    tenant_grants: dict[str, int] = {}
+    for name, n in counts.items():
+        kind, _, rest = name.partition(":")
+        if kind == "g":  # one count per lane and tenant: "g:<lane>:<tenant>"
+            lane, _, tenant = rest.partition(":")
+            grants[lane] = grants.get(lane, 0) + n
+            tenant_grants[tenant] = tenant_grants.get(tenant, 0) + n
+        elif kind == "lane":  # written before the per-lane-and-tenant count (issue #22)
+            grants[rest] = grants.get(rest, 0) + n
+        elif kind == "tenant":
+            tenant_grants[rest] = tenant_grants.get(rest, 0) + n
     return {
-        "grants": {k.removeprefix("lane:"): v for k, v in counts.items() if k.startswith("lane:")},
-        "tenant_grants": {
-            k.removeprefix("tenant:"): v for k, v in counts.items() if k.startswith("tenant:")
-        },
+        "grants": grants,
+        "tenant_grants": tenant_grants,
         "admitted_total": counts.get("admitted", 0),
         # due holders the pace or the guard held back (re-spaced): ~0 when jitter is small
         "respaced": {
