@@ -154,19 +154,25 @@ end
 -- bulk lane's minimum share m leaves it (interactive <= bulk x (1 - m) / m + 1). Bulk:
 -- while the bulk lane's grants are below its share (bulk < interactive x m / (1 - m)), so
 -- that interactive work arriving faster than its share cannot push bulk below m.
+-- Each count is read only when the answer still depends on it (bulk grants are never
+-- below zero): with no interactive grant in the window, a bulk job never jumps and an
+-- interactive one with no interactive ticket ahead always does.
 local function may_jump()
   local m = Q.bulk_min_share
   local since = '(' .. fmt(now - Q.window)
-  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
-  local blk = redis.call('ZCOUNT', LOG, since, '+inf') - inter
   if bulk then
     if m <= 0 then return false end
     if m >= 1 then return true end
-    return blk < inter * m / (1 - m)
+    local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+    if inter == 0 then return false end
+    return redis.call('ZCOUNT', LOG, since, '+inf') - inter < inter * m / (1 - m)
   end
   if m <= 0 then return true end
   if m >= 1 then return false end
-  return inter + redis.call('ZCARD', ITICKETS) < blk * (1 - m) / m + 1
+  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+  local ahead = inter + redis.call('ZCARD', ITICKETS)
+  if ahead == 0 then return true end
+  return ahead < (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
 end
 
 -- leases still running (an expired one's worker died; housekeeping drops it later)
