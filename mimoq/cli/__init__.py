@@ -37,7 +37,7 @@ COMMAND_MODULE: dict[str, str] = {
     "worker": "run", "sim": "run", "demo": "demo", "callbacks": "callbacks",
     "limits": "limits", "health": "ops", "inspect": "ops", "batch": "batch", "serve": "serve",
     "accounts": "accounts", "doctor": "doctor", "acl": "acl", "fetch": "fetch_command",
-    "cancel": "cancel", "usage": "usage",
+    "cancel": "cancel_command", "usage": "usage",
 }  # fmt: skip
 
 
