@@ -214,8 +214,9 @@ local own_last = nil
 -- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end
 -- (or, with `drop`, loses its ticket: it asks again as a newcomer): granted now if that
 -- slot is due, else it holds the slot as its ticket. `moved_bulk` is its lane;
--- `moved_field` its "lane:tenant" when already read (nil: read it).
-local function take_slot_of(moved, slot, drop, moved_bulk, moved_field)
+-- `moved_field` its "lane:tenant" and `moved_last` its tenant's latest ticket, when
+-- already read (nil: read them here, with this job's own latest ticket in the same HMGET).
+local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_last)
   if drop then
     drop_ticket(moved, moved_bulk, moved_field)
   else
@@ -223,7 +224,16 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field)
     if Q.tokens > 0 then moved_audio = tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0 end
     local moved_len = slot_length(f, call_cost(st.tok_rate, moved_audio))
     local tail = math.max(st.tat, start)
-    retime(moved, tail, moved_bulk, moved_field)
+    if moved_field == nil then
+      moved_field = redis.call('HGET', TICKET_TENANT, moved)
+      -- (the moved ticket is the other lane's: its field is never this job's)
+      if moved_field and own_last == nil then
+        local lasts = redis.call('HMGET', TENANT_TICKETS, 'last:' .. moved_field,
+          'last:' .. tenant_field(bulk, tenant))
+        moved_last, own_last = tonumber(lasts[1]) or false, tonumber(lasts[2]) or false
+      end
+    end
+    retime(moved, tail, moved_bulk, moved_field, moved_last)
     st.tat = tail + moved_len
     redis.call('HSET', STATE, 'tat', fmt(st.tat))
   end
@@ -269,10 +279,14 @@ if own_last then after = '(' .. fmt(own_last) end
 local turn = redis.call('ZRANGEBYSCORE', lane_key, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
 if #turn > 0 and tonumber(turn[2]) < start then
   local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
-  if theirs and theirs ~= mine
-      and (tonumber(redis.call('HGET', TENANT_TICKETS, theirs)) or 0) >= held + 2 then
-    redis.call('HINCRBY', LANES, 'turns', 1)
-    return take_slot_of(turn[1], tonumber(turn[2]), over_share, bulk, theirs)
+  if theirs and theirs ~= mine then
+    -- their count, and their latest ticket for the displaced ticket's move: one HMGET
+    local their = redis.call('HMGET', TENANT_TICKETS, theirs, 'last:' .. theirs)
+    if (tonumber(their[1]) or 0) >= held + 2 then
+      redis.call('HINCRBY', LANES, 'turns', 1)
+      return take_slot_of(turn[1], tonumber(turn[2]), over_share, bulk, theirs,
+        tonumber(their[2]) or false)
+    end
   end
 end
 

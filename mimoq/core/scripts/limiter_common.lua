@@ -178,14 +178,15 @@ local function set_ticket(job, at, bulk, tenant, last)
   end
 end
 
--- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`)
--- or its "lane:tenant" (`field`) passes them; nil reads them. (A ticket is only ever in
--- the lane it was given in, and its field is the one set_ticket wrote.)
-local function retime(job, at, bulk, field)
+-- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`),
+-- its "lane:tenant" (`field`, false: none) or that tenant's latest ticket (`last`, as
+-- note_last takes it) passes them; nil reads them. (A ticket is only ever in the lane it
+-- was given in, and its field is the one set_ticket wrote.)
+local function retime(job, at, bulk, field, last)
   if bulk == nil then bulk = redis.call('ZSCORE', BTICKETS, job) ~= false end
   set_ticket(job, at, bulk)
   if field == nil then field = redis.call('HGET', TICKET_TENANT, job) end
-  if field then note_last(field, at) end
+  if field then note_last(field, at, last) end
 end
 
 -- Stop counting `job`'s ticket for its tenant (the last ticket clears the tenant's fields).

@@ -1,0 +1,82 @@
+"""What each limiter decision costs Redis, pinned per decision (issue #22).
+
+A job's life on a busy fleet is a few acquire decisions (a ticket, a ticket holder back
+early, the grant of its slot) and one release; bench/redis_cost.py measures the mix, this
+counts each decision alone with ``INFO commandstats`` (commands run inside the script
+included, the EVALSHA itself too) on the test's Redis, against an injected clock (so
+Redis TIME, one more command per decision in production, is not among them).
+
+A change that makes a decision read something the script already knows fails here and
+says by how much; lower a budget when a decision gets cheaper.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.core.dialect_constants import TTS_MODEL
+from mimoq.core.errors import CapacityDeferred
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter.config import LimiterConfig
+
+pytestmark = pytest.mark.redis
+
+#: Half-second slots (20 requests per 10 s window at a target of 1): a job's life fits
+#: between two of the limiter's housekeeping rounds (once a second), which are not a
+#: decision's cost.
+SLOTS = LimiterConfig(account="acct", window_s=10.0, default_rpm=20, target=1.0)
+T0 = 1000.0
+#: Commands per decision, measured (before issue #22's trims of the scripts, in brackets):
+#: a bulk job queued for a slot 14 (17), the same job back early 4 (4), its slot's grant
+#: 19 (23), a release 4 (5). The budgets are the measurements: a decision's commands do not
+#: depend on load or timing.
+BUDGET = {"queued": 14, "early": 4, "granted": 19, "release": 4}
+
+
+async def _counted(redis: ArqRedis, call: Any) -> tuple[Any, int, Counter[str]]:
+    await redis.config_resetstat()
+    try:
+        result = await call
+    except CapacityDeferred as exc:
+        result = exc
+    stats: dict[str, Any] = await redis.info("commandstats")
+    counts = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+    for own in ("config|resetstat", "info"):
+        counts.pop(own, None)
+    return result, sum(counts.values()), counts
+
+
+async def test_each_decision_of_a_queued_jobs_life_stays_within_its_commands(
+    redis: ArqRedis,
+) -> None:
+    now = [T0]
+    limiter = RedisLimiter(SLOTS, redis, clock=lambda: now[0])
+    acquire = limiter.acquire
+    # the first job takes the free slot (its decision loads the scripts and gives the
+    # limiter's keys their TTL); the second queues for the next one
+    first = await acquire(TTS_MODEL, job_id="first", lane="bulk", tenant="t-a")
+    await limiter.release(first, usage=None, latency_s=0.4, lag_s=0.01)
+    costs: dict[str, int] = {}
+    queued, costs["queued"], seen = await _counted(
+        redis, acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="t-a")
+    )
+    assert isinstance(queued, CapacityDeferred), seen
+    now[0] = T0 + 0.25
+    early, costs["early"], seen = await _counted(
+        redis, acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="t-a")
+    )
+    assert isinstance(early, CapacityDeferred), seen
+    now[0] = T0 + 0.5
+    lease, costs["granted"], seen = await _counted(
+        redis, acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="t-a")
+    )
+    assert not isinstance(lease, CapacityDeferred), seen
+    _, costs["release"], seen = await _counted(
+        redis, limiter.release(lease, usage=None, latency_s=0.4, lag_s=0.01)
+    )
+    over = {k: (v, BUDGET[k]) for k, v in costs.items() if v > BUDGET[k]}
+    assert not over, f"decisions over their budget (count, budget): {over}; all: {costs}"
