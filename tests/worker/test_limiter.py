@@ -10,6 +10,7 @@ the clock whenever every worker is waiting.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import sys
@@ -626,6 +627,22 @@ async def test_disabled_limits_still_refuse_a_cancelled_job(redis: ArqRedis) -> 
     await redis.set(wire.cancel_key("gone"), "cancelled")
     with pytest.raises(JobCancelled):
         await limiter.acquire(TTS_MODEL, job_id="gone")
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+async def test_disabled_limits_send_a_tenants_17th_interactive_job_straight_on(
+    redis: ArqRedis, tenant: str | None
+) -> None:
+    """A granted interactive job leaves its tenant's admitted set with limits off too: one
+    job after another, none waits for an admission round (the 17th used to, ~1 s each)."""
+    limiter = build_limiter(Settings(limits_enabled=False), redis)
+    enqueue = redis.register_script(wire.enqueue_script())
+    for i in range(wire.INTERACTIVE_DIRECT + 4):
+        job: dict[str, Any] = {"kind": "speech", "input": "hi", "tenant": tenant}
+        assert await enqueue(keys=wire.enqueue_keys(f"j{i}"), args=[f"j{i}", json.dumps(job)])
+        assert await redis.zscore(wire.QUEUE_NAME, f"j{i}") is not None, f"job {i} waits"
+        await limiter.acquire(TTS_MODEL, job_id=f"j{i}", tenant=tenant)
+    assert await redis.zcard(wire.interactive_admitted_key(TTS_MODEL, tenant)) == 0
 
 
 # The hold: a job told to come back hold_s before its reserved slot waits the rest in the

@@ -474,7 +474,8 @@ class RedisLimiter:
 
 
 #: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
-#: the acquire script does (docs/cancel.md). KEYS[1] the marker; ARGV[1] its TTL in ms.
+#: the acquire script does (docs/cancel.md), and an interactive job out of its tenant's
+#: admitted set.
 _UNLIMITED_GRANT: Final = scripts.LuaScript(scripts.source("unlimited_grant"))
 
 
@@ -500,7 +501,10 @@ class UnlimitedLimiter:
         if self._admission is not None:
             redis = self._admission.redis
             ttl_ms = int(self._admission.config.lease_ttl_s * 1000)
-            if not await _UNLIMITED_GRANT.run(redis, [wire.cancel_key(job_id)], [ttl_ms]):
+            keys = [wire.cancel_key(job_id)]
+            if lane != "bulk":
+                keys.append(wire.interactive_admitted_key(model, tenant))
+            if not await _UNLIMITED_GRANT.run(redis, keys, [ttl_ms, job_id]):
                 raise JobCancelled("the job was cancelled before its MiMo call")
         lease_id = uuid.uuid4().hex
         return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
