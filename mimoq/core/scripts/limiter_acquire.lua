@@ -210,6 +210,8 @@ end
 -- The time of the latest ticket this job's tenant holds in its lane, once read (false:
 -- none; nil: not read yet): the new ticket's note_last needs it.
 local own_last = nil
+-- The tickets this job's tenant holds in its lane, once read with own_last (nil: not yet).
+local own_held = nil
 
 -- This job takes the slot of ticket `moved` (at `slot`), which moves to the schedule's end
 -- (or, with `drop`, loses its ticket: it asks again as a newcomer): granted now if that
@@ -228,9 +230,11 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
       moved_field = redis.call('HGET', TICKET_TENANT, moved)
       -- (the moved ticket is the other lane's: its field is never this job's)
       if moved_field and own_last == nil then
+        local mine = tenant_field(bulk, tenant)
         local lasts = redis.call('HMGET', TENANT_TICKETS, 'last:' .. moved_field,
-          'last:' .. tenant_field(bulk, tenant))
+          'last:' .. mine, mine)
         moved_last, own_last = tonumber(lasts[1]) or false, tonumber(lasts[2]) or false
+        own_held = tonumber(lasts[3]) or 0
       end
     end
     retime(moved, tail, moved_bulk, moved_field, moved_last)
@@ -241,7 +245,7 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
   if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
     return grant()
   end
-  set_ticket(job_id, at, bulk, tenant, own_last)
+  set_ticket(job_id, at, bulk, tenant, own_last, own_held)
   mark_ticket(at, now)
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
   return defer(come_back_in(math.max(at - now, 0.001)), reason_now())
@@ -274,6 +278,7 @@ local mine = tenant_field(bulk, tenant)
 local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
 local held = tonumber(counts[1]) or 0
 own_last = tonumber(counts[2]) or false
+own_held = held
 local after = '-inf'
 if own_last then after = '(' .. fmt(own_last) end
 local turn = redis.call('ZRANGEBYSCORE', lane_key, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
@@ -299,7 +304,7 @@ if over_share and held > 0 then
 end
 
 -- Queue: reserve the slot for this job, so it is served at `start` ahead of later arrivals.
-set_ticket(job_id, start, bulk, tenant, own_last)
+set_ticket(job_id, start, bulk, tenant, own_last, own_held)
 mark_ticket(start, now)
 -- what a re-plan needs to re-size the slot
 if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end

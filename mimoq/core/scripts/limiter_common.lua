@@ -164,12 +164,22 @@ end
 
 -- Put `job` in the ticket queue at `at`, and in its lane's index; a new ticket is counted
 -- for its lane's tenant (`tenant`, and `last` as note_last takes it, matter only then).
-local function set_ticket(job, at, bulk, tenant, last)
+-- `held`: the tickets that tenant holds, when the caller has read it along with `last`:
+-- the count and the latest ticket are then written with one HSET.
+local function set_ticket(job, at, bulk, tenant, last, held)
   if redis.call('ZADD', TICKETS, fmt(at), job) == 1 then
     local field = tenant_field(bulk, tenant)
     redis.call('HSET', TICKET_TENANT, job, field)
-    redis.call('HINCRBY', TENANT_TICKETS, field, 1)
-    note_last(field, at, last)
+    if held ~= nil and last ~= nil then
+      if last == false or at > last then
+        redis.call('HSET', TENANT_TICKETS, field, held + 1, 'last:' .. field, fmt(at))
+      else
+        redis.call('HSET', TENANT_TICKETS, field, held + 1)
+      end
+    else
+      redis.call('HINCRBY', TENANT_TICKETS, field, 1)
+      note_last(field, at, last)
+    end
   end
   if bulk then
     redis.call('ZADD', BTICKETS, fmt(at), job)
