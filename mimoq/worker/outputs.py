@@ -50,7 +50,12 @@ async def write_speech(
             return await _streamed(storage, key, output, speak)
     except AudioFormatError as exc:  # MiMo's audio, cut short (TruncatedAudioError) or unusable
         raise as_mimoq_error(exc) from None
-    except ObjectStoreError as exc:
+    except TimeoutError:
+        raise  # a timeout is the job's own (arq's job timeout), not the store's
+    except (ObjectStoreError, OSError) as exc:
+        # obstore's streaming writer reports a failed part or completion (a 500 from the
+        # store, after its own retries) as a plain OSError, as a local disk does ENOSPC: the
+        # store failed now, and the job is retried, not failed as an internal error.
         raise StorageUnavailableError(
             f"writing {key} to storage failed ({type(exc).__name__})"
         ) from None

@@ -7,9 +7,10 @@ forward-only sink and multipart writer as against S3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import obstore
@@ -17,10 +18,10 @@ import pytest
 
 from mimoq.core.audio import MIMO_PCM, AudioFormatError, wav_header
 from mimoq.core.audio_stream import ForwardAudioSink, TruncatedAudioError
-from mimoq.core.errors import UpstreamResponseError, UpstreamUnavailable
+from mimoq.core.errors import RetryableError, UpstreamResponseError, UpstreamUnavailable
 from mimoq.core.objstore import ObjectStorage
-from mimoq.core.storage import LocalStorage
-from mimoq.worker.outputs import STAGING_PREFIX, write_speech
+from mimoq.core.storage import LocalStorage, StreamWriter
+from mimoq.worker.outputs import STAGING_PREFIX, StorageUnavailableError, write_speech
 
 SAMPLES = bytes(range(256)) * 400  # 102,400 bytes: 51,200 frames of s16 mono
 
@@ -147,3 +148,22 @@ def test_forward_sink_errors() -> None:
     sink.write(_wav(SAMPLES, declared=len(SAMPLES) + 2)[:-10])
     with pytest.raises(TruncatedAudioError):
         sink.finish()
+
+
+class _StoreFailsTheUpload(ObjectStorage):
+    """The store answers 500 to the upload's completion, after obstore's own retries: its
+    streaming writer raises a plain OSError, not one of obstore's exceptions."""
+
+    @contextlib.asynccontextmanager
+    async def stream(self, key: str) -> AsyncIterator[StreamWriter]:
+        async with super().stream(key) as writer:
+            yield writer
+            raise OSError("Generic S3 error: Error performing PUT ... 500 Internal Server Error")
+
+
+async def test_a_store_that_fails_the_upload_is_retried_not_an_internal_error() -> None:
+    remote = _StoreFailsTheUpload(f"memory://{uuid.uuid4().hex}/out", part_bytes=5 << 20)
+    with pytest.raises(StorageUnavailableError, match=r"speech/f\.wav") as failed:
+        await write_speech(remote, "speech/f.wav", "wav", _speaker(_wav(SAMPLES)))
+    assert isinstance(failed.value, RetryableError)  # retried with backoff, not failed
+    assert not remote.exists("speech/f.wav")
