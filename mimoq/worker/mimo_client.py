@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,48 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
         if len(out) >= limit:
             break
     return bytes(out)
+
+
+class SpeechStream:
+    """A TTS answer's audio: one decoded piece per received chunk, then :attr:`usage`.
+
+    Memory stays at a chunk whatever the audio's length: the consumer writes (or uploads)
+    each piece before the next chunk is read.
+    """
+
+    def __init__(self, response: httpx.Response, *, secret: str | None) -> None:
+        self._chunks = response.aiter_bytes()
+        self._pieces: list[bytes] = []
+        self._extractor = AudioDataExtractor(self._pieces.append)
+        self._secret = secret
+        self._exhausted = False
+        #: The answer's ``usage`` (None if MiMo sent none); set once the audio is exhausted.
+        self.usage: dict[str, Any] | None = None
+
+    def __aiter__(self) -> SpeechStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            while not self._pieces:
+                if self._exhausted:
+                    raise StopAsyncIteration
+                try:
+                    chunk = await anext(self._chunks)
+                except StopAsyncIteration:
+                    self._finish()
+                else:
+                    self._extractor.feed(chunk)
+        except Base64StreamError as exc:
+            raise as_mimoq_error(exc, secret=self._secret) from None
+        piece = b"".join(self._pieces)
+        self._pieces.clear()
+        return piece
+
+    def _finish(self) -> None:
+        self._exhausted = True
+        skeleton = self._extractor.finish()
+        self.usage = check_speech_skeleton(skeleton, audio_found=self._extractor.found)
 
 
 class MimoClient:
@@ -65,28 +107,14 @@ class MimoClient:
         except httpx.TransportError as exc:  # timeouts included
             raise as_mimoq_error(exc, secret=self._api_key) from None
 
-    async def speak(
-        self,
-        body: RequestBody,
-        sink: Callable[[bytes], None],
-        drain: Callable[[], Awaitable[None]] | None = None,
-    ) -> dict[str, Any] | None:
-        """POST a TTS body; stream-decode the audio into ``sink``; return ``usage`` if sent.
+    @asynccontextmanager
+    async def speech(self, body: RequestBody) -> AsyncIterator[SpeechStream]:
+        """POST a TTS body; yields its audio, decoded as it arrives (see :class:`SpeechStream`).
 
-        ``drain`` is awaited after each received chunk: an upload takes what the sink holds,
-        so memory stays at a chunk plus the upload's part whatever the audio's length.
+        Inside the call: a connection dropped while the audio is read is mapped here too.
         """
         async with self._post(body) as response:
-            extractor = AudioDataExtractor(sink)
-            try:
-                async for chunk in response.aiter_bytes():
-                    extractor.feed(chunk)
-                    if drain is not None:
-                        await drain()
-                skeleton = extractor.finish()
-            except Base64StreamError as exc:
-                raise as_mimoq_error(exc, secret=self._api_key) from None
-        return check_speech_skeleton(skeleton, audio_found=extractor.found)
+            yield SpeechStream(response, secret=self._api_key)
 
     async def transcribe(self, body: RequestBody) -> tuple[str, dict[str, Any] | None]:
         """POST an ASR body (the audio streamed in); return the transcript and ``usage``."""

@@ -5,17 +5,20 @@ temporary file (seek back, patch, fsync, rename). On an object store it is strea
 multipart upload as it is decoded — no local file, one part in memory — with the header
 right the first time (:mod:`mimoq.core.audio_stream`); a WAV with placeholder sizes is
 staged under ``staging/`` and rewritten once behind its true header.
+
+:func:`write_speech` consumes the decoded pieces the MiMo client yields
+(:meth:`~mimoq.worker.mimo_client.MimoClient.speech`), each written before the next chunk
+is read.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterable
+from typing import Final
 
 from obstore.exceptions import BaseError as ObjectStoreError
 
-from mimoq.core import tracing
 from mimoq.core.audio import AudioContainer, AudioFormatError, AudioInfo, AudioSink
 from mimoq.core.audio_stream import ForwardAudioSink
 from mimoq.core.errors import RetryableError
@@ -25,10 +28,6 @@ from mimoq.worker.upstream_errors import as_mimoq_error
 
 STAGING_PREFIX: Final = "staging"
 
-#: ``speak(sink, drain)``: the MiMo call, feeding decoded audio to ``sink`` and awaiting
-#: ``drain`` after each received chunk; returns the call's usage.
-Speak = Callable[[Callable[[bytes], None], Callable[[], Awaitable[None]]], Awaitable[Any]]
-
 
 class StorageUnavailableError(RetryableError):
     """The object store failed a write (now); the job is retried."""
@@ -37,17 +36,16 @@ class StorageUnavailableError(RetryableError):
 
 
 async def write_speech(
-    storage: Storage, key: str, output: AudioContainer, speak: Speak
-) -> tuple[AudioInfo, Any]:
-    """Run ``speak`` with its audio going to ``key``; returns what was written and the usage.
+    storage: Storage, key: str, output: AudioContainer, audio: AsyncIterable[bytes]
+) -> AudioInfo:
+    """Write the decoded audio pieces to ``key`` as they arrive; returns what was written.
 
-    Its storage span holds the MiMo call's: the audio is written as it arrives.
+    The caller holds the storage span, around the MiMo call feeding ``audio``.
     """
     try:
-        with tracing.storage_span("write", key, storage=storage):
-            if storage.is_local():
-                return await _to_file(storage, key, output, speak)
-            return await _streamed(storage, key, output, speak)
+        if storage.is_local():
+            return await _to_file(storage, key, output, audio)
+        return await _streamed(storage, key, output, audio)
     except AudioFormatError as exc:  # MiMo's audio, cut short (TruncatedAudioError) or unusable
         raise as_mimoq_error(exc) from None
     except TimeoutError:
@@ -62,20 +60,18 @@ async def write_speech(
 
 
 async def _to_file(
-    storage: Storage, key: str, output: AudioContainer, speak: Speak
-) -> tuple[AudioInfo, Any]:
-    async def nothing() -> None:
-        return None
-
+    storage: Storage, key: str, output: AudioContainer, audio: AsyncIterable[bytes]
+) -> AudioInfo:
     with storage.open_atomic(key) as f:
         sink = AudioSink(f, source="wav", output=output)
-        usage = await speak(sink.write, nothing)
-        return sink.finish(), usage
+        async for piece in audio:
+            sink.write(piece)
+        return sink.finish()
 
 
 async def _streamed(
-    storage: Storage, key: str, output: AudioContainer, speak: Speak
-) -> tuple[AudioInfo, Any]:
+    storage: Storage, key: str, output: AudioContainer, audio: AsyncIterable[bytes]
+) -> AudioInfo:
     sink = ForwardAudioSink(output=output)
     target = key
     async with contextlib.AsyncExitStack() as stack:
@@ -92,7 +88,9 @@ async def _streamed(
             if sink.pending_bytes:
                 await writer.write(sink.take())
 
-        usage = await speak(sink.write, drain)
+        async for piece in audio:
+            sink.write(piece)
+            await drain()  # uploaded before the next piece: memory stays at a chunk and a part
         await drain()
         # Raising here leaves the block with an error: the upload is aborted, not completed.
         info = sink.finish()
@@ -100,7 +98,7 @@ async def _streamed(
         await storage.rewrite(
             target, key, sink.final_header(info), sink.data_offset, info.data_bytes
         )
-    return info, usage
+    return info
 
 
 async def links(storage: Storage, settings: Settings, key: str) -> dict[str, str | None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,14 +89,11 @@ async def run_speech(deps: WorkerDeps, job: SpeechJob, job_id: str) -> Outcome:
             job.model, job_id=job_id, audio_s=None, usage=usage, lane=job.priority,
             tenant=job.tenant,
         ) as call:  # fmt: skip
-
-            async def speak(
-                sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
-            ) -> dict[str, Any] | None:
-                return await call.client.speak(body, sink, drain)
-
-            info, call_usage = await write_speech(deps.storage, key, fmt, speak)
-            usage.update(call_usage or {})
+            # The MiMo call's span under the storage write's: the audio is written as it arrives.
+            with tracing.storage_span("write", key, storage=deps.storage):
+                async with call.client.speech(body) as audio:
+                    info = await write_speech(deps.storage, key, fmt, audio)
+            usage.update(audio.usage or {})
     output = AudioOutput(
         key=key,
         path=deps.storage.locate(key),

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import struct
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import obstore
@@ -35,16 +35,18 @@ def _wav(samples: bytes, *, declared: int | None = None, riff: int | None = None
     return bytes(header) + samples
 
 
-def _speaker(body: bytes, piece: int = 1000) -> Callable[..., Awaitable[dict[str, int]]]:
-    async def speak(
-        sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]
-    ) -> dict[str, int]:
-        for start in range(0, len(body), piece):
-            sink(body[start : start + piece])
-            await drain()
-        return {"total_tokens": 7}
+def _speaker(
+    body: bytes, piece: int = 1000, usage: dict[str, int] | None = None
+) -> AsyncIterator[bytes]:
+    """The audio a MiMo call yields, ``piece`` bytes at a time; ``usage`` filled once exhausted."""
 
-    return speak
+    async def speak() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), piece):
+            yield body[start : start + piece]
+        if usage is not None:
+            usage["total_tokens"] = 7
+
+    return speak()
 
 
 def _memory() -> ObjectStorage:
@@ -72,9 +74,10 @@ async def test_streamed_output_matches_the_local_file(
 ) -> None:
     local = LocalStorage(tmp_path)
     remote = _memory()
-    local_info, _ = await write_speech(local, "speech/a.wav", output, _speaker(body))  # type: ignore[arg-type]
-    remote_info, usage = await write_speech(remote, "speech/a.wav", output, _speaker(body, 777))  # type: ignore[arg-type]
-    assert usage == {"total_tokens": 7}
+    usage: dict[str, int] = {}
+    local_info = await write_speech(local, "speech/a.wav", output, _speaker(body))  # type: ignore[arg-type]
+    remote_info = await write_speech(remote, "speech/a.wav", output, _speaker(body, 777, usage))  # type: ignore[arg-type]
+    assert usage == {"total_tokens": 7}  # the audio was read to its end
     expected = (tmp_path / "speech/a.wav").read_bytes()
     assert _read(remote, "speech/a.wav") == expected
     assert remote_info == local_info
@@ -86,14 +89,13 @@ async def test_a_failure_mid_stream_leaves_no_object() -> None:
     remote = _memory()
     body = _wav(SAMPLES * 200)  # 20 MB: several parts already uploaded when it fails
 
-    async def speak(sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
+    async def speak() -> AsyncIterator[bytes]:
         for start in range(0, len(body) - 1000, 64 * 1024):
-            sink(body[start : start + 64 * 1024])
-            await drain()
+            yield body[start : start + 64 * 1024]
         raise UpstreamUnavailable("connection to MiMo failed (ReadError)")
 
     with pytest.raises(UpstreamUnavailable):
-        await write_speech(remote, "speech/b.wav", "wav", speak)
+        await write_speech(remote, "speech/b.wav", "wav", speak())
     assert not remote.exists("speech/b.wav")
     assert list(obstore.list(remote.store).collect()) == []
 
@@ -102,13 +104,13 @@ async def test_a_cancelled_job_leaves_no_object() -> None:
     remote = _memory()
     started = asyncio.Event()
 
-    async def speak(sink: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
-        sink(_wav(SAMPLES * 100))
-        await drain()
-        started.set()
+    async def speak() -> AsyncIterator[bytes]:
+        yield _wav(SAMPLES * 100)
+        started.set()  # the first piece is written: the next one is asked for
         await asyncio.Event().wait()  # a MiMo call that never ends: the job is cancelled
+        yield b""
 
-    task = asyncio.create_task(write_speech(remote, "speech/c.wav", "wav", speak))
+    task = asyncio.create_task(write_speech(remote, "speech/c.wav", "wav", speak()))
     await asyncio.wait_for(started.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -76,7 +76,9 @@ BODY = RequestBody(head=b'{"model":"mimo-v2.5-tts"}', tail=b"")
 async def _speak(handler: Callable[[httpx.Request], httpx.Response]) -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         client = MimoClient(http, base_url="http://mimo.test/v1", api_key=KEY)
-        await client.speak(BODY, lambda _: None)
+        async with client.speech(BODY) as audio:
+            async for _ in audio:
+                pass
 
 
 async def test_the_client_redacts_its_key_from_a_non_2xx_answer() -> None:
