@@ -58,6 +58,8 @@ def weed_binary() -> str | None:
 
 #: Start-ups tried before giving up: see ``start_seaweed``.
 ATTEMPTS = 3
+#: Volumes the volume server may hold (7 per bucket: a test session creates many buckets).
+MAX_VOLUMES = 1000
 
 
 class PortTaken(RuntimeError):
@@ -108,7 +110,10 @@ def _start_once(deadline_s: float) -> SeaweedS3:
         f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
-        "-master.volumeSizeLimitMB=64", "-volume.max=50", "-metricsPort=0",
+        # Every bucket is a collection that grows 7 volumes on its first write: 50 volumes
+        # took 7 buckets, and a session's 8th bucket answered every PUT with a 500. Volume
+        # files grow as written, so room for 1,000 costs nothing up front.
+        "-master.volumeSizeLimitMB=64", f"-volume.max={MAX_VOLUMES}", "-metricsPort=0",
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
