@@ -113,9 +113,10 @@ class ResultWatch:
             closing = asyncio.create_task(_close(pubsub, reader))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
-            # Shielded: a wait cancelled here (its timeout) still leaves nothing open.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(closing)
+            # Shielded: a wait cancelled here (its timeout, a Ctrl-C) still leaves nothing
+            # open, and its cancel goes on up (swallowed, a Ctrl-C of `mimoq batch` was lost
+            # and the run went on to the end).
+            await asyncio.shield(closing)
 
     async def aclose(self) -> None:
         """Wait for connections being closed (waits still running keep theirs)."""
@@ -165,8 +166,7 @@ class ResultWatch:
 async def _close(pubsub: PubSub, reader: asyncio.Task[None] | None) -> None:
     if reader is not None:
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await asyncio.wait([reader])  # its end, without taking its CancelledError for ours
     with contextlib.suppress(RedisError, OSError):
         # Said, not left to the disconnection: the embedded Redis keeps a closed client's
         # subscriptions otherwise.

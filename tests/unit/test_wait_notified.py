@@ -209,3 +209,28 @@ async def test_a_failed_subscribe_releases_every_wait_on_its_job(
     pubsub.gate.set()
     assert await asyncio.wait_for(first, 60) is None  # told to poll
     assert await asyncio.wait_for(second, 30) is None
+
+
+async def test_a_wait_cancelled_while_its_connection_closes_stays_cancelled(
+    backend: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (a cancel) landing while a finished wait closes the shared connection is not
+    swallowed: `mimoq batch` lost it that way and ran on to the end. The close still ends."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    real_close = result_watch._close
+
+    async def slow_close(*args: Any) -> None:
+        entered.set()
+        await gate.wait()
+        await real_close(*args)
+
+    monkeypatch.setattr(result_watch, "_close", slow_close)
+    producer = Producer(backend, Settings())
+    task = asyncio.create_task(producer.wait("never", timeout_s=0.2, fallback_s=NEVER_S))
+    await asyncio.wait_for(entered.wait(), 30)
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await producer.aclose()
+    assert await subscribers(backend, "never") == 0
