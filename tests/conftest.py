@@ -176,6 +176,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone: its ``INFO commandstats`` count nothing else's."""
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
     """An arq client on a flushed private Redis."""
     client = ArqRedis.from_url(redis_server.url)

@@ -13,9 +13,8 @@ the budget only with a measurement (``bench/redis_cost.py`` reports the mix's co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -25,8 +24,9 @@ from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.commandstats import COUNTING, command_calls
 from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
@@ -45,16 +45,7 @@ MEASURED_COMMANDS = 125
 COMMAND_BUDGET = 144
 #: Commands the test itself sends; not part of what the job costs.
 #: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
-OWN = frozenset({"info", "config|resetstat", "config", "ping", "client|setinfo", "hello", "type"})
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = start_redis_server()
-    try:
-        yield server
-    finally:
-        server.close()
+OWN = COUNTING | {"type"}
 
 
 @pytest.fixture
@@ -81,13 +72,7 @@ def _settings(own_redis: RedisServer, sim: RunningSim, tmp_path: Path) -> Settin
 
 
 async def _commands(pool: ArqRedis) -> dict[str, int]:
-    stats: dict[str, Any] = await pool.info("commandstats")
-    out: dict[str, int] = {}
-    for name, value in stats.items():
-        command = name.removeprefix("cmdstat_")
-        if command not in OWN:
-            out[command] = int(value["calls"])
-    return out
+    return dict(await command_calls(pool, own=OWN))
 
 
 async def test_one_jobs_life_stays_within_its_command_budget(

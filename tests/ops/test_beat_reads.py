@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
@@ -20,7 +19,8 @@ from prometheus_client import REGISTRY
 from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.worker.arq_worker import build_worker
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer
+from tests.support.commandstats import COUNTING, command_calls
 
 pytestmark = [pytest.mark.redis]
 
@@ -30,16 +30,7 @@ pytestmark = [pytest.mark.redis]
 #: the queue), 83 with one reading. Most of the rest is the limiter snapshots the desired
 #: workers need (zcard, hgetall, evalsha, ...), one per model.
 BEAT_BUDGET = 85
-OWN = frozenset({"info", "config|resetstat", "config", "ping", "client|setinfo", "hello"})
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = start_redis_server()
-    try:
-        yield server
-    finally:
-        server.close()
+OWN = COUNTING
 
 
 @pytest.fixture
@@ -52,13 +43,7 @@ async def pool(own_redis: RedisServer) -> AsyncIterator[ArqRedis]:
 
 
 async def _commands(pool: ArqRedis) -> dict[str, int]:
-    stats: dict[str, Any] = await pool.info("commandstats")
-    out: dict[str, int] = {}
-    for name, value in stats.items():
-        command = name.removeprefix("cmdstat_")
-        if command not in OWN:
-            out[command] = int(value["calls"])
-    return out
+    return dict(await command_calls(pool, own=OWN))
 
 
 async def _enqueue(pool: ArqRedis, job_id: str, job: dict[str, object], defer_ms: int = 0) -> None:

@@ -39,3 +39,16 @@ def mimoq(
         timeout=timeout,
         check=False,
     )
+
+
+def fresh_python(code: str) -> str:
+    """What ``code`` prints, run by a new interpreter on this checkout with nothing imported
+    before it and no environment but PATH (what a new ``mimoq`` process or library user
+    starts from). Raises with its stderr if it fails."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}:\n{out.stderr}")
+    return out.stdout.strip()

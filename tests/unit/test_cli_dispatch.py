@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from mimoq.cli import COMMAND_MODULE, COMMAND_MODULES, build_parser, parse_command_line
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import fresh_python
 
 
 def _registered(module: str) -> list[str]:
@@ -61,8 +57,4 @@ def test_a_command_does_not_import_the_worker_http_or_numpy() -> None:
         "heavy = ('numpy', 'mimoq.worker.arq_worker', 'mimoq.http.app', 'mimoq.sim.sim_app')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert out.stdout.strip() == "[]", out.stderr
+    assert fresh_python(code) == "[]"

@@ -4,11 +4,7 @@ only by the embedded Redis and by splitting audio, so those import it where they
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import fresh_python
 
 CODE = """
 import sys
@@ -18,11 +14,7 @@ print(sorted(m for m in ("numpy", "fakeredis") if m in sys.modules))
 
 
 def test_the_producer_imports_neither_numpy_nor_fakeredis() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", CODE], cwd=ROOT, capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert out.stdout.strip() == "[]", out.stderr
+    assert fresh_python(CODE) == "[]"
 
 
 def test_the_embedded_redis_still_works_with_its_lazy_import() -> None:
@@ -36,8 +28,4 @@ def test_the_embedded_redis_still_works_with_its_lazy_import() -> None:
         "    await r.aclose()\n"
         "asyncio.run(main())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert out.stdout.strip() == "v", out.stderr
+    assert fresh_python(code) == "v"

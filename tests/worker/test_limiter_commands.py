@@ -22,6 +22,7 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import LimiterConfig
+from tests.support.commandstats import command_calls
 
 pytestmark = pytest.mark.redis
 
@@ -43,10 +44,7 @@ async def _counted(redis: ArqRedis, call: Any) -> tuple[Any, int, Counter[str]]:
         result = await call
     except CapacityDeferred as exc:
         result = exc
-    stats: dict[str, Any] = await redis.info("commandstats")
-    counts = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
-    for own in ("config|resetstat", "info"):
-        counts.pop(own, None)
+    counts = await command_calls(redis)
     return result, sum(counts.values()), counts
 
 
