@@ -188,8 +188,12 @@ class Producer:
                     await asyncio.sleep(pause)
                     poll_s = min(poll_s * 1.5, 0.5)
                     continue
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when
+                # its task is cancelled just as the event fires, and the cancel (a Ctrl-C of
+                # mimoq batch) was lost
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await woken.wait()
 
     async def aclose(self) -> None:
         """Release what this producer opened: the pub/sub connection of its waits, and the

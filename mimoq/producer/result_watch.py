@@ -89,7 +89,8 @@ class ResultWatch:
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read(self._pubsub))
         try:
-            return await asyncio.wait_for(asyncio.shield(confirmed), CONFIRM_S)
+            async with asyncio.timeout(CONFIRM_S):  # not wait_for: see Producer.wait
+                return await asyncio.shield(confirmed)
         except TimeoutError:
             return False
 

@@ -234,3 +234,25 @@ async def test_a_wait_cancelled_while_its_connection_closes_stays_cancelled(
         await task
     await producer.aclose()
     assert await subscribers(backend, "never") == 0
+
+
+async def test_a_wait_cancelled_as_its_message_arrives_stays_cancelled(
+    backend: ArqRedis,
+) -> None:
+    """The wake-up and a cancel (a Ctrl-C) in the same instant: the cancel wins. With
+    asyncio.wait_for on Python 3.11 the wait went on, and `mimoq batch` ran to the end."""
+    producer = Producer(backend, Settings())
+    task = asyncio.create_task(producer.wait("j", timeout_s=NEVER_S, fallback_s=NEVER_S))
+    channel = wire.done_channel("j")
+    await eventually(lambda: _awaiting_message(producer, channel), what="the wait to wait")
+    [woken] = producer._watch._waiters[channel]
+    woken.set()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done and task.cancelled()
+    await producer.aclose()
+
+
+async def _awaiting_message(producer: Producer, channel: str) -> bool:
+    """The wait is parked on its event (asyncio.Event keeps its waiters' futures)."""
+    return any(event._waiters for event in producer._watch._waiters.get(channel, ()))  # type: ignore[attr-defined]
