@@ -116,6 +116,10 @@ def test_off_a_terminal_nothing_is_wrapped(sim: RunningSim, tmp_path: Path) -> N
     assert failure == f"failed: {broken.name}: {row['error']}"  # the whole message, one line
 
 
+def _default_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_journals_every_answer_received_and_exits_promptly(
     sim: RunningSim, tmp_path: Path
 ) -> None:
@@ -129,8 +133,16 @@ def test_ctrl_c_journals_every_answer_received_and_exits_promptly(
     add_fault(sim, kind="latency", ms=1500, times=None)
     env = batch_env(sim, data, MIMOQ_CONCURRENCY="8", MIMOQ_SHUTDOWN_GRACE_S="60")
     args = mimoq_args("batch", str(archive), "--progress", "none")
+    # A shell runs a background command with SIGINT ignored, and a child inherits that: the
+    # run would shrug off the Ctrl-C below whenever the suite itself was started with `&`.
     with subprocess.Popen(
-        args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_ctrl_c,
     ) as run:
         wait_until(lambda: len(journaled(data)) >= 8 or run.poll() is not None, 120, "8 done")
         assert run.poll() is None, "the run must still be going when interrupted"
