@@ -81,12 +81,18 @@ class AccountsSpec(FleetSpec):
     def settings(self) -> Settings:
         """The same configuration for an in-process worker and the producer."""
         return Settings(
-            redis_url=self.redis_url, mimo_base_url=self.mimo_base_url, mimo_api_key=None,
-            mimo_api_keys=" ".join(self.keys), mimo_numbered_keys={}, data_dir=self.data_dir,
-            concurrency=self.concurrency, poll_delay_s=self.poll_delay_s,
-            limits_enabled=self.limits, limit_window_s=self.window_s,
-            limit_default_rpm=self.rpm, backoff_base_s=0.05, backoff_max_s=0.5,
-        )  # fmt: skip
+            redis_url=self.redis_url,
+            mimo={
+                "base_url": self.mimo_base_url,
+                "key": None,
+                "keys": " ".join(self.keys),
+                "numbered_keys": {},
+            },
+            storage={"data_dir": self.data_dir},
+            worker={"concurrency": self.concurrency, "poll_delay_s": self.poll_delay_s},
+            limiter={"enabled": self.limits, "window_s": self.window_s, "default_rpm": self.rpm},
+            retry={"backoff_base_s": 0.05, "backoff_max_s": 0.5},
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,9 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-hog", action="store_true", help="no CPU-hog busy loops")
     p.add_argument("--only", nargs="+", choices=PHASES, default=list(PHASES))
     p.add_argument(
-        "--priority", choices=("interactive", "bulk"), default="interactive",
+        "--priority",
+        choices=("interactive", "bulk"),
+        default="interactive",
         help="the lane of the throughput phases' jobs (bulk: as `mimoq batch` sends them)",
-    )  # fmt: skip
+    )
     return p.parse_args(argv)
 
 
@@ -273,15 +281,27 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> int:
 async def phases(fleet: Fleet, args: argparse.Namespace, workdir: Path) -> int:
     redis_service = fleet.redis()
     sim = fleet.simulator(
-        "--api-keys", ",".join(KEYS), "--per-key-quota", "--latency-ms", "20",
-        "--quota-rpm", str(args.rpm), "--quota-window-s", f"{args.window_s:g}",
-    )  # fmt: skip
+        "--api-keys",
+        ",".join(KEYS),
+        "--per-key-quota",
+        "--latency-ms",
+        "20",
+        "--quota-rpm",
+        str(args.rpm),
+        "--quota-window-s",
+        f"{args.window_s:g}",
+    )
     redis = ArqRedis.from_url(redis_service.url)
     base = AccountsSpec(
-        redis_url=redis_service.url, mimo_base_url=sim.url + "/v1", data_dir=workdir / "data",
-        window_s=args.window_s, concurrency=args.concurrency, poll_delay_s=0.02,
-        limits=True, rpm=args.rpm,
-    )  # fmt: skip
+        redis_url=redis_service.url,
+        mimo_base_url=sim.url + "/v1",
+        data_dir=workdir / "data",
+        window_s=args.window_s,
+        concurrency=args.concurrency,
+        poll_delay_s=0.02,
+        limits=True,
+        rpm=args.rpm,
+    )
     both = AccountsSpec(**{**base.__dict__, "keys": KEYS})
     mixed = (TTS_MODEL, VOICEDESIGN_MODEL)
     rows, runs, mixed_runs = [], None, None

@@ -126,7 +126,7 @@ async def inflight_case(
 async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp, Services(Path(tmp)) as services:
         redis_url = services.redis().url
-        settings = Settings(redis_url=redis_url, data_dir=Path(tmp) / "data")
+        settings = Settings(redis_url=redis_url, storage={"data_dir": Path(tmp) / "data"})
         print("queued: cancelling one tenant's run (bulk, waiting), backlog of another beside it")
         print(f"{'jobs':>7} {'backlog':>8} {'seconds':>8} {'cmds/job':>9}  top commands")
         for n, backlog in ((args.jobs // 10, 0), (args.jobs, 0), (args.jobs, args.backlog)):

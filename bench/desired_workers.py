@@ -102,9 +102,11 @@ def sim_flags(args: argparse.Namespace) -> list[str]:
 def settings_for(args: argparse.Namespace, redis_url: str, sim_url: str) -> Settings:
     """What the workers run with, as the gauge's reader must see it."""
     return Settings(
-        redis_url=redis_url, mimo_base_url=sim_url + "/v1", limit_window_s=args.window_s,
-        limit_default_rpm=args.rpm, concurrency=args.concurrency,
-    )  # fmt: skip
+        redis_url=redis_url,
+        mimo={"base_url": sim_url + "/v1"},
+        limiter={"window_s": args.window_s, "default_rpm": args.rpm},
+        worker={"concurrency": args.concurrency},
+    )
 
 
 async def measure(

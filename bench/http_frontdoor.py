@@ -88,7 +88,7 @@ def start_stack(services: Services, workdir: Path) -> Stack:
 
 
 async def latency(args: argparse.Namespace, redis_url: str, serve: Service, data_dir: Path) -> None:
-    settings = Settings(redis_url=redis_url, data_dir=data_dir)
+    settings = Settings(redis_url=redis_url, storage={"data_dir": data_dir})
     arq = ArqRedis.from_url(redis_url)
     producer = Producer(arq, settings)
     body = {"model": "tts-1", "voice": "Mia", "input": TEXT}

@@ -147,11 +147,11 @@ async def mimoq_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
 
     configure(level="WARNING")  # no per-job log lines in the measurement
     settings = Settings(
-        mimo_base_url=sim_url + "/v1",
+        mimo={"base_url": sim_url + "/v1"},
         redis_url=None,  # the embedded default, whatever REDIS_URL says
-        data_dir=out_dir,
-        limits_enabled=False,
-        poll_delay_s=0.01,  # an idle worker picks the job up at once
+        storage={"data_dir": out_dir},
+        limiter={"enabled": False},
+        worker={"poll_delay_s": 0.01},  # an idle worker picks the job up at once
     )
     async with open_session(settings) as session:
         producer = session.producer
@@ -187,9 +187,12 @@ async def s3_child(sim_url: str, out_dir: Path) -> dict[str, Any]:
 
     configure(level="WARNING")
     settings = Settings(
-        mimo_base_url=sim_url + "/v1", redis_url=None, data_dir=out_dir / "data",
-        storage_url=os.environ["BENCH_S3_URL"], limits_enabled=False, poll_delay_s=0.01,
-    )  # fmt: skip
+        mimo={"base_url": sim_url + "/v1"},
+        redis_url=None,
+        storage={"data_dir": out_dir / "data", "url": os.environ["BENCH_S3_URL"]},
+        limiter={"enabled": False},
+        worker={"poll_delay_s": 0.01},
+    )
     async with open_session(settings) as session:
         producer = session.producer
 

@@ -200,9 +200,9 @@ async def run_scenario(
     a = plan.args
     settings = Settings(
         redis_url=redis_svc.url,
-        mimo_base_url=sim.url + "/v1",
-        limit_window_s=a.window_s,
-        input_roots=str(fleet.workdir),  # where the ASR clip is
+        mimo={"base_url": sim.url + "/v1"},
+        limiter={"window_s": a.window_s},
+        storage={"input_roots": str(fleet.workdir)},  # where the ASR clip is
     )
     redis = ArqRedis.from_url(redis_svc.url)
     http = httpx.AsyncClient(base_url=sim.url, timeout=10)

@@ -197,11 +197,10 @@ def mix_settings(
     """The producer's settings and the workers' spec of the mix: limiter on (window 1 s,
     400 requests per model), callbacks to the loopback receiver, signed with ``secret``."""
     settings = Settings(
-        mimo_base_url=sim.url + "/v1",
+        mimo={"base_url": sim.url + "/v1"},
         redis_url=redis_url,
-        data_dir=data_dir,
-        input_roots=str(workdir),
-        callback_allow_networks=LOOPBACK,
+        storage={"data_dir": data_dir, "input_roots": str(workdir)},
+        callbacks={"allow_networks": LOOPBACK},
     )
     spec = FleetSpec(
         redis_url=redis_url,

@@ -77,14 +77,16 @@ def mimoq_settings(
 ) -> Settings:
     """The worker's and producer's settings (the webhook secret comes from the environment)."""
     return Settings(
-        mimo_base_url=sim_url + "/v1",
+        mimo={"base_url": sim_url + "/v1"},
         redis_url=redis_url,
-        data_dir=data_dir,
-        limits_enabled=False,
-        concurrency=args.concurrency,
-        poll_delay_s=args.poll_delay,
-        callback_allow_networks=LOOPBACK,
-        shutdown_grace_s=10.0,
+        storage={"data_dir": data_dir},
+        limiter={"enabled": False},
+        worker={
+            "concurrency": args.concurrency,
+            "poll_delay_s": args.poll_delay,
+            "shutdown_grace_s": 10.0,
+        },
+        callbacks={"allow_networks": LOOPBACK},
     )
 
 

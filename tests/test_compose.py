@@ -92,7 +92,7 @@ def test_s3_profile_runs_workers_with_no_shared_disk() -> None:
     assert env["AWS_ENDPOINT"] == "http://s3:8333" and env["AWS_ALLOW_HTTP"] == "true"
     assert "volumes" not in worker and "MIMOQ_DATA_DIR" not in env
     assert worker["depends_on"]["s3"]["condition"] == "service_healthy"
-    settings = Settings(storage_url=env["MIMOQ_STORAGE_URL"])  # a URL the worker accepts
+    settings = Settings(storage={"url": env["MIMOQ_STORAGE_URL"]})  # a URL the worker accepts
     assert settings.storage.location() == "s3://mimoq/fleet"
     assert build_parser().parse_args(worker["command"][1:]).command == "worker"
     # The identity file is valid JSON once compose substitutes the defaults.

@@ -26,15 +26,14 @@ NOT_A_SETTING = {"MIMOQ_LOG_LEVEL"}
 
 
 def env_names() -> list[str]:
-    """Every environment variable the settings models read (their upper-case aliases)."""
+    """Every environment variable the settings models read (their aliases)."""
     names: list[str] = []
     models = [Settings, *GROUPS.values()]
     for model in models:
         for field in model.model_fields.values():
             alias = field.validation_alias
             choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-            # Lower-case choices are the old flat keyword names, not environment variables.
-            names += [str(a) for a in choices if isinstance(a, str) and not a.islower()]
+            names += [a for a in choices if isinstance(a, str)]  # groups have none
     return names
 
 

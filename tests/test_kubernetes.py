@@ -288,7 +288,7 @@ def test_the_secrets_placeholders_stop_serve_instead_of_opening_it() -> None:
     with pytest.raises(ConfigurationError):
         TokenTable(secret["MIMOQ_API_TOKENS"].split(","))
     with pytest.raises(ConfigurationError):
-        check_metrics_token(Settings(metrics_token=secret["MIMOQ_METRICS_TOKEN"]))  # type: ignore[call-arg]
+        check_metrics_token(Settings(http={"metrics_token": secret["MIMOQ_METRICS_TOKEN"]}))
 
 
 def test_workers_get_time_to_finish_in_flight_calls_and_probe_healthz() -> None:

@@ -95,12 +95,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     inbox = _Inbox(secret)
     with start_in_thread(SimConfig()) as sim, _receiver(inbox) as callback_url:
         demo_settings = Settings(
-            mimo_base_url=sim.url,
+            mimo={"base_url": sim.url},
             redis_url=None,
-            data_dir=data_dir,
-            webhook_secret=secret,
-            callback_allow_networks="127.0.0.0/8",
-            poll_delay_s=0.02,
+            storage={"data_dir": data_dir},
+            callbacks={"secret": secret, "allow_networks": "127.0.0.0/8"},
+            worker={"poll_delay_s": 0.02},
         )
         results = asyncio.run(_run(demo_settings, callback_url, inbox))
     return _report(results, inbox)

@@ -35,9 +35,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from mimoq.worker.arq_worker import build_worker
 
     if args.concurrency is not None:
-        settings = settings.updated(concurrency=args.concurrency)
+        settings = settings.updated(worker={"concurrency": args.concurrency})
     if args.metrics_port is not None:
-        settings = settings.updated(metrics_port=args.metrics_port)
+        settings = settings.updated(ops={"metrics_port": args.metrics_port})
     if not settings.redis_url:
         raise ConfigurationError(
             "mimoq worker needs REDIS_URL (a Redis shared with the producers); on one machine "

@@ -1,17 +1,25 @@
 """The settings, one model per subsystem, read from the environment once per entrypoint.
 
 Each subsystem (``mimo``, ``storage``, ``retry``, ``worker``, ``ops``, ``callbacks``,
-``limiter``, ``http``, ``accounts``, ``audio``) is its own pydantic-settings model that
-reads its own variables;
-``Settings`` composes them and is what entrypoints build and pass down. The environment
-names are the public contract and do not depend on this shape: the table in
-docs/configuration.md is checked against these models by a test. A field's old flat name
-(``limit_window_s``) is still accepted as a keyword of ``Settings(...)``.
+``limiter``, ``http``, ``accounts``, ``audio``, ``usage``) is its own pydantic-settings model
+that reads its own variables; ``Settings`` composes them and is what entrypoints build and
+pass down. The environment names are the public contract and do not depend on this shape:
+the table in docs/configuration.md is checked against these models by a test.
+
+In code a setting is named by its group and field, never by its variable::
+
+    Settings(limiter={"window_s": 10}, worker={"concurrency": 4})
+    Settings(limiter=LimiterSettings(window_s=10))  # the same
+    settings.updated(limiter={"window_s": 10})  # a copy; the rest as in ``settings``
+
+A group given as a dict (or built as its model) takes the fields not given from the
+environment, like ``Settings()``. A keyword that is not a field is an error.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -37,7 +45,25 @@ PAYG_BASE_URL = "https://api.xiaomimimo.com/v1"
 TOKEN_PLAN_BASE_URL = "https://token-plan-{region}.xiaomimimo.com/v1"  # noqa: S105 (a URL)
 Region = Literal["cn", "sgp", "ams"]
 
-_CONFIG: Final = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+class _SettingsModel(BaseSettings):
+    """What every settings model shares (a literal config: the pydantic mypy plugin reads
+    no other, and it also checks the keywords of ``LimiterSettings(window_s=10)``)."""
+
+    # extra="forbid": a keyword that names no field is an error, not silently dropped (the
+    # environment sources read only the fields' own names, so other variables stay ignored).
+    # pydantic-settings also reads a field's plain name from the environment
+    # (populate_by_name): the prefix turns those into MIMOQ_SETTINGS_FIELD_PORT and the like,
+    # so that a `PORT` or `CONCURRENCY` exported for something else configures nothing.
+    # Aliases are not prefixed. hide_input_in_errors: an error names the setting, never its
+    # value (which may be a secret, also one passed under a name that is not a field).
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        frozen=True,
+        env_prefix="MIMOQ_SETTINGS_FIELD_",
+        hide_input_in_errors=True,
+    )
 
 
 def _blank_is_none(value: object) -> object:
@@ -45,35 +71,29 @@ def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-class MimoSettings(BaseSettings):
+class MimoSettings(_SettingsModel):
     """The MiMo API: keys, host, timeouts."""
-
-    model_config = _CONFIG
 
     key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMO_API_KEY", "XIAOMI_API_KEY", "mimo_api_key"),
+        validation_alias=AliasChoices("MIMO_API_KEY", "XIAOMI_API_KEY"),
     )
-    base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("MIMO_BASE_URL", "mimo_base_url")
-    )
-    region: Region | None = Field(
-        default=None, validation_alias=AliasChoices("MIMO_REGION", "mimo_region")
-    )
+    base_url: str | None = Field(default=None, validation_alias="MIMO_BASE_URL")
+    region: Region | None = Field(default=None, validation_alias="MIMO_REGION")
     request_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_REQUEST_TIMEOUT_S", "request_timeout_s"),
+        validation_alias="MIMOQ_REQUEST_TIMEOUT_S",
         description="Read timeout of one MiMo call; long TTS takes 20-60 s, so keep it well above.",
     )
     connect_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_CONNECT_TIMEOUT_S", "connect_timeout_s"),
+        validation_alias="MIMOQ_CONNECT_TIMEOUT_S",
     )
     keys: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMO_API_KEYS", "mimo_api_keys"),
+        validation_alias="MIMO_API_KEYS",
         description="More keys, space- or comma-separated; each is its own account unless "
         "MIMOQ_LIMIT_ACCOUNT names one for all of them.",
     )
@@ -81,7 +101,7 @@ class MimoSettings(BaseSettings):
         # Found by pattern (pydantic-settings reads fixed names only); the alias is the
         # pattern's documented spelling, which no environment variable can have.
         default_factory=lambda: numbered_keys(os.environ),
-        validation_alias=AliasChoices("MIMO_<N>_API_KEY", "mimo_numbered_keys"),
+        validation_alias="MIMO_<N>_API_KEY",
         description="Key presets: MIMO_<N>_API_KEY with optional MIMO_<N>_REGION, "
         "MIMO_<N>_BASE_URL and MIMO_<N>_ACCOUNT (keys sharing an account share its quota).",
     )
@@ -113,29 +133,25 @@ class MimoSettings(BaseSettings):
         return PAYG_BASE_URL
 
 
-class StorageSettings(BaseSettings):
+class StorageSettings(_SettingsModel):
     """Where outputs and local inputs live, and how long results are kept."""
 
-    model_config = _CONFIG
-
-    data_dir: Path = Field(
-        default=Path("./mimoq-data"), validation_alias=AliasChoices("MIMOQ_DATA_DIR", "data_dir")
-    )
+    data_dir: Path = Field(default=Path("./mimoq-data"), validation_alias="MIMOQ_DATA_DIR")
     result_ttl_s: int = Field(
         default=7 * 86_400,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_RESULT_TTL_S", "result_ttl_s"),
+        validation_alias="MIMOQ_RESULT_TTL_S",
     )
     input_roots: str = Field(
         default="",
-        validation_alias=AliasChoices("MIMOQ_INPUT_ROOTS", "input_roots"),
+        validation_alias="MIMOQ_INPUT_ROOTS",
         description="Folders (separated by ':') whose files a job may name as local input; "
         "default: MIMOQ_DATA_DIR. Paths outside, and symlinks leading out, are refused.",
     )
     # --- shared storage (owned by core/storage.py, core/objstore.py, core/remote.py) ---------
     url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMOQ_STORAGE_URL", "storage_url"),
+        validation_alias="MIMOQ_STORAGE_URL",
         description="Where outputs go: file:///path, s3://bucket/prefix, gs://..., az://..., "
         "memory:// (tests). Default: file:// of MIMOQ_DATA_DIR.",
     )
@@ -143,20 +159,20 @@ class StorageSettings(BaseSettings):
         default=None,
         gt=0,
         le=7 * 86_400,
-        validation_alias=AliasChoices("MIMOQ_PRESIGN_TTL_S", "presign_ttl_s"),
+        validation_alias="MIMOQ_PRESIGN_TTL_S",
         description="When set, results and callbacks carry a presigned https URL of the output "
         "that is valid this long (object stores only).",
     )
     input_max_bytes: int = Field(
         default=MAX_LONG_AUDIO_BYTES,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_INPUT_MAX_BYTES", "input_max_bytes"),
+        validation_alias="MIMOQ_INPUT_MAX_BYTES",
         description="Largest remote input (object store or https) a worker fetches.",
     )
     part_bytes: int = Field(
         default=5 * 1024 * 1024,
         ge=5 * 1024 * 1024,
-        validation_alias=AliasChoices("MIMOQ_STORAGE_PART_BYTES", "storage_part_bytes"),
+        validation_alias="MIMOQ_STORAGE_PART_BYTES",
         description="Part size of streamed multipart uploads (S3's minimum: 5 MiB); a TTS "
         "upload holds about two parts in memory.",
     )
@@ -182,148 +198,128 @@ class StorageSettings(BaseSettings):
         return self.url or self.data_dir.expanduser().resolve().as_uri()
 
 
-class RetrySettings(BaseSettings):
+class RetrySettings(_SettingsModel):
     """How often, and how far apart, a retryable job is tried."""
 
-    model_config = _CONFIG
-
-    max_tries: int = Field(
-        default=8, ge=1, le=100, validation_alias=AliasChoices("MIMOQ_MAX_TRIES", "max_tries")
-    )
-    backoff_base_s: float = Field(
-        default=1.0, gt=0, validation_alias=AliasChoices("MIMOQ_BACKOFF_BASE_S", "backoff_base_s")
-    )
-    backoff_max_s: float = Field(
-        default=300.0, gt=0, validation_alias=AliasChoices("MIMOQ_BACKOFF_MAX_S", "backoff_max_s")
-    )
+    max_tries: int = Field(default=8, ge=1, le=100, validation_alias="MIMOQ_MAX_TRIES")
+    backoff_base_s: float = Field(default=1.0, gt=0, validation_alias="MIMOQ_BACKOFF_BASE_S")
+    backoff_max_s: float = Field(default=300.0, gt=0, validation_alias="MIMOQ_BACKOFF_MAX_S")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(_SettingsModel):
     """One worker process: concurrency, timeouts, polling."""
-
-    model_config = _CONFIG
 
     concurrency: int = Field(
         default=32,
         ge=1,
         le=1000,
-        validation_alias=AliasChoices("MIMOQ_CONCURRENCY", "concurrency"),
+        validation_alias="MIMOQ_CONCURRENCY",
         description="Jobs in flight per worker process (Little's law: 100 RPM at 8 s needs ~14).",
     )
     job_timeout_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_JOB_TIMEOUT_S", "job_timeout_s"),
+        validation_alias="MIMOQ_JOB_TIMEOUT_S",
         description="A job running longer is retried; a killed worker's job re-runs after +15 s.",
     )
     shutdown_grace_s: float = Field(
         default=60.0,
         ge=0,
-        validation_alias=AliasChoices("MIMOQ_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
+        validation_alias="MIMOQ_SHUTDOWN_GRACE_S",
         description="On SIGTERM, how long in-flight jobs get to finish before they are re-queued.",
     )
     poll_delay_s: float = Field(
         default=0.2,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_POLL_DELAY_S", "poll_delay_s"),
+        validation_alias="MIMOQ_POLL_DELAY_S",
         description="How often an idle worker polls the queue (arq's poll_delay).",
     )
     orphan_recovery: bool = Field(
         default=True,
-        validation_alias=AliasChoices("MIMOQ_ORPHAN_RECOVERY", "orphan_recovery"),
+        validation_alias="MIMOQ_ORPHAN_RECOVERY",
         description="Re-queue a dead worker's in-flight jobs as soon as its heartbeat lapses.",
     )
     redis_retry_s: float = Field(
         default=300.0,
         ge=0,
-        validation_alias=AliasChoices("MIMOQ_REDIS_RETRY_S", "redis_retry_s"),
+        validation_alias="MIMOQ_REDIS_RETRY_S",
         description="How long workers and mimoq batch wait for a lost Redis before giving up.",
     )
 
 
-class OpsSettings(BaseSettings):
+class OpsSettings(_SettingsModel):
     """Operations: the metrics endpoint and heartbeats (worker/metrics.py, worker/heartbeat.py)."""
-
-    model_config = _CONFIG
 
     metrics_port: int = Field(
         default=9464,
         ge=0,
         le=65_535,
-        validation_alias=AliasChoices("MIMOQ_METRICS_PORT", "metrics_port"),
+        validation_alias="MIMOQ_METRICS_PORT",
         description="Port of `mimoq worker`'s Prometheus endpoint (/metrics, /healthz); 0 turns "
         "it off. Embedded workers (speak/transcribe without REDIS_URL) never serve it.",
     )
     metrics_host: str = Field(
         # Prometheus scrapes from another host or container: listen on every interface.
         default="0.0.0.0",  # noqa: S104
-        validation_alias=AliasChoices("MIMOQ_METRICS_HOST", "metrics_host"),
+        validation_alias="MIMOQ_METRICS_HOST",
         description="Address the metrics endpoint listens on (127.0.0.1: this host only).",
     )
     heartbeat_interval_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s"),
+        validation_alias="MIMOQ_HEARTBEAT_INTERVAL_S",
         description="How often each worker writes its heartbeat record; it expires after 3.",
     )
 
 
-class CallbackSettings(BaseSettings):
+class CallbackSettings(_SettingsModel):
     """Callback delivery (worker/callback_delivery.py): signing, schedule, limits, SSRF policy."""
 
-    model_config = _CONFIG
-
-    secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("MIMOQ_WEBHOOK_SECRET", "webhook_secret")
-    )
+    secret: SecretStr | None = Field(default=None, validation_alias="MIMOQ_WEBHOOK_SECRET")
     timeout_s: float = Field(
         default=15.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_CALLBACK_TIMEOUT_S", "callback_timeout_s"),
+        validation_alias="MIMOQ_CALLBACK_TIMEOUT_S",
         description="Deadline of one delivery attempt (DNS, connect, send, response).",
     )
     schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
         default=DEFAULT_SCHEDULE_S,
-        validation_alias=AliasChoices("MIMOQ_CALLBACK_SCHEDULE_S", "callback_schedule_s"),
+        validation_alias="MIMOQ_CALLBACK_SCHEDULE_S",
         description="Wait before each delivery attempt, in seconds (Svix-like: about a day).",
     )
     jitter: float = Field(
         default=0.1,
         ge=0,
         lt=1,
-        validation_alias=AliasChoices("MIMOQ_CALLBACK_JITTER", "callback_jitter"),
+        validation_alias="MIMOQ_CALLBACK_JITTER",
         description="Retry waits vary by +/- this share, so receivers aren't retried in lockstep.",
     )
     retry_after_max_s: float = Field(
         default=3600.0,
         ge=0,
         le=86_400,
-        validation_alias=AliasChoices(
-            "MIMOQ_CALLBACK_RETRY_AFTER_MAX_S", "callback_retry_after_max_s"
-        ),
+        validation_alias="MIMOQ_CALLBACK_RETRY_AFTER_MAX_S",
         description="A receiver's Retry-After is honoured up to this many seconds.",
     )
     max_response_bytes: int = Field(
         default=65_536,
         ge=0,
-        validation_alias=AliasChoices(
-            "MIMOQ_CALLBACK_MAX_RESPONSE_BYTES", "callback_max_response_bytes"
-        ),
+        validation_alias="MIMOQ_CALLBACK_MAX_RESPONSE_BYTES",
         description="At most this much of a receiver's answer is read, then the connection closed.",
     )
     allow_networks: str = Field(
         default="",
-        validation_alias=AliasChoices("MIMOQ_CALLBACK_ALLOW_NETWORKS", "callback_allow_networks"),
+        validation_alias="MIMOQ_CALLBACK_ALLOW_NETWORKS",
         description="Comma-separated CIDRs that callbacks may reach although not public.",
     )
     https_only: bool = Field(
         default=False,
-        validation_alias=AliasChoices("MIMOQ_CALLBACK_HTTPS_ONLY", "callback_https_only"),
+        validation_alias="MIMOQ_CALLBACK_HTTPS_ONLY",
     )
     dead_letter_ttl_s: int = Field(
         default=30 * 86_400,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_DEAD_LETTER_TTL_S", "dead_letter_ttl_s"),
+        validation_alias="MIMOQ_DEAD_LETTER_TTL_S",
         description="How long a dead letter is kept (from when it died) for list and replay.",
     )
 
@@ -357,20 +353,18 @@ class CallbackSettings(BaseSettings):
         return self.secret.get_secret_value().split() if self.secret else []
 
 
-class LimiterSettings(BaseSettings):
+class LimiterSettings(_SettingsModel):
     """The fleet-wide quota limiter and scheduler (worker/limiter/)."""
-
-    model_config = _CONFIG
 
     enabled: bool = Field(
         default=True,
-        validation_alias=AliasChoices("MIMOQ_LIMITS_ENABLED", "limits_enabled"),
+        validation_alias="MIMOQ_LIMITS_ENABLED",
         description="Reserve MiMo quota in Redis before every call. Off only for an upstream "
         "without quotas (e.g. the simulator with no quota policy).",
     )
     account: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_ACCOUNT", "limit_account"),
+        validation_alias="MIMOQ_LIMIT_ACCOUNT",
         description="Name of the MiMo account whose quota the fleet shares. Default: the first 16 "
         "hex of the SHA-256 of MIMO_API_KEY (never the key). Set the same name on fleets that "
         "use different keys of one account: MiMo sums the quota over all its keys.",
@@ -378,26 +372,26 @@ class LimiterSettings(BaseSettings):
     default_rpm: int = Field(
         default=100,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_DEFAULT_RPM", "limit_default_rpm"),
+        validation_alias="MIMOQ_LIMIT_DEFAULT_RPM",
         description="Requests per window for every model not named in MIMOQ_LIMIT_RPM "
         "(official: 100 per minute for each model).",
     )
     rpm: dict[str, int] = Field(
         default_factory=dict,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_RPM", "limit_rpm"),
+        validation_alias="MIMOQ_LIMIT_RPM",
         description="Per-model overrides of the requests per window, as JSON: "
         "'{\"mimo-v2.5-tts\": 60}'.",
     )
     tpm: dict[str, int] = Field(
         default_factory=dict,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_TPM", "limit_tpm"),
+        validation_alias="MIMOQ_LIMIT_TPM",
         description="Per-model overrides of the tokens per window, as JSON (official: 10000 "
         "for mimo-v2.5-asr; no token limit is enforced for other models). 0 removes a limit.",
     )
     window_s: float = Field(
         default=60.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_WINDOW_S", "limit_window_s"),
+        validation_alias="MIMOQ_LIMIT_WINDOW_S",
         description="Length of the quota window (MiMo: a minute). Benchmarks shorten it.",
     )
     target: float = Field(
@@ -405,7 +399,7 @@ class LimiterSettings(BaseSettings):
         gt=0,
         le=1,
         validate_default=True,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_TARGET", "limit_target"),
+        validation_alias="MIMOQ_LIMIT_TARGET",
         description="Fraction of the quota the limiter paces to; the rest absorbs the spread "
         "between our send times and MiMo's receive times. `auto`: the highest of 0.995, 0.99, "
         "0.985, 0.98 whose guard margin still covers a 0.25 s grant-to-send lag at the window "
@@ -414,13 +408,13 @@ class LimiterSettings(BaseSettings):
     burst: int = Field(
         default=1,
         ge=1,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_BURST", "limit_burst"),
+        validation_alias="MIMOQ_LIMIT_BURST",
         description="Requests that may start back to back after an idle spell (1: even spacing).",
     )
     max_in_flight: int | None = Field(
         default=None,
         ge=1,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_MAX_IN_FLIGHT", "limit_max_in_flight"),
+        validation_alias="MIMOQ_LIMIT_MAX_IN_FLIGHT",
         description="Cap on MiMo calls in flight per model across the fleet (unset: no cap).",
     )
     # Scheduling: lanes and tenants (docs/scheduling.md)
@@ -428,7 +422,7 @@ class LimiterSettings(BaseSettings):
         default=0.5,
         ge=0,
         le=1,
-        validation_alias=AliasChoices("MIMOQ_LIMIT_BULK_MIN_SHARE", "limit_bulk_min_share"),
+        validation_alias="MIMOQ_LIMIT_BULK_MIN_SHARE",
         description="Share of a model's grants that bulk jobs keep while interactive jobs "
         "compete with them (0: interactive always goes first).",
     )
@@ -442,81 +436,75 @@ class LimiterSettings(BaseSettings):
         return value
 
 
-class HttpSettings(BaseSettings):
+class HttpSettings(_SettingsModel):
     """`mimoq serve` (mimoq/http)."""
-
-    model_config = _CONFIG
 
     tokens: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMOQ_API_TOKENS", "api_tokens"),
+        validation_alias="MIMOQ_API_TOKENS",
         description="Bearer tokens of `mimoq serve`, comma or space separated, each `token` or "
         "`name:token` (the name is the caller's tenant). Unset: serve binds to loopback only.",
     )
-    host: str = Field(
-        default="127.0.0.1", validation_alias=AliasChoices("MIMOQ_HTTP_HOST", "http_host")
-    )
-    port: int = Field(
-        default=8080, ge=0, le=65_535, validation_alias=AliasChoices("MIMOQ_HTTP_PORT", "http_port")
-    )
+    host: str = Field(default="127.0.0.1", validation_alias="MIMOQ_HTTP_HOST")
+    port: int = Field(default=8080, ge=0, le=65_535, validation_alias="MIMOQ_HTTP_PORT")
     max_json_bytes: int = Field(
         default=16 * 1024 * 1024,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_MAX_JSON_BYTES", "http_max_json_bytes"),
+        validation_alias="MIMOQ_HTTP_MAX_JSON_BYTES",
         description="Largest JSON request body (a voice-clone sample is up to 10 MB of base64).",
     )
     max_upload_bytes: int = Field(
         default=512 * 1024 * 1024,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_MAX_UPLOAD_BYTES", "http_max_upload_bytes"),
+        validation_alias="MIMOQ_HTTP_MAX_UPLOAD_BYTES",
         description="Largest multipart upload (transcription audio, batch input files).",
     )
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_HEADER_TIMEOUT_S", "http_header_timeout_s"),
+        validation_alias="MIMOQ_HTTP_HEADER_TIMEOUT_S",
         description="A connection that has not sent a whole request head in this long is closed.",
     )
     body_idle_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_BODY_IDLE_TIMEOUT_S", "http_body_idle_timeout_s"),
+        validation_alias="MIMOQ_HTTP_BODY_IDLE_TIMEOUT_S",
         description="A request body that stalls this long between chunks is refused (408).",
     )
     body_timeout_s: float = Field(
         default=900.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_BODY_TIMEOUT_S", "http_body_timeout_s"),
+        validation_alias="MIMOQ_HTTP_BODY_TIMEOUT_S",
         description="A request body that takes longer than this in all is refused (408).",
     )
     wait_timeout_s: float = Field(
         default=600.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_WAIT_TIMEOUT_S", "http_wait_timeout_s"),
+        validation_alias="MIMOQ_HTTP_WAIT_TIMEOUT_S",
         description="How long a synchronous request waits for its job before answering 504 "
         "(the job goes on: poll the Location given).",
     )
     upload_sweep_s: float = Field(
         default=60.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_HTTP_UPLOAD_SWEEP_S", "http_upload_sweep_s"),
+        validation_alias="MIMOQ_HTTP_UPLOAD_SWEEP_S",
         description="How often `mimoq serve` deletes the uploads of finished jobs.",
     )
     cors_origins: str = Field(
         default="",
-        validation_alias=AliasChoices("MIMOQ_HTTP_CORS_ORIGINS", "http_cors_origins"),
+        validation_alias="MIMOQ_HTTP_CORS_ORIGINS",
         description="Comma-separated origins browsers may call the API from (none by default).",
     )
     dashboard_tenants: str = Field(
         default="",
-        validation_alias=AliasChoices("MIMOQ_HTTP_DASHBOARD_TENANTS", "http_dashboard_tenants"),
+        validation_alias="MIMOQ_HTTP_DASHBOARD_TENANTS",
         description="Comma-separated tenants who may open the dashboard (it shows the whole "
         "fleet); empty: every token's tenant.",
     )
 
     metrics_token: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("MIMOQ_METRICS_TOKEN", "metrics_token"),
+        validation_alias="MIMOQ_METRICS_TOKEN",
         description="Bearer token Prometheus scrapes `mimoq serve`'s /metrics with; unset: a "
         "token of a tenant who may open the dashboard. Workers' /metrics are not affected.",
     )
@@ -530,78 +518,72 @@ class HttpSettings(BaseSettings):
         return self.tokens.get_secret_value().replace(",", " ").split()
 
 
-class AccountSettings(BaseSettings):
+class AccountSettings(_SettingsModel):
     """The per-account circuit breaker (worker/accounts/)."""
-
-    model_config = _CONFIG
 
     probe_base_s: float = Field(
         default=5.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PROBE_BASE_S", "account_probe_base_s"),
+        validation_alias="MIMOQ_ACCOUNT_PROBE_BASE_S",
         description="First wait before one request probes a paused account; doubles per probe.",
     )
     probe_max_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PROBE_MAX_S", "account_probe_max_s"),
+        validation_alias="MIMOQ_ACCOUNT_PROBE_MAX_S",
         description="Cap of the wait between probes of a paused account.",
     )
     pause_max_s: float = Field(
         default=86_400.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_ACCOUNT_PAUSE_MAX_S", "account_pause_max_s"),
+        validation_alias="MIMOQ_ACCOUNT_PAUSE_MAX_S",
         description="A pause longer than this fails the jobs waiting for the account.",
     )
     trip_429s: int = Field(
         default=20,
         ge=1,
-        validation_alias=AliasChoices("MIMOQ_ACCOUNT_TRIP_429S", "account_trip_429s"),
+        validation_alias="MIMOQ_ACCOUNT_TRIP_429S",
         description="Consecutive 429s (no success in between, cool-downs honoured) that pause "
         "the account like a 402.",
     )
 
 
-class AudioSettings(BaseSettings):
+class AudioSettings(_SettingsModel):
     """Segments and silence compaction of long recordings (core/splitting/)."""
-
-    model_config = _CONFIG
 
     segment_max_s: float = Field(
         default=30.0,
         ge=2,
         le=200,
-        validation_alias=AliasChoices("MIMOQ_SEGMENT_MAX_S", "segment_max_s"),
+        validation_alias="MIMOQ_SEGMENT_MAX_S",
         description="timestamps: segment -- the longest segment; longer speech is cut.",
     )
     segment_min_pause_s: float = Field(
         default=0.4,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_SEGMENT_MIN_PAUSE_S", "segment_min_pause_s"),
+        validation_alias="MIMOQ_SEGMENT_MIN_PAUSE_S",
         description="timestamps: segment -- every pause at least this long ends a segment.",
     )
     compact_silence_min_s: float = Field(
         default=1.0,
         gt=0,
-        validation_alias=AliasChoices("MIMOQ_COMPACT_SILENCE_MIN_S", "compact_silence_min_s"),
+        validation_alias="MIMOQ_COMPACT_SILENCE_MIN_S",
         description="compact_silence -- pauses longer than this are shortened.",
     )
     compact_silence_keep_s: float = Field(
         default=0.3,
         ge=0.04,
-        validation_alias=AliasChoices("MIMOQ_COMPACT_SILENCE_KEEP_S", "compact_silence_keep_s"),
+        validation_alias="MIMOQ_COMPACT_SILENCE_KEEP_S",
         description="compact_silence -- what is left of each shortened pause.",
     )
 
 
-class UsageSettings(BaseSettings):
+class UsageSettings(_SettingsModel):
     """Per-tenant usage totals and limits (core/tenant_limits.py, worker/tenant_gate.py)."""
-
-    model_config = _CONFIG
 
     tenant_limits: str = Field(
         default="",
-        validation_alias=AliasChoices("MIMOQ_TENANT_LIMITS", "tenant_limits"),
+        validation_alias="MIMOQ_TENANT_LIMITS",
         description="What each tenant may use per window, e.g. "
         "'alpha:requests=5000/1d,audio_s=36000/1d;*:requests=20000/1d'.",
     )
@@ -637,30 +619,8 @@ GROUPS: Final[dict[str, type[BaseSettings]]] = {
 }
 
 
-def _flat_names() -> dict[str, tuple[str, str]]:
-    """Every field's old flat name (its lower-case alias, e.g. ``limit_window_s``) ->
-    (group, field). The flat names are unique, so a keyword never means two settings."""
-    names: dict[str, tuple[str, str]] = {}
-    for group, model in GROUPS.items():
-        for field_name, info in model.model_fields.items():
-            alias = info.validation_alias
-            for choice in alias.choices if isinstance(alias, AliasChoices) else []:
-                if isinstance(choice, str) and choice.islower():
-                    if choice in names:  # two settings under one name: a bug of ours
-                        raise TypeError(f"settings: {choice!r} names two settings")
-                    names[choice] = (group, field_name)
-    return names
-
-
-_FLAT: Final = _flat_names()
-
-
-class Settings(BaseSettings):
+class Settings(_SettingsModel):
     """Everything configurable, one model per subsystem. See the docs/configuration.md."""
-
-    model_config = SettingsConfigDict(
-        extra="ignore", populate_by_name=True, frozen=True, env_prefix="MIMOQ_SETTINGS_GROUP_"
-    )
 
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
 
@@ -678,41 +638,24 @@ class Settings(BaseSettings):
 
     _blank_unset = field_validator("redis_url", mode="before")(_blank_is_none)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _route_flat_keywords(cls, data: Any) -> Any:
-        """``Settings(limit_window_s=10)`` sets ``limiter.window_s``; the rest of the group
-        still comes from the environment (each group is built through its own ``__init__``)."""
-        if not isinstance(data, dict):
-            return data
-        routed: dict[str, dict[str, Any]] = {}
-        rest: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in _FLAT and key not in cls.model_fields:
-                group, field_name = _FLAT[key]
-                routed.setdefault(group, {})[field_name] = value
-            else:
-                rest[key] = value
-        for group, values in routed.items():
-            given = rest.get(group)
-            base = given.model_dump() if isinstance(given, BaseSettings) else dict(given or {})
-            rest[group] = GROUPS[group](**{**base, **values})
-        return rest
+    # A group given as a dict (``Settings(limiter={"window_s": 10})``) is built through its
+    # model's own __init__ (pydantic calls a model's custom __init__ for nested input, and
+    # BaseSettings has one), so the group's other fields still come from the environment.
 
-    def updated(self, **flat: Any) -> Settings:
-        """A copy with some settings changed, by their flat names (validated)."""
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated): ``redis_url=...``, and per group a
+        dict of its fields, ``updated(limiter={"window_s": 10})``. Every value set is kept; a
+        field never set is derived again, as ``Settings()`` would (the ``auto`` target follows
+        the new window)."""
         values: dict[str, Any] = {"redis_url": self.redis_url}
-        for group in GROUPS:
-            values[group] = getattr(self, group).model_dump()
-        for key, value in flat.items():
-            if key in type(self).model_fields:
-                values[key] = value
-            else:
-                group, field_name = _FLAT[key]
-                values[group][field_name] = value
-        redis_url = values.pop("redis_url")
-        groups = {g: GROUPS[g](**v) for g, v in values.items()}
-        return type(self).model_validate({"redis_url": redis_url, **groups})
+        for name in GROUPS:
+            values[name] = getattr(self, name)
+        for name, change in changes.items():
+            group = values.get(name)
+            if isinstance(group, BaseSettings) and isinstance(change, Mapping):
+                change = GROUPS[name](**{**group.model_dump(exclude_unset=True), **change})
+            values[name] = change  # anything else is validated (or refused) as it is
+        return type(self)(**values)
 
     def base_url(self) -> str:
         """The MiMo base URL: explicit configuration wins, else derived from the key prefix."""

@@ -440,8 +440,8 @@ async def send_attempt(
     """Resolve, check, sign and POST once; every failure of the receiver becomes an
     AttemptOutcome (an invalid stored header raises InvalidDeliveryHeader: ours, not theirs).
 
-    Up to the status line and headers (DNS included) runs under ``callback_timeout_s``; the
-    verdict is made then. Draining at most ``callback_max_response_bytes`` of the body runs
+    Up to the status line and headers (DNS included) runs under ``callbacks.timeout_s``; the
+    verdict is made then. Draining at most ``callbacks.max_response_bytes`` of the body runs
     under a separate bound of the same length and never changes the verdict: a 2xx whose
     body then stalls is delivered, not retried into a duplicate.
     """

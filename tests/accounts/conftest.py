@@ -22,21 +22,20 @@ def simulator(config: SimConfig) -> Iterator[RunningSim]:
 
 
 def pool_settings(
-    redis_server: RedisServer, base_url: str, data_dir: Path, keys: list[str], **overrides: Any
+    redis_server: RedisServer, base_url: str, data_dir: Path, keys: list[str], **changes: Any
 ) -> Settings:
-    """Time-compressed settings whose key pool is ``keys`` (one account each)."""
-    values: dict[str, Any] = {
-        "mimo_api_key": None,
-        "mimo_api_keys": SecretStr(" ".join(keys)),
-        "mimo_numbered_keys": {},
-        "mimo_base_url": base_url,
-        "redis_url": redis_server.url,
-        "data_dir": data_dir,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "max_tries": 4,
-        "poll_delay_s": 0.01,
-        "limits_enabled": False,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    """Time-compressed settings whose key pool is ``keys`` (one account each); ``changes``
+    as for ``Settings.updated``."""
+    return Settings(
+        redis_url=redis_server.url,
+        mimo={
+            "key": None,
+            "keys": SecretStr(" ".join(keys)),
+            "numbered_keys": {},
+            "base_url": base_url,
+        },
+        storage={"data_dir": data_dir},
+        retry={"backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_tries": 4},
+        worker={"poll_delay_s": 0.01},
+        limiter={"enabled": False},
+    ).updated(**changes)

@@ -122,8 +122,7 @@ async def test_a_burst_402_defers_jobs_and_a_pause_past_its_maximum_fails_them_o
     with simulator(SimConfig(api_keys=(key,))) as sim:
         sim.app.accounts.set_state(fingerprint(key), AccountState.BURST_402)
         settings = pool_settings(
-            redis_server, sim.url, tmp_path / "data", [key],
-            account_probe_base_s=0.05, account_probe_max_s=0.1, account_pause_max_s=1.5,
+            redis_server, sim.url, tmp_path / "data", [key], accounts={"probe_base_s": 0.05, "probe_max_s": 0.1, "pause_max_s": 1.5},
         )  # fmt: skip
         producer = Producer(redis, settings)
         ids = [(await producer.enqueue({"kind": "speech", "input": f"Hi {i}."})).job_id
@@ -161,8 +160,7 @@ async def test_one_of_two_accounts_revoked_mid_run_the_other_finishes_the_backlo
 ) -> None:
     with simulator(SimConfig(api_keys=tuple(KEYS), latency_ms=5)) as sim:
         settings = pool_settings(
-            redis_server, sim.url, tmp_path / "data", KEYS, concurrency=4,
-            account_probe_base_s=0.1, account_probe_max_s=0.2,
+            redis_server, sim.url, tmp_path / "data", KEYS, worker={"concurrency": 4}, accounts={"probe_base_s": 0.1, "probe_max_s": 0.2},
         )  # fmt: skip
         producer = Producer(redis, settings)
         ids = [(await producer.enqueue({"kind": "speech", "input": f"Line {i}."})).job_id

@@ -76,7 +76,7 @@ async def test_a_storm_pauses_the_account_and_loses_nothing(
             MIMOQ_ACCOUNT_PROBE_BASE_S="0.1", MIMOQ_ACCOUNT_PROBE_MAX_S="0.4",
             MIMOQ_HEARTBEAT_INTERVAL_S="1", MIMOQ_LOG_LEVEL="INFO",
         )  # fmt: skip
-        producer = Producer(redis, Settings(redis_url=redis_server.url, mimo_api_key=KEY))
+        producer = Producer(redis, Settings(redis_url=redis_server.url, mimo={"key": KEY}))
         ids = [
             (await producer.enqueue({"kind": "speech", "input": f"Sentence {i}."})).job_id
             for i in range(JOBS)

@@ -88,7 +88,7 @@ def test_bad_preset_companions_are_refused_by_name(name: str, value: str, says: 
 
 
 def test_no_key_is_an_anonymous_account_for_a_simulator() -> None:
-    settings = Settings(mimo_base_url="http://127.0.0.1:9/v1")
+    settings = Settings(mimo={"base_url": "http://127.0.0.1:9/v1"})
     assert not has_key(settings)
     [account] = usable_pool(settings)
     assert account.name == "anonymous"

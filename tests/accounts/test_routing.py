@@ -70,8 +70,7 @@ async def test_two_accounts_each_within_its_own_quota_without_a_429(
     config = SimConfig(api_keys=tuple(KEYS), per_key_quota=True, quota=quota)
     with simulator(config) as sim:
         settings = pool_settings(
-            redis_server, sim.url, tmp_path / "data", KEYS, limits_enabled=True,
-            limit_default_rpm=8, limit_window_s=2,
+            redis_server, sim.url, tmp_path / "data", KEYS, limiter={"enabled": True, "default_rpm": 8, "window_s": 2},
         )  # fmt: skip
         producer = Producer(redis, settings)
         ids = [(await producer.enqueue({"kind": "speech", "input": f"Quota {i}."})).job_id
@@ -133,8 +132,7 @@ async def test_new_work_goes_to_the_account_that_is_free_sooner(
     # before the first's next free slot (a hash would have queued half behind the booking).
     with simulator(SimConfig(api_keys=tuple(KEYS))) as sim:
         settings = pool_settings(
-            redis_server, sim.url, tmp_path / "data", KEYS, limits_enabled=True,
-            limit_default_rpm=10, limit_window_s=2,
+            redis_server, sim.url, tmp_path / "data", KEYS, limiter={"enabled": True, "default_rpm": 10, "window_s": 2},
         )  # fmt: skip
         busy = fingerprint(KEYS[0])
         # no in-process hold: every booking must come back as a ticket, not wait for it

@@ -38,7 +38,9 @@ PAUSE_S = 1.0
 
 @pytest.fixture
 def settings(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Settings:
-    return e2e_settings(redis_server, sim, tmp_path / "data", limits_enabled=False, max_tries=3)
+    return e2e_settings(
+        redis_server, sim, tmp_path / "data", limiter={"enabled": False}, retry={"max_tries": 3}
+    )
 
 
 def twenty_minutes(path: Path) -> Path:

@@ -36,7 +36,12 @@ PAUSES_S = (0.6, 2.5, 1.2, 4.0, 0.8, 3.0, 1.5, 0.5, 2.0, 1.0)
 @pytest.fixture
 def settings(redis_server: RedisServer, sim: RunningSim, tmp_path: Path) -> Settings:
     return e2e_settings(
-        redis_server, sim, tmp_path / "data", limits_enabled=False, max_tries=3, concurrency=8
+        redis_server,
+        sim,
+        tmp_path / "data",
+        limiter={"enabled": False},
+        retry={"max_tries": 3},
+        worker={"concurrency": 8},
     )
 
 

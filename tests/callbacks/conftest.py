@@ -30,17 +30,18 @@ def receiver() -> Iterator[Receiver]:
         yield rx
 
 
-def make_settings(**overrides: Any) -> Settings:
-    """Time-compressed, loopback-allowed settings for delivery tests (keyword args only)."""
-    values: dict[str, Any] = {
-        "callback_schedule_s": "0,0.05,0.1",
-        "callback_jitter": 0.0,
-        "callback_timeout_s": 5.0,
-        "callback_allow_networks": "127.0.0.0/8",
-        "webhook_secret": SECRET_A,
-    }
-    values.update(overrides)
-    return Settings(**values)
+def make_settings(**changes: Any) -> Settings:
+    """Time-compressed, loopback-allowed settings for delivery tests; ``changes`` as for
+    ``Settings.updated`` (``callbacks={"schedule_s": "0"}`` keeps the other callback values)."""
+    return Settings(
+        callbacks={
+            "schedule_s": "0,0.05,0.1",
+            "jitter": 0.0,
+            "timeout_s": 5.0,
+            "allow_networks": "127.0.0.0/8",
+            "secret": SECRET_A,
+        }
+    ).updated(**changes)
 
 
 def make_result(job_id: str = "job-1", *, pending: bool = True) -> JobResult:

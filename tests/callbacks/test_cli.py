@@ -170,7 +170,7 @@ def test_show_prints_every_attempt_of_a_delivery_dead_or_not(
             await redis.flushall()
             await schedule(redis, receiver, job_id="j1", headers={"Authorization": "Bearer t0k"})
             await redis.aclose()
-            await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05,0.05"))
+            await run_worker(redis_server, make_settings(callbacks={"schedule_s": "0,0.05,0.05"}))
 
         asyncio.run(deliver())
     capsys.readouterr()

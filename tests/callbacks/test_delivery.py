@@ -64,7 +64,7 @@ async def test_receiver_down_then_up_gets_it_once_with_the_same_id(
     redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     receiver.down()
-    settings = make_settings(callback_schedule_s="0,0.3,0.3")
+    settings = make_settings(callbacks={"schedule_s": "0,0.3,0.3"})
     delivery_id = await schedule(redis, receiver)
 
     async def first_attempt_failed() -> bool:
@@ -109,7 +109,7 @@ async def test_500s_follow_the_schedule_then_dead_letter(
     receiver.respond(*[Response(500)] * len(schedule_s))
     delivery_id = await schedule(redis, receiver)
 
-    await run_worker(redis_server, make_settings(callback_schedule_s=schedule_s))
+    await run_worker(redis_server, make_settings(callbacks={"schedule_s": schedule_s}))
 
     requests = receiver.wait_for(len(schedule_s))
     assert len(requests) == len(schedule_s)  # exactly one attempt per entry, then it stopped
@@ -139,7 +139,7 @@ async def test_a_redirect_is_final_at_once_not_followed_and_its_location_kept(
         receiver.respond(moved, moved)
         delivery_id = await schedule(redis, receiver)
 
-        await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05,0.05"))
+        await run_worker(redis_server, make_settings(callbacks={"schedule_s": "0,0.05,0.05"}))
 
         assert elsewhere.requests == []
     assert len(receiver.requests) == 1  # asking again would get the same answer
@@ -180,7 +180,7 @@ async def test_retry_after_is_honoured(
     receiver.respond(Response(status, headers={"Retry-After": "1"}))
     await schedule(redis, receiver)
 
-    await run_worker(redis_server, make_settings(callback_schedule_s="0,0.05"))
+    await run_worker(redis_server, make_settings(callbacks={"schedule_s": "0,0.05"}))
 
     first, second = receiver.wait_for(2)
     assert second.received_at - first.received_at >= 1.0  # not the schedule's 0.05 s
@@ -192,7 +192,7 @@ async def test_retry_after_is_capped(
 ) -> None:
     receiver.respond(Response(503, headers={"Retry-After": "86400"}))
     await schedule(redis, receiver)
-    settings = make_settings(callback_schedule_s="0,0.05", callback_retry_after_max_s=0.2)
+    settings = make_settings(callbacks={"schedule_s": "0,0.05", "retry_after_max_s": 0.2})
 
     await run_worker(redis_server, settings)
 
@@ -205,7 +205,7 @@ async def test_rotation_two_secrets_verify_under_either(
 ) -> None:
     await schedule(redis, receiver)
 
-    await run_worker(redis_server, make_settings(webhook_secret=f"{SECRET_A} {SECRET_B}"))
+    await run_worker(redis_server, make_settings(callbacks={"secret": f"{SECRET_A} {SECRET_B}"}))
 
     [request] = receiver.wait_for(1)
     assert len(request.headers["webhook-signature"].split(" ")) == 2
@@ -218,7 +218,7 @@ async def test_without_a_secret_no_signature_but_id_and_timestamp(
 ) -> None:
     await schedule(redis, receiver, headers={"X-Team": "audio"})
 
-    await run_worker(redis_server, make_settings(webhook_secret=None))
+    await run_worker(redis_server, make_settings(callbacks={"secret": None}))
 
     [request] = receiver.wait_for(1)
     assert "webhook-signature" not in request.headers
@@ -231,7 +231,7 @@ async def test_replay_resends_the_same_id_and_clears_the_dead_letter(
     redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     receiver.respond(Response(500), Response(500))
-    settings = make_settings(callback_schedule_s="0,0.05")
+    settings = make_settings(callbacks={"schedule_s": "0,0.05"})
     delivery_id = await schedule(redis, receiver)
     await run_worker(redis_server, settings)
     assert (await read_state(redis, "job-1")).status is CallbackStatus.dead_lettered
@@ -333,7 +333,7 @@ async def test_the_first_attempt_waits_for_the_first_schedule_entry(
     redis: ArqRedis, receiver: Receiver
 ) -> None:
     result = make_result()
-    settings = make_settings(callback_schedule_s="30,5")
+    settings = make_settings(callbacks={"schedule_s": "30,5"})
     callback = Callback(url=receiver.url("/hook"))
     delivery_id = await callback_delivery.schedule_callback(
         redis, result, callback, settings=settings
@@ -349,7 +349,7 @@ async def test_a_timeout_is_a_retryable_failure(
 ) -> None:
     release = threading.Event()
     receiver.respond(Response(200, hold=release))
-    settings = make_settings(callback_timeout_s=0.3, callback_schedule_s="0,0.05")
+    settings = make_settings(callbacks={"timeout_s": 0.3, "schedule_s": "0,0.05"})
     await schedule(redis, receiver)
 
     try:
@@ -373,7 +373,8 @@ async def test_dns_rebinding_is_refused_at_delivery(
         return answers[phase]
 
     url = f"http://hooks.example:{receiver.port}/hook"
-    settings = make_settings(callback_allow_networks="")  # production default: nothing private
+    # production default: nothing private
+    settings = make_settings(callbacks={"allow_networks": ""})
     await check_callback_url(url, settings, resolver=rebinding_dns)  # the producer's check
     delivery_id = await schedule(redis, receiver, url=url)
     phase = "delivery"
@@ -434,7 +435,7 @@ async def test_logs_carry_the_attempt_but_never_secrets_or_user_header_values(
         url=url.replace("://", f"://{user}:pass-word@"),
         headers={"Authorization": "Bearer user-supplied-credential"},
     )
-    settings = make_settings(webhook_secret=f"{SECRET_A} {SECRET_B}", callback_schedule_s="0,0.05")
+    settings = make_settings(callbacks={"secret": f"{SECRET_A} {SECRET_B}", "schedule_s": "0,0.05"})
 
     with capture_logs() as logs:
         await run_worker(redis_server, settings)
@@ -468,7 +469,7 @@ async def test_connection_errors_are_logged_without_the_url(
     await schedule(redis, receiver, url=receiver.url("/x?token=zz9"))
 
     with capture_logs() as logs:
-        await run_worker(redis_server, make_settings(callback_schedule_s="0"))
+        await run_worker(redis_server, make_settings(callbacks={"schedule_s": "0"}))
 
     [event] = [e for e in logs if e["event"] == "callback.attempt"]
     assert event["outcome"] == "dead_lettered" and event["reason"] == "exhausted"

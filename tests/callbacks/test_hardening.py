@@ -185,7 +185,7 @@ async def test_a_2xx_whose_body_stalls_is_delivered_once(
 ) -> None:
     stall = threading.Event()
     receiver.respond(Response(200, body=b'{"ok":', stall_body=stall))
-    settings = make_settings(callback_timeout_s=0.5, callback_schedule_s="0,0.05,0.05")
+    settings = make_settings(callbacks={"timeout_s": 0.5, "schedule_s": "0,0.05,0.05"})
     delivery_id = await schedule(redis, receiver)
 
     try:
@@ -207,7 +207,7 @@ async def test_every_attempt_is_kept_and_a_replay_keeps_the_history(
     redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
     receiver.respond(Response(500), Response(503), Response(500), Response(204))
-    settings = make_settings(callback_schedule_s="0,0.05,0.05")
+    settings = make_settings(callbacks={"schedule_s": "0,0.05,0.05"})
     delivery_id = await schedule(redis, receiver)
     before = time.time()
 

@@ -110,7 +110,7 @@ async def test_https_to_a_pinned_ip_verifies_the_certificate_for_the_name(
 async def test_a_certificate_for_another_name_is_rejected(
     redis: ArqRedis, redis_server: RedisServer, tls_receiver: Receiver, pki: Path
 ) -> None:
-    settings = make_settings(callback_schedule_s="0")
+    settings = make_settings(callbacks={"schedule_s": "0"})
     client = build_client(settings, verify=ssl.create_default_context(cafile=str(pki / "ca.pem")))
     delivery_id = await schedule(
         redis, tls_receiver, url=f"https://other.test:{tls_receiver.port}/hook"

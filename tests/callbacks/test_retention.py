@@ -38,7 +38,7 @@ async def test_dead_letters_written_with_a_short_ttl_disappear_from_redis_and_th
     receiver: Receiver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = make_settings(dead_letter_ttl_s=1)
+    settings = make_settings(callbacks={"dead_letter_ttl_s": 1})
     receiver.respond(Response(410), Response(410))
     first = await schedule(redis, receiver, job_id="old-1")
     await run_worker(redis_server, settings)
@@ -49,7 +49,9 @@ async def test_dead_letters_written_with_a_short_ttl_disappear_from_redis_and_th
 
     # The listing says when it goes and how long dead letters are kept.
     assert (
-        await asyncio.to_thread(mimoq, ["callbacks", "list"], redis_server, dead_letter_ttl_s=1)
+        await asyncio.to_thread(
+            mimoq, ["callbacks", "list"], redis_server, callbacks={"dead_letter_ttl_s": 1}
+        )
         == 0
     )
     [row] = lines(capsys.readouterr().out)
@@ -61,7 +63,9 @@ async def test_dead_letters_written_with_a_short_ttl_disappear_from_redis_and_th
         lambda: _gone(redis, wire.DEAD_LETTER_PREFIX + first), what="the dead letter to expire"
     )
     assert (
-        await asyncio.to_thread(mimoq, ["callbacks", "list"], redis_server, dead_letter_ttl_s=1)
+        await asyncio.to_thread(
+            mimoq, ["callbacks", "list"], redis_server, callbacks={"dead_letter_ttl_s": 1}
+        )
         == 0
     )
     assert capsys.readouterr().out == ""
@@ -104,7 +108,7 @@ async def test_dead_letters_from_before_retention_are_dropped_once_past_it(
 async def test_a_replay_that_dies_again_is_kept_for_a_full_retention_again(
     redis: ArqRedis, redis_server: RedisServer, receiver: Receiver
 ) -> None:
-    settings = make_settings(dead_letter_ttl_s=3600)
+    settings = make_settings(callbacks={"dead_letter_ttl_s": 3600})
     receiver.respond(Response(410), Response(410))
     delivery_id = await schedule(redis, receiver, job_id="again-1")
     await run_worker(redis_server, settings)

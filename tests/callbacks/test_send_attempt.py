@@ -42,7 +42,7 @@ async def test_the_request_goes_to_the_checked_ip_with_name_host_header_and_sni(
         seen.append(request)
         return httpx.Response(204)
 
-    settings = Settings(webhook_secret=SECRET_A)
+    settings = Settings(callbacks={"secret": SECRET_A})
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), settings, resolver=public_dns)
 
@@ -68,7 +68,7 @@ async def test_only_a_capped_amount_of_the_answer_is_read() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=endless())
 
-    settings = Settings(callback_max_response_bytes=10_000)
+    settings = Settings(callbacks={"max_response_bytes": 10_000})
     async with _client(httpx.MockTransport(handler)) as client:
         outcome = await send_attempt(client, _delivery(), settings, resolver=public_dns)
 

@@ -186,7 +186,7 @@ async def test_https_to_an_ip_literal_sends_no_sni_name() -> None:
 
 
 async def test_odd_spellings_are_pinned_to_their_real_address() -> None:
-    settings = Settings(callback_allow_networks="127.0.0.0/8")
+    settings = Settings(callbacks={"allow_networks": "127.0.0.0/8"})
     target = await resolve_checked("http://0177.0.0.1:8080/x?y=1", settings)
     assert target.connect_url == "http://127.0.0.1:8080/x?y=1"
     assert target.host_header == "0177.0.0.1:8080"
@@ -209,7 +209,7 @@ async def test_odd_spellings_are_pinned_to_their_real_address() -> None:
     ],
 )
 async def test_allow_list(networks: str, url: str, allowed: bool) -> None:
-    settings = Settings(callback_allow_networks=networks)
+    settings = Settings(callbacks={"allow_networks": networks})
     if allowed:
         await check_callback_url(url, settings)
         await resolve_checked(url, settings)
@@ -219,7 +219,7 @@ async def test_allow_list(networks: str, url: str, allowed: bool) -> None:
 
 
 async def test_https_only_refuses_http() -> None:
-    settings = Settings(callback_https_only=True)
+    settings = Settings(callbacks={"https_only": True})
     with pytest.raises(InvalidRequestError, match="must be https://") as info:
         await check_callback_url("http://8.8.8.8/", settings)
     assert info.value.param == "callback.url"

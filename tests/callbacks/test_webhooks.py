@@ -108,7 +108,7 @@ def test_malformed_secrets_are_refused_without_echoing_them(secret: str, problem
         decode_secret(secret)
     assert secret not in str(info.value) or secret == "whsec_"
     with pytest.raises(ConfigurationError) as config_info:
-        Settings(webhook_secret=f"{SECRET_A} {secret}")
+        Settings(callbacks={"secret": f"{SECRET_A} {secret}"})
     assert "secret #2" in config_info.value.message
     assert SECRET_A not in config_info.value.message
     assert secret not in config_info.value.message or secret == "whsec_"
@@ -119,7 +119,7 @@ def test_decode_secret_returns_the_base64_key() -> None:
 
 
 def test_settings_repr_never_shows_the_secret() -> None:
-    settings = Settings(webhook_secret=f"{SECRET_A} {SECRET_B}")
+    settings = Settings(callbacks={"secret": f"{SECRET_A} {SECRET_B}"})
     assert settings.webhook_secrets() == [SECRET_A, SECRET_B]
     assert SECRET_A not in repr(settings) and SECRET_B not in repr(settings)
     assert SECRET_A.removeprefix("whsec_") not in str(settings)
@@ -213,7 +213,7 @@ def test_schedule_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bad_allow_network_is_a_settings_error() -> None:
     with pytest.raises(ValueError, match="not a network"):
-        Settings(callback_allow_networks="10.0.0.0/8,localhost")
+        Settings(callbacks={"allow_networks": "10.0.0.0/8,localhost"})
 
 
 SCHEDULE = (0.0, 10.0, 100.0)

@@ -42,30 +42,27 @@ def receiver() -> Iterator[Receiver]:
 
 
 def e2e_settings(
-    redis_server: RedisServer, sim: RunningSim, data_dir: Path, **overrides: Any
+    redis_server: RedisServer, sim: RunningSim, data_dir: Path, **changes: Any
 ) -> Settings:
-    """Loopback-allowed, time-compressed settings (retries in milliseconds, not minutes)."""
-    values: dict[str, Any] = {
-        "mimo_api_key": API_KEY,
-        "mimo_base_url": sim.url,
-        "redis_url": redis_server.url,
-        "data_dir": data_dir,
+    """Loopback-allowed, time-compressed settings (retries in milliseconds, not minutes);
+    ``changes`` as for ``Settings.updated``: ``limiter={"window_s": 1}`` keeps the rest."""
+    return Settings(
+        redis_url=redis_server.url,
+        mimo={"key": API_KEY, "base_url": sim.url},
         # Tests write their input files next to the data directory.
-        "input_roots": str(data_dir.parent),
+        storage={"data_dir": data_dir, "input_roots": str(data_dir.parent)},
         # The limiter stays on, compressed like the retries: at the default 100 requests a
         # minute every call after the first waited 0.6 s for its slot. Tests of pacing set
-        # their own quota (limit_rpm, limit_window_s).
-        "limit_default_rpm": 6000,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "max_tries": 4,
-        "poll_delay_s": 0.01,
-        "webhook_secret": WEBHOOK_SECRET,
-        "callback_schedule_s": "0,0.05,0.1",
-        "callback_allow_networks": "127.0.0.0/8",
-    }
-    values.update(overrides)
-    return Settings(**values)
+        # their own quota (limiter rpm, window_s).
+        limiter={"default_rpm": 6000},
+        retry={"backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_tries": 4},
+        worker={"poll_delay_s": 0.01},
+        callbacks={
+            "secret": WEBHOOK_SECRET,
+            "schedule_s": "0,0.05,0.1",
+            "allow_networks": "127.0.0.0/8",
+        },
+    ).updated(**changes)
 
 
 @pytest.fixture

@@ -57,9 +57,7 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
     worker_url = _url(acl_server, "mimoq-worker", WORKER_PW)
     redis = ArqRedis.from_url(producer_url)
     worker_settings = e2e_settings(acl_server, sim, tmp_path / "data", redis_url=worker_url)
-    producer = Producer(
-        redis, Settings(**{**worker_settings.model_dump(), "redis_url": producer_url})
-    )
+    producer = Producer(redis, worker_settings.updated(redis_url=producer_url))
     try:
         jobs = [
             await producer.enqueue(

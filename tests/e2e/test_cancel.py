@@ -150,7 +150,7 @@ class TestRetryWaiting:
         self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
     ) -> None:
         settings = e2e_settings(
-            redis_server, sim, tmp_path / "data", backoff_base_s=30, backoff_max_s=30
+            redis_server, sim, tmp_path / "data", retry={"backoff_base_s": 30, "backoff_max_s": 30}
         )
         producer = Producer(redis, settings)
         sim.state.add_fault(Fault(kind="status", status=503, match="r-1 ", times=1))
@@ -215,8 +215,7 @@ class TestGrantRace:
         every job answered ``cancelled`` ends cancelled (a call ending as the cancel comes
         in too: its result write is refused), and none is lost or left running."""
         settings = e2e_settings(
-            redis_server, sim, tmp_path / "data", concurrency=6,
-            limit_window_s=1.0, limit_rpm={"mimo-v2.5-tts": 40},
+            redis_server, sim, tmp_path / "data", worker={"concurrency": 6}, limiter={"window_s": 1.0, "rpm": {"mimo-v2.5-tts": 40}},
         )  # fmt: skip
         sim.state.add_fault(Fault(kind="latency", ms=150, match="race-", times=None))
         producer = Producer(redis, settings)
@@ -250,8 +249,7 @@ class TestTenantCancel:
         self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
     ) -> None:
         settings = e2e_settings(
-            redis_server, sim, tmp_path / "data", concurrency=4,
-            limit_window_s=1.0, limit_rpm={"mimo-v2.5-tts": 30},
+            redis_server, sim, tmp_path / "data", worker={"concurrency": 4}, limiter={"window_s": 1.0, "rpm": {"mimo-v2.5-tts": 30}},
         )  # fmt: skip
         producer = Producer(redis, settings)
         mine = [f"ta-{i}" for i in range(40)]
@@ -285,7 +283,7 @@ class TestTenantCancelReachesEveryState:
         self, redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
     ) -> None:
         settings = e2e_settings(
-            redis_server, sim, tmp_path / "data", backoff_base_s=30, backoff_max_s=30
+            redis_server, sim, tmp_path / "data", retry={"backoff_base_s": 30, "backoff_max_s": 30}
         )
         producer = Producer(redis, settings)
         sim.state.add_fault(Fault(kind="status", status=500, match="tr-1 ", times=1))

@@ -35,8 +35,7 @@ async def test_the_last_job_takes_the_cancelled_jobs_slot(
     redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis
 ) -> None:
     settings = e2e_settings(
-        redis_server, sim, tmp_path / "data", concurrency=4,
-        limit_window_s=WINDOW_S, limit_rpm={TTS_MODEL: RPM},
+        redis_server, sim, tmp_path / "data", worker={"concurrency": 4}, limiter={"window_s": WINDOW_S, "rpm": {TTS_MODEL: RPM}},
     )  # fmt: skip
     slot_s = WINDOW_S / (RPM * settings.limiter.target)
     producer = Producer(redis, settings)

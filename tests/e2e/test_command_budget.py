@@ -63,11 +63,10 @@ def _settings(own_redis: RedisServer, sim: RunningSim, tmp_path: Path) -> Settin
         sim,
         tmp_path / "data",
         # the limiter on, at a pace far from the quota: one job is granted at once
-        limit_default_rpm=600,
-        limit_window_s=1.0,
+        limiter={"default_rpm": 600, "window_s": 1.0},
         # a slow idle poll: the idle loop's commands stay a small part of the count
-        poll_delay_s=0.25,
-        heartbeat_interval_s=3600,
+        worker={"poll_delay_s": 0.25},
+        ops={"heartbeat_interval_s": 3600},
     )
 
 

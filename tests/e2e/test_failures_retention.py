@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.redis]
 async def test_the_recent_failures_list_expires_with_the_results(
     redis: ArqRedis, settings: Settings
 ) -> None:
-    settings = settings.updated(result_ttl_s=600)
+    settings = settings.updated(storage={"result_ttl_s": 600})
     producer = Producer(redis, settings)
     script = redis.register_script(wire.enqueue_script())
     # Refused by the worker (speed must be 1): a final failure, pushed onto the list.

@@ -285,8 +285,7 @@ async def test_wrong_key_pauses_the_account_then_fails_the_job_once(
     # A 401 pauses the account (probed, not retried per job); a pause past its maximum
     # fails the waiting job once, with the account's error. Time-compressed here.
     settings = e2e_settings(
-        redis_server, sim, tmp_path, mimo_api_key="sk-wrong-key",
-        account_probe_base_s=0.2, account_probe_max_s=0.2, account_pause_max_s=0.5,
+        redis_server, sim, tmp_path, mimo={"key": "sk-wrong-key"}, accounts={"probe_base_s": 0.2, "probe_max_s": 0.2, "pause_max_s": 0.5},
     )  # fmt: skip
     async with running_worker(settings):
         result = await run(

@@ -46,7 +46,7 @@ async def test_a_5s_redis_outage_mid_batch_loses_nothing_and_workers_stay_up(
     server = start_redis_server()
     workers: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        settings = e2e_settings(server, sim, tmp_path / "data", redis_retry_s=60)
+        settings = e2e_settings(server, sim, tmp_path / "data", worker={"redis_retry_s": 60})
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MIMO", "REDIS_URL"))},
             "MIMO_API_KEY": API_KEY,

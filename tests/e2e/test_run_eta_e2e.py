@@ -35,8 +35,7 @@ async def test_the_eta_counts_the_competitor_and_tracks_the_real_end(
     redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
 ) -> None:
     settings = e2e_settings(
-        redis_server, sim, tmp_path / "data", limits_enabled=True, limit_window_s=2,
-        limit_default_rpm=30,
+        redis_server, sim, tmp_path / "data", limiter={"enabled": True, "window_s": 2, "default_rpm": 30},
     )  # fmt: skip
     pace = 30 * settings.limiter.target / 2  # the quota's grants per second
     for i in range(RIVAL_JOBS):

@@ -21,7 +21,9 @@ PREFLIGHT = {
 
 
 def client(redis_server: RedisServer, tmp_path: Path, origins: str) -> TestClient:
-    settings = Settings(redis_url=redis_server.url, data_dir=tmp_path, http_cors_origins=origins)
+    settings = Settings(
+        redis_url=redis_server.url, storage={"data_dir": tmp_path}, http={"cors_origins": origins}
+    )
     return TestClient(build_app(settings, TokenTable(["t" * 20])))
 
 

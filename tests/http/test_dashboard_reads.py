@@ -28,8 +28,10 @@ def test_one_dashboard_load_reads_the_usage_report_once(
     held list used to read it all again)."""
     sync_redis.Redis.from_url(redis_server.url).flushall()
     settings = Settings(
-        redis_url=redis_server.url, data_dir=tmp_path, tenant_limits="alpha:requests=5/1d"
-    )  # type: ignore[call-arg]
+        redis_url=redis_server.url,
+        storage={"data_dir": tmp_path},
+        usage={"tenant_limits": "alpha:requests=5/1d"},
+    )
     reads: list[float] = []
     original = usage_windows.read_span
 

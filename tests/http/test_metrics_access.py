@@ -39,21 +39,21 @@ def bearer(token: str) -> str:
         ({}, TOKENS, "Bearer ", False),
         ({}, TOKENS, bearer("tok-wrong-0123456789abcdef"), False),
         ({}, TOKENS, bearer(ALICE), True),
-        ({"http_dashboard_tenants": "bob"}, TOKENS, bearer(ALICE), False),
-        ({"http_dashboard_tenants": "bob"}, TOKENS, bearer(BOB), True),
+        ({"http": {"dashboard_tenants": "bob"}}, TOKENS, bearer(ALICE), False),
+        ({"http": {"dashboard_tenants": "bob"}}, TOKENS, bearer(BOB), True),
         # a dedicated scraper token: it alone (a tenant's token no longer reads the fleet)
-        ({"metrics_token": SCRAPER}, TOKENS, bearer(SCRAPER), True),
-        ({"metrics_token": SCRAPER}, TOKENS, bearer(ALICE), False),
-        ({"metrics_token": SCRAPER}, TOKENS, None, False),
-        ({"metrics_token": SCRAPER}, TokenTable([]), None, False),
-        ({"metrics_token": SCRAPER}, TokenTable([]), bearer(SCRAPER + "x"), False),
-        ({"metrics_token": SCRAPER}, TokenTable([]), f"Basic {SCRAPER}", False),
+        ({"http": {"metrics_token": SCRAPER}}, TOKENS, bearer(SCRAPER), True),
+        ({"http": {"metrics_token": SCRAPER}}, TOKENS, bearer(ALICE), False),
+        ({"http": {"metrics_token": SCRAPER}}, TOKENS, None, False),
+        ({"http": {"metrics_token": SCRAPER}}, TokenTable([]), None, False),
+        ({"http": {"metrics_token": SCRAPER}}, TokenTable([]), bearer(SCRAPER + "x"), False),
+        ({"http": {"metrics_token": SCRAPER}}, TokenTable([]), f"Basic {SCRAPER}", False),
     ],
 )
 def test_who_may_scrape(
-    settings: dict[str, str], tokens: TokenTable, header: str | None, allowed: bool
+    settings: dict[str, dict[str, str]], tokens: TokenTable, header: str | None, allowed: bool
 ) -> None:
-    assert may_scrape(Settings(**settings), tokens, header) is allowed  # type: ignore[arg-type]
+    assert may_scrape(Settings(**settings), tokens, header) is allowed
 
 
 def test_the_metrics_token_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,10 +64,10 @@ def test_the_metrics_token_is_read_from_the_environment(monkeypatch: pytest.Monk
 
 
 def test_a_short_metrics_token_stops_start_up_without_echoing_it() -> None:
-    check_metrics_token(Settings(metrics_token=SCRAPER))  # type: ignore[call-arg]
+    check_metrics_token(Settings(http={"metrics_token": SCRAPER}))
     check_metrics_token(Settings())
     with pytest.raises(ConfigurationError, match="MIMOQ_METRICS_TOKEN needs at least 16") as bad:
-        check_metrics_token(Settings(metrics_token="short-one"))  # type: ignore[call-arg]
+        check_metrics_token(Settings(http={"metrics_token": "short-one"}))
     assert "short-one" not in str(bad.value)
 
 
@@ -78,8 +78,11 @@ def test_each_scrape_computes_the_fleets_desired_workers(
     """serve's own /metrics, in process on a real Redis, with the fleet view ``mimoq serve``
     is built with: the value follows the waiting work from one scrape to the next."""
     settings = Settings(
-        redis_url=redis_server.url, data_dir=tmp_path, concurrency=2, metrics_token=SCRAPER
-    )  # type: ignore[call-arg]
+        redis_url=redis_server.url,
+        storage={"data_dir": tmp_path},
+        worker={"concurrency": 2},
+        http={"metrics_token": SCRAPER},
+    )
     client = sync_redis.Redis.from_url(redis_server.url)
     client.flushall()
     app = build_app(settings, TOKENS, fleet_view(settings))

@@ -60,12 +60,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 def ops_settings(
-    redis_server: RedisServer, sim: RunningSim, data_dir: Path, **overrides: Any
+    redis_server: RedisServer, sim: RunningSim, data_dir: Path, **changes: Any
 ) -> Settings:
     """The end-to-end settings, with a loopback metrics endpoint and a fast heartbeat."""
-    values: dict[str, Any] = {"metrics_host": "127.0.0.1", "heartbeat_interval_s": 0.05}
-    values.update(overrides)
-    return e2e_settings(redis_server, sim, data_dir, **values)
+    ops = {"metrics_host": "127.0.0.1", "heartbeat_interval_s": 0.05}
+    return e2e_settings(redis_server, sim, data_dir, ops=ops).updated(**changes)
 
 
 @asynccontextmanager

@@ -90,10 +90,9 @@ def _unfinished() -> dict[tuple[str, str, str], float]:
 async def test_one_beat_reads_the_fleet_once_and_feeds_every_gauge(pool: ArqRedis) -> None:
     settings = Settings(
         redis_url=f"redis://127.0.0.1:{pool.connection_pool.connection_kwargs['port']}",
-        concurrency=4,
-        limits_enabled=True,
-        orphan_recovery=False,
-    )  # type: ignore[call-arg]
+        worker={"concurrency": 4, "orphan_recovery": False},
+        limiter={"enabled": True},
+    )
     await _fleet(pool)
     worker = build_worker(settings, redis=pool, handle_signals=False)
     await pool.config_resetstat()

@@ -81,7 +81,7 @@ def clocks() -> tuple[Clock, Clock]:
 @pytest.fixture
 def heartbeat(clocks: tuple[Clock, Clock]) -> Heartbeat:
     mono, wall = clocks
-    settings = Settings(heartbeat_interval_s=2.0, concurrency=7)
+    settings = Settings(ops={"heartbeat_interval_s": 2.0}, worker={"concurrency": 7})
     return Heartbeat(settings, worker_id="test-worker", clock=wall, monotonic=mono)
 
 

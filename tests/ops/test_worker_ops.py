@@ -54,7 +54,7 @@ async def test_metrics_change_as_a_speech_job_runs(
     redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, receiver: Receiver, tmp_path: Path
 ) -> None:
     # Without the limiter, so that the 429 is retried at once rather than after a cool-down.
-    settings = ops_settings(redis_server, sim, tmp_path, limits_enabled=False)
+    settings = ops_settings(redis_server, sim, tmp_path, limiter={"enabled": False})
     sim.state.add_fault(Fault(kind="status", status=429, match="metered words"))
     async with serving_worker(settings) as (_, port):
         before = await scraped(port)
@@ -131,7 +131,7 @@ async def test_deferrals_queue_depth_and_dead_letters(
     redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, receiver: Receiver, tmp_path: Path
 ) -> None:
     # One request per minute for TTS: the second job must wait for the fleet limiter.
-    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    settings = ops_settings(redis_server, sim, tmp_path, limiter={"rpm": {TTS: 1}})
     receiver.respond(Response(status=410))  # the first callback's endpoint is gone
     producer = Producer(redis, settings)
     async with serving_worker(settings) as (_, port):
@@ -260,7 +260,7 @@ async def test_the_desired_workers_gauge_follows_the_waiting_work(
     redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
 ) -> None:
     # One TTS request a minute: after the first call, bulk jobs wait for the quota.
-    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    settings = ops_settings(redis_server, sim, tmp_path, limiter={"rpm": {TTS: 1}})
     producer = Producer(redis, settings)
     metrics.desired_workers_computed(99)  # whatever an earlier test's worker left in this process
     async with serving_worker(settings) as (worker, port):
@@ -301,7 +301,7 @@ async def test_metrics_count_every_unfinished_job_past_the_interactive_cap(
 ) -> None:
     """#19: a tenant's interactive jobs beyond the 16 it may have queued wait for admission;
     mimoq_unfinished_jobs counts them with the rest (one call a minute: nothing else ends)."""
-    settings = ops_settings(redis_server, sim, tmp_path, limit_rpm={TTS: 1})
+    settings = ops_settings(redis_server, sim, tmp_path, limiter={"rpm": {TTS: 1}})
     producer = Producer(redis, settings)
     flood = wire.INTERACTIVE_DIRECT + 5
     for i in range(flood):

@@ -79,7 +79,7 @@ async def test_s3_chunk_objects_are_deleted_with_the_parent(
     redis: ArqRedis, redis_server: RedisServer, sim: RunningSim, tmp_path: Path,
     bucket_url: str,
 ) -> None:  # fmt: skip
-    settings = e2e_settings(redis_server, sim, tmp_path / "data", storage_url=bucket_url)
+    settings = e2e_settings(redis_server, sim, tmp_path / "data", storage={"url": bucket_url})
     storage = open_storage(settings)
     assert isinstance(storage, ObjectStorage)
     prefix = f"fleet/chunks/{PARENT}/"

@@ -152,7 +152,7 @@ def test_the_fifo_check_never_blocks_the_event_loop(tmp_path: Path) -> None:
     from mimoq.worker.pipeline import inspect_input
 
     class Deps:
-        settings = Settings(data_dir=tmp_path / "data", input_roots=str(tmp_path))
+        settings = Settings(storage={"data_dir": tmp_path / "data", "input_roots": str(tmp_path)})
         storage = LocalStorage(tmp_path / "data")
 
     os.mkfifo(tmp_path / "p.wav")
@@ -178,10 +178,13 @@ def test_the_fifo_check_never_blocks_the_event_loop(tmp_path: Path) -> None:
 
 
 def test_input_roots_default_to_the_data_dir_plus_local_storage(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(storage={"data_dir": tmp_path / "data"})
     assert input_roots(settings) == (tmp_path / "data",)
     settings = Settings(
-        data_dir=tmp_path / "data", input_roots=f"{tmp_path}/a{os.pathsep}{tmp_path}/b"
+        storage={
+            "data_dir": tmp_path / "data",
+            "input_roots": f"{tmp_path}/a{os.pathsep}{tmp_path}/b",
+        }
     )
     assert input_roots(settings) == (tmp_path / "a", tmp_path / "b", tmp_path / "data")
 

@@ -123,8 +123,7 @@ async def test_two_machines_share_outputs_through_s3(
     producer_home = tmp_path / "producer"
     producer_home.mkdir()
     settings = e2e_settings(
-        redis_server, sim, producer_home / "data", storage_url=bucket_url,
-        input_roots=str(producer_home / "data"),
+        redis_server, sim, producer_home / "data", storage={"url": bucket_url, "input_roots": str(producer_home / "data")},
     )  # fmt: skip
     storage = open_storage(settings)
     producer = Producer(redis, settings, storage)
@@ -195,8 +194,7 @@ async def test_https_input_at_loopback_is_refused_unless_allowed(
     from tests.e2e.conftest import running_worker
 
     settings = e2e_settings(
-        redis_server, sim, tmp_path / "data", storage_url=bucket_url,
-        callback_allow_networks="", presign_ttl_s=600,
+        redis_server, sim, tmp_path / "data", storage={"url": bucket_url, "presign_ttl_s": 600}, callbacks={"allow_networks": ""},
     )  # fmt: skip
     storage = open_storage(settings)
     (tmp_path / "data").mkdir(parents=True)
@@ -214,8 +212,7 @@ async def test_https_input_at_loopback_is_refused_unless_allowed(
     assert refused.error["type"] == "invalid_request_error" and refused.error["param"] == "file"
     assert "loopback" in refused.error["message"] and "X-Amz" not in refused.error["message"]
     allowed = e2e_settings(
-        redis_server, sim, tmp_path / "data", storage_url=bucket_url,
-        callback_allow_networks="127.0.0.0/8", presign_ttl_s=600,
+        redis_server, sim, tmp_path / "data", storage={"url": bucket_url, "presign_ttl_s": 600}, callbacks={"allow_networks": "127.0.0.0/8"},
     )  # fmt: skip
     async with running_worker(allowed):
         done = await Producer(redis, allowed).wait(
@@ -230,7 +227,7 @@ async def test_object_inputs_that_do_not_exist_fail_cleanly(
 ) -> None:
     from tests.e2e.conftest import running_worker
 
-    settings = e2e_settings(redis_server, sim, tmp_path / "data", storage_url=bucket_url)
+    settings = e2e_settings(redis_server, sim, tmp_path / "data", storage={"url": bucket_url})
     producer = Producer(redis, settings)
     async with running_worker(settings):
         missing = await producer.wait(
@@ -245,7 +242,7 @@ async def test_object_inputs_that_do_not_exist_fail_cleanly(
 
 def test_storage_url_is_checked_at_start_up() -> None:
     with pytest.raises(Exception, match="MIMOQ_STORAGE_URL must be"):
-        Settings(storage_url="ftp://example.com/x")
+        Settings(storage={"url": "ftp://example.com/x"})
     assert free_port() > 0  # the helper the fixtures rely on still works
     with pytest.raises(InvalidRequestError):
         object_location("memory://elsewhere/x.wav", None, "file")
@@ -258,7 +255,7 @@ async def test_a_worker_killed_mid_upload_leaves_no_partial_object_and_the_rerun
     from mimoq.sim.faults import Fault, FaultKind
     from tests.support.tcp_proxy import FreezingProxy
 
-    settings = e2e_settings(redis_server, sim, tmp_path / "producer", storage_url=bucket_url)
+    settings = e2e_settings(redis_server, sim, tmp_path / "producer", storage={"url": bucket_url})
     storage = open_storage(settings)
     # 16 MiB of audio: four 5 MiB parts; the relay to S3 freezes inside the second one.
     sim.state.add_fault(Fault(kind=FaultKind.AUDIO_BYTES, audio_bytes=16 << 20, match="kill me"))

@@ -15,7 +15,7 @@ from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
 
 HOOK = {"url": "https://hooks.example/batches", "headers": {"Authorization": "Bearer s3cret"}}
-SETTINGS = Settings(callback_schedule_s=[0, 1])
+SETTINGS = Settings(callbacks={"schedule_s": [0, 1]})
 
 
 async def enqueue(redis: ArqRedis, job_id: str, run: str = "r1") -> None:

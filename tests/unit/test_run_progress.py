@@ -15,7 +15,7 @@ from mimoq.worker.run_progress import read_progress
 
 TTS = "mimo-v2.5-tts"
 NOW = 2_000_000_000.0
-SETTINGS = Settings(limit_window_s=10, limit_default_rpm=100, limit_account="acct")
+SETTINGS = Settings(limiter={"window_s": 10, "default_rpm": 100, "account": "acct"})
 
 
 async def enqueue(redis: ArqRedis, job_id: str, **fields: object) -> None:

@@ -563,7 +563,7 @@ async def test_unclaimed_tickets_expire(redis: ArqRedis) -> None:
 
 
 async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> None:
-    settings = Settings(mimo_api_key="sk-very-secret-key", limit_burst=10)
+    settings = Settings(mimo={"key": "sk-very-secret-key"}, limiter={"burst": 10})
     built = build_limiter(settings, redis)
     assert isinstance(built, RedisLimiter)
     # the same limiter on an injected clock
@@ -608,7 +608,7 @@ async def test_key_ttls_are_refreshed_once_a_minute_not_on_every_decision(
 
 
 async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
-    limiter = build_limiter(Settings(limits_enabled=False), redis)
+    limiter = build_limiter(Settings(limiter={"enabled": False}), redis)
     assert isinstance(limiter, UnlimitedLimiter)
     leases = [await limiter.acquire(TTS_MODEL, job_id=str(i)) for i in range(500)]
     await limiter.rate_limited(TTS_MODEL, 10)
@@ -623,7 +623,7 @@ async def test_disabled_limits_grant_everything(redis: ArqRedis) -> None:
 
 
 async def test_disabled_limits_still_refuse_a_cancelled_job(redis: ArqRedis) -> None:
-    limiter = build_limiter(Settings(limits_enabled=False), redis)
+    limiter = build_limiter(Settings(limiter={"enabled": False}), redis)
     await redis.set(wire.cancel_key("gone"), "cancelled")
     with pytest.raises(JobCancelled):
         await limiter.acquire(TTS_MODEL, job_id="gone")
@@ -635,7 +635,7 @@ async def test_disabled_limits_send_a_tenants_17th_interactive_job_straight_on(
 ) -> None:
     """A granted interactive job leaves its tenant's admitted set with limits off too: one
     job after another, none waits for an admission round (the 17th used to, ~1 s each)."""
-    limiter = build_limiter(Settings(limits_enabled=False), redis)
+    limiter = build_limiter(Settings(limiter={"enabled": False}), redis)
     enqueue = redis.register_script(wire.enqueue_script())
     for i in range(wire.INTERACTIVE_DIRECT + 4):
         job: dict[str, Any] = {"kind": "speech", "input": "hi", "tenant": tenant}

@@ -128,8 +128,7 @@ async def test_a_worker_warns_at_start_up_when_the_fleet_is_short(
     warned: bool,
 ) -> None:
     settings = Settings(
-        redis_url=redis_server.url, mimo_base_url="http://127.0.0.1:9/v1",
-        concurrency=concurrency, limits_enabled=limits, limit_burst=10,
+        redis_url=redis_server.url, mimo={"base_url": "http://127.0.0.1:9/v1"}, worker={"concurrency": concurrency}, limiter={"enabled": limits, "burst": 10},
     )  # fmt: skip
     if seen_latency_s is not None:  # an earlier run of the fleet observed TTS calls
         limiter = RedisLimiter(LimiterConfig.from_settings(settings), redis)

@@ -45,7 +45,9 @@ async def _use(settings: Settings) -> None:
 def settings(redis_server: RedisServer) -> Settings:
     sync_redis.Redis.from_url(redis_server.url).flushall()
     return Settings(
-        redis_url=redis_server.url, mimo_api_key="sk-cli-secret", limit_burst=5, limit_target=0.98
+        redis_url=redis_server.url,
+        mimo={"key": "sk-cli-secret"},
+        limiter={"burst": 5, "target": 0.98},
     )
 
 
@@ -85,6 +87,6 @@ def test_limits_for_chosen_models_and_when_disabled(
     report = json.loads(capsys.readouterr().out)
     assert [entry["model"] for entry in report["limiters"]] == [TTS_MODEL]
     assert report["limiters"][0]["tickets"] == 0
-    disabled = settings.updated(limits_enabled=False)
+    disabled = settings.updated(limiter={"enabled": False})
     assert run_cli(["limits"], disabled) == 0
     assert json.loads(capsys.readouterr().out) == {"enabled": False}

@@ -90,7 +90,7 @@ def test_nonsense_quotas_fail_at_start_up(
 
 @pytest.mark.parametrize("key", ["sk-topsecret-123", "tp-another-secret"])
 def test_the_account_is_a_fingerprint_never_the_key(key: str) -> None:
-    account = LimiterConfig.from_settings(Settings(mimo_api_key=key, mimo_region="sgp")).account
+    account = LimiterConfig.from_settings(Settings(mimo={"key": key, "region": "sgp"})).account
     assert account == hashlib.sha256(key.encode()).hexdigest()[:16]
     assert key not in account and key.split("-")[1] not in account
     assert all(key not in k for k in limiter_keys(account, ASR_MODEL))

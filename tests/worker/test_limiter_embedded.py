@@ -16,7 +16,7 @@ from mimoq.worker.limiter import LimiterConfig, RedisLimiter, build_limiter
 async def test_every_decision_runs_on_the_embedded_redis() -> None:
     redis = embedded()
     try:
-        settings = Settings(limit_window_s=60, limit_default_rpm=2, limit_target=0.98)
+        settings = Settings(limiter={"window_s": 60, "default_rpm": 2, "target": 0.98})
         limiter = build_limiter(settings, redis)
         assert isinstance(limiter, RedisLimiter)
         lease = await limiter.acquire(ASR_MODEL, job_id="a", audio_s=4.0)

@@ -29,9 +29,8 @@ RATE = 100 * 0.98 / 60
 
 
 def settings(**changes: Any) -> Settings:
-    values: dict[str, Any] = {"concurrency": 2, "limit_account": ACCOUNT, "limit_target": 0.98}
-    values.update(changes)
-    return Settings(**values)
+    base = Settings(worker={"concurrency": 2}, limiter={"account": ACCOUNT, "target": 0.98})
+    return base.updated(**changes)
 
 
 async def enqueue(redis: ArqRedis, job_id: str, job: dict[str, object]) -> None:
@@ -133,7 +132,7 @@ async def test_a_second_account_doubles_the_cap(
     for n, name in ((1, "one"), (2, "two")):  # two accounts, as a worker's pool names them
         monkeypatch.setenv(f"MIMO_{n}_API_KEY", f"sk-{name}-0123456789abcdef")
         monkeypatch.setenv(f"MIMO_{n}_ACCOUNT", name)
-    two = settings(limit_account=None)
+    two = settings(limiter={"account": None})
     samples = [
         LatencySample(account=name, model=TTS_MODEL, p90_s=6.0, calls=10) for name in ("one", "two")
     ]
@@ -145,7 +144,7 @@ async def test_a_second_account_doubles_the_cap(
 
 async def test_with_limits_off_the_demand_is_not_capped(redis: ArqRedis) -> None:
     await backlog(redis, 40)
-    desired = await read_desired_workers(redis, settings(limits_enabled=False))
+    desired = await read_desired_workers(redis, settings(limiter={"enabled": False}))
     assert (desired.workers, desired.cap_slots) == (20, None)
 
 
@@ -166,9 +165,9 @@ async def test_a_workers_beat_reading_gives_the_same_value_as_a_read_of_its_own(
     assert reading.waiting_by_model == {TTS_MODEL: 42, ASR_MODEL: 4}  # one of each admitted
     workers = []
     for limits_enabled in (True, False):
-        own = await read_desired_workers(redis, settings(limits_enabled=limits_enabled))
+        own = await read_desired_workers(redis, settings(limiter={"enabled": limits_enabled}))
         from_beat = await read_desired_workers(
-            redis, settings(limits_enabled=limits_enabled), reading
+            redis, settings(limiter={"enabled": limits_enabled}), reading
         )
         assert from_beat == own
         workers.append(own.workers)

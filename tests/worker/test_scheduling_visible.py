@@ -45,7 +45,7 @@ async def test_inspect_and_limits_show_depth_and_grants_per_lane_and_tenant(
     await fleet.enqueue_many([(f"b{i}", bulk("team-b")) for i in range(50)])
     fleet.arrive(fleet.now + 0.5, "hurry", interactive())
     await fleet.run_until(lambda: len(fleet.grants) >= 40)
-    settings = Settings(limit_account="acct", limit_window_s=10.0)
+    settings = Settings(limiter={"account": "acct", "window_s": 10.0})
 
     report = await inspect(redis, settings, limit=5)
     waiting = report["waiting"][TTS]
@@ -93,7 +93,7 @@ async def test_an_interactive_flood_is_visible_and_drains_through_grants(
     monkeypatch.setattr(metrics, "_tenant_labels", set())
     fleet = Fleet(redis, CONFIG)
     await fleet.enqueue_many([(f"f{i}", interactive("flood")) for i in range(20)])
-    settings = Settings(limit_account="acct", limit_window_s=10.0)
+    settings = Settings(limiter={"account": "acct", "window_s": 10.0})
     report = await inspect(redis, settings, limit=5)
     assert report["waiting_interactive"] == {TTS: {"flood": 4}}
     assert report["waiting"] == {TTS: {}}  # the bulk lane has nothing waiting
