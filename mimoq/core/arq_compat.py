@@ -14,15 +14,17 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 4. A job left running by a dead worker is picked again once its in-progress key expires,
    ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken. Deleting that key (with the job still
    queued) makes it due again at once: ``worker/orphans.py`` does so for dead workers.
-5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close`` and
-   ``finish_failed_job`` (names and signatures).
+5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close``,
+   ``finish_failed_job``, ``_poll_iteration`` and ``start_jobs`` (names and signatures).
+7. A running job stays in the queue until it finishes, and ``start_jobs`` skips a job whose
+   in-progress key exists: a worker may leave such ids out before ``start_jobs`` sees them.
 6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
    (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 import arq.connections
@@ -56,6 +58,43 @@ def in_progress_ttl_s(job_timeout_s: float) -> float:
     return job_timeout_s + IN_PROGRESS_EXTRA_S
 
 
+# --- 7. picking: running jobs are still queued ---------------------------------------------
+async def free_slots(worker: arq.worker.Worker) -> int:
+    """The worker's free job slots, once it has one (it waits for a running job to end)."""
+    await worker.sem.acquire()  # start_jobs takes a slot this way for each id it starts
+    worker.sem.release()
+    return max(1, worker.max_jobs - worker.job_counter)
+
+
+async def still_due(
+    redis: Any, queue: str, job_ids: list[bytes], own: Collection[str], now_ms: float
+) -> list[bytes]:
+    """Those of ``job_ids`` that ``start_jobs`` could still take: not running (``own``: this
+    worker's; others' by their in-progress keys), still queued, and due by ``now_ms``. One
+    round trip of two commands for them all; a lone id is left to arq's own check (2
+    commands to save the 4 of a failed try would cost more than they save on a quiet queue).
+
+    A poll reads up to 5 x max_jobs due ids and ``start_jobs`` tries them one by one as slots
+    free, spending a WATCH, EXISTS, ZSCORE and UNWATCH on each it cannot take: the running
+    jobs at the head of the queue (arq leaves a running job queued until it ends), and by
+    the time a slot frees, ids that have finished or were deferred meanwhile. What this
+    drops, ``start_jobs`` would have skipped; a job taken after this read is still caught by
+    arq's own WATCH.
+    """
+    ids = [j for j in job_ids if j.decode() not in own]
+    if len(ids) < 2:
+        return ids
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zmscore(queue, ids)
+        pipe.mget([IN_PROGRESS_PREFIX + j.decode() for j in ids])
+        scores, taken = await pipe.execute()
+    return [
+        j
+        for j, score, key in zip(ids, scores, taken, strict=True)
+        if key is None and score is not None and score <= now_ms
+    ]
+
+
 # --- 5. overridden worker methods ----------------------------------------------------------
 #: (``_poll_iteration``: mimoq also gives back ``job_counter`` and ``sem`` when a lost
 #: connection interrupts ``start_jobs`` mid-WATCH; see worker/arq_worker.py.)
@@ -65,6 +104,7 @@ OVERRIDDEN_WORKER_METHODS: Final = (
     "close",
     "finish_failed_job",
     "_poll_iteration",
+    "start_jobs",
 )
 
 # --- 6. start-up INFO ------------------------------------------------------------------------

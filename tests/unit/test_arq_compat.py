@@ -6,6 +6,7 @@ arq (and for redis, which arq pins) is the range these have passed against.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -119,3 +120,41 @@ def test_start_up_info_logging_is_a_replaceable_module_function() -> None:
     arq_compat.tolerate_missing_info()
     assert callable(arq.connections.log_redis_info)
     assert arq.worker.log_redis_info is arq_compat._tolerant_log_redis_info  # type: ignore[attr-defined]
+
+
+async def test_start_jobs_skips_what_still_due_drops(redis: ArqRedis) -> None:
+    """arq's start_jobs takes nothing that ``still_due`` drops (a job running elsewhere,
+    finished, or deferred past now), and takes what it keeps; ``still_due`` itself drops
+    exactly those, plus this worker's own running jobs."""
+    now_ms = time.time() * 1000
+    queue = wire.QUEUE_NAME
+    await redis.zadd(queue, {"due": now_ms - 10, "elsewhere": now_ms - 10, "mine": now_ms - 10})
+    await redis.zadd(queue, {"deferred": now_ms + 60_000})  # "finished": not queued at all
+    await redis.set(arq_compat.IN_PROGRESS_PREFIX + "elsewhere", b"1")
+    ids = [b"due", b"elsewhere", b"mine", b"deferred", b"finished"]
+    kept = await arq_compat.still_due(redis, queue, ids, {"mine"}, now_ms)
+    assert kept == [b"due"]
+    # a lone id is left to arq's own check: no read spent on it
+    assert await arq_compat.still_due(redis, queue, [b"finished"], (), now_ms) == [b"finished"]
+
+    started: list[str] = []
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        started.append(str(ctx["job_id"]))
+
+    worker = Worker(
+        functions=[arq.worker.func(speech, name="speech")],
+        redis_pool=redis,
+        queue_name=queue,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        handle_signals=False,
+        keep_result=0,
+    )
+    await worker.start_jobs([b"elsewhere", b"deferred", b"finished"])
+    assert worker.tasks == {} and worker.job_counter == 0  # all three skipped by arq too
+    for raw in (b"due", b"mine"):  # what still_due keeps (or drops as our own) arq takes
+        await worker.start_jobs([raw])
+    assert set(worker.tasks) == {"due", "mine"}
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    await worker.close()
