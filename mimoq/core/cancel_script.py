@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -64,15 +63,9 @@ class ScriptAnswer:
     detail: str
 
 
-@cache
 def cancel_script() -> str:
     """The Lua source of the atomic cancel (also usable from redis-cli: see the README)."""
-    return scripts.source("cancel")
-
-
-@cache
-def _cancel_lua() -> scripts.LuaScript:
-    return scripts.LuaScript(cancel_script())
+    return scripts.named("cancel").text
 
 
 async def run_cancel_script(
@@ -80,7 +73,7 @@ async def run_cancel_script(
 ) -> tuple[list[ScriptAnswer], list[ScriptAnswer]]:
     """Run cancel.lua over ``ids`` (any number, in calls of ``MAX_IDS_PER_CALL``): the
     answers for ``ids``, in order, and those for the chunk jobs cancelled with them."""
-    script = _cancel_lua()
+    script = scripts.named("cancel")
     answers: list[ScriptAnswer] = []
     chunks: list[ScriptAnswer] = []
     for start in range(0, len(ids), MAX_IDS_PER_CALL):

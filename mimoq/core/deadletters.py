@@ -32,10 +32,6 @@ _PAGE = 200
 #: without a TTL) shrinks over a few writes instead of in one long script.
 _TRIM_BATCH: Final = 100
 
-# KEYS[1] the record  KEYS[2] the index
-# ARGV: delivery id, record JSON, dead_at, ttl s, record prefix, cutoff (drop older), batch
-_PUT_LUA: Final = scripts.source("dead_letter_put")
-
 
 class DeadLetterReason(StrEnum):
     exhausted = "exhausted"  # every attempt of the schedule failed with a retryable answer
@@ -88,18 +84,18 @@ def _key(delivery_id: str) -> str:
 async def put(redis: Redis, letter: DeadLetter, *, ttl_s: int) -> int:
     """Store (or overwrite, when a replay died again) a dead letter, kept ``ttl_s`` seconds,
     and index it; drops what retention says is over. Returns how many old ones it dropped."""
-    dropped = await redis.eval(  # type: ignore[misc]  # redis-py types eval as sync-or-async
-        _PUT_LUA,
-        2,
-        _key(letter.delivery_id),
-        wire.DEAD_LETTER_INDEX,
-        letter.delivery_id,
-        wire.dumps(letter.model_dump(mode="json")),
-        repr(letter.dead_at),
-        str(ttl_s),
-        wire.DEAD_LETTER_PREFIX,
-        repr(time.time() - ttl_s),
-        str(_TRIM_BATCH),
+    dropped = await scripts.named("dead_letter_put").run(
+        redis,
+        [_key(letter.delivery_id), wire.DEAD_LETTER_INDEX],
+        [
+            letter.delivery_id,
+            wire.dumps(letter.model_dump(mode="json")),
+            repr(letter.dead_at),
+            str(ttl_s),
+            wire.DEAD_LETTER_PREFIX,
+            repr(time.time() - ttl_s),
+            str(_TRIM_BATCH),
+        ],
     )
     return int(dropped)
 

@@ -14,21 +14,12 @@ The record also keeps every attempt (``history``), which ``mimoq callbacks show`
 from __future__ import annotations
 
 import time
-from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import arq_compat, scripts, wire
 from mimoq.core.webhooks import MAX_DELAY_S, Delivery
-
-# Atomic: the record and the arq job are written together, and only when no delivery job
-# with this id is queued or running (a replay must not race a live one; a duplicate
-# schedule must not reset a history). The arq job (its envelope) is built in Python by
-# arq_compat; the run-at time is Redis's clock, like every other score in the queue.
-# KEYS[1] arq:job:<id>  KEYS[2] the queue  KEYS[3] mimoq:delivery:<id>
-# ARGV: id, arq job, delivery JSON, defer ms, ttl ms
-_ENQUEUE: Final = scripts.LuaScript(scripts.source("delivery_enqueue"))
 
 
 class DeliveryRef(BaseModel):
@@ -71,7 +62,12 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
         str(int(defer_s * 1000)),
         str(max(1, int(ttl_s * 1000))),
     ]
-    return bool(await _ENQUEUE.run(redis, keys, args))
+    # Atomic (delivery_enqueue.lua): the record and the arq job are written together, and
+    # only when no delivery job with this id is queued or running (a replay must not race a
+    # live one; a duplicate schedule must not reset a history). The arq job (its envelope) is
+    # built in Python by arq_compat; the run-at time is Redis's clock, like every other score
+    # in the queue.
+    return bool(await scripts.named("delivery_enqueue").run(redis, keys, args))
 
 
 async def load(redis: Redis, delivery_id: str) -> Delivery | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import structlog
@@ -15,7 +14,7 @@ from redis.asyncio.client import Pipeline
 from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
-from mimoq.core.runs import RUN_PRELUDE, RunCount
+from mimoq.core.runs import RunCount
 from mimoq.core.usage_windows import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
@@ -87,7 +86,8 @@ async def write_result_unless_cancelled(
     extra command, and so is ``run``, the job's count in its run (when written). ``usage`` is
     written either way (the call was made)."""
     result, text = _encodable(result)
-    script = _unless_cancelled()
+    # after the run scripts' prelude: it counts the job in its run in the same call
+    script = scripts.named("result_unless_cancelled")
     keys = [wire.result_key(result.id), wire.cancel_key(result.id)]
     args = [text, str(ttl_s), wire.done_channel(result.id), result.status]
     if run is not None:
@@ -111,14 +111,6 @@ async def write_result_unless_cancelled(
     if int(written) == 2:  # e.g. an ACL without the channel: waiters poll
         log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
     return result
-
-
-@cache
-def _unless_cancelled() -> scripts.LuaScript:
-    # after the run scripts' prelude: it counts the job in its run in the same call
-    return scripts.LuaScript(
-        scripts.source(RUN_PRELUDE) + scripts.source("result_unless_cancelled")
-    )
 
 
 def forget_tenant_job(pipe: Pipeline, result: JobResult) -> None:

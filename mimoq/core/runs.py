@@ -30,28 +30,9 @@ FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
 #: How long a run's keys outlive their last change when nothing else sets it (8 days).
 _KEEP_MS: Final = 8 * 86_400_000
 
-# The run scripts (mimoq/core/scripts/run_*.lua); all but begin share the prelude
-# run_end_if_done.lua (end the run if it is sealed and nothing of it is left).
-# Each built and hashed once per process (scripts.LuaScript).
-#: The run scripts' prelude, which result_unless_cancelled.lua runs after too.
-RUN_PRELUDE: Final = "run_end_if_done"
-#: KEYS: run, pending, active runs. ARGV: run, job id, status, now.
-#: 0: not counted (counted before, or the run is gone); 1: counted; 2: counted, and the run
-#: ended with it (this caller announces the end).
-_FINISH: Final = scripts.LuaScript(scripts.source(RUN_PRELUDE) + scripts.source("run_finish"))
-#: KEYS: run, pending, active runs. ARGV: run, now. 1 when sealing ended the run.
-_SEAL: Final = scripts.LuaScript(scripts.source(RUN_PRELUDE) + scripts.source("run_seal"))
-#: KEYS: run, pending, active runs. ARGV: run, now, tenant, priority, callback JSON or "",
-#: keep ms (see run_begin.lua).
-_BEGIN: Final = scripts.LuaScript(scripts.source("run_begin"))
-#: As _FINISH for many jobs at once (see run_finish_many.lua).
-_FINISH_MANY: Final = scripts.LuaScript(
-    scripts.source(RUN_PRELUDE) + scripts.source("run_finish_many")
-)
-#: A cancelled run takes no more jobs (see run_cancelling.lua).
-_CANCELLING: Final = scripts.LuaScript(
-    scripts.source(RUN_PRELUDE) + scripts.source("run_cancelling")
-)
+# The run scripts (mimoq/core/scripts/run_*.lua): all but run_begin run after the prelude
+# run_end_if_done.lua (end the run if it is sealed and nothing of it is left). Each takes
+# the run's keys (_keys) as KEYS; their ARGV are in each file.
 
 
 def _keys(run: str) -> list[str]:
@@ -77,10 +58,11 @@ class RunCount:
         return [self.run, self.job_id, status, self.at]
 
     def queue(self, pipe: Pipeline, status: str) -> None:
-        _FINISH.queue(pipe, self.keys(), self.args(status))
+        scripts.named("run_finish").queue(pipe, self.keys(), self.args(status))
 
     async def settle(self, redis: Redis, reply: Any, status: str) -> None:
-        self.note(await _FINISH.settle(redis, reply, self.keys(), self.args(status)))
+        finish = scripts.named("run_finish")
+        self.note(await finish.settle(redis, reply, self.keys(), self.args(status)))
 
     def note(self, counted: Any) -> None:
         """``count_finish``'s answer: 2 when the run ended with this job."""
@@ -107,7 +89,7 @@ async def begin(
         priority,
         json.dumps(callback) if callback else "",
     ]
-    await _BEGIN.run(redis, _keys(run), [*args, _KEEP_MS])
+    await scripts.named("run_begin").run(redis, _keys(run), [*args, _KEEP_MS])
 
 
 async def count_refused(redis: Redis, run: str, n: int) -> None:
@@ -122,19 +104,22 @@ async def count_refused(redis: Redis, run: str, n: int) -> None:
 
 async def seal(redis: Redis, run: str) -> bool:
     """Every job of the run is enqueued; True if that ended it (nothing was left to run)."""
-    return bool(await _SEAL.run(redis, _keys(run), [run, _now()]))
+    return bool(await scripts.named("run_seal").run(redis, _keys(run), [run, _now()]))
 
 
 async def mark_cancelling(redis: Redis, run: str) -> bool:
     """A cancel of the whole run began: it is sealed (no more jobs), and its end is
     announced as ``batch.cancelled``. True if that ended it (nothing of it was left): the
     caller announces the end then."""
-    return bool(await _CANCELLING.run(redis, _keys(run), [run, _now()]))
+    return bool(await scripts.named("run_cancelling").run(redis, _keys(run), [run, _now()]))
 
 
 async def record_finish(redis: Redis, run: str, job_id: str, status: str) -> bool:
     """Count a finished job in its run, once; True if it was the run's last (it ended)."""
-    return int(await _FINISH.run(redis, _keys(run), [run, job_id, status, _now()])) == 2
+    counted = await scripts.named("run_finish").run(
+        redis, _keys(run), [run, job_id, status, _now()]
+    )
+    return int(counted) == 2
 
 
 async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: str) -> bool:
@@ -142,7 +127,9 @@ async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: st
     them from the queue); True if the run ended with them."""
     if not job_ids:
         return False
-    _, ended = await _FINISH_MANY.run(redis, _keys(run), [run, status, _now(), *job_ids])
+    _, ended = await scripts.named("run_finish_many").run(
+        redis, _keys(run), [run, status, _now(), *job_ids]
+    )
     return bool(ended)
 
 

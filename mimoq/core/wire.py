@@ -274,4 +274,4 @@ def deserialize(raw: bytes) -> dict[str, Any]:
 
 def enqueue_script() -> str:
     """The Lua source of the atomic enqueue (also usable from redis-cli: see the README)."""
-    return scripts.source("enqueue")
+    return scripts.named("enqueue").text

@@ -16,7 +16,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
-from mimoq.core import tracing, wire
+from mimoq.core import scripts, tracing, wire
 from mimoq.core.connections import connect
 from mimoq.core.errors import ConfigurationError, InvalidRequestError
 from mimoq.core.inputs import confine, input_roots, ref_kind
@@ -60,7 +60,6 @@ class Producer:
         # With a storage, local inputs outside the input roots are uploaded to it first
         # (the CLI, from_env); without one, they are refused as a worker would.
         self.storage = storage
-        self._script = redis.register_script(wire.enqueue_script())
         self._watch = ResultWatch(redis)
         self._owns_redis = owns_redis
 
@@ -137,9 +136,10 @@ class Producer:
             if span.traceparent is not None:
                 fields["traceparent"] = span.traceparent  # the worker's spans continue it
             try:
-                created = await self._script(
-                    keys=wire.enqueue_keys(checked.id),
-                    args=[checked.id, wire.dumps(fields), int(defer_s * 1000)],
+                created = await scripts.named("enqueue").run(
+                    self.redis,
+                    wire.enqueue_keys(checked.id),
+                    [checked.id, wire.dumps(fields), int(defer_s * 1000)],
                 )
             except ResponseError as exc:  # the script's own refusals
                 message = str(exc).removeprefix("invalid_request_error: ")

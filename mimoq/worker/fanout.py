@@ -27,7 +27,7 @@ import structlog
 from pydantic import JsonValue
 from redis.asyncio import Redis
 
-from mimoq.core import captions, tracing, wire
+from mimoq.core import captions, scripts, tracing, wire
 from mimoq.core import dialect_constants as dc
 from mimoq.core.audio import AudioContainer, parse_wav_header
 from mimoq.core.errors import ChunksPending, InternalError, InvalidRequestError, PermanentError
@@ -282,13 +282,13 @@ def _split_prepared(
 
 async def _enqueue(redis: Redis, children: list[dict[str, Any]]) -> None:
     """Enqueue every chunk job (a no-op for any that already exists or has a result)."""
-    script = redis.register_script(wire.enqueue_script())
+    script = scripts.named("enqueue")
     # Chunk attempts continue the trace under the attempt that planned them (tracing on).
     traceparent = tracing.current_traceparent() if tracing.is_on() else None
     for child in children:
         if traceparent is not None:
             child["traceparent"] = traceparent
-        await script(keys=wire.enqueue_keys(child["id"]), args=[child["id"], wire.dumps(child), 0])
+        await script.run(redis, wire.enqueue_keys(child["id"]), [child["id"], wire.dumps(child), 0])
 
 
 async def _results(redis: Redis, plan: FanoutPlan) -> list[JobResult | None]:

@@ -43,20 +43,6 @@ log = structlog.get_logger("mimoq.orphans")
 _MISSED_BEATS: Final = 2.0
 _ZERO_SCORE_BATCH: Final = 100
 
-# Compare-and-delete: drop an entry only while it still names this worker. Run as finished
-# jobs leave (about once per job): by EVALSHA, not EVAL, which sends and hashes the source.
-# KEYS[1] mimoq:inflight  ARGV[1] worker id, ARGV[2..] job ids
-
-# Hand one dead worker's job back, if everything still says it should be.
-# KEYS[1] mimoq:inflight  KEYS[2] the owner's heartbeat  KEYS[3] arq:in-progress:<id>
-# KEYS[4] arq:job:<id>  KEYS[5] the queue
-# ARGV[1] job id  ARGV[2] owner  ARGV[3] PTTL (ms) below which the owner counts as dead
-# Returns 1 re-queued, 2 nothing to run (finished or expired), 0 not ours to touch.
-_REQUEUE_LUA: Final = scripts.source("orphans_requeue")
-
-# KEYS[1] the queue  ARGV: ids scored 0 (re-checked here)
-_RESCORE_ZERO_LUA: Final = scripts.source("orphans_rescore_zero")
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -148,17 +134,18 @@ class OrphanWatch:
         for job_id, owner in entries.items():
             if owner not in thresholds:
                 continue
-            outcome = await redis.eval(  # type: ignore[misc]
-                _REQUEUE_LUA,
-                5,
-                wire.INFLIGHT_KEY,
-                wire.WORKER_HEARTBEAT_PREFIX + owner,
-                wire.in_progress_key(job_id),
-                wire.job_key(job_id),
-                wire.QUEUE_NAME,
-                job_id,
-                owner,
-                str(thresholds[owner]),
+            # re-checked in the script: the entry still names the owner, which still has
+            # not beaten, and the job still exists (orphans_requeue.lua)
+            outcome = await scripts.named("orphans_requeue").run(
+                redis,
+                [
+                    wire.INFLIGHT_KEY,
+                    wire.WORKER_HEARTBEAT_PREFIX + owner,
+                    wire.in_progress_key(job_id),
+                    wire.job_key(job_id),
+                    wire.QUEUE_NAME,
+                ],
+                [job_id, owner, str(thresholds[owner])],
             )
             if int(outcome) == 1:
                 requeued += 1
@@ -168,7 +155,7 @@ class OrphanWatch:
     async def _rescore_zeros(self, redis: Redis) -> None:
         ids = await redis.zrangebyscore(wire.QUEUE_NAME, 0, 0, start=0, num=_ZERO_SCORE_BATCH)
         if ids:
-            fixed = await redis.eval(_RESCORE_ZERO_LUA, 1, wire.QUEUE_NAME, *ids)  # type: ignore[misc]
+            fixed = await scripts.named("orphans_rescore_zero").run(redis, [wire.QUEUE_NAME], ids)
             if int(fixed):
                 log.warning("orphans.rescored_zero", jobs=int(fixed))
 

@@ -24,25 +24,64 @@ def test_no_python_module_holds_a_lua_script() -> None:
     assert inline == [], f"move these scripts into mimoq/core/scripts/: {inline}"
 
 
-def test_every_script_named_in_the_code_is_a_file_of_the_package() -> None:
+#: Run through the registry's own calls only (LuaScript), nowhere else.
+_BYPASSES = re.compile(
+    r"register_script\(|\.eval\(|\.evalsha\(|script_load\(|LuaScript\(|scripts\.source\("
+)
+#: The limiter builds its scripts from ``scripts.source`` until its reshaping (issue #22)
+#: moves them into ``scripts.SCRIPTS``: these files and that package only.
+_LIMITER_FILES = re.compile(r"limiter_\w+|unlimited_grant")
+_LIMITER_PACKAGE = PACKAGE / "worker" / "limiter"
+
+
+def test_no_module_runs_a_script_but_through_the_registry() -> None:
+    bypasses = [
+        f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if SCRIPTS not in path.parents and _LIMITER_PACKAGE not in path.parents
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _BYPASSES.search(line)
+    ]
+    assert bypasses == [], f"run these through scripts.named(...): {bypasses}"
+
+
+def test_every_script_file_is_declared_in_the_registry_and_every_entry_is_a_file() -> None:
+    files = {path.stem for path in SCRIPTS.glob("*.lua")}
+    declared = set(scripts.SCRIPTS) | {p for preludes in scripts.SCRIPTS.values() for p in preludes}
+    assert declared <= files, f"declared without a file: {sorted(declared - files)}"
+    undeclared = {name for name in files - declared if not _LIMITER_FILES.fullmatch(name)}
+    assert undeclared == set(), f"declare these in scripts.SCRIPTS: {sorted(undeclared)}"
+    preludes = declared - set(scripts.SCRIPTS)
+    assert preludes == {"breaker_now", "run_end_if_done"}
+
+
+def test_every_script_named_in_the_code_is_declared() -> None:
     named = {
         name
         for path in PACKAGE.rglob("*.py")
-        for name in re.findall(
-            r'scripts\.(?:source|named)\("([\w-]+)"\)', path.read_text(encoding="utf-8")
-        )
+        for name in re.findall(r'scripts\.named\("([\w-]+)"\)', path.read_text(encoding="utf-8"))
     }
-    assert named, "no module reads a script through scripts.source"
-    files = {path.stem for path in SCRIPTS.glob("*.lua")}
-    assert named <= files
-    for name in named:
-        # a script after a prelude may call only the prelude's functions (run_finish.lua)
-        assert "redis.call" in scripts.source(name) or "return " in scripts.source(name)
+    assert set(scripts.SCRIPTS) - named == set(), "declared scripts no module runs"
+    assert named <= set(scripts.SCRIPTS)
+
+
+def test_a_script_is_built_once_after_its_preludes() -> None:
+    gate = scripts.named("breaker_gate")
+    assert gate is scripts.named("breaker_gate")
+    assert gate.text.startswith(scripts.source("breaker_now"))
+    assert gate.text.endswith(scripts.source("breaker_gate"))
+    # the public scripts are their files as they are: foreign producers send those texts
+    assert scripts.named("enqueue").text == scripts.source("enqueue")
+    assert scripts.named("cancel").text == scripts.source("cancel")
 
 
 def test_an_unknown_script_is_an_error() -> None:
     with pytest.raises(FileNotFoundError):
         scripts.source("no-such-script")
+    with pytest.raises(KeyError, match="no-such-script"):
+        scripts.named("no-such-script")
+    with pytest.raises(KeyError, match="breaker_now"):
+        scripts.named("breaker_now")  # a prelude, never run alone
 
 
 async def test_a_script_runs_by_sha_and_is_loaded_again_after_a_flush(

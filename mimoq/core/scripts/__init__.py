@@ -1,14 +1,18 @@
-"""The home of mimoq's Lua scripts (issue #22): each one a ``<name>.lua`` file here,
-read through ``source`` and run through ``LuaScript`` (by SHA, loaded on ``NOSCRIPT``).
-Scripts still inline elsewhere move here one at a time."""
+"""The home of mimoq's Lua scripts (issue #22): each one a ``<name>.lua`` file here, declared
+in ``SCRIPTS`` with the preludes it runs after, built by ``named`` once per process and run
+through ``LuaScript`` (by SHA, loaded on ``NOSCRIPT``); ``replies`` decodes what the scripts
+answer. No module registers or ``EVAL``s a script of its own. The limiter's scripts
+(``limiter_*.lua``, ``unlimited_grant.lua``) are still built from ``source`` by
+``mimoq.worker.limiter`` while it is reshaped."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from types import MappingProxyType
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -65,7 +69,39 @@ def _flat(keys: Sequence[Arg], args: Sequence[Arg]) -> list[str]:
     return cast(list[str], [*keys, *args])
 
 
+#: Every script run through ``named``: its name (``<name>.lua``) and the preludes (files of
+#: shared locals and functions, never run alone) sent before it, in order.
+SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        # the public ones (docs/wire-format.md): foreign producers send these texts as they are
+        "enqueue": (),
+        "cancel": (),
+        # the account breaker (worker/accounts/breaker.py); breaker_now.lua reads Redis's clock
+        "breaker_gate": ("breaker_now",),
+        "breaker_trip": ("breaker_now",),
+        "breaker_resume": (),
+        "route_set": (),
+        # runs (core/runs.py), and the worker's result write that counts a job in its run
+        "run_begin": (),
+        "run_finish": ("run_end_if_done",),
+        "run_finish_many": ("run_end_if_done",),
+        "run_seal": ("run_end_if_done",),
+        "run_cancelling": ("run_end_if_done",),
+        "result_unless_cancelled": ("run_end_if_done",),
+        "usage_add": (),
+        "delivery_enqueue": (),
+        "dead_letter_put": (),
+        "orphans_forget": (),
+        "orphans_requeue": (),
+        "orphans_rescore_zero": (),
+    }
+)
+
+
 @cache
 def named(name: str) -> LuaScript:
-    """The script ``<name>.lua``, built and hashed once per process."""
-    return LuaScript(source(name))
+    """The script ``name`` of ``SCRIPTS``, after its preludes: built and hashed once per
+    process (one object per name, whoever asks)."""
+    if name not in SCRIPTS:
+        raise KeyError(f"{name!r} is not a script of mimoq.core.scripts.SCRIPTS")
+    return LuaScript("\n".join(source(part) for part in (*SCRIPTS[name], name)))

@@ -1,5 +1,5 @@
 -- run_finish_many.lua (core/runs.py)
--- KEYS: run, pending, active runs. ARGV: run, status, now, job ids... As _FINISH_LUA for
+-- KEYS: run, pending, active runs. ARGV: run, status, now, job ids... As run_finish.lua for
 -- many jobs at once: how many were counted, and 1 if the run ended with them.
 local counted = 0
 for i = 4, #ARGV do counted = counted + redis.call('SREM', KEYS[2], ARGV[i]) end

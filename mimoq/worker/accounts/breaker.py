@@ -42,13 +42,6 @@ PAUSED_SET: Final = "mimoq:accounts:paused"
 #: How long a run of 429s is remembered without another one.
 RUN_OF_429S_TTL_S: Final = 3600
 
-# The breaker's scripts (mimoq/core/scripts/breaker_*.lua); trip and gate read the time
-# through the breaker_now.lua prelude.
-_NOW = scripts.source("breaker_now")
-_TRIP = _NOW + scripts.source("breaker_trip")
-_GATE = _NOW + scripts.source("breaker_gate")
-_RESUME = scripts.source("breaker_resume")
-
 
 class GateVerdict(StrEnum):
     """What the breaker says about sending one call through an account now."""
@@ -131,9 +124,6 @@ class Breaker:
         self.probe_max_s = max(probe_max_s, probe_base_s)
         self.pause_max_s = pause_max_s
         self.trip_429s = trip_429s
-        self._trip = redis.register_script(_TRIP)
-        self._gate = redis.register_script(_GATE)
-        self._resume = redis.register_script(_RESUME)
 
     async def paused(self) -> set[str]:
         """Names of the accounts paused now (one round trip; the router skips them)."""
@@ -141,9 +131,10 @@ class Breaker:
 
     async def gate(self, account: str) -> Gate:
         """May a call go through ``account`` now? Claims the probe when one is due."""
-        verdict, seconds = await self._gate(
-            keys=[state_key(account), PAUSED_SET],
-            args=[self.probe_max_s, self.pause_max_s, account],
+        verdict, seconds = await scripts.named("breaker_gate").run(
+            self._redis,
+            [state_key(account), PAUSED_SET],
+            [self.probe_max_s, self.pause_max_s, account],
         )
         return Gate(GateVerdict(_text(verdict)), float(_text(seconds)))
 
@@ -162,16 +153,17 @@ class Breaker:
 
     async def trip(self, account: str, error: MimoqError) -> bool:
         """Pause ``account`` fleet-wide; True when this call opened the breaker."""
-        opened = await self._trip(
-            keys=[state_key(account), PAUSED_SET],
-            args=[account, error.message, error.error_type, error.status or "", self.probe_base_s],
+        opened = await scripts.named("breaker_trip").run(
+            self._redis,
+            [state_key(account), PAUSED_SET],
+            [account, error.message, error.error_type, error.status or "", self.probe_base_s],
         )
         return bool(opened)
 
     async def resume(self, account: str) -> bool:
         """Close the breaker (a probe succeeded, or by hand); True when it was open."""
-        was = await self._resume(
-            keys=[state_key(account), PAUSED_SET, state_key(account) + ":429s"], args=[account]
+        was = await scripts.named("breaker_resume").run(
+            self._redis, [state_key(account), PAUSED_SET, state_key(account) + ":429s"], [account]
         )
         return bool(was)
 

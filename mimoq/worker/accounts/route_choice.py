@@ -38,10 +38,6 @@ _CHUNK_SUFFIX: Final = re.compile(r"\.p\d{3,}$")
 #: Next-free times closer than this are a tie (arq defers in milliseconds: no difference).
 TIE_S: Final = 0.001
 
-# Record `ARGV[1]` as the route unless somebody re-routed since the caller read `ARGV[3]`
-# ('' = no route): then follow theirs (two chunks re-choosing at once agree on one).
-_SET_ROUTE: Final = scripts.source("route_set")
-
 
 def affinity(job_id: str) -> str:
     """The id a job is routed by: a chunk job's parent, else the job itself."""
@@ -119,7 +115,6 @@ class Routes:
         # a route outlives any ticket it leads back to (tickets lapse after their grace)
         self._ttl = max(1, math.ceil(ttl_s))
         self._read_paused = read_paused
-        self._set_route = redis.register_script(_SET_ROUTE)
 
     async def route(self, job_id: str, model: str) -> Routed:
         """The account for ``job_id``'s next call of ``model``."""
@@ -138,8 +133,12 @@ class Routes:
         )
         account = choice.account
         if choice.new:
+            # recorded unless somebody re-routed since our read: then theirs is followed
+            # (two chunks re-choosing at once agree on one)
             account = _text(
-                await self._set_route(keys=[key], args=[account, self._ttl, current or ""])
+                await scripts.named("route_set").run(
+                    self._redis, [key], [account, self._ttl, current or ""]
+                )
             )
         return Routed(account=account, paused=paused)
 
