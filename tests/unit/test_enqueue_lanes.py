@@ -55,6 +55,24 @@ async def test_bulk_jobs_wait_per_model_and_tenant_after_the_first(backend: ArqR
     assert (await job_status(backend, "a0")).to_dict().get("waiting") is None
 
 
+async def test_a_model_is_named_waiting_again_by_the_first_job_to_wait_after_its_rings_emptied(
+    backend: ArqRedis,
+) -> None:
+    """enqueue.lua adds the model to the waiting models with a tenant's first waiting job
+    only: an admission round that emptied the model's rings took it out (forget_waiting_model),
+    and the next job to wait must put it back, or no admission round would look at it."""
+    bulk = {**SPEECH, "priority": "bulk", "tenant": "team-a"}
+    tts = "mimo-v2.5-tts"
+    for i in range(3):  # the first starts the look-ahead; two wait
+        assert await enqueue(backend, f"a{i}", bulk) == 1
+    # what admission does once it has taken every waiting job of the model
+    await backend.delete(wire.wait_list_key(tts, "team-a"), wire.wait_ring_key(tts))
+    await backend.srem(wire.WAIT_MODELS_KEY, tts)
+    assert await enqueue(backend, "a3", bulk) == 1
+    assert await backend.smembers(wire.WAIT_MODELS_KEY) == {tts.encode()}
+    assert await backend.lrange(wire.wait_ring_key(tts), 0, -1) == [b"team-a"]
+
+
 async def test_a_deferred_bulk_job_goes_to_the_queue_at_its_time(backend: ArqRedis) -> None:
     assert await enqueue(backend, "d", {**SPEECH, "priority": "bulk"}, 60_000) == 1
     envelope = json.loads(await backend.get("arq:job:d"))

@@ -173,10 +173,14 @@ if defer_ms <= 0 and MODELS[task][model] ~= nil then
     redis.call('ZADD', KEYS[4], score, id)
     return 1
   end
+  -- The tenant joins its lane's ring, and the model the set of models with waiting jobs,
+  -- with its first waiting job: a model leaves that set only once its rings are empty
+  -- (limiter_common.lua, forget_waiting_model), so while this list is not empty the model
+  -- is still in it. (An SADD per job was one command in eight of the enqueue.)
   if redis.call('RPUSH', wait .. 'tenant:' .. who, id) == 1 then
     redis.call('RPUSH', wait .. 'tenants', who)
+    redis.call('SADD', 'mimoq:wait:models', model)
   end
-  redis.call('SADD', 'mimoq:wait:models', model)
   return 1
 end
 redis.call('ZADD', KEYS[4], now_ms + defer_ms, id)
