@@ -11,8 +11,6 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -26,6 +24,7 @@ from mimoq.core.jobs import (
     JobResult,
     salvage_owner,
 )
+from mimoq.core.scripts.replies import ScriptAnswer, decode_cancel
 
 #: Ids per script call at most (the script refuses more): a longer list is split.
 MAX_IDS_PER_CALL: Final = 10_000
@@ -43,26 +42,6 @@ def is_cancelled(marker: bytes | str | None) -> bool:
     return marker == CANCELLED
 
 
-class Answer(StrEnum):
-    """What the script did with one id (see cancel.lua)."""
-
-    cancelled = "cancelled"
-    stopping = "stopping"
-    in_flight = "in_flight"
-    already_cancelled = "already_cancelled"
-    already_finished = "already_finished"
-    not_found = "not_found"
-    invalid = "invalid"
-
-
-@dataclass(frozen=True)
-class ScriptAnswer:
-    id: str
-    answer: Answer
-    #: ``cancelled``: the arq job JSON; ``already_finished``: its status; ``invalid``: why.
-    detail: str
-
-
 def cancel_script() -> str:
     """The Lua source of the atomic cancel (also usable from redis-cli: see the README)."""
     return scripts.named("cancel").text
@@ -78,11 +57,7 @@ async def run_cancel_script(
     chunks: list[ScriptAnswer] = []
     for start in range(0, len(ids), MAX_IDS_PER_CALL):
         part = list(ids[start : start + MAX_IDS_PER_CALL])
-        raw = await script.run(redis, [], [mode, *part])
-        text = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
-        got = [
-            ScriptAnswer(text[i], Answer(text[i + 1]), text[i + 2]) for i in range(0, len(text), 3)
-        ]
+        got = decode_cancel(await script.run(redis, [], [mode, *part]))
         answers += got[: len(part)]
         chunks += got[len(part) :]
     return answers, chunks

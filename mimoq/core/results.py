@@ -15,6 +15,7 @@ from mimoq.core import scripts, wire
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.runs import RunCount
+from mimoq.core.scripts.replies import ResultWritten, decode_result_write
 from mimoq.core.usage_windows import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
@@ -101,14 +102,14 @@ async def write_result_unless_cancelled(
         forget_tenant_job(pipe, result)
         counted = usage is not None and usage.queue(pipe)
         written, _, *rest = await pipe.execute(raise_on_error=False)
-    written, counted_in_run = await script.settle(redis, written, keys, args)
+    write = decode_result_write(await script.settle(redis, written, keys, args))
     if counted and usage is not None:
         await usage.settle(redis, rest[0])
     if run is not None:
-        run.note(counted_in_run)
-    if int(written) == 0:
+        run.note(write.counted)
+    if write.written is ResultWritten.CANCELLED:
         return None
-    if int(written) == 2:  # e.g. an ACL without the channel: waiters poll
+    if write.written is ResultWritten.UNPUBLISHED:  # e.g. an ACL without the channel
         log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
     return result
 

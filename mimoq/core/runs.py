@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from mimoq.core import scripts, wire
+from mimoq.core.scripts.replies import RunCounted, decode_finish_many, decode_run_finish
 
 #: The statuses a run counts (a job's final status in its result record).
 FINISHED_STATUSES: Final = ("succeeded", "failed", "cancelled")
@@ -62,11 +63,12 @@ class RunCount:
 
     async def settle(self, redis: Redis, reply: Any, status: str) -> None:
         finish = scripts.named("run_finish")
-        self.note(await finish.settle(redis, reply, self.keys(), self.args(status)))
+        counted = await finish.settle(redis, reply, self.keys(), self.args(status))
+        self.note(decode_run_finish(counted))
 
-    def note(self, counted: Any) -> None:
-        """``count_finish``'s answer: 2 when the run ended with this job."""
-        self.ended = int(counted) == 2
+    def note(self, counted: RunCounted) -> None:
+        """``count_finish``'s answer: did the run end with this job?"""
+        self.ended = counted is RunCounted.ENDED
 
 
 def _now() -> str:
@@ -119,7 +121,7 @@ async def record_finish(redis: Redis, run: str, job_id: str, status: str) -> boo
     counted = await scripts.named("run_finish").run(
         redis, _keys(run), [run, job_id, status, _now()]
     )
-    return int(counted) == 2
+    return decode_run_finish(counted) is RunCounted.ENDED
 
 
 async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: str) -> bool:
@@ -127,10 +129,10 @@ async def record_finishes(redis: Redis, run: str, job_ids: list[str], status: st
     them from the queue); True if the run ended with them."""
     if not job_ids:
         return False
-    _, ended = await scripts.named("run_finish_many").run(
+    reply = await scripts.named("run_finish_many").run(
         redis, _keys(run), [run, status, _now(), *job_ids]
     )
-    return bool(ended)
+    return decode_finish_many(reply).ended
 
 
 @dataclass(frozen=True)

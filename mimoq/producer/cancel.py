@@ -25,8 +25,6 @@ from redis.exceptions import NoPermissionError
 from mimoq.core import dialect_constants as dc
 from mimoq.core import run_events, runs, wire
 from mimoq.core.cancel_script import (
-    Answer,
-    ScriptAnswer,
     callback_of,
     cancelled_result,
     enqueued_at_of,
@@ -37,6 +35,7 @@ from mimoq.core.cancel_script import (
 from mimoq.core.finish import finish_cancelled
 from mimoq.core.jobs import TENANT_PATTERN, check_run_name
 from mimoq.core.objstore import open_storage
+from mimoq.core.scripts.replies import Answer, ScriptAnswer
 from mimoq.core.settings import Settings
 from mimoq.core.splitting.plan import child_id, chunks_prefix
 

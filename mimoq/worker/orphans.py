@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mimoq.core import redis_retry, scripts, wire
+from mimoq.core.scripts.replies import Requeued, decode_requeue
 from mimoq.worker import heartbeat as hb
 
 log = structlog.get_logger("mimoq.orphans")
@@ -147,7 +148,7 @@ class OrphanWatch:
                 ],
                 [job_id, owner, str(thresholds[owner])],
             )
-            if int(outcome) == 1:
+            if decode_requeue(outcome) is Requeued.REQUEUED:
                 requeued += 1
                 log.warning("orphans.requeued", job_id=job_id, dead_worker=owner)
         return requeued

@@ -18,13 +18,13 @@ from mimoq.core.errors import (
     UpstreamUnavailable,
 )
 from mimoq.core.keypool import fingerprint
+from mimoq.core.scripts.replies import GateVerdict
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_accounts import AccountState
 from mimoq.sim.sim_config import SimConfig
 from mimoq.worker.accounts.breaker import (
     PAUSED_SET,
     Breaker,
-    GateVerdict,
     read_paused,
     resume_by_hand,
     trips,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -36,26 +35,12 @@ from mimoq.core.errors import (
     PermanentError,
     RateLimitedError,
 )
+from mimoq.core.scripts.replies import Gate, decode_gate
 
 ACCOUNT_PREFIX: Final = "mimoq:account:"
 PAUSED_SET: Final = "mimoq:accounts:paused"
 #: How long a run of 429s is remembered without another one.
 RUN_OF_429S_TTL_S: Final = 3600
-
-
-class GateVerdict(StrEnum):
-    """What the breaker says about sending one call through an account now."""
-
-    OPEN = "open"  # the account is healthy: send
-    PROBE = "probe"  # paused, and this call is the fleet's one probe: send
-    PAUSED = "paused"  # paused: defer the job
-    EXPIRED = "expired"  # paused past MIMOQ_ACCOUNT_PAUSE_MAX_S: fail the job
-
-
-@dataclass(frozen=True)
-class Gate:
-    verdict: GateVerdict
-    seconds: float  # PROBE: the next interval; PAUSED/EXPIRED: until the next probe
 
 
 @dataclass(frozen=True)
@@ -131,12 +116,12 @@ class Breaker:
 
     async def gate(self, account: str) -> Gate:
         """May a call go through ``account`` now? Claims the probe when one is due."""
-        verdict, seconds = await scripts.named("breaker_gate").run(
+        reply = await scripts.named("breaker_gate").run(
             self._redis,
             [state_key(account), PAUSED_SET],
             [self.probe_max_s, self.pause_max_s, account],
         )
-        return Gate(GateVerdict(_text(verdict)), float(_text(seconds)))
+        return decode_gate(reply)
 
     async def state(self, account: str) -> dict[str, str]:
         """The raw pause record of ``account`` (empty when it is not paused)."""

@@ -26,9 +26,10 @@ from redis.asyncio import Redis
 
 from mimoq.core.errors import AccountPause, AccountPaused, MimoqError, RateLimitedError
 from mimoq.core.keypool import PoolAccount
+from mimoq.core.scripts.replies import GateVerdict
 from mimoq.core.settings import Settings
 from mimoq.worker import metrics
-from mimoq.worker.accounts.breaker import Breaker, GateVerdict, account_error, trips
+from mimoq.worker.accounts.breaker import Breaker, account_error, trips
 from mimoq.worker.accounts.route_choice import Routes
 from mimoq.worker.call_latency import CALL_LATENCIES
 from mimoq.worker.limiter import Limiter, LimiterConfig, build_limiter
