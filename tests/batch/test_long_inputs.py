@@ -210,10 +210,15 @@ async def test_a_long_mp3_is_split_at_frame_boundaries(
     from tests.batch.helpers import tones
 
     path = tmp_path / "talk.mp3"
-    stereo = np.repeat(tones(44_100, [(9.5, 0.5)] * 24)[:, None], 2, axis=1)  # 4 minutes
+    # Four minutes: 10 s encoded once and its frames repeated 24 times. MP3 frames stand
+    # alone, so the copies make one valid stream; encoding all four minutes took ~10 s of
+    # the suite's CPU.
+    ten_s = tmp_path / "ten.mp3"
+    stereo = np.repeat(tones(44_100, [(9.5, 0.5)])[:, None], 2, axis=1)
     soundfile.write(
-        path, stereo, 44_100, format="MP3", bitrate_mode="CONSTANT", compression_level=0
+        ten_s, stereo, 44_100, format="MP3", bitrate_mode="CONSTANT", compression_level=0
     )
+    path.write_bytes(ten_s.read_bytes() * 24)
     assert path.stat().st_size > 7_500_000  # 320 kbit/s: past one call
     result = await run(producer, {"kind": "transcription", "file": str(path)})
     assert result.status == "succeeded", result.error
