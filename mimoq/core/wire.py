@@ -38,6 +38,12 @@ FANOUT_PREFIX: Final = "mimoq:fanout:"
 #: worker/accounts/route_choice.py. A string, written with a TTL.
 ROUTE_PREFIX: Final = "mimoq:route:"
 WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
+#: The account breaker (worker/accounts/breaker.py, docs/accounts.md): ``mimoq:account:<name>``
+#: a hash of the account's pause (since, reason, error_type, status, probe_at, interval,
+#: probes), ``mimoq:account:<name>:429s`` its current run of 429s (a counter with a TTL), and
+#: the set of paused account names.
+ACCOUNT_PREFIX: Final = "mimoq:account:"
+ACCOUNTS_PAUSED_KEY: Final = "mimoq:accounts:paused"
 #: hash: job id -> id of the worker running it (see worker/orphans.py)
 INFLIGHT_KEY: Final = "mimoq:inflight"
 #: Which tenant of the HTTP front door a job belongs to (mimoq/http): only it may read the job.
@@ -133,6 +139,16 @@ def fanout_key(job_id: str) -> str:
 def route_key(affinity: str) -> str:
     """The account a job, or every chunk of a fan-out (``affinity``: the parent), is routed to."""
     return ROUTE_PREFIX + affinity
+
+
+def account_key(account: str) -> str:
+    """An account's pause record (the breaker's state; absent while it is not paused)."""
+    return ACCOUNT_PREFIX + account
+
+
+def account_429s_key(account: str) -> str:
+    """An account's current run of 429s (reset by a success)."""
+    return ACCOUNT_PREFIX + account + ":429s"
 
 
 def owner_key(job_id: str) -> str:

@@ -13,9 +13,9 @@ An answer that says the *account* cannot be served — 401/403 (revoked or forbi
   ``mimoq accounts resume``);
 - after ``MIMOQ_ACCOUNT_PAUSE_MAX_S`` the jobs still waiting fail with the account's error.
 
-Redis: ``mimoq:account:<name>`` (hash: since, reason, error_type, status, probe_at,
-interval, probes), ``mimoq:accounts:paused`` (set of paused names) and
-``mimoq:account:<name>:429s`` (429s in a row, reset by a success).
+Redis (keys spelled in ``mimoq.core.wire``): ``mimoq:account:<name>`` (hash: since, reason,
+error_type, status, probe_at, interval, probes), ``mimoq:accounts:paused`` (set of paused
+names) and ``mimoq:account:<name>:429s`` (429s in a row, reset by a success).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from mimoq.core import scripts
+from mimoq.core import scripts, wire
 from mimoq.core.errors import (
     AuthenticationError,
     MimoqError,
@@ -37,8 +37,7 @@ from mimoq.core.errors import (
 )
 from mimoq.core.scripts.replies import Gate, decode_gate
 
-ACCOUNT_PREFIX: Final = "mimoq:account:"
-PAUSED_SET: Final = "mimoq:accounts:paused"
+PAUSED_SET: Final = wire.ACCOUNTS_PAUSED_KEY
 #: How long a run of 429s is remembered without another one.
 RUN_OF_429S_TTL_S: Final = 3600
 
@@ -61,7 +60,7 @@ class PausedAccount:
 
 
 def state_key(account: str) -> str:
-    return ACCOUNT_PREFIX + account
+    return wire.account_key(account)
 
 
 def trips(error: MimoqError) -> bool:
@@ -148,13 +147,13 @@ class Breaker:
     async def resume(self, account: str) -> bool:
         """Close the breaker (a probe succeeded, or by hand); True when it was open."""
         was = await scripts.named("breaker_resume").run(
-            self._redis, [state_key(account), PAUSED_SET, state_key(account) + ":429s"], [account]
+            self._redis, [state_key(account), PAUSED_SET, wire.account_429s_key(account)], [account]
         )
         return bool(was)
 
     async def rate_limited(self, account: str, error: RateLimitedError) -> bool:
         """Count a 429; past ``trip_429s`` in a row, pause the account. True when tripped."""
-        run_key = state_key(account) + ":429s"
+        run_key = wire.account_429s_key(account)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(run_key)
             pipe.expire(run_key, RUN_OF_429S_TTL_S)
@@ -168,7 +167,7 @@ class Breaker:
 
     async def succeeded(self, account: str) -> None:
         """A call through ``account`` succeeded: the run of 429s is over."""
-        await self._redis.delete(state_key(account) + ":429s")
+        await self._redis.delete(wire.account_429s_key(account))
 
 
 async def read_paused(redis: Redis) -> list[PausedAccount]:
@@ -205,7 +204,7 @@ async def resume_by_hand(redis: Redis, account: str) -> bool:
     """``mimoq accounts resume``: close ``account``'s breaker; True when it was paused."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.exists(state_key(account))
-        pipe.delete(state_key(account), state_key(account) + ":429s")
+        pipe.delete(state_key(account), wire.account_429s_key(account))
         pipe.srem(PAUSED_SET, account)
         existed, _, _ = await pipe.execute()
     return bool(existed)
