@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
@@ -57,6 +57,7 @@ TRACEPARENT_FORM: Final = (
 )
 MESSAGING_SYSTEM: Final = "mimoq"
 INSTRUMENTATION: Final = "mimoq"
+_Value = TypeVar("_Value")  # what a span block hands its ``with``
 #: Exporters ``OTEL_TRACES_EXPORTER`` may name.
 EXPORTERS: Final = ("otlp", "console", "none")
 
@@ -226,6 +227,11 @@ def _context_of(traceparent: str | None) -> otel_context.Context | None:
     it is not a valid one): what ``TraceContextTextMapPropagator.extract`` returns for it."""
     if traceparent is None or not valid_traceparent(traceparent):
         return None
+    return _parsed(traceparent)
+
+
+def _parsed(traceparent: str) -> otel_context.Context:
+    """``_context_of`` for a ``traceparent`` already known to be valid."""
     parent = SpanContext(
         trace_id=int(traceparent[3:35], 16),
         span_id=int(traceparent[36:52], 16),
@@ -274,6 +280,11 @@ def continued_from(traceparent: str | None) -> Iterator[None]:
 
 
 # --- spans --------------------------------------------------------------------------------
+#
+# Each helper below returns a small context-manager object rather than being a
+# ``@contextlib.contextmanager`` generator: a job passes through four of them (five with a
+# callback), and a generator-based one costs a generator, a wrapper object and two
+# ``next``/``throw`` round trips each time, on top of the SDK's own span.
 
 
 @functools.lru_cache(maxsize=256)
@@ -289,10 +300,6 @@ def safe_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _server(url: str) -> dict[str, Any]:
-    return dict(_server_of(url))
 
 
 @functools.lru_cache(maxsize=256)  # a worker calls one MiMo URL; callbacks a few hosts
@@ -332,69 +339,98 @@ def _left_out(parent: otel_context.Context | None = None) -> bool:
     return not above.is_recording()
 
 
-@contextlib.contextmanager
-def _made_current(context: otel_context.Context | None) -> Iterator[None]:
-    token = otel_context.attach(context) if context is not None else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            otel_context.detach(token)
+class _Plain(Generic[_Value]):
+    """A block that makes no span: it only hands ``value`` to the ``with``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: _Value) -> None:
+        self._value = value
+
+    def __enter__(self) -> _Value:
+        return self._value
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
 
-@contextlib.contextmanager
-def _span(
+class _Parented(Generic[_Value]):
+    """A block under ``context`` made current (a left-out trace's parent): no span."""
+
+    __slots__ = ("_context", "_token", "_value")
+
+    def __init__(self, context: otel_context.Context | None, value: _Value) -> None:
+        self._context = context
+        self._value = value
+        self._token: object = None
+
+    def __enter__(self) -> _Value:
+        if self._context is not None:
+            self._token = otel_context.attach(self._context)
+        return self._value
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+class _Spanned(Generic[_Value]):
+    """A block whose current span is ``span``; an escaping exception is recorded on it by
+    its type only, then the span ends.
+
+    The span is started by the caller, with its parent context passed explicitly, and made
+    current here by hand: ``start_as_current_span`` would wrap this in two more context
+    managers of its own on every span of every job, for the same result.
+    """
+
+    __slots__ = ("_span", "_token", "_value")
+
+    def __init__(self, span: trace.Span, value: _Value) -> None:
+        self._span = span
+        self._value = value
+        self._token: object = None
+
+    def __enter__(self) -> _Value:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._value
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        span = self._span
+        if exc is not None:
+            # An outcome already noted (a retry, a deferral) says what the exception means.
+            noted = getattr(span, "attributes", None) or {}
+            if "error.type" not in noted and "mimoq.job.outcome" not in noted:
+                _fail(span, _error_type(exc))
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span.end()
+
+
+_NOTHING: Final = _Plain(None)
+
+
+def _start(
     name: str,
     kind: SpanKind,
     attributes: Mapping[str, Any],
     parent: otel_context.Context | None = None,
-) -> Iterator[trace.Span]:
-    """The current span of the block; an escaping exception is recorded by its type only.
-
-    ``attributes`` must hold no None (the SDK would log a warning for each). The span is
-    started and made current by hand: ``start_as_current_span`` would wrap this context
-    manager in two more of its own on every span of every job, for the same result.
-    """
+) -> trace.Span:
+    """A started span; ``attributes`` must hold no None (the SDK warns for each)."""
     assert _tracer is not None
-    span = _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield span
-    except BaseException as exc:
-        # An outcome already noted (a retry, a deferral) says what the exception means.
-        noted = getattr(span, "attributes", None) or {}
-        if "error.type" not in noted and "mimoq.job.outcome" not in noted:
-            _fail(span, _error_type(exc))
-        raise
-    finally:
-        otel_context.detach(token)
-        span.end()
+    return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
 
 
-def _present(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """``attributes`` without the ones that are None (not known for this job)."""
-    return {k: v for k, v in attributes.items() if v is not None}
-
-
-def _messaging(operation: str, job_id: str | None, destination: str) -> dict[str, Any]:
-    op_type = "send" if operation == "send" else "process"
-    return {
-        "messaging.system": MESSAGING_SYSTEM,
-        # The older (<= 1.24) and the current names of the operation, for either backend.
-        "messaging.operation": "publish" if op_type == "send" else "process",
-        "messaging.operation.type": op_type,
-        "messaging.destination.name": destination,
-        "messaging.message.id": job_id,
-    }
-
-
-def _job_attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "mimoq.job.kind": fields.get("kind"),
-        "mimoq.model": fields.get("model"),
-        "mimoq.lane": fields.get("priority") or "interactive",
-        "mimoq.tenant": fields.get("tenant"),
-    }
+def _with_job(attributes: dict[str, Any], fields: Mapping[str, Any], kind: Any) -> dict[str, Any]:
+    """``attributes`` plus the job's kind, model, lane and tenant (those it has)."""
+    attributes["mimoq.lane"] = fields.get("priority") or "interactive"
+    if kind is not None:
+        attributes["mimoq.job.kind"] = kind
+    model = fields.get("model")
+    if model is not None:
+        attributes["mimoq.model"] = model
+    tenant = fields.get("tenant")
+    if tenant is not None:
+        attributes["mimoq.tenant"] = tenant
+    return attributes
 
 
 @dataclass
@@ -409,8 +445,9 @@ class Enqueue:
             self.span.set_attribute("mimoq.enqueue.created", created)
 
 
-@contextlib.contextmanager
-def producer_span(fields: Mapping[str, Any], *, destination: str) -> Iterator[Enqueue]:
+def producer_span(
+    fields: Mapping[str, Any], *, destination: str
+) -> contextlib.AbstractContextManager[Enqueue]:
     """The PRODUCER span of one enqueue; yields the ``traceparent`` the job must carry.
 
     Its parent is the job's own ``traceparent`` if it has one, else the current context
@@ -419,51 +456,86 @@ def producer_span(fields: Mapping[str, Any], *, destination: str) -> Iterator[En
     """
     own = fields.get("traceparent")
     if _tracer is None:
-        yield Enqueue(own if isinstance(own, str) else current_traceparent())
-        return
+        return _Plain(Enqueue(own if isinstance(own, str) else current_traceparent()))
     parent = _context_of(own if isinstance(own, str) else None)
     if _left_out(parent):
-        with _made_current(parent):
-            yield Enqueue(current_traceparent())
-        return
-    attributes = _present(
-        _messaging("send", fields.get("id"), destination) | _job_attributes(fields)
-    )
-    with _span(f"send {destination}", SpanKind.PRODUCER, attributes, parent) as span:
-        yield Enqueue(current_traceparent(), span)
+        above = trace.get_current_span(parent).get_span_context()
+        return _Parented(parent, Enqueue(_traceparent_of(above)))
+    attributes: dict[str, Any] = {
+        "messaging.system": MESSAGING_SYSTEM,
+        # The older (<= 1.24) and the current names of the operation, for either backend.
+        "messaging.operation": "publish",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": destination,
+    }
+    job_id = fields.get("id")
+    if job_id is not None:
+        attributes["messaging.message.id"] = job_id
+    attributes = _with_job(attributes, fields, fields.get("kind"))
+    span = _start(f"send {destination}", SpanKind.PRODUCER, attributes, parent)
+    return _Spanned(span, Enqueue(_traceparent_of(span.get_span_context()), span))
 
 
-@contextlib.contextmanager
+def _traceparent_of(context: SpanContext) -> str | None:
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+class _Attempt:
+    """One attempt's block: the job's own traceparent remembered (for its callback, tracing
+    off or on), around the attempt's span (or its left-out parent made current, or nothing)."""
+
+    __slots__ = ("_inner", "_token", "_traceparent")
+
+    def __init__(
+        self, traceparent: str | None, inner: contextlib.AbstractContextManager[None]
+    ) -> None:
+        self._traceparent = traceparent
+        self._inner = inner
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        self._token = _job_traceparent.set(self._traceparent)
+        self._inner.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+        finally:
+            _job_traceparent.reset(self._token)
+
+
 def attempt_span(
     job_id: str, raw: Any, kind: str | None, *, destination: str, arq_try: int
-) -> Iterator[None]:
+) -> contextlib.AbstractContextManager[None]:
     """The CONSUMER span of one attempt at a job, a child of the producer's context.
 
     ``raw`` is the job as dequeued (possibly malformed): only a valid ``traceparent`` is
     read from it. Off, only that traceparent is remembered, for the job's callback.
     """
-    own = raw.get("traceparent") if isinstance(raw, dict) else None
+    fields = raw if isinstance(raw, dict) else {}
+    own = fields.get("traceparent")
     own = own if valid_traceparent(own) else None
-    token = _job_traceparent.set(own)
-    try:
-        if _tracer is None:
-            yield
-            return
-        parent = _context_of(own)
-        if _left_out(parent):
-            with _made_current(parent):
-                yield
-            return
-        fields = raw if isinstance(raw, dict) else {}
-        attributes = _present(
-            _messaging("process", job_id, destination)
-            | _job_attributes({**fields, "kind": kind or fields.get("kind")})
-            | {"mimoq.arq.try": arq_try}
-        )
-        with _span(f"process {destination}", SpanKind.CONSUMER, attributes, parent):
-            yield
-    finally:
-        _job_traceparent.reset(token)
+    if _tracer is None:
+        return _Attempt(own, _NOTHING)
+    parent = _parsed(own) if own is not None else None
+    if _left_out(parent):
+        return _Attempt(own, _Parented(parent, None))
+    attributes = _with_job(
+        {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": destination,
+            "messaging.message.id": job_id,
+            "mimoq.arq.try": arq_try,
+        },
+        fields,
+        kind or fields.get("kind"),
+    )
+    span = _start(f"process {destination}", SpanKind.CONSUMER, attributes, parent)
+    return _Attempt(own, _Spanned(span, None))
 
 
 def note_try(tries: int) -> None:
@@ -486,11 +558,13 @@ def note_outcome(outcome: str, *, error_type: str | None = None, **extra: Any) -
         _fail(span, error_type)
 
 
-@dataclass
 class HttpCall:
     """The CLIENT span of an outgoing HTTP request; ``answered`` records its status."""
 
-    span: trace.Span | None = None
+    __slots__ = ("span",)
+
+    def __init__(self, span: trace.Span | None = None) -> None:
+        self.span = span
 
     def answered(self, status_code: int) -> None:
         if self.span is None:
@@ -505,28 +579,27 @@ class HttpCall:
             _fail(self.span, error_type)
 
 
-_NO_CALL: Final = HttpCall()
+_NO_HTTP: Final = HttpCall()
+_NO_CALL: Final = _Plain(_NO_HTTP)
 
 
 @functools.lru_cache(maxsize=16)  # a worker calls one MiMo URL: its attributes, built once
 def _mimo_attributes(url: str) -> Mapping[str, Any]:
     return MappingProxyType(
-        {"http.request.method": "POST", "url.full": safe_url(url)} | _server(url)
+        {"http.request.method": "POST", "url.full": safe_url(url), **dict(_server_of(url))}
     )
 
 
-@contextlib.contextmanager
-def mimo_call_span(url: str) -> Iterator[HttpCall]:
+def mimo_call_span(url: str) -> contextlib.AbstractContextManager[HttpCall]:
     """The CLIENT span of one MiMo request (``POST``), with the job's try as resend count."""
     if _tracer is None or _left_out():
-        yield _NO_CALL
-        return
+        return _NO_CALL
     tries = _job_try.get()
     attributes = _mimo_attributes(url)
     if tries > 1:
         attributes = {**attributes, "http.request.resend_count": tries - 1}
-    with _span("POST", SpanKind.CLIENT, attributes) as span:
-        yield HttpCall(span)
+    span = _start("POST", SpanKind.CLIENT, attributes)
+    return _Spanned(span, HttpCall(span))
 
 
 class _Store(Protocol):
@@ -534,47 +607,40 @@ class _Store(Protocol):
     def url(self, key: str) -> str: ...
 
 
-@contextlib.contextmanager
-def storage_span(operation: str, key: str, *, storage: _Store) -> Iterator[None]:
-    """An INTERNAL span around a storage write (``key`` is the output key, not a secret)."""
+def storage_span(
+    operation: str, key: str, *, storage: _Store
+) -> contextlib.AbstractContextManager[None]:
+    """An INTERNAL span ``storage <operation>`` around a storage write (``key`` is the
+    output key, not a secret; the operation is in the span's name)."""
     if _tracer is None or _left_out():
-        yield
-        return
+        return _NOTHING
     # ``local``, or the object store's scheme (s3, gs, az, memory): never its credentials.
     backend = "local" if storage.is_local() else storage.url(key).split(":", 1)[0]
-    attributes = {
-        "mimoq.storage.operation": operation,
-        "mimoq.storage.key": key,
-        "mimoq.storage.backend": backend,
-    }
-    with _span(f"storage {operation}", SpanKind.INTERNAL, attributes):
-        yield
+    attributes = {"mimoq.storage.key": key, "mimoq.storage.backend": backend}
+    return _Spanned(_start(f"storage {operation}", SpanKind.INTERNAL, attributes), None)
 
 
-@contextlib.contextmanager
 def callback_span(
     traceparent: str | None, *, url: str, delivery_id: str, job_id: str, attempt: int
-) -> Iterator[HttpCall]:
+) -> contextlib.AbstractContextManager[HttpCall]:
     """The CLIENT span of one callback POST, a child of the attempt that scheduled it.
 
     ``url`` must already be redacted (scheme, host and port): a callback's path and query
     may hold the receiver's token.
     """
     if _tracer is None:
-        yield _NO_CALL
-        return
+        return _NO_CALL
     parent = _context_of(traceparent)
     if _left_out(parent):
-        with _made_current(parent):
-            yield _NO_CALL
-        return
+        return _Parented(parent, _NO_HTTP)
     attributes = {
         "http.request.method": "POST",
         "url.full": url,
         "mimoq.callback.delivery_id": delivery_id,
         "mimoq.job.id": job_id,
-    } | _server(url)
+        **dict(_server_of(url)),
+    }
     if attempt > 1:
         attributes["http.request.resend_count"] = attempt - 1
-    with _span("POST callback", SpanKind.CLIENT, attributes, parent) as span:
-        yield HttpCall(span)
+    span = _start("POST callback", SpanKind.CLIENT, attributes, parent)
+    return _Spanned(span, HttpCall(span))
