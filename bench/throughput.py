@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -102,9 +103,33 @@ class Window:
     first_t: float | None = None
     first_cpu: float = 0.0
     first_loop_cpu: float = 0.0
+    first_gc: float = 0.0
     last_t: float = 0.0
     last_cpu: float = 0.0
     last_loop_cpu: float = 0.0
+    last_gc: float = 0.0
+
+
+class GcClock:
+    """CPU seconds the cyclic garbage collector has taken in this process (any thread).
+
+    Objects that live a while (spans waiting in the exporter's queue) make it collect more
+    often and look at more: a cost of tracing that timing its hooks alone does not show.
+    """
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:  # "stop", in the thread that started it
+            self.total_s += time.thread_time() - self._started
+
+
+GC_CLOCK = GcClock()
 
 
 def instrument(worker: Worker, expected: int) -> Window:
@@ -120,10 +145,12 @@ def instrument(worker: Worker, expected: int) -> Window:
         if window.first_t is None:
             window.first_t, window.first_cpu = time.perf_counter(), cpu_s()
             window.first_loop_cpu = time.thread_time()  # this runs in the loop's thread
+            window.first_gc = GC_CLOCK.total_s
         await original(job_id, score)
         if not window.done.is_set() and worker.jobs_complete + worker.jobs_failed >= expected:
             window.last_t, window.last_cpu = time.perf_counter(), cpu_s()
             window.last_loop_cpu = time.thread_time()
+            window.last_gc = GC_CLOCK.total_s
             window.done.set()
 
     setattr(worker, "run_job", timed)  # noqa: B010 (mypy refuses assigning to a method)
@@ -163,6 +190,10 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     from mimoq.worker.arq_worker import drain_and_close
 
     worker = build(phase, args)
+    # Start-up's garbage (tracing on, the SDK's and the exporter's imports too) is collected
+    # before the window, as a long-running worker has long since done: the window measures
+    # the collector's work per job, not one start-up collection that lands in it by chance.
+    gc.collect()
     expected = args.jobs * (2 if "+cb" in phase else 1)
     window = instrument(worker, expected)
     running = asyncio.create_task(worker.async_run())
@@ -188,6 +219,7 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
         "window_s": window.last_t - window.first_t,
         "cpu_s": window.last_cpu - window.first_cpu,
         "loop_cpu_s": window.last_loop_cpu - window.first_loop_cpu,
+        "gc_s": window.last_gc - window.first_gc,
         "complete": worker.jobs_complete,
         "failed": worker.jobs_failed,
         "retried": worker.jobs_retried,
@@ -277,6 +309,7 @@ class PhaseResult:
     problems: list[str]
     spans: int | None = None
     loop_cpu_s: float = 0.0
+    gc_s: float = 0.0
 
 
 def _delta(service: Service, before: float | None) -> float | None:
@@ -346,6 +379,7 @@ def run_phase(
         problems,
         spans,
         report["loop_cpu_s"],
+        report["gc_s"],
     )
 
 
@@ -415,6 +449,22 @@ class HooksOn:
     record_us: float  # making and ending the spans: the thread that runs the job
     encode_us: float  # OTLP protobuf encoding: the exporter's thread, in the same process
     left_out_us: float  # the hooks of a job whose trace the sampler left out (not sampled)
+    sdk_record_us: float  # the SDK's floor: as many spans, nested alike, no attributes
+    sdk_encode_us: float  # and their encoding
+
+
+def sdk_spans(tracer: Any, parent: Any) -> None:
+    """The SDK's own floor for the worker's spans: the same three, nested as the hooks nest
+    them, made with the tracer's own calls and with no attributes (nothing of mimoq's)."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    attempt = tracer.start_span("process", context=parent, kind=SpanKind.CONSUMER)
+    write = tracer.start_span("storage write", context=trace.set_span_in_context(attempt))
+    call = tracer.start_span("POST", context=trace.set_span_in_context(write), kind=SpanKind.CLIENT)
+    call.end()
+    write.end()
+    attempt.end()
 
 
 def hooks_on(rounds: int = 5_000) -> HooksOn:
@@ -425,6 +475,7 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from mimoq.core import tracing
 
@@ -439,19 +490,37 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
         "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     }
     store = LocalStore()
+
+    def encoded(spans: Any) -> float:
+        started = time.thread_time()
+        for first in range(0, len(spans), 512):  # the batch processor's default batch
+            encode_spans(spans[first : first + 512]).SerializePartialToString()
+        return time.thread_time() - started
+
     try:
         for _ in range(rounds // 10):  # warm up: caches, first imports
             worker_hooks(fields, store)
         exporter.clear()
+        gc.collect()
         started = time.thread_time()
         for _ in range(rounds):
             worker_hooks(fields, store)
         record_s = time.thread_time() - started
         spans = exporter.get_finished_spans()
+        encode_s = encoded(spans)
+        count = len(spans)
+        del spans  # each measurement starts from the same heap: the collector's work grows
+        exporter.clear()  # with the objects alive
+        gc.collect()
+        tracer = provider.get_tracer(tracing.INSTRUMENTATION)
+        parent = TraceContextTextMapPropagator().extract({"traceparent": fields["traceparent"]})
         started = time.thread_time()
-        for first in range(0, len(spans), 512):  # the batch processor's default batch
-            encode_spans(spans[first : first + 512]).SerializePartialToString()
-        encode_s = time.thread_time() - started
+        for _ in range(rounds):
+            sdk_spans(tracer, parent)
+        sdk_record_s = time.thread_time() - started
+        sdk_encode_s = encoded(exporter.get_finished_spans())
+        exporter.clear()
+        gc.collect()
         # The producer's sampler said no (flags 00): the default sampler is parent-based.
         left_out = {**fields, "traceparent": fields["traceparent"][:-2] + "00"}
         started = time.thread_time()
@@ -460,8 +529,10 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
         left_out_s = time.thread_time() - started
     finally:
         tracing.shutdown()
-    per_job = [x / rounds * 1e6 for x in (record_s, encode_s, left_out_s)]
-    return HooksOn(len(spans) // rounds, *per_job)
+    per_job = [
+        x / rounds * 1e6 for x in (record_s, encode_s, left_out_s, sdk_record_s, sdk_encode_s)
+    ]
+    return HooksOn(count // rounds, *per_job)
 
 
 def _ms(value: float | None, jobs: int) -> str:
@@ -512,11 +583,13 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
             other_ms = (
                 ((on.worker_cpu_s - on.loop_cpu_s) - (off.worker_cpu_s - off.loop_cpu_s)) * 1000 / n
             )
+            gc_ms = (on.gc_s - off.gc_s) * 1000 / n
             print(
                 f"round {number}: tracing on / off, {off.phase}: jobs/s "
                 f"{off.window_s / on.window_s:.3f}, enqueue/s {off.enqueue_s / on.enqueue_s:.3f}, "
                 f"worker CPU per job {on.worker_cpu_s / off.worker_cpu_s:.3f}x "
-                f"({loop_ms:+.2f} ms loop thread, {other_ms:+.2f} ms other threads)"
+                f"({loop_ms:+.2f} ms loop thread, {other_ms:+.2f} ms other threads; "
+                f"of both, {gc_ms:+.2f} ms garbage collection)"
             )
     if len(rounds) > 1:
         medians = ", ".join(
@@ -550,7 +623,25 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
             f"{total_us / 10 / off_cpu_ms:.1f} % of the {off_cpu_ms:.2f} ms of worker CPU a job "
             f"takes with tracing off; a job the sampler left out: {on.left_out_us:.0f} us"
         )
+        sdk_us = on.sdk_record_us + on.sdk_encode_us
+        print(
+            f"the SDK's floor: the same {on.spans} spans with no attributes, made with the "
+            f"tracer's own calls, take {on.sdk_record_us:.0f} us + {on.sdk_encode_us:.0f} us "
+            f"encoding: {sdk_us / 10 / off_cpu_ms:.1f} % of a job"
+        )
     return ok
+
+
+def run_order(phases: list[str], number: int) -> list[str]:
+    """``phases`` in the order round ``number`` (from 0) runs them: odd rounds run each
+    traced phase just before its untraced twin, so that the machine's load drifting over a
+    run favours neither side of the tracing comparison."""
+    if number % 2 == 0:
+        return phases
+    order: list[str] = []
+    for phase in (p for p in phases if not p.endswith("+otel")):
+        order += [phase + "+otel", phase] if phase + "+otel" in phases else [phase]
+    return order
 
 
 def main() -> int:
@@ -599,9 +690,12 @@ def main() -> int:
         receiver = svc.receiver() if "mimoq+cb" in phases else None
         sink = svc.otlp_sink() if args.tracing else None
         args.redis, args.sim = redis.url, sim.url
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
             rounds.append(
-                {p: run_phase(p, args, Path(tmp), redis, sim, receiver, env, sink) for p in phases}
+                {
+                    p: run_phase(p, args, Path(tmp), redis, sim, receiver, env, sink)
+                    for p in run_order(phases, number)
+                }
             )
     return 0 if report(rounds, args) else 1
 
