@@ -23,7 +23,7 @@ import functools
 import os
 import re
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
@@ -362,7 +362,7 @@ class _Parented(Generic[_Value]):
     def __init__(self, context: otel_context.Context | None, value: _Value) -> None:
         self._context = context
         self._value = value
-        self._token: object = None
+        self._token: Token[otel_context.Context] | None = None
 
     def __enter__(self) -> _Value:
         if self._context is not None:
@@ -371,7 +371,7 @@ class _Parented(Generic[_Value]):
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
 
 
 class _Spanned(Generic[_Value]):
@@ -388,7 +388,7 @@ class _Spanned(Generic[_Value]):
     def __init__(self, span: trace.Span, value: _Value) -> None:
         self._span = span
         self._value = value
-        self._token: object = None
+        self._token: Token[otel_context.Context] | None = None
 
     def __enter__(self) -> _Value:
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
@@ -401,7 +401,8 @@ class _Spanned(Generic[_Value]):
             noted = getattr(span, "attributes", None) or {}
             if "error.type" not in noted and "mimoq.job.outcome" not in noted:
                 _fail(span, _error_type(exc))
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        if self._token is not None:
+            otel_context.detach(self._token)
         span.end()
 
 
@@ -493,7 +494,7 @@ class _Attempt:
     ) -> None:
         self._traceparent = traceparent
         self._inner = inner
-        self._token: Any = None
+        self._token: Token[str | None] | None = None
 
     def __enter__(self) -> None:
         self._token = _job_traceparent.set(self._traceparent)
@@ -503,7 +504,8 @@ class _Attempt:
         try:
             self._inner.__exit__(exc_type, exc, tb)
         finally:
-            _job_traceparent.reset(self._token)
+            if self._token is not None:
+                _job_traceparent.reset(self._token)
 
 
 def attempt_span(
