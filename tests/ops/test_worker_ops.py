@@ -215,7 +215,10 @@ async def test_heartbeat_healthz_and_health_command(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    settings = ops_settings(redis_server, sim, tmp_path)
+    # `mimoq health` runs in a thread of this process and counts a worker live within 3
+    # beats: at the suite's 50 ms beat a loaded host's 150 ms stall read as dead (seen once
+    # at a load of 9 on 2 cores). Half a second keeps the check about liveness, not load.
+    settings = ops_settings(redis_server, sim, tmp_path, ops={"heartbeat_interval_s": 0.5})
     async with serving_worker(settings) as (worker, port):
         key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
         record = json.loads(await eventually(lambda: redis.get(key), what="a heartbeat"))
