@@ -18,16 +18,19 @@ then starts a fresh worker process that drains them:
 - with ``--tracing``, ``mimoq+otel`` (and ``mimoq+cb+otel``): the same with OpenTelemetry
   tracing on in the producer and the worker (``OTEL_EXPORTER_OTLP_ENDPOINT`` pointed at an
   OTLP/HTTP sink in its own process, the SDK's default batching and sampler), next to the
-  same phase with tracing off; the sink counts the spans it was sent. It also times the
-  hooks a job passes through with tracing off (the cost of having them at all).
+  same phase with tracing off (odd rounds run the traced phase first); the sink counts the
+  spans it was sent. It also times the hooks a job passes through with tracing off (the
+  cost of having them at all) and, tracing on, the worker's hooks of one job, their
+  encoding, and the SDK's own floor for the same spans without attributes.
 
 The window is timed inside the worker: from the start of arq's first ``run_job`` (fetching
 the first job) to the end of the ``run_job`` that completes the last expected job (result
 written, arq's bookkeeping done). Worker CPU is ``getrusage`` over the same window (all its
 threads), loop CPU the event loop thread's own (``thread_time``; the rest is other threads:
-the span exporter's, storage writes handed to threads); the CPU of redis-server and the
-simulator over the phase comes from /proc. CPU per job does not depend on how many cores
-the machine's other work leaves free, jobs/s does: compare both.
+the span exporter's, storage writes handed to threads), and the cyclic garbage collector's
+share of both is timed too (start-up's garbage is collected before the window); the CPU of
+redis-server and the simulator over the phase comes from /proc. CPU per job does not depend
+on how many cores the machine's other work leaves free, jobs/s does: compare both.
 """
 
 from __future__ import annotations
