@@ -91,15 +91,15 @@ class OrphanWatch:
         self._failing = False
 
     def _due(self) -> bool:
-        now = self._monotonic()
-        # Redis just came back (commands waited out the outage rather than failing): every
-        # worker's beat lapsed with it; give the others time to reconnect and beat again:
-        # their next try may be a whole backoff away, and a loaded host adds to that (the
-        # cost of waiting longer is only a dead worker's jobs re-run a little later).
+        return not self._just_restored() and self._monotonic() >= self._next_sweep
+
+    def _just_restored(self) -> bool:
+        """Redis came back a moment ago (commands waited out the outage rather than failing):
+        every worker's beat lapsed with it; give the others time to reconnect and beat again:
+        their next try may be a whole backoff away, and a loaded host adds to that (the cost
+        of waiting longer is only a dead worker's jobs re-run a little later)."""
         grace_s = hb.HEARTBEAT_TTL_FACTOR * self.interval_s + 2 * redis_retry.BACKOFF_CAP_S
-        if now - self._restored_at() < grace_s:
-            return False
-        return now >= self._next_sweep
+        return self._monotonic() - self._restored_at() < grace_s
 
     async def _record(self, redis: Redis, running: set[str]) -> None:
         added, gone = running - self._recorded, self._recorded - running
@@ -133,6 +133,10 @@ class OrphanWatch:
         thresholds = await _dead_below_ms(redis, owners, self.interval_s)
         requeued = 0
         for job_id, owner in entries.items():
+            # The sweep began before an outage and its reads waited it out: the beats it
+            # read lapsed with Redis, not with their workers (each requeue may wait too).
+            if self._just_restored():
+                break
             if owner not in thresholds:
                 continue
             # re-checked in the script: the entry still names the owner, which still has

@@ -136,3 +136,25 @@ async def test_right_after_redis_came_back_it_gives_others_time_to_beat(
     now[0] = restored[0] + grace_s
     await watch.tick(redis, [])
     assert not await redis.exists(wire.in_progress_key("j"))
+
+
+async def test_a_sweep_whose_reads_waited_out_an_outage_judges_no_one(redis: ArqRedis) -> None:
+    """The sweep starts while Redis is down (nothing told this worker yet); its first read
+    waits the outage out, and the beats it then reads lapsed with Redis: no one is dead."""
+    now = [500.0]
+    restored = [float("-inf")]
+    watch = OrphanWatch("me", INTERVAL_S, monotonic=lambda: now[0], restored_at=lambda: restored[0])
+    await _running(redis, "j", "gone")
+
+    class ComesBackDuringTheRead:
+        """``redis`` whose first read returns as Redis is restored (what the retry does)."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(redis, name)
+
+        async def hgetall(self, key: str) -> object:
+            restored[0] = now[0]
+            return await redis.hgetall(key)
+
+    assert await watch.sweep(ComesBackDuringTheRead()) == 0  # type: ignore[arg-type]
+    assert await redis.exists(wire.in_progress_key("j"))
