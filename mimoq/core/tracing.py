@@ -465,7 +465,7 @@ def producer_span(
     attributes: dict[str, Any] = {
         "messaging.system": MESSAGING_SYSTEM,
         # The older (<= 1.24) and the current names of the operation, for either backend.
-        "messaging.operation": "publish",
+        "messaging.operation.name": "publish",
         "messaging.operation.type": "send",
         "messaging.destination.name": destination,
     }
@@ -527,7 +527,7 @@ def attempt_span(
     attributes = _with_job(
         {
             "messaging.system": MESSAGING_SYSTEM,
-            "messaging.operation": "process",
+            "messaging.operation.name": "process",
             "messaging.operation.type": "process",
             "messaging.destination.name": destination,
             "messaging.message.id": job_id,

@@ -93,7 +93,7 @@ async def test_one_trace_links_producer_worker_mimo_storage_and_callback(
         {
             "messaging.system": "mimoq",
             "messaging.operation.type": "process",
-            "messaging.operation": "process",
+            "messaging.operation.name": "process",
             "messaging.destination.name": "mimoq:queue",
             "messaging.message.id": job_id,
             "mimoq.job.try": 1,
