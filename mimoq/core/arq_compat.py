@@ -15,9 +15,12 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken. Deleting that key (with the job still
    queued) makes it due again at once: ``worker/orphans.py`` does so for dead workers.
 5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close``,
-   ``finish_failed_job``, ``_poll_iteration`` and ``start_jobs`` (names and signatures).
+   ``finish_failed_job`` and ``start_jobs`` (names and signatures).
 7. A running job stays in the queue until it finishes, and ``start_jobs`` skips a job whose
    in-progress key exists: a worker may leave such ids out before ``start_jobs`` sees them.
+8. How ``start_jobs`` takes a job (an in-progress key set only if none exists and the job is
+   queued and due, then ``run_job(id, score)`` in a task that gives back ``job_counter``
+   and ``sem`` when done): ``start_claimed`` does the same with one script per job.
 6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
    (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
 """
@@ -28,8 +31,11 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 import arq.connections
+import arq.utils
 import arq.worker
 from redis.exceptions import ResponseError
+
+from mimoq.core import scripts
 
 # --- 1. keys ------------------------------------------------------------------------------
 JOB_PREFIX: Final = "arq:job:"
@@ -95,15 +101,46 @@ async def still_due(
     ]
 
 
+# --- 8. taking a job: one script -----------------------------------------------------------
+async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
+    """arq's ``start_jobs`` for ``job_ids``, each job taken by one ``arq_claim.lua`` call.
+
+    arq takes a job with WATCH, EXISTS, ZSCORE, MULTI, PSETEX and EXEC: four round trips and
+    six commands per job taken (a job deferred for its limiter slot is taken twice or more),
+    four of each for one it cannot take. The script checks and sets the same in-progress key
+    atomically, in one round trip and four commands (three for a job it cannot take). A
+    failed call gives the slot back before its error goes on (a WATCH broken by an outage
+    used to leave it counted).
+    """
+    claim = scripts.named("arq_claim")
+    ttl_ms = int(worker.in_progress_timeout_s * 1000)
+    for raw in job_ids:
+        await worker.sem.acquire()
+        if worker.job_counter >= worker.max_jobs:
+            worker.sem.release()
+            return
+        worker.job_counter += 1
+        job_id = raw.decode()
+        keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name]
+        try:
+            score = await claim.run(worker.pool, keys, [job_id, arq.utils.timestamp_ms(), ttl_ms])
+        except BaseException:
+            worker._release_sem_dec_counter_on_complete()
+            raise
+        if score is None:  # running elsewhere, finished, or deferred meanwhile
+            worker._release_sem_dec_counter_on_complete()
+            continue
+        task = worker.loop.create_task(worker.run_job(job_id, int(score)))
+        task.add_done_callback(lambda _: worker._release_sem_dec_counter_on_complete())
+        worker.tasks[job_id] = task
+
+
 # --- 5. overridden worker methods ----------------------------------------------------------
-#: (``_poll_iteration``: mimoq also gives back ``job_counter`` and ``sem`` when a lost
-#: connection interrupts ``start_jobs`` mid-WATCH; see worker/arq_worker.py.)
 OVERRIDDEN_WORKER_METHODS: Final = (
     "main",
     "heart_beat",
     "close",
     "finish_failed_job",
-    "_poll_iteration",
     "start_jobs",
 )
 

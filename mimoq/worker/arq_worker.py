@@ -16,7 +16,6 @@ import structlog
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from mimoq.core import arq_compat, logs, sentinel, wire
 from mimoq.core.cancel_script import is_cancelled
@@ -117,26 +116,14 @@ class MimoqWorker(Worker):
         if reading is not None:
             await sample_desired_workers(redis, settings, reading)
 
-    async def _poll_iteration(self) -> None:
-        # Commands wait out an outage (core/redis_retry.py), but a WATCH that the outage
-        # broke cannot be retried: redis-py raises WatchError mid-start_jobs. The job stays
-        # queued for the next poll; only arq's own accounting for it must be given back.
-        try:
-            await super()._poll_iteration()
-        except WatchError:
-            running = sum(not t.done() for t in self.tasks.values())
-            if self.job_counter > running:  # start_jobs had counted the job it was taking
-                self.job_counter -= 1
-                self.sem.release()
-            log.warning("worker.poll_interrupted", reason="Redis connection lost mid-WATCH")
-
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # One poll reads up to 5 x max_jobs due ids, which arq starts one by one as slots
         # free. Those already running (here or in another worker: arq leaves them queued)
         # are dropped just before they are tried, by one MGET per few ids, instead of
-        # costing 4 commands each in arq's start_jobs. Each round of free slots is tried
-        # in a random order, so that two workers reading the same head of the queue do not
-        # walk it in step, each trying what the other has just taken.
+        # costing a claim each. Each round of free slots is tried in a random order, so that
+        # two workers reading the same head of the queue do not walk it in step, each
+        # trying what the other has just taken. A job is taken by one script
+        # (arq_compat.start_claimed), not arq's WATCH/MULTI round trips.
         rest = job_ids
         while rest and self.allow_pick_jobs:
             free = await arq_compat.free_slots(self)
@@ -147,7 +134,7 @@ class MimoqWorker(Worker):
                 due = await arq_compat.still_due(
                     self.pool, self.queue_name, part, self._running_ids(), time.time() * 1000
                 )
-                await super().start_jobs(due)
+                await arq_compat.start_claimed(self, due)
 
     def _running_ids(self) -> list[str]:
         return [job_id for job_id, task in self.tasks.items() if not task.done()]

@@ -18,6 +18,7 @@ import arq.worker
 import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core import arq_compat, wire
 from tests.conftest import RedisServer
@@ -122,39 +123,82 @@ def test_start_up_info_logging_is_a_replaceable_module_function() -> None:
     assert arq.worker.log_redis_info is arq_compat._tolerant_log_redis_info  # type: ignore[attr-defined]
 
 
-async def test_start_jobs_skips_what_still_due_drops(redis: ArqRedis) -> None:
-    """arq's start_jobs takes nothing that ``still_due`` drops (a job running elsewhere,
-    finished, or deferred past now), and takes what it keeps; ``still_due`` itself drops
-    exactly those, plus this worker's own running jobs."""
-    now_ms = time.time() * 1000
-    queue = wire.QUEUE_NAME
-    await redis.zadd(queue, {"due": now_ms - 10, "elsewhere": now_ms - 10, "mine": now_ms - 10})
-    await redis.zadd(queue, {"deferred": now_ms + 60_000})  # "finished": not queued at all
-    await redis.set(arq_compat.IN_PROGRESS_PREFIX + "elsewhere", b"1")
-    ids = [b"due", b"elsewhere", b"mine", b"deferred", b"finished"]
-    kept = await arq_compat.still_due(redis, queue, ids, {"mine"}, now_ms)
-    assert kept == [b"due"]
-    # a lone id is left to arq's own check: no read spent on it
-    assert await arq_compat.still_due(redis, queue, [b"finished"], (), now_ms) == [b"finished"]
-
-    started: list[str] = []
-
+def _plain_worker(redis: ArqRedis, seen: list[str]) -> Worker:
     async def speech(ctx: dict[str, object], job: object) -> None:
-        started.append(str(ctx["job_id"]))
+        seen.append(str(ctx["job_id"]))
 
-    worker = Worker(
+    return Worker(
         functions=[arq.worker.func(speech, name="speech")],
         redis_pool=redis,
-        queue_name=queue,
+        queue_name=wire.QUEUE_NAME,
         job_serializer=wire.serialize,
         job_deserializer=wire.deserialize,
         handle_signals=False,
         keep_result=0,
     )
-    await worker.start_jobs([b"elsewhere", b"deferred", b"finished"])
-    assert worker.tasks == {} and worker.job_counter == 0  # all three skipped by arq too
-    for raw in (b"due", b"mine"):  # what still_due keeps (or drops as our own) arq takes
-        await worker.start_jobs([raw])
-    assert set(worker.tasks) == {"due", "mine"}
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
+async def _queue_cases(redis: ArqRedis) -> float:
+    """Jobs in each state start_jobs tells apart; returns now (ms), past every due score."""
+    job = json.dumps({"kind": "speech", "model": "mimo-v2.5-tts", "input": "x", "voice": "Mia"})
+    for job_id in ("due", "elsewhere", "mine", "deferred", "zero"):
+        await redis.eval(wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, job, 0)
+    # scored on Redis TIME: due from the highest score on, whatever this clock says
+    (_, newest), *_ = await redis.zrange(wire.QUEUE_NAME, -1, -1, withscores=True)
+    now_ms = max(time.time() * 1000, newest)
+    await redis.zadd(wire.QUEUE_NAME, {"deferred": now_ms + 60_000, "zero": 0})
+    await redis.set(arq_compat.IN_PROGRESS_PREFIX + "elsewhere", b"1")
+    return now_ms
+
+
+@pytest.mark.parametrize("taker", ["arq", "start_claimed"])
+async def test_start_claimed_takes_what_arqs_start_jobs_takes(redis: ArqRedis, taker: str) -> None:
+    """start_claimed (one script per job) takes exactly the jobs arq's own start_jobs takes:
+    due and queued, not running elsewhere, not deferred, not scored 0 ("not queued"); it runs
+    them through run_job and gives every slot back."""
+    await _queue_cases(redis)
+    seen: list[str] = []
+    worker = _plain_worker(redis, seen)
+    ids = [b"due", b"elsewhere", b"deferred", b"zero", b"finished"]
+    free = worker.sem._value
+    if taker == "arq":
+        await worker.start_jobs(ids)
+    else:
+        await arq_compat.start_claimed(worker, ids)
+    assert set(worker.tasks) == {"due"}
+    await asyncio.gather(*worker.tasks.values())
+    assert seen == ["due"]
+    assert worker.job_counter == 0 and worker.sem._value == free
+    # taken: its in-progress key lives arq's in-progress timeout
+    ttl = await redis.pttl(arq_compat.IN_PROGRESS_PREFIX + "due")
+    assert ttl == -2 or 0 < ttl <= worker.in_progress_timeout_s * 1000  # -2: it finished
+    await worker.close()
+
+
+async def test_still_due_drops_what_start_jobs_would_skip(redis: ArqRedis) -> None:
+    """``still_due`` drops a job running elsewhere, finished, deferred past now (and this
+    worker's own running jobs); a lone id is left to the claim."""
+    now_ms = await _queue_cases(redis)
+    queue = wire.QUEUE_NAME
+    ids = [b"due", b"elsewhere", b"mine", b"deferred", b"finished"]
+    kept = await arq_compat.still_due(redis, queue, ids, {"mine"}, now_ms)
+    assert kept == [b"due"]
+    assert await arq_compat.still_due(redis, queue, [b"finished"], (), now_ms) == [b"finished"]
+
+
+async def test_start_claimed_gives_the_slot_back_when_redis_fails(redis: ArqRedis) -> None:
+    """A claim that fails (Redis gone past the client's retries) leaves no slot counted:
+    the error goes on to arq's loop, the worker's capacity stays whole."""
+
+    class Down:
+        async def evalsha(self, *args: object) -> object:
+            raise RedisConnectionError("down")
+
+    worker = _plain_worker(redis, [])
+    free = worker.sem._value
+    worker._pool = Down()  # type: ignore[assignment]
+    with pytest.raises(RedisConnectionError):
+        await arq_compat.start_claimed(worker, [b"due"])
+    assert worker.job_counter == 0 and worker.sem._value == free and worker.tasks == {}
+    worker._pool = redis
     await worker.close()

@@ -94,6 +94,8 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "orphans_forget": (),
         "orphans_requeue": (),
         "orphans_rescore_zero": (),
+        # a worker taking a due job (core/arq_compat.py start_claimed)
+        "arq_claim": (),
     }
 )
 
