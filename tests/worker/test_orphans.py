@@ -17,6 +17,12 @@ pytestmark = pytest.mark.redis
 INTERVAL_S = 10.0
 
 
+def _watch(*, enabled: bool = True) -> OrphanWatch:
+    """A watch that has seen no Redis outage: the process-wide record of the last one is
+    another test's (a sweep right after one judges no one)."""
+    return OrphanWatch("me", INTERVAL_S, enabled=enabled, restored_at=lambda: float("-inf"))
+
+
 async def _beat(redis: ArqRedis, worker_id: str, *, ttl_ms: int) -> None:
     record = {
         "worker_id": worker_id, "host": "h", "pid": 1, "started_at": 0.0, "beat_at": 0.0,
@@ -50,7 +56,7 @@ async def test_a_dead_or_silent_owners_jobs_are_handed_back_and_nothing_else(
     await _running(redis, "j-recorded", "gone")
     await redis.set(wire.result_key("j-recorded"), "{}")
 
-    requeued = await OrphanWatch("me", INTERVAL_S).sweep(redis)
+    requeued = await _watch().sweep(redis)
 
     assert requeued == 3
     for job in ("j-silent", "j-gone", "j-recorded"):
@@ -67,7 +73,7 @@ async def test_a_job_taken_over_by_a_live_worker_is_left_alone(redis: ArqRedis) 
     await _beat(redis, "new-owner", ttl_ms=30_000)
     await _running(redis, "j", "new-owner")  # the dead owner's entry was overwritten
 
-    assert await OrphanWatch("me", INTERVAL_S).sweep(redis) == 0
+    assert await _watch().sweep(redis) == 0
     assert await redis.exists(wire.in_progress_key("j"))
 
 
@@ -75,7 +81,7 @@ async def test_queue_entries_scored_zero_are_rescored_to_now(redis: ArqRedis) ->
     await redis.zadd(wire.QUEUE_NAME, {"raw-zadd": 0, "fine": 5, "negative": -3})
     now_ms = (await redis.time())[0] * 1000
 
-    await OrphanWatch("me", INTERVAL_S).sweep(redis)
+    await _watch().sweep(redis)
 
     score = await redis.zscore(wire.QUEUE_NAME, "raw-zadd")
     assert score is not None and score >= now_ms
@@ -84,7 +90,7 @@ async def test_queue_entries_scored_zero_are_rescored_to_now(redis: ArqRedis) ->
 
 
 async def test_a_worker_records_and_forgets_only_its_own_jobs(redis: ArqRedis) -> None:
-    watch = OrphanWatch("me", INTERVAL_S, enabled=False)
+    watch = _watch(enabled=False)
     await watch.tick(redis, ["a", "b"])
     assert await redis.hgetall(wire.INFLIGHT_KEY) == {b"a": b"me", b"b": b"me"}
     await redis.hset(wire.INFLIGHT_KEY, "b", "other")  # b was re-run by another worker
