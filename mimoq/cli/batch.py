@@ -27,6 +27,7 @@ from mimoq.cli.batch_status import (
     wait_for_event,
 )
 from mimoq.cli.cancel_command import run_cancel
+from mimoq.cli.ctrl_c import CtrlC
 from mimoq.cli.job_commands import add_audio_options, audio_fields
 from mimoq.cli.producer_session import Session, open_session, require_key
 from mimoq.core.connections import connect
@@ -247,6 +248,7 @@ async def _execute(
     output_format: str = "mimoq",
     callback: dict[str, Any] | None = None,
 ) -> list[ItemRecord]:
+    ctrl_c = CtrlC()
     async with open_session(settings) as session:
         runner = BatchRunner(
             session.producer,
@@ -256,6 +258,7 @@ async def _execute(
             quotas=quotas(settings, [i.model for i in items if i.job]),
             eta_source=functools.partial(run_eta, session.producer.redis, settings, files.run_id),
             callback=callback,
+            stop_requested=ctrl_c.requested,
         )
         if shared := runner.duplicates():
             err.print(
@@ -263,11 +266,13 @@ async def _execute(
                 "job runs once and its output is copied",
                 markup=False,
             )
-        with display:
+        with display, ctrl_c.watch():
             try:
                 records = await runner.run(display.update)
             except asyncio.CancelledError:
                 await _interrupted(settings, session, runner, err)
+                if ctrl_c.requested():
+                    raise KeyboardInterrupt from None  # exit 130, as for any Ctrl-C
                 raise
         if callback is not None and session.embedded:  # the worker goes with this process
             await wait_for_event(session.producer.redis, files.run_id, EVENT_WAIT_S)

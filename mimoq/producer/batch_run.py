@@ -164,6 +164,7 @@ class BatchRunner:
         enqueue_concurrency: int = 16,
         callback: dict[str, Any] | None = None,
         eta_source: Callable[[], Awaitable[float | None]] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.producer = producer
         self.files = files
@@ -183,6 +184,9 @@ class BatchRunner:
         #: The run's ETA read from Redis (the fleet's grant rate and the run's share of it,
         #: ``mimoq batch status``'s too); without one, the quota-only estimate below.
         self.eta_source = eta_source
+        #: Whether the run was asked to stop (Ctrl-C), read on every poll besides the
+        #: cancellation that asks the same: see mimoq/cli/ctrl_c.py for why both.
+        self.stop_requested = stop_requested
         self._eta: float | None = None
         self._eta_read = -math.inf
         #: items refused before they became jobs: the run's record counts them as failed
@@ -371,6 +375,8 @@ class BatchRunner:
             if enqueue.done() and (enqueue.cancelled() or enqueue.exception() is not None):
                 return  # nothing more will be enqueued: run() raises why, rather than wait
             await asyncio.sleep(self.poll_s)
+            if self.stop_requested is not None and self.stop_requested():
+                raise asyncio.CancelledError("stop requested")
 
     async def _read_eta(self) -> None:
         """Refresh the ETA from Redis, at most once a second (it reads the limiter's log)."""
