@@ -187,9 +187,16 @@ async def drain_and_close(worker: Worker, *, grace_s: float) -> None:
     job in the queue to be run again, so nothing is lost, only repeated.
     """
     worker.allow_pick_jobs = False
-    running = [t for t in worker.tasks.values() if not t.done()]
-    if running:
-        await asyncio.wait(running, timeout=grace_s)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    # Until none runs, not just those running now: a pick already under way when the flag
+    # flipped (waiting for a slot or for Redis) still starts its job, whose call is then
+    # paid for; closing under it would lose the answer (and repeat the call).
+    while running := [t for t in worker.tasks.values() if not t.done()]:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        await asyncio.wait(running, timeout=left)
     with contextlib.suppress(asyncio.CancelledError):
         await worker.close()
 
