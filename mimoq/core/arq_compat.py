@@ -16,13 +16,13 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    queued) makes it due again at once: ``worker/orphans.py`` does so for dead workers.
 5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close``,
    ``finish_failed_job`` and ``start_jobs`` (names and signatures).
+6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
+   (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
 7. A running job stays in the queue until it finishes, and ``start_jobs`` skips a job whose
    in-progress key exists: a worker may leave such ids out before ``start_jobs`` sees them.
 8. How ``start_jobs`` takes a job (an in-progress key set only if none exists and the job is
    queued and due, then ``run_job(id, score)`` in a task that gives back ``job_counter``
    and ``sem`` when done): ``start_claimed`` does the same with one script per job.
-6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
-   (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
 """
 
 from __future__ import annotations
