@@ -28,17 +28,13 @@ def test_no_python_module_holds_a_lua_script() -> None:
 _BYPASSES = re.compile(
     r"register_script\(|\.eval\(|\.evalsha\(|script_load\(|LuaScript\(|scripts\.source\("
 )
-#: The limiter builds its scripts from ``scripts.source`` until its reshaping (issue #22)
-#: moves them into ``scripts.SCRIPTS``: these files and that package only.
-_LIMITER_FILES = re.compile(r"limiter_\w+|unlimited_grant")
-_LIMITER_PACKAGE = PACKAGE / "worker" / "limiter"
 
 
 def test_no_module_runs_a_script_but_through_the_registry() -> None:
     bypasses = [
         f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if SCRIPTS not in path.parents and _LIMITER_PACKAGE not in path.parents
+        if SCRIPTS not in path.parents
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if _BYPASSES.search(line)
     ]
@@ -49,10 +45,10 @@ def test_every_script_file_is_declared_in_the_registry_and_every_entry_is_a_file
     files = {path.stem for path in SCRIPTS.glob("*.lua")}
     declared = set(scripts.SCRIPTS) | {p for preludes in scripts.SCRIPTS.values() for p in preludes}
     assert declared <= files, f"declared without a file: {sorted(declared - files)}"
-    undeclared = {name for name in files - declared if not _LIMITER_FILES.fullmatch(name)}
+    undeclared = files - declared
     assert undeclared == set(), f"declare these in scripts.SCRIPTS: {sorted(undeclared)}"
     preludes = declared - set(scripts.SCRIPTS)
-    assert preludes == {"breaker_now", "run_end_if_done"}
+    assert preludes == {"breaker_now", "run_end_if_done", "limiter_common"}
 
 
 def test_every_script_named_in_the_code_is_declared() -> None:

@@ -1,9 +1,7 @@
 """The home of mimoq's Lua scripts (issue #22): each one a ``<name>.lua`` file here, declared
 in ``SCRIPTS`` with the preludes it runs after, built by ``named`` once per process and run
 through ``LuaScript`` (by SHA, loaded on ``NOSCRIPT``); ``replies`` decodes what the scripts
-answer. No module registers or ``EVAL``s a script of its own. The limiter's scripts
-(``limiter_*.lua``, ``unlimited_grant.lua``) are still built from ``source`` by
-``mimoq.worker.limiter`` while it is reshaped."""
+answer. No module registers or ``EVAL``s a script of its own."""
 
 from __future__ import annotations
 
@@ -52,6 +50,11 @@ class LuaScript:
         ``settle``, to run it again on its own if it was not loaded."""
         pipe.evalsha(self.sha, len(keys), *_flat(keys, args))
 
+    def queue_load(self, pipe: Pipeline) -> None:
+        """Queue ``SCRIPT LOAD`` on ``pipe``, ahead of a ``queue`` of it that must not fail
+        (after a ``NOSCRIPT``: Redis restarted or was flushed)."""
+        pipe.script_load(self.text)
+
     async def settle(
         self, redis: Redis, reply: Any, keys: Sequence[Arg], args: Sequence[Arg] = ()
     ) -> Any:
@@ -96,6 +99,15 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "orphans_rescore_zero": (),
         # a worker taking a due job (core/arq_compat.py start_claimed)
         "arq_claim": (),
+        # the limiter (worker/limiter/core.py): each decision after the functions they share
+        "limiter_acquire": ("limiter_common",),
+        "limiter_release": ("limiter_common",),
+        "limiter_rate_limited": ("limiter_common",),
+        "limiter_release_tenant": ("limiter_common",),
+        "limiter_admit": ("limiter_common",),
+        "limiter_snapshot": ("limiter_common",),
+        "limiter_next_free": ("limiter_common",),
+        "unlimited_grant": (),
     }
 )
 

@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from functools import cache
 from typing import Any, Final, Protocol
 
 import structlog
@@ -182,11 +181,21 @@ class LimiterSnapshot:
         return asdict(self)
 
 
-@cache
+#: The limiter's scripts by decision: ``core/scripts/limiter_<name>.lua``, each after the
+#: functions they share (``limiter_common.lua``), from the one registry.
+_LIMITER_SCRIPTS: Final[Mapping[str, Callable[[], LuaScript]]] = {
+    "acquire": lambda: scripts.named("limiter_acquire"),
+    "release": lambda: scripts.named("limiter_release"),
+    "rate_limited": lambda: scripts.named("limiter_rate_limited"),
+    "release_tenant": lambda: scripts.named("limiter_release_tenant"),
+    "admit": lambda: scripts.named("limiter_admit"),
+    "snapshot": lambda: scripts.named("limiter_snapshot"),
+    "next_free": lambda: scripts.named("limiter_next_free"),
+}
+
+
 def _limiter_script(name: str) -> LuaScript:
-    """``core/scripts/limiter_<name>.lua`` behind the functions every limiter script shares
-    (``limiter_common.lua``), hashed once per process."""
-    return LuaScript(scripts.source("limiter_common") + "\n" + scripts.source(f"limiter_{name}"))
+    return _LIMITER_SCRIPTS[name]()
 
 
 def _seconds(wait: float) -> float:
@@ -447,19 +456,21 @@ class RedisLimiter:
         """
         script = _limiter_script("next_free")
         if load:
-            pipe.script_load(script.text)
-        pipe.evalsha(script.sha, *self._next_free_args(model))
+            script.queue_load(pipe)
+        script.queue(pipe, *self._next_free_args(model))
         return 2 if load else 1
 
-    def _next_free_args(self, model: str) -> list[Any]:
+    def _next_free_args(self, model: str) -> tuple[list[str], list[str]]:
         # Every call of a multi-account worker reads every account: build the arguments
         # once per model (the configuration is frozen; an injected clock changes them).
-        cache: dict[str, list[Any]] = self.__dict__.setdefault("_next_free_cache", {})
-        args = cache.get(model)
-        if args is None or self._clock is not None:
+        cache: dict[str, tuple[list[str], list[str]]] = self.__dict__.setdefault(
+            "_next_free_cache", {}
+        )
+        found = cache.get(model)
+        if found is None or self._clock is not None:
             keys = limiter_keys(self.config.account, model) + admission_keys(model)
-            args = cache[model] = [len(keys), *keys, wire.dumps(self._config(model))]
-        return args
+            found = cache[model] = (keys, [wire.dumps(self._config(model))])
+        return found
 
     async def next_free_s(self, model: str) -> float:
         """Seconds until this limiter could grant one more call of ``model`` (0: now)."""
@@ -476,7 +487,6 @@ class RedisLimiter:
 #: Limits off, the grant is only this: the job's cancel marker, read and set atomically as
 #: the acquire script does (docs/cancel.md), and an interactive job out of its tenant's
 #: admitted set.
-_UNLIMITED_GRANT: Final = scripts.LuaScript(scripts.source("unlimited_grant"))
 
 
 class UnlimitedLimiter:
@@ -504,7 +514,7 @@ class UnlimitedLimiter:
             keys = [wire.cancel_key(job_id)]
             if lane != "bulk":
                 keys.append(wire.interactive_admitted_key(model, tenant))
-            if not await _UNLIMITED_GRANT.run(redis, keys, [ttl_ms, job_id]):
+            if not await scripts.named("unlimited_grant").run(redis, keys, [ttl_ms, job_id]):
                 raise JobCancelled("the job was cancelled before its MiMo call")
         lease_id = uuid.uuid4().hex
         return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
