@@ -116,7 +116,9 @@ async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None
     ttl_ms = int(worker.in_progress_timeout_s * 1000)
     for raw in job_ids:
         await worker.sem.acquire()
-        if worker.job_counter >= worker.max_jobs:
+        # Stopping (the flag flipped while this waited for a slot): take nothing more, so
+        # that what the stop waits for is only what already runs.
+        if worker.job_counter >= worker.max_jobs or not worker.allow_pick_jobs:
             worker.sem.release()
             return
         worker.job_counter += 1

@@ -202,3 +202,15 @@ async def test_start_claimed_gives_the_slot_back_when_redis_fails(redis: ArqRedi
     assert worker.job_counter == 0 and worker.sem._value == free and worker.tasks == {}
     worker._pool = redis
     await worker.close()
+
+
+async def test_start_claimed_takes_nothing_once_the_worker_stops(redis: ArqRedis) -> None:
+    """A pick under way when the worker began to stop leaves its jobs queued for others."""
+    await _queue_cases(redis)
+    worker = _plain_worker(redis, [])
+    free = worker.sem._value
+    worker.allow_pick_jobs = False
+    await arq_compat.start_claimed(worker, [b"due"])
+    assert worker.tasks == {} and worker.job_counter == 0 and worker.sem._value == free
+    assert not await redis.exists(arq_compat.IN_PROGRESS_PREFIX + "due")
+    await worker.close()
