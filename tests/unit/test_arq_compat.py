@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import time
+from typing import Any
 
 import arq.connections
 import arq.constants
@@ -69,21 +70,12 @@ async def test_queue_scores_are_run_at_milliseconds_and_due_ones_are_picked(
     await redis.eval(script, 4, *keys_due, "due", job, 0)
     await redis.eval(script, 4, *keys_later, "later", job, 3_600_000)
     seen: list[str] = []
-
-    async def speech(ctx: dict[str, object], job: object) -> None:
-        seen.append(str(ctx["job_id"]))
-
-    worker = Worker(
-        functions=[arq.worker.func(speech, name="speech")],
-        redis_pool=redis,
-        queue_name=wire.QUEUE_NAME,
-        job_serializer=wire.serialize,
-        job_deserializer=wire.deserialize,
+    worker = _plain_worker(
+        redis,
+        seen,
         burst=True,
         max_burst_jobs=1,  # burst mode alone would wait for the deferred job too
         poll_delay=0.01,
-        handle_signals=False,
-        keep_result=0,
     )
     await worker.main()
     await worker.close()
@@ -123,7 +115,9 @@ def test_start_up_info_logging_is_a_replaceable_module_function() -> None:
     assert arq.worker.log_redis_info is arq_compat._tolerant_log_redis_info  # type: ignore[attr-defined]
 
 
-def _plain_worker(redis: ArqRedis, seen: list[str]) -> Worker:
+def _plain_worker(redis: ArqRedis, seen: list[str], **options: Any) -> Worker:
+    """An arq Worker of mimoq's queue and job format whose speech task records its id."""
+
     async def speech(ctx: dict[str, object], job: object) -> None:
         seen.append(str(ctx["job_id"]))
 
@@ -135,6 +129,7 @@ def _plain_worker(redis: ArqRedis, seen: list[str]) -> Worker:
         job_deserializer=wire.deserialize,
         handle_signals=False,
         keep_result=0,
+        **options,
     )
 
 

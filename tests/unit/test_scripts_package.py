@@ -9,6 +9,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.core import scripts
+from mimoq.worker.limiter.core import DECISION_SCRIPTS
 from tests.conftest import RedisServer
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mimoq"
@@ -56,7 +57,7 @@ def test_every_script_named_in_the_code_is_declared() -> None:
         name
         for path in PACKAGE.rglob("*.py")
         for name in re.findall(r'scripts\.named\("([\w-]+)"\)', path.read_text(encoding="utf-8"))
-    }
+    } | {f"limiter_{decision}" for decision in DECISION_SCRIPTS}  # named by decision
     assert set(scripts.SCRIPTS) - named == set(), "declared scripts no module runs"
     assert named <= set(scripts.SCRIPTS)
 
@@ -102,3 +103,9 @@ async def test_a_script_runs_by_sha_and_is_loaded_again_after_a_flush(
         assert "cmdstat_eval" not in stats
     finally:
         await redis.aclose()
+
+
+def test_the_limiter_runs_its_declared_decisions_only() -> None:
+    source = (PACKAGE / "worker" / "limiter" / "core.py").read_text(encoding="utf-8")
+    used = set(re.findall(r'(?:_run|_limiter_script)\("(\w+)"', source))
+    assert used == set(DECISION_SCRIPTS)

@@ -181,21 +181,15 @@ class LimiterSnapshot:
         return asdict(self)
 
 
-#: The limiter's scripts by decision: ``core/scripts/limiter_<name>.lua``, each after the
-#: functions they share (``limiter_common.lua``), from the one registry.
-_LIMITER_SCRIPTS: Final[Mapping[str, Callable[[], LuaScript]]] = {
-    "acquire": lambda: scripts.named("limiter_acquire"),
-    "release": lambda: scripts.named("limiter_release"),
-    "rate_limited": lambda: scripts.named("limiter_rate_limited"),
-    "release_tenant": lambda: scripts.named("limiter_release_tenant"),
-    "admit": lambda: scripts.named("limiter_admit"),
-    "snapshot": lambda: scripts.named("limiter_snapshot"),
-    "next_free": lambda: scripts.named("limiter_next_free"),
-}
+#: The limiter's decisions, each ``core/scripts/limiter_<decision>.lua`` (after the functions
+#: they share, ``limiter_common.lua``) from the one registry.
+DECISION_SCRIPTS: Final = (
+    "acquire", "release", "rate_limited", "release_tenant", "admit", "snapshot", "next_free",
+)  # fmt: skip
 
 
-def _limiter_script(name: str) -> LuaScript:
-    return _LIMITER_SCRIPTS[name]()
+def _limiter_script(decision: str) -> LuaScript:
+    return scripts.named(f"limiter_{decision}")
 
 
 def _seconds(wait: float) -> float:
