@@ -27,6 +27,7 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
@@ -125,7 +126,9 @@ async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None
         job_id = raw.decode()
         keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name]
         try:
-            score = await claim.run(worker.pool, keys, [job_id, arq.utils.timestamp_ms(), ttl_ms])
+            score = await claim.run(
+                worker.pool, keys, [job_id, arq.utils.timestamp_ms(), ttl_ms, secrets.token_hex(8)]
+            )
         except BaseException:
             worker._release_sem_dec_counter_on_complete()
             raise

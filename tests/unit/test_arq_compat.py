@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from mimoq.core import arq_compat, wire
+from mimoq.core import arq_compat, scripts, wire
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -209,3 +209,17 @@ async def test_start_claimed_takes_nothing_once_the_worker_stops(redis: ArqRedis
     assert worker.tasks == {} and worker.job_counter == 0 and worker.sem._value == free
     assert not await redis.exists(arq_compat.IN_PROGRESS_PREFIX + "due")
     await worker.close()
+
+
+async def test_a_claim_sent_again_after_its_reply_was_lost_still_takes_its_job(
+    redis: ArqRedis,
+) -> None:
+    """The client retries a claim whose reply an outage lost after the script ran: the
+    retry finds its own token and takes the job; another claim still cannot."""
+    now_ms = await _queue_cases(redis)
+    claim = scripts.named("arq_claim")
+    keys = [arq_compat.IN_PROGRESS_PREFIX + "due", wire.QUEUE_NAME]
+    first = await claim.run(redis, keys, ["due", now_ms, 60_000, "token-a"])
+    assert first is not None
+    assert await claim.run(redis, keys, ["due", now_ms, 60_000, "token-a"]) == first
+    assert await claim.run(redis, keys, ["due", now_ms, 60_000, "token-b"]) is None

@@ -4,10 +4,16 @@
 -- KEYS[1] arq:in-progress:<id>   KEYS[2] the queue
 -- ARGV[1] job id   ARGV[2] now, ms (the worker's clock, as arq compares)
 -- ARGV[3] how long the in-progress key lives, ms (arq's in_progress_timeout_s)
+-- ARGV[4] this claim's token, the in-progress key's value (arq only asks whether it exists)
 -- Returns the job's queue score when taken (arq passes it to run_job); nil when the job
 -- runs elsewhere, has left the queue (score 0 is "not queued" to arq) or is not due.
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+-- The same claim sent again (the client retries a call whose reply a Redis outage lost,
+-- after the script ran) finds its own token and takes the job it already holds: a plain
+-- "exists" would leave the job held by no one until the key expired.
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[4] then return nil end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if held then return score end
 if not score or tonumber(score) == 0 or tonumber(score) > tonumber(ARGV[2]) then return nil end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[3])
 return score
