@@ -235,7 +235,9 @@ class BatchRunner:
         calls were finishing) are journaled too, so a re-run does not pay for them again.
         """
         try:
-            await self._poll()
+            # Items still marked pending too: an enqueue cut short by the interrupt may have
+            # reached Redis before it could mark its item queued, and its job may have run.
+            await self._poll(unsent_too=True)
         finally:
             self.files.write_reports(self.records)
         return self.records
@@ -386,15 +388,15 @@ class BatchRunner:
         with contextlib.suppress(RedisError):  # keep the last one: a bar must not stop a run
             self._eta = await self.eta_source()
 
-    async def _poll(self) -> None:
+    async def _poll(self, *, unsent_too: bool = False) -> None:
         groups = self._groups()
+        open_states = {ItemStatus.queued, ItemStatus.in_progress}
+        if unsent_too:
+            open_states.add(ItemStatus.pending)
         waiting = [
             job_id
             for job_id, indices in groups.items()
-            if any(
-                self.records[i].status in (ItemStatus.queued, ItemStatus.in_progress)
-                for i in indices
-            )
+            if any(self.records[i].status in open_states for i in indices)
         ]
         redis = self.producer.redis
         finished: list[ItemRecord] = []
@@ -410,6 +412,8 @@ class BatchRunner:
                 open_ones = [n for n in groups[job_id] if self.records[n].status not in FINISHED]
                 if raw is None:
                     for n in open_ones:
+                        if self.records[n].status == ItemStatus.pending and not running:
+                            continue  # maybe never enqueued: nothing to say about it yet
                         self.records[n].status = (
                             ItemStatus.in_progress if running else ItemStatus.queued
                         )

@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from mimoq.cli.ctrl_c import CtrlC
+from mimoq.core import wire
 from mimoq.core.connections import embedded
+from mimoq.core.jobs import JobResult
 from mimoq.core.settings import Settings
 from mimoq.producer.batch_plan import PlannedItem
 from mimoq.producer.batch_run import BatchRunner
-from mimoq.producer.batch_state import RunFiles
+from mimoq.producer.batch_state import ItemStatus, RunFiles
 from mimoq.producer.client import Producer
+from tests.batch.test_batch_e2e import journaled
 
 DEADLINE_S = 30.0
 
@@ -83,3 +87,22 @@ async def test_a_run_stops_on_ctrl_c_even_when_its_cancellation_is_lost(
         await redis.aclose()
     assert ctrl_c.requested()
     assert files.path("report.jsonl").is_file()  # the reports are written either way
+
+
+async def test_an_interrupted_run_journals_a_job_whose_item_it_never_marked_queued(
+    tmp_path: Path,
+) -> None:
+    """An enqueue cut short by Ctrl-C reached Redis but not its item's status; the job ran
+    during the interrupt's grace. The run's last look journals its answer all the same."""
+    redis = embedded()
+    files = RunFiles(tmp_path, "cut-short")
+    items = [PlannedItem("line 1", {"kind": "speech", "input": "hi", "id": "s-1"})]
+    runner = BatchRunner(Producer(redis, Settings()), files, items)
+    done = JobResult(id="s-1", kind="speech", status="succeeded", finished_at=time.time())
+    try:
+        await redis.set(wire.result_key("s-1"), done.model_dump_json())
+        await runner.collect()
+    finally:
+        await redis.aclose()
+    assert [r.status for r in runner.records] == [ItemStatus.succeeded]
+    assert list(journaled(tmp_path)) == ["s-1"]
