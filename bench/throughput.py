@@ -185,7 +185,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
     if phase.endswith("+otel"):  # the OTEL_* variables are in this child's environment
         from mimoq.core import tracing
 
-        assert tracing.setup_from_env("mimoq-bench-worker")
+        assert tracing.setup_from_env("mimoq-bench-worker", relay=True)  # as `mimoq worker`
     return build_worker(mimoq_settings(args.redis, args.sim, args.out, args), handle_signals=False)
 
 
@@ -446,12 +446,18 @@ def hooks_off_us(rounds: int = 20_000) -> float:
 
 @dataclass
 class HooksOn:
-    """Tracing on, CPU microseconds per job of the worker's hooks for one speech job."""
+    """Tracing on, CPU microseconds per job of the tracing work for one speech job."""
 
     spans: int  # per job
-    record_us: float  # making and ending the spans: the thread that runs the job
-    encode_us: float  # OTLP protobuf encoding: the exporter's thread, in the same process
-    left_out_us: float  # the hooks of a job whose trace the sampler left out (not sampled)
+    # the worker (the relay): its hooks record the spans; its relay thread marshals them
+    relay_record_us: float
+    relay_handoff_us: float
+    # the sidecar: the SDK makes each relayed record a span, and encodes it as OTLP
+    sidecar_us: float
+    # in one process, as producers and `mimoq serve` trace: the SDK's tracer, its encoding
+    record_us: float
+    encode_us: float
+    left_out_us: float  # the worker's hooks of a job whose trace the sampler left out
     sdk_record_us: float  # the SDK's floor: as many spans, nested alike, no attributes
     sdk_encode_us: float  # and their encoding
 
@@ -470,22 +476,31 @@ def sdk_spans(tracer: Any, parent: Any) -> None:
     attempt.end()
 
 
+def _timed(rounds: int, work: Any, *args: Any) -> float:
+    """CPU seconds of this thread for ``rounds`` calls of ``work``, from a collected heap."""
+    gc.collect()
+    started = time.thread_time()
+    for _ in range(rounds):
+        work(*args)
+    return time.thread_time() - started
+
+
 def hooks_on(rounds: int = 5_000) -> HooksOn:
-    """The worker's tracing cost per job without Redis, MiMo or the network: its hooks with
-    tracing on (the resource the worker makes, spans kept in memory), then the encoding the
-    OTLP exporter does for them. CPU time of this thread, so other load barely moves it."""
+    """The tracing cost per job without Redis, MiMo or the network, in CPU time of this
+    thread (so other load barely moves it): the worker's hooks with the relay (a worker's
+    way) and the hand-off of their records, the sidecar's replay and encoding of them; the
+    same hooks with the SDK's tracer in-process and the OTLP exporter's encoding."""
+    import marshal
+
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from mimoq.core import tracing
+    from mimoq.core import span_relay, span_sidecar, tracing
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=tracing.service_resource("mimoq-bench-worker"))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
+    resource = tracing.service_resource("mimoq-bench-worker")
     fields = {
         "id": "job-1",
         "kind": "speech",
@@ -500,41 +515,64 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
             encode_spans(spans[first : first + 512]).SerializePartialToString()
         return time.thread_time() - started
 
+    # the worker: the relay's hooks, then its thread's marshalling, frame by frame
+    relay = span_relay.SpanRelay()
+    tracing.install_relay(relay, TracerProvider(shutdown_on_exit=False).sampler)
     try:
         for _ in range(rounds // 10):  # warm up: caches, first imports
             worker_hooks(fields, store)
-        exporter.clear()
-        gc.collect()
+        relay._queue.clear()
+        relay_record_s = _timed(rounds, worker_hooks, fields, store)
+        records = list(relay._queue)
+        relay._queue.clear()
         started = time.thread_time()
-        for _ in range(rounds):
-            worker_hooks(fields, store)
-        record_s = time.thread_time() - started
+        frames = [
+            marshal.dumps(records[i : i + span_relay.MAX_FRAME_RECORDS])
+            for i in range(0, len(records), span_relay.MAX_FRAME_RECORDS)
+        ]
+        handoff_s = time.thread_time() - started
+        # the producer's sampler said no (flags 00): the default sampler is parent-based
+        left_out = {**fields, "traceparent": fields["traceparent"][:-2] + "00"}
+        left_out_s = _timed(rounds, worker_hooks, left_out, store)
+    finally:
+        tracing.shutdown()
+    # the sidecar: the records made SDK spans again, then encoded
+    exporter = InMemorySpanExporter()
+    provider, ids = span_sidecar.replaying_provider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(tracing.INSTRUMENTATION)
+    gc.collect()
+    started = time.thread_time()
+    for frame in frames:
+        span_sidecar.replay(marshal.loads(frame), tracer, ids)
+    sidecar_s = time.thread_time() - started + encoded(exporter.get_finished_spans())
+    del records, frames
+    exporter.clear()
+    # in one process: the SDK's tracer behind the same hooks, then the SDK's floor
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        record_s = _timed(rounds, worker_hooks, fields, store)
         spans = exporter.get_finished_spans()
         encode_s = encoded(spans)
         count = len(spans)
         del spans  # each measurement starts from the same heap: the collector's work grows
         exporter.clear()  # with the objects alive
-        gc.collect()
         tracer = provider.get_tracer(tracing.INSTRUMENTATION)
         parent = TraceContextTextMapPropagator().extract({"traceparent": fields["traceparent"]})
-        started = time.thread_time()
-        for _ in range(rounds):
-            sdk_spans(tracer, parent)
-        sdk_record_s = time.thread_time() - started
+        sdk_record_s = _timed(rounds, sdk_spans, tracer, parent)
         sdk_encode_s = encoded(exporter.get_finished_spans())
         exporter.clear()
-        gc.collect()
-        # The producer's sampler said no (flags 00): the default sampler is parent-based.
-        left_out = {**fields, "traceparent": fields["traceparent"][:-2] + "00"}
-        started = time.thread_time()
-        for _ in range(rounds):
-            worker_hooks(left_out, store)
-        left_out_s = time.thread_time() - started
     finally:
         tracing.shutdown()
     per_job = [
-        x / rounds * 1e6 for x in (record_s, encode_s, left_out_s, sdk_record_s, sdk_encode_s)
-    ]
+        x / rounds * 1e6
+        for x in (
+            relay_record_s, handoff_s, sidecar_s, record_s, encode_s, left_out_s,
+            sdk_record_s, sdk_encode_s,
+        )
+    ]  # fmt: skip
     return HooksOn(count // rounds, *per_job)
 
 
@@ -619,18 +657,26 @@ def report(rounds: list[dict[str, PhaseResult]], args: argparse.Namespace) -> bo
         )
         on = hooks_on()
         off_cpu_ms = statistics.median(r["mimoq"].worker_cpu_s * 1000 / n for r in rounds)
-        total_us = on.record_us + on.encode_us
+        worker_us = on.relay_record_us + on.relay_handoff_us
         print(
-            f"tracing on: the worker's hooks of one job make {on.spans} spans in "
-            f"{on.record_us:.0f} us CPU and the exporter encodes them in {on.encode_us:.0f} us: "
-            f"{total_us / 10 / off_cpu_ms:.1f} % of the {off_cpu_ms:.2f} ms of worker CPU a job "
-            f"takes with tracing off; a job the sampler left out: {on.left_out_us:.0f} us"
+            f"tracing on, in the worker: its hooks record one job's {on.spans} spans in "
+            f"{on.relay_record_us:.1f} us CPU and the relay thread hands them off in "
+            f"{on.relay_handoff_us:.1f} us: {worker_us / 10 / off_cpu_ms:.2f} % of the "
+            f"{off_cpu_ms:.2f} ms of worker CPU a job takes with tracing off; a job the "
+            f"sampler left out: {on.left_out_us:.1f} us"
         )
-        sdk_us = on.sdk_record_us + on.sdk_encode_us
         print(
-            f"the SDK's floor: the same {on.spans} spans with no attributes, made with the "
-            f"tracer's own calls, take {on.sdk_record_us:.0f} us + {on.sdk_encode_us:.0f} us "
-            f"encoding: {sdk_us / 10 / off_cpu_ms:.1f} % of a job"
+            f"tracing on, in the sidecar process: the SDK makes and encodes them in "
+            f"{on.sidecar_us:.0f} us per job"
+        )
+        total_us = on.record_us + on.encode_us
+        floor_us = on.sdk_record_us + on.sdk_encode_us
+        print(
+            f"the same in one process (the SDK's tracer, as producers and `mimoq serve` "
+            f"trace): {on.record_us:.0f} us + {on.encode_us:.0f} us encoding, "
+            f"{total_us / 10 / off_cpu_ms:.1f} % of a job; the SDK's floor, the same "
+            f"{on.spans} spans with no attributes: {on.sdk_record_us:.0f} us + "
+            f"{on.sdk_encode_us:.0f} us ({floor_us / 10 / off_cpu_ms:.1f} %)"
         )
     return ok
 

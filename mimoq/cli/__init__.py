@@ -73,8 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return settings
         register_secrets(settings.api_key(), *pool_secrets(settings), *settings.webhook_secrets())
         # Off unless OTEL_* variables turn it on (docs/production.md, "Tracing"); flushed
-        # before exit.
-        tracing.setup_from_env(default_service=f"mimoq-{args.command}")
+        # before exit. A worker's spans are made and exported in a sidecar process: the
+        # SDK's own cost per span is a few percent of a job (mimoq.core.span_relay).
+        tracing.setup_from_env(
+            default_service=f"mimoq-{args.command}", relay=args.command == "worker"
+        )
         handler: Handler = args.func
         return handler(args, settings)
     except MimoqError as exc:

@@ -22,7 +22,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import Sampler
 
+    from mimoq.core.span_relay import SpanRelay
+
 #: W3C Trace Context, version 00 (https://www.w3.org/TR/trace-context/#traceparent-header):
 #: ``00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>``, lower case, ids not all 0.
 TRACEPARENT_PATTERN: Final = r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
@@ -61,8 +63,22 @@ _Value = TypeVar("_Value")  # what a span block hands its ``with``
 #: Exporters ``OTEL_TRACES_EXPORTER`` may name.
 EXPORTERS: Final = ("otlp", "console", "none")
 
+
+class _SpanStarter(Protocol):
+    """The SDK's tracer, or the relay's (``span_relay.RelayTracer``)."""
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = ...,
+        kind: SpanKind = ...,
+        attributes: Mapping[str, Any] | None = ...,
+    ) -> trace.Span: ...
+
+
 _provider: TracerProvider | None = None
-_tracer: trace.Tracer | None = None
+_relay: SpanRelay | None = None
+_tracer: _SpanStarter | None = None
 #: The sampler drops the children of an unsampled span: then mimoq makes none (_left_out).
 _skip_unsampled = False
 #: The job's own traceparent while an attempt runs: what its callback carries when off.
@@ -117,35 +133,54 @@ def exporters_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
     return chosen
 
 
-def setup_from_env(default_service: str, env: Mapping[str, str] | None = None) -> bool:
+def setup_from_env(
+    default_service: str, env: Mapping[str, str] | None = None, *, relay: bool = False
+) -> bool:
     """Start tracing if the environment asks for it; returns whether it is on.
 
     ``default_service`` names the process when neither ``OTEL_SERVICE_NAME`` nor
     ``OTEL_RESOURCE_ATTRIBUTES`` does. The sampler comes from ``OTEL_TRACES_SAMPLER`` (and
-    its argument), the batching from ``OTEL_BSP_*``, as the SDK reads them.
+    its argument), the batching from ``OTEL_BSP_*``, as the SDK reads them. ``relay``
+    (workers): spans are recorded here and made and exported by the SDK in a sidecar
+    process (``mimoq.core.span_relay`` says why).
     """
     exporters = exporters_from_env(os.environ if env is None else env)
     if not exporters:
         return False
     try:
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError:  # pragma: no cover - the [otel] extra is not installed
         raise ConfigurationError(
             "OTEL_* variables turn tracing on, but the OpenTelemetry SDK is not installed: "
             "pip install 'mimoq[otel]' (or unset OTEL_TRACES_EXPORTER and "
             "OTEL_EXPORTER_OTLP_ENDPOINT)"
         ) from None
+    if relay:
+        from mimoq.core.span_relay import SpanRelay
+
+        # the sampler OTEL_TRACES_SAMPLER names, as the SDK's provider reads it
+        sampler = TracerProvider(shutdown_on_exit=False).sampler
+        span_relay = SpanRelay()
+        span_relay.start_sidecar(default_service)
+        install_relay(span_relay, sampler)
+        return True
     provider = TracerProvider(resource=service_resource(default_service))
-    for name in exporters:
+    add_exporters(provider, exporters)
+    install(provider)
+    return True
+
+
+def add_exporters(provider: TracerProvider, exporters: Sequence[str] | None = None) -> None:
+    """A batch span processor on ``provider`` for each exporter (default: the environment's)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    for name in exporters_from_env(os.environ) if exporters is None else exporters:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         else:
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    install(provider)
-    return True
 
 
 def service_resource(default_service: str) -> Resource:
@@ -187,6 +222,17 @@ def install(provider: TracerProvider) -> None:
     _skip_unsampled = _drops_children_of_unsampled(provider.sampler)
 
 
+def install_relay(relay: SpanRelay, sampler: Sampler) -> None:
+    """Trace through ``relay``, sampling with ``sampler`` (set-up above; tests pass a relay
+    that replays into an in-memory exporter)."""
+    global _relay, _tracer, _skip_unsampled
+    from mimoq.core.span_relay import RelayTracer
+
+    _relay = relay
+    _tracer = RelayTracer(relay, sampler)
+    _skip_unsampled = _drops_children_of_unsampled(sampler)
+
+
 def _drops_children_of_unsampled(sampler: Sampler) -> bool:
     """Whether ``sampler`` drops every span whose parent was not sampled, remote or local.
 
@@ -206,11 +252,14 @@ def _drops_children_of_unsampled(sampler: Sampler) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and turn tracing off (the CLI calls it before it exits)."""
-    global _provider, _tracer
+    global _provider, _tracer, _relay
     provider, _provider, _tracer = _provider, None, None
+    relay, _relay = _relay, None
     if provider is not None:
         provider.force_flush()
         provider.shutdown()
+    if relay is not None:
+        relay.close()
 
 
 # --- propagation --------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from mimoq.core import tracing
+from mimoq.core import span_sidecar, tracing
+from mimoq.core.span_relay import SpanRelay
 from tests.e2e.conftest import (  # noqa: F401 (fixtures)
     producer,
     receiver,
@@ -48,13 +49,23 @@ class Spans:
         return [s for s in self.all() if s.parent is not None and s.parent.span_id == parent_id]
 
 
-@pytest.fixture
-def spans() -> Iterator[Spans]:
-    """Tracing on for this test, every span kept in memory (exported as it ends)."""
+@pytest.fixture(params=["sdk", "relay"])
+def spans(request: pytest.FixtureRequest) -> Iterator[Spans]:
+    """Tracing on for this test, every span kept in memory (exported as it ends): made by
+    the SDK's tracer (as producers and ``mimoq serve`` do), or recorded by the relay and
+    made by the SDK from its records (as a worker and its sidecar do), replayed at once."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource({"service.name": "mimoq-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
+    resource = Resource({"service.name": "mimoq-test"})
+    if request.param == "sdk":
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracing.install(provider)
+    else:
+        provider, ids = span_sidecar.replaying_provider(resource=resource)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer(tracing.INSTRUMENTATION)
+        relay = SpanRelay(sink=lambda records: span_sidecar.replay(records, tracer, ids))
+        tracing.install_relay(relay, TracerProvider().sampler)
     try:
         yield Spans(exporter)
     finally:
