@@ -544,7 +544,7 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
     gc.collect()
     started = time.thread_time()
     for frame in frames:
-        span_sidecar.replay(marshal.loads(frame), tracer, ids)
+        span_sidecar.replay_records(marshal.loads(frame), tracer, ids)
     sidecar_s = time.thread_time() - started + encoded(exporter.get_finished_spans())
     del records, frames
     exporter.clear()

@@ -68,7 +68,7 @@ def replaying_provider(**kwargs: object) -> tuple[TracerProvider, IdGenerator]:
     return provider, ids
 
 
-def replay(records: list[SpanRecord], tracer: trace.Tracer, ids: IdGenerator) -> None:
+def replay_records(records: list[SpanRecord], tracer: trace.Tracer, ids: IdGenerator) -> None:
     """Make each record an SDK span with its own ids, parent, times, attributes and status."""
     for (name, kind, trace_id, span_id, parent_id, parent_flags, parent_remote, start, end,
          attributes, status, description) in records:  # fmt: skip
@@ -98,7 +98,7 @@ def frames(stream: IO[bytes]) -> Iterator[list[SpanRecord]]:
         yield marshal.loads(body)  # noqa: S302
 
 
-def main(argv: list[str]) -> int:
+def sidecar_main(argv: list[str]) -> int:
     # The worker stops on Ctrl-C or SIGTERM and then closes this process's stdin: exiting
     # on the signal instead would lose the spans of the worker's last jobs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
     tracer = provider.get_tracer(tracing.INSTRUMENTATION)
     try:
         for records in frames(sys.stdin.buffer):
-            replay(records, tracer, ids)
+            replay_records(records, tracer, ids)
     finally:
         provider.force_flush()
         provider.shutdown()
@@ -119,4 +119,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(sidecar_main(sys.argv[1:]))

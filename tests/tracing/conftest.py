@@ -64,7 +64,7 @@ def spans(request: pytest.FixtureRequest) -> Iterator[Spans]:
         provider, ids = span_sidecar.replaying_provider(resource=resource)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         tracer = provider.get_tracer(tracing.INSTRUMENTATION)
-        relay = SpanRelay(sink=lambda records: span_sidecar.replay(records, tracer, ids))
+        relay = SpanRelay(sink=lambda records: span_sidecar.replay_records(records, tracer, ids))
         tracing.install_relay(relay, TracerProvider().sampler)
     try:
         yield Spans(exporter)
