@@ -281,13 +281,14 @@ class SpanRelay:
 
     # --- the sidecar ------------------------------------------------------------------
 
-    def start_sidecar(self, default_service: str) -> None:
-        """Start ``mimoq.core.span_sidecar`` with this process's environment and the thread
-        that feeds it. Its stdout and stderr are this process's (the console exporter)."""
+    def start_sidecar(self, default_service: str, env: Mapping[str, str] | None = None) -> None:
+        """Start ``mimoq.core.span_sidecar`` with ``env`` (default: this process's
+        environment), where it reads its ``OTEL_*`` set-up, and the thread that feeds it.
+        Its stdout and stderr are this process's (the console exporter)."""
         self._process = subprocess.Popen(  # noqa: S603 (this interpreter, our own module)
             [sys.executable, "-m", "mimoq.core.span_sidecar", default_service],
             stdin=subprocess.PIPE,
-            env=os.environ.copy(),
+            env=dict(os.environ if env is None else env),
         )
         self._thread = threading.Thread(target=self._feed, name="mimoq-span-relay", daemon=True)
         self._thread.start()

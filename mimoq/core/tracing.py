@@ -7,6 +7,10 @@ attempt, a CLIENT span for the MiMo call, one for the storage write, and — in 
 own delivery job — a CLIENT span for each callback POST, whose ``traceparent`` header
 carries the trace on into the receiver.
 
+A worker records its spans as plain records and a sidecar process makes them SDK spans and
+exports them (``span_relay``, ``span_sidecar``): the SDK's own cost per span would be more
+than 2 % of a job. Producers, the CLI and ``mimoq serve`` use the SDK's tracer in-process.
+
 Off (the default), no SDK is imported and no span is built: every helper here returns at
 its first line, except that a job's own ``traceparent`` is still handed on, unchanged, to
 its callback. On, a job whose trace a parent-based sampler left out builds no span either:
@@ -161,7 +165,7 @@ def setup_from_env(
         # the sampler OTEL_TRACES_SAMPLER names, as the SDK's provider reads it
         sampler = TracerProvider(shutdown_on_exit=False).sampler
         span_relay = SpanRelay()
-        span_relay.start_sidecar(default_service)
+        span_relay.start_sidecar(default_service, env)
         install_relay(span_relay, sampler)
         return True
     provider = TracerProvider(resource=service_resource(default_service))
