@@ -488,7 +488,7 @@ def _timed(rounds: int, work: Any, *args: Any) -> float:
 def hooks_on(rounds: int = 5_000) -> HooksOn:
     """The tracing cost per job without Redis, MiMo or the network, in CPU time of this
     thread (so other load barely moves it): the worker's hooks with the relay (a worker's
-    way) and the hand-off of their records, the sidecar's replay and encoding of them; the
+    way) and the hand-off of their records, the sidecar's making and encoding of them; the
     same hooks with the SDK's tracer in-process and the OTLP exporter's encoding."""
     import marshal
 
@@ -536,15 +536,13 @@ def hooks_on(rounds: int = 5_000) -> HooksOn:
         left_out_s = _timed(rounds, worker_hooks, left_out, store)
     finally:
         tracing.shutdown()
-    # the sidecar: the records made SDK spans again, then encoded
+    # the sidecar: the records made the SDK's spans, handed to a span processor, encoded
     exporter = InMemorySpanExporter()
-    provider, ids = span_sidecar.replaying_provider(resource=resource)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer(tracing.INSTRUMENTATION)
+    processors = [SimpleSpanProcessor(exporter)]
     gc.collect()
     started = time.thread_time()
     for frame in frames:
-        span_sidecar.replay_records(marshal.loads(frame), tracer, ids)
+        span_sidecar.export_records(marshal.loads(frame), processors, resource)
     sidecar_s = time.thread_time() - started + encoded(exporter.get_finished_spans())
     del records, frames
     exporter.clear()

@@ -1,13 +1,16 @@
 """The process that makes a worker's relayed spans SDK spans and exports them.
 
 Started by ``mimoq.core.span_relay.SpanRelay.start_sidecar`` with the worker's environment:
-it sets the SDK up from the same ``OTEL_*`` variables (exporters, endpoint, headers,
-``OTEL_BSP_*`` batching, the resource), reads frames of ``SpanRecord``s from its stdin
-(a 4-byte big-endian length, then ``marshal`` data), and replays each record through the
-SDK's tracer with the record's own ids, parent and times. It exits when its stdin closes
-(the worker closing it, or dying), after exporting what it holds. Signals sent to the
-worker's whole process group (Ctrl-C in a terminal) are left to the worker: the sidecar
-ends when the worker does.
+it sets the SDK's exporters up from the same ``OTEL_*`` variables (exporters, endpoint,
+headers, ``OTEL_BSP_*`` batching, the resource), reads frames of ``SpanRecord``s from its
+stdin (a 4-byte big-endian length, then ``marshal`` data), makes each record the SDK's
+``ReadableSpan`` (what the SDK's tracer hands its span processors when a span ends) with
+the record's own ids, parent, times, attributes and status, and hands it to the SDK's
+batch span processors, whose OTLP exporter encodes and sends it.
+
+It exits when its stdin closes (the worker closing it, or dying), after exporting what it
+holds. Signals sent to the worker's whole process group (Ctrl-C in a terminal) are left to
+the worker: the sidecar ends when the worker does.
 
     python -m mimoq.core.span_sidecar SERVICE_NAME
 """
@@ -17,74 +20,64 @@ from __future__ import annotations
 import marshal
 import signal
 import sys
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Final
 
-from opentelemetry import trace
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from mimoq.core.span_relay import SpanRecord
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+_KINDS: Final = {kind.value: kind for kind in SpanKind}
+_UNSET: Final = Status(StatusCode.UNSET)
 
 
-def preset_ids() -> IdGenerator:
-    """An id generator that hands out the ids the record being replayed already has."""
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
+def readable_spans(records: Sequence[SpanRecord], resource: Resource) -> Iterator[ReadableSpan]:
+    """Each record as the SDK's ``ReadableSpan``: its ids, parent, times, attributes and
+    status, its flags as the SDK's tracer sets them (sampled: the worker relays only sampled
+    spans; "random trace id" on a root, else the parent's), the instrumentation scope the
+    worker's tracer would have had."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    class PresetIds(IdGenerator):
-        trace_id = 0
-        span_id = 0
+    from mimoq.core.tracing import INSTRUMENTATION
 
-        def generate_trace_id(self) -> int:
-            return self.trace_id
-
-        def generate_span_id(self) -> int:
-            return self.span_id
-
-        def is_trace_id_random(self) -> bool:
-            return True  # the worker draws them at random (span_relay._new_trace_id)
-
-    return PresetIds()
-
-
-def replaying_provider(**kwargs: object) -> tuple[TracerProvider, IdGenerator]:
-    """A provider that records every span it is given (the worker sampled already) with
-    preset ids; ``kwargs`` go to ``TracerProvider`` (its resource)."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    ids = preset_ids()
-    provider = TracerProvider(sampler=ALWAYS_ON, id_generator=ids, **kwargs)  # type: ignore[arg-type]
-    return provider, ids
-
-
-def replay_records(records: list[SpanRecord], tracer: trace.Tracer, ids: IdGenerator) -> None:
-    """Make each record an SDK span with its own ids, parent, times, attributes and status."""
+    scope = InstrumentationScope(INSTRUMENTATION)
     for (name, kind, trace_id, span_id, parent_id, parent_flags, parent_remote, start, end,
          attributes, status, description) in records:  # fmt: skip
-        context = None
+        parent = None
+        flags = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID
         if parent_id:
             parent = SpanContext(
                 trace_id, parent_id, is_remote=parent_remote, trace_flags=TraceFlags(parent_flags)
             )
-            context = trace.set_span_in_context(NonRecordingSpan(parent))
-        ids.trace_id, ids.span_id = trace_id, span_id  # type: ignore[attr-defined]
-        span = tracer.start_span(
-            name, context=context, kind=SpanKind(kind), attributes=attributes, start_time=start
+            flags = TraceFlags.SAMPLED | (parent_flags & TraceFlags.RANDOM_TRACE_ID)
+        yield ReadableSpan(
+            name=name,
+            context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags)),
+            parent=parent,
+            resource=resource,
+            attributes=attributes,
+            kind=_KINDS[kind],
+            status=_UNSET
+            if status == StatusCode.UNSET.value
+            else Status(StatusCode(status), description),
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=scope,
         )
-        if status != StatusCode.UNSET.value:
-            span.set_status(Status(StatusCode(status), description))
-        span.end(end_time=end)
+
+
+def export_records(
+    records: Sequence[SpanRecord], processors: Sequence[SpanProcessor], resource: Resource
+) -> None:
+    """Hand each record, made a ``ReadableSpan``, to every processor as an ended span."""
+    for span in readable_spans(records, resource):
+        for processor in processors:
+            processor.on_end(span)
 
 
 def frames(stream: IO[bytes]) -> Iterator[list[SpanRecord]]:
@@ -105,16 +98,15 @@ def sidecar_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from mimoq.core import tracing
 
-    service = argv[0] if argv else "mimoq-worker"
-    provider, ids = replaying_provider(resource=tracing.service_resource(service))
-    tracing.add_exporters(provider)
-    tracer = provider.get_tracer(tracing.INSTRUMENTATION)
+    resource = tracing.service_resource(argv[0] if argv else "mimoq-worker")
+    processors = tracing.span_processors()
     try:
         for records in frames(sys.stdin.buffer):
-            replay_records(records, tracer, ids)
+            export_records(records, processors, resource)
     finally:
-        provider.force_flush()
-        provider.shutdown()
+        for processor in processors:
+            processor.force_flush()
+            processor.shutdown()
     return 0
 
 

@@ -48,7 +48,7 @@ from mimoq.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.sampling import Sampler
 
     from mimoq.core.span_relay import SpanRelay
@@ -169,22 +169,26 @@ def setup_from_env(
         install_relay(span_relay, sampler)
         return True
     provider = TracerProvider(resource=service_resource(default_service))
-    add_exporters(provider, exporters)
+    for processor in span_processors(exporters):
+        provider.add_span_processor(processor)
     install(provider)
     return True
 
 
-def add_exporters(provider: TracerProvider, exporters: Sequence[str] | None = None) -> None:
-    """A batch span processor on ``provider`` for each exporter (default: the environment's)."""
+def span_processors(exporters: Sequence[str] | None = None) -> list[SpanProcessor]:
+    """A batch span processor for each exporter (default: the environment's), each
+    configured by the SDK from ``OTEL_*`` (endpoint, headers, ``OTEL_BSP_*``)."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+    processors: list[SpanProcessor] = []
     for name in exporters_from_env(os.environ) if exporters is None else exporters:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            processors.append(BatchSpanProcessor(OTLPSpanExporter()))
         else:
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+    return processors
 
 
 def service_resource(default_service: str) -> Resource:

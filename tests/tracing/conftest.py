@@ -53,7 +53,8 @@ class Spans:
 def spans(request: pytest.FixtureRequest) -> Iterator[Spans]:
     """Tracing on for this test, every span kept in memory (exported as it ends): made by
     the SDK's tracer (as producers and ``mimoq serve`` do), or recorded by the relay and
-    made by the SDK from its records (as a worker and its sidecar do), replayed at once."""
+    made SDK spans from its records by the sidecar's code (as a worker and its sidecar do),
+    at once."""
     exporter = InMemorySpanExporter()
     resource = Resource({"service.name": "mimoq-test"})
     if request.param == "sdk":
@@ -61,10 +62,10 @@ def spans(request: pytest.FixtureRequest) -> Iterator[Spans]:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         tracing.install(provider)
     else:
-        provider, ids = span_sidecar.replaying_provider(resource=resource)
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracer = provider.get_tracer(tracing.INSTRUMENTATION)
-        relay = SpanRelay(sink=lambda records: span_sidecar.replay_records(records, tracer, ids))
+        processors = [SimpleSpanProcessor(exporter)]
+        relay = SpanRelay(
+            sink=lambda records: span_sidecar.export_records(records, processors, resource)
+        )
         tracing.install_relay(relay, TracerProvider().sampler)
     try:
         yield Spans(exporter)
