@@ -5,8 +5,9 @@ again to encode it (``bench/throughput.py --tracing`` prints both): with the thr
 every job, that is more than 2 % of a job's worker CPU before any attribute is set. A
 worker therefore keeps, per span, only what the exported span is made of (its ids, name,
 kind, times, attributes and status) in a plain tuple, and a thread hands these records to
-``mimoq.core.span_sidecar``, a child process that makes each one an SDK span with the same
-ids and times and exports it through the SDK's BatchSpanProcessor and OTLP exporter.
+``mimoq.core.span_sidecar``, a child process that makes each one the SDK's ``ReadableSpan``
+with the same ids, parent and times and exports it through the SDK's BatchSpanProcessor
+and OTLP exporter.
 
 What stays in the worker is what the job itself needs: the sampler's decision (the SDK's
 own sampler, read from ``OTEL_TRACES_SAMPLER`` as the SDK reads it), the span ids its
@@ -57,7 +58,7 @@ SpanRecord = tuple[str, int, int, int, int, int, bool, int, int, dict[str, Any],
 MAX_QUEUED: Final = 20_000
 #: How often the relay's thread sends what has ended (seconds), at the latest.
 SEND_INTERVAL_S: Final = 0.5
-#: Records per frame at most: the sidecar replays a frame at a time.
+#: Records per frame at most: the sidecar exports a frame at a time.
 MAX_FRAME_RECORDS: Final = 2_000
 #: How long ``close`` waits for the sidecar to export what it was sent.
 CLOSE_TIMEOUT_S: Final = 15.0
