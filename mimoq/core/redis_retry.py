@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import structlog
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, RedisError, TimeoutError
@@ -88,7 +89,7 @@ def last_restored_at() -> float:
 class OutageRetry(Retry):
     """redis-py's ``Retry``, bounded by how long the outage has lasted, not a count."""
 
-    __slots__ = ("_limit_s", "_monotonic")
+    __slots__ = ("_limit_s", "_monotonic", "retry_connect")
 
     def __init__(
         self,
@@ -108,6 +109,7 @@ class OutageRetry(Retry):
         )
         self._limit_s = limit_s
         self._monotonic = monotonic
+        self.retry_connect = retry_connect
 
     async def call_with_retry(
         self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
@@ -142,5 +144,36 @@ def client_options(retry_s: float, *, sentinel: bool = False) -> dict[str, Any]:
     outages of up to ``retry_s`` seconds; ``{}`` when ``retry_s`` is 0 (fail at once)."""
     if retry_s <= 0:
         return {}
+    _retry_whole_connects()
     retry = OutageRetry(retry_s, retry_connect=not sentinel)
     return {"retry": retry, "retry_on_error": list(RETRY_ON)}
+
+
+# redis-py retries a connection's socket connect, but not the commands it sends once
+# connected (CLIENT SETINFO, AUTH, SELECT: ``on_connect``), and a command takes its
+# connection from the pool before its own retry begins. So a Redis that reset a connection
+# just after accepting it (a restart under way) failed the command at once, past every
+# retry: an arq worker died of it in the middle of a job's start (test_redis_outage). For
+# the connections of clients built with ``client_options``, the whole set-up is retried.
+_original_connect: Final[Callable[[AbstractConnection], Awaitable[None]]] = (
+    AbstractConnection.connect  # redis-py leaves it untyped
+)
+
+
+async def _connect_riding_outages(self: AbstractConnection) -> None:
+    retry = self.retry
+    if not isinstance(retry, OutageRetry) or not retry.retry_connect:
+        # a Sentinel-managed connection asks the Sentinels again itself (see OutageRetry)
+        await _original_connect(self)
+        return
+    # Not the outermost try: the command this connection is for ends an outage, once
+    # Redis answers it (a set-up with no command to send proves nothing yet).
+    nested = _NESTING.set(_NESTING.get() + 1)
+    try:
+        await retry.call_with_retry(lambda: _original_connect(self), lambda _: self.disconnect())
+    finally:
+        _NESTING.reset(nested)
+
+
+def _retry_whole_connects() -> None:
+    AbstractConnection.connect = _connect_riding_outages  # type: ignore[method-assign]
