@@ -2,6 +2,7 @@
 
     python bench/throughput.py [--jobs 2000] [--concurrency 100] [--poll-delay 0.2]
                                [--audio-kb 16] [--rounds 1] [--no-callbacks] [--tracing]
+                               [--control]
 
 One private redis-server (no persistence), the simulator at zero latency answering every
 TTS request with ``--audio-kb`` KiB of audio, and a callback receiver, each in its own
@@ -21,7 +22,9 @@ then starts a fresh worker process that drains them:
   same phase with tracing off (odd rounds run the traced phase first); the sink counts the
   spans it was sent. It also times the hooks a job passes through with tracing off (the
   cost of having them at all) and, tracing on, the worker's hooks of one job, their
-  encoding, and the SDK's own floor for the same spans without attributes.
+  encoding, and the SDK's own floor for the same spans without attributes. With
+  ``--control`` the ``+otel`` phases run with tracing off too: their "tracing on / off"
+  ratios are then what the bench reports between two identical phases (its own bias).
 
 The window is timed inside the worker: from the start of arq's first ``run_job`` (fetching
 the first job) to the end of the ``run_job`` that completes the last expected job (result
@@ -175,6 +178,11 @@ def bare_worker(args: argparse.Namespace, *, burst: bool = False) -> Worker:
     )
 
 
+def is_traced(phase: str, args: argparse.Namespace) -> bool:
+    """Whether ``phase`` runs with tracing on (``--control``: none does)."""
+    return phase.endswith("+otel") and not args.control
+
+
 def build(phase: str, args: argparse.Namespace) -> Worker:
     if phase == "bare":
         return bare_worker(args)
@@ -182,7 +190,7 @@ def build(phase: str, args: argparse.Namespace) -> Worker:
     from mimoq.worker.arq_worker import build_worker
 
     configure(level="WARNING")  # no per-job log lines: arq's own INFO lines are off too
-    if phase.endswith("+otel"):  # the OTEL_* variables are in this child's environment
+    if is_traced(phase, args):  # the OTEL_* variables are in this child's environment
         from mimoq.core import tracing
 
         assert tracing.setup_from_env("mimoq-bench-worker", relay=True)  # as `mimoq worker`
@@ -254,7 +262,7 @@ async def enqueue(
     from mimoq.core import tracing
     from mimoq.producer.client import Producer
 
-    if phase.endswith("+otel"):
+    if is_traced(phase, args):
         os.environ.update(otel_env)  # the exporter reads its endpoint from the environment
         assert tracing.setup_from_env("mimoq-bench-producer")
     redis = ArqRedis.from_url(args.redis)
@@ -335,7 +343,7 @@ def run_phase(
     settings = mimoq_settings(args.redis, args.sim, data_dir, args)
     hook = receiver.url + "/hook" if receiver else ""
     received_before = callbacks_received(receiver) if receiver else 0
-    otel_env = otel_environment(sink, args.sample) if sink and phase.endswith("+otel") else {}
+    otel_env = otel_environment(sink, args.sample) if sink and is_traced(phase, args) else {}
     spans_before = spans_received(sink) if sink else 0
     enqueue_s = asyncio.run(enqueue(phase, args, settings, hook, otel_env))
     redis_cpu, sim_cpu = redis.cpu_s(), sim.cpu_s()
@@ -356,6 +364,7 @@ def run_phase(
         str(args.concurrency),
         "--poll-delay",
         str(args.poll_delay),
+        *(["--control"] if args.control else []),
     ]
     report = run_child(argv, timeout_s=CHILD_TIMEOUT_S + 30, env={**env, **otel_env})
     redis_delta, sim_delta = _delta(redis, redis_cpu), _delta(sim, sim_cpu)
@@ -710,6 +719,11 @@ def main() -> int:
     parser.add_argument(
         "--sample", type=float, metavar="RATIO",
         help="with --tracing: keep this share of traces (parentbased_traceidratio)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control", action="store_true",
+        help="with --tracing: run the +otel phases with tracing off too (an A/A run: what the "
+        "bench reports between two identical phases)",
     )  # fmt: skip
     parser.add_argument("--child", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
