@@ -23,6 +23,9 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 8. How ``start_jobs`` takes a job (an in-progress key set only if none exists and the job is
    queued and due, then ``run_job(id, score)`` in a task that gives back ``job_counter``
    and ``sem`` when done): ``start_claimed`` does the same with one script per job.
+9. ``Retry(defer=d)`` moves the job's queue score by ``d`` plus the time since the score
+   it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
+   it is and only drops the in-progress key: ``retry_where_queued``.
 """
 
 from __future__ import annotations
@@ -138,6 +141,14 @@ async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None
         task = worker.loop.create_task(worker.run_job(job_id, int(score)))
         task.add_done_callback(lambda _: worker._release_sem_dec_counter_on_complete())
         worker.tasks[job_id] = task
+
+
+# --- 9. a retry whose queue place is already set ------------------------------------------
+def retry_where_queued() -> arq.worker.Retry:
+    """The ``Retry`` that runs the job again at the score it has in the queue now, which
+    its task has set itself (the limiter puts a deferred job at its slot: a relative move
+    would add to a score the slot's own moves had already changed)."""
+    return arq.worker.Retry()
 
 
 # --- 5. overridden worker methods ----------------------------------------------------------

@@ -97,9 +97,19 @@ class Deferred(RetryableError):
 
 
 class CapacityDeferred(Deferred):
-    """The fleet-wide limiter has no capacity until ``retry_after_s`` from now."""
+    """The fleet-wide limiter has no capacity until ``retry_after_s`` from now.
+
+    ``queued``: the limiter has already put the job's place in the queue at that time (its
+    slot's; it moves with the slot), so the worker must leave the place where it is.
+    """
 
     error_type = "capacity_deferred"
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, queued: bool = False
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.queued = queued
 
 
 class TenantLimitDeferred(Deferred):

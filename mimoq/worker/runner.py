@@ -20,7 +20,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import tracing, wire
+from mimoq.core import arq_compat, tracing, wire
 from mimoq.core.cancel_script import callback_of, cancelled_result, is_cancelled
 from mimoq.core.errors import (
     InternalError,
@@ -190,7 +190,7 @@ async def run_job(
         bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
         metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
         tracing.note_outcome("deferred", deferral_reason=verdict.reason)
-        raise Retry(defer=verdict.delay_s)
+        raise _deferral_retry(verdict)
     if isinstance(verdict, RetryLater):
         bound.warning(
             "job.retrying",
@@ -229,6 +229,14 @@ async def run_job(
         await redis.delete(_deferrals_key(job_id))
     _log_final(result, bound, ran_s=time.monotonic() - started)
     return _summary(result)
+
+
+def _deferral_retry(verdict: Defer) -> Retry:
+    """arq's retry for a deferral: at the queue place the limiter has set (it follows the
+    job's slot), else ``delay_s`` from now."""
+    if verdict.queued:
+        return arq_compat.retry_where_queued()
+    return Retry(defer=verdict.delay_s)
 
 
 def _failed(

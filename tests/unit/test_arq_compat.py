@@ -223,3 +223,43 @@ async def test_a_claim_sent_again_after_its_reply_was_lost_still_takes_its_job(
     assert first is not None
     assert await claim.run(redis, keys, ["due", now_ms, 60_000, "token-a"]) == first
     assert await claim.run(redis, keys, ["due", now_ms, 60_000, "token-b"]) is None
+
+
+@pytest.mark.parametrize("retry", ["where_queued", "defer"])
+async def test_a_retry_where_queued_keeps_the_score_its_task_set(
+    redis: ArqRedis, retry: str
+) -> None:
+    """Item 9: a task that puts its job's queue score at its slot and raises
+    ``retry_where_queued()`` is run again at that score; arq's ``Retry(defer=d)`` would
+    instead add d and the time since the job was taken to whatever the score is by then."""
+    job = json.dumps({"kind": "speech", "model": "mimo-v2.5-tts", "input": "x", "voice": "Mia"})
+    await redis.eval(wire.enqueue_script(), 4, *wire.enqueue_keys("held"), "held", job, 0)
+    slot_ms = time.time() * 1000 + 3_600_000
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        await redis.zadd(wire.QUEUE_NAME, {"held": slot_ms})  # as limiter_acquire.lua does
+        if retry == "where_queued":
+            raise arq_compat.retry_where_queued()
+        raise arq.worker.Retry(defer=60)
+
+    worker = Worker(
+        functions=[arq.worker.func(speech, name="speech")],
+        redis_pool=redis,
+        queue_name=wire.QUEUE_NAME,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        handle_signals=False,
+        keep_result=0,
+        burst=True,
+        max_burst_jobs=1,
+        poll_delay=0.01,
+    )
+    await worker.main()
+    await worker.close()
+    score = await redis.zscore(wire.QUEUE_NAME, "held")
+    assert worker.jobs_retried == 1
+    assert not await redis.exists(arq_compat.IN_PROGRESS_PREFIX + "held")
+    if retry == "where_queued":
+        assert score == slot_ms
+    else:
+        assert score is not None and score >= slot_ms + 60_000

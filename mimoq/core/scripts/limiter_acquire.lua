@@ -26,12 +26,10 @@ if redis.call('GET', MARKER) == 'cancelled' then
   return {'cancelled', fmt(0), 0, fmt(now_s())}
 end
 
--- A job given a ticket says where it is in its marker ("ticket <this limiter's key base>"),
--- so a cancel finds the ticket and gives its slot back at once (cancel.lua). One SET per
--- ticket given; the grant's SET overwrites it.
+-- A job given a ticket says where it is in its marker (mark_ticket_of): one SET per ticket
+-- given; the grant's SET overwrites it.
 local function mark_ticket(at, now)
-  local ms = math.floor((math.max(at - now, 0) + Q.ticket_grace + Q.lease_ttl) * 1000)
-  redis.call('SET', MARKER, 'ticket ' .. string.sub(STATE, 1, #STATE - #':state'), 'PX', ms)
+  mark_ticket_of(job_id, at, now, false)
 end
 
 local now = now_s()
@@ -114,15 +112,41 @@ local function grant(tat)
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
   -- grants per lane and per tenant (worker/limiter/core.py _lanes), one HINCRBY a grant
   redis.call('HINCRBY', LANES, 'g:' .. tenant_field(bulk, tenant), 1)
-  -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place
-  admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request))
+  -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place, their
+  -- slots after the schedule's end as this grant left it
+  if tat then st.tat = tat end
+  admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request), slot_plan(st, f, now))
   touch(st, now)
   return {'granted', fmt(0), cost, fmt(now)}
 end
 
+-- The decisions after which the job holds a reserved slot (core.py HOLDS_SLOT).
+local HOLDS_SLOT = {ticket = true, cooldown = true, guard = true, paced = true}
+
+-- Put the job's place in arq's queue where its worker would defer it to (1), unless the
+-- worker waits for the slot in-process (0: the slot is within Q.hold and A.last is not
+-- set): Q.hold before a held slot, else at `wait`, on the same millisecond grid
+-- (core.py _seconds). Set here as an absolute score, not by arq's relative move: a
+-- ticket's move (retime) moves its holder's queue score, which a relative move would add
+-- to. 0 too for a job not in the queue (a caller outside arq): its worker defers it.
+local function requeue(wait, reason)
+  local early = 0
+  if HOLDS_SLOT[reason] then
+    if wait > Q.hold then
+      early = Q.hold
+    elseif not A.last then
+      return 0
+    end
+  end
+  local at = math.ceil((now + math.max(math.ceil((wait - early) * 1000) / 1000, 0.001)) * 1000)
+  if redis.call('ZADD', QUEUE, 'XX', 'CH', at, job_id) == 1 then return 1 end
+  if redis.call('ZSCORE', QUEUE, job_id) then return 1 end
+  return 0
+end
+
 local function defer(wait, reason)
   touch(st, now)
-  return {reason, fmt(wait), cost, fmt(now)}
+  return {reason, fmt(wait), cost, fmt(now), requeue(wait, reason)}
 end
 
 local function reason_now()

@@ -6,8 +6,11 @@
 local R = cjson.decode(ARGV[2])
 local now = now_s()
 local want = tonumber(R.want)
+local plan = nil
 if want >= 0 then
   local st = load_state()
-  want = lookahead(spacing(factor(st, now)))
+  local f = factor(st, now)
+  want = lookahead(spacing(f))
+  plan = slot_plan(st, f, now)
 end
-return admit(now, want)
+return admit(now, want, plan)

@@ -162,6 +162,16 @@ local function note_last(field, at, last)
   end
 end
 
+-- The arq queue score (ms) of a job whose slot is at `at`: Q.hold before it, where its
+-- worker waits the rest in-process (worker/limiter/core.py acquire). A ticket's holder is
+-- kept at this score while it waits in the queue, whoever moves its ticket (retime,
+-- retime_all; admission, plan_slots; its own deferral, limiter_acquire.lua requeue), so it
+-- is taken when its slot is near, not taken early only to be deferred again (about 30
+-- commands a round: issue #22). XX: a job not in the queue (or never there) stays out.
+local function queue_score(at)
+  return string.format('%d', math.ceil((at - (Q.hold or 0)) * 1000))
+end
+
 -- Put `job` in the ticket queue at `at`, and in its lane's index; a new ticket is counted
 -- for its lane's tenant (`tenant`, and `last` as note_last takes it, matter only then).
 -- `held`: the tickets that tenant holds, when the caller has read it along with `last`:
@@ -195,6 +205,7 @@ end
 local function retime(job, at, bulk, field, last)
   if bulk == nil then bulk = redis.call('ZSCORE', BTICKETS, job) ~= false end
   set_ticket(job, at, bulk)
+  redis.call('ZADD', QUEUE, 'XX', queue_score(at), job)
   if field == nil then field = redis.call('HGET', TICKET_TENANT, job) end
   if field then note_last(field, at, last) end
 end
@@ -245,6 +256,14 @@ end
 local function retime_all(ids, at)
   if #ids == 0 then return end
   zadd_many(TICKETS, ids, at)
+  for i = 1, #ids, CHUNK do
+    local args = {'XX'}
+    for j = i, math.min(i + CHUNK - 1, #ids) do
+      args[#args + 1] = queue_score(at[ids[j]])
+      args[#args + 1] = ids[j]
+    end
+    redis.call('ZADD', QUEUE, unpack(args))
+  end
   local bulk, inter = {}, {}
   for i = 1, #ids, CHUNK do
     local part = redis.call('ZMSCORE', BTICKETS, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
@@ -379,14 +398,63 @@ local function admit_one(id, batch)
   return true
 end
 
--- Move the jobs of `batch` into the arq queue at `now`, recorded in `admitted` unless that
--- is nil: one ZADD per key and one count for the whole batch (a round admitting k jobs
--- cost 3k commands for these when each job was moved on its own).
-local function admit_batch(batch, admitted, now)
+-- Mark `job` as holding a ticket at `at` in its cancel marker ("ticket <this limiter's key
+-- base>"), so a cancel finds the ticket and gives its slot back at once (cancel.lua).
+-- `fresh`: only if the job has no marker yet (a cancel that came first keeps its
+-- "cancelled"); returns whether the marker was set.
+local function mark_ticket_of(job, at, now, fresh)
+  local ms = math.floor((math.max(at - now, 0) + Q.ticket_grace + Q.lease_ttl) * 1000)
+  local base = 'ticket ' .. string.sub(STATE, 1, #STATE - #':state')
+  if fresh then
+    return redis.call('SET', Q.cancel_prefix .. job, base, 'PX', ms, 'NX') ~= false
+  end
+  redis.call('SET', Q.cancel_prefix .. job, base, 'PX', ms)
+  return true
+end
+
+-- The slot plan of a bulk admission: admitted jobs get their tickets as they are admitted,
+-- at the schedule's end in admission order (which is already the tenants' round robin),
+-- and enter arq's queue Q.hold before their slot. A job's first pick is then its grant,
+-- after at most Q.hold waited in the worker: before, its first pick only learned its slot
+-- and deferred it through arq's queue again, about 30 commands a bulk job (issue #22).
+-- nil (the job is due at once and asks for its slot when picked) where a slot's length is
+-- not known without the job (models with a token limit: it depends on the job's audio)
+-- or the account is not known (Q.admit_slots off: a pool of several accounts routes each
+-- call to one of them).
+local function slot_plan(st, f, now)
+  if not Q.admit_slots or Q.tokens > 0 then return nil end
+  return {st = st, len = spacing(f), now = now}
+end
+
+-- Give each job of `batch` (owned by `owners`, the tenants it waits under) its ticket at
+-- the schedule's end, as `plan` says; returns the arq queue score (ms) of each. A job
+-- whose marker says cancelled gets no ticket and is due at once (its worker records it).
+local function plan_slots(batch, owners, plan)
+  local due, st, now = {}, plan.st, plan.now
+  for i = 1, #batch do
+    local at = math.max(st.tat, now, st.cd)
+    due[i] = math.floor(now * 1000)
+    if mark_ticket_of(batch[i], at, now, true) then
+      set_ticket(batch[i], at, true, owners[i])
+      st.tat = at + plan.len
+      due[i] = math.max(due[i], tonumber(queue_score(at)))
+    end
+  end
+  redis.call('HSET', STATE, 'tat', fmt(st.tat))
+  return due
+end
+
+-- Move the jobs of `batch` into the arq queue at `now` (or at their planned slots: see
+-- slot_plan), recorded in `admitted` unless that is nil: one ZADD per key and one count for
+-- the whole batch (a round admitting k jobs cost 3k commands for these when each job was
+-- moved on its own).
+local function admit_batch(batch, admitted, now, owners, plan)
   if #batch == 0 then return end
+  local planned = nil
+  if plan ~= nil and admitted ~= nil then planned = plan_slots(batch, owners, plan) end
   local due, at = {}, {}
   for i = 1, #batch do
-    due[2 * i - 1], due[2 * i] = math.floor(now * 1000), batch[i]
+    due[2 * i - 1], due[2 * i] = (planned and planned[i]) or math.floor(now * 1000), batch[i]
     at[2 * i - 1], at[2 * i] = fmt(now), batch[i]
   end
   for i = 1, #due, 2 * CHUNK do
@@ -407,9 +475,9 @@ end
 -- one job per tenant in turn (round robin over the ring of tenants with waiting jobs:
 -- deficit round robin with equal quanta and unit cost). Each admitted job costs O(1); the
 -- loop is bounded by `room`. Returns the jobs admitted.
-local function admit_from(ring, admitted, lists, room, track, now)
+local function admit_from(ring, admitted, lists, room, track, now, plan)
   local n, turns = 0, 0
-  local batch = {}
+  local batch, owners = {}, {}
   if not track then admitted = nil end
   while n < room and turns < room + 16 do
     turns = turns + 1
@@ -419,10 +487,13 @@ local function admit_from(ring, admitted, lists, room, track, now)
       local list = lists .. tenant
       local id = redis.call('LPOP', list)
       if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-      if id and admit_one(id, batch) then n = n + 1 end
+      if id and admit_one(id, batch) then
+        n = n + 1
+        owners[#batch] = tenant
+      end
     end
   end
-  admit_batch(batch, admitted, now)
+  admit_batch(batch, admitted, now, owners, plan)
   return n
 end
 
@@ -461,13 +532,13 @@ end
 -- Admission: bulk keeps `want` jobs admitted and not yet granted (a `want` below zero
 -- admits up to -want without keeping the look-ahead: limits off); every tenant with waiting
 -- interactive jobs is topped up (the first RING_ROUND of the ring, which turns).
-local function admit(now, want)
+local function admit(now, want, plan)
   local track = want >= 0
   -- an admitted job never granted (its worker died first) stops counting
   redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
   local room = -want
   if track then room = want - redis.call('ZCARD', ADMITTED) end
-  local n = admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', room, track, now)
+  local n = admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', room, track, now, plan)
   local iroom = -1
   if not track then iroom = -want end
   for _ = 1, math.min(redis.call('LLEN', IRING), RING_ROUND) do
@@ -484,7 +555,7 @@ end
 -- topped up in batches, once a quarter of it has been granted (every grant when it is
 -- under 8 jobs, as at MiMo's real pace): one admission per grant cost 7 commands,
 -- a batch costs 4 per job and 3 in all. O(1) per grant, amortized.
-local function admit_after_grant(now, job, bulk, tenant, want)
+local function admit_after_grant(now, job, bulk, tenant, want, plan)
   if bulk then
     redis.call('ZREM', ADMITTED, job)
   else
@@ -495,7 +566,7 @@ local function admit_after_grant(now, job, bulk, tenant, want)
   -- the bulk look-ahead either way: an interactive grant may have taken a bulk job's slot
   local have = redis.call('ZCARD', ADMITTED)
   if have <= want - math.max(1, math.floor(want / 4)) then
-    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - have, true, now)
+    admit_from(RING, ADMITTED, Q.wait_prefix .. 'tenant:', want - have, true, now, plan)
   end
   -- the model leaves the set of models with waiting jobs in the admission round (admit),
   -- not here: that check cost 2-3 commands on every grant

@@ -34,11 +34,8 @@ for _, at in ipairs(freed) do
     break
   end
   local moved, was = last[1], tonumber(last[2])
+  -- (its job's place in arq's queue moves with it: retime)
   retime(moved, at)
-  local due = tonumber(redis.call('ZSCORE', QUEUE, moved))
-  if due then
-    redis.call('ZADD', QUEUE, 'XX', math.max(1, math.floor(due - (was - at) * 1000)), moved)
-  end
   ends = math.min(ends, was)
 end
 if ends < st.tat then redis.call('HSET', STATE, 'tat', fmt(ends)) end

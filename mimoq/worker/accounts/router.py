@@ -242,7 +242,12 @@ def build_router(
         limiter = build_limiter(
             settings,
             redis,
-            config=replace(config, account=spec.name, lookahead_s=config.lookahead_s * len(pool)),
+            config=replace(
+                config,
+                account=spec.name,
+                lookahead_s=config.lookahead_s * len(pool),
+                admit_slots=len(pool) == 1,
+            ),
         )
         clients = [
             MimoClient(http, base_url=k.base_url or settings.base_url(), api_key=k.secret or None)

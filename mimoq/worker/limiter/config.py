@@ -125,6 +125,10 @@ class LimiterConfig:
     #: A job holding a slot is deferred to this long before it and waits the rest in the
     #: worker on a timer: arq's poll delay on a busy host would make it miss the slot.
     hold_s: float = 0.25
+    #: Admitted bulk jobs get their slots as they are admitted, and wait in arq's queue
+    #: until ``hold_s`` before them (limiter_common.lua, slot_plan). Off for a pool of
+    #: several accounts, whose jobs are routed to an account only when they ask for a slot.
+    admit_slots: bool = True
     #: MIMOQ_TENANT_LIMITS is set: admission rounds skip tenants held at their limit
     tenant_holds: bool = False
 

@@ -284,6 +284,9 @@ class RedisLimiter:
             "key_ttl": KEY_TTL_S,
             "bulk_min_share": c.bulk_min_share,
             "lookahead": c.lookahead_s,
+            "admit_slots": c.admit_slots,
+            # how early a job holding a slot is due in the queue: it waits the rest in acquire
+            "hold": c.hold_s if self._sleep is not None else 0.0,
             "admit_ttl": ADMIT_TTL_WINDOWS * c.window_s,
             "wait_prefix": f"{wire.WAIT_PREFIX}{model}:",
             "interactive_direct": wire.INTERACTIVE_DIRECT,
@@ -322,10 +325,15 @@ class RedisLimiter:
         audio = 0.0
         if self.config.quota(model).tokens is not None:
             audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
-        call = {"job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant}
+        call: dict[str, Any] = {
+            "job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant,
+        }  # fmt: skip
         hold = self.config.hold_s if self._sleep is not None else 0.0
         held_s = 0.0
         for held in range(MAX_HOLDS + 1):
+            # `last`: a slot within `hold` is not waited for here any more; the script then
+            # puts the job's queue place at the slot itself
+            call["last"] = self._sleep is None or held == MAX_HOLDS
             raw = await self._run("acquire", model, call)
             decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
             wait, tokens, now = float(raw[1]), int(raw[2]), float(raw[3])
@@ -348,11 +356,14 @@ class RedisLimiter:
             await self._sleep(wait)
             held_s += wait
         # Come back `hold` early to wait out the rest here; after MAX_HOLDS waits here that
-        # the slot kept escaping, come back at the slot itself.
+        # the slot kept escaping, come back at the slot itself. The script has put the job's
+        # queue place there already (limiter_acquire.lua requeue) when the job is queued.
         early = hold if decision in HOLDS_SLOT and wait > hold else 0.0
         retry = _seconds(wait - early)
         raise CapacityDeferred(
-            f"no {model} capacity yet ({decision}); retry in {retry:.3f} s", retry_after_s=retry
+            f"no {model} capacity yet ({decision}); retry in {retry:.3f} s",
+            retry_after_s=retry,
+            queued=int(raw[4]) == 1,
         )
 
     async def release(

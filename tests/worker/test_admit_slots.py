@@ -1,0 +1,149 @@
+"""Admitted bulk jobs get their slots as they are admitted, and their queue places follow
+their slots (core/scripts/limiter_common.lua slot_plan, queue_score; issue #22): a bulk
+job's first pick is near its slot, never a pick that only learns it and defers again.
+Real Redis, the real scripts, an injected clock."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.core import wire
+from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
+from mimoq.core.errors import CapacityDeferred
+from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter.config import KEY_PARTS, limiter_keys
+from tests.worker.test_limiter import SECONDS, T0, Clock
+
+pytestmark = pytest.mark.redis
+
+HOLD = SECONDS.hold_s
+
+
+def _queue_score(at: float) -> int:
+    return math.ceil((at - HOLD) * 1000)
+
+
+def _keys(model: str) -> dict[str, str]:
+    return dict(zip(KEY_PARTS, limiter_keys("acct", model), strict=True))
+
+
+async def _waiting_bulk(redis: ArqRedis, model: str, jobs: list[tuple[str, str]]) -> None:
+    enqueue = redis.register_script(wire.enqueue_script())
+    for job_id, tenant in jobs:
+        job: dict[str, Any] = {
+            "kind": "speech" if model == TTS_MODEL else "transcription",
+            "model": model, "input": "hi", "tenant": tenant, "priority": "bulk",
+        }  # fmt: skip
+        if model == ASR_MODEL:
+            job = {**job, "input": "https://example.com/a.wav"}
+        assert await enqueue(keys=wire.enqueue_keys(job_id), args=[job_id, json.dumps(job)])
+
+
+async def _limiter(redis: ArqRedis, **changes: Any) -> tuple[RedisLimiter, Clock]:
+    clock = Clock()
+    limiter = RedisLimiter(replace(SECONDS, **changes), redis, clock=clock, sleep=clock.sleep)
+    return limiter, clock
+
+
+async def test_admitted_bulk_jobs_hold_their_slots_and_are_queued_hold_before_them(
+    redis: ArqRedis,
+) -> None:
+    limiter, clock = await _limiter(redis, lookahead_s=5.0)
+    # (the first job of an idle model is admitted by the enqueue itself, due at once)
+    jobs = [("lead", "acme")] + [(f"{t}{i}", t) for i in range(3) for t in ("acme", "bolt")]
+    await _waiting_bulk(redis, TTS_MODEL, jobs)
+    admitted = await limiter.admit(TTS_MODEL)
+    assert admitted == 4
+    keys = _keys(TTS_MODEL)
+    tickets = await redis.zrange(keys["tickets"], 0, -1, withscores=True)
+    assert len(tickets) == admitted
+    # one slot after another from now, in admission order (the tenants' round robin)
+    assert [at for _, at in tickets] == [T0 + i for i in range(admitted)]
+    owners = [j.decode()[:4] for j, _ in tickets]
+    assert all(a != b for a, b in zip(owners, owners[1:], strict=False)), owners
+    for job, at in tickets:
+        score = await redis.zscore(wire.QUEUE_NAME, job)
+        assert score == max(_queue_score(at), T0 * 1000), job
+        marker = await redis.get(wire.cancel_key(job.decode()))
+        assert marker is not None and marker.startswith(b"ticket ")
+    counts = await redis.hgetall(keys["tenant_tickets"])  # type: ignore[misc]
+    assert int(counts[b"bulk:acme"]) + int(counts[b"bulk:bolt"]) == admitted
+
+    # each job, taken when its queue place is due, is granted its slot at its first ask
+    for job, at in tickets:
+        clock.now = (await redis.zscore(wire.QUEUE_NAME, job) or 0) / 1000
+        lease = await limiter.acquire(
+            TTS_MODEL, job_id=job.decode(), lane="bulk", tenant=job.decode()[:4]
+        )
+        assert lease.granted_at == at
+        assert len(clock.sleeps) <= admitted  # at most the one hold before its slot
+
+
+async def test_a_cancelled_waiting_job_gets_no_slot(redis: ArqRedis) -> None:
+    limiter, _ = await _limiter(redis, lookahead_s=5.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("gone", "acme"), ("kept", "acme")])
+    await redis.set(wire.cancel_key("gone"), "cancelled")  # a cancel came first
+    await limiter.admit(TTS_MODEL)
+    tickets = await redis.zrange(_keys(TTS_MODEL)["tickets"], 0, -1, withscores=True)
+    assert tickets == [(b"kept", T0)]
+    assert await redis.get(wire.cancel_key("gone")) == b"cancelled"
+    # still due at once: its worker records the cancel
+    assert await redis.zscore(wire.QUEUE_NAME, "gone") == T0 * 1000
+
+
+@pytest.mark.parametrize("why", ["token_limited_model", "several_accounts"])
+async def test_without_a_known_slot_admitted_jobs_are_due_at_once(
+    redis: ArqRedis, why: str
+) -> None:
+    """A token-limited model's slot depends on the job's audio, and a pool of several
+    accounts chooses the account when the job asks: those jobs ask for their slots."""
+    model = ASR_MODEL if why == "token_limited_model" else TTS_MODEL
+    limiter, _ = await _limiter(redis, admit_slots=why != "several_accounts")
+    await _waiting_bulk(redis, model, [("lead", "acme"), ("a0", "acme"), ("a1", "acme")])
+    assert await limiter.admit(model) == 1  # (the look-ahead: 2 jobs, with the lead)
+    assert await redis.zcard(_keys(model)["tickets"]) == 0
+    assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
+
+
+async def test_a_moved_ticket_moves_its_jobs_queue_place(redis: ArqRedis) -> None:
+    """A 429 re-spaces the queue behind the pause at the lower rate: every ticket holder's
+    queue place moves with its ticket, so none is taken early only to be deferred."""
+    limiter, clock = await _limiter(redis, lookahead_s=5.0)
+    await _waiting_bulk(redis, TTS_MODEL, [(f"b{i}", "acme") for i in range(6)])
+    assert await limiter.admit(TTS_MODEL) == 4
+    await limiter.rate_limited(TTS_MODEL, retry_after_s=5.0)
+    tickets = await redis.zrange(_keys(TTS_MODEL)["tickets"], 0, -1, withscores=True)
+    assert tickets and all(at >= T0 + 5.0 for _, at in tickets)
+    for job, at in tickets:
+        assert await redis.zscore(wire.QUEUE_NAME, job) == _queue_score(at)
+    # a job taken at its place (hold before its slot) is granted after the hold
+    job, at = tickets[0]
+    clock.now = at - HOLD
+    lease = await limiter.acquire(TTS_MODEL, job_id=job.decode(), lane="bulk", tenant="acme")
+    assert lease.granted_at == at and clock.sleeps == [HOLD]
+
+
+async def test_a_deferral_sets_the_jobs_queue_place_at_its_slot(redis: ArqRedis) -> None:
+    """A job deferred for its slot is put hold before it by the decision itself (and the
+    worker leaves it there: arq_compat.retry_where_queued)."""
+    limiter, clock = await _limiter(redis)
+    await limiter.acquire(TTS_MODEL, job_id="first", tenant="acme")  # slot T0
+    await redis.zadd(wire.QUEUE_NAME, {"late": T0 * 1000})
+    with pytest.raises(CapacityDeferred) as deferral:
+        await limiter.acquire(TTS_MODEL, job_id="late", tenant="acme")
+    assert deferral.value.queued
+    ticket = await redis.zscore(_keys(TTS_MODEL)["tickets"], "late")
+    assert ticket is not None and ticket - T0 > HOLD
+    assert await redis.zscore(wire.QUEUE_NAME, "late") == _queue_score(ticket)
+    # a job outside arq's queue is left to its worker's own deferral
+    with pytest.raises(CapacityDeferred) as outside:
+        await limiter.acquire(TTS_MODEL, job_id="nowhere", tenant="acme")
+    assert not outside.value.queued
+    assert await redis.zscore(wire.QUEUE_NAME, "nowhere") is None
+    assert clock.sleeps == []
