@@ -5,6 +5,7 @@ Real Redis, the real scripts, an injected clock."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -66,7 +67,7 @@ async def test_admitted_bulk_jobs_hold_their_slots_and_are_queued_hold_before_th
     # one slot after another from now, in admission order (the tenants' round robin)
     assert [at for _, at in tickets] == [T0 + i for i in range(admitted)]
     owners = [j.decode()[:4] for j, _ in tickets]
-    assert all(a != b for a, b in zip(owners, owners[1:], strict=False)), owners
+    assert all(a != b for a, b in itertools.pairwise(owners)), owners
     for job, at in tickets:
         score = await redis.zscore(wire.QUEUE_NAME, job)
         assert score == max(_queue_score(at), T0 * 1000), job
