@@ -148,3 +148,27 @@ async def test_a_deferral_sets_the_jobs_queue_place_at_its_slot(redis: ArqRedis)
     assert not outside.value.queued
     assert await redis.zscore(wire.QUEUE_NAME, "nowhere") is None
     assert clock.sleeps == []
+
+
+async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis) -> None:
+    """Tenants' turns hold at admission as they do at a first ask: a tenant whose first job
+    is admitted behind another's look-ahead takes that tenant's second slot (the displaced
+    job moves to the schedule's end, its queue place with it), not the end."""
+    limiter, _ = await _limiter(redis, lookahead_s=6.0)
+    keys = _keys(TTS_MODEL)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])  # admitted at once
+    await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
+    await limiter.admit(TTS_MODEL)
+    big = await redis.zrange(keys["tickets"], 0, -1, withscores=True)
+    assert [j for j, _ in big] == [f"big{i}".encode() for i in range(5)]
+    await _waiting_bulk(redis, TTS_MODEL, [("small0", "small"), ("small1", "small")])
+    await redis.zrem(wire.admitted_key(TTS_MODEL), "big0", "big1")  # two places freed
+    await limiter.admit(TTS_MODEL)
+    tickets = dict(await redis.zrange(keys["tickets"], 0, -1, withscores=True))
+    # small0 took big's second slot after its own (none): big1's; big1 moved to the end
+    assert tickets[b"small0"] == T0 + 1
+    assert tickets[b"big1"] > tickets[b"big4"]
+    assert await redis.zscore(wire.QUEUE_NAME, "big1") == _queue_score(tickets[b"big1"])
+    assert await redis.zscore(wire.QUEUE_NAME, "small0") == _queue_score(T0 + 1)
+    lanes = await redis.hgetall(keys["lanes"])  # type: ignore[misc]
+    assert int(lanes[b"turns"]) >= 1

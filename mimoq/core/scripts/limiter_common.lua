@@ -426,19 +426,68 @@ local function slot_plan(st, f, now)
   return {st = st, len = spacing(f), now = now}
 end
 
+-- The tenants' turn of bulk job `id` of tenant field `mine`, as acquire gives it to a job
+-- that takes a ticket (limiter_acquire.lua): when `mine` holds at least two tickets fewer
+-- than the owner of the lane's second ticket after its own latest one, it takes that slot
+-- and the displaced ticket moves to `tail` (the schedule's end), its job's queue place
+-- with it. `counts`: TENANT_TICKETS as read once for the batch, kept current here.
+-- Returns the slot taken, or nil (no turn: the job queues at `tail`).
+local function turn_at_admission(mine, counts, tail, moved_to)
+  local held = tonumber(counts[mine]) or 0
+  local most = 0
+  for name, n in pairs(counts) do
+    if string.sub(name, 1, 5) == 'bulk:' and name ~= mine then
+      most = math.max(most, tonumber(n) or 0)
+    end
+  end
+  if most < held + 2 then return nil end  -- nobody to take a turn from: no read
+  local last = tonumber(counts['last:' .. mine])
+  local after = '-inf'
+  if last then after = '(' .. fmt(last) end
+  local turn = redis.call('ZRANGEBYSCORE', BTICKETS, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
+  if #turn == 0 or tonumber(turn[2]) >= tail then return nil end
+  local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
+  if not theirs or theirs == mine or (tonumber(counts[theirs]) or 0) < held + 2 then
+    return nil
+  end
+  local their_last = tonumber(counts['last:' .. theirs]) or false
+  retime(turn[1], tail, true, theirs, their_last)
+  if their_last == false or tail > their_last then counts['last:' .. theirs] = fmt(tail) end
+  moved_to[turn[1]] = tail
+  redis.call('HINCRBY', LANES, 'turns', 1)
+  return tonumber(turn[2])
+end
+
 -- Give each job of `batch` (owned by `owners`, the tenants it waits under) its ticket at
--- the schedule's end, as `plan` says; returns the arq queue score (ms) of each. A job
--- whose marker says cancelled gets no ticket and is due at once (its worker records it).
+-- the schedule's end (or, on its tenant's turn, a slot of a tenant holding more), as
+-- `plan` says; returns the arq queue score (ms) of each. A job whose marker says cancelled
+-- gets no ticket and is due at once (its worker records it).
 local function plan_slots(batch, owners, plan)
   local due, st, now = {}, plan.st, plan.now
+  local counts = {}
+  local flat = redis.call('HGETALL', TENANT_TICKETS)
+  for i = 1, #flat, 2 do counts[flat[i]] = flat[i + 1] end
+  local moved_to, index = {}, {}
   for i = 1, #batch do
-    local at = math.max(st.tat, now, st.cd)
+    local id = batch[i]
+    local tail = math.max(st.tat, now, st.cd)
     due[i] = math.floor(now * 1000)
-    if mark_ticket_of(batch[i], at, now, true) then
-      set_ticket(batch[i], at, true, owners[i])
-      st.tat = at + plan.len
+    index[id] = i
+    if mark_ticket_of(id, tail, now, true) then
+      local mine = tenant_field(true, owners[i])
+      local at = turn_at_admission(mine, counts, tail, moved_to) or tail
+      local held = tonumber(counts[mine]) or 0
+      local last = tonumber(counts['last:' .. mine]) or false
+      set_ticket(id, at, true, owners[i], last, held)
+      counts[mine] = held + 1
+      if last == false or at > last then counts['last:' .. mine] = fmt(at) end
+      st.tat = tail + plan.len
       due[i] = math.max(due[i], tonumber(queue_score(at)))
     end
+  end
+  -- a job of this batch displaced by a later one's turn: its queue place follows its ticket
+  for id, at in pairs(moved_to) do
+    if index[id] then due[index[id]] = math.max(due[index[id]], tonumber(queue_score(at))) end
   end
   redis.call('HSET', STATE, 'tat', fmt(st.tat))
   return due
