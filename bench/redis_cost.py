@@ -76,6 +76,13 @@ def command_counts(client: sync_redis.Redis) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+def script_usec(client: sync_redis.Redis) -> tuple[int, int]:
+    """``EVALSHA`` calls and the server's microseconds in them (each call's Lua and the
+    commands it ran), since the last reset."""
+    found = client.info("commandstats").get("cmdstat_evalsha") or {}
+    return int(found.get("calls", 0)), int(found.get("usec", 0))
+
+
 def redis_cpu(client: sync_redis.Redis) -> float:
     cpu = client.info("cpu")
     return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
@@ -257,6 +264,7 @@ def phase_mimoq(
                 break
             time.sleep(0.5)  # the interval between polls of the results (not a sync stand-in)
         counts = job_commands(command_counts(client), own_mgets)
+        scripts_run = script_usec(client)
         redis_cpu_s = redis_cpu(client) - cpu0
         worker_cpu_s = sum(
             (w.cpu_s() or 0.0) - c for w, c in zip(workers, worker_cpu0, strict=True)
@@ -274,6 +282,7 @@ def phase_mimoq(
         "worker_cpu_s": worker_cpu_s,
         "problems": problems,
         "own_mgets": own_mgets,
+        "scripts": scripts_run,
     }
 
 
@@ -308,6 +317,12 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     )
     top = mimoq["counts"].most_common(14)
     print("mimoq commands per job: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
+    calls, usec = mimoq["scripts"]
+    if calls:
+        print(
+            f"mimoq scripts: {calls / n:.1f} EVALSHA per job, {usec / calls:.1f} us each (the "
+            f"Lua and the commands it runs), {usec / 1e6 / mimoq['redis_cpu_s']:.0%} of Redis CPU"
+        )
     ok = True
     for name, phase in (("bare", bare), ("mimoq", mimoq)):
         for problem in phase["problems"]:
