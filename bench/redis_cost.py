@@ -1,6 +1,7 @@
 """What a job costs the one Redis primary: bare arq against mimoq's mix, side by side in one run.
 
     python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
+                               [--rpm 400]
 
 One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
 included) and the server's own CPU time (``INFO cpu``), reset before each phase:
@@ -9,9 +10,10 @@ included) and the server's own CPU time (``INFO cpu``), reset before each phase:
   process, the same ``max_jobs`` and poll delay, the JSON serializer);
 - ``mimoq``: N jobs of a realistic mix through ``Producer.enqueue``, run by ``--workers``
   ``mimoq worker`` processes against ``mimoq sim``, limiter on (window 1 s, 400 requests per
-  model), 3 tenants, both lanes: 80 % speech, 15 % transcription, 2 % long texts (split into
-  chunk jobs), 3 % refused by MiMo (a 400); half the jobs with a signed callback to a
-  loopback receiver; 4 % of upstream answers 429/500/503 at random.
+  model; ``--rpm`` far above what the workers can send leaves no job waiting for a slot, the
+  floor of a job's cost), 3 tenants, both lanes: 80 % speech, 15 % transcription, 2 % long
+  texts (split into chunk jobs), 3 % refused by MiMo (a 400); half the jobs with a signed
+  callback to a loopback receiver; 4 % of upstream answers 429/500/503 at random.
 
 A phase ends when every job has its final result (and every callback is delivered, for
 mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INFO`` reads are
@@ -202,7 +204,7 @@ def mix_settings(
     secret: str,
 ) -> tuple[Settings, FleetSpec]:
     """The producer's settings and the workers' spec of the mix: limiter on (window 1 s,
-    400 requests per model), callbacks to the loopback receiver, signed with ``secret``."""
+    ``--rpm`` requests per model), callbacks to the loopback receiver, signed with ``secret``."""
     settings = Settings(
         mimo={"base_url": sim.url + "/v1"},
         redis_url=redis_url,
@@ -218,7 +220,7 @@ def mix_settings(
         poll_delay_s=args.poll_delay,
         limits=True,
         extra_env=(
-            ("MIMOQ_LIMIT_DEFAULT_RPM", "400"),
+            ("MIMOQ_LIMIT_DEFAULT_RPM", str(args.rpm)),
             ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
             ("MIMOQ_WEBHOOK_SECRET", secret),
         ),
@@ -304,7 +306,7 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
         )
     print(
         f"{n} jobs per phase; mimoq: {args.workers} `mimoq worker` x {args.concurrency}, limiter"
-        " on (window 1 s, 400/model), 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
+        f" on (window 1 s, {args.rpm}/model), 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
         "refused, half with callbacks, 4 % upstream 429/500/503"
     )
     print(f"{'phase':<12}{'commands/job':>14}{'redis CPU ms/job':>18}{'worker CPU ms/job':>19}")
@@ -340,6 +342,7 @@ def main() -> int:
         "--poll-delay", type=float, default=WorkerSettings.model_fields["poll_delay_s"].default
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rpm", type=int, default=400, help="limiter requests per 1 s window")
     parser.add_argument(
         "--monitor", type=Path, help="write redis-cli MONITOR of the mimoq phase to this file"
     )

@@ -46,9 +46,15 @@ async def _waiting_bulk(redis: ArqRedis, model: str, jobs: list[tuple[str, str]]
         assert await enqueue(keys=wire.enqueue_keys(job_id), args=[job_id, json.dumps(job)])
 
 
-async def _limiter(redis: ArqRedis, **changes: Any) -> tuple[RedisLimiter, Clock]:
+async def _limiter(
+    redis: ArqRedis, model: str = TTS_MODEL, *, busy: bool = True, **changes: Any
+) -> tuple[RedisLimiter, Clock]:
+    """A limiter on one-second slots; ``busy``: a call of ``model`` was just granted, so its
+    schedule ends a slot from now (an idle schedule admits without slots: see below)."""
     clock = Clock()
     limiter = RedisLimiter(replace(SECONDS, **changes), redis, clock=clock, sleep=clock.sleep)
+    if busy:
+        await limiter.acquire(model, job_id=f"busy-{model}", audio_s=4.0)
     return limiter, clock
 
 
@@ -65,7 +71,7 @@ async def test_admitted_bulk_jobs_hold_their_slots_and_are_queued_hold_before_th
     tickets = await redis.zrange(keys["tickets"], 0, -1, withscores=True)
     assert len(tickets) == admitted
     # one slot after another from now, in admission order (the tenants' round robin)
-    assert [at for _, at in tickets] == [T0 + i for i in range(admitted)]
+    assert [at for _, at in tickets] == [T0 + 1 + i for i in range(admitted)]
     owners = [j.decode()[:4] for j, _ in tickets]
     assert all(a != b for a, b in itertools.pairwise(owners)), owners
     for job, at in tickets:
@@ -92,7 +98,7 @@ async def test_a_cancelled_waiting_job_gets_no_slot(redis: ArqRedis) -> None:
     await redis.set(wire.cancel_key("gone"), "cancelled")  # a cancel came first
     await limiter.admit(TTS_MODEL)
     tickets = await redis.zrange(_keys(TTS_MODEL)["tickets"], 0, -1, withscores=True)
-    assert tickets == [(b"kept", T0)]
+    assert tickets == [(b"kept", T0 + 1)]
     assert await redis.get(wire.cancel_key("gone")) == b"cancelled"
     # still due at once: its worker records the cancel
     assert await redis.zscore(wire.QUEUE_NAME, "gone") == T0 * 1000
@@ -105,11 +111,22 @@ async def test_without_a_known_slot_admitted_jobs_are_due_at_once(
     """A token-limited model's slot depends on the job's audio, and a pool of several
     accounts chooses the account when the job asks: those jobs ask for their slots."""
     model = ASR_MODEL if why == "token_limited_model" else TTS_MODEL
-    limiter, _ = await _limiter(redis, admit_slots=why != "several_accounts")
+    limiter, _ = await _limiter(redis, model, admit_slots=why != "several_accounts")
     await _waiting_bulk(redis, model, [("lead", "acme"), ("a0", "acme"), ("a1", "acme")])
     assert await limiter.admit(model) == 1  # (the look-ahead: 2 jobs, with the lead)
     assert await redis.zcard(_keys(model)["tickets"]) == 0
     assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
+
+
+async def test_an_idle_schedule_admits_without_slots(redis: ArqRedis) -> None:
+    """Nobody waits for a slot: an admitted job's first ask is its grant anyway, so it gets
+    no ticket (a quota far from binding would pay its writes on every job for nothing)."""
+    limiter, _ = await _limiter(redis, busy=False, lookahead_s=5.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("a0", "acme"), ("a1", "bolt")])
+    assert await limiter.admit(TTS_MODEL) == 2
+    assert await redis.zcard(_keys(TTS_MODEL)["tickets"]) == 0
+    assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
+    assert await redis.get(wire.cancel_key("a0")) is None
 
 
 async def test_a_moved_ticket_moves_its_jobs_queue_place(redis: ArqRedis) -> None:
@@ -133,8 +150,7 @@ async def test_a_moved_ticket_moves_its_jobs_queue_place(redis: ArqRedis) -> Non
 async def test_a_deferral_sets_the_jobs_queue_place_at_its_slot(redis: ArqRedis) -> None:
     """A job deferred for its slot is put hold before it by the decision itself (and the
     worker leaves it there: arq_compat.retry_where_queued)."""
-    limiter, clock = await _limiter(redis)
-    await limiter.acquire(TTS_MODEL, job_id="first", tenant="acme")  # slot T0
+    limiter, clock = await _limiter(redis)  # a call granted at T0
     await redis.zadd(wire.QUEUE_NAME, {"late": T0 * 1000})
     with pytest.raises(CapacityDeferred) as deferral:
         await limiter.acquire(TTS_MODEL, job_id="late", tenant="acme")
@@ -166,9 +182,9 @@ async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis)
     await limiter.admit(TTS_MODEL)
     tickets = dict(await redis.zrange(keys["tickets"], 0, -1, withscores=True))
     # small0 took big's second slot after its own (none): big1's; big1 moved to the end
-    assert tickets[b"small0"] == T0 + 1
+    assert tickets[b"small0"] == T0 + 2
     assert tickets[b"big1"] > tickets[b"big4"]
     assert await redis.zscore(wire.QUEUE_NAME, "big1") == _queue_score(tickets[b"big1"])
-    assert await redis.zscore(wire.QUEUE_NAME, "small0") == _queue_score(T0 + 1)
+    assert await redis.zscore(wire.QUEUE_NAME, "small0") == _queue_score(T0 + 2)
     lanes = await redis.hgetall(keys["lanes"])  # type: ignore[misc]
     assert int(lanes[b"turns"]) >= 1
