@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import arq.connections
@@ -115,14 +116,20 @@ def test_start_up_info_logging_is_a_replaceable_module_function() -> None:
     assert arq.worker.log_redis_info is arq_compat._tolerant_log_redis_info  # type: ignore[attr-defined]
 
 
-def _plain_worker(redis: ArqRedis, seen: list[str], **options: Any) -> Worker:
-    """An arq Worker of mimoq's queue and job format whose speech task records its id."""
+def _plain_worker(
+    redis: ArqRedis,
+    seen: list[str],
+    task: Callable[[dict[str, object], object], Awaitable[None]] | None = None,
+    **options: Any,
+) -> Worker:
+    """An arq Worker of mimoq's queue and job format whose speech task records its id (or
+    is ``task``)."""
 
     async def speech(ctx: dict[str, object], job: object) -> None:
         seen.append(str(ctx["job_id"]))
 
     return Worker(
-        functions=[arq.worker.func(speech, name="speech")],
+        functions=[arq.worker.func(task or speech, name="speech")],
         redis_pool=redis,
         queue_name=wire.QUEUE_NAME,
         job_serializer=wire.serialize,
@@ -242,18 +249,7 @@ async def test_a_retry_where_queued_keeps_the_score_its_task_set(
             raise arq_compat.retry_where_queued()
         raise arq.worker.Retry(defer=60)
 
-    worker = Worker(
-        functions=[arq.worker.func(speech, name="speech")],
-        redis_pool=redis,
-        queue_name=wire.QUEUE_NAME,
-        job_serializer=wire.serialize,
-        job_deserializer=wire.deserialize,
-        handle_signals=False,
-        keep_result=0,
-        burst=True,
-        max_burst_jobs=1,
-        poll_delay=0.01,
-    )
+    worker = _plain_worker(redis, [], speech, burst=True, max_burst_jobs=1, poll_delay=0.01)
     await worker.main()
     await worker.close()
     score = await redis.zscore(wire.QUEUE_NAME, "held")

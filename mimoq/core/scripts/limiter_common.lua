@@ -238,12 +238,15 @@ local function drop_ticket(job, bulk, field)
   if Q.tokens > 0 then redis.call('HDEL', TICKET_AUDIO, job) end
 end
 
--- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit).
-local function zadd_many(key, ids, at)
+-- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit);
+-- `score` turns a time into the score written (default: the time itself), and `only`
+-- ('XX', optional) is ZADD's flag.
+local function zadd_many(key, ids, at, score, only)
+  score = score or fmt
   for i = 1, #ids, CHUNK do
-    local args = {}
+    local args = {only}
     for j = i, math.min(i + CHUNK - 1, #ids) do
-      args[#args + 1] = fmt(at[ids[j]])
+      args[#args + 1] = score(at[ids[j]])
       args[#args + 1] = ids[j]
     end
     redis.call('ZADD', key, unpack(args))
@@ -256,14 +259,8 @@ end
 local function retime_all(ids, at)
   if #ids == 0 then return end
   zadd_many(TICKETS, ids, at)
-  for i = 1, #ids, CHUNK do
-    local args = {'XX'}
-    for j = i, math.min(i + CHUNK - 1, #ids) do
-      args[#args + 1] = queue_score(at[ids[j]])
-      args[#args + 1] = ids[j]
-    end
-    redis.call('ZADD', QUEUE, unpack(args))
-  end
+  -- their jobs' places in arq's queue follow (queue_score); XX: only those queued
+  zadd_many(QUEUE, ids, at, queue_score, 'XX')
   local bulk, inter = {}, {}
   for i = 1, #ids, CHUNK do
     local part = redis.call('ZMSCORE', BTICKETS, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
