@@ -26,6 +26,8 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 9. ``Retry(defer=d)`` moves the job's queue score by ``d`` plus the time since the score
    it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
    it is and only drops the in-progress key: ``retry_where_queued``.
+10. A run's ``job_try`` is ``INCR arq:retry:<id>`` at its start: a job tried once outside
+    arq (an inline callback attempt) is its try 2 when arq runs it next: ``count_tries``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Final
 import arq.connections
 import arq.utils
 import arq.worker
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from mimoq.core import scripts
@@ -149,6 +152,12 @@ def retry_where_queued() -> arq.worker.Retry:
     its task has set itself (the limiter puts a deferred job at its slot: a relative move
     would add to a score the slot's own moves had already changed)."""
     return arq.worker.Retry()
+
+
+# --- 10. tries made outside arq ----------------------------------------------------------
+def count_tries(pipe: Pipeline, job_id: str, *, tries: int, ttl_ms: int) -> None:
+    """Queue on ``pipe`` what makes arq's next run of ``job_id`` its try ``tries + 1``."""
+    pipe.set(RETRY_PREFIX + job_id, tries, px=ttl_ms)
 
 
 # --- 5. overridden worker methods ----------------------------------------------------------

@@ -70,6 +70,11 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     return bool(await scripts.named("delivery_enqueue").run(redis, keys, args))
 
 
+async def hurry(redis: Redis, delivery_id: str) -> None:
+    """Make a queued delivery job due now, if it is due later (never later than it was)."""
+    await redis.zadd(wire.QUEUE_NAME, {delivery_id: int(time.time() * 1000)}, xx=True, lt=True)
+
+
 async def load(redis: Redis, delivery_id: str) -> Delivery | None:
     """The stored record, or None when there is none (or it is not one of ours)."""
     raw = await redis.get(key(delivery_id))

@@ -9,6 +9,8 @@ happens the same way whoever ended it. It lives in core because producers end jo
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
 from redis.asyncio import Redis
@@ -28,6 +30,17 @@ from mimoq.core.webhooks import Delivery
 log = structlog.get_logger("mimoq.worker")
 #: Cancelled jobs recorded per pipeline by ``finish_cancelled``.
 _PAGE = 500
+#: An inline delivery's backstop job is due this long after its attempt's own bound.
+INLINE_SLACK_S: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished job's record as written, and the callback delivery its finisher attempts
+    itself (``inline``; None when there is none to attempt)."""
+
+    result: JobResult
+    delivery: Delivery | None = None
 
 
 async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
@@ -41,19 +54,12 @@ def callback_body(result: JobResult, delivery_id: str) -> str:
     return wire.dumps(CallbackPayload.from_result(result, delivery_id).model_dump(mode="json"))
 
 
-async def schedule_callback(
-    redis: Redis, result: JobResult, callback: Callback, *, settings: Settings | None = None
-) -> str:
-    """Hand a finished job's callback to its own delivery job; returns the delivery id.
-
-    The body is built from ``result`` (the record just written) and serialized here, once,
-    into the worker-only delivery record: every attempt and replay sends the same bytes
-    under the same ``webhook-id``. Idempotent: if the delivery job already exists, nothing
-    is added. With ``settings``, the first attempt waits for the schedule's first entry;
-    without, it is immediate.
-    """
+def build_delivery(result: JobResult, callback: Callback) -> Delivery:
+    """The delivery of a finished job's callback, its body built from ``result`` (the
+    record just written): every attempt and replay sends the same bytes under the same
+    ``webhook-id``."""
     delivery_id = wire.callback_job_id(result.id)
-    delivery = Delivery(
+    return Delivery(
         delivery_id=delivery_id,
         job_id=result.id,
         url=callback.url,
@@ -63,9 +69,46 @@ async def schedule_callback(
         # The finishing attempt's span (or, tracing off, the job's own traceparent).
         traceparent=tracing.current_traceparent(),
     )
+
+
+async def schedule_callback(
+    redis: Redis, result: JobResult, callback: Callback, *, settings: Settings | None = None
+) -> str:
+    """Hand a finished job's callback to its own delivery job; returns the delivery id.
+
+    The body is serialized here, once, into the worker-only delivery record. Idempotent:
+    if the delivery job already exists, nothing is added. With ``settings``, the first
+    attempt waits for the schedule's first entry; without, it is immediate.
+    """
+    delivery = build_delivery(result, callback)
     defer_s = settings.callbacks.schedule_s[0] if settings is not None else 0.0
     await enqueue_delivery(redis, delivery, defer_s=defer_s)
-    return delivery_id
+    return delivery.delivery_id
+
+
+async def _hand_over_callback(
+    redis: Redis, result: JobResult, callback: Callback, *, settings: Settings, inline: bool
+) -> Delivery | None:
+    """``schedule_callback``, or, with ``inline`` (the caller makes the first attempt itself,
+    docs/payloads.md "Callbacks"), the delivery job queued as the attempt's backstop only:
+    due once the attempt could no longer be running, so a worker that dies during it loses
+    nothing. Returns the delivery the caller attempts (None: not inline, or a delivery job
+    with this id was already pending, which then makes the attempt)."""
+    if not inline:
+        await schedule_callback(redis, result, callback, settings=settings)
+        return None
+    delivery = build_delivery(result, callback)
+    queued = await enqueue_delivery(
+        redis, delivery, defer_s=inline_backstop_s(settings.callbacks.timeout_s)
+    )
+    return delivery if queued else None
+
+
+def inline_backstop_s(timeout_s: float) -> float:
+    """How long after its job finished an inline delivery's backstop job is due: past the
+    attempt's bound (``timeout_s`` to the verdict, as long again to drain the answer) and
+    its record writes."""
+    return 2 * timeout_s + INLINE_SLACK_S
 
 
 async def finish(
@@ -96,20 +139,25 @@ async def finish_unless_cancelled(
     *,
     settings: Settings,
     usage: UsageWrite | None = None,
-) -> JobResult | None:
+    inline_callback: bool = False,
+) -> Finished | None:
     """:func:`finish` for the succeeded or failed result of a job a worker ran, unless its
     cancel came first (docs/cancel.md): then nothing is recorded and None comes back (the
     caller discards the output and records the job as cancelled through :func:`finish`).
     ``usage`` is written either way; the job's count in its run only with the record, by the
-    same script."""
+    same script. With ``inline_callback``, the caller makes the callback's first attempt
+    itself (``Finished.delivery``; the delivery job is its backstop)."""
     _note_callback(result, callback)
     run = _run_count(result)
     written = await write_result_unless_cancelled(
         redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage, run=run
     )
-    if written is not None:
-        await _after_write(redis, written, callback, settings=settings, run=run)
-    return written
+    if written is None:
+        return None
+    delivery = await _after_write(
+        redis, written, callback, settings=settings, run=run, inline=inline_callback
+    )
+    return Finished(written, delivery)
 
 
 def _run_count(result: JobResult) -> runs.RunCount | None:
@@ -130,17 +178,22 @@ async def _after_write(
     *,
     settings: Settings,
     run: runs.RunCount | None,
-) -> None:
+    inline: bool = False,
+) -> Delivery | None:
     """What follows a written record (and its run's count, written with it): its callback,
-    the failures list, its run's end."""
+    the failures list, its run's end. Returns the delivery to attempt inline, if any."""
+    delivery = None
     if callback is not None:
-        await schedule_callback(redis, result, callback, settings=settings)
+        delivery = await _hand_over_callback(
+            redis, result, callback, settings=settings, inline=inline
+        )
     # no-op unless it failed; for `mimoq inspect`
     await failures.push(redis, result, ttl_s=settings.storage.result_ttl_s)
     if run is not None and run.ended:
         # this job was the sealed run's last: this caller alone announces its end
         log.info("run.ended", run=run.run)
         await run_events.announce_end(redis, run.run, defer_s=settings.callbacks.schedule_s[0])
+    return delivery
 
 
 async def finish_cancelled(

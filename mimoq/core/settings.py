@@ -282,6 +282,14 @@ class CallbackSettings(_SettingsModel):
         validation_alias="MIMOQ_CALLBACK_TIMEOUT_S",
         description="Deadline of one delivery attempt (DNS, connect, send, response).",
     )
+    inline: bool = Field(
+        default=True,
+        validation_alias="MIMOQ_CALLBACK_INLINE",
+        description=(
+            "The worker that finished a job makes its callback's first attempt itself (its "
+            "delivery job waits as a backstop); false: every attempt is a delivery job."
+        ),
+    )
     schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
         default=DEFAULT_SCHEDULE_S,
         validation_alias="MIMOQ_CALLBACK_SCHEDULE_S",
@@ -324,6 +332,12 @@ class CallbackSettings(_SettingsModel):
     )
 
     _blank_unset = field_validator("secret", mode="before")(_blank_is_none)
+
+    @property
+    def inline_first(self) -> bool:
+        """Whether a finishing worker makes the first attempt itself: ``inline``, and the
+        schedule's first wait is none (a first wait is kept by the delivery job)."""
+        return self.inline and self.schedule_s[0] <= 0
 
     @field_validator("schedule_s", mode="before")
     @classmethod

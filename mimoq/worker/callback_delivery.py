@@ -29,7 +29,7 @@ from arq import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from mimoq.core import deadletters, deliveries, tracing, wire
+from mimoq.core import arq_compat, deadletters, deliveries, tracing, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
 from mimoq.core.finish import enqueue_delivery
@@ -58,6 +58,9 @@ from mimoq.worker import metrics
 
 log = structlog.get_logger("mimoq.callbacks")
 
+#: What an inline attempt may spend on its records past its HTTP bound before it is left
+#: to its backstop job (well inside ``finish.INLINE_SLACK_S``).
+_INLINE_WRITES_S: Final = 10.0
 #: Runs allowed beyond the schedule when Redis failed (not the receiver).
 _EXTRA_TRIES: Final = 3
 _INTERNAL_RETRY_S: Final = 60.0
@@ -150,7 +153,10 @@ async def deliver_callback(ctx: dict[str, Any], delivery: Any) -> dict[str, Any]
     stored: Delivery | None = None
     try:
         stored = await deliveries.resolve(redis, delivery, arq_id)
-        return await _run(ctx, settings, redis, stored, attempt)
+        ended = await _run(ctx, settings, redis, stored, attempt)
+        if isinstance(ended, RetryIn):
+            raise Retry(defer=ended.delay_s)
+        return ended
     except RefusedDelivery as exc:
         log.warning("callback.refused", delivery_id=arq_id, attempt=attempt, reason=exc.reason)
         metrics.callback_attempt(metrics.CallbackOutcome.refused)
@@ -190,11 +196,26 @@ async def deliver_callback(ctx: dict[str, Any], delivery: Any) -> dict[str, Any]
         return await _dead_letter_internal(redis, settings, stored, attempt, error)
 
 
+@dataclass(frozen=True)
+class RetryIn:
+    """An attempt that failed and is retried this many seconds from now (recorded as such)."""
+
+    delay_s: float
+
+
 async def _run(
-    ctx: dict[str, Any], settings: Settings, redis: Redis, delivery: Delivery, attempt: int
-) -> dict[str, Any]:
+    ctx: dict[str, Any],
+    settings: Settings,
+    redis: Redis,
+    delivery: Delivery,
+    attempt: int,
+    *,
+    fresh: bool = False,
+) -> dict[str, Any] | RetryIn:
+    """One attempt, recorded: its summary, or when to retry it. ``fresh``: the delivery was
+    scheduled just now by this caller (nothing delivered or ended it yet: no read needed)."""
     fields = {"job_id": delivery.job_id, "delivery_id": delivery.delivery_id, "attempt": attempt}
-    skip = await _skip_reason(redis, delivery)
+    skip = None if fresh else await _skip_reason(redis, delivery)
     if skip is not None:
         log.info("callback.attempt", **fields, outcome="skipped", reason=skip)
         metrics.callback_attempt(metrics.CallbackOutcome.skipped)
@@ -236,25 +257,12 @@ async def _run(
     if outcome.verdict is DeliveryVerdict.retry:
         delay = _retry_delay(settings, attempt, outcome.retry_after_s)
         if delay is not None:
-            # The job key and the record must outlive the wait, or arq drops the job unseen.
-            ttl_s = delay + MAX_DELAY_S
-            await deliveries.save(redis, recorded("retry"), ttl_s=ttl_s)
-            await _update_state(
-                redis,
-                delivery.job_id,
-                CallbackState(
-                    status=CallbackStatus.pending,
-                    delivery_id=delivery.delivery_id,
-                    attempts=attempts,
-                    last_error=outcome.error,
-                ),
-            )
-            await redis.pexpire(wire.job_key(delivery.delivery_id), int(ttl_s * 1000))
+            await _record_retry(redis, recorded("retry"), attempts, outcome.error, delay)
             log.info(
                 "callback.attempt", **fields, outcome="retry", next_attempt_in_s=round(delay, 3)
             )
             metrics.callback_attempt(metrics.CallbackOutcome.retry)
-            raise Retry(defer=delay)
+            return RetryIn(delay)
 
     reason = _dead_reason(outcome)
     await _dead_letter(
@@ -270,6 +278,22 @@ async def _run(
     log.warning("callback.attempt", **fields, outcome="dead_lettered", reason=reason.value)
     metrics.callback_attempt(metrics.CallbackOutcome.dead_lettered, dead_reason=reason.value)
     return {"outcome": "dead_lettered", "delivery_id": delivery.delivery_id, "reason": reason.value}
+
+
+async def _record_retry(
+    redis: Redis, retried: Delivery, attempts: int, error: str | None, delay_s: float
+) -> None:
+    # The job key and the record must outlive the wait, or arq drops the job unseen.
+    ttl_s = delay_s + MAX_DELAY_S
+    await deliveries.save(redis, retried, ttl_s=ttl_s)
+    state = CallbackState(
+        status=CallbackStatus.pending,
+        delivery_id=retried.delivery_id,
+        attempts=attempts,
+        last_error=error,
+    )
+    await _update_state(redis, retried.job_id, state)
+    await redis.pexpire(wire.job_key(retried.delivery_id), int(ttl_s * 1000))
 
 
 async def _skip_reason(redis: Redis, delivery: Delivery) -> str | None:
@@ -425,6 +449,53 @@ def _retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) 
         retry_after_max_s=settings.callbacks.retry_after_max_s,
         rand=random.random,
     )
+
+
+# --- the first attempt, made by the worker that finished the job ---------------------------
+
+
+async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
+    """Attempt a just-finished job's callback in its own run (docs/payloads.md, "Callbacks").
+
+    The delivery job is already queued as a backstop (``finish.inline_backstop_s`` out), so
+    nothing here can lose the callback: whatever goes wrong of ours (Redis, a bug, a
+    shutdown) leaves it to that job, which then makes the first attempt as usual. Once this
+    attempt is recorded, the backstop job goes (delivered, dead-lettered) or is moved to the
+    retry's time as the delivery's second try. A job through arq's queue would cost the
+    same attempt two picks' worth of Redis round trips and a poll's delay (issue #22).
+    """
+    settings: Settings = ctx["settings"]
+    redis: Redis = ctx["redis"]
+    try:
+        async with asyncio.timeout(settings.callbacks.timeout_s * 2 + _INLINE_WRITES_S):
+            ended = await _run(ctx, settings, redis, delivery, 1, fresh=True)
+            await _settle_backstop(redis, delivery, ended)
+    except Exception as exc:
+        log.warning(
+            "callback.inline_left_to_job",
+            job_id=delivery.job_id,
+            delivery_id=delivery.delivery_id,
+            error=type(exc).__name__,
+        )
+
+
+async def _settle_backstop(
+    redis: Redis, delivery: Delivery, ended: dict[str, Any] | RetryIn
+) -> None:
+    """Drop the backstop job of an ended delivery, or make it the retry (its try 2)."""
+    job_key = wire.job_key(delivery.delivery_id)
+    # (no transaction: the backstop job is not due before both writes are in)
+    async with redis.pipeline(transaction=False) as pipe:
+        if isinstance(ended, RetryIn):
+            # the job key and the record were given the wait's TTL by _run
+            ttl_ms = int((ended.delay_s + MAX_DELAY_S) * 1000)
+            arq_compat.count_tries(pipe, delivery.delivery_id, tries=1, ttl_ms=ttl_ms)
+            at_ms = int((time.time() + ended.delay_s) * 1000)
+            pipe.zadd(wire.QUEUE_NAME, {delivery.delivery_id: at_ms}, xx=True)
+        else:
+            pipe.zrem(wire.QUEUE_NAME, delivery.delivery_id)
+            pipe.delete(job_key)
+        await pipe.execute()
 
 
 # --- one HTTP attempt ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from arq import Retry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from mimoq.core import arq_compat, tracing, wire
+from mimoq.core import arq_compat, deliveries, tracing, wire
 from mimoq.core.cancel_script import callback_of, cancelled_result, is_cancelled
 from mimoq.core.errors import (
     InternalError,
@@ -43,6 +43,7 @@ from mimoq.core.jobs import (
 )
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
+from mimoq.worker.callback_delivery import deliver_inline
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -183,14 +184,7 @@ async def run_job(
         error, tries=tries, policy=_policy(deps.settings), rand=random.random
     )
     if isinstance(verdict, Defer):
-        # the count's TTL is set once, when its first deferral creates it (a week outlives
-        # any job's expiry): not an EXPIRE per deferral
-        if await redis.incr(_deferrals_key(job_id)) == 1:
-            await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
-        bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
-        metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
-        tracing.note_outcome("deferred", deferral_reason=verdict.reason)
-        raise _deferral_retry(verdict)
+        raise await _deferred(redis, job_id, verdict, kind, model, bound)
     if isinstance(verdict, RetryLater):
         bound.warning(
             "job.retrying",
@@ -218,17 +212,38 @@ async def run_job(
         result, callback = _failed(ctx, job, raw, kind, verdict.error, tries=tries)
         used = tenant_usage.failed_usage(raw, job, kind)
     # unless a cancel came first (it answered "in flight"): atomic with cancel.lua
-    written = await finish_unless_cancelled(
+    finished = await finish_unless_cancelled(
         redis, result, callback, settings=deps.settings,
         usage=tenant_usage.usage_write(used, deps.settings),
+        inline_callback=deps.settings.callbacks.inline_first,
     )  # fmt: skip
-    if written is None:
+    if finished is None:
         return await _discard_and_record_cancelled(deps, redis, ctx, raw, kind, bound, outcome)
-    result = written
     if deferrals:  # a job never deferred has no count to drop: no DEL per job
         await redis.delete(_deferrals_key(job_id))
-    _log_final(result, bound, ran_s=time.monotonic() - started)
-    return _summary(result)
+    _log_final(finished.result, bound, ran_s=time.monotonic() - started)
+    if finished.delivery is not None:  # its first attempt, here (the job is its backstop)
+        await deliver_inline(ctx, finished.delivery)
+    return _summary(finished.result)
+
+
+async def _deferred(
+    redis: Redis,
+    job_id: str,
+    verdict: Defer,
+    kind: str | None,
+    model: str | None,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> Retry:
+    """Count a deferral (it spends no try) and say so; the ``Retry`` that carries it out."""
+    # the count's TTL is set once, when its first deferral creates it (a week outlives any
+    # job's expiry): not an EXPIRE per deferral
+    if await redis.incr(_deferrals_key(job_id)) == 1:
+        await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
+    bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
+    metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
+    tracing.note_outcome("deferred", deferral_reason=verdict.reason)
+    return _deferral_retry(verdict)
 
 
 def _deferral_retry(verdict: Defer) -> Retry:
@@ -320,6 +335,10 @@ async def _already_finished(
     callback, _ = salvage(raw)
     if callback is not None and existing.callback.status == CallbackStatus.pending:
         await schedule_callback(redis, existing, callback, settings=deps.settings)
+        if existing.callback.attempts == 0 and deps.settings.callbacks.inline_first:
+            # The run before died in its inline first attempt (or before it): that
+            # attempt's backstop job goes now, not the backstop's wait later.
+            await deliveries.hurry(redis, wire.callback_job_id(existing.id))
     bound.info("job.already_finished", status=existing.status)
     metrics.job_outcome(kind, existing.model, metrics.JobOutcome.already_finished)
     return _summary(existing)

@@ -141,9 +141,11 @@ async def test_sigterm_lets_a_slow_job_finish_and_exits_0(
     result = await read_result(redis, slow.job_id)
     assert result is not None and result.status == "succeeded" and result.output is not None
     assert Path(result.output.path or "").is_file()
-    # It stopped taking jobs: the late one and the callback wait, queued, for the next worker.
+    # It stopped taking jobs: the late one waits, queued, for the next worker. The slow job's
+    # callback was part of its run (its first attempt is inline): delivered, nothing queued.
     assert (await job_status(redis, late.job_id)).status.value == "queued"
-    assert await redis.zscore(wire.QUEUE_NAME, wire.callback_job_id(slow.job_id)) is not None
+    assert await redis.zscore(wire.QUEUE_NAME, wire.callback_job_id(slow.job_id)) is None
+    assert [r.json()["job_id"] for r in receiver.requests] == [slow.job_id]
     assert sim.state.stats()["total_requests"] == 1
     assert await beat_of_any(redis) is None  # a clean exit removes its heartbeat
 

@@ -1,0 +1,184 @@
+"""A finished job's callback: its first attempt is made in the job's own run (issue #22).
+
+Real worker, real redis-server, the simulator as MiMo and a loopback receiver. What is
+checked is what a user and an operator see: the callbacks that arrive (signed, one id),
+the result record's callback state, the delivery record's history, what is left in arq's
+queue, and that a worker killed during the attempt loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from mimoq.core import arq_compat, deliveries, finish, wire
+from mimoq.core.jobs import Callback
+from mimoq.core.results import read_result
+from mimoq.core.settings import Settings
+from mimoq.producer.client import Producer
+from mimoq.sim.sim_server import RunningSim
+from mimoq.worker import callback_delivery
+from tests.callbacks.conftest import make_result, store_result
+from tests.conftest import RedisServer
+from tests.e2e.conftest import e2e_settings, running_worker
+from tests.ops.test_shutdown import spawn  # noqa: F401  (the worker-process fixture)
+from tests.support.polling import eventually
+from tests.support.receiver import Receiver, Response
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+async def _delivered(redis: ArqRedis, job_id: str) -> Any:
+    result = await read_result(redis, job_id)
+    if result is None or result.callback.status.value != "delivered":
+        return None
+    return result
+
+
+async def test_the_first_attempt_is_made_in_the_jobs_run_and_leaves_nothing_queued(
+    settings: Settings, redis: ArqRedis, receiver: Receiver
+) -> None:
+    # Three tenants and both lanes at once, as the service runs them.
+    producer = Producer(redis, settings)
+    jobs = [
+        await producer.enqueue(
+            {
+                "kind": "speech",
+                "input": f"Hello {i}.",
+                "tenant": f"t-{i % 3}",
+                "priority": "interactive" if i % 2 else "bulk",
+                "callback": {"url": receiver.url(f"/hook/{i}")},
+            }
+        )
+        for i in range(6)
+    ]
+    async with running_worker(settings) as worker:
+        for job in jobs:
+            await eventually(lambda j=job: _delivered(redis, j.job_id), 60, "a delivered callback")
+        await eventually(lambda: worker.jobs_complete >= len(jobs) or None, 30, "the job runs")
+        # arq ran the jobs and nothing else: no delivery job was ever run
+        assert worker.jobs_complete == len(jobs)
+        assert worker.jobs_retried == 0
+
+    sent = receiver.requests
+    assert sorted(r.json()["job_id"] for r in sent) == sorted(j.job_id for j in jobs)
+    assert sorted(r.headers["webhook-id"] for r in sent) == sorted(
+        wire.callback_job_id(j.job_id) for j in jobs
+    )
+    for job in jobs:
+        result = await _delivered(redis, job.job_id)
+        assert result.callback.attempts == 1
+        delivery_id = wire.callback_job_id(job.job_id)
+        record = await deliveries.load(redis, delivery_id)
+        assert record is not None
+        assert [a.outcome for a in record.history] == ["delivered"]
+        # the backstop job is gone: out of the queue, its key deleted, never tried by arq
+        assert await redis.zscore(wire.QUEUE_NAME, delivery_id) is None
+        assert await redis.exists(wire.job_key(delivery_id)) == 0
+        assert await redis.exists(arq_compat.RETRY_PREFIX + delivery_id) == 0
+
+
+async def test_a_failed_inline_attempt_becomes_the_delivery_jobs_second_try(
+    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis,
+    receiver: Receiver,
+) -> None:  # fmt: skip
+    settings = e2e_settings(
+        redis_server, sim, tmp_path / "data",
+        callbacks={"schedule_s": "0,0.3,0.3", "jitter": 0.0},
+    )  # fmt: skip
+    receiver.respond(Response(503), Response(503))  # then 200
+    producer = Producer(redis, settings)
+    job = await producer.enqueue(
+        {"kind": "speech", "input": "Retry me.", "callback": {"url": receiver.url("/hook")}}
+    )
+    async with running_worker(settings):
+        result = await eventually(lambda: _delivered(redis, job.job_id), 60, "delivered")
+
+    first, second, third = receiver.requests
+    assert {r.headers["webhook-id"] for r in (first, second, third)} == {
+        result.callback.delivery_id
+    }
+    assert first.body == second.body == third.body
+    # the schedule after the inline attempt is the configured one: try 2 after 0.3 s, try 3
+    # after 0.3 s more (a delivery job restarting at try 1 would wait 0.3 s and then give up
+    # one try early, or, off by one the other way, come back at once)
+    assert second.received_at - first.received_at >= 0.3
+    assert third.received_at - second.received_at >= 0.3
+    assert result.callback.attempts == 3
+    record = await deliveries.load(redis, result.callback.delivery_id or "")
+    assert record is not None
+    assert [a.outcome for a in record.history] == ["retry", "retry", "delivered"]
+    assert await redis.zscore(wire.QUEUE_NAME, result.callback.delivery_id or "") is None
+
+
+async def test_an_inline_attempt_that_dies_with_its_worker_is_made_again_soon(
+    redis: ArqRedis, spawn: Any, sim: RunningSim, redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path, receiver: Receiver,
+) -> None:  # fmt: skip
+    producer = Producer(redis, e2e_settings(redis_server, sim, tmp_path / "data"))
+    env = {
+        "MIMOQ_HEARTBEAT_INTERVAL_S": "0.5",
+        "MIMOQ_LIMITS_ENABLED": "false",
+        # a backstop 2 x 20 + 30 = 70 s out: what this test waits is far below it
+        "MIMOQ_CALLBACK_TIMEOUT_S": "20",
+    }
+    unstick = threading.Event()
+    receiver.respond(Response(hold=unstick))  # the first request: no answer while the victim lives
+    victim = spawn(**env)
+    job = await producer.enqueue(
+        {"kind": "speech", "input": "Die in the callback.", "callback": {"url": receiver.url("/h")}}
+    )
+    delivery_id = wire.callback_job_id(job.job_id)
+    await asyncio.to_thread(receiver.wait_for, 1, 60)
+    # the backstop is queued, due after the attempt's bound, before the attempt was made
+    score = await redis.zscore(wire.QUEUE_NAME, delivery_id)
+    assert score is not None
+    assert score / 1000 - time.time() > finish.inline_backstop_s(20.0) - 15
+
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    killed = time.monotonic()
+    spawn(**env)
+    result = await eventually(lambda: _delivered(redis, job.job_id), 40, "the callback again")
+    again_s = time.monotonic() - killed
+    assert again_s < finish.inline_backstop_s(20.0) / 2
+    first, second = receiver.requests[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == delivery_id
+    assert first.body == second.body
+    # the dead attempt was never recorded: the one made again is the delivery's first
+    assert result.callback.attempts == 1
+    assert await redis.zscore(wire.QUEUE_NAME, delivery_id) is None
+    unstick.set()
+
+
+async def test_an_error_of_ours_in_the_inline_attempt_leaves_it_to_the_delivery_job(
+    redis: ArqRedis, settings: Settings, receiver: Receiver
+) -> None:
+    class Broken:
+        async def send(self, *_: Any, **__: Any) -> Any:
+            raise RuntimeError("a bug of ours")
+
+        def build_request(self, *_: Any, **__: Any) -> None:
+            return None
+
+    job = make_result("inline-broken")
+    await store_result(redis, job)
+    # the delivery and its backstop as a finishing worker makes them
+    delivery = finish.build_delivery(job, Callback(url=receiver.url("/hook")))
+    assert await deliveries.enqueue(redis, delivery, defer_s=finish.inline_backstop_s(5.0))
+    score = await redis.zscore(wire.QUEUE_NAME, delivery.delivery_id)
+    ctx = {"settings": settings, "redis": redis, "callback_client": Broken()}
+    await callback_delivery.deliver_inline(ctx, delivery)
+
+    assert receiver.requests == []
+    # the backstop job is as it was: queued at its time, its key kept, no try counted
+    assert await redis.zscore(wire.QUEUE_NAME, delivery.delivery_id) == score
+    assert await redis.exists(wire.job_key(delivery.delivery_id)) == 1
+    assert await redis.exists(arq_compat.RETRY_PREFIX + delivery.delivery_id) == 0
