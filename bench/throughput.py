@@ -14,8 +14,9 @@ then starts a fresh worker process that drains them:
 - ``mimoq``: speech jobs through ``Producer.enqueue`` (validation + the atomic enqueue
   script), run by ``build_worker`` with the limiter off (the quota would be the bound):
   a MiMo call each, the WAV streamed to a file, the result record written;
-- ``mimoq+cb``: the same, each job with a signed callback to the receiver (its delivery is
-  a second arq job, so the worker completes 2N jobs);
+- ``mimoq+cb``: the same, each job with a signed callback to the receiver, delivered by
+  the job's own run (``MIMOQ_CALLBACK_INLINE``; with it off, each delivery is a second arq
+  job, and the worker completes 2N jobs);
 - with ``--tracing``, ``mimoq+otel`` (and ``mimoq+cb+otel``): the same with OpenTelemetry
   tracing on in the producer and the worker (``OTEL_EXPORTER_OTLP_ENDPOINT`` pointed at an
   OTLP/HTTP sink in its own process, the SDK's default batching and sampler), next to the
@@ -205,7 +206,9 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     # before the window, as a long-running worker has long since done: the window measures
     # the collector's work per job, not one start-up collection that lands in it by chance.
     gc.collect()
-    expected = args.jobs * (2 if "+cb" in phase else 1)
+    # a delivery is a job of its own only when the finishing worker does not make it
+    inline = worker.ctx["settings"].callbacks.inline_first if "+cb" in phase else True
+    expected = args.jobs * (1 if inline else 2)
     window = instrument(worker, expected)
     running = asyncio.create_task(worker.async_run())
     finished = asyncio.create_task(window.done.wait())

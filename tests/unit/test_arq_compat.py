@@ -259,3 +259,25 @@ async def test_a_retry_where_queued_keeps_the_score_its_task_set(
         assert score == slot_ms
     else:
         assert score is not None and score >= slot_ms + 60_000
+
+
+async def test_tries_counted_outside_arq_make_its_next_run_the_try_after(
+    redis: ArqRedis,
+) -> None:
+    """Item 10: ``count_tries(…, tries=1)`` before arq's first run of a job makes that run
+    ``job_try`` 2 (an inline callback attempt was try 1); without it, the run is try 1."""
+    job = json.dumps({"kind": "speech", "model": "mimo-v2.5-tts", "input": "x", "voice": "Mia"})
+    tries: dict[str, object] = {}
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        tries[str(ctx["job_id"])] = ctx["job_try"]
+
+    for job_id in ("counted", "plain"):
+        await redis.eval(wire.enqueue_script(), 4, *wire.enqueue_keys(job_id), job_id, job, 0)
+    async with redis.pipeline(transaction=False) as pipe:
+        arq_compat.count_tries(pipe, "counted", tries=1, ttl_ms=60_000)
+        await pipe.execute()
+    worker = _plain_worker(redis, [], speech, burst=True, poll_delay=0.01)
+    await worker.main()
+    await worker.close()
+    assert tries == {"counted": 2, "plain": 1}
