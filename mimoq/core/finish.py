@@ -184,8 +184,11 @@ async def _after_write(
     the failures list, its run's end. Returns the delivery to attempt inline, if any."""
     delivery = None
     if callback is not None:
+        # A run's last job hands its callback to a delivery job, queued ahead of the run's
+        # end event, as every callback was: an inline attempt would start after that event.
+        last = run is not None and run.ended
         delivery = await _hand_over_callback(
-            redis, result, callback, settings=settings, inline=inline
+            redis, result, callback, settings=settings, inline=inline and not last
         )
     # no-op unless it failed; for `mimoq inspect`
     await failures.push(redis, result, ttl_s=settings.storage.result_ttl_s)

@@ -67,9 +67,12 @@ async def test_one_trace_links_producer_worker_mimo_storage_and_callback(
     [delivery] = await eventually(
         lambda: spans.named("POST callback", job_id), what="callback span"
     )
+    # The callback's first attempt is made inside the job's attempt: that span ends after it.
+    [process] = await eventually(
+        lambda: spans.named("process mimoq:queue", job_id), what="the attempt's span"
+    )
 
     [send] = spans.named("send mimoq:queue", job_id)
-    [process] = spans.named("process mimoq:queue", job_id)
     trace_id = send.context.trace_id
     assert send.kind is SpanKind.PRODUCER and send.parent is None
     assert_has(
@@ -199,6 +202,11 @@ async def test_no_secret_reaches_any_span(
     requests = await received(receiver, 2)
     assert all(r.headers["authorization"] == header_token for r in requests)
     await eventually(lambda: len(spans.named("POST callback")) == 2, what="two callback spans")
+    # each callback's first attempt is inside its job's attempt, whose span ends after it
+    for job_id in (failing.job_id, working.job_id):
+        await eventually(
+            lambda j=job_id: spans.named("process mimoq:queue", j), what="the attempt's span"
+        )
 
     [failed] = spans.named("process mimoq:queue", failing.job_id)
     assert failed.status.status_code is StatusCode.ERROR

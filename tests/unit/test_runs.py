@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from mimoq.core import runs, wire
 from mimoq.core.errors import InvalidRequestError
-from mimoq.core.jobs import JobResult, check_run_name, parse_job
+from mimoq.core.jobs import Callback, JobResult, check_run_name, parse_job
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.worker.runner import finish, finish_unless_cancelled
@@ -197,3 +197,41 @@ async def test_the_workers_write_counts_its_run_in_the_same_script_call(
         assert [e["run"] for e in logs if e["event"] == "run.ended"] == ["r1"]
     finally:
         await redis.aclose()
+
+
+async def test_a_runs_last_job_queues_its_callback_ahead_of_the_runs_end_event(
+    backend: ArqRedis,
+) -> None:
+    """Inline callbacks (the finishing worker attempts them itself) except for a run's last
+    job: its delivery job is queued, due now, before the run's end event, as every callback
+    was; an earlier job of the run is handed back to be attempted inline, its delivery job
+    waiting as a backstop."""
+    settings = Settings(callbacks={"allow_networks": "127.0.0.0/8"})
+    hook = {"url": "http://127.0.0.1:9/hook"}
+    await runs.begin(backend, "r1", tenant=None, priority="bulk", callback=hook)
+    for job_id in ("j0", "j1"):
+        await enqueue(backend, job_id, speech(callback=hook))
+    await runs.seal(backend, "r1")
+    callback = Callback.model_validate(hook)
+
+    first = await finish_unless_cancelled(
+        backend, _result("j0"), callback, settings=settings, inline_callback=True
+    )
+    last = await finish_unless_cancelled(
+        backend, _result("j1"), callback, settings=settings, inline_callback=True
+    )
+
+    assert first is not None and first.delivery is not None
+    assert first.delivery.delivery_id == wire.callback_job_id("j0")
+    assert last is not None and last.delivery is None
+    now_ms = time.time() * 1000
+    backstop = await backend.zscore(wire.QUEUE_NAME, wire.callback_job_id("j0"))
+    assert backstop is not None and backstop > now_ms + 30_000
+    queued = [
+        member.decode()
+        for member, score in await backend.zrange(wire.QUEUE_NAME, 0, -1, withscores=True)
+        if score <= now_ms and member.decode().startswith("cb-")
+    ]
+    # the last job's delivery, then the run's end event: in the queue's order
+    assert queued[0] == wire.callback_job_id("j1")
+    assert len(queued) == 2 and queued[1] != wire.callback_job_id("j0")
