@@ -467,7 +467,7 @@ async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
     settings: Settings = ctx["settings"]
     redis: Redis = ctx["redis"]
     try:
-        async with asyncio.timeout(settings.callbacks.timeout_s * 2 + _INLINE_WRITES_S):
+        async with asyncio.timeout(inline_bound_s(settings)):
             ended = await _run(ctx, settings, redis, delivery, 1, fresh=True)
             await _settle_backstop(redis, delivery, ended)
     except Exception as exc:
@@ -477,6 +477,11 @@ async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
             delivery_id=delivery.delivery_id,
             error=type(exc).__name__,
         )
+
+
+def inline_bound_s(settings: Settings) -> float:
+    """The longest an inline attempt takes, its records included: past it, it is given up."""
+    return settings.callbacks.timeout_s * 2 + _INLINE_WRITES_S
 
 
 async def _settle_backstop(

@@ -43,7 +43,7 @@ from mimoq.core.jobs import (
 )
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
-from mimoq.worker.callback_delivery import deliver_inline
+from mimoq.worker.callback_delivery import deliver_inline, inline_bound_s
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -215,7 +215,7 @@ async def run_job(
     finished = await finish_unless_cancelled(
         redis, result, callback, settings=deps.settings,
         usage=tenant_usage.usage_write(used, deps.settings),
-        inline_callback=deps.settings.callbacks.inline_first,
+        inline_callback=_inline_fits(deps.settings, started),
     )  # fmt: skip
     if finished is None:
         return await _discard_and_record_cancelled(deps, redis, ctx, raw, kind, bound, outcome)
@@ -244,6 +244,14 @@ async def _deferred(
     metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
     tracing.note_outcome("deferred", deferral_reason=verdict.reason)
     return _deferral_retry(verdict)
+
+
+def _inline_fits(settings: Settings, started: float) -> bool:
+    """Whether this run makes its callback's first attempt itself: inline callbacks are on,
+    and the attempt fits in what is left of the job's timeout (a run cut off by it would be
+    arq's failure; the delivery job makes the attempt instead)."""
+    left = settings.worker.job_timeout_s - (time.monotonic() - started)
+    return settings.callbacks.inline_first and left > inline_bound_s(settings)
 
 
 def _deferral_retry(verdict: Defer) -> Retry:

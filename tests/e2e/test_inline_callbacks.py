@@ -182,3 +182,25 @@ async def test_an_error_of_ours_in_the_inline_attempt_leaves_it_to_the_delivery_
     assert await redis.zscore(wire.QUEUE_NAME, delivery.delivery_id) == score
     assert await redis.exists(wire.job_key(delivery.delivery_id)) == 1
     assert await redis.exists(arq_compat.RETRY_PREFIX + delivery.delivery_id) == 0
+
+
+async def test_a_run_without_time_left_for_the_attempt_hands_it_to_the_delivery_job(
+    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis,
+    receiver: Receiver,
+) -> None:  # fmt: skip
+    # 2 x 5 s + the writes' 10 s do not fit in a 15 s job timeout: arq would cut the run off
+    settings = e2e_settings(
+        redis_server, sim, tmp_path / "data",
+        worker={"poll_delay_s": 0.01, "job_timeout_s": 15}, callbacks={"timeout_s": 5},
+    )  # fmt: skip
+    assert callback_delivery.inline_bound_s(settings) > settings.worker.job_timeout_s
+    producer = Producer(redis, settings)
+    job = await producer.enqueue(
+        {"kind": "speech", "input": "No time.", "callback": {"url": receiver.url("/hook")}}
+    )
+    async with running_worker(settings) as worker:
+        result = await eventually(lambda: _delivered(redis, job.job_id), 60, "delivered")
+        await eventually(lambda: worker.jobs_complete >= 2 or None, 30, "both runs")
+        assert worker.jobs_complete == 2  # the job, then its delivery job
+    assert result.callback.attempts == 1
+    assert len(receiver.requests) == 1
