@@ -30,8 +30,10 @@ from mimoq.core.webhooks import Delivery
 log = structlog.get_logger("mimoq.worker")
 #: Cancelled jobs recorded per pipeline by ``finish_cancelled``.
 _PAGE = 500
-#: An inline delivery's backstop job is due this long after its attempt's own bound.
-INLINE_SLACK_S: Final = 30.0
+#: What an inline callback attempt may spend on its records past its HTTP bound.
+INLINE_WRITES_S: Final = 10.0
+#: An inline attempt's backstop job is due this long after the attempt's bound.
+INLINE_SLACK_S: Final = 20.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ async def _hand_over_callback(
     redis: Redis, result: JobResult, callback: Callback, *, settings: Settings, inline: bool
 ) -> Delivery | None:
     """``schedule_callback``, or, with ``inline`` (the caller makes the first attempt itself,
-    docs/payloads.md "Callbacks"), the delivery job queued as the attempt's backstop only:
+    docs/payloads.md "Who makes the first attempt"), the delivery job queued as the
+    attempt's backstop only:
     due once the attempt could no longer be running, so a worker that dies during it loses
     nothing. Returns the delivery the caller attempts (None: not inline, or a delivery job
     with this id was already pending, which then makes the attempt)."""
@@ -104,11 +107,16 @@ async def _hand_over_callback(
     return delivery if queued else None
 
 
+def inline_bound_s(timeout_s: float) -> float:
+    """The longest an inline attempt may take (``timeout_s`` to the verdict, as long again
+    to drain the answer, then its records): past it, it is given up."""
+    return 2 * timeout_s + INLINE_WRITES_S
+
+
 def inline_backstop_s(timeout_s: float) -> float:
-    """How long after its job finished an inline delivery's backstop job is due: past the
-    attempt's bound (``timeout_s`` to the verdict, as long again to drain the answer) and
-    its record writes."""
-    return 2 * timeout_s + INLINE_SLACK_S
+    """How long after its job finished an inline attempt's backstop job is due: once the
+    attempt can no longer be running."""
+    return inline_bound_s(timeout_s) + INLINE_SLACK_S
 
 
 async def finish(

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError, WatchError
 from mimoq.core import arq_compat, deadletters, deliveries, tracing, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
-from mimoq.core.finish import enqueue_delivery
+from mimoq.core.finish import enqueue_delivery, inline_bound_s
 from mimoq.core.finish import schedule_callback as schedule_callback  # re-exported
 from mimoq.core.http_headers import encode_value, parse_retry_after
 from mimoq.core.jobs import CallbackState, CallbackStatus
@@ -58,9 +58,6 @@ from mimoq.worker import metrics
 
 log = structlog.get_logger("mimoq.callbacks")
 
-#: What an inline attempt may spend on its records past its HTTP bound before it is left
-#: to its backstop job (well inside ``finish.INLINE_SLACK_S``).
-_INLINE_WRITES_S: Final = 10.0
 #: Runs allowed beyond the schedule when Redis failed (not the receiver).
 _EXTRA_TRIES: Final = 3
 _INTERNAL_RETRY_S: Final = 60.0
@@ -455,19 +452,20 @@ def _retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) 
 
 
 async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
-    """Attempt a just-finished job's callback in its own run (docs/payloads.md, "Callbacks").
+    """Attempt a just-finished job's callback in its run (docs/payloads.md, "Who makes the
+    first attempt").
 
     The delivery job is already queued as a backstop (``finish.inline_backstop_s`` out), so
     nothing here can lose the callback: whatever goes wrong of ours (Redis, a bug, a
     shutdown) leaves it to that job, which then makes the first attempt as usual. Once this
     attempt is recorded, the backstop job goes (delivered, dead-lettered) or is moved to the
-    retry's time as the delivery's second try. A job through arq's queue would cost the
-    same attempt two picks' worth of Redis round trips and a poll's delay (issue #22).
+    retry's time as the delivery's second try. Through arq's queue, the same attempt cost a
+    pick of its own, arq's bookkeeping of it and a poll's delay (issue #22).
     """
     settings: Settings = ctx["settings"]
     redis: Redis = ctx["redis"]
     try:
-        async with asyncio.timeout(inline_bound_s(settings)):
+        async with asyncio.timeout(inline_bound_s(settings.callbacks.timeout_s)):
             ended = await _run(ctx, settings, redis, delivery, 1, fresh=True)
             await _settle_backstop(redis, delivery, ended)
     except Exception as exc:
@@ -477,11 +475,6 @@ async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
             delivery_id=delivery.delivery_id,
             error=type(exc).__name__,
         )
-
-
-def inline_bound_s(settings: Settings) -> float:
-    """The longest an inline attempt takes, its records included: past it, it is given up."""
-    return settings.callbacks.timeout_s * 2 + _INLINE_WRITES_S
 
 
 async def _settle_backstop(

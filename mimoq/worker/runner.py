@@ -30,7 +30,7 @@ from mimoq.core.errors import (
     PermanentError,
     UpstreamUnavailable,
 )
-from mimoq.core.finish import finish, finish_unless_cancelled, schedule_callback
+from mimoq.core.finish import finish, finish_unless_cancelled, inline_bound_s, schedule_callback
 from mimoq.core.jobs import (
     JOB_ID_PATTERN,
     Callback,
@@ -43,7 +43,7 @@ from mimoq.core.jobs import (
 )
 from mimoq.core.settings import Settings
 from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_usage
-from mimoq.worker.callback_delivery import deliver_inline, inline_bound_s
+from mimoq.worker.callback_delivery import deliver_inline
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
@@ -251,7 +251,7 @@ def _inline_fits(settings: Settings, started: float) -> bool:
     and the attempt fits in what is left of the job's timeout (a run cut off by it would be
     arq's failure; the delivery job makes the attempt instead)."""
     left = settings.worker.job_timeout_s - (time.monotonic() - started)
-    return settings.callbacks.inline_first and left > inline_bound_s(settings)
+    return settings.callbacks.inline_first and left > inline_bound_s(settings.callbacks.timeout_s)
 
 
 def _deferral_retry(verdict: Defer) -> Retry:

@@ -193,7 +193,7 @@ async def test_a_run_without_time_left_for_the_attempt_hands_it_to_the_delivery_
         redis_server, sim, tmp_path / "data",
         worker={"poll_delay_s": 0.01, "job_timeout_s": 15}, callbacks={"timeout_s": 5},
     )  # fmt: skip
-    assert callback_delivery.inline_bound_s(settings) > settings.worker.job_timeout_s
+    assert finish.inline_bound_s(settings.callbacks.timeout_s) > settings.worker.job_timeout_s
     producer = Producer(redis, settings)
     job = await producer.enqueue(
         {"kind": "speech", "input": "No time.", "callback": {"url": receiver.url("/hook")}}
