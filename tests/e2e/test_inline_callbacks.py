@@ -9,7 +9,10 @@ queue, and that a worker killed during the attempt loses nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ from mimoq.core.jobs import Callback
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
+from mimoq.sim.faults import Fault
 from mimoq.sim.sim_server import RunningSim
 from mimoq.worker import callback_delivery
 from tests.callbacks.conftest import make_result, store_result
@@ -204,3 +208,65 @@ async def test_a_run_without_time_left_for_the_attempt_hands_it_to_the_delivery_
         assert worker.jobs_complete == 2  # the job, then its delivery job
     assert result.callback.attempts == 1
     assert len(receiver.requests) == 1
+
+
+async def test_under_load_every_callback_is_delivered_once_after_its_failures(
+    redis_server: RedisServer, sim: RunningSim, tmp_path: Path, redis: ArqRedis,
+    receiver: Receiver,
+) -> None:  # fmt: skip
+    """Two workers, three tenants, both lanes, a third of the jobs from a foreign producer
+    (raw EVALSHA of the enqueue script), MiMo answering some calls 429/503, the receiver
+    failing some callbacks with 503/500 and the host under a CPU hog: every callback ends
+    delivered, 2xx'd exactly once, each earlier answer a recorded retry, nothing left queued."""
+    settings = e2e_settings(
+        redis_server, sim, tmp_path / "data",
+        callbacks={"schedule_s": "0,0.1,0.2,0.4,0.8", "jitter": 0.0},
+    )  # fmt: skip
+    sim.state.add_fault(Fault(kind="status", status=503, times=4))
+    sim.state.add_fault(Fault(kind="status", status=429, times=3))
+    answers = [Response(503), Response(200), Response(500), Response(200), Response(200)] * 6
+    receiver.respond(*answers)  # then 200
+    producer = Producer(redis, settings)
+    sha = await redis.script_load(wire.enqueue_script())
+    ids: list[str] = []
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        async with running_worker(settings), running_worker(settings):
+            for i in range(45):
+                job = {
+                    "kind": "speech", "input": f"Loaded {i}.", "tenant": f"t-{i % 3}",
+                    "priority": "interactive" if i % 4 == 0 else "bulk",
+                    "callback": {"url": receiver.url(f"/hook/{i}")},
+                }  # fmt: skip
+                if i % 3 == 0:  # a foreign producer: the raw script, any language
+                    job_id = f"foreign-{i}"
+                    await redis.evalsha(sha, 4, *wire.enqueue_keys(job_id), job_id, json.dumps(job))
+                else:
+                    job_id = (await producer.enqueue(job)).job_id
+                ids.append(job_id)
+            for job_id in ids:
+                await eventually(lambda j=job_id: _delivered(redis, j), 120, "every callback")
+    finally:
+        hog.kill()
+        hog.wait()
+
+    requests = receiver.requests
+    statuses = [a.status for a in answers] + [200] * max(0, len(requests) - len(answers))
+    by_id: dict[str, list[int]] = {}
+    for request, status in zip(requests, statuses, strict=False):
+        by_id.setdefault(request.headers["webhook-id"], []).append(status)
+    assert sorted(by_id) == sorted(wire.callback_job_id(j) for j in ids)
+    for job_id in ids:
+        delivery_id = wire.callback_job_id(job_id)
+        answered = by_id[delivery_id]
+        assert [s for s in answered if s == 200] == [200] and answered[-1] == 200, answered
+        result = await _delivered(redis, job_id)
+        assert result.status == "succeeded"
+        assert result.callback.attempts == len(answered)
+        record = await deliveries.load(redis, delivery_id)
+        assert record is not None
+        assert [a.outcome for a in record.history] == ["retry"] * (len(answered) - 1) + [
+            "delivered"
+        ]
+        assert await redis.zscore(wire.QUEUE_NAME, delivery_id) is None
+    assert sum(len(a) for a in by_id.values()) > len(ids)  # some callbacks were retried
