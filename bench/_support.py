@@ -11,6 +11,7 @@ in reverse order, on normal exit, on an exception, on Ctrl-C and (via
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -268,26 +269,37 @@ class Services:
 
 
 class CallbackReceiver:
-    """ASGI app: answers every POST with 204 at once and counts it; ``GET /count`` tells."""
+    """ASGI app: answers every POST with 204 at once and counts it; ``GET /count`` tells,
+    with each callback's delay: its arrival less its result's ``finished_at`` (seconds)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.delays: list[float] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        chunks = []
         while True:  # read the whole body, as a real receiver would before answering
             message = await receive()
+            chunks.append(message.get("body", b""))
             if message["type"] == "http.disconnect" or not message.get("more_body", False):
                 break
         if scope["method"] == "POST":
             self.count += 1
+            self._note_delay(b"".join(chunks))
             status, body = 204, b""
         else:
-            status, body = 200, json.dumps({"count": self.count}).encode()
+            status, body = 200, json.dumps({"count": self.count, "delays": self.delays}).encode()
         headers = [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _note_delay(self, body: bytes) -> None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            finished_at = json.loads(body).get("finished_at")
+            if isinstance(finished_at, int | float):
+                self.delays.append(time.time() - finished_at)
 
 
 callback_receiver = CallbackReceiver()
@@ -347,6 +359,12 @@ def callbacks_received(receiver: Service) -> int:
     """How many callbacks ``receiver`` has answered so far."""
     count: int = httpx.get(receiver.url + "/count", timeout=5.0).json()["count"]
     return count
+
+
+def callback_delays(receiver: Service) -> list[float]:
+    """Each callback's delay so far: its arrival less its result's ``finished_at`` (s)."""
+    delays: list[float] = httpx.get(receiver.url + "/count", timeout=5.0).json()["delays"]
+    return delays
 
 
 def run_child(

@@ -18,7 +18,8 @@ included) and the server's own CPU time (``INFO cpu``), reset before each phase:
 A phase ends when every job has its final result (and every callback is delivered, for
 mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INFO`` reads are
 left out of the counts. Reported per job: Redis commands, Redis CPU, worker CPU; and the
-commands by name that cost mimoq the most.
+commands by name that cost mimoq the most; and how long after its result's ``finished_at``
+each callback arrived (median, p95).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
-from _support import Service, callbacks_received, cpu_s, run_child
+from _support import Service, callback_delays, callbacks_received, cpu_s, run_child
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from throughput import BARE_TASK, bare_worker
 
@@ -278,7 +279,9 @@ def phase_mimoq(
             monitor.wait()
     if delivered < with_callback:
         problems.append(f"the receiver got {delivered} callbacks for {with_callback} jobs")
+    delays = sorted(callback_delays(receiver)[-delivered:] if delivered else [])
     return {
+        "callback_delays": delays,
         "counts": counts,
         "redis_cpu_s": redis_cpu_s,
         "worker_cpu_s": worker_cpu_s,
@@ -324,6 +327,14 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
         print(
             f"mimoq scripts: {calls / n:.1f} EVALSHA per job, {usec / calls:.1f} us each (the "
             f"Lua and the commands it runs), {usec / 1e6 / mimoq['redis_cpu_s']:.0%} of Redis CPU"
+        )
+    delays = mimoq["callback_delays"]
+    if delays:
+        median = delays[len(delays) // 2]
+        p95 = delays[min(len(delays) - 1, len(delays) * 95 // 100)]
+        print(
+            f"mimoq callbacks: {len(delays)} received {median * 1000:.0f} ms (median), "
+            f"{p95 * 1000:.0f} ms (p95) after their result's finished_at"
         )
     ok = True
     for name, phase in (("bare", bare), ("mimoq", mimoq)):
