@@ -206,9 +206,9 @@ async def worker_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     # before the window, as a long-running worker has long since done: the window measures
     # the collector's work per job, not one start-up collection that lands in it by chance.
     gc.collect()
-    # a delivery is a job of its own only when the finishing worker does not make it
-    inline = worker.ctx["settings"].callbacks.inline_first if "+cb" in phase else True
-    expected = args.jobs * (1 if inline else 2)
+    # a callback's delivery is an arq job of its own only when its job's run does not make it
+    delivery_jobs = "+cb" in phase and not worker.ctx["settings"].callbacks.inline_first
+    expected = args.jobs * (2 if delivery_jobs else 1)
     window = instrument(worker, expected)
     running = asyncio.create_task(worker.async_run())
     finished = asyncio.create_task(window.done.wait())

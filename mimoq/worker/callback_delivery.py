@@ -280,8 +280,7 @@ async def _run(
 async def _record_retry(
     redis: Redis, retried: Delivery, attempts: int, error: str | None, delay_s: float
 ) -> None:
-    # The job key and the record must outlive the wait, or arq drops the job unseen.
-    ttl_s = delay_s + MAX_DELAY_S
+    ttl_s = _retry_ttl_s(delay_s)
     await deliveries.save(redis, retried, ttl_s=ttl_s)
     state = CallbackState(
         status=CallbackStatus.pending,
@@ -291,6 +290,12 @@ async def _record_retry(
     )
     await _update_state(redis, retried.job_id, state)
     await redis.pexpire(wire.job_key(retried.delivery_id), int(ttl_s * 1000))
+
+
+def _retry_ttl_s(delay_s: float) -> float:
+    """How long a retried delivery's job key, record and try count live: past the wait, or
+    arq drops the job unseen."""
+    return delay_s + MAX_DELAY_S
 
 
 async def _skip_reason(redis: Redis, delivery: Delivery) -> str | None:
@@ -485,8 +490,8 @@ async def _settle_backstop(
     # (no transaction: the backstop job is not due before both writes are in)
     async with redis.pipeline(transaction=False) as pipe:
         if isinstance(ended, RetryIn):
-            # the job key and the record were given the wait's TTL by _run
-            ttl_ms = int((ended.delay_s + MAX_DELAY_S) * 1000)
+            # (the job key and the record were given the same TTL by _record_retry)
+            ttl_ms = int(_retry_ttl_s(ended.delay_s) * 1000)
             arq_compat.count_tries(pipe, delivery.delivery_id, tries=1, ttl_ms=ttl_ms)
             at_ms = int((time.time() + ended.delay_s) * 1000)
             pipe.zadd(wire.QUEUE_NAME, {delivery.delivery_id: at_ms}, xx=True)
