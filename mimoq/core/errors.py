@@ -91,25 +91,26 @@ class UpstreamUnavailable(RetryableError):
 
 
 class Deferred(RetryableError):
-    """Not an attempt: the job is put back until ``retry_after_s``; its tries are not spent."""
+    """Not an attempt: the job is put back until ``retry_after_s``; its tries are not spent.
 
-    error_type = "deferred"
-
-
-class CapacityDeferred(Deferred):
-    """The fleet-wide limiter has no capacity until ``retry_after_s`` from now.
-
-    ``queued``: the limiter has already put the job's place in the queue at that time (its
-    slot's; it moves with the slot), so the worker must leave the place where it is.
+    ``queued``: a script has already put the job's place in the queue at that time (a
+    limiter slot's, which moves with the slot; a parent's, which its last chunk moves), so
+    the worker must leave the place where it is.
     """
 
-    error_type = "capacity_deferred"
+    error_type = "deferred"
 
     def __init__(
         self, message: str, *, retry_after_s: float | None = None, queued: bool = False
     ) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.queued = queued
+
+
+class CapacityDeferred(Deferred):
+    """The fleet-wide limiter has no capacity until ``retry_after_s`` from now."""
+
+    error_type = "capacity_deferred"
 
 
 class TenantLimitDeferred(Deferred):

@@ -16,6 +16,7 @@ from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.runs import RunCount
 from mimoq.core.scripts.replies import ResultWritten, decode_result_write
+from mimoq.core.splitting.plan import chunk_of
 from mimoq.core.usage_windows import UsageWrite, held_reason
 
 #: The only str content UTF-8 cannot encode: surrogate code points standing alone.
@@ -96,15 +97,20 @@ async def write_result_unless_cancelled(
         args += [run.run, run.job_id, run.at]
     # A bare EVALSHA on the pipeline (a registered script there would cost a SCRIPT EXISTS
     # round trip first); after NOSCRIPT the write alone runs again, loading it.
+    chunk = _chunk_done_call(result)
     async with redis.pipeline(transaction=False) as pipe:
         script.queue(pipe, keys, args)
         # (refused, the job is recorded as cancelled through ``finish``, which forgets it too)
         forget_tenant_job(pipe, result)
         counted = usage is not None and usage.queue(pipe)
+        if chunk is not None:
+            scripts.named("fanout_chunk_done").queue(pipe, *chunk)
         written, _, *rest = await pipe.execute(raise_on_error=False)
     write = decode_result_write(await script.settle(redis, written, keys, args))
     if counted and usage is not None:
-        await usage.settle(redis, rest[0])
+        await usage.settle(redis, rest.pop(0))
+    if chunk is not None:
+        await scripts.named("fanout_chunk_done").settle(redis, rest.pop(0), *chunk)
     if run is not None:
         run.note(write.counted)
     if write.written is ResultWritten.CANCELLED:
@@ -112,6 +118,16 @@ async def write_result_unless_cancelled(
     if write.written is ResultWritten.UNPUBLISHED:  # e.g. an ACL without the channel
         log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
     return result
+
+
+def _chunk_done_call(result: JobResult) -> tuple[list[str], list[str | int]] | None:
+    """KEYS and ARGV of ``fanout_chunk_done.lua`` for the result of a long job's chunk (its
+    parent counts it, and is woken by the last one: worker/fanout.py); None for any other."""
+    chunk = chunk_of(result.id, result.metadata)
+    if chunk is None:
+        return None
+    parent, index = chunk
+    return [wire.fanout_wake_key(parent), wire.QUEUE_NAME], [result.id, index, parent]
 
 
 def forget_tenant_job(pipe: Pipeline, result: JobResult) -> None:

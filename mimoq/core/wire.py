@@ -33,6 +33,9 @@ LIMITER_PREFIX: Final = "mimoq:limit:"
 DEFERRALS_PREFIX: Final = "mimoq:deferrals:"
 #: A long job's fan-out plan (its chunk jobs), JSON, while they run: see worker/fanout.py.
 FANOUT_PREFIX: Final = "mimoq:fanout:"
+#: A long job's chunk count and the chunks finished so far (a hash): the last one to finish
+#: makes the parent due (scripts/fanout_chunk_done.lua).
+FANOUT_WAKE_PREFIX: Final = "mimoq:fanout-wake:"
 #: The account a job (a fan-out: its parent, for every chunk) is routed to while it has
 #: calls to make, so it comes back to the account holding its limiter ticket: see
 #: worker/accounts/route_choice.py. A string, written with a TTL.
@@ -134,6 +137,10 @@ def done_channel(job_id: str) -> str:
 
 def fanout_key(job_id: str) -> str:
     return FANOUT_PREFIX + job_id
+
+
+def fanout_wake_key(job_id: str) -> str:
+    return FANOUT_WAKE_PREFIX + job_id
 
 
 def route_key(affinity: str) -> str:

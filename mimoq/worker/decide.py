@@ -64,7 +64,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Defer:
     """Put the job back for ``delay_s``; the try is not counted. ``queued``: its place in the
-    queue is already set (the limiter put it at its slot), not to be moved by ``delay_s``."""
+    queue is already set (the limiter put it at its slot; a parent's wait, where its last
+    chunk moves it), not to be moved by ``delay_s``."""
 
     delay_s: float
     reason: DeferReason
@@ -125,9 +126,8 @@ def decide_after_attempt(
             return Finish(error=pause.expired.to_dict())
         return Defer(delay_s=pause.retry_after_s, reason=DeferReason.account)
     if isinstance(error, Deferred):
-        queued = isinstance(error, CapacityDeferred) and error.queued
         delay = error.retry_after_s or DEFAULT_DEFER_S
-        return Defer(delay_s=delay, reason=defer_reason(error), queued=queued)
+        return Defer(delay_s=delay, reason=defer_reason(error), queued=error.queued)
     if isinstance(error, RetryableError) and tries < policy.max_tries:
         delay = backoff_s(
             tries,

@@ -8,7 +8,9 @@ chunk through the same atomic enqueue script, with ids ``<parent>.p000``... Chil
 ordinary jobs: any worker runs them, in parallel, under the fleet limiter, each with its
 own retries. The parent then raises ``ChunksPending`` (a deferral, not a try) until
 every child has a result, and stitches: transcripts joined in order, audio concatenated
-sample-exactly into one file. A child that gives up fails the parent, naming the chunk.
+sample-exactly into one file. It does not poll while it waits: the last child to finish
+makes it due (``fanout_chunk_done.lua``), and it looks again after ``BACKSTOP_POLL_S``
+only if nothing woke it. A child that gives up fails the parent, naming the chunk.
 Every step is idempotent, so a parent run twice (at-least-once) redoes no MiMo call.
 """
 
@@ -24,7 +26,6 @@ from typing import Any, Final, Literal
 
 import pybase64
 import structlog
-from pydantic import JsonValue
 from redis.asyncio import Redis
 
 from mimoq.core import captions, scripts, tracing, wire
@@ -47,19 +48,31 @@ from mimoq.core.splitting.join import join_wavs
 from mimoq.core.splitting.mp3 import split_mp3
 from mimoq.core.splitting.pauses import Compaction
 from mimoq.core.splitting.pieces import window_energies, write_pieces
-from mimoq.core.splitting.plan import ChildSpec, FanoutPlan, child_id, chunk_key, chunks_prefix
+from mimoq.core.splitting.plan import (
+    ChildSpec,
+    FanoutPlan,
+    child_id,
+    chunk_key,
+    chunk_metadata,
+    chunks_prefix,
+)
 from mimoq.core.splitting.resample import SPLIT_FORMAT
 from mimoq.core.splitting.split_limits import fits_one_call, max_chunk_bytes
 from mimoq.core.splitting.text import join_transcripts, split_text
 from mimoq.core.splitting.wavsplit import split_wav
 from mimoq.worker.job_inputs import SplitSource, split_source
+from mimoq.worker.limiter.admission import forget_admitted
 from mimoq.worker.outputs import links
 from mimoq.worker.pipeline import Outcome, WorkerDeps, inspect_input, output_key
 
 log = structlog.get_logger("mimoq.fanout")
-#: How long a parent waits between looks at its chunks: short for a few, longer for many.
+#: A parent waiting for its chunks is woken by the last one to finish
+#: (``scripts/fanout_chunk_done.lua``); it looks again after this long even if no chunk
+#: wakes it (a chunk finished outside the worker's result write: cancelled, expired).
+BACKSTOP_POLL_S: Final = 30.0
+#: A short look: the plan was lost and made again, or every chunk was counted between the
+#: parent's read of their results and its wait.
 MIN_POLL_S: Final = 0.5
-MAX_POLL_S: Final = 5.0
 _EXTENSIONS: Final = {"audio/wav": ".wav", "audio/mpeg": ".mp3"}
 _TEXT_FORMATS: Final[dict[str, Literal["json", "text", "srt", "vtt"]]] = {
     "json": "json", "text": "text", "srt": "srt", "vtt": "vtt",
@@ -89,8 +102,9 @@ async def run_parent(
     key = wire.fanout_key(job_id)
     raw = await redis.get(key)
     if raw is None:
+        await _leave_the_schedule(deps, redis, job, job_id)
         plan, children = await _split(deps, job, job_id)
-        await redis.set(key, plan.model_dump_json(), ex=deps.settings.storage.result_ttl_s)
+        await _save_plan(redis, plan, ttl_s=deps.settings.storage.result_ttl_s)
         await _enqueue(redis, children)
         log.info("fanout.planned", job_id=job_id, chunks=len(children))
     else:
@@ -99,10 +113,7 @@ async def run_parent(
     missing = [c for c, r in zip(plan.children, results, strict=True) if r is None]
     if missing:
         await _requeue_lost(redis, deps, job, plan, missing)
-        raise ChunksPending(
-            f"{len(missing)} of {len(plan.children)} chunks still running",
-            retry_after_s=min(MAX_POLL_S, MIN_POLL_S + 0.05 * len(missing)),
-        )
+        raise await _wait_for_chunks(redis, plan, len(missing))
     done = [r for r in results if r is not None]
     failed = [(c, r) for c, r in zip(plan.children, done, strict=True) if r.status != "succeeded"]
     if failed:
@@ -176,7 +187,7 @@ def _split_text(job: SpeechJob, job_id: str) -> tuple[list[ChildSpec], list[dict
         )
         fields.update(
             id=spec.job_id, input=part.strip(), response_format="wav",
-            output=chunk_key(job_id, index, ".wav"), metadata=_child_metadata(job_id, index),
+            output=chunk_key(job_id, index, ".wav"), metadata=chunk_metadata(job_id, index),
         )  # fmt: skip
         specs.append(spec)
         jobs.append(fields)
@@ -194,13 +205,9 @@ def _transcription_child(
     )
     fields.update(
         id=spec.job_id, file=deps.storage.locate(key), response_format="text",
-        output=chunk_key(job_id, spec.index, ".txt"), metadata=_child_metadata(job_id, spec.index),
+        output=chunk_key(job_id, spec.index, ".txt"), metadata=chunk_metadata(job_id, spec.index),
     )  # fmt: skip
     return fields
-
-
-def _child_metadata(job_id: str, index: int) -> JsonValue:
-    return {"parent": job_id, "chunk": index}
 
 
 def _split_audio(
@@ -291,6 +298,44 @@ async def _enqueue(redis: Redis, children: list[dict[str, Any]]) -> None:
         await script.run(redis, wire.enqueue_keys(child["id"]), [child["id"], wire.dumps(child), 0])
 
 
+async def _leave_the_schedule(
+    deps: WorkerDeps, redis: Redis, job: SpeechJob | TranscriptionJob, job_id: str
+) -> None:
+    """A parent makes no MiMo call of its own: it gives back what admission gave it for one,
+    its place in the look-ahead and its reserved slot (a bulk job's), so that neither
+    passes unused while its chunks run."""
+    await forget_admitted(redis, job_id, {"model": job.model, "tenant": job.tenant}, None)
+    for limiter in deps.limiters:
+        await limiter.release_ticket(job.model, job_id)
+
+
+async def _save_plan(redis: Redis, plan: FanoutPlan, *, ttl_s: int) -> None:
+    """Store the plan, and its chunk count for the wake (before any chunk is enqueued, so
+    every chunk finds it). A plan made again keeps the chunks already counted: they have
+    their results and do not run again."""
+    wake = wire.fanout_wake_key(plan.parent_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(wire.fanout_key(plan.parent_id), plan.model_dump_json(), ex=ttl_s)
+        pipe.hset(wake, mapping={"total": len(plan.children)})
+        pipe.expire(wake, ttl_s)
+        await pipe.execute()
+
+
+async def _wait_for_chunks(redis: Redis, plan: FanoutPlan, missing: int) -> ChunksPending:
+    """The parent's wait: its queue place at the backstop, which its last chunk moves to
+    now (``fanout_wait.lua``, atomic with the chunks' count)."""
+    queued, wait_ms = await scripts.named("fanout_wait").run(
+        redis,
+        [wire.fanout_wake_key(plan.parent_id), wire.QUEUE_NAME],
+        [plan.parent_id, int(BACKSTOP_POLL_S * 1000), int(MIN_POLL_S * 1000)],
+    )
+    return ChunksPending(
+        f"{missing} of {len(plan.children)} chunks still running",
+        retry_after_s=int(wait_ms) / 1000,
+        queued=int(queued) == 1,
+    )
+
+
 async def _results(redis: Redis, plan: FanoutPlan) -> list[JobResult | None]:
     if not plan.children:  # a recording with no speech at all: nothing was sent
         return []
@@ -324,7 +369,11 @@ async def _forget_failure(
 ) -> None:
     """After a chunk gives up, drop the plan and the failed chunks' results, so that running
     the parent again redoes exactly those chunks (the finished ones keep their results)."""
-    await redis.delete(wire.fanout_key(job_id), *(wire.result_key(c.job_id) for c in failed))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(wire.fanout_key(job_id), *(wire.result_key(c.job_id) for c in failed))
+        # they are counted again when they finish again
+        pipe.hdel(wire.fanout_wake_key(job_id), *(c.job_id for c in failed))
+        await pipe.execute()
     await _remove_chunks(deps, job_id)
 
 

@@ -92,6 +92,9 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "run_cancelling": ("run_end_if_done",),
         "result_unless_cancelled": ("run_end_if_done",),
         "usage_add": (),
+        # a long job's parent and its chunks (worker/fanout.py): the last chunk wakes it
+        "fanout_chunk_done": (),
+        "fanout_wait": (),
         "delivery_enqueue": (),
         "dead_letter_put": (),
         "orphans_forget": (),
@@ -104,6 +107,7 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "limiter_release": ("limiter_common",),
         "limiter_rate_limited": ("limiter_common",),
         "limiter_release_tenant": ("limiter_common",),
+        "limiter_release_ticket": ("limiter_common",),
         "limiter_admit": ("limiter_common",),
         "limiter_snapshot": ("limiter_common",),
         "limiter_next_free": ("limiter_common",),

@@ -26,6 +26,23 @@ def child_id(parent_id: str, index: int) -> str:
     return f"{parent_id[: _MAX_ID - len(suffix) - 13]}-{digest}{suffix}"
 
 
+def chunk_metadata(parent_id: str, index: int) -> dict[str, str | int]:
+    """The ``metadata`` of chunk ``index``'s job (and so of its result)."""
+    return {"parent": parent_id, "chunk": index}
+
+
+def chunk_of(job_id: str, metadata: object) -> tuple[str, int] | None:
+    """The parent id and index of chunk job ``job_id``, read from its ``metadata``; None
+    for any other job. Metadata naming a parent is believed only on the job whose id is that
+    chunk's id (any producer may write such metadata; only the parent enqueues that id)."""
+    if not isinstance(metadata, dict):
+        return None
+    parent, index = metadata.get("parent"), metadata.get("chunk")
+    if not isinstance(parent, str) or type(index) is not int or index < 0:
+        return None
+    return (parent, index) if child_id(parent, index) == job_id else None
+
+
 def chunk_key(parent_id: str, index: int, extension: str) -> str:
     """The storage key of chunk ``index``'s file (input audio, or a part's speech)."""
     return f"{chunks_prefix(parent_id)}/{index:04d}{extension}"

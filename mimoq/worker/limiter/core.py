@@ -141,6 +141,12 @@ class Limiter(Protocol):
         its slots go to the others); returns how many."""
         ...
 
+    async def release_ticket(self, model: str, job_id: str) -> bool:
+        """Give back the ticket ``job_id`` holds for ``model`` without a call (a long job's
+        parent: its chunks make the calls); its slot goes to the schedule's last ticket.
+        Returns whether it held one."""
+        ...
+
     def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
         """Queue on ``pipe`` a read (it reserves nothing) of the seconds until this limiter
         could grant one more call of ``model``; returns how many commands it queued, the
@@ -184,7 +190,8 @@ class LimiterSnapshot:
 #: The limiter's decisions, each ``core/scripts/limiter_<decision>.lua`` (after the functions
 #: they share, ``limiter_common.lua``) from the one registry.
 DECISION_SCRIPTS: Final = (
-    "acquire", "release", "rate_limited", "release_tenant", "admit", "snapshot", "next_free",
+    "acquire", "release", "rate_limited", "release_tenant", "release_ticket", "admit", "snapshot",
+    "next_free",
 )  # fmt: skip
 
 
@@ -405,6 +412,11 @@ class RedisLimiter:
         the schedule's last ticket (limiter_release_tenant.lua); returns how many were held."""
         return int(await self._run("release_tenant", model, {"tenant": tenant}))
 
+    async def release_ticket(self, model: str, job_id: str) -> bool:
+        """Give back ``job_id``'s ticket: its slot goes to the schedule's last ticket
+        (limiter_release_ticket.lua)."""
+        return int(await self._run("release_ticket", model, {"job": job_id})) == 1
+
     async def admit(self, model: str, *, untracked: int | None = None) -> int:
         """Top up ``model``'s admitted look-ahead from its waiting bulk jobs.
 
@@ -539,6 +551,9 @@ class UnlimitedLimiter:
 
     async def release_tenant(self, model: str, tenant: str | None) -> int:
         return 0  # no tickets without limits
+
+    async def release_ticket(self, model: str, job_id: str) -> bool:
+        return False  # no tickets without limits
 
     async def admit(self, model: str) -> int:
         if self._admission is None:
