@@ -190,6 +190,10 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
     light_last = max(called_at(f"light {i}") for i in range(len(lane["light"])))
     flood_before = sum(called_at(f"flood {i}") < light_last for i in range(len(lane["flood"])))
     assert flood_before < wire.INTERACTIVE_DIRECT - 2, flood_before
+    # the flood's jobs over the lane's share waited in its list (parked), not going round
+    # through the queue; and every one of them still finished (above)
+    [lanes] = [k async for k in redis.scan_iter(match=f"mimoq:limit:*:{TTS}}}:lanes")]
+    assert int(await redis.hget(lanes, "parked") or 0) > 0  # type: ignore[misc]
 
     # nothing left waiting: a worker's admission round (each heartbeat) drops the models
     # whose waiting lists emptied (a grant no longer checks, to save its commands)

@@ -551,10 +551,25 @@ local function forget_waiting_model()
   end
 end
 
+-- Whether the interactive lane is over its share: an interactive job may not take a bulk
+-- job's slot (the rule of may_jump in limiter_acquire.lua) while bulk jobs hold slots. Then
+-- each tenant queues one interactive ticket at a time, and its other jobs are parked.
+local function interactive_over_share(now)
+  local m = Q.bulk_min_share
+  if m <= 0 or redis.call('ZCARD', BTICKETS) == 0 then return false end
+  if m >= 1 then return true end
+  local since = '(' .. fmt(now - Q.window)
+  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+  local ahead = inter + redis.call('ZCARD', ITICKETS)
+  if ahead == 0 then return false end
+  return ahead >= (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
+end
+
 -- Top up one tenant's interactive jobs in the queue (not yet granted) to
--- Q.interactive_direct (wire.INTERACTIVE_DIRECT) from its waiting list; `room` >= 0 admits
--- up to that many regardless (limits off, where nothing is granted through here). Usually
--- one job: the one whose grant made room.
+-- Q.interactive_direct (wire.INTERACTIVE_DIRECT) from its waiting list, or to one while the
+-- lane is over its share (its one ticket's job: any more would only be parked again, see
+-- limiter_acquire.lua); `room` >= 0 admits up to that many regardless (limits off, where
+-- nothing is granted through here). Usually one job: the one whose grant made room.
 local function admit_interactive(who, now, room)
   if held(who) then return 0 end
   local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
@@ -564,16 +579,21 @@ local function admit_interactive(who, now, room)
   local tracked = admitted
   if room >= 0 then tracked = nil end
   local n, batch = 0, {}
+  local waiting = redis.call('LLEN', list)
   -- the jobs admitted here join `admitted` at the end (admit_batch): counted as they go
-  local before = 0
-  if room < 0 then before = redis.call('ZCARD', admitted) end
-  while (room >= 0 and n < room) or (room < 0 and before + n < Q.interactive_direct) do
+  local before, cap = 0, Q.interactive_direct
+  if room < 0 and waiting > 0 then
+    before = redis.call('ZCARD', admitted)
+    if before < cap and interactive_over_share(now) then cap = 1 end
+  end
+  while waiting > 0 and ((room >= 0 and n < room) or (room < 0 and before + n < cap)) do
     local id = redis.call('LPOP', list)
     if not id then break end
+    waiting = waiting - 1
     if admit_one(id, batch) then n = n + 1 end
   end
   admit_batch(batch, tracked, now)
-  if redis.call('EXISTS', list) == 0 then redis.call('LREM', IRING, 0, who) end
+  if waiting <= 0 then redis.call('LREM', IRING, 0, who) end
   return n
 end
 

@@ -77,6 +77,7 @@ class Decision(StrEnum):
     GUARD = "guard"  # the hard per-window cap is reached; re-spaced to the schedule's end
     PACED = "paced"  # a grant happened less than a quarter slot ago; re-spaced to the end
     SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
+    PARKED = "parked"  # as SHARE, its tenant holding a ticket: back to its waiting list
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
     CANCELLED = "cancelled"  # the job was cancelled (docs/cancel.md): no call, ever
 
@@ -243,6 +244,8 @@ def _lanes(raw_grants: list[Any], raw_waiting: list[Any], raw_held: list[Any]) -
         "tenant_tickets": held,
         # new tickets that took a slot of a tenant holding more (tenants' turns)
         "turns": counts.get("turns", 0),
+        # interactive jobs over the lane's share put back in their tenant's waiting list
+        "parked": counts.get("parked", 0),
     }
 
 
