@@ -15,7 +15,7 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    ``job_timeout + IN_PROGRESS_EXTRA_S`` after it was taken. Deleting that key (with the job still
    queued) makes it due again at once: ``worker/orphans.py`` does so for dead workers.
 5. ``Worker`` methods mimoq overrides: ``main``, ``heart_beat``, ``close``,
-   ``finish_failed_job`` and ``start_jobs`` (names and signatures).
+   ``finish_failed_job``, ``finish_job`` and ``start_jobs`` (names and signatures).
 6. ``arq.worker.log_redis_info`` is a module-level function the worker calls at start-up
    (it is replaced with a tolerant version: the embedded stand-in has no ``INFO``).
 7. A running job stays in the queue until it finishes, and ``start_jobs`` skips a job whose
@@ -25,7 +25,8 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    and ``sem`` when done): ``start_claimed`` does the same with one script per job.
 9. ``Retry(defer=d)`` moves the job's queue score by ``d`` plus the time since the score
    it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
-   it is and only drops the in-progress key: ``retry_where_queued``.
+   it is and only drops the in-progress key: ``retry_where_queued``. ``finish_job`` does
+   that with the DEL alone in MULTI/EXEC: ``finish_unmoved`` sends the DEL alone.
 10. A run's ``job_try`` is ``INCR arq:retry:<id>`` at its start: a job tried once outside
     arq (an inline callback attempt) is its try 2 when arq runs it next: ``count_tries``.
 """
@@ -154,6 +155,24 @@ def retry_where_queued() -> arq.worker.Retry:
     return arq.worker.Retry()
 
 
+async def finish_unmoved(
+    worker: arq.worker.Worker,
+    job_id: str,
+    *,
+    finish: bool,
+    incr_score: int | None,
+    keep_in_progress: float | None,
+) -> bool:
+    """arq's ``finish_job`` for a run that ends neither finished nor moved (a
+    ``retry_where_queued``, or a run cancelled to be run again), in one command: all it does
+    is drop the in-progress key, which arq sends as MULTI, DEL, EXEC (three commands, most
+    runs a deferral). False, and nothing done, for any other end: arq's own runs then."""
+    if finish or incr_score or keep_in_progress is not None:
+        return False
+    await worker.pool.delete(IN_PROGRESS_PREFIX + job_id)
+    return True
+
+
 # --- 10. tries made outside arq ----------------------------------------------------------
 def count_tries(pipe: Pipeline, job_id: str, *, tries: int, ttl_ms: int) -> None:
     """Queue on ``pipe`` what makes arq's next run of ``job_id`` its try ``tries + 1``."""
@@ -166,6 +185,7 @@ OVERRIDDEN_WORKER_METHODS: Final = (
     "heart_beat",
     "close",
     "finish_failed_job",
+    "finish_job",
     "start_jobs",
 )
 

@@ -148,6 +148,26 @@ class MimoqWorker(Worker):
             self.metrics_server.stop()
             self.metrics_server = None
 
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        # A deferral that left its queue place where the limiter put it (most re-runs) ends
+        # with one DEL, not arq's MULTI/DEL/EXEC.
+        if not await arq_compat.finish_unmoved(
+            self, job_id, finish=finish, incr_score=incr_score, keep_in_progress=keep_in_progress
+        ):
+            await super().finish_job(
+                job_id, finish, result_data, result_timeout_s, keep_result_forever,
+                incr_score, keep_in_progress,
+            )  # fmt: skip
+
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         await super().finish_failed_job(job_id, result_data)
         if await read_result(self.pool, job_id) is not None or job_id.startswith("cb-"):

@@ -281,3 +281,60 @@ async def test_tries_counted_outside_arq_make_its_next_run_the_try_after(
     await worker.main()
     await worker.close()
     assert tries == {"counted": 2, "plain": 1}
+
+
+async def _finish_state(redis: ArqRedis) -> dict[str, object]:
+    return {
+        "in_progress": await redis.exists(arq_compat.IN_PROGRESS_PREFIX + "run"),
+        "job": await redis.exists(arq_compat.JOB_PREFIX + "run"),
+        "retry": await redis.get(arq_compat.RETRY_PREFIX + "run"),
+        "score": await redis.zscore(wire.QUEUE_NAME, "run"),
+        "result": await redis.exists(arq_compat.RESULT_PREFIX + "run"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("finish", "incr_score", "keep_in_progress", "ours"),
+    [
+        (False, None, None, True),  # retry_where_queued, or cancelled to be run again
+        (False, 0, None, True),  # (arq moves nothing for a zero score either)
+        (False, 5_000, None, False),  # Retry(defer=…): arq's ZINCRBY
+        (False, None, 30.0, False),  # a cron job's in-progress key is kept: arq's PEXPIRE
+        (True, None, None, False),  # finished: arq's result and clean-up
+    ],
+)
+async def test_finish_unmoved_does_what_arqs_finish_job_does_in_one_command(
+    redis: ArqRedis,
+    finish: bool,
+    incr_score: int | None,
+    keep_in_progress: float | None,
+    ours: bool,
+) -> None:
+    """Item 9: for a run that ends neither finished nor moved, arq's ``finish_job`` only
+    drops the in-progress key (in MULTI/EXEC); ``finish_unmoved`` leaves the same state with
+    one command, and leaves every other end to arq."""
+    worker = _plain_worker(redis, [])
+    states = []
+    for finisher in ("arq", "ours"):
+        await redis.flushall()
+        await redis.set(arq_compat.JOB_PREFIX + "run", b"{}")
+        await redis.set(arq_compat.RETRY_PREFIX + "run", b"1")
+        await redis.set(arq_compat.IN_PROGRESS_PREFIX + "run", b"1")
+        await redis.zadd(wire.QUEUE_NAME, {"run": 1_000})
+        await redis.config_resetstat()
+        if finisher == "arq":
+            await Worker.finish_job(
+                worker, "run", finish, b"r", 60, False, incr_score, keep_in_progress
+            )
+        elif not await arq_compat.finish_unmoved(
+            worker, "run", finish=finish, incr_score=incr_score, keep_in_progress=keep_in_progress
+        ):
+            assert not ours
+            continue
+        stats = await redis.info("commandstats")
+        states.append(await _finish_state(redis))
+        if finisher == "ours":
+            assert set(stats) == {"cmdstat_del", "cmdstat_config|resetstat"}
+            assert stats["cmdstat_del"]["calls"] == 1
+    assert len(states) == (2 if ours else 1)
+    assert states[0] == states[-1]
