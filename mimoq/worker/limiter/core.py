@@ -76,8 +76,8 @@ class Decision(StrEnum):
     COOLDOWN = "cooldown"  # the model is paused after a 429
     GUARD = "guard"  # the hard per-window cap is reached; re-spaced to the schedule's end
     PACED = "paced"  # a grant happened less than a quarter slot ago; re-spaced to the end
-    SHARE = "share"  # interactive over its share while bulk waits; ask again, no ticket
-    PARKED = "parked"  # as SHARE, its tenant holding a ticket: back to its waiting list
+    SHARE = "share"  # interactive over its share while bulk waits, not queued: ask again
+    PARKED = "parked"  # the same, queued, its tenant holding a ticket: back to its list
     IN_FLIGHT = "in_flight"  # the cap on calls in flight is reached
     CANCELLED = "cancelled"  # the job was cancelled (docs/cancel.md): no call, ever
 
