@@ -32,6 +32,16 @@ MAX_IDS_PER_CALL: Final = 10_000
 GRANTED: Final = "granted"
 #: The marker's value once the job is cancelled (the cancel script sets it).
 CANCELLED: Final = "cancelled"
+#: How the marker starts while the job holds a limiter ticket (then the limiter's key base).
+TICKET_MARK: Final = "ticket "
+
+
+def holds_ticket(marker: bytes | str | None) -> bool:
+    """Whether a cancel marker says the job holds a limiter ticket (``ticket <limiter>``,
+    written by the limiter when it gives one)."""
+    if isinstance(marker, bytes):
+        return marker.startswith(TICKET_MARK.encode())
+    return marker is not None and marker.startswith(TICKET_MARK)
 
 
 def is_cancelled(marker: bytes | str | None) -> bool:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from mimoq.core import arq_compat, deliveries, tracing, wire
-from mimoq.core.cancel_script import callback_of, cancelled_result, is_cancelled
+from mimoq.core.cancel_script import callback_of, cancelled_result, holds_ticket, is_cancelled
 from mimoq.core.errors import (
     InternalError,
     InvalidRequestError,
@@ -46,6 +46,7 @@ from mimoq.worker import fanout, metrics, result_builder, tenant_gate, tenant_us
 from mimoq.worker.callback_delivery import deliver_inline
 from mimoq.worker.decide import Defer, RetryLater, RetryPolicy, decide_after_attempt
 from mimoq.worker.limiter.admission import forget_admitted
+from mimoq.worker.limiter.core import QUEUED_TICKET
 from mimoq.worker.pipeline import Outcome, WorkerDeps, run_speech, run_transcription
 
 log = structlog.get_logger("mimoq.worker")
@@ -175,6 +176,8 @@ async def run_job(
         return await _already_finished(deps, redis, existing, raw, kind, bound)
     if is_cancelled(marker):
         return await _record_cancelled(deps, redis, ctx, raw, kind, bound)
+    if holds_ticket(marker) and isinstance(ctx.get("score"), int | float):
+        QUEUED_TICKET.set(ctx["score"] / 1000)  # its acquire waits for the slot, then asks
 
     job, outcome, error = await _try(deps, redis, job_id, raw, kind, tries, preset_error, bound)
     if isinstance(error, JobCancelled):

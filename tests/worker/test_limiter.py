@@ -28,7 +28,7 @@ from mimoq.core.errors import CapacityDeferred, JobCancelled
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_limiter
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
-from mimoq.worker.limiter.core import MAX_HOLDS
+from mimoq.worker.limiter.core import MAX_HOLDS, QUEUED_TICKET
 from tests.conftest import RedisServer, start_redis_server
 from tests.worker.virtual_time import VirtualTime
 
@@ -770,3 +770,38 @@ async def test_a_pace_wait_longer_than_the_rounding_is_still_deferred(redis: Arq
     decision, retry_s = await outcome(limiter, "a")
     # a new job holds its ticket for the paced slot
     assert (decision, retry_s) == deferred("ticket", 0.1)
+
+
+@pytest.mark.parametrize("queued", [True, False])
+async def test_a_ticket_holder_queued_hold_s_early_asks_once_at_its_slot(
+    redis: ArqRedis, queued: bool
+) -> None:
+    """A job whose marker says it holds a ticket was queued hold_s before its slot: told
+    when its queue place came due (QUEUED_TICKET), acquire waits until the slot and then
+    asks, once, and is granted. Without it, the first ask only learns to wait (a second
+    decision, about 6 Redis commands)."""
+    clock = Clock()
+    await RedisLimiter(SECONDS, redis, clock=clock).acquire(TTS_MODEL, job_id="first")
+    assert (await outcome(RedisLimiter(SECONDS, redis, clock=clock), "held"))[0] == "ticket"
+    clock.now = T0 + 1.0 - SECONDS.hold_s  # arq hands the job over when its place is due
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    if queued:
+        QUEUED_TICKET.set(clock.now)
+    await redis.config_resetstat()
+    assert await outcome(limiter, "held") == granted(T0 + 1.0)
+    assert clock.sleeps == pytest.approx([SECONDS.hold_s], abs=1e-9)
+    asks = (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    assert asks == (1 if queued else 2)
+    assert QUEUED_TICKET.get() is None or not queued  # read once
+
+
+async def test_a_queued_place_far_from_now_is_not_waited_for(redis: ArqRedis) -> None:
+    """A place that came due long ago (a stale marker: the ticket was given back) or is
+    more than hold_s ahead is not a slot to wait for: the job asks at once."""
+    clock = Clock()
+    limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+    for ago in (5.0, -0.5):
+        QUEUED_TICKET.set(clock.now - ago)
+        await limiter.acquire(TTS_MODEL, job_id=f"ago-{ago}")
+        clock.now += 1.0
+    assert clock.sleeps == []

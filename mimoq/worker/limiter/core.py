@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -66,6 +68,14 @@ UNLIMITED_ADMIT_BATCH: Final = 500
 #: In-process waits of one ``acquire`` at most: a slot that moved while its job waited
 #: (an interactive job took it) is not chased further; the job is deferred instead.
 MAX_HOLDS: Final = 3
+
+
+#: When the running job's place in arq's queue came due (arq's score, in seconds), set by
+#: the runner for a job whose cancel marker says it holds a ticket. Such a job is queued
+#: ``hold_s`` before its slot (limiter_common.lua, queue_score), so its first ``acquire``
+#: waits until then before it asks: the ask is then its grant, where an ask on arrival
+#: only learned to wait (about 6 commands, once per bulk job: issue #22). Read once.
+QUEUED_TICKET: ContextVar[float | None] = ContextVar("mimoq_queued_ticket", default=None)
 
 
 class Decision(StrEnum):
@@ -339,7 +349,7 @@ class RedisLimiter:
             "job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant,
         }  # fmt: skip
         hold = self.config.hold_s if self._sleep is not None else 0.0
-        held_s = 0.0
+        held_s = await self._until_queued_slot(hold)
         for held in range(MAX_HOLDS + 1):
             # `last`: a slot within `hold` is not waited for here any more; the script then
             # puts the job's queue place at the slot itself
@@ -375,6 +385,20 @@ class RedisLimiter:
             retry_after_s=retry,
             queued=int(raw[4]) == 1,
         )
+
+    async def _until_queued_slot(self, hold: float) -> float:
+        """Wait until the slot of a job queued ``hold`` before it (``QUEUED_TICKET``);
+        returns the seconds waited. A slot that moved meanwhile is found by the ask after."""
+        queued = QUEUED_TICKET.get()
+        if queued is None:
+            return 0.0
+        QUEUED_TICKET.set(None)  # the job's first ask only
+        now = self._clock() if self._clock is not None else time.time()
+        early = queued + hold - now
+        if self._sleep is None or not 0 < early <= hold:
+            return 0.0
+        await self._sleep(early)
+        return early
 
     async def release(
         self,
