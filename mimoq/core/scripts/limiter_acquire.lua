@@ -125,28 +125,29 @@ local HOLDS_SLOT = {ticket = true, cooldown = true, guard = true, paced = true}
 
 -- Put the job's place in arq's queue where its worker would defer it to (1), unless the
 -- worker waits for the slot in-process (0: the slot is within Q.hold and A.last is not
--- set): Q.hold before a held slot, else at `wait`, on the same millisecond grid
--- (core.py _seconds). Set here as an absolute score, not by arq's relative move: a
--- ticket's move (retime) moves its holder's queue score, which a relative move would add
--- to. 0 too for a job not in the queue (a caller outside arq): its worker defers it.
-local function requeue(wait, reason)
-  local early = 0
-  if HOLDS_SLOT[reason] then
-    if wait > Q.hold then
-      early = Q.hold
-    elseif not A.last then
-      return 0
-    end
+-- set): Q.hold before a held slot (already past for a slot within Q.hold: queue_score),
+-- else at `wait`, on the same millisecond grid (core.py _seconds). A job holding a ticket
+-- is always placed Q.hold before the time it is to ask again (`holds`: its in-flight wait
+-- too): its worker reads that time back from the place (limiter.core.QUEUED_TICKET). Set
+-- here as an absolute score, not by arq's relative move: a ticket's move (retime) moves
+-- its holder's queue score, which a relative move would add to. 0 too for a job not in the
+-- queue (a caller outside arq): its worker defers it.
+local function requeue(wait, reason, holds)
+  local at
+  if HOLDS_SLOT[reason] and wait <= Q.hold and not A.last then return 0 end
+  if HOLDS_SLOT[reason] or holds then
+    at = math.ceil((now + math.ceil(wait * 1000) / 1000 - (Q.hold or 0)) * 1000)
+  else
+    at = math.ceil((now + math.max(math.ceil(wait * 1000) / 1000, 0.001)) * 1000)
   end
-  local at = math.ceil((now + math.max(math.ceil((wait - early) * 1000) / 1000, 0.001)) * 1000)
   if redis.call('ZADD', QUEUE, 'XX', 'CH', at, job_id) == 1 then return 1 end
   if redis.call('ZSCORE', QUEUE, job_id) then return 1 end
   return 0
 end
 
-local function defer(wait, reason)
+local function defer(wait, reason, holds)
   touch(st, now)
-  return {reason, fmt(wait), cost, fmt(now), requeue(wait, reason)}
+  return {reason, fmt(wait), cost, fmt(now), requeue(wait, reason, holds)}
 end
 
 local function reason_now()
@@ -208,7 +209,7 @@ if ticket then
   -- a job that was queued earlier: its slot is already paid for in the schedule
   local due = math.max(ticket, st.cd)
   if due - now > EARLY then return defer(come_back_in(due - now), reason_now()) end
-  if full then return defer(in_flight_wait(), 'in_flight') end
+  if full then return defer(in_flight_wait(), 'in_flight', true) end
   local g = guard_wait()
   if g > 0 then return respace(g, 'guard') end
   local p = pace_wait()

@@ -167,7 +167,10 @@ end
 -- kept at this score while it waits in the queue, whoever moves its ticket (retime,
 -- retime_all; admission, plan_slots; its own deferral, limiter_acquire.lua requeue), so it
 -- is taken when its slot is near, not taken early only to be deferred again (about 30
--- commands a round: issue #22). XX: a job not in the queue (or never there) stays out.
+-- commands a round: issue #22); and so that its worker, which reads the slot back from this
+-- score (limiter.core.QUEUED_TICKET), asks first at the slot: never clamped to now, a slot
+-- less than Q.hold away gives a score already past. XX: a job not in the queue (or never
+-- there) stays out.
 local function queue_score(at)
   return string.format('%d', math.ceil((at - (Q.hold or 0)) * 1000))
 end
@@ -481,12 +484,14 @@ local function plan_slots(batch, owners, plan)
       counts[mine] = held + 1
       if last == false or at > last then counts['last:' .. mine] = fmt(at) end
       st.tat = tail + plan.len
-      due[i] = math.max(due[i], tonumber(queue_score(at)))
+      -- Q.hold before its slot even when that is already past (it is due at once): its
+      -- worker reads the slot from this place and waits for it before it asks
+      due[i] = tonumber(queue_score(at))
     end
   end
   -- a job of this batch displaced by a later one's turn: its queue place follows its ticket
   for id, at in pairs(moved_to) do
-    if index[id] then due[index[id]] = math.max(due[index[id]], tonumber(queue_score(at))) end
+    if index[id] then due[index[id]] = tonumber(queue_score(at)) end
   end
   redis.call('HSET', STATE, 'tat', fmt(st.tat))
   return due
