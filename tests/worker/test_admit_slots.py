@@ -19,6 +19,7 @@ from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import KEY_PARTS, limiter_keys
+from mimoq.worker.limiter.core import MAX_HOLDS, QUEUED_TICKET
 from tests.worker.test_limiter import SECONDS, T0, Clock
 
 pytestmark = pytest.mark.redis
@@ -76,7 +77,7 @@ async def test_admitted_bulk_jobs_hold_their_slots_and_are_queued_hold_before_th
     assert all(a != b for a, b in itertools.pairwise(owners)), owners
     for job, at in tickets:
         score = await redis.zscore(wire.QUEUE_NAME, job)
-        assert score == max(_queue_score(at), T0 * 1000), job
+        assert score == _queue_score(at), job
         marker = await redis.get(wire.cancel_key(job.decode()))
         assert marker is not None and marker.startswith(b"ticket ")
     counts = await redis.hgetall(keys["tenant_tickets"])  # type: ignore[misc]
@@ -188,3 +189,50 @@ async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis)
     assert await redis.zscore(wire.QUEUE_NAME, "small0") == _queue_score(T0 + 2)
     lanes = await redis.hgetall(keys["lanes"])  # type: ignore[misc]
     assert int(lanes[b"turns"]) >= 1
+
+
+async def test_a_turn_to_a_near_slot_is_queued_at_a_place_already_past_and_asked_once(
+    redis: ArqRedis,
+) -> None:
+    """A job whose slot is less than hold_s away (a tenant's turn takes near slots) is
+    queued hold_s before it all the same, a place already past: due at once, and its worker
+    reads its slot back from it (QUEUED_TICKET), waits for it, and is granted at its first
+    ask. A place clamped to now would have sent it to ask up to hold_s after its slot."""
+    limiter, clock = await _limiter(redis, lookahead_s=6.0)
+    keys = _keys(TTS_MODEL)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])
+    await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
+    await limiter.admit(TTS_MODEL)
+    await _waiting_bulk(redis, TTS_MODEL, [("small0", "small")])
+    await redis.zrem(wire.admitted_key(TTS_MODEL), "big0")
+    clock.now = T0 + 1.9  # small0's turn: big1's slot at T0 + 2, 0.1 s away
+    await limiter.admit(TTS_MODEL)
+    assert await redis.zscore(keys["tickets"], "small0") == T0 + 2
+    place = await redis.zscore(wire.QUEUE_NAME, "small0")
+    assert place == _queue_score(T0 + 2) and place < clock.now * 1000
+    # taken at once; its acquire waits 0.1 s, then asks once and is granted its slot
+    clock.sleeps.clear()
+    await redis.config_resetstat()
+    QUEUED_TICKET.set(place / 1000)
+    lease = await limiter.acquire(TTS_MODEL, job_id="small0", lane="bulk", tenant="small")
+    assert lease.granted_at == T0 + 2
+    assert clock.sleeps == pytest.approx([0.1], abs=0.002)
+    assert (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"] == 1
+
+
+async def test_a_holder_that_comes_back_queues_hold_before_its_time_to_ask(
+    redis: ArqRedis,
+) -> None:
+    """Every deferral of a job holding a ticket puts its place hold_s before the time it is
+    to ask: after MAX_HOLDS waits that the slot kept escaping too (a place already past)."""
+    limiter, clock = await _limiter(redis)
+    await redis.zadd(wire.QUEUE_NAME, {"held": T0 * 1000})
+    with pytest.raises(CapacityDeferred):
+        await limiter.acquire(TTS_MODEL, job_id="held", tenant="acme")
+    slot = await redis.zscore(_keys(TTS_MODEL)["tickets"], "held")
+    assert slot is not None
+    clock.now, clock.moves = slot - 0.2, 0.5  # each wait here moves the clock half-way
+    with pytest.raises(CapacityDeferred) as escaping:
+        await limiter.acquire(TTS_MODEL, job_id="held", tenant="acme")
+    assert escaping.value.queued and len(clock.sleeps) == MAX_HOLDS
+    assert await redis.zscore(wire.QUEUE_NAME, "held") == _queue_score(slot)
