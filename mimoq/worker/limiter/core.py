@@ -71,10 +71,12 @@ MAX_HOLDS: Final = 3
 
 
 #: When the running job's place in arq's queue came due (arq's score, in seconds), set by
-#: the runner for a job whose cancel marker says it holds a ticket. Such a job is queued
-#: ``hold_s`` before its slot (limiter_common.lua, queue_score), so its first ``acquire``
+#: the runner for a job whose cancel marker says it holds a ticket. Such a job's place is
+#: always ``hold_s`` before the time it is to ask, even when that is already past
+#: (limiter_common.lua queue_score, limiter_acquire.lua requeue), so its first ``acquire``
 #: waits until then before it asks: the ask is then its grant, where an ask on arrival
-#: only learned to wait (about 6 commands, once per bulk job: issue #22). Read once.
+#: only learned to wait (about 7 commands, once per bulk job: issue #22). A place set
+#: otherwise (a dead worker's job put back) costs at most ``hold_s`` once. Read once.
 QUEUED_TICKET: ContextVar[float | None] = ContextVar("mimoq_queued_ticket", default=None)
 
 
@@ -352,7 +354,8 @@ class RedisLimiter:
         held_s = await self._until_queued_slot(hold)
         for held in range(MAX_HOLDS + 1):
             # `last`: a slot within `hold` is not waited for here any more; the script then
-            # puts the job's queue place at the slot itself
+            # puts the job's queue place `hold` before it (already past: due at once), and
+            # the worker that takes it waits for the slot (QUEUED_TICKET)
             call["last"] = self._sleep is None or held == MAX_HOLDS
             raw = await self._run("acquire", model, call)
             decision = Decision(raw[0].decode() if isinstance(raw[0], bytes) else raw[0])
@@ -375,9 +378,9 @@ class RedisLimiter:
             # queue, which returns the job a poll late (or later on a busy host).
             await self._sleep(wait)
             held_s += wait
-        # Come back `hold` early to wait out the rest here; after MAX_HOLDS waits here that
-        # the slot kept escaping, come back at the slot itself. The script has put the job's
-        # queue place there already (limiter_acquire.lua requeue) when the job is queued.
+        # A queued job's place is set already (limiter_acquire.lua requeue: `hold` before
+        # the slot, where its next worker waits out the rest before it asks); `retry` is
+        # what a caller outside arq's queue waits, and what the logs and metrics say.
         early = hold if decision in HOLDS_SLOT and wait > hold else 0.0
         retry = _seconds(wait - early)
         raise CapacityDeferred(
