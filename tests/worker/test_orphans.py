@@ -101,6 +101,23 @@ async def test_a_worker_records_and_forgets_only_its_own_jobs(redis: ArqRedis) -
     assert await redis.hgetall(wire.INFLIGHT_KEY) == {b"b": b"other"}
 
 
+async def test_forgetting_many_finished_jobs_costs_a_few_commands(redis: ArqRedis) -> None:
+    """A beat forgets every job its worker finished since the last one with one HMGET and
+    one HDEL per 500 ids (an HGET and an HDEL per job before), still only its own."""
+    watch = _watch(enabled=False)
+    ids = [f"j{i}" for i in range(1200)]
+    await watch.tick(redis, ids)
+    await redis.hset(wire.INFLIGHT_KEY, "j7", "other")
+    await redis.config_resetstat()
+
+    await watch.tick(redis, [])
+
+    assert await redis.hgetall(wire.INFLIGHT_KEY) == {b"j7": b"other"}
+    stats = await redis.info("commandstats")
+    assert stats["cmdstat_hmget"]["calls"] == 3 and stats["cmdstat_hdel"]["calls"] == 3
+    assert "cmdstat_hget" not in stats
+
+
 async def test_after_losing_redis_it_waits_an_interval_before_judging_others(
     redis: ArqRedis,
 ) -> None:
