@@ -25,8 +25,9 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    and ``sem`` when done): ``start_claimed`` does the same with one script per job.
 9. ``Retry(defer=d)`` moves the job's queue score by ``d`` plus the time since the score
    it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
-   it is and only drops the in-progress key: ``retry_where_queued``. ``finish_job`` does
-   that with the DEL alone in MULTI/EXEC: ``finish_unmoved`` sends the DEL alone.
+   it is and only drops the in-progress key: ``retry_where_queued``. ``finish_job`` wraps
+   its clean-up in MULTI/EXEC; ``finish_in_pipeline`` sends the same commands without it
+   when none of them is the relative move.
 10. A run's ``job_try`` is ``INCR arq:retry:<id>`` at its start: a job tried once outside
     arq (an inline callback attempt) is its try 2 when arq runs it next: ``count_tries``.
 """
@@ -38,6 +39,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final
 
 import arq.connections
+import arq.constants
 import arq.utils
 import arq.worker
 from redis.asyncio.client import Pipeline
@@ -155,21 +157,40 @@ def retry_where_queued() -> arq.worker.Retry:
     return arq.worker.Retry()
 
 
-async def finish_unmoved(
+async def finish_in_pipeline(
     worker: arq.worker.Worker,
     job_id: str,
     *,
     finish: bool,
+    result_data: bytes | None,
+    result_timeout_s: float | None,
+    keep_result_forever: bool,
     incr_score: int | None,
     keep_in_progress: float | None,
 ) -> bool:
-    """arq's ``finish_job`` for a run that ends neither finished nor moved (a
-    ``retry_where_queued``, or a run cancelled to be run again), in one command: all it does
-    is drop the in-progress key, which arq sends as MULTI, DEL, EXEC (three commands, most
-    runs a deferral). False, and nothing done, for any other end: arq's own runs then."""
-    if finish or incr_score or keep_in_progress is not None:
+    """arq's ``finish_job``, its commands in one round trip without MULTI/EXEC (two commands
+    of every run's five or three; a deferral's end is then one ``DEL``). Each is idempotent
+    (``SET``, ``ZREM``, ``DEL``, ``PEXPIRE``), so a pipeline sent again after a lost reply
+    does no harm, and a reader between two of them sees nothing it could misread: the job
+    has left the queue, or not yet. False, and nothing sent, for a run that moves its score
+    (``Retry(defer=…)``'s relative ``ZINCRBY``, which must not run twice): arq's own then."""
+    if incr_score:
         return False
-    await worker.pool.delete(IN_PROGRESS_PREFIX + job_id)
+    in_progress = IN_PROGRESS_PREFIX + job_id
+    async with worker.pool.pipeline(transaction=False) as pipe:
+        delete = [in_progress] if keep_in_progress is None else []
+        if keep_in_progress is not None:
+            pipe.pexpire(in_progress, arq.utils.to_ms(keep_in_progress))
+        if finish:
+            if result_data:
+                expire = None if keep_result_forever else result_timeout_s
+                pipe.set(RESULT_PREFIX + job_id, result_data, px=arq.utils.to_ms(expire))
+            delete += [RETRY_PREFIX + job_id, JOB_PREFIX + job_id]
+            pipe.zrem(arq.constants.abort_jobs_ss, job_id)
+            pipe.zrem(worker.queue_name, job_id)
+        if delete:
+            pipe.delete(*delete)
+        await pipe.execute()
     return True
 
 

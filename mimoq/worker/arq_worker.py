@@ -158,11 +158,13 @@ class MimoqWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        # A deferral that left its queue place where the limiter put it (most re-runs) ends
-        # with one DEL, not arq's MULTI/DEL/EXEC.
-        if not await arq_compat.finish_unmoved(
-            self, job_id, finish=finish, incr_score=incr_score, keep_in_progress=keep_in_progress
-        ):
+        # arq's clean-up without its MULTI/EXEC (a deferral that left its queue place where
+        # the limiter put it, most re-runs, ends with one DEL); a relative move is arq's.
+        if not await arq_compat.finish_in_pipeline(
+            self, job_id, finish=finish, result_data=result_data,
+            result_timeout_s=result_timeout_s, keep_result_forever=keep_result_forever,
+            incr_score=incr_score, keep_in_progress=keep_in_progress,
+        ):  # fmt: skip
             await super().finish_job(
                 job_id, finish, result_data, result_timeout_s, keep_result_forever,
                 incr_score, keep_in_progress,

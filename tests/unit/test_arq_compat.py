@@ -290,29 +290,33 @@ async def _finish_state(redis: ArqRedis) -> dict[str, object]:
         "retry": await redis.get(arq_compat.RETRY_PREFIX + "run"),
         "score": await redis.zscore(wire.QUEUE_NAME, "run"),
         "result": await redis.exists(arq_compat.RESULT_PREFIX + "run"),
+        "result_ttl": await redis.pttl(arq_compat.RESULT_PREFIX + "run") > 0,
+        "in_progress_ttl": await redis.pttl(arq_compat.IN_PROGRESS_PREFIX + "run") > 0,
+        "aborting": await redis.zscore("arq:abort", "run"),
     }
 
 
 @pytest.mark.parametrize(
-    ("finish", "incr_score", "keep_in_progress", "ours"),
+    ("finish", "result_data", "incr_score", "keep_in_progress", "commands"),
     [
-        (False, None, None, True),  # retry_where_queued, or cancelled to be run again
-        (False, 0, None, True),  # (arq moves nothing for a zero score either)
-        (False, 5_000, None, False),  # Retry(defer=…): arq's ZINCRBY
-        (False, None, 30.0, False),  # a cron job's in-progress key is kept: arq's PEXPIRE
-        (True, None, None, False),  # finished: arq's result and clean-up
+        (False, None, None, None, {"del": 1}),  # retry_where_queued; cancelled, run again
+        (False, None, 0, None, {"del": 1}),  # (arq moves nothing for a zero score either)
+        (False, None, None, 30.0, {"pexpire": 1}),  # a cron job keeps its in-progress key
+        (True, None, None, None, {"zrem": 2, "del": 1}),  # finished (mimoq keeps no arq result)
+        (True, b"r", None, None, {"set": 1, "zrem": 2, "del": 1}),  # ... or with arq's result
+        (False, None, 5_000, None, None),  # Retry(defer=…): arq's own relative ZINCRBY
     ],
 )
-async def test_finish_unmoved_does_what_arqs_finish_job_does_in_one_command(
+async def test_finish_in_pipeline_leaves_what_arqs_finish_job_leaves_without_multi(
     redis: ArqRedis,
     finish: bool,
+    result_data: bytes | None,
     incr_score: int | None,
     keep_in_progress: float | None,
-    ours: bool,
+    commands: dict[str, int] | None,
 ) -> None:
-    """Item 9: for a run that ends neither finished nor moved, arq's ``finish_job`` only
-    drops the in-progress key (in MULTI/EXEC); ``finish_unmoved`` leaves the same state with
-    one command, and leaves every other end to arq."""
+    """Item 9: ``finish_in_pipeline`` leaves the state arq's own ``finish_job`` leaves, with
+    its commands and no MULTI/EXEC; a relative move (not idempotent) is left to arq."""
     worker = _plain_worker(redis, [])
     states = []
     for finisher in ("arq", "ours"):
@@ -321,20 +325,24 @@ async def test_finish_unmoved_does_what_arqs_finish_job_does_in_one_command(
         await redis.set(arq_compat.RETRY_PREFIX + "run", b"1")
         await redis.set(arq_compat.IN_PROGRESS_PREFIX + "run", b"1")
         await redis.zadd(wire.QUEUE_NAME, {"run": 1_000})
+        await redis.zadd("arq:abort", {"run": 1})
         await redis.config_resetstat()
+        args = (finish, result_data, 60, False, incr_score, keep_in_progress)
         if finisher == "arq":
-            await Worker.finish_job(
-                worker, "run", finish, b"r", 60, False, incr_score, keep_in_progress
-            )
-        elif not await arq_compat.finish_unmoved(
-            worker, "run", finish=finish, incr_score=incr_score, keep_in_progress=keep_in_progress
-        ):
-            assert not ours
-            continue
-        stats = await redis.info("commandstats")
+            await Worker.finish_job(worker, "run", *args)
+        else:
+            done = await arq_compat.finish_in_pipeline(
+                worker, "run", finish=finish, result_data=result_data, result_timeout_s=60,
+                keep_result_forever=False, incr_score=incr_score,
+                keep_in_progress=keep_in_progress,
+            )  # fmt: skip
+            assert done is (commands is not None)
+            if not done:
+                assert set(await redis.info("commandstats")) == {"cmdstat_config|resetstat"}
+                continue
+            stats = await redis.info("commandstats")
+            sent = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+            sent.pop("config|resetstat")
+            assert sent == commands
         states.append(await _finish_state(redis))
-        if finisher == "ours":
-            assert set(stats) == {"cmdstat_del", "cmdstat_config|resetstat"}
-            assert stats["cmdstat_del"]["calls"] == 1
-    assert len(states) == (2 if ours else 1)
     assert states[0] == states[-1]
