@@ -174,30 +174,21 @@ local function respace(wait, reason)
   return defer(come_back_in(at - now), reason)
 end
 
--- Whether the job may take the earliest ticket of the other lane. Interactive: while the
--- interactive lane's grants (and its held slots) in the last window stay within what the
--- bulk lane's minimum share m leaves it (interactive <= bulk x (1 - m) / m + 1). Bulk:
--- while the bulk lane's grants are below its share (bulk < interactive x m / (1 - m)), so
--- that interactive work arriving faster than its share cannot push bulk below m.
--- Each count is read only when the answer still depends on it (bulk grants are never
--- below zero): with no interactive grant in the window, a bulk job never jumps and an
--- interactive one with no interactive ticket ahead always does.
+-- Whether the job may take the earliest ticket of the other lane. Interactive: the rule
+-- of interactive_may_jump (limiter_common.lua). Bulk: while the bulk lane's grants are
+-- below its share (bulk < interactive x m / (1 - m)), so that interactive work arriving
+-- faster than its share cannot push bulk below m. Each count is read only when the answer
+-- still depends on it (bulk grants are never below zero): with no interactive grant in the
+-- window, a bulk job never jumps.
 local function may_jump()
+  if not bulk then return interactive_may_jump(now) end
   local m = Q.bulk_min_share
+  if m <= 0 then return false end
+  if m >= 1 then return true end
   local since = '(' .. fmt(now - Q.window)
-  if bulk then
-    if m <= 0 then return false end
-    if m >= 1 then return true end
-    local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
-    if inter == 0 then return false end
-    return redis.call('ZCOUNT', LOG, since, '+inf') - inter < inter * m / (1 - m)
-  end
-  if m <= 0 then return true end
-  if m >= 1 then return false end
   local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
-  local ahead = inter + redis.call('ZCARD', ITICKETS)
-  if ahead == 0 then return true end
-  return ahead < (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
+  if inter == 0 then return false end
+  return redis.call('ZCOUNT', LOG, since, '+inf') - inter < inter * m / (1 - m)
 end
 
 -- leases still running (an expired one's worker died; housekeeping drops it later)

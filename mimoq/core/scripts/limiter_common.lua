@@ -556,18 +556,26 @@ local function forget_waiting_model()
   end
 end
 
--- Whether the interactive lane is over its share: an interactive job may not take a bulk
--- job's slot (the rule of may_jump in limiter_acquire.lua) while bulk jobs hold slots. Then
--- each tenant queues one interactive ticket at a time, and its other jobs are parked.
-local function interactive_over_share(now)
+-- Whether an interactive job may take a bulk job's slot: while the interactive lane's
+-- grants (and its held slots) in the last window stay within what the bulk lane's minimum
+-- share m leaves it (interactive <= bulk x (1 - m) / m + 1). Each count is read only when
+-- the answer still depends on it: with no interactive grant or ticket ahead it always may.
+local function interactive_may_jump(now)
   local m = Q.bulk_min_share
-  if m <= 0 or redis.call('ZCARD', BTICKETS) == 0 then return false end
-  if m >= 1 then return true end
+  if m <= 0 then return true end
+  if m >= 1 then return false end
   local since = '(' .. fmt(now - Q.window)
   local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
   local ahead = inter + redis.call('ZCARD', ITICKETS)
-  if ahead == 0 then return false end
-  return ahead >= (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
+  if ahead == 0 then return true end
+  return ahead < (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
+end
+
+-- Whether the interactive lane is over its share: an interactive job may not take a bulk
+-- job's slot while bulk jobs hold slots. Then each tenant queues one interactive ticket at
+-- a time, and its other jobs are parked (limiter_acquire.lua).
+local function interactive_over_share(now)
+  return redis.call('ZCARD', BTICKETS) > 0 and not interactive_may_jump(now)
 end
 
 -- Top up one tenant's interactive jobs in the queue (not yet granted) to
