@@ -3,7 +3,7 @@
     python bench/lua_overhead.py [--calls 3000]
 
 One private redis-server; each row is ``--calls`` EVALSHA calls of one script with the
-limiter's 17 keys and its configuration argument, timed by the server itself (``INFO
+limiter's keys and its configuration argument, timed by the server itself (``INFO
 commandstats``: the microseconds of each EVALSHA, its Lua and the commands it runs, and
 separately those commands' own microseconds):
 

@@ -28,6 +28,7 @@ from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.batch.conftest import add_fault
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.limiter_tickets import slot_of
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -145,7 +146,7 @@ async def test_a_bulk_parent_gives_its_slot_and_look_ahead_place_back(
             lambda: redis.exists(wire.fanout_key("book")), timeout_s=30, what="the plan"
         )
         # planned: the parent holds no ticket and no look-ahead place any more
-        assert await redis.zscore(keys["tickets"], "book") is None
+        assert await slot_of(redis, account, TTS_MODEL, "book") is None
         assert await redis.zscore(wire.admitted_key(TTS_MODEL), "book") is None
         result = await producer.wait("book", timeout_s=60)
         assert result.status == "succeeded", result.error

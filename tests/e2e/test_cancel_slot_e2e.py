@@ -16,9 +16,10 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.producer.cancel import CancelStatus
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
-from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
+from mimoq.worker.limiter.config import LimiterConfig
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.limiter_tickets import schedule
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -27,8 +28,7 @@ IDS = [f"slot-{i}" for i in range(4)]  # one granted, two holding tickets, one w
 
 
 async def _ticket_holders(redis: ArqRedis, account: str) -> list[str]:
-    tickets = limiter_keys(account, TTS_MODEL)[KEY_PARTS.index("tickets")]
-    return [m.decode() for m in await redis.zrange(tickets, 0, -1)]
+    return [m.decode() for m, _ in await schedule(redis, account, TTS_MODEL)]
 
 
 async def test_the_last_job_takes_the_cancelled_jobs_slot(
@@ -44,11 +44,10 @@ async def test_the_last_job_takes_the_cancelled_jobs_slot(
             {"kind": "speech", "input": f"say {job_id} please", "id": job_id, "priority": "bulk"}
         )
     account = LimiterConfig.from_settings(settings).account
-    tickets = limiter_keys(account, TTS_MODEL)[KEY_PARTS.index("tickets")]
     async with running_worker(settings):
         # one job granted, two deferred holding the next two slots (the look-ahead)
         await eventually(lambda: _holders_are(redis, account, 2), timeout_s=20, what="two tickets")
-        before = await redis.zrange(tickets, 0, -1, withscores=True)
+        before = await schedule(redis, account, TTS_MODEL)
         gone, last = before[0][0].decode(), before[-1][0].decode()
         [answer] = await producer.cancel_many([gone])
         assert answer.status is CancelStatus.cancelled and not answer.in_flight

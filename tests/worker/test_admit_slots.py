@@ -20,6 +20,7 @@ from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import KEY_PARTS, limiter_keys
 from mimoq.worker.limiter.core import MAX_HOLDS, QUEUED_TICKET
+from tests.support.limiter_tickets import schedule, slot_of
 from tests.worker.test_limiter import SECONDS, T0, Clock
 
 pytestmark = pytest.mark.redis
@@ -69,7 +70,7 @@ async def test_admitted_bulk_jobs_hold_their_slots_and_are_queued_hold_before_th
     admitted = await limiter.admit(TTS_MODEL)
     assert admitted == 4
     keys = _keys(TTS_MODEL)
-    tickets = await redis.zrange(keys["tickets"], 0, -1, withscores=True)
+    tickets = await schedule(redis, "acct", TTS_MODEL)
     assert len(tickets) == admitted
     # one slot after another from now, in admission order (the tenants' round robin)
     assert [at for _, at in tickets] == [T0 + 1 + i for i in range(admitted)]
@@ -98,7 +99,7 @@ async def test_a_cancelled_waiting_job_gets_no_slot(redis: ArqRedis) -> None:
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("gone", "acme"), ("kept", "acme")])
     await redis.set(wire.cancel_key("gone"), "cancelled")  # a cancel came first
     await limiter.admit(TTS_MODEL)
-    tickets = await redis.zrange(_keys(TTS_MODEL)["tickets"], 0, -1, withscores=True)
+    tickets = await schedule(redis, "acct", TTS_MODEL)
     assert tickets == [(b"kept", T0 + 1)]
     assert await redis.get(wire.cancel_key("gone")) == b"cancelled"
     # still due at once: its worker records the cancel
@@ -115,7 +116,7 @@ async def test_without_a_known_slot_admitted_jobs_are_due_at_once(
     limiter, _ = await _limiter(redis, model, admit_slots=why != "several_accounts")
     await _waiting_bulk(redis, model, [("lead", "acme"), ("a0", "acme"), ("a1", "acme")])
     assert await limiter.admit(model) == 1  # (the look-ahead: 2 jobs, with the lead)
-    assert await redis.zcard(_keys(model)["tickets"]) == 0
+    assert not await schedule(redis, "acct", model)
     assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
 
 
@@ -125,7 +126,7 @@ async def test_an_idle_schedule_admits_without_slots(redis: ArqRedis) -> None:
     limiter, _ = await _limiter(redis, busy=False, lookahead_s=5.0)
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("a0", "acme"), ("a1", "bolt")])
     assert await limiter.admit(TTS_MODEL) == 2
-    assert await redis.zcard(_keys(TTS_MODEL)["tickets"]) == 0
+    assert not await schedule(redis, "acct", TTS_MODEL)
     assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
     assert await redis.get(wire.cancel_key("a0")) is None
 
@@ -137,7 +138,7 @@ async def test_a_moved_ticket_moves_its_jobs_queue_place(redis: ArqRedis) -> Non
     await _waiting_bulk(redis, TTS_MODEL, [(f"b{i}", "acme") for i in range(6)])
     assert await limiter.admit(TTS_MODEL) == 4
     await limiter.rate_limited(TTS_MODEL, retry_after_s=5.0)
-    tickets = await redis.zrange(_keys(TTS_MODEL)["tickets"], 0, -1, withscores=True)
+    tickets = await schedule(redis, "acct", TTS_MODEL)
     assert tickets and all(at >= T0 + 5.0 for _, at in tickets)
     for job, at in tickets:
         assert await redis.zscore(wire.QUEUE_NAME, job) == _queue_score(at)
@@ -156,7 +157,7 @@ async def test_a_deferral_sets_the_jobs_queue_place_at_its_slot(redis: ArqRedis)
     with pytest.raises(CapacityDeferred) as deferral:
         await limiter.acquire(TTS_MODEL, job_id="late", tenant="acme")
     assert deferral.value.queued
-    ticket = await redis.zscore(_keys(TTS_MODEL)["tickets"], "late")
+    ticket = await slot_of(redis, "acct", TTS_MODEL, "late")
     assert ticket is not None and ticket - T0 > HOLD
     assert await redis.zscore(wire.QUEUE_NAME, "late") == _queue_score(ticket)
     # a job outside arq's queue is left to its worker's own deferral
@@ -176,12 +177,12 @@ async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis)
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])  # admitted at once
     await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
     await limiter.admit(TTS_MODEL)
-    big = await redis.zrange(keys["tickets"], 0, -1, withscores=True)
+    big = await schedule(redis, "acct", TTS_MODEL)
     assert [j for j, _ in big] == [f"big{i}".encode() for i in range(5)]
     await _waiting_bulk(redis, TTS_MODEL, [("small0", "small"), ("small1", "small")])
     await redis.zrem(wire.admitted_key(TTS_MODEL), "big0", "big1")  # two places freed
     await limiter.admit(TTS_MODEL)
-    tickets = dict(await redis.zrange(keys["tickets"], 0, -1, withscores=True))
+    tickets = dict(await schedule(redis, "acct", TTS_MODEL))
     # small0 took big's second slot after its own (none): big1's; big1 moved to the end
     assert tickets[b"small0"] == T0 + 2
     assert tickets[b"big1"] > tickets[b"big4"]
@@ -199,7 +200,6 @@ async def test_a_turn_to_a_near_slot_is_queued_at_a_place_already_past_and_asked
     reads its slot back from it (QUEUED_TICKET), waits for it, and is granted at its first
     ask. A place clamped to now would have sent it to ask up to hold_s after its slot."""
     limiter, clock = await _limiter(redis, lookahead_s=6.0)
-    keys = _keys(TTS_MODEL)
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])
     await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
     await limiter.admit(TTS_MODEL)
@@ -207,7 +207,7 @@ async def test_a_turn_to_a_near_slot_is_queued_at_a_place_already_past_and_asked
     await redis.zrem(wire.admitted_key(TTS_MODEL), "big0")
     clock.now = T0 + 1.9  # small0's turn: big1's slot at T0 + 2, 0.1 s away
     await limiter.admit(TTS_MODEL)
-    assert await redis.zscore(keys["tickets"], "small0") == T0 + 2
+    assert await slot_of(redis, "acct", TTS_MODEL, "small0") == T0 + 2
     place = await redis.zscore(wire.QUEUE_NAME, "small0")
     assert place == _queue_score(T0 + 2) and place < clock.now * 1000
     # taken at once; its acquire waits 0.1 s, then asks once and is granted its slot
@@ -229,7 +229,7 @@ async def test_a_holder_that_comes_back_queues_hold_before_its_time_to_ask(
     await redis.zadd(wire.QUEUE_NAME, {"held": T0 * 1000})
     with pytest.raises(CapacityDeferred):
         await limiter.acquire(TTS_MODEL, job_id="held", tenant="acme")
-    slot = await redis.zscore(_keys(TTS_MODEL)["tickets"], "held")
+    slot = await slot_of(redis, "acct", TTS_MODEL, "held")
     assert slot is not None
     clock.now, clock.moves = slot - 0.2, 0.5  # each wait here moves the clock half-way
     with pytest.raises(CapacityDeferred) as escaping:

@@ -18,6 +18,7 @@ from mimoq.producer.cancel import CancelStatus, cancel_jobs
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.conftest import start_redis_server
+from tests.support.limiter_tickets import schedule, slot_of
 from tests.worker.test_limiter import T0, Clock
 
 pytestmark = pytest.mark.redis
@@ -55,8 +56,8 @@ async def test_the_next_waiting_job_is_granted_the_cancelled_jobs_slot(
 
     # the ticket and acme's count are gone; "next" holds the freed slot, and arq brings it
     # back a slot sooner
-    assert await redis.zscore(KEYS["tickets"], "gone") is None
-    assert await redis.zscore(KEYS["tickets"], "next") == T0 + 1
+    assert await slot_of(redis, "acct", TTS_MODEL, "gone") is None
+    assert await slot_of(redis, "acct", TTS_MODEL, "next") == T0 + 1
     counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
     assert b"interactive:acme" not in counts and counts[b"interactive:bolt"] == b"1"
     assert await redis.zscore(wire.QUEUE_NAME, "next") == before - 1000
@@ -73,7 +74,7 @@ async def test_the_last_tickets_slot_goes_to_the_next_newcomer(redis: ArqRedis) 
     await limiter.acquire(TTS_MODEL, job_id="first")
     assert await deferred(limiter, redis, "gone", "acme") == 1.0
     await cancel_jobs(redis, ["gone"], settings=Settings())
-    assert await redis.zcard(KEYS["tickets"]) == 0
+    assert not await schedule(redis, "acct", TTS_MODEL)
     assert await deferred(limiter, redis, "newcomer", "bolt") == 1.0  # T0 + 1, not T0 + 2
 
 
@@ -113,7 +114,7 @@ async def test_a_least_privilege_producer_cancels_without_touching_the_ticket() 
         assert answer.status is CancelStatus.cancelled
         assert await admin.get(wire.cancel_key("held")) == b"cancelled"
         assert await admin.zscore(wire.QUEUE_NAME, "held") == 1  # a worker records it
-        assert await admin.zscore(KEYS["tickets"], "held") == T0 + 1
+        assert await slot_of(admin, "acct", TTS_MODEL, "held") == T0 + 1
     finally:
         await admin.aclose()
         server.stop()

@@ -30,6 +30,7 @@ from mimoq.worker.limiter import Lease, RedisLimiter, UnlimitedLimiter, build_li
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from mimoq.worker.limiter.core import MAX_HOLDS, QUEUED_TICKET
 from tests.conftest import RedisServer, start_redis_server
+from tests.support.limiter_tickets import schedule, slot_of
 from tests.worker.virtual_time import VirtualTime
 
 pytestmark = pytest.mark.redis
@@ -376,8 +377,9 @@ async def seconds_ahead(
     redis: ArqRedis, config: LimiterConfig, model: str, now: float, *jobs: str
 ) -> list[float]:
     """Where each job's reserved slot lies, in seconds from ``now`` (0: the slot's time)."""
-    tickets = limiter_keys(config.account, model)[KEY_PARTS.index("tickets")]
-    return [float(await redis.zscore(tickets, job)) - now for job in jobs]
+    slots = [await slot_of(redis, config.account, model, job) for job in jobs]
+    assert None not in slots, dict(zip(jobs, slots, strict=True))  # each holds a ticket
+    return [at - now for at in slots if at is not None]
 
 
 async def wait_of(
@@ -559,7 +561,7 @@ async def test_unclaimed_tickets_expire(redis: ArqRedis) -> None:
     assert left == [2, 2, 1, 1, 0]
     # a job back after its ticket expired is a new arrival: the schedule is free again
     assert await outcome(limiter, "gone-1") == ("granted", clock.now)
-    assert not await redis.zcard(f"{wire.LIMITER_PREFIX}{{acct:{TTS_MODEL}}}:tickets")
+    assert not await schedule(redis, "acct", TTS_MODEL)
 
 
 async def test_redis_keys_carry_the_prefix_and_no_secret(redis: ArqRedis) -> None:

@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.worker.limiter import RedisLimiter
+from tests.support.limiter_tickets import schedule
 from tests.worker.test_cancel_ticket import KEYS, SLOTS, deferred
 from tests.worker.test_limiter import T0, Clock
 
@@ -27,7 +28,7 @@ async def test_a_held_tenants_slots_go_to_the_last_tickets(redis: ArqRedis) -> N
     assert await limiter.release_tenant(TTS_MODEL, "acme") == 2
     # acme holds nothing; bolt's last ticket took acme's first slot and arq brings its job
     # back 3 slots sooner; acme's second slot is past bolt's last: the schedule ends there
-    tickets = await redis.zrange(KEYS["tickets"], 0, -1, withscores=True)
+    tickets = await schedule(redis, "acct", TTS_MODEL)
     assert tickets == [(b"b2", T0 + 1), (b"b1", T0 + 2)]
     assert await redis.zrange(KEYS["interactive_tickets"], 0, -1) == [b"b2", b"b1"]
     counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
@@ -46,5 +47,5 @@ async def test_a_tenant_without_tickets_changes_nothing(redis: ArqRedis) -> None
     before = await redis.hgetall(KEYS["state"])  # type: ignore[misc]
     assert await limiter.release_tenant(TTS_MODEL, "acme") == 0
     assert await limiter.release_tenant(TTS_MODEL, None) == 0  # the jobs that name none
-    assert await redis.zrange(KEYS["tickets"], 0, -1, withscores=True) == [(b"b1", T0 + 1)]
+    assert await schedule(redis, "acct", TTS_MODEL) == [(b"b1", T0 + 1)]
     assert await redis.hgetall(KEYS["state"]) == before  # type: ignore[misc]

@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.worker.limiter import RedisLimiter
+from tests.support.limiter_tickets import schedule
 from tests.worker.test_cancel_ticket import KEYS, SLOTS, deferred
 from tests.worker.test_limiter import T0, Clock
 
@@ -25,7 +26,7 @@ async def test_the_parents_slot_goes_to_the_last_ticket(redis: ArqRedis) -> None
 
     assert await limiter.release_ticket(TTS_MODEL, "parent") is True
     # b2 took the parent's slot and arq brings it back 2 slots sooner; acme holds nothing
-    tickets = await redis.zrange(KEYS["tickets"], 0, -1, withscores=True)
+    tickets = await schedule(redis, "acct", TTS_MODEL)
     assert tickets == [(b"b2", T0 + 1), (b"b1", T0 + 2)]
     assert await redis.zrange(KEYS["interactive_tickets"], 0, -1) == [b"b2", b"b1"]
     assert await redis.zscore(wire.QUEUE_NAME, "b2") == b2_was - 2000
@@ -44,6 +45,6 @@ async def test_the_last_ticket_given_back_ends_the_schedule_at_its_slot(
     await limiter.acquire(TTS_MODEL, job_id="first")
     assert [await deferred(limiter, redis, job, "acme") for job in ("a1", "parent")] == [1, 2]
     assert await limiter.release_ticket(TTS_MODEL, "parent") is True
-    assert await redis.zrange(KEYS["tickets"], 0, -1, withscores=True) == [(b"a1", T0 + 1)]
+    assert await schedule(redis, "acct", TTS_MODEL) == [(b"a1", T0 + 1)]
     assert await deferred(limiter, redis, "a2", "acme") == 2.0  # the parent's slot
     assert await limiter.release_ticket(TTS_MODEL, "no-such-job") is False

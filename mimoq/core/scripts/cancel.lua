@@ -65,12 +65,18 @@ end
 -- a least-privilege producer may not write limiter keys (its ticket is dropped when the
 -- slot comes due or a worker finds the job cancelled).
 local function give_back_ticket(id, base)
-  local tickets, state = base .. ':tickets', base .. ':state'
+  local state = base .. ':state'
+  -- a ticket is in one lane, and the schedule is both (limiter_common.lua all_tickets)
   local bulk, inter = base .. ':bulk_tickets', base .. ':interactive_tickets'
-  local at = tonumber(redis.call('ZSCORE', tickets, id))
+  local lane = bulk
+  local at = tonumber(redis.call('ZSCORE', bulk, id))
+  if not at then
+    lane = inter
+    at = tonumber(redis.call('ZSCORE', inter, id))
+  end
   if not at then return end
   -- a caller whose Redis user may not write limiter keys leaves it (nothing written yet)
-  local removed = redis.pcall('ZREM', tickets, id)
+  local removed = redis.pcall('ZREM', lane, id)
   if type(removed) == 'table' then return end
   local whose, counts = base .. ':ticket_tenant', base .. ':tenant_tickets'
   local field = redis.call('HGET', whose, id)
@@ -80,18 +86,19 @@ local function give_back_ticket(id, base)
       redis.call('HDEL', counts, field, 'last:' .. field)
     end
   end
-  redis.call('ZREM', bulk, id)
-  redis.call('ZREM', inter, id)
   redis.call('HDEL', base .. ':ticket_audio', id)
   local tat = tonumber(redis.call('HGET', state, 'tat'))
-  local last = redis.call('ZRANGE', tickets, -1, -1, 'WITHSCORES')
+  -- the schedule's last ticket: the later of the lanes' last ones (the greater id on a tie)
+  local last, last_lane = redis.call('ZRANGE', bulk, -1, -1, 'WITHSCORES'), bulk
+  local last_inter = redis.call('ZRANGE', inter, -1, -1, 'WITHSCORES')
+  if #last_inter > 0 and (#last == 0 or tonumber(last_inter[2]) > tonumber(last[2])
+      or (tonumber(last_inter[2]) == tonumber(last[2]) and last_inter[1] > last[1])) then
+    last, last_lane = last_inter, inter
+  end
   local ends = at
   if #last > 0 and tonumber(last[2]) > at then
     local moved, was = last[1], tonumber(last[2])
-    local slot = string.format('%.17g', at)
-    redis.call('ZADD', tickets, slot, moved)
-    if redis.call('ZSCORE', bulk, moved) then redis.call('ZADD', bulk, slot, moved)
-    else redis.call('ZADD', inter, slot, moved) end
+    redis.call('ZADD', last_lane, string.format('%.17g', at), moved)
     local due = tonumber(redis.call('ZSCORE', 'mimoq:queue', moved))
     if due then
       local sooner = math.max(1, math.floor(due - (was - at) * 1000))

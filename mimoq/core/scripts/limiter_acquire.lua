@@ -20,7 +20,7 @@ local EPSILON = 0.002
 local MARKER = Q.cancel_prefix .. job_id
 if redis.call('GET', MARKER) == 'cancelled' then
   -- what it held goes back: its ticket, its admission place
-  drop_ticket(job_id)
+  drop_ticket(job_id, bulk)
   redis.call('ZREM', ADMITTED, job_id)
   redis.call('ZREM', Q.wait_prefix .. 'interactive:admitted:' .. (tenant or '_'), job_id)
   return {'cancelled', fmt(0), 0, fmt(now_s())}
@@ -195,7 +195,8 @@ end
 local full = Q.max_in_flight > 0
   and redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf') >= Q.max_in_flight
 
-local ticket = tonumber(redis.call('ZSCORE', TICKETS, job_id))
+-- (a ticket is in its job's own lane: only there is it looked for)
+local ticket = tonumber(redis.call('ZSCORE', lane_tickets(bulk), job_id))
 if ticket then
   -- a job that was queued earlier: its slot is already paid for in the schedule
   local due = math.max(ticket, st.cd)

@@ -1,28 +1,28 @@
 -- Shared prelude of every limiter script (worker/limiter/core.py prepends it to each one).
 --
 -- KEYS (worker.limiter.config.KEY_PARTS): 1 state hash, 2 grant log (zset lease -> time),
--- 3 tokens charged per logged lease (hash), 4 tickets (zset job -> reserved slot time),
--- 5 in-flight leases (zset lease -> expiry), 6 audio seconds of each ticket (hash job ->
--- seconds; token-limited models only), 7 grants per lane and tenant (hash), 8 interactive
--- grants (zset lease -> time), 9 and 10 the bulk and the interactive tickets (zsets job ->
--- slot time: each lane's part of 4), 11 each ticket's "lane:tenant" (hash job -> text),
--- 12 tickets held per "lane:tenant", and "last:lane:tenant" -> the slot time of its latest
--- ticket (hash); then the admission keys (worker.limiter.config.admission_keys):
--- 13 admitted bulk jobs (zset job -> admission time), 14 the ring of tenants with waiting
--- bulk jobs (list), 15 the models with waiting jobs (set), 16 the arq queue, 17 the ring of
--- tenants with waiting interactive jobs (their lists and admitted sets are named from
--- Q.wait_prefix and the tenant).
+-- 3 tokens charged per logged lease (hash), 4 in-flight leases (zset lease -> expiry),
+-- 5 audio seconds of each ticket (hash job -> seconds; token-limited models only),
+-- 6 grants per lane and tenant (hash), 7 interactive grants (zset lease -> time), 8 and 9
+-- the bulk and the interactive tickets (zsets job -> reserved slot time; a ticket is only
+-- ever in the lane it was given in, and the schedule is both of them: all_tickets),
+-- 10 each ticket's "lane:tenant" (hash job -> text), 11 tickets held per "lane:tenant", and
+-- "last:lane:tenant" -> the slot time of its latest ticket (hash); then the admission keys
+-- (worker.limiter.config.admission_keys): 12 admitted bulk jobs (zset job -> admission
+-- time), 13 the ring of tenants with waiting bulk jobs (list), 14 the models with waiting
+-- jobs (set), 15 the arq queue, 16 the ring of tenants with waiting interactive jobs (their
+-- lists and admitted sets are named from Q.wait_prefix and the tenant).
 -- ARGV[1]: the configuration as one JSON object (see worker/limiter/core.py _config);
 -- script-specific ARGV follow.
 -- Times are seconds from Redis TIME (one clock for the whole fleet), or the configuration's
 -- "now" when a test injects its clock.
 
-local STATE, LOG, TOKENS, TICKETS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local TICKET_TENANT, TENANT_TICKETS = KEYS[11], KEYS[12]
-local NLIMITER = 12
-local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local IRING = KEYS[17]
+local STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local TICKET_TENANT, TENANT_TICKETS = KEYS[10], KEYS[11]
+local NLIMITER = 11
+local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local IRING = KEYS[16]
 -- tenants whose waiting interactive jobs one admission round looks at
 local RING_ROUND = 64
 local Q = cjson.decode(ARGV[1])
@@ -150,6 +150,41 @@ local function tenant_field(bulk, tenant)
   return lane .. ':' .. (tenant or '_')
 end
 
+-- The lane index a ticket is in: the bulk or the interactive tickets.
+local function lane_tickets(bulk)
+  if bulk then return BTICKETS end
+  return ITICKETS
+end
+
+-- The schedule: every ticket of both lanes in slot order, as one sorted set's
+-- ZRANGE 0 -1 WITHSCORES gives them (a job is in one lane only). The lanes are the only
+-- index of the tickets: a third one of them all cost a ZADD per ticket given or moved and
+-- a ZREM per ticket dropped, 2.7 commands a job (issue #22).
+local function all_tickets()
+  return redis.call('ZUNION', 2, BTICKETS, ITICKETS, 'WITHSCORES')
+end
+
+-- The schedule's last ticket, {job, slot time} (empty: no ticket), as one sorted set's
+-- ZRANGE -1 -1 WITHSCORES gives it (of two at the same time, the greater member).
+local function last_ticket()
+  local b = redis.call('ZRANGE', BTICKETS, -1, -1, 'WITHSCORES')
+  local i = redis.call('ZRANGE', ITICKETS, -1, -1, 'WITHSCORES')
+  if #b == 0 then return i end
+  if #i == 0 then return b end
+  local bt, it = tonumber(b[2]), tonumber(i[2])
+  if it > bt or (it == bt and i[1] > b[1]) then return i end
+  return b
+end
+
+-- The slot time of `job`'s ticket (nil: it holds none), and whether it is a bulk one.
+local function ticket_of(job)
+  local at = tonumber(redis.call('ZSCORE', BTICKETS, job))
+  if at then return at, true end
+  at = tonumber(redis.call('ZSCORE', ITICKETS, job))
+  if at then return at, false end
+  return nil, nil
+end
+
 -- Record that the tenant counted under `field` holds a ticket at `at` (its latest, if so).
 -- `last`: the time of its latest ticket when the caller has read it already (false: it
 -- has none); nil reads it.
@@ -175,12 +210,12 @@ local function queue_score(at)
   return string.format('%d', math.ceil((at - (Q.hold or 0)) * 1000))
 end
 
--- Put `job` in the ticket queue at `at`, and in its lane's index; a new ticket is counted
+-- Put `job`'s ticket at `at`, in its lane (`bulk`); a new ticket is counted
 -- for its lane's tenant (`tenant`, and `last` as note_last takes it, matter only then).
 -- `held`: the tickets that tenant holds, when the caller has read it along with `last`:
 -- the count and the latest ticket are then written with one HSET.
 local function set_ticket(job, at, bulk, tenant, last, held)
-  if redis.call('ZADD', TICKETS, fmt(at), job) == 1 then
+  if redis.call('ZADD', lane_tickets(bulk), fmt(at), job) == 1 then
     local field = tenant_field(bulk, tenant)
     redis.call('HSET', TICKET_TENANT, job, field)
     if held ~= nil and last ~= nil then
@@ -193,11 +228,6 @@ local function set_ticket(job, at, bulk, tenant, last, held)
       redis.call('HINCRBY', TENANT_TICKETS, field, 1)
       note_last(field, at, last)
     end
-  end
-  if bulk then
-    redis.call('ZADD', BTICKETS, fmt(at), job)
-  else
-    redis.call('ZADD', ITICKETS, fmt(at), job)
   end
 end
 
@@ -230,12 +260,11 @@ local function forget_tenant(job, field)
 end
 
 -- Drop `job`'s ticket. `bulk` and `field` as retime takes them: a known lane removes it
--- from that lane's index only. A ticket's audio seconds are only written for models with
+-- from that lane only. A ticket's audio seconds are only written for models with
 -- a token limit, so only those delete them (the stale-ticket sweep in housekeep deletes
 -- them whatever the limit, for a limit removed while tickets were held).
 local function drop_ticket(job, bulk, field)
   forget_tenant(job, field)
-  redis.call('ZREM', TICKETS, job)
   if bulk ~= false then redis.call('ZREM', BTICKETS, job) end
   if not bulk then redis.call('ZREM', ITICKETS, job) end
   if Q.tokens > 0 then redis.call('HDEL', TICKET_AUDIO, job) end
@@ -257,11 +286,10 @@ local function zadd_many(key, ids, at, score, only)
 end
 
 -- Move every id of `ids` to its time in `at`, in bulk: what retime() does one ticket at a
--- time (the ticket queue, its lane's index, its tenant's latest ticket), in a constant
+-- time (its lane, its place in arq's queue, its tenant's latest ticket), in a constant
 -- number of commands per CHUNK tickets instead of about six per ticket.
 local function retime_all(ids, at)
   if #ids == 0 then return end
-  zadd_many(TICKETS, ids, at)
   -- their jobs' places in arq's queue follow (queue_score); XX: only those queued
   zadd_many(QUEUE, ids, at, queue_score, 'XX')
   local bulk, inter = {}, {}
@@ -309,7 +337,7 @@ end
 -- The queue holds the admitted look-ahead only, so this is bounded work, and it is done
 -- in bulk: a constant number of commands however many tickets move.
 local function replan(st, f, now)
-  local tickets = redis.call('ZRANGE', TICKETS, 0, -1, 'WITHSCORES')
+  local tickets = all_tickets()
   local n = #tickets / 2
   if n > 0 then
     local ids = {}
@@ -365,14 +393,14 @@ local function housekeep(st, now)
   -- an admitted bulk job never granted (its worker died first) stops counting (a grant's
   -- top-up reads the count; a tenth of a window late is soon enough for what died)
   redis.call('ZREMRANGEBYSCORE', ADMITTED, '-inf', now - Q.admit_ttl)
-  local stale = redis.call('ZRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
-  if #stale > 0 then
-    for i = 1, #stale do forget_tenant(stale[i]) end
-    redis.call('ZREMRANGEBYSCORE', TICKETS, '-inf', now - Q.ticket_grace)
-    redis.call('ZREMRANGEBYSCORE', BTICKETS, '-inf', now - Q.ticket_grace)
-    redis.call('ZREMRANGEBYSCORE', ITICKETS, '-inf', now - Q.ticket_grace)
-    for i = 1, #stale, CHUNK do
-      redis.call('HDEL', TICKET_AUDIO, unpack(stale, i, math.min(i + CHUNK - 1, #stale)))
+  for _, lane in ipairs({BTICKETS, ITICKETS}) do
+    local stale = redis.call('ZRANGEBYSCORE', lane, '-inf', now - Q.ticket_grace)
+    if #stale > 0 then
+      for i = 1, #stale do forget_tenant(stale[i]) end
+      redis.call('ZREMRANGEBYSCORE', lane, '-inf', now - Q.ticket_grace)
+      for i = 1, #stale, CHUNK do
+        redis.call('HDEL', TICKET_AUDIO, unpack(stale, i, math.min(i + CHUNK - 1, #stale)))
+      end
     end
   end
 end

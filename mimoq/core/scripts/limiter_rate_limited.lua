@@ -23,7 +23,7 @@ local resume = now + pause
 
 -- Every reserved slot, earliest first (flat: job, time, ...).
 local function backlog()
-  return redis.call('ZRANGE', TICKETS, 0, -1, 'WITHSCORES')
+  return all_tickets()
 end
 
 -- Move every reserved slot of `tickets` with `map`, keeping their order: in bulk

@@ -15,9 +15,10 @@ local owners = redis.call('HGETALL', TICKET_TENANT)
 local freed = {}
 for i = 1, #owners, 2 do
   if mine[owners[i + 1]] then
-    local at = tonumber(redis.call('ZSCORE', TICKETS, owners[i]))
     -- its field names its lane (tenant_field): no read of either
-    drop_ticket(owners[i], owners[i + 1] == tenant_field(true, tenant), owners[i + 1])
+    local bulk = owners[i + 1] == tenant_field(true, tenant)
+    local at = tonumber(redis.call('ZSCORE', lane_tickets(bulk), owners[i]))
+    drop_ticket(owners[i], bulk, owners[i + 1])
     if at then freed[#freed + 1] = at end
   end
 end
@@ -27,7 +28,7 @@ table.sort(freed)
 local st = load_state()
 local ends = st.tat
 for _, at in ipairs(freed) do
-  local last = redis.call('ZRANGE', TICKETS, -1, -1, 'WITHSCORES')
+  local last = last_ticket()
   -- no later ticket: the schedule ends at this slot (the later ones are free too)
   if #last == 0 or tonumber(last[2]) <= at then
     ends = math.min(ends, at)

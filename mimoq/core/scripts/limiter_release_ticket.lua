@@ -8,11 +8,11 @@
 
 local A = cjson.decode(ARGV[2])
 local job_id = A.job
-local at = tonumber(redis.call('ZSCORE', TICKETS, job_id))
+local at, bulk = ticket_of(job_id)
 if not at then return 0 end
-drop_ticket(job_id)
+drop_ticket(job_id, bulk)
 local ends = at
-local last = redis.call('ZRANGE', TICKETS, -1, -1, 'WITHSCORES')
+local last = last_ticket()
 if #last > 0 and tonumber(last[2]) > at then
   retime(last[1], at)
   ends = tonumber(last[2])

@@ -15,10 +15,11 @@ local tokens = 0
 for _, n in ipairs(tokens_of(recent)) do tokens = tokens + n end
 local in_flight = redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf')
 local live = '(' .. fmt(now - Q.ticket_grace)
-local tickets = redis.call('ZCOUNT', TICKETS, live, '+inf')
+local tickets = redis.call('ZCOUNT', BTICKETS, live, '+inf')
+  + redis.call('ZCOUNT', ITICKETS, live, '+inf')
 local backlog = 0
-local last = redis.call('ZREVRANGEBYSCORE', TICKETS, '+inf', live, 'WITHSCORES', 'LIMIT', 0, 1)
-if #last > 0 then backlog = math.max(0, tonumber(last[2]) - now) end
+local last = last_ticket()
+if tickets > 0 then backlog = math.max(0, tonumber(last[2]) - now) end
 local waiting = {}
 -- the ring holds each tenant with waiting jobs once; its length is the number of tenants
 for _, tenant in ipairs(redis.call('LRANGE', RING, 0, Q.max_tenants - 1)) do

@@ -19,12 +19,11 @@ OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 ANONYMOUS_ACCOUNT: Final = "anonymous"
 #: Order of the KEYS every limiter script receives (``lanes``: grants per lane and tenant;
 #: ``ilog``: the interactive grants of the guard window; ``bulk_tickets`` and
-#: ``interactive_tickets``: each lane's part of ``tickets``; ``ticket_tenant`` and
-#: ``tenant_tickets``: whose each ticket is, and how many each lane's tenant holds, for
-#: the tenants' turns). The admission keys of
-#: ``admission_keys`` follow them.
+#: ``interactive_tickets``: the reserved slots of each lane, together the schedule;
+#: ``ticket_tenant`` and ``tenant_tickets``: whose each ticket is, and how many each lane's
+#: tenant holds, for the tenants' turns). The admission keys of ``admission_keys`` follow.
 KEY_PARTS: Final = (
-    "state", "log", "tokens", "tickets", "leases", "ticket_audio", "lanes", "ilog",
+    "state", "log", "tokens", "leases", "ticket_audio", "lanes", "ilog",
     "bulk_tickets", "interactive_tickets", "ticket_tenant", "tenant_tickets",
 )  # fmt: skip
 
