@@ -75,6 +75,9 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         # a run's status and ETA (`mimoq batch status`): reads only
         "+hget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore", "+lrange",
         "+llen", "+smembers",
+        # a usage report reads the windows and the usage journal in one transaction (a fold
+        # moves entries between them atomically): the commands inside are checked as ever
+        "+multi", "+exec",
         # cancel.lua (docs/cancel.md): reads, the marker, the stop message to workers
         "+pttl", "+publish", "+sscan", "+zrange",
     )  # fmt: skip

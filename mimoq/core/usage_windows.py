@@ -1,10 +1,13 @@
 """Usage per tenant and model in fixed windows (hour, day, and each limit's window) in Redis.
 
-One finished job adds its usage with one script call (``scripts/usage_add.lua``), queued on
-the same pipeline as its result write: O(1) per job and no round trip of its own, one
-``HINCRBYFLOAT`` per metric the job has and window. Reading sums the windows of a span
-(``mimoq usage --since 24h``: the hour windows that overlap it), and a tenant's total over
-its models (the ``*`` rows, what limits read) is summed when read, not written per job.
+One finished job adds its usage on the same pipeline as its result write, with no round
+trip of its own: one entry pushed on the usage journal (core/usage_journal.py), folded into
+the windows in batches by the workers; or, for a tenant with limits, whose gate reads the
+windows before each call, one script call (``scripts/usage_add.lua``) that adds it at once,
+one ``HINCRBYFLOAT`` per metric the job has and window. Reading sums the windows of a span
+(``mimoq usage --since 24h``: the hour windows that overlap it) and what the journal still
+holds for them, and a tenant's total over its models (the ``*`` rows, what limits read) is
+summed when read, not written per job.
 
 What counts (docs/usage.md): ``requests`` are MiMo calls that answered
 with a result (each chunk of a long job is one; the long job's own record adds none);
@@ -14,6 +17,7 @@ request here, and a job that ended failed counts once in ``failed``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +25,10 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from mimoq.core import dialect_constants as dc
-from mimoq.core import scripts, wire
+from mimoq.core import scripts, usage_journal, wire
 from mimoq.core.tenant_limits import (
     DAY_S,
     HOUR_S,
@@ -37,9 +42,6 @@ from mimoq.core.tenant_limits import (
     window_text,
 )
 
-#: How long a window's hash outlives its window: hour windows serve ``--since`` up to a
-#: week, day windows up to 400 days; any other (a limit's) only its own window and the next.
-_KEEP_S: Final = {HOUR_S: 8 * DAY_S, DAY_S: 400 * DAY_S}
 #: ``--since`` spans up to this long are summed from hour windows, longer ones from days.
 HOURLY_UP_TO_S: Final = 7 * DAY_S
 #: The row of a tenant's total over its models (UsageTable), summed when read.
@@ -60,24 +62,29 @@ class UsageEntry:
     amounts: Mapping[str, float] = field(default_factory=dict)
 
 
-def _keep_s(window_s: int) -> int:
-    return _KEEP_S.get(window_s, 2 * window_s)
+def _added(entry: UsageEntry) -> dict[str, float]:
+    """The amounts ``entry`` adds: metrics above zero that are stored, not derived."""
+    return {
+        m: float(v)
+        for m, v in entry.amounts.items()
+        if v > 0 and m in USAGE_METRICS and m not in DERIVED
+    }
+
+
+def _prefix(entry: UsageEntry) -> str:
+    return f"{entry.tenant or NO_TENANT}|{entry.model}|"
 
 
 def _call(entry: UsageEntry, windows: Iterable[int], now: float) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of the script call that adds ``entry`` to each window holding ``now``
     (no KEYS: nothing to add)."""
-    add = {
-        m: float(v)
-        for m, v in entry.amounts.items()
-        if v > 0 and m in USAGE_METRICS and m not in DERIVED
-    }
+    add = _added(entry)
     if not add:
         return [], []
     windows = sorted(set(windows))
     arg = {
-        "prefix": f"{entry.tenant or NO_TENANT}|{entry.model}|",
-        "ttl": [_keep_s(w) + w for w in windows],
+        "prefix": _prefix(entry),
+        "ttl": [usage_journal.window_ttl_s(w) for w in windows],
         "add": add,
     }
     return [wire.usage_key(w, window_start(now, w)) for w in windows], [wire.dumps(arg)]
@@ -112,17 +119,36 @@ async def record_again(
 
 @dataclass(frozen=True)
 class UsageWrite:
-    """One job's usage, to ride on the pipeline of its result write (core/results.py)."""
+    """One job's usage, to ride on the pipeline of its result write (core/results.py).
+    ``journal``: pushed on the usage journal (a tenant without limits), else added to its
+    windows at once."""
 
     entry: UsageEntry
     windows: tuple[int, ...]
     now: float
+    journal: bool = False
 
     def queue(self, pipe: Pipeline) -> bool:
-        return queue_record(pipe, self.entry, self.windows, self.now)
+        if not self.journal:
+            return queue_record(pipe, self.entry, self.windows, self.now)
+        add = _added(self.entry)
+        if add:
+            text = usage_journal.entry_text(_prefix(self.entry), self.windows, self.now, add)
+            usage_journal.queue_push(pipe, text)
+        return bool(add)
 
     async def settle(self, redis: Redis, reply: Any) -> None:
-        await record_again(redis, reply, self.entry, self.windows, self.now)
+        """After the pipeline: a script not loaded is loaded and run; the push that made the
+        journal a batch long folds it."""
+        if not self.journal:
+            await record_again(redis, reply, self.entry, self.windows, self.now)
+            return
+        if isinstance(reply, Exception):
+            raise reply
+        if usage_journal.due(reply):
+            # the result is written: a fold that fails is left to the next beat's
+            with contextlib.suppress(RedisError):
+                await usage_journal.fold(redis)
 
 
 def _text(value: Any) -> str:
@@ -165,22 +191,28 @@ async def read_span(
     redis: Redis, *, since_s: float, now: float, tenant: str | None = None
 ) -> UsageTable:
     """Usage over the last ``since_s`` seconds, summed from the windows that overlap it (so
-    up to one window more than asked: the first window is counted whole), optionally of one
-    tenant. O(windows) commands in one round trip."""
+    up to one window more than asked: the first window is counted whole) and from what the
+    usage journal holds for them, optionally of one tenant. O(windows) commands and one
+    read of the journal (a fold's worth of entries at most, about), in one transaction: a
+    fold moves entries from the journal to the windows atomically, so each is read once."""
     since_s = min(since_s, MAX_SINCE_S)  # nothing is kept longer: bounded work
     window = HOUR_S if since_s <= HOURLY_UP_TO_S else DAY_S
     starts = starts_between(now - since_s, now, window)
     table = UsageTable(since=float(starts[0]), until=now)
-    async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=True) as pipe:
         for start in starts:
             pipe.hgetall(wire.usage_key(window, start))
-        hashes = await pipe.execute()
+        pipe.lrange(wire.USAGE_JOURNAL_KEY, 0, -1)
+        *hashes, journal = await pipe.execute()
     prefix = f"{tenant or NO_TENANT}|" if tenant is not None else ""
-    for found in hashes:
-        for raw_field, raw_value in found.items():
-            name = _text(raw_field)
-            if name.startswith(prefix):
-                table.add(name, float(_text(raw_value)))
+    found = (
+        (_text(raw_field), float(_text(raw_value)))
+        for reply in hashes
+        for raw_field, raw_value in reply.items()
+    )
+    for name, value in (*found, *usage_journal.pending(journal, window, starts)):
+        if name.startswith(prefix):
+            table.add(name, value)
     return table
 
 

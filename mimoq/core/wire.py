@@ -92,9 +92,16 @@ CANCEL_PREFIX: Final = "mimoq:cancel:"
 CANCEL_CHANNEL: Final = "mimoq:cancel"
 #: Usage per tenant and model in one fixed window: ``mimoq:usage:<window_s>:<start>``, a hash
 #: of ``<tenant>|<model>|<metric>`` -> amount. A tenant's total (what limits read) is the sum
-#: of its models' fields, taken when read. Written by scripts/usage_add.lua once per
-#: finished job; it expires a while after its window ends (docs/usage.md).
+#: of its models' fields, taken when read. Written by scripts/usage_fold.lua from the journal
+#: below, or by scripts/usage_add.lua once per finished job of a tenant with limits; it
+#: expires a while after its window ends (docs/usage.md).
 USAGE_PREFIX: Final = "mimoq:usage:"
+#: Finished jobs' usage not yet added to its windows: a list of JSON entries
+#: (core/usage_journal.py), one ``RPUSH`` per job on its result write instead of a script
+#: of one ``HINCRBYFLOAT`` per metric and window; workers fold it into the window hashes in
+#: batches (scripts/usage_fold.lua), and readers of a span add what is still in it. The
+#: jobs of a tenant with limits skip it: its gate reads the hashes.
+USAGE_JOURNAL_KEY: Final = USAGE_PREFIX + "journal"
 #: A tenant held at its limit (MIMOQ_TENANT_LIMITS): a JSON string that expires when its
 #: window frees. Its admission turns are skipped (core/scripts/limiter_common.lua) and its new
 #: jobs wait in its lists (enqueue.lua spells the same prefix).

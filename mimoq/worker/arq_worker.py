@@ -44,6 +44,7 @@ from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech_task, transcription_task
 from mimoq.worker.scaling import sample_desired_workers
+from mimoq.worker.usage_folding import UsageFolder, fold_quietly
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -77,6 +78,7 @@ class MimoqWorker(Worker):
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
         self.admitter: Admitter | None = None
+        self.usage_folder = UsageFolder(mimoq_settings.ops.heartbeat_interval_s)
 
     async def main(self) -> None:
         beat = self.heartbeat
@@ -97,6 +99,7 @@ class MimoqWorker(Worker):
             await self.heartbeat.beat(self.pool, self)
         await self.orphans.tick(self.pool, self._running_ids())
         await self.heartbeat.beat(self.pool, self)
+        await self.usage_folder.tick(self.pool)
         if (deps := self.ctx.get("deps")) is not None:
             # An idle worker must not keep showing a pause that was lifted (or miss a new one).
             await deps.accounts.refresh_gauges()
@@ -142,6 +145,7 @@ class MimoqWorker(Worker):
     async def close(self) -> None:
         if self._pool is not None:  # jobs still running now are cancelled by arq's close
             await self.orphans.forget_finished(self._pool, self._running_ids())
+            await fold_quietly(self._pool)  # an idle fleet leaves no journal behind
         await self.heartbeat.stop(self._pool)
         await super().close()
         if self.metrics_server is not None:

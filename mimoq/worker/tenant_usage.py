@@ -54,6 +54,9 @@ def failed_usage(
 
 def usage_write(entry: UsageEntry, settings: Settings) -> UsageWrite:
     """``entry`` for the result write's pipeline (every window kept: report and limits);
-    counted in this process's metrics now."""
+    counted in this process's metrics now. A tenant with limits has it added to its windows
+    at once, as its gate reads them before each call; any other's goes by the journal."""
     metrics.usage_counted(entry.tenant, entry.model, entry.amounts)
-    return UsageWrite(entry, settings.usage.limits().windows(), time.time())
+    limits = settings.usage.limits()
+    journal = not limits.for_tenant(entry.tenant)
+    return UsageWrite(entry, limits.windows(), time.time(), journal=journal)

@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 
 from mimoq.core import runs, wire
 from mimoq.core.settings import Settings
-from mimoq.worker.limiter.config import LimiterConfig, limiter_keys
+from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, limiter_keys
 from mimoq.worker.run_progress import read_progress
 
 TTS = "mimo-v2.5-tts"
@@ -29,13 +29,14 @@ async def enqueue(redis: ArqRedis, job_id: str, **fields: object) -> None:
 
 
 async def log_grants(redis: ArqRedis, times: list[float], *, interactive: bool = False) -> None:
-    keys = limiter_keys(LimiterConfig.from_settings(SETTINGS).account, TTS)
+    account = LimiterConfig.from_settings(SETTINGS).account
+    keys = dict(zip(KEY_PARTS, limiter_keys(account, TTS), strict=True))
     prefix = "i" if interactive else "b"
     entries = {f"{prefix}{i}": t for i, t in enumerate(times)}
-    await redis.zadd(keys[1], entries)  # the grant log
+    await redis.zadd(keys["log"], entries)  # the grant log
     if interactive:
-        await redis.zadd(keys[7], entries)  # the interactive grants
-    await redis.hset(keys[0], "lat", "0.5")  # the latency EWMA
+        await redis.zadd(keys["ilog"], entries)  # the interactive grants
+    await redis.hset(keys["state"], "lat", "0.5")  # the latency EWMA
 
 
 async def test_eta_from_the_lanes_grant_rate_and_the_competitors_backlog(

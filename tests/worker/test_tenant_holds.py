@@ -20,8 +20,8 @@ from mimoq.core.usage_windows import UsageEntry, record
 from mimoq.worker import tenant_gate
 from mimoq.worker.limiter import LimiterConfig, RedisLimiter
 from mimoq.worker.limiter.admission import waiting_depth
-from mimoq.worker.limiter.config import limiter_keys
 from mimoq.worker.limiter.core import Lease
+from tests.support.limiter_tickets import schedule
 from tests.worker.sched_sim import Fleet, bulk, interactive
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -100,9 +100,8 @@ async def test_a_held_tenant_leaves_every_slot_to_the_others(redis: ArqRedis) ->
     # alpha takes no new ticket once held and gave back those it had, and its backlog
     # stays in its waiting lists, not in the queue
     for model in (TTS, DESIGN):
-        tickets = limiter_keys(CONFIG.account, model)[3]
-        slots = await redis.zrange(tickets, 0, -1)
-        assert sum(job.decode().startswith(("a-", "ai-")) for job in slots) == 0
+        slots = await schedule(redis, CONFIG.account, model)
+        assert sum(job.decode().startswith(("a-", "ai-")) for job, _ in slots) == 0
         assert (await waiting_depth(redis, model))["alpha"] >= 150 - LIMIT - 10
     assert await redis.zcard(wire.interactive_admitted_key(TTS, "alpha")) == 0
     # the few of alpha's jobs admitted before the hold wait in the queue for their window

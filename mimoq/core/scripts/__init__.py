@@ -91,7 +91,9 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "run_seal": ("run_end_if_done",),
         "run_cancelling": ("run_end_if_done",),
         "result_unless_cancelled": ("run_end_if_done",),
+        # usage (core/usage_windows.py, core/usage_journal.py)
         "usage_add": (),
+        "usage_fold": (),
         # a long job's parent and its chunks (worker/fanout.py): the last chunk wakes it
         "fanout_chunk_done": (),
         "fanout_wait": (),

@@ -15,11 +15,13 @@ local tokens = 0
 for _, n in ipairs(tokens_of(recent)) do tokens = tokens + n end
 local in_flight = redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf')
 local live = '(' .. fmt(now - Q.ticket_grace)
-local tickets = redis.call('ZCOUNT', BTICKETS, live, '+inf')
-  + redis.call('ZCOUNT', ITICKETS, live, '+inf')
+-- each lane's live tickets (a stale one is swept by the next decision's housekeeping)
+local bulk_tickets = redis.call('ZCOUNT', BTICKETS, live, '+inf')
+local inter_tickets = redis.call('ZCOUNT', ITICKETS, live, '+inf')
+local tickets = bulk_tickets + inter_tickets
 local backlog = 0
-local last = last_ticket()
-if tickets > 0 then backlog = math.max(0, tonumber(last[2]) - now) end
+-- (the last ticket is live when any is: it is the latest)
+if tickets > 0 then backlog = math.max(0, tonumber(last_ticket()[2]) - now) end
 local waiting = {}
 -- the ring holds each tenant with waiting jobs once; its length is the number of tenants
 for _, tenant in ipairs(redis.call('LRANGE', RING, 0, Q.max_tenants - 1)) do
@@ -39,7 +41,7 @@ end
 return {
   fmt(now), fmt(f), fmt(math.max(0, st.cd - now)), #recent, tokens, in_flight, tickets,
   fmt(backlog), fmt(st.tok_rate), fmt(st.lat or -1), fmt(st.lat_dev), st.n429,
-  fmt(st.lag or -1), fmt(margin(st)), redis.call('ZCARD', BTICKETS), redis.call('ZCARD', ITICKETS),
+  fmt(st.lag or -1), fmt(margin(st)), bulk_tickets, inter_tickets,
   redis.call('ZCARD', ADMITTED),
   redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
   redis.call('HGETALL', LANES), waiting, held,

@@ -1,0 +1,42 @@
+"""A worker's share of folding the usage journal (core/usage_journal.py): once per beat
+interval from arq's poll loop, and once as it stops, so that the journal stays short
+whatever the load (a report reads it whole) and an idle fleet leaves nothing in it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from mimoq.core import usage_journal
+
+log = structlog.get_logger("mimoq.usage")
+
+
+class UsageFolder:
+    """Folds the journal at most once per ``interval_s``. Redis errors are logged, never
+    raised: the journal keeps what is not folded, and the next tick or worker folds it."""
+
+    def __init__(self, interval_s: float, monotonic: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self._monotonic = monotonic
+        self._next = 0.0
+
+    async def tick(self, redis: Redis) -> None:
+        now = self._monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        await fold_quietly(redis)
+
+
+async def fold_quietly(redis: Redis) -> int:
+    """``usage_journal.fold``, its Redis errors logged: the entries folded."""
+    try:
+        return await usage_journal.fold(redis)
+    except RedisError as exc:
+        log.warning("usage.fold_failed", error=type(exc).__name__)
+        return 0
