@@ -23,7 +23,9 @@ class UsageFolder:
     def __init__(self, interval_s: float, monotonic: Callable[[], float] = time.monotonic):
         self.interval_s = interval_s
         self._monotonic = monotonic
-        self._next = 0.0
+        # the first fold one interval after start, like every later one: a fleet starting
+        # together does not fold at once, and what a stopped fleet left is folded then
+        self._next = monotonic() + interval_s
 
     async def tick(self, redis: Redis) -> None:
         now = self._monotonic()

@@ -44,8 +44,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 #: once saves only a few of the limiter's cuts; the rest is on the paths of jobs that queue
 #: for a slot, which bench/redis_cost.py measures. The budget leaves room for an idle poll
 #: more on a loaded host (the spread above) and for a run that counts the warm-up job's last
-#: usage write or a fold of the usage journal (~15 more), not for a new per-job round trip
-#: pattern.
+#: usage write (~15 more), not for a new per-job round trip pattern. The beat's fold of
+#: the usage journal is an hour away here (its interval is the heartbeat's).
 MEASURED_COMMANDS = 85
 COMMAND_BUDGET = 100
 #: Commands the test itself sends; not part of what the job costs.

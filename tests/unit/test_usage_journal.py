@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+import structlog
 from arq.connections import ArqRedis
 
 from mimoq.core import usage_journal, wire
@@ -16,6 +17,8 @@ from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import DAY_S, HOUR_S
 from mimoq.core.usage_windows import UsageEntry, UsageWrite, read_span
 from mimoq.worker.tenant_usage import usage_write
+from mimoq.worker.usage_folding import UsageFolder, fold_quietly
+from tests.conftest import free_port
 
 T0 = 1_765_000_800.0  # a whole hour
 TTS, ASR = "mimo-v2.5-tts", "mimo-v2.5-asr"
@@ -152,3 +155,31 @@ def test_a_tenant_with_limits_is_added_at_once_and_others_journaled() -> None:
     assert (limited.journal, other.journal) == (False, True)
     # every window the limits need is kept, journaled or not
     assert other.windows == limited.windows and HOUR_S in other.windows
+
+
+async def test_a_worker_folds_once_an_interval_from_its_start(backend: ArqRedis) -> None:
+    clock = [100.0]
+    folder = UsageFolder(10.0, monotonic=lambda: clock[0])
+    await push(backend, "alpha", TTS, {"requests": 1}, T0)
+    await folder.tick(backend)  # just started: the first fold is an interval away
+    assert await backend.llen(wire.USAGE_JOURNAL_KEY) == 1
+    clock[0] = 110.0
+    await folder.tick(backend)
+    assert await backend.llen(wire.USAGE_JOURNAL_KEY) == 0
+    await push(backend, "alpha", TTS, {"requests": 1}, T0)
+    clock[0] = 119.0
+    await folder.tick(backend)
+    assert await backend.llen(wire.USAGE_JOURNAL_KEY) == 1
+    clock[0] = 120.0
+    await folder.tick(backend)
+    assert await backend.llen(wire.USAGE_JOURNAL_KEY) == 0
+
+
+async def test_a_fold_without_redis_is_logged_and_left_for_later() -> None:
+    gone = ArqRedis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await fold_quietly(gone) == 0
+    finally:
+        await gone.aclose()
+    assert [e["event"] for e in logs] == ["usage.fold_failed"]
