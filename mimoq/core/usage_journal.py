@@ -28,6 +28,7 @@ from typing import Any, Final
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from mimoq.core import scripts, wire
 from mimoq.core.tenant_limits import DAY_S, HOUR_S, USAGE_METRICS, window_start
@@ -173,3 +174,13 @@ async def fold(redis: Redis, *, max_batches: int = MAX_BATCHES) -> int:
         if folded == 0 or read < FOLD_BATCH:
             break
     return total
+
+
+async def fold_quietly(redis: Redis) -> int:
+    """``fold``, its Redis errors logged, not raised: the journal keeps what is not folded,
+    and the next fold takes it. The entries folded."""
+    try:
+        return await fold(redis)
+    except RedisError as exc:
+        log.warning("usage.fold_failed", error=type(exc).__name__)
+        return 0

@@ -17,7 +17,6 @@ request here, and a job that ended failed counts once in ``failed``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from mimoq.core import dialect_constants as dc
 from mimoq.core import scripts, usage_journal, wire
@@ -147,8 +145,7 @@ class UsageWrite:
             raise reply
         if usage_journal.due(reply):
             # the result is written: a fold that fails is left to the next beat's
-            with contextlib.suppress(RedisError):
-                await usage_journal.fold(redis)
+            await usage_journal.fold_quietly(redis)
 
 
 def _text(value: Any) -> str:

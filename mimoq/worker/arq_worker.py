@@ -17,7 +17,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from mimoq.core import arq_compat, logs, sentinel, wire
+from mimoq.core import arq_compat, logs, sentinel, usage_journal, wire
 from mimoq.core.cancel_script import is_cancelled
 from mimoq.core.connections import connect
 from mimoq.core.finish import finish
@@ -44,7 +44,7 @@ from mimoq.worker.orphans import OrphanWatch
 from mimoq.worker.pipeline import WorkerDeps
 from mimoq.worker.runner import invalid_job, salvage, salvage_run, speech_task, transcription_task
 from mimoq.worker.scaling import sample_desired_workers
-from mimoq.worker.usage_folding import UsageFolder, fold_quietly
+from mimoq.worker.usage_folding import UsageFolder
 
 log = structlog.get_logger("mimoq.worker")
 #: arq's own try cap. Ours (Settings.max_tries) is enforced in worker.runner, where limiter
@@ -145,7 +145,7 @@ class MimoqWorker(Worker):
     async def close(self) -> None:
         if self._pool is not None:  # jobs still running now are cancelled by arq's close
             await self.orphans.forget_finished(self._pool, self._running_ids())
-            await fold_quietly(self._pool)  # an idle fleet leaves no journal behind
+            await usage_journal.fold_quietly(self._pool)  # an idle fleet leaves no journal
         await self.heartbeat.stop(self._pool)
         await super().close()
         if self.metrics_server is not None:

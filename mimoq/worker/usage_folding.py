@@ -7,18 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from mimoq.core import usage_journal
-
-log = structlog.get_logger("mimoq.usage")
+from mimoq.core.usage_journal import fold_quietly
 
 
 class UsageFolder:
-    """Folds the journal at most once per ``interval_s``. Redis errors are logged, never
-    raised: the journal keeps what is not folded, and the next tick or worker folds it."""
+    """Folds the journal at most once per ``interval_s`` (``fold_quietly``: a Redis error is
+    logged, and the next tick or worker folds what is left)."""
 
     def __init__(self, interval_s: float, monotonic: Callable[[], float] = time.monotonic):
         self.interval_s = interval_s
@@ -33,12 +29,3 @@ class UsageFolder:
             return
         self._next = now + self.interval_s
         await fold_quietly(redis)
-
-
-async def fold_quietly(redis: Redis) -> int:
-    """``usage_journal.fold``, its Redis errors logged: the entries folded."""
-    try:
-        return await usage_journal.fold(redis)
-    except RedisError as exc:
-        log.warning("usage.fold_failed", error=type(exc).__name__)
-        return 0

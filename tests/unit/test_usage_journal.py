@@ -17,7 +17,7 @@ from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import DAY_S, HOUR_S
 from mimoq.core.usage_windows import UsageEntry, UsageWrite, read_span
 from mimoq.worker.tenant_usage import usage_write
-from mimoq.worker.usage_folding import UsageFolder, fold_quietly
+from mimoq.worker.usage_folding import UsageFolder
 from tests.conftest import free_port
 
 T0 = 1_765_000_800.0  # a whole hour
@@ -179,7 +179,7 @@ async def test_a_fold_without_redis_is_logged_and_left_for_later() -> None:
     gone = ArqRedis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
     try:
         with structlog.testing.capture_logs() as logs:
-            assert await fold_quietly(gone) == 0
+            assert await usage_journal.fold_quietly(gone) == 0
     finally:
         await gone.aclose()
     assert [e["event"] for e in logs] == ["usage.fold_failed"]
