@@ -13,7 +13,11 @@ separately those commands' own microseconds):
 - the limiter's shared prelude (``limiter_common.lua``) and ``return 1``;
 - ``limiter_next_free.lua``: the prelude, Redis TIME and the state read;
 - a granted ``acquire`` and its ``release`` (a quota far from binding), a new job's
-  ``acquire`` that queues (a ticket), and a ticket holder's ``acquire`` back early.
+  ``acquire`` that queues (a ticket), and a ticket holder's ``acquire`` back early;
+- the prelude as a Redis function library instead (``FUNCTION LOAD`` once, ``FCALL``): its
+  functions defined once per server, not per call, and the configuration decoded again only
+  when its text changes. What a decision would no longer pay per call, the limiter being
+  scripts sent with ``EVALSHA`` (issue #22's next step; not how mimoq runs today).
 
 The last column is what is left for Lua: the script's microseconds less its commands'.
 """
@@ -38,7 +42,9 @@ from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
 
 #: commandstats rows that are not a script's own commands
-_NOT_INNER = frozenset({"cmdstat_evalsha", "cmdstat_config|resetstat", "cmdstat_script|load"})
+_NOT_INNER = frozenset(
+    {"cmdstat_evalsha", "cmdstat_fcall", "cmdstat_config|resetstat", "cmdstat_script|load"}
+)
 
 
 async def measure(
@@ -50,7 +56,7 @@ async def measure(
     for i in range(calls):
         await call(i)
     stats = await redis.info("commandstats")
-    script = stats["cmdstat_evalsha"]
+    script = stats.get("cmdstat_evalsha") or stats["cmdstat_fcall"]
     n = int(script["calls"])
     inner = sum(int(v["usec"]) for k, v in stats.items() if k not in _NOT_INNER)
     per_call = int(script["usec"]) / n
@@ -73,6 +79,8 @@ async def run(url: str, calls: int) -> None:
         redis, "decode the configuration", lambda _: decode.run(redis, keys, config), calls
     )
     await measure(redis, "limiter prelude", lambda _: prelude.run(redis, keys, config), calls)
+    as_library = await library(redis, keys, config)
+    await measure(redis, "the prelude as a library (FCALL)", as_library, calls)
     next_free = scripts.named("limiter_next_free")
     await measure(redis, "next_free", lambda _: next_free.run(redis, keys, config), calls)
 
@@ -90,6 +98,33 @@ async def run(url: str, calls: int) -> None:
 
     await measure(redis, "acquire: a ticket, then back early", ask, calls)
     await redis.aclose()
+
+
+async def library(
+    redis: Redis, keys: list[str], config: list[str]
+) -> Callable[[int], Awaitable[object]]:
+    """The limiter prelude in a function library: its functions are defined once (by the
+    first call: a library's load may not decode JSON), and a call decodes the configuration
+    only when its text differs from the last one's."""
+    code = (
+        "#!lua name=mimoq_overhead\n"
+        "local built, raw, Q = nil, nil, nil\n"
+        "local function build(KEYS, ARGV)\n"
+        f"{scripts.source('limiter_common')}\n"
+        "  return load_state\n"
+        "end\n"
+        "redis.register_function('probe', function(keys, args)\n"
+        "  if built == nil then built = build(keys, args) end\n"
+        "  if args[1] ~= raw then Q, raw = cjson.decode(args[1]), args[1] end\n"
+        "  return 1\n"
+        "end)\n"
+    )
+    await redis.execute_command("FUNCTION", "LOAD", "REPLACE", code)
+
+    async def probe(_: int) -> object:
+        return await redis.execute_command("FCALL", "probe", len(keys), *keys, *config)
+
+    return probe
 
 
 def main() -> int:

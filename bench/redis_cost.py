@@ -34,6 +34,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from collections import Counter
@@ -46,7 +47,7 @@ from _support import Service, callback_delays, callbacks_received, cpu_s, run_ch
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from throughput import BARE_TASK, bare_worker
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.settings import Settings, WorkerSettings
 
 TENANTS = ("t-a", "t-b", "t-c")
@@ -56,7 +57,10 @@ LOOPBACK = "127.0.0.0/8"
 #: Commands the bench itself sends while a phase runs; not part of what a job costs. Its
 #: polls are MGETs, which workers send too (the runner reads three keys with one per
 #: pick): those are taken off by number, not by name (``job_commands``).
-OWN_COMMANDS = frozenset({"info", "config|resetstat", "config", "flushall", "ping"})
+OWN_COMMANDS = frozenset(
+    {"info", "config|resetstat", "config", "flushall", "ping", "client|info", "config|set"}
+    | {"slowlog|get", "slowlog|reset"}  # --by-script's reads of the log
+)
 
 
 # --- the bare phase's worker child ------------------------------------------------------
@@ -84,6 +88,70 @@ def script_usec(client: sync_redis.Redis) -> tuple[int, int]:
     commands it ran), since the last reset."""
     found = client.info("commandstats").get("cmdstat_evalsha") or {}
     return int(found.get("calls", 0)), int(found.get("usec", 0))
+
+
+def round_trips(client: sync_redis.Redis) -> int:
+    """Reads the server has processed since the last reset: one per request batch a client
+    sent (a pipeline is one), the unit of its network and syscall work."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
+class ScriptTimes:
+    """Each script's calls and server microseconds in a phase (``--by-script``), from
+    ``SLOWLOG`` with every command logged, drained atomically (``MULTI``: ``GET``, ``RESET``)
+    five times a second by a thread of its own. ``INFO commandstats`` has one row for every
+    ``EVALSHA``; the log names the script (its SHA). Commands that scripts run (logged from
+    the client ``?:0``) and the bench's own clients are left out."""
+
+    def __init__(self, url: str, own: list[sync_redis.Redis]) -> None:
+        self.client = sync_redis.Redis.from_url(url)
+        self.own = {_text(c.client_info()["addr"]) for c in [*own, self.client]}
+        self.names = {scripts.named(name).sha: name for name in scripts.SCRIPTS}
+        self.calls: Counter[str] = Counter()
+        self.usec: Counter[str] = Counter()
+        self.client.config_set("slowlog-max-len", 100_000)
+        self.client.config_set("slowlog-log-slower-than", 0)
+        self._drain()  # what came before the phase
+        self.drains = 1
+        self.calls.clear()
+        self.usec.clear()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.execute_command("SLOWLOG", "GET", "-1")
+            pipe.execute_command("SLOWLOG", "RESET")
+            entries, _ = pipe.execute()
+        for _, _, usec, argv, addr, *_ in entries:
+            if _text(addr) in self.own or _text(addr) == "?:0":
+                continue
+            name = _text(argv[0]).lower()
+            if name == "evalsha":
+                name = self.names.get(_text(argv[1]), "(other script)")
+            else:
+                name = "(commands outside scripts)"
+            self.calls[name] += 1
+            self.usec[name] += int(usec)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):  # a drain every 0.2 s keeps the log under its cap
+            self._drain()
+            self.drains += 1
+
+    def stop(self) -> tuple[Counter[str], Counter[str]]:
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+        self.drains += 1
+        self.client.config_set("slowlog-log-slower-than", 10_000)
+        self.client.close()
+        return self.calls, self.usec
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_cpu(client: sync_redis.Redis) -> float:
@@ -189,6 +257,7 @@ def phase_bare(args: argparse.Namespace, client: sync_redis.Redis) -> dict[str, 
     report = run_child(argv, timeout_s=DONE_TIMEOUT_S)
     counts = job_commands(command_counts(client))
     return {
+        "round_trips": round_trips(client),
         "counts": counts,
         "redis_cpu_s": redis_cpu(client) - cpu0,
         "worker_cpu_s": report["cpu_s"],
@@ -248,6 +317,7 @@ def phase_mimoq(
     received0 = callbacks_received(receiver)
     cpu0 = reset(client)
     monitor = start_monitor(args) if args.monitor else None
+    by_script = ScriptTimes(args.redis, [client]) if args.by_script else None
     asyncio.run(enqueue_mimoq(args.redis, settings, jobs))
     workers = fleet.workers(args.workers, spec, "worker")
     worker_cpu0 = [w.cpu_s() or 0.0 for w in workers]
@@ -266,7 +336,15 @@ def phase_mimoq(
                 problems.append(f"{final} of {len(ids)} results, {pending} callbacks pending")
                 break
             time.sleep(0.5)  # the interval between polls of the results (not a sync stand-in)
+        script_times = None
+        if by_script is not None:
+            script_times = by_script.stop()
         counts = job_commands(command_counts(client), own_mgets)
+        if by_script is not None:  # its drains' transactions
+            counts["multi"] -= by_script.drains
+            counts["exec"] -= by_script.drains
+        # each poll of the results is one MGET, one round trip
+        trips = round_trips(client) - own_mgets
         scripts_run = script_usec(client)
         redis_cpu_s = redis_cpu(client) - cpu0
         worker_cpu_s = sum(
@@ -283,6 +361,8 @@ def phase_mimoq(
     return {
         "callback_delays": delays,
         "counts": counts,
+        "round_trips": trips,
+        "script_times": script_times,
         "redis_cpu_s": redis_cpu_s,
         "worker_cpu_s": worker_cpu_s,
         "problems": problems,
@@ -320,6 +400,10 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
         f"mimoq / bare: commands {mc / bc:.1f}x, redis CPU {mr / br:.1f}x, "
         f"worker CPU {mw / bw:.1f}x"
     )
+    print(
+        f"round trips per job (reads the server processed): bare {bare['round_trips'] / n:.1f}, "
+        f"mimoq {mimoq['round_trips'] / n:.1f}"
+    )
     top = mimoq["counts"].most_common(14)
     print("mimoq commands per job: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
     calls, usec = mimoq["scripts"]
@@ -328,6 +412,16 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
             f"mimoq scripts: {calls / n:.1f} EVALSHA per job, {usec / calls:.1f} us each (the "
             f"Lua and the commands it runs), {usec / 1e6 / mimoq['redis_cpu_s']:.0%} of Redis CPU"
         )
+    if mimoq["script_times"] is not None:
+        calls_by, usec_by = mimoq["script_times"]
+        total = sum(usec_by.values())
+        print(f"server time by script (--by-script, SLOWLOG): {total / n:.0f} us/job in all")
+        print(f"  {'script':<28}{'calls/job':>10}{'us/call':>10}{'us/job':>9}{'share':>8}")
+        for name, usec in usec_by.most_common(12):
+            print(
+                f"  {name:<28}{calls_by[name] / n:>10.2f}{usec / calls_by[name]:>10.1f}"
+                f"{usec / n:>9.1f}{usec / total:>8.0%}"
+            )
     delays = mimoq["callback_delays"]
     if delays:
         median = delays[len(delays) // 2]
@@ -356,6 +450,11 @@ def main() -> int:
     parser.add_argument("--rpm", type=int, default=400, help="limiter requests per 1 s window")
     parser.add_argument(
         "--monitor", type=Path, help="write redis-cli MONITOR of the mimoq phase to this file"
+    )
+    parser.add_argument(
+        "--by-script",
+        action="store_true",
+        help="time each script of the mimoq phase by name (SLOWLOG: adds its own Redis CPU)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
