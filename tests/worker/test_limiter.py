@@ -10,6 +10,7 @@ the clock whenever every worker is waiting.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
@@ -463,6 +464,40 @@ async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: Arq
     respaced = await seconds_ahead(redis, config, TTS_MODEL, clock.now, *queue)
     assert respaced[-1] - respaced[-2] < 0.1 / 0.85
     assert respaced == sorted(respaced)  # same order
+
+
+async def test_a_recovering_rate_never_moves_a_ticket_later(redis: ArqRedis) -> None:
+    # Holders back late leave the schedule's head overdue: a re-plan anchored at now moved
+    # every ticket later by as much, and every holder already waiting in its worker for
+    # its slot asked too early and had to ask again.
+    config = LimiterConfig(
+        account="acct",
+        window_s=1.0,
+        default_rpm=10,
+        target=1.0,
+        decrease=0.5,
+        first_decrease=0.5,
+        recovery_per_window=0.25,
+        ticket_grace_s=60,
+    )  # 0.1 s slots; 0.2 s at half the rate
+    clock = Clock()
+    start = clock.now
+    limiter = RedisLimiter(config, redis, clock=clock)
+    await limiter.rate_limited(TTS_MODEL, 0.0)
+    await limiter.acquire(TTS_MODEL, job_id="first")
+    queue = [f"q{i}" for i in range(40)]
+    for job in queue:
+        await wait_of(limiter, TTS_MODEL, job)
+    before = await seconds_ahead(redis, config, TTS_MODEL, start, *queue)
+    clock.now += 1.0  # nobody came back meanwhile: the first tickets are overdue
+    assert before[0] < 1.0
+    factor = (await limiter.snapshot(TTS_MODEL)).rate_factor
+    await wait_of(limiter, TTS_MODEL, "newcomer")  # a decision notices the drift
+    after = await seconds_ahead(redis, config, TTS_MODEL, start, *queue)
+    assert all(new <= old + 1e-6 for new, old in zip(after, before, strict=True))
+    assert after[-1] < before[-1] - 1.0  # the tail did move up, at the faster rate
+    slot = 0.1 / factor
+    assert all(b - a >= slot - 1e-6 for a, b in itertools.pairwise(after))
 
 
 async def test_asr_token_estimate_converges_to_the_observed_rate(redis: ArqRedis) -> None:

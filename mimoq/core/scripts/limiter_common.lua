@@ -336,6 +336,13 @@ end
 -- with an uncalibrated token estimate, would otherwise stay too sparse until it drained.
 -- The queue holds the admitted look-ahead only, so this is bounded work, and it is done
 -- in bulk: a constant number of commands however many tickets move.
+--
+-- When every slot got shorter (the rate recovering, the token estimate falling), a ticket
+-- only ever moves earlier: each keeps the earlier of its time and its re-planned one, which
+-- keeps every two tickets at least a new slot apart. A plan anchored at now behind an
+-- overdue head (its holder back late) put every ticket later by as much, and each holder
+-- already waiting in its worker for its slot (up to Q.hold ahead) then asked at its old
+-- time, was told to wait, and asked again: 0.15 asks a job on the issue's mix (issue #22).
 local function replan(st, f, now)
   local tickets = all_tickets()
   local n = #tickets / 2
@@ -345,14 +352,24 @@ local function replan(st, f, now)
     -- audio seconds size a slot only under a token limit (call_cost)
     local audio = {}
     if Q.tokens > 0 then audio = numbers_of(TICKET_AUDIO, ids) end
+    local shorter = st.plan_f ~= nil and f >= st.plan_f
+      and (Q.tokens <= 0 or (st.plan_rate ~= nil and st.tok_rate <= st.plan_rate))
     local t = math.max(tonumber(tickets[2]), now)
-    local at = {}
+    local at, moved, tail = {}, {}, t
     for i = 1, n do
-      at[ids[i]] = t
-      t = t + slot_length(f, call_cost(st.tok_rate, audio[i] or 0))
+      local len = slot_length(f, call_cost(st.tok_rate, audio[i] or 0))
+      local old = tonumber(tickets[2 * i])
+      if shorter and old <= t then
+        tail = old + len
+      else
+        at[ids[i]] = t
+        moved[#moved + 1] = ids[i]
+        tail = t + len
+      end
+      t = t + len
     end
-    retime_all(ids, at)
-    st.tat = t
+    retime_all(moved, at)
+    st.tat = tail
   end
   st.plan_f, st.plan_rate = f, st.tok_rate
   redis.call('HSET', STATE, 'tat', fmt(st.tat), 'plan_f', fmt(f), 'plan_rate', fmt(st.tok_rate))
