@@ -123,12 +123,29 @@ async def test_without_a_known_slot_admitted_jobs_are_due_at_once(
 async def test_an_idle_schedule_admits_without_slots(redis: ArqRedis) -> None:
     """Nobody waits for a slot: an admitted job's first ask is its grant anyway, so it gets
     no ticket (a quota far from binding would pay its writes on every job for nothing)."""
+    # the look-ahead's room is one job ("lead" went straight to the queue): its slot is now
+    limiter, _ = await _limiter(redis, busy=False, lookahead_s=1.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("a0", "acme"), ("a1", "bolt")])
+    assert await limiter.admit(TTS_MODEL) == 1
+    assert not await schedule(redis, "acct", TTS_MODEL)
+    # the tenants' round robin admits bolt's job first
+    assert await redis.zscore(wire.QUEUE_NAME, "a1") == T0 * 1000
+    assert await redis.get(wire.cancel_key("a1")) is None
+
+
+async def test_a_batch_reaching_past_the_hold_gets_slots_on_an_idle_schedule(
+    redis: ArqRedis,
+) -> None:
+    """A batch admitted while the schedule is idle still has its later jobs wait: without
+    slots, all of them entered the queue at once and each one's first ask took a ticket
+    behind the others' and went round arq's queue again."""
     limiter, _ = await _limiter(redis, busy=False, lookahead_s=5.0)
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("a0", "acme"), ("a1", "bolt")])
     assert await limiter.admit(TTS_MODEL) == 2
-    assert not await schedule(redis, "acct", TTS_MODEL)
-    assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
-    assert await redis.get(wire.cancel_key("a0")) is None
+    # in the tenants' round robin: bolt's job first, then acme's, a slot later
+    tickets = {job.decode(): at for job, at in await schedule(redis, "acct", TTS_MODEL)}
+    assert tickets == {"a1": pytest.approx(T0), "a0": pytest.approx(T0 + 1.0)}
+    assert await redis.zscore(wire.QUEUE_NAME, "a0") == _queue_score(T0 + 1.0)
 
 
 async def test_a_moved_ticket_moves_its_jobs_queue_place(redis: ArqRedis) -> None:
