@@ -1,7 +1,7 @@
 """What a job costs the one Redis primary: bare arq against mimoq's mix, side by side in one run.
 
     python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
-                               [--rpm 400]
+                               [--rpm 400] [--monitor FILE] [--by-script]
 
 One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
 included) and the server's own CPU time (``INFO cpu``), reset before each phase:
@@ -17,9 +17,10 @@ included) and the server's own CPU time (``INFO cpu``), reset before each phase:
 
 A phase ends when every job has its final result (and every callback is delivered, for
 mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INFO`` reads are
-left out of the counts. Reported per job: Redis commands, Redis CPU, worker CPU; and the
-commands by name that cost mimoq the most; and how long after its result's ``finished_at``
-each callback arrived (median, p95).
+left out of the counts. Reported per job: Redis commands, Redis CPU, worker CPU, round trips
+(the reads the server processed); the commands by name that cost mimoq the most; how long
+after its result's ``finished_at`` each callback arrived (median, p95); and with
+``--by-script``, each script's calls and server time by name (``ScriptTimes``).
 """
 
 from __future__ import annotations
@@ -343,8 +344,8 @@ def phase_mimoq(
         if by_script is not None:  # its drains' transactions
             counts["multi"] -= by_script.drains
             counts["exec"] -= by_script.drains
-        # each poll of the results is one MGET, one round trip
-        trips = round_trips(client) - own_mgets
+        # each poll of the results is one MGET, and each drain of the log one pipeline
+        trips = round_trips(client) - own_mgets - (by_script.drains if by_script else 0)
         scripts_run = script_usec(client)
         redis_cpu_s = redis_cpu(client) - cpu0
         worker_cpu_s = sum(
