@@ -1,0 +1,56 @@
+"""``bench/redis_cost.py --by-script``: each script's calls by name, from a real server's
+SLOWLOG, with the bench's own commands and the commands scripts run left out."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import redis as sync_redis
+
+from mimoq.core import scripts
+from tests.conftest import start_redis_server
+
+pytestmark = pytest.mark.redis
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load() -> ModuleType:
+    # bench/ is a folder of scripts, not a package, whose modules import each other by name:
+    # on the path while it loads only, so that none of its names shadows another module's
+    spec = importlib.util.spec_from_file_location("redis_cost", BENCH / "redis_cost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_each_script_is_timed_by_name_and_nothing_else_is_counted_as_a_call() -> None:
+    server = start_redis_server()
+    own = sync_redis.Redis.from_url(server.url)
+    worker = sync_redis.Redis.from_url(server.url)
+    try:
+        route_set = scripts.named("route_set")
+        worker.script_load(route_set.text)  # before: its load is not a job's command
+        times = _load().ScriptTimes(server.url, [own])
+        for account in ("a", "b"):  # each runs a GET and a SET inside
+            worker.evalsha(route_set.sha, 1, "mimoq:route:g", account, 60, "")
+        for _ in range(3):
+            worker.get("some-key")
+            own.get("the-bench-polling")
+        calls, usec = times.stop()
+    finally:
+        own.close()
+        worker.close()
+        server.close()
+    assert dict(calls) == {"route_set": 2, "(commands outside scripts)": 3}
+    assert usec["route_set"] > 0
+    assert times.drains >= 2  # the one before the phase and the one at its end
