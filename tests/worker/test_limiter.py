@@ -438,24 +438,34 @@ async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
     assert q4 == ms(3.76 + 1.21)  # the schedule's end moved too
 
 
-async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: ArqRedis) -> None:
-    config = LimiterConfig(
-        account="acct",
-        window_s=1.0,
-        default_rpm=10,
-        target=1.0,
-        decrease=0.5,
-        first_decrease=0.5,
-        recovery_per_window=0.25,
-        ticket_grace_s=60,
-    )  # 0.1 s slots; 0.2 s at half the rate
-    clock = Clock()  # the recovery is a function of time, not of sleeping
-    limiter = RedisLimiter(config, redis, clock=clock)
+#: 0.1 s slots; 0.2 s at half the rate, regained within a window after a first 429
+RECOVERING = LimiterConfig(
+    account="acct",
+    window_s=1.0,
+    default_rpm=10,
+    target=1.0,
+    decrease=0.5,
+    first_decrease=0.5,
+    recovery_per_window=0.25,
+    ticket_grace_s=60,
+)
+
+
+async def queued_after_a_429(redis: ArqRedis, clock: Clock) -> tuple[RedisLimiter, list[str]]:
+    """A limiter on ``RECOVERING`` just after a 429, with 40 jobs queued at half the rate
+    (the recovery is a function of ``clock``, not of sleeping)."""
+    limiter = RedisLimiter(RECOVERING, redis, clock=clock)
     await limiter.rate_limited(TTS_MODEL, 0.0)
     await limiter.acquire(TTS_MODEL, job_id="first")
     queue = [f"q{i}" for i in range(40)]
     for job in queue:
         await wait_of(limiter, TTS_MODEL, job)
+    return limiter, queue
+
+
+async def test_the_queue_is_respaced_as_the_rate_recovers_after_a_429(redis: ArqRedis) -> None:
+    config, clock = RECOVERING, Clock()
+    limiter, queue = await queued_after_a_429(redis, clock)
     spaced = await seconds_ahead(redis, config, TTS_MODEL, clock.now, *queue)
     assert spaced[-1] - spaced[-2] == pytest.approx(0.2, abs=0.015)
     clock.now += 1.0  # a window later the rate has regained its step (a clean history)
@@ -470,24 +480,9 @@ async def test_a_recovering_rate_never_moves_a_ticket_later(redis: ArqRedis) -> 
     # Holders back late leave the schedule's head overdue: a re-plan anchored at now moved
     # every ticket later by as much, and every holder already waiting in its worker for
     # its slot asked too early and had to ask again.
-    config = LimiterConfig(
-        account="acct",
-        window_s=1.0,
-        default_rpm=10,
-        target=1.0,
-        decrease=0.5,
-        first_decrease=0.5,
-        recovery_per_window=0.25,
-        ticket_grace_s=60,
-    )  # 0.1 s slots; 0.2 s at half the rate
-    clock = Clock()
+    config, clock = RECOVERING, Clock()
     start = clock.now
-    limiter = RedisLimiter(config, redis, clock=clock)
-    await limiter.rate_limited(TTS_MODEL, 0.0)
-    await limiter.acquire(TTS_MODEL, job_id="first")
-    queue = [f"q{i}" for i in range(40)]
-    for job in queue:
-        await wait_of(limiter, TTS_MODEL, job)
+    limiter, queue = await queued_after_a_429(redis, clock)
     before = await seconds_ahead(redis, config, TTS_MODEL, start, *queue)
     clock.now += 1.0  # nobody came back meanwhile: the first tickets are overdue
     assert before[0] < 1.0
