@@ -156,12 +156,33 @@ local function lane_tickets(bulk)
   return ITICKETS
 end
 
--- The schedule: every ticket of both lanes in slot order, as one sorted set's
--- ZRANGE 0 -1 WITHSCORES gives them (a job is in one lane only). The lanes are the only
--- index of the tickets: a third one of them all cost a ZADD per ticket given or moved and
--- a ZREM per ticket dropped, 2.7 commands a job (issue #22).
+-- The schedule: every ticket of both lanes in slot order (by time, then job id, as one
+-- sorted set orders them; a job is in one lane only), as three lists: the jobs, their slot
+-- times and whether each is a bulk ticket. The lanes are the only index of the tickets: a
+-- third one of them all cost a ZADD per ticket given or moved and a ZREM per ticket
+-- dropped, 2.7 commands a job (issue #22). Each lane is read in order and the two merged
+-- here: a ZUNION of them built a third sorted set on every call and lost each ticket's
+-- lane, which a ZMSCORE of every ticket then read back (over 200 tickets, their commands
+-- took twice the server time of the two ZRANGEs: bench/replan_cost.py).
 local function all_tickets()
-  return redis.call('ZUNION', 2, BTICKETS, ITICKETS, 'WITHSCORES')
+  local b = redis.call('ZRANGE', BTICKETS, 0, -1, 'WITHSCORES')
+  local i = redis.call('ZRANGE', ITICKETS, 0, -1, 'WITHSCORES')
+  local ids, times, bulk = {}, {}, {}
+  local x, y, n = 1, 1, 0
+  local bt, it = tonumber(b[2]), tonumber(i[2])
+  while bt or it do
+    n = n + 1
+    if it == nil or (bt ~= nil and (bt < it or (bt == it and b[x] < i[y]))) then
+      ids[n], times[n], bulk[n] = b[x], bt, true
+      x = x + 2
+      bt = tonumber(b[x + 1])
+    else
+      ids[n], times[n], bulk[n] = i[y], it, false
+      y = y + 2
+      it = tonumber(i[y + 1])
+    end
+  end
+  return ids, times, bulk
 end
 
 -- The schedule's last ticket, {job, slot time} (empty: no ticket), as one sorted set's
@@ -287,17 +308,15 @@ end
 
 -- Move every id of `ids` to its time in `at`, in bulk: what retime() does one ticket at a
 -- time (its lane, its place in arq's queue, its tenant's latest ticket), in a constant
--- number of commands per CHUNK tickets instead of about six per ticket.
-local function retime_all(ids, at)
+-- number of commands per CHUNK tickets instead of about six per ticket. `is_bulk[k]`:
+-- whether ids[k] is a bulk ticket (all_tickets gives it).
+local function retime_all(ids, at, is_bulk)
   if #ids == 0 then return end
   -- their jobs' places in arq's queue follow (queue_score); XX: only those queued
   zadd_many(QUEUE, ids, at, queue_score, 'XX')
   local bulk, inter = {}, {}
-  for i = 1, #ids, CHUNK do
-    local part = redis.call('ZMSCORE', BTICKETS, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-    for j = 1, #part do
-      if part[j] then bulk[#bulk + 1] = ids[i + j - 1] else inter[#inter + 1] = ids[i + j - 1] end
-    end
+  for k = 1, #ids do
+    if is_bulk[k] then bulk[#bulk + 1] = ids[k] else inter[#inter + 1] = ids[k] end
   end
   zadd_many(BTICKETS, bulk, at)
   zadd_many(ITICKETS, inter, at)
@@ -344,31 +363,30 @@ end
 -- already waiting in its worker for its slot (up to Q.hold ahead) then asked at its old
 -- time, was told to wait, and asked again: 0.15 asks a job on the issue's mix (issue #22).
 local function replan(st, f, now)
-  local tickets = all_tickets()
-  local n = #tickets / 2
+  local ids, times, bulk = all_tickets()
+  local n = #ids
   if n > 0 then
-    local ids = {}
-    for i = 1, n do ids[i] = tickets[2 * i - 1] end
     -- audio seconds size a slot only under a token limit (call_cost)
     local audio = {}
     if Q.tokens > 0 then audio = numbers_of(TICKET_AUDIO, ids) end
     local shorter = st.plan_f ~= nil and f >= st.plan_f
       and (Q.tokens <= 0 or (st.plan_rate ~= nil and st.tok_rate <= st.plan_rate))
-    local t = math.max(tonumber(tickets[2]), now)
-    local at, moved, tail = {}, {}, t
+    local t = math.max(times[1], now)
+    local at, moved, moved_bulk, tail = {}, {}, {}, t
     for i = 1, n do
       local len = slot_length(f, call_cost(st.tok_rate, audio[i] or 0))
-      local old = tonumber(tickets[2 * i])
+      local old = times[i]
       if shorter and old <= t then
         tail = old + len
       else
         at[ids[i]] = t
         moved[#moved + 1] = ids[i]
+        moved_bulk[#moved] = bulk[i]
         tail = t + len
       end
       t = t + len
     end
-    retime_all(moved, at)
+    retime_all(moved, at, moved_bulk)
     st.tat = tail
   end
   st.plan_f, st.plan_rate = f, st.tok_rate

@@ -21,22 +21,14 @@ local pause = default_pause
 if retry_after >= 0 then pause = retry_after end
 local resume = now + pause
 
--- Every reserved slot, earliest first (flat: job, time, ...).
-local function backlog()
-  return all_tickets()
-end
-
--- Move every reserved slot of `tickets` with `map`, keeping their order: in bulk
--- (retime_all), a constant number of commands however many tickets there are, where
--- moving them one at a time cost about six per ticket (a 429 with a queue of 200 tickets
--- cost 1,000 commands).
-local function move_backlog(tickets, map)
-  local ids, at = {}, {}
-  for i = 1, #tickets, 2 do
-    ids[#ids + 1] = tickets[i]
-    at[tickets[i]] = map(tonumber(tickets[i + 1]))
-  end
-  retime_all(ids, at)
+-- Move every reserved slot with `map`, keeping their order: in bulk (retime_all), a
+-- constant number of commands however many tickets there are, where moving them one at a
+-- time cost about six per ticket (a 429 with a queue of 200 tickets cost 1,000 commands).
+-- `ids`, `times`, `bulk`: the schedule as all_tickets gives it.
+local function move_backlog(ids, times, bulk, map)
+  local at = {}
+  for i = 1, #ids do at[ids[i]] = map(times[i]) end
+  retime_all(ids, at, bulk)
 end
 
 local stepped = 0
@@ -55,10 +47,10 @@ if now >= st.cd then
   -- the queue (or, with none, the next free slot) restarts when the pause ends, in the
   -- same order and spaced for the lower rate
   local base = math.max(st.tat, now)
-  local tickets = backlog()
-  if #tickets > 0 then base = tonumber(tickets[2]) end
+  local ids, times, bulk = all_tickets()
+  if #ids > 0 then base = times[1] end
   local function replanned(slot) return resume + (math.max(slot, base) - base) * stretch end
-  move_backlog(tickets, replanned)
+  move_backlog(ids, times, bulk, replanned)
   redis.call('HSET', STATE, 'tat', fmt(replanned(math.max(st.tat, now))), 'f', fmt(f_new),
     'f_at', fmt(resume), 'cd', fmt(resume), 'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate),
     'rec', fmt(rec), 'last429', fmt(now), 'ptat', fmt(resume))
@@ -66,7 +58,8 @@ if now >= st.cd then
 elseif resume > st.cd then
   -- a later Retry-After during the pause: pause longer, same rate
   local delta = resume - st.cd
-  move_backlog(backlog(), function(slot) return slot + delta end)
+  local ids, times, bulk = all_tickets()
+  move_backlog(ids, times, bulk, function(slot) return slot + delta end)
   redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, now) + delta), 'f_at', fmt(resume),
     'cd', fmt(resume), 'ptat', fmt(resume))
 else
