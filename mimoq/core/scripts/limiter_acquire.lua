@@ -100,15 +100,15 @@ end
 -- `tat`: the schedule's new end, when this grant moves it (written with the pace, one HSET)
 local function grant(tat)
   redis.call('SET', MARKER, 'granted', 'PX', math.floor(Q.lease_ttl * 1000))
-  redis.call('ZADD', LOG, fmt(now), lease_id)
+  redis.call('ZADD', LOG, now, lease_id)
   if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
-  redis.call('ZADD', LEASES, fmt(now + Q.lease_ttl), lease_id)
+  redis.call('ZADD', LEASES, now + Q.lease_ttl, lease_id)
   if tat then
-    redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len), 'tat', fmt(tat))
+    redis.call('HSET', STATE, 'ptat', math.max(st.ptat, now) + len, 'tat', tat)
   else
-    redis.call('HSET', STATE, 'ptat', fmt(math.max(st.ptat, now) + len))
+    redis.call('HSET', STATE, 'ptat', math.max(st.ptat, now) + len)
   end
-  if not bulk then redis.call('ZADD', ILOG, fmt(now), lease_id) end
+  if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
   -- grants per lane and per tenant (worker/limiter/core.py _lanes), one HINCRBY a grant
   redis.call('HINCRBY', LANES, 'g:' .. tenant_field(bulk, tenant), 1)
@@ -169,8 +169,8 @@ local function respace(wait, reason)
   local at = math.max(st.tat, now + wait)
   set_ticket(job_id, at, bulk, tenant)
   mark_ticket(at, now)
-  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
-  redis.call('HSET', STATE, 'tat', fmt(at + len))
+  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, audio_s) end
+  redis.call('HSET', STATE, 'tat', at + len)
   return defer(come_back_in(at - now), reason)
 end
 
@@ -256,7 +256,7 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
     end
     retime(moved, tail, moved_bulk, moved_field, moved_last)
     st.tat = tail + moved_len
-    redis.call('HSET', STATE, 'tat', fmt(st.tat))
+    redis.call('HSET', STATE, 'tat', st.tat)
   end
   local at = math.max(slot, now)
   if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
@@ -264,7 +264,7 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
   end
   set_ticket(job_id, at, bulk, tenant, own_last, own_held)
   mark_ticket(at, now)
-  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
+  if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, audio_s) end
   return defer(come_back_in(math.max(at - now, 0.001)), reason_now())
 end
 
@@ -343,6 +343,6 @@ end
 set_ticket(job_id, start, bulk, tenant, own_last, own_held)
 mark_ticket(start, now)
 -- what a re-plan needs to re-size the slot
-if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, fmt(audio_s)) end
-redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, start) + len))
+if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, audio_s) end
+redis.call('HSET', STATE, 'tat', math.max(st.tat, start) + len)
 return defer(come_back_in(start - now), reason_now())
