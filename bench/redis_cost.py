@@ -110,6 +110,8 @@ class ScriptTimes:
         self.names = {scripts.named(name).sha: name for name in scripts.SCRIPTS}
         self.calls: Counter[str] = Counter()
         self.usec: Counter[str] = Counter()
+        # the server's own settings, put back by stop()
+        self.saved = self.client.config_get("slowlog-*")
         self.client.config_set("slowlog-max-len", 100_000)
         self.client.config_set("slowlog-log-slower-than", 0)
         self._drain()  # what came before the phase
@@ -146,7 +148,8 @@ class ScriptTimes:
         self._thread.join()
         self._drain()
         self.drains += 1
-        self.client.config_set("slowlog-log-slower-than", 10_000)
+        for name, value in self.saved.items():
+            self.client.config_set(name, value)
         self.client.close()
         return self.calls, self.usec
 

@@ -107,7 +107,7 @@ async def run(url: str, calls: int, sizes: list[int]) -> None:
     redis = Redis.from_url(url)
     limiter = RedisLimiter(LimiterConfig(account="a", window_s=1.0), redis)
     keys = limiter_keys("a", TTS_MODEL) + admission_keys(TTS_MODEL)
-    named = dict(zip(KEY_PARTS, keys, strict=False))
+    named = dict(zip(KEY_PARTS, limiter_keys("a", TTS_MODEL), strict=True))
     config = wire.dumps(limiter._config(TTS_MODEL))
     print(f"{calls} calls per row; server microseconds per call (the commands' share)")
     header = ["read: union", "read: merged", "ratio", "re-plan"]
