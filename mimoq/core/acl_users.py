@@ -132,6 +132,10 @@ def worker_user(name: str = "mimoq-worker") -> AclUser:
             "on",
             "resetchannels",
             _DONE_CHANNELS,  # the finish path publishes each result's status
+            # heard by every worker: cancels of jobs it holds (worker/cancel_watch.py), and
+            # changes of the paused accounts, which its breaker's scripts also publish
+            "&" + wire.CANCEL_CHANNEL,
+            "&" + wire.ACCOUNTS_CHANGED_CHANNEL,
             "~arq:*",
             "~mimoq:*",
             "+@all",

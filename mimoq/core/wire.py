@@ -47,6 +47,9 @@ WORKER_HEARTBEAT_PREFIX: Final = "mimoq:worker:"
 #: the set of paused account names.
 ACCOUNT_PREFIX: Final = "mimoq:account:"
 ACCOUNTS_PAUSED_KEY: Final = "mimoq:accounts:paused"
+#: Pub/sub channel: every change of the paused set is published here (the account's name);
+#: workers keep a copy of the set and read it again on each (worker/accounts/paused_view.py).
+ACCOUNTS_CHANGED_CHANNEL: Final = "mimoq:accounts:changed"
 #: hash: job id -> id of the worker running it (see worker/orphans.py)
 INFLIGHT_KEY: Final = "mimoq:inflight"
 #: Which tenant of the HTTP front door a job belongs to (mimoq/http): only it may read the job.

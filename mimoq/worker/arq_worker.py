@@ -255,6 +255,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     )
     await callback_delivery.open_callback_client(ctx)
     ctx["cancel_watch"] = asyncio.create_task(cancel_watch.watch(ctx["redis"], ctx["deps"].running))
+    ctx["paused_watch"] = asyncio.create_task(ctx["deps"].accounts.watch_paused())
     log.info(
         "worker.started",
         concurrency=settings.worker.concurrency,
@@ -272,11 +273,12 @@ async def _job_started(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    watcher = ctx.pop("cancel_watch", None)
-    if watcher is not None:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    for name in ("cancel_watch", "paused_watch"):
+        watcher = ctx.pop(name, None)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     await callback_delivery.close_callback_client(ctx)
     if not ctx.get("http_external") and "http" in ctx:
         await ctx["http"].aclose()

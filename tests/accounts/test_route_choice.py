@@ -6,6 +6,7 @@ limiters whose next free time is set by the test, so every case is exact.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import pytest
@@ -14,10 +15,11 @@ from redis.asyncio.client import Pipeline
 
 from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
-from mimoq.core.errors import CapacityDeferred
-from mimoq.worker.accounts.breaker import PAUSED_SET
+from mimoq.core.errors import CapacityDeferred, PaymentRequiredError
+from mimoq.worker.accounts.breaker import PAUSED_SET, Breaker
 from mimoq.worker.accounts.route_choice import Route, Routes, affinity, choose_route, soonest
 from mimoq.worker.limiter import Limiter, LimiterConfig, RedisLimiter
+from tests.support.polling import eventually
 
 A, B, C = "acct-a", "acct-b", "acct-c"
 ABC = [A, B, C]
@@ -118,6 +120,32 @@ async def test_chunks_follow_their_parent(redis: ArqRedis) -> None:
     assert {(await routes.route(c, TTS_MODEL)).account for c in chunks} == {A}
     assert {affinity(c) for c in chunks} == {"book"}
     assert await redis.get(wire.route_key("book")) == A.encode()
+
+
+@pytest.mark.redis
+async def test_routes_use_the_breakers_copy_of_the_paused_set_while_it_keeps_one(
+    redis: ArqRedis,
+) -> None:
+    """With the paused set's copy subscribed (paused_view.py), a route reads no paused set:
+    what the copy holds decides, and a trip's message updates it."""
+    limiters: dict[str, Limiter] = {A: FakeLimiter(0.0), B: FakeLimiter(3.0)}  # type: ignore[dict-item]
+    breaker = Breaker(redis, probe_base_s=30, probe_max_s=300, pause_max_s=3600, trip_429s=5)
+    routes = Routes(redis, limiters, ttl_s=60, paused=breaker.paused_view)
+    watcher = asyncio.create_task(breaker.paused_view.watch())
+    try:
+        await eventually(lambda: breaker.paused_view.known() == frozenset(), what="the copy")
+        # a write nobody announced is not read per call (the heartbeat's refresh finds it)
+        await redis.sadd(PAUSED_SET, A)
+        assert (await routes.route("job-v1", TTS_MODEL)).account == A
+        await redis.srem(PAUSED_SET, A)
+        # a trip is announced: the next route moves off the account
+        await breaker.trip(A, PaymentRequiredError("out of funds", status=402))
+        await eventually(lambda: breaker.paused_view.known() == {A}, what="the trip")
+        routed = await routes.route("job-v2", TTS_MODEL)
+        assert (routed.account, routed.paused) == (B, frozenset({A}))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 @pytest.mark.redis

@@ -14,15 +14,20 @@ from redis.exceptions import NoPermissionError, ResponseError
 from mimoq.cli.acl import run as acl_command
 from mimoq.core import runs, wire
 from mimoq.core.acl_users import users
+from mimoq.core.errors import JobCancelled, PaymentRequiredError
 from mimoq.core.settings import Settings
 from mimoq.core.tenant_limits import TenantLimits
 from mimoq.core.usage_windows import usage_report
 from mimoq.producer.cancel import cancel_tenant
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
+from mimoq.worker import cancel_watch
+from mimoq.worker.accounts.breaker import Breaker
+from mimoq.worker.cancel_watch import RunningJobs
 from mimoq.worker.run_progress import read_progress
 from tests.conftest import RedisServer, start_redis_server
 from tests.e2e.conftest import e2e_settings, running_worker
+from tests.support.polling import eventually
 from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -147,3 +152,47 @@ def test_mimoq_acl_prints_both_users_without_passwords(capsys: pytest.CaptureFix
     assert [line.split()[2] for line in lines] == ["q1-producer", "q1-worker"]
     assert "'%R~mimoq:result:*'" in lines[0] and "+set" in lines[0] and "-@all" in lines[0]
     assert ">" not in "".join(lines)  # no password is made up or printed
+
+
+async def test_the_worker_user_hears_cancels_and_the_paused_accounts_changes(
+    acl_server: RedisServer,
+) -> None:
+    """A worker under its least-privilege user subscribes to both channels it needs: a
+    cancel published by a producer stops the job it runs, and its breaker's trip (its own
+    script's PUBLISH) reaches its copy of the paused accounts."""
+    worker = ArqRedis.from_url(_url(acl_server, "mimoq-worker", WORKER_PW))
+    producer = ArqRedis.from_url(_url(acl_server, "mimoq-producer", PRODUCER_PW))
+    admin = ArqRedis.from_url(acl_server.url)
+    running = RunningJobs()
+    breaker = Breaker(worker, probe_base_s=30, probe_max_s=300, pause_max_s=3600, trip_429s=5)
+    watchers = [
+        asyncio.create_task(cancel_watch.watch(worker, running)),
+        asyncio.create_task(breaker.paused_view.watch()),
+    ]
+    try:
+        started = asyncio.Event()
+
+        async def call() -> None:
+            started.set()
+            await asyncio.Event().wait()  # a MiMo call that would never end by itself
+
+        job = asyncio.create_task(running.run("acl-job", call()))
+        await started.wait()
+
+        async def subscribed() -> bool:
+            counts = dict(await admin.pubsub_numsub(wire.CANCEL_CHANNEL))
+            return counts.get(wire.CANCEL_CHANNEL.encode(), 0) == 1
+
+        await eventually(subscribed, what="the worker's cancel subscription")
+        await eventually(lambda: breaker.paused_view.known() is not None, what="the paused set")
+        await producer.publish(wire.CANCEL_CHANNEL, "acl-job")
+        with pytest.raises(JobCancelled):
+            await job
+        assert await breaker.trip("acl-acct", PaymentRequiredError("out of funds", status=402))
+        await eventually(lambda: breaker.paused_view.known() == {"acl-acct"}, what="the trip")
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        for client in (worker, producer, admin):
+            await client.aclose()

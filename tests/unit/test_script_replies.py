@@ -104,12 +104,16 @@ def test_a_requeue_reply_is_its_outcome(reply: int, outcome: Requeued) -> None:
 @pytest.mark.redis
 async def test_the_decoders_read_their_scripts_real_replies(redis: ArqRedis) -> None:
     """Each decoder on what its script answers on Redis: the shapes agree."""
-    state, paused = "test:breaker:acct", "test:paused"
-    gate = await scripts.named("breaker_gate").run(redis, [state, paused], [60, 600, "acct"])
+    state, paused, channel = "test:breaker:acct", "test:paused", "test:paused-changed"
+    gate = await scripts.named("breaker_gate").run(
+        redis, [state, paused], [60, 600, "acct", channel]
+    )
     assert replies.decode_gate(gate) == Gate(GateVerdict.OPEN, 0.0)
-    await scripts.named("breaker_trip").run(redis, [state, paused], ["acct", "why", "x", "", 30])
+    await scripts.named("breaker_trip").run(
+        redis, [state, paused], ["acct", "why", "x", "", 30, channel]
+    )
     paused_gate = replies.decode_gate(
-        await scripts.named("breaker_gate").run(redis, [state, paused], [60, 600, "acct"])
+        await scripts.named("breaker_gate").run(redis, [state, paused], [60, 600, "acct", channel])
     )
     assert paused_gate.verdict is GateVerdict.PAUSED and 29 < paused_gate.seconds <= 30
 

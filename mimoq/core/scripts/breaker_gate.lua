@@ -1,5 +1,6 @@
 -- breaker_gate.lua (after breaker_now.lua; worker/accounts/breaker.py)
--- KEYS: state, paused set. ARGV: probe max, pause max, name.
+-- KEYS: state, paused set. ARGV: probe max, pause max, name, the channel the paused set's
+-- changes are published on.
 -- Returns {verdict, seconds}: open; probe (this caller holds it; seconds: next interval);
 -- paused / expired (seconds until the next probe is due).
 local state = redis.call('HMGET', KEYS[1], 'since', 'probe_at', 'interval')
@@ -8,7 +9,7 @@ local since, probe_at, interval = tonumber(state[1]), tonumber(state[2]), tonumb
 if not (since and probe_at and interval) or interval <= 0 then
   -- Not a record this module wrote (a foreign or damaged write): drop it, never fail jobs.
   redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[3])
+  if redis.call('SREM', KEYS[2], ARGV[3]) == 1 then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
   return {'open', '0'}
 end
 if now >= probe_at then

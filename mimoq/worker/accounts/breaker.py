@@ -36,6 +36,7 @@ from mimoq.core.errors import (
     RateLimitedError,
 )
 from mimoq.core.scripts.replies import Gate, decode_gate
+from mimoq.worker.accounts.paused_view import PausedView
 
 PAUSED_SET: Final = wire.ACCOUNTS_PAUSED_KEY
 #: How long a run of 429s is remembered without another one.
@@ -108,17 +109,20 @@ class Breaker:
         self.probe_max_s = max(probe_max_s, probe_base_s)
         self.pause_max_s = pause_max_s
         self.trip_429s = trip_429s
+        #: The paused set, kept while this process is subscribed to its changes.
+        self.paused_view = PausedView(redis)
 
-    async def paused(self) -> set[str]:
-        """Names of the accounts paused now (one round trip; the router skips them)."""
-        return {_text(m) for m in await self._redis.smembers(PAUSED_SET)}  # type: ignore[misc]
+    async def paused(self) -> frozenset[str]:
+        """Names of the accounts paused now (the router skips them): no round trip while
+        ``paused_view`` is subscribed to the set's changes, else one."""
+        return await self.paused_view.read()
 
     async def gate(self, account: str) -> Gate:
         """May a call go through ``account`` now? Claims the probe when one is due."""
         reply = await scripts.named("breaker_gate").run(
             self._redis,
             [state_key(account), PAUSED_SET],
-            [self.probe_max_s, self.pause_max_s, account],
+            [self.probe_max_s, self.pause_max_s, account, wire.ACCOUNTS_CHANGED_CHANNEL],
         )
         return decode_gate(reply)
 
@@ -140,14 +144,23 @@ class Breaker:
         opened = await scripts.named("breaker_trip").run(
             self._redis,
             [state_key(account), PAUSED_SET],
-            [account, error.message, error.error_type, error.status or "", self.probe_base_s],
+            [
+                account,
+                error.message,
+                error.error_type,
+                error.status or "",
+                self.probe_base_s,
+                wire.ACCOUNTS_CHANGED_CHANNEL,
+            ],
         )
         return bool(opened)
 
     async def resume(self, account: str) -> bool:
         """Close the breaker (a probe succeeded, or by hand); True when it was open."""
         was = await scripts.named("breaker_resume").run(
-            self._redis, [state_key(account), PAUSED_SET, wire.account_429s_key(account)], [account]
+            self._redis,
+            [state_key(account), PAUSED_SET, wire.account_429s_key(account)],
+            [account, wire.ACCOUNTS_CHANGED_CHANNEL],
         )
         return bool(was)
 
@@ -206,5 +219,6 @@ async def resume_by_hand(redis: Redis, account: str) -> bool:
         pipe.exists(state_key(account))
         pipe.delete(state_key(account), wire.account_429s_key(account))
         pipe.srem(PAUSED_SET, account)
-        existed, _, _ = await pipe.execute()
+        pipe.publish(wire.ACCOUNTS_CHANGED_CHANNEL, account)  # workers read the set again
+        existed, *_ = await pipe.execute()
     return bool(existed)

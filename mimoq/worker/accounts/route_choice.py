@@ -13,9 +13,10 @@ cap), so the accounts' schedules stay level however the jobs arrive; equal accou
 told apart by rendezvous hashing of the affinity, which is stable and spreads the ties of
 workers choosing at the same instant.
 
-Cost per call with several accounts: one pipelined round trip (the paused set, the route,
-one read per account: O(accounts)), plus one compare-and-set when a route is new or
-re-chosen. A pool of one account does none of this.
+Cost per call with several accounts: one pipelined round trip (the route, one read per
+account: O(accounts), and the paused set unless this process holds a copy of it:
+paused_view.py), plus one compare-and-set when a route is new or re-chosen. A pool of one
+account does none of this.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from redis.exceptions import NoScriptError
 
 from mimoq.core import scripts, wire
 from mimoq.worker.accounts.breaker import PAUSED_SET
+from mimoq.worker.accounts.paused_view import PausedView
 from mimoq.worker.limiter import Limiter
 
 _CHUNK_SUFFIX: Final = re.compile(r"\.p\d{3,}$")
@@ -108,21 +110,28 @@ class Routes:
         *,
         ttl_s: float,
         read_paused: bool = True,
+        paused: PausedView | None = None,
     ) -> None:
+        """``read_paused``: whether any account can be paused (there is a breaker);
+        ``paused``: the breaker's copy of them, when it keeps one."""
         self._redis = redis
         self._limiters = limiters
         self._names = list(limiters)
         # a route outlives any ticket it leads back to (tickets lapse after their grace)
         self._ttl = max(1, math.ceil(ttl_s))
         self._read_paused = read_paused
+        self._paused = paused
 
     async def route(self, job_id: str, model: str) -> Routed:
         """The account for ``job_id``'s next call of ``model``."""
         group = affinity(job_id)
         key = wire.route_key(group)
-        replies, slots = await self._read(key, model)
-        paused = frozenset(_text(m) for m in replies[0]) if self._read_paused else frozenset()
-        at = 1 if self._read_paused else 0
+        known = self._paused.known() if self._paused is not None else None
+        if not self._read_paused:
+            known = frozenset()
+        replies, slots = await self._read(key, model, read_paused=known is None)
+        paused = frozenset(_text(m) for m in replies[0]) if known is None else known
+        at = 1 if known is None else 0
         current = None if replies[at] is None else _text(replies[at])
         next_free: dict[str, float] = {}
         for name, (first, count) in zip(self._names, slots, strict=True):
@@ -142,13 +151,16 @@ class Routes:
             )
         return Routed(account=account, paused=paused)
 
-    async def _read(self, key: str, model: str) -> tuple[list[Any], list[tuple[int, int]]]:
-        """One round trip: paused set, route (its TTL refreshed), each account's next free
-        time. After NOSCRIPT (Redis restarted, scripts flushed) once more, loading them.
-        Also returns where each account's replies start after the route's two, and how many."""
+    async def _read(
+        self, key: str, model: str, *, read_paused: bool
+    ) -> tuple[list[Any], list[tuple[int, int]]]:
+        """One round trip: the paused set (``read_paused``), the route (its TTL refreshed),
+        each account's next free time. After NOSCRIPT (Redis restarted, scripts flushed)
+        once more, loading them. Also returns where each account's replies start after the
+        route's two, and how many."""
         for load in (False, True):
             async with self._redis.pipeline(transaction=False) as pipe:
-                if self._read_paused:
+                if read_paused:
                     pipe.smembers(PAUSED_SET)
                 pipe.get(key)
                 pipe.expire(key, self._ttl)

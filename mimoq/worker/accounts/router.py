@@ -90,6 +90,7 @@ class AccountRouter:
                 {a.name: a.limiter for a in accounts},
                 ttl_s=route_ttl_s,
                 read_paused=breaker is not None,
+                paused=breaker.paused_view if breaker is not None else None,
             )
 
     @property
@@ -98,17 +99,23 @@ class AccountRouter:
         return next(iter(self.accounts.values()))
 
     async def refresh_gauges(self) -> None:
-        """Set ``mimoq_account_paused`` from Redis (at each heartbeat, calls or not)."""
+        """Set ``mimoq_account_paused`` from Redis (at each heartbeat, calls or not); the
+        breaker's copy of the paused set is checked against Redis by the same read."""
         if self.breaker is not None:
-            metrics.accounts_paused(self.accounts, await self.breaker.paused())
+            metrics.accounts_paused(self.accounts, await self.breaker.paused_view.refresh())
 
-    async def _route(self, job_id: str, model: str) -> tuple[Account, set[str]]:
+    async def watch_paused(self) -> None:
+        """Keep the breaker's copy of the paused set (paused_view.py; until cancelled)."""
+        if self.breaker is not None:
+            await self.breaker.paused_view.watch()
+
+    async def _route(self, job_id: str, model: str) -> tuple[Account, frozenset[str]]:
         """The account for this call (see ``routing``) and the paused accounts."""
         if self.routes is None:  # one account: nothing to choose
-            paused = await self.breaker.paused() if self.breaker is not None else set()
+            paused = await self.breaker.paused() if self.breaker is not None else frozenset()
             return self.primary, paused
         routed = await self.routes.route(job_id, model)
-        return self.accounts[routed.account], set(routed.paused)
+        return self.accounts[routed.account], routed.paused
 
     async def _admit(self, job_id: str, model: str) -> tuple[Account, bool]:
         """The account for this call and whether the call is its breaker's probe; raises

@@ -1,0 +1,113 @@
+"""The paused accounts as this worker process knows them: read once per change, not per call.
+
+Every MiMo call asks whether its account is paused (``breaker.py``). Read from Redis, that
+was one round trip per call: 1.7 a job in ``bench/redis_cost.py``'s mix, on a set that
+changes a few times a day (issue #22). The breaker's scripts, and ``mimoq accounts
+resume``, publish each change of the set on ``wire.ACCOUNTS_CHANGED_CHANNEL``. One
+subscription per process reads the set again on each message, and calls use that copy.
+
+Calls read Redis, as before, whenever the copy cannot be trusted: before the subscription
+is up, while it is down (a lost connection; a Redis without pub/sub, such as the embedded
+stand-in), and while a re-read after a message is under way. A change made without a
+message (a mimoq older than this one, a hand edit) is picked up at the next heartbeat
+(``refresh``). A call that read the set just before a change was possible before too: its
+answer tells the breaker, and the job is deferred, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Final
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
+
+from mimoq.core import wire
+
+log = structlog.get_logger("mimoq.accounts")
+
+#: Seconds between attempts to subscribe again after the connection dropped.
+RESUBSCRIBE_S: Final = 0.5
+#: Seconds one read of the subscription waits for a message.
+READ_TIMEOUT_S: Final = 1.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PausedView:
+    """The set ``wire.ACCOUNTS_PAUSED_KEY``, kept by ``watch`` while it is subscribed."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        #: The set as last read while subscribed with no change heard since (None: ask Redis).
+        self._known: frozenset[str] | None = None
+        #: Changes heard so far: a read that began before one must not be kept.
+        self._changes = 0
+        self._subscribed = False
+
+    def known(self) -> frozenset[str] | None:
+        """The paused accounts without a read, or None when Redis must be asked."""
+        return self._known
+
+    async def read(self) -> frozenset[str]:
+        """The paused accounts: the kept copy, or one read of Redis."""
+        if self._known is not None:
+            return self._known
+        return await self._fetch()
+
+    async def refresh(self) -> frozenset[str]:
+        """Read Redis (each heartbeat), and keep what it says while subscribed: the
+        backstop for a change that came without a message."""
+        return await self._learn()
+
+    async def _fetch(self) -> frozenset[str]:
+        members = await self._redis.smembers(wire.ACCOUNTS_PAUSED_KEY)  # type: ignore[misc]
+        return frozenset(_text(m) for m in members)
+
+    async def _learn(self) -> frozenset[str]:
+        changes = self._changes
+        names = await self._fetch()
+        if self._subscribed and changes == self._changes:
+            self._known = names
+        return names
+
+    def _changed(self) -> None:
+        self._changes += 1
+        self._known = None
+
+    async def watch(self) -> None:
+        """The process's subscription (runs until cancelled at shutdown)."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                # subscribed first, then read: no change can fall between the two
+                await pubsub.subscribe(wire.ACCOUNTS_CHANGED_CHANNEL)
+                self._subscribed = True
+                await self._learn()
+                while True:
+                    message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    self._changed()
+                    await self._learn()
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                log.warning("worker.paused_watch_lost", error=type(exc).__name__)
+                self._forget()  # calls read Redis while this waits to subscribe again
+                await asyncio.sleep(RESUBSCRIBE_S)
+            except (RedisError, NotImplementedError, AttributeError) as exc:
+                # no pub/sub here (the embedded stand-in, an ACL without the channel):
+                # every call reads the set, as it always did
+                log.warning("worker.paused_watch_unavailable", error=type(exc).__name__)
+                return
+            finally:
+                self._forget()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _forget(self) -> None:
+        self._subscribed = False
+        self._changed()
