@@ -22,7 +22,8 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    in-progress key exists: a worker may leave such ids out before ``start_jobs`` sees them.
 8. How ``start_jobs`` takes a job (an in-progress key set only if none exists and the job is
    queued and due, then ``run_job(id, score)`` in a task that gives back ``job_counter``
-   and ``sem`` when done): ``start_claimed`` does the same with one script per job.
+   and ``sem`` when done): ``start_claimed`` does the same with one script per job, which
+   also reads the keys the job's run reads first.
 9. ``Retry(defer=d)`` moves the job's queue score by ``d`` plus the time since the score
    it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
    it is and only drops the in-progress key: ``retry_where_queued``. ``finish_job`` wraps
@@ -34,8 +35,9 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 
 from __future__ import annotations
 
+import functools
 import secrets
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final
 
 import arq.connections
@@ -112,7 +114,13 @@ async def still_due(
 
 
 # --- 8. taking a job: one script -----------------------------------------------------------
-async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
+async def start_claimed(
+    worker: arq.worker.Worker,
+    job_ids: list[bytes],
+    *,
+    read_keys: Callable[[str], Sequence[str]] = lambda _: (),
+    reads: dict[str, list[Any]] | None = None,
+) -> None:
     """arq's ``start_jobs`` for ``job_ids``, each job taken by one ``arq_claim.lua`` call.
 
     arq takes a job with WATCH, EXISTS, ZSCORE, MULTI, PSETEX and EXEC: four round trips and
@@ -121,6 +129,10 @@ async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None
     atomically, in one round trip and four commands (three for a job it cannot take). A
     failed call gives the slot back before its error goes on (a WATCH broken by an outage
     used to leave it counted).
+
+    ``read_keys(job_id)``: keys the job's run reads first, read by the same call; their
+    values are left in ``reads[job_id]`` while the job's task runs (its run takes them from
+    there, saving a round trip of its own).
     """
     claim = scripts.named("arq_claim")
     ttl_ms = int(worker.in_progress_timeout_s * 1000)
@@ -133,20 +145,34 @@ async def start_claimed(worker: arq.worker.Worker, job_ids: list[bytes]) -> None
             return
         worker.job_counter += 1
         job_id = raw.decode()
-        keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name]
+        extra = list(read_keys(job_id)) if reads is not None else []
+        keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name, *extra]
         try:
-            score = await claim.run(
+            taken = await claim.run(
                 worker.pool, keys, [job_id, arq.utils.timestamp_ms(), ttl_ms, secrets.token_hex(8)]
             )
         except BaseException:
             worker._release_sem_dec_counter_on_complete()
             raise
-        if score is None:  # running elsewhere, finished, or deferred meanwhile
+        if taken is None:  # running elsewhere, finished, or deferred meanwhile
             worker._release_sem_dec_counter_on_complete()
             continue
-        task = worker.loop.create_task(worker.run_job(job_id, int(score)))
-        task.add_done_callback(lambda _: worker._release_sem_dec_counter_on_complete())
+        score, *values = taken
+        if reads is not None:
+            reads[job_id] = values
+        task = worker.loop.create_task(worker.run_job(job_id, int(float(score))))
+        task.add_done_callback(functools.partial(_ended, worker, reads, job_id))
         worker.tasks[job_id] = task
+
+
+def _ended(
+    worker: arq.worker.Worker, reads: dict[str, list[Any]] | None, job_id: str, _: object
+) -> None:
+    """A taken job's task is done: its slot back, and its claim's reads dropped (a run arq
+    ended before the job's function took them: an expired job, say)."""
+    if reads is not None:
+        reads.pop(job_id, None)
+    worker._release_sem_dec_counter_on_complete()
 
 
 # --- 9. a retry whose queue place is already set ------------------------------------------

@@ -33,6 +33,7 @@ from mimoq.worker import (
     depth,
     metrics,
     result_builder,
+    runner,
     tenant_usage,
 )
 from mimoq.worker.accounts.router import build_router
@@ -79,6 +80,10 @@ class MimoqWorker(Worker):
         self.metrics_server: MetricsServer | None = None
         self.admitter: Admitter | None = None
         self.usage_folder = UsageFolder(mimoq_settings.ops.heartbeat_interval_s)
+        # What each taken job's claim read for its run (runner.FIRST_READS), by job id: its
+        # run takes them from the worker's context instead of reading them again.
+        self.first_reads: dict[str, list[Any]] = {}
+        self.ctx[runner.FIRST_READS] = self.first_reads
 
     async def main(self) -> None:
         beat = self.heartbeat
@@ -137,7 +142,9 @@ class MimoqWorker(Worker):
                 due = await arq_compat.still_due(
                     self.pool, self.queue_name, part, self._running_ids(), time.time() * 1000
                 )
-                await arq_compat.start_claimed(self, due)
+                await arq_compat.start_claimed(
+                    self, due, read_keys=runner.first_read_keys, reads=self.first_reads
+                )
 
     def _running_ids(self) -> list[str]:
         return [job_id for job_id, task in self.tasks.items() if not task.done()]

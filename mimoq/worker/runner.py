@@ -13,7 +13,7 @@ import contextlib
 import random
 import re
 import time
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from arq import Retry
@@ -151,6 +151,17 @@ def _deferrals_key(job_id: str) -> str:
     return wire.DEFERRALS_PREFIX + job_id
 
 
+#: The worker context's entry of what each taken job's claim read for its run, by job id
+#: (``arq_compat.start_claimed``): the keys of ``first_read_keys``, read with the claim.
+FIRST_READS: Final = "first_reads"
+
+
+def first_read_keys(job_id: str) -> tuple[str, str, str]:
+    """What decides a run before anything is tried: its deferrals so far (tries exclude
+    them), its cancel marker (docs/cancel.md) and an earlier run's result."""
+    return _deferrals_key(job_id), wire.cancel_key(job_id), wire.result_key(job_id)
+
+
 async def run_job(
     ctx: dict[str, Any], raw: Any, kind: str | None, *, preset_error: MimoqError | None = None
 ) -> dict[str, Any]:
@@ -158,11 +169,12 @@ async def run_job(
     deps: WorkerDeps = ctx["deps"]
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
-    # One read for what decides the run before anything is tried: tries so far, the cancel
-    # marker (docs/cancel.md) and an earlier run's result.
-    raw_deferrals, marker, recorded = await redis.mget(
-        _deferrals_key(job_id), wire.cancel_key(job_id), wire.result_key(job_id)
-    )
+    # What decides the run before anything is tried, as the claim that took the job read it
+    # (one round trip less a run); read here when the job came some other way.
+    first = ctx.get(FIRST_READS, {}).pop(job_id, None)
+    if first is None:
+        first = await redis.mget(first_read_keys(job_id))
+    raw_deferrals, marker, recorded = first
     deferrals = int(raw_deferrals or 0)
     tries = max(1, ctx["job_try"] - deferrals)
     bound = log.bind(job_id=job_id, kind=kind, job_try=tries)

@@ -177,6 +177,39 @@ async def test_start_claimed_takes_what_arqs_start_jobs_takes(redis: ArqRedis, t
     await worker.close()
 
 
+async def test_a_claim_reads_the_keys_its_run_reads_first_and_leaves_nothing_behind(
+    redis: ArqRedis,
+) -> None:
+    """With ``read_keys``, the claim that takes a job also reads those keys (a missing one
+    as None) and leaves their values for the job's run while its task runs; a job it does
+    not take, and a task that ended, leave nothing in ``reads``."""
+    await _queue_cases(redis)
+    await redis.set("test:first:due:a", b"2")
+    reads: dict[str, list[object]] = {}
+    during: dict[str, object] = {}
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        during[str(ctx["job_id"])] = reads.get(str(ctx["job_id"]))
+
+    worker = _plain_worker(redis, [], speech)
+    await arq_compat.start_claimed(
+        worker,
+        [b"due", b"elsewhere", b"deferred"],
+        read_keys=lambda job_id: (f"test:first:{job_id}:a", f"test:first:{job_id}:b"),
+        reads=reads,
+    )
+    assert set(worker.tasks) == {"due"} and set(reads) == {"due"}
+    await asyncio.gather(*worker.tasks.values())
+    assert during == {"due": [b"2", None]}
+    assert reads == {}
+    # a claim without read_keys answers the score alone, as arq's own take would give it
+    score = await redis.zscore(wire.QUEUE_NAME, "mine")
+    claim = scripts.named("arq_claim")
+    keys = [arq_compat.IN_PROGRESS_PREFIX + "mine", wire.QUEUE_NAME]
+    assert await claim.run(redis, keys, ["mine", 2**53, 60_000, "t"]) == [str(int(score)).encode()]
+    await worker.close()
+
+
 async def test_still_due_drops_what_start_jobs_would_skip(redis: ArqRedis) -> None:
     """``still_due`` drops a job running elsewhere, finished, deferred past now (and this
     worker's own running jobs); a lone id is left to the claim."""
