@@ -28,7 +28,8 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    it was taken at (a relative ``ZINCRBY``); ``Retry()`` with no defer leaves the score as
    it is and only drops the in-progress key: ``retry_where_queued``. ``finish_job`` wraps
    its clean-up in MULTI/EXEC; ``finish_in_pipeline`` sends the same commands without it
-   when none of them is the relative move.
+   when none of them is the relative move, and without the ``ZREM`` of arq's abort set
+   when the worker does not allow aborts (arq then never reads that set).
 10. A run's ``job_try`` is ``INCR arq:retry:<id>`` at its start: a job tried once outside
     arq (an inline callback attempt) is its try 2 when arq runs it next: ``count_tries``.
 """
@@ -212,7 +213,10 @@ async def finish_in_pipeline(
                 expire = None if keep_result_forever else result_timeout_s
                 pipe.set(RESULT_PREFIX + job_id, result_data, px=arq.utils.to_ms(expire))
             delete += [RETRY_PREFIX + job_id, JOB_PREFIX + job_id]
-            pipe.zrem(arq.constants.abort_jobs_ss, job_id)
+            # arq reads its abort set only when aborts are allowed (mimoq's cancel is its
+            # own): one command less per job where nothing could have put the job there
+            if worker.allow_abort_jobs:
+                pipe.zrem(arq.constants.abort_jobs_ss, job_id)
             pipe.zrem(worker.queue_name, job_id)
         if delete:
             pipe.delete(*delete)

@@ -9,6 +9,7 @@ happens the same way whoever ended it. It lives in core because producers end jo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -148,17 +149,24 @@ async def finish_unless_cancelled(
     settings: Settings,
     usage: UsageWrite | None = None,
     inline_callback: bool = False,
+    drop_keys: Sequence[str] = (),
 ) -> Finished | None:
     """:func:`finish` for the succeeded or failed result of a job a worker ran, unless its
     cancel came first (docs/cancel.md): then nothing is recorded and None comes back (the
     caller discards the output and records the job as cancelled through :func:`finish`).
     ``usage`` is written either way; the job's count in its run only with the record, by the
     same script. With ``inline_callback``, the caller makes the callback's first attempt
-    itself (``Finished.delivery``; the delivery job is its backstop)."""
+    itself (``Finished.delivery``; the delivery job is its backstop). ``drop_keys`` are
+    deleted with the write, either way."""
     _note_callback(result, callback)
     run = _run_count(result)
     written = await write_result_unless_cancelled(
-        redis, result, ttl_s=settings.storage.result_ttl_s, usage=usage, run=run
+        redis,
+        result,
+        ttl_s=settings.storage.result_ttl_s,
+        usage=usage,
+        run=run,
+        drop_keys=drop_keys,
     )
     if written is None:
         return None

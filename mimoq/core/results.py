@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +81,15 @@ async def write_result_unless_cancelled(
     ttl_s: int,
     usage: UsageWrite | None = None,
     run: RunCount | None = None,
+    drop_keys: Sequence[str] = (),
 ) -> JobResult | None:
     """:func:`write_result_safely` for the result of a job a worker ran, made atomic with
     cancel.lua (``result_unless_cancelled.lua``): None, and nothing written, when the job's
     cancel marker says it was cancelled first — its cancel answered "in flight", so the
     caller records it as cancelled instead. The marker check is folded into the write: no
     extra command, and so is ``run``, the job's count in its run (when written). ``usage`` is
-    written either way (the call was made)."""
+    written either way (the call was made). ``drop_keys``: the run's own keys it no longer
+    needs, deleted in the same round trip either way."""
     result, text = _encodable(result)
     # after the run scripts' prelude: it counts the job in its run in the same call
     script = scripts.named("result_unless_cancelled")
@@ -105,6 +108,8 @@ async def write_result_unless_cancelled(
         counted = usage is not None and usage.queue(pipe)
         if chunk is not None:
             scripts.named("fanout_chunk_done").queue(pipe, *chunk)
+        if drop_keys:  # (queued last: its reply is not read)
+            pipe.delete(*drop_keys)
         written, _, *rest = await pipe.execute(raise_on_error=False)
     write = decode_result_write(await script.settle(redis, written, keys, args))
     if counted and usage is not None:

@@ -231,11 +231,11 @@ async def run_job(
         redis, result, callback, settings=deps.settings,
         usage=tenant_usage.usage_write(used, deps.settings),
         inline_callback=_inline_fits(deps.settings, started),
+        # a job never deferred has no count to drop: no DEL per job
+        drop_keys=[_deferrals_key(job_id)] if deferrals else [],
     )  # fmt: skip
     if finished is None:
         return await _discard_and_record_cancelled(deps, redis, ctx, raw, kind, bound, outcome)
-    if deferrals:  # a job never deferred has no count to drop: no DEL per job
-        await redis.delete(_deferrals_key(job_id))
     _log_final(finished.result, bound, ran_s=time.monotonic() - started)
     if finished.delivery is not None:  # its first attempt, here (the job is its backstop)
         await deliver_inline(ctx, finished.delivery)
@@ -252,9 +252,11 @@ async def _deferred(
 ) -> Retry:
     """Count a deferral (it spends no try) and say so; the ``Retry`` that carries it out."""
     # the count's TTL is set once, when its first deferral creates it (a week outlives any
-    # job's expiry): not an EXPIRE per deferral
-    if await redis.incr(_deferrals_key(job_id)) == 1:
-        await redis.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S)
+    # job's expiry; NX leaves a set TTL alone), in the INCR's round trip
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(_deferrals_key(job_id))
+        pipe.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S, nx=True)
+        await pipe.execute()
     bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
     metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)
     tracing.note_outcome("deferred", deferral_reason=verdict.reason)

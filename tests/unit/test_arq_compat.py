@@ -340,6 +340,7 @@ async def _finish_state(redis: ArqRedis) -> dict[str, object]:
         (False, None, 5_000, None, None),  # Retry(defer=…): arq's own relative ZINCRBY
     ],
 )
+@pytest.mark.parametrize("aborts", [True, False])
 async def test_finish_in_pipeline_leaves_what_arqs_finish_job_leaves_without_multi(
     redis: ArqRedis,
     finish: bool,
@@ -347,10 +348,15 @@ async def test_finish_in_pipeline_leaves_what_arqs_finish_job_leaves_without_mul
     incr_score: int | None,
     keep_in_progress: float | None,
     commands: dict[str, int] | None,
+    aborts: bool,
 ) -> None:
     """Item 9: ``finish_in_pipeline`` leaves the state arq's own ``finish_job`` leaves, with
-    its commands and no MULTI/EXEC; a relative move (not idempotent) is left to arq."""
-    worker = _plain_worker(redis, [])
+    its commands and no MULTI/EXEC; a relative move (not idempotent) is left to arq. A
+    worker that allows no aborts never puts a job in arq's abort set, and is not sent the
+    ZREM that takes it out."""
+    worker = _plain_worker(redis, [], allow_abort_jobs=aborts)
+    if commands is not None and finish and not aborts:
+        commands = {**commands, "zrem": commands["zrem"] - 1}
     states = []
     for finisher in ("arq", "ours"):
         await redis.flushall()
@@ -358,7 +364,8 @@ async def test_finish_in_pipeline_leaves_what_arqs_finish_job_leaves_without_mul
         await redis.set(arq_compat.RETRY_PREFIX + "run", b"1")
         await redis.set(arq_compat.IN_PROGRESS_PREFIX + "run", b"1")
         await redis.zadd(wire.QUEUE_NAME, {"run": 1_000})
-        await redis.zadd("arq:abort", {"run": 1})
+        if aborts:
+            await redis.zadd("arq:abort", {"run": 1})
         await redis.config_resetstat()
         args = (finish, result_data, 60, False, incr_score, keep_in_progress)
         if finisher == "arq":
