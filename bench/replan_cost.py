@@ -35,7 +35,8 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import KEY_PARTS, LimiterConfig, admission_keys, limiter_keys
 
-PRELUDE = scripts.source("limiter_common")
+#: The limiter's prelude, bound to the call's keys and configuration as each decision is.
+PRELUDE = scripts.source("limiter_common") + "\nbind(KEYS, ARGV)\n"
 #: The read the re-plan and a 429's move made before: the lanes' union, then each ticket's
 #: lane read back (retime_all split the moved tickets by lane with a ZMSCORE).
 UNION_READ = scripts.LuaScript(

@@ -234,7 +234,7 @@ async def test_a_turn_to_a_near_slot_is_queued_at_a_place_already_past_and_asked
     lease = await limiter.acquire(TTS_MODEL, job_id="small0", lane="bulk", tenant="small")
     assert lease.granted_at == T0 + 2
     assert clock.sleeps == pytest.approx([0.1], abs=0.002)
-    assert (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"] == 1
+    assert (await redis.info("commandstats"))["cmdstat_fcall"]["calls"] == 1
 
 
 async def test_a_holder_that_comes_back_queues_hold_before_its_time_to_ask(

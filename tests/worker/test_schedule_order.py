@@ -18,6 +18,7 @@ pytestmark = pytest.mark.redis
 READ = scripts.LuaScript(
     scripts.source("limiter_common")
     + """
+bind(KEYS, ARGV)
 local ids, times, bulk = all_tickets()
 local at, lane = {}, {}
 for i = 1, #ids do

@@ -4,6 +4,7 @@
 -- ("interactive" | "bulk"), tenant (optional)}.
 -- Returns {decision, wait_s, tokens charged, now}.
 
+bind(KEYS, ARGV)
 local A = cjson.decode(ARGV[2])
 local job_id, lease_id = A.job, A.lease
 local audio_s = tonumber(A.audio) or 0

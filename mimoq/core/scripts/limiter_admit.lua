@@ -3,6 +3,7 @@
 -- look-ahead to keep, or below zero to admit up to -want jobs untracked (limits off).
 -- Returns the number of jobs admitted.
 
+bind(KEYS, ARGV)
 local R = cjson.decode(ARGV[2])
 local now = now_s()
 local want = tonumber(R.want)

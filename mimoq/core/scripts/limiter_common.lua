@@ -17,25 +17,51 @@
 -- Times are seconds from Redis TIME (one clock for the whole fleet), or the configuration's
 -- "now" when a test injects its clock.
 
-local STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local TICKET_TENANT, TENANT_TICKETS = KEYS[10], KEYS[11]
+-- Each decision starts with bind(KEYS, ARGV), which sets the locals below from its keys
+-- and configuration. The limiter runs these files as one Redis function library
+-- (mimoq.core.scripts.LuaLibrary): the functions below are defined once per server, not per
+-- call, so these locals outlive a call. Every call binds them all anew: none of them
+-- carries anything from one call to the next but the decoded configuration, which is kept
+-- for the text it came from.
+local STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS
+local TICKET_TENANT, TENANT_TICKETS
+local ADMITTED, RING, WAIT_MODELS, QUEUE, IRING
 local NLIMITER = 11
-local ADMITTED, RING, WAIT_MODELS, QUEUE = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
-local IRING = KEYS[16]
+-- all the keys of the call; touch() keeps the first NLIMITER alive
+local CALL_KEYS
+-- the configuration, and the text it was decoded from: decoded again only when the text
+-- differs (the workers of a fleet send one text per model)
+local Q, Q_TEXT
+-- the housekeeping horizon of the grant log: the widest window the hard guard can use
+local GUARD_MAX
+-- a reserved slot further ahead than this is a place in the queue more than a time: its
+-- holder comes back half-way there and reads the slot again (a re-plan may have moved it)
+local HORIZON
+-- housekeep() and touch() do their work at most once per these many seconds (see them)
+local HOUSEKEEP_EVERY, TOUCH_EVERY
+
+local function bind(keys, argv)
+  STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
+  TICKET_TENANT, TENANT_TICKETS = keys[10], keys[11]
+  ADMITTED, RING, WAIT_MODELS, QUEUE, IRING = keys[12], keys[13], keys[14], keys[15], keys[16]
+  CALL_KEYS = keys
+  if argv[1] ~= Q_TEXT then
+    Q, Q_TEXT = cjson.decode(argv[1]), argv[1]
+    GUARD_MAX = Q.window + Q.margin_cap
+    HORIZON = Q.window
+    HOUSEKEEP_EVERY = math.min(1, Q.window / 10)
+    TOUCH_EVERY = math.min(60, Q.key_ttl / 8)
+  end
+end
+
 -- tenants whose waiting interactive jobs one admission round looks at
 local RING_ROUND = 64
-local Q = cjson.decode(ARGV[1])
--- the housekeeping horizon of the grant log: the widest window the hard guard can use
-local GUARD_MAX = Q.window + Q.margin_cap
 -- the AIMD factor never drops below this share of the target
 local MIN_FACTOR = 0.05
 -- the queue is re-planned once the rate factor or the token calibration it was planned
 -- for is off by more than this share
 local REPLAN_DRIFT = 0.05
--- a reserved slot further ahead than this is a place in the queue more than a time: its
--- holder comes back half-way there and reads the slot again (a re-plan may have moved it)
-local HORIZON = Q.window
 -- the guard's margin never drops below this however small the measured lag
 local MIN_MARGIN = 0.01
 -- margin = lag EWMA + this many mean deviations (about a p99 for a skewed lag)
@@ -408,11 +434,10 @@ local function replan_if_drifted(st, f, now)
   end
 end
 
--- Housekeeping runs at most once per this many seconds, not on every decision: what it
--- drops is only ever read through time bounds (the guard counts from now - guard, a lease
--- or a ticket that just expired is a tenth of a window late to go) and it cost 6 commands
--- per decision, 4 % of a job's commands.
-local HOUSEKEEP_EVERY = math.min(1, Q.window / 10)
+-- Housekeeping runs at most once per HOUSEKEEP_EVERY seconds (a tenth of a window, at most
+-- 1 s), not on every decision: what it drops is only ever read through time bounds (the
+-- guard counts from now - guard, a lease or a ticket that just expired is a tenth of a
+-- window late to go) and it cost 6 commands per decision, 4 % of a job's commands.
 
 -- Drop what no decision needs any more: grants older than the widest guard window,
 -- expired leases (their worker died), tickets nobody claimed in time.
@@ -446,15 +471,15 @@ end
 
 -- Keep the limiter's keys for about key_ttl after their last use. Refreshing every key's
 -- TTL on every decision cost 12 EXPIREs (writes, replicated and logged) per call, a fifth of
--- a job's Redis commands; once every TOUCH_EVERY seconds is enough for a TTL of days. A key
--- created in between (a zset emptied and filled again) gets its TTL at the next refresh;
--- a model nobody calls again keeps such a key until it is used again (a bounded remainder:
--- at most NLIMITER small keys per account and model, never per job).
-local TOUCH_EVERY = math.min(60, Q.key_ttl / 8)
+-- a job's Redis commands; once every TOUCH_EVERY seconds (an eighth of the TTL, at most
+-- 60 s) is enough for a TTL of days. A key created in between (a zset emptied and filled
+-- again) gets its TTL at the next refresh; a model nobody calls again keeps such a key until
+-- it is used again (a bounded remainder: at most NLIMITER small keys per account and model,
+-- never per job).
 local function touch(st, now)
   if st.touched ~= nil and now - st.touched < TOUCH_EVERY and now >= st.touched then return end
   redis.call('HSET', STATE, 'touched', now)
-  for i = 1, NLIMITER do redis.call('EXPIRE', KEYS[i], Q.key_ttl) end
+  for i = 1, NLIMITER do redis.call('EXPIRE', CALL_KEYS[i], Q.key_ttl) end
 end
 
 -- Waiting job `id` joins `batch`, the jobs admit_batch moves into the arq queue; false

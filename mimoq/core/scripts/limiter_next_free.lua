@@ -6,6 +6,7 @@
 -- pushed out), or the end of a 429's cool-down; with the in-flight cap reached, no slot
 -- is free before about one call's share of the latency has passed (as acquire defers).
 
+bind(KEYS, ARGV)
 local now = now_s()
 local st = load_state()
 local per_request = spacing(factor(st, now))

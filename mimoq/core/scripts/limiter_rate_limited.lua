@@ -8,6 +8,7 @@
 -- within CLEAN_WINDOWS of the last one steps down by `decrease` (0.7) and recovers at the
 -- configured additive rate, as a real overload needs.
 
+bind(KEYS, ARGV)
 local R = cjson.decode(ARGV[2])
 local retry_after = tonumber(R.retry_after)
 local default_pause = tonumber(R.pause)

@@ -4,6 +4,7 @@
 -- -1: none), latency (seconds, -1: unknown), lag (seconds from grant to send, -1: unknown)}.
 -- Returns 1 if the lease was held.
 
+bind(KEYS, ARGV)
 local R = cjson.decode(ARGV[2])
 local lease_id = R.lease
 local estimate = tonumber(R.estimate)

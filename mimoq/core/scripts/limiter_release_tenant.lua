@@ -6,6 +6,7 @@
 -- the schedule ends where the last moved ticket was. O(tickets): the look-ahead only.
 -- ARGV[2]: JSON {tenant (optional)}. Returns the number of tickets released.
 
+bind(KEYS, ARGV)
 local A = cjson.decode(ARGV[2])
 local tenant = A.tenant
 if tenant == cjson.null then tenant = nil end

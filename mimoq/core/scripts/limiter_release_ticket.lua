@@ -6,6 +6,7 @@
 -- ticket (a re-plan moved it, and a parent moved early only looks at its chunks again).
 -- ARGV[2]: JSON {job}. Returns 1 when the job held a ticket here, else 0. O(1).
 
+bind(KEYS, ARGV)
 local A = cjson.decode(ARGV[2])
 local job_id = A.job
 local at, bulk = ticket_of(job_id)

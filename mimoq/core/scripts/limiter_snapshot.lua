@@ -7,6 +7,7 @@
 -- waiting depth per tenant (flat tenant/depth list), tickets held per "lane:tenant" (flat
 -- list; empty past 2 x max_tenants of them)}.
 
+bind(KEYS, ARGV)
 local now = now_s()
 local st = load_state()
 local f = factor(st, now)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
 from mimoq.core import scripts, wire
 from mimoq.worker.accounts.breaker import PAUSED_SET
@@ -155,9 +155,9 @@ class Routes:
         self, key: str, model: str, *, read_paused: bool
     ) -> tuple[list[Any], list[tuple[int, int]]]:
         """One round trip: the paused set (``read_paused``), the route (its TTL refreshed),
-        each account's next free time. After NOSCRIPT (Redis restarted, scripts flushed)
-        once more, loading them. Also returns where each account's replies start after the
-        route's two, and how many."""
+        each account's next free time. After "Function not found" (Redis restarted, or its
+        functions flushed) once more, loading them. Also returns where each account's replies
+        start after the route's two, and how many."""
         for load in (False, True):
             async with self._redis.pipeline(transaction=False) as pipe:
                 if read_paused:
@@ -171,8 +171,8 @@ class Routes:
                     index += count
                 try:
                     return list(await pipe.execute()), slots
-                except NoScriptError:
-                    if load:
+                except ResponseError as exc:
+                    if load or not scripts.not_loaded(exc):
                         raise
         raise AssertionError("unreachable")
 

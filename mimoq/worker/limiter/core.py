@@ -42,12 +42,12 @@ from typing import Any, Final, Protocol
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
 from mimoq.core import scripts, wire
 from mimoq.core.dialect import usage_tokens
 from mimoq.core.errors import CapacityDeferred, JobCancelled
-from mimoq.core.scripts import LuaScript
+from mimoq.core.scripts import LibraryFunction
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
 
@@ -200,16 +200,17 @@ class LimiterSnapshot:
         return asdict(self)
 
 
-#: The limiter's decisions, each ``core/scripts/limiter_<decision>.lua`` (after the functions
-#: they share, ``limiter_common.lua``) from the one registry.
+#: The limiter's decisions, each ``core/scripts/limiter_<decision>.lua``, run as functions of
+#: one Redis function library with the functions they share, ``limiter_common.lua`` (the
+#: registry's ``in_library``).
 DECISION_SCRIPTS: Final = (
     "acquire", "release", "rate_limited", "release_tenant", "release_ticket", "admit", "snapshot",
     "next_free",
 )  # fmt: skip
 
 
-def _limiter_script(decision: str) -> LuaScript:
-    return scripts.named(f"limiter_{decision}")
+def _limiter_script(decision: str) -> LibraryFunction:
+    return scripts.in_library(f"limiter_{decision}")
 
 
 def _seconds(wait: float) -> float:
@@ -498,8 +499,8 @@ class RedisLimiter:
     def queue_next_free(self, pipe: Pipeline, model: str, *, load: bool = False) -> int:
         """Queue the limiter_next_free.lua read of ``model`` on ``pipe`` (see ``Limiter``).
 
-        Queued as a bare EVALSHA: a script registered on a pipeline would make redis-py
-        ask SCRIPT EXISTS first, one more round trip on every routing decision.
+        Queued as a bare FCALL, the library loaded ahead of it with ``load`` (after "Function
+        not found").
         """
         script = _limiter_script("next_free")
         if load:
@@ -525,7 +526,9 @@ class RedisLimiter:
             try:
                 self.queue_next_free(pipe, model)
                 replies = await pipe.execute()
-            except NoScriptError:
+            except ResponseError as exc:
+                if not scripts.not_loaded(exc):
+                    raise
                 self.queue_next_free(pipe, model, load=True)
                 replies = await pipe.execute()
         return float(replies[-1])
