@@ -85,10 +85,12 @@ def command_counts(client: sync_redis.Redis) -> Counter[str]:
 
 
 def script_usec(client: sync_redis.Redis) -> tuple[int, int]:
-    """``EVALSHA`` calls and the server's microseconds in them (each call's Lua and the
-    commands it ran), since the last reset."""
-    found = client.info("commandstats").get("cmdstat_evalsha") or {}
-    return int(found.get("calls", 0)), int(found.get("usec", 0))
+    """Script calls (``EVALSHA``, and ``FCALL`` of the limiter's function library) and the
+    server's microseconds in them (each call's Lua and the commands it ran), since the last
+    reset."""
+    stats = client.info("commandstats")
+    rows = [stats.get(name) or {} for name in ("cmdstat_evalsha", "cmdstat_fcall")]
+    return sum(int(r.get("calls", 0)) for r in rows), sum(int(r.get("usec", 0)) for r in rows)
 
 
 def round_trips(client: sync_redis.Redis) -> int:
@@ -108,6 +110,11 @@ class ScriptTimes:
         self.client = sync_redis.Redis.from_url(url)
         self.own = {_text(c.client_info()["addr"]) for c in [*own, self.client]}
         self.names = {scripts.named(name).sha: name for name in scripts.SCRIPTS}
+        self.names |= {
+            scripts.in_library(name).name: name
+            for name, preludes in scripts.SCRIPTS.items()
+            if set(preludes) & scripts.LIBRARY_PRELUDES
+        }
         self.calls: Counter[str] = Counter()
         self.usec: Counter[str] = Counter()
         # the server's own settings, put back by stop()
@@ -131,7 +138,7 @@ class ScriptTimes:
             if _text(addr) in self.own or _text(addr) == "?:0":
                 continue
             name = _text(argv[0]).lower()
-            if name == "evalsha":
+            if name in ("evalsha", "fcall"):  # a script by its SHA, a function by its name
                 name = self.names.get(_text(argv[1]), "(other script)")
             else:
                 name = "(commands outside scripts)"
@@ -413,7 +420,8 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     calls, usec = mimoq["scripts"]
     if calls:
         print(
-            f"mimoq scripts: {calls / n:.1f} EVALSHA per job, {usec / calls:.1f} us each (the "
+            f"mimoq scripts: {calls / n:.1f} calls per job (EVALSHA, FCALL), {usec / calls:.1f} "
+            "us each (the "
             f"Lua and the commands it runs), {usec / 1e6 / mimoq['redis_cpu_s']:.0%} of Redis CPU"
         )
     if mimoq["script_times"] is not None:
