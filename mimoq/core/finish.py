@@ -44,6 +44,8 @@ class Finished:
 
     result: JobResult
     delivery: Delivery | None = None
+    #: The record's text as written (its delivery's attempt updates it without reading it).
+    record: str | None = None
 
 
 async def enqueue_delivery(redis: Redis, delivery: Delivery, *, defer_s: float = 0.0) -> bool:
@@ -160,7 +162,7 @@ async def finish_unless_cancelled(
     deleted with the write, either way."""
     _note_callback(result, callback)
     run = _run_count(result)
-    written = await write_result_unless_cancelled(
+    wrote = await write_result_unless_cancelled(
         redis,
         result,
         ttl_s=settings.storage.result_ttl_s,
@@ -168,12 +170,13 @@ async def finish_unless_cancelled(
         run=run,
         drop_keys=drop_keys,
     )
-    if written is None:
+    if wrote is None:
         return None
+    written, record = wrote
     delivery = await _after_write(
         redis, written, callback, settings=settings, run=run, inline=inline_callback
     )
-    return Finished(written, delivery)
+    return Finished(written, delivery, record)
 
 
 def _run_count(result: JobResult) -> runs.RunCount | None:

@@ -82,14 +82,15 @@ async def write_result_unless_cancelled(
     usage: UsageWrite | None = None,
     run: RunCount | None = None,
     drop_keys: Sequence[str] = (),
-) -> JobResult | None:
+) -> tuple[JobResult, str] | None:
     """:func:`write_result_safely` for the result of a job a worker ran, made atomic with
     cancel.lua (``result_unless_cancelled.lua``): None, and nothing written, when the job's
     cancel marker says it was cancelled first — its cancel answered "in flight", so the
     caller records it as cancelled instead. The marker check is folded into the write: no
     extra command, and so is ``run``, the job's count in its run (when written). ``usage`` is
     written either way (the call was made). ``drop_keys``: the run's own keys it no longer
-    needs, deleted in the same round trip either way."""
+    needs, deleted in the same round trip either way. Returns the result as written and
+    its text."""
     result, text = _encodable(result)
     # after the run scripts' prelude: it counts the job in its run in the same call
     script = scripts.named("result_unless_cancelled")
@@ -122,7 +123,7 @@ async def write_result_unless_cancelled(
         return None
     if write.written is ResultWritten.UNPUBLISHED:  # e.g. an ACL without the channel
         log.warning("result.publish_failed", job_id=result.id, error="NoPermissionError")
-    return result
+    return result, text
 
 
 def _chunk_done_call(result: JobResult) -> tuple[list[str], list[str | int]] | None:

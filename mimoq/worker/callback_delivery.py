@@ -27,9 +27,9 @@ import httpx
 import structlog
 from arq import Retry
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
-from mimoq.core import arq_compat, deadletters, deliveries, tracing, wire
+from mimoq.core import arq_compat, deadletters, deliveries, scripts, tracing, wire
 from mimoq.core.deadletters import DeadLetter, DeadLetterReason
 from mimoq.core.deliveries import RefusedDelivery
 from mimoq.core.finish import enqueue_delivery, inline_bound_s
@@ -61,7 +61,8 @@ log = structlog.get_logger("mimoq.callbacks")
 #: Runs allowed beyond the schedule when Redis failed (not the receiver).
 _EXTRA_TRIES: Final = 3
 _INTERNAL_RETRY_S: Final = 60.0
-_WATCH_TRIES: Final = 10
+#: Reads of a result record whose callback field could not be set (it changed meanwhile).
+_SWAP_TRIES: Final = 10
 _MAX_LOCATION_CHARS: Final = 2048
 
 
@@ -208,9 +209,11 @@ async def _run(
     attempt: int,
     *,
     fresh: bool = False,
+    record: str | None = None,
 ) -> dict[str, Any] | RetryIn:
     """One attempt, recorded: its summary, or when to retry it. ``fresh``: the delivery was
-    scheduled just now by this caller (nothing delivered or ended it yet: no read needed)."""
+    scheduled just now by this caller (nothing delivered or ended it yet: no read needed);
+    ``record``: the result record's text as that caller wrote it."""
     fields = {"job_id": delivery.job_id, "delivery_id": delivery.delivery_id, "attempt": attempt}
     skip = None if fresh else await _skip_reason(redis, delivery)
     if skip is not None:
@@ -246,7 +249,7 @@ async def _run(
 
     if outcome.verdict is DeliveryVerdict.delivered:
         # Ended: the record keeps the history, not the body (the result record holds it all).
-        await _mark_delivered(redis, settings, recorded("delivered").ended(), attempts)
+        await _mark_delivered(redis, settings, recorded("delivered").ended(), attempts, record)
         log.info("callback.attempt", **fields, outcome="delivered")
         metrics.callback_attempt(metrics.CallbackOutcome.delivered)
         return {"outcome": "delivered", "delivery_id": delivery.delivery_id, "attempts": attempts}
@@ -314,7 +317,9 @@ async def _skip_reason(redis: Redis, delivery: Delivery) -> str | None:
     return None
 
 
-async def _mark_delivered(redis: Redis, settings: Settings, ended: Delivery, attempts: int) -> None:
+async def _mark_delivered(
+    redis: Redis, settings: Settings, ended: Delivery, attempts: int, record: str | None
+) -> None:
     await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
     await _update_state(
         redis,
@@ -322,6 +327,7 @@ async def _mark_delivered(redis: Redis, settings: Settings, ended: Delivery, att
         CallbackState(
             status=CallbackStatus.delivered, delivery_id=ended.delivery_id, attempts=attempts
         ),
+        record=record,
     )
     # Only a replay can have a dead letter to drop (a dead-lettered delivery has ended: its
     # job run again is skipped, and only ``replay`` sends it again, counting ``replays``):
@@ -456,7 +462,9 @@ def _retry_delay(settings: Settings, attempt: int, retry_after_s: float | None) 
 # --- the first attempt, made by the worker that finished the job ---------------------------
 
 
-async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
+async def deliver_inline(
+    ctx: dict[str, Any], delivery: Delivery, *, record: str | None = None
+) -> None:
     """Attempt a just-finished job's callback in its run (docs/payloads.md, "Who makes the
     first attempt").
 
@@ -465,13 +473,14 @@ async def deliver_inline(ctx: dict[str, Any], delivery: Delivery) -> None:
     shutdown) leaves it to that job, which then makes the first attempt as usual. Once this
     attempt is recorded, the backstop job goes (delivered, dead-lettered) or is moved to the
     retry's time as the delivery's second try. Through arq's queue, the same attempt cost a
-    pick of its own, arq's bookkeeping of it and a poll's delay (issue #22).
+    pick of its own, arq's bookkeeping of it and a poll's delay (issue #22). ``record``: the
+    result record's text as the finish wrote it (its callback state is updated from it).
     """
     settings: Settings = ctx["settings"]
     redis: Redis = ctx["redis"]
     try:
         async with asyncio.timeout(inline_bound_s(settings.callbacks.timeout_s)):
-            ended = await _run(ctx, settings, redis, delivery, 1, fresh=True)
+            ended = await _run(ctx, settings, redis, delivery, 1, fresh=True, record=record)
             await _settle_backstop(redis, delivery, ended)
     except Exception as exc:
         log.warning(
@@ -617,29 +626,30 @@ async def _read_state(redis: Redis, job_id: str) -> CallbackState | None:
         return None  # not a record we can read; delivering is still right
 
 
-async def _update_state(redis: Redis, job_id: str, state: CallbackState) -> bool:
-    """Rewrite the record's ``callback`` field under WATCH/MULTI, keeping its TTL.
+async def _update_state(
+    redis: Redis, job_id: str, state: CallbackState, *, record: str | bytes | None = None
+) -> bool:
+    """Rewrite the record's ``callback`` field, keeping its TTL: set only if the record is
+    still the text the new one was made from (``result_callback_swap.lua``), else read again.
 
     Only that field changes: the rest of the record is carried as JSON, untouched. A record
-    that is gone (expired) is not recreated: the delivery goes ahead without it.
+    that is gone (expired) is not recreated: the delivery goes ahead without it. ``record``:
+    its text as the caller knows it (the finish that wrote it), which spares the first read.
     """
     key = wire.result_key(job_id)
-    for _ in range(_WATCH_TRIES):
-        async with redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                raw = await pipe.get(key)
-                if raw is None:
-                    return False
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    return False
-                record["callback"] = state.model_dump(mode="json")
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(key, wire.dumps(record), keepttl=True)
-                await pipe.execute()
-                return True
-            except WatchError:
-                continue
+    swap = scripts.named("result_callback_swap")
+    raw = record
+    for _ in range(_SWAP_TRIES):
+        if raw is None:
+            raw = await redis.get(key)
+            if raw is None:
+                return False
+        parsed = json.loads(raw)
+        if not isinstance(parsed, dict):
+            return False
+        parsed["callback"] = state.model_dump(mode="json")
+        if await swap.run(redis, [key], [raw, wire.dumps(parsed)]) == 1:
+            return True
+        raw = None  # changed since (or never the text the caller knew): read it again
     log.warning("callback.state_not_updated", job_id=job_id, status=state.status.value)
     return False

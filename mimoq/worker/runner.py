@@ -238,7 +238,7 @@ async def run_job(
         return await _discard_and_record_cancelled(deps, redis, ctx, raw, kind, bound, outcome)
     _log_final(finished.result, bound, ran_s=time.monotonic() - started)
     if finished.delivery is not None:  # its first attempt, here (the job is its backstop)
-        await deliver_inline(ctx, finished.delivery)
+        await deliver_inline(ctx, finished.delivery, record=finished.record)
     return _summary(finished.result)
 
 

@@ -34,8 +34,11 @@ async def test_a_result_written_first_makes_the_cancel_answer_already_finished(
     backend: ArqRedis,
 ) -> None:
     await running_and_granted(backend, "first")
-    written = await write_result_unless_cancelled(backend, succeeded("first"), ttl_s=60)
-    assert written is not None and written.status == "succeeded"
+    wrote = await write_result_unless_cancelled(backend, succeeded("first"), ttl_s=60)
+    assert wrote is not None
+    written, text = wrote
+    assert written.status == "succeeded"
+    assert await backend.get(wire.result_key("first")) == text.encode()  # the text it wrote
     [answer] = await cancel_jobs(backend, ["first"], settings=Settings())
     assert answer.status is CancelStatus.already_finished and answer.job_status == "succeeded"
     recorded = await read_result(backend, "first")

@@ -195,6 +195,7 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "fanout_chunk_done": (),
         "fanout_wait": (),
         "delivery_enqueue": (),
+        "result_callback_swap": (),
         "dead_letter_put": (),
         "orphans_forget": (),
         "orphans_requeue": (),
