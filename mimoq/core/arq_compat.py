@@ -32,14 +32,21 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
    when the worker does not allow aborts (arq then never reads that set).
 10. A run's ``job_try`` is ``INCR arq:retry:<id>`` at its start: a job tried once outside
     arq (an inline callback attempt) is its try 2 when arq runs it next: ``count_tries``.
+11. ``run_job`` starts with one transaction on ``Worker.pool`` (a property): ``GET`` of the
+    job, ``INCR`` of its try count and ``EXPIRE`` of it (``RETRY_TTL_S``), plus a ``ZREM``
+    of the abort set where aborts are allowed. A worker that is a ``ClaimedStarts`` (and
+    allows no aborts) has its claim make those three inside the script, and that
+    transaction answered from the claim's reply: no round trip, no ``MULTI``/``EXEC``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 import arq.connections
 import arq.constants
@@ -137,6 +144,7 @@ async def start_claimed(
     """
     claim = scripts.named("arq_claim")
     ttl_ms = int(worker.in_progress_timeout_s * 1000)
+    starts = isinstance(worker, ClaimedStarts) and not worker.allow_abort_jobs
     for raw in job_ids:
         await worker.sem.acquire()
         # Stopping (the flag flipped while this waited for a slot): take nothing more, so
@@ -146,12 +154,15 @@ async def start_claimed(
             return
         worker.job_counter += 1
         job_id = raw.decode()
-        extra = list(read_keys(job_id)) if reads is not None else []
-        keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name, *extra]
+        keys = [IN_PROGRESS_PREFIX + job_id, worker.queue_name]
+        args: list[str | int] = [job_id, arq.utils.timestamp_ms(), ttl_ms, secrets.token_hex(8)]
+        if starts:
+            keys += [JOB_PREFIX + job_id, RETRY_PREFIX + job_id]
+            args.append(RETRY_TTL_S)
+        if reads is not None:
+            keys += read_keys(job_id)
         try:
-            taken = await claim.run(
-                worker.pool, keys, [job_id, arq.utils.timestamp_ms(), ttl_ms, secrets.token_hex(8)]
-            )
+            taken = await claim.run(worker.pool, keys, args)
         except BaseException:
             worker._release_sem_dec_counter_on_complete()
             raise
@@ -159,9 +170,14 @@ async def start_claimed(
             worker._release_sem_dec_counter_on_complete()
             continue
         score, *values = taken
+        context = contextvars.copy_context()
+        if starts:
+            job, job_try, *values = values
+            context.run(_CLAIMED_START.set, _ClaimedStart(job_id, job, int(job_try)))
         if reads is not None:
             reads[job_id] = values
-        task = worker.loop.create_task(worker.run_job(job_id, int(float(score))))
+        run = worker.run_job(job_id, int(float(score)))
+        task = worker.loop.create_task(run, context=context)
         task.add_done_callback(functools.partial(_ended, worker, reads, job_id))
         worker.tasks[job_id] = task
 
@@ -174,6 +190,102 @@ def _ended(
     if reads is not None:
         reads.pop(job_id, None)
     worker._release_sem_dec_counter_on_complete()
+
+
+# --- 11. run_job's start, read by the claim --------------------------------------------------
+#: The TTL arq's run_job gives a job's try count (``EXPIRE arq:retry:<id> 88400``).
+RETRY_TTL_S: Final = 88_400
+
+
+@dataclass
+class _ClaimedStart:
+    """What a job's claim read for its run_job's first transaction: the job, and its try
+    (counted by the claim). ``used`` once that transaction has had it."""
+
+    job_id: str
+    job: bytes | None
+    job_try: int
+    used: bool = False
+
+    def answers(self, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> bool:
+        """Whether ``calls`` are the transaction the claim made in its place."""
+        return calls == [
+            ("get", (JOB_PREFIX + self.job_id,), {}),
+            ("incr", (RETRY_PREFIX + self.job_id,), {}),
+            ("expire", (RETRY_PREFIX + self.job_id, RETRY_TTL_S), {}),
+        ]
+
+
+#: Set in the context of each task start_claimed creates for a ClaimedStarts worker.
+_CLAIMED_START: contextvars.ContextVar[_ClaimedStart | None] = contextvars.ContextVar(
+    "mimoq_claimed_start", default=None
+)
+
+
+class _StartPipeline:
+    """run_job's first pipeline: its commands are recorded; ``execute`` answers them from the
+    claim when they are the ones it made, and sends them otherwise (an arq release whose
+    start differs, which the contract test would have caught: the try is then counted by
+    both, and the job runs)."""
+
+    def __init__(self, real: Any, start: _ClaimedStart, transaction: bool) -> None:
+        self._real = real
+        self._start = start
+        self._transaction = transaction
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    async def __aenter__(self) -> _StartPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., _StartPipeline]:
+        def record(*args: Any, **kwargs: Any) -> _StartPipeline:
+            self._calls.append((name, args, kwargs))
+            return self
+
+        return record
+
+    async def execute(self) -> list[Any]:
+        if self._start.answers(self._calls):
+            return [self._start.job, self._start.job_try, True]
+        async with self._real.pipeline(transaction=self._transaction) as pipe:
+            for name, args, kwargs in self._calls:
+                getattr(pipe, name)(*args, **kwargs)
+            return cast(list[Any], await pipe.execute())
+
+
+class _RunPool:
+    """The worker's pool as a claimed job's run_job sees it: its first pipeline is the
+    claim's answer; everything else is the pool itself."""
+
+    def __init__(self, real: Any, start: _ClaimedStart) -> None:
+        self._real = real
+        self._start = start
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        if self._start.used:
+            return self._real.pipeline(transaction=transaction)
+        self._start.used = True
+        return _StartPipeline(self._real, self._start, transaction)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class ClaimedStarts:
+    """An arq ``Worker`` whose jobs' runs start from what their claim read (item 11): mixed
+    in before ``Worker``, it gives a claimed job's run_job a pool whose first transaction
+    is already answered."""
+
+    @property
+    def pool(self) -> arq.connections.ArqRedis:
+        real = cast(Any, self)._pool
+        start = _CLAIMED_START.get()
+        if start is None or start.used:
+            return cast(arq.connections.ArqRedis, real)
+        return cast(arq.connections.ArqRedis, _RunPool(real, start))
 
 
 # --- 9. a retry whose queue place is already set ------------------------------------------

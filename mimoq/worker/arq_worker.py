@@ -55,7 +55,7 @@ ARQ_MAX_TRIES = 100_000
 PICK_CHECK_EVERY = 8
 
 
-class MimoqWorker(Worker):
+class MimoqWorker(arq_compat.ClaimedStarts, Worker):
     """arq's worker, with failures that arq decides itself turned into mimoq results.
 
     arq fails a job without calling our code when it expired before a worker got to it or

@@ -20,6 +20,7 @@ import arq.worker
 import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core import arq_compat, scripts, wire
@@ -208,6 +209,79 @@ async def test_a_claim_reads_the_keys_its_run_reads_first_and_leaves_nothing_beh
     keys = [arq_compat.IN_PROGRESS_PREFIX + "mine", wire.QUEUE_NAME]
     assert await claim.run(redis, keys, ["mine", 2**53, 60_000, "t"]) == [str(int(score)).encode()]
     await worker.close()
+
+
+class _StartsWorker(arq_compat.ClaimedStarts, Worker):
+    """An arq Worker whose claimed jobs' runs start from their claim's reads (item 11)."""
+
+
+async def test_a_claimed_start_makes_arqs_first_transaction_in_the_claim(
+    redis: ArqRedis,
+) -> None:
+    """Item 11: with ``ClaimedStarts``, the claim reads the job and counts its try, and
+    run_job's own first transaction (GET, INCR, EXPIRE in MULTI/EXEC) is answered from that:
+    the run sees the same try arq would count, and only arq's finish sends a MULTI/EXEC. The
+    contract: were arq's start other than this, it would be sent as well (a second MULTI)
+    and the try counted twice."""
+    await _queue_cases(redis)
+    tries: list[object] = []
+
+    async def speech(ctx: dict[str, object], job: object) -> None:
+        tries.append(ctx["job_try"])
+        raise arq_compat.retry_where_queued()
+
+    worker = _StartsWorker(
+        functions=[arq.worker.func(speech, name="speech")],
+        redis_pool=redis,
+        queue_name=wire.QUEUE_NAME,
+        job_serializer=wire.serialize,
+        job_deserializer=wire.deserialize,
+        handle_signals=False,
+        keep_result=0,
+    )
+    for _ in range(2):
+        await redis.config_resetstat()
+        await arq_compat.start_claimed(worker, [b"due"])
+        await asyncio.gather(*worker.tasks.values())
+        stats = await redis.info("commandstats")
+        # one MULTI: arq's own finish_job (this worker does not replace it); one INCR: the
+        # claim's, inside its script
+        assert stats["cmdstat_multi"]["calls"] == 1 and stats["cmdstat_incr"]["calls"] == 1
+    assert tries == [1, 2]
+    assert 0 < await redis.ttl(arq_compat.RETRY_PREFIX + "due") <= arq_compat.RETRY_TTL_S
+    # outside a claimed run the pool is the pool itself
+    assert worker.pool is redis
+    await worker.close()
+
+
+async def test_a_claim_sent_again_reads_the_try_its_first_sending_counted(
+    redis: ArqRedis,
+) -> None:
+    now_ms = await _queue_cases(redis)
+    claim = scripts.named("arq_claim")
+    keys = [
+        arq_compat.IN_PROGRESS_PREFIX + "due", wire.QUEUE_NAME,
+        arq_compat.JOB_PREFIX + "due", arq_compat.RETRY_PREFIX + "due",
+    ]  # fmt: skip
+    args = ["due", now_ms, 60_000, "token-a", arq_compat.RETRY_TTL_S]
+    first = await claim.run(redis, keys, args)
+    again = await claim.run(redis, keys, args)
+    assert first[2] == again[2] == 1
+    assert first[1] == again[1] == await redis.get(arq_compat.JOB_PREFIX + "due")
+
+
+async def test_a_start_other_than_the_claims_is_sent_as_it_was_asked(redis: ArqRedis) -> None:
+    """An arq whose run_job started otherwise: its commands go to Redis, in their order."""
+    await redis.set("test:start:x", b"7")
+    start = arq_compat._ClaimedStart("x", b"job", 1)
+    pool = arq_compat._RunPool(redis, start)
+    async with pool.pipeline(transaction=True) as pipe:
+        pipe.get("test:start:x")
+        pipe.incr("test:start:x")
+        replies = await pipe.execute()
+    assert replies == [b"7", 8]
+    assert start.used
+    assert isinstance(pool.pipeline(), Pipeline)  # later pipelines are the pool's own
 
 
 async def test_still_due_drops_what_start_jobs_would_skip(redis: ArqRedis) -> None:

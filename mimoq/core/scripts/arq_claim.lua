@@ -1,31 +1,50 @@
 -- Take one due job for a worker: what arq's start_jobs does with WATCH, EXISTS, ZSCORE,
 -- MULTI, PSETEX and EXEC (four round trips; four commands for a job it cannot take), in
 -- one call (mimoq.core.arq_compat.start_claimed, the only caller).
--- KEYS[1] arq:in-progress:<id>   KEYS[2] the queue   KEYS[3...] keys the taken job's run
--- reads first (optional: read here, the run saves a round trip)
+-- KEYS[1] arq:in-progress:<id>   KEYS[2] the queue   KEYS[3...] keys read for the taken job's
+-- run, so that neither arq's start of it nor its own first read costs a round trip:
+-- with ARGV[5], KEYS[3] arq:job:<id> and KEYS[4] arq:retry:<id> first (arq's run_job would
+-- read the job and count the try, INCR and EXPIRE, in a MULTI/EXEC of its own); then any
+-- more keys, whose values are read
 -- ARGV[1] job id   ARGV[2] now, ms (the worker's clock, as arq compares)
 -- ARGV[3] how long the in-progress key lives, ms (arq's in_progress_timeout_s)
 -- ARGV[4] this claim's token, the in-progress key's value (arq only asks whether it exists)
--- Returns {the job's queue score (arq passes it to run_job), then the value of each of
--- KEYS[3...]} when taken; nil when the job runs elsewhere, has left the queue (score 0 is
--- "not queued" to arq) or is not due.
+-- ARGV[5] (optional) the try count's TTL, seconds: arq's run_job's
+-- Returns {the job's queue score (arq passes it to run_job), with ARGV[5] the job and its
+-- try, then the value of each more key} when taken; nil when the job runs elsewhere, has
+-- left the queue (score 0 is "not queued" to arq) or is not due.
 -- The same claim sent again (the client retries a call whose reply a Redis outage lost,
 -- after the script ran) finds its own token and takes the job it already holds: a plain
--- "exists" would leave the job held by no one until the key expired.
-local function taken(score)
-  if #KEYS < 3 then return {score} end
-  -- (a missing key reads false, which Redis answers as nil: the reply keeps its length)
-  local values = redis.call('MGET', unpack(KEYS, 3))
-  table.insert(values, 1, score)
-  return values
+-- "exists" would leave the job held by no one until the key expired. Its try was counted
+-- by the first: it is read, not counted again.
+local starts = ARGV[5] ~= nil and ARGV[5] ~= ''
+local function taken(score, again)
+  local out = {score}
+  local more = 3
+  if starts then
+    -- (a missing job reads false, which Redis answers as nil: the reply keeps its length)
+    out[2] = redis.call('GET', KEYS[3])
+    if again then
+      out[3] = tonumber(redis.call('GET', KEYS[4])) or 1
+    else
+      out[3] = redis.call('INCR', KEYS[4])
+      redis.call('EXPIRE', KEYS[4], ARGV[5])
+    end
+    more = 5
+  end
+  if #KEYS >= more then
+    local values = redis.call('MGET', unpack(KEYS, more))
+    for i = 1, #values do out[#out + 1] = values[i] end
+  end
+  return out
 end
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[4] then return nil end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if held then
   if not score then return nil end
-  return taken(score)
+  return taken(score, true)
 end
 if not score or tonumber(score) == 0 or tonumber(score) > tonumber(ARGV[2]) then return nil end
 redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[3])
-return taken(score)
+return taken(score, false)
