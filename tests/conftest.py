@@ -203,6 +203,16 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+async def own_pool(own_redis: RedisServer) -> AsyncIterator[ArqRedis]:
+    """An arq client on ``own_redis``, the test's own redis-server."""
+    client = ArqRedis.from_url(own_redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[ArqRedis]:
     """An arq client on a flushed private Redis."""
     client = ArqRedis.from_url(redis_server.url)

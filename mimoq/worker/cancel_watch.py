@@ -13,25 +13,19 @@ marker), so a lost message costs at most a call already under way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from mimoq.core import wire
 from mimoq.core.cancel_script import is_cancelled
 from mimoq.core.errors import JobCancelled
+from mimoq.worker import channel_watch
 
 log = structlog.get_logger("mimoq.worker")
 T = TypeVar("T")
-
-#: Seconds between attempts to subscribe again after the connection dropped.
-RESUBSCRIBE_S: Final = 0.5
-#: Seconds one read of the subscription waits for a message (bounds how late a stop is seen).
-READ_TIMEOUT_S: Final = 1.0
 
 
 class RunningJobs:
@@ -84,26 +78,17 @@ async def _stop_marked(redis: Redis, running: RunningJobs) -> None:
 
 
 async def watch(redis: Redis, running: RunningJobs) -> None:
-    """The worker-wide subscription (runs until cancelled at shutdown)."""
-    while True:
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(wire.CANCEL_CHANNEL)
-            await _stop_marked(redis, running)
-            while True:
-                message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
-                if message is None or message.get("type") != "message":
-                    continue
-                data = message["data"]
-                running.stop(data.decode() if isinstance(data, bytes) else str(data))
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("worker.cancel_watch_lost", error=type(exc).__name__)
-            await asyncio.sleep(RESUBSCRIBE_S)
-        except (RedisError, NotImplementedError, AttributeError) as exc:
-            # a Redis without pub/sub (the embedded stand-in): cancels still hold before
-            # the grant (the acquire script reads the marker); in-flight ones run out
-            log.warning("worker.cancel_watch_unavailable", error=type(exc).__name__)
-            return
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    """The worker-wide subscription (runs until cancelled at shutdown). A Redis without
+    pub/sub (the embedded stand-in): cancels still hold before the grant (the acquire script
+    reads the marker); in-flight ones run out."""
+
+    async def stop(job_id: str) -> None:
+        running.stop(job_id)
+
+    await channel_watch.listen(
+        redis,
+        wire.CANCEL_CHANNEL,
+        "cancel_watch",
+        on_subscribed=lambda: _stop_marked(redis, running),
+        on_message=stop,
+    )

@@ -13,11 +13,10 @@ the budget only with a measurement (``bench/redis_cost.py`` reports the mix's co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 
 from mimoq.core import wire
 from mimoq.core.results import read_result
@@ -52,15 +51,6 @@ COMMAND_BUDGET = 95
 #: Commands the test itself sends; not part of what the job costs.
 #: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
 OWN = COUNTING | {"type"}
-
-
-@pytest.fixture
-async def own_pool(own_redis: RedisServer) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(own_redis.url))
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
 
 
 def _settings(own_redis: RedisServer, sim: RunningSim, tmp_path: Path) -> Settings:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
@@ -19,7 +18,6 @@ from prometheus_client import REGISTRY
 from mimoq.core import wire
 from mimoq.core.settings import Settings
 from mimoq.worker.arq_worker import build_worker
-from tests.conftest import RedisServer
 from tests.support.commandstats import COUNTING, command_calls
 
 pytestmark = [pytest.mark.redis]
@@ -33,15 +31,6 @@ pytestmark = [pytest.mark.redis]
 #: the usage journal (an LRANGE).
 BEAT_BUDGET = 80
 OWN = COUNTING
-
-
-@pytest.fixture
-async def pool(own_redis: RedisServer) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(own_redis.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def _commands(pool: ArqRedis) -> dict[str, int]:
@@ -89,17 +78,17 @@ def _unfinished() -> dict[tuple[str, str, str], float]:
     return out
 
 
-async def test_one_beat_reads_the_fleet_once_and_feeds_every_gauge(pool: ArqRedis) -> None:
+async def test_one_beat_reads_the_fleet_once_and_feeds_every_gauge(own_pool: ArqRedis) -> None:
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{pool.connection_pool.connection_kwargs['port']}",
+        redis_url=f"redis://127.0.0.1:{own_pool.connection_pool.connection_kwargs['port']}",
         worker={"concurrency": 4, "orphan_recovery": False},
         limiter={"enabled": True},
     )
-    await _fleet(pool)
-    worker = build_worker(settings, redis=pool, handle_signals=False)
-    await pool.config_resetstat()
+    await _fleet(own_pool)
+    worker = build_worker(settings, redis=own_pool, handle_signals=False)
+    await own_pool.config_resetstat()
     await worker.heart_beat()
-    counts = await _commands(pool)
+    counts = await _commands(own_pool)
     total = sum(counts.values())
     print(f"one beat: {total} commands; {sorted(counts.items(), key=lambda kv: -kv[1])}")
     # the gauges this beat exported, from one reading

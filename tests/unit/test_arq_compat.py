@@ -121,15 +121,16 @@ def _plain_worker(
     redis: ArqRedis,
     seen: list[str],
     task: Callable[[dict[str, object], object], Awaitable[None]] | None = None,
+    worker_class: type[Worker] = Worker,
     **options: Any,
 ) -> Worker:
-    """An arq Worker of mimoq's queue and job format whose speech task records its id (or
-    is ``task``)."""
+    """An arq Worker (or ``worker_class``) of mimoq's queue and job format whose speech task
+    records its id (or is ``task``)."""
 
     async def speech(ctx: dict[str, object], job: object) -> None:
         seen.append(str(ctx["job_id"]))
 
-    return Worker(
+    return worker_class(
         functions=[arq.worker.func(task or speech, name="speech")],
         redis_pool=redis,
         queue_name=wire.QUEUE_NAME,
@@ -230,15 +231,7 @@ async def test_a_claimed_start_makes_arqs_first_transaction_in_the_claim(
         tries.append(ctx["job_try"])
         raise arq_compat.retry_where_queued()
 
-    worker = _StartsWorker(
-        functions=[arq.worker.func(speech, name="speech")],
-        redis_pool=redis,
-        queue_name=wire.QUEUE_NAME,
-        job_serializer=wire.serialize,
-        job_deserializer=wire.deserialize,
-        handle_signals=False,
-        keep_result=0,
-    )
+    worker = _plain_worker(redis, [], speech, worker_class=_StartsWorker)
     for _ in range(2):
         await redis.config_resetstat()
         await arq_compat.start_claimed(worker, [b"due"])

@@ -16,22 +16,12 @@ answer tells the breaker, and the job is deferred, not lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Any, Final
+from typing import Any
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from mimoq.core import wire
-
-log = structlog.get_logger("mimoq.accounts")
-
-#: Seconds between attempts to subscribe again after the connection dropped.
-RESUBSCRIBE_S: Final = 0.5
-#: Seconds one read of the subscription waits for a message.
-READ_TIMEOUT_S: Final = 1.0
+from mimoq.worker import channel_watch
 
 
 def _text(value: Any) -> str:
@@ -80,33 +70,26 @@ class PausedView:
         self._known = None
 
     async def watch(self) -> None:
-        """The process's subscription (runs until cancelled at shutdown)."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                # subscribed first, then read: no change can fall between the two
-                await pubsub.subscribe(wire.ACCOUNTS_CHANGED_CHANNEL)
-                self._subscribed = True
-                await self._learn()
-                while True:
-                    message = await pubsub.get_message(timeout=READ_TIMEOUT_S)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    self._changed()
-                    await self._learn()
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                log.warning("worker.paused_watch_lost", error=type(exc).__name__)
-                self._forget()  # calls read Redis while this waits to subscribe again
-                await asyncio.sleep(RESUBSCRIBE_S)
-            except (RedisError, NotImplementedError, AttributeError) as exc:
-                # no pub/sub here (the embedded stand-in, an ACL without the channel):
-                # every call reads the set, as it always did
-                log.warning("worker.paused_watch_unavailable", error=type(exc).__name__)
-                return
-            finally:
-                self._forget()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """The process's subscription (runs until cancelled at shutdown). Without one (the
+        embedded stand-in, an ACL without the channel) every call reads the set, as it
+        always did."""
+        await channel_watch.listen(
+            self._redis,
+            wire.ACCOUNTS_CHANGED_CHANNEL,
+            "paused_watch",
+            on_subscribed=self._subscribed_now,
+            on_message=self._heard,
+            on_down=self._forget,
+        )
+
+    async def _subscribed_now(self) -> None:
+        # subscribed first, then read: no change can fall between the two
+        self._subscribed = True
+        await self._learn()
+
+    async def _heard(self, _: str) -> None:
+        self._changed()
+        await self._learn()
 
     def _forget(self) -> None:
         self._subscribed = False
