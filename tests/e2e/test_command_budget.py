@@ -31,7 +31,10 @@ from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-#: Measured on the shared 2-core host: 77 commands (3 runs, after the claim made arq's start
+#: Measured on the shared 2-core host: 81 commands in each of 6 runs under two CPU hogs,
+#: after the warm-up became two jobs (with one, 78-79 on a quiet host and 105-118 in 2 of 5
+#: runs under the hogs: the first beat's fleet sampling fell into the count). Before: 77
+#: commands (3 runs, after the claim made arq's start
 #: of the run and the run's first read, and a callback's state was set by one script; 85
 #: before, after the usage went by the journal: one RPUSH, its fold in batches; the run's
 #: end without arq's MULTI/EXEC, issue #22, gave 92-95 over 3 runs; 96-101 over 13 runs before, 5 of them under two CPU
@@ -46,7 +49,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 #: more on a loaded host (the spread above) and for a run that counts the warm-up job's last
 #: usage write (~15 more), not for a new per-job round trip pattern. The beat's fold of
 #: the usage journal is an hour away here (its interval is the heartbeat's).
-MEASURED_COMMANDS = 77
+MEASURED_COMMANDS = 81
 COMMAND_BUDGET = 95
 #: Commands the test itself sends; not part of what the job costs.
 #: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
@@ -77,9 +80,15 @@ async def test_one_jobs_life_stays_within_its_command_budget(
     settings = _settings(own_redis, sim, tmp_path)
     producer = Producer(own_pool, settings)
     async with running_worker(settings):
-        # warm up: the worker's start-up (its identity, the scripts loaded) is not the job's
-        warm = await producer.enqueue({"kind": "speech", "input": "warm up"})
-        await producer.wait(warm.job_id, timeout_s=60)
+        # warm up: the worker's start-up (its identity, the scripts loaded) is not the job's.
+        # Two jobs, one after the other: the first poll's beat samples the fleet (limiter
+        # snapshots, the depth: 20-40 commands) after it starts the first job, and on a
+        # loaded host that sampling was still running when the count began (105-118
+        # counted, before and after issue #22's changes). The second job is picked by a
+        # later poll, which the loop only reaches once that beat is over.
+        for n in range(2):
+            warm = await producer.enqueue({"kind": "speech", "input": f"warm up {n}"})
+            await producer.wait(warm.job_id, timeout_s=60)
         await own_pool.config_resetstat()
         job = {"kind": "speech", "input": "one job", "callback": {"url": receiver.url("/hook")}}
         enqueued = await producer.enqueue(job)
