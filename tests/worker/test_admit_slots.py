@@ -253,3 +253,103 @@ async def test_a_holder_that_comes_back_queues_hold_before_its_time_to_ask(
         await limiter.acquire(TTS_MODEL, job_id="held", tenant="acme")
     assert escaping.value.queued and len(clock.sleeps) == MAX_HOLDS
     assert await redis.zscore(wire.QUEUE_NAME, "held") == _queue_score(slot)
+
+
+async def _interactive(redis: ArqRedis, model: str, tenant: str, n: int) -> list[str]:
+    """Enqueue ``n`` interactive jobs of ``tenant``: the first INTERACTIVE_DIRECT go straight
+    to arq's queue (enqueue.lua), the rest wait in the tenant's list."""
+    ids = [f"{tenant}-i{i}" for i in range(n)]
+    enqueue = redis.register_script(wire.enqueue_script())
+    for job_id in ids:
+        job: dict[str, Any] = {
+            "kind": "speech" if model == TTS_MODEL else "transcription", "model": model,
+            "input": "hi", "tenant": tenant, "priority": "interactive",
+        }  # fmt: skip
+        if model == ASR_MODEL:
+            job = {**job, "input": "https://example.com/a.wav"}
+        assert await enqueue(keys=wire.enqueue_keys(job_id), args=[job_id, json.dumps(job)])
+    return ids
+
+
+async def _free_one_interactive_place(redis: ArqRedis, model: str, tenant: str) -> str:
+    """The tenant's first direct job leaves its admitted set, as its grant takes it out."""
+    first = f"{tenant}-i0"
+    assert await redis.zrem(wire.interactive_admitted_key(model, tenant), first) == 1
+    await redis.zrem(wire.QUEUE_NAME, first)
+    return first
+
+
+async def test_an_interactive_job_admitted_from_its_list_holds_its_slot_and_asks_once(
+    redis: ArqRedis,
+) -> None:
+    """An interactive job admitted from its tenant's waiting list gets the slot its first ask
+    would take, and its queue place hold before it: its first pick is its grant. Before,
+    it was picked only to learn its slot (or to be parked back in its list) and went round
+    arq's queue again."""
+    limiter, clock = await _limiter(redis)  # an interactive grant at T0: the lane's share is used
+    ids = await _interactive(redis, TTS_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
+    waiting = ids[-1]
+    assert await redis.zscore(wire.QUEUE_NAME, waiting) is None  # in its tenant's list
+    await _free_one_interactive_place(redis, TTS_MODEL, "acme")
+    assert await limiter.admit(TTS_MODEL) == 1
+    # the schedule's end: no bulk slot to take
+    assert await slot_of(redis, "acct", TTS_MODEL, waiting) == T0 + 1
+    place = await redis.zscore(wire.QUEUE_NAME, waiting)
+    assert place == _queue_score(T0 + 1)
+    marker = await redis.get(wire.cancel_key(waiting))
+    assert marker is not None and marker.startswith(b"ticket ")
+    counts = await redis.hgetall(_keys(TTS_MODEL)["tenant_tickets"])  # type: ignore[misc]
+    assert int(counts[b"interactive:acme"]) == 1
+    # taken at its place, it waits the hold and is granted its slot at its one ask
+    clock.now = place / 1000
+    await redis.config_resetstat()
+    QUEUED_TICKET.set(place / 1000)
+    lease = await limiter.acquire(TTS_MODEL, job_id=waiting, lane="interactive", tenant="acme")
+    assert lease.granted_at == T0 + 1
+    assert clock.sleeps == pytest.approx([HOLD])
+    assert (await redis.info("commandstats"))["cmdstat_fcall"]["calls"] == 1
+
+
+async def test_an_interactive_job_admitted_ahead_of_bulk_takes_the_earliest_bulk_slot(
+    redis: ArqRedis,
+) -> None:
+    """While its lane may take bulk slots, an admitted interactive job takes the earliest
+    bulk ticket's slot at least hold_s away, as its ask would take the earliest; that bulk
+    job moves to the schedule's end, and its queue place with it. A nearer bulk slot's job
+    was picked already and waits for it in its worker: moved, it would ask only to be
+    deferred."""
+    limiter, _ = await _limiter(redis, busy=False, lookahead_s=5.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "bulky"), ("b0", "bulky"), ("b1", "bulky")])
+    assert await limiter.admit(TTS_MODEL) == 2
+    bulk = dict(await schedule(redis, "acct", TTS_MODEL))
+    assert bulk == {b"b0": T0, b"b1": T0 + 1}
+    ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 1)
+    await _free_one_interactive_place(redis, TTS_MODEL, "zip")
+    assert await limiter.admit(TTS_MODEL) == 1
+    tickets = dict(await schedule(redis, "acct", TTS_MODEL))
+    assert tickets == {b"b0": T0, ids[-1].encode(): T0 + 1, b"b1": T0 + 2}
+    assert await redis.zscore(wire.QUEUE_NAME, "b1") == _queue_score(T0 + 2)
+    assert await redis.zscore(wire.QUEUE_NAME, "b0") == _queue_score(T0)
+    assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == _queue_score(T0 + 1)
+
+
+async def test_an_admitted_interactive_job_without_a_known_slot_is_due_at_once(
+    redis: ArqRedis,
+) -> None:
+    """A token-limited model's slot depends on the job's audio, and a cancelled job makes
+    no call: neither gets a ticket when admitted."""
+    limiter, _ = await _limiter(redis, ASR_MODEL)
+    ids = await _interactive(redis, ASR_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
+    await _free_one_interactive_place(redis, ASR_MODEL, "acme")
+    assert await limiter.admit(ASR_MODEL) == 1
+    assert await slot_of(redis, "acct", ASR_MODEL, ids[-1]) is None
+    assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == T0 * 1000
+
+    tts, _ = await _limiter(redis)
+    ids = await _interactive(redis, TTS_MODEL, "bolt", wire.INTERACTIVE_DIRECT + 1)
+    await redis.set(wire.cancel_key(ids[-1]), "cancelled")
+    await _free_one_interactive_place(redis, TTS_MODEL, "bolt")
+    assert await tts.admit(TTS_MODEL) == 1
+    assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) is None
+    assert await redis.get(wire.cancel_key(ids[-1])) == b"cancelled"
+    assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == T0 * 1000
