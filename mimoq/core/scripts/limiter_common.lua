@@ -602,9 +602,9 @@ local function plan_slots(batch, owners, plan)
 end
 
 -- Move the jobs of `batch` into the arq queue at `now` (or at the scores `planned` gives
--- them: see slot_plan), recorded in `admitted` unless that is nil: one ZADD per key and one count for
--- the whole batch (a round admitting k jobs cost 3k commands for these when each job was
--- moved on its own).
+-- them: see slot_plan), recorded in `admitted` unless that is nil: one ZADD per key and one
+-- count for the whole batch (a round admitting k jobs cost 3k commands for these when each
+-- job was moved on its own).
 local function admit_batch(batch, admitted, now, planned)
   if #batch == 0 then return end
   local due, at = {}, {}
@@ -687,16 +687,16 @@ end
 -- The tickets of interactive jobs admitted from `tenant`'s waiting list, as each one's first
 -- ask would give it (limiter_acquire.lua): the earliest bulk ticket's slot at least Q.hold
 -- away while the lane may take one (that bulk job moves to the schedule's end), else the
--- schedule's end; each
--- job enters arq's queue Q.hold before its slot (queue_score), so its first pick is its
--- grant. Returns the arq queue score (ms) of each. Before, such a job was picked only to
--- learn its slot, or to be parked back in its list (the lane was over its share by then),
--- and went round arq's queue again: 738 of the 3,000-job mix's 766 interactive speech jobs
--- came this way and asked 2.9 times each (issue #22). Not planned, due at once: a job whose
--- slot is within Q.hold (its first ask is its grant anyway; nothing moves for it) and a
--- cancelled one. The tenants' turns within the lane (acquire's) are not taken here: a
--- tenant's jobs are admitted one per grant of its own, after the first
--- Q.interactive_direct, which ask and take turns.
+-- schedule's end. Each job enters arq's queue Q.hold before its slot (queue_score; already
+-- past for a slot within the hold), so its first pick is its grant. Returns the arq queue
+-- score (ms) of each. Before, such a job was picked only to learn its slot, or to be parked
+-- back in its list (the lane was over its share by then), and went round arq's queue
+-- again: 738 of the 3,000-job mix's 766 interactive speech jobs came this way and asked
+-- about 3 times each (issue #22). A slot within the hold is planned too: left unplanned
+-- (a first try), most such jobs were parked or ticketed at their first ask all the same,
+-- 3.1 asks a job. A cancelled job gets no ticket and is due at once. The tenants' turns within the lane (acquire's) are not taken here: a
+-- tenant's jobs past its first Q.interactive_direct, which ask and take turns, are admitted
+-- one per grant of its own.
 local function plan_interactive(batch, tenant, plan)
   local due, st, now = {}, plan.st, plan.now
   local planned = false
