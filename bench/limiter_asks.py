@@ -1,0 +1,129 @@
+"""How many times each job asked the limiter, and what it was told, from a MONITOR capture.
+
+    python bench/limiter_asks.py FILE [--top 8]
+
+``FILE`` is ``redis-cli MONITOR`` output, such as ``bench/redis_cost.py --monitor FILE``
+writes for its mimoq phase. Each ``FCALL`` of the limiter's ``acquire`` is one ask; the call's
+JSON argument names the job and its lane, its first key the model, and the commands the
+call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it decided:
+
+- ``G`` granted (the job's cancel marker set to ``granted``);
+- ``T`` a ticket: a slot reserved, or moved, for the job (its marker set to ``ticket …``);
+- ``P`` parked: the job put back in its tenant's waiting list (``LPUSH``);
+- ``q`` deferred without a ticket of its own, its queue place moved (``ZADD … XX``);
+- ``o`` anything else (a ticket holder early for its slot, the in-flight cap, a share
+  wait, a cancel): nothing written.
+
+Per lane and model: the jobs, the asks a job, and the most frequent sequences ("TG": a
+ticket, then the grant). A job that asked once and was granted is the floor; every other
+letter is an ask more, and a ``T`` or ``P`` that the worker did not wait out in-process is
+a pick more too (issue #22).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+#: ``<time> [<db> <client>] "<command>" ...``: a MONITOR line
+LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"(.*)$')
+#: the model in a limiter key: ``mimoq:limit:{<account>:<model>}:state``
+MODEL = re.compile(r"\{[^:}]+:([^}]+)\}")
+
+
+@dataclass
+class Ask:
+    """One ``acquire``: the job, its lane and model, and the commands it ran inside Redis."""
+
+    job: str
+    lane: str
+    model: str
+    inner: list[str] = field(default_factory=list)
+
+    def decision(self) -> str:
+        """The letter of what it decided (see the module's docstring)."""
+        text = "\n".join(self.inner)
+        if '"granted"' in text:
+            return "G"
+        if '"ticket ' in text:
+            return "T"
+        if '"LPUSH"' in text:
+            return "P"
+        if '"ZADD" "mimoq:queue" "XX"' in text:
+            return "q"
+        return "o"
+
+
+def asks(lines: Iterable[str]) -> list[Ask]:
+    """Every ``acquire`` of a MONITOR capture, in order, with the commands it ran."""
+    found: list[Ask] = []
+    current: Ask | None = None
+    for line in lines:
+        match = LINE.match(line)
+        if match is None:
+            continue
+        client, command, rest = match.groups()
+        if client == "lua":
+            if current is not None:
+                current.inner.append(f'"{command}"{rest}')
+            continue
+        current = None
+        if command.upper() != "FCALL" or not rest.startswith(' "limiter_acquire_'):
+            continue
+        args = shlex.split(rest)
+        model = MODEL.search(args[2]) if len(args) > 2 else None
+        try:
+            call = json.loads(args[-1])
+        except ValueError:
+            continue  # not the limiter's acquire (its last argument is the call's JSON)
+        if not isinstance(call, dict) or "job" not in call or model is None:
+            continue
+        current = Ask(str(call["job"]), str(call.get("lane")), model.group(1))
+        found.append(current)
+    # a call that ran nothing did not run: the library was not loaded yet ("Function not
+    # found", then loaded and called again); every decision reads the job's marker first
+    return [ask for ask in found if ask.inner]
+
+
+def by_lane(found: Iterable[Ask]) -> dict[tuple[str, str], Counter[str]]:
+    """Per (lane, model): how many jobs asked in each sequence of decisions."""
+    sequences: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for ask in found:
+        sequences[(ask.lane, ask.model, ask.job)].append(ask.decision())
+    out: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for (lane, model, _), letters in sequences.items():
+        out[(lane, model)]["".join(letters)] += 1
+    return dict(out)
+
+
+def report(counts: dict[tuple[str, str], Counter[str]], top: int) -> list[str]:
+    """One line per lane and model: its jobs, asks a job and ``top`` commonest sequences."""
+    rows = []
+    for (lane, model), sequences in sorted(counts.items()):
+        jobs = sum(sequences.values())
+        total = sum(len(s) * n for s, n in sequences.items())
+        common = ", ".join(f"{s} {n}" for s, n in sequences.most_common(top))
+        per_job = f"{total / jobs:5.2f} asks a job"
+        rows.append(f"{lane:12s} {model:28s} {jobs:6d} jobs  {per_job}  {common}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="redis-cli MONITOR output (bench/redis_cost.py --monitor)")
+    parser.add_argument("--top", type=int, default=8, help="sequences shown per lane and model")
+    args = parser.parse_args()
+    with open(args.file, encoding="utf-8", errors="replace") as capture:
+        found = asks(capture)
+    print(f"{len(found)} asks")
+    for row in report(by_lane(found), args.top):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""``bench/limiter_asks.py``: each job's asks of the limiter and what each decided, read from
+a real ``redis-cli MONITOR`` capture of the real limiter on a real redis-server."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from redis.asyncio import Redis
+
+from mimoq.core.dialect_constants import TTS_MODEL
+from mimoq.core.errors import CapacityDeferred
+from mimoq.worker.limiter import RedisLimiter
+from tests.conftest import start_redis_server
+from tests.support.polling import eventually
+from tests.worker.test_limiter import SECONDS, T0, Clock
+
+pytestmark = pytest.mark.redis
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("limiter_asks", BENCH / "limiter_asks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # a dataclass reads its own module's names while its class is made
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _seen(capture: Path, text: str) -> bool:
+    return text in capture.read_text(errors="replace")
+
+
+async def _attached(redis: Redis, capture: Path) -> bool:
+    """Whether MONITOR has seen a command sent after it started (one more is sent here)."""
+    await redis.echo("attached")
+    return await _seen(capture, '"attached"')
+
+
+async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -> None:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (apt-get install redis-tools)")
+    server = start_redis_server()
+    redis = Redis.from_url(server.url)
+    capture = tmp_path / "monitor.txt"
+    with capture.open("wb") as out:
+        monitor = subprocess.Popen(["redis-cli", "-p", str(server.port), "monitor"], stdout=out)
+    try:
+        await eventually(lambda: _attached(redis, capture), what="MONITOR attached")
+        clock = Clock()
+        limiter = RedisLimiter(SECONDS, redis, clock=clock, sleep=clock.sleep)
+        await limiter.acquire(TTS_MODEL, job_id="first", lane="bulk", tenant="acme")
+        with pytest.raises(CapacityDeferred):  # the next slot is a second away: a ticket
+            await limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="acme")
+        clock.now = T0 + 1
+        await limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="acme")
+        with pytest.raises(CapacityDeferred):  # the slot after "second"'s
+            await limiter.acquire(TTS_MODEL, job_id="probe", lane="interactive")
+        await redis.echo("the end")
+        await eventually(lambda: _seen(capture, '"the end"'), what="the capture's end")
+    finally:
+        monitor.terminate()
+        monitor.wait()
+        await redis.aclose()
+        server.close()
+    module = _load()
+    with capture.open(encoding="utf-8", errors="replace") as lines:
+        found = module.asks(lines)
+    assert [(a.job, a.lane, a.model, a.decision()) for a in found] == [
+        ("first", "bulk", TTS_MODEL, "G"),
+        ("second", "bulk", TTS_MODEL, "T"),
+        ("second", "bulk", TTS_MODEL, "G"),
+        ("probe", "interactive", TTS_MODEL, "T"),
+    ]
+    counts = module.by_lane(found)
+    assert counts == {
+        ("bulk", TTS_MODEL): Counter({"G": 1, "TG": 1}),
+        ("interactive", TTS_MODEL): Counter({"T": 1}),
+    }
+    rows = module.report(counts, 8)
+    assert rows[0].split()[:2] == ["bulk", TTS_MODEL] and "1.50 asks a job" in rows[0]
+
+
+def test_the_script_runs_on_a_capture(tmp_path: Path) -> None:
+    capture = tmp_path / "empty.txt"
+    capture.write_text('1.0 [0 127.0.0.1:1] "PING"\n')
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "limiter_asks.py"), str(capture)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["0 asks"]
