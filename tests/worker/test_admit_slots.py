@@ -353,3 +353,39 @@ async def test_an_admitted_interactive_job_without_a_known_slot_is_due_at_once(
     assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) is None
     assert await redis.get(wire.cancel_key(ids[-1])) == b"cancelled"
     assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == T0 * 1000
+
+
+async def test_an_interactive_job_whose_slot_is_now_is_admitted_without_a_ticket(
+    redis: ArqRedis,
+) -> None:
+    """Nothing binds: its first ask is its grant, and a ticket near now would only stand in
+    the way of the asks meanwhile (bulk jobs were told to wait behind such tickets)."""
+    limiter, _ = await _limiter(redis, busy=False)
+    ids = await _interactive(redis, TTS_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
+    await _free_one_interactive_place(redis, TTS_MODEL, "acme")
+    assert await limiter.admit(TTS_MODEL) == 1
+    assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) is None
+    assert await redis.get(wire.cancel_key(ids[-1])) is None
+    assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == T0 * 1000
+
+
+async def test_over_its_share_an_interactive_job_holds_even_a_near_slot(
+    redis: ArqRedis,
+) -> None:
+    """While the interactive lane is over its share, a job admitted from its list would be
+    parked back in it at its first ask: it takes its ticket at admission, however near."""
+    limiter, clock = await _limiter(redis, busy=False, lookahead_s=5.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "bulky"), ("b0", "bulky"), ("b1", "bulky")])
+    assert await limiter.admit(TTS_MODEL) == 2  # b0 at T0, b1 at T0 + 1
+    # an interactive grant takes b0's slot (b0 moves to T0 + 2): the lane is at its share
+    await limiter.acquire(TTS_MODEL, job_id="x", lane="interactive", tenant="zip")
+    ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 1)
+    # over its share, a tenant has one job in the queue at a time: its 16 are gone
+    direct = ids[:-1]
+    await redis.zrem(wire.interactive_admitted_key(TTS_MODEL, "zip"), *direct)
+    await redis.zrem(wire.QUEUE_NAME, *direct)
+    clock.now = T0 + 2.9  # the schedule's end, T0 + 3, is within the hold
+    assert await limiter.admit(TTS_MODEL) == 1
+    assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) == T0 + 3
+    place = await redis.zscore(wire.QUEUE_NAME, ids[-1])
+    assert place == _queue_score(T0 + 3) and place < clock.now * 1000
