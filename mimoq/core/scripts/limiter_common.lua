@@ -704,21 +704,21 @@ local function plan_interactive(batch, tenant, plan)
     local id = batch[i]
     due[i] = math.floor(now * 1000)
     local tail = math.max(st.tat, now, st.cd)
-    local at, head = tail, nil
-    local jump = interactive_may_jump(now)
-    if jump then
+    local at, head, wanted = tail, nil, true
+    if tail - now <= (Q.hold or 0) then
+      -- its first ask is its grant (a ticket near now would only stand in the way of the
+      -- asks meanwhile: where no quota binds, bulk jobs were told to wait behind such
+      -- tickets, 10.0 -> 12.3 round trips a job on the mix at --rpm 1000000), unless the
+      -- lane is over its share, where that ask would park it; a bulk slot to take would be
+      -- past the hold, hence later than this one
+      wanted = redis.call('ZCARD', BTICKETS) > 0 and not interactive_may_jump(now)
+    elseif interactive_may_jump(now) then
       -- a bulk slot less than Q.hold away is left to its job: picked already, it is
       -- waiting in its worker for that slot, and would ask at it only to be deferred
       head = redis.call('ZRANGEBYSCORE', BTICKETS, '(' .. fmt(now + (Q.hold or 0)), '+inf',
         'WITHSCORES', 'LIMIT', 0, 1)
       if #head > 0 and tonumber(head[2]) < tail then at = tonumber(head[2]) else head = nil end
     end
-    -- planned when its first ask would not be its grant: a slot past the hold, or the lane
-    -- over its share (the ask would park it). Otherwise a ticket near now only stands in
-    -- the way of the asks meanwhile (where no quota binds, bulk jobs were told to wait
-    -- behind such tickets: 10.0 -> 12.3 round trips a job on the mix at --rpm 1000000).
-    local wanted = at - now > (Q.hold or 0)
-      or (not jump and redis.call('ZCARD', BTICKETS) > 0)
     if wanted and mark_ticket_of(id, at, now, true) then
       if head then retime(head[1], tail, true) end
       set_ticket(id, at, false, tenant)
