@@ -17,6 +17,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from mimoq.core import arq_compat, scripts, wire
 from mimoq.core.webhooks import MAX_DELAY_S, Delivery
@@ -88,7 +89,16 @@ async def load(redis: Redis, delivery_id: str) -> Delivery | None:
 
 async def save(redis: Redis, delivery: Delivery, *, ttl_s: float) -> None:
     """Rewrite the record (a new attempt in its history) with a fresh TTL."""
-    await redis.set(key(delivery.delivery_id), _record(delivery), px=max(1, int(ttl_s * 1000)))
+    await redis.set(key(delivery.delivery_id), _record(delivery), px=_ttl_ms(ttl_s))
+
+
+def queue_save(pipe: Pipeline, delivery: Delivery, *, ttl_s: float) -> None:
+    """``save`` queued on ``pipe``, to go with the caller's other writes."""
+    pipe.set(key(delivery.delivery_id), _record(delivery), px=_ttl_ms(ttl_s))
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    return max(1, int(ttl_s * 1000))
 
 
 def _record(delivery: Delivery) -> str:

@@ -212,7 +212,8 @@ async def _run(
     record: str | None = None,
 ) -> dict[str, Any] | RetryIn:
     """One attempt, recorded: its summary, or when to retry it. ``fresh``: the delivery was
-    scheduled just now by this caller (nothing delivered or ended it yet: no read needed);
+    scheduled just now by this caller (nothing delivered or ended it yet: no read needed),
+    whose backstop job goes with a delivered attempt's record (``_mark_delivered``);
     ``record``: the result record's text as that caller wrote it."""
     fields = {"job_id": delivery.job_id, "delivery_id": delivery.delivery_id, "attempt": attempt}
     skip = None if fresh else await _skip_reason(redis, delivery)
@@ -249,7 +250,8 @@ async def _run(
 
     if outcome.verdict is DeliveryVerdict.delivered:
         # Ended: the record keeps the history, not the body (the result record holds it all).
-        await _mark_delivered(redis, settings, recorded("delivered").ended(), attempts, record)
+        ended = recorded("delivered").ended()
+        await _mark_delivered(redis, settings, ended, attempts, record, backstop=fresh)
         log.info("callback.attempt", **fields, outcome="delivered")
         metrics.callback_attempt(metrics.CallbackOutcome.delivered)
         return {"outcome": "delivered", "delivery_id": delivery.delivery_id, "attempts": attempts}
@@ -318,17 +320,39 @@ async def _skip_reason(redis: Redis, delivery: Delivery) -> str | None:
 
 
 async def _mark_delivered(
-    redis: Redis, settings: Settings, ended: Delivery, attempts: int, record: str | None
+    redis: Redis,
+    settings: Settings,
+    ended: Delivery,
+    attempts: int,
+    record: str | None,
+    *,
+    backstop: bool = False,
 ) -> None:
-    await deliveries.save(redis, ended, ttl_s=settings.storage.result_ttl_s)
-    await _update_state(
-        redis,
-        ended.job_id,
-        CallbackState(
-            status=CallbackStatus.delivered, delivery_id=ended.delivery_id, attempts=attempts
-        ),
-        record=record,
+    """Record a delivered attempt: the delivery record, the result record's callback state
+    and, with ``backstop`` (the inline attempt's), the backstop job's removal, in one round
+    trip when the result record's text is known. They were three: the record, the state's
+    swap, the backstop's ZREM and DEL (2 round trips more for every callback delivered in
+    its job's run, issue #22). A swap that finds the record changed reads it again."""
+    state = CallbackState(
+        status=CallbackStatus.delivered, delivery_id=ended.delivery_id, attempts=attempts
     )
+    key = wire.result_key(ended.job_id)
+    swap = scripts.named("result_callback_swap")
+    swap_args = None if record is None else _swap_args(record, state)
+    async with redis.pipeline(transaction=False) as pipe:
+        deliveries.queue_save(pipe, ended, ttl_s=settings.storage.result_ttl_s)
+        if backstop:
+            pipe.zrem(wire.QUEUE_NAME, ended.delivery_id)
+            pipe.delete(wire.job_key(ended.delivery_id))
+        if swap_args is not None:
+            swap.queue(pipe, [key], swap_args)
+        replies = await pipe.execute(raise_on_error=False)
+    swap_reply = replies.pop() if swap_args is not None else None
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    if swap_args is None or await swap.settle(redis, swap_reply, [key], swap_args) != 1:
+        await _update_state(redis, ended.job_id, state)
     # Only a replay can have a dead letter to drop (a dead-lettered delivery has ended: its
     # job run again is skipped, and only ``replay`` sends it again, counting ``replays``):
     # a first delivery spares the two commands and the round trip.
@@ -481,7 +505,8 @@ async def deliver_inline(
     try:
         async with asyncio.timeout(inline_bound_s(settings.callbacks.timeout_s)):
             ended = await _run(ctx, settings, redis, delivery, 1, fresh=True, record=record)
-            await _settle_backstop(redis, delivery, ended)
+            if not (isinstance(ended, dict) and ended.get("outcome") == "delivered"):
+                await _settle_backstop(redis, delivery, ended)  # (a delivered one's went)
     except Exception as exc:
         log.warning(
             "callback.inline_left_to_job",
@@ -644,12 +669,22 @@ async def _update_state(
             raw = await redis.get(key)
             if raw is None:
                 return False
-        parsed = json.loads(raw)
-        if not isinstance(parsed, dict):
+        args = _swap_args(raw, state)
+        if args is None:
             return False
-        parsed["callback"] = state.model_dump(mode="json")
-        if await swap.run(redis, [key], [raw, wire.dumps(parsed)]) == 1:
+        if await swap.run(redis, [key], args) == 1:
             return True
         raw = None  # changed since (or never the text the caller knew): read it again
     log.warning("callback.state_not_updated", job_id=job_id, status=state.status.value)
     return False
+
+
+def _swap_args(raw: str | bytes, state: CallbackState) -> list[str | bytes] | None:
+    """``result_callback_swap.lua``'s arguments: the result record's text ``raw`` and the
+    same record with its ``callback`` field set to ``state`` (the rest carried as JSON,
+    untouched); None for a text that is not a record."""
+    parsed = json.loads(raw)
+    if not isinstance(parsed, dict):
+        return None
+    parsed["callback"] = state.model_dump(mode="json")
+    return [raw, wire.dumps(parsed)]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from mimoq.core import arq_compat, deliveries, finish, wire
+from mimoq.core import arq_compat, deliveries, finish, scripts, wire
 from mimoq.core.jobs import Callback
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
@@ -192,6 +192,37 @@ async def test_an_error_of_ours_in_the_inline_attempt_leaves_it_to_the_delivery_
     assert await redis.zscore(wire.QUEUE_NAME, delivery.delivery_id) == score
     assert await redis.exists(wire.job_key(delivery.delivery_id)) == 1
     assert await redis.exists(arq_compat.RETRY_PREFIX + delivery.delivery_id) == 0
+
+
+async def test_a_delivered_inline_attempt_is_recorded_in_one_round_trip(
+    redis: ArqRedis, settings: Settings, receiver: Receiver
+) -> None:
+    """The delivery record, the result record's callback state and the backstop's removal
+    go together: they were three round trips for every callback delivered in its job's run."""
+    job = make_result("inline-one-trip")
+    await store_result(redis, job)
+    record = wire.dumps(job.model_dump(mode="json"))  # the text the finish wrote
+    delivery = finish.build_delivery(job, Callback(url=receiver.url("/hook")))
+    assert await deliveries.enqueue(redis, delivery, defer_s=finish.inline_backstop_s(5.0))
+    ctx = {"settings": settings, "redis": redis}
+    await callback_delivery.open_callback_client(ctx)
+    # (a worker loads each script once: not part of the count)
+    await redis.script_load(scripts.named("result_callback_swap").text)
+    await redis.config_resetstat()
+    try:
+        await callback_delivery.deliver_inline(ctx, delivery, record=record)
+    finally:
+        await callback_delivery.close_callback_client(ctx)
+    # this INFO is one read; the writes were 3 reads before (a pipeline split by the
+    # kernel could read as 2)
+    assert (await redis.info("stats"))["total_reads_processed"] < 4
+    assert len(receiver.requests) == 1
+    result = await _delivered(redis, job.id)
+    assert result is not None and result.callback.attempts == 1
+    stored = await deliveries.load(redis, delivery.delivery_id)
+    assert stored is not None and [a.outcome for a in stored.history] == ["delivered"]
+    assert await _not_queued(redis, delivery.delivery_id)
+    assert await redis.exists(wire.job_key(delivery.delivery_id)) == 0
 
 
 async def test_a_run_without_time_left_for_the_attempt_hands_it_to_the_delivery_job(
