@@ -691,7 +691,7 @@ end
 -- past for a slot within the hold), so its first pick is its grant. Returns the arq queue
 -- score (ms) of each. Before, such a job was picked only to learn its slot, or to be parked
 -- back in its list (the lane was over its share by then), and went round arq's queue
--- again: 738 of the 3,000-job mix's 766 interactive speech jobs came this way and asked
+-- again: 734 of the 3,000-job mix's 766 interactive speech jobs came this way and asked
 -- about 3 times each (issue #22). A slot within the hold is planned only while the lane
 -- is over its share: unplanned then, most such jobs were parked at their first ask all the
 -- same. A cancelled job gets no ticket and is due at once. The tenants' turns within the lane (acquire's) are not taken here: a
