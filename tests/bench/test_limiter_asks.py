@@ -3,13 +3,11 @@ a real ``redis-cli MONITOR`` capture of the real limiter on a real redis-server.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from redis.asyncio import Redis
@@ -18,22 +16,11 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
 from tests.conftest import start_redis_server
+from tests.support.bench_scripts import BENCH, load_bench
 from tests.support.polling import eventually
 from tests.worker.test_limiter import SECONDS, T0, Clock
 
 pytestmark = pytest.mark.redis
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("limiter_asks", BENCH / "limiter_asks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # a dataclass reads its own module's names while its class is made
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _seen(capture: Path, text: str) -> bool:
@@ -72,7 +59,7 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
         monitor.wait()
         await redis.aclose()
         server.close()
-    module = _load()
+    module = load_bench("limiter_asks")
     with capture.open(encoding="utf-8", errors="replace") as lines:
         found = module.asks(lines)
     assert [(a.job, a.lane, a.model, a.decision()) for a in found] == [

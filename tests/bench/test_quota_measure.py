@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import statistics
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.support.bench_scripts import load_bench
 
-def _load() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the pure helper by path.
-    path = Path(__file__).resolve().parents[2] / "bench" / "_quota_measure.py"
-    spec = importlib.util.spec_from_file_location("_quota_measure", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
-    spec.loader.exec_module(module)
-    return module
-
-
-qm = _load()
+qm = load_bench("_quota_measure")
 
 
 @pytest.mark.parametrize(("median_s", "sigma"), [(1.0, 0.3), (1.0, 0.6), (8.0, 1.0)])

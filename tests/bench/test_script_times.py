@@ -3,11 +3,6 @@ SLOWLOG, with the bench's own commands and the commands scripts run left out."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
@@ -17,24 +12,9 @@ from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.worker.limiter import RedisLimiter
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
 from tests.conftest import start_redis_server
+from tests.support.bench_scripts import load_bench
 
 pytestmark = pytest.mark.redis
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load() -> ModuleType:
-    # bench/ is a folder of scripts, not a package, whose modules import each other by name:
-    # on the path while it loads only, so that none of its names shadows another module's
-    spec = importlib.util.spec_from_file_location("redis_cost", BENCH / "redis_cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def test_each_script_is_timed_by_name_and_nothing_else_is_counted_as_a_call() -> None:
@@ -49,7 +29,7 @@ def test_each_script_is_timed_by_name_and_nothing_else_is_counted_as_a_call() ->
         limiter = RedisLimiter(LimiterConfig(account="a", window_s=1.0), Redis())
         keys = limiter_keys("a", TTS_MODEL) + admission_keys(TTS_MODEL)
         config = wire.dumps(limiter._config(TTS_MODEL))
-        times = _load().ScriptTimes(server.url, [own])
+        times = load_bench("redis_cost").ScriptTimes(server.url, [own])
         for account in ("a", "b"):  # each runs a GET and a SET inside
             worker.evalsha(route_set.sha, 1, "mimoq:route:g", account, 60, "")
         worker.execute_command("FCALL", next_free.name, len(keys), *keys, config)

@@ -271,12 +271,11 @@ async def _interactive(redis: ArqRedis, model: str, tenant: str, n: int) -> list
     return ids
 
 
-async def _free_one_interactive_place(redis: ArqRedis, model: str, tenant: str) -> str:
-    """The tenant's first direct job leaves its admitted set, as its grant takes it out."""
-    first = f"{tenant}-i0"
-    assert await redis.zrem(wire.interactive_admitted_key(model, tenant), first) == 1
-    await redis.zrem(wire.QUEUE_NAME, first)
-    return first
+async def _free_places(redis: ArqRedis, model: str, tenant: str, ids: list[str]) -> None:
+    """Direct jobs of the tenant leave its admitted set and the queue, as their grants and
+    runs take them out."""
+    assert await redis.zrem(wire.interactive_admitted_key(model, tenant), *ids) == len(ids)
+    await redis.zrem(wire.QUEUE_NAME, *ids)
 
 
 async def test_an_interactive_job_admitted_from_its_list_holds_its_slot_and_asks_once(
@@ -290,7 +289,7 @@ async def test_an_interactive_job_admitted_from_its_list_holds_its_slot_and_asks
     ids = await _interactive(redis, TTS_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
     waiting = ids[-1]
     assert await redis.zscore(wire.QUEUE_NAME, waiting) is None  # in its tenant's list
-    await _free_one_interactive_place(redis, TTS_MODEL, "acme")
+    await _free_places(redis, TTS_MODEL, "acme", ids[:1])
     assert await limiter.admit(TTS_MODEL) == 1
     # the schedule's end: no bulk slot to take
     assert await slot_of(redis, "acct", TTS_MODEL, waiting) == T0 + 1
@@ -324,7 +323,7 @@ async def test_an_interactive_job_admitted_ahead_of_bulk_takes_the_earliest_bulk
     bulk = dict(await schedule(redis, "acct", TTS_MODEL))
     assert bulk == {b"b0": T0, b"b1": T0 + 1}
     ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 1)
-    await _free_one_interactive_place(redis, TTS_MODEL, "zip")
+    await _free_places(redis, TTS_MODEL, "zip", ids[:1])
     assert await limiter.admit(TTS_MODEL) == 1
     tickets = dict(await schedule(redis, "acct", TTS_MODEL))
     assert tickets == {b"b0": T0, ids[-1].encode(): T0 + 1, b"b1": T0 + 2}
@@ -340,7 +339,7 @@ async def test_an_admitted_interactive_job_without_a_known_slot_is_due_at_once(
     no call: neither gets a ticket when admitted."""
     limiter, _ = await _limiter(redis, ASR_MODEL)
     ids = await _interactive(redis, ASR_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
-    await _free_one_interactive_place(redis, ASR_MODEL, "acme")
+    await _free_places(redis, ASR_MODEL, "acme", ids[:1])
     assert await limiter.admit(ASR_MODEL) == 1
     assert await slot_of(redis, "acct", ASR_MODEL, ids[-1]) is None
     assert await redis.zscore(wire.QUEUE_NAME, ids[-1]) == T0 * 1000
@@ -348,7 +347,7 @@ async def test_an_admitted_interactive_job_without_a_known_slot_is_due_at_once(
     tts, _ = await _limiter(redis)
     ids = await _interactive(redis, TTS_MODEL, "bolt", wire.INTERACTIVE_DIRECT + 1)
     await redis.set(wire.cancel_key(ids[-1]), "cancelled")
-    await _free_one_interactive_place(redis, TTS_MODEL, "bolt")
+    await _free_places(redis, TTS_MODEL, "bolt", ids[:1])
     assert await tts.admit(TTS_MODEL) == 1
     assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) is None
     assert await redis.get(wire.cancel_key(ids[-1])) == b"cancelled"
@@ -362,7 +361,7 @@ async def test_an_interactive_job_whose_slot_is_now_is_admitted_without_a_ticket
     the way of the asks meanwhile (bulk jobs were told to wait behind such tickets)."""
     limiter, _ = await _limiter(redis, busy=False)
     ids = await _interactive(redis, TTS_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
-    await _free_one_interactive_place(redis, TTS_MODEL, "acme")
+    await _free_places(redis, TTS_MODEL, "acme", ids[:1])
     assert await limiter.admit(TTS_MODEL) == 1
     assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) is None
     assert await redis.get(wire.cancel_key(ids[-1])) is None
@@ -381,9 +380,7 @@ async def test_over_its_share_an_interactive_job_holds_even_a_near_slot(
     await limiter.acquire(TTS_MODEL, job_id="x", lane="interactive", tenant="zip")
     ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 1)
     # over its share, a tenant has one job in the queue at a time: its 16 are gone
-    direct = ids[:-1]
-    await redis.zrem(wire.interactive_admitted_key(TTS_MODEL, "zip"), *direct)
-    await redis.zrem(wire.QUEUE_NAME, *direct)
+    await _free_places(redis, TTS_MODEL, "zip", ids[:-1])
     clock.now = T0 + 2.9  # the schedule's end, T0 + 3, is within the hold
     assert await limiter.admit(TTS_MODEL) == 1
     assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) == T0 + 3
