@@ -146,6 +146,14 @@ async def test_deferrals_queue_depth_and_dead_letters(
             return (
                 delta(before, now, "mimoq_jobs_total", kind="speech", outcome="deferred") >= 1
                 and value(now, "mimoq_queue_depth", state="deferred") == 1
+                # the gauges are a heartbeat's sample: one taken before the second job's
+                # deferral (it due, the first's callback backstop deferred) showed one
+                # deferred too; this one must have seen the speech job deferred
+                and sum(
+                    value(now, "mimoq_unfinished_jobs", state="deferred", lane=lane, kind="speech")
+                    for lane in ("interactive", "bulk")
+                )
+                == 1
                 and delta(before, now, "mimoq_dead_letters_total", reason="gone") == 1
                 and value(now, "mimoq_dead_letters_stored") == 1
             )
