@@ -1,7 +1,8 @@
 """What a job costs the one Redis primary: bare arq against mimoq's mix, side by side in one run.
 
     python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
-                               [--rpm 400] [--monitor FILE] [--by-script]
+                               [--rpm 400] [--monitor FILE] [--by-script] [--profile]
+                               [--redis-config NAME=VALUE ...]
 
 One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
 included) and the server's own CPU time (``INFO cpu``), reset before each phase:
@@ -20,7 +21,10 @@ mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INF
 left out of the counts. Reported per job: Redis commands, Redis CPU, worker CPU, round trips
 (the reads the server processed); the commands by name that cost mimoq the most; how long
 after its result's ``finished_at`` each callback arrived (median, p95); and with
-``--by-script``, each script's calls and server time by name (``ScriptTimes``).
+``--by-script``, each script's calls and server time by name (``ScriptTimes``); with
+``--profile``, for each phase, what kind of work the server's CPU went to (``perf record``
+of its process; ``_server_profile.py``). ``--redis-config`` sets the server's configuration
+(``CONFIG SET``) before both phases: what a setting changes, side by side with a run without it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
+from _server_profile import ServerProfile, perf_problem, summary
 from _support import Service, callback_delays, callbacks_received, cpu_s, run_child
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from throughput import BARE_TASK, bare_worker
@@ -165,15 +170,23 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def redis_cpu(client: sync_redis.Redis) -> float:
+def redis_cpu(client: sync_redis.Redis) -> tuple[float, float]:
+    """The server's CPU seconds so far: in all, and in user space (the rest is the kernel's,
+    mostly its sockets: it grows with round trips, user space with the commands' work)."""
     cpu = client.info("cpu")
-    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+    user = float(cpu["used_cpu_user"])
+    return float(cpu["used_cpu_sys"]) + user, user
 
 
-def reset(client: sync_redis.Redis) -> float:
+def reset(client: sync_redis.Redis) -> tuple[float, float]:
     client.flushall()
     client.config_resetstat()
     return redis_cpu(client)
+
+
+def cpu_since(client: sync_redis.Redis, start: tuple[float, float]) -> dict[str, float]:
+    total, user = redis_cpu(client)
+    return {"redis_cpu_s": total - start[0], "redis_user_s": user - start[1]}
 
 
 def job_commands(counts: Counter[str], own_mgets: int = 0) -> Counter[str]:
@@ -259,18 +272,31 @@ async def enqueue_mimoq(url: str, settings: Settings, jobs: list[dict[str, Any]]
         await redis.aclose()
 
 
-def phase_bare(args: argparse.Namespace, client: sync_redis.Redis) -> dict[str, Any]:
+def start_profile(
+    args: argparse.Namespace, client: sync_redis.Redis, workdir: Path, phase: str
+) -> ServerProfile | None:
+    """``--profile``: sample the server for the phase (its pid from ``INFO server``)."""
+    if not args.profile:
+        return None
+    pid = int(client.info("server")["process_id"])
+    return ServerProfile(pid, workdir / f"{phase}.perf")
+
+
+def phase_bare(args: argparse.Namespace, client: sync_redis.Redis, workdir: Path) -> dict[str, Any]:
     cpu0 = reset(client)
+    profile = start_profile(args, client, workdir, "bare")
     asyncio.run(enqueue_bare(args.redis, args.jobs))
     argv = [sys.executable, __file__, "--child", "--redis", args.redis]
     argv += ["--jobs", str(args.jobs), "--concurrency", str(args.concurrency)]
     argv += ["--poll-delay", str(args.poll_delay)]
     report = run_child(argv, timeout_s=DONE_TIMEOUT_S)
+    kinds = profile.stop() if profile is not None else None
     counts = job_commands(command_counts(client))
     return {
+        "profile": kinds,
         "round_trips": round_trips(client),
         "counts": counts,
-        "redis_cpu_s": redis_cpu(client) - cpu0,
+        **cpu_since(client, cpu0),
         "worker_cpu_s": report["cpu_s"],
         "problems": [] if report["complete"] == args.jobs else [f"{report['complete']} done"],
     }
@@ -329,6 +355,7 @@ def phase_mimoq(
     cpu0 = reset(client)
     monitor = start_monitor(args) if args.monitor else None
     by_script = ScriptTimes(args.redis, [client]) if args.by_script else None
+    profile = start_profile(args, client, workdir, "mimoq")
     asyncio.run(enqueue_mimoq(args.redis, settings, jobs))
     workers = fleet.workers(args.workers, spec, "worker")
     worker_cpu0 = [w.cpu_s() or 0.0 for w in workers]
@@ -350,6 +377,7 @@ def phase_mimoq(
         script_times = None
         if by_script is not None:
             script_times = by_script.stop()
+        kinds = profile.stop() if profile is not None else None
         counts = job_commands(command_counts(client), own_mgets)
         if by_script is not None:  # its drains' transactions
             counts["multi"] -= by_script.drains
@@ -357,7 +385,7 @@ def phase_mimoq(
         # each poll of the results is one MGET, and each drain of the log one pipeline
         trips = round_trips(client) - own_mgets - (by_script.drains if by_script else 0)
         scripts_run = script_usec(client)
-        redis_cpu_s = redis_cpu(client) - cpu0
+        server_cpu = cpu_since(client, cpu0)
         worker_cpu_s = sum(
             (w.cpu_s() or 0.0) - c for w, c in zip(workers, worker_cpu0, strict=True)
         )
@@ -370,11 +398,12 @@ def phase_mimoq(
         problems.append(f"the receiver got {delivered} callbacks for {with_callback} jobs")
     delays = sorted(callback_delays(receiver)[-delivered:] if delivered else [])
     return {
+        "profile": kinds,
         "callback_delays": delays,
         "counts": counts,
         "round_trips": trips,
         "script_times": script_times,
-        "redis_cpu_s": redis_cpu_s,
+        **server_cpu,
         "worker_cpu_s": worker_cpu_s,
         "problems": problems,
         "own_mgets": own_mgets,
@@ -403,6 +432,8 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
         f" on (window 1 s, {args.rpm}/model), 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
         "refused, half with callbacks, 4 % upstream 429/500/503"
     )
+    if args.redis_config:
+        print("server configuration set for both phases: " + ", ".join(args.redis_config))
     print(f"{'phase':<12}{'commands/job':>14}{'redis CPU ms/job':>18}{'worker CPU ms/job':>19}")
     for name, cmds, rcpu, wcpu in rows:
         print(f"{name:<12}{cmds:>14.1f}{rcpu:>18.3f}{wcpu:>19.3f}")
@@ -410,6 +441,11 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     print(
         f"mimoq / bare: commands {mc / bc:.1f}x, redis CPU {mr / br:.1f}x, "
         f"worker CPU {mw / bw:.1f}x"
+    )
+    bu, mu = bare["redis_user_s"] * 1000 / n, mimoq["redis_user_s"] * 1000 / n
+    print(
+        f"redis CPU ms/job in user space (the rest is the kernel's, its sockets above all): "
+        f"bare {bu:.3f}, mimoq {mu:.3f} ({mu / bu:.1f}x)"
     )
     print(
         f"round trips per job (reads the server processed): bare {bare['round_trips'] / n:.1f}, "
@@ -434,6 +470,9 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
                 f"  {name:<28}{calls_by[name] / n:>10.2f}{usec / calls_by[name]:>10.1f}"
                 f"{usec / n:>9.1f}{usec / total:>8.0%}"
             )
+    for name, phase in (("bare arq", bare), ("mimoq mix", mimoq)):
+        if phase["profile"] is not None:
+            print(f"{name}: " + summary(*phase["profile"]))
     delays = mimoq["callback_delays"]
     if delays:
         median = delays[len(delays) // 2]
@@ -468,9 +507,28 @@ def main() -> int:
         action="store_true",
         help="time each script of the mimoq phase by name (SLOWLOG: adds its own Redis CPU)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with perf in each phase: its CPU by kind of work (Lua, "
+        "float <-> text, lookups, memory, ...)",
+    )
+    parser.add_argument(
+        "--redis-config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="CONFIG SET on the server before both phases (repeatable), e.g. "
+        "zset-max-listpack-entries=0",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile and (problem := perf_problem()) is not None:
+        parser.error(problem)
+    for item in args.redis_config:
+        if "=" not in item.strip("="):
+            parser.error(f"--redis-config takes NAME=VALUE (a redis.conf setting), got {item!r}")
     if args.child:
         print(json.dumps(asyncio.run(bare_child(args))))
         return 0
@@ -491,8 +549,11 @@ def main() -> int:
         )
         receiver = fleet.receiver()
         client = sync_redis.Redis.from_url(redis.url)
+        for item in args.redis_config:
+            name, value = item.split("=", 1)
+            client.config_set(name, value)
         try:
-            bare = phase_bare(args, client)
+            bare = phase_bare(args, client, Path(tmp))
             mimoq = phase_mimoq(args, client, fleet, sim, receiver, Path(tmp))
         finally:
             client.close()
