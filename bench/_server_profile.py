@@ -199,13 +199,12 @@ def perf_problem() -> str | None:
 
 
 class ServerProfile:
-    """``perf record`` of one redis-server process, from ``start`` to ``stop``."""
+    """``perf record`` of one redis-server process, from its making to ``stop``."""
 
     def __init__(self, pid: int, data: Path, *, frequency: int = 4000) -> None:
         problem = perf_problem()
         if problem is not None:
             raise ProfileUnavailable(problem)
-        self._pid = pid
         self._data = data
         # the binary, read now: the server may have exited by the time the report is made
         self._binary = Path(os.path.realpath(f"/proc/{pid}/exe"))
