@@ -16,107 +16,70 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-#: Kinds of work, in the order they are reported, each with what names its functions.
-KINDS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    (
-        "Lua",
-        # the interpreter, and the libraries Redis gives scripts (cjson, cmsgpack, bit)
-        lambda s: s.startswith(("lua", "strbuf_", "json_", "mp_", "table_is_", "memrevif")),
-    ),
-    (
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of work, and how its functions are named: a name starting with one of
+    ``prefixes`` or containing one of ``parts``."""
+
+    name: str
+    prefixes: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
+
+    def matches(self, symbol: str) -> bool:
+        return symbol.startswith(self.prefixes) or any(p in symbol for p in self.parts)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+#: Kinds of work, in the order they are reported.
+KINDS: Final = (
+    # the interpreter, and the libraries Redis gives scripts (cjson, cmsgpack, bit)
+    Kind("Lua", prefixes=_words("lua strbuf_ json_ mp_ table_is_ memrevif")),
+    # a double printed (%.17g: glibc's multi-precision path) or parsed
+    Kind(
         "float <-> text",
-        # a double printed (%.17g: glibc's multi-precision path) or parsed
-        lambda s: any(
-            k in s
-            for k in (
-                "strtod",
-                "strtold",
-                "printf_fp",
-                "vfprintf",
-                "snprintf",
-                "mpn_",
-                "to_mpn",
-                "hack_digit",
-                "round_and_return",
-                "d2string",
-                "fpconv",
-                "string2d",
-                "string2ld",
-            )
+        parts=_words(
+            "strtod strtold printf_fp vfprintf snprintf mpn_ to_mpn hack_digit round_and_return"
+            " d2string fpconv string2d string2ld"
         ),
     ),
-    (
+    Kind(
         "key and command lookups",
-        lambda s: (
-            s.startswith(("dict", "siphash", "lookupKey", "lookupCommand")) or "strcasecmp" in s
-        ),
+        prefixes=_words("dict siphash lookupKey lookupCommand"),
+        parts=("strcasecmp",),
     ),
-    (
+    Kind(
         "memory",
-        lambda s: (
-            any(
-                k in s
-                for k in ("malloc", "free", "realloc", "zcalloc", "memmove", "memcpy", "memset")
-            )
-            or s.startswith("je_")
-        ),
+        prefixes=("je_",),
+        parts=_words("malloc free realloc zcalloc memmove memcpy memset"),
     ),
-    (
-        "sorted sets and listpacks",
-        lambda s: s.startswith(("zzl", "zsl", "zset", "zadd", "zrange", "zrem", "lp")),
-    ),
-    (
+    Kind("sorted sets and listpacks", prefixes=_words("zzl zsl zset zadd zrange zrem lp")),
+    Kind(
         "client I/O and protocol",
-        lambda s: s.startswith(
-            (
-                "read",
-                "write",
-                "epoll",
-                "processMultibulk",
-                "processInline",
-                "processInput",
-                "addReply",
-                "_addReply",
-                "connSocket",
-                "beforeSleep",
-                "afterSleep",
-                "__GI___libc_read",
-                "__GI___libc_write",
-            )
+        prefixes=_words(
+            "read write epoll processMultibulk processInline processInput addReply _addReply"
+            " connSocket beforeSleep afterSleep __GI___libc_read __GI___libc_write"
         ),
     ),
-    (
+    # what every command costs around its own work, whoever sends it (a client, a script)
+    Kind(
         "running a command",
-        # what every command costs around its own work, whoever sends it (a client, a script)
-        lambda s: s.startswith(
-            (
-                "call",
-                "processCommand",
-                "createEmbeddedStringObject",
-                "createStringObject",
-                "createObject",
-                "decrRefCount",
-                "stringObjectLen",
-                "getStringObjectLen",
-                "moduleCount",
-                "moduleCallCommandFilters",
-                "script",
-                "fcallGetCommandFlags",
-                "ACLCheck",
-                "replicationFeedMonitors",
-                "slowlogPushEntryIfNeeded",
-                "parseReply",
-                "gettimeofday",
-                "clock_gettime",
-                "__vdso_",
-            )
+        prefixes=_words(
+            "call processCommand createEmbeddedStringObject createStringObject createObject"
+            " decrRefCount stringObjectLen getStringObjectLen moduleCount"
+            " moduleCallCommandFilters script fcallGetCommandFlags ACLCheck"
+            " replicationFeedMonitors slowlogPushEntryIfNeeded parseReply gettimeofday"
+            " clock_gettime __vdso_"
         ),
     ),
-    ("latency tracking", lambda s: s.startswith("hdr_")),
+    Kind("latency tracking", prefixes=("hdr_",)),
 )
 OTHER = "other"
 
@@ -154,9 +117,9 @@ class SymbolTable:
 def kind_of(symbol: str) -> str:
     # glibc's internal aliases (__GI___printf_fp_l) name the same function
     name = symbol.removeprefix("__GI_").lstrip("_")
-    for kind, matches in KINDS:
-        if matches(name) or matches(symbol):
-            return kind
+    for kind in KINDS:
+        if kind.matches(name) or kind.matches(symbol):
+            return kind.name
     return OTHER
 
 
@@ -178,7 +141,7 @@ def shares(report: str, binary_dso: str, symbols: SymbolTable) -> tuple[dict[str
             kind = "Lua" if below is not None and kind_of(below) == "Lua" else OTHER
         counts[kind] = counts.get(kind, 0) + samples
         total += samples
-    order = [k for k, _ in KINDS] + [OTHER]
+    order = [k.name for k in KINDS] + [OTHER]
     return {k: 100 * counts[k] / total for k in order if k in counts}, total
 
 

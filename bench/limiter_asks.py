@@ -14,10 +14,11 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
 - ``o`` anything else (a ticket holder early for its slot, the in-flight cap, a share
   wait, a cancel): nothing written.
 
-Per lane and model: the jobs, the asks a job, and the most frequent sequences ("TG": a
-ticket, then the grant). A job that asked once and was granted is the floor; every other
-letter is an ask more, and a ``T`` or ``P`` that the worker did not wait out in-process is
-a pick more too (issue #22).
+Per lane and model: the jobs, the asks a job, the claims a job (each time a worker took
+the job from arq's queue: ``arq_claim.lua`` setting its in-progress key; a pick that reads
+the job's input again), and the most frequent sequences ("TG": a ticket, then the grant).
+A job that asked once and was granted is the floor; every other letter is an ask more, and
+a ``T`` or ``P`` that the worker did not wait out in-process is a claim more too (issue #22).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"(.*)$')
 #: the model in a limiter key: ``mimoq:limit:{<account>:<model>}:state``
 MODEL = re.compile(r"\{[^:}]+:([^}]+)\}")
+#: a claim that took its job, as a script runs it (one that could not writes nothing)
+CLAIMED = re.compile(r'^"SET" "arq:in-progress:([^"]+)"')
 
 
 @dataclass
@@ -90,6 +93,19 @@ def asks(lines: Iterable[str]) -> list[Ask]:
     return [ask for ask in found if ask.inner]
 
 
+def claims(lines: Iterable[str]) -> Counter[str]:
+    """How many times each job was taken from arq's queue, by job id."""
+    taken: Counter[str] = Counter()
+    for line in lines:
+        match = LINE.match(line)
+        if match is None or match.group(1) != "lua":
+            continue
+        claimed = CLAIMED.match(f'"{match.group(2)}"{match.group(3)}')
+        if claimed is not None:
+            taken[claimed.group(1)] += 1
+    return taken
+
+
 def by_lane(found: Iterable[Ask]) -> dict[tuple[str, str], Counter[str]]:
     """Per (lane, model): how many jobs asked in each sequence of decisions."""
     sequences: dict[tuple[str, str, str], list[str]] = defaultdict(list)
@@ -101,14 +117,19 @@ def by_lane(found: Iterable[Ask]) -> dict[tuple[str, str], Counter[str]]:
     return dict(out)
 
 
-def report(counts: dict[tuple[str, str], Counter[str]], top: int) -> list[str]:
-    """One line per lane and model: its jobs, asks a job and ``top`` commonest sequences."""
+def report(found: list[Ask], taken: Counter[str], top: int) -> list[str]:
+    """One line per lane and model: its jobs, asks and claims a job (``taken``, from
+    ``claims``) and its ``top`` commonest sequences."""
+    jobs_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for ask in found:
+        jobs_of[(ask.lane, ask.model)].add(ask.job)
     rows = []
-    for (lane, model), sequences in sorted(counts.items()):
+    for (lane, model), sequences in sorted(by_lane(found).items()):
         jobs = sum(sequences.values())
         total = sum(len(s) * n for s, n in sequences.items())
+        claimed = sum(taken[job] for job in jobs_of[(lane, model)])
         common = ", ".join(f"{s} {n}" for s, n in sequences.most_common(top))
-        per_job = f"{total / jobs:5.2f} asks a job"
+        per_job = f"{total / jobs:5.2f} asks {claimed / jobs:5.2f} claims a job"
         rows.append(f"{lane:12s} {model:28s} {jobs:6d} jobs  {per_job}  {common}")
     return rows
 
@@ -119,9 +140,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=8, help="sequences shown per lane and model")
     args = parser.parse_args()
     with open(args.file, encoding="utf-8", errors="replace") as capture:
-        found = asks(capture)
+        lines = capture.readlines()
+    found = asks(lines)
     print(f"{len(found)} asks")
-    for row in report(by_lane(found), args.top):
+    for row in report(found, claims(lines), args.top):
         print(row)
 
 

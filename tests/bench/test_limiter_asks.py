@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from mimoq.core import arq_compat, scripts, wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
@@ -48,6 +49,12 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
         await limiter.acquire(TTS_MODEL, job_id="first", lane="bulk", tenant="acme")
         with pytest.raises(CapacityDeferred):  # the next slot is a second away: a ticket
             await limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="acme")
+        # its worker takes it from arq's queue again (a claim), then asks at its slot
+        await redis.zadd(wire.QUEUE_NAME, {"second": 1})
+        claim = scripts.named("arq_claim")
+        claim_keys = [arq_compat.IN_PROGRESS_PREFIX + "second", wire.QUEUE_NAME]
+        assert await claim.run(redis, claim_keys, ["second", 2, 60_000, "token-a"])
+        assert await claim.run(redis, claim_keys, ["second", 2, 60_000, "token-b"]) is None
         clock.now = T0 + 1
         await limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="acme")
         with pytest.raises(CapacityDeferred):  # the slot after "second"'s
@@ -60,8 +67,8 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
         await redis.aclose()
         server.close()
     module = load_bench("limiter_asks")
-    with capture.open(encoding="utf-8", errors="replace") as lines:
-        found = module.asks(lines)
+    lines = capture.read_text(encoding="utf-8", errors="replace").splitlines()
+    found = module.asks(lines)
     assert [(a.job, a.lane, a.model, a.decision()) for a in found] == [
         ("first", "bulk", TTS_MODEL, "G"),
         ("second", "bulk", TTS_MODEL, "T"),
@@ -73,8 +80,11 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
         ("bulk", TTS_MODEL): Counter({"G": 1, "TG": 1}),
         ("interactive", TTS_MODEL): Counter({"T": 1}),
     }
-    rows = module.report(counts, 8)
-    assert rows[0].split()[:2] == ["bulk", TTS_MODEL] and "1.50 asks a job" in rows[0]
+    taken = module.claims(lines)
+    assert taken == Counter({"second": 1})  # the claim that found it held took nothing
+    rows = module.report(found, taken, 8)
+    assert rows[0].split()[:2] == ["bulk", TTS_MODEL]
+    assert "1.50 asks  0.50 claims a job" in rows[0]  # "first" was never claimed here
 
 
 def test_the_script_runs_on_a_capture(tmp_path: Path) -> None:

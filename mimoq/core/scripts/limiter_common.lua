@@ -694,9 +694,9 @@ end
 -- again: 734 of the 3,000-job mix's 766 interactive speech jobs came this way and asked
 -- about 3 times each (issue #22). A slot within the hold is planned only while the lane
 -- is over its share: unplanned then, most such jobs were parked at their first ask all the
--- same. A cancelled job gets no ticket and is due at once. The tenants' turns within the lane (acquire's) are not taken here: a
--- tenant's jobs past its first Q.interactive_direct, which ask and take turns, are admitted
--- one per grant of its own.
+-- same. A cancelled job gets no ticket and is due at once. The tenants' turns within the
+-- lane (acquire's) are not taken here: a tenant's jobs past its first
+-- Q.interactive_direct, which ask and take turns, are admitted one per grant of its own.
 local function plan_interactive(batch, tenant, plan)
   local due, st, now = {}, plan.st, plan.now
   local planned = false
