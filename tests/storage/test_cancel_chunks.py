@@ -34,6 +34,10 @@ PARENT = "long-cancelled"
 _CANCEL_LUA = scripts.source("cancel")
 
 
+async def _waiting_for_chunks(producer: Producer) -> bool:
+    return (await producer.status(PARENT)).status.value == "deferred"
+
+
 async def _cancel_while_chunks_run(
     redis: ArqRedis, settings: Settings, sim: RunningSim, chunk_files: Callable[[], list[str]],
     *, by_script: bool = False,
@@ -50,6 +54,12 @@ async def _cancel_while_chunks_run(
             )
             assert len(chunk_files()) >= 2  # split: the chunks' input audio is in storage
             await eventually(lambda: sim.state.stats()["in_flight"] >= 1, timeout_s=30)
+            # the parent's run that planned the chunks has ended (its chunks may start
+            # before it does): cancelled while that run was still in flight, it answered
+            # "stopping", as a running job's cancel does
+            await eventually(
+                lambda: _waiting_for_chunks(producer), timeout_s=30, what="the parent deferred"
+            )
             if by_script:  # any language's cancel: a worker records the parent, and cleans up
                 answer = await redis.eval(_CANCEL_LUA, 0, "queue", PARENT)
                 assert answer[:2] == [PARENT.encode(), b"cancelled"]
