@@ -280,6 +280,10 @@ async def _job_started(ctx: dict[str, Any]) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    deps: WorkerDeps | None = ctx.get("deps")
+    if deps is not None:
+        # the last calls' leases, still waiting for their batch (limiter/releases.py)
+        await deps.accounts.flush_releases()
     for name in ("cancel_watch", "paused_watch"):
         watcher = ctx.pop(name, None)
         if watcher is not None:

@@ -34,6 +34,7 @@ async def _use(settings: Settings) -> None:
         limiter = RedisLimiter(LimiterConfig.from_settings(settings), redis)
         lease = await limiter.acquire(ASR_MODEL, job_id="a", audio_s=4.0)
         await limiter.release(lease, usage={"total_tokens": 70}, latency_s=8.0)
+        await limiter.flush_releases()  # sent now, not after its batch's linger
         await limiter.acquire(ASR_MODEL, job_id="b", audio_s=4.0)  # still in flight
         await limiter.acquire(TTS_MODEL, job_id="c")
         await limiter.rate_limited(TTS_MODEL, 30.0)

@@ -32,6 +32,7 @@ async def test_every_decision_runs_on_the_embedded_redis() -> None:
         early, late = slot - since_grant - (answered - asked), slot - since_grant
         assert early - 0.05 <= caught.value.retry_after_s <= late + 0.05
         await limiter.release(lease, usage={"total_tokens": 100}, latency_s=2.0)
+        await limiter.flush_releases()  # sent now, not after its batch's linger
         await limiter.rate_limited(TTS_MODEL, 1.0)
         with pytest.raises(CapacityDeferred, match="cooldown"):
             await limiter.acquire(TTS_MODEL, job_id="c")

@@ -93,6 +93,11 @@ class AccountRouter:
                 paused=breaker.paused_view if breaker is not None else None,
             )
 
+    async def flush_releases(self) -> None:
+        """Send every account's queued lease releases now (the worker is stopping)."""
+        for account in self.accounts.values():
+            await account.limiter.flush_releases()
+
     @property
     def primary(self) -> Account:
         """The first configured account (start-up checks look at its limiter)."""

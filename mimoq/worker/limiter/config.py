@@ -75,6 +75,10 @@ COOLDOWN_SHARE_OF_WINDOW: Final = 1 / 30
 #: A lease of a worker that died expires this long after the longest a call may take (the
 #: job timeout): a live call never outlives its lease, a dead one frees its slot soon after.
 LEASE_SLACK_S: Final = 30.0
+#: How long a worker's releases of one model wait to be sent together: at the mix's pace
+#: (hundreds of calls a second) a batch of several, where each was a call of its own; at
+#: MiMo's real pace a release goes alone, this late. Short against any call's latency.
+RELEASE_LINGER_S: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,10 @@ class LimiterConfig:
     admit_slots: bool = True
     #: MIMOQ_TENANT_LIMITS is set: admission rounds skip tenants held at their limit
     tenant_holds: bool = False
+    #: A worker sends the releases of one model that end within this long of the first in
+    #: one call (worker/limiter/releases.py). 0 sends each at once; tests that build the
+    #: config read the state right after a release. ``from_settings``: RELEASE_LINGER_S.
+    release_linger_s: float = 0.0
 
     def __post_init__(self) -> None:
         bad = [m for m, n in self.rpm.items() if n <= 0] + [m for m, n in self.tpm.items() if n < 0]
@@ -157,6 +165,7 @@ class LimiterConfig:
             cooldown_s=limiter.window_s * COOLDOWN_SHARE_OF_WINDOW,
             lease_ttl_s=max(cls.lease_ttl_s, settings.worker.job_timeout_s + LEASE_SLACK_S),
             tenant_holds=settings.usage.limits().enabled,
+            release_linger_s=RELEASE_LINGER_S,
         )
 
     @property

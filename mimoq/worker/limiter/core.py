@@ -50,6 +50,7 @@ from mimoq.core.errors import CapacityDeferred, JobCancelled
 from mimoq.core.scripts import LibraryFunction
 from mimoq.core.settings import Settings
 from mimoq.worker.limiter.config import LimiterConfig, admission_keys, limiter_keys
+from mimoq.worker.limiter.releases import ReleaseBatcher
 
 log = structlog.get_logger("mimoq.limiter")
 
@@ -139,6 +140,11 @@ class Limiter(Protocol):
     ) -> None:
         """After the call ended (success or not): free the lease, settle tokens, record
         latency and the grant-to-send lag."""
+        ...
+
+    async def flush_releases(self) -> None:
+        """Send the releases still queued (``LimiterConfig.release_linger_s``) now; a worker
+        shutting down calls it."""
         ...
 
     async def admit(self, model: str) -> int:
@@ -284,6 +290,11 @@ class RedisLimiter:
         # An injected clock without an injected sleep never waits in-process: real time
         # would not move that clock.
         self._sleep = sleep or (asyncio.sleep if clock is None else None)
+        # Releases wait for their batch only on real time, and never under an in-flight cap
+        # (a late release would hold a grant back): releases.py says what else is late.
+        self._releases: ReleaseBatcher | None = None
+        if config.release_linger_s > 0 and clock is None and config.max_in_flight is None:
+            self._releases = ReleaseBatcher(self._send_releases, linger_s=config.release_linger_s)
 
     def _config(self, model: str) -> dict[str, Any]:
         """The one JSON argument every script reads its configuration from (``Q`` in Lua)."""
@@ -322,7 +333,12 @@ class RedisLimiter:
             out["now"] = self._clock()
         return out
 
-    async def _run(self, script: str, model: str, call: Mapping[str, Any] | None = None) -> Any:
+    async def _run(
+        self,
+        script: str,
+        model: str,
+        call: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
+    ) -> Any:
         keys = limiter_keys(self.config.account, model) + admission_keys(model)
         args = [wire.dumps(self._config(model))]
         if call is not None:
@@ -425,7 +441,17 @@ class RedisLimiter:
             "latency": -1 if latency_s is None else max(latency_s, 0.0),
             "lag": -1 if lag_s is None else max(lag_s, 0.0),
         }
-        await self._run("release", lease.model, call)
+        if self._releases is not None:
+            self._releases.add(lease.model, call)
+        else:
+            await self._send_releases(lease.model, [call])
+
+    async def _send_releases(self, model: str, calls: list[Mapping[str, Any]]) -> None:
+        await self._run("release", model, calls)
+
+    async def flush_releases(self) -> None:
+        if self._releases is not None:
+            await self._releases.flush()
 
     async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
         """Pause ``model`` for the whole fleet (Retry-After, else the default cool-down)."""
@@ -577,6 +603,9 @@ class UnlimitedLimiter:
         latency_s: float | None,
         lag_s: float | None = None,
     ) -> None:
+        return None
+
+    async def flush_releases(self) -> None:
         return None
 
     async def rate_limited(self, model: str, retry_after_s: float | None) -> None:
