@@ -41,7 +41,7 @@ from pathlib import Path
 import redis as sync_redis
 from _quota_fleet import Fleet, stop_all
 from _support import Service, callbacks_received
-from redis_cost import REFUSE_MARK, enqueue_mimoq, mix, mix_settings, results_final, write_clip
+from redis_cost import REFUSE_MARK, ResultsWatch, enqueue_mimoq, mix, mix_settings, write_clip
 
 from mimoq.core import deliveries, wire
 from mimoq.core.finish import callback_body
@@ -96,8 +96,9 @@ def wait_done(
     """Every result final, every callback delivered, the queue empty; problems if not.
     ``received0``: the receiver's count before these jobs were enqueued."""
     deadline = time.monotonic() + DONE_TIMEOUT_S
+    watch = ResultsWatch(ids)
     while True:
-        final, pending, _ = results_final(client, ids)
+        final, pending = watch.poll(client)
         queued = int(client.zcard(wire.QUEUE_NAME))
         if final == len(ids) and pending == 0 and queued == 0:
             break

@@ -19,10 +19,12 @@ import pytest
 from arq.connections import ArqRedis
 
 from mimoq.core import wire
+from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.results import read_result
 from mimoq.core.settings import Settings
 from mimoq.producer.client import Producer
 from mimoq.sim.sim_server import RunningSim
+from mimoq.worker.limiter import KEY_PARTS, LimiterConfig, limiter_keys
 from tests.conftest import RedisServer
 from tests.e2e.conftest import e2e_settings, running_worker
 from tests.support.commandstats import COUNTING, command_calls
@@ -86,9 +88,18 @@ async def test_one_jobs_life_stays_within_its_command_budget(
         # loaded host that sampling was still running when the count began (105-118
         # counted, before and after issue #22's changes). The second job is picked by a
         # later poll, which the loop only reaches once that beat is over.
+        config = LimiterConfig.from_settings(settings)
+        leases = limiter_keys(config.account, TTS_MODEL)[KEY_PARTS.index("leases")]
+
+        async def released() -> bool:
+            # a call's lease is released in a batch after a linger (limiter/releases.py);
+            # the last lease gone, the key is gone
+            return await own_pool.type(leases) == b"none"
+
         for n in range(2):
             warm = await producer.enqueue({"kind": "speech", "input": f"warm up {n}"})
             await producer.wait(warm.job_id, timeout_s=60)
+            await eventually(released, what="the warm-up call's lease released")
         await own_pool.config_resetstat()
         job = {"kind": "speech", "input": "one job", "callback": {"url": receiver.url("/hook")}}
         enqueued = await producer.enqueue(job)
@@ -101,7 +112,9 @@ async def test_one_jobs_life_stays_within_its_command_budget(
             if not receiver.requests:
                 return False
             # the callback was delivered and recorded once its backstop job is gone
-            return await own_pool.type(callback_job) == b"none"
+            if await own_pool.type(callback_job) != b"none":
+                return False
+            return await released()
 
         await eventually(done, what="the job's result and its delivered callback")
         counts = await _commands(own_pool)
