@@ -110,6 +110,7 @@ local function grant(tat)
     redis.call('HSET', STATE, 'ptat', math.max(st.ptat, now) + len)
   end
   if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
+  note_grant(bulk)
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
   -- grants per lane and per tenant (worker/limiter/core.py _lanes), one HINCRBY a grant
   redis.call('HINCRBY', LANES, 'g:' .. tenant_field(bulk, tenant), 1)
@@ -186,10 +187,9 @@ local function may_jump()
   local m = Q.bulk_min_share
   if m <= 0 then return false end
   if m >= 1 then return true end
-  local since = '(' .. fmt(now - Q.window)
-  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+  local inter = recent_grants(now, true)
   if inter == 0 then return false end
-  return redis.call('ZCOUNT', LOG, since, '+inf') - inter < inter * m / (1 - m)
+  return recent_grants(now, false) - inter < inter * m / (1 - m)
 end
 
 -- leases still running (an expired one's worker died; housekeeping drops it later)

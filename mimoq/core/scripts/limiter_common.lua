@@ -21,17 +21,22 @@
 -- and configuration. The limiter runs these files as one Redis function library
 -- (mimoq.core.scripts.LuaLibrary): the functions below are defined once per server, not per
 -- call, so these locals outlive a call. Every call binds them all anew: none of them
--- carries anything from one call to the next but the decoded configuration, which is kept
--- for the text it came from.
+-- carries anything from one call to the next but the decoded configurations, which are
+-- kept by the text they came from.
 local STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS
 local TICKET_TENANT, TENANT_TICKETS
 local ADMITTED, RING, WAIT_MODELS, QUEUE, IRING
 local NLIMITER = 11
 -- all the keys of the call; touch() keeps the first NLIMITER alive
 local CALL_KEYS
--- the configuration, and the text it was decoded from: decoded again only when the text
--- differs (the workers of a fleet send one text per model)
+-- the configuration, and the text it was decoded from
 local Q, Q_TEXT
+-- Each configuration text decoded so far, with what bind() derives from it (at most
+-- MAX_CONFIGS, then forgotten all at once). The workers of a fleet send one text per model,
+-- and a server sees their calls interleaved: keeping only the last text decoded one again on
+-- about every other call of the mix, 4 us each (issue #22). A test's injected clock makes
+-- every text new; the bound keeps that from growing.
+local CONFIGS, N_CONFIGS, MAX_CONFIGS = {}, 0, 16
 -- the housekeeping horizon of the grant log: the widest window the hard guard can use
 local GUARD_MAX
 -- a reserved slot further ahead than this is a place in the queue more than a time: its
@@ -40,19 +45,31 @@ local HORIZON
 -- housekeep() and touch() do their work at most once per these many seconds (see them)
 local HOUSEKEEP_EVERY, TOUCH_EVERY
 
+-- The grants of the last window, all and interactive, once read in this call (nil: not
+-- yet): the lanes' shares compare them for every job an admission plans, and they change
+-- in a call only by its own grant (note_grant). bind() forgets them.
+local RECENT_ALL, RECENT_INTERACTIVE
+
 local function bind(keys, argv)
+  RECENT_ALL, RECENT_INTERACTIVE = nil, nil
   STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
   TICKET_TENANT, TENANT_TICKETS = keys[10], keys[11]
   ADMITTED, RING, WAIT_MODELS, QUEUE, IRING = keys[12], keys[13], keys[14], keys[15], keys[16]
   CALL_KEYS = keys
-  if argv[1] ~= Q_TEXT then
-    Q, Q_TEXT = cjson.decode(argv[1]), argv[1]
-    GUARD_MAX = Q.window + Q.margin_cap
-    HORIZON = Q.window
-    HOUSEKEEP_EVERY = math.min(1, Q.window / 10)
-    TOUCH_EVERY = math.min(60, Q.key_ttl / 8)
+  local text = argv[1]
+  if text == Q_TEXT then return end
+  local c = CONFIGS[text]
+  if c == nil then
+    if N_CONFIGS >= MAX_CONFIGS then CONFIGS, N_CONFIGS = {}, 0 end
+    local q = cjson.decode(text)
+    c = {q = q, guard_max = q.window + q.margin_cap, horizon = q.window,
+      housekeep_every = math.min(1, q.window / 10), touch_every = math.min(60, q.key_ttl / 8)}
+    CONFIGS[text], N_CONFIGS = c, N_CONFIGS + 1
   end
+  Q, Q_TEXT = c.q, text
+  GUARD_MAX, HORIZON = c.guard_max, c.horizon
+  HOUSEKEEP_EVERY, TOUCH_EVERY = c.housekeep_every, c.touch_every
 end
 
 -- tenants whose waiting interactive jobs one admission round looks at
@@ -662,6 +679,26 @@ local function forget_waiting_model()
   end
 end
 
+-- The grants (all, or `interactive` only) in the window before `now` (one call's `now`).
+local function recent_grants(now, interactive)
+  if interactive then
+    if RECENT_INTERACTIVE == nil then
+      RECENT_INTERACTIVE = redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf')
+    end
+    return RECENT_INTERACTIVE
+  end
+  if RECENT_ALL == nil then
+    RECENT_ALL = redis.call('ZCOUNT', LOG, '(' .. fmt(now - Q.window), '+inf')
+  end
+  return RECENT_ALL
+end
+
+-- This call granted one (in `bulk`'s lane): the counts read so far count it too.
+local function note_grant(bulk)
+  if RECENT_ALL ~= nil then RECENT_ALL = RECENT_ALL + 1 end
+  if not bulk and RECENT_INTERACTIVE ~= nil then RECENT_INTERACTIVE = RECENT_INTERACTIVE + 1 end
+end
+
 -- Whether an interactive job may take a bulk job's slot: while the interactive lane's
 -- grants (and its held slots) in the last window stay within what the bulk lane's minimum
 -- share m leaves it (interactive <= bulk x (1 - m) / m + 1). Each count is read only when
@@ -670,11 +707,10 @@ local function interactive_may_jump(now)
   local m = Q.bulk_min_share
   if m <= 0 then return true end
   if m >= 1 then return false end
-  local since = '(' .. fmt(now - Q.window)
-  local inter = redis.call('ZCOUNT', ILOG, since, '+inf')
+  local inter = recent_grants(now, true)
   local ahead = inter + redis.call('ZCARD', ITICKETS)
   if ahead == 0 then return true end
-  return ahead < (redis.call('ZCOUNT', LOG, since, '+inf') - inter) * (1 - m) / m + 1
+  return ahead < (recent_grants(now, false) - inter) * (1 - m) / m + 1
 end
 
 -- Whether the interactive lane is over its share: an interactive job may not take a bulk
