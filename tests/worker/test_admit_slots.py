@@ -49,14 +49,20 @@ async def _waiting_bulk(redis: ArqRedis, model: str, jobs: list[tuple[str, str]]
 
 
 async def _limiter(
-    redis: ArqRedis, model: str = TTS_MODEL, *, busy: bool = True, **changes: Any
+    redis: ArqRedis,
+    model: str = TTS_MODEL,
+    *,
+    busy: bool = True,
+    busy_audio_s: float | None = 4.0,
+    **changes: Any,
 ) -> tuple[RedisLimiter, Clock]:
     """A limiter on one-second slots; ``busy``: a call of ``model`` was just granted, so its
-    schedule ends a slot from now (an idle schedule admits without slots: see below)."""
+    schedule ends a slot from now (an idle schedule admits without slots: see below), with
+    ``busy_audio_s`` of audio (None: unknown, so not the model's typical audio)."""
     clock = Clock()
     limiter = RedisLimiter(replace(SECONDS, **changes), redis, clock=clock, sleep=clock.sleep)
     if busy:
-        await limiter.acquire(model, job_id=f"busy-{model}", audio_s=4.0)
+        await limiter.acquire(model, job_id=f"busy-{model}", audio_s=busy_audio_s)
     return limiter, clock
 
 
@@ -110,14 +116,60 @@ async def test_a_cancelled_waiting_job_gets_no_slot(redis: ArqRedis) -> None:
 async def test_without_a_known_slot_admitted_jobs_are_due_at_once(
     redis: ArqRedis, why: str
 ) -> None:
-    """A token-limited model's slot depends on the job's audio, and a pool of several
-    accounts chooses the account when the job asks: those jobs ask for their slots."""
+    """A token-limited model's slot depends on the job's audio, unknown before the model's
+    first grant of a measured length; a pool of several accounts chooses the account when
+    the job asks: those jobs ask for their slots."""
     model = ASR_MODEL if why == "token_limited_model" else TTS_MODEL
-    limiter, _ = await _limiter(redis, model, admit_slots=why != "several_accounts")
+    limiter, _ = await _limiter(
+        redis, model, busy_audio_s=None, admit_slots=why != "several_accounts"
+    )
     await _waiting_bulk(redis, model, [("lead", "acme"), ("a0", "acme"), ("a1", "acme")])
     assert await limiter.admit(model) == 1  # (the look-ahead: 2 jobs, with the lead)
     assert not await schedule(redis, "acct", model)
     assert await redis.zscore(wire.QUEUE_NAME, "a0") == T0 * 1000
+
+
+async def test_a_token_limited_models_jobs_get_slots_sized_on_its_typical_audio(
+    redis: ArqRedis,
+) -> None:
+    """Once a transcription of a measured length was granted, admitted jobs get slots sized
+    on the model's typical audio (its granted calls' EWMA), each ticket noting that audio;
+    a job's grant settles its own length: the schedule's end moves by the difference, and
+    the typical audio follows it. Before, these jobs were due at once and their first
+    pick only learned their slots (issue #22)."""
+    # 1000 tokens a 10 s window: 0.01 s a token; 20 s of audio is 21 + 11.25 x 20 = 246
+    # tokens, a 2.46 s slot (longer than a request's 1 s)
+    limiter, clock = await _limiter(
+        redis, ASR_MODEL, busy_audio_s=20.0, tpm={ASR_MODEL: 1000}, lookahead_s=10.0
+    )
+    keys = _keys(ASR_MODEL)
+    assert float(await redis.hget(keys["state"], "audio") or 0) == 20.0  # type: ignore[misc]
+    await _waiting_bulk(
+        redis, ASR_MODEL, [("lead", "acme")] + [(f"a{i}", "acme") for i in range(3)]
+    )
+    assert await limiter.admit(ASR_MODEL) == 3
+    tickets = await schedule(redis, "acct", ASR_MODEL)
+    assert [job for job, _ in tickets] == [b"a0", b"a1", b"a2"]
+    assert [at for _, at in tickets] == pytest.approx([T0 + 2.46 * k for k in (1, 2, 3)])
+    for job, at in tickets:
+        assert await redis.zscore(wire.QUEUE_NAME, job) == _queue_score(at)
+        assert float(await redis.hget(keys["ticket_audio"], job) or 0) == 20.0  # type: ignore[misc]
+    end = float(await redis.hget(keys["state"], "tat") or 0)  # type: ignore[misc]
+    assert end == pytest.approx(T0 + 2.46 * 4)
+
+    # a0's audio is 30 s (359 tokens, 3.59 s): granted at its slot at its first ask, and the
+    # schedule's end moves out by the 1.13 s its slot was short
+    clock.now = tickets[0][1]
+    lease = await limiter.acquire(ASR_MODEL, job_id="a0", audio_s=30.0, lane="bulk", tenant="acme")
+    assert lease.granted_at == pytest.approx(tickets[0][1]) and lease.tokens == 359
+    moved = float(await redis.hget(keys["state"], "tat") or 0)  # type: ignore[misc]
+    assert moved == pytest.approx(end + 3.59 - 2.46)
+    assert float(await redis.hget(keys["state"], "audio") or 0) == pytest.approx(22.0)  # type: ignore[misc]
+    # a1's is 2 s (44 tokens): its slot was long; the credit stops at the last ticket's slot
+    clock.now = tickets[1][1]
+    await limiter.acquire(ASR_MODEL, job_id="a1", audio_s=2.0, lane="bulk", tenant="acme")
+    credited = float(await redis.hget(keys["state"], "tat") or 0)  # type: ignore[misc]
+    assert credited == pytest.approx(max(moved + 1.0 - 2.46, tickets[2][1] + 1.0))
 
 
 async def test_an_idle_schedule_admits_without_slots(redis: ArqRedis) -> None:
@@ -335,9 +387,10 @@ async def test_an_interactive_job_admitted_ahead_of_bulk_takes_the_earliest_bulk
 async def test_an_admitted_interactive_job_without_a_known_slot_is_due_at_once(
     redis: ArqRedis,
 ) -> None:
-    """A token-limited model's slot depends on the job's audio, and a cancelled job makes
-    no call: neither gets a ticket when admitted."""
-    limiter, _ = await _limiter(redis, ASR_MODEL)
+    """A token-limited model's slot depends on the job's audio (unknown before a grant of
+    a measured length), and a cancelled job makes no call: neither gets a ticket when
+    admitted."""
+    limiter, _ = await _limiter(redis, ASR_MODEL, busy_audio_s=None)
     ids = await _interactive(redis, ASR_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
     await _free_places(redis, ASR_MODEL, "acme", ids[:1])
     assert await limiter.admit(ASR_MODEL) == 1

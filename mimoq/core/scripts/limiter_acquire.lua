@@ -1,6 +1,7 @@
 -- acquire: grant one MiMo call now, or say when to come back (holding a ticket when queued;
 -- a ticket more than HORIZON ahead is re-read half-way there).
--- ARGV[2]: the call as JSON {job, lease, audio (seconds, token-limited models), lane
+-- ARGV[2]: the call as JSON {job, lease, audio (seconds, token-limited models), measured
+-- (whether audio is the job's own, not the charge of an unknown length), lane
 -- ("interactive" | "bulk"), tenant (optional)}.
 -- Returns {decision, wait_s, tokens charged, now}.
 
@@ -98,17 +99,30 @@ local function in_flight_wait()
   return math.min(math.max(latency / Q.max_in_flight, 0.05), 5)
 end
 
--- `tat`: the schedule's new end, when this grant moves it (written with the pace, one HSET)
-local function grant(tat)
+-- The EWMA weight of a granted call's audio in the model's typical audio (slot_plan)
+local AUDIO_ALPHA = 0.2
+
+-- `tat`: the schedule's new end, when this grant moves it (written with the pace, one HSET);
+-- `paced`: the slot length the pace moves by, when not the call's own (settle_planned)
+local function grant(tat, paced)
   redis.call('SET', MARKER, 'granted', 'PX', math.floor(Q.lease_ttl * 1000))
   redis.call('ZADD', LOG, now, lease_id)
   if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
   redis.call('ZADD', LEASES, now + Q.lease_ttl, lease_id)
+  local writes = {'ptat', math.max(st.ptat, now) + (paced or len)}
   if tat then
-    redis.call('HSET', STATE, 'ptat', math.max(st.ptat, now) + len, 'tat', tat)
-  else
-    redis.call('HSET', STATE, 'ptat', math.max(st.ptat, now) + len)
+    writes[3], writes[4] = 'tat', tat
   end
+  if Q.tokens > 0 and A.measured and audio_s > 0 then
+    -- the typical audio admission sizes this model's slots on
+    writes[#writes + 1] = 'audio'
+    if st.audio == nil then
+      writes[#writes + 1] = audio_s
+    else
+      writes[#writes + 1] = st.audio + AUDIO_ALPHA * (audio_s - st.audio)
+    end
+  end
+  redis.call('HSET', STATE, unpack(writes))
   if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
   note_grant(bulk)
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
@@ -196,6 +210,28 @@ end
 local full = Q.max_in_flight > 0
   and redis.call('ZCOUNT', LEASES, '(' .. fmt(now), '+inf') >= Q.max_in_flight
 
+-- A token-limited model's ticket given at admission was sized on the model's typical audio
+-- (slot_plan). Granted, the schedule's end moves by the difference from the job's own (as a
+-- release settles its tokens: a credit never pulls the end in front of a queued ticket),
+-- and the pace moves by the planned length: the next tickets were planned after it, and a
+-- longer call than planned would have the pace re-space each of them to the end. The hard
+-- guard still counts the call's own tokens. Returns the new end (nil: it does not move) and
+-- the planned slot's length (nil: not a planned ticket).
+local function settle_planned()
+  if Q.tokens <= 0 then return nil, nil end
+  local planned = tonumber(redis.call('HGET', TICKET_AUDIO, job_id))
+  if planned == nil or planned == audio_s then return nil, nil end
+  local planned_len = slot_length(f, call_cost(st.tok_rate, planned))
+  local shift = len - planned_len
+  if shift == 0 then return nil, nil end
+  local floor = 0
+  if shift < 0 then
+    local last = last_ticket()
+    if #last > 0 and last[1] ~= job_id then floor = tonumber(last[2]) + per_request end
+  end
+  return math.max(math.max(st.tat, now) + shift, floor), planned_len
+end
+
 -- (a ticket is in its job's own lane: only there is it looked for)
 local ticket = tonumber(redis.call('ZSCORE', lane_tickets(bulk), job_id))
 if ticket then
@@ -208,8 +244,9 @@ if ticket then
   local p = pace_wait()
   if p > 0 then return respace(p, 'paced') end
   -- its ticket is in its own lane, counted under its own lane and tenant
+  local tat, paced = settle_planned()
   drop_ticket(job_id, bulk, tenant_field(bulk, tenant))
-  return grant()
+  return grant(tat, paced)
 end
 
 -- No slot is reserved while the in-flight cap is full: it would pass unused.

@@ -118,7 +118,8 @@ end
 
 local function load_state()
   local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
-    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk')
+    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk',
+    'audio')
   return {
     tat = tonumber(v[1]) or 0,
     f = tonumber(v[2]) or 1,
@@ -143,6 +144,9 @@ local function load_state()
     touched = tonumber(v[16]),
     -- when housekeep() last dropped what no decision needs
     hk = tonumber(v[17]),
+    -- the audio seconds of this model's calls (EWMA of the granted calls' measured audio;
+    -- token-limited models only): what an admitted job's slot is sized on (slot_plan)
+    audio = tonumber(v[18]),
   }
 end
 
@@ -526,16 +530,37 @@ end
 -- and enter arq's queue Q.hold before their slot. A job's first pick is then its grant,
 -- after at most Q.hold waited in the worker: before, its first pick only learned its slot
 -- and deferred it through arq's queue again, about 30 commands a bulk job (issue #22).
--- nil (the job is due at once and asks for its slot when picked) where a slot's length is
--- not known without the job (models with a token limit: it depends on the job's audio),
--- the account is not known (Q.admit_slots off: a pool of several accounts routes each call
--- to one of them). A batch whose slots all end within Q.hold is not planned either
+-- A model with a token limit sizes each slot on its calls' typical audio (st.audio, the
+-- granted calls' measured seconds) and writes it as the ticket's audio: the job's own is
+-- known only when it asks, and its grant settles the difference (limiter_acquire.lua,
+-- settle_planned). Before, those jobs got no slot here and their first pick only learned
+-- it: a bulk transcription asked 2.5 times and was picked twice (issue #22). nil (the job
+-- is due at once and asks for its slot when picked) where a slot's length is not known yet
+-- (a token-limited model before its first measured grant) or the account is not known
+-- (Q.admit_slots off: a pool of several accounts routes each call to one of them). A batch whose slots all end within Q.hold is not planned either
 -- (plans_batch): nobody waits for a slot, so each job's first ask is its grant (or a wait
 -- within the hold) anyway, and a ticket would only cost its writes (a quota far from
 -- binding paid 2 commands and 9 % more Redis CPU a job).
 local function slot_plan(st, f, now)
-  if not Q.admit_slots or Q.tokens > 0 then return nil end
-  return {st = st, len = spacing(f), now = now}
+  if not Q.admit_slots then return nil end
+  if Q.tokens <= 0 then return {st = st, len = spacing(f), now = now} end
+  if st.audio == nil then return nil end
+  return {st = st, len = slot_length(f, call_cost(st.tok_rate, st.audio)), now = now,
+    audio = st.audio}
+end
+
+-- The audio seconds a plan's tickets were sized on, as each ticket's audio (a re-plan and a
+-- moved slot read it): one HSET for the batch.
+local function note_planned_audio(plan, ids)
+  if plan.audio == nil or #ids == 0 then return end
+  for i = 1, #ids, CHUNK do
+    local args = {}
+    for j = i, math.min(i + CHUNK - 1, #ids) do
+      args[#args + 1] = ids[j]
+      args[#args + 1] = plan.audio
+    end
+    redis.call('HSET', TICKET_AUDIO, unpack(args))
+  end
 end
 
 -- Whether `plan` gives a batch of `n` jobs their slots: when the batch's last slot lies
@@ -590,7 +615,7 @@ local function plan_slots(batch, owners, plan)
   local counts = {}
   local flat = redis.call('HGETALL', TENANT_TICKETS)
   for i = 1, #flat, 2 do counts[flat[i]] = flat[i + 1] end
-  local moved_to, index = {}, {}
+  local moved_to, index, planned_ids = {}, {}, {}
   for i = 1, #batch do
     local id = batch[i]
     local tail = math.max(st.tat, now, st.cd)
@@ -602,6 +627,7 @@ local function plan_slots(batch, owners, plan)
       local held = tonumber(counts[mine]) or 0
       local last = tonumber(counts['last:' .. mine]) or false
       set_ticket(id, at, true, owners[i], last, held)
+      planned_ids[#planned_ids + 1] = id
       counts[mine] = held + 1
       if last == false or at > last then counts['last:' .. mine] = at end
       st.tat = tail + plan.len
@@ -615,6 +641,7 @@ local function plan_slots(batch, owners, plan)
     if index[id] then due[index[id]] = queue_score(at) end
   end
   redis.call('HSET', STATE, 'tat', st.tat)
+  note_planned_audio(plan, planned_ids)
   return due
 end
 
@@ -735,7 +762,7 @@ end
 -- Q.interactive_direct, which ask and take turns, are admitted one per grant of its own.
 local function plan_interactive(batch, tenant, plan)
   local due, st, now = {}, plan.st, plan.now
-  local planned = false
+  local planned = {}
   for i = 1, #batch do
     local id = batch[i]
     due[i] = math.floor(now * 1000)
@@ -759,11 +786,12 @@ local function plan_interactive(batch, tenant, plan)
       if head then retime(head[1], tail, true) end
       set_ticket(id, at, false, tenant)
       st.tat = tail + plan.len
-      planned = true
+      planned[#planned + 1] = id
       due[i] = queue_score(at)
     end
   end
-  if planned then redis.call('HSET', STATE, 'tat', st.tat) end
+  if #planned > 0 then redis.call('HSET', STATE, 'tat', st.tat) end
+  note_planned_audio(plan, planned)
   return due
 end
 

@@ -365,7 +365,8 @@ class RedisLimiter:
         if self.config.quota(model).tokens is not None:
             audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
         call: dict[str, Any] = {
-            "job": job_id, "lease": lease_id, "audio": audio, "lane": lane, "tenant": tenant,
+            "job": job_id, "lease": lease_id, "audio": audio, "measured": audio_s is not None,
+            "lane": lane, "tenant": tenant,
         }  # fmt: skip
         hold = self.config.hold_s if self._sleep is not None else 0.0
         held_s = await self._until_queued_slot(hold)
