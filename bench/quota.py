@@ -2,7 +2,7 @@
 
     python bench/quota.py [--windows 6] [--window-s 10] [--rpm 100] [--tpm 10000]
                           [--latency-median-ms 1000] [--latency-sigma 0.6] [--poll-delay 0.05]
-                          [--asr-audio-s 24] [--backlog 2] [--only NAME ...] [--seed 1]
+                          [--asr-audio-s 24] [--asr-spread 0] [--backlog 2] [--only NAME ...] [--seed 1]
 
 Time-compressed: MiMo's one-minute window becomes ``--window-s`` seconds, for the simulator
 (``mimoq sim --quota-*``, sliding window: the strict one) and for the workers
@@ -98,6 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-sigma", type=float, default=0.6, help="lognormal sigma (tail)")
     p.add_argument("--poll-delay", type=float, default=0.05, help="MIMOQ_POLL_DELAY_S")
     p.add_argument("--asr-audio-s", type=float, default=24.0, help="seconds per ASR clip")
+    p.add_argument(
+        "--asr-spread",
+        type=float,
+        default=0.0,
+        help="ASR clips of 5 lengths, from (1 - S) to (1 + S) x --asr-audio-s, in turn "
+        "(0: one length); e.g. 0.9 for files as an archive has them",
+    )
     p.add_argument("--backlog", type=float, default=2.0, help="jobs enqueued / quota of run")
     p.add_argument("--only", action="append", metavar="NAME", help="run only these scenarios")
     p.add_argument("--seed", type=int, default=1, help="the simulator's latency seed")
@@ -126,8 +133,8 @@ class Plan:
     target: float
     latency_mean_s: float
     latency_dev_s: float
-    asr_file: Path
-    asr_tokens: int  # what the simulator charges for one clip
+    asr_files: list[Path]  # the clips, used in turn
+    asr_tokens: int  # what the simulator charges for one clip, on average over the clips
 
     def rate(self, model: str) -> float:
         """Calls per second the paced quota allows for ``model``."""
@@ -152,19 +159,28 @@ class Plan:
 
     def job(self, model: str, i: int) -> dict[str, Any]:
         if model == ASR_MODEL:
-            return {"kind": "transcription", "model": model, "file": str(self.asr_file)}
+            clip = self.asr_files[i % len(self.asr_files)]
+            return {"kind": "transcription", "model": model, "file": str(clip)}
         return {"kind": "speech", "model": model, "input": f"Quota bench, sentence {i}."}
 
 
 def make_plan(args: argparse.Namespace, workdir: Path) -> Plan:
-    clip = asr_clip(args.asr_audio_s)
-    asr_file = workdir / "clip.wav"
-    asr_file.write_bytes(clip)
-    heard = hear("audio/wav", clip)
-    tokens = int(transcription_usage(heard.duration_s, heard.transcript)["total_tokens"])
+    spread = args.asr_spread
+    lengths = [args.asr_audio_s]
+    if spread > 0:
+        lengths = [args.asr_audio_s * (1 - spread + spread * k / 2) for k in range(5)]
+    asr_files: list[Path] = []
+    charged: list[int] = []
+    for n, seconds in enumerate(lengths):
+        clip = asr_clip(seconds)
+        asr_files.append(workdir / f"clip-{n}.wav")
+        asr_files[-1].write_bytes(clip)
+        heard = hear("audio/wav", clip)
+        charged.append(int(transcription_usage(heard.duration_s, heard.transcript)["total_tokens"]))
+    tokens = round(sum(charged) / len(charged))
     mean, dev = lognormal_latency_s(args.latency_median_ms / 1000, args.latency_sigma)
     target = default_target(args.window_s)
-    return Plan(args, target, mean, dev, asr_file, tokens)
+    return Plan(args, target, mean, dev, asr_files, tokens)
 
 
 def sim_flags(args: argparse.Namespace) -> list[str]:
@@ -258,7 +274,8 @@ def describe(plan: Plan) -> str:
         f"latency: lognormal, median {a.latency_median_ms:g} ms, sigma {a.latency_sigma:g} "
         f"(mean {plan.latency_mean_s:.2f} s, mean deviation {plan.latency_dev_s:.2f} s); "
         f"poll delay {a.poll_delay:g} s\n"
-        f"ASR clip: {a.asr_audio_s:g} s = {plan.asr_tokens} tokens a call, so "
+        f"ASR clip: {a.asr_audio_s:g} s (lengths spread {a.asr_spread:g}) = "
+        f"{plan.asr_tokens} tokens a call on average, so "
         f"{a.tpm / plan.asr_tokens:.1f} calls per window fit the token quota "
         f"(vs {a.rpm} requests)\n"
         f"{a.windows} windows per scenario; steady = windows 2..{a.windows}"
