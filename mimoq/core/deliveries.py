@@ -14,6 +14,7 @@ The record also keeps every attempt (``history``), which ``mimoq callbacks show`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
@@ -46,6 +47,28 @@ def key(delivery_id: str) -> str:
 
 async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     """Store the record and enqueue its job; False (nothing written) if one is pending."""
+    keys, args = _enqueue_call(delivery, defer_s=defer_s)
+    return bool(await scripts.named("delivery_enqueue").run(redis, keys, args))
+
+
+@dataclass
+class HandOver:
+    """A delivery's ``enqueue``, made by the script that writes its job's result record
+    (``result_hand_over.lua``): its keys and arguments after the record's, and what the
+    script answered (``queued``: the record and the job written)."""
+
+    delivery: Delivery
+    keys: list[str]
+    args: list[str]
+    queued: bool = False
+
+
+def hand_over(delivery: Delivery, *, defer_s: float) -> HandOver:
+    keys, args = _enqueue_call(delivery, defer_s=defer_s)
+    return HandOver(delivery, keys, args)
+
+
+def _enqueue_call(delivery: Delivery, *, defer_s: float) -> tuple[list[str], list[str]]:
     # arq drops a job whose key expired; each retry extends it (and the record) again.
     ttl_s = defer_s + MAX_DELAY_S
     ref = DeliveryRef(delivery_id=delivery.delivery_id, job_id=delivery.job_id)
@@ -68,7 +91,7 @@ async def enqueue(redis: Redis, delivery: Delivery, *, defer_s: float) -> bool:
     # live one; a duplicate schedule must not reset a history). The arq job (its envelope) is
     # built in Python by arq_compat; the run-at time is Redis's clock, like every other score
     # in the queue.
-    return bool(await scripts.named("delivery_enqueue").run(redis, keys, args))
+    return keys, args
 
 
 async def hurry(redis: Redis, delivery_id: str) -> None:

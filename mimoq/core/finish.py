@@ -162,6 +162,19 @@ async def finish_unless_cancelled(
     deleted with the write, either way."""
     _note_callback(result, callback)
     run = _run_count(result)
+    # A job of no run hands its callback over on the record's own round trip (one less a
+    # callback, issue #22). A run's last job hands it over only once the write has told it
+    # that it was the last (``_after_write``).
+    handed: list[deliveries.HandOver] = []
+
+    def hand_over(written: JobResult) -> deliveries.HandOver:
+        assert callback is not None
+        defer_s = settings.callbacks.schedule_s[0]
+        if inline_callback:
+            defer_s = inline_backstop_s(settings.callbacks.timeout_s)
+        handed.append(deliveries.hand_over(build_delivery(written, callback), defer_s=defer_s))
+        return handed[-1]
+
     wrote = await write_result_unless_cancelled(
         redis,
         result,
@@ -169,10 +182,16 @@ async def finish_unless_cancelled(
         usage=usage,
         run=run,
         drop_keys=drop_keys,
+        hand_over=hand_over if callback is not None and run is None else None,
     )
     if wrote is None:
         return None
     written, record = wrote
+    if handed:
+        await _after_write(redis, written, None, settings=settings, run=run)
+        # (not queued: a delivery job with this id was pending, and makes the attempt)
+        queued = handed[0].queued and inline_callback
+        return Finished(written, handed[0].delivery if queued else None, record)
     delivery = await _after_write(
         redis, written, callback, settings=settings, run=run, inline=inline_callback
     )

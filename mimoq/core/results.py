@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +13,17 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from mimoq.core import scripts, wire
+from mimoq.core.deliveries import HandOver
 from mimoq.core.errors import InternalError
 from mimoq.core.jobs import JobResult, JobStatus
 from mimoq.core.runs import RunCount
-from mimoq.core.scripts.replies import ResultWritten, decode_result_write
+from mimoq.core.scripts.replies import (
+    ResultWrite,
+    ResultWritten,
+    RunCounted,
+    decode_result_hand_over,
+    decode_result_write,
+)
 from mimoq.core.splitting.plan import chunk_of
 from mimoq.core.usage_windows import UsageWrite, held_reason
 
@@ -82,6 +89,7 @@ async def write_result_unless_cancelled(
     usage: UsageWrite | None = None,
     run: RunCount | None = None,
     drop_keys: Sequence[str] = (),
+    hand_over: Callable[[JobResult], HandOver] | None = None,
 ) -> tuple[JobResult, str] | None:
     """:func:`write_result_safely` for the result of a job a worker ran, made atomic with
     cancel.lua (``result_unless_cancelled.lua``): None, and nothing written, when the job's
@@ -89,13 +97,21 @@ async def write_result_unless_cancelled(
     caller records it as cancelled instead. The marker check is folded into the write: no
     extra command, and so is ``run``, the job's count in its run (when written). ``usage`` is
     written either way (the call was made). ``drop_keys``: the run's own keys it no longer
-    needs, deleted in the same round trip either way. Returns the result as written and
-    its text."""
+    needs, deleted in the same round trip either way. ``hand_over`` (a job of no run with a
+    callback): its callback's delivery, made of the result as written, is handed over by
+    the same script when the record is written (``result_hand_over.lua``); its ``queued``
+    says whether it was. Returns the result as written and its text."""
     result, text = _encodable(result)
-    # after the run scripts' prelude: it counts the job in its run in the same call
-    script = scripts.named("result_unless_cancelled")
+    delivery = hand_over(result) if hand_over is not None and run is None else None
     keys = [wire.result_key(result.id), wire.cancel_key(result.id)]
     args = [text, str(ttl_s), wire.done_channel(result.id), result.status]
+    if delivery is not None:
+        script = scripts.named("result_hand_over")
+        keys += delivery.keys
+        args += delivery.args
+    else:
+        # after the run scripts' prelude: it counts the job in its run in the same call
+        script = scripts.named("result_unless_cancelled")
     if run is not None:
         keys += run.keys()
         args += [run.run, run.job_id, run.at]
@@ -112,7 +128,13 @@ async def write_result_unless_cancelled(
         if drop_keys:  # (queued last: its reply is not read)
             pipe.delete(*drop_keys)
         written, _, *rest = await pipe.execute(raise_on_error=False)
-    write = decode_result_write(await script.settle(redis, written, keys, args))
+    reply = await script.settle(redis, written, keys, args)
+    if delivery is not None:
+        handed = decode_result_hand_over(reply)
+        delivery.queued = handed.queued
+        write = ResultWrite(handed.written, RunCounted.NOT_COUNTED)
+    else:
+        write = decode_result_write(reply)
     if counted and usage is not None:
         await usage.settle(redis, rest.pop(0))
     if chunk is not None:

@@ -33,7 +33,10 @@ from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-#: Measured on the shared 2-core host: 81 commands in each of 6 runs under two CPU hogs,
+#: Measured on the shared 2-core host: 76 commands in each of 3 runs, with the second warm-up
+#: job carrying a callback (its scripts were loaded in the count before: 3 SCRIPT LOADs and
+#: their NOSCRIPT tries) and a callback's hand-over made by the record's own script (77 with
+#: the same warm-up before it). Earlier: 81 commands in each of 6 runs under two CPU hogs,
 #: after the warm-up became two jobs (with one, 78-79 on a quiet host and 105-118 in 2 of 5
 #: runs under the hogs: the first beat's fleet sampling fell into the count). Before: 77
 #: commands (3 runs, after the claim made arq's start
@@ -51,7 +54,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 #: more on a loaded host (the spread above) and for a run that counts the warm-up job's last
 #: usage write (~15 more), not for a new per-job round trip pattern. The beat's fold of
 #: the usage journal is an hour away here (its interval is the heartbeat's).
-MEASURED_COMMANDS = 81
+MEASURED_COMMANDS = 76
 COMMAND_BUDGET = 95
 #: Commands the test itself sends; not part of what the job costs.
 #: The test waits with TYPE, which no job path sends, so its waiting is not counted either.
@@ -96,10 +99,22 @@ async def test_one_jobs_life_stays_within_its_command_budget(
             # the last lease gone, the key is gone
             return await own_pool.type(leases) == b"none"
 
+        # The second has a callback too: the scripts of a callback's path are loaded by it.
         for n in range(2):
-            warm = await producer.enqueue({"kind": "speech", "input": f"warm up {n}"})
+            warm_job: dict[str, object] = {"kind": "speech", "input": f"warm up {n}"}
+            if n == 1:
+                warm_job["callback"] = {"url": receiver.url("/hook")}
+            warm = await producer.enqueue(warm_job)
             await producer.wait(warm.job_id, timeout_s=60)
             await eventually(released, what="the warm-up call's lease released")
+        warm_backstop = wire.job_key(wire.callback_job_id(warm.job_id))
+
+        async def warm_recorded() -> bool:
+            # delivered, and recorded once its backstop job is gone
+            return bool(receiver.requests) and await own_pool.type(warm_backstop) == b"none"
+
+        await eventually(warm_recorded, what="the warm-up's callback delivered and recorded")
+        heard = len(receiver.requests)
         await own_pool.config_resetstat()
         job = {"kind": "speech", "input": "one job", "callback": {"url": receiver.url("/hook")}}
         enqueued = await producer.enqueue(job)
@@ -109,7 +124,7 @@ async def test_one_jobs_life_stays_within_its_command_budget(
         async def done() -> bool:
             if await own_pool.type(wire.result_key(job_id)) == b"none":
                 return False
-            if not receiver.requests:
+            if len(receiver.requests) <= heard:
                 return False
             # the callback was delivered and recorded once its backstop job is gone
             if await own_pool.type(callback_job) != b"none":

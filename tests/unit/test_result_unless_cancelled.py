@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 from arq.connections import ArqRedis
+from redis.exceptions import ResponseError
 
 from mimoq.core import wire
-from mimoq.core.jobs import JobResult
+from mimoq.core.deliveries import HandOver, hand_over, load
+from mimoq.core.finish import build_delivery, callback_body
+from mimoq.core.jobs import Callback, JobResult
 from mimoq.core.results import read_result, write_result_unless_cancelled
 from mimoq.core.settings import Settings
 from mimoq.producer.cancel import CancelStatus, cancel_jobs
@@ -92,3 +96,78 @@ async def test_many_writes_racing_many_cancels_agree_with_their_answers(
             assert wrote is not None and recorded is not None
         else:
             assert answer.in_flight and wrote is None and recorded is None
+
+
+def _hand_over(seen: list[HandOver]) -> Callable[[JobResult], HandOver]:
+    """The callback's hand-over made of the record as written (what finish.py passes)."""
+
+    def make(written: JobResult) -> HandOver:
+        callback = Callback(url="https://hooks.example.com/done")
+        seen.append(hand_over(build_delivery(written, callback), defer_s=60.0))
+        return seen[-1]
+
+    return make
+
+
+async def test_the_callback_is_handed_over_on_the_records_round_trip(backend: ArqRedis) -> None:
+    async def reads() -> int | None:
+        """Round trips and script calls so far, as one number each a thousand apart."""
+        try:
+            trips = int((await backend.info("stats"))["total_reads_processed"])
+            calls = (await backend.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+        except ResponseError:  # fakeredis has no INFO
+            return None
+        return trips + 1000 * int(calls)
+
+    async def reads_of(job_id: str, seen: list[HandOver] | None) -> int | None:
+        await running_and_granted(backend, job_id)
+        before = await reads()
+        handing = _hand_over(seen) if seen is not None else None
+        wrote = await write_result_unless_cancelled(
+            backend, succeeded(job_id), ttl_s=60, hand_over=handing
+        )
+        assert wrote is not None
+        now = await reads()
+        return None if before is None or now is None else now - before
+
+    # the scripts loaded and the connections made first
+    await reads_of("warm", [])
+    seen: list[HandOver] = []
+    plain, hooked = await reads_of("plain", None), await reads_of("hooked", seen)
+    assert seen[0].queued
+    # the hand-over adds no round trip and no script call to the record's
+    assert hooked == plain
+    delivery = await load(backend, wire.callback_job_id("hooked"))
+    assert delivery is not None
+    recorded = await read_result(backend, "hooked")
+    assert recorded is not None and delivery.body == callback_body(recorded, delivery.delivery_id)
+    assert await backend.zscore(wire.QUEUE_NAME, wire.callback_job_id("hooked")) is not None
+
+
+async def test_a_cancel_first_hands_over_no_callback_of_the_refused_record(
+    backend: ArqRedis,
+) -> None:
+    await running_and_granted(backend, "hooked-late")
+    await cancel_jobs(backend, ["hooked-late"], settings=Settings())
+    seen: list[HandOver] = []
+    wrote = await write_result_unless_cancelled(
+        backend, succeeded("hooked-late"), ttl_s=60, hand_over=_hand_over(seen)
+    )
+    assert wrote is None and not seen[0].queued
+    # nothing of the "succeeded" callback: the cancelled record hands its own over
+    delivery_id = wire.callback_job_id("hooked-late")
+    assert await load(backend, delivery_id) is None
+    assert await backend.exists(wire.job_key(delivery_id)) == 0
+
+
+async def test_a_pending_delivery_is_not_handed_over_twice(backend: ArqRedis) -> None:
+    await running_and_granted(backend, "hooked-twice")
+    first: list[HandOver] = []
+    await write_result_unless_cancelled(
+        backend, succeeded("hooked-twice"), ttl_s=60, hand_over=_hand_over(first)
+    )
+    again: list[HandOver] = []
+    await write_result_unless_cancelled(
+        backend, succeeded("hooked-twice"), ttl_s=60, hand_over=_hand_over(again)
+    )
+    assert first[0].queued and not again[0].queued

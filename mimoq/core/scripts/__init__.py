@@ -187,14 +187,16 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "run_finish_many": ("run_end_if_done",),
         "run_seal": ("run_end_if_done",),
         "run_cancelling": ("run_end_if_done",),
-        "result_unless_cancelled": ("run_end_if_done",),
+        "result_unless_cancelled": ("run_end_if_done", "result_put"),
+        # a job of no run with a callback: its record and the callback's hand-over at once
+        "result_hand_over": ("result_put", "delivery_put"),
         # usage (core/usage_windows.py, core/usage_journal.py)
         "usage_add": (),
         "usage_fold": (),
         # a long job's parent and its chunks (worker/fanout.py): the last chunk wakes it
         "fanout_chunk_done": (),
         "fanout_wait": (),
-        "delivery_enqueue": (),
+        "delivery_enqueue": ("delivery_put",),
         "result_callback_swap": (),
         "dead_letter_put": (),
         "orphans_forget": (),

@@ -111,6 +111,18 @@ def decode_result_write(reply: Any) -> ResultWrite:
     return ResultWrite(ResultWritten(int(written)), RunCounted(int(counted)))
 
 
+@dataclass(frozen=True)
+class ResultHandOver:
+    written: ResultWritten
+    queued: bool  # the callback's delivery record and job written (False: one was pending)
+
+
+def decode_result_hand_over(reply: Any) -> ResultHandOver:
+    """result_hand_over.lua: ``{written, queued}``."""
+    written, queued = reply
+    return ResultHandOver(ResultWritten(int(written)), int(queued) == 1)
+
+
 class Requeued(IntEnum):
     """What orphans_requeue.lua did with a dead worker's job."""
 
