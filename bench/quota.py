@@ -2,7 +2,8 @@
 
     python bench/quota.py [--windows 6] [--window-s 10] [--rpm 100] [--tpm 10000]
                           [--latency-median-ms 1000] [--latency-sigma 0.6] [--poll-delay 0.05]
-                          [--asr-audio-s 24] [--asr-spread 0] [--backlog 2] [--only NAME ...] [--seed 1]
+                          [--asr-audio-s 24] [--asr-spread 0] [--backlog 2] [--only NAME ...]
+                          [--seed 1]
 
 Time-compressed: MiMo's one-minute window becomes ``--window-s`` seconds, for the simulator
 (``mimoq sim --quota-*``, sliding window: the strict one) and for the workers
