@@ -537,10 +537,11 @@ end
 -- it: a bulk transcription asked 2.5 times and was picked twice (issue #22). nil (the job
 -- is due at once and asks for its slot when picked) where a slot's length is not known yet
 -- (a token-limited model before its first measured grant) or the account is not known
--- (Q.admit_slots off: a pool of several accounts routes each call to one of them). A batch whose slots all end within Q.hold is not planned either
--- (plans_batch): nobody waits for a slot, so each job's first ask is its grant (or a wait
--- within the hold) anyway, and a ticket would only cost its writes (a quota far from
--- binding paid 2 commands and 9 % more Redis CPU a job).
+-- (Q.admit_slots off: a pool of several accounts routes each call to one of them). A batch
+-- whose slots all end within Q.hold is not planned either (plans_batch): nobody waits for a
+-- slot, so each job's first ask is its grant (or a wait within the hold) anyway, and a
+-- ticket would only cost its writes (a quota far from binding paid 2 commands and 9 % more
+-- Redis CPU a job).
 local function slot_plan(st, f, now)
   if not Q.admit_slots then return nil end
   if Q.tokens <= 0 then return {st = st, len = spacing(f), now = now} end

@@ -3,14 +3,15 @@
 Every MiMo call ends with a release (limiter_release.lua): its lease freed, its tokens
 settled, its latency and grant-to-send lag folded into the model's averages. Sent one by
 one that was one ``FCALL`` per job, each reading and writing the model's state hash: 13 % of
-the mix's Redis CPU (issue #22). A release is not waited for by anything but the lease's own
-bookkeeping, so the releases of one model that end within ``linger_s`` of the first are
-sent together, after it, in one call that reads and writes the state once.
+the mix's server time in scripts (``bench/redis_cost.py --by-script``, issue #22). A
+release is not waited for by anything but the lease's own bookkeeping, so the releases of
+one model that end within ``linger_s`` of the first are sent together, after it, in one
+call that reads and writes the state once.
 
 Only a release is late, never a grant: the in-flight count (a display, unless a cap is set:
 then the limiter sends each release at once, ``LimiterConfig.release_linger_s``) and a
-transcription's token estimate (an over-estimate until it is settled: the guard stays
-conservative) lag by ``linger_s`` at most. A batch that cannot be sent (Redis gone) is
+transcription's settled tokens lag by ``linger_s`` at most (its estimate, which stood for
+the whole call, stands that much longer). A batch that cannot be sent (Redis gone) is
 logged and dropped: its leases expire as a dead worker's do, and its estimates stand.
 """
 
