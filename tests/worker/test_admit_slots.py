@@ -172,6 +172,30 @@ async def test_a_token_limited_models_jobs_get_slots_sized_on_its_typical_audio(
     assert credited == pytest.approx(max(moved + 1.0 - 2.46, tickets[2][1] + 1.0))
 
 
+async def test_a_token_limited_model_admits_two_until_it_knows_its_typical_audio(
+    redis: ArqRedis,
+) -> None:
+    """Before its first grant of a known length, a transcription's slot cannot be planned,
+    and a whole look-ahead of unplanned jobs would be picked at once, most only to learn
+    their slots: two are kept admitted until then, the whole look-ahead after."""
+    limiter, clock = await _limiter(
+        redis, ASR_MODEL, busy_audio_s=None, tpm={ASR_MODEL: 1000}, lookahead_s=10.0
+    )
+    jobs = [("lead", "acme")] + [(f"a{i}", "acme") for i in range(6)]
+    await _waiting_bulk(redis, ASR_MODEL, jobs)
+    assert await limiter.admit(ASR_MODEL) == 1  # the lead (enqueued at once) and a0
+    assert not await schedule(redis, "acct", ASR_MODEL)
+    # a0, 20 s of audio: granted once the unknown-length busy call's 6.96 s slot is over
+    # (charged as 60 s: 696 tokens), and now the model's typical audio
+    clock.now = T0 + 7
+    await limiter.acquire(ASR_MODEL, job_id="a0", audio_s=20.0, lane="bulk", tenant="acme")
+    # its grant topped the look-ahead up, with slots sized on that audio (2.46 s each)
+    tickets = await schedule(redis, "acct", ASR_MODEL)
+    assert [job for job, _ in tickets] == [b"a1", b"a2", b"a3", b"a4", b"a5"]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(tickets)]
+    assert gaps == pytest.approx([2.46] * 4)
+
+
 async def test_an_idle_schedule_admits_without_slots(redis: ArqRedis) -> None:
     """Nobody waits for a slot: an admitted job's first ask is its grant anyway, so it gets
     no ticket (a quota far from binding would pay its writes on every job for nothing)."""

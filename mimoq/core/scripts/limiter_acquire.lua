@@ -115,12 +115,13 @@ local function grant(tat, paced)
   end
   if Q.tokens > 0 and A.measured and audio_s > 0 then
     -- the typical audio admission sizes this model's slots on
-    writes[#writes + 1] = 'audio'
     if st.audio == nil then
-      writes[#writes + 1] = audio_s
+      st.audio = audio_s
     else
-      writes[#writes + 1] = st.audio + AUDIO_ALPHA * (audio_s - st.audio)
+      st.audio = st.audio + AUDIO_ALPHA * (audio_s - st.audio)
     end
+    writes[#writes + 1] = 'audio'
+    writes[#writes + 1] = st.audio
   end
   redis.call('HSET', STATE, unpack(writes))
   if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
@@ -131,7 +132,7 @@ local function grant(tat, paced)
   -- the granted job leaves the look-ahead; admit the next waiting job(s) in its place, their
   -- slots after the schedule's end as this grant left it
   if tat then st.tat = tat end
-  admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request), slot_plan(st, f, now))
+  admit_after_grant(now, job_id, bulk, tenant, lookahead(per_request, st), slot_plan(st, f, now))
   touch(st, now)
   return {'granted', fmt(0), cost, fmt(now)}
 end

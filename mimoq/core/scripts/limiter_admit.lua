@@ -11,7 +11,7 @@ local plan = nil
 if want >= 0 then
   local st = load_state()
   local f = factor(st, now)
-  want = lookahead(spacing(f))
+  want = lookahead(spacing(f), st)
   plan = slot_plan(st, f, now)
 end
 return admit(now, want, plan)
