@@ -100,14 +100,17 @@ async def _hand_over_callback(
     due once the attempt could no longer be running, so a worker that dies during it loses
     nothing. Returns the delivery the caller attempts (None: not inline, or a delivery job
     with this id was already pending, which then makes the attempt)."""
-    if not inline:
-        await schedule_callback(redis, result, callback, settings=settings)
-        return None
     delivery = build_delivery(result, callback)
-    queued = await enqueue_delivery(
-        redis, delivery, defer_s=inline_backstop_s(settings.callbacks.timeout_s)
-    )
-    return delivery if queued else None
+    queued = await enqueue_delivery(redis, delivery, defer_s=_hand_over_defer_s(settings, inline))
+    return delivery if queued and inline else None
+
+
+def _hand_over_defer_s(settings: Settings, inline: bool) -> float:
+    """When a handed-over callback's delivery job is due: the schedule's first entry, or,
+    behind an inline attempt, once that attempt could no longer be running."""
+    if inline:
+        return inline_backstop_s(settings.callbacks.timeout_s)
+    return settings.callbacks.schedule_s[0]
 
 
 def inline_bound_s(timeout_s: float) -> float:
@@ -163,16 +166,17 @@ async def finish_unless_cancelled(
     _note_callback(result, callback)
     run = _run_count(result)
     # A job of no run hands its callback over on the record's own round trip (one less a
-    # callback, issue #22). A run's last job hands it over only once the write has told it
-    # that it was the last (``_after_write``).
+    # callback, issue #22; the write makes no hand-over for a job of a run). A run's last
+    # job hands it over only once the write has told it that it was the last
+    # (``_after_write``).
     handed: list[deliveries.HandOver] = []
 
     def hand_over(written: JobResult) -> deliveries.HandOver:
         assert callback is not None
-        defer_s = settings.callbacks.schedule_s[0]
-        if inline_callback:
-            defer_s = inline_backstop_s(settings.callbacks.timeout_s)
-        handed.append(deliveries.hand_over(build_delivery(written, callback), defer_s=defer_s))
+        delivery = build_delivery(written, callback)
+        handed.append(
+            deliveries.hand_over(delivery, defer_s=_hand_over_defer_s(settings, inline_callback))
+        )
         return handed[-1]
 
     wrote = await write_result_unless_cancelled(
@@ -182,7 +186,7 @@ async def finish_unless_cancelled(
         usage=usage,
         run=run,
         drop_keys=drop_keys,
-        hand_over=hand_over if callback is not None and run is None else None,
+        hand_over=hand_over if callback is not None else None,
     )
     if wrote is None:
         return None
