@@ -40,9 +40,9 @@ housekeep(st, now)
 local f = factor(st, now)
 -- the rate recovering after a 429 (or a new calibration) re-spaces the queue
 replan_if_drifted(st, f, now)
-local cost = call_cost(st.tok_rate, audio_s)
+local cost = call_cost(st, audio_s)
 local per_request = spacing(f)
-local len = slot_length(f, cost)
+local len = slot_length(f, cost, st)
 local guard = Q.window + margin(st)
 
 -- Seconds until one more grant of `cost` tokens fits the hard guard: at most the quota
@@ -111,7 +111,7 @@ local function grant(tat, paced)
   redis.call('ZADD', LEASES, now + Q.lease_ttl, lease_id)
   local writes = {'ptat', math.max(st.ptat, now) + (paced or len)}
   if tat then
-    writes[3], writes[4] = 'tat', tat
+    writes[3], writes[4], writes[5], writes[6] = 'tat', tat, 'owed', st.owed
   end
   if Q.tokens > 0 and A.measured and audio_s > 0 then
     -- the typical audio admission sizes this model's slots on
@@ -222,7 +222,7 @@ local function settle_planned()
   if Q.tokens <= 0 then return nil, nil end
   local planned = tonumber(redis.call('HGET', TICKET_AUDIO, job_id))
   if planned == nil or planned == audio_s then return nil, nil end
-  local planned_len = slot_length(f, call_cost(st.tok_rate, planned))
+  local planned_len = slot_length(f, call_cost(st, planned), st)
   local shift = len - planned_len
   if shift == 0 then return nil, nil end
   local floor = 0
@@ -230,7 +230,7 @@ local function settle_planned()
     local last = last_ticket()
     if #last > 0 and last[1] ~= job_id then floor = tonumber(last[2]) + per_request end
   end
-  return math.max(math.max(st.tat, now) + shift, floor), planned_len
+  return settle_shift(st, math.max(st.tat, now), shift, floor, per_request), planned_len
 end
 
 -- (a ticket is in its job's own lane: only there is it looked for)
@@ -280,7 +280,7 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
   else
     local moved_audio = 0
     if Q.tokens > 0 then moved_audio = tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0 end
-    local moved_len = slot_length(f, call_cost(st.tok_rate, moved_audio))
+    local moved_len = slot_length(f, call_cost(st, moved_audio), st)
     local tail = math.max(st.tat, start)
     if moved_field == nil then
       moved_field = redis.call('HGET', TICKET_TENANT, moved)

@@ -119,7 +119,7 @@ end
 local function load_state()
   local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
     'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk',
-    'audio')
+    'audio', 'owed', 'tok_base', 'rg')
   return {
     tat = tonumber(v[1]) or 0,
     f = tonumber(v[2]) or 1,
@@ -147,6 +147,12 @@ local function load_state()
     -- the audio seconds of this model's calls (EWMA of the granted calls' measured audio;
     -- token-limited models only): what an admitted job's slot is sized on (slot_plan)
     audio = tonumber(v[18]),
+    -- seconds of credit the schedule's end could not take yet (settle_shift)
+    owed = tonumber(v[19]) or 0,
+    -- a call's tokens besides its audio's, as measured (token_fit; nil: Q.call_tokens)
+    tok_base = tonumber(v[20]),
+    -- the weighted moments token_fit keeps, as text (read by a release only)
+    rg = v[21] or nil,
   }
 end
 
@@ -175,16 +181,38 @@ local function spacing(f)
   return per_request, per_token
 end
 
--- A call's share of the schedule: whichever of its request and token costs is longer.
-local function slot_length(f, cost)
-  local per_request, per_token = spacing(f)
-  return math.max(per_request, cost * per_token)
+-- The tokens a call with `audio` seconds is estimated at (0 without a token limit): the
+-- model's measured tokens besides the audio's (st.tok_base, else the configured ones) and
+-- its measured tokens per audio second.
+local function call_cost(st, audio)
+  if Q.tokens <= 0 then return 0 end
+  return math.ceil((st.tok_base or Q.call_tokens) + st.tok_rate * audio)
 end
 
--- The tokens a call with `audio` seconds is estimated at (0 without a token limit).
-local function call_cost(rate, audio)
-  if Q.tokens <= 0 then return 0 end
-  return math.ceil(Q.call_tokens + rate * audio)
+-- A token-limited model whose typical call (state field `audio`) takes at least this many
+-- request slots of token time is token-bound: see slot_length.
+local TOKEN_BOUND = 1.1
+-- A token-bound model's shortest slot, in request slots.
+local TOKEN_BOUND_FLOOR = 0.25
+
+-- A call's share of the schedule: whichever of its request and token costs is longer. On a
+-- token-bound model, a call shorter than a request's slot takes only its token time (down to
+-- a quarter of a request's slot): the quota limits both sums over a window, not each call,
+-- and the calls longer than a request's slot leave the request quota more room than the
+-- shorter ones take, as long as the typical call is longer. Taking the longer cost of each
+-- call left 6-7 % of the token quota unused on transcriptions of varied lengths (issue #22:
+-- 2.4 s clips among 45 s ones each took a whole request's slot for a third of its tokens).
+-- A run of short calls brings the typical audio down within a few grants (its EWMA), and
+-- the hard guard counts the requests of the window whatever the schedule says.
+-- `st`: the model's state (nil: no typical audio is used).
+local function slot_length(f, cost, st)
+  local per_request, per_token = spacing(f)
+  local floor = per_request
+  if st ~= nil and st.audio ~= nil and Q.tokens > 0
+    and call_cost(st, st.audio) * per_token >= TOKEN_BOUND * per_request then
+    floor = TOKEN_BOUND_FLOOR * per_request
+  end
+  return math.max(floor, cost * per_token)
 end
 
 -- How long a job told to come back for a slot `wait` seconds ahead is deferred.
@@ -233,6 +261,25 @@ local function all_tickets()
     end
   end
   return ids, times, bulk
+end
+
+-- The most credit the schedule's end carries, in request slots (settle_shift).
+local OWED_CAP_SLOTS = 8
+
+-- The schedule's end moved from `base` by `shift` seconds, a call's settled length less the
+-- length it was scheduled for, but never in front of `floor` (the slot after the last queued
+-- ticket). A credit that floor stops is carried (`st.owed`, a state field the caller writes)
+-- and taken off the next shifts: dropped, a short call's credit was lost whenever the
+-- queue's last ticket sat near the end, while every long call's debit was taken in full,
+-- and transcriptions of varied lengths left 6-7 % of the token quota unused (issue #22).
+-- An idle schedule (`base` past its end) owes nothing.
+local function settle_shift(st, base, shift, floor, per_request)
+  local owed = st.owed
+  if base > st.tat then owed = 0 end
+  local want = base + shift - owed
+  local at = math.max(want, floor)
+  st.owed = math.min(at - want, OWED_CAP_SLOTS * per_request)
+  return at
 end
 
 -- The schedule's last ticket, {job, slot time} (empty: no ticket), as one sorted set's
@@ -425,7 +472,7 @@ local function replan(st, f, now)
     local t = math.max(times[1], now)
     local at, moved, moved_bulk, tail = {}, {}, {}, t
     for i = 1, n do
-      local len = slot_length(f, call_cost(st.tok_rate, audio[i] or 0))
+      local len = slot_length(f, call_cost(st, audio[i] or 0), st)
       local old = times[i]
       if shorter and old <= t then
         tail = old + len
@@ -546,7 +593,7 @@ local function slot_plan(st, f, now)
   if not Q.admit_slots then return nil end
   if Q.tokens <= 0 then return {st = st, len = spacing(f), now = now} end
   if st.audio == nil then return nil end
-  return {st = st, len = slot_length(f, call_cost(st.tok_rate, st.audio)), now = now,
+  return {st = st, len = slot_length(f, call_cost(st, st.audio), st), now = now,
     audio = st.audio}
 end
 
