@@ -230,7 +230,7 @@ local function settle_planned()
     local last = last_ticket()
     if #last > 0 and last[1] ~= job_id then floor = tonumber(last[2]) + per_request end
   end
-  return settle_shift(st, math.max(st.tat, now), shift, floor, per_request), planned_len
+  return settle_shift(st, math.max(st.tat, now), shift, floor, per_request, now), planned_len
 end
 
 -- (a ticket is in its job's own lane: only there is it looked for)

@@ -272,10 +272,10 @@ local OWED_CAP_SLOTS = 8
 -- and taken off the next shifts: dropped, a short call's credit was lost whenever the
 -- queue's last ticket sat near the end, while every long call's debit was taken in full,
 -- and transcriptions of varied lengths left 6-7 % of the token quota unused (issue #22).
--- An idle schedule (`base` past its end) owes nothing.
-local function settle_shift(st, base, shift, floor, per_request)
+-- An idle schedule (its end past, or `base` past it) owes nothing.
+local function settle_shift(st, base, shift, floor, per_request, now)
   local owed = st.owed
-  if base > st.tat then owed = 0 end
+  if base > st.tat or st.tat < now then owed = 0 end
   local want = base + shift - owed
   local at = math.max(want, floor)
   st.owed = math.min(at - want, OWED_CAP_SLOTS * per_request)

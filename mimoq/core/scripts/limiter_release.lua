@@ -89,7 +89,7 @@ local function settle(R)
       local floor = 0
       local per_request = spacing(f)
       if #last > 0 then floor = tonumber(last[2]) + per_request end
-      st.tat = settle_shift(st, st.tat, shift, floor, per_request)
+      st.tat = settle_shift(st, st.tat, shift, floor, per_request, now)
       tat_moved = true
     end
     if audio_s > 0 then
