@@ -135,3 +135,35 @@ async def test_a_token_bound_models_short_call_takes_its_token_time_not_a_reques
         await limiter.acquire(ASR_MODEL, job_id="short", audio_s=2.0, lane="bulk")
         after = float(await redis.hget(state_key, "tat"))  # type: ignore[misc]
         assert after - end == pytest.approx(short_slot), typical
+
+
+async def test_held_back_interactive_holders_do_not_come_back_together(
+    redis: ArqRedis,
+) -> None:
+    """Two interactive transcriptions due by the time the pace lets one more go: the first
+    held back goes to the schedule's end, the other comes back when the pace allows, alone.
+    Before, both came back at that same time, and one was held back again at each grant."""
+    clock = Clock()
+    # one request a second; short clips (78 tokens, 0.78 s): every call takes a request slot;
+    # no hold, so every wait is a deferral the test sees
+    config = replace(SECONDS, tpm={ASR_MODEL: 1000}, hold_s=0.0)
+    limiter = RedisLimiter(config, redis, clock=clock, sleep=clock.sleep)
+    keys = dict(zip(KEY_PARTS, limiter_keys("acct", ASR_MODEL), strict=True))
+    await limiter.acquire(ASR_MODEL, job_id="a", audio_s=5.0)
+    for job in ("b", "c", "d"):  # tickets at T0 + 1, 2, 3
+        with pytest.raises(CapacityDeferred):
+            await limiter.acquire(ASR_MODEL, job_id=job, audio_s=5.0)
+    # every holder is back late, at T0 + 3.2: b goes, which paces the next grant to T0 + 4.2
+    # (0.75 slot early: T0 + 3.45)
+    clock.now = T0 + 3.2
+    await limiter.acquire(ASR_MODEL, job_id="b", audio_s=5.0)
+    for job in ("c", "d"):
+        with pytest.raises(CapacityDeferred):
+            await limiter.acquire(ASR_MODEL, job_id=job, audio_s=5.0)
+    slots = {
+        job.decode(): at
+        for job, at in await redis.zrange(keys["interactive_tickets"], 0, -1, withscores=True)
+    }
+    # c was held back while d was due too: to the schedule's end (after d's slot, T0 + 4);
+    # d, then alone, comes back when the pace allows
+    assert slots == {"c": pytest.approx(T0 + 4.0), "d": pytest.approx(T0 + 3.45)}

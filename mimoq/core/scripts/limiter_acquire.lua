@@ -178,7 +178,12 @@ end
 -- interactive one keeps its place ahead of bulk and comes back as soon as the pace allows.
 local function respace(wait, reason)
   redis.call('HINCRBY', LANES, 'respaced:' .. reason, 1)
-  if not bulk then
+  -- A token-limited model's interactive holder goes to the end as well when another
+  -- interactive ticket falls due by then: where the hard guard holds calls of varied lengths
+  -- back, the held-back holders came back at the pace's next slot together with the holder
+  -- planned there, and all but one were held back again, at every grant after (3.8-4.5
+  -- asks a job; 1.8 now, issue #22).
+  if not bulk and (Q.tokens <= 0 or redis.call('ZCOUNT', ITICKETS, '-inf', now + wait) <= 1) then
     set_ticket(job_id, now + wait, false, tenant)
     mark_ticket(now + wait, now)
     return defer(come_back_in(wait), reason)
