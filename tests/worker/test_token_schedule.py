@@ -56,6 +56,10 @@ async def test_varied_lengths_fit_the_tokens_besides_the_audio_and_the_rate(
     state = await _state(redis)
     assert state["tok_base"] == pytest.approx(BASE, abs=1.0)
     assert state["tok_rate"] == pytest.approx(RATE, rel=0.02)
+    # `mimoq limits` shows both
+    snapshot = await limiter.snapshot(ASR_MODEL)
+    assert snapshot.tokens_per_call == pytest.approx(BASE, abs=1.0)
+    assert snapshot.tokens_per_audio_s == pytest.approx(RATE, rel=0.02)
     # the estimates now meet what MiMo counts, short clips and long ones alike
     for audio in (2.4, 45.6):
         estimate = await _call(limiter, f"probe-{audio}", audio, round(BASE + RATE * audio))
@@ -72,6 +76,7 @@ async def test_calls_of_one_length_fit_no_line_and_the_rate_alone_follows_them(
         await _call(limiter, f"j{i}", 24.0, round(BASE + RATE * 24.0))
     state = await _state(redis)
     assert "tok_base" not in state
+    assert (await limiter.snapshot(ASR_MODEL)).tokens_per_call == 21
     assert state["tok_rate"] == pytest.approx((BASE + RATE * 24.0 - 21) / 24.0, rel=0.01)
     assert await _call(limiter, "probe", 24.0, 178) == pytest.approx(178, abs=1)
 

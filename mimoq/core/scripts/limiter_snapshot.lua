@@ -5,7 +5,7 @@
 -- tickets, admitted,
 -- interactive grants in the last window, grants per lane/tenant (flat field/value list),
 -- waiting depth per tenant (flat tenant/depth list), tickets held per "lane:tenant" (flat
--- list; empty past 2 x max_tenants of them)}.
+-- list; empty past 2 x max_tenants of them), tokens per call besides the audio's}.
 
 bind(KEYS, ARGV)
 local now = now_s()
@@ -45,5 +45,5 @@ return {
   fmt(st.lag or -1), fmt(margin(st)), bulk_tickets, inter_tickets,
   redis.call('ZCARD', ADMITTED),
   redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
-  redis.call('HGETALL', LANES), waiting, held,
+  redis.call('HGETALL', LANES), waiting, held, fmt(st.tok_base or Q.call_tokens),
 }

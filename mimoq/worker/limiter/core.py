@@ -198,6 +198,9 @@ class LimiterSnapshot:
     rate_limited_total: int
     lag_ewma_s: float | None = None
     guard_margin_s: float = 0.0
+    #: a call's tokens besides its audio's: fitted once the calls' lengths vary (the
+    #: configured 21 until then); with ``tokens_per_audio_s``, the token estimate of a call
+    tokens_per_call: float | None = None
     #: tickets held per lane, bulk jobs admitted ahead and waiting per tenant, grants per
     #: lane and tenant since the keys were created, interactive grants in the last window
     lanes: dict[str, Any] = field(default_factory=dict)
@@ -488,7 +491,7 @@ class RedisLimiter:
         raw = await self._run("snapshot", model)
         _, factor, cooldown, recent, tokens, in_flight, tickets, backlog = raw[:8]
         rate, latency, deviation, n429, lag, margin, bulk_tickets, inter_tickets = raw[8:16]
-        admitted, recent_interactive, grants, waiting, held = raw[16:21]
+        admitted, recent_interactive, grants, waiting, held, base = raw[16:22]
         c, quota = self.config, self.config.quota(model)
         paced = c.target * float(factor)
         has_latency = float(latency) >= 0
@@ -515,6 +518,7 @@ class RedisLimiter:
             tickets=int(tickets),
             ticket_backlog_s=round(float(backlog), 3),
             tokens_per_audio_s=round(float(rate), 4) if quota.tokens else None,
+            tokens_per_call=round(float(base), 4) if quota.tokens else None,
             latency_ewma_s=round(float(latency), 4) if has_latency else None,
             latency_deviation_s=round(float(deviation), 4) if has_latency else None,
             rate_limited_total=int(n429),
