@@ -172,3 +172,51 @@ async def test_held_back_interactive_holders_do_not_come_back_together(
     # c was held back while d was due too: to the schedule's end (after d's slot, T0 + 4);
     # d, then alone, comes back when the pace allows
     assert slots == {"c": pytest.approx(T0 + 4.0), "d": pytest.approx(T0 + 3.45)}
+
+
+async def test_a_bulk_holder_is_paced_to_the_next_ticket_not_held_back_at_its_slot(
+    redis: ArqRedis,
+) -> None:
+    """A credit places the bulk tickets admitted after it earlier than the slots before them
+    were long. The pace moves only as far as the next bulk ticket, so that ticket's holder is
+    granted at its slot; paced by the slot's length, it was held back by a fraction of a
+    slot and sent to the schedule's end, and its slot went unused."""
+    clock = Clock()
+    config = replace(SECONDS, tpm={ASR_MODEL: 1000}, hold_s=0.0)
+    limiter = RedisLimiter(config, redis, clock=clock, sleep=clock.sleep)
+    keys = dict(zip(KEY_PARTS, limiter_keys("acct", ASR_MODEL), strict=True))
+    await limiter.acquire(ASR_MODEL, job_id="first", audio_s=20.0, lane="bulk")
+    for job in ("a0", "a1"):  # 246 tokens each: tickets at T0 + 2.46 and T0 + 4.92
+        with pytest.raises(CapacityDeferred):
+            await limiter.acquire(ASR_MODEL, job_id=job, audio_s=20.0, lane="bulk")
+    # a1's ticket where a credit would have put it, 1.2 s after a0's
+    await redis.zadd(keys["bulk_tickets"], {"a1": T0 + 3.66}, xx=True)
+    clock.now = T0 + 2.46
+    await limiter.acquire(ASR_MODEL, job_id="a0", audio_s=20.0, lane="bulk")
+    assert float(await redis.hget(keys["state"], "ptat")) == pytest.approx(T0 + 3.66)  # type: ignore[misc]
+    clock.now = T0 + 3.66
+    lease = await limiter.acquire(ASR_MODEL, job_id="a1", audio_s=20.0, lane="bulk")
+    assert lease.granted_at == pytest.approx(T0 + 3.66)
+
+
+async def test_varied_lengths_are_planned_a_large_call_below_the_quota(redis: ArqRedis) -> None:
+    """A window of calls of varied lengths spaced on the typical one holds up to a large call
+    more than the average: once the fit knows the spread (state ``lump``: the mean call's
+    tokens + 2 deviations), slots are sized on the quota less that call, so the hard guard
+    seldom has to hold a call back."""
+    clock = Clock()
+    # target 1.0, 1000 tokens a 10 s window: without the lump, 0.01 s a token
+    config = replace(SECONDS, tpm={ASR_MODEL: 1000})
+    limiter = RedisLimiter(config, redis, clock=clock, sleep=clock.sleep)
+    for i in range(40):
+        clock.now += 11.0  # each call alone in its window
+        audio = LENGTHS[i % len(LENGTHS)]
+        await _call(limiter, f"j{i}", audio, round(BASE + RATE * audio))
+    state = await _state(redis)
+    # about 178 tokens on average, 6.25 a second over lengths 15 s apart on average
+    assert 300 < state["lump"] < 420
+    budget = 1 - state["lump"] / 1000
+    clock.now += 11.0
+    lease = await limiter.acquire(ASR_MODEL, job_id="probe", audio_s=24.0, lane="bulk")
+    slot = float(await redis.hget(_state_key(), "tat")) - clock.now  # type: ignore[misc]
+    assert slot == pytest.approx(lease.tokens * 10.0 / (1000 * budget))

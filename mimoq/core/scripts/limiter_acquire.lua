@@ -238,6 +238,23 @@ local function settle_planned()
   return settle_shift(st, math.max(st.tat, now), shift, floor, per_request, now), planned_len
 end
 
+-- How far the pace moves for the holder of the bulk ticket at `ticket`: `paced`, or less
+-- when the next bulk ticket is nearer. A token-limited model's credits (a call shorter than
+-- its slot) place the tickets admitted after them earlier than the slots before them were
+-- long; paced by those slots' length, the holder of such a ticket was held back at its slot
+-- (by a few milliseconds), sent to the schedule's end, and its slot went unused: a tenth of
+-- the token quota on bulk transcriptions of varied lengths (issue #22). The tickets are the
+-- schedule; the hard guard still counts every window.
+local function paced_to_next(paced, ticket)
+  -- (bulk only: paced so on interactive transcriptions of varied lengths, the guard let one
+  -- 429 through in each of three runs)
+  if Q.tokens <= 0 or not bulk then return paced end
+  local after = redis.call('ZRANGEBYSCORE', lane_tickets(bulk), '(' .. fmt(ticket), '+inf',
+    'WITHSCORES', 'LIMIT', 0, 1)
+  if #after > 0 then return math.min(paced, math.max(tonumber(after[2]) - ticket, 0)) end
+  return paced
+end
+
 -- (a ticket is in its job's own lane: only there is it looked for)
 local ticket = tonumber(redis.call('ZSCORE', lane_tickets(bulk), job_id))
 if ticket then
@@ -251,6 +268,7 @@ if ticket then
   if p > 0 then return respace(p, 'paced') end
   -- its ticket is in its own lane, counted under its own lane and tenant
   local tat, paced = settle_planned()
+  paced = paced_to_next(paced or len, ticket)
   drop_ticket(job_id, bulk, tenant_field(bulk, tenant))
   return grant(tat, paced)
 end

@@ -70,7 +70,8 @@ local function token_fit(audio_s, tokens)
     local base = math.min(math.max(t - at / aa * a, 0), t)
     st.tok_base = base
     st.tok_rate = (t - base) / a
-    writes.tok_base = base
+    st.lump = t + 2 * st.tok_rate * math.sqrt(aa)
+    writes.tok_base, writes.lump = base, st.lump
   end
 end
 
