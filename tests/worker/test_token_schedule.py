@@ -220,3 +220,13 @@ async def test_varied_lengths_are_planned_a_large_call_below_the_quota(redis: Ar
     lease = await limiter.acquire(ASR_MODEL, job_id="probe", audio_s=24.0, lane="bulk")
     slot = float(await redis.hget(_state_key(), "tat")) - clock.now  # type: ignore[misc]
     assert slot == pytest.approx(lease.tokens * 10.0 / (1000 * budget))
+    await limiter.release(lease, usage={"total_tokens": 178}, latency_s=0.5)
+    # the lengths stop varying: the room goes, and slots are the quota's again
+    for i in range(80):
+        clock.now += 11.0
+        await _call(limiter, f"u{i}", 24.0, 178)
+    assert (await _state(redis))["lump"] == 0
+    clock.now += 11.0
+    lease = await limiter.acquire(ASR_MODEL, job_id="probe-2", audio_s=24.0, lane="bulk")
+    slot = float(await redis.hget(_state_key(), "tat")) - clock.now  # type: ignore[misc]
+    assert slot == pytest.approx(lease.tokens * 10.0 / 1000)

@@ -72,6 +72,9 @@ local function token_fit(audio_s, tokens)
     st.tok_rate = (t - base) / a
     st.lump = t + 2 * st.tok_rate * math.sqrt(aa)
     writes.tok_base, writes.lump = base, st.lump
+  elseif st.lump ~= nil and st.lump ~= 0 then
+    -- the lengths no longer vary: no room is kept for a large call (slot_length)
+    st.lump, writes.lump = 0, 0
   end
 end
 
