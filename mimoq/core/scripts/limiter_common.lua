@@ -175,12 +175,9 @@ local function margin(st)
   return math.min(Q.margin_cap, math.max(MIN_MARGIN, st.lag + LAG_SPREAD * st.lag_dev))
 end
 
--- Seconds between slots of one request, and per token, at the current factor.
+-- Seconds between slots of one request at the current factor.
 local function spacing(f)
-  local per_request = Q.window / (Q.requests * Q.target * f)
-  local per_token = 0
-  if Q.tokens > 0 then per_token = Q.window / (Q.tokens * Q.target * f) end
-  return per_request, per_token
+  return Q.window / (Q.requests * Q.target * f)
 end
 
 -- The tokens a call with `audio` seconds is estimated at (0 without a token limit): the
@@ -206,20 +203,21 @@ local TOKEN_BOUND_FLOOR = 0.25
 -- 2.4 s clips among 45 s ones each took a whole request's slot for a third of its tokens).
 -- A run of short calls brings the typical audio down within a few grants (its EWMA), and
 -- the hard guard counts the requests of the window whatever the schedule says.
--- `st`: the model's state (nil: no typical audio is used).
 local function slot_length(f, cost, st)
-  local per_request, per_token = spacing(f)
-  if st ~= nil and st.lump ~= nil and Q.tokens > 0 then
-    -- Calls of varied lengths spaced on the typical one put up to a large call more than
-    -- the schedule's average in a window: planned to within a large call of the quota
-    -- (never below half the target), the hard guard seldom holds a call back, and seldom
-    -- stands between a grant and a 429 with only its lag margin (issue #22)
-    local budget = math.max(math.min(Q.target, 1 - st.lump / Q.tokens), Q.target / 2)
-    per_token = Q.window / (Q.tokens * budget * f)
+  local per_request = spacing(f)
+  if Q.tokens <= 0 then return per_request end
+  -- The share of the token quota the slots are sized on: the target, or, once calls of
+  -- varied lengths are fitted, the quota less a large call (st.lump; never below half the
+  -- target). A window of such calls spaced on the typical one holds up to a large call
+  -- more than the schedule's average: at the target, the hard guard held calls back often
+  -- and only its lag margin stood between such a grant and a 429 (issue #22).
+  local budget = Q.target
+  if st.lump ~= nil then
+    budget = math.max(math.min(Q.target, 1 - st.lump / Q.tokens), Q.target / 2)
   end
+  local per_token = Q.window / (Q.tokens * budget * f)
   local floor = per_request
-  if st ~= nil and st.audio ~= nil and Q.tokens > 0
-    and call_cost(st, st.audio) * per_token >= TOKEN_BOUND * per_request then
+  if st.audio ~= nil and call_cost(st, st.audio) * per_token >= TOKEN_BOUND * per_request then
     floor = TOKEN_BOUND_FLOOR * per_request
   end
   return math.max(floor, cost * per_token)

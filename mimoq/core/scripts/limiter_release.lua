@@ -47,14 +47,12 @@ local FIT_SPREAD = 0.1
 -- on lengths from 2.4 to 45.6 s the typical call was estimated 10 % over its tokens, and
 -- its slots as much too long (issue #22). With one length (no spread) the rate alone moves.
 local function token_fit(audio_s, tokens)
-  local a, t, aa, at = 0, 0, 0, 0
-  local fitted = st.rg ~= nil
-  if fitted then
-    local m = {}
+  local m = {}
+  if st.rg ~= nil then
     for x in string.gmatch(st.rg, '[^,]+') do m[#m + 1] = tonumber(x) end
-    a, t, aa, at = m[1], m[2], m[3], m[4]
   end
-  if not fitted or a == nil then
+  local a, t, aa, at = m[1], m[2], m[3], m[4]
+  if at == nil then
     a, t, aa, at = audio_s, tokens, 0, 0
   else
     local da, dt = audio_s - a, tokens - t
