@@ -73,8 +73,8 @@ def producer_user(name: str = "mimoq-producer") -> AclUser:
         "+get", "+mget", "+zscore", "+ping",  # results and status
         "+subscribe", "+unsubscribe",  # Producer.wait: told when a result is written
         # a run's status and ETA (`mimoq batch status`): reads only
-        "+hget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore", "+lrange",
-        "+llen", "+smembers",
+        "+hget", "+hmget", "+hgetall", "+hkeys", "+scard", "+smismember", "+zrangebyscore",
+        "+lrange", "+llen", "+smembers",
         # a usage report reads the windows and the usage journal in one transaction (a fold
         # moves entries between them atomically): the commands inside are checked as ever
         "+multi", "+exec",

@@ -73,6 +73,9 @@ async def test_producer_enqueues_and_reads_the_worker_runs_it_and_nothing_else_i
             await producer.enqueue({"kind": "speech", "input": "Run.", "run": "nightly"}),
         ]
         await runs.seal(redis, "nightly")
+        # a run still waiting: its ETA reads the limiter's grant log and latency, as this user
+        waiting = await read_progress(redis, producer.settings, "nightly")
+        assert waiting is not None and not waiting.ended and waiting.estimate.eta_s is not None
         # the producer may cancel (docs/cancel.md): it cannot write the record itself, so
         # the job goes to the queue's head and a worker records it, without calling MiMo
         doomed = await producer.enqueue(
