@@ -73,15 +73,16 @@ async def lane_load(
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zrangebyscore(keys[_LOG], since, "+inf", withscores=True)
         pipe.zrangebyscore(keys[_ILOG], since, "+inf", withscores=True)
-        pipe.hmget(keys[_STATE], ["lat", "lat_dev"])
-        grants, interactive, (latency, deviation) = await pipe.execute()
+        pipe.hmget(keys[_STATE], ["lat", "lat_dev", "tok_base", "tok_rate", "audio"])
+        grants, interactive, (latency, deviation, *call) = await pipe.execute()
     interactive_ids = {_text(lease) for lease, _ in interactive}
     if lane == "interactive":
         times = [t for _, t in interactive]
     else:
         times = [t for lease, t in grants if _text(lease) not in interactive_ids]
-    paced = config.quota(model).requests * config.target / config.window_s
-    rate = measured_rate(times, now=now, window_s=config.window_s) or paced
+    rate = measured_rate(times, now=now, window_s=config.window_s) or paced_rate(
+        config, model, *call
+    )
     depths = await waiting_depth(redis, model, lane, max_tenants=_MAX_COMPETITORS)
     own = tenant or "_"
     lat = float(latency) if latency is not None and float(latency) >= 0 else 0.0
@@ -94,6 +95,28 @@ async def lane_load(
         latency_s=lat,
         last_grant_ago_s=now - max(times) if times else None,
     )
+
+
+def paced_rate(
+    config: LimiterConfig,
+    model: str,
+    tok_base: bytes | str | None = None,
+    tok_rate: bytes | str | None = None,
+    audio: bytes | str | None = None,
+) -> float:
+    """Calls a second the quota's pace allows ``model``: its requests, and, once the limiter
+    knows a token-limited model's typical call (``audio``, the seconds of the calls it
+    granted), its tokens at that call's measured cost (``tok_base`` + ``tok_rate`` per audio
+    second; the configured ones until measured). Without the tokens, a run of long
+    recordings was given twice the calls a second its token quota lets through."""
+    quota = config.quota(model)
+    pace = config.target / config.window_s
+    rate = quota.requests * pace
+    if quota.tokens and audio is not None:
+        base = float(tok_base) if tok_base is not None else config.tokens_per_call
+        per_s = float(tok_rate) if tok_rate is not None else config.tokens_per_audio_s
+        rate = min(rate, quota.tokens * pace / max(base + per_s * float(audio), 1.0))
+    return rate
 
 
 async def redis_now(redis: Redis) -> float:

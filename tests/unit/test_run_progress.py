@@ -73,6 +73,26 @@ async def test_without_grants_measured_the_quotas_pace_stands_in(backend: ArqRed
     assert progress.to_dict()["eta_s"] == round(49 / 9.8, 1)
 
 
+async def test_a_token_limited_models_pace_is_its_typical_calls_tokens(backend: ArqRedis) -> None:
+    """Long recordings: the token quota lets fewer calls through than the request quota."""
+    asr = "mimo-v2.5-asr"
+    for i in range(20):
+        await enqueue(backend, f"a{i}", run="r1", kind="transcription", model=asr)
+    config = LimiterConfig.from_settings(SETTINGS)
+    quota = config.quota(asr)
+    assert quota.tokens is not None
+    state = limiter_keys(config.account, asr)[KEY_PARTS.index("state")]
+    # nothing granted yet: no typical call to cost, so the requests' pace stands in
+    progress = await read_progress(backend, SETTINGS, "r1", now=NOW)
+    assert progress is not None and progress.to_dict()["eta_s"] == round(20 / 9.8, 1)
+    # the limiter has granted 30 s calls and fitted 28 tokens + 6.25 a second: 215.5 each
+    await backend.hset(state, mapping={"audio": "30", "tok_base": "28", "tok_rate": "6.25"})
+    per_s = quota.tokens * 0.98 / 10 / 215.5
+    assert per_s < 9.8
+    progress = await read_progress(backend, SETTINGS, "r1", now=NOW)
+    assert progress is not None and progress.to_dict()["eta_s"] == round(20 / per_s, 1)
+
+
 async def test_an_ended_run_has_no_time_left(backend: ArqRedis) -> None:
     await enqueue(backend, "a0", run="r1")
     await runs.seal(backend, "r1")
