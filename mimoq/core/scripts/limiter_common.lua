@@ -119,7 +119,7 @@ end
 local function load_state()
   local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
     'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk',
-    'audio', 'owed', 'tok_base', 'rg', 'lump')
+    'audio', 'owed', 'tok_base', 'rg', 'lump', 'late', 'late_dev')
   return {
     tat = tonumber(v[1]) or 0,
     f = tonumber(v[2]) or 1,
@@ -155,6 +155,9 @@ local function load_state()
     rg = v[21] or nil,
     -- a large call's tokens on this model (token_fit: the mean call's + 2 deviations)
     lump = tonumber(v[22]),
+    -- how late ticket holders ask for their slots (EWMA, mean deviation; limiter_acquire.lua)
+    late = tonumber(v[23]),
+    late_dev = tonumber(v[24]) or 0,
   }
 end
 

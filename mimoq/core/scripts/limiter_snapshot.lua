@@ -5,7 +5,8 @@
 -- tickets, admitted,
 -- interactive grants in the last window, grants per lane/tenant (flat field/value list),
 -- waiting depth per tenant (flat tenant/depth list), tickets held per "lane:tenant" (flat
--- list; empty past 2 x max_tenants of them), tokens per call besides the audio's}.
+-- list; empty past 2 x max_tenants of them), tokens per call besides the audio's, how late
+-- ticket holders ask for their slots (EWMA, -1: none measured)}.
 
 bind(KEYS, ARGV)
 local now = now_s()
@@ -46,4 +47,5 @@ return {
   redis.call('ZCARD', ADMITTED),
   redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
   redis.call('HGETALL', LANES), waiting, held, fmt(st.tok_base or Q.call_tokens),
+  fmt(st.late or -1),
 }

@@ -201,6 +201,9 @@ class LimiterSnapshot:
     #: a call's tokens besides its audio's: fitted once the calls' lengths vary (the
     #: configured 21 until then); with ``tokens_per_audio_s``, the token estimate of a call
     tokens_per_call: float | None = None
+    #: how late ticket holders ask for their slots (EWMA; None: none measured yet): the
+    #: pace tolerates it up to 50 ms where it is longer than 3/4 of a slot (docs/scheduling.md)
+    holder_late_s: float | None = None
     #: tickets held per lane, bulk jobs admitted ahead and waiting per tenant, grants per
     #: lane and tenant since the keys were created, interactive grants in the last window
     lanes: dict[str, Any] = field(default_factory=dict)
@@ -491,7 +494,7 @@ class RedisLimiter:
         raw = await self._run("snapshot", model)
         _, factor, cooldown, recent, tokens, in_flight, tickets, backlog = raw[:8]
         rate, latency, deviation, n429, lag, margin, bulk_tickets, inter_tickets = raw[8:16]
-        admitted, recent_interactive, grants, waiting, held, base = raw[16:22]
+        admitted, recent_interactive, grants, waiting, held, base, late = raw[16:23]
         c, quota = self.config, self.config.quota(model)
         paced = c.target * float(factor)
         has_latency = float(latency) >= 0
@@ -524,6 +527,7 @@ class RedisLimiter:
             rate_limited_total=int(n429),
             lag_ewma_s=round(float(lag), 4) if float(lag) >= 0 else None,
             guard_margin_s=round(float(margin), 4),
+            holder_late_s=round(float(late), 4) if float(late) >= 0 else None,
             lanes=lanes,
         )
 
