@@ -411,6 +411,31 @@ async def test_a_429_moves_the_queue_behind_the_pause_at_the_lower_rate(redis: A
     assert await wait_of(limiter, TTS_MODEL, "q1") == ms(10.0)
 
 
+async def test_a_429_restarts_the_queue_once_the_guard_has_room_at_the_lower_rate(
+    redis: ArqRedis,
+) -> None:
+    """The window still holds the old rate's grants: the queue restarts once enough of them
+    have left it for the lower rate's cap, not at the pause's end, where the guard held
+    each holder back and sent it to the schedule's end, out of its order."""
+    clock = Clock()
+    limiter = RedisLimiter(SECONDS, redis, clock=clock)
+    for k in range(10):  # the whole quota: a grant a second
+        clock.now = T0 + k
+        assert await outcome(limiter, f"g{k}") == granted(T0 + k)
+    clock.now = T0 + 9.5
+    queue = ("q1", "q2")
+    for job_id in queue:
+        await wait_of(limiter, TTS_MODEL, job_id)
+    assert await seconds_ahead(redis, SECONDS, TTS_MODEL, T0, *queue) == pytest.approx([10, 11])
+    await limiter.rate_limited(TTS_MODEL, 0.5)  # paused until T0 + 10, the rate x 0.9
+    guard = SECONDS.window_s + (await limiter.snapshot(TTS_MODEL)).guard_margin_s
+    # the cap is 9 now: the grants at T0 and T0 + 1 must leave the window first
+    after = await seconds_ahead(redis, SECONDS, TTS_MODEL, T0, *queue)
+    assert after == pytest.approx([1 + guard, 1 + guard + 1 / 0.9], abs=1e-9)
+    clock.now = T0 + 1 + guard
+    assert await outcome(limiter, "q1") == granted(clock.now)
+
+
 async def test_the_queue_is_respaced_when_the_token_estimate_is_calibrated(
     redis: ArqRedis,
 ) -> None:

@@ -32,6 +32,25 @@ local function move_backlog(ids, times, bulk, map)
   retime_all(ids, at, bulk)
 end
 
+-- When the hard guard (limiter_acquire.lua guard_wait) has room for one more grant at the
+-- lower rate factor `f_new`: `resume`, or later while the window still holds more of the
+-- grants made at the old rate than that rate's cap. Tickets planned from the pause's end
+-- were held back by the guard there one after another and sent to the schedule's end, out
+-- of their order, each asking again (about 0.1 asks a job of the issue #22 mix, whose
+-- calls answer 429 at random one time in 25). The cap is taken at `f_new`, as it is when
+-- the pause ends: it only grows after, so the room is never found too early. (The token
+-- guard of a token-limited model still holds its calls back as before.)
+local function guard_room_after(resume, f_new)
+  local guard = Q.window + margin(st)
+  local since = '(' .. fmt(now - guard)
+  local n = redis.call('ZCOUNT', LOG, since, '+inf')
+  local cap = math.max(1, math.floor(Q.requests * f_new + 1e-9))
+  if n + 1 <= cap then return resume end
+  -- the (n + 1 - cap) oldest grants of the window must leave it first
+  local oldest = redis.call('ZRANGEBYSCORE', LOG, since, '+inf', 'WITHSCORES', 'LIMIT', n - cap, 1)
+  return math.max(resume, tonumber(oldest[2]) + guard)
+end
+
 local stepped = 0
 if now >= st.cd then
   -- A fresh congestion signal. The 429s of calls already in flight land inside the pause
@@ -45,16 +64,17 @@ if now >= st.cd then
   local f = factor(st, now)
   local f_new = math.max(MIN_FACTOR, f * step)
   local stretch = f / f_new
-  -- the queue (or, with none, the next free slot) restarts when the pause ends, in the
-  -- same order and spaced for the lower rate
+  -- the queue (or, with none, the next free slot) restarts when the pause ends and the
+  -- hard guard has room at the lower rate, in the same order and spaced for that rate
+  local start = guard_room_after(resume, f_new)
   local base = math.max(st.tat, now)
   local ids, times, bulk = all_tickets()
   if #ids > 0 then base = times[1] end
-  local function replanned(slot) return resume + (math.max(slot, base) - base) * stretch end
+  local function replanned(slot) return start + (math.max(slot, base) - base) * stretch end
   move_backlog(ids, times, bulk, replanned)
   redis.call('HSET', STATE, 'tat', fmt(replanned(math.max(st.tat, now))), 'f', fmt(f_new),
     'f_at', fmt(resume), 'cd', fmt(resume), 'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate),
-    'rec', fmt(rec), 'last429', fmt(now), 'ptat', fmt(resume))
+    'rec', fmt(rec), 'last429', fmt(now), 'ptat', fmt(start))
   stepped = 1
 elseif resume > st.cd then
   -- a later Retry-After during the pause: pause longer, same rate
