@@ -15,10 +15,11 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
   wait, a cancel): nothing written.
 
 Per lane and model: the jobs, the asks a job, the claims a job (each time a worker took
-the job from arq's queue: ``arq_claim.lua`` setting its in-progress key; a pick that reads
-the job's input again), and the most frequent sequences ("TG": a ticket, then the grant).
-A job that asked once and was granted is the floor; every other letter is an ask more, and
-a ``T`` or ``P`` that the worker did not wait out in-process is a claim more too (issue #22).
+the job from arq's queue: ``arq_claim.lua`` setting its in-progress key and keeping it; a
+pick that reads the job's input again), and the most frequent sequences ("TG": a ticket,
+then the grant). A job that asked once and was granted is the floor; every other letter
+is an ask more, and a ``T`` or ``P`` that the worker did not wait out in-process is a
+claim more too (issue #22).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"(.*)$')
 MODEL = re.compile(r"\{[^:}]+:([^}]+)\}")
 #: a claim that took its job, as a script runs it (one that could not writes nothing)
 CLAIMED = re.compile(r'^"SET" "arq:in-progress:([^"]+)"')
+#: a claim that found its job not due takes its in-progress key back in the same script
+TAKEN_BACK = re.compile(r'^"DEL" "arq:in-progress:([^"]+)"')
 
 
 @dataclass
@@ -94,15 +97,35 @@ def asks(lines: Iterable[str]) -> list[Ask]:
 
 
 def claims(lines: Iterable[str]) -> Counter[str]:
-    """How many times each job was taken from arq's queue, by job id."""
+    """How many times each job was taken from arq's queue, by job id: a claim's script sets
+    the in-progress key (NX: a job held elsewhere ends it there), reads the queue score, and
+    keeps the key (a job found not due: it deletes it). Captures of the claim before it set
+    the key first (a GET, the score, then the SET) count alike."""
     taken: Counter[str] = Counter()
+    # this script's: the job whose in-progress key it set, whether it read a queue score
+    job: str | None = None
+    scored = False
+
+    def settle() -> None:
+        if job is not None and scored:
+            taken[job] += 1
+
     for line in lines:
         match = LINE.match(line)
-        if match is None or match.group(1) != "lua":
+        if match is None:
             continue
-        claimed = CLAIMED.match(f'"{match.group(2)}"{match.group(3)}')
-        if claimed is not None:
-            taken[claimed.group(1)] += 1
+        if match.group(1) != "lua":
+            settle()
+            job, scored = None, False
+            continue
+        command = f'"{match.group(2)}"{match.group(3)}'
+        if (claimed := CLAIMED.match(command)) is not None:
+            job = claimed.group(1)
+        elif command.startswith('"ZSCORE"'):
+            scored = True
+        elif TAKEN_BACK.match(command) is not None:
+            job = None
+    settle()
     return taken
 
 

@@ -38,13 +38,19 @@ local function taken(score, again)
   end
   return out
 end
-local held = redis.call('GET', KEYS[1])
+-- The in-progress key is set first, with NX and GET (Redis 7: set only if absent, the
+-- value it had read in the same command), and taken back for a job that proves not to be
+-- due: a job taken, the common case, costs one command less than a GET before the SET
+-- (1.2 a job of the issue #22 mix; the rare job found not due costs one more, its DEL).
+local held = redis.call('SET', KEYS[1], ARGV[4], 'NX', 'GET', 'PX', ARGV[3])
 if held and held ~= ARGV[4] then return nil end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if held then
   if not score then return nil end
   return taken(score, true)
 end
-if not score or tonumber(score) == 0 or tonumber(score) > tonumber(ARGV[2]) then return nil end
-redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[3])
+if not score or tonumber(score) == 0 or tonumber(score) > tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return nil
+end
 return taken(score, false)
