@@ -85,3 +85,23 @@ async def test_each_decision_of_a_queued_jobs_life_stays_within_its_commands(
     )
     over = {k: (v, BUDGET[k]) for k, v in costs.items() if v > BUDGET[k]}
     assert not over, f"decisions over their budget (count, budget): {over}; all: {costs}"
+
+
+async def test_housekeeping_runs_once_a_tenth_of_the_window(redis: ArqRedis) -> None:
+    """At MiMo's 60 s window a model's decisions come 0.6 s apart or more: housekeeping at
+    most once a second ran on most of them, about 9 commands each (issue #22). It runs once
+    a tenth of the window, 6 s, whatever the window."""
+    config = LimiterConfig(account="acct", window_s=60.0, default_rpm=100)
+    now = [T0]
+    limiter = RedisLimiter(config, redis, clock=lambda: now[0])
+    lease = await limiter.acquire(TTS_MODEL, job_id="j0", lane="bulk")  # the first sweeps
+    await limiter.release(lease, usage=None, latency_s=0.4)
+    swept = []
+    for k, at in enumerate((2.0, 4.0, 6.5)):
+        now[0] = T0 + at
+        granted, _, seen = await _counted(
+            redis, limiter.acquire(TTS_MODEL, job_id=f"j{k + 1}", lane="bulk")
+        )
+        assert not isinstance(granted, CapacityDeferred), seen
+        swept.append(seen["zremrangebyscore"] > 0)
+    assert swept == [False, False, True]
