@@ -69,6 +69,9 @@ RECENT_FAILURES_KEY: Final = "mimoq:failures"  # capped list of failed-job summa
 #: enqueue.lua spells the same names.
 WAIT_PREFIX: Final = "mimoq:wait:"
 WAIT_MODELS_KEY: Final = "mimoq:wait:models"
+#: ``mimoq:admit-round:<model>``: set (NX, for a little under a round's interval) by the
+#: worker that runs the fleet's periodic admission round of a model; the others skip it.
+ADMIT_ROUND_PREFIX: Final = "mimoq:admit-round:"
 #: The tenant of jobs that name none (a valid tenant name cannot start with "_").
 NO_TENANT: Final = "_"
 #: Interactive jobs of one model and tenant in the queue at most (not yet granted a call);
@@ -186,6 +189,11 @@ def wait_list_key(model: str, tenant: str | None, lane: str = "bulk") -> str:
 def wait_ring_key(model: str, lane: str = "bulk") -> str:
     """The round-robin ring of the tenants that have jobs of ``model`` waiting in ``lane``."""
     return f"{WAIT_PREFIX}{model}:{_lane_part(lane)}tenants"
+
+
+def admit_round_key(model: str) -> str:
+    """Held by the worker running ``model``'s periodic admission round (admission.py)."""
+    return ADMIT_ROUND_PREFIX + model
 
 
 def admitted_key(model: str) -> str:

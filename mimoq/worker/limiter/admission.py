@@ -3,7 +3,10 @@
 Every grant admits the next waiting bulk job of its model (in the acquire script), and
 enqueue.lua admits the first job of an idle model at once. This round, run from each
 worker's polling loop at most once per ``interval_s``, covers what neither sees: a model
-whose admitted jobs all failed before asking for a slot, and limits switched off.
+whose admitted jobs all failed before asking for a slot, and limits switched off. One
+worker of the fleet runs a model's round per interval (``mimoq:admit-round:<model>``, set
+NX): every worker ran each one, about 17 commands per worker, model and second, a fixed
+cost that grew with the fleet (issue #22).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ log = structlog.get_logger("mimoq.limiter")
 
 #: Seconds between a worker's admission rounds; the work per round is O(models).
 ADMIT_INTERVAL_S: Final = 1.0
+#: A model's round is held for this share of the interval: a worker back a little early
+#: for its next round is not kept from it by its own hold.
+_HOLD_SHARE: Final = 0.9
 
 
 class Admitter:
@@ -52,13 +58,22 @@ class Admitter:
         try:
             admitted = 0
             for model in await waiting_models(redis):
-                admitted += await self.limiter.admit(model)
+                if await self._holds_round(redis, model):
+                    admitted += await self.limiter.admit(model)
                 for lane in ("bulk", "interactive"):
                     metrics.waiting(model, await waiting_depth(redis, model, lane), lane)
         except RedisError as exc:
             log.warning("limiter.admit_failed", error=type(exc).__name__)
             return 0
         return admitted
+
+    async def _holds_round(self, redis: Redis, model: str) -> bool:
+        """Whether this worker runs ``model``'s round now: no other worker has run it within
+        the interval. (An interval of 0, as a test's, always runs it.)"""
+        hold_ms = int(self.interval_s * _HOLD_SHARE * 1000)
+        if hold_ms <= 0:
+            return True
+        return bool(await redis.set(wire.admit_round_key(model), "1", nx=True, px=hold_ms))
 
 
 async def forget_admitted(redis: Redis, job_id: str, raw: Any, kind: str | None) -> None:
