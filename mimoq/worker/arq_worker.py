@@ -100,18 +100,23 @@ class MimoqWorker(arq_compat.ClaimedStarts, Worker):
         # exist before our first entry (else a sweep takes us for dead and re-runs our
         # jobs). After that, jobs just taken are recorded before the beat samples the
         # queue, which would otherwise count them as due (arq leaves them there).
+        beat = False
         if not self.heartbeat.recorded:
-            await self.heartbeat.beat(self.pool, self)
+            beat = await self.heartbeat.beat(self.pool, self)
         await self.orphans.tick(self.pool, self._running_ids())
-        await self.heartbeat.beat(self.pool, self)
+        beat = await self.heartbeat.beat(self.pool, self) or beat
         await self.usage_folder.tick(self.pool)
-        if (deps := self.ctx.get("deps")) is not None:
-            # An idle worker must not keep showing a pause that was lifted (or miss a new one).
+        if beat and (deps := self.ctx.get("deps")) is not None:
+            # An idle worker must not keep showing a pause that was lifted (or miss a new
+            # one): read once a beat. (Every poll read it, 5 times a second a worker, issue #22;
+            # changes come by the channel, this read is their backstop.)
             await deps.accounts.refresh_gauges()
         # Waiting bulk jobs are admitted by grants; this round is the safety net (admission.py).
         deps = self.ctx.get("deps")
         if deps is not None and self.allow_pick_jobs:
-            self.admitter = self.admitter or Admitter(deps.limiter)
+            self.admitter = self.admitter or Admitter(
+                deps.limiter, gauge_interval_s=self.mimoq_settings.ops.heartbeat_interval_s
+            )
             await self.admitter.tick(self.pool)
 
     async def sample_fleet(self, redis: Redis, now_ms: int) -> None:

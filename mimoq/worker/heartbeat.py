@@ -155,21 +155,23 @@ class Heartbeat:
             call_latency=self._latencies.samples(),
         )
 
-    async def beat(self, redis: Redis, worker: WorkerLike) -> None:
+    async def beat(self, redis: Redis, worker: WorkerLike) -> bool:
         """Called on every poll: a Redis write once per interval, or at once on draining.
+        Returns whether it beat (wrote the record): what else is read once a beat goes
+        with it.
 
         Redis errors are logged, not raised: arq's own next poll reports a dead Redis, and
         a missed beat must not take a working worker down.
         """
         if self._stopped:
-            return
+            return False
         now = self._monotonic()
         self._last_tick = now
         draining = not worker.allow_pick_jobs
         in_flight = sum(not t.done() for t in worker.tasks.values())
         metrics.worker_state_sampled(in_flight=in_flight, draining=draining)
         if now < self._next_beat and draining == self._draining:
-            return
+            return False
         self._draining = draining
         self._next_beat = now + self.interval_s
         record = self._record(worker, in_flight, draining)
@@ -178,10 +180,11 @@ class Heartbeat:
             await redis.set(self.key, record.model_dump_json(), px=int(self.ttl_s * 1000))
         except RedisError as exc:
             log.warning("heartbeat.failed", worker_id=self.worker_id, error=type(exc).__name__)
-            return
+            return False
         self._last_beat = self._monotonic()
         if self.sampler is not None:  # the fleet's gauges, one reading per beat
             await self.sampler(redis, now_ms)
+        return True
 
     @property
     def recorded(self) -> bool:

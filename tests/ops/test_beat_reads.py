@@ -111,3 +111,30 @@ async def test_one_beat_reads_the_fleet_once_and_feeds_every_gauge(own_pool: Arq
     assert counts.get("smembers") == 1 and counts.get("hkeys") == 1, counts
     assert counts.get("zscan") == 1 and "eval" not in counts and "zscore" not in counts, counts
     assert total <= BEAT_BUDGET, f"one beat took {total} commands: {counts}"
+
+
+async def test_polls_between_beats_do_not_read_the_paused_accounts(own_pool: ArqRedis) -> None:
+    """Every poll (5 a second at the default poll delay) runs the worker's heart_beat: its
+    read of the paused accounts goes with the beat, once per heartbeat interval (issue #22:
+    each idle worker read them 5 times a second)."""
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{own_pool.connection_pool.connection_kwargs['port']}",
+        worker={"concurrency": 4, "orphan_recovery": False},
+        limiter={"enabled": True},
+    )
+    worker = build_worker(settings, redis=own_pool, handle_signals=False)
+    assert worker.on_startup is not None and worker.on_shutdown is not None
+    worker.ctx["redis"] = own_pool  # as arq's main() sets it before on_startup
+    await worker.on_startup(worker.ctx)  # the worker's deps, its accounts' breaker among them
+    try:
+        await own_pool.config_resetstat()
+        await worker.heart_beat()  # the first beat
+        first = (await _commands(own_pool)).get("smembers", 0)
+        await own_pool.config_resetstat()
+        for _ in range(5):  # polls within the interval
+            await worker.heart_beat()
+        polls = await _commands(own_pool)
+    finally:
+        await worker.on_shutdown(worker.ctx)
+    assert first >= 1  # the beat read them (and the models with waiting jobs)
+    assert polls.get("smembers", 0) == 0, polls
