@@ -10,6 +10,7 @@ from arq.connections import ArqRedis
 from mimoq.core import wire
 from mimoq.core.dialect_constants import ASR_MODEL, TTS_MODEL
 from mimoq.worker.limiter.admission import Admitter
+from tests.support.commandstats import command_calls
 
 pytestmark = pytest.mark.redis
 
@@ -46,3 +47,22 @@ async def test_an_interval_of_zero_always_runs_the_round(redis: ArqRedis) -> Non
     await admitter.tick(redis)
     await admitter.tick(redis)
     assert limiter.rounds == [TTS_MODEL, TTS_MODEL]
+
+
+async def test_the_waiting_gauges_are_sampled_once_a_gauge_interval(redis: ArqRedis) -> None:
+    """Each sample reads every tenant's list of each model and lane: once per heartbeat
+    interval (the worker's), not at every round."""
+    await redis.sadd(wire.WAIT_MODELS_KEY, TTS_MODEL)  # type: ignore[misc]
+    await redis.rpush(wire.wait_list_key(TTS_MODEL, "t-a"), "j1", "j2")  # type: ignore[misc]
+    await redis.rpush(wire.wait_ring_key(TTS_MODEL), "t-a")  # type: ignore[misc]
+    now = [0.0]
+    admitter = Admitter(
+        CountingLimiter(), interval_s=1.0, gauge_interval_s=10.0, clock=lambda: now[0]
+    )  # type: ignore[arg-type]
+    reads = []
+    for at in (0.0, 1.0, 5.0, 10.0):
+        now[0] = at
+        await redis.config_resetstat()
+        await admitter.tick(redis)
+        reads.append((await command_calls(redis)).get("llen", 0))
+    assert reads == [1, 0, 0, 1]  # the one tenant's bulk list, at 0 s and 10 s
