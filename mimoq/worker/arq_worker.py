@@ -114,8 +114,11 @@ class MimoqWorker(arq_compat.ClaimedStarts, Worker):
         # Waiting bulk jobs are admitted by grants; this round is the safety net (admission.py).
         deps = self.ctx.get("deps")
         if deps is not None and self.allow_pick_jobs:
+            settings = self.mimoq_settings
             self.admitter = self.admitter or Admitter(
-                deps.limiter, gauge_interval_s=self.mimoq_settings.ops.heartbeat_interval_s
+                deps.limiter,
+                gauge_interval_s=settings.ops.heartbeat_interval_s,
+                one_per_fleet=settings.limiter.enabled,
             )
             await self.admitter.tick(self.pool)
 

@@ -40,6 +40,16 @@ async def test_one_worker_of_the_fleet_runs_each_models_round(redis: ArqRedis) -
     assert workers[1].rounds == [TTS_MODEL]
 
 
+async def test_with_limits_off_every_worker_runs_every_round(redis: ArqRedis) -> None:
+    """Limits off, the rounds are how waiting bulk jobs are admitted (a batch each)."""
+    await redis.sadd(wire.WAIT_MODELS_KEY, TTS_MODEL)  # type: ignore[misc]
+    workers = [CountingLimiter() for _ in range(2)]
+    for limiter in workers:
+        admitter = Admitter(limiter, one_per_fleet=False, clock=lambda: 0.0)  # type: ignore[arg-type]
+        await admitter.tick(redis)
+    assert [w.rounds for w in workers] == [[TTS_MODEL], [TTS_MODEL]]
+
+
 async def test_an_interval_of_zero_always_runs_the_round(redis: ArqRedis) -> None:
     await redis.sadd(wire.WAIT_MODELS_KEY, TTS_MODEL)  # type: ignore[misc]
     limiter = CountingLimiter()

@@ -3,10 +3,12 @@
 Every grant admits the next waiting bulk job of its model (in the acquire script), and
 enqueue.lua admits the first job of an idle model at once. This round, run from each
 worker's polling loop at most once per ``interval_s``, covers what neither sees: a model
-whose admitted jobs all failed before asking for a slot, and limits switched off. One
-worker of the fleet runs a model's round per interval (``mimoq:admit-round:<model>``, set
-NX): every worker ran each one, about 17 commands per worker, model and second, a fixed
-cost that grew with the fleet (issue #22).
+whose admitted jobs all failed before asking for a slot, and limits switched off. With
+limits on, one worker of the fleet runs a model's round per interval
+(``mimoq:admit-round:<model>``, set NX): every worker ran each one, about 17 commands per
+worker, model and second, a fixed cost that grew with the fleet (issue #22). With limits
+off the rounds are how waiting bulk jobs are admitted at all (a batch each), so every
+worker still runs them.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ class Admitter:
         *,
         interval_s: float = ADMIT_INTERVAL_S,
         gauge_interval_s: float = 0.0,
+        one_per_fleet: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limiter = limiter
         self.interval_s = interval_s
+        #: whether one worker of the fleet runs a model's round per interval (limits on)
+        self.one_per_fleet = one_per_fleet
         #: the waiting gauges are sampled at most this often (the worker passes its
         #: heartbeat's interval, as the fleet's other gauges): each sample reads every
         #: tenant's list of each model and lane, about 14 commands a second a worker when
@@ -79,9 +84,10 @@ class Admitter:
 
     async def _holds_round(self, redis: Redis, model: str) -> bool:
         """Whether this worker runs ``model``'s round now: no other worker has run it within
-        the interval. (An interval of 0, as a test's, always runs it.)"""
+        the interval. (Every worker runs every round with limits off, and with an interval
+        of 0, as a test's.)"""
         hold_ms = int(self.interval_s * _HOLD_SHARE * 1000)
-        if hold_ms <= 0:
+        if hold_ms <= 0 or not self.one_per_fleet:
             return True
         return bool(await redis.set(wire.admit_round_key(model), "1", nx=True, px=hold_ms))
 
