@@ -27,30 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _support import Service
-from arq.connections import ArqRedis
+from redis_cost import command_counts, enqueue_mimoq, redis_cpu, round_trips, write_clip
 
 from mimoq.core import dialect_constants as dc
 from mimoq.core.settings import Settings
-from mimoq.producer.client import Producer
 
 TENANTS = ("t-a", "t-b", "t-c")
 #: MiMo's quota window; the limiter paces at its real length here
 WINDOW_S = 60.0
-
-
-def write_clip(path: Path, seconds: float = 1.0, rate: int = 16_000) -> None:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\x00\x10" * int(seconds * rate))
+#: The bench's own requests from the reset to its read of the round trips: two TIMEs, two
+#: INFO cpu, INFO commandstats and INFO stats
+OWN_READS = 6
 
 
 def backlog(n: int, clip: Path) -> list[dict[str, Any]]:
@@ -66,27 +59,12 @@ def backlog(n: int, clip: Path) -> list[dict[str, Any]]:
     return jobs
 
 
-async def enqueue(url: str, settings: Settings, jobs: list[dict[str, Any]]) -> None:
-    redis = ArqRedis.from_url(url)
-    try:
-        producer = Producer(redis, settings)
-        for job in jobs:
-            await producer.enqueue(job)
-    finally:
-        await redis.aclose()
-
-
-def server_cpu_s(client: sync_redis.Redis) -> float:
-    cpu = client.info("cpu")
-    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
-
-
 def commands(client: sync_redis.Redis) -> int:
-    stats = client.info("commandstats")
-    own = {"cmdstat_info", "cmdstat_config|resetstat", "cmdstat_time", "cmdstat_scan"}
-    own |= {"cmdstat_monitor"}
-    own |= {"cmdstat_zcount"}  # the grant count below (workers' ZCOUNTs run inside scripts)
-    return sum(int(v["calls"]) for name, v in stats.items() if name not in own)
+    """The fleet's commands since the reset: the bench's own reads of the counters and its
+    two ``TIME``s left out (the workers' ``TIME``s and ``ZCOUNT``s inside scripts counted)."""
+    counts = command_counts(client)
+    counts["time"] -= 2
+    return sum(n for name, n in counts.items() if name not in ("info", "config|resetstat"))
 
 
 def granted(client: sync_redis.Redis, since: float, until: float) -> int:
@@ -127,7 +105,7 @@ def measure(args: argparse.Namespace, workers: int, tmp: Path) -> dict[str, floa
         )
         # more than the quota grants in the run: the models' lanes stay waiting throughout
         need = int(args.rpm * (args.warmup + args.seconds) / WINDOW_S * 2) + 200
-        asyncio.run(enqueue(redis.url, settings, backlog(need, clip)))
+        asyncio.run(enqueue_mimoq(redis.url, settings, backlog(need, clip)))
         started: list[Service] = fleet.workers(workers, spec, "worker")
         client = sync_redis.Redis.from_url(redis.url)
         try:
@@ -138,14 +116,14 @@ def measure(args: argparse.Namespace, workers: int, tmp: Path) -> dict[str, floa
                 with open(args.monitor, "wb") as out:
                     monitor = subprocess.Popen(["redis-cli", "-p", port, "monitor"], stdout=out)
             client.config_resetstat()
-            cpu0, t0 = server_cpu_s(client), redis_time(client)
+            cpu0, t0 = redis_cpu(client)[0], redis_time(client)
             time.sleep(args.seconds)  # the measured interval itself
-            cpu1, t1 = server_cpu_s(client), redis_time(client)
+            cpu1, t1 = redis_cpu(client)[0], redis_time(client)
             if monitor is not None:
                 monitor.terminate()
                 monitor.wait()
             count = commands(client)
-            trips = int(client.info("stats")["total_reads_processed"])
+            trips = round_trips(client) - OWN_READS
             calls = granted(client, t0, t1)
         finally:
             client.close()

@@ -14,6 +14,9 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
 - ``o`` anything else (a ticket holder early for its slot, the in-flight cap, a share
   wait, a cancel): nothing written.
 
+Then how many due holders the pace or the guard held back (``respaced``), and per lane and
+model how late ticket holders asked for their slots, at their grant (median, p90).
+
 Per lane and model: the jobs, the asks a job, the claims a job (each time a worker took
 the job from arq's queue: ``arq_claim.lua`` setting its in-progress key and keeping it; a
 pick that reads the job's input again), and the most frequent sequences ("TG": a ticket,
@@ -40,6 +43,12 @@ MODEL = re.compile(r"\{[^:}]+:([^}]+)\}")
 CLAIMED = re.compile(r'^"SET" "arq:in-progress:([^"]+)"')
 #: a claim that found its job not due takes its in-progress key back in the same script
 TAKEN_BACK = re.compile(r'^"DEL" "arq:in-progress:([^"]+)"')
+#: a due holder held back by the pace or the guard (its count in the limiter's lanes hash)
+RESPACED = re.compile(r'"HINCRBY" "[^"]*:lanes" "respaced:(\w+)"')
+#: a ticket given or moved: ``ZADD <lane>_tickets [flags] score member [score member ...]``
+TICKETS = re.compile(r'^"ZADD" "[^"]*:(?:bulk|interactive)_tickets"(.*)$')
+#: a grant's entry in the grant log: ``ZADD ...:log <time> <lease>``
+LOGGED = re.compile(r'^"ZADD" "[^"]*:log" "([0-9.]+)"')
 
 
 @dataclass
@@ -50,6 +59,13 @@ class Ask:
     lane: str
     model: str
     inner: list[str] = field(default_factory=list)
+
+    def respaced(self) -> str | None:
+        """Why the pace or the guard held this due holder back (``paced``, ``guard``), if so."""
+        for command in self.inner:
+            if (found := RESPACED.search(command)) is not None:
+                return found.group(1)
+        return None
 
     def decision(self) -> str:
         """The letter of what it decided (see the module's docstring)."""
@@ -65,6 +81,21 @@ class Ask:
         return "o"
 
 
+def _acquire(command: str, rest: str) -> Ask | None:
+    """The ``acquire`` a client's command line is (its job, lane and model), or None."""
+    if command.upper() != "FCALL" or not rest.startswith(' "limiter_acquire_'):
+        return None
+    args = shlex.split(rest)
+    model = MODEL.search(args[2]) if len(args) > 2 else None
+    try:
+        call = json.loads(args[-1])
+    except ValueError:
+        return None  # not the limiter's acquire (its last argument is the call's JSON)
+    if not isinstance(call, dict) or "job" not in call or model is None:
+        return None
+    return Ask(str(call["job"]), str(call.get("lane")), model.group(1))
+
+
 def asks(lines: Iterable[str]) -> list[Ask]:
     """Every ``acquire`` of a MONITOR capture, in order, with the commands it ran."""
     found: list[Ask] = []
@@ -78,19 +109,9 @@ def asks(lines: Iterable[str]) -> list[Ask]:
             if current is not None:
                 current.inner.append(f'"{command}"{rest}')
             continue
-        current = None
-        if command.upper() != "FCALL" or not rest.startswith(' "limiter_acquire_'):
-            continue
-        args = shlex.split(rest)
-        model = MODEL.search(args[2]) if len(args) > 2 else None
-        try:
-            call = json.loads(args[-1])
-        except ValueError:
-            continue  # not the limiter's acquire (its last argument is the call's JSON)
-        if not isinstance(call, dict) or "job" not in call or model is None:
-            continue
-        current = Ask(str(call["job"]), str(call.get("lane")), model.group(1))
-        found.append(current)
+        current = _acquire(command, rest)
+        if current is not None:
+            found.append(current)
     # a call that ran nothing did not run: the library was not loaded yet ("Function not
     # found", then loaded and called again); every decision reads the job's marker first
     return [ask for ask in found if ask.inner]
@@ -127,6 +148,32 @@ def claims(lines: Iterable[str]) -> Counter[str]:
             job = None
     settle()
     return taken
+
+
+def lateness(lines: Iterable[str]) -> dict[tuple[str, str], list[float]]:
+    """Per (lane, model): how late each ticket holder asked for its slot, in seconds, at
+    its grant: the grant's time in the log against the ticket's last time, whichever script
+    gave or moved it (a re-plan moves them all). A grant without a ticket is not counted."""
+    slot: dict[str, float] = {}
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    current: Ask | None = None
+    for line in lines:
+        match = LINE.match(line)
+        if match is None:
+            continue
+        client, command, rest = match.groups()
+        if client != "lua":
+            current = _acquire(command, rest)
+            continue
+        text = f'"{command}"{rest}'
+        if (moved := TICKETS.match(text)) is not None:
+            words = [w for w in shlex.split(moved.group(1)) if w not in ("NX", "XX", "CH")]
+            for at, job in zip(words[::2], words[1::2], strict=False):
+                slot[job] = float(at)
+        elif (logged := LOGGED.match(text)) and current is not None and current.job in slot:
+            late = float(logged.group(1)) - slot.pop(current.job)
+            out[(current.lane, current.model)].append(max(late, 0.0))
+    return dict(out)
 
 
 def by_lane(found: Iterable[Ask]) -> dict[tuple[str, str], Counter[str]]:
@@ -168,6 +215,14 @@ def main() -> None:
     print(f"{len(found)} asks")
     for row in report(found, claims(lines), args.top):
         print(row)
+    held = Counter(r for ask in found if (r := ask.respaced()) is not None)
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(held.items()))
+    print(f"due holders re-spaced: {reasons or 'none'}")
+    for (lane, model), late in sorted(lateness(lines).items()):
+        ms = sorted(x * 1000 for x in late)
+        p50, p90 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+        print(f"{lane:12s} {model:28s} holders late at their grant: {p50:.1f} ms median, "
+              f"{p90:.1f} ms p90 ({len(ms)} holders)")  # fmt: skip
 
 
 if __name__ == "__main__":

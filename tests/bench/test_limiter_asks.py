@@ -55,7 +55,7 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
         claim_keys = [arq_compat.IN_PROGRESS_PREFIX + "second", wire.QUEUE_NAME]
         assert await claim.run(redis, claim_keys, ["second", 2, 60_000, "token-a"])
         assert await claim.run(redis, claim_keys, ["second", 2, 60_000, "token-b"]) is None
-        clock.now = T0 + 1
+        clock.now = T0 + 1.02  # back 20 ms after its slot
         await limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="acme")
         with pytest.raises(CapacityDeferred):  # the slot after "second"'s
             await limiter.acquire(TTS_MODEL, job_id="probe", lane="interactive")
@@ -82,6 +82,11 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
     }
     taken = module.claims(lines)
     assert taken == Counter({"second": 1})  # the claim that found it held took nothing
+    # "second" was granted 20 ms after its ticket's time; "first" held no ticket
+    late = module.lateness(lines)
+    assert late.keys() == {("bulk", TTS_MODEL)}
+    assert late[("bulk", TTS_MODEL)] == pytest.approx([0.02], abs=1e-6)
+    assert [a.respaced() for a in found] == [None, None, None, None]  # nothing held back
     rows = module.report(found, taken, 8)
     assert rows[0].split()[:2] == ["bulk", TTS_MODEL]
     assert "1.50 asks  0.50 claims a job" in rows[0]  # "first" was never claimed here
@@ -94,4 +99,12 @@ def test_the_script_runs_on_a_capture(tmp_path: Path) -> None:
         [sys.executable, str(BENCH / "limiter_asks.py"), str(capture)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert done.stdout.splitlines() == ["0 asks"]
+    assert done.stdout.splitlines() == ["0 asks", "due holders re-spaced: none"]
+
+
+def test_a_holder_held_back_names_why() -> None:
+    module = load_bench("limiter_asks")
+    lanes = '"HINCRBY" "mimoq:limit:{acct:mimo-v2.5-tts}:lanes"'
+    paced = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "respaced:paced" "1"'])
+    turn = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "turns" "1"'])
+    assert (paced.respaced(), turn.respaced()) == ("paced", None)

@@ -88,8 +88,8 @@ end
 -- up to LATE_CAP seconds (a busy host's timer and event-loop jitter, not a stall: holders
 -- back late by more, as after a stalled worker, are re-spaced one per slot as before,
 -- tests/worker/test_scheduling.py). There a holder on time behind one a few milliseconds late
--- was held back, given its slot again and asked once more (0.8 times per interactive speech
--- job of the issue #22 mix, 633 asks of about 14 commands each). At MiMo's real pace
+-- was held back, given its slot again and asked once more (665 times in a run of the issue
+-- #22 mix, about 14 commands each: bench/limiter_asks.py). At MiMo's real pace
 -- (100 calls a minute: 0.6 s slots) 3/4 of a slot is far longer than such lateness, and
 -- the pace is as before. The hard guard counts every window whatever the pace allows.
 local PACE_TOLERANCE = 0.75
