@@ -360,6 +360,83 @@ local function set_ticket(job, at, bulk, tenant, last, held)
   end
 end
 
+-- New tickets of one admission, given in one batch: `counts` holds the lane's
+-- TENANT_TICKETS fields as the caller read them (a tenant's count and "last:" its latest
+-- ticket), kept current here as tickets are added; write_tickets writes them all. Giving
+-- each ticket on its own (set_ticket) cost a ZADD, an HSET of its tenant and an HSET of the
+-- tenant's count per admitted job, 2.5 commands a job of the issue's mix (issue #22).
+local function ticket_batch(bulk, counts)
+  return {bulk = bulk, counts = counts, ids = {}, at = {}, fields = {}, dirty = {}}
+end
+
+-- Add `job`'s ticket at `at`, counted under tenant field `field`, to `batch`.
+local function add_ticket(batch, job, at, field)
+  local n = #batch.ids + 1
+  batch.ids[n], batch.at[n], batch.fields[n] = job, at, field
+  local counts = batch.counts
+  counts[field] = (tonumber(counts[field]) or 0) + 1
+  local last = tonumber(counts['last:' .. field])
+  if last == nil or at > last then counts['last:' .. field] = at end
+  if not batch.dirty[field] then
+    batch.dirty[field] = true
+    batch.dirty[#batch.dirty + 1] = field
+  end
+end
+
+-- Write the tickets of `batch` (then empty): one ZADD to the lane, one HSET of their
+-- tenants, one HSET of the counts and latest tickets of the tenants they were added for.
+-- The jobs are new to the lane (each just got its marker, mark_ticket_of): one that holds
+-- a ticket already (ZMSCORE reads it, for a batch of more than one; ZADD's count tells
+-- for one) is moved, as set_ticket moves it, and not counted again.
+local function write_tickets(batch)
+  local ids, n = batch.ids, #batch.ids
+  if n == 0 then return end
+  local lane, counts = lane_tickets(batch.bulk), batch.counts
+  local had = {}
+  if n > 1 then
+    for i = 1, n, CHUNK do
+      local part = redis.call('ZMSCORE', lane, unpack(ids, i, math.min(i + CHUNK - 1, n)))
+      for j = 1, #part do had[i + j - 1] = part[j] ~= false end
+    end
+  end
+  local scored, owned = {}, {}
+  for i = 1, n do
+    scored[#scored + 1] = batch.at[i]
+    scored[#scored + 1] = ids[i]
+  end
+  local added = 0
+  for i = 1, #scored, 2 * CHUNK do
+    added = added + redis.call('ZADD', lane, unpack(scored, i, math.min(i + 2 * CHUNK - 1, #scored)))
+  end
+  if n == 1 then had[1] = added == 0 end
+  for i = 1, n do
+    if had[i] then
+      counts[batch.fields[i]] = counts[batch.fields[i]] - 1
+    else
+      owned[#owned + 1] = ids[i]
+      owned[#owned + 1] = batch.fields[i]
+    end
+  end
+  for i = 1, #owned, 2 * CHUNK do
+    redis.call('HSET', TICKET_TENANT, unpack(owned, i, math.min(i + 2 * CHUNK - 1, #owned)))
+  end
+  local out = {}
+  for i = 1, #batch.dirty do
+    local field = batch.dirty[i]
+    out[#out + 1] = field
+    out[#out + 1] = counts[field]
+    if counts['last:' .. field] ~= nil then
+      out[#out + 1] = 'last:' .. field
+      out[#out + 1] = counts['last:' .. field]
+    end
+    batch.dirty[field] = nil
+  end
+  for i = 1, #out, 2 * CHUNK do
+    redis.call('HSET', TENANT_TICKETS, unpack(out, i, math.min(i + 2 * CHUNK - 1, #out)))
+  end
+  batch.ids, batch.at, batch.fields, batch.dirty = {}, {}, {}, {}
+end
+
 -- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`),
 -- its "lane:tenant" (`field`, false: none) or that tenant's latest ticket (`last`, as
 -- note_last takes it) passes them; nil reads them. (A ticket is only ever in the lane it
@@ -564,12 +641,28 @@ local function touch(st, now)
   for i = 1, NLIMITER do redis.call('EXPIRE', CALL_KEYS[i], Q.key_ttl) end
 end
 
--- Waiting job `id` joins `batch`, the jobs admit_batch moves into the arq queue; false
--- for a job whose arq record expired while it waited (dropped, as arq would drop it).
-local function admit_one(id, batch)
-  if redis.call('EXISTS', 'arq:job:' .. id) == 0 then return false end
-  batch[#batch + 1] = id
-  return true
+-- The jobs of `ids` whose arq record is still there, with their `owners` (optional, kept
+-- aligned): a job whose record expired while it waited is dropped, as arq would drop it.
+-- One EXISTS for the batch, which counts the records it finds; each job is looked at on its
+-- own only when one is missing. An EXISTS per job cost one command per admitted job
+-- (issue #22).
+local function still_queued(ids, owners)
+  if #ids == 0 then return ids, owners end
+  local found = 0
+  for i = 1, #ids, CHUNK do
+    local keys = {}
+    for j = i, math.min(i + CHUNK - 1, #ids) do keys[#keys + 1] = 'arq:job:' .. ids[j] end
+    found = found + redis.call('EXISTS', unpack(keys))
+  end
+  if found == #ids then return ids, owners end
+  local kept, kept_owners = {}, {}
+  for i = 1, #ids do
+    if redis.call('EXISTS', 'arq:job:' .. ids[i]) == 1 then
+      kept[#kept + 1] = ids[i]
+      if owners then kept_owners[#kept] = owners[i] end
+    end
+  end
+  return kept, kept_owners
 end
 
 -- Mark `job` as holding a ticket at `at` in its cancel marker ("ticket <this limiter's key
@@ -642,7 +735,7 @@ end
 -- and the displaced ticket moves to `tail` (the schedule's end), its job's queue place
 -- with it. `counts`: TENANT_TICKETS as read once for the batch, kept current here.
 -- Returns the slot taken, or nil (no turn: the job queues at `tail`).
-local function turn_at_admission(mine, counts, tail, moved_to)
+local function turn_at_admission(mine, counts, tail, moved_to, tickets)
   local held = tonumber(counts[mine]) or 0
   local most = 0
   for name, n in pairs(counts) do
@@ -651,6 +744,8 @@ local function turn_at_admission(mine, counts, tail, moved_to)
     end
   end
   if most < held + 2 then return nil end  -- nobody to take a turn from: no read
+  -- the lane and the tickets' tenants are read below: the batch's tickets are in them first
+  write_tickets(tickets)
   local last = tonumber(counts['last:' .. mine])
   local after = '-inf'
   if last then after = '(' .. fmt(last) end
@@ -678,6 +773,7 @@ local function plan_slots(batch, owners, plan)
   local flat = redis.call('HGETALL', TENANT_TICKETS)
   for i = 1, #flat, 2 do counts[flat[i]] = flat[i + 1] end
   local moved_to, index, planned_ids = {}, {}, {}
+  local tickets = ticket_batch(true, counts)
   for i = 1, #batch do
     local id = batch[i]
     local tail = math.max(st.tat, now, st.cd)
@@ -685,19 +781,16 @@ local function plan_slots(batch, owners, plan)
     index[id] = i
     if mark_ticket_of(id, tail, now, true) then
       local mine = tenant_field(true, owners[i])
-      local at = turn_at_admission(mine, counts, tail, moved_to) or tail
-      local held = tonumber(counts[mine]) or 0
-      local last = tonumber(counts['last:' .. mine]) or false
-      set_ticket(id, at, true, owners[i], last, held)
+      local at = turn_at_admission(mine, counts, tail, moved_to, tickets) or tail
+      add_ticket(tickets, id, at, mine)
       planned_ids[#planned_ids + 1] = id
-      counts[mine] = held + 1
-      if last == false or at > last then counts['last:' .. mine] = at end
       st.tat = tail + plan.len
       -- Q.hold before its slot even when that is already past (it is due at once): its
       -- worker reads the slot from this place and waits for it before it asks
       due[i] = queue_score(at)
     end
   end
+  write_tickets(tickets)
   -- a job of this batch displaced by a later one's turn: its queue place follows its ticket
   for id, at in pairs(moved_to) do
     if index[id] then due[index[id]] = queue_score(at) end
@@ -735,12 +828,14 @@ end
 -- Move up to `room` waiting jobs from the lists of one lane's ring into the arq queue,
 -- one job per tenant in turn (round robin over the ring of tenants with waiting jobs:
 -- deficit round robin with equal quanta and unit cost). Each admitted job costs O(1); the
--- loop is bounded by `room`. Returns the jobs admitted.
+-- loop is bounded by `room`. A job whose arq record expired is dropped after the loop
+-- (still_queued), so a round that meets one admits one fewer: the next top-up fills it.
+-- Returns the jobs admitted.
 local function admit_from(ring, admitted, lists, room, track, now, plan)
-  local n, turns = 0, 0
+  local turns = 0
   local batch, owners = {}, {}
   if not track then admitted = nil end
-  while n < room and turns < room + 16 do
+  while #batch < room and turns < room + 16 do
     turns = turns + 1
     local tenant = redis.call('RPOPLPUSH', ring, ring)
     if not tenant then break end
@@ -748,12 +843,14 @@ local function admit_from(ring, admitted, lists, room, track, now, plan)
       local list = lists .. tenant
       local id = redis.call('LPOP', list)
       if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, tenant) end
-      if id and admit_one(id, batch) then
-        n = n + 1
+      if id then
+        batch[#batch + 1] = id
         owners[#batch] = tenant
       end
     end
   end
+  batch, owners = still_queued(batch, owners)
+  local n = #batch
   local planned = nil
   if plan ~= nil and admitted ~= nil and #batch > 0 and plans_batch(plan, #batch) then
     planned = plan_slots(batch, owners, plan)
@@ -792,12 +889,13 @@ end
 -- grants (and its held slots) in the last window stay within what the bulk lane's minimum
 -- share m leaves it (interactive <= bulk x (1 - m) / m + 1). Each count is read only when
 -- the answer still depends on it: with no interactive grant or ticket ahead it always may.
-local function interactive_may_jump(now)
+-- `held_inter`: the interactive tickets held, when the caller keeps that count (nil: read).
+local function interactive_may_jump(now, held_inter)
   local m = Q.bulk_min_share
   if m <= 0 then return true end
   if m >= 1 then return false end
   local inter = recent_grants(now, true)
-  local ahead = inter + redis.call('ZCARD', ITICKETS)
+  local ahead = inter + (held_inter or redis.call('ZCARD', ITICKETS))
   if ahead == 0 then return true end
   return ahead < (recent_grants(now, false) - inter) * (1 - m) / m + 1
 end
@@ -825,6 +923,17 @@ end
 local function plan_interactive(batch, tenant, plan)
   local due, st, now = {}, plan.st, plan.now
   local planned = {}
+  -- Within the batch the lanes' sizes change only by its own tickets (a bulk ticket whose
+  -- slot is taken moves, it stays): each is read once, and the batch's tickets are written
+  -- together (ticket_batch). Read per job, they cost about 3 commands a job more.
+  local field = tenant_field(false, tenant)
+  local tickets, bulk_held, held_inter = nil, nil, nil
+  local function may_jump()
+    if held_inter == nil then
+      held_inter = redis.call('ZCARD', ITICKETS) + ((tickets and #tickets.ids) or 0)
+    end
+    return interactive_may_jump(now, held_inter)
+  end
   for i = 1, #batch do
     local id = batch[i]
     due[i] = math.floor(now * 1000)
@@ -836,8 +945,9 @@ local function plan_interactive(batch, tenant, plan)
       -- tickets, 10.0 -> 12.3 round trips a job on the mix at --rpm 1000000), unless the
       -- lane is over its share, where that ask would park it; a bulk slot to take would be
       -- past the hold, hence later than this one
-      wanted = redis.call('ZCARD', BTICKETS) > 0 and not interactive_may_jump(now)
-    elseif interactive_may_jump(now) then
+      if bulk_held == nil then bulk_held = redis.call('ZCARD', BTICKETS) > 0 end
+      wanted = bulk_held and not may_jump()
+    elseif may_jump() then
       -- a bulk slot less than Q.hold away is left to its job: picked already, it is
       -- waiting in its worker for that slot, and would ask at it only to be deferred
       head = redis.call('ZRANGEBYSCORE', BTICKETS, '(' .. fmt(now + (Q.hold or 0)), '+inf',
@@ -846,12 +956,18 @@ local function plan_interactive(batch, tenant, plan)
     end
     if wanted and mark_ticket_of(id, at, now, true) then
       if head then retime(head[1], tail, true) end
-      set_ticket(id, at, false, tenant)
+      if tickets == nil then
+        local c = redis.call('HMGET', TENANT_TICKETS, field, 'last:' .. field)
+        tickets = ticket_batch(false, {[field] = c[1] or nil, ['last:' .. field] = c[2] or nil})
+      end
+      add_ticket(tickets, id, at, field)
+      if held_inter ~= nil then held_inter = held_inter + 1 end
       st.tat = tail + plan.len
       planned[#planned + 1] = id
       due[i] = queue_score(at)
     end
   end
+  if tickets then write_tickets(tickets) end
   if #planned > 0 then redis.call('HSET', STATE, 'tat', st.tat) end
   note_planned_audio(plan, planned)
   return due
@@ -882,8 +998,11 @@ local function admit_interactive(who, now, room, plan)
     local id = redis.call('LPOP', list)
     if not id then break end
     waiting = waiting - 1
-    if admit_one(id, batch) then n = n + 1 end
+    n = n + 1
+    batch[n] = id
   end
+  batch = still_queued(batch)
+  n = #batch
   local planned = nil
   if plan ~= nil and tracked ~= nil and #batch > 0 then
     planned = plan_interactive(batch, who, plan)
