@@ -665,17 +665,29 @@ local function still_queued(ids, owners)
   return kept, kept_owners
 end
 
+-- Put back the "cancelled" marker of `job` that a decision's SET ... GET replaced, for as
+-- long as cancel.lua keeps one (a day past the job's record, two at least).
+local function restore_cancelled(job)
+  local day = 86400000
+  local keep = math.max(redis.call('PTTL', 'arq:job:' .. job), day) + day
+  redis.call('SET', Q.cancel_prefix .. job, 'cancelled', 'PX', keep)
+end
+
 -- Mark `job` as holding a ticket at `at` in its cancel marker ("ticket <this limiter's key
 -- base>"), so a cancel finds the ticket and gives its slot back at once (cancel.lua).
 -- `fresh`: only if the job has no marker yet (a cancel that came first keeps its
--- "cancelled"); returns whether the marker was set.
+-- "cancelled"); else the marker is replaced, and a "cancelled" it replaced is put back
+-- (restore_cancelled). Returns whether the marker was set.
 local function mark_ticket_of(job, at, now, fresh)
   local ms = math.floor((math.max(at - now, 0) + Q.ticket_grace + Q.lease_ttl) * 1000)
   local base = 'ticket ' .. string.sub(STATE, 1, #STATE - #':state')
   if fresh then
     return redis.call('SET', Q.cancel_prefix .. job, base, 'PX', ms, 'NX') ~= false
   end
-  redis.call('SET', Q.cancel_prefix .. job, base, 'PX', ms)
+  if redis.call('SET', Q.cancel_prefix .. job, base, 'PX', ms, 'GET') == 'cancelled' then
+    restore_cancelled(job)
+    return false
+  end
   return true
 end
 
