@@ -365,14 +365,18 @@ end
 -- ticket), kept current here as tickets are added; write_tickets writes them all. Giving
 -- each ticket on its own (set_ticket) cost a ZADD, an HSET of its tenant and an HSET of the
 -- tenant's count per admitted job, 2.5 commands a job of the issue's mix (issue #22).
+-- `field_of`: each added job's tenant field (a turn's read looks there before TICKET_TENANT,
+-- which gets them only at the end); `placed`: how many of `ids` are in the lane already.
 local function ticket_batch(bulk, counts)
-  return {bulk = bulk, counts = counts, ids = {}, at = {}, fields = {}, dirty = {}}
+  return {bulk = bulk, counts = counts, ids = {}, at = {}, fields = {}, dirty = {},
+    field_of = {}, placed = 0, owned = {}}
 end
 
 -- Add `job`'s ticket at `at`, counted under tenant field `field`, to `batch`.
 local function add_ticket(batch, job, at, field)
   local n = #batch.ids + 1
   batch.ids[n], batch.at[n], batch.fields[n] = job, at, field
+  batch.field_of[job] = field
   local counts = batch.counts
   counts[field] = (tonumber(counts[field]) or 0) + 1
   local last = tonumber(counts['last:' .. field])
@@ -383,40 +387,50 @@ local function add_ticket(batch, job, at, field)
   end
 end
 
--- Write the tickets of `batch` (then empty): one ZADD to the lane, one HSET of their
--- tenants, one HSET of the counts and latest tickets of the tenants they were added for.
--- The jobs are new to the lane (each just got its marker, mark_ticket_of): one that holds
--- a ticket already (ZMSCORE reads it, for a batch of more than one; ZADD's count tells
--- for one) is moved, as set_ticket moves it, and not counted again.
-local function write_tickets(batch)
-  local ids, n = batch.ids, #batch.ids
-  if n == 0 then return end
-  local lane, counts = lane_tickets(batch.bulk), batch.counts
-  local had = {}
-  if n > 1 then
-    for i = 1, n, CHUNK do
-      local part = redis.call('ZMSCORE', lane, unpack(ids, i, math.min(i + CHUNK - 1, n)))
-      for j = 1, #part do had[i + j - 1] = part[j] ~= false end
-    end
-  end
-  local scored, owned = {}, {}
-  for i = 1, n do
+-- Put the tickets of `batch` not in the lane yet into it: one ZADD, whose count of new
+-- members says whether any of them held a ticket already. None should (each job just got
+-- its first marker, mark_ticket_of); one that did is moved, as set_ticket moves it, and not
+-- counted again: it is the one whose tenant TICKET_TENANT knows already (read only then).
+-- A turn's read of the lane (turn_at_admission) places them first; the tenants' writes
+-- wait for write_tickets.
+local function place_tickets(batch)
+  local ids, from, n = batch.ids, batch.placed + 1, #batch.ids
+  if from > n then return end
+  local scored = {}
+  for i = from, n do
     scored[#scored + 1] = batch.at[i]
     scored[#scored + 1] = ids[i]
   end
   local added = 0
   for i = 1, #scored, 2 * CHUNK do
-    added = added + redis.call('ZADD', lane, unpack(scored, i, math.min(i + 2 * CHUNK - 1, #scored)))
+    added = added
+      + redis.call('ZADD', lane_tickets(batch.bulk), unpack(scored, i, math.min(i + 2 * CHUNK - 1, #scored)))
   end
-  if n == 1 then had[1] = added == 0 end
-  for i = 1, n do
-    if had[i] then
-      counts[batch.fields[i]] = counts[batch.fields[i]] - 1
-    else
-      owned[#owned + 1] = ids[i]
-      owned[#owned + 1] = batch.fields[i]
+  local known = {}
+  if added < n - from + 1 then
+    for i = from, n, CHUNK do
+      local part = redis.call('HMGET', TICKET_TENANT, unpack(ids, i, math.min(i + CHUNK - 1, n)))
+      for j = 1, #part do known[i + j - 1] = part[j] ~= false end
     end
   end
+  for i = from, n do
+    local field = batch.fields[i]
+    if known[i] then
+      batch.counts[field] = batch.counts[field] - 1
+    else
+      batch.owned[#batch.owned + 1] = ids[i]
+      batch.owned[#batch.owned + 1] = field
+    end
+  end
+  batch.placed = n
+end
+
+-- Write the tickets of `batch`: the ones not placed yet into the lane (place_tickets), then
+-- one HSET of their tenants and one HSET of the counts and latest tickets of the tenants
+-- they were added for.
+local function write_tickets(batch)
+  place_tickets(batch)
+  local owned, counts = batch.owned, batch.counts
   for i = 1, #owned, 2 * CHUNK do
     redis.call('HSET', TICKET_TENANT, unpack(owned, i, math.min(i + 2 * CHUNK - 1, #owned)))
   end
@@ -429,12 +443,10 @@ local function write_tickets(batch)
       out[#out + 1] = 'last:' .. field
       out[#out + 1] = counts['last:' .. field]
     end
-    batch.dirty[field] = nil
   end
   for i = 1, #out, 2 * CHUNK do
     redis.call('HSET', TENANT_TICKETS, unpack(out, i, math.min(i + 2 * CHUNK - 1, #out)))
   end
-  batch.ids, batch.at, batch.fields, batch.dirty = {}, {}, {}, {}
 end
 
 -- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`),
@@ -756,14 +768,14 @@ local function turn_at_admission(mine, counts, tail, moved_to, tickets)
     end
   end
   if most < held + 2 then return nil end  -- nobody to take a turn from: no read
-  -- the lane and the tickets' tenants are read below: the batch's tickets are in them first
-  write_tickets(tickets)
+  -- the lane is read below: the batch's tickets are in it first (their tenants are known)
+  place_tickets(tickets)
   local last = tonumber(counts['last:' .. mine])
   local after = '-inf'
   if last then after = '(' .. fmt(last) end
   local turn = redis.call('ZRANGEBYSCORE', BTICKETS, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
   if #turn == 0 or tonumber(turn[2]) >= tail then return nil end
-  local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
+  local theirs = tickets.field_of[turn[1]] or redis.call('HGET', TICKET_TENANT, turn[1])
   if not theirs or theirs == mine or (tonumber(counts[theirs]) or 0) < held + 2 then
     return nil
   end
