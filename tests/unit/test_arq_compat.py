@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mimoq.core import arq_compat, scripts, wire
 from tests.conftest import RedisServer
+from tests.support.commandstats import command_calls
 
 pytestmark = pytest.mark.redis
 
@@ -261,6 +262,31 @@ async def test_a_claim_sent_again_reads_the_try_its_first_sending_counted(
     again = await claim.run(redis, keys, args)
     assert first[2] == again[2] == 1
     assert first[1] == again[1] == await redis.get(arq_compat.JOB_PREFIX + "due")
+
+
+async def test_a_claim_reads_the_job_and_its_runs_keys_in_one_mget(redis: ArqRedis) -> None:
+    """A taken job costs its claim five commands: the in-progress SET, the queue's ZSCORE,
+    one MGET of the job and the keys its run reads first, the try's INCR and EXPIRE (a GET
+    of the job of its own was one more, 1.2 a job of the issue #22 mix). A claim sent again
+    reads the try in the same MGET."""
+    now_ms = await _queue_cases(redis)
+    await redis.set("test:first:due:a", b"2")
+    claim = scripts.named("arq_claim")
+    keys = [
+        arq_compat.IN_PROGRESS_PREFIX + "due", wire.QUEUE_NAME,
+        arq_compat.JOB_PREFIX + "due", arq_compat.RETRY_PREFIX + "due",
+        "test:first:due:a", "test:first:due:b",
+    ]  # fmt: skip
+    args = ["due", now_ms, 60_000, "token-a", arq_compat.RETRY_TTL_S]
+    job = await redis.get(arq_compat.JOB_PREFIX + "due")
+    await claim.run(redis, keys, args)  # (loads the script)
+    await redis.delete(arq_compat.IN_PROGRESS_PREFIX + "due", arq_compat.RETRY_PREFIX + "due")
+    await redis.config_resetstat()
+    taken = await claim.run(redis, keys, args)
+    calls = await command_calls(redis)
+    assert taken[1:] == [job, 1, b"2", None]
+    assert calls == {"evalsha": 1, "set": 1, "zscore": 1, "mget": 1, "incr": 1, "expire": 1}
+    assert (await claim.run(redis, keys, args))[1:] == [job, 1, b"2", None]
 
 
 async def test_a_start_other_than_the_claims_is_sent_as_it_was_asked(redis: ArqRedis) -> None:

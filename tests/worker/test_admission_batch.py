@@ -9,6 +9,7 @@ scripts, an injected clock."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from arq.connections import ArqRedis
@@ -25,7 +26,7 @@ from tests.worker.test_admit_slots import (
     _queue_score,
     _waiting_bulk,
 )
-from tests.worker.test_limiter import T0
+from tests.worker.test_limiter import SECONDS, T0
 
 pytestmark = pytest.mark.redis
 
@@ -171,20 +172,15 @@ async def test_rounds_of_floods_and_turns_keep_every_ticket_counted_once_where_i
     [
         # mid0 gets the end (T0 + 2); small0, whose tenant holds none while mid holds two,
         # takes the second mid ticket, mid0's, written by the batch only at its end
-        (1, 2, 1, ["mid-0", "small0", "mid0", "mid1"]),
-        # each small job reads the lane with the batch's earlier tickets in it, its own
-        # tenant's among them: small2 takes no turn from mid-b's slot (T0 + 6)
-        (
-            3,
-            4,
-            3,
-            ["mid-0", "small0", "mid-2", "small1", "mid0", "small2", "mid1", "mid-1"]
-            + ["mid2", "mid3"],
-        ),
-    ],  # fmt: skip
+        (1, 2, 1, "mid-0 small0 mid0 mid1"),
+        # each small job reads the lane with the batch's earlier tickets in it: small2 takes
+        # mid-1's slot (T0 + 6), the second after its tenant's latest (small1's) with mid0's
+        # in between, and mid-1 moves to the end
+        (3, 4, 3, "mid-0 small0 mid-2 small1 mid0 small2 mid1 mid-1 mid2 mid3"),
+    ],
 )
 async def test_a_batch_takes_the_turns_its_jobs_would_take_one_by_one(
-    redis: ArqRedis, before: int, mids: int, smalls: int, expected: list[str]
+    redis: ArqRedis, before: int, mids: int, smalls: int, expected: str
 ) -> None:
     """Tenants' turns within one batch see the batch's own tickets, as when each was written
     on its own. (The batch's schedules matched the job-by-job writes' in 72 shapes of this
@@ -199,4 +195,22 @@ async def test_a_batch_takes_the_turns_its_jobs_would_take_one_by_one(
     await _waiting_bulk(redis, TTS_MODEL, small + mid if before == 1 else mid + small)
     await limiter.admit(TTS_MODEL)
     tickets = [(j.decode(), at) for j, at in await schedule(redis, "acct", TTS_MODEL)]
-    assert tickets == [(job, T0 + 1 + k) for k, job in enumerate(expected)]
+    assert tickets == [(job, T0 + 1 + k) for k, job in enumerate(expected.split())]
+
+
+async def test_interactive_places_of_jobs_never_granted_are_swept_when_a_job_waits(
+    redis: ArqRedis,
+) -> None:
+    """A tenant's admitted interactive jobs whose workers died before their grants stop
+    holding its places after two windows: the round that looks at its waiting job sweeps
+    them and admits it. (Swept only where the count is read: a grant with no job waiting
+    no longer sweeps.)"""
+    limiter, clock = await _limiter(redis, busy=False)
+    ids = await _interactive(redis, TTS_MODEL, "acme", wire.INTERACTIVE_DIRECT + 1)
+    admitted = wire.interactive_admitted_key(TTS_MODEL, "acme")
+    assert await redis.zcard(admitted) == wire.INTERACTIVE_DIRECT  # the direct ones
+    assert await limiter.admit(TTS_MODEL) == 0  # its places are all held
+    # (the places are scored on Redis TIME; the limiter's clock moves past their lifetime)
+    clock.now = time.time() + 3 * SECONDS.window_s
+    assert await limiter.admit(TTS_MODEL) == 1
+    assert await redis.zrange(admitted, 0, -1) == [ids[-1].encode()]

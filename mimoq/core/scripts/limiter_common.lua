@@ -1006,8 +1006,6 @@ local function admit_interactive(who, now, room, plan)
   if held(who) then return 0 end
   local admitted = Q.wait_prefix .. 'interactive:admitted:' .. who
   local list = Q.wait_prefix .. 'interactive:tenant:' .. who
-  -- an admitted job never granted (its worker died first) stops counting
-  redis.call('ZREMRANGEBYSCORE', admitted, '-inf', now - Q.admit_ttl)
   local tracked = admitted
   if room >= 0 then tracked = nil end
   local n, batch = 0, {}
@@ -1015,6 +1013,11 @@ local function admit_interactive(who, now, room, plan)
   -- the jobs admitted here join `admitted` at the end (admit_batch): counted as they go
   local before, cap = 0, Q.interactive_direct
   if room < 0 and waiting > 0 then
+    -- an admitted job never granted (its worker died first) stops counting: swept where the
+    -- count is read (enqueue.lua reads it too, and a job it sends to the list brings the
+    -- tenant to the admission round, which sweeps); on every interactive grant it cost a
+    -- command, most of them with no job waiting (issue #22)
+    redis.call('ZREMRANGEBYSCORE', admitted, '-inf', now - Q.admit_ttl)
     before = redis.call('ZCARD', admitted)
     if before < cap and interactive_over_share(now) then cap = 1 end
   end
@@ -1060,8 +1063,9 @@ end
 -- After a grant: the granted job leaves its look-ahead and the next waiting job of its
 -- lane (and tenant, for interactive) is admitted in its place. The bulk look-ahead is
 -- topped up in batches, once a quarter of it has been granted (every grant when it is
--- under 8 jobs, as at MiMo's real pace): one admission per grant cost 7 commands,
--- a batch costs 4 per job and 3 in all. O(1) per grant, amortized.
+-- under 8 jobs, as at MiMo's real pace): one admission per grant cost 7 commands; a
+-- batch costs 3 a job (its turn of the ring, its pop, its list's length), 4 with a slot
+-- (its marker), and 4 in all, 9 with slots (the batch's writes). O(1) per grant, amortized.
 local function admit_after_grant(now, job, bulk, tenant, want, plan)
   if bulk then
     redis.call('ZREM', ADMITTED, job)
