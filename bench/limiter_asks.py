@@ -14,8 +14,10 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
 - ``o`` anything else (a ticket holder early for its slot, the in-flight cap, a share
   wait, a cancel): nothing written.
 
-Then how many due holders the pace or the guard held back (``respaced``), and per lane and
-model how late ticket holders asked for their slots, at their grant (median, p90).
+Then how many due holders the pace or the guard held back (``respaced``), per lane and
+model how late ticket holders asked for their slots, at their grant (median, p90), and the
+commands a job by the call that sent them (``by_call``: a script's call with the commands it
+ran; ``--jobs N`` to divide by the jobs the capture ran, else by the jobs that asked).
 
 Per lane and model: the jobs, the asks a job, the claims a job (each time a worker took
 the job from arq's queue: ``arq_claim.lua`` setting its in-progress key and keeping it; a
@@ -32,8 +34,10 @@ import json
 import re
 import shlex
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from mimoq.core import scripts
 
 #: ``<time> [<db> <client>] "<command>" ...``: a MONITOR line
 LINE = re.compile(r'^[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"(.*)$')
@@ -49,6 +53,8 @@ RESPACED = re.compile(r'"HINCRBY" "[^"]*:lanes" "respaced:(\w+)"')
 TICKETS = re.compile(r'^"ZADD" "[^"]*:(?:bulk|interactive)_tickets"(.*)$')
 #: a grant's entry in the grant log: ``ZADD ...:log <time> <lease>``
 LOGGED = re.compile(r'^"ZADD" "[^"]*:log" "([0-9.]+)"')
+#: the digest a limiter function's name ends with (its library's: ``limiter_acquire_<12 hex>``)
+LIBRARY_DIGEST = re.compile(r"_[0-9a-f]{12}$")
 
 
 @dataclass
@@ -96,15 +102,20 @@ def _acquire(command: str, rest: str) -> Ask | None:
     return Ask(str(call["job"]), str(call.get("lane")), model.group(1))
 
 
+def parsed(lines: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+    """Each MONITOR line as (client, command, the rest): ``client`` is ``lua`` for a command
+    a script ran, which MONITOR prints after the call that ran it."""
+    for line in lines:
+        if (match := LINE.match(line)) is not None:
+            client, command, rest = match.groups()
+            yield client, command, rest
+
+
 def asks(lines: Iterable[str]) -> list[Ask]:
     """Every ``acquire`` of a MONITOR capture, in order, with the commands it ran."""
     found: list[Ask] = []
     current: Ask | None = None
-    for line in lines:
-        match = LINE.match(line)
-        if match is None:
-            continue
-        client, command, rest = match.groups()
+    for client, command, rest in parsed(lines):
         if client == "lua":
             if current is not None:
                 current.inner.append(f'"{command}"{rest}')
@@ -113,7 +124,7 @@ def asks(lines: Iterable[str]) -> list[Ask]:
         if current is not None:
             found.append(current)
     # a call that ran nothing did not run: the library was not loaded yet ("Function not
-    # found", then loaded and called again); every decision reads the job's marker first
+    # found", then loaded and called again); every decision reads the limiter's state first
     return [ask for ask in found if ask.inner]
 
 
@@ -131,15 +142,12 @@ def claims(lines: Iterable[str]) -> Counter[str]:
         if job is not None and scored:
             taken[job] += 1
 
-    for line in lines:
-        match = LINE.match(line)
-        if match is None:
-            continue
-        if match.group(1) != "lua":
+    for client, name, rest in parsed(lines):
+        if client != "lua":
             settle()
             job, scored = None, False
             continue
-        command = f'"{match.group(2)}"{match.group(3)}'
+        command = f'"{name}"{rest}'
         if (claimed := CLAIMED.match(command)) is not None:
             job = claimed.group(1)
         elif command.startswith('"ZSCORE"'):
@@ -157,11 +165,7 @@ def lateness(lines: Iterable[str]) -> dict[tuple[str, str], list[float]]:
     slot: dict[str, float] = {}
     out: dict[tuple[str, str], list[float]] = defaultdict(list)
     current: Ask | None = None
-    for line in lines:
-        match = LINE.match(line)
-        if match is None:
-            continue
-        client, command, rest = match.groups()
+    for client, command, rest in parsed(lines):
         if client != "lua":
             current = _acquire(command, rest)
             continue
@@ -174,6 +178,37 @@ def lateness(lines: Iterable[str]) -> dict[tuple[str, str], list[float]]:
             late = float(logged.group(1)) - slot.pop(current.job)
             out[(current.lane, current.model)].append(max(late, 0.0))
     return dict(out)
+
+
+def script_names() -> dict[str, str]:
+    """Each of mimoq's scripts by the SHA its ``EVALSHA`` names it by."""
+    return {scripts.named(name).sha: name for name in scripts.SCRIPTS}
+
+
+def by_call(lines: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
+    """The calls a capture's clients sent, by name, and the commands each kind cost: a
+    script call with the commands it ran (a script by its name, a limiter function by its
+    own without its library's digest), any other command on its own, by its name
+    (``plain:ZREM``). Returns (calls, commands)."""
+    names = script_names()
+    calls: Counter[str] = Counter()
+    commands: Counter[str] = Counter()
+    current = ""
+    for client, command, rest in parsed(lines):
+        if client == "lua":
+            commands[current] += 1
+            continue
+        command = command.upper()
+        words = rest.split('"')
+        if command == "EVALSHA" and len(words) > 1:
+            current = names.get(words[1], words[1][:8])
+        elif command == "FCALL" and len(words) > 1:
+            current = LIBRARY_DIGEST.sub("", words[1])
+        else:
+            current = f"plain:{command}"
+        calls[current] += 1
+        commands[current] += 1
+    return calls, commands
 
 
 def by_lane(found: Iterable[Ask]) -> dict[tuple[str, str], Counter[str]]:
@@ -208,6 +243,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="redis-cli MONITOR output (bench/redis_cost.py --monitor)")
     parser.add_argument("--top", type=int, default=8, help="sequences shown per lane and model")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="jobs the capture ran (default: the jobs that asked)"
+    )
     args = parser.parse_args()
     with open(args.file, encoding="utf-8", errors="replace") as capture:
         lines = capture.readlines()
@@ -223,6 +261,13 @@ def main() -> None:
         p50, p90 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(0.9 * len(ms)))]
         print(f"{lane:12s} {model:28s} holders late at their grant: {p50:.1f} ms median, "
               f"{p90:.1f} ms p90 ({len(ms)} holders)")  # fmt: skip
+    jobs = args.jobs or len({ask.job for ask in found})
+    if jobs:
+        calls, commands = by_call(lines)
+        total = sum(commands.values())
+        print(f"commands a job by the call that sent them ({jobs} jobs): {total / jobs:.1f} in all")
+        for name, n in commands.most_common(args.top * 2):
+            print(f"  {name:36s} {calls[name] / jobs:6.2f} calls {n / jobs:6.2f} commands a job")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,14 @@ async def test_asks_are_counted_per_job_with_what_each_decided(tmp_path: Path) -
     rows = module.report(found, taken, 8)
     assert rows[0].split()[:2] == ["bulk", TTS_MODEL]
     assert "1.50 asks  0.50 claims a job" in rows[0]  # "first" was never claimed here
+    # each call with the commands it ran: the asks' own, and the claims' (the one that took
+    # "second": its SET and the queue's ZSCORE; the one that found it held: its SET)
+    calls, commands = module.by_call(lines)
+    assert commands["limiter_acquire"] - calls["limiter_acquire"] == sum(
+        len(a.inner) for a in found
+    )
+    assert commands["arq_claim"] - calls["arq_claim"] == 3
+    assert calls["plain:ZADD"] == 1 and commands["plain:ZADD"] == 1  # the test's own
 
 
 def test_the_script_runs_on_a_capture(tmp_path: Path) -> None:

@@ -97,6 +97,32 @@ local function numbers_of(hash, ids)
   return out
 end
 
+-- HSET `key` the field/value pairs of the flat list `flat` (chunked, as unpack() needs).
+local function hset_pairs(key, flat)
+  for i = 1, #flat, 2 * CHUNK do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 2 * CHUNK - 1, #flat)))
+  end
+end
+
+-- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit);
+-- `score` turns a time into the score written (default: the time itself), and `only`
+-- ('XX', optional) is ZADD's flag. Returns what the ZADDs answered in all (without a flag:
+-- the members new to `key`).
+local function zadd_many(key, ids, at, score, only)
+  local answered = 0
+  for i = 1, #ids, CHUNK do
+    local args = {only}
+    for j = i, math.min(i + CHUNK - 1, #ids) do
+      local t = at[ids[j]]
+      if score then t = score(t) end
+      args[#args + 1] = t
+      args[#args + 1] = ids[j]
+    end
+    answered = answered + redis.call('ZADD', key, unpack(args))
+  end
+  return answered
+end
+
 -- Tokens charged to each lease id (0 when none was recorded).
 local function tokens_of(ids)
   return numbers_of(TOKENS, ids)
@@ -366,7 +392,8 @@ end
 -- each ticket on its own (set_ticket) cost a ZADD, an HSET of its tenant and an HSET of the
 -- tenant's count per admitted job, 2.5 commands a job of the issue's mix (issue #22).
 -- `field_of`: each added job's tenant field (a turn's read looks there before TICKET_TENANT,
--- which gets them only at the end); `placed`: how many of `ids` are in the lane already.
+-- which gets them only at the end); `at`: each added job's slot time; `placed`: how many of
+-- `ids` are in the lane already.
 local function ticket_batch(bulk, counts)
   return {bulk = bulk, counts = counts, ids = {}, at = {}, fields = {}, dirty = {},
     field_of = {}, placed = 0, owned = {}}
@@ -375,7 +402,7 @@ end
 -- Add `job`'s ticket at `at`, counted under tenant field `field`, to `batch`.
 local function add_ticket(batch, job, at, field)
   local n = #batch.ids + 1
-  batch.ids[n], batch.at[n], batch.fields[n] = job, at, field
+  batch.ids[n], batch.fields[n], batch.at[job] = job, field, at
   batch.field_of[job] = field
   local counts = batch.counts
   counts[field] = (tonumber(counts[field]) or 0) + 1
@@ -396,16 +423,9 @@ end
 local function place_tickets(batch)
   local ids, from, n = batch.ids, batch.placed + 1, #batch.ids
   if from > n then return end
-  local scored = {}
-  for i = from, n do
-    scored[#scored + 1] = batch.at[i]
-    scored[#scored + 1] = ids[i]
-  end
-  local added = 0
-  for i = 1, #scored, 2 * CHUNK do
-    added = added
-      + redis.call('ZADD', lane_tickets(batch.bulk), unpack(scored, i, math.min(i + 2 * CHUNK - 1, #scored)))
-  end
+  local unplaced = {}
+  for i = from, n do unplaced[#unplaced + 1] = ids[i] end
+  local added = zadd_many(lane_tickets(batch.bulk), unplaced, batch.at)
   local known = {}
   if added < n - from + 1 then
     for i = from, n, CHUNK do
@@ -430,10 +450,8 @@ end
 -- they were added for.
 local function write_tickets(batch)
   place_tickets(batch)
-  local owned, counts = batch.owned, batch.counts
-  for i = 1, #owned, 2 * CHUNK do
-    redis.call('HSET', TICKET_TENANT, unpack(owned, i, math.min(i + 2 * CHUNK - 1, #owned)))
-  end
+  local counts = batch.counts
+  hset_pairs(TICKET_TENANT, batch.owned)
   local out = {}
   for i = 1, #batch.dirty do
     local field = batch.dirty[i]
@@ -444,9 +462,7 @@ local function write_tickets(batch)
       out[#out + 1] = counts['last:' .. field]
     end
   end
-  for i = 1, #out, 2 * CHUNK do
-    redis.call('HSET', TENANT_TICKETS, unpack(out, i, math.min(i + 2 * CHUNK - 1, #out)))
-  end
+  hset_pairs(TENANT_TICKETS, out)
 end
 
 -- Move a held ticket to `at`, in its lane. A caller that knows the ticket's lane (`bulk`),
@@ -488,22 +504,6 @@ local function drop_ticket(job, bulk, field)
   if Q.tokens > 0 then redis.call('HDEL', TICKET_AUDIO, job) end
 end
 
--- ZADD `key` with each id's time in `at` (chunked: unpack() has a small stack limit);
--- `score` turns a time into the score written (default: the time itself), and `only`
--- ('XX', optional) is ZADD's flag.
-local function zadd_many(key, ids, at, score, only)
-  for i = 1, #ids, CHUNK do
-    local args = {only}
-    for j = i, math.min(i + CHUNK - 1, #ids) do
-      local t = at[ids[j]]
-      if score then t = score(t) end
-      args[#args + 1] = t
-      args[#args + 1] = ids[j]
-    end
-    redis.call('ZADD', key, unpack(args))
-  end
-end
-
 -- Move every id of `ids` to its time in `at`, in bulk: what retime() does one ticket at a
 -- time (its lane, its place in arq's queue, its tenant's latest ticket), in a constant
 -- number of commands per CHUNK tickets instead of about six per ticket. `is_bulk[k]`:
@@ -543,9 +543,7 @@ local function retime_all(ids, at, is_bulk)
       out[#out + 1] = t
     end
   end
-  for i = 1, #out, 2 * CHUNK do
-    redis.call('HSET', TENANT_TICKETS, unpack(out, i, math.min(i + 2 * CHUNK - 1, #out)))
-  end
+  hset_pairs(TENANT_TICKETS, out)
 end
 
 -- Re-space the queued tickets for the rate factor `f` and the current token calibration,
@@ -731,15 +729,12 @@ end
 -- The audio seconds a plan's tickets were sized on, as each ticket's audio (a re-plan and a
 -- moved slot read it): one HSET for the batch.
 local function note_planned_audio(plan, ids)
-  if plan.audio == nil or #ids == 0 then return end
-  for i = 1, #ids, CHUNK do
-    local args = {}
-    for j = i, math.min(i + CHUNK - 1, #ids) do
-      args[#args + 1] = ids[j]
-      args[#args + 1] = plan.audio
-    end
-    redis.call('HSET', TICKET_AUDIO, unpack(args))
+  if plan.audio == nil then return end
+  local flat = {}
+  for i = 1, #ids do
+    flat[2 * i - 1], flat[2 * i] = ids[i], plan.audio
   end
+  hset_pairs(TICKET_AUDIO, flat)
 end
 
 -- Whether `plan` gives a batch of `n` jobs their slots: when the batch's last slot lies
