@@ -198,6 +198,25 @@ async def test_a_batch_takes_the_turns_its_jobs_would_take_one_by_one(
     assert tickets == [(job, T0 + 1 + k) for k, job in enumerate(expected.split())]
 
 
+async def test_a_turn_at_admission_looks_past_a_third_tenants_ticket(redis: ArqRedis) -> None:
+    """mid holds four tickets and solo took the second slot by its turn. small's turn is
+    mid's next ticket, not the end: the lane's second ticket (solo's) belongs to a tenant
+    holding too few to give one. Looking at that ticket only, small0 queued behind all of
+    mid's (fails on 3e67a6a)."""
+    limiter, _ = await _limiter(redis, lookahead_s=40.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "mid")])
+    await _waiting_bulk(redis, TTS_MODEL, [(f"mid-{i}", "mid") for i in range(4)])
+    await limiter.admit(TTS_MODEL)  # mid holds T0 + 1 to T0 + 4
+    await _waiting_bulk(redis, TTS_MODEL, [("solo0", "solo")])
+    await limiter.admit(TTS_MODEL)  # solo0 takes mid-1's slot; mid-1 moves to the end
+    await _waiting_bulk(redis, TTS_MODEL, [("small0", "small")])
+    await limiter.admit(TTS_MODEL)
+    tickets = [(j.decode(), at) for j, at in await schedule(redis, "acct", TTS_MODEL)]
+    expected = ["mid-0", "solo0", "small0", "mid-3", "mid-1", "mid-2"]
+    assert tickets == [(job, T0 + 1 + k) for k, job in enumerate(expected)]
+    assert int((await _tenant_counts(redis))["bulk:mid"]) == 4
+
+
 async def test_interactive_places_of_jobs_never_granted_are_swept_when_a_job_waits(
     redis: ArqRedis,
 ) -> None:

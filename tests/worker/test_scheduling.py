@@ -188,6 +188,28 @@ async def test_a_small_tenant_takes_turns_in_the_interactive_lane_too(
     assert max_in_any_window([g.at for g in fleet.grants], 10.0) <= 99
 
 
+async def test_a_third_tenants_ticket_does_not_cost_a_newcomer_its_turn(
+    redis: ArqRedis,
+) -> None:
+    """A flood's 16 interactive jobs hold tickets; a light tenant takes the second slot by
+    its turn, and a third tenant arrives behind them. The lane's second ticket is the light
+    tenant's (it holds too few to give a turn): the third tenant's turn is the flood's next
+    ticket, not the schedule's end. When only that second ticket was looked at, the third
+    tenant waited for all 16 of the flood's (fails on 3e67a6a; the scheduling e2e test's
+    light tenant, behind a flood and an untenanted job, waited so in 3 runs of 20)."""
+    fleet = Fleet(redis, CONFIG)
+    start = fleet.now
+    for i in range(16):
+        fleet.arrive(start + i / 1000, f"flood{i}", interactive("flood"))
+    fleet.arrive(start + 0.02, "light", interactive("light"))
+    fleet.arrive(start + 0.021, "third", interactive("third"))
+    await fleet.run_until(lambda: any(g.job_id == "third" for g in fleet.grants))
+    order = [g.job_id for g in fleet.grants]
+    assert order.index("light") == 2, order
+    assert order.index("third") == 3, order  # the flood's third ticket's slot, not the 17th
+    assert (await fleet.limiter.snapshot(TTS)).lanes["turns"] == 2
+
+
 async def test_tenants_holding_as_many_slots_keep_their_order(redis: ArqRedis) -> None:
     fleet = Fleet(redis, CONFIG)
     jobs = [(f"{t}{i}", interactive(t)) for i in range(50) for t in ("a", "b")]

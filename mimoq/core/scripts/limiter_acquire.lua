@@ -380,6 +380,15 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
     redis.call('HSET', STATE, 'tat', st.tat)
   end
   local at = math.max(slot, now)
+  if moved_bulk and not bulk then
+    -- an interactive job's jump: another tenant's ticket waiting after it may take the slot
+    local mine = tenant_field(bulk, tenant)
+    if own_held == nil then
+      local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
+      own_held, own_last = tonumber(counts[1]) or 0, tonumber(counts[2]) or false
+    end
+    at = yield_jump(at, mine, own_held, now)
+  end
   if at - now <= EARLY and guard_wait() <= 0 and pace_wait() <= 0 then
     return grant()
   end
@@ -405,11 +414,12 @@ end
 local over_share = not bulk and redis.call('ZCARD', BTICKETS) > 0
 
 -- Tenants take turns within a lane: a job whose tenant holds at least two tickets fewer
--- than the tenant of the lane's second ticket after its own latest one takes that slot
--- (one ticket of someone else stays between two of its own: every other slot while the
--- counts differ), and the job it displaces moves to the schedule's end, or, when the
--- lane is over its share, loses its ticket (the lane's slots stay as many). Two tenants
--- holding as many tickets as each other never swap. O(1): two reads of a sorted set.
+-- than the tenant of a ticket past its own latest one takes that slot: the first such
+-- ticket from the second after its latest on (one ticket of someone else stays between two
+-- of its own: every other slot while the counts differ; turn_candidates), and the job it
+-- displaces moves to the schedule's end, or, when the lane is over its share, loses its
+-- ticket (the lane's slots stay as many). Two tenants holding as many tickets as each other
+-- never swap. O(1): a read of at most TURN_SCAN tickets, their tenants and their counts.
 local lane_key = ITICKETS
 if bulk then lane_key = BTICKETS end
 local mine = tenant_field(bulk, tenant)
@@ -417,18 +427,30 @@ local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
 local held = tonumber(counts[1]) or 0
 own_last = tonumber(counts[2]) or false
 own_held = held
-local after = '-inf'
-if own_last then after = '(' .. fmt(own_last) end
-local turn = redis.call('ZRANGEBYSCORE', lane_key, after, '+inf', 'WITHSCORES', 'LIMIT', 1, 1)
-if #turn > 0 and tonumber(turn[2]) < start then
-  local theirs = redis.call('HGET', TICKET_TENANT, turn[1])
-  if theirs and theirs ~= mine then
-    -- their count, and their latest ticket for the displaced ticket's move: one HMGET
-    local their = redis.call('HMGET', TENANT_TICKETS, theirs, 'last:' .. theirs)
-    if (tonumber(their[1]) or 0) >= held + 2 then
+local candidates = turn_candidates(lane_key, own_last, start)
+if #candidates > 0 then
+  local fields = candidate_fields(candidates, {})
+  -- the other tenants' counts, and their latest tickets for the displaced ticket's move:
+  -- one HMGET
+  local asked, seen = {}, {}
+  for i = 1, #fields do
+    local theirs = fields[i]
+    if theirs and theirs ~= mine and not seen[theirs] then
+      seen[theirs] = true
+      asked[#asked + 1] = theirs
+      asked[#asked + 1] = 'last:' .. theirs
+    end
+  end
+  if #asked > 0 then
+    local theirs_counts = {}
+    local read = redis.call('HMGET', TENANT_TICKETS, unpack(asked))
+    for i = 1, #asked do theirs_counts[asked[i]] = read[i] end
+    local k = turn_position(fields, mine, held, theirs_counts)
+    if k then
+      local theirs = fields[k]
       redis.call('HINCRBY', LANES, 'turns', 1)
-      return take_slot_of(turn[1], tonumber(turn[2]), over_share, bulk, theirs,
-        tonumber(their[2]) or false)
+      return take_slot_of(candidates[2 * k - 1], tonumber(candidates[2 * k]), over_share, bulk,
+        theirs, tonumber(theirs_counts['last:' .. theirs]) or false)
     end
   end
 end

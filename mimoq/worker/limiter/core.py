@@ -271,6 +271,8 @@ def _lanes(raw_grants: list[Any], raw_waiting: list[Any], raw_held: list[Any]) -
         "turns": counts.get("turns", 0),
         # interactive jobs over the lane's share put back in their tenant's waiting list
         "parked": counts.get("parked", 0),
+        # bulk slots an interactive job gave to another tenant's ticket waiting after it
+        "yielded": counts.get("yielded", 0),
     }
 
 
