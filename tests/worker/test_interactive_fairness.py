@@ -203,3 +203,36 @@ async def test_a_parked_job_admitted_behind_a_flood_takes_its_tenants_turn(
     counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
     assert counts[b"interactive:light"] == b"1" and counts[b"interactive:flood"] == b"3"
     assert (await limiter.snapshot(TTS_MODEL)).lanes["turns"] == 1
+
+
+async def test_over_its_share_an_admitted_jobs_turn_drops_the_displaced_ticket(
+    redis: ArqRedis,
+) -> None:
+    """Over the lane's share a turn at admission drops the displaced ticket, as acquire's
+    does (its job asks again as a newcomer): the lane's slots stay as many."""
+    clock = Clock()
+    limiter = RedisLimiter(replace(SLOTS, bulk_min_share=0.2), redis, clock=clock)
+    for job_id in ("b0", "b1", "b2", "b3", "b4", "b5"):
+        await enqueue(redis, job_id, "bulk")
+        await ask(limiter, job_id)
+    flood = ["f1", "f2", "f3", "f4", "f5", "f6"]
+    for job_id in flood:
+        await enqueue(redis, job_id, "interactive")
+    # a share of 0.2 lets the interactive lane hold five slots ahead of one bulk grant
+    assert [await ask(limiter, j) for j in flood] == ["ticket"] * 5 + ["parked"]
+    # light's job waits in its list (its tenant was held at its limit when it was sent)
+    await redis.set(wire.tenant_held_key("light"), 1)
+    await enqueue(redis, "l1", "interactive")
+    await redis.delete(wire.tenant_held_key("light"))
+    tat = await redis.hget(KEYS["state"], "tat")  # type: ignore[misc]
+    await limiter.admit(TTS_MODEL)
+    tickets = await slots(redis)
+    # l1 takes f2's slot (the second after none of its own); f2 loses its ticket
+    assert {j: at for j, at in tickets.items() if j[0] != "b"} == {
+        "f1": 1.0, "l1": 2.0, "f3": 3.0, "f4": 4.0, "f5": 5.0,
+    }  # fmt: skip
+    assert await redis.zscore(wire.QUEUE_NAME, "l1") == (T0 + 2) * 1000
+    assert await redis.hget(KEYS["state"], "tat") == tat  # type: ignore[misc]
+    counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
+    assert counts[b"interactive:flood"] == b"4" and counts[b"interactive:light"] == b"1"
+    assert await redis.hget(KEYS["ticket_tenant"], "f2") is None  # type: ignore[misc]

@@ -806,9 +806,9 @@ end
 -- turn_position), it takes that slot, and the displaced ticket moves to `tail` (the
 -- schedule's end), its job's queue place with it (`moved_to` notes it), or, when `drop()`
 -- says so (the interactive lane over its share, as acquire does; asked only when a turn is
--- taken: it may read), loses its ticket. Returns whether it did, too. `counts`:
--- TENANT_TICKETS as read once for the batch, kept current here. Returns the slot taken, or
--- nil (no turn: the job queues at `tail`).
+-- taken: it may read), loses its ticket. `counts`: TENANT_TICKETS as read once for the
+-- batch, kept current here. Returns the slot taken (nil: no turn, the job queues at
+-- `tail`) and whether the displaced ticket was dropped.
 local function turn_at_admission(bulk, mine, counts, tail, moved_to, tickets, drop)
   local held = tonumber(counts[mine]) or 0
   local lane = 'interactive:'
