@@ -78,6 +78,21 @@ class MimoqWorker(arq_compat.ClaimedStarts, Worker):
         )
         self.metrics_port = metrics_port
         self.metrics_server: MetricsServer | None = None
+        # The first beat is written at start-up, before the first poll takes a job: others
+        # judge our in-flight entries by it, so our first poll records its jobs only after
+        # a beat. Written by that poll's heart_beat, it (and the fleet's sample read with it)
+        # came between taking the first jobs and recording them, and a worker killed in that
+        # window left its job to arq's in-progress timeout instead of the orphan sweep (the
+        # likely cause of a CI failure of test_inline_callbacks: a callback attempt killed
+        # with its new worker was not made again within 40 s; the sweep requeued nothing).
+        startup = self.on_startup
+
+        async def beat_after_startup(ctx: dict[Any, Any]) -> None:
+            if startup is not None:
+                await startup(ctx)
+            await self.heartbeat.beat(self.pool, self)
+
+        self.on_startup = beat_after_startup
         self.admitter: Admitter | None = None
         self.usage_folder = UsageFolder(mimoq_settings.ops.heartbeat_interval_s)
         # What each taken job's claim read for its run (runner.FIRST_READS), by job id: its

@@ -25,6 +25,7 @@ from mimoq.sim.audio_gen import wav_header_with_text
 from mimoq.sim.faults import Fault
 from mimoq.sim.sim_server import RunningSim
 from mimoq.worker import metrics
+from mimoq.worker.arq_worker import build_worker
 from mimoq.worker.call_latency import CALL_LATENCIES
 from tests.conftest import RedisServer
 from tests.ops.conftest import Samples, ops_settings, scrape, serving_worker, value
@@ -335,3 +336,28 @@ async def test_metrics_count_every_unfinished_job_past_the_interactive_cap(
         states = await eventually(counted, what="every unfinished job counted")
     # each grant of the tenant's admits one of its waiting jobs: the rest still wait
     assert 0 < states["waiting"] <= flood - wire.INTERACTIVE_DIRECT
+
+
+async def test_a_worker_beats_once_started_before_its_first_poll_takes_a_job(
+    redis_server: RedisServer, redis: ArqRedis, sim: RunningSim, tmp_path: Path
+) -> None:
+    """Others judge a worker's in-flight entries by its heartbeat record, so a worker
+    records the jobs it takes only after a beat. The first beat is written at start-up
+    (arq's on_startup, before the polling loop): written by the first poll, it came between
+    taking the first jobs and recording them, and a worker killed there left its job to
+    arq's in-progress timeout instead of the orphan sweep."""
+    settings = ops_settings(redis_server, sim, tmp_path)
+    worker = build_worker(settings, redis=redis, handle_signals=False)
+    key = wire.WORKER_HEARTBEAT_PREFIX + worker.heartbeat.worker_id
+    await Producer(redis, settings).enqueue({"kind": "speech", "input": "not taken yet"})
+    worker.ctx["redis"] = redis  # as arq's main() sets it before on_startup
+    assert worker.on_startup is not None
+    try:
+        await worker.on_startup(worker.ctx)
+        beat = json.loads(await redis.get(key) or "null")
+        assert beat is not None and beat["in_flight"] == 0
+        assert worker.heartbeat.recorded
+        assert not worker.tasks  # nothing taken: the polling loop has not run
+    finally:
+        assert worker.on_shutdown is not None
+        await worker.on_shutdown(worker.ctx)
