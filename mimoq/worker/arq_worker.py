@@ -83,8 +83,8 @@ class MimoqWorker(arq_compat.ClaimedStarts, Worker):
         # a beat. Written by that poll's heart_beat, it (and the fleet's sample read with it)
         # came between taking the first jobs and recording them, and a worker killed in that
         # window left its job to arq's in-progress timeout instead of the orphan sweep (the
-        # likely cause of a CI failure of test_inline_callbacks: a callback attempt killed
-        # with its new worker was not made again within 40 s; the sweep requeued nothing).
+        # likely cause of a CI failure of test_inline_callbacks: an inline callback attempt
+        # whose worker was killed was not made again within 40 s; no sweep requeued it).
         startup = self.on_startup
 
         async def beat_after_startup(ctx: dict[Any, Any]) -> None:
