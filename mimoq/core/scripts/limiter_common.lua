@@ -996,9 +996,10 @@ end
 -- (admitted as its grants made room, plan_interactive) kept the slots from another's
 -- waiting ticket: a tenant sending 3 jobs behind a flood waited for the flood's (the
 -- scheduling e2e test, under CPU load). Only a slot more than Q.hold away is given: that
--- ticket's job is picked at its new slot (Q.hold before it), as for any ticket. Returns the
--- slot the job takes.
-local function yield_jump(slot, mine, held, now)
+-- ticket's job is picked at its new slot (Q.hold before it), as for any ticket. `counts`:
+-- TENANT_TICKETS as the caller read it (nil: that tenant's count is read). Returns the slot
+-- the job takes.
+local function yield_jump(slot, mine, held, now, counts)
   if slot - (Q.hold or 0) <= now then return slot end
   local waiting = redis.call('ZRANGEBYSCORE', ITICKETS, '(' .. fmt(slot), '+inf', 'WITHSCORES',
     'LIMIT', 0, TURN_SCAN)
@@ -1012,7 +1013,9 @@ local function yield_jump(slot, mine, held, now)
     end
   end
   if k == nil then return slot end
-  if (tonumber(redis.call('HGET', TENANT_TICKETS, theirs)) or 0) > held + 1 then return slot end
+  local their_count = (counts and counts[theirs]) or (counts == nil and
+    redis.call('HGET', TENANT_TICKETS, theirs))
+  if (tonumber(their_count) or 0) > held + 1 then return slot end
   local waiter, at = waiting[2 * k - 1], tonumber(waiting[2 * k])
   -- (moved earlier: its tenant's latest ticket stays as it is, or is later)
   retime(waiter, slot, false, theirs, at)
@@ -1088,7 +1091,8 @@ local function plan_interactive(batch, tenant, plan)
         retime(head[1], tail, true)
         -- another tenant's ticket waiting after the slot may take it; this job's marker,
         -- whose lifetime follows its slot, is written again for the later one
-        local taken = yield_jump(at, field, tonumber(tickets.counts[field]) or 0, now)
+        local taken = yield_jump(at, field, tonumber(tickets.counts[field]) or 0, now,
+          tickets.counts)
         if taken ~= at then
           at = taken
           mark_ticket_of(id, at, now, false)
