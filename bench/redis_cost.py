@@ -2,7 +2,7 @@
 
     python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
                                [--rpm 400] [--monitor FILE] [--by-script] [--profile]
-                               [--redis-config NAME=VALUE ...]
+                               [--redis-config NAME=VALUE ...] [--pairs N] [--no-limiter]
 
 One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
 included) and the server's own CPU time (``INFO cpu``), reset before each phase:
@@ -12,9 +12,11 @@ included) and the server's own CPU time (``INFO cpu``), reset before each phase:
 - ``mimoq``: N jobs of a realistic mix through ``Producer.enqueue``, run by ``--workers``
   ``mimoq worker`` processes against ``mimoq sim``, limiter on (window 1 s, 400 requests per
   model; ``--rpm`` far above what the workers can send leaves no job waiting for a slot, the
-  floor of a job's cost), 3 tenants, both lanes: 80 % speech, 15 % transcription, 2 % long
-  texts (split into chunk jobs), 3 % refused by MiMo (a 400); half the jobs with a signed
-  callback to a loopback receiver; 4 % of upstream answers 429/500/503 at random.
+  floor of a job's cost; ``--no-limiter`` turns it off: what the limiter's decisions, lanes
+  and tenants cost is the difference), 3 tenants, both lanes: 80 % speech, 15 %
+  transcription, 2 % long texts (split into chunk jobs), 3 % refused by MiMo (a 400); half
+  the jobs with a signed callback to a loopback receiver; 4 % of upstream answers
+  429/500/503 at random.
 
 A phase ends when every job has its final result (and every callback is delivered, for
 mimoq); the bench's own polling commands (``MGET`` of result keys) and its ``INFO`` reads are
@@ -25,6 +27,10 @@ after its result's ``finished_at`` each callback arrived (median, p95); and with
 ``--profile``, for each phase, what kind of work the server's CPU went to (``perf record``
 of its process; ``_server_profile.py``). ``--redis-config`` sets the server's configuration
 (``CONFIG SET``) before both phases: what a setting changes, side by side with a run without it.
+``--pairs N`` runs the two phases N times in turn on the same server and prints each pair's
+figures and their medians before the last pair's report: on a shared host the bare phase's
+Redis CPU (mostly the kernel's socket work) moves by 2-3x from one run to the next, so one
+pair's CPU ratio says little.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -341,7 +348,7 @@ def mix_settings(
         window_s=1.0,
         concurrency=args.concurrency,
         poll_delay_s=args.poll_delay,
-        limits=True,
+        limits=not args.no_limiter,
         extra_env=(
             ("MIMOQ_LIMIT_DEFAULT_RPM", str(args.rpm)),
             ("MIMOQ_CALLBACK_ALLOW_NETWORKS", LOOPBACK),
@@ -360,7 +367,7 @@ def phase_mimoq(
     workdir: Path,
 ) -> dict[str, Any]:
     data_dir = workdir / "data"
-    data_dir.mkdir()
+    data_dir.mkdir(exist_ok=True)  # a later pair (--pairs) runs the same jobs again
     clip = workdir / "clip.wav"
     write_clip(clip)
     rng = random.Random(args.seed)
@@ -443,9 +450,10 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
         rows.append(
             (name, total / n, phase["redis_cpu_s"] * 1000 / n, phase["worker_cpu_s"] * 1000 / n)
         )
+    limiter = "off" if args.no_limiter else f"on (window 1 s, {args.rpm}/model)"
     print(
         f"{n} jobs per phase; mimoq: {args.workers} `mimoq worker` x {args.concurrency}, limiter"
-        f" on (window 1 s, {args.rpm}/model), 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
+        f" {limiter}, 3 tenants, both lanes, 80/15/2/3 % speech/asr/long/"
         "refused, half with callbacks, 4 % upstream 429/500/503"
     )
     if args.redis_config:
@@ -505,6 +513,28 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     return ok
 
 
+def pair_figures(n: int, bare: dict[str, Any], mimoq: dict[str, Any]) -> tuple[float, ...]:
+    """One pair's (mimoq commands/job, bare and mimoq Redis CPU ms/job, the CPU ratio, the
+    same in user space)."""
+    commands = sum(mimoq["counts"].values()) / n
+    b, m = bare["redis_cpu_s"] * 1000 / n, mimoq["redis_cpu_s"] * 1000 / n
+    bu, mu = bare["redis_user_s"] * 1000 / n, mimoq["redis_user_s"] * 1000 / n
+    return commands, b, m, m / b, bu, mu, mu / bu
+
+
+def print_pairs(n: int, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """--pairs: every pair's figures, then the median of each column."""
+    rows = [pair_figures(n, bare, mimoq) for bare, mimoq in pairs]
+    head = ("mimoq cmds", "bare CPU", "mimoq CPU", "ratio", "bare user", "mimoq user", "ratio")
+    print(f"{len(pairs)} pairs, Redis CPU in ms per job (user: user space only)")
+    print(f"{'pair':<8}" + "".join(f"{h:>12}" for h in head))
+    for i, row in enumerate(rows, 1):
+        print(f"{i:<8}" + "".join(f"{v:>12.3f}" for v in row))
+    medians = [statistics.median(column) for column in zip(*rows, strict=True)]
+    print(f"{'median':<8}" + "".join(f"{v:>12.3f}" for v in medians))
+    print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=3000)
@@ -537,6 +567,17 @@ def main() -> int:
         help="CONFIG SET on the server before both phases (repeatable), e.g. "
         "zset-max-listpack-entries=0",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="run the two phases this many times in turn; print each pair and the medians",
+    )
+    parser.add_argument(
+        "--no-limiter",
+        action="store_true",
+        help="run the mix with the limiter off: what its decisions cost is the difference",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -568,12 +609,22 @@ def main() -> int:
         for item in args.redis_config:
             name, value = item.split("=", 1)
             client.config_set(name, value)
+        pairs = []
         try:
-            bare = phase_bare(args, client, Path(tmp))
-            mimoq = phase_mimoq(args, client, fleet, sim, receiver, Path(tmp))
+            for _ in range(max(1, args.pairs)):
+                bare = phase_bare(args, client, Path(tmp))
+                mimoq = phase_mimoq(args, client, fleet, sim, receiver, Path(tmp))
+                pairs.append((bare, mimoq))
         finally:
             client.close()
-    return 0 if print_report(args, bare, mimoq) else 1
+    if len(pairs) > 1:
+        print_pairs(args.jobs, pairs)
+    ok = True
+    for i, (bare, mimoq) in enumerate(pairs[:-1], 1):  # the last pair's are in its report
+        for problem in bare["problems"] + mimoq["problems"]:
+            ok = False
+            print(f"PROBLEM in pair {i}: {problem}")
+    return 0 if print_report(args, *pairs[-1]) and ok else 1
 
 
 if __name__ == "__main__":
