@@ -1013,8 +1013,12 @@ local function yield_jump(slot, mine, held, now, counts)
     end
   end
   if k == nil then return slot end
-  local their_count = (counts and counts[theirs]) or (counts == nil and
-    redis.call('HGET', TENANT_TICKETS, theirs))
+  local their_count
+  if counts then
+    their_count = counts[theirs]
+  else
+    their_count = redis.call('HGET', TENANT_TICKETS, theirs)
+  end
   if (tonumber(their_count) or 0) > held + 1 then return slot end
   local waiter, at = waiting[2 * k - 1], tonumber(waiting[2 * k])
   -- (moved earlier: its tenant's latest ticket stays as it is, or is later)
