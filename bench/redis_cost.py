@@ -3,6 +3,7 @@
     python bench/redis_cost.py [--jobs 3000] [--workers 2] [--concurrency 32] [--seed 1]
                                [--rpm 400] [--monitor FILE] [--by-script] [--profile]
                                [--redis-config NAME=VALUE ...] [--pairs N] [--no-limiter]
+                               [--redis-core N]
 
 One private redis-server, counted with ``INFO commandstats`` (commands run inside scripts
 included) and the server's own CPU time (``INFO cpu``), reset before each phase:
@@ -30,7 +31,10 @@ of its process; ``_server_profile.py``). ``--redis-config`` sets the server's co
 ``--pairs N`` runs the two phases N times in turn on the same server and prints each pair's
 figures and their medians before the last pair's report: on a shared host the bare phase's
 Redis CPU (mostly the kernel's socket work) moves by 2-3x from one run to the next, so one
-pair's CPU ratio says little.
+pair's CPU ratio says little. ``--redis-core N`` runs the server on CPU ``N`` alone and the
+bench, its workers, the simulator and the receiver on the others (``sched_setaffinity``), as
+a deployment gives Redis a core of its own: on a 2-core host otherwise the workers' Python
+shares the server's core and its caches, and the server's user-space CPU per job grows.
 """
 
 from __future__ import annotations
@@ -458,6 +462,8 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     )
     if args.redis_config:
         print("server configuration set for both phases: " + ", ".join(args.redis_config))
+    if args.redis_core is not None:
+        print(f"redis-server on CPU {args.redis_core} alone, everything else on the other CPUs")
     print(f"{'phase':<12}{'commands/job':>14}{'redis CPU ms/job':>18}{'worker CPU ms/job':>19}")
     for name, cmds, rcpu, wcpu in rows:
         print(f"{name:<12}{cmds:>14.1f}{rcpu:>18.3f}{wcpu:>19.3f}")
@@ -535,6 +541,16 @@ def print_pairs(n: int, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> N
     print()
 
 
+def core_problem(core: int) -> str | None:
+    """Why ``--redis-core`` cannot give CPU ``core`` to the server alone here, or None."""
+    cpus = os.sched_getaffinity(0)
+    if core not in cpus:
+        return f"--redis-core {core}: this process may run on CPUs {sorted(cpus)} only"
+    if len(cpus) < 2:
+        return "--redis-core needs 2 CPUs at least: the server's, and one for the rest"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=3000)
@@ -578,9 +594,17 @@ def main() -> int:
         action="store_true",
         help="run the mix with the limiter off: what its decisions cost is the difference",
     )
+    parser.add_argument(
+        "--redis-core",
+        type=int,
+        metavar="N",
+        help="run redis-server on CPU N alone, everything else on the other CPUs",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.redis_core is not None and (problem := core_problem(args.redis_core)) is not None:
+        parser.error(problem)
     if args.profile and (problem := perf_problem()) is not None:
         parser.error(problem)
     for item in args.redis_config:
@@ -594,6 +618,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mimoq-cost-") as tmp, Fleet(Path(tmp)) as fleet:
         redis = fleet.redis()
         args.redis = redis.url
+        if args.redis_core is not None:
+            # everything started from here on (simulator, receiver, workers, the bare
+            # phase's child) inherits this process's CPUs
+            others = os.sched_getaffinity(0) - {args.redis_core}
+            os.sched_setaffinity(redis.process.pid, {args.redis_core})
+            os.sched_setaffinity(0, others)
         sim = fleet.simulator(
             "--fail-rate",
             "0.04",

@@ -34,3 +34,15 @@ def test_the_medians_are_taken_column_by_column(capsys: pytest.CaptureFixture[st
     assert median[0] == "median"
     # each column's own median: the ratio's is 4.0, whichever pair it comes from
     assert [float(v) for v in median[1:]] == pytest.approx([70.0, 0.2, 0.8, 4.0, 0.1, 0.7, 7.0])
+
+
+def test_redis_core_names_the_cpus_it_may_use_when_it_cannot_have_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = load_bench("redis_cost")
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert bench.core_problem(1) is None
+    assert bench.core_problem(5) == "--redis-core 5: this process may run on CPUs [0, 1] only"
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {3})
+    problem = bench.core_problem(3)
+    assert problem is not None and "2 CPUs at least" in problem
