@@ -622,7 +622,9 @@ def main() -> int:
             # everything started from here on (simulator, receiver, workers, the bare
             # phase's child) inherits this process's CPUs
             others = os.sched_getaffinity(0) - {args.redis_core}
-            os.sched_setaffinity(redis.process.pid, {args.redis_core})
+            # every thread of the server: an affinity set by pid holds for its main thread only
+            for thread in os.listdir(f"/proc/{redis.process.pid}/task"):
+                os.sched_setaffinity(int(thread), {args.redis_core})
             os.sched_setaffinity(0, others)
         sim = fleet.simulator(
             "--fail-rate",

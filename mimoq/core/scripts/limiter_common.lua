@@ -451,6 +451,15 @@ local function ticket_batch(bulk, counts)
     field_of = {}, placed = 0, owned = {}}
 end
 
+-- TENANT_TICKETS as a table (field -> text): every tenant's count and latest ticket, as an
+-- admission batch reads them once (its turns compare a tenant with all the others).
+local function tenant_counts()
+  local counts = {}
+  local flat = redis.call('HGETALL', TENANT_TICKETS)
+  for i = 1, #flat, 2 do counts[flat[i]] = flat[i + 1] end
+  return counts
+end
+
 -- Add `job`'s ticket at `at`, counted under tenant field `field`, to `batch`.
 local function add_ticket(batch, job, at, field)
   local n = #batch.ids + 1
@@ -849,11 +858,8 @@ end
 -- gets no ticket and is due at once (its worker records it).
 local function plan_slots(batch, owners, plan)
   local due, st, now = {}, plan.st, plan.now
-  local counts = {}
-  local flat = redis.call('HGETALL', TENANT_TICKETS)
-  for i = 1, #flat, 2 do counts[flat[i]] = flat[i + 1] end
   local moved_to, index, planned_ids = {}, {}, {}
-  local tickets = ticket_batch(true, counts)
+  local tickets = ticket_batch(true, tenant_counts())
   for i = 1, #batch do
     local id = batch[i]
     local tail = math.max(st.tat, now, st.cd)
@@ -861,7 +867,7 @@ local function plan_slots(batch, owners, plan)
     index[id] = i
     if mark_ticket_of(id, tail, now, true) then
       local mine = tenant_field(true, owners[i])
-      local at = turn_at_admission(true, mine, counts, tail, moved_to, tickets) or tail
+      local at = turn_at_admission(true, mine, tickets.counts, tail, moved_to, tickets) or tail
       add_ticket(tickets, id, at, mine)
       planned_ids[#planned_ids + 1] = id
       st.tat = tail + plan.len
@@ -1084,12 +1090,7 @@ local function plan_interactive(batch, tenant, plan)
       over = false
     end
     if wanted and mark_ticket_of(id, at, now, true) then
-      if tickets == nil then
-        local counts = {}
-        local flat = redis.call('HGETALL', TENANT_TICKETS)
-        for k = 1, #flat, 2 do counts[flat[k]] = flat[k + 1] end
-        tickets = ticket_batch(false, counts)
-      end
+      if tickets == nil then tickets = ticket_batch(false, tenant_counts()) end
       local dropped = false
       if head then
         retime(head[1], tail, true)
