@@ -551,9 +551,9 @@ def core_problem(core: int) -> str | None:
     return None
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=3000)
+def add_mix_arguments(parser: argparse.ArgumentParser, *, jobs: int) -> None:
+    """The mix's options (``mix``, ``mix_settings``), for every bench that runs it."""
+    parser.add_argument("--jobs", type=int, default=jobs)
     parser.add_argument("--workers", type=int, default=2, help="mimoq worker processes")
     parser.add_argument("--concurrency", type=int, default=32, help="jobs in flight per worker")
     parser.add_argument(
@@ -561,6 +561,16 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rpm", type=int, default=400, help="limiter requests per 1 s window")
+    parser.add_argument(
+        "--no-limiter",
+        action="store_true",
+        help="run the mix with the limiter off: what its decisions cost is the difference",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_mix_arguments(parser, jobs=3000)
     parser.add_argument(
         "--monitor", type=Path, help="write redis-cli MONITOR of the mimoq phase to this file"
     )
@@ -588,11 +598,6 @@ def main() -> int:
         type=int,
         default=1,
         help="run the two phases this many times in turn; print each pair and the medians",
-    )
-    parser.add_argument(
-        "--no-limiter",
-        action="store_true",
-        help="run the mix with the limiter off: what its decisions cost is the difference",
     )
     parser.add_argument(
         "--redis-core",

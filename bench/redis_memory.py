@@ -2,6 +2,7 @@
 layout) against the ended record without it, side by side in one run.
 
     python bench/redis_memory.py [--jobs 2000] [--workers 2] [--concurrency 32] [--seed 1]
+                                 [--rpm 400] [--no-limiter]
 
 One private redis-server, ``mimoq sim`` and a callback receiver (answers 204), each in its
 own process, and ``--workers`` ``mimoq worker`` processes. The jobs are
@@ -41,12 +42,19 @@ from pathlib import Path
 import redis as sync_redis
 from _quota_fleet import Fleet, stop_all
 from _support import Service, callbacks_received
-from redis_cost import REFUSE_MARK, ResultsWatch, enqueue_mimoq, mix, mix_settings, write_clip
+from redis_cost import (
+    REFUSE_MARK,
+    ResultsWatch,
+    add_mix_arguments,
+    enqueue_mimoq,
+    mix,
+    mix_settings,
+    write_clip,
+)
 
 from mimoq.core import deliveries, wire
 from mimoq.core.finish import callback_body
 from mimoq.core.jobs import JobResult
-from mimoq.core.settings import WorkerSettings
 from mimoq.core.webhooks import Delivery
 
 WARMUP_JOBS = 50
@@ -250,16 +258,15 @@ def report(
         print(f"  {name:<36}{count:>8}{size / n:>10.0f} B")
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The mix's options, as ``redis_cost.py`` has them (``mix_settings`` reads them all)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=2, help="mimoq worker processes")
-    parser.add_argument("--concurrency", type=int, default=32, help="jobs in flight per worker")
-    parser.add_argument(
-        "--poll-delay", type=float, default=WorkerSettings.model_fields["poll_delay_s"].default
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    add_mix_arguments(parser, jobs=2000)
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
     with tempfile.TemporaryDirectory(prefix="mimoq-memory-") as tmp, Fleet(Path(tmp)) as fleet:
         return run(args, fleet, Path(tmp))
 
