@@ -166,14 +166,17 @@ class Services:
         self._started.append(service)
         return service
 
-    def redis(self) -> Service:
-        """A private redis-server without persistence: the benches measure the queue, not fsync."""
+    def redis(self, *, rdb: Path | None = None) -> Service:
+        """A private redis-server without persistence: the benches measure the queue, not fsync.
+        ``rdb``: a saved dataset it loads first (it answers once loaded)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         port = free_port()
         data = self.workdir / "redis"
         data.mkdir()
+        if rdb is not None:
+            shutil.copyfile(rdb, data / "dump.rdb")  # the file a server loads at start
         service = self._spawn(
             "redis",
             [

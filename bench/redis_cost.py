@@ -100,6 +100,13 @@ def command_counts(client: sync_redis.Redis) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+def command_usec(client: sync_redis.Redis) -> Counter[str]:
+    """The server's microseconds in each command since the last reset (``INFO
+    commandstats``; a script's row holds the commands it ran, and so do their own rows)."""
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()})
+
+
 def script_usec(client: sync_redis.Redis) -> tuple[int, int]:
     """Script calls (``EVALSHA``, and ``FCALL`` of the limiter's function library) and the
     server's microseconds in them (each call's Lua and the commands it ran), since the last
@@ -406,6 +413,7 @@ def phase_mimoq(
             script_times = by_script.stop()
         kinds = profile.stop() if profile is not None else None
         counts = job_commands(command_counts(client), own_mgets)
+        usec_by_command = job_commands(command_usec(client))
         if by_script is not None:  # its drains' transactions
             counts["multi"] -= by_script.drains
             counts["exec"] -= by_script.drains
@@ -435,6 +443,7 @@ def phase_mimoq(
         "problems": problems,
         "own_mgets": own_mgets,
         "scripts": scripts_run,
+        "usec_by_command": usec_by_command,
     }
 
 
@@ -483,6 +492,11 @@ def print_report(args: argparse.Namespace, bare: dict[str, Any], mimoq: dict[str
     )
     top = mimoq["counts"].most_common(14)
     print("mimoq commands per job: " + ", ".join(f"{k} {v / n:.1f}" for k, v in top))
+    spent = mimoq["usec_by_command"].most_common(10)
+    print(
+        "mimoq server us per job by command (a script's row holds the commands it ran; the "
+        "bench's own polls are MGETs): " + ", ".join(f"{k} {v / n:.0f}" for k, v in spent)
+    )
     calls, usec = mimoq["scripts"]
     if calls:
         print(

@@ -6,12 +6,15 @@ writes them, against whole milliseconds and whole microseconds, side by side.
 One private redis-server. Each format runs the same Lua loop (one ``EVALSHA`` of
 ``--iterations`` steps): a time computed in Lua, written as a sorted-set score (``ZADD``) and a
 hash field (``HSET``), read back (``ZSCORE``, ``HGET``, ``tonumber``) and used as a range bound
-(``ZCOUNT '(' .. t``), as the limiter's scripts do with its schedule, log and tickets. Two
-sizes of sorted set: 64 members (a listpack, which keeps each score as text) and 1,000 (a
-skiplist, which keeps doubles). The formats run in turn, their order reversed every round,
-with ``--hogs`` processes spinning on the host's cores; the server's own microseconds per
-step (``INFO commandstats``, the script's time with the commands it ran) are summed over the
-rounds, and each format is given as a ratio to epoch seconds.
+(``ZCOUNT '(' .. t``), as the limiter's scripts do with its schedule, log and tickets. Four
+sorted sets: 64 and 100 short members (listpacks, which keep each score as text; 100 is
+about the grant log of a model at MiMo's real quota), 100 members as long as the limiter's
+lease ids (longer than a listpack's longest value: a skiplist, which keeps doubles, from its
+first member) and 1,000 short members (a skiplist by its size). The formats run in turn,
+their order reversed every round, with ``--hogs`` processes spinning on the host's cores;
+the server's own microseconds per step (``INFO commandstats``, the script's time with the
+commands it ran) are summed over the rounds, and each format is given as a ratio to epoch
+seconds.
 
 ``bench/redis_cost.py --profile`` says how much of a real fleet's Redis CPU goes to floats
 printed and parsed (glibc's ``%.17g`` and ``strtod``); this says what a format change would
@@ -28,19 +31,28 @@ from pathlib import Path
 import redis as sync_redis
 from _support import Services, start_hogs, stop_hogs
 
+from mimoq.worker.limiter.core import LEASE_ID_HEX
+
 #: name, the first time and the step between two, as the Lua loop reads them (text)
 FORMATS = (
     ("epoch seconds (float)", "1796623686.4838121", "0.0012345"),
     ("whole milliseconds", "1796623686484", "1"),
     ("whole microseconds", "1796623686483812", "1234"),
 )
-SIZES = (64, 1000)
+#: a column: its heading, its members and how long each is (0: short, ``m<i>``)
+SETS = (
+    ("64 members", 64, 0),
+    ("100 members", 100, 0),
+    ("100 lease ids", 100, LEASE_ID_HEX),
+    ("1000 members", 1000, 0),
+)
 
 LOOP = """
 local first, step, members = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local prefix = ARGV[5]
 for i = 1, tonumber(ARGV[1]) do
   local t = first + i * step
-  local member = 'm' .. (i % members)
+  local member = prefix .. (i % members)
   redis.call('ZADD', KEYS[1], t, member)
   redis.call('HSET', KEYS[2], 'tat', t)
   local back = tonumber(redis.call('ZSCORE', KEYS[1], member))
@@ -51,23 +63,30 @@ return 1
 """
 
 
+def member_prefix(length: int, members: int) -> str:
+    """What each of ``members`` members starts with, its number after it: ``m``, or padded
+    so that the longest member is ``length`` long."""
+    return "m" if length == 0 else "m".ljust(length - len(str(members - 1)), "0")
+
+
 def measure(
     client: sync_redis.Redis, sha: str, args: argparse.Namespace
-) -> dict[tuple[str, int], float]:
-    """Server microseconds per step, for each (format, size), summed over the rounds."""
-    usec: dict[tuple[str, int], float] = {}
+) -> dict[tuple[str, str], float]:
+    """Server microseconds per step, for each (format, set), summed over the rounds."""
+    usec: dict[tuple[str, str], float] = {}
     for round_no in range(args.rounds):
         order = FORMATS if round_no % 2 == 0 else tuple(reversed(FORMATS))
-        for size in SIZES:
+        for column, size, length in SETS:
+            prefix = member_prefix(length, size)
             for name, first, step in order:
-                keys = (f"z:{name}:{size}", f"h:{name}:{size}")
+                keys = (f"z:{name}:{column}", f"h:{name}:{column}")
                 client.delete(*keys)
                 # filled once first, so every timed step updates a member that is there
-                client.evalsha(sha, 2, *keys, size, first, step, size)
+                client.evalsha(sha, 2, *keys, size, first, step, size, prefix)
                 client.config_resetstat()
-                client.evalsha(sha, 2, *keys, args.iterations, first, step, size)
+                client.evalsha(sha, 2, *keys, args.iterations, first, step, size, prefix)
                 spent = int(client.info("commandstats")["cmdstat_evalsha"]["usec"])
-                usec[(name, size)] = usec.get((name, size), 0.0) + spent
+                usec[(name, column)] = usec.get((name, column), 0.0) + spent
     steps = args.rounds * args.iterations
     return {key: total / steps for key, total in usec.items()}
 
@@ -89,17 +108,22 @@ def main() -> int:
     finally:
         stop_hogs(hogs)
     print(
-        f"{args.rounds} rounds x {args.iterations} steps of each format and size, "
+        f"{args.rounds} rounds x {args.iterations} steps of each format and set, "
         f"{args.hogs} CPU hogs; server us per step (ZADD, HSET, ZSCORE, HGET, ZCOUNT and the Lua)"
     )
-    print(f"{'format':<24}" + "".join(f"{f'{n} members':>16}{'vs float':>10}" for n in SIZES))
+    print(f"{'format':<24}" + "".join(f"{column:>16}{'vs float':>10}" for column, _, _ in SETS))
     base = FORMATS[0][0]
     for name, _, _ in FORMATS:
         row = f"{name:<24}"
-        for size in SIZES:
-            us = per_step[(name, size)]
-            row += f"{us:>16.2f}{us / per_step[(base, size)]:>9.2f}x"
+        for column, _, _ in SETS:
+            us = per_step[(name, column)]
+            row += f"{us:>16.2f}{us / per_step[(base, column)]:>9.2f}x"
         print(row)
+    short, long = per_step[(base, "100 members")], per_step[(base, "100 lease ids")]
+    print(
+        f"epoch seconds in 100 lease ids (a skiplist) against 100 short members (a listpack): "
+        f"{long / short:.2f}x"
+    )
     return 0
 
 

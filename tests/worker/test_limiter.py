@@ -319,6 +319,24 @@ async def test_release_frees_the_in_flight_slot_at_once(redis: ArqRedis) -> None
     assert snapshot.in_flight == 1 and snapshot.latency_ewma_s == 2.5
 
 
+async def test_the_sets_keyed_by_lease_are_never_listpacks(redis: ArqRedis) -> None:
+    # A listpack keeps each score as text and parses every one it passes: the hard guard's
+    # count over the grant log, and each grant's insert into it, parsed about a window of
+    # 17-digit floats (issue #22). A lease id longer than a listpack's longest value keeps
+    # every set and hash keyed by lease a skiplist or a hash table from its first grant.
+    limiter = RedisLimiter(ROOMY, redis, clock=Clock())
+    for i in range(3):
+        await limiter.acquire(ASR_MODEL, job_id=f"job-{i}", audio_s=2.0)
+    keys = dict(zip(KEY_PARTS, limiter_keys("acct", ASR_MODEL), strict=True))
+    encodings = {
+        part: (await redis.object("encoding", keys[part])).decode()
+        for part in ("log", "ilog", "leases", "tokens")
+    }
+    assert encodings == {
+        "log": "skiplist", "ilog": "skiplist", "leases": "skiplist", "tokens": "hashtable",
+    }  # fmt: skip
+
+
 async def test_a_429_pauses_every_worker_on_that_model_only(clients: list[ArqRedis]) -> None:
     config = replace(ROOMY, cooldown_s=5.0)
     clock = Clock()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -66,6 +67,15 @@ ADMIT_TTL_WINDOWS: Final = 2.0
 MAX_TENANTS_SHOWN: Final = 20
 #: Jobs admitted per model and round when limits are off (nothing to pace them to).
 UNLIMITED_ADMIT_BATCH: Final = 500
+#: Hex digits of a lease id: longer than Redis's default ``zset-max-listpack-value`` (64),
+#: so the sets and hashes keyed by lease (the grant log, the interactive log, the leases in
+#: flight, the tokens charged) are created as a skiplist and a hash table, never a listpack.
+#: A listpack keeps each score as text and parses every one it passes: the hard guard's
+#: count and each grant's insert into a log of about a window of grants (100 at MiMo's real
+#: quota) parsed that many 17-digit floats (bench/grant_replay.py: a grant 0.82-0.94x the
+#: server's time at 80 digits against 32, issue #22). A server configured with a larger
+#: ``zset-max-listpack-value`` keeps listpacks: the same decisions, slower.
+LEASE_ID_HEX: Final = 80
 #: In-process waits of one ``acquire`` at most: a slot that moved while its job waited
 #: (an interactive job took it) is not chased further; the job is deferred instead.
 MAX_HOLDS: Final = 3
@@ -225,6 +235,11 @@ def _limiter_script(decision: str) -> LibraryFunction:
     return scripts.in_library(f"limiter_{decision}")
 
 
+def new_lease_id() -> str:
+    """A fresh lease id, ``LEASE_ID_HEX`` hex digits."""
+    return secrets.token_hex(LEASE_ID_HEX // 2)
+
+
 def _seconds(wait: float) -> float:
     # Round up to arq's millisecond resolution: a job back early is deferred once more.
     return max(0.001, math.ceil(wait * 1000) / 1000)
@@ -368,7 +383,7 @@ class RedisLimiter:
         with a ticket must come back with the same ``job_id`` to claim its slot. ``lane``
         and ``tenant`` are the job's ``priority`` and ``tenant`` fields.
         """
-        lease_id = uuid.uuid4().hex
+        lease_id = new_lease_id()
         audio = 0.0
         if self.config.quota(model).tokens is not None:
             audio = UNKNOWN_AUDIO_S if audio_s is None else max(audio_s, 0.0)
@@ -603,7 +618,7 @@ class UnlimitedLimiter:
                 keys.append(wire.interactive_admitted_key(model, tenant))
             if not await scripts.named("unlimited_grant").run(redis, keys, [ttl_ms, job_id]):
                 raise JobCancelled("the job was cancelled before its MiMo call")
-        lease_id = uuid.uuid4().hex
+        lease_id = uuid.uuid4().hex  # no log holds it
         return Lease(model=model, lease_id=lease_id, tokens=0, audio_s=audio_s, granted_at=0.0)
 
     async def release(
