@@ -8,7 +8,7 @@ its ticket holders' grants replayed side by side for each lease-id length.
    and receiver), at 100 requests a model per 1 s window by default (``--rpm``): a grant
    log of up to 100 grants, as a model's at MiMo's real quota. Once the server has run
    ``--save-after`` calls of the limiter's functions (``FCALL``), a thread saves its
-   dataset (``SAVE``) and reads its clock; the mix then runs to its end.
+   dataset (``SAVE``); the mix then runs to its end.
 2. For each lease-id length in turn (the order reversed every round), a fresh
    redis-server loads that snapshot and every ticket holder of the speech model's bulk
    lane asks for its grant, in slot order, as its worker would: the limiter of the mix's
@@ -60,14 +60,6 @@ _NOT_INNER = frozenset({"cmdstat_fcall", "cmdstat_config|resetstat", "cmdstat_fu
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """The saved state of the mix's server, and its clock when it was saved."""
-
-    rdb: Path
-    at: float
-
-
-@dataclass(frozen=True)
 class Replay:
     """One replay: calls, the server's microseconds in them and in their commands, the
     commands per call, and the commands that took most (name, microseconds a call)."""
@@ -84,14 +76,14 @@ class Replay:
 
 
 class Saver:
-    """Saves the server's dataset once it has run ``after`` limiter calls (a thread of its
-    own polling ``INFO commandstats``), and reads its clock."""
+    """Saves the server's dataset to ``rdb`` once it has run ``after`` limiter calls (a
+    thread of its own polling ``INFO commandstats``)."""
 
     def __init__(self, url: str, after: int, rdb: Path) -> None:
         self._client = sync_redis.Redis.from_url(url)
         self._after = after
         self._rdb = rdb
-        self.snapshot: Snapshot | None = None
+        self.saved = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -100,19 +92,19 @@ class Saver:
         while not self._stop.wait(0.05):  # the poll of a counter, not a sync stand-in
             row = self._client.info("commandstats").get("cmdstat_fcall") or {}
             if int(row.get("calls", 0)) >= self._after:
-                seconds, micros = self._client.time()
                 self._client.save()
                 folder = self._client.config_get("dir")["dir"]
                 name = self._client.config_get("dbfilename")["dbfilename"]
                 shutil.copyfile(Path(folder) / name, self._rdb)
-                self.snapshot = Snapshot(self._rdb, seconds + micros / 1e6)
+                self.saved = True
                 return
 
-    def stop(self) -> Snapshot | None:
+    def stop(self) -> bool:
+        """Stop polling; whether the dataset was saved."""
         self._stop.set()
         self._thread.join()
         self._client.close()
-        return self.snapshot
+        return self.saved
 
 
 def worker_limiter_config(spec: FleetSpec) -> LimiterConfig:
@@ -166,6 +158,9 @@ async def replay(url: str, config: LimiterConfig, hex_digits: int) -> Replay:
     log_size = int(await redis.zcard(keys["log"]))
     encoding = (await redis.object("encoding", keys["log"])) or b"(none)"
     tickets = await redis.zrange(keys["bulk_tickets"], 0, -1, withscores=True)
+    if not tickets:
+        await redis.aclose()
+        raise SystemExit("the saved state holds no bulk speech ticket: try another --save-after")
     tenants = await redis.hgetall(keys["ticket_tenant"])
     # the library as this checkout has it (the snapshot holds the one the mix loaded)
     async with redis.pipeline(transaction=False) as pipe:
@@ -209,8 +204,9 @@ async def replay(url: str, config: LimiterConfig, hex_digits: int) -> Replay:
     )
 
 
-def take_snapshot(args: argparse.Namespace, workdir: Path) -> tuple[Snapshot, LimiterConfig]:
-    """Run the mix and save its server's state after ``--save-after`` limiter calls."""
+def take_snapshot(args: argparse.Namespace, workdir: Path) -> tuple[Path, LimiterConfig]:
+    """Run the mix and save its server's state after ``--save-after`` limiter calls; the
+    saved dataset, and the workers' limiter configuration."""
     args.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     args.monitor, args.by_script, args.profile = None, False, False
     faults = json.dumps([{"kind": "status", "status": 400, "match": REFUSE_MARK, "times": None}])
@@ -223,19 +219,20 @@ def take_snapshot(args: argparse.Namespace, workdir: Path) -> tuple[Snapshot, Li
         receiver = fleet.receiver()
         _, spec = mix_settings(args, server.url, sim, workdir / "data", workdir, args.secret)
         client = sync_redis.Redis.from_url(server.url)
-        saver = Saver(server.url, args.save_after, workdir / "snapshot.rdb")
+        rdb = workdir / "snapshot.rdb"
+        saver = Saver(server.url, args.save_after, rdb)
         try:
             result = phase_mimoq(args, client, fleet, sim, receiver, workdir)
         finally:
-            snapshot = saver.stop()
+            saved = saver.stop()
             client.close()
     for problem in result["problems"]:
         print(f"PROBLEM in the mix: {problem}")
-    if snapshot is None:
+    if not saved:
         raise SystemExit(
             f"the mix ended before {args.save_after} limiter calls: lower --save-after"
         )
-    return snapshot, worker_limiter_config(spec)
+    return rdb, worker_limiter_config(spec)
 
 
 def main() -> int:
@@ -266,7 +263,7 @@ def main() -> int:
                 folder = workdir / f"replay-{round_no}-{hex_digits}"
                 folder.mkdir()
                 with Services(folder) as services:
-                    server = services.redis(rdb=snapshot.rdb)
+                    server = services.redis(rdb=snapshot)
                     totals[hex_digits].append(asyncio.run(replay(server.url, config, hex_digits)))
     first = totals[args.lease_hex[0]][0]
     print(
