@@ -276,7 +276,7 @@ def main() -> int:
     )
     print(
         f"{'lease id':<14}{'us/call':>10}{'commands us':>14}{'commands':>10}{'granted':>9}"
-        "  top commands, us a call"
+        "  top commands, us a call (last round)"
     )
     per_call = {}
     for hex_digits, runs in totals.items():

@@ -55,7 +55,7 @@ import time
 import wave
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
@@ -95,25 +95,21 @@ async def bare_child(args: argparse.Namespace) -> dict[str, Any]:
 # --- counting ---------------------------------------------------------------------------
 
 
+def command_stats(client: sync_redis.Redis) -> tuple[Counter[str], Counter[str]]:
+    """Each command's calls, and the server's microseconds in it, since the last reset (one
+    ``INFO commandstats``: a script's row holds the commands it ran, and so do their own)."""
+    stats = client.info("commandstats")
+    rows = {name.removeprefix("cmdstat_"): v for name, v in stats.items()}
+    calls = Counter({name: int(v["calls"]) for name, v in rows.items()})
+    return calls, Counter({name: int(v["usec"]) for name, v in rows.items()})
+
+
 def command_counts(client: sync_redis.Redis) -> Counter[str]:
-    stats = client.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+    return command_stats(client)[0]
 
 
-def command_usec(client: sync_redis.Redis) -> Counter[str]:
-    """The server's microseconds in each command since the last reset (``INFO
-    commandstats``; a script's row holds the commands it ran, and so do their own rows)."""
-    stats = client.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()})
-
-
-def script_usec(client: sync_redis.Redis) -> tuple[int, int]:
-    """Script calls (``EVALSHA``, and ``FCALL`` of the limiter's function library) and the
-    server's microseconds in them (each call's Lua and the commands it ran), since the last
-    reset."""
-    stats = client.info("commandstats")
-    rows = [stats.get(name) or {} for name in ("cmdstat_evalsha", "cmdstat_fcall")]
-    return sum(int(r.get("calls", 0)) for r in rows), sum(int(r.get("usec", 0)) for r in rows)
+#: The scripts' calls: ``EVALSHA``, and ``FCALL`` of the limiter's function library.
+SCRIPT_CALLS: Final = ("evalsha", "fcall")
 
 
 def round_trips(client: sync_redis.Redis) -> int:
@@ -412,14 +408,16 @@ def phase_mimoq(
         if by_script is not None:
             script_times = by_script.stop()
         kinds = profile.stop() if profile is not None else None
-        counts = job_commands(command_counts(client), own_mgets)
-        usec_by_command = job_commands(command_usec(client))
+        calls, usec = command_stats(client)
+        counts = job_commands(calls, own_mgets)
+        usec_by_command = job_commands(usec)
+        # script calls and the server's microseconds in them (each call's Lua and commands)
+        scripts_run = (sum(calls[n] for n in SCRIPT_CALLS), sum(usec[n] for n in SCRIPT_CALLS))
         if by_script is not None:  # its drains' transactions
             counts["multi"] -= by_script.drains
             counts["exec"] -= by_script.drains
         # each poll of the results is one MGET, and each drain of the log one pipeline
         trips = round_trips(client) - own_mgets - (by_script.drains if by_script else 0)
-        scripts_run = script_usec(client)
         server_cpu = cpu_since(client, cpu0)
         worker_cpu_s = sum(
             (w.cpu_s() or 0.0) - c for w, c in zip(workers, worker_cpu0, strict=True)
