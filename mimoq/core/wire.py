@@ -79,6 +79,12 @@ NO_TENANT: Final = "_"
 #: scripts/enqueue.lua spells it once too (it runs on its own, from any language; a test
 #: checks the two agree); the limiter scripts get it with their configuration.
 INTERACTIVE_DIRECT: Final = 16
+#: ``mimoq:wait:<model>:interactive:over-share``: present (for about a second) after the
+#: limiter parked one of the model's interactive jobs because the lane was over its share.
+#: While it is, enqueue.lua sends a tenant's interactive job straight to the queue only when
+#: none of the tenant's is there, as admission does; the rest wait in the tenant's list
+#: instead of being picked only to be parked (issue #22). enqueue.lua spells it too.
+INTERACTIVE_OVER_SHARE_SUFFIX: Final = "interactive:over-share"
 
 #: A run's progress (docs/cancel.md, "Runs"): ``mimoq:run:<run>`` a hash of counters (``total``,
 #: ``succeeded``, ``failed``, ``cancelled``, ``model:<model>``) and facts (``tenant``,
@@ -204,6 +210,11 @@ def admitted_key(model: str) -> str:
 def interactive_admitted_key(model: str, tenant: str | None) -> str:
     """One tenant's interactive jobs of ``model`` in the queue, not yet granted a call."""
     return f"{WAIT_PREFIX}{model}:interactive:admitted:{tenant or NO_TENANT}"
+
+
+def interactive_over_share_key(model: str) -> str:
+    """Present while ``model``'s interactive lane has lately been over its share."""
+    return f"{WAIT_PREFIX}{model}:{INTERACTIVE_OVER_SHARE_SUFFIX}"
 
 
 def tenant_jobs_key(tenant: str | None) -> str:

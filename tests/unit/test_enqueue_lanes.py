@@ -8,7 +8,7 @@ import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import ResponseError
 
-from mimoq.core import wire
+from mimoq.core import scripts, wire
 from mimoq.core.errors import InvalidRequestError
 from mimoq.core.jobs import JobStatus, parse_job
 from mimoq.core.results import job_status
@@ -155,3 +155,38 @@ async def test_an_interactive_flood_waits_its_turn_past_the_first_sixteen(
     assert not await backend.exists(wire.wait_ring_key(tts))
     assert await enqueue(backend, "later", {**SPEECH, "tenant": "flood"}, 60_000) == 1
     assert await backend.zscore(wire.QUEUE_NAME, "later") is not None
+
+
+async def test_while_the_lane_is_marked_over_its_share_one_job_a_tenant_goes_straight(
+    backend: ArqRedis,
+) -> None:
+    """The limiter marks the lane when it parks a job (limiter_acquire.lua): a tenant's next
+    jobs wait in its list, as admission keeps them, instead of being picked to be parked."""
+    tts = "mimo-v2.5-tts"
+    await backend.set(wire.interactive_over_share_key(tts), 1, px=1000)
+    for i in range(3):
+        assert await enqueue(backend, f"m{i}", {**SPEECH, "tenant": "mark"}) == 1
+    # the first goes straight (none of its tenant's was there), the others wait in order
+    assert await backend.zrange(wire.QUEUE_NAME, 0, -1) == [b"m0"]
+    waiting = await backend.lrange(wire.wait_list_key(tts, "mark", "interactive"), 0, -1)
+    assert waiting == [b"m1", b"m2"]
+    assert await backend.lrange(wire.wait_ring_key(tts, "interactive"), 0, -1) == [b"mark"]
+    # the mark is per model: another model's jobs go straight up to sixteen as before
+    asr_job = {"kind": "transcription", "input": "https://example.com/a.wav", "tenant": "mark"}
+    for i in range(3):
+        assert await enqueue(backend, f"a{i}", asr_job) == 1
+    assert await backend.zcard(wire.QUEUE_NAME) == 4
+    # gone (it lives about a second), a tenant whose list is empty goes straight again
+    await backend.delete(wire.interactive_over_share_key(tts))
+    assert await enqueue(backend, "solo1", {**SPEECH, "tenant": "solo"}) == 1
+    assert await enqueue(backend, "solo2", {**SPEECH, "tenant": "solo"}) == 1
+    assert await backend.zscore(wire.QUEUE_NAME, "solo2") is not None
+
+
+def test_enqueue_spells_the_mark_as_wire_does() -> None:
+    source = scripts.source("enqueue")
+    suffix = wire.INTERACTIVE_OVER_SHARE_SUFFIX
+    lane, name = suffix.rsplit(":", 1)
+    assert f"local OVER_SHARE = '{name}'" in source
+    assert wire.interactive_over_share_key("m") == f"{wire.WAIT_PREFIX}m:{lane}:{name}"
+    assert "wait = wait .. 'interactive:'" in source and "wait .. OVER_SHARE" in source

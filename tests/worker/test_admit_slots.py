@@ -465,3 +465,36 @@ async def test_over_its_share_an_interactive_job_holds_even_a_near_slot(
     assert await slot_of(redis, "acct", TTS_MODEL, ids[-1]) == T0 + 3
     place = await redis.zscore(wire.QUEUE_NAME, ids[-1])
     assert place == _queue_score(T0 + 3) and place < clock.now * 1000
+
+
+async def test_near_the_schedules_end_a_tenant_is_topped_up_to_what_the_share_lets_jump(
+    redis: ArqRedis,
+) -> None:
+    """With the schedule's end within the hold, interactive jobs admitted from a tenant's list
+    get no ticket and are due at once. While bulk jobs hold slots, only as many come into the
+    queue as the lane's share still lets take a bulk slot: topped up to 16, the rest asked
+    once the share was used and were parked straight back in the list (issue #22)."""
+    limiter, clock = await _limiter(redis, busy=False, hold_s=5.0)
+    # a caller outside arq that waits for no slot: its asks take tickets
+    asker = RedisLimiter(limiter.config, redis, clock=clock)
+    for k in range(4):  # four bulk grants in the window
+        clock.now = T0 + k
+        await asker.acquire(TTS_MODEL, job_id=f"g{k}", lane="bulk", tenant="bolt")
+    clock.now = T0 + 3.5
+    for job_id in ("t0", "t1"):
+        with pytest.raises(CapacityDeferred):
+            await asker.acquire(TTS_MODEL, job_id=job_id, lane="bulk", tenant="bolt")
+    assert dict(await schedule(redis, "acct", TTS_MODEL)) == {b"t0": T0 + 4, b"t1": T0 + 5}
+    m = limiter.config.bulk_min_share
+    room = math.ceil(4 * (1 - m) / m + 1)  # what interactive_may_jump lets jump
+    assert 1 < room < 8
+    ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 8)
+    await _free_places(redis, TTS_MODEL, "zip", ids[: wire.INTERACTIVE_DIRECT])
+    assert await limiter.admit(TTS_MODEL) == room
+    admitted = ids[16 : 16 + room]
+    in_queue = await redis.zrange(wire.interactive_admitted_key(TTS_MODEL, "zip"), 0, -1)
+    assert sorted(in_queue) == sorted(j.encode() for j in admitted)
+    for job_id in admitted:  # no ticket: each asks at once
+        assert await redis.zscore(wire.QUEUE_NAME, job_id) == math.floor(clock.now * 1000)
+    waiting = await redis.lrange(wire.wait_list_key(TTS_MODEL, "zip", "interactive"), 0, -1)
+    assert waiting == [j.encode() for j in ids[16 + room :]]

@@ -17,6 +17,7 @@ one-second slots."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import replace
@@ -63,7 +64,7 @@ async def slots(redis: ArqRedis) -> dict[str, float]:
 async def light_waits_behind_bulk(redis: ArqRedis, *, flood_first: bool = False) -> RedisLimiter:
     """The lane over its share: light's second job queues at the schedule's end (T0 + 14),
     flood's after it (T0 + 15; `flood_first`: the other way round), and flood's next jobs are
-    parked. By T0 + 6 the bulk lane's grants have brought the interactive lane back under its
+    waiting in its list. By T0 + 6 the bulk lane's grants have brought the interactive lane back under its
     share."""
     clock = Clock()
     limiter = RedisLimiter(SLOTS, redis, clock=clock)
@@ -81,9 +82,10 @@ async def light_waits_behind_bulk(redis: ArqRedis, *, flood_first: bool = False)
     assert await ask(limiter, asks[0]) == "granted"  # its tenant's parked job comes back:
     clock.now = T0 + 2  # a ticket at the end
     assert await ask(limiter, asks[1]) == "granted"  # the other's: after it
-    for job_id in ("f3", "f4"):  # flood's next jobs, parked while its f2 holds a ticket
-        await enqueue(redis, job_id, "interactive")
-    assert [await ask(limiter, j) for j in ("f3", "f4")] == ["parked", "parked"]
+    for job_id in ("f3", "f4"):  # flood's next jobs wait in its list while its f2 holds a
+        await enqueue(redis, job_id, "interactive")  # ticket (the lane marked over its share)
+    flood_list = wire.wait_list_key(TTS_MODEL, "flood", "interactive")
+    assert await redis.lrange(flood_list, 0, -1) == [b"f3", b"f4"]
     for k in range(3, 7):
         clock.now = T0 + k
         assert await ask(limiter, f"b{k}") == "granted"
@@ -102,11 +104,11 @@ async def test_a_flood_admitted_in_a_batch_gives_its_first_bulk_slot_to_the_wait
     assert await limiter.admit(TTS_MODEL) == 2
     tickets = await slots(redis)
     # l2 takes the first bulk slot the flood would have taken; the flood's job takes l2's.
-    # (Without: f4 7.0, f3 8.0, l2 14.0.)
-    assert (tickets["l2"], tickets["f4"], tickets["f3"]) == (7.0, 14.0, 8.0)
+    # (Without: f3 7.0, f4 8.0, l2 14.0.)
+    assert (tickets["l2"], tickets["f3"], tickets["f4"]) == (7.0, 14.0, 8.0)
     assert tickets["f2"] == 15.0
     # each job waits in arq's queue for its slot (hold 0: at it)
-    for job_id in ("l2", "f4", "f3"):
+    for job_id in ("l2", "f3", "f4"):
         assert await redis.zscore(wire.QUEUE_NAME, job_id) == (T0 + tickets[job_id]) * 1000
     # the tenants' counts are as before: each holds what it held
     counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
@@ -120,8 +122,8 @@ async def test_the_slot_goes_past_the_jumpers_own_tenants_ticket(redis: ArqRedis
     limiter = await light_waits_behind_bulk(redis, flood_first=True)
     assert await limiter.admit(TTS_MODEL) == 2
     tickets = await slots(redis)
-    # (without: f4 7.0, f3 8.0, l2 15.0; looking at the first ticket only, the same)
-    assert (tickets["l2"], tickets["f3"], tickets["f2"], tickets["f4"]) == (7.0, 8.0, 14.0, 15.0)
+    # (without: f3 7.0, f4 8.0, l2 15.0; looking at the first ticket only, the same)
+    assert (tickets["l2"], tickets["f4"], tickets["f2"], tickets["f3"]) == (7.0, 8.0, 14.0, 15.0)
 
 
 async def test_a_newcomer_jumping_the_bulk_lane_gives_the_slot_to_the_waiting_ticket(
@@ -209,7 +211,8 @@ async def test_over_its_share_an_admitted_jobs_turn_drops_the_displaced_ticket(
     redis: ArqRedis,
 ) -> None:
     """Over the lane's share a turn at admission drops the displaced ticket, as acquire's
-    does (its job asks again as a newcomer): the lane's slots stay as many."""
+    does: the lane's slots stay as many. Its job is parked, as its next ask would park it
+    while its tenant holds other tickets."""
     clock = Clock()
     limiter = RedisLimiter(replace(SLOTS, bulk_min_share=0.2), redis, clock=clock)
     for job_id in ("b0", "b1", "b2", "b3", "b4", "b5"):
@@ -236,3 +239,42 @@ async def test_over_its_share_an_admitted_jobs_turn_drops_the_displaced_ticket(
     counts = await redis.hgetall(KEYS["tenant_tickets"])  # type: ignore[misc]
     assert counts[b"interactive:flood"] == b"4" and counts[b"interactive:light"] == b"1"
     assert await redis.hget(KEYS["ticket_tenant"], "f2") is None  # type: ignore[misc]
+    # out of arq's queue, first in flood's list (f6 was parked before it)
+    assert await redis.zscore(wire.QUEUE_NAME, "f2") is None
+    flood_list = wire.wait_list_key(TTS_MODEL, "flood", "interactive")
+    assert await redis.lrange(flood_list, 0, -1) == [b"f2", b"f6"]
+    assert (await limiter.snapshot(TTS_MODEL)).lanes["parked"] == 2
+
+
+@pytest.mark.parametrize(("hold_s", "parked"), [(0.0, True), (5.0, False)])
+async def test_over_its_share_an_asks_turn_parks_the_job_whose_ticket_it_drops(
+    redis: ArqRedis, hold_s: float, parked: bool
+) -> None:
+    """A newcomer's turn over the lane's share drops the displaced ticket, and its job is
+    parked while its tenant holds other tickets: left in arq's queue, it was picked only to
+    be parked at its ask. A slot within the hold is left to that ask: its job may be
+    waiting for it in a worker already."""
+    clock = Clock()
+    config = replace(SLOTS, bulk_min_share=0.2, hold_s=hold_s)
+    asker = RedisLimiter(config, redis, clock=clock)  # never waits: its asks take tickets
+    for job_id in ("b0", "b1", "b2", "b3", "b4", "b5"):
+        await enqueue(redis, job_id, "bulk")
+        await ask(asker, job_id)
+    flood = ["f1", "f2", "f3", "f4", "f5"]
+    for job_id in flood:
+        await enqueue(redis, job_id, "interactive")
+    assert [await ask(asker, j) for j in flood] == ["ticket"] * 5
+    assert (await slots(redis))["f2"] == 2.0
+    # l1 takes f2's slot as its turn, asking as a worker does (waiting out a slot within
+    # the hold in-process)
+    await enqueue(redis, "l1", "interactive")
+    limiter = RedisLimiter(config, redis, clock=clock, sleep=clock.sleep)
+    with contextlib.suppress(CapacityDeferred):
+        await limiter.acquire(TTS_MODEL, job_id="l1", lane="interactive", tenant="light")
+    assert "f2" not in await slots(redis)
+    assert (await limiter.snapshot(TTS_MODEL)).lanes["turns"] == 1
+    flood_list = wire.wait_list_key(TTS_MODEL, "flood", "interactive")
+    in_queue = await redis.zscore(wire.QUEUE_NAME, "f2") is not None
+    assert (in_queue, await redis.lrange(flood_list, 0, -1)) == (
+        (False, [b"f2"]) if parked else (True, [])
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 from arq.connections import ArqRedis
@@ -16,8 +17,10 @@ from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
+from mimoq.worker.limiter.core import ADMIT_INTERVAL_S
+from tests.support.limiter_tickets import schedule
 from tests.worker.test_cancel_ticket import KEYS, SLOTS
-from tests.worker.test_limiter import T0, Clock
+from tests.worker.test_limiter import SECONDS, T0, Clock
 
 pytestmark = pytest.mark.redis
 LIST = wire.wait_list_key(TTS_MODEL, "acme", "interactive")
@@ -70,6 +73,9 @@ async def test_over_its_share_a_job_waits_in_its_list_until_its_tenants_ticket_i
     assert await redis.lrange(LIST, 0, -1) == [b"i3"]
     assert acme_in(await redis.lrange(wire.wait_ring_key(TTS_MODEL, "interactive"), 0, -1))
     assert TTS_MODEL.encode() in await redis.smembers(wire.WAIT_MODELS_KEY)  # type: ignore[misc]
+    # the lane is marked over its share for enqueue.lua, for an admission round at most
+    mark = wire.interactive_over_share_key(TTS_MODEL)
+    assert 0 < await redis.pttl(mark) <= min(SLOTS.window_s, ADMIT_INTERVAL_S) * 1000
     # a job enqueued now waits behind it; and a parked job is counted
     await enqueue(redis, "i4", "interactive", "acme")
     assert await redis.lrange(LIST, 0, -1) == [b"i3", b"i4"]
@@ -119,3 +125,42 @@ async def test_a_caller_outside_arq_is_told_to_ask_again_not_parked(redis: ArqRe
     assert [await ask(limiter, j) for j in ("x1", "x2", "x3")] == ["ticket", "ticket", "share"]
     assert not await redis.exists(LIST)
     assert (await limiter.snapshot(TTS_MODEL)).lanes["parked"] == 0
+
+
+async def test_a_bursts_first_grant_admits_the_bulk_look_ahead_before_a_tenants_jobs(
+    redis: ArqRedis,
+) -> None:
+    """At a burst's start nothing holds a slot yet. The first grant admits the bulk look-ahead
+    first, with its slots, then its tenant's next interactive jobs, which see those slots as
+    their asks will: over the lane's share, only the one to take the tenant's ticket comes
+    into the queue. The other way round, the tenant's jobs came in as if the lane had room,
+    the look-ahead's tickets came next, and all but one were parked at their asks."""
+    clock = Clock()
+    config = replace(SECONDS, hold_s=5.0, lookahead_s=8.0)
+    limiter = RedisLimiter(config, redis, clock=clock, sleep=clock.sleep)
+    asker = RedisLimiter(config, redis, clock=clock)  # asks as a worker would, never waits
+    for job_id in ["lead"] + [f"b{i}" for i in range(10)]:
+        await enqueue(redis, job_id, "bulk", "bolt")
+    zip_ids = [f"z{i}" for i in range(wire.INTERACTIVE_DIRECT + 6)]
+    for job_id in zip_ids:
+        await enqueue(redis, job_id, "interactive", "zip")
+    # the tenant's first 16 went straight in; all but z0 have run meanwhile
+    zip_admitted = wire.interactive_admitted_key(TTS_MODEL, "zip")
+    assert await redis.zrem(zip_admitted, *zip_ids[1:16]) == 15
+    await redis.zrem(wire.QUEUE_NAME, *zip_ids[1:16])
+
+    lease = await limiter.acquire(TTS_MODEL, job_id="z0", lane="interactive", tenant="zip")
+    assert lease.granted_at == T0
+    # the look-ahead holds its slots
+    assert sum(j.startswith(b"b") for j, _ in await schedule(redis, "acct", TTS_MODEL)) >= 4
+    came_in = [j.decode() for j in await redis.zrange(zip_admitted, 0, -1)]
+    assert came_in == ["z16"]
+    assert await redis.llen(wire.wait_list_key(TTS_MODEL, "zip", "interactive")) == 5
+    decisions = []
+    for job_id in came_in:
+        try:
+            await asker.acquire(TTS_MODEL, job_id=job_id, lane="interactive", tenant="zip")
+            decisions.append("granted")
+        except CapacityDeferred as exc:
+            decisions.append(str(exc).split("(")[1].split(")")[0])
+    assert "parked" not in decisions

@@ -19,8 +19,10 @@
 -- job goes straight into the queue while its tenant has fewer than INTERACTIVE_DIRECT (16)
 -- of the model's there (not yet granted) and none waiting; past that (a flood) it waits in
 -- mimoq:wait:<model>:interactive:tenant:<tenant>, and each grant of the tenant's admits its
--- next one. A tenant held at its limit (mimoq:tenant-held:<tenant>, docs/usage.md) has
--- every new job wait in its list. Either way its arq job key is
+-- next one. While the limiter marks the lane over its share
+-- (mimoq:wait:<model>:interactive:over-share), it goes straight only when none of its
+-- tenant's is there. A tenant held at its limit (mimoq:tenant-held:<tenant>,
+-- docs/usage.md) has every new job wait in its list. Either way its arq job key is
 -- written now, so the id is taken and its status reads "queued".
 --
 -- Tenants (docs/cancel.md): every job is added to mimoq:tenant-jobs:<tenant> ("_" when it
@@ -34,6 +36,8 @@
 -- (redis-cli EVAL), so it spells them once, here; tests/unit/test_enqueue_constants.py checks
 -- that the two agree.
 local INTERACTIVE_DIRECT = 16
+-- mimoq:wait:<model>:interactive:over-share, present while the lane is over its share
+local OVER_SHARE = 'over-share'
 local MODELS = {
   speech = {['mimo-v2.5-tts'] = true, ['mimo-v2.5-tts-voicedesign'] = true, ['mimo-v2.5-tts-voiceclone'] = true},
   transcription = {['mimo-v2.5-asr'] = true},
@@ -157,7 +161,14 @@ if defer_ms <= 0 and MODELS[task][model] ~= nil then
     -- up to INTERACTIVE_DIRECT of the tenant's in the queue; beyond, its own list (a flood waits its turn)
     wait = wait .. 'interactive:'
     admitted = wait .. 'admitted:' .. who
-    straight = redis.call('ZCARD', admitted) < INTERACTIVE_DIRECT and redis.call('EXISTS', wait .. 'tenant:' .. who) == 0
+    local direct = redis.call('ZCARD', admitted)
+    straight = direct < INTERACTIVE_DIRECT and redis.call('EXISTS', wait .. 'tenant:' .. who) == 0
+    -- the lane lately over its share (the limiter parked a job of it, limiter_acquire.lua):
+    -- one a tenant in the queue, as admission keeps it; more would only be picked to be
+    -- parked back in the list
+    if straight and direct > 0 and redis.call('EXISTS', wait .. OVER_SHARE) == 1 then
+      straight = false
+    end
   else
     -- nothing of this model is waiting or admitted: this job starts the look-ahead at once
     -- (the workers' admissions keep it filled from then on)

@@ -358,7 +358,8 @@ local own_held = nil
 -- already read (nil: read them here, with this job's own latest ticket in the same HMGET).
 local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_last)
   if drop then
-    drop_ticket(moved, moved_bulk, moved_field)
+    -- (an interactive ticket of another tenant: `drop` is the lane over its share)
+    drop_turned(moved, moved_field, slot, now)
   else
     local moved_audio = 0
     if Q.tokens > 0 then moved_audio = tonumber(redis.call('HGET', TICKET_AUDIO, moved)) or 0 end
@@ -462,21 +463,11 @@ end
 -- share at most), so it is never left to race a flood's many jobs for the slot the share
 -- frees. Before, each parked job asked again whenever the schedule had run, and was
 -- deferred again until its tenant's turn: a pick and a decision, about 28 commands, each
--- time (issue #22). A job not in arq's queue (a caller outside arq) asks again instead.
-local function park()
-  if redis.call('ZREM', QUEUE, job_id) == 0 then return false end
-  local who = tenant or '_'
-  redis.call('ZREM', Q.wait_prefix .. 'interactive:admitted:' .. who, job_id)
-  if redis.call('LPUSH', Q.wait_prefix .. 'interactive:tenant:' .. who, job_id) == 1 then
-    redis.call('RPUSH', IRING, who)
-    redis.call('SADD', WAIT_MODELS, Q.model)
-  end
-  redis.call('HINCRBY', LANES, 'parked', 1)
-  return true
-end
+-- time (issue #22). A job not in arq's queue (a caller outside arq) asks again instead
+-- (park_job, limiter_common.lua).
 if over_share and held > 0 then
   if cancel_seen() then return cancelled() end
-  if park() then
+  if park_job(job_id, tenant) then
     touch(st, now)
     return {'parked', fmt(0), cost, fmt(now), 1}
   end

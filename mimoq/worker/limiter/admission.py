@@ -24,12 +24,10 @@ from redis.exceptions import RedisError
 from mimoq.core import dialect_constants as dc
 from mimoq.core import wire
 from mimoq.worker import metrics
-from mimoq.worker.limiter.core import MAX_TENANTS_SHOWN, Limiter
+from mimoq.worker.limiter.core import ADMIT_INTERVAL_S, MAX_TENANTS_SHOWN, Limiter
 
 log = structlog.get_logger("mimoq.limiter")
 
-#: Seconds between a worker's admission rounds; the work per round is O(models).
-ADMIT_INTERVAL_S: Final = 1.0
 #: A model's round is held for this share of the interval: a worker back a little early
 #: for its next round is not kept from it by its own hold.
 _HOLD_SHARE: Final = 0.9

@@ -63,6 +63,9 @@ KEY_TTL_S: Final = 7 * 86_400
 #: An admitted bulk job that has not asked for a slot within this many windows (it failed
 #: first, or its worker died before its first acquire) stops holding a look-ahead place.
 ADMIT_TTL_WINDOWS: Final = 2.0
+#: Seconds between a worker's admission rounds (admission.py); the work per round is
+#: O(models).
+ADMIT_INTERVAL_S: Final = 1.0
 #: Tenants shown per model by ``snapshot`` (and labelled in metrics); the rest are pooled.
 MAX_TENANTS_SHOWN: Final = 20
 #: Jobs admitted per model and round when limits are off (nothing to pace them to).
@@ -347,6 +350,10 @@ class RedisLimiter:
             "admit_ttl": ADMIT_TTL_WINDOWS * c.window_s,
             "wait_prefix": f"{wire.WAIT_PREFIX}{model}:",
             "interactive_direct": wire.INTERACTIVE_DIRECT,
+            # set for this long by a park: a flag gone stale keeps a job in its tenant's
+            # list for at most an admission round (or until its tenant's next grant)
+            "over_share_key": wire.interactive_over_share_key(model),
+            "over_share_ms": math.ceil(min(c.window_s, ADMIT_INTERVAL_S) * 1000),
             "cancel_prefix": wire.CANCEL_PREFIX,
             "max_tenants": MAX_TENANTS_SHOWN,
         }
