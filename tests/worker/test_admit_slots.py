@@ -488,13 +488,14 @@ async def test_near_the_schedules_end_a_tenant_is_topped_up_to_what_the_share_le
     m = limiter.config.bulk_min_share
     room = math.ceil(4 * (1 - m) / m + 1)  # what interactive_may_jump lets jump
     assert 1 < room < 8
-    ids = await _interactive(redis, TTS_MODEL, "zip", wire.INTERACTIVE_DIRECT + 8)
-    await _free_places(redis, TTS_MODEL, "zip", ids[: wire.INTERACTIVE_DIRECT])
+    direct = wire.INTERACTIVE_DIRECT
+    ids = await _interactive(redis, TTS_MODEL, "zip", direct + 8)
+    await _free_places(redis, TTS_MODEL, "zip", ids[:direct])
     assert await limiter.admit(TTS_MODEL) == room
-    admitted = ids[16 : 16 + room]
+    admitted = ids[direct : direct + room]
     in_queue = await redis.zrange(wire.interactive_admitted_key(TTS_MODEL, "zip"), 0, -1)
     assert sorted(in_queue) == sorted(j.encode() for j in admitted)
     for job_id in admitted:  # no ticket: each asks at once
         assert await redis.zscore(wire.QUEUE_NAME, job_id) == math.floor(clock.now * 1000)
     waiting = await redis.lrange(wire.wait_list_key(TTS_MODEL, "zip", "interactive"), 0, -1)
-    assert waiting == [j.encode() for j in ids[16 + room :]]
+    assert waiting == [j.encode() for j in ids[direct + room :]]

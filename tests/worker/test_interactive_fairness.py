@@ -63,9 +63,9 @@ async def slots(redis: ArqRedis) -> dict[str, float]:
 
 async def light_waits_behind_bulk(redis: ArqRedis, *, flood_first: bool = False) -> RedisLimiter:
     """The lane over its share: light's second job queues at the schedule's end (T0 + 14),
-    flood's after it (T0 + 15; `flood_first`: the other way round), and flood's next jobs are
-    waiting in its list. By T0 + 6 the bulk lane's grants have brought the interactive lane back under its
-    share."""
+    flood's after it (T0 + 15; `flood_first`: the other way round), and flood's next jobs
+    wait in its list. By T0 + 6 the bulk lane's grants have brought the interactive lane
+    back under its share."""
     clock = Clock()
     limiter = RedisLimiter(SLOTS, redis, clock=clock)
     bulk = [f"b{i}" for i in range(12)]

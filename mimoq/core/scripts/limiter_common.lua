@@ -1199,10 +1199,10 @@ local function admit_interactive(who, now, room, plan)
         cap = 1
       elseif plan == nil or math.max(plan.st.tat, now, plan.st.cd) - now <= (Q.hold or 0) then
         -- No plan, or the schedule's end within the hold: the jobs admitted get no ticket
-        -- (plan_interactive) and ask at once, so no more of the tenant's are in the queue than the share still
-        -- lets take a slot. Topped up to 16 just under the share, all but the first one or
-        -- two were parked back here at their ask: a pick and about 20 commands each (issue
-        -- #22).
+        -- (plan_interactive) and ask at once, so no more of the tenant's are in the queue
+        -- than the share still lets take a slot. Topped up to 16 just under the share, all
+        -- but the first one or two were parked back here at their ask: a pick and about 20
+        -- commands each (issue #22).
         cap = math.min(cap, room)
       end
     end
