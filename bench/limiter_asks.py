@@ -14,7 +14,10 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
 - ``o`` anything else (a ticket holder early for its slot, the in-flight cap, a share
   wait, a cancel): nothing written.
 
-Then how many due holders the pace or the guard held back (``respaced``), per lane and
+Then, per lane, how many asks decided each letter; how many tickets a tenant's turn
+dropped (over the interactive lane's share the displaced ticket is dropped, not moved) and
+how many of their jobs that call parked there and then (not at an ask of their own); how
+many due holders the pace or the guard held back (``respaced``), per lane and
 model how late ticket holders asked for their slots, at their grant (median, p90), and the
 commands a job by the call that sent them (``by_call``: a script's call with the commands it
 ran; ``--jobs N`` to divide by the jobs the capture ran, else by the jobs that asked).
@@ -53,6 +56,12 @@ RESPACED = re.compile(r'"HINCRBY" "[^"]*:lanes" "respaced:(\w+)"')
 TICKETS = re.compile(r'^"ZADD" "[^"]*:(?:bulk|interactive)_tickets"(.*)$')
 #: a grant's entry in the grant log: ``ZADD ...:log <time> <lease>``
 LOGGED = re.compile(r'^"ZADD" "[^"]*:log" "([0-9.]+)"')
+#: a tenant's turn, counted in the limiter's lanes hash (an ask's or an admission's)
+TURN = re.compile(r'^"HINCRBY" "[^"]*:lanes" "turns"')
+#: a ticket taken out of its lane: ``ZREM <lane>_tickets <job>``
+TICKET_GONE = re.compile(r'^"ZREM" "[^"]*:(bulk|interactive)_tickets" "([^"]+)"')
+#: a job parked: put back at the head of its tenant's interactive waiting list
+PARKED = re.compile(r'^"LPUSH" "[^"]*:interactive:tenant:[^"]*" "([^"]+)"')
 #: the digest a limiter function's name ends with (its library's: ``limiter_acquire_<12 hex>``)
 LIBRARY_DIGEST = re.compile(r"_[0-9a-f]{12}$")
 
@@ -180,6 +189,52 @@ def lateness(lines: Iterable[str]) -> dict[tuple[str, str], list[float]]:
     return dict(out)
 
 
+def decisions(found: Iterable[Ask]) -> dict[str, Counter[str]]:
+    """Per lane: how many asks decided each letter."""
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for ask in found:
+        out[ask.lane][ask.decision()] += 1
+    return dict(out)
+
+
+def turn_drops(lines: Iterable[str]) -> tuple[Counter[str], int]:
+    """Per lane, the tickets a tenant's turn dropped: taken out of their lane by a call that
+    counted a turn, each another job's than the one asking (an ask's own ticket leaves its
+    lane at its grant); and how many of their jobs the same call parked. Returns (drops by
+    lane, parked)."""
+    drops: Counter[str] = Counter()
+    parked = 0
+    asking: str | None = None
+    gone: list[tuple[str, str]] = []
+    pushed: set[str] = set()
+    turned = False
+
+    def settle() -> None:
+        nonlocal parked
+        if not turned:
+            return
+        for lane, job in gone:
+            if job != asking:
+                drops[lane] += 1
+                parked += job in pushed
+
+    for client, command, rest in parsed(lines):
+        if client != "lua":
+            settle()
+            ask = _acquire(command, rest)
+            asking, gone, pushed, turned = (ask.job if ask else None), [], set(), False
+            continue
+        text = f'"{command}"{rest}'
+        if TURN.match(text):
+            turned = True
+        elif (dropped := TICKET_GONE.match(text)) is not None:
+            gone.append((dropped.group(1), dropped.group(2)))
+        elif (lpushed := PARKED.match(text)) is not None:
+            pushed.add(lpushed.group(1))
+    settle()
+    return drops, parked
+
+
 def script_names() -> dict[str, str]:
     """Each of mimoq's scripts by the SHA its ``EVALSHA`` names it by."""
     return {scripts.named(name).sha: name for name in scripts.SCRIPTS}
@@ -253,6 +308,12 @@ def main() -> None:
     print(f"{len(found)} asks")
     for row in report(found, claims(lines), args.top):
         print(row)
+    for lane, letters in sorted(decisions(found).items()):
+        print(f"{lane:12s} decisions: " + ", ".join(f"{k} {n}" for k, n in sorted(letters.items())))
+    drops, parked = turn_drops(lines)
+    if drops:
+        by_lane = ", ".join(f"{lane} {n}" for lane, n in sorted(drops.items()))
+        print(f"tickets a turn dropped: {by_lane}; their jobs parked by that call: {parked}")
     held = Counter(r for ask in found if (r := ask.respaced()) is not None)
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(held.items()))
     print(f"due holders re-spaced: {reasons or 'none'}")

@@ -3,6 +3,7 @@ a real ``redis-cli MONITOR`` capture of the real limiter on a real redis-server.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,38 @@ def test_a_holder_held_back_names_why() -> None:
     paced = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "respaced:paced" "1"'])
     turn = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "turns" "1"'])
     assert (paced.respaced(), turn.respaced()) == ("paced", None)
+
+
+def _call(name: str, job: str, lane: str) -> str:
+    """A client's FCALL line as MONITOR prints it (the call's JSON as its last argument)."""
+    call = json.dumps({"job": job, "lane": lane}).replace('"', '\\"')
+    state = '"mimoq:limit:{acct:mimo-v2.5-tts}:state"'
+    return f'1.0 [0 127.0.0.1:1] "FCALL" "{name}_0123456789ab" "16" {state} "{call}"'
+
+
+def test_turns_that_drop_a_ticket_are_counted_with_the_parks_they_made() -> None:
+    """A ticket another job's turn took out of its lane is a drop (an ask's own ticket
+    leaving at its grant is not), in an ask or an admission, whichever order the turn's
+    count and the removal come in; a drop whose job the same call put back in its tenant's
+    list was parked there and then."""
+    module = load_bench("limiter_asks")
+    key = '"mimoq:limit:{acct:mimo-v2.5-tts}'
+    lua = "1.0 [0 lua] "
+    lines = [
+        _call("limiter_acquire", "l1", "interactive"),
+        f'{lua}"HINCRBY" {key}:lanes" "turns" "1"',
+        f'{lua}"ZREM" {key}:interactive_tickets" "f2"',
+        f'{lua}"LPUSH" "mimoq:wait:mimo-v2.5-tts:interactive:tenant:flood" "f2"',
+        f'{lua}"SET" "mimoq:cancel:l1" "ticket mimoq:limit:{{acct:mimo-v2.5-tts}}" "PX" "1"',
+        _call("limiter_acquire", "b1", "bulk"),
+        f'{lua}"ZREM" {key}:bulk_tickets" "b1"',
+        f'{lua}"SET" "mimoq:cancel:b1" "granted" "PX" "1" "GET"',
+        '1.0 [0 127.0.0.1:1] "FCALL" "limiter_admit_0123456789ab" "16"',
+        f'{lua}"ZREM" {key}:interactive_tickets" "f3"',
+        f'{lua}"HINCRBY" {key}:lanes" "turns" "1"',
+        '1.0 [0 127.0.0.1:1] "PING"',
+        f'{lua}"ZREM" {key}:interactive_tickets" "f4"',  # (no call that counted a turn)
+    ]
+    assert module.turn_drops(lines) == (Counter({"interactive": 2}), 1)
+    found = module.asks(lines)
+    assert module.decisions(found) == {"interactive": Counter("T"), "bulk": Counter("G")}

@@ -591,9 +591,9 @@ end
 -- Drop the interactive ticket of `job` (counted under `field`, at `slot`) that another
 -- tenant's turn takes while the lane is over its share: the lane's slots stay as many.
 -- While its tenant holds another ticket, the job is parked too, as its next ask would
--- park it: left in arq's queue at its old place, it was picked only for that (most of the
--- 59-75 such drops of a 1,500-job mix at 100 calls a window, issue #22). A slot within the
--- hold is left to its ask: its job may be waiting for it in a worker already.
+-- park it: left in arq's queue at its old place, it was picked only for that (79-109 such
+-- drops in a 1,500-job mix at 100 calls a window, bench/limiter_asks.py; issue #22). A slot
+-- within the hold is left to its ask: its job may be waiting for it in a worker already.
 local function drop_turned(job, field, slot, now)
   local left = drop_ticket(job, false, field)
   if left and left > 0 and slot - (Q.hold or 0) > now then
