@@ -405,9 +405,14 @@ def stop_hogs(hogs: Sequence[subprocess.Popen[bytes]]) -> None:
 def run_bench(main_async: Coroutine[Any, Any, int]) -> int:
     """Run a bench's main coroutine so that Ctrl-C or SIGTERM stops every process it started
     (its ``finally`` blocks run), and say so; 130 then, as a shell would."""
+    return run_sync_bench(lambda: asyncio.run(main_async))
+
+
+def run_sync_bench(main: Callable[[], int]) -> int:
+    """``run_bench`` for a bench whose ``main`` runs its own event loops (one per phase)."""
     sigterm_as_interrupt()
     try:
-        return asyncio.run(main_async)
+        return main()
     except KeyboardInterrupt:
         print("interrupted: every process this bench started was stopped", file=sys.stderr)
         return 130

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
-from _support import Service
+from _support import Service, run_sync_bench
 from redis_cost import command_counts, enqueue_mimoq, redis_cpu, round_trips, write_clip
 
 from mimoq.core import dialect_constants as dc
@@ -167,7 +166,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    print("interrupted: every process this bench started was stopped", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(run_sync_bench(main))

@@ -44,7 +44,7 @@ from unittest import mock
 
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec
-from _support import Services
+from _support import Services, run_sync_bench
 from redis.asyncio import Redis
 from redis_cost import REFUSE_MARK, add_mix_arguments, mix_settings, phase_mimoq
 
@@ -296,7 +296,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    print("interrupted: every process this bench started was stopped", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(run_sync_bench(main))

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
@@ -60,7 +59,7 @@ from typing import Any, Final
 import redis as sync_redis
 from _quota_fleet import Fleet, FleetSpec, stop_all
 from _server_profile import ServerProfile, perf_problem, summary
-from _support import Service, callback_delays, callbacks_received, cpu_s, run_child
+from _support import Service, callback_delays, callbacks_received, cpu_s, run_child, run_sync_bench
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from throughput import BARE_TASK, bare_worker
 
@@ -677,7 +676,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    print("interrupted: every process this bench started was stopped", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(run_sync_bench(main))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import random
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import redis as sync_redis
 from _quota_fleet import Fleet, stop_all
-from _support import Service, callbacks_received
+from _support import Service, callbacks_received, run_sync_bench
 from redis_cost import (
     REFUSE_MARK,
     ResultsWatch,
@@ -272,7 +271,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    print("interrupted: every process this bench started was stopped", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(run_sync_bench(main))

@@ -1008,34 +1008,42 @@ local function note_grant(bulk)
   if not bulk and RECENT_INTERACTIVE ~= nil then RECENT_INTERACTIVE = RECENT_INTERACTIVE + 1 end
 end
 
--- Whether an interactive job may take a bulk job's slot: while the interactive lane's
--- grants (and its held slots) in the last window stay within what the bulk lane's minimum
--- share m leaves it (interactive <= bulk x (1 - m) / m + 1). Each count is read only when
--- the answer still depends on it: with no interactive grant or ticket ahead it always may.
--- `held_inter`: the interactive tickets held, when the caller keeps that count (nil: read).
+-- The interactive lane's grants in the last window and the slots it holds: what the bulk
+-- lane's minimum share m limits (interactive_limit). `held_inter`: the interactive tickets
+-- held, when the caller keeps that count (nil: read).
+local function interactive_ahead(now, held_inter)
+  return recent_grants(now, true) + (held_inter or redis.call('ZCARD', ITICKETS))
+end
+
+-- What the bulk lane's minimum share m (0 < m < 1) leaves the interactive lane of the last
+-- window's grants and its held slots: interactive <= bulk x (1 - m) / m + 1.
+local function interactive_limit(now)
+  local m = Q.bulk_min_share
+  local inter = recent_grants(now, true)
+  return (recent_grants(now, false) - inter) * (1 - m) / m + 1
+end
+
+-- Whether an interactive job may take a bulk job's slot: while the interactive lane stays
+-- within its limit (interactive_limit). Each count is read only when the answer still
+-- depends on it: with no interactive grant or ticket ahead it always may.
 local function interactive_may_jump(now, held_inter)
   local m = Q.bulk_min_share
   if m <= 0 then return true end
   if m >= 1 then return false end
-  local inter = recent_grants(now, true)
-  local ahead = inter + (held_inter or redis.call('ZCARD', ITICKETS))
+  local ahead = interactive_ahead(now, held_inter)
   if ahead == 0 then return true end
-  return ahead < (recent_grants(now, false) - inter) * (1 - m) / m + 1
+  return ahead < interactive_limit(now)
 end
 
 -- How many more interactive jobs may take a bulk job's slot before the lane is over its
--- share (interactive_may_jump's rule, each such job holding a ticket). `held_inter`: as there.
--- With none left while bulk jobs hold slots, the lane is over its share: each tenant
--- queues one interactive ticket at a time, and its other jobs are parked
--- (limiter_acquire.lua).
+-- share (interactive_may_jump's rule, each such job holding a ticket). With none left
+-- while bulk jobs hold slots, the lane is over its share: each tenant queues one
+-- interactive ticket at a time, and its other jobs are parked (limiter_acquire.lua).
 local function interactive_room(now, held_inter)
   local m = Q.bulk_min_share
   if m <= 0 then return math.huge end
   if m >= 1 then return 0 end
-  local inter = recent_grants(now, true)
-  local ahead = inter + (held_inter or redis.call('ZCARD', ITICKETS))
-  local limit = (recent_grants(now, false) - inter) * (1 - m) / m + 1
-  return math.max(math.ceil(limit - ahead), 0)
+  return math.max(math.ceil(interactive_limit(now) - interactive_ahead(now, held_inter)), 0)
 end
 
 -- An interactive job of tenant field `mine` (holding `held` tickets) takes bulk slot `slot`
