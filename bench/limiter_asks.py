@@ -16,7 +16,9 @@ call ran inside Redis (MONITOR prints them after it, marked ``lua``) say what it
 
 Then, per lane, how many asks decided each letter; how many tickets a tenant's turn
 dropped (over the interactive lane's share the displaced ticket is dropped, not moved) and
-how many of their jobs that call parked there and then (not at an ask of their own); how
+how many of their jobs that call parked there and then (not at an ask of their own); per
+lane, the holders sent round arq's queue again (``q``) by what had last moved their tickets
+(``sent_back``: a 429's re-plan, a tenant's turn, another job's ask, ...); how
 many due holders the pace or the guard held back (``respaced``), per lane and
 model how late ticket holders asked for their slots, at their grant (median, p90), and the
 commands a job by the call that sent them (``by_call``: a script's call with the commands it
@@ -235,6 +237,73 @@ def turn_drops(lines: Iterable[str]) -> tuple[Counter[str], int]:
     return drops, parked
 
 
+#: a lane with its article, as ``sent_back`` names the lane of the ask that moved a ticket
+LANE_WITH_ARTICLE = {"interactive": "an interactive", "bulk": "a bulk"}
+
+
+def sent_back(lines: Iterable[str]) -> dict[str, Counter[str]]:
+    """Per lane, the asks that sent a job round arq's queue again (``q``), by what had last
+    moved its ticket: ``a 429's re-plan``, ``a tenant's turn`` (a call that counted one),
+    another job's ask by its lane (``an interactive job's ask``: a jump to the head bulk
+    ticket; ``a bulk job's ask``), ``its own ask``, or the script's name; or
+    ``not moved`` (its ticket where the call that gave it put it). Such a holder entered the
+    queue ``hold`` before its slot, was taken and waited for it in a worker, and the slot
+    had moved meanwhile."""
+    names = script_names()
+    # the jobs holding a ticket, with what last moved it ("not moved": as it was given)
+    writer: dict[str, str] = {}
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    name = ""
+    ask: Ask | None = None
+    # this call's ticket writes, in order: (job, True: given or moved; False: taken out)
+    events: list[tuple[str, bool]] = []
+    turned = False
+
+    def settle() -> None:
+        if ask is not None and ask.decision() == "q":
+            out[ask.lane][writer.get(ask.job, "no ticket")] += 1
+        label = name
+        if turned:
+            label = "a tenant's turn"
+        elif name == "limiter_rate_limited":
+            label = "a 429's re-plan"
+        for job, added in events:
+            if not added:
+                writer.pop(job, None)
+            elif job not in writer:
+                writer[job] = "not moved"
+            elif ask is not None and label == "limiter_acquire":
+                lane = LANE_WITH_ARTICLE.get(ask.lane, "a")
+                writer[job] = "its own ask" if job == ask.job else f"{lane} job's ask"
+            else:
+                writer[job] = label
+
+    for client, command, rest in parsed(lines):
+        if client != "lua":
+            settle()
+            ask, events, turned = _acquire(command, rest), [], False
+            words = rest.split('"')
+            if command.upper() == "FCALL" and len(words) > 1:
+                name = LIBRARY_DIGEST.sub("", words[1])
+            elif command.upper() == "EVALSHA" and len(words) > 1:
+                name = names.get(words[1], words[1][:8])
+            else:
+                name = ""
+            continue
+        text = f'"{command}"{rest}'
+        if ask is not None:
+            ask.inner.append(text)
+        if TURN.match(text):
+            turned = True
+        elif (moved := TICKETS.match(text)) is not None:
+            words = [w for w in shlex.split(moved.group(1)) if w not in ("NX", "XX", "CH")]
+            events.extend((job, True) for job in words[1::2])
+        elif TICKET_GONE.match(text) is not None:
+            events.extend((job, False) for job in shlex.split(text)[2:])
+    settle()
+    return dict(out)
+
+
 def script_names() -> dict[str, str]:
     """Each of mimoq's scripts by the SHA its ``EVALSHA`` names it by."""
     return {scripts.named(name).sha: name for name in scripts.SCRIPTS}
@@ -314,6 +383,10 @@ def main() -> None:
     if drops:
         by_lane = ", ".join(f"{lane} {n}" for lane, n in sorted(drops.items()))
         print(f"tickets a turn dropped: {by_lane}; their jobs parked by that call: {parked}")
+    for lane, movers in sorted(sent_back(lines).items()):
+        why = ", ".join(f"{m} {n}" for m, n in movers.most_common())
+        print(f"{lane:12s} holders sent round arq's queue again, by what last moved the "
+              f"ticket: {why}")  # fmt: skip
     held = Counter(r for ask in found if (r := ask.respaced()) is not None)
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(held.items()))
     print(f"due holders re-spaced: {reasons or 'none'}")

@@ -152,3 +152,61 @@ def test_turns_that_drop_a_ticket_are_counted_with_the_parks_they_made() -> None
     assert module.turn_drops(lines) == (Counter({"interactive": 2}), 1)
     found = module.asks(lines)
     assert module.decisions(found) == {"interactive": Counter("T"), "bulk": Counter("G")}
+
+
+def test_holders_sent_round_again_are_counted_by_what_last_moved_their_ticket() -> None:
+    """An ask that only moved its job's queue place (``q``) is put down to the call that had
+    last written the job's ticket: a 429's re-plan, a tenant's turn, another job's ask, or
+    the job's own ask; a later write replaces an earlier one."""
+    module = load_bench("limiter_asks")
+    key = '"mimoq:limit:{acct:mimo-v2.5-tts}'
+    lua = "1.0 [0 lua] "
+    marker = '"ticket mimoq:limit:{acct:mimo-v2.5-tts}" "PX" "1"'
+
+    def given(job: str, at: str) -> list[str]:  # a ticket given by the job's own ask
+        return [
+            _call("limiter_acquire", job, "bulk"),
+            f'{lua}"ZADD" {key}:bulk_tickets" "{at}" "{job}"',
+            f'{lua}"SET" "mimoq:cancel:{job}" {marker}',
+        ]
+
+    def sent_round(job: str) -> list[str]:  # asked at its old slot, its queue place moved
+        return [
+            _call("limiter_acquire", job, "bulk"),
+            f'{lua}"ZADD" "mimoq:queue" "XX" "CH" "1750" "{job}"',
+        ]
+
+    lines = [
+        *given("b1", "2.0"),
+        *given("b2", "3.0"),
+        # a 429 moves both; then a turn (counted after its move) moves b2 again
+        _call("limiter_rate_limited", "-", "-"),
+        f'{lua}"ZADD" {key}:bulk_tickets" "XX" "5.0" "b1" "6.0" "b2"',
+        _call("limiter_acquire", "l1", "bulk"),
+        f'{lua}"ZADD" {key}:bulk_tickets" "9.0" "b2"',
+        f'{lua}"HINCRBY" {key}:lanes" "turns" "1"',
+        # an interactive job's jump moves b3's
+        *given("b3", "4.0"),
+        _call("limiter_acquire", "i1", "interactive"),
+        f'{lua}"ZADD" {key}:bulk_tickets" "8.0" "b3"',
+        # b4's ticket is given, taken out at its grant, and given again by an admission
+        *given("b4", "7.0"),
+        _call("limiter_acquire", "b4", "bulk"),
+        f'{lua}"ZREM" {key}:bulk_tickets" "x" "b4"',
+        _call("limiter_admit", "-", "-"),
+        f'{lua}"ZADD" {key}:bulk_tickets" "9.5" "b4"',
+        *sent_round("b1"),
+        *sent_round("b2"),
+        *sent_round("b3"),
+        *sent_round("b4"),
+    ]
+    assert module.sent_back(lines) == {
+        "bulk": Counter(
+            {
+                "a 429's re-plan": 1,
+                "a tenant's turn": 1,
+                "an interactive job's ask": 1,
+                "not moved": 1,
+            }
+        )
+    }

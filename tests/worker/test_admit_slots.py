@@ -287,32 +287,68 @@ async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis)
     assert int(lanes[b"turns"]) >= 1
 
 
-async def test_a_turn_to_a_near_slot_is_queued_at_a_place_already_past_and_asked_once(
+async def test_a_near_slot_is_queued_at_a_place_already_past_and_asked_once(
     redis: ArqRedis,
 ) -> None:
-    """A job whose slot is less than hold_s away (a tenant's turn takes near slots) is
-    queued hold_s before it all the same, a place already past: due at once, and its worker
-    reads its slot back from it (QUEUED_TICKET), waits for it, and is granted at its first
-    ask. A place clamped to now would have sent it to ask up to hold_s after its slot."""
+    """A job whose slot is less than hold_s away (the first of a batch admitted as the
+    schedule's end nears) is queued hold_s before it all the same, a place already past: due
+    at once, and its worker reads its slot back from it (QUEUED_TICKET), waits for it, and
+    is granted at its first ask. A place clamped to now would have sent it to ask up to
+    hold_s after its slot."""
+    limiter, clock = await _limiter(redis, lookahead_s=6.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "acme"), ("near", "acme"), ("next", "acme")])
+    clock.now = T0 + 0.9  # the schedule ends at T0 + 1, 0.1 s away
+    await limiter.admit(TTS_MODEL)
+    assert await slot_of(redis, "acct", TTS_MODEL, "near") == T0 + 1
+    place = await redis.zscore(wire.QUEUE_NAME, "near")
+    assert place == _queue_score(T0 + 1) and place < clock.now * 1000
+    # taken at once; its acquire waits 0.1 s, then asks once and is granted its slot
+    clock.sleeps.clear()
+    await redis.config_resetstat()
+    QUEUED_TICKET.set(place / 1000)
+    lease = await limiter.acquire(TTS_MODEL, job_id="near", lane="bulk", tenant="acme")
+    assert lease.granted_at == T0 + 1
+    assert clock.sleeps == pytest.approx([0.1], abs=0.002)
+    assert (await redis.info("commandstats"))["cmdstat_fcall"]["calls"] == 1
+
+
+async def test_a_tenants_turn_never_takes_a_slot_within_the_hold(redis: ArqRedis) -> None:
+    """A ticket less than hold_s away is its job's already: the job entered arq's queue
+    hold_s before it and is waiting in a worker. A turn that moved it sent that holder to
+    ask at its old slot, learn its new one, and go round arq's queue again; the turn takes
+    a slot past the hold instead (the second one there, as after a tenant's own latest)."""
     limiter, clock = await _limiter(redis, lookahead_s=6.0)
     await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])
     await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
     await limiter.admit(TTS_MODEL)
     await _waiting_bulk(redis, TTS_MODEL, [("small0", "small")])
     await redis.zrem(wire.admitted_key(TTS_MODEL), "big0")
-    clock.now = T0 + 1.9  # small0's turn: big1's slot at T0 + 2, 0.1 s away
+    clock.now = T0 + 1.9  # big1's slot at T0 + 2 is 0.1 s away: its holder is waiting
     await limiter.admit(TTS_MODEL)
-    assert await slot_of(redis, "acct", TTS_MODEL, "small0") == T0 + 2
-    place = await redis.zscore(wire.QUEUE_NAME, "small0")
-    assert place == _queue_score(T0 + 2) and place < clock.now * 1000
-    # taken at once; its acquire waits 0.1 s, then asks once and is granted its slot
-    clock.sleeps.clear()
-    await redis.config_resetstat()
-    QUEUED_TICKET.set(place / 1000)
-    lease = await limiter.acquire(TTS_MODEL, job_id="small0", lane="bulk", tenant="small")
-    assert lease.granted_at == T0 + 2
-    assert clock.sleeps == pytest.approx([0.1], abs=0.002)
-    assert (await redis.info("commandstats"))["cmdstat_fcall"]["calls"] == 1
+    tickets = dict(await schedule(redis, "acct", TTS_MODEL))
+    assert tickets[b"big1"] == T0 + 2 and tickets[b"big2"] == T0 + 3
+    assert tickets[b"small0"] == T0 + 4  # big3's slot; big3 moved to the end
+    assert tickets[b"big3"] > tickets[b"big4"]
+    lanes = await redis.hgetall(_keys(TTS_MODEL)["lanes"])  # type: ignore[misc]
+    assert int(lanes[b"turns"]) == 1
+
+
+async def test_an_asks_turn_in_the_bulk_lane_never_takes_a_slot_within_the_hold(
+    redis: ArqRedis,
+) -> None:
+    """The same for a job that takes its ticket at its ask: its turn takes big3's slot, the
+    second past the hold, and big1's holder (0.1 s from its slot) keeps it."""
+    limiter, clock = await _limiter(redis, lookahead_s=6.0)
+    await _waiting_bulk(redis, TTS_MODEL, [("lead", "big")])
+    await _waiting_bulk(redis, TTS_MODEL, [(f"big{i}", "big") for i in range(8)])
+    await limiter.admit(TTS_MODEL)
+    clock.now = T0 + 1.9
+    with pytest.raises(CapacityDeferred):
+        await limiter.acquire(TTS_MODEL, job_id="small0", lane="bulk", tenant="small")
+    tickets = dict(await schedule(redis, "acct", TTS_MODEL))
+    assert tickets[b"big1"] == T0 + 2 and tickets[b"big2"] == T0 + 3
+    assert tickets[b"small0"] == T0 + 4
+    assert tickets[b"big3"] > tickets[b"big4"]
 
 
 async def test_a_holder_that_comes_back_queues_hold_before_its_time_to_ask(

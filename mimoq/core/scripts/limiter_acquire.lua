@@ -428,7 +428,10 @@ local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
 local held = tonumber(counts[1]) or 0
 own_last = tonumber(counts[2]) or false
 own_held = held
-local candidates = turn_candidates(lane_key, own_last, start)
+-- (bulk: none within the hold, whose holders are waiting in workers: turn_candidates)
+local near = nil
+if bulk then near = now + (Q.hold or 0) end
+local candidates = turn_candidates(lane_key, own_last, start, near)
 if #candidates > 0 then
   local fields = candidate_fields(candidates, {})
   -- the other tenants' counts, and their latest tickets for the displaced ticket's move:

@@ -281,9 +281,22 @@ local TURN_SCAN = 16
 -- lost whenever that ticket was a tenant's holding few: behind another tenant's 16
 -- interactive tickets and one of a third tenant's, a tenant sending 3 jobs waited for
 -- 17 of the flood's (the scheduling e2e test: a failed CI run, 3 runs in 20 here).
-local function turn_candidates(lane, last, before)
+-- In the bulk lane, never a ticket before `near` (now + Q.hold): its job entered arq's
+-- queue Q.hold before its slot (queue_score) and its worker is most likely waiting for it
+-- already. Moved to the schedule's end, that holder asked at its old slot, was told its new
+-- one, and went round arq's queue again: a pick and two asks for a turn that a ticket past
+-- the hold gives for a queue place's move (149-170 holders a run of the 3,000-job mix at
+-- 100 calls a window, bench/limiter_asks.py; issue #22). Past it, the second ticket is
+-- still the first looked at, as after `last`. (nil: from `last` on. The interactive lane's
+-- turns keep the near slots: a tenant there is admitted one job at a time over the lane's
+-- share, each job's turn would wait out the hold again, and a tenant of 10 jobs behind a
+-- flood finished 5 slots later in bench/scheduling.py; the ticket they take is dropped,
+-- not moved, and its job asks again only then: drop_turned.)
+local function turn_candidates(lane, last, before, near)
+  local from = last
+  if near and (not last or last < near) then from = near end
   local after = '-inf'
-  if last then after = '(' .. fmt(last) end
+  if from then after = '(' .. fmt(from) end
   return redis.call('ZRANGEBYSCORE', lane, after, '(' .. fmt(before), 'WITHSCORES',
     'LIMIT', 1, TURN_SCAN)
 end
@@ -847,13 +860,13 @@ end
 
 -- The tenants' turn of an admitted job of tenant field `mine` in lane `bulk`, as acquire
 -- gives it to a job that takes a ticket (limiter_acquire.lua): when `mine` holds at least
--- two tickets fewer than the owner of a ticket past its own latest one (turn_candidates,
--- turn_position), it takes that slot, and the displaced ticket moves to `tail` (the
--- schedule's end), its job's queue place with it (`moved_to` notes it), or, when `drop()`
--- says so (the interactive lane over its share, as acquire does; asked only when a turn is
--- taken: it may read), loses its ticket. `counts`: TENANT_TICKETS as read once for the
--- batch, kept current here. Returns the slot taken (nil: no turn, the job queues at
--- `tail`) and whether the displaced ticket was dropped.
+-- two tickets fewer than the owner of a ticket past its own latest one (in the bulk lane,
+-- past the hold of `now` too: turn_candidates; turn_position), it takes that slot, and the
+-- displaced ticket moves to `tail` (the schedule's end), its job's queue place with it
+-- (`moved_to` notes it), or, when `drop()` says so (the interactive lane over its share, as
+-- acquire does; asked only when a turn is taken: it may read), loses its ticket. `counts`:
+-- TENANT_TICKETS as read once for the batch, kept current here. Returns the slot taken
+-- (nil: no turn, the job queues at `tail`) and whether the displaced ticket was dropped.
 local function turn_at_admission(bulk, mine, counts, tail, moved_to, tickets, drop, now)
   local held = tonumber(counts[mine]) or 0
   local lane = 'interactive:'
@@ -867,8 +880,10 @@ local function turn_at_admission(bulk, mine, counts, tail, moved_to, tickets, dr
   if most < held + 2 then return nil end  -- nobody to take a turn from: no read
   -- the lane is read below: the batch's tickets are in it first (their tenants are known)
   place_tickets(tickets)
+  local near = nil
+  if bulk then near = now + (Q.hold or 0) end
   local candidates = turn_candidates(lane_tickets(bulk), tonumber(counts['last:' .. mine]) or false,
-    tail)
+    tail, near)
   if #candidates == 0 then return nil end
   local fields = candidate_fields(candidates, tickets.field_of)
   local k = turn_position(fields, mine, held, counts)
@@ -904,7 +919,8 @@ local function plan_slots(batch, owners, plan)
     index[id] = i
     if mark_ticket_of(id, tail, now, true) then
       local mine = tenant_field(true, owners[i])
-      local at = turn_at_admission(true, mine, tickets.counts, tail, moved_to, tickets) or tail
+      local at = turn_at_admission(true, mine, tickets.counts, tail, moved_to, tickets, nil,
+        now) or tail
       add_ticket(tickets, id, at, mine)
       planned_ids[#planned_ids + 1] = id
       st.tat = tail + plan.len
