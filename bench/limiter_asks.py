@@ -282,13 +282,7 @@ def sent_back(lines: Iterable[str]) -> dict[str, Counter[str]]:
         if client != "lua":
             settle()
             ask, events, turned = _acquire(command, rest), [], False
-            words = rest.split('"')
-            if command.upper() == "FCALL" and len(words) > 1:
-                name = LIBRARY_DIGEST.sub("", words[1])
-            elif command.upper() == "EVALSHA" and len(words) > 1:
-                name = names.get(words[1], words[1][:8])
-            else:
-                name = ""
+            name = call_name(command, rest, names)
             continue
         text = f'"{command}"{rest}'
         if ask is not None:
@@ -309,6 +303,19 @@ def script_names() -> dict[str, str]:
     return {scripts.named(name).sha: name for name in scripts.SCRIPTS}
 
 
+def call_name(command: str, rest: str, names: dict[str, str]) -> str:
+    """What a client's command line calls: a script by its name (``names``: script_names),
+    a limiter function by its own without its library's digest, any other command as
+    ``plain:<COMMAND>``."""
+    command = command.upper()
+    words = rest.split('"')
+    if command == "EVALSHA" and len(words) > 1:
+        return names.get(words[1], words[1][:8])
+    if command == "FCALL" and len(words) > 1:
+        return LIBRARY_DIGEST.sub("", words[1])
+    return f"plain:{command}"
+
+
 def by_call(lines: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
     """The calls a capture's clients sent, by name, and the commands each kind cost: a
     script call with the commands it ran (a script by its name, a limiter function by its
@@ -322,14 +329,7 @@ def by_call(lines: Iterable[str]) -> tuple[Counter[str], Counter[str]]:
         if client == "lua":
             commands[current] += 1
             continue
-        command = command.upper()
-        words = rest.split('"')
-        if command == "EVALSHA" and len(words) > 1:
-            current = names.get(words[1], words[1][:8])
-        elif command == "FCALL" and len(words) > 1:
-            current = LIBRARY_DIGEST.sub("", words[1])
-        else:
-            current = f"plain:{command}"
+        current = call_name(command, rest, names)
         calls[current] += 1
         commands[current] += 1
     return calls, commands

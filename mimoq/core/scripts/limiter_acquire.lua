@@ -421,17 +421,13 @@ local over_share = not bulk and redis.call('ZCARD', BTICKETS) > 0
 -- displaces moves to the schedule's end, or, when the lane is over its share, loses its
 -- ticket (the lane's slots stay as many). Two tenants holding as many tickets as each other
 -- never swap. O(1): a read of at most TURN_SCAN tickets, their tenants and their counts.
-local lane_key = ITICKETS
-if bulk then lane_key = BTICKETS end
 local mine = tenant_field(bulk, tenant)
 local counts = redis.call('HMGET', TENANT_TICKETS, mine, 'last:' .. mine)
 local held = tonumber(counts[1]) or 0
 own_last = tonumber(counts[2]) or false
 own_held = held
 -- (bulk: none within the hold, whose holders are waiting in workers: turn_candidates)
-local near = nil
-if bulk then near = now + (Q.hold or 0) end
-local candidates = turn_candidates(lane_key, own_last, start, near)
+local candidates = turn_candidates(bulk, own_last, start, now)
 if #candidates > 0 then
   local fields = candidate_fields(candidates, {})
   -- the other tenants' counts, and their latest tickets for the displaced ticket's move:

@@ -274,31 +274,34 @@ end
 -- How many tickets a tenant's turn looks at past its own latest one (turn_candidates).
 local TURN_SCAN = 16
 
--- The tickets of `lane` a tenant's turn may take, as a flat ZRANGEBYSCORE reply (id,
--- slot, ...): from the second after `last` (the tenant's latest ticket; false: none), so
+-- The tickets of the lane (`bulk`) a tenant's turn may take, as a flat ZRANGEBYSCORE reply
+-- (id, slot, ...): from the second after `last` (the tenant's latest ticket; false: none), so
 -- one ticket of someone else stays between two of its own, up to TURN_SCAN of them, and
 -- before `before` (the slot it would queue at). Looking at the second one only, a turn was
 -- lost whenever that ticket was a tenant's holding few: behind another tenant's 16
 -- interactive tickets and one of a third tenant's, a tenant sending 3 jobs waited for
 -- 17 of the flood's (the scheduling e2e test: a failed CI run, 3 runs in 20 here).
--- In the bulk lane, never a ticket before `near` (now + Q.hold): its job entered arq's
--- queue Q.hold before its slot (queue_score) and its worker is most likely waiting for it
+-- In the bulk lane, never a ticket within Q.hold of `now`: its job entered arq's queue
+-- Q.hold before its slot (queue_score) and its worker is most likely waiting for it
 -- already. Moved to the schedule's end, that holder asked at its old slot, was told its new
 -- one, and went round arq's queue again: a pick and two asks for a turn that a ticket past
 -- the hold gives for a queue place's move (149-170 holders a run of the 3,000-job mix at
 -- 100 calls a window, bench/limiter_asks.py; issue #22). Past it, the second ticket is
--- still the first looked at, as after `last`. (nil: from `last` on. The interactive lane's
--- turns keep the near slots: a tenant there is admitted one job at a time over the lane's
+-- still the first looked at, as after `last`. (The interactive lane's turns keep the near
+-- slots: a tenant there is admitted one job at a time over the lane's
 -- share, each job's turn would wait out the hold again, and a tenant of 10 jobs behind a
 -- flood finished 5 slots later in bench/scheduling.py; the ticket they take is dropped,
 -- not moved, and its job asks again only then: drop_turned.)
-local function turn_candidates(lane, last, before, near)
+local function turn_candidates(bulk, last, before, now)
   local from = last
-  if near and (not last or last < near) then from = near end
+  if bulk then
+    local near = now + (Q.hold or 0)
+    if not last or last < near then from = near end
+  end
   local after = '-inf'
   if from then after = '(' .. fmt(from) end
-  return redis.call('ZRANGEBYSCORE', lane, after, '(' .. fmt(before), 'WITHSCORES',
-    'LIMIT', 1, TURN_SCAN)
+  return redis.call('ZRANGEBYSCORE', lane_tickets(bulk), after, '(' .. fmt(before),
+    'WITHSCORES', 'LIMIT', 1, TURN_SCAN)
 end
 
 -- The tenant field of each ticket of `candidates` (turn_candidates' reply), by position:
@@ -880,10 +883,7 @@ local function turn_at_admission(bulk, mine, counts, tail, moved_to, tickets, dr
   if most < held + 2 then return nil end  -- nobody to take a turn from: no read
   -- the lane is read below: the batch's tickets are in it first (their tenants are known)
   place_tickets(tickets)
-  local near = nil
-  if bulk then near = now + (Q.hold or 0) end
-  local candidates = turn_candidates(lane_tickets(bulk), tonumber(counts['last:' .. mine]) or false,
-    tail, near)
+  local candidates = turn_candidates(bulk, tonumber(counts['last:' .. mine]) or false, tail, now)
   if #candidates == 0 then return nil end
   local fields = candidate_fields(candidates, tickets.field_of)
   local k = turn_position(fields, mine, held, counts)
@@ -1049,10 +1049,12 @@ end
 -- Move up to `room` waiting jobs from the lists of one lane's ring into the arq queue,
 -- one job per tenant in turn (round robin over the ring of tenants with waiting jobs:
 -- deficit round robin with equal quanta and unit cost). Each admitted job costs O(1); the
--- loop is bounded by `room`. A batch larger than its ring's tenants is taken in one pass
--- (take_in_pass), a smaller one a turn at a time (take_in_turns). A job whose arq record
--- expired is dropped after the loop (still_queued), so a round that meets one admits one
--- fewer: the next top-up fills it. Returns the jobs admitted.
+-- loop is bounded by `room`. A batch whose pass costs fewer commands than its turns (4 and
+-- 2 a tenant, 3 with tenant limits, against 3 a job: a few jobs more than the ring has
+-- tenants) is taken in one pass (take_in_pass), any other a turn at a time
+-- (take_in_turns); the ring's length is read for it when the batch is over 3 jobs. A job
+-- whose arq record expired is dropped after the loop (still_queued), so a round that meets
+-- one admits one fewer: the next top-up fills it. Returns the jobs admitted.
 local function admit_from(ring, admitted, lists, room, track, now, plan)
   if not track then admitted = nil end
   local batch, owners
