@@ -35,8 +35,10 @@ it. The dependency range in ``pyproject.toml`` is the range those tests have run
 11. ``run_job`` starts with one transaction on ``Worker.pool`` (a property): ``GET`` of the
     job, ``INCR`` of its try count and ``EXPIRE`` of it (``RETRY_TTL_S``), plus a ``ZREM``
     of the abort set where aborts are allowed. A worker that is a ``ClaimedStarts`` (and
-    allows no aborts) has its claim make those three inside the script, and that
-    transaction answered from the claim's reply: no round trip, no ``MULTI``/``EXEC``.
+    allows no aborts) has its claim do that inside the script, and that transaction
+    answered from the claim's reply: no round trip, no ``MULTI``/``EXEC``. The claim reads
+    the try with the job and writes it back one more with its TTL (one ``SET``): the same
+    count and TTL as arq's ``INCR`` and ``EXPIRE``.
 """
 
 from __future__ import annotations

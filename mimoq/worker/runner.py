@@ -199,7 +199,7 @@ async def run_job(
         error, tries=tries, policy=_policy(deps.settings), rand=random.random
     )
     if isinstance(verdict, Defer):
-        raise await _deferred(redis, job_id, verdict, kind, model, bound)
+        raise await _deferred(redis, job_id, verdict, kind, model, bound, counted=deferrals)
     if isinstance(verdict, RetryLater):
         bound.warning(
             "job.retrying",
@@ -249,13 +249,18 @@ async def _deferred(
     kind: str | None,
     model: str | None,
     bound: structlog.typing.FilteringBoundLogger,
+    *,
+    counted: int,
 ) -> Retry:
-    """Count a deferral (it spends no try) and say so; the ``Retry`` that carries it out."""
+    """Count a deferral (it spends no try) and say so; the ``Retry`` that carries it out.
+    ``counted``: the job's deferrals as its run read them."""
     # the count's TTL is set once, when its first deferral creates it (a week outlives any
-    # job's expiry; NX leaves a set TTL alone), in the INCR's round trip
+    # job's expiry; NX leaves a set TTL alone), in the INCR's round trip; a count the run
+    # read has its TTL already (a third of a run of the issue #22 mix's deferrals)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(_deferrals_key(job_id))
-        pipe.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S, nx=True)
+        if not counted:
+            pipe.expire(_deferrals_key(job_id), _DEFERRAL_TTL_S, nx=True)
         await pipe.execute()
     bound.debug("job.deferred", reason=verdict.reason, retry_in_s=round(verdict.delay_s, 3))
     metrics.job_deferred(kind, model, verdict.reason, deferred_s=verdict.delay_s)

@@ -4,8 +4,9 @@
 -- KEYS[1] arq:in-progress:<id>   KEYS[2] the queue   KEYS[3...] keys read for the taken job's
 -- run, so that neither arq's start of it nor its own first read costs a round trip:
 -- with ARGV[5], KEYS[3] arq:job:<id> and KEYS[4] arq:retry:<id> first (arq's run_job would
--- read the job and count the try, INCR and EXPIRE, in a MULTI/EXEC of its own); then any
--- more keys, whose values are read
+-- read the job and count the try, INCR and EXPIRE, in a MULTI/EXEC of its own: here the try
+-- is read with the job and written back one more, with its TTL, by one SET); then any more
+-- keys, whose values are read
 -- ARGV[1] job id   ARGV[2] now, ms (the worker's clock, as arq compares)
 -- ARGV[3] how long the in-progress key lives, ms (arq's in_progress_timeout_s)
 -- ARGV[4] this claim's token, the in-progress key's value (arq only asks whether it exists)
@@ -18,15 +19,15 @@
 -- "exists" would leave the job held by no one until the key expired. Its try was counted
 -- by the first: it is read, not counted again.
 local starts = ARGV[5] ~= nil and ARGV[5] ~= ''
--- One MGET reads the job, a claim sent again its try, and the more keys: a GET of the job
--- of its own cost a command a claim (1.2 a job of the issue #22 mix). A missing key reads
--- false, which Redis answers as nil: the reply keeps its length.
+-- One MGET reads the job, its try, and the more keys: a GET of the job of its own cost a
+-- command a claim (1.2 a job of the issue #22 mix), and the try's INCR and EXPIRE one more
+-- than the SET that now writes it (1.4 a job). A missing key reads false, which Redis
+-- answers as nil: the reply keeps its length.
 local function taken(score, again)
   local out = {score}
   local reads, more = {}, 3
   if starts then
-    reads[1] = KEYS[3]
-    if again then reads[2] = KEYS[4] end
+    reads[1], reads[2] = KEYS[3], KEYS[4]
     more = 5
   end
   for i = more, #KEYS do reads[#reads + 1] = KEYS[i] end
@@ -37,12 +38,12 @@ local function taken(score, again)
     out[2] = values[1]
     if again then
       out[3] = tonumber(values[2]) or 1
-      next_value = 3
     else
-      out[3] = redis.call('INCR', KEYS[4])
-      redis.call('EXPIRE', KEYS[4], ARGV[5])
-      next_value = 2
+      -- (arq counts tries from 1; a try counted outside arq, count_tries, is read here too)
+      out[3] = (tonumber(values[2]) or 0) + 1
+      redis.call('SET', KEYS[4], out[3], 'EX', ARGV[5])
     end
+    next_value = 3
   end
   for i = next_value, #values do out[#out + 1] = values[i] end
   return out
