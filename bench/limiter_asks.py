@@ -52,14 +52,17 @@ MODEL = re.compile(r"\{[^:}]+:([^}]+)\}")
 CLAIMED = re.compile(r'^"SET" "arq:in-progress:([^"]+)"')
 #: a claim that found its job not due takes its in-progress key back in the same script
 TAKEN_BACK = re.compile(r'^"DEL" "arq:in-progress:([^"]+)"')
-#: a due holder held back by the pace or the guard (its count in the limiter's lanes hash)
-RESPACED = re.compile(r'"HINCRBY" "[^"]*:lanes" "respaced:(\w+)"')
+#: a due holder held back by the pace or the guard: its count, a field of the state's one
+#: HSET at the call's end (before, an HINCRBY of the lanes hash; captures of either read)
+RESPACED = re.compile(
+    r'"HINCRBY" "[^"]*:lanes" "respaced:(\w+)"|^"HSET" "[^"]*:state" .*"c:respaced:(\w+)"'
+)
 #: a ticket given or moved: ``ZADD <lane>_tickets [flags] score member [score member ...]``
 TICKETS = re.compile(r'^"ZADD" "[^"]*:(?:bulk|interactive)_tickets"(.*)$')
 #: a grant's entry in the grant log: ``ZADD ...:log <time> <lease>``
 LOGGED = re.compile(r'^"ZADD" "[^"]*:log" "([0-9.]+)"')
-#: a tenant's turn, counted in the limiter's lanes hash (an ask's or an admission's)
-TURN = re.compile(r'^"HINCRBY" "[^"]*:lanes" "turns"')
+#: a tenant's turn (an ask's or an admission's), counted as RESPACED is
+TURN = re.compile(r'^"HINCRBY" "[^"]*:lanes" "turns"|^"HSET" "[^"]*:state" .*"c:turns"')
 #: a ticket taken out of its lane: ``ZREM <lane>_tickets <job>``
 TICKET_GONE = re.compile(r'^"ZREM" "[^"]*:(bulk|interactive)_tickets" "([^"]+)"')
 #: a job parked: put back at the head of its tenant's interactive waiting list
@@ -81,7 +84,7 @@ class Ask:
         """Why the pace or the guard held this due holder back (``paced``, ``guard``), if so."""
         for command in self.inner:
             if (found := RESPACED.search(command)) is not None:
-                return found.group(1)
+                return found.group(1) or found.group(2)
         return None
 
     def decision(self) -> str:

@@ -173,9 +173,14 @@ class Run:
 
 async def report_respaced(redis: ArqRedis) -> None:
     """How many due holders the pace or the guard held back (stderr: a diagnostic)."""
-    async for key in redis.scan_iter(match="mimoq:limit:*:lanes"):
+    # (the counts are "c:" fields of each model's state hash)
+    async for key in redis.scan_iter(match="mimoq:limit:*:state"):
         counts = await redis.hgetall(key)
-        respaced = {k.decode(): int(v) for k, v in counts.items() if k.startswith(b"respaced")}
+        respaced = {
+            k.decode().removeprefix("c:"): int(v)
+            for k, v in counts.items()
+            if k.startswith(b"c:respaced")
+        }
         print(f"  {key.decode()}: {respaced or 'nothing re-spaced'}", file=sys.stderr)
 
 

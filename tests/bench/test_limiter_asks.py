@@ -112,11 +112,16 @@ def test_the_script_runs_on_a_capture(tmp_path: Path) -> None:
 
 
 def test_a_holder_held_back_names_why() -> None:
+    """From its count among the state's fields the call writes as it ends, or from an older
+    capture's HINCRBY of the lanes hash."""
     module = load_bench("limiter_asks")
     lanes = '"HINCRBY" "mimoq:limit:{acct:mimo-v2.5-tts}:lanes"'
+    state = '"HSET" "mimoq:limit:{acct:mimo-v2.5-tts}:state" "ptat" "1.5"'
     paced = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "respaced:paced" "1"'])
     turn = module.Ask("j", "bulk", TTS_MODEL, [f'{lanes} "turns" "1"'])
-    assert (paced.respaced(), turn.respaced()) == ("paced", None)
+    guard = module.Ask("j", "bulk", TTS_MODEL, [f'{state} "c:respaced:guard" "4" "tat" "2"'])
+    turned = module.Ask("j", "bulk", TTS_MODEL, [f'{state} "c:turns" "3"'])
+    assert [a.respaced() for a in (paced, turn, guard, turned)] == ["paced", None, "guard", None]
 
 
 def _call(name: str, job: str, lane: str) -> str:
@@ -145,7 +150,7 @@ def test_turns_that_drop_a_ticket_are_counted_with_the_parks_they_made() -> None
         f'{lua}"SET" "mimoq:cancel:b1" "granted" "PX" "1" "GET"',
         '1.0 [0 127.0.0.1:1] "FCALL" "limiter_admit_0123456789ab" "16"',
         f'{lua}"ZREM" {key}:interactive_tickets" "f3"',
-        f'{lua}"HINCRBY" {key}:lanes" "turns" "1"',
+        f'{lua}"HSET" {key}:state" "tat" "2.5" "c:turns" "2" "c:admitted" "4"',
         '1.0 [0 127.0.0.1:1] "PING"',
         f'{lua}"ZREM" {key}:interactive_tickets" "f4"',  # (no call that counted a turn)
     ]
@@ -184,7 +189,7 @@ def test_holders_sent_round_again_are_counted_by_what_last_moved_their_ticket() 
         f'{lua}"ZADD" {key}:bulk_tickets" "XX" "5.0" "b1" "6.0" "b2"',
         _call("limiter_acquire", "l1", "bulk"),
         f'{lua}"ZADD" {key}:bulk_tickets" "9.0" "b2"',
-        f'{lua}"HINCRBY" {key}:lanes" "turns" "1"',
+        f'{lua}"HSET" {key}:state" "c:turns" "1"',
         # an interactive job's jump moves b3's
         *given("b3", "4.0"),
         _call("limiter_acquire", "i1", "interactive"),

@@ -196,8 +196,8 @@ async def test_two_models_both_lanes_two_tenants_and_a_foreign_producer(
     assert flood_before <= 8, flood_before
     # the flood's jobs over the lane's share waited in its list (parked), not going round
     # through the queue; and every one of them still finished (above)
-    [lanes] = [k async for k in redis.scan_iter(match=f"mimoq:limit:*:{TTS}}}:lanes")]
-    assert int(await redis.hget(lanes, "parked") or 0) > 0  # type: ignore[misc]
+    [state] = [k async for k in redis.scan_iter(match=f"mimoq:limit:*:{TTS}}}:state")]
+    assert int(await redis.hget(state, "c:parked") or 0) > 0  # type: ignore[misc]
 
     # nothing left waiting: a worker's admission round (each heartbeat) drops the models
     # whose waiting lists emptied (a grant no longer checks, to save its commands)

@@ -283,8 +283,7 @@ async def test_a_tenant_admitted_behind_a_flood_takes_its_turns(redis: ArqRedis)
     assert tickets[b"big1"] > tickets[b"big4"]
     assert await redis.zscore(wire.QUEUE_NAME, "big1") == _queue_score(tickets[b"big1"])
     assert await redis.zscore(wire.QUEUE_NAME, "small0") == _queue_score(T0 + 2)
-    lanes = await redis.hgetall(keys["lanes"])  # type: ignore[misc]
-    assert int(lanes[b"turns"]) >= 1
+    assert int(await redis.hget(keys["state"], "c:turns")) >= 1  # type: ignore[misc]
 
 
 async def test_a_near_slot_is_queued_at_a_place_already_past_and_asked_once(
@@ -329,8 +328,7 @@ async def test_a_tenants_turn_never_takes_a_slot_within_the_hold(redis: ArqRedis
     assert tickets[b"big1"] == T0 + 2 and tickets[b"big2"] == T0 + 3
     assert tickets[b"small0"] == T0 + 4  # big3's slot; big3 moved to the end
     assert tickets[b"big3"] > tickets[b"big4"]
-    lanes = await redis.hgetall(_keys(TTS_MODEL)["lanes"])  # type: ignore[misc]
-    assert int(lanes[b"turns"]) == 1
+    assert int(await redis.hget(_keys(TTS_MODEL)["state"], "c:turns")) == 1  # type: ignore[misc]
 
 
 async def test_an_asks_turn_in_the_bulk_lane_never_takes_a_slot_within_the_hold(

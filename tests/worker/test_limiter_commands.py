@@ -22,7 +22,7 @@ from mimoq.core import wire
 from mimoq.core.dialect_constants import TTS_MODEL
 from mimoq.core.errors import CapacityDeferred
 from mimoq.worker.limiter import RedisLimiter
-from mimoq.worker.limiter.config import LimiterConfig
+from mimoq.worker.limiter.config import LimiterConfig, limiter_keys
 from tests.support.commandstats import command_calls
 
 pytestmark = pytest.mark.redis
@@ -40,6 +40,7 @@ T0 = 1000.0
 #: A deferral sets the job's queue place at its slot itself (one ZADD, where arq's own
 #: deferral would send a ZINCRBY), so that moving a ticket can move its job too; a place
 #: that is already right costs a ZSCORE more (is the job queued at all?), as back early here.
+#: A decision writes the state hash once, with its counters among the fields (end_call).
 #: The budgets are the measurements: a decision's commands do not depend on load or timing.
 BUDGET = {"queued": 12, "early": 6, "granted": 16, "release": 4}
 
@@ -107,3 +108,39 @@ async def test_housekeeping_runs_once_a_tenth_of_the_window(redis: ArqRedis) -> 
         assert not isinstance(granted, CapacityDeferred), seen
         swept.append(seen["zremrangebyscore"] > 0)
     assert swept == [False, False, True]
+
+
+async def test_a_decision_writes_the_state_hash_once_its_counters_among_the_fields(
+    redis: ArqRedis,
+) -> None:
+    """A grant that sweeps, refreshes the keys' TTLs and admits a batch writes the model's
+    state with one HSET, the admission's count among its fields: a decision wrote it with an
+    HSET for each of those and an HINCRBY a counter (issue #22). The counts are kept across
+    decisions: each is read with the state."""
+    now = [T0]
+    limiter = RedisLimiter(SLOTS, redis, clock=lambda: now[0])
+    waiting = wire.WAIT_PREFIX + TTS_MODEL + ":"
+    for tenant, jobs in (("big", 6), ("small", 1)):
+        await redis.rpush(waiting + "tenant:" + tenant, *[f"{tenant}{i}" for i in range(jobs)])
+        await redis.rpush(waiting + "tenants", tenant)
+        for i in range(jobs):
+            await redis.set(f"arq:job:{tenant}{i}", b"{}")
+    first = await limiter.acquire(TTS_MODEL, job_id="first", lane="bulk", tenant="big")
+    await limiter.release(first, usage=None, latency_s=0.4, lag_s=0.01)
+    admitted_first = (await limiter.snapshot(TTS_MODEL)).lanes["admitted_total"]
+    await redis.delete(wire.admitted_key(TTS_MODEL))  # the look-ahead granted: room again
+    now[0] = T0 + 61.0  # past housekeeping's and a touch's intervals (1 s, 60 s)
+    granted, _, seen = await _counted(
+        redis, limiter.acquire(TTS_MODEL, job_id="second", lane="bulk", tenant="small")
+    )
+    assert not isinstance(granted, CapacityDeferred), seen
+    assert seen["zremrangebyscore"] > 0 and seen["expire"] > 0 and seen["zadd"] > 0, seen
+    # one HSET each: the state, the new tickets' tenants, and their tenants' ticket counts
+    # (before: the state's four, for the sweep, the TTLs, the grant and the batch's slots);
+    # one HINCRBY: the grant's count of its lane and tenant (the admission's was another)
+    assert seen["hset"] == 3 and seen["hincrby"] == 1, seen
+    state = await redis.hgetall(limiter_keys("acct", TTS_MODEL)[0])
+    assert {b"hk", b"touched", b"tat", b"ptat", b"c:admitted"} <= set(state)
+    lanes = (await limiter.snapshot(TTS_MODEL)).lanes
+    assert lanes["tenant_grants"] == {"big": 1, "small": 1}
+    assert lanes["admitted_total"] > admitted_first > 0

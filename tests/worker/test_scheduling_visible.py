@@ -115,17 +115,24 @@ async def test_grant_counts_are_one_field_per_lane_and_tenant_and_older_fields_s
 ) -> None:
     """A grant counts itself once, under its lane and tenant (issue #22: it was two HINCRBYs,
     one per lane, one per tenant); the snapshot sums that field into both views, and the
-    fields an older worker wrote (``lane:bulk``, ``tenant:t-a``) still add up."""
+    fields an older worker wrote (``lane:bulk``, ``tenant:t-a``) still add up. The other
+    counters are fields of the state hash (``c:turns``, ...), and what an older worker
+    counted in the lanes hash adds to them."""
     limiter = RedisLimiter(ROOMY_ACCT, redis, clock=lambda: 1000.0)
     for i, (lane, tenant) in enumerate(
         [("bulk", "t-a"), ("bulk", "t-a"), ("interactive", "t-a"), ("bulk", None)]
     ):
         await limiter.acquire(TTS, job_id=f"j{i}", lane=lane, tenant=tenant)
-    lanes_key = limiter_keys("acct", TTS)[KEY_PARTS.index("lanes")]
+    keys = limiter_keys("acct", TTS)
+    lanes_key, state_key = keys[KEY_PARTS.index("lanes")], keys[KEY_PARTS.index("state")]
     fields = {k.decode(): int(v) for k, v in (await redis.hgetall(lanes_key)).items()}
     assert fields == {"g:bulk:t-a": 2, "g:interactive:t-a": 1, "g:bulk:_": 1}
-    # a fleet mid-upgrade: an older worker's per-lane and per-tenant counts
-    await redis.hset(lanes_key, mapping={"lane:bulk": 5, "tenant:t-a": 3, "tenant:t-b": 2})
+    # a fleet mid-upgrade: an older worker's per-lane and per-tenant counts, and its turns
+    await redis.hset(
+        lanes_key, mapping={"lane:bulk": 5, "tenant:t-a": 3, "tenant:t-b": 2, "turns": 4}
+    )
+    await redis.hset(state_key, "c:turns", 2)
     lanes = (await limiter.snapshot(TTS)).lanes
     assert lanes["grants"] == {"bulk": 3 + 5, "interactive": 1}
+    assert lanes["turns"] == 4 + 2
     assert lanes["tenant_grants"] == {"t-a": 3 + 3, "_": 1, "t-b": 2}

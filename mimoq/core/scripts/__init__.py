@@ -223,10 +223,25 @@ SCRIPTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 LIBRARY_PRELUDES: Final = frozenset({"limiter_common"})
 
 
+#: The function of a prelude that each answer of the scripts after it passes through: it ends
+#: the call (the limiter's writes its state with one HSET: limiter_common.lua, end_call).
+CALL_ENDS: Final = MappingProxyType({"limiter_common": "end_call"})
+
+
+def _body(name: str) -> str:
+    """The text of script ``name`` as it runs after its preludes: its own, with its answer
+    passed through a prelude's end (``CALL_ENDS``) where one has it."""
+    text = source(name)
+    for prelude in SCRIPTS[name]:
+        if prelude in CALL_ENDS:
+            return f"return {CALL_ENDS[prelude]}((function()\n{text}\nend)())"
+    return text
+
+
 @cache
 def _library(prelude: str) -> LuaLibrary:
     members = [name for name, preludes in SCRIPTS.items() if preludes == (prelude,)]
-    return LuaLibrary(f"mimoq_{prelude}", source(prelude), {n: source(n) for n in members})
+    return LuaLibrary(f"mimoq_{prelude}", source(prelude), {n: _body(n) for n in members})
 
 
 def in_library(name: str) -> LibraryFunction:
@@ -244,4 +259,4 @@ def named(name: str) -> LuaScript:
     process (one object per name, whoever asks)."""
     if name not in SCRIPTS:
         raise KeyError(f"{name!r} is not a script of mimoq.core.scripts.SCRIPTS")
-    return LuaScript("\n".join(source(part) for part in (*SCRIPTS[name], name)))
+    return LuaScript("\n".join([*(source(part) for part in SCRIPTS[name]), _body(name)]))

@@ -181,7 +181,7 @@ local function grant(tat, paced, late)
     writes[#writes + 1] = st.audio
   end
   if late then note_late(late, writes) end
-  redis.call('HSET', STATE, unpack(writes))
+  state_write(unpack(writes))
   if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
   note_grant(bulk)
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the
@@ -236,7 +236,7 @@ end
 -- with every other held-back holder at once (which is how bursts happened); an
 -- interactive one keeps its place ahead of bulk and comes back as soon as the pace allows.
 local function respace(wait, reason)
-  redis.call('HINCRBY', LANES, 'respaced:' .. reason, 1)
+  count_up('respaced:' .. reason, 1)
   -- A token-limited model's interactive holder goes to the end as well when another
   -- interactive ticket falls due by then: where the hard guard holds calls of varied lengths
   -- back, the held-back holders came back at the pace's next slot together with the holder
@@ -251,7 +251,7 @@ local function respace(wait, reason)
   set_ticket(job_id, at, bulk, tenant)
   if not mark_ticket(at, now) then return cancelled() end
   if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, audio_s) end
-  redis.call('HSET', STATE, 'tat', at + len)
+  state_write('tat', at + len)
   return defer(come_back_in(at - now), reason)
 end
 
@@ -378,7 +378,7 @@ local function take_slot_of(moved, slot, drop, moved_bulk, moved_field, moved_la
     end
     retime(moved, tail, moved_bulk, moved_field, moved_last)
     st.tat = tail + moved_len
-    redis.call('HSET', STATE, 'tat', st.tat)
+    state_write('tat', st.tat)
   end
   local at = math.max(slot, now)
   if moved_bulk and not bulk then
@@ -448,7 +448,7 @@ if #candidates > 0 then
     local k = turn_position(fields, mine, held, theirs_counts)
     if k then
       local theirs = fields[k]
-      redis.call('HINCRBY', LANES, 'turns', 1)
+      count_up('turns', 1)
       return take_slot_of(candidates[2 * k - 1], tonumber(candidates[2 * k]), over_share, bulk,
         theirs, tonumber(theirs_counts['last:' .. theirs]) or false)
     end
@@ -478,5 +478,5 @@ set_ticket(job_id, start, bulk, tenant, own_last, own_held)
 if not mark_ticket(start, now) then return cancelled() end
 -- what a re-plan needs to re-size the slot
 if Q.tokens > 0 then redis.call('HSET', TICKET_AUDIO, job_id, audio_s) end
-redis.call('HSET', STATE, 'tat', math.max(st.tat, start) + len)
+state_write('tat', math.max(st.tat, start) + len)
 return defer(come_back_in(start - now), reason_now())

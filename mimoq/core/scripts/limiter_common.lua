@@ -50,8 +50,20 @@ local HOUSEKEEP_EVERY, TOUCH_EVERY
 -- in a call only by its own grant (note_grant). bind() forgets them.
 local RECENT_ALL, RECENT_INTERACTIVE
 
+-- The state fields this call writes (field -> value, the last one written), sent as one
+-- HSET when the call ends (end_call), and the state hash as load_state read it (field ->
+-- text; nil: not read in this call). A decision wrote its state with up to five HSETs (its
+-- grant's, its admission's schedule end, housekeeping's, touch's, a re-plan's) and bumped
+-- each of its counters with an HINCRBY of the lanes hash: 1.1 write commands a job of the
+-- issue #22 mix, each replicated on its own. Nothing in a call reads the state hash after
+-- load_state, so the writes wait for the end.
+local STATE_WRITES, STATE_READ
+-- whether this call gives the limiter's keys their TTL as it ends (touch)
+local TOUCHING
+
 local function bind(keys, argv)
   RECENT_ALL, RECENT_INTERACTIVE = nil, nil
+  STATE_WRITES, STATE_READ, TOUCHING = {}, nil, false
   STATE, LOG, TOKENS, LEASES, TICKET_AUDIO, LANES, ILOG, BTICKETS, ITICKETS =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
   TICKET_TENANT, TENANT_TICKETS = keys[10], keys[11]
@@ -142,48 +154,95 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
+-- Write state fields (name, value, name, value, ...): sent when the call ends (end_call).
+local function state_write(...)
+  local args = {...}
+  for i = 1, #args, 2 do
+    local field = args[i]
+    if STATE_WRITES[field] == nil then STATE_WRITES[#STATE_WRITES + 1] = field end
+    STATE_WRITES[field] = args[i + 1]
+  end
+end
+
+-- The counters a decision may bump (count_up), kept in the state hash as "c:<name>", which
+-- load_state reads whole: a bump is a field of the call's one HSET, not a command of its own.
+-- (Only a fixed few: the grants per lane and tenant, as many as the tenants, stay in the
+-- lanes hash, one HINCRBY a grant: the state hash is read whole on every decision.)
+-- turns, admitted, parked, yielded, respaced:paced, respaced:guard (worker/limiter/core.py).
+
+-- Add n to counter `name` (read with the state, or here when this call has not read it).
+local function count_up(name, n)
+  local field = 'c:' .. name
+  local count = STATE_WRITES[field]
+  if count == nil and STATE_READ ~= nil then count = tonumber(STATE_READ[field]) or 0 end
+  if count == nil then count = tonumber(redis.call('HGET', STATE, field)) or 0 end
+  state_write(field, count + n)
+end
+
+-- The call's end: its state writes in one HSET, the keys' TTLs when touch() asked for them,
+-- then its answer.
+local function end_call(answer)
+  local n = #STATE_WRITES
+  if n > 0 then
+    local flat = {}
+    for i = 1, n do
+      local field = STATE_WRITES[i]
+      flat[2 * i - 1], flat[2 * i] = field, STATE_WRITES[field]
+    end
+    redis.call('HSET', STATE, unpack(flat))
+  end
+  if TOUCHING then
+    for i = 1, NLIMITER do redis.call('EXPIRE', CALL_KEYS[i], Q.key_ttl) end
+  end
+  return answer
+end
+
+-- The model's state, its counters too (count_up). Read whole (HGETALL): a small hash is a
+-- listpack, where an HMGET looks each field up from its start and one pass reads them all
+-- (about 2 us less a decision for the 24 fields it asked for, the counters then at no cost).
 local function load_state()
-  local v = redis.call('HMGET', STATE, 'tat', 'f', 'f_at', 'cd', 'tok_rate', 'lat', 'lat_dev',
-    'n429', 'plan_f', 'plan_rate', 'ptat', 'lag', 'lag_dev', 'rec', 'last429', 'touched', 'hk',
-    'audio', 'owed', 'tok_base', 'rg', 'lump', 'late', 'late_dev')
+  local raw = {}
+  local flat = redis.call('HGETALL', STATE)
+  for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
+  STATE_READ = raw
   return {
-    tat = tonumber(v[1]) or 0,
-    f = tonumber(v[2]) or 1,
-    f_at = tonumber(v[3]) or 0,
-    cd = tonumber(v[4]) or 0,
-    tok_rate = tonumber(v[5]) or Q.tokens_per_s,
-    lat = tonumber(v[6]),
-    lat_dev = tonumber(v[7]) or 0,
-    n429 = tonumber(v[8]) or 0,
+    tat = tonumber(raw.tat) or 0,
+    f = tonumber(raw.f) or 1,
+    f_at = tonumber(raw.f_at) or 0,
+    cd = tonumber(raw.cd) or 0,
+    tok_rate = tonumber(raw.tok_rate) or Q.tokens_per_s,
+    lat = tonumber(raw.lat),
+    lat_dev = tonumber(raw.lat_dev) or 0,
+    n429 = tonumber(raw.n429) or 0,
     -- the rate factor and token calibration the queued tickets were spaced for
-    plan_f = tonumber(v[9]),
-    plan_rate = tonumber(v[10]),
+    plan_f = tonumber(raw.plan_f),
+    plan_rate = tonumber(raw.plan_rate),
     -- the pace over actual grants: no grant before ptat - 3/4 of a slot
-    ptat = tonumber(v[11]) or 0,
+    ptat = tonumber(raw.ptat) or 0,
     -- the fleet's measured grant-to-send lag (EWMA, mean deviation)
-    lag = tonumber(v[12]),
-    lag_dev = tonumber(v[13]) or 0,
+    lag = tonumber(raw.lag),
+    lag_dev = tonumber(raw.lag_dev) or 0,
     -- the recovery per window of the current 429 episode, and when the last one began
-    rec = tonumber(v[14]) or Q.recovery,
-    last429 = tonumber(v[15]),
+    rec = tonumber(raw.rec) or Q.recovery,
+    last429 = tonumber(raw.last429),
     -- when touch() last gave every limiter key its TTL
-    touched = tonumber(v[16]),
+    touched = tonumber(raw.touched),
     -- when housekeep() last dropped what no decision needs
-    hk = tonumber(v[17]),
+    hk = tonumber(raw.hk),
     -- the audio seconds of this model's calls (EWMA of the granted calls' measured audio;
     -- token-limited models only): what an admitted job's slot is sized on (slot_plan)
-    audio = tonumber(v[18]),
+    audio = tonumber(raw.audio),
     -- seconds of credit the schedule's end could not take yet (settle_shift)
-    owed = tonumber(v[19]) or 0,
+    owed = tonumber(raw.owed) or 0,
     -- a call's tokens besides its audio's, as measured (token_fit; nil: Q.call_tokens)
-    tok_base = tonumber(v[20]),
+    tok_base = tonumber(raw.tok_base),
     -- the weighted moments token_fit keeps, as text (read by a release only)
-    rg = v[21] or nil,
+    rg = raw.rg or nil,
     -- a large call's tokens on this model (token_fit: the mean call's + 2 deviations)
-    lump = tonumber(v[22]),
+    lump = tonumber(raw.lump),
     -- how late ticket holders ask for their slots (EWMA, mean deviation; limiter_acquire.lua)
-    late = tonumber(v[23]),
-    late_dev = tonumber(v[24]) or 0,
+    late = tonumber(raw.late),
+    late_dev = tonumber(raw.late_dev) or 0,
   }
 end
 
@@ -599,7 +658,7 @@ local function park_job(job, tenant)
     redis.call('RPUSH', IRING, who)
     redis.call('SADD', WAIT_MODELS, Q.model)
   end
-  redis.call('HINCRBY', LANES, 'parked', 1)
+  count_up('parked', 1)
   redis.call('SET', Q.over_share_key, 1, 'PX', Q.over_share_ms)
   return true
 end
@@ -699,7 +758,7 @@ local function replan(st, f, now)
     st.tat = tail
   end
   st.plan_f, st.plan_rate = f, st.tok_rate
-  redis.call('HSET', STATE, 'tat', st.tat, 'plan_f', f, 'plan_rate', st.tok_rate)
+  state_write('tat', st.tat, 'plan_f', f, 'plan_rate', st.tok_rate)
 end
 
 local function drifted(value, planned)
@@ -726,7 +785,7 @@ end
 local function housekeep(st, now)
   if st.hk ~= nil and now - st.hk < HOUSEKEEP_EVERY and now >= st.hk then return end
   st.hk = now
-  redis.call('HSET', STATE, 'hk', now)
+  state_write('hk', now)
   local old = redis.call('ZRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', LOG, '-inf', now - GUARD_MAX)
@@ -758,10 +817,12 @@ end
 -- again) gets its TTL at the next refresh; a model nobody calls again keeps such a key until
 -- it is used again (a bounded remainder: at most NLIMITER small keys per account and model,
 -- never per job).
+-- The EXPIREs are sent when the call ends (end_call), after its writes: a key this call
+-- creates, the state hash by its one HSET among them, gets its TTL too.
 local function touch(st, now)
   if st.touched ~= nil and now - st.touched < TOUCH_EVERY and now >= st.touched then return end
-  redis.call('HSET', STATE, 'touched', now)
-  for i = 1, NLIMITER do redis.call('EXPIRE', CALL_KEYS[i], Q.key_ttl) end
+  state_write('touched', now)
+  TOUCHING = true
 end
 
 -- The jobs of `ids` whose arq record is still there, with their `owners` (optional, kept
@@ -900,7 +961,7 @@ local function turn_at_admission(bulk, mine, counts, tail, moved_to, tickets, dr
     if their_last == false or tail > their_last then counts['last:' .. theirs] = tail end
     moved_to[moved] = tail
   end
-  redis.call('HINCRBY', LANES, 'turns', 1)
+  count_up('turns', 1)
   return tonumber(candidates[2 * k]), dropped
 end
 
@@ -934,7 +995,7 @@ local function plan_slots(batch, owners, plan)
   for id, at in pairs(moved_to) do
     if index[id] then due[index[id]] = queue_score(at) end
   end
-  redis.call('HSET', STATE, 'tat', st.tat)
+  state_write('tat', st.tat)
   note_planned_audio(plan, planned_ids)
   return due
 end
@@ -955,7 +1016,7 @@ local function admit_batch(batch, admitted, now, planned)
     redis.call('ZADD', QUEUE, unpack(due, i, j))
     if admitted then redis.call('ZADD', admitted, unpack(at, i, j)) end
   end
-  redis.call('HINCRBY', LANES, 'admitted', #batch)
+  count_up('admitted', #batch)
 end
 
 -- Whether `tenant` is held at its limit (MIMOQ_TENANT_LIMITS, worker/tenant_gate.py): its
@@ -1178,7 +1239,7 @@ local function yield_jump(slot, mine, held, now, counts)
   local waiter, at = waiting[2 * k - 1], tonumber(waiting[2 * k])
   -- (moved earlier: its tenant's latest ticket stays as it is, or is later)
   retime(waiter, slot, false, theirs, at)
-  redis.call('HINCRBY', LANES, 'yielded', 1)
+  count_up('yielded', 1)
   return at
 end
 
@@ -1270,7 +1331,7 @@ local function plan_interactive(batch, tenant, plan)
     end
   end
   if tickets then write_tickets(tickets) end
-  if #planned > 0 then redis.call('HSET', STATE, 'tat', st.tat) end
+  if #planned > 0 then state_write('tat', st.tat) end
   note_planned_audio(plan, planned)
   return due
 end

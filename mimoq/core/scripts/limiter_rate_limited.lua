@@ -72,7 +72,7 @@ if now >= st.cd then
   if #ids > 0 then base = times[1] end
   local function replanned(slot) return start + (math.max(slot, base) - base) * stretch end
   move_backlog(ids, times, bulk, replanned)
-  redis.call('HSET', STATE, 'tat', fmt(replanned(math.max(st.tat, now))), 'f', fmt(f_new),
+  state_write('tat', fmt(replanned(math.max(st.tat, now))), 'f', fmt(f_new),
     'f_at', fmt(resume), 'cd', fmt(resume), 'plan_f', fmt(f_new), 'plan_rate', fmt(st.tok_rate),
     'rec', fmt(rec), 'last429', fmt(now), 'ptat', fmt(start))
   stepped = 1
@@ -81,11 +81,11 @@ elseif resume > st.cd then
   local delta = resume - st.cd
   local ids, times, bulk = all_tickets()
   move_backlog(ids, times, bulk, function(slot) return slot + delta end)
-  redis.call('HSET', STATE, 'tat', fmt(math.max(st.tat, now) + delta), 'f_at', fmt(resume),
+  state_write('tat', fmt(math.max(st.tat, now) + delta), 'f_at', fmt(resume),
     'cd', fmt(resume), 'ptat', fmt(resume))
 else
   resume = st.cd
 end
-redis.call('HINCRBY', STATE, 'n429', 1)
+state_write('n429', st.n429 + 1)
 touch(st, now)
 return {stepped, fmt(resume - now)}

@@ -128,6 +128,6 @@ for name, value in pairs(writes) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
 end
-if #flat > 0 then redis.call('HSET', STATE, unpack(flat)) end
+if #flat > 0 then state_write(unpack(flat)) end
 touch(st, now)
 return held

@@ -40,5 +40,5 @@ for _, at in ipairs(freed) do
   retime(moved, at)
   ends = math.min(ends, was)
 end
-if ends < st.tat then redis.call('HSET', STATE, 'tat', fmt(ends)) end
+if ends < st.tat then state_write('tat', fmt(ends)) end
 return #freed

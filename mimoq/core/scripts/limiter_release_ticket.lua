@@ -19,5 +19,5 @@ if #last > 0 and tonumber(last[2]) > at then
   ends = tonumber(last[2])
 end
 local st = load_state()
-if st.tat > ends then redis.call('HSET', STATE, 'tat', fmt(ends)) end
+if st.tat > ends then state_write('tat', fmt(ends)) end
 return 1

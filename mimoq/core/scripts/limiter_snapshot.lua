@@ -30,6 +30,22 @@ for _, tenant in ipairs(redis.call('LRANGE', RING, 0, Q.max_tenants - 1)) do
   waiting[#waiting + 1] = tenant
   waiting[#waiting + 1] = redis.call('LLEN', Q.wait_prefix .. 'tenant:' .. tenant)
 end
+-- the counts: the lanes hash's (grants per lane and tenant, and the counters older versions
+-- kept there) with the state's counters (its "c:" fields, as load_state read them), summed
+local counts, names = {}, {}
+local function add_count(name, value)
+  if counts[name] == nil then names[#names + 1] = name end
+  counts[name] = (counts[name] or 0) + (tonumber(value) or 0)
+end
+local lanes = redis.call('HGETALL', LANES)
+for i = 1, #lanes, 2 do add_count(lanes[i], lanes[i + 1]) end
+for field, value in pairs(STATE_READ) do
+  if string.sub(field, 1, 2) == 'c:' then add_count(string.sub(field, 3), value) end
+end
+local counted = {}
+for i = 1, #names do
+  counted[2 * i - 1], counted[2 * i] = names[i], counts[names[i]]
+end
 local held = {}
 if redis.call('HLEN', TENANT_TICKETS) <= 4 * Q.max_tenants then
   local all = redis.call('HGETALL', TENANT_TICKETS)
@@ -46,6 +62,6 @@ return {
   fmt(st.lag or -1), fmt(margin(st)), bulk_tickets, inter_tickets,
   redis.call('ZCARD', ADMITTED),
   redis.call('ZCOUNT', ILOG, '(' .. fmt(now - Q.window), '+inf'),
-  redis.call('HGETALL', LANES), waiting, held, fmt(st.tok_base or Q.call_tokens),
+  counted, waiting, held, fmt(st.tok_base or Q.call_tokens),
   fmt(st.late or -1),
 }

@@ -17,7 +17,9 @@ OFFICIAL_RPM: Final = 100
 OFFICIAL_TPM: Final[Mapping[str, int]] = {dc.ASR_MODEL: 10_000}
 #: The account name used when there is neither a key nor a configured name (the simulator).
 ANONYMOUS_ACCOUNT: Final = "anonymous"
-#: Order of the KEYS every limiter script receives (``lanes``: grants per lane and tenant;
+#: Order of the KEYS every limiter script receives (``state``: the model's schedule, pace and
+#: counters, ``c:turns`` and the like; ``lanes``: grants per lane and tenant, and the counters
+#: older versions kept there, which the snapshot adds to the state's;
 #: ``ilog``: the interactive grants of the guard window; ``bulk_tickets`` and
 #: ``interactive_tickets``: the reserved slots of each lane, together the schedule;
 #: ``ticket_tenant`` and ``tenant_tickets``: whose each ticket is, and how many each lane's
