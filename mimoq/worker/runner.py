@@ -256,7 +256,7 @@ async def _deferred(
     ``counted``: the job's deferrals as its run read them."""
     # the count's TTL is set once, when its first deferral creates it (a week outlives any
     # job's expiry; NX leaves a set TTL alone), in the INCR's round trip; a count the run
-    # read has its TTL already (a third of a run of the issue #22 mix's deferrals)
+    # read has its TTL already (the deferrals of a job deferred more than once, issue #22)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.incr(_deferrals_key(job_id))
         if not counted:

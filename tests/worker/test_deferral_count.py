@@ -1,5 +1,5 @@
 """A deferral's count (it spends no try): its TTL is set once, by the deferral that creates
-it, and a later one sends only its increment (issue #22: a third of a run's deferrals)."""
+it, and a later one sends only its increment (issue #22: a job deferred more than once)."""
 
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ LIBRARY_PRELUDES: Final = frozenset({"limiter_common"})
 
 
 #: The function of a prelude that each answer of the scripts after it passes through: it ends
-#: the call (the limiter's writes its state with one HSET: limiter_common.lua, end_call).
+#: the call (the limiter writes its state with one HSET there: limiter_common.lua, end_call).
 CALL_ENDS: Final = MappingProxyType({"limiter_common": "end_call"})
 
 
