@@ -137,10 +137,10 @@ local AUDIO_ALPHA = 0.2
 -- The EWMA weight of a granted holder's lateness (about the last 10 holders)
 local LATE_ALPHA = 0.1
 
--- The writes that fold a granted holder's lateness (`late` seconds after its slot) into
--- st.late and st.late_dev (pace_wait), appended to `writes`. A holder later than the cap
--- counts as that late: a stalled worker says nothing of the fleet's jitter.
-local function note_late(late, writes)
+-- Fold a granted holder's lateness (`late` seconds after its slot) into st.late and
+-- st.late_dev (pace_wait). A holder later than the cap counts as that late: a stalled
+-- worker says nothing of the fleet's jitter.
+local function note_late(late)
   late = math.min(late, LATE_CAP)
   if st.late == nil then
     st.late, st.late_dev = late, 0
@@ -148,13 +148,10 @@ local function note_late(late, writes)
     st.late_dev = st.late_dev + LATE_ALPHA * (math.abs(late - st.late) - st.late_dev)
     st.late = st.late + LATE_ALPHA * (late - st.late)
   end
-  writes[#writes + 1] = 'late'
-  writes[#writes + 1] = st.late
-  writes[#writes + 1] = 'late_dev'
-  writes[#writes + 1] = st.late_dev
+  state_write('late', st.late, 'late_dev', st.late_dev)
 end
 
--- `tat`: the schedule's new end, when this grant moves it (written with the pace, one HSET);
+-- `tat`: the schedule's new end, when this grant moves it;
 -- `paced`: the slot length the pace moves by, when not the call's own (settle_planned);
 -- `late`: how late a ticket holder asked for its slot (nil: not a holder)
 local function grant(tat, paced, late)
@@ -166,10 +163,8 @@ local function grant(tat, paced, late)
   redis.call('ZADD', LOG, now, lease_id)
   if cost > 0 then redis.call('HSET', TOKENS, lease_id, cost) end
   redis.call('ZADD', LEASES, now + Q.lease_ttl, lease_id)
-  local writes = {'ptat', math.max(st.ptat, now) + (paced or len)}
-  if tat then
-    writes[3], writes[4], writes[5], writes[6] = 'tat', tat, 'owed', st.owed
-  end
+  state_write('ptat', math.max(st.ptat, now) + (paced or len))
+  if tat then state_write('tat', tat, 'owed', st.owed) end
   if Q.tokens > 0 and A.measured and audio_s > 0 then
     -- the typical audio admission sizes this model's slots on
     if st.audio == nil then
@@ -177,11 +172,9 @@ local function grant(tat, paced, late)
     else
       st.audio = st.audio + AUDIO_ALPHA * (audio_s - st.audio)
     end
-    writes[#writes + 1] = 'audio'
-    writes[#writes + 1] = st.audio
+    state_write('audio', st.audio)
   end
-  if late then note_late(late, writes) end
-  state_write(unpack(writes))
+  if late then note_late(late) end
   if not bulk then redis.call('ZADD', ILOG, now, lease_id) end
   note_grant(bulk)
   -- one count per lane and tenant ("g:bulk:t-a"): the snapshot's reader sums it into the

@@ -16,8 +16,7 @@ local LAT_ALPHA = 0.1
 
 local now = now_s()
 local st = load_state()
--- every state field these calls change, written with one HSET at the end
-local writes = {}
+-- (every state field these calls change is written with one HSET at the end: state_write)
 local tat_moved = false
 
 -- An EWMA and its mean deviation, as two state fields (kept in `st` for the next call).
@@ -29,7 +28,7 @@ local function ewma(field, dev_field, value)
     st[field] = old + LAT_ALPHA * (value - old)
     st[dev_field] = old_dev + LAT_ALPHA * (math.abs(value - old) - old_dev)
   end
-  writes[field], writes[dev_field] = st[field], st[dev_field]
+  state_write(field, st[field], dev_field, st[dev_field])
 end
 
 -- The weight of a call in token_fit's moments (about the last 20 calls).
@@ -61,7 +60,7 @@ local function token_fit(audio_s, tokens)
     at = (1 - FIT_ALPHA) * (at + FIT_ALPHA * da * dt)
   end
   st.rg = table.concat({fmt(a), fmt(t), fmt(aa), fmt(at)}, ',')
-  writes.rg = st.rg
+  state_write('rg', st.rg)
   if aa > (FIT_SPREAD * a) ^ 2 and at > 0 then
     -- through the mean call; an intercept below zero or above the mean call's tokens is
     -- noise, not a measure: clamped, the slope still meets the mean call
@@ -69,10 +68,11 @@ local function token_fit(audio_s, tokens)
     st.tok_base = base
     st.tok_rate = (t - base) / a
     st.lump = t + 2 * st.tok_rate * math.sqrt(aa)
-    writes.tok_base, writes.lump = base, st.lump
+    state_write('tok_base', base, 'lump', st.lump)
   elseif st.lump ~= nil and st.lump ~= 0 then
     -- the lengths no longer vary: no room is kept for a large call (slot_length)
-    st.lump, writes.lump = 0, 0
+    st.lump = 0
+    state_write('lump', 0)
   end
 end
 
@@ -99,7 +99,7 @@ local function settle(R)
       if observed > 0 then
         st.tok_rate = st.tok_rate + RATE_ALPHA * (observed - st.tok_rate)
         token_fit(audio_s, actual)
-        writes.tok_rate = st.tok_rate
+        state_write('tok_rate', st.tok_rate)
         -- tickets queued at the old estimate are re-spaced once it has moved enough (a
         -- re-plan writes the schedule's end itself, from st.tat: the shift above included)
         if drifted(f, st.plan_f) or drifted(st.tok_rate, st.plan_rate) then
@@ -122,12 +122,6 @@ for i = 1, #leases, CHUNK do
   held = held + redis.call('ZREM', LEASES, unpack(leases, i, math.min(i + CHUNK - 1, #leases)))
 end
 for i = 1, #calls do settle(calls[i]) end
-if tat_moved then writes.tat, writes.owed = st.tat, st.owed end
-local flat = {}
-for name, value in pairs(writes) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-if #flat > 0 then state_write(unpack(flat)) end
+if tat_moved then state_write('tat', st.tat, 'owed', st.owed) end
 touch(st, now)
 return held
